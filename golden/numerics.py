@@ -1,0 +1,147 @@
+"""The integer numerics every Lockstep datapath computes, as the specification.
+
+Pure NumPy. The hardware in ``hdl/`` must equal these functions bit for bit; docs/numerics.md
+describes the same rules in words with worked examples (and a test keeps the examples true).
+
+Formats
+-------
+* Activations and weights: int8, two's complement, range [-128, 127], symmetric (no zero point).
+* Products and sums: int32 accumulators, two's complement, wrapping on overflow exactly like a
+  32-bit hardware adder. ``max_k_without_overflow`` says how long a dot product may be before a
+  wrap is possible at all; the configuration keeps every GEMM below it.
+* Requantization (the one rule that takes an int32 back to int8)::
+
+      y = saturate_int8( (acc * multiplier + 2**(shift-1)) >> shift )     for shift >= 1
+      y = saturate_int8(  acc * multiplier )                              for shift == 0
+
+  ``multiplier`` is an unsigned 15-bit integer (0 .. 32767) and ``shift`` an integer in
+  0 .. 46, so ``acc * multiplier`` fits a signed 48-bit product. ``>>`` is an arithmetic shift
+  (floor division by ``2**shift``), so adding half first rounds to nearest with ties towards
+  +infinity ("round half up"): 2.5 -> 3, -2.5 -> -2. Saturation clamps to [-128, 127].
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT8_MIN = -128
+INT8_MAX = 127
+ACC_BITS = 32
+MULT_BITS = 15
+MULT_MAX = (1 << MULT_BITS) - 1
+SHIFT_MAX = 46
+
+__all__ = [
+    "ACC_BITS", "INT8_MAX", "INT8_MIN", "MULT_BITS", "MULT_MAX", "SHIFT_MAX",
+    "check_int8", "gemm_int8", "max_k_without_overflow", "quantize_multiplier",
+    "requantize", "saturate_int8", "wrap_int32",
+]
+
+
+def check_int8(name: str, x) -> np.ndarray:
+    """Return ``x`` as an int64 array after checking every element is an int8 value.
+
+    Raises TypeError for a non-integer array and ValueError for a value outside [-128, 127],
+    naming ``name`` and the first bad value.
+    """
+    arr = np.asarray(x)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, not {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = (arr < INT8_MIN) | (arr > INT8_MAX)
+    if bad.any():
+        raise ValueError(f"{name} must hold int8 values in [-128, 127], not {int(arr[bad].flat[0])}")
+    return arr
+
+
+def wrap_int32(x) -> np.ndarray:
+    """Reduce integers to 32-bit two's complement, exactly as a 32-bit adder wraps."""
+    x = np.asarray(x, dtype=np.int64)
+    return (((x + (1 << 31)) & 0xFFFF_FFFF) - (1 << 31)).astype(np.int64)
+
+
+def max_k_without_overflow() -> int:
+    """Longest int8 dot product whose int32 sum can never wrap: 2**31 - 1 >= K * 128 * 128."""
+    return ((1 << (ACC_BITS - 1)) - 1) // (128 * 128)
+
+
+def gemm_int8(a, w) -> np.ndarray:
+    """int8 (M x K) times int8 (K x N) -> int32 (M x N), accumulated with 32-bit wraparound.
+
+    Returned as an int64 array holding int32 values. Raises ValueError when the inner sizes do
+    not match, naming both shapes.
+    """
+    a = check_int8("a", a)
+    w = check_int8("w", w)
+    if a.ndim != 2 or w.ndim != 2:
+        raise ValueError(f"gemm operands must be 2-D, not a{a.shape} and w{w.shape}")
+    if a.shape[1] != w.shape[0]:
+        raise ValueError(f"gemm inner sizes must match: a is {a.shape[0]}x{a.shape[1]}, "
+                         f"w is {w.shape[0]}x{w.shape[1]}")
+    # int64 holds any sum up to K = 2**49 exactly; the wrap then reproduces the 32-bit adder.
+    return wrap_int32(a @ w)
+
+
+def saturate_int8(x) -> np.ndarray:
+    return np.clip(np.asarray(x, dtype=np.int64), INT8_MIN, INT8_MAX)
+
+
+def _check_mult_shift(multiplier, shift):
+    if isinstance(multiplier, bool) or not isinstance(multiplier, int | np.integer):
+        raise TypeError(f"requantization multiplier must be an integer, not {multiplier!r}")
+    if isinstance(shift, bool) or not isinstance(shift, int | np.integer):
+        raise TypeError(f"requantization shift must be an integer, not {shift!r}")
+    if not 0 <= multiplier <= MULT_MAX:
+        raise ValueError(f"requantization multiplier must be in [0, {MULT_MAX}], not {multiplier}")
+    if not 0 <= shift <= SHIFT_MAX:
+        raise ValueError(f"requantization shift must be in [0, {SHIFT_MAX}], not {shift}")
+
+
+def requantize(acc, multiplier: int, shift: int) -> np.ndarray:
+    """The one requantization rule: int32 accumulators -> int8 (see the module docstring).
+
+    ``acc`` values must be int32; ``multiplier`` in [0, 32767]; ``shift`` in [0, 46].
+    Vectorized; exact (int64 arithmetic, no floats).
+    """
+    _check_mult_shift(multiplier, shift)
+    acc = np.asarray(acc)
+    if acc.dtype == object or not np.issubdtype(acc.dtype, np.integer):
+        raise TypeError(f"requantization input must hold integers, not {acc.dtype}")
+    acc = acc.astype(np.int64)
+    if ((acc < -(1 << 31)) | (acc >= (1 << 31))).any():
+        raise ValueError("requantization input must hold int32 values")
+    prod = acc * int(multiplier)
+    if shift:
+        prod = (prod + (1 << (int(shift) - 1))) >> int(shift)
+    return saturate_int8(prod)
+
+
+def quantize_multiplier(scale: float) -> tuple[int, int]:
+    """Nearest (multiplier, shift) with multiplier * 2**-shift ~= scale, multiplier normalised.
+
+    The multiplier is brought into [2**14, 2**15) when the shift range allows, so it keeps 15
+    significant bits: the relative error of the represented scale is below 2**-15.
+    Raises ValueError for a scale that is not finite and positive or is out of range.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int | float | np.floating | np.integer):
+        raise TypeError(f"scale must be a real number, not {scale!r}")
+    scale = float(scale)
+    if not math.isfinite(scale) or scale <= 0.0:
+        raise ValueError(f"scale must be finite and positive, not {scale}")
+    mantissa, exponent = math.frexp(scale)  # scale = mantissa * 2**exponent, mantissa in [0.5, 1)
+    shift = MULT_BITS - exponent
+    if shift > SHIFT_MAX:
+        shift = SHIFT_MAX
+    if shift < 0:
+        raise ValueError(f"scale must be below {MULT_MAX + 1}, not {scale}")
+    multiplier = round(scale * (1 << shift))
+    if multiplier > MULT_MAX:  # rounding carried into a 16th bit
+        multiplier >>= 1
+        shift -= 1
+        if shift < 0:
+            raise ValueError(f"scale must be below {MULT_MAX + 1}, not {scale}")
+    if multiplier == 0:
+        raise ValueError(f"scale must be at least 2**-{SHIFT_MAX + 1}, not {scale}")
+    return int(multiplier), int(shift)

@@ -1,0 +1,130 @@
+"""The one configuration object: every size of a Lockstep accelerator and every size derived from it.
+
+Variants come from :func:`dataclasses.replace`, which re-runs every check. The top level takes the
+whole configuration; leaf blocks take only the numbers they need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from golden.numerics import ACC_BITS, max_k_without_overflow
+
+__all__ = ["Config", "check_positive_int", "DEFAULT", "PRESETS"]
+
+
+def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``minimum``; TypeError / ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, not {value!r}")
+    if value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, not {value}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Sizes of one accelerator design point.
+
+    Attributes
+    ----------
+    array_rows, array_cols:
+        R x C processing elements of the weight-stationary systolic array. R is the reduction (K)
+        dimension of one weight tile, C the output (N) dimension.
+    weight_words:
+        Depth of the weight memory, in words of ``array_cols`` int8 values (one tile row each).
+    act_words:
+        Depth of the activation memory, in words of ``array_rows`` int8 values.
+    result_words:
+        Depth of the result memory, in words of ``array_cols`` int32 values.
+    max_m:
+        Most activation rows one GEMM may stream per tile (the accumulator depth).
+    clock_hz:
+        The clock the design is meant to run at; turns cycles into seconds and tokens/s.
+    """
+
+    array_rows: int = 4
+    array_cols: int = 4
+    weight_words: int = 1024
+    act_words: int = 256
+    result_words: int = 256
+    max_m: int = 16
+    clock_hz: int = 100_000_000
+
+    def __post_init__(self):
+        for f in fields(self):
+            check_positive_int(f.name, getattr(self, f.name))
+        if self.array_rows > 64 or self.array_cols > 64:
+            raise ValueError(f"array of {self.array_rows}x{self.array_cols} is too large to simulate; "
+                             f"array_rows and array_cols must be at most 64")
+        if self.max_m > self.act_words:
+            raise ValueError(f"max_m must not exceed act_words ({self.act_words}), not {self.max_m}")
+        if self.max_m > self.result_words:
+            raise ValueError(f"max_m must not exceed result_words ({self.result_words}), not {self.max_m}")
+        if self.weight_words < self.array_rows:
+            raise ValueError(f"weight_words must hold at least one tile of {self.array_rows} rows, "
+                             f"not {self.weight_words}")
+
+    # --- derived sizes -------------------------------------------------------------------------
+    @property
+    def acc_bits(self) -> int:
+        """Width of every accumulator and partial sum."""
+        return ACC_BITS
+
+    @property
+    def max_k(self) -> int:
+        """Longest reduction a GEMM may have: bounded by the activation memory and by int32 overflow."""
+        return min(self.act_words * self.array_rows, max_k_without_overflow())
+
+    @property
+    def array_latency(self) -> int:
+        """Steps from an activation row entering the array to its sums leaving it: R + C.
+
+        R + 1 steps of input skew and PE rows for the first column, C - 1 more for the column
+        skew (the de-skew registers line the last column up with the first).
+        """
+        return self.array_rows + self.array_cols
+
+    @property
+    def host_data_bits(self) -> int:
+        """Width of the host port's write data: the wider of a weight word and an activation word."""
+        return 8 * max(self.array_rows, self.array_cols)
+
+    @property
+    def host_addr_bits(self) -> int:
+        return max(1, (max(self.weight_words, self.act_words, self.result_words) - 1).bit_length())
+
+    @property
+    def cycle_counter_bits(self) -> int:
+        return 48
+
+    def describe(self) -> str:
+        return (f"{self.array_rows}x{self.array_cols} array, {self.weight_words} weight words, "
+                f"{self.act_words} activation words, {self.result_words} result words, "
+                f"max_m {self.max_m}, {self.clock_hz / 1e6:g} MHz")
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str = "configuration") -> Config:
+        """Build a configuration from a mapping, rejecting unknown keys by name."""
+        if not isinstance(values, dict):
+            raise TypeError(f"{source} must be a table of named sizes, not {type(values).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+
+DEFAULT = Config()
+
+#: Named design points, used by tests and the command line.
+PRESETS: dict[str, Config] = {
+    "4x4": Config(array_rows=4, array_cols=4),
+    "8x4": Config(array_rows=8, array_cols=4),
+    "8x8": Config(array_rows=8, array_cols=8, weight_words=4096, act_words=1024, result_words=1024,
+                  max_m=64),
+}

@@ -1,0 +1,212 @@
+"""A free-running tiled GEMM engine: memories, feeders, the systolic array and an accumulator.
+
+The host loads the weight and activation memories through the host port, sets the tile counts
+and pulses ``start``; the engine runs the whole GEMM on its own and raises ``done``, with the
+results in the result memory and the cycle count in ``cycles``. Memory layouts (which word
+holds which values) are defined once in :mod:`sim.gemm`, which also predicts the cycle count.
+
+Order of work: for each output tile ``nt``, for each reduction tile ``kt``: R weight rows, then
+M activation rows. The weight feeder and activation feeder run independently; the array's own
+flow control interleaves them, so the next tile's weights load while the current tile computes.
+"""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .array import SystolicArray
+from .config import Config
+
+__all__ = ["GemmUnit", "HostMem"]
+
+
+class HostMem(enum.Enum, shape=unsigned(2)):
+    """Which memory the host port addresses."""
+    WEIGHTS = 0
+    ACTS = 1
+    RESULTS = 2
+
+
+class GemmUnit(wiring.Component):
+    """Tiled int8 GEMM on an R x C array, run free from on-chip memories.
+
+    Control
+    -------
+    ``m``, ``kt``, ``nt`` (sampled when ``start`` is high and the unit is idle): activation rows,
+    reduction tiles and output tiles. ``busy`` is high from the cycle after ``start`` until
+    ``done`` rises; ``done`` stays high until the next ``start``. ``cycles`` is the number of clock
+    periods from the cycle in which ``start`` is sampled to the first cycle in which ``done`` is high.
+
+    Host port
+    ---------
+    ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of memory ``host_mem``
+    (WEIGHTS or ACTS). ``host_rdata`` shows result word ``host_addr`` one cycle after the
+    address is presented. Writes are meant for idle time; results are valid after ``done``.
+    """
+
+    def __init__(self, config: Config):
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be a Config, not {type(config).__name__}")
+        self.config = config
+        c = config
+        super().__init__({
+            "start": In(1),
+            "m": In(range(c.max_m + 1)),
+            "kt": In(range(c.act_words + 1)),
+            "nt": In(range(c.result_words + 1)),
+            "busy": Out(1),
+            "done": Out(1),
+            "cycles": Out(c.cycle_counter_bits),
+            "host_mem": In(HostMem),
+            "host_addr": In(c.host_addr_bits),
+            "host_we": In(1),
+            "host_wdata": In(c.host_data_bits),
+            "host_rdata": Out(c.array_cols * c.acc_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        R, C = c.array_rows, c.array_cols
+
+        m.submodules.array = array = SystolicArray(rows=R, cols=C)
+        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8 * C), depth=c.weight_words, init=[])
+        m.submodules.amem = amem = memory.Memory(shape=unsigned(8 * R), depth=c.act_words, init=[])
+        m.submodules.rmem = rmem = memory.Memory(shape=unsigned(c.acc_bits * C), depth=c.result_words,
+                                                 init=[])
+        m.submodules.accmem = accmem = memory.Memory(shape=unsigned(c.acc_bits * C), depth=c.max_m,
+                                                     init=[])
+
+        # Latched shape of the running GEMM.
+        n_m = Signal.like(self.m)
+        n_kt = Signal.like(self.kt)
+        n_nt = Signal.like(self.nt)
+        running = Signal()
+        launch = Signal()
+        m.d.comb += [launch.eq(self.start & ~running), self.busy.eq(running)]
+
+        # --- host port ----------------------------------------------------------------------
+        wmem_w = wmem.write_port()
+        amem_w = amem.write_port()
+        rmem_r = rmem.read_port()
+        m.d.comb += [
+            wmem_w.addr.eq(self.host_addr), wmem_w.data.eq(self.host_wdata),
+            wmem_w.en.eq(self.host_we & (self.host_mem == HostMem.WEIGHTS)),
+            amem_w.addr.eq(self.host_addr), amem_w.data.eq(self.host_wdata),
+            amem_w.en.eq(self.host_we & (self.host_mem == HostMem.ACTS)),
+            rmem_r.addr.eq(self.host_addr),
+            self.host_rdata.eq(rmem_r.data),
+        ]
+
+        # --- weight feeder: words 0 .. nt*kt*R - 1 in order -----------------------------------
+        # The read port's output register is the stream's payload register: it advances exactly
+        # when the beat is taken (or when none is held), so a beat leaves every cycle.
+        wmem_r = wmem.read_port()
+        w_addr = Signal(range(c.weight_words + 1))
+        w_left = Signal(range(c.weight_words + 1))
+        w_valid = Signal()
+        w_adv = Signal()
+        m.d.comb += [
+            w_adv.eq(~w_valid | array.weights.ready),
+            wmem_r.en.eq(w_adv),
+            wmem_r.addr.eq(w_addr),
+            array.weights.valid.eq(w_valid),
+            array.weights.payload.eq(wmem_r.data),
+        ]
+        with m.If(launch):
+            m.d.sync += [w_addr.eq(0), w_left.eq(self.nt * self.kt * R), w_valid.eq(0)]
+        with m.Elif(w_adv):
+            m.d.sync += w_valid.eq(w_left != 0)
+            with m.If(w_left != 0):
+                m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
+
+        # --- activation feeder: for nt, for kt, for row: word row*kt_count + kt ----------------
+        amem_r = amem.read_port()
+        a_addr = Signal(range(c.act_words + 1))
+        a_row = Signal.like(self.m)
+        a_kt = Signal.like(self.kt)
+        a_nt = Signal.like(self.nt)
+        a_more = Signal()
+        a_valid = Signal()
+        a_last = Signal()
+        a_adv = Signal()
+        m.d.comb += [
+            a_adv.eq(~a_valid | array.acts.ready),
+            amem_r.en.eq(a_adv),
+            amem_r.addr.eq(a_addr),
+            array.acts.valid.eq(a_valid),
+            array.acts.payload.data.eq(amem_r.data),
+            array.acts.payload.last.eq(a_last),
+        ]
+        with m.If(launch):
+            m.d.sync += [a_addr.eq(0), a_row.eq(0), a_kt.eq(0), a_nt.eq(0), a_valid.eq(0),
+                         a_more.eq(1)]
+        with m.Elif(a_adv):
+            m.d.sync += [a_valid.eq(a_more), a_last.eq(a_row == n_m - 1)]
+            with m.If(a_more):
+                with m.If(a_row != n_m - 1):
+                    m.d.sync += [a_row.eq(a_row + 1), a_addr.eq(a_addr + n_kt)]
+                with m.Else():
+                    m.d.sync += a_row.eq(0)
+                    with m.If(a_kt != n_kt - 1):
+                        m.d.sync += [a_kt.eq(a_kt + 1), a_addr.eq(a_kt + 1)]
+                    with m.Else():
+                        m.d.sync += [a_kt.eq(0), a_addr.eq(0), a_nt.eq(a_nt + 1)]
+                        with m.If(a_nt == n_nt - 1):
+                            m.d.sync += a_more.eq(0)
+
+        # --- accumulator: sums over kt, then one result word per (nt, row) --------------------
+        # Sums arrive in the feeder's order. Partial sums of a row live in accmem between its kt
+        # passes; the asynchronous read port lets the add and the write back share one cycle.
+        acc_r = accmem.read_port(domain="comb")
+        acc_w = accmem.write_port()
+        rmem_w = rmem.write_port()
+        s_row = Signal.like(self.m)
+        s_kt = Signal.like(self.kt)
+        s_nt = Signal.like(self.nt)
+        r_addr = Signal(range(c.result_words + 1))
+        lanes_layout = data.ArrayLayout(signed(c.acc_bits), C)
+        prev = data.View(lanes_layout, acc_r.data)
+        total = Signal(lanes_layout)
+        first = Signal()
+        s_fire = Signal()
+        m.d.comb += [
+            array.sums.ready.eq(1),
+            s_fire.eq(array.sums.valid),
+            first.eq(s_kt == 0),
+            acc_r.addr.eq(s_row),
+        ]
+        for j in range(C):
+            # 32-bit wrap, the same adder as the processing elements'.
+            m.d.comb += total[j].eq(array.sums.payload.data[j] + Mux(first, 0, prev[j]))
+        is_final = Signal()
+        m.d.comb += [
+            is_final.eq(s_kt == n_kt - 1),
+            acc_w.addr.eq(s_row), acc_w.data.eq(total), acc_w.en.eq(s_fire & ~is_final),
+            rmem_w.addr.eq(r_addr), rmem_w.data.eq(total), rmem_w.en.eq(s_fire & is_final),
+        ]
+        finished = Signal()
+        m.d.comb += finished.eq(s_fire & is_final & (s_row == n_m - 1) & (s_nt == n_nt - 1))
+        with m.If(launch):
+            m.d.sync += [s_row.eq(0), s_kt.eq(0), s_nt.eq(0), r_addr.eq(0)]
+        with m.Elif(s_fire):
+            with m.If(is_final):
+                m.d.sync += r_addr.eq(r_addr + 1)
+            with m.If(s_row != n_m - 1):
+                m.d.sync += s_row.eq(s_row + 1)
+            with m.Else():
+                m.d.sync += s_row.eq(0)
+                with m.If(~is_final):
+                    m.d.sync += s_kt.eq(s_kt + 1)
+                with m.Else():
+                    m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1)]
+
+        # --- control and the cycle counter ---------------------------------------------------
+        with m.If(launch):
+            m.d.sync += [running.eq(1), self.done.eq(0), self.cycles.eq(1),
+                         n_m.eq(self.m), n_kt.eq(self.kt), n_nt.eq(self.nt)]
+        with m.Elif(running):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(finished):
+                m.d.sync += [running.eq(0), self.done.eq(1)]
+        return m

@@ -1,0 +1,148 @@
+"""One way for host code to touch a simulated design, whichever simulator runs it.
+
+Host flows (loading memories, starting a run, streaming beats) are written once against
+:class:`Bus` and run on cocotb (Icarus, Verilator) and on Amaranth's simulator alike.
+
+Timing contract, the same on every simulator: each cycle a flow (1) sets the inputs it drives
+for this cycle, (2) awaits :meth:`Bus.settle`, after which :meth:`Bus.get` returns settled values
+(registers after the last edge, combinational logic after this cycle's inputs), (3) awaits
+:meth:`Bus.tick`, which passes exactly one rising edge. Inputs set in (1) are sampled by that edge.
+Signal names are Amaranth paths (``"weights.valid"``); adapters translate them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["AmaranthBus", "Bus", "CocotbBus", "WatchdogError"]
+
+
+class WatchdogError(RuntimeError):
+    """A simulation stopped making progress; the message says what was awaited and for how long."""
+
+
+class Bus(Protocol):
+    def set(self, name: str, value: int) -> None: ...
+    def get(self, name: str) -> int: ...
+    async def settle(self) -> None: ...
+    async def tick(self) -> None: ...
+    async def reset(self) -> None: ...
+    async def run_until(self, name: str, budget: int) -> int:
+        """Let the design run free until ``name`` reads 1; return the edges passed.
+
+        Raises WatchdogError after ``budget`` edges.
+        """
+        ...
+
+
+class AmaranthBus:
+    """Adapter for an async testbench of ``amaranth.sim.Simulator``."""
+
+    def __init__(self, ctx, component):
+        self._ctx = ctx
+        self._component = component
+        self._cache = {}
+
+    def _resolve(self, name):
+        value = self._cache.get(name)
+        if value is None:
+            obj = self._component
+            for part in name.split("."):
+                obj = getattr(obj, part)
+            value = obj.as_value() if hasattr(obj, "as_value") else obj
+            self._cache[name] = value
+        return value
+
+    def set(self, name, value):
+        self._ctx.set(self._resolve(name), int(value))
+
+    def get(self, name):
+        sig = self._resolve(name)
+        raw = self._ctx.get(sig)
+        return int(raw) & ((1 << len(sig)) - 1)
+
+    async def settle(self):
+        return None  # ctx.get settles combinational logic by itself
+
+    async def tick(self):
+        await self._ctx.tick()
+
+    async def reset(self):
+        # Amaranth's simulator starts every register at its reset value.
+        await self._ctx.tick()
+
+    async def run_until(self, name, budget):
+        sig = self._resolve(name)
+        for edges in range(1, budget + 1):
+            await self._ctx.tick()
+            if self._ctx.get(sig):
+                return edges
+        raise WatchdogError(f"{name} did not rise within {budget} cycles")
+
+
+class CocotbBus:
+    """Adapter for a cocotb test: ``dut`` is the toplevel handle; clock ``clk``, reset ``rst``."""
+
+    def __init__(self, dut, period_ns: int = 10):
+        import cocotb
+        from cocotb.clock import Clock
+        from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer, with_timeout
+
+        self._dut = dut
+        self._period = period_ns
+        self._falling = FallingEdge(dut.clk)
+        self._FallingEdge, self._ReadOnly, self._RisingEdge = FallingEdge, ReadOnly, RisingEdge
+        self._Timer, self._with_timeout = Timer, with_timeout
+        self._handles = {}
+        cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
+
+    def _resolve(self, name):
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = getattr(self._dut, name.replace(".", "__"))
+            self._handles[name] = handle
+        return handle
+
+    def set(self, name, value):
+        self._resolve(name).value = int(value)
+
+    def get(self, name):
+        value = self._resolve(name).value
+        # One-bit signals read as Logic, vectors as LogicArray.
+        if not value.is_resolvable:
+            raise ValueError(f"{name} holds unknown bits ({value}) at {self._now()}")
+        return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
+
+    def _now(self):
+        from cocotb.simtime import get_sim_time
+
+        return f"{get_sim_time('ns'):g} ns"
+
+    async def settle(self):
+        await self._ReadOnly()
+
+    async def tick(self):
+        await self._FallingEdge(self._dut.clk)
+
+    async def reset(self):
+        # Amaranth's Verilog resets synchronously on rst; hold it a few edges so every always
+        # block has run at least once (Icarus may not evaluate them at time 0, amaranth #1629).
+        self._dut.rst.value = 1
+        for _ in range(3):
+            await self._FallingEdge(self._dut.clk)
+        self._dut.rst.value = 0
+        await self._FallingEdge(self._dut.clk)
+
+    async def run_until(self, name, budget):
+        from cocotb.simtime import get_sim_time
+
+        handle = self._resolve(name)
+        start = get_sim_time("ns")
+        try:
+            if not self.get(name):
+                await self._with_timeout(self._RisingEdge(handle), budget * self._period, "ns")
+        except TimeoutError:
+            raise WatchdogError(f"{name} did not rise within {budget} cycles") from None
+        await self._FallingEdge(self._dut.clk)
+        elapsed = get_sim_time("ns") - start
+        return round(elapsed / self._period)

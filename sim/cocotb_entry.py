@@ -1,0 +1,27 @@
+"""The cocotb test that runs inside Icarus or Verilator: read the job, run its flow, write the result.
+
+Started by :func:`sim.runner.run` with ``LOCKSTEP_JOB`` naming the job file. Any exception (a
+watchdog, a bad job) is written to the result file as one line and fails the cocotb test.
+"""
+
+import json
+import os
+
+import cocotb
+
+from sim.bus import CocotbBus
+from sim.flows import FLOWS
+
+
+@cocotb.test()
+async def run_job(dut):
+    spec = json.loads(open(os.environ["LOCKSTEP_JOB"]).read())
+    bus = CocotbBus(dut, period_ns=spec["period_ns"])
+    try:
+        result = await FLOWS[spec["flow"]](bus, spec["job"])
+    except Exception as exc:
+        with open(spec["result"], "w") as fh:
+            json.dump({"error": f"{type(exc).__name__}: {exc}"}, fh)
+        raise
+    with open(spec["result"], "w") as fh:
+        json.dump(result, fh)

@@ -1,0 +1,284 @@
+"""The tiled GEMM driver: shapes, memory layouts and the host flows that run a GEMM on the RTL.
+
+Layouts (the contract between this driver and :class:`hdl.gemm.GemmUnit`), with
+``KT = ceil(K/R)``, ``NT = ceil(N/C)``, values past K or N zero:
+
+* weight word ``(nt * KT + kt) * R + r`` holds ``W[kt*R + r, nt*C : nt*C + C]`` (lane j in bits 8j..),
+* activation word ``row * KT + kt`` holds ``A[row, kt*R : kt*R + R]``,
+* result word ``nt * M + row`` holds ``OUT[row, nt*C : nt*C + C]`` as int32 lanes.
+
+The flows are written against :class:`sim.bus.Bus`, so the same code drives Icarus, Verilator
+and Amaranth's simulator.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.numerics import check_int8
+
+from .bus import WatchdogError
+from .cycles import gemm_cycles
+
+__all__ = [
+    "GemmPlan", "act_words", "pack_lanes", "plan_gemm", "run_array_stream", "run_gemm_unit",
+    "unpack_lanes", "unpack_results", "weight_words",
+]
+
+
+def _dim(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"GEMM size {name} must be an integer, not {value!r}")
+    if value < 1:
+        raise ValueError(f"GEMM size {name} must be a positive integer, not {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """A GEMM shape checked against a configuration, with its tiling."""
+
+    config: object
+    m: int
+    k: int
+    n: int
+
+    @property
+    def kt(self) -> int:
+        return -(-self.k // self.config.array_rows)
+
+    @property
+    def nt(self) -> int:
+        return -(-self.n // self.config.array_cols)
+
+    @property
+    def tiles(self) -> int:
+        return self.kt * self.nt
+
+    @property
+    def predicted_cycles(self) -> int:
+        return gemm_cycles(self.config, self.m, self.k, self.n).total
+
+    @property
+    def watchdog_cycles(self) -> int:
+        """Cycle budget after which a run counts as hung: twice the prediction plus slack."""
+        return 2 * self.predicted_cycles + 64
+
+
+def plan_gemm(config, m, k, n) -> GemmPlan:
+    """Check an M x K x N GEMM fits ``config``; ValueError names the size and the limit."""
+    m, k, n = _dim("M", m), _dim("K", k), _dim("N", n)
+    c = config
+    if m > c.max_m:
+        raise ValueError(f"GEMM size M={m} exceeds max_m={c.max_m} of the configuration")
+    if k > c.max_k:
+        raise ValueError(f"GEMM size K={k} exceeds the largest reduction {c.max_k} of the configuration")
+    plan = GemmPlan(config, m, k, n)
+    need = {"act_words": m * plan.kt, "weight_words": plan.tiles * c.array_rows,
+            "result_words": m * plan.nt}
+    for name, words in need.items():
+        have = getattr(c, name)
+        if words > have:
+            raise ValueError(f"GEMM {m}x{k}x{n} needs {words} {name}, the configuration has {have} "
+                             f"({words - have} too few)")
+    return plan
+
+
+def pack_lanes(values, bits: int) -> int:
+    """Pack integers into one word, lane 0 in the low bits, two's complement per lane."""
+    mask = (1 << bits) - 1
+    word = 0
+    for i, v in enumerate(values):
+        word |= (int(v) & mask) << (i * bits)
+    return word
+
+
+def unpack_lanes(word: int, bits: int, lanes: int) -> list[int]:
+    """Inverse of :func:`pack_lanes`: signed lanes."""
+    mask = (1 << bits) - 1
+    out = []
+    for i in range(lanes):
+        v = (word >> (i * bits)) & mask
+        out.append(v - (1 << bits) if v >> (bits - 1) else v)
+    return out
+
+
+def _padded(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    out = np.zeros((rows, cols), dtype=np.int64)
+    out[: x.shape[0], : x.shape[1]] = x
+    return out
+
+
+def _check_operands(plan: GemmPlan, a, w):
+    a = check_int8("a", a)
+    w = check_int8("w", w)
+    if a.shape != (plan.m, plan.k):
+        raise ValueError(f"a must have shape {plan.m}x{plan.k}, not {'x'.join(map(str, a.shape))}")
+    if w.shape != (plan.k, plan.n):
+        raise ValueError(f"w must have shape {plan.k}x{plan.n}, not {'x'.join(map(str, w.shape))}")
+    return a, w
+
+
+def weight_words(plan: GemmPlan, w) -> list[int]:
+    R, C = plan.config.array_rows, plan.config.array_cols
+    wp = _padded(check_int8("w", w), plan.kt * R, plan.nt * C)
+    return [pack_lanes(wp[kt * R + r, nt * C:(nt + 1) * C], 8)
+            for nt in range(plan.nt) for kt in range(plan.kt) for r in range(R)]
+
+
+def act_words(plan: GemmPlan, a) -> list[int]:
+    R = plan.config.array_rows
+    ap = _padded(check_int8("a", a), plan.m, plan.kt * R)
+    return [pack_lanes(ap[row, kt * R:(kt + 1) * R], 8) for row in range(plan.m) for kt in range(plan.kt)]
+
+
+def unpack_results(plan: GemmPlan, words: list[int]) -> np.ndarray:
+    C, bits = plan.config.array_cols, plan.config.acc_bits
+    out = np.zeros((plan.m, plan.nt * C), dtype=np.int64)
+    for nt in range(plan.nt):
+        for row in range(plan.m):
+            out[row, nt * C:(nt + 1) * C] = unpack_lanes(words[nt * plan.m + row], bits, C)
+    return out[:, : plan.n]
+
+
+# --- host flows ---------------------------------------------------------------------------------
+
+async def _host_write(bus, mem: int, words: list[int]):
+    bus.set("host_mem", mem)
+    bus.set("host_we", 1)
+    for addr, word in enumerate(words):
+        bus.set("host_addr", addr)
+        bus.set("host_wdata", word)
+        await bus.tick()
+    bus.set("host_we", 0)
+
+
+async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None) -> dict:
+    """Load A and W through the host port, run the GEMM free, read the results back.
+
+    Returns ``{"out": M x N int32 list, "cycles": the unit's own counter, "edges": clock edges
+    the simulator saw between start and done}``. Raises WatchdogError if ``done`` does not rise
+    within ``budget`` cycles (default: :attr:`GemmPlan.watchdog_cycles`).
+    """
+    from hdl.gemm import HostMem
+
+    a, w = _check_operands(plan, a, w)
+    budget = plan.watchdog_cycles if budget is None else budget
+    for name in ("start", "host_we", "m", "kt", "nt", "host_addr", "host_wdata"):
+        bus.set(name, 0)
+    bus.set("host_mem", 0)
+    await bus.reset()
+    await _host_write(bus, HostMem.WEIGHTS.value, weight_words(plan, w))
+    await _host_write(bus, HostMem.ACTS.value, act_words(plan, a))
+
+    bus.set("m", plan.m)
+    bus.set("kt", plan.kt)
+    bus.set("nt", plan.nt)
+    bus.set("start", 1)
+    await bus.tick()  # the edge that samples start
+    bus.set("start", 0)
+    edges = 1 + await bus.run_until("done", budget)
+    await bus.settle()
+    cycles = bus.get("cycles")
+    await bus.tick()
+
+    words = []
+    bus.set("host_mem", HostMem.RESULTS.value)
+    for addr in range(plan.m * plan.nt):
+        bus.set("host_addr", addr)
+        await bus.tick()
+        await bus.settle()
+        words.append(bus.get("host_rdata"))
+        await bus.tick()
+    return {"out": unpack_results(plan, words).tolist(), "cycles": cycles, "edges": edges}
+
+
+async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, gaps: float = 0.0,
+                           stall: float = 0.0, max_idle: int | None = None) -> dict:
+    """Drive a bare :class:`hdl.array.SystolicArray` through its streams: an M x K x N GEMM,
+    tiled by the host, partial sums of each K tile added by the host.
+
+    ``gaps`` is the chance a driver holds its valid low in a cycle, ``stall`` the chance the
+    monitor holds ready low: random idle cycles and backpressure. Returns ``{"out": M x N
+    list, "tile_sums": the raw per-tile sums, "cycles": cycles taken}``. Raises WatchdogError
+    when no beat moves on any stream for ``max_idle`` cycles (default from the array size and
+    the randomisation), i.e. the design stopped making progress.
+    """
+    a = check_int8("a", a)
+    w = check_int8("w", w)
+    M, K = a.shape
+    N = w.shape[1]
+    kt_n, nt_n = -(-K // rows), -(-N // cols)
+    ap = _padded(a, M, kt_n * rows)
+    wp = _padded(w, kt_n * rows, nt_n * cols)
+    rng = random.Random(seed)
+
+    # Driver queues, in tile order (nt outer, kt inner).
+    wq, aq, expect_tiles = [], [], []
+    for nt in range(nt_n):
+        for kt in range(kt_n):
+            tile = wp[kt * rows:(kt + 1) * rows, nt * cols:(nt + 1) * cols]
+            wq += [pack_lanes(tile[r], 8) for r in range(rows)]
+            aq += [pack_lanes(ap[row, kt * rows:(kt + 1) * rows], 8) | ((row == M - 1) << (8 * rows))
+                   for row in range(M)]
+            expect_tiles.append((nt, kt))
+    total_beats = len(aq)
+    if max_idle is None:
+        # Longest legitimate quiet spell: the array's latency plus runs of random idle cycles.
+        max_idle = 4 * (rows + cols) + 200
+    got = []
+    cycles = idle = 0
+    wi = ai = 0
+    wvalid = avalid = False
+    while len(got) < total_beats:
+        # Drivers: a beat on offer stays on offer until taken (valid must not drop).
+        if not wvalid and wi < len(wq) and rng.random() >= gaps:
+            wvalid = True
+        if not avalid and ai < len(aq) and rng.random() >= gaps:
+            avalid = True
+        bus.set("weights.valid", wvalid)
+        bus.set("weights.payload", wq[wi] if wi < len(wq) else 0)
+        bus.set("acts.valid", avalid)
+        bus.set("acts.payload", aq[ai] if ai < len(aq) else 0)
+        ready = rng.random() >= stall
+        bus.set("sums.ready", ready)
+        await bus.settle()
+        moved = False
+        if wvalid and bus.get("weights.ready"):
+            wi += 1
+            wvalid = False
+            moved = True
+        if avalid and bus.get("acts.ready"):
+            ai += 1
+            avalid = False
+            moved = True
+        if ready and bus.get("sums.valid"):
+            word = bus.get("sums.payload")
+            got.append((unpack_lanes(word, 32, cols), (word >> (32 * cols)) & 1))
+            moved = True
+        idle = 0 if moved else idle + 1
+        if idle > max_idle:
+            raise WatchdogError(f"systolic array made no progress for {max_idle} cycles "
+                                f"({wi}/{len(wq)} weight rows, {ai}/{len(aq)} activation rows, "
+                                f"{len(got)}/{total_beats} sums)")
+        await bus.tick()
+        cycles += 1
+
+    # Monitor -> host accumulation of the per-tile partial sums.
+    out = np.zeros((M, nt_n * cols), dtype=np.int64)
+    tile_sums = []
+    for t, (nt, kt) in enumerate(expect_tiles):
+        beats = got[t * M:(t + 1) * M]
+        lasts = [b[1] for b in beats]
+        if lasts != [0] * (M - 1) + [1]:
+            raise AssertionError(f"tile {t}: last flags {lasts} do not mark the tile's final row")
+        sums = np.array([b[0] for b in beats], dtype=np.int64)
+        tile_sums.append(sums.tolist())
+        out[:, nt * cols:(nt + 1) * cols] += sums
+    # Host-side accumulation is int64; wrap as the 32-bit accumulator would.
+    out = ((out + (1 << 31)) % (1 << 32)) - (1 << 31)
+    return {"out": out[:, :N].tolist(), "tile_sums": tile_sums, "cycles": cycles,
+            "in_flight": {"weights": len(wq) - wi, "acts": len(aq) - ai}}

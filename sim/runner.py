@@ -1,0 +1,232 @@
+"""The runner layer: a design plus a host flow, run on Verilator, Icarus or Amaranth's simulator.
+
+* :func:`run` is the one entry point: ``run("verilator", design, "gemm_unit", job)``.
+* Verilog comes from Amaranth (no source locations, so the text depends only on the design).
+* Simulator builds are cached under ``$LOCKSTEP_CACHE`` (default ``~/.cache/lockstep``) in a
+  directory named by a SHA-256 of (Verilog text, toplevel, simulator, flags, waves, tool and
+  cocotb versions). A build is reused only when its completion marker exists; builds of the
+  same key are serialised by a file lock, so parallel test workers share them safely.
+* On cocotb simulators the flow runs inside the simulator process (:mod:`sim.cocotb_entry`);
+  the job and its result travel as JSON files in a fresh run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .toolchain import SIMULATORS, prepare_environment, simulator_version
+
+__all__ = ["Build", "SimulationError", "build", "cache_root", "design_for", "run", "verilog_for"]
+
+VERILATOR_FLAGS = ("-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast", "-CFLAGS", "-O2")
+ICARUS_FLAGS = ()
+TIMESCALE = ("1ns", "1ps")
+CLOCK_PERIOD_NS = 10
+
+
+class SimulationError(RuntimeError):
+    """A simulation failed: build error, flow error (watchdog, mismatch) or a crashed simulator."""
+
+
+def cache_root() -> Path:
+    root = os.environ.get("LOCKSTEP_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "lockstep"
+
+
+# --- designs ------------------------------------------------------------------------------------
+
+def design_for(kind: str, params: dict):
+    """Build the Amaranth component a job names: ``gemm_unit`` (a Config as a dict) or ``array``."""
+    from hdl.config import Config
+
+    if kind == "gemm_unit":
+        from hdl.gemm import GemmUnit
+        return GemmUnit(Config.from_dict(params))
+    if kind == "array":
+        from hdl.array import SystolicArray
+        return SystolicArray(rows=params["rows"], cols=params["cols"])
+    raise ValueError(f"design must be 'gemm_unit' or 'array', not {kind!r}")
+
+
+def verilog_for(component, name: str) -> str:
+    from amaranth.back import verilog
+    return verilog.convert(component, name=name, emit_src=False)
+
+
+@functools.cache
+def _verilog_of(kind: str, params_json: str, toplevel: str) -> str:
+    return verilog_for(design_for(kind, json.loads(params_json)), toplevel)
+
+
+# --- builds -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Build:
+    simulator: str
+    toplevel: str
+    directory: Path
+    waves: bool
+
+
+@contextlib.contextmanager
+def _output_to(path: Path):
+    """Send this process's stdout and stderr, file descriptors included, to ``path``: the
+    simulators and make write straight to the descriptors, and their chatter belongs in a log."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "a") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _flags(simulator: str) -> tuple[str, ...]:
+    return VERILATOR_FLAGS if simulator == "verilator" else ICARUS_FLAGS
+
+
+def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = False):
+    """Build (or reuse) a cocotb-ready simulator model of ``verilog_text``.
+
+    Returns the :class:`Build` and a cocotb runner primed for it. A reused build still goes through
+    cocotb's ``build()`` (its own up-to-date check makes that a no-op on an unchanged directory),
+    because cocotb's ``test()`` needs the state ``build()`` sets.
+    """
+    if simulator not in ("verilator", "icarus"):
+        raise ValueError(f"simulator must be 'verilator' or 'icarus' to build, not {simulator!r}")
+    import cocotb
+
+    key_source = json.dumps({
+        "verilog": verilog_text, "toplevel": toplevel, "simulator": simulator,
+        "flags": _flags(simulator), "waves": bool(waves), "timescale": TIMESCALE,
+        "tool": simulator_version(simulator), "cocotb": cocotb.__version__,
+    }, sort_keys=True)
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:20]
+    directory = cache_root() / "build" / simulator / f"{toplevel}-{key}"
+    marker = directory / "BUILT"
+    result = Build(simulator, toplevel, directory, bool(waves))
+    with _locked(directory.with_suffix(".lock")):
+        runner = _prepared_runner(result, fresh=not marker.exists(), key_source=key_source,
+                                  verilog_text=verilog_text)
+    return result, runner
+
+
+def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: str):
+    from cocotb_tools.runner import get_runner
+
+    directory = b.directory
+    marker = directory / "BUILT"
+    source = directory / f"{b.toplevel}.v"
+    if fresh:
+        if directory.exists():
+            shutil.rmtree(directory)  # a half-finished build from an interrupted run
+        directory.mkdir(parents=True)
+        source.write_text(verilog_text)
+    runner = get_runner(b.simulator)
+    log = directory / "build.log"
+    try:
+        with _output_to(log):
+            runner.build(sources=[source], hdl_toplevel=b.toplevel, build_dir=directory,
+                         build_args=list(_flags(b.simulator)), timescale=TIMESCALE, waves=b.waves,
+                         always=fresh)
+    except (SystemExit, Exception) as exc:  # the runner exits on tool errors
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
+        if fresh:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise SimulationError(f"{b.simulator} build of {b.toplevel} failed: {exc}\n{tail}") from None
+    if fresh:
+        marker.write_text(key_source[:200])
+    return runner
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves: bool = False,
+        toplevel: str | None = None) -> dict:
+    """Run host flow ``flow`` (see :data:`sim.flows.FLOWS`) on design ``kind`` with ``params``.
+
+    Returns the flow's result dict, plus ``"waves"`` (a path) when waves were asked for.
+    Raises SimulationError for any failure, with the flow's own message.
+    """
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    from .flows import FLOWS, run_amaranth
+
+    if flow not in FLOWS:
+        raise ValueError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
+    toplevel = toplevel or kind
+    if simulator == "amaranth":
+        return run_amaranth(design_for(kind, params), flow, job, waves_dir=(cache_root() / "waves") if waves else None)
+
+    prepare_environment()
+    verilog_text = _verilog_of(kind, json.dumps(params, sort_keys=True), toplevel)
+    b, runner = build(simulator, verilog_text, toplevel, waves=waves)
+    runs = cache_root() / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{simulator}-{flow}-", dir=runs))
+    job_file = run_dir / "job.json"
+    result_file = run_dir / "result.json"
+    job_file.write_text(json.dumps({"flow": flow, "job": job, "result": str(result_file),
+                                    "period_ns": CLOCK_PERIOD_NS}))
+    log = run_dir / "sim.log"
+    try:
+        with _output_to(log):
+            runner.test(test_module="sim.cocotb_entry", hdl_toplevel=toplevel, build_dir=b.directory,
+                        test_dir=run_dir, extra_env={"LOCKSTEP_JOB": str(job_file)}, waves=waves,
+                        timescale=TIMESCALE, log_file=log)
+    except SystemExit:
+        pass  # the outcome is judged from the result file below
+    except Exception as exc:
+        raise SimulationError(f"{simulator} run of {flow} could not start: {exc}") from None
+    if not result_file.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
+        raise SimulationError(f"{simulator} run of {flow} ended without a result (see {log})\n{tail}")
+    result = json.loads(result_file.read_text())
+    if "error" in result:
+        raise SimulationError(f"{simulator}: {result['error']}")
+    if waves:
+        found = sorted(p for p in list(run_dir.glob("*.fst")) + list(run_dir.glob("*.vcd")))
+        result["waves"] = str(found[0]) if found else None
+    if not os.environ.get("LOCKSTEP_KEEP_RUNS") and not waves:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def check_simulator(simulator: str) -> None:
+    """Raise ToolchainError early, with install instructions, if ``simulator`` cannot run here."""
+    if simulator in ("verilator", "icarus"):
+        simulator_version(simulator)
+    elif simulator != "amaranth":
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+
