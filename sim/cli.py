@@ -1,0 +1,178 @@
+"""The ``lockstep`` command line.
+
+Every error a user can cause (a bad size, a shape that does not fit, a missing simulator, a hung
+simulation) ends as one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+__all__ = ["main"]
+
+BACKENDS = ("verilator", "icarus", "amaranth")
+
+
+def _version() -> str:
+    try:
+        return version("lockstep")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+class UserError(click.ClickException):
+    """An error worth one line: printed as ``lockstep: error: ...``, exit status 1."""
+
+    def show(self, file=None):
+        click.echo(f"lockstep: error: {self.format_message()}", err=True)
+
+
+def friendly(fn):
+    """Turn the errors a user can cause into one-line messages."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .bus import WatchdogError
+        from .runner import SimulationError
+        from .toolchain import ToolchainError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, TypeError, SimulationError, ToolchainError, WatchdogError, OSError) as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(message) from None
+        except KeyboardInterrupt:
+            raise UserError("interrupted") from None
+    return wrapper
+
+
+def _config_from(preset: str | None, rows: int | None, cols: int | None):
+    from dataclasses import replace
+
+    from hdl.config import DEFAULT, PRESETS
+
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    config = PRESETS[preset] if preset else DEFAULT
+    changes = {k: v for k, v in (("array_rows", rows), ("array_cols", cols)) if v is not None}
+    return replace(config, **changes) if changes else config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="lockstep")
+def main():
+    """Lockstep: an RTL-level emulator of a transformer-decode inference accelerator.
+
+    Every result is checked bit for bit against the NumPy golden model, and every cycle the
+    hardware takes is predicted by the compiler's cycle model and confirmed by the RTL.
+    """
+
+
+def _gemm_options(fn):
+    options = [
+        click.option("--backend", type=click.Choice(BACKENDS), default="verilator", show_default=True,
+                     help="Simulator that runs the RTL."),
+        click.option("--preset", default=None, help="Named design point (4x4, 8x4, 8x8)."),
+        click.option("--rows", type=int, default=None, help="Array rows R (overrides the preset)."),
+        click.option("--cols", type=int, default=None, help="Array columns C (overrides the preset)."),
+        click.option("-m", "m", type=int, default=8, show_default=True, help="Activation rows M."),
+        click.option("-k", "k", type=int, default=24, show_default=True, help="Reduction size K."),
+        click.option("-n", "n", type=int, default=20, show_default=True, help="Output columns N."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random operands."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text."),
+        click.option("--waves", is_flag=True, help="Write a waveform and print its path."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
+    import numpy as np
+
+    from golden.numerics import gemm_int8
+
+    from .gemm import plan_gemm
+    from .runner import check_simulator, run
+
+    config = _config_from(preset, rows, cols)
+    plan = plan_gemm(config, m, k, n)
+    check_simulator(backend)
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, size=(m, k))
+    w = rng.integers(-128, 128, size=(k, n))
+    # The extremes are always exercised: a corner of each operand at -128 and 127.
+    a[0, 0], w[0, 0], a[-1, -1], w[-1, -1] = -128, -128, 127, 127
+    if not as_json:
+        click.echo(f"GEMM {m}x{k}x{n} (int8 x int8 -> int32) on a {config.array_rows}x{config.array_cols} "
+                   f"array, {backend}: {plan.tiles} tiles, predicted {plan.predicted_cycles} cycles")
+    t0 = time.perf_counter()
+    result = run(backend, "gemm_unit", config.as_dict(), "gemm_unit",
+                 {"config": config.as_dict(), "cases": [{"m": m, "k": k, "n": n, "a": a.tolist(),
+                                                         "w": w.tolist()}]}, waves=waves)
+    wall = time.perf_counter() - t0
+    case = result["cases"][0]
+    golden = gemm_int8(a, w)
+    got = np.array(case["out"], dtype=np.int64)
+    mismatches = int((got != golden).sum())
+    cycle_ok = case["cycles"] == plan.predicted_cycles == case["edges"]
+    summary = {
+        "backend": backend, "array": [config.array_rows, config.array_cols], "m": m, "k": k, "n": n,
+        "tiles": plan.tiles, "bit_exact": mismatches == 0, "mismatches": mismatches,
+        "cycles_measured": case["cycles"], "cycles_counted": case["edges"],
+        "cycles_predicted": plan.predicted_cycles, "cycle_exact": cycle_ok,
+        "time_at_clock_us": case["cycles"] / config.clock_hz * 1e6, "clock_mhz": config.clock_hz / 1e6,
+        "wall_seconds": round(wall, 3), "waves": result.get("waves"),
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"result   : {'bit-exact' if mismatches == 0 else f'{mismatches} MISMATCHES'} against "
+                   f"the golden model ({m * n} int32 values)")
+        click.echo(f"cycles   : measured {case['cycles']} (RTL counter), {case['edges']} (simulator clock), "
+                   f"predicted {plan.predicted_cycles}: {'exact' if cycle_ok else 'DIFFERENT'}")
+        click.echo(f"time     : {summary['time_at_clock_us']:.3f} us at {config.clock_hz / 1e6:g} MHz; "
+                   f"{wall:.2f} s of wall time in simulation")
+        if waves:
+            click.echo(f"waves    : {result.get('waves')}")
+    if mismatches or not cycle_ok:
+        sys.exit(1)
+
+
+@main.command()
+@_gemm_options
+@friendly
+def gemm(**kwargs):
+    """Run a random int8 GEMM on the emulated array and check it against the golden model."""
+    _run_gemm(**kwargs)
+
+
+@main.command()
+@_gemm_options
+@friendly
+def run(**kwargs):
+    """The main job. For now: a checked GEMM on the emulated array with its cycle count."""
+    _run_gemm(**kwargs)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@friendly
+def presets(as_json):
+    """List the named design points and their sizes."""
+    from hdl.config import PRESETS
+
+    if as_json:
+        click.echo(json.dumps({name: c.as_dict() for name, c in PRESETS.items()}))
+        return
+    for name, config in PRESETS.items():
+        click.echo(f"{name:6s} {config.describe()}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

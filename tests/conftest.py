@@ -1,0 +1,23 @@
+"""Shared fixtures: design points and simulators come from the configuration, not literals."""
+
+import os
+
+import pytest
+
+from hdl.config import PRESETS
+
+#: The array shapes every RTL regression runs on.
+SHAPES = ("4x4", "8x4")
+SIMULATORS = ("verilator", "icarus", "amaranth")
+
+
+@pytest.fixture(params=SHAPES)
+def config(request):
+    return PRESETS[request.param]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep simulator builds in the user's cache unless a test run asks for its own."""
+    os.environ.setdefault("LOCKSTEP_CACHE", os.path.expanduser("~/.cache/lockstep"))
+    yield

@@ -1,0 +1,143 @@
+"""The numerics specification: GEMM and the one requantization rule."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from golden.numerics import (
+    MULT_MAX,
+    SHIFT_MAX,
+    gemm_int8,
+    max_k_without_overflow,
+    quantize_multiplier,
+    requantize,
+    wrap_int32,
+)
+
+
+def test_gemm_matches_numpy_matmul():
+    rng = np.random.default_rng(7)
+    for m, k, n in [(1, 1, 1), (3, 5, 7), (16, 64, 9)]:
+        a = rng.integers(-128, 128, (m, k))
+        w = rng.integers(-128, 128, (k, n))
+        assert np.array_equal(gemm_int8(a, w), np.matmul(a.astype(np.int64), w.astype(np.int64)))
+
+
+def test_gemm_extremes_do_not_wrap_below_the_limit():
+    k = max_k_without_overflow()
+    a = np.full((1, k), -128)
+    w = np.full((k, 1), -128)
+    assert gemm_int8(a, w)[0, 0] == k * 16384 <= 2**31 - 1
+
+
+def test_gemm_wraps_like_a_32_bit_adder_past_the_limit():
+    k = max_k_without_overflow() + 1
+    a = np.full((1, k), -128)
+    w = np.full((k, 1), -128)
+    assert gemm_int8(a, w)[0, 0] == k * 16384 - 2**32
+
+
+def test_wrap_int32_edges():
+    assert wrap_int32([2**31 - 1, 2**31, -(2**31), -(2**31) - 1]).tolist() == [2**31 - 1, -(2**31), -(2**31),
+                                                                             2**31 - 1]
+
+
+@pytest.mark.parametrize(("a", "w", "exc", "match"), [
+    ([[1, 2]], [[1], [2], [3]], ValueError, r"inner sizes must match: a is 1x2, w is 3x1"),
+    ([[128]], [[1]], ValueError, r"a must hold int8 values in \[-128, 127\], not 128"),
+    ([[1]], [[-129]], ValueError, r"w must hold int8 values in \[-128, 127\], not -129"),
+    ([[1.5]], [[1]], TypeError, r"a must hold integers, not float64"),
+    ([1, 2], [[1], [2]], ValueError, r"gemm operands must be 2-D"),
+])
+def test_gemm_rejects_bad_operands(a, w, exc, match):
+    with pytest.raises(exc, match=match):
+        gemm_int8(a, w)
+
+
+# Worked examples of docs/numerics.md: (acc, multiplier, shift) -> int8.
+WORKED = [
+    (5, 1, 1, 3),          # 2.5 rounds up to 3
+    (-5, 1, 1, -2),        # -2.5 rounds up (towards +inf) to -2
+    (7, 1, 2, 2),          # 1.75 -> 2
+    (-7, 1, 2, -2),        # -1.75 -> -2
+    (6, 1, 2, 2),          # 1.5 -> 2 (tie)
+    (-6, 1, 2, -1),        # -1.5 -> -1 (tie, towards +inf)
+    (1000, 16384, 15, 127),   # 500 saturates to 127
+    (-1000, 16384, 15, -128),  # -500 saturates to -128
+    (255, 16384, 15, 127),     # 127.5 -> 128 -> saturates to 127
+    (-257, 16384, 15, -128),   # -128.5 -> -128 (tie towards +inf, in range)
+    (-259, 16384, 15, -128),   # -129.5 -> -129 -> saturates to -128
+    (2**31 - 1, MULT_MAX, SHIFT_MAX, 1),   # the widest product still fits 48 bits
+    (-(2**31), MULT_MAX, SHIFT_MAX, -1),
+    (12345, 0, 0, 0),
+    (100, 1, 0, 100),
+]
+
+
+@pytest.mark.parametrize(("acc", "mult", "shift", "expected"), WORKED)
+def test_requantize_worked_examples(acc, mult, shift, expected):
+    assert requantize(np.array([acc]), mult, shift)[0] == expected
+
+
+def test_docs_worked_examples_match_the_code():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "numerics.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.count("|") == 6]
+    examples = []
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        try:
+            acc, mult, shift, y = (int(cells[i]) for i in (0, 1, 2, 4))
+        except ValueError:
+            continue  # header rows
+        examples.append((acc, mult, shift, y))
+    assert len(examples) >= 10
+    for acc, mult, shift, y in examples:
+        assert requantize(np.array([acc]), mult, shift)[0] == y, (acc, mult, shift, y)
+
+
+@given(st.integers(-(2**31), 2**31 - 1), st.integers(0, MULT_MAX), st.integers(0, SHIFT_MAX))
+def test_requantize_is_round_half_up_of_the_exact_value(acc, mult, shift):
+    from fractions import Fraction
+    import math
+
+    exact = Fraction(acc * mult, 2**shift)
+    expected = max(-128, min(127, math.floor(exact + Fraction(1, 2))))
+    assert requantize(np.array([acc]), mult, shift)[0] == expected
+
+
+@pytest.mark.parametrize(("args", "exc", "match"), [
+    ((1, MULT_MAX + 1, 0), ValueError, r"multiplier must be in \[0, 32767\], not 32768"),
+    ((1, -1, 0), ValueError, r"multiplier must be in \[0, 32767\], not -1"),
+    ((1, 1, SHIFT_MAX + 1), ValueError, r"shift must be in \[0, 46\], not 47"),
+    ((1, 1.0, 3), TypeError, r"multiplier must be an integer, not 1.0"),
+    ((1, 1, "3"), TypeError, r"shift must be an integer, not '3'"),
+    ((2**31, 1, 0), ValueError, r"must hold int32 values"),
+    ((np.array([0.5]), 1, 0), TypeError, r"must hold integers, not float64"),
+])
+def test_requantize_rejects_bad_parameters(args, exc, match):
+    with pytest.raises(exc, match=match):
+        requantize(*args)
+
+
+@given(st.floats(min_value=2.0**-40, max_value=30000.0))
+def test_quantize_multiplier_is_accurate(scale):
+    mult, shift = quantize_multiplier(scale)
+    assert 0 < mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX
+    represented = mult / 2**shift
+    # 15 significant bits when the shift range allows it.
+    assert abs(represented - scale) <= scale * 2**-14 + 2**-(SHIFT_MAX + 1)
+
+
+@pytest.mark.parametrize(("scale", "exc", "match"), [
+    (0.0, ValueError, r"scale must be finite and positive, not 0.0"),
+    (-1.0, ValueError, r"scale must be finite and positive, not -1.0"),
+    (float("nan"), ValueError, r"scale must be finite and positive, not nan"),
+    (40000.0, ValueError, r"scale must be below 32768, not 40000.0"),
+    ("1", TypeError, r"scale must be a real number, not '1'"),
+])
+def test_quantize_multiplier_rejects_bad_scales(scale, exc, match):
+    with pytest.raises(exc, match=match):
+        quantize_multiplier(scale)

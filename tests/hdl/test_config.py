@@ -1,0 +1,65 @@
+"""Configuration checks: every message names the parameter and the bad value."""
+
+from dataclasses import replace
+
+import pytest
+
+from hdl.array import SystolicArray
+from hdl.config import DEFAULT, PRESETS, Config
+from hdl.gemm import GemmUnit
+
+
+@pytest.mark.parametrize(("changes", "exc", "match"), [
+    ({"array_rows": 0}, ValueError, r"array_rows must be a positive integer, not 0"),
+    ({"array_cols": -3}, ValueError, r"array_cols must be a positive integer, not -3"),
+    ({"array_rows": 2.0}, TypeError, r"array_rows must be an integer, not 2.0"),
+    ({"array_cols": "4"}, TypeError, r"array_cols must be an integer, not '4'"),
+    ({"array_rows": True}, TypeError, r"array_rows must be an integer, not True"),
+    ({"weight_words": 0}, ValueError, r"weight_words must be a positive integer, not 0"),
+    ({"max_m": 0}, ValueError, r"max_m must be a positive integer, not 0"),
+    ({"clock_hz": -1}, ValueError, r"clock_hz must be a positive integer, not -1"),
+    ({"array_rows": 65}, ValueError, r"array_rows and array_cols must be at most 64"),
+    ({"max_m": 300}, ValueError, r"max_m must not exceed act_words \(256\), not 300"),
+    ({"act_words": 512, "max_m": 300}, ValueError, r"max_m must not exceed result_words \(256\), not 300"),
+    ({"weight_words": 2}, ValueError, r"weight_words must hold at least one tile of 4 rows, not 2"),
+])
+def test_bad_configuration_is_rejected(changes, exc, match):
+    with pytest.raises(exc, match=match):
+        replace(DEFAULT, **changes)
+
+
+def test_configuration_is_keyword_only_and_frozen():
+    with pytest.raises(TypeError):
+        Config(4, 4)  # noqa: the point is that positional sizes are refused
+    with pytest.raises(AttributeError):
+        DEFAULT.array_rows = 8
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match=r"unknown parameter 'rows'"):
+        Config.from_dict({"rows": 4})
+    with pytest.raises(TypeError, match=r"must be a table of named sizes, not list"):
+        Config.from_dict([4, 4])
+
+
+def test_round_trip_and_derived_sizes():
+    for config in PRESETS.values():
+        assert Config.from_dict(config.as_dict()) == config
+        assert config.array_latency == config.array_rows + config.array_cols
+        assert 2 ** config.host_addr_bits >= max(config.weight_words, config.act_words, config.result_words)
+        assert config.host_data_bits == 8 * max(config.array_rows, config.array_cols)
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "match"), [
+    ({"rows": 0, "cols": 4}, ValueError, r"array rows must be a positive integer, not 0"),
+    ({"rows": 4, "cols": -1}, ValueError, r"array cols must be a positive integer, not -1"),
+    ({"rows": 4.0, "cols": 4}, TypeError, r"array rows must be an integer, not 4.0"),
+])
+def test_array_rejects_bad_sizes(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        SystolicArray(**kwargs)
+
+
+def test_gemm_unit_wants_a_config():
+    with pytest.raises(TypeError, match=r"config must be a Config, not dict"):
+        GemmUnit({"array_rows": 4})
