@@ -15,7 +15,8 @@ from sim.flows import FLOWS
 
 @cocotb.test()
 async def run_job(dut):
-    spec = json.loads(open(os.environ["LOCKSTEP_JOB"]).read())
+    with open(os.environ["LOCKSTEP_JOB"]) as fh:
+        spec = json.load(fh)
     bus = CocotbBus(dut, period_ns=spec["period_ns"])
     try:
         result = await FLOWS[spec["flow"]](bus, spec["job"])

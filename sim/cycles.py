@@ -68,3 +68,9 @@ def gemm_lower_bound(config, m: int, k: int, n: int) -> int:
     R, C = config.array_rows, config.array_cols
     tiles = -(-k // R) * -(-n // C)
     return max(tiles * m, tiles * R)
+
+
+# --- attention unit ------------------------------------------------------------------------------
+
+
+# --- vector unit ---------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ JSON-serialisable. :func:`run_amaranth` runs a flow on Amaranth's simulator in t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from . import attention as attention_flows
+from . import vector as vector_flows
 from .bus import AmaranthBus
 
 
@@ -37,6 +40,8 @@ async def _array_stream(bus, job):
 
 
 FLOWS = {"gemm_unit": _gemm_unit, "array_stream": _array_stream}
+FLOWS.update(attention_flows.FLOWS)
+FLOWS.update(vector_flows.FLOWS)
 
 
 def run_amaranth(component, flow: str, job: dict, *, waves_dir: Path | None = None) -> dict:
@@ -52,8 +57,12 @@ def run_amaranth(component, flow: str, job: dict, *, waves_dir: Path | None = No
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     if waves_dir is not None:
+        import tempfile
+
         waves_dir.mkdir(parents=True, exist_ok=True)
-        path = waves_dir / f"{flow}.vcd"
+        fd, name = tempfile.mkstemp(prefix=f"amaranth-{flow}-", suffix=".vcd", dir=waves_dir)
+        os.close(fd)
+        path = Path(name)
         with sim.write_vcd(str(path)):
             sim.run()
         result["waves"] = str(path)

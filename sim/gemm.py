@@ -14,6 +14,7 @@ and Amaranth's simulator.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,8 +161,9 @@ async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None)
     """Load A and W through the host port, run the GEMM free, read the results back.
 
     Returns ``{"out": M x N int32 list, "cycles": the unit's own counter, "edges": clock edges
-    the simulator saw between start and done}``. Raises WatchdogError if ``done`` does not rise
-    within ``budget`` cycles (default: :attr:`GemmPlan.watchdog_cycles`).
+    the simulator saw between start and done, "run_seconds": wall time of the free run}``.
+    Raises WatchdogError if ``done`` does not rise within ``budget`` cycles (default:
+    :attr:`GemmPlan.watchdog_cycles`).
     """
     from hdl.gemm import HostMem
 
@@ -180,7 +182,9 @@ async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None)
     bus.set("start", 1)
     await bus.tick()  # the edge that samples start
     bus.set("start", 0)
+    t0 = time.perf_counter()
     edges = 1 + await bus.run_until("done", budget)
+    run_seconds = time.perf_counter() - t0
     await bus.settle()
     cycles = bus.get("cycles")
     await bus.tick()
@@ -193,7 +197,8 @@ async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None)
         await bus.settle()
         words.append(bus.get("host_rdata"))
         await bus.tick()
-    return {"out": unpack_results(plan, words).tolist(), "cycles": cycles, "edges": edges}
+    return {"out": unpack_results(plan, words).tolist(), "cycles": cycles, "edges": edges,
+            "run_seconds": run_seconds}
 
 
 async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, gaps: float = 0.0,
@@ -286,7 +291,7 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
     # Monitor -> host accumulation of the per-tile partial sums.
     out = np.zeros((M, nt_n * cols), dtype=np.int64)
     tile_sums = []
-    for t, (nt, kt) in enumerate(expect_tiles):
+    for t, (nt, _kt) in enumerate(expect_tiles):
         beats = got[t * M:(t + 1) * M]
         lasts = [b[1] for b in beats]
         if lasts != [0] * (M - 1) + [1]:

@@ -30,7 +30,7 @@ def test_bad_configuration_is_rejected(changes, exc, match):
 
 def test_configuration_is_keyword_only_and_frozen():
     with pytest.raises(TypeError):
-        Config(4, 4)  # noqa: the point is that positional sizes are refused
+        Config(4, 4)  # positional sizes are refused
     with pytest.raises(AttributeError):
         DEFAULT.array_rows = 8
 
