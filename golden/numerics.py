@@ -88,34 +88,36 @@ def saturate_int8(x) -> np.ndarray:
     return np.clip(np.asarray(x, dtype=np.int64), INT8_MIN, INT8_MAX)
 
 
-def _check_mult_shift(multiplier, shift):
-    if isinstance(multiplier, bool) or not isinstance(multiplier, int | np.integer):
-        raise TypeError(f"requantization multiplier must be an integer, not {multiplier!r}")
-    if isinstance(shift, bool) or not isinstance(shift, int | np.integer):
-        raise TypeError(f"requantization shift must be an integer, not {shift!r}")
-    if not 0 <= multiplier <= MULT_MAX:
-        raise ValueError(f"requantization multiplier must be in [0, {MULT_MAX}], not {multiplier}")
-    if not 0 <= shift <= SHIFT_MAX:
-        raise ValueError(f"requantization shift must be in [0, {SHIFT_MAX}], not {shift}")
+def _check_param(what: str, value, low: int, high: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if isinstance(value, bool) or arr.dtype == bool or arr.dtype == object \
+            or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"requantization {what} must be an integer, not {value!r}")
+    bad = (arr < low) | (arr > high)
+    if bad.any():
+        raise ValueError(f"requantization {what} must be in [{low}, {high}], not {int(arr[bad].flat[0])}")
+    return arr.astype(np.int64)
 
 
-def requantize(acc, multiplier: int, shift: int) -> np.ndarray:
+def requantize(acc, multiplier, shift) -> np.ndarray:
     """The one requantization rule: int32 accumulators -> int8 (see the module docstring).
 
-    ``acc`` values must be int32; ``multiplier`` in [0, 32767]; ``shift`` in [0, 46].
-    Vectorized; exact (int64 arithmetic, no floats).
+    ``acc`` values must be int32; ``multiplier`` in [0, 32767]; ``shift`` in [0, 46]. The
+    multiplier and shift are integers or integer arrays that broadcast against ``acc`` (per output
+    channel scales: one multiplier and shift per column). Vectorized; exact (int64, no floats).
     """
-    _check_mult_shift(multiplier, shift)
+    mult = _check_param("multiplier", multiplier, 0, MULT_MAX)
+    sh = _check_param("shift", shift, 0, SHIFT_MAX)
     acc = np.asarray(acc)
     if acc.dtype == object or not np.issubdtype(acc.dtype, np.integer):
         raise TypeError(f"requantization input must hold integers, not {acc.dtype}")
     acc = acc.astype(np.int64)
     if ((acc < -(1 << 31)) | (acc >= (1 << 31))).any():
         raise ValueError("requantization input must hold int32 values")
-    prod = acc * int(multiplier)
-    if shift:
-        prod = (prod + (1 << (int(shift) - 1))) >> int(shift)
-    return saturate_int8(prod)
+    prod = acc * mult
+    # For shift 0 the half is 0: (1 << 0) >> 1 == 0, so one expression serves every shift.
+    half = (np.int64(1) << sh) >> 1
+    return saturate_int8((prod + half) >> sh)
 
 
 def quantize_multiplier(scale: float) -> tuple[int, int]:

@@ -109,12 +109,24 @@ def test_requantize_is_round_half_up_of_the_exact_value(acc, mult, shift):
     assert requantize(np.array([acc]), mult, shift)[0] == expected
 
 
+def test_requantize_per_channel_equals_per_column_calls():
+    rng = np.random.default_rng(3)
+    acc = rng.integers(-(2**31), 2**31, (5, 7))
+    mult = rng.integers(0, MULT_MAX + 1, 7)
+    shift = rng.integers(0, SHIFT_MAX + 1, 7)
+    got = requantize(acc, mult, shift)
+    for j in range(7):
+        assert np.array_equal(got[:, j], requantize(acc[:, j], int(mult[j]), int(shift[j])))
+
+
 @pytest.mark.parametrize(("args", "exc", "match"), [
     ((1, MULT_MAX + 1, 0), ValueError, r"multiplier must be in \[0, 32767\], not 32768"),
     ((1, -1, 0), ValueError, r"multiplier must be in \[0, 32767\], not -1"),
     ((1, 1, SHIFT_MAX + 1), ValueError, r"shift must be in \[0, 46\], not 47"),
     ((1, 1.0, 3), TypeError, r"multiplier must be an integer, not 1.0"),
     ((1, 1, "3"), TypeError, r"shift must be an integer, not '3'"),
+    ((1, np.array([1, 40000]), 0), ValueError, r"multiplier must be in \[0, 32767\], not 40000"),
+    ((1, True, 0), TypeError, r"multiplier must be an integer, not True"),
     ((2**31, 1, 0), ValueError, r"must hold int32 values"),
     ((np.array([0.5]), 1, 0), TypeError, r"must hold integers, not float64"),
 ])
