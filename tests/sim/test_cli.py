@@ -1,0 +1,58 @@
+"""The command line: help, version, the main job, and one-line errors with no traceback."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
+
+
+def lockstep(*args):
+    return subprocess.run([LOCKSTEP, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_help_and_version():
+    out = lockstep("--help")
+    assert out.returncode == 0
+    for command in ("run", "gemm", "presets"):
+        assert command in out.stdout
+    version = lockstep("--version")
+    assert version.returncode == 0 and "lockstep, version" in version.stdout
+
+
+def test_gemm_on_amaranth_reports_exact_result_and_cycles():
+    out = lockstep("gemm", "--backend", "amaranth", "-m", "3", "-k", "10", "-n", "6", "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["bit_exact"] and summary["mismatches"] == 0
+    assert summary["cycles_measured"] == summary["cycles_predicted"] == summary["cycles_counted"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("gemm", "-m", "0"), "GEMM size M must be a positive integer, not 0"),
+    (("gemm", "-m", "100"), "GEMM size M=100 exceeds max_m=16 of the configuration"),
+    (("gemm", "--rows", "0"), "array_rows must be a positive integer, not 0"),
+    (("gemm", "--rows", "-2"), "array_rows must be a positive integer, not -2"),
+    (("gemm", "--cols", "65"), "array_rows and array_cols must be at most 64"),
+    (("gemm", "--preset", "9x9"), "preset must be one of 4x4, 8x4, 8x8, not '9x9'"),
+    (("gemm", "-k", "1000"), "needs 2000 act_words, the configuration has 256 (1744 too few)"),
+    (("gemm", "-k", "2000"), "K=2000 exceeds the largest reduction 1024 of the configuration"),
+    (("run", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),
+])
+def test_bad_input_is_one_line_without_traceback(args, message):
+    out = lockstep(*args)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("lockstep: error: ") and message in lines[0]
+
+
+def test_click_usage_errors_are_short():
+    out = lockstep("gemm", "-m", "many")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "'many' is not a valid integer" in out.stderr
+    out = lockstep("gemm", "--backend", "modelsim")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
