@@ -244,9 +244,11 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     log = run_dir / "sim.log"
     try:
         with _output_to(log):
+            # Icarus would write its waves into the shared build directory; each run gets its own.
+            plusargs = [f"+dumpfile_path={run_dir / (toplevel + '.fst')}"] if waves and simulator == "icarus" else []
             runner.test(test_module="sim.cocotb_entry", hdl_toplevel=toplevel, build_dir=b.directory,
                         test_dir=run_dir, extra_env={"LOCKSTEP_JOB": str(job_file)}, waves=waves,
-                        timescale=TIMESCALE, log_file=log)
+                        timescale=TIMESCALE, log_file=log, plusargs=plusargs)
     except SystemExit:
         pass  # the outcome is judged from the result file below
     except Exception as exc:
