@@ -174,5 +174,49 @@ def presets(as_json):
         click.echo(f"{name:6s} {config.describe()}")
 
 
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--db", "db_path", default=None, help="Results database (default: SPEC with .sqlite).")
+@click.option("--workers", type=int, default=None, help="Local worker processes (default: one per core).")
+@click.option("--dask", "dask_address", default=None, metavar="tcp://HOST:PORT",
+              help="Run the points on this Dask distributed scheduler instead of locally.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly
+def sweep(spec, db_path, workers, dask_address, quiet):
+    """Evaluate a grid or random sample of design points into a SQLite database.
+
+    A sweep that is interrupted (even killed) resumes where it stopped when run again.
+    """
+    from pathlib import Path
+
+    from .sweep import load_spec, run_sweep
+
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be a positive integer, not {workers}")
+    parsed = load_spec(spec)
+    db_path = db_path or str(Path(spec).with_suffix(".sqlite"))
+    t0 = time.perf_counter()
+    counts = run_sweep(parsed, db_path, workers=workers, dask_address=dask_address, progress=not quiet)
+    click.echo(f"{counts['points']} design points: {counts['already_done']} already in {db_path}, "
+               f"{counts['new']} evaluated in {time.perf_counter() - t0:.1f} s; {counts['rows']} rows")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", default=None, help="Directory for the plots (default: next to DB).")
+@friendly
+def plot(db, out_dir):
+    """Plot a sweep database: roofline, throughput against size and bandwidth, Pareto front."""
+    from pathlib import Path
+
+    from .plot import plot_sweep
+
+    if not Path(db).exists():
+        raise ValueError(f"{db}: no such results database")
+    out_dir = out_dir or str(Path(db).with_suffix("")) + "-plots"
+    for path in plot_sweep(db, out_dir):
+        click.echo(str(path))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,328 @@
+"""Design-space sweeps: a grid or a random sample of design points, evaluated by the cycle model,
+stored in SQLite so a sweep killed at any moment resumes without losing or duplicating a row.
+
+A spec is a TOML file::
+
+    kind = "gemm"          # what a point is: "gemm" (an M x K x N GEMM on an R x C array)
+    mode = "grid"          # "grid": every combination; "random": `samples` points drawn with `seed`
+    samples = 100
+    seed = 0
+    [params]               # each parameter: a list of values (grid or random choice),
+    array_rows = [4, 8, 16]    # or {low = .., high = ..} (random mode: uniform integers)
+    array_cols = [4, 8, 16]
+    m = [1, 8]
+    k = [256, 1024]
+    n = [256, 1024]
+    clock_hz = [100000000]
+    [rtl]                  # optional: confirm the predicted cycles on the RTL for small points
+    simulator = "amaranth"
+    max_cycles = 2000
+
+Every point has a key (a hash of its kind and parameters). Rows are written with
+``INSERT OR IGNORE`` in WAL mode, one transaction per finished point, by the one process that owns
+the database; evaluation runs in a local process pool or on a Dask cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import sqlite3
+import time
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["KINDS", "SweepSpec", "SweepError", "evaluate_point", "load_spec", "run_sweep", "read_rows"]
+
+
+class SweepError(ValueError):
+    """A bad sweep spec or database; the message names the file and the problem."""
+
+
+# --- kinds of design point ----------------------------------------------------------------------
+
+def _gemm_config(p: dict):
+    """The smallest configuration that holds the point's GEMM (memories sized to fit)."""
+    from hdl.config import Config
+
+    R, C, m, k, n = p["array_rows"], p["array_cols"], p["m"], p["k"], p["n"]
+    kt, nt = -(-k // R), -(-n // C)
+    return Config(array_rows=R, array_cols=C, weight_words=max(R, kt * nt * R), act_words=max(m * kt, m),
+                  result_words=max(m * nt, m), max_m=m, clock_hz=p.get("clock_hz", 100_000_000))
+
+
+def _eval_gemm(p: dict, rtl: dict | None) -> dict:
+    from .cycles import gemm_cycles, gemm_lower_bound
+
+    config = _gemm_config(p)
+    R, C, m, k, n = p["array_rows"], p["array_cols"], p["m"], p["k"], p["n"]
+    cycles = gemm_cycles(config, m, k, n).total
+    bound = gemm_lower_bound(config, m, k, n)
+    seconds = cycles / config.clock_hz
+    macs = m * k * n
+    out = {
+        "cycles": cycles, "lower_bound": bound, "efficiency": bound / cycles,
+        "throughput": macs / seconds,                    # MAC/s achieved
+        "peak": R * C * config.clock_hz,                 # MAC/s the array could do
+        "weight_bandwidth": C * config.clock_hz,         # bytes/s of the weight port
+        "intensity": macs / (k * n),                     # MACs per weight byte
+        "area": R * C,                                   # processing elements
+        "rtl_cycles": None,
+    }
+    if rtl and cycles <= rtl.get("max_cycles", 2000):
+        import numpy as np
+
+        from .runner import run
+
+        rng = np.random.default_rng(0)
+        a = rng.integers(-128, 128, (m, k))
+        w = rng.integers(-128, 128, (k, n))
+        res = run(rtl.get("simulator", "amaranth"), "gemm_unit", config.as_dict(), "gemm_unit",
+                  {"config": config.as_dict(), "cases": [{"m": m, "k": k, "n": n, "a": a.tolist(),
+                                                          "w": w.tolist()}]})
+        out["rtl_cycles"] = res["cases"][0]["cycles"]
+    return out
+
+
+@dataclass(frozen=True)
+class Kind:
+    params: dict              # name -> (type, required, default)
+    evaluate: Callable[[dict, dict | None], dict]
+
+
+KINDS = {
+    "gemm": Kind(params={"array_rows": (int, True, None), "array_cols": (int, True, None), "m": (int, True, None),
+                         "k": (int, True, None), "n": (int, True, None), "clock_hz": (int, False, 100_000_000)},
+                 evaluate=_eval_gemm),
+}
+
+
+def point_key(kind: str, params: dict) -> str:
+    text = json.dumps({"kind": kind, "params": params}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def evaluate_point(kind: str, params: dict, rtl: dict | None = None) -> dict:
+    """Evaluate one design point (a top-level function: it runs in worker processes)."""
+    t0 = time.perf_counter()
+    metrics = KINDS[kind].evaluate(params, rtl)
+    metrics["eval_seconds"] = time.perf_counter() - t0
+    return metrics
+
+
+# --- specs --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SweepSpec:
+    kind: str
+    points: tuple[dict, ...]
+    rtl: dict | None
+    source: str
+
+
+def _values(source: str, name: str, value, mode: str, typ):
+    if isinstance(value, list):
+        if not value:
+            raise SweepError(f"{source}: parameter {name} has an empty list of values")
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, typ):
+                raise SweepError(f"{source}: parameter {name} must hold {typ.__name__} values, not {v!r}")
+        return value
+    if isinstance(value, dict):
+        if mode != "random":
+            raise SweepError(f"{source}: parameter {name} gives a range, which only mode = \"random\" can sample")
+        unknown = set(value) - {"low", "high"}
+        if unknown or "low" not in value or "high" not in value:
+            raise SweepError(f"{source}: parameter {name} range must have exactly low and high, not {sorted(value)}")
+        low, high = value["low"], value["high"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)):
+            raise SweepError(f"{source}: parameter {name} range bounds must be integers, not {low!r}..{high!r}")
+        if low > high:
+            raise SweepError(f"{source}: parameter {name} range is empty: low {low} > high {high}")
+        return range(low, high + 1)
+    if isinstance(value, bool) or not isinstance(value, typ):
+        raise SweepError(f"{source}: parameter {name} must be a list or a range, not {value!r}")
+    return [value]
+
+
+def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
+    known_top = {"kind", "mode", "samples", "seed", "params", "rtl"}
+    unknown = sorted(set(data) - known_top)
+    if unknown:
+        raise SweepError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known_top))})")
+    kind = data.get("kind", "gemm")
+    if kind not in KINDS:
+        raise SweepError(f"{source}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    mode = data.get("mode", "grid")
+    if mode not in ("grid", "random"):
+        raise SweepError(f"{source}: mode must be 'grid' or 'random', not {mode!r}")
+    params = data.get("params")
+    if not isinstance(params, dict) or not params:
+        raise SweepError(f"{source}: a [params] table with at least one parameter is required")
+    spec_params = KINDS[kind].params
+    for name in params:
+        if name not in spec_params:
+            raise SweepError(f"{source}: unknown parameter {name!r} for kind {kind} "
+                             f"(known: {', '.join(spec_params)})")
+    values = {}
+    for name, (typ, required, default) in spec_params.items():
+        if name in params:
+            values[name] = _values(source, name, params[name], mode, typ)
+        elif required:
+            raise SweepError(f"{source}: parameter {name} is required for kind {kind}")
+        else:
+            values[name] = [default]
+    names = list(values)
+    if mode == "grid":
+        points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(values[n] for n in names))]
+    else:
+        samples = data.get("samples", 100)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise SweepError(f"{source}: samples must be a positive integer, not {samples!r}")
+        rng = random.Random(data.get("seed", 0))
+        seen, points = set(), []
+        for _ in range(samples):
+            p = {n: rng.choice(list(values[n])) if not isinstance(values[n], range)
+                 else rng.randint(values[n].start, values[n].stop - 1) for n in names}
+            k = point_key(kind, p)
+            if k not in seen:
+                seen.add(k)
+                points.append(p)
+    for p in points:
+        for name in names:
+            if p[name] < 1:
+                raise SweepError(f"{source}: parameter {name} must be positive, not {p[name]}")
+        try:
+            if kind == "gemm":
+                _gemm_config(p)
+        except (TypeError, ValueError) as exc:
+            raise SweepError(f"{source}: point {p} does not fit: {exc}") from None
+    rtl = data.get("rtl")
+    if rtl is not None:
+        if not isinstance(rtl, dict) or set(rtl) - {"simulator", "max_cycles"}:
+            raise SweepError(f"{source}: [rtl] takes simulator and max_cycles, not {rtl!r}")
+        if rtl.get("simulator", "amaranth") not in ("amaranth", "icarus", "verilator"):
+            raise SweepError(f"{source}: rtl simulator must be amaranth, icarus or verilator, "
+                             f"not {rtl.get('simulator')!r}")
+    return SweepSpec(kind=kind, points=tuple(points), rtl=rtl, source=source)
+
+
+def load_spec(path) -> SweepSpec:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SweepError(f"{path}: no such sweep spec") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepError(f"{path}: not valid TOML: {exc}") from None
+    return parse_spec(data, source=str(path))
+
+
+# --- the database -------------------------------------------------------------------------------
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS points (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    cycles INTEGER,
+    throughput REAL,
+    area REAL,
+    efficiency REAL,
+    rtl_cycles INTEGER
+)
+"""
+
+
+def open_db(path) -> sqlite3.Connection:
+    path = Path(path)
+    if path.exists() and path.is_dir():
+        raise SweepError(f"{path}: is a directory, not a results database")
+    try:
+        db = sqlite3.connect(str(path), timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(SCHEMA)
+        db.commit()
+    except sqlite3.DatabaseError as exc:
+        raise SweepError(f"{path}: not a Lockstep results database ({exc})") from None
+    return db
+
+
+def _store(db: sqlite3.Connection, kind: str, key: str, params: dict, metrics: dict) -> None:
+    with db:  # one transaction per point: a kill loses at most the point in flight
+        db.execute("INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (key, kind, json.dumps(params, sort_keys=True), json.dumps(metrics, sort_keys=True),
+                    metrics.get("cycles"), metrics.get("throughput"), metrics.get("area"),
+                    metrics.get("efficiency"), metrics.get("rtl_cycles")))
+
+
+def read_rows(path) -> list[dict]:
+    """Every stored point as ``{"key", "kind", "params", "metrics"}``, ordered by key."""
+    db = open_db(path)
+    try:
+        rows = db.execute("SELECT key, kind, params, metrics FROM points ORDER BY key").fetchall()
+    finally:
+        db.close()
+    return [{"key": k, "kind": kind, "params": json.loads(p), "metrics": json.loads(m)} for k, kind, p, m in rows]
+
+
+# --- running ------------------------------------------------------------------------------------
+
+def _executor_map(points: list, spec: SweepSpec, workers: int | None, dask_address: str | None) -> Iterable:
+    """Yield (key, params, metrics) as points finish, on a process pool or a Dask cluster."""
+    if dask_address:
+        from distributed import Client, as_completed
+
+        with Client(dask_address, timeout="20s") as client:
+            futures = {client.submit(evaluate_point, spec.kind, p, spec.rtl, pure=False): (k, p) for k, p in points}
+            for fut in as_completed(futures):
+                k, p = futures[fut]
+                yield k, p, fut.result()
+        return
+    if workers == 1 or len(points) <= 1:
+        for k, p in points:
+            yield k, p, evaluate_point(spec.kind, p, spec.rtl)
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        futures = {pool.submit(evaluate_point, spec.kind, p, spec.rtl): (k, p) for k, p in points}
+        for fut in as_completed(futures):
+            k, p = futures[fut]
+            yield k, p, fut.result()
+
+
+def run_sweep(spec: SweepSpec, db_path, *, workers: int | None = None, dask_address: str | None = None,
+              progress: bool = True) -> dict:
+    """Evaluate every point of ``spec`` not yet in ``db_path``; return counts."""
+    db = open_db(db_path)
+    try:
+        done = {row[0] for row in db.execute("SELECT key FROM points")}
+        todo = [(point_key(spec.kind, p), p) for p in spec.points]
+        todo = [(k, p) for k, p in todo if k not in done]
+        new = 0
+        stream = _executor_map(todo, spec, workers, dask_address)
+        if progress and todo:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            with Progress("sweep", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False) as bar:
+                task = bar.add_task("points", total=len(todo))
+                for k, p, m in stream:
+                    _store(db, spec.kind, k, p, m)
+                    new += 1
+                    bar.advance(task)
+        else:
+            for k, p, m in stream:
+                _store(db, spec.kind, k, p, m)
+                new += 1
+        total = db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+    finally:
+        db.close()
+    return {"points": len(spec.points), "already_done": len(spec.points) - len(todo), "new": new, "rows": total}

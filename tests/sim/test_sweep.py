@@ -1,0 +1,143 @@
+"""Sweeps: resumable after SIGKILL, the same rows on Dask as locally, clear errors for bad specs."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sim.cycles import gemm_cycles
+from sim.plot import pareto_front, plot_sweep
+from sim.sweep import SweepError, load_spec, parse_spec, point_key, read_rows, run_sweep
+
+LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
+
+# Every point is confirmed on the RTL (Amaranth's simulator): real work of ~0.1-0.5 s a point,
+# long enough to kill the sweep in the middle.
+SLOW_SPEC = """
+kind = "gemm"
+[params]
+array_rows = [2, 3]
+array_cols = [2, 3]
+m = [1, 2, 3]
+k = [4, 7]
+n = [5]
+[rtl]
+simulator = "amaranth"
+max_cycles = 100000
+"""
+
+
+def test_killed_sweep_resumes_with_exactly_one_row_per_point(tmp_path):
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(SLOW_SPEC)
+    db = tmp_path / "results.sqlite"
+    spec = load_spec(spec_path)
+    proc = subprocess.Popen([LOCKSTEP, "sweep", str(spec_path), "--db", str(db), "--workers", "1", "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    rows = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            with sqlite3.connect(db) as con:
+                try:
+                    rows = con.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+                except sqlite3.OperationalError:
+                    rows = 0
+            if rows >= 3:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_rows = len(read_rows(db))
+    assert 3 <= killed_rows < len(spec.points)
+
+    counts = run_sweep(spec, db, workers=1, progress=False)
+    assert counts["already_done"] == killed_rows
+    stored = read_rows(db)
+    assert len(stored) == len(spec.points)
+    assert sorted(r["key"] for r in stored) == sorted(point_key("gemm", p) for p in spec.points)
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    for row in stored:  # every point confirmed: the RTL's cycles equal the prediction
+        assert row["metrics"]["rtl_cycles"] == row["metrics"]["cycles"]
+
+
+def _strip(rows):
+    return [(r["key"], r["params"], {k: v for k, v in r["metrics"].items() if k != "eval_seconds"}) for r in rows]
+
+
+def test_dask_cluster_gives_the_same_rows_as_a_local_run(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    spec = parse_spec({"kind": "gemm", "params": {"array_rows": [4, 8], "array_cols": [4, 8], "m": [1, 16],
+                                                  "k": [64, 100], "n": [64]}})
+    local_db, dask_db = tmp_path / "local.sqlite", tmp_path / "dask.sqlite"
+    run_sweep(spec, local_db, workers=2, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+        run_sweep(spec, dask_db, dask_address=cl.scheduler_address, progress=False)
+    local, remote = _strip(read_rows(local_db)), _strip(read_rows(dask_db))
+    assert len(local) == len(spec.points) == 16
+    assert local == remote
+
+
+def test_rows_hold_the_cycle_model_prediction(tmp_path):
+    spec = parse_spec({"params": {"array_rows": [4], "array_cols": [8], "m": [3], "k": [33], "n": [17]}})
+    run_sweep(spec, tmp_path / "r.sqlite", workers=1, progress=False)
+    (row,) = read_rows(tmp_path / "r.sqlite")
+    from sim.sweep import _gemm_config
+
+    assert row["metrics"]["cycles"] == gemm_cycles(_gemm_config(row["params"]), 3, 33, 17).total
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    ({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8], "depth": [3]}},
+     r"unknown parameter 'depth' for kind gemm"),
+    ({"params": {"array_rows": [], "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
+     r"parameter array_rows has an empty list of values"),
+    ({"mode": "random", "params": {"array_rows": {"low": 8, "high": 4}, "array_cols": [4], "m": [1], "k": [8],
+                                   "n": [8]}}, r"parameter array_rows range is empty: low 8 > high 4"),
+    ({"params": {"array_rows": {"low": 1, "high": 4}, "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
+     r"only mode = \"random\" can sample"),
+    ({"params": {"array_rows": [65], "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
+     r"does not fit: array of 65x4 is too large"),
+    ({"params": {"array_rows": [4], "array_cols": [4], "m": [0], "k": [8], "n": [8]}},
+     r"parameter m must be positive, not 0"),
+    ({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8]}}, r"parameter n is required"),
+    ({"kind": "fpga", "params": {"x": [1]}}, r"kind must be one of gemm, not 'fpga'"),
+    ({"mode": "lattice", "params": {"x": [1]}}, r"mode must be 'grid' or 'random', not 'lattice'"),
+    ({"params": {"array_rows": ["4"], "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
+     r"parameter array_rows must hold int values, not '4'"),
+    ({"colour": 1, "params": {}}, r"unknown key 'colour'"),
+    ({"params": {}}, r"a \[params\] table with at least one parameter is required"),
+])
+def test_bad_specs_are_rejected(data, match):
+    with pytest.raises(SweepError, match=match):
+        parse_spec(data)
+
+
+def test_cli_reports_bad_spec_files_in_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("kind = [")
+    for args, message in [((str(bad),), "not valid TOML"), ((str(tmp_path / "missing.toml"),), "no such sweep spec")]:
+        out = subprocess.run([LOCKSTEP, "sweep", *args], capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
+
+
+def test_plots_and_pareto_front(tmp_path):
+    spec = parse_spec({"params": {"array_rows": [2, 4, 8], "array_cols": [2, 4, 8], "m": [1, 8], "k": [64],
+                                  "n": [64]}})
+    db = tmp_path / "p.sqlite"
+    run_sweep(spec, db, workers=1, progress=False)
+    files = plot_sweep(db, tmp_path / "plots")
+    assert sorted(f.name for f in files) == sorted(f"{n}.{e}" for n in ("roofline", "throughput", "pareto")
+                                                   for e in ("png", "svg"))
+    assert all(f.stat().st_size > 1000 for f in files)
+    assert pareto_front([(1, 1.0), (2, 0.5), (2, 3.0), (4, 3.0), (8, 9.0)]) == [0, 2, 4]
+    json.dumps(read_rows(db))  # rows are plain data
