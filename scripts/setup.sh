@@ -39,6 +39,8 @@ want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1) [$extras]"
 if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp"; then
   say "installing the pinned packages${extras:+ with extras $extras} (first time: a few minutes)"
   spec="$root"; [ -n "$extras" ] && spec="$root[$extras]"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
+  # This machine's pip configuration names local mirrors that may be absent: drop that noise.
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" >> "$stamp"
 fi
