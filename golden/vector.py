@@ -392,8 +392,22 @@ def rope(x, positions, *, mult: int, shift: int, max_context: int, base: float =
     x = check_int8("x", x)
     if x.ndim < 1:
         raise ValueError(f"x must have a head_dim axis, not shape {x.shape}")
+    cos, sin = rope_tables(max_context, x.shape[-1], base)
+    return rope_with_tables(x, positions, cos, sin, mult=mult, shift=shift)
+
+
+def rope_with_tables(x, positions, cos, sin, *, mult: int, shift: int) -> np.ndarray:
+    """:func:`rope` with its (cos, sin) tables given (as the hardware holds them in memory).
+
+    ``cos`` and ``sin`` are (max_context, head_dim // 2) Q1.14 tables from
+    :func:`golden.tables.rope_tables`.
+    """
+    x = check_int8("x", x)
+    cos, sin = np.asarray(cos, dtype=np.int64), np.asarray(sin, dtype=np.int64)
+    max_context = cos.shape[0]
     head_dim = x.shape[-1]
-    cos, sin = rope_tables(max_context, head_dim, base)
+    if cos.shape != sin.shape or cos.ndim != 2 or cos.shape[1] * 2 != head_dim:
+        raise ValueError(f"rope tables must both be (max_context, {head_dim // 2}), not {cos.shape} and {sin.shape}")
     pos = np.asarray(positions)
     if not np.issubdtype(pos.dtype, np.integer):
         raise TypeError(f"positions must hold integers, not {pos.dtype}")

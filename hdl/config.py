@@ -42,6 +42,10 @@ class Config:
         Most activation rows one GEMM may stream per tile (the accumulator depth).
     clock_hz:
         The clock the design is meant to run at; turns cycles into seconds and tokens/s.
+    param_words, scratch_bytes, kv_bytes, logits_words, max_context:
+        The decode accelerator's other memories: per-op constants (32-bit words), the int8
+        activation scratchpad, the int8 KV cache (keys and values), the int32 logits buffer, and
+        the longest context the KV cache and the attention unit serve.
     """
 
     array_rows: int = 4
@@ -51,6 +55,11 @@ class Config:
     result_words: int = 256
     max_m: int = 16
     clock_hz: int = 100_000_000
+    param_words: int = 65536
+    scratch_bytes: int = 16384
+    kv_bytes: int = 262144
+    logits_words: int = 4096
+    max_context: int = 128
 
     def __post_init__(self):
         for f in fields(self):
@@ -127,4 +136,6 @@ PRESETS: dict[str, Config] = {
     "8x4": Config(array_rows=8, array_cols=4),
     "8x8": Config(array_rows=8, array_cols=8, weight_words=4096, act_words=1024, result_words=1024,
                   max_m=64),
+    # Holds the project's demo model on chip (compiled: ~28 k weight words of 8 bytes).
+    "demo": Config(array_rows=8, array_cols=8, weight_words=32768, act_words=1024, result_words=1024, max_m=16),
 }

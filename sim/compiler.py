@@ -1,0 +1,282 @@
+"""The compiler: an integer model + a hardware configuration -> a static program and memory images.
+
+Input: :class:`golden.int_model.IntModel` (its integer program is an ordered list of primitive
+ops). Output: :class:`Compiled`: one instruction (:mod:`hdl.isa`) per op plus ``HALT``, and the
+contents of every memory the host loads once per run:
+
+* ``weights``: int8 bytes in words of ``array_cols`` bytes. A GEMM's tiles are laid out exactly as
+  :func:`sim.gemm.weight_words` orders them (output tile, reduction tile, tile row); an embedding
+  table is row-major, each row starting on a word.
+* ``params``: 32-bit words, one record per op (layouts in :data:`RECORDS`).
+* the activation scratchpad: int8 values, each op's output at its own address (aligned to a
+  word of ``max(array_rows, array_cols)`` elements); the int32 logits go to the logits buffer.
+* the KV cache: int8, ``[layer][position][kv head][head_dim]``, the order attention streams it.
+
+The only runtime inputs of a decode step are the token and its position (the KV length is
+position + 1). :class:`Compiled` also says how much of each memory the model needs; the compiler
+refuses a model that does not fit, naming the memory and the shortfall.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hdl.isa import Instruction, Opcode, encode, make
+
+__all__ = ["Compiled", "CompileError", "RECORDS", "compile_model", "pack_mult_shift", "unpack_mult_shift"]
+
+#: Parameter record of each opcode, in 32-bit words (N: the op's output width).
+RECORDS = {
+    Opcode.GEMM: "bias[N] if flags.bias; then (mult | shift << 16)[N] if flags.requant",
+    Opcode.RMSNORM: "gamma[N]; eps; out_mult; out_shift",
+    Opcode.LAYERNORM: "gamma[N]; beta[N]; eps; out_mult; out_shift; inv_mult; inv_shift",
+    Opcode.ROPE: "mult; shift; table (word address of cos[max_context][head_dim/2] then sin[...], Q1.14, "
+                 "shared by every RoPE op of the same shape)",
+    Opcode.ATTENTION: "score_mult; score_shift; out_mult; out_shift",
+    Opcode.RESIDUAL_ADD: "a_mult; b_mult; mult; shift",
+    Opcode.ACTIVATION: "table[256] (int8, entry x + 128)",
+    Opcode.MULTIPLY: "mult; shift",
+}
+
+GEMM_BIAS = 1
+GEMM_REQUANT = 2
+EMBED_BY_POSITION = 1
+
+
+class CompileError(ValueError):
+    """A model that does not fit a configuration, or that the hardware cannot run."""
+
+
+def pack_mult_shift(mult, shift) -> np.ndarray:
+    return np.asarray(mult, dtype=np.int64) | (np.asarray(shift, dtype=np.int64) << 16)
+
+
+def unpack_mult_shift(words) -> tuple[np.ndarray, np.ndarray]:
+    words = np.asarray(words, dtype=np.int64)
+    return words & 0xFFFF, (words >> 16) & 0xFFFF
+
+
+@dataclass
+class Compiled:
+    """A compiled decode step."""
+
+    config: object
+    model: object
+    instructions: list[Instruction]
+    ops: list                       # the integer-program op of each instruction (None for HALT)
+    weights: np.ndarray             # int8 bytes
+    params: np.ndarray              # int32 words (int64 array)
+    scratch_size: int               # elements of the activation scratchpad used
+    logits_size: int                # int32 words of the logits buffer used
+    kv_shape: tuple[int, int, int, int]
+    addresses: dict[str, int] = field(default_factory=dict)   # value -> scratchpad (or logits) address
+    logits_value: str = ""
+    token_value: str = ""
+
+    @property
+    def program_words(self) -> list[int]:
+        return [encode(ins) for ins in self.instructions]
+
+    def listing(self) -> str:
+        """The program as text: index, disassembly, and the integer-program op it came from."""
+        from hdl.isa import disassemble
+
+        lines = []
+        for i, (ins, op) in enumerate(zip(self.instructions, self.ops, strict=True)):
+            note = f"  ; {op.output}" if op is not None else ""
+            lines.append(f"{i:4d}  {disassemble(ins)}{note}")
+        return "\n".join(lines)
+
+
+class _Words:
+    """A growing word memory with aligned allocation."""
+
+    def __init__(self):
+        self.chunks: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, values, *, align: int = 1) -> int:
+        pad = -self.size % align
+        if pad:
+            self.chunks.append(np.zeros(pad, np.int64))
+            self.size += pad
+        base = self.size
+        arr = np.asarray(values, dtype=np.int64).reshape(-1)
+        self.chunks.append(arr)
+        self.size += arr.size
+        return base
+
+    def add_shared(self, key, make_values, **kw) -> int:
+        """Add once per ``key``: later calls return the first copy's address."""
+        shared = self.__dict__.setdefault("_shared", {})
+        if key not in shared:
+            shared[key] = self.add(make_values(), **kw)
+        return shared[key]
+
+    def array(self) -> np.ndarray:
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int64)
+
+
+def _gemm_tiles(weight: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """The weight bytes of one GEMM in the engine's order (see sim.gemm.weight_words)."""
+    k, n = weight.shape
+    kt, nt = -(-k // rows), -(-n // cols)
+    padded = np.zeros((kt * rows, nt * cols), np.int64)
+    padded[:k, :n] = weight
+    # (nt, kt, r, c) order: for each output tile, each reduction tile, each row of the tile.
+    return padded.reshape(kt, rows, nt, cols).transpose(2, 0, 1, 3).reshape(-1)
+
+
+def compile_model(model, config) -> Compiled:
+    """Compile ``model`` (an IntModel) for ``config`` (an accelerator Config)."""
+    from golden.int_model import IntModel
+
+    if not isinstance(model, IntModel):
+        raise TypeError(f"model must be an IntModel, not {type(model).__name__}")
+    R, C = config.array_rows, config.array_cols
+    align = max(R, C)
+    mc = model.config
+    weights = _Words()   # in bytes; every allocation starts on a word of C bytes
+    params = _Words()
+    addresses: dict[str, int] = {"token": 0, "position": 0}
+    scratch_top = 0
+    logits_top = 0
+    instructions, ops = [], []
+
+    def scratch(name: str, width: int) -> int:
+        nonlocal scratch_top
+        scratch_top += -scratch_top % align
+        addresses[name] = scratch_top
+        scratch_top += width
+        return addresses[name]
+
+    def src(name: str) -> int:
+        if name not in addresses:
+            raise CompileError(f"value {name!r} is used before it is computed")
+        return addresses[name]
+
+    logits_value = token_value = ""
+    for op in model.program:
+        p = op.params
+        kind = op.op
+        if kind == "embed":
+            table = p.table
+            row_words = -(-table.shape[1] // C)
+            padded = np.zeros((table.shape[0], row_words * C), np.int64)
+            padded[:, :table.shape[1]] = table
+            base = weights.add(padded, align=C) // C
+            ins = make(Opcode.EMBED, dst=scratch(op.output, op.width), length=table.shape[1], weight=base,
+                       count=row_words, flags=EMBED_BY_POSITION if p.index == "position" else 0)
+        elif kind in ("rmsnorm", "layernorm"):
+            rec = [p.gamma]
+            if kind == "layernorm":
+                rec.append(p.beta)
+            rec.append([p.eps, p.out_mult, p.out_shift] + ([p.inv_mult, p.inv_shift] if kind == "layernorm" else []))
+            base = params.add(np.concatenate([np.asarray(r, np.int64).reshape(-1) for r in rec]))
+            opcode = Opcode.RMSNORM if kind == "rmsnorm" else Opcode.LAYERNORM
+            ins = make(opcode, src0=src(op.inputs[0]), dst=scratch(op.output, op.width), length=op.width, param=base)
+        elif kind == "gemm":
+            k, n = p.weight.shape
+            wbase = weights.add(_gemm_tiles(p.weight, R, C), align=C) // C
+            rec, flags = [], 0
+            if p.bias is not None:
+                rec.append(p.bias)
+                flags |= GEMM_BIAS
+            if p.requantized:
+                rec.append(pack_mult_shift(p.mult, p.shift))
+                flags |= GEMM_REQUANT
+                dst = scratch(op.output, n)
+            else:
+                logits_top += -logits_top % align
+                dst = addresses[op.output] = logits_top
+                logits_top += n
+                logits_value = op.output
+            pbase = params.add(np.concatenate(rec)) if rec else 0
+            ins = make(Opcode.GEMM, src0=src(op.inputs[0]), dst=dst, length=k, count=n, param=pbase,
+                       weight=wbase, flags=flags)
+        elif kind == "rope":
+            from golden.tables import rope_tables
+
+            def tables(p=p):
+                cos, sin = rope_tables(p.max_context, p.head_dim, p.base)
+                return np.concatenate([cos.reshape(-1), sin.reshape(-1)])
+
+            table = params.add_shared(("rope", p.max_context, p.head_dim, p.base), tables)
+            base = params.add([p.mult, p.shift, table])
+            ins = make(Opcode.ROPE, src0=src(op.inputs[0]), dst=scratch(op.output, op.width), length=op.width,
+                       count=p.heads, param=base)
+        elif kind == "kv_write":
+            ins = make(Opcode.KV_WRITE, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
+                       length=mc.n_kv_heads * mc.head_dim, count=p.layer)
+            addresses[op.output] = 0
+        elif kind == "attention":
+            a = p.attn
+            base = params.add([a.score_mult, a.score_shift, a.out_mult, a.out_shift])
+            ins = make(Opcode.ATTENTION, src0=src(op.inputs[0]), dst=scratch(op.output, op.width),
+                       length=op.width, count=p.layer, param=base)
+        elif kind == "residual_add":
+            base = params.add([p.a_mult, p.b_mult, p.mult, p.shift])
+            ins = make(Opcode.RESIDUAL_ADD, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
+                       dst=scratch(op.output, op.width), length=op.width, param=base)
+        elif kind == "activation":
+            base = params.add(p.table)
+            ins = make(Opcode.ACTIVATION, src0=src(op.inputs[0]), dst=scratch(op.output, op.width),
+                       length=op.width, param=base)
+        elif kind == "multiply":
+            base = params.add([p.mult, p.shift])
+            ins = make(Opcode.MULTIPLY, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
+                       dst=scratch(op.output, op.width), length=op.width, param=base)
+        elif kind == "argmax":
+            if op.inputs[0] != logits_value:
+                raise CompileError(f"argmax must read the int32 logits, not {op.inputs[0]!r}")
+            ins = make(Opcode.ARGMAX, src0=src(op.inputs[0]), length=mc.vocab_size)
+            addresses[op.output] = 0
+            token_value = op.output
+        else:  # pragma: no cover - Op checks its name
+            raise CompileError(f"the hardware has no unit for op {kind!r}")
+        instructions.append(ins)
+        ops.append(op)
+    instructions.append(make(Opcode.HALT))
+    ops.append(None)
+
+    compiled = Compiled(config=config, model=model, instructions=instructions, ops=ops,
+                        weights=weights.array(), params=params.array(), scratch_size=scratch_top,
+                        logits_size=logits_top,
+                        kv_shape=(mc.n_layers, model.max_context, mc.n_kv_heads, mc.head_dim),
+                        addresses=addresses, logits_value=logits_value, token_value=token_value)
+    _check_fit(compiled, config)
+    return compiled
+
+
+def memory_needs(compiled: Compiled) -> dict[str, tuple[int, int]]:
+    """Memory -> (needed, available) in the configuration's units."""
+    c = compiled.config
+    C = c.array_cols
+    needs = {
+        "weight_words": (-(-compiled.weights.size // C), c.weight_words),
+        "param_words": (int(compiled.params.size), c.param_words),
+        "scratch_bytes": (compiled.scratch_size, c.scratch_bytes),
+        "kv_bytes": (int(np.prod(compiled.kv_shape)) * 2, c.kv_bytes),
+        "logits_words": (compiled.logits_size, c.logits_words),
+        "max_context": (compiled.kv_shape[1], c.max_context),
+    }
+    return needs
+
+
+MEMORIES = {
+    "weight_words": "weight memory (words of array_cols bytes)",
+    "param_words": "parameter memory (32-bit words)",
+    "scratch_bytes": "activation scratchpad (bytes)",
+    "kv_bytes": "KV cache (bytes)",
+    "logits_words": "logits buffer (32-bit words)",
+    "max_context": "context (positions)",
+}
+
+
+def _check_fit(compiled: Compiled, config) -> None:
+    for name, (need, have) in memory_needs(compiled).items():
+        if need > have:
+            raise CompileError(f"the model does not fit: its {MEMORIES[name]} needs {need}, the configuration's "
+                               f"{name} is {have} ({need - have} short)")

@@ -1,0 +1,149 @@
+"""An instruction-level model of the accelerator: the compiled program run on its memory images.
+
+It decodes the program words, reads every operand and constant from the memories exactly where
+the compiler put them, and computes each instruction with the golden primitive it names. Its
+tokens must equal :class:`golden.int_model.IntModel`'s; that checks the compiler (layouts,
+encodings, allocation) before any RTL runs, and it is the reference the RTL sequencer follows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from golden.attention import AttentionParams, attention_decode
+from golden.numerics import requantize, wrap_int32
+from golden.vector import (
+    AddParams,
+    NormParams,
+    activation,
+    argmax,
+    layernorm,
+    multiply,
+    residual_add,
+    rmsnorm,
+    rope_with_tables,
+)
+from hdl.isa import Opcode, decode
+
+from .compiler import EMBED_BY_POSITION, GEMM_BIAS, GEMM_REQUANT, Compiled, unpack_mult_shift
+
+__all__ = ["IsaMachine"]
+
+
+class IsaMachine:
+    """The memories of one accelerator and a decode step over them."""
+
+    def __init__(self, compiled: Compiled):
+        self.compiled = compiled
+        self.program = [decode(w) for w in compiled.program_words]
+        c = compiled.config
+        self.cols = c.array_cols
+        self.rows = c.array_rows
+        self.weights = compiled.weights.astype(np.int64)
+        self.params = compiled.params.astype(np.int64)
+        self.scratch = np.zeros(c.scratch_bytes, np.int64)
+        self.logits = np.zeros(c.logits_words, np.int64)
+        layers, ctx, kvh, hd = compiled.kv_shape
+        self.k = np.zeros(compiled.kv_shape, np.int64)
+        self.v = np.zeros(compiled.kv_shape, np.int64)
+        self.max_context = ctx
+        self.kv_heads, self.head_dim = kvh, hd
+
+    def _p(self, base, n=1):
+        return self.params[base:base + n]
+
+    def step(self, token: int, position: int) -> int:
+        """Run the program once for ``token`` at ``position``; return the argmax token."""
+        if not 0 <= position < self.max_context:
+            raise ValueError(f"position must be in [0, {self.max_context - 1}], not {position}")
+        out = None
+        s = self.scratch
+        for ins in self.program:
+            op = ins.opcode
+            n = ins["length"]
+            if op is Opcode.HALT:
+                break
+            if op is Opcode.EMBED:
+                row = position if ins["flags"] & EMBED_BY_POSITION else token
+                start = (ins["weight"] + row * ins["count"]) * self.cols
+                s[ins["dst"]:ins["dst"] + n] = self.weights[start:start + n]
+            elif op in (Opcode.RMSNORM, Opcode.LAYERNORM):
+                x = s[ins["src0"]:ins["src0"] + n][None]
+                base = ins["param"]
+                gamma = self._p(base, n)
+                if op is Opcode.RMSNORM:
+                    eps, om, osh = self._p(base + n, 3)
+                    p = NormParams(kind="rms", gamma=gamma, beta=None, eps=int(eps), out_mult=int(om),
+                                   out_shift=int(osh), inv_mult=0, inv_shift=0)
+                    y = rmsnorm(x, p)
+                else:
+                    beta = self._p(base + n, n)
+                    eps, om, osh, im, ish = self._p(base + 2 * n, 5)
+                    p = NormParams(kind="layer", gamma=gamma, beta=beta, eps=int(eps), out_mult=int(om),
+                                   out_shift=int(osh), inv_mult=int(im), inv_shift=int(ish))
+                    y = layernorm(x, p)
+                s[ins["dst"]:ins["dst"] + n] = y[0]
+            elif op is Opcode.GEMM:
+                y = self._gemm(ins)
+                if ins["flags"] & GEMM_REQUANT:
+                    s[ins["dst"]:ins["dst"] + ins["count"]] = y
+                else:
+                    self.logits[ins["dst"]:ins["dst"] + ins["count"]] = y
+            elif op is Opcode.ROPE:
+                heads = ins["count"]
+                hd = n // heads
+                mult, shift, table = (int(v) for v in self._p(ins["param"], 3))
+                half = self.max_context * (hd // 2)
+                cos = self._p(table, half).reshape(self.max_context, hd // 2)
+                sin = self._p(table + half, half).reshape(self.max_context, hd // 2)
+                x = s[ins["src0"]:ins["src0"] + n].reshape(heads, hd)
+                y = rope_with_tables(x, np.full(heads, position), cos, sin, mult=mult, shift=shift)
+                s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
+            elif op is Opcode.KV_WRITE:
+                layer = ins["count"]
+                self.k[layer, position] = s[ins["src0"]:ins["src0"] + n].reshape(self.kv_heads, self.head_dim)
+                self.v[layer, position] = s[ins["src1"]:ins["src1"] + n].reshape(self.kv_heads, self.head_dim)
+            elif op is Opcode.ATTENTION:
+                layer = ins["count"]
+                sm, ss, om, osh = (int(v) for v in self._p(ins["param"], 4))
+                q = s[ins["src0"]:ins["src0"] + n].reshape(-1, self.head_dim)
+                y = attention_decode(q, self.k[layer, :position + 1], self.v[layer, :position + 1],
+                                     AttentionParams(score_mult=sm, score_shift=ss, out_mult=om, out_shift=osh),
+                                     max_context=self.max_context)
+                s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
+            elif op is Opcode.RESIDUAL_ADD:
+                am, bm, m, sh = (int(v) for v in self._p(ins["param"], 4))
+                a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]
+                s[ins["dst"]:ins["dst"] + n] = residual_add(a, b, AddParams(a_mult=am, b_mult=bm, mult=m, shift=sh))
+            elif op is Opcode.ACTIVATION:
+                s[ins["dst"]:ins["dst"] + n] = activation(s[ins["src0"]:ins["src0"] + n], self._p(ins["param"], 256))
+            elif op is Opcode.MULTIPLY:
+                m, sh = (int(v) for v in self._p(ins["param"], 2))
+                a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]
+                s[ins["dst"]:ins["dst"] + n] = multiply(a, b, mult=m, shift=sh)
+            elif op is Opcode.ARGMAX:
+                out = int(argmax(self.logits[ins["src0"]:ins["src0"] + n][None])[0])
+            else:  # pragma: no cover - decode() rejects unknown opcodes
+                raise ValueError(f"no semantics for {op}")
+        if out is None:
+            raise ValueError("the program ended without an argmax")
+        return out
+
+    def _gemm(self, ins) -> np.ndarray:
+        """int8 GEMV from the weight tiles at ``weight``; bias and requantization from ``param``."""
+        R, C = self.rows, self.cols
+        k, n = ins["length"], ins["count"]
+        kt, nt = -(-k // R), -(-n // C)
+        start = ins["weight"] * C
+        tiles = self.weights[start:start + nt * kt * R * C].reshape(nt, kt, R, C)
+        w = tiles.transpose(1, 2, 0, 3).reshape(kt * R, nt * C)[:k, :n]
+        x = self.scratch[ins["src0"]:ins["src0"] + k]
+        acc = wrap_int32(x @ w)
+        base = ins["param"]
+        if ins["flags"] & GEMM_BIAS:
+            acc = wrap_int32(acc + self._p(base, n))
+            base += n
+        if ins["flags"] & GEMM_REQUANT:
+            mult, shift = unpack_mult_shift(self._p(base, n))
+            return requantize(acc, mult, shift)
+        return acc
