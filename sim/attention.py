@@ -2,7 +2,257 @@
 
 DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.designs`);
 FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.flows`).
+
+Stream order (the contract with :class:`hdl.attention.AttentionUnit`): ``q`` beat ``h`` is query
+head ``h``; ``k`` and ``v`` beat ``g * kv_len + t`` is position ``t`` of KV head ``g``; ``out`` beat
+``h`` is query head ``h``'s int8 result. Each beat packs ``head_dim`` int8 lanes, lane 0 in the
+low bits (:func:`sim.gemm.pack_lanes`).
+
+The flows are written against :class:`sim.bus.Bus`, so the same code drives Icarus, Verilator and
+Amaranth's simulator.
 """
 
-DESIGNS = {}
-FLOWS = {}
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from golden.attention import AttentionParams, AttentionShape
+from golden.numerics import check_int8
+
+from .bus import WatchdogError
+from .cycles import ATTENTION_FINISH_STAGES, ATTENTION_POSITION_STAGES, attention_cycles, attention_min_cycles
+from .gemm import pack_lanes, unpack_lanes
+
+__all__ = ["DESIGNS", "FLOWS", "AttentionPlan", "plan_attention", "run_attention", "unit_params"]
+
+_UNIT_KEYS = ("head_dim", "max_context", "max_heads")
+
+
+def unit_params(params: dict) -> dict:
+    """The design parameters of an attention unit, checked for missing and unknown keys."""
+    if not isinstance(params, dict):
+        raise TypeError(f"attention unit parameters must be a table, not {type(params).__name__}")
+    unknown = sorted(set(params) - set(_UNIT_KEYS))
+    if unknown:
+        raise ValueError(f"attention unit: unknown parameter {unknown[0]!r} (known: {', '.join(_UNIT_KEYS)})")
+    missing = [key for key in _UNIT_KEYS if key not in params]
+    if missing:
+        raise ValueError(f"attention unit: missing parameter {missing[0]!r}")
+    return {key: params[key] for key in _UNIT_KEYS}
+
+
+def _attention_unit(params):
+    from hdl.attention import AttentionUnit
+
+    return AttentionUnit(**unit_params(params))
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    """One attention call checked against a unit: the unit's parameters and the call's shape."""
+
+    unit: dict
+    shape: AttentionShape
+
+    @property
+    def n_heads(self) -> int:
+        return self.shape.n_heads
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.shape.n_kv_heads
+
+    @property
+    def kv_len(self) -> int:
+        return self.shape.kv_len
+
+    @property
+    def head_dim(self) -> int:
+        return self.shape.head_dim
+
+    @property
+    def predicted_cycles(self) -> int:
+        return attention_cycles(n_heads=self.n_heads, kv_len=self.kv_len).total
+
+    @property
+    def min_cycles(self) -> int:
+        return attention_min_cycles(n_heads=self.n_heads, kv_len=self.kv_len)
+
+    @property
+    def watchdog_cycles(self) -> int:
+        """Cycle budget after which a run with no gaps counts as hung: twice the prediction plus slack."""
+        return 2 * self.predicted_cycles + 64
+
+
+def plan_attention(unit: dict, *, n_heads, n_kv_heads, kv_len) -> AttentionPlan:
+    """Check one call's shape against an attention unit's parameters.
+
+    Reuses :class:`golden.attention.AttentionShape` (non-integer sizes: TypeError; zero heads,
+    ``n_heads`` not a multiple of ``n_kv_heads``, ``kv_len`` outside [1, max_context]:
+    ValueError naming the value), then checks ``n_heads`` against the unit's ``max_heads``.
+    """
+    unit = unit_params(unit)
+    head_dim = unit["head_dim"]
+    # d_model only carries head_dim through AttentionShape's checks; a bad n_heads is reported as such.
+    heads_ok = isinstance(n_heads, int | np.integer) and not isinstance(n_heads, bool) and n_heads > 0
+    shape = AttentionShape(d_model=head_dim * (int(n_heads) if heads_ok else 1), n_heads=n_heads,
+                           n_kv_heads=n_kv_heads, head_dim=head_dim, max_context=unit["max_context"],
+                           kv_len=kv_len)
+    if shape.n_heads > unit["max_heads"]:
+        raise ValueError(f"n_heads={shape.n_heads} exceeds max_heads={unit['max_heads']} of the attention unit")
+    return AttentionPlan(unit, shape)
+
+
+def _check_operands(plan: AttentionPlan, q, k, v):
+    q = check_int8("q", q)
+    k = check_int8("k", k)
+    v = check_int8("v", v)
+    want_q = (plan.n_heads, plan.head_dim)
+    want_kv = (plan.kv_len, plan.n_kv_heads, plan.head_dim)
+    if q.shape != want_q:
+        raise ValueError(f"q must have shape {want_q}, not {q.shape}")
+    if k.shape != want_kv:
+        raise ValueError(f"k must have shape {want_kv}, not {k.shape}")
+    if v.shape != want_kv:
+        raise ValueError(f"v must have shape {want_kv}, not {v.shape}")
+    return q, k, v
+
+
+_INPUTS = ("start", "kv_len", "n_kv_heads", "group", "score_mult", "score_shift", "out_mult", "out_shift",
+           "q.valid", "q.payload", "k.valid", "k.payload", "v.valid", "v.payload", "out.ready")
+
+
+async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionParams, *, seed: int = 0,
+                        gaps: float = 0.0, stall: float = 0.0, budget: int | None = None,
+                        max_idle: int | None = None, withhold_v: bool = False) -> dict:
+    """Run one attention call: start the unit, stream q, K and V in, collect the output rows.
+
+    ``gaps`` is the chance a driver holds its valid low in a cycle, ``stall`` the chance the
+    monitor holds ``out.ready`` low. Returns ``{"out": n_heads x head_dim int8 list, "cycles": the
+    unit's counter, "edges": clock edges from the one that samples start to the first cycle done
+    is high, "run_seconds"}``. Raises WatchdogError when ``done`` has not risen within ``budget``
+    edges (default :attr:`AttentionPlan.watchdog_cycles`, stretched for gaps and stalls) or no beat
+    moves for ``max_idle`` cycles; AssertionError when the unit offers or takes a beat after
+    ``done``. ``withhold_v`` is a deliberate misuse for testing the watchdog: no V row is offered.
+    """
+    q, k, v = _check_operands(plan, q, k, v)
+    if not isinstance(params, AttentionParams):
+        raise TypeError(f"params must be an AttentionParams, not {type(params).__name__}")
+    D = plan.head_dim
+    q_beats = [pack_lanes(q[h], 8) for h in range(plan.n_heads)]
+    k_beats = [pack_lanes(k[t, g], 8) for g in range(plan.n_kv_heads) for t in range(plan.kv_len)]
+    v_beats = [pack_lanes(v[t, g], 8) for g in range(plan.n_kv_heads) for t in range(plan.kv_len)]
+    if budget is None:
+        stretch = 1.0 / max(1e-3, (1.0 - gaps) * (1.0 - stall))
+        budget = int(plan.watchdog_cycles * 2 * stretch)
+    if max_idle is None:
+        # Longest legitimate quiet spell: the pipeline's depth plus runs of random idle cycles.
+        max_idle = 4 * (ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES) + 200
+    rng = random.Random(seed)
+
+    for name in _INPUTS:
+        bus.set(name, 0)
+    await bus.reset()
+    bus.set("kv_len", plan.kv_len)
+    bus.set("n_kv_heads", plan.n_kv_heads)
+    bus.set("group", plan.shape.group)
+    bus.set("score_mult", params.score_mult)
+    bus.set("score_shift", params.score_shift)
+    bus.set("out_mult", params.out_mult)
+    bus.set("out_shift", params.out_shift)
+    bus.set("start", 1)
+    await bus.tick()  # the edge that samples start
+    bus.set("start", 0)
+    t0 = time.perf_counter()
+    edges = 1
+    sources = {"q": q_beats, "k": k_beats, "v": [] if withhold_v else v_beats}
+    sent = {name: 0 for name in sources}
+    offered = {name: False for name in sources}
+    got = []
+    idle = 0
+    while True:
+        # Drivers: a beat on offer stays on offer until taken (valid must not drop).
+        for name, beats in sources.items():
+            if not offered[name] and sent[name] < len(beats) and rng.random() >= gaps:
+                offered[name] = True
+                bus.set(f"{name}.payload", beats[sent[name]])
+            bus.set(f"{name}.valid", offered[name])
+        ready = rng.random() >= stall
+        bus.set("out.ready", ready)
+        await bus.settle()
+        if bus.get("done"):
+            break
+        moved = False
+        for name in sources:
+            if offered[name] and bus.get(f"{name}.ready"):
+                sent[name] += 1
+                offered[name] = False
+                moved = True
+        if ready and bus.get("out.valid"):
+            got.append(unpack_lanes(bus.get("out.payload"), 8, D))
+            moved = True
+        idle = 0 if moved else idle + 1
+        if idle > max_idle:
+            raise WatchdogError(f"attention unit made no progress for {max_idle} cycles ({sent['q']}/"
+                                f"{len(q_beats)} q rows, {sent['k']}/{len(k_beats)} K rows, {sent['v']}/"
+                                f"{len(v_beats)} V rows, {len(got)}/{plan.n_heads} outputs)")
+        if edges >= budget:
+            raise WatchdogError(f"done did not rise within {budget} cycles")
+        await bus.tick()
+        edges += 1
+    run_seconds = time.perf_counter() - t0
+    cycles = bus.get("cycles")
+
+    if len(got) != plan.n_heads or any(sent[n] != len(b) for n, b in (("q", q_beats), ("k", k_beats),
+                                                                       ("v", v_beats))):
+        raise AssertionError(f"done rose with {len(got)}/{plan.n_heads} outputs and "
+                             f"{sent} of ({len(q_beats)}, {len(k_beats)}, {len(v_beats)}) input rows taken")
+    # Nothing may be left in flight: with every source offering a beat and the sink ready, the idle
+    # unit takes nothing and produces nothing for longer than its pipeline is deep.
+    await bus.tick()
+    for name in sources:
+        bus.set(f"{name}.valid", 1)
+    bus.set("out.ready", 1)
+    for _ in range(ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES + 2):
+        await bus.settle()
+        busy = {name: bus.get(f"{name}.ready") for name in sources}
+        busy["out.valid"] = bus.get("out.valid")
+        if any(busy.values()):
+            raise AssertionError(f"the attention unit is still active after done: {busy}")
+        await bus.tick()
+    for name in sources:
+        bus.set(f"{name}.valid", 0)
+    return {"out": got, "cycles": cycles, "edges": edges, "run_seconds": run_seconds}
+
+
+async def _attention_flow(bus, job):
+    """``job``: ``unit`` (the design parameters) and ``cases``, a list of ``{q, k, v, params}``
+    (``params`` the fields of :class:`AttentionParams`) with optional ``seed``, ``gaps``,
+    ``stall``, ``budget``, ``max_idle``, ``withhold_v``, run one after another on the same
+    simulator. Returns ``{"cases": [...]}`` with :func:`run_attention`'s results."""
+    # Every case is checked before the first cycle is simulated.
+    plans = []
+    for i, case in enumerate(job["cases"]):
+        q = np.asarray(case["q"])
+        k = np.asarray(case["k"])
+        if q.ndim != 2 or k.ndim != 3:
+            raise ValueError(f"case {i}: q must have shape (n_heads, head_dim) and k (kv_len, n_kv_heads, "
+                             f"head_dim), not {q.shape} and {k.shape}")
+        plan = plan_attention(job["unit"], n_heads=q.shape[0], n_kv_heads=k.shape[1], kv_len=k.shape[0])
+        _check_operands(plan, q, k, case["v"])
+        plans.append((plan, AttentionParams(**case["params"])))
+    results = []
+    for case, (plan, params) in zip(job["cases"], plans, strict=True):
+        results.append(await run_attention(
+            bus, plan, case["q"], case["k"], case["v"], params, seed=case.get("seed", 0),
+            gaps=case.get("gaps", 0.0), stall=case.get("stall", 0.0), budget=case.get("budget"),
+            max_idle=case.get("max_idle"), withhold_v=case.get("withhold_v", False)))
+    return {"cases": results}
+
+
+DESIGNS = {"attention_unit": _attention_unit}
+FLOWS = {"attention_unit": _attention_flow}
