@@ -2,7 +2,426 @@
 
 DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.designs`);
 FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.flows`).
+
+A job is JSON: ``{"params": design parameters, "tables": {...}, "ops": [...], "seed", "gaps",
+"stall", "budget"}``. Each op is a dict named by ``"op"`` (a key of :data:`OPS`) with its operands
+(:func:`check_op` lists them). Tables are given by what golden builds them from:
+``{"silu": {"x_scale", "out_scale"}, "gelu": {"x_scale", "out_scale", "approximate"},
+"rope": {"head_dim", "base"}}``; the flow builds them with :mod:`golden.tables` and writes them
+through the unit's table port. :func:`vector_job` checks a whole job on the host before any
+simulator starts; the flow checks it again.
+
+Beat layouts (the contract with :class:`hdl.vector.VectorUnit`): per lane ``a`` (int32, or an
+int8 operand), ``b`` (int8 operand or u15 multiplier), ``shift``:
+
+=========  ==========================  =====================================================
+op         beats (W = ceil(N/lanes))   lane fields
+=========  ==========================  =====================================================
+requant    W                           a = acc (int32), b = multiplier, shift = shift
+add, mul   W                           a = a, b = b
+silu/gelu  W                           a = x
+argmax     W                           a = logit (int32)
+rmsnorm    W, then W                   a = x; then b = gamma
+layernorm  W, then W                   a = x; then a = beta (int32), b = gamma
+rope       W                           a = x (one head, N = head_dim)
+=========  ==========================  =====================================================
 """
 
-DESIGNS = {}
-FLOWS = {}
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, quantize_multiplier
+from golden.tables import activation_table, rope_tables
+
+from .bus import WatchdogError
+from .cycles import vector_cycles
+
+__all__ = ["CHECKS", "DESIGNS", "FLOWS", "OPS", "PRESETS", "check_op", "check_params", "run_vector_ops", "vector_job"]
+
+#: Op names of a job, in the order of :class:`hdl.vector.VectorOp`.
+OPS = ("requant", "add", "mul", "silu", "gelu", "argmax", "rmsnorm", "layernorm", "rope")
+
+#: Design points: the demo model's sizes (d_model 64, head_dim 16, max_context 128, d_ff 192) and a
+#: small one for the slow simulators (odd lanes, so lengths rarely fill the last beat).
+PRESETS = {
+    "demo": {"lanes": 4, "max_length": 256, "max_norm_length": 64, "max_head_dim": 16, "max_context": 128},
+    "small": {"lanes": 3, "max_length": 40, "max_norm_length": 24, "max_head_dim": 12, "max_context": 8},
+}
+
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _vector_unit(params):
+    from hdl.vector import VectorUnit
+
+    return VectorUnit(**params)
+
+
+DESIGNS = {"vector_unit": _vector_unit}
+
+
+# --- host-side checks ------------------------------------------------------------------------------
+
+def check_params(params) -> dict:
+    """Check design parameters by building the component (its constructor names the bad one)."""
+    if not isinstance(params, dict):
+        raise TypeError(f"vector unit params must be a dict, not {type(params).__name__}")
+    unit = _vector_unit(params)
+    unit._MustUse__silence = True  # built only to check the parameters, never elaborated
+    return params
+
+
+def _int(what: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{what} must be an integer, not {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be in [{low}, {high}], not {value}")
+    return int(value)
+
+
+def _ints(what: str, values, low: int, high: int, length: int | None = None) -> list[int]:
+    arr = np.asarray(values)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{what} must hold integers, not {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] == 0:
+        raise ValueError(f"{what} must be a non-empty vector, not shape {arr.shape}")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{what} must have {length} values, not {arr.shape[0]}")
+    bad = (arr < low) | (arr > high)
+    if bad.any():
+        raise ValueError(f"{what} must hold values in [{low}, {high}], not {int(arr[bad][0])}")
+    return [int(v) for v in arr]
+
+
+def _per_element(what: str, value, low: int, high: int, length: int) -> list[int]:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return [_int(what, value, low, high)] * length
+    return _ints(what, value, low, high, length)
+
+
+def check_op(params: dict, op: dict, *, rope_head_dim: int | None = None) -> dict:
+    """Check one op against the design and return it normalised (plain ints and lists).
+
+    Raises TypeError / ValueError naming the op, the field and the bad value: an unknown op, a
+    length of 0 or past ``max_length`` (``max_norm_length`` for norms, the loaded head_dim for
+    RoPE), operands outside int8 / int32, multipliers outside [0, 32767], shifts outside [0, 46],
+    a RoPE position outside [0, max_context), LayerNorm constants that are not 1/N.
+    """
+    if not isinstance(op, dict) or "op" not in op:
+        raise TypeError(f"a vector op must be a dict with an 'op' name, not {op!r}")
+    name = op["op"]
+    if name not in OPS:
+        raise ValueError(f"vector op must be one of {', '.join(OPS)}, not {name!r}")
+    first = {"requant": "acc", "argmax": "x", "add": "a", "mul": "a"}.get(name, "x")
+    if first not in op:
+        raise ValueError(f"vector op {name} needs operand {first!r}")
+    n = len(np.asarray(op[first]).reshape(-1)) if np.ndim(op[first]) == 1 else 0
+    limit = params["max_norm_length"] if name in ("rmsnorm", "layernorm") else params["max_length"]
+    if not 1 <= n <= limit:
+        what = "max_norm_length" if name in ("rmsnorm", "layernorm") else "max_length"
+        raise ValueError(f"vector op {name} length must be in [1, {limit}] ({what}), not {n}")
+    out = {"op": name, "length": n}
+    lanes = params["lanes"]
+    if name == "requant":
+        out["acc"] = _ints("requant acc", op["acc"], _INT32_MIN, _INT32_MAX)
+        out["mult"] = _per_element("requant multiplier", op["mult"], 0, MULT_MAX, n)
+        out["shift"] = _per_element("requant shift", op["shift"], 0, SHIFT_MAX, n)
+    elif name in ("add", "mul"):
+        out["a"] = check_int8(f"{name} a", op["a"]).tolist()
+        out["b"] = _ints(f"{name} b", op["b"], -128, 127, n)
+        keys = ("a_mult", "b_mult", "mult", "shift") if name == "add" else ("mult", "shift")
+        for key in keys:
+            out[key] = _int(f"{name} {key}", op[key], 0, SHIFT_MAX if key == "shift" else MULT_MAX)
+    elif name in ("silu", "gelu"):
+        out["x"] = check_int8(f"{name} x", op["x"]).tolist()
+    elif name == "argmax":
+        out["x"] = _ints("argmax x", op["x"], _INT32_MIN, _INT32_MAX)
+    elif name in ("rmsnorm", "layernorm"):
+        out["x"] = check_int8(f"{name} x", op["x"]).tolist()
+        out["gamma"] = _ints(f"{name} gamma", op["gamma"], -128, 127, n)
+        sq_max = 128 * 128 if name == "rmsnorm" else 255 * 255
+        out["eps"] = _int(f"{name} eps", op["eps"], 0, (1 << 31) - 1 - n * sq_max)
+        out["out_mult"] = _int(f"{name} out_mult", op["out_mult"], 0, MULT_MAX)
+        out["out_shift"] = _int(f"{name} out_shift", op["out_shift"], 0, SHIFT_MAX)
+        if name == "layernorm":
+            out["beta"] = _ints("layernorm beta", op["beta"], -(1 << 30), 1 << 30, n)
+            inv = (op.get("inv_mult"), op.get("inv_shift"))
+            # The unit's widths hold the mean of an int8 row: the constants must be 1/N.
+            if inv != quantize_multiplier(1.0 / n):
+                raise ValueError(f"layernorm inv_mult/inv_shift must represent 1/{n} "
+                                 f"{quantize_multiplier(1.0 / n)}, not {inv}")
+            out["inv_mult"], out["inv_shift"] = inv
+    elif name == "rope":
+        out["x"] = check_int8("rope x", op["x"]).tolist()
+        if n % (2 * lanes) or n > params["max_head_dim"]:
+            raise ValueError(f"rope length (head_dim) must be a multiple of 2 * lanes ({2 * lanes}) "
+                             f"and at most max_head_dim ({params['max_head_dim']}), not {n}")
+        if rope_head_dim is None:
+            raise ValueError("rope needs a loaded RoPE table: give tables['rope'] with its head_dim")
+        if n != rope_head_dim:
+            raise ValueError(f"rope length must equal the loaded table's head_dim ({rope_head_dim}), not {n}")
+        out["position"] = _int("rope position", op["position"], 0, params["max_context"] - 1)
+        out["mult"] = _int("rope mult", op["mult"], 0, MULT_MAX)
+        out["shift"] = _int("rope shift", op["shift"], 0, SHIFT_MAX)
+    return out
+
+
+def _check_tables(params: dict, tables) -> dict:
+    if not isinstance(tables, dict):
+        raise TypeError(f"tables must be a dict, not {type(tables).__name__}")
+    unknown = sorted(set(tables) - {"silu", "gelu", "rope"})
+    if unknown:
+        raise ValueError(f"tables must be named silu, gelu or rope, not {unknown[0]!r}")
+    if "rope" in tables:
+        hd = tables["rope"].get("head_dim")
+        lanes = params["lanes"]
+        if isinstance(hd, bool) or not isinstance(hd, int) or hd < 1 or hd % (2 * lanes) \
+                or hd > params["max_head_dim"]:
+            raise ValueError(f"rope table head_dim must be a positive multiple of 2 * lanes ({2 * lanes}) "
+                             f"and at most max_head_dim ({params['max_head_dim']}), not {hd!r}")
+    return tables
+
+
+def vector_job(params: dict, ops: list, *, tables: dict | None = None, seed: int = 0, gaps: float = 0.0,
+               stall: float = 0.0, budget: int | None = None) -> dict:
+    """Check a whole job on the host and return it, normalised, ready for :func:`sim.runner.run`."""
+    check_params(params)
+    tables = _check_tables(params, tables or {})
+    for name in ("silu", "gelu"):
+        if any(isinstance(o, dict) and o.get("op") == name for o in ops) and name not in tables:
+            raise ValueError(f"vector op {name} needs its table: give tables[{name!r}]")
+    hd = tables["rope"]["head_dim"] if "rope" in tables else None
+    for what, value in (("gaps", gaps), ("stall", stall)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{what} must be in [0, 1), not {value}")
+    checked = [check_op(params, op, rope_head_dim=hd) for op in ops]
+    return {"params": params, "tables": tables, "ops": checked, "seed": seed, "gaps": gaps, "stall": stall,
+            "budget": budget}
+
+
+# --- packing -------------------------------------------------------------------------------------
+
+def _fields(layout) -> dict:
+    return {name: (f.offset, f.width) for name, f in layout}
+
+
+def _pack(fields: dict, values: dict) -> int:
+    word = 0
+    for name, value in values.items():
+        offset, width = fields[name]
+        word |= (int(value) & ((1 << width) - 1)) << offset
+    return word
+
+
+class _Packer:
+    def __init__(self, params):
+        from hdl.vector import cmd_layout, lane_layout, out_layout
+
+        self.lanes = params["lanes"]
+        self.lane = _fields(lane_layout())
+        self.lane_bits = lane_layout().size
+        self.cmd = _fields(cmd_layout(params["max_length"], params["max_context"]))
+        self.out = _fields(out_layout(self.lanes, params["max_length"]))
+
+    def beats(self, length: int, lanes_of) -> list[int]:
+        """``lanes_of(i)`` gives the field dict of element i; padding lanes are 0."""
+        words = []
+        for start in range(0, length, self.lanes):
+            word = 0
+            for j in range(self.lanes):
+                if start + j < length:
+                    word |= _pack(self.lane, lanes_of(start + j)) << (j * self.lane_bits)
+            words.append(word)
+        return words
+
+    def unpack_out(self, word: int) -> tuple[list[int], int, int]:
+        from .gemm import unpack_lanes
+
+        off, width = self.out["data"]
+        data = unpack_lanes((word >> off) & ((1 << width) - 1), 8, self.lanes)
+        ioff, iwidth = self.out["index"]
+        loff, _ = self.out["last"]
+        return data, (word >> ioff) & ((1 << iwidth) - 1), (word >> loff) & 1
+
+
+def _encode(p: _Packer, op: dict) -> tuple[dict, list[int]]:
+    """The command fields and the input beats of one checked op."""
+    from hdl.vector import VectorOp
+
+    name, n = op["op"], op["length"]
+    cmd = {"op": VectorOp[name.upper()].value, "length": n}
+    if name == "requant":
+        beats = p.beats(n, lambda i: {"a": op["acc"][i], "b": op["mult"][i], "shift": op["shift"][i]})
+    elif name in ("add", "mul"):
+        cmd.update({k: op[k] for k in ("a_mult", "b_mult", "mult", "shift") if k in op})
+        beats = p.beats(n, lambda i: {"a": op["a"][i], "b": op["b"][i]})
+    elif name in ("silu", "gelu", "argmax"):
+        beats = p.beats(n, lambda i: {"a": op["x"][i]})
+    elif name in ("rmsnorm", "layernorm"):
+        cmd.update({"mult": op["out_mult"], "shift": op["out_shift"], "eps": op["eps"]})
+        if name == "layernorm":
+            cmd.update({"inv_mult": op["inv_mult"], "inv_shift": op["inv_shift"]})
+        beta = op.get("beta") or [0] * n
+        beats = p.beats(n, lambda i: {"a": op["x"][i]}) + \
+            p.beats(n, lambda i: {"a": beta[i], "b": op["gamma"][i]})
+    else:  # rope
+        cmd.update({"position": op["position"], "mult": op["mult"], "shift": op["shift"]})
+        beats = p.beats(n, lambda i: {"a": op["x"][i]})
+    return cmd, beats
+
+
+# --- host flows ----------------------------------------------------------------------------------
+
+async def _load_tables(bus, params: dict, tables: dict) -> int:
+    """Write the model-dependent tables through the table port; returns the cycles it took."""
+    from hdl.vector import VectorTable, rope_word_layout
+
+    lanes = params["lanes"]
+    writes = []
+    for name in ("silu", "gelu"):
+        if name in tables:
+            spec = tables[name]
+            kind = "silu" if name == "silu" else \
+                ("gelu_tanh" if spec.get("approximate", "tanh") == "tanh" else "gelu_erf")
+            table = activation_table(kind, spec["x_scale"], spec["out_scale"])
+            sel = VectorTable.SILU if name == "silu" else VectorTable.GELU
+            writes += [(sel.value, i, int(v) & 0xFF) for i, v in enumerate(table)]
+    if "rope" in tables:
+        spec = tables["rope"]
+        hd = spec["head_dim"]
+        cos, sin = rope_tables(params["max_context"], hd, spec.get("base", 10000.0))
+        fields = _fields(rope_word_layout(lanes))
+        stride = params["max_head_dim"] // (2 * lanes)
+        from .gemm import pack_lanes
+
+        for pos in range(params["max_context"]):
+            for word in range(hd // (2 * lanes)):
+                cols = slice(word * lanes, (word + 1) * lanes)
+                value = (pack_lanes(cos[pos, cols], 16) << fields["cos"][0]) | \
+                    (pack_lanes(sin[pos, cols], 16) << fields["sin"][0])
+                writes.append((VectorTable.ROPE.value, pos * stride + word, value))
+    bus.set("tbl_we", 1)
+    for sel, addr, value in writes:
+        bus.set("tbl_sel", sel)
+        bus.set("tbl_addr", addr)
+        bus.set("tbl_data", value)
+        await bus.tick()
+    bus.set("tbl_we", 0)
+    return len(writes)
+
+
+class _Writes:
+    """Pass only changed input values to the simulator: each write is a costly simulator call."""
+
+    def __init__(self, bus):
+        self._bus = bus
+        self._last = {}
+
+    def set(self, name: str, value: int) -> None:
+        value = int(value)
+        if self._last.get(name) != value:
+            self._last[name] = value
+            self._bus.set(name, value)
+
+
+async def run_vector_ops(bus, job: dict) -> dict:
+    """Run every op of a (checked) job one after another on the same simulator.
+
+    Drivers offer the command and then the op's input beats in order (with random idle cycles,
+    ``gaps``); the monitor takes output beats (with random backpressure, ``stall``). Returns
+    ``{"ops": [{"op", "out" (N int8) or "index", "cycles" (the unit's counter), "edges" (cycles
+    counted here, the same span), "predicted"}], "table_writes"}``. Raises WatchdogError when an op
+    does not finish within its budget (``job["budget"]``, default from the cycle model).
+    """
+    job = _check_vector_job(job)
+    params = job["params"]
+    p = _Packer(params)
+    rng = random.Random(job["seed"])
+    gaps, stall = job["gaps"], job["stall"]
+    drive = _Writes(bus)
+    for name in ("cmd.valid", "cmd.payload", "inp.valid", "inp.payload", "out.ready", "tbl_we", "tbl_sel",
+                 "tbl_addr", "tbl_data"):
+        drive.set(name, 0)
+    await bus.reset()
+    table_writes = await _load_tables(bus, params, job["tables"])
+
+    results = []
+    for number, op in enumerate(job["ops"]):
+        cmd, beats = _encode(p, op)
+        predicted = vector_cycles(op["op"], op["length"], params["lanes"]).total
+        budget = job["budget"] or ((2 * predicted + 64) * (1 if gaps == stall == 0 else 16))
+        drive.set("cmd.payload", _pack(p.cmd, cmd))
+        drive.set("cmd.valid", 1)
+        cmd_pending = True
+        offered = False
+        bi = 0
+        cycle = 0
+        taken_at = None
+        data, index = [], None
+        while True:
+            if not offered and bi < len(beats) and (gaps == 0 or rng.random() >= gaps):
+                offered = True
+            drive.set("inp.valid", offered)
+            drive.set("inp.payload", beats[bi] if bi < len(beats) else 0)
+            ready = stall == 0 or rng.random() >= stall
+            drive.set("out.ready", ready)
+            await bus.settle()
+            if cmd_pending and bus.get("cmd.ready"):
+                cmd_pending = False
+                taken_at = cycle
+            if offered and bus.get("inp.ready"):
+                bi += 1
+                offered = False
+            last = False
+            if ready and bus.get("out.valid"):
+                lanes, idx, last = p.unpack_out(bus.get("out.payload"))
+                data += lanes
+                index = idx
+            await bus.tick()
+            if not cmd_pending:
+                drive.set("cmd.valid", 0)
+            if last:
+                break
+            cycle += 1
+            if cycle >= budget:
+                raise WatchdogError(f"vector op {number} ({op['op']}, length {op['length']}) did not finish "
+                                    f"within {budget} cycles")
+        await bus.settle()
+        if bus.get("busy"):
+            raise AssertionError(f"vector op {number} ({op['op']}): busy still high after its last beat")
+        if bi != len(beats):
+            raise AssertionError(f"vector op {number} ({op['op']}): {len(beats) - bi} input beats not taken")
+        result = {"op": op["op"], "cycles": bus.get("cycles"), "edges": cycle - taken_at + 1,
+                  "predicted": predicted}
+        await bus.tick()
+        if op["op"] == "argmax":
+            result["index"] = index
+        else:
+            n = op["length"]
+            result["out"] = data[:n]
+            result["padding"] = data[n:]
+        results.append(result)
+
+    # Nothing may be left in flight: no beat comes out and no input is asked for.
+    drive.set("inp.valid", 0)
+    drive.set("out.ready", 1)
+    for _ in range(8):
+        await bus.settle()
+        if bus.get("out.valid") or bus.get("inp.ready") or bus.get("busy"):
+            raise AssertionError("the vector unit is still active after its last command")
+        await bus.tick()
+    return {"ops": results, "table_writes": table_writes}
+
+
+def _check_vector_job(job: dict) -> dict:
+    """Check a ``vector_ops`` job in the host process before any simulator starts."""
+    return vector_job(job["params"], job["ops"], tables=job.get("tables"), seed=job.get("seed", 0),
+                      gaps=job.get("gaps", 0.0), stall=job.get("stall", 0.0), budget=job.get("budget"))
+
+
+FLOWS = {"vector_ops": run_vector_ops}
+#: Run by :func:`sim.runner.run` before a simulator starts (see ``sim.flows.CHECKS``).
+CHECKS = {"vector_ops": _check_vector_job}

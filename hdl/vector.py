@@ -1,0 +1,497 @@
+"""The vector unit: norms, activations, element-wise ops, RoPE, requantization and argmax.
+
+One component, one opcode (:class:`VectorOp`), bit-exact with :mod:`golden.vector` and
+:func:`golden.numerics.requantize`. A command arrives on the ``cmd`` stream; its operands stream
+in on ``inp`` (``lanes`` elements per beat), its results stream out on ``out``. One command runs
+at a time. Timing is fixed by the shape alone (:func:`sim.cycles.vector_cycles`): a command
+issues one beat per cycle in each of its passes, every beat crosses the same four-stage pipeline,
+and the whole pipeline stalls together when ``out`` is back-pressured.
+
+Passes, per opcode (W = ceil(length / lanes) beats per pass):
+
+* REQUANT, ADD, MUL, SILU, GELU: one pass of W input beats, W output beats.
+* ARGMAX: one pass of W input beats, one output beat carrying the index.
+* RMSNORM, LAYERNORM: pass 1 takes W beats of ``x`` into the row buffer and sums ``x`` and
+  ``x*x``; a fixed chain of :data:`NORM_STATS_CYCLES` cycles turns the sums into the mean, the
+  reciprocal square root and its exponent; pass 2 takes W beats of ``gamma`` (and ``beta``),
+  reads ``x`` back from the buffer and sends W output beats.
+* ROPE: pass 1 takes W beats of one head into the buffer; pass 2 reads lane j and its partner
+  j +- head_dim/2 together (two read ports) and sends W output beats.
+
+The LayerNorm centred sums use the exact integer identities ``sum (x - mu) = s - N*mu`` and
+``sum (x - mu)^2 = q0 - 2*mu*s + N*mu^2`` (s = sum x, q0 = sum x*x), so one statistics pass
+gives what golden computes in two.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.numerics import MULT_BITS
+from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
+from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
+
+from .config import check_positive_int, checked_constructor
+
+__all__ = [
+    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "VectorOp", "VectorTable",
+    "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
+]
+
+#: Most lanes a vector unit may have.
+MAX_LANES = 64
+#: Entries of one activation table (one per int8 input).
+ACT_TABLE_SIZE = 256
+#: Registers a beat crosses from its issue to the output register (operands, stage A, stage B, out).
+PIPELINE_STAGES = 4
+#: Cycles from a norm's final sums to the first issue of its second pass (the statistics chain).
+NORM_STATS_CYCLES = 8
+_SHIFT_BITS = 6
+_ACC_BITS = 32
+
+
+class VectorOp(enum.Enum, shape=unsigned(4)):
+    """The vector unit's opcodes (see the module docstring for each one's passes)."""
+    REQUANT = 0
+    ADD = 1
+    MUL = 2
+    SILU = 3
+    GELU = 4
+    ARGMAX = 5
+    RMSNORM = 6
+    LAYERNORM = 7
+    ROPE = 8
+
+
+class VectorTable(enum.Enum, shape=unsigned(2)):
+    """Which run-time loadable table the table write port addresses."""
+    SILU = 0
+    GELU = 1
+    ROPE = 2
+
+
+def lane_layout() -> data.StructLayout:
+    """One input lane: ``a`` (int32 or int8 in its low bits), ``b`` (int8 or a u15 multiplier),
+    ``shift`` (a requantization shift)."""
+    return data.StructLayout({"a": signed(_ACC_BITS), "b": signed(16), "shift": unsigned(_SHIFT_BITS)})
+
+
+def in_layout(lanes: int) -> data.ArrayLayout:
+    return data.ArrayLayout(lane_layout(), lanes)
+
+
+def _index_shape(max_length: int):
+    return unsigned(max(1, (max_length - 1).bit_length()))
+
+
+def out_layout(lanes: int, max_length: int) -> data.StructLayout:
+    return data.StructLayout({"data": data.ArrayLayout(signed(8), lanes), "index": _index_shape(max_length),
+                              "last": unsigned(1)})
+
+
+def cmd_layout(max_length: int, max_context: int) -> data.StructLayout:
+    return data.StructLayout({
+        "op": VectorOp,
+        "length": range(max_length + 1),
+        "mult": unsigned(MULT_BITS),
+        "shift": unsigned(_SHIFT_BITS),
+        "a_mult": unsigned(MULT_BITS),
+        "b_mult": unsigned(MULT_BITS),
+        "inv_mult": unsigned(MULT_BITS),
+        "inv_shift": unsigned(_SHIFT_BITS),
+        "eps": unsigned(31),
+        "position": range(max_context),
+    })
+
+
+def rope_word_layout(lanes: int) -> data.StructLayout:
+    return data.StructLayout({"cos": data.ArrayLayout(signed(16), lanes), "sin": data.ArrayLayout(signed(16), lanes)})
+
+
+def _round_shift(x, shift):
+    """``(x + 2**(shift-1)) >> shift`` (``x`` for shift 0) as ``((2x >> shift) + 1) >> 1``: one
+    expression for every shift, no test for zero."""
+    return (((x << 1) >> shift) + 1) >> 1
+
+
+def _saturate8(y):
+    return Mux(y > 127, 127, Mux(y < -128, -128, y))
+
+
+def _requantize(acc, mult, shift):
+    return _saturate8(_round_shift(acc * mult, shift))
+
+
+class VectorUnit(wiring.Component):
+    """The vector unit (see the module docstring and docs/vector_unit.md).
+
+    Parameters (keyword-only; TypeError / ValueError name the parameter and its value)
+    ----------
+    lanes: elements per beat, 1 .. 64.
+    max_length: longest vector of any command.
+    max_norm_length: longest norm row (the row buffer), at most max_length and 32768.
+    max_head_dim: longest RoPE head, a multiple of 2 * lanes and at most max_length.
+    max_context: positions of the RoPE table.
+
+    Ports
+    -----
+    ``cmd`` (in stream of :func:`cmd_layout`): taken only while idle (``busy`` low).
+    ``inp`` (in stream of ``lanes`` x :func:`lane_layout`): the command's operand beats, in
+    order; lanes past ``length`` in the final beat of a pass are ignored.
+    ``out`` (out stream of :func:`out_layout`): result beats; lanes past ``length`` read 0;
+    ``last`` marks the command's final beat; ARGMAX sends one beat whose ``index`` is the result.
+    ``busy``: from the cycle after ``cmd`` is taken until the cycle after the last beat is taken.
+    ``cycles``: clock cycles of the last command, from the cycle ``cmd`` was taken to the cycle its
+    last beat was taken, both counted.
+    ``tbl_we``/``tbl_sel``/``tbl_addr``/``tbl_data``: write one entry of a loadable table (SiLU or
+    GELU: an int8 at index x + 128; ROPE: one word of :func:`rope_word_layout` at address
+    ``position * rope_stride + pair_word``). Meant for idle time.
+    """
+
+    @checked_constructor
+    def __init__(self, *, lanes: int, max_length: int, max_norm_length: int, max_head_dim: int,
+                 max_context: int):
+        self.lanes = check_positive_int("vector unit lanes", lanes)
+        if lanes > MAX_LANES:
+            raise ValueError(f"vector unit lanes must be at most {MAX_LANES}, not {lanes}")
+        self.max_length = check_positive_int("vector unit max_length", max_length)
+        self.max_norm_length = check_positive_int("vector unit max_norm_length", max_norm_length)
+        if max_norm_length > min(max_length, NORM_MAX_LEN):
+            raise ValueError(f"vector unit max_norm_length must be at most max_length ({max_length}) and "
+                             f"{NORM_MAX_LEN}, not {max_norm_length}")
+        self.max_head_dim = check_positive_int("vector unit max_head_dim", max_head_dim)
+        if max_head_dim % (2 * lanes):
+            raise ValueError(f"vector unit max_head_dim must be a multiple of 2 * lanes ({2 * lanes}), "
+                             f"not {max_head_dim}")
+        if max_head_dim > max_length:
+            raise ValueError(f"vector unit max_head_dim must be at most max_length ({max_length}), "
+                             f"not {max_head_dim}")
+        self.max_context = check_positive_int("vector unit max_context", max_context)
+        super().__init__({
+            "cmd": In(stream.Signature(cmd_layout(max_length, max_context))),
+            "inp": In(stream.Signature(in_layout(lanes))),
+            "out": Out(stream.Signature(out_layout(lanes, max_length))),
+            "busy": Out(1),
+            "cycles": Out(self.cycle_counter_bits),
+            "tbl_we": In(1),
+            "tbl_sel": In(VectorTable),
+            "tbl_addr": In(self.table_addr_bits),
+            "tbl_data": In(32 * lanes),
+        })
+
+    # --- derived sizes ------------------------------------------------------------------------
+
+    cycle_counter_bits = 32
+
+    @property
+    def rope_stride(self) -> int:
+        """Words per position in the RoPE table: max_head_dim / (2 * lanes)."""
+        return self.max_head_dim // (2 * self.lanes)
+
+    @property
+    def rope_words(self) -> int:
+        return self.max_context * self.rope_stride
+
+    @property
+    def buffer_words(self) -> int:
+        return -(-max(self.max_norm_length, self.max_head_dim) // self.lanes)
+
+    @property
+    def table_addr_bits(self) -> int:
+        return max(8, (self.rope_words - 1).bit_length())
+
+    @property
+    def params(self) -> dict:
+        return {"lanes": self.lanes, "max_length": self.max_length, "max_norm_length": self.max_norm_length,
+                "max_head_dim": self.max_head_dim, "max_context": self.max_context}
+
+    # --- hardware -----------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.lanes
+        words = -(-self.max_length // L)
+
+        m.submodules.rsqrt_rom = rom = memory.Memory(
+            shape=unsigned(16), depth=RSQRT_TABLE_SIZE, init=[int(v) for v in rsqrt_table()])
+        m.submodules.act_mem = act_mem = memory.Memory(shape=signed(8), depth=2 * ACT_TABLE_SIZE, init=[])
+        m.submodules.rope_mem = rope_mem = memory.Memory(shape=rope_word_layout(L), depth=self.rope_words,
+                                                         init=[])
+        m.submodules.buf = buf = memory.Memory(shape=data.ArrayLayout(signed(8), L), depth=self.buffer_words,
+                                               init=[])
+
+        # --- table write port ---------------------------------------------------------------
+        act_w = act_mem.write_port()
+        rope_w = rope_mem.write_port()
+        sel = self.tbl_sel
+        m.d.comb += [
+            act_w.addr.eq(Cat(self.tbl_addr[:8], sel == VectorTable.GELU)),
+            act_w.data.eq(self.tbl_data[:8]),
+            act_w.en.eq(self.tbl_we & ((sel == VectorTable.SILU) | (sel == VectorTable.GELU))),
+            rope_w.addr.eq(self.tbl_addr),
+            rope_w.data.as_value().eq(self.tbl_data),
+            rope_w.en.eq(self.tbl_we & (sel == VectorTable.ROPE)),
+        ]
+
+        # --- command -------------------------------------------------------------------------
+        busy = Signal()
+        c = Signal(cmd_layout(self.max_length, self.max_context))
+        cmd_fire = Signal()
+        m.d.comb += [self.cmd.ready.eq(~busy), cmd_fire.eq(self.cmd.valid & ~busy), self.busy.eq(busy)]
+        op = c.op
+        is_norm = Signal()
+        is_layer = Signal()
+        is_rope = Signal()
+        is_argmax = Signal()
+        is_act = Signal()
+        two_pass = Signal()
+        m.d.comb += [
+            is_layer.eq(op == VectorOp.LAYERNORM),
+            is_norm.eq((op == VectorOp.RMSNORM) | is_layer),
+            is_rope.eq(op == VectorOp.ROPE),
+            is_argmax.eq(op == VectorOp.ARGMAX),
+            is_act.eq((op == VectorOp.SILU) | (op == VectorOp.GELU)),
+            two_pass.eq(is_norm | is_rope),
+        ]
+
+        # --- issue: one beat per cycle while the pass lasts and the pipeline moves -------------
+        en = Signal()        # the whole pipeline advances together
+        issuing = Signal()
+        pass2 = Signal()
+        remaining = Signal(range(self.max_length + 1))
+        w = Signal(range(words + 2))
+        base = Signal(range(self.max_length + 2 * L))
+        hw = Signal(range(words + 1))     # RoPE: words per half head
+        stats_go = Signal()
+        needs_input = Signal()
+        issue = Signal()
+        last_of_pass = Signal()
+        m.d.comb += [
+            en.eq(~self.out.valid | self.out.ready),
+            needs_input.eq(~pass2 | is_norm),
+            self.inp.ready.eq(issuing & en & needs_input),
+            issue.eq(issuing & en & (~needs_input | self.inp.valid)),
+            last_of_pass.eq(remaining <= L),
+        ]
+        with m.If(cmd_fire):
+            m.d.sync += [busy.eq(1), c.eq(self.cmd.payload), issuing.eq(1), pass2.eq(0),
+                         remaining.eq(self.cmd.payload.length), w.eq(0), base.eq(0)]
+        with m.Elif(issue):
+            m.d.sync += [w.eq(w + 1), base.eq(base + L), remaining.eq(remaining - L)]
+            with m.If(last_of_pass):
+                m.d.sync += [remaining.eq(c.length), w.eq(0), base.eq(0)]
+                with m.If(two_pass & ~pass2):
+                    m.d.sync += [pass2.eq(1), hw.eq((w + 1) >> 1)]
+                    # A norm waits for its statistics; RoPE goes straight on to its second pass.
+                    m.d.sync += issuing.eq(is_rope)
+                with m.Else():
+                    m.d.sync += issuing.eq(0)
+        with m.Elif(stats_go):
+            m.d.sync += issuing.eq(1)
+
+        second = Signal()      # RoPE: this word lies in the second half of the head
+        pair_word = Signal.like(w)
+        partner = Signal.like(w)
+        final = Signal()       # the command's final slot
+        s1_end = Signal()      # a norm's final first-pass slot
+        mask = Signal(L)
+        m.d.comb += [
+            second.eq(pass2 & is_rope & (w >= hw)),
+            pair_word.eq(Mux(second, w - hw, w)),
+            partner.eq(Mux(second, w - hw, w + hw)),
+            final.eq(last_of_pass & (~two_pass | pass2)),
+            s1_end.eq(last_of_pass & is_norm & ~pass2),
+            mask.eq(Cat(*[remaining > lane for lane in range(L)])),
+        ]
+
+        # Memories read in the issue cycle; their data lines up with stage 1.
+        buf_w = buf.write_port()
+        buf_ra = buf.read_port()
+        buf_rb = buf.read_port()
+        rope_r = rope_mem.read_port()
+        m.d.comb += [
+            buf_w.addr.eq(w), buf_w.en.eq(issue & ~pass2 & two_pass),
+            buf_ra.addr.eq(w), buf_ra.en.eq(en),
+            buf_rb.addr.eq(partner), buf_rb.en.eq(en),
+            rope_r.addr.eq(c.position * self.rope_stride + pair_word), rope_r.en.eq(en),
+        ]
+        act_data = []
+        for lane in range(L):
+            x = self.inp.payload[lane].a
+            port = act_mem.read_port()
+            m.d.comb += [
+                buf_w.data[lane].eq(x[:8]),
+                # Index x + 128 of an int8 is x with its sign bit flipped.
+                port.addr.eq(Cat(x[:7], ~x[7], op == VectorOp.GELU)), port.en.eq(en),
+            ]
+            act_data.append(port.data)
+
+        # --- stage 1: operands ---------------------------------------------------------------
+        p1 = _Stage("p1", L, self.max_length)
+        p1_in = Signal(in_layout(L))
+        with m.If(en):
+            m.d.sync += [p1.valid.eq(issue), p1.final.eq(final), p1.pass2.eq(pass2), p1.mask.eq(mask),
+                         p1.second.eq(second), p1.first.eq(w == 0), p1.s1_end.eq(s1_end), p1.base.eq(base),
+                         p1_in.eq(self.inp.payload)]
+
+        # --- statistics chain (norms): free-running registers, stable once the sums are -------
+        s_sum = Signal(signed(32))
+        q_sum = Signal(unsigned(32))
+        mu = Signal(signed(16))
+        e = Signal(signed(24))
+        ms = Signal(signed(48))
+        nmm = Signal(signed(48))
+        q = Signal(signed(50))
+        f = Signal(signed(24))
+        ee = Signal(unsigned(48))
+        v = Signal(unsigned(32))
+        u = Signal(unsigned(31))
+        k = Signal(range(16))
+        mant = Signal(unsigned(16))
+        r0 = Signal(unsigned(16))
+        sq = Signal(unsigned(32))
+        t = Signal(signed(34))
+        r = Signal(unsigned(17))
+        n_len = c.length
+        im, ish = c.inv_mult, c.inv_shift
+        # Priority encoder: top = bit_length(u) - 1; then k and the Q2.14 mantissa.
+        top = Const(0, 5)
+        for i in range(1, 31):
+            top = Mux(u[i], i, top)
+        k_now = Signal(range(16))
+        mant_now = Signal(unsigned(16))
+        m.d.comb += [k_now.eq(top >> 1), mant_now.eq((u << 14) >> (k_now << 1))]
+        rom_r = rom.read_port()
+        m.d.comb += [rom_r.addr.eq((mant_now >> RSQRT_INDEX_SHIFT) - (1 << (14 - RSQRT_INDEX_SHIFT))),
+                     r0.eq(rom_r.data)]
+        h = _round_shift(mant * sq, 15)
+        v_next = q - _round_shift(ee * im, ish)
+        u_pre = Mux(is_layer, v, q_sum) + c.eps
+        m.d.sync += [
+            mu.eq(Mux(is_layer, _round_shift(s_sum * im, ish), 0)),                   # step 1
+            e.eq(s_sum - n_len * mu), ms.eq(mu * s_sum), nmm.eq(n_len * mu * mu),    # step 2
+            q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                                 # step 3
+            f.eq(Mux(is_layer, _round_shift((e << NORM_MEAN_FRAC_BITS) * im, ish), 0)),
+            v.eq(Mux(v_next < 0, 0, v_next)),                                         # step 4
+            u.eq(Mux(u_pre < 1, 1, u_pre)),                                           # step 5
+            k.eq(k_now), mant.eq(mant_now),                                           # step 6 (+ ROM)
+            sq.eq(r0 * r0),                                                           # step 7
+            t.eq((3 << 29) - h),                                                      # step 8
+            r.eq(_round_shift(r0 * t, 30)),                                           # step 9
+        ]
+        tokens = [Signal(name=f"stats_token{i}") for i in range(NORM_STATS_CYCLES)]
+        m.d.comb += stats_go.eq(tokens[-1])
+        m.d.sync += [tokens[i].eq(tokens[i - 1]) for i in range(1, NORM_STATS_CYCLES)]
+
+        # --- stage 2 (A): products ------------------------------------------------------------
+        p2 = _Stage("p2", L, self.max_length)
+        acc2 = [Signal(signed(34), name=f"acc2_{i}") for i in range(L)]
+        gamma2 = [Signal(signed(8), name=f"gamma2_{i}") for i in range(L)]
+        beta2 = [Signal(signed(_ACC_BITS), name=f"beta2_{i}") for i in range(L)]
+        mult2 = [Signal(unsigned(MULT_BITS), name=f"mult2_{i}") for i in range(L)]
+        shift2 = [Signal(unsigned(_SHIFT_BITS), name=f"shift2_{i}") for i in range(L)]
+        act2 = [Signal(signed(8), name=f"act2_{i}") for i in range(L)]
+        s_beat = Signal(signed(16))
+        q_beat = Signal(unsigned(24))
+        bmax = Signal(signed(_ACC_BITS))
+        bidx = Signal(range(L))
+        is_req = op == VectorOp.REQUANT
+        s_terms, q_terms, cands = [], [], []
+        for i in range(L):
+            lane = p1_in[i]
+            a8 = lane.a[:8].as_signed()
+            b8 = lane.b[:8].as_signed()
+            bx = buf_ra.data[i]
+            bp = buf_rb.data[i]
+            ps = bp * rope_r.data.sin[i]
+            d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
+            n = _round_shift(d * r, k + NORM_MEAN_FRAC_BITS)
+            acc = Mux(is_req, lane.a,
+                  Mux(op == VectorOp.ADD, a8 * c.a_mult + b8 * c.b_mult,
+                  Mux(op == VectorOp.MUL, a8 * b8,
+                  Mux(is_rope, bx * rope_r.data.cos[i] + Mux(p1.second, ps, -ps), n))))
+            with m.If(en):
+                m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(is_layer, lane.a, 0)),
+                             mult2[i].eq(Mux(is_req, lane.b[:MULT_BITS], c.mult)),
+                             shift2[i].eq(Mux(is_req, lane.shift, c.shift)), act2[i].eq(act_data[i])]
+            live = p1.mask[i]
+            s_terms.append(Mux(live, a8, 0))
+            q_terms.append(Mux(live, a8 * a8, 0))
+            cands.append((lane.a, Const(i, range(L)), live))
+        # Argmax within the beat: the right candidate wins only when strictly greater, so ties keep
+        # the lower lane.
+        while len(cands) > 1:
+            nxt = []
+            for j in range(0, len(cands) - 1, 2):
+                (lv, li, lo), (rv, ri, ro) = cands[j], cands[j + 1]
+                take = ro & (~lo | (rv > lv))
+                nxt.append((Mux(take, rv, lv), Mux(take, ri, li), lo | ro))
+            if len(cands) % 2:
+                nxt.append(cands[-1])
+            cands = nxt
+        with m.If(en):
+            m.d.sync += [p2.copy(p1), s_beat.eq(sum(s_terms)), q_beat.eq(sum(q_terms)),
+                         bmax.eq(cands[0][0]), bidx.eq(cands[0][1])]
+
+        # --- stage 3 (B): norm scale and bias; sums and argmax ---------------------------------
+        p3 = _Stage("p3", L, self.max_length)
+        acc3 = [Signal(signed(34), name=f"acc3_{i}") for i in range(L)]
+        mult3 = [Signal(unsigned(MULT_BITS), name=f"mult3_{i}") for i in range(L)]
+        shift3 = [Signal(unsigned(_SHIFT_BITS), name=f"shift3_{i}") for i in range(L)]
+        act3 = [Signal(signed(8), name=f"act3_{i}") for i in range(L)]
+        best = Signal(signed(_ACC_BITS))
+        best_idx = Signal(_index_shape(self.max_length))
+        idx3 = Signal(_index_shape(self.max_length))
+        gidx = p2.base + bidx
+        take = p2.first | (bmax > best)
+        new_idx = Mux(take, gidx, best_idx)
+        with m.If(en):
+            m.d.sync += [p3.copy(p2), idx3.eq(new_idx)]
+            for i in range(L):
+                m.d.sync += [acc3[i].eq(Mux(is_norm, acc2[i] * gamma2[i] + beta2[i], acc2[i])),
+                             mult3[i].eq(mult2[i]), shift3[i].eq(shift2[i]), act3[i].eq(act2[i])]
+            with m.If(p2.valid & is_argmax):
+                m.d.sync += [best.eq(Mux(take, bmax, best)), best_idx.eq(new_idx)]
+            with m.If(p2.valid & is_norm & ~p2.pass2):
+                m.d.sync += [s_sum.eq(Mux(p2.first, 0, s_sum) + s_beat),
+                             q_sum.eq(Mux(p2.first, 0, q_sum) + q_beat)]
+            m.d.sync += tokens[0].eq(p2.valid & p2.s1_end)
+        with m.Else():
+            m.d.sync += tokens[0].eq(0)
+
+        # --- stage 4: requantize into the output register --------------------------------------
+        emits = Mux(two_pass, p3.pass2, Mux(is_argmax, p3.final, 1))
+        with m.If(en):
+            m.d.sync += [self.out.valid.eq(p3.valid & emits), self.out.payload.last.eq(p3.final),
+                         self.out.payload.index.eq(idx3)]
+            for i in range(L):
+                y = Mux(is_act, act3[i], _requantize(acc3[i], mult3[i], shift3[i]))
+                m.d.sync += self.out.payload.data[i].eq(Mux(p3.mask[i], y, 0))
+
+        # --- completion and the cycle counter ------------------------------------------------------
+        with m.If(cmd_fire):
+            m.d.sync += self.cycles.eq(1)
+        with m.Elif(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(self.out.valid & self.out.ready & self.out.payload.last):
+            m.d.sync += busy.eq(0)
+        return m
+
+
+class _Stage:
+    """The per-beat control that travels with a beat down the pipeline."""
+
+    def __init__(self, name, lanes, max_length):
+        self.valid = Signal(name=f"{name}_valid")
+        self.final = Signal(name=f"{name}_final")
+        self.pass2 = Signal(name=f"{name}_pass2")
+        self.second = Signal(name=f"{name}_second")
+        self.first = Signal(name=f"{name}_first")
+        self.s1_end = Signal(name=f"{name}_s1_end")
+        self.mask = Signal(lanes, name=f"{name}_mask")
+        self.base = Signal(range(max_length + 2 * lanes), name=f"{name}_base")
+
+    _FIELDS = ("valid", "final", "pass2", "second", "first", "s1_end", "mask", "base")
+
+    def copy(self, other):
+        return [getattr(self, n).eq(getattr(other, n)) for n in self._FIELDS]
