@@ -6,13 +6,15 @@ simulation) ends as one line on stderr and a non-zero exit status, never a trace
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 
 import click
+
+from .cli_errors import friendly
+from .cli_model import golden_cmd, inspect_cmd
 
 __all__ = ["main"]
 
@@ -24,31 +26,6 @@ def _version() -> str:
         return version("lockstep")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0+unknown"
-
-
-class UserError(click.ClickException):
-    """An error worth one line: printed as ``lockstep: error: ...``, exit status 1."""
-
-    def show(self, file=None):
-        click.echo(f"lockstep: error: {self.format_message()}", err=True)
-
-
-def friendly(fn):
-    """Turn the errors a user can cause into one-line messages."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .bus import WatchdogError
-        from .runner import SimulationError
-        from .toolchain import ToolchainError
-
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, TypeError, SimulationError, ToolchainError, WatchdogError, OSError) as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(message) from None
-        except KeyboardInterrupt:
-            raise UserError("interrupted") from None
-    return wrapper
 
 
 def _config_from(preset: str | None, rows: int | None, cols: int | None):
@@ -77,7 +54,7 @@ def _gemm_options(fn):
     options = [
         click.option("--backend", type=click.Choice(BACKENDS), default="verilator", show_default=True,
                      help="Simulator that runs the RTL."),
-        click.option("--preset", default=None, help="Named design point (4x4, 8x4, 8x8)."),
+        click.option("--preset", default=None, help="Named design point (lockstep presets lists them)."),
         click.option("--rows", type=int, default=None, help="Array rows R (overrides the preset)."),
         click.option("--cols", type=int, default=None, help="Array columns C (overrides the preset)."),
         click.option("-m", "m", type=int, default=8, show_default=True, help="Activation rows M."),
@@ -217,6 +194,9 @@ def plot(db, out_dir):
     for path in plot_sweep(db, out_dir):
         click.echo(str(path))
 
+
+main.add_command(inspect_cmd)
+main.add_command(golden_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,153 @@
+"""``lockstep inspect`` and ``lockstep golden``: their output, and one clear line for every user error."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from golden.checkpoint import demo_model_path, save_checkpoint
+from golden.model import ModelConfig, init_weights
+from golden.quantize import weight_bytes
+from golden.tokenizer import CharTokenizer
+from sim.cli_model import golden_cmd, inspect_cmd
+
+
+@click.group()
+def lockstep():
+    """A local group: sim/cli.py registers the same commands on the real one."""
+
+
+lockstep.add_command(inspect_cmd)
+lockstep.add_command(golden_cmd)
+
+
+def invoke(*args):
+    return CliRunner().invoke(lockstep, [str(a) for a in args])
+
+
+def ok_json(*args):
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def assert_error(result, message):
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lockstep: error: "), result.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    """A GPT-2 checkpoint with a character tokenizer and a Llama one without a tokenizer."""
+    root = tmp_path_factory.mktemp("ckpt")
+    gpt2 = ModelConfig(family="gpt2", vocab_size=12, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2,
+                       head_dim=8, d_ff=32, max_context=24, tie_embeddings=True)
+    llama = ModelConfig(family="llama", vocab_size=10, d_model=16, n_layers=1, n_heads=2, n_kv_heads=1,
+                        head_dim=8, d_ff=24, max_context=16)
+    save_checkpoint(root / "gpt2", gpt2, init_weights(gpt2, seed=0, std=0.3),
+                    CharTokenizer("abcdefgh ."))
+    save_checkpoint(root / "llama", llama, init_weights(llama, seed=1, std=0.3))
+    return root / "gpt2", root / "llama"
+
+
+# -- inspect ---------------------------------------------------------------------------------------
+
+def test_inspect_demo_text_and_json():
+    result = invoke("inspect", demo_model_path())
+    assert result.exit_code == 0, result.output
+    assert "d_model 64, 4 layers, 4 query / 2 kv heads of 16, d_ff 192, vocab 48, context 128" in result.stdout
+    assert "parameters  : 203,328" in result.stdout
+    d = ok_json("inspect", demo_model_path())
+    assert d["family"] == "llama" and d["n_params"] == 203_328 and d["int8_weight_bytes"] == 203_328
+    assert d["kv_bytes_per_token"] == 2 * 4 * 2 * 16
+    assert d["streamed_bytes_per_token"] == 208_000
+
+
+def test_inspect_gpt2_counts(tiny_dirs):
+    d = ok_json("inspect", tiny_dirs[0])
+    config = ModelConfig(family="gpt2", vocab_size=12, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2,
+                         head_dim=8, d_ff=32, max_context=24, tie_embeddings=True)
+    assert d["tie_embeddings"] and d["n_params"] == config.n_params()
+    assert {k: d[k] for k in weight_bytes(config)} == weight_bytes(config)
+    assert d["tokenizer"] == "character, 10 characters"
+    assert ok_json("inspect", tiny_dirs[1])["tokenizer"] is None
+
+
+# -- golden ----------------------------------------------------------------------------------------
+
+def test_golden_both_on_the_demo_model():
+    d = ok_json("golden", "--prompt", "The old miller ", "--tokens", 12)
+    assert d["mode"] == "both" and d["prompt"] == "The old miller "
+    assert len(d["float"]["ids"]) == len(d["int"]["ids"]) == 12
+    assert d["float"]["text"] == "was surprise"           # docs/models.md's greedy sample
+    ag = d["agreement"]
+    assert ag["tokens"] == 12 and 0 <= ag["identical_prefix"] <= ag["same_positions"] <= 12
+    assert d["quantization"]["calibration"].startswith("demo corpus")
+    text = invoke("golden", "--tokens", 4)
+    assert text.exit_code == 0 and "agreement: identical for the first" in text.stdout
+
+
+def test_golden_modes_and_sampling(tiny_dirs):
+    gpt2 = tiny_dirs[0]
+    f = ok_json("golden", "--model", gpt2, "--prompt", "abc", "--tokens", 5, "--mode", "float")
+    assert "int" not in f and len(f["float"]["text"]) == 5
+    i = ok_json("golden", "--model", gpt2, "--prompt", "abc", "--tokens", 5, "--mode", "int",
+                "--temperature", 0.8, "--top-k", 3, "--seed", 4)
+    assert "float" not in i and i["quantization"]["calibration"].startswith("random tokens")
+    again = ok_json("golden", "--model", gpt2, "--prompt", "abc", "--tokens", 5, "--mode", "int",
+                    "--temperature", 0.8, "--top-k", 3, "--seed", 4)
+    assert again["int"] == i["int"]
+    ids = ok_json("golden", "--model", tiny_dirs[1], "--prompt-ids", "1,2,3", "--tokens", 3)
+    assert ids["prompt"] is None and ids["prompt_ids"] == [1, 2, 3] and ids["int"]["text"] is None
+    assert all(0 <= t < 10 for t in ids["int"]["ids"])
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+def test_missing_and_corrupted_checkpoints(tmp_path, tiny_dirs):
+    assert_error(invoke("inspect", tmp_path / "nope"), "checkpoint directory does not exist")
+    assert_error(invoke("golden", "--model", tmp_path / "nope"), "checkpoint directory does not exist")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((tiny_dirs[0] / "config.json").read_text())
+    data = (tiny_dirs[0] / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert_error(invoke("inspect", bad), "model.safetensors: cannot read safetensors file")
+    (bad / "config.json").write_text("{not json")
+    assert_error(invoke("golden", "--model", bad), "config.json: cannot read JSON")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--prompt", "héllo"], "prompt: character 'é' at position 1 is not in the tokenizer's alphabet"),
+    (["--prompt", ""], "the prompt must hold at least one token"),
+    (["--tokens", "abc"], "--tokens must be an integer, not 'abc'"),
+    (["--tokens", "-1"], "--tokens must be at least 0, not -1"),
+    (["--tokens", "500"], "exceeds max_context=128"),
+    (["--temperature", "-0.5"], "--temperature must be at least 0, not -0.5"),
+    (["--temperature", "inf"], "--temperature must be a finite number, not 'inf'"),
+    (["--top-k", "0"], "--top-k must be at least 1, not 0"),
+    (["--top-k", "49"], "--top-k must be at most the vocabulary size 48, not 49"),
+    (["--seed", "x"], "--seed must be an integer, not 'x'"),
+    (["--prompt-ids", "1,x"], "--prompt-ids must be integers separated by commas, not '1,x'"),
+    (["--prompt-ids", "1,99"], "--prompt-ids must be in 0..47, not 99"),
+    (["--prompt", "a", "--prompt-ids", "1"], "give either --prompt or --prompt-ids, not both"),
+])
+def test_bad_golden_arguments(args, message):
+    assert_error(invoke("golden", "--mode", "float", *args), message)
+
+
+def test_text_prompt_needs_a_tokenizer(tiny_dirs):
+    assert_error(invoke("golden", "--model", tiny_dirs[1], "--prompt", "hi"),
+                 "the checkpoint has no Lockstep tokenizer, so it cannot encode a text prompt")
+
+
+def test_int_mode_reports_a_full_context(tiny_dirs):
+    assert_error(invoke("golden", "--model", tiny_dirs[1], "--prompt-ids", " ".join(["1"] * 10),
+                        "--tokens", 7, "--mode", "int"), "exceeds max_context=16")
