@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.numerics import ACC_BITS
 
-from .config import check_positive_int
+from .config import check_positive_int, checked_constructor
 
 __all__ = ["ProcessingElement", "SystolicArray", "act_layout", "sum_layout", "weight_layout"]
 
@@ -103,6 +103,7 @@ class SystolicArray(wiring.Component):
     Raises TypeError / ValueError for sizes that are not positive integers.
     """
 
+    @checked_constructor
     def __init__(self, *, rows: int, cols: int):
         self.rows = check_positive_int("array rows", rows)
         self.cols = check_positive_int("array cols", cols)

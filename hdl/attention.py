@@ -67,7 +67,7 @@ from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT, SCORE_BITS, SCORE_
 from golden.numerics import ACC_BITS, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_MAX
 from golden.tables import EXP_ONE, EXP_OUT_BITS, EXP_TABLE_SIZE, RECIP_INDEX_BITS, exp_table, recip_table
 
-from .config import check_positive_int
+from .config import check_positive_int, checked_constructor
 
 __all__ = ["CYCLE_COUNTER_BITS", "MAX_HEADS_LIMIT", "AttentionUnit", "row_layout"]
 
@@ -127,20 +127,16 @@ class AttentionUnit(wiring.Component):
     range, naming the parameter and the value. See the module docstring for ports and timing.
     """
 
+    @checked_constructor
     def __init__(self, *, head_dim: int, max_context: int, max_heads: int):
-        try:
-            self.head_dim = check_positive_int("attention head_dim", head_dim)
-            self.max_context = check_positive_int("attention max_context", max_context)
-            self.max_heads = check_positive_int("attention max_heads", max_heads)
-            for name, value, limit in (("head_dim", head_dim, HEAD_DIM_MAX),
-                                       ("max_context", max_context, MAX_CONTEXT_LIMIT),
-                                       ("max_heads", max_heads, MAX_HEADS_LIMIT)):
-                if value > limit:
-                    raise ValueError(f"attention {name} must be at most {limit}, not {value}")
-        except (TypeError, ValueError):
-            # A rejected component was never meant to be elaborated: no UnusedElaboratable warning.
-            self._MustUse__silence = True
-            raise
+        self.head_dim = check_positive_int("attention head_dim", head_dim)
+        self.max_context = check_positive_int("attention max_context", max_context)
+        self.max_heads = check_positive_int("attention max_heads", max_heads)
+        for name, value, limit in (("head_dim", head_dim, HEAD_DIM_MAX),
+                                   ("max_context", max_context, MAX_CONTEXT_LIMIT),
+                                   ("max_heads", max_heads, MAX_HEADS_LIMIT)):
+            if value > limit:
+                raise ValueError(f"attention {name} must be at most {limit}, not {value}")
         row = row_layout(head_dim)
         super().__init__({
             "start": In(1),

@@ -10,7 +10,27 @@ from dataclasses import dataclass, fields
 
 from golden.numerics import ACC_BITS, max_k_without_overflow
 
-__all__ = ["Config", "check_positive_int", "DEFAULT", "PRESETS"]
+__all__ = ["Config", "check_positive_int", "checked_constructor", "DEFAULT", "PRESETS"]
+
+
+def checked_constructor(init):
+    """Decorate a component's ``__init__`` whose parameter checks may raise.
+
+    Amaranth warns when a component is created but never elaborated; a component whose
+    constructor refused its parameters was never a design, so it is marked silent before the
+    error propagates (otherwise the warning surfaces later, at garbage collection).
+    """
+    import functools
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except Exception:
+            self._MustUse__silence = True
+            raise
+
+    return wrapper
 
 
 def check_positive_int(name: str, value, *, minimum: int = 1) -> int:

@@ -15,7 +15,7 @@ from amaranth.lib import data, enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .array import SystolicArray
-from .config import Config
+from .config import Config, checked_constructor
 
 __all__ = ["GemmUnit", "HostMem"]
 
@@ -44,6 +44,7 @@ class GemmUnit(wiring.Component):
     address is presented. Writes are meant for idle time; results are valid after ``done``.
     """
 
+    @checked_constructor
     def __init__(self, config: Config):
         if not isinstance(config, Config):
             raise TypeError(f"config must be a Config, not {type(config).__name__}")

@@ -229,12 +229,10 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
     return {"out": got, "cycles": cycles, "edges": edges, "run_seconds": run_seconds}
 
 
-async def _attention_flow(bus, job):
-    """``job``: ``unit`` (the design parameters) and ``cases``, a list of ``{q, k, v, params}``
-    (``params`` the fields of :class:`AttentionParams`) with optional ``seed``, ``gaps``,
-    ``stall``, ``budget``, ``max_idle``, ``withhold_v``, run one after another on the same
-    simulator. Returns ``{"cases": [...]}`` with :func:`run_attention`'s results."""
-    # Every case is checked before the first cycle is simulated.
+def _check_attention_job(job):
+    """Check every case of an ``attention_unit`` job; return (plan, params) per case.
+
+    Runs in the host process before a simulator starts (:data:`CHECKS`) and again in the flow."""
     plans = []
     for i, case in enumerate(job["cases"]):
         q = np.asarray(case["q"])
@@ -245,6 +243,15 @@ async def _attention_flow(bus, job):
         plan = plan_attention(job["unit"], n_heads=q.shape[0], n_kv_heads=k.shape[1], kv_len=k.shape[0])
         _check_operands(plan, q, k, case["v"])
         plans.append((plan, AttentionParams(**case["params"])))
+    return plans
+
+
+async def _attention_flow(bus, job):
+    """``job``: ``unit`` (the design parameters) and ``cases``, a list of ``{q, k, v, params}``
+    (``params`` the fields of :class:`AttentionParams`) with optional ``seed``, ``gaps``,
+    ``stall``, ``budget``, ``max_idle``, ``withhold_v``, run one after another on the same
+    simulator. Returns ``{"cases": [...]}`` with :func:`run_attention`'s results."""
+    plans = _check_attention_job(job)
     results = []
     for case, (plan, params) in zip(job["cases"], plans, strict=True):
         results.append(await run_attention(
@@ -256,3 +263,4 @@ async def _attention_flow(bus, job):
 
 DESIGNS = {"attention_unit": _attention_unit}
 FLOWS = {"attention_unit": _attention_flow}
+CHECKS = {"attention_unit": _check_attention_job}

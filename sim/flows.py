@@ -15,17 +15,28 @@ from . import vector as vector_flows
 from .bus import AmaranthBus
 
 
+def _check_gemm_job(job):
+    """Check every case of a ``gemm_unit`` job (shapes, fit, operands); return the plans."""
+    from hdl.config import Config
+
+    from .gemm import _check_operands, plan_gemm
+
+    config = Config.from_dict(job["config"])
+    plans = []
+    for case in job["cases"]:
+        plan = plan_gemm(config, case["m"], case["k"], case["n"])
+        _check_operands(plan, case["a"], case["w"])
+        plans.append(plan)
+    return plans
+
+
 async def _gemm_unit(bus, job):
     """``job``: ``config`` and ``cases``, a list of ``{m, k, n, a, w}`` run one after another
     on the same simulator (one start-up for many GEMMs). Returns ``{"cases": [...]}``."""
-    from hdl.config import Config
+    from .gemm import run_gemm_unit
 
-    from .gemm import plan_gemm, run_gemm_unit
-
-    config = Config.from_dict(job["config"])
     results = []
-    for case in job["cases"]:
-        plan = plan_gemm(config, case["m"], case["k"], case["n"])
+    for case, plan in zip(job["cases"], _check_gemm_job(job), strict=True):
         results.append(await run_gemm_unit(bus, plan, case["a"], case["w"], budget=case.get("budget")))
     return {"cases": results}
 
@@ -42,6 +53,12 @@ async def _array_stream(bus, job):
 FLOWS = {"gemm_unit": _gemm_unit, "array_stream": _array_stream}
 FLOWS.update(attention_flows.FLOWS)
 FLOWS.update(vector_flows.FLOWS)
+
+#: Optional ``check(job)`` per flow, run in the host process before any simulator starts, so a bad
+#: job is refused in a second rather than from inside a simulation.
+CHECKS = {"gemm_unit": _check_gemm_job}
+CHECKS.update(getattr(attention_flows, "CHECKS", {}))
+CHECKS.update(getattr(vector_flows, "CHECKS", {}))
 
 
 def run_amaranth(component, flow: str, job: dict, *, waves_dir: Path | None = None) -> dict:

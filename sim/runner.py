@@ -221,10 +221,12 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     """
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
-    from .flows import FLOWS, run_amaranth
+    from .flows import CHECKS, FLOWS, run_amaranth
 
     if flow not in FLOWS:
         raise ValueError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
+    if flow in CHECKS:
+        CHECKS[flow](job)
     toplevel = toplevel or kind
     waves = waves or os.environ.get("LOCKSTEP_WAVES", "") not in ("", "0")
     if simulator == "amaranth":

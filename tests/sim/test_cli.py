@@ -37,7 +37,7 @@ def test_gemm_on_amaranth_reports_exact_result_and_cycles():
     (("gemm", "--rows", "0"), "array_rows must be a positive integer, not 0"),
     (("gemm", "--rows", "-2"), "array_rows must be a positive integer, not -2"),
     (("gemm", "--cols", "65"), "array_rows and array_cols must be at most 64"),
-    (("gemm", "--preset", "9x9"), "preset must be one of 4x4, 8x4, 8x8, not '9x9'"),
+    (("gemm", "--preset", "9x9"), "preset must be one of 4x4, 8x4, 8x8, demo, not '9x9'"),
     (("gemm", "-k", "1000"), "needs 2000 act_words, the configuration has 256 (1744 too few)"),
     (("gemm", "-k", "2000"), "K=2000 exceeds the largest reduction 1024 of the configuration"),
     (("run", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),

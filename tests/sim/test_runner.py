@@ -37,4 +37,8 @@ def test_bad_run_requests_are_rejected(args, match):
 
 
 def test_design_registry_builds_components():
-    assert design_for("array", {"rows": 2, "cols": 3}).cols == 3
+    from sim.runner import verilog_for
+
+    array = design_for("array", {"rows": 2, "cols": 3})
+    assert array.cols == 3
+    assert "module array" in verilog_for(array, "array")

@@ -1,0 +1,94 @@
+"""The compiler and the instruction-level model: the compiled program, run on its memory images,
+gives the integer model's tokens exactly; models that do not fit are refused with the shortfall."""
+
+from dataclasses import replace
+
+import pytest
+
+from golden.int_model import generate_int
+from golden.model import ModelConfig, init_weights
+from golden.quantize import quantize_model, random_calibration
+from hdl.config import PRESETS, Config
+from hdl.isa import Opcode, decode
+from sim.compiler import CompileError, compile_model, memory_needs
+from sim.isa_sim import IsaMachine
+
+
+def decode_on_machine(compiled, prompt, new_tokens):
+    machine = IsaMachine(compiled)
+    tokens, out = list(prompt), []
+    for pos in range(len(prompt) + new_tokens - 1):
+        nxt = machine.step(tokens[pos], pos)
+        if pos >= len(prompt) - 1:
+            out.append(nxt)
+            tokens.append(nxt)
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    from golden.checkpoint import load_demo_model
+    from golden.quantize import quantize_checkpoint
+
+    return quantize_checkpoint(load_demo_model())
+
+
+def test_demo_model_on_the_instruction_model_equals_the_integer_model(demo_model):
+    compiled = compile_model(demo_model, PRESETS["demo"])
+    prompt = [5, 9, 2, 17, 3]
+    assert decode_on_machine(compiled, prompt, 32) == generate_int(demo_model, prompt, 32)
+
+
+RANDOM_CONFIGS = {
+    "gpt2": ModelConfig(family="gpt2", vocab_size=37, d_model=24, n_layers=2, n_heads=3, n_kv_heads=3,
+                        head_dim=8, d_ff=40, max_context=48, tie_embeddings=True),
+    "llama-gqa": ModelConfig(family="llama", vocab_size=29, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                             head_dim=8, d_ff=48, max_context=48),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_CONFIGS))
+def test_random_models_on_the_instruction_model_equal_the_integer_model(name):
+    cfg = RANDOM_CONFIGS[name]
+    model = quantize_model(cfg, init_weights(cfg, seed=3, std=0.3), random_calibration(cfg, windows=4, seed=1))
+    compiled = compile_model(model, replace(PRESETS["4x4"], weight_words=8192, max_context=48))
+    prompt = [1, 2, 3]
+    assert decode_on_machine(compiled, prompt, 32) == generate_int(model, prompt, 32)
+
+
+def test_program_shape(demo_model):
+    compiled = compile_model(demo_model, PRESETS["demo"])
+    assert len(compiled.instructions) == len(demo_model.program) + 1
+    assert compiled.instructions[-1].opcode is Opcode.HALT
+    assert [decode(w) for w in compiled.program_words] == compiled.instructions
+    listing = compiled.listing()
+    assert "gemm" in listing and "attention" in listing and listing.count("\n") == len(compiled.instructions) - 1
+
+
+@pytest.mark.parametrize(("changes", "match"), [
+    ({"weight_words": 1000}, r"weight memory \(words of array_cols bytes\) needs 25344, the configuration's "
+                             r"weight_words is 1000 \(24344 short\)"),
+    ({"scratch_bytes": 512}, r"activation scratchpad \(bytes\) needs \d+, the configuration's scratch_bytes is 512"),
+    ({"kv_bytes": 4096}, r"KV cache \(bytes\) needs 32768, the configuration's kv_bytes is 4096 \(28672 short\)"),
+    ({"max_context": 64}, r"context \(positions\) needs 128, the configuration's max_context is 64 \(64 short\)"),
+    ({"param_words": 100}, r"parameter memory \(32-bit words\) needs \d+, the configuration's param_words is 100"),
+])
+def test_models_that_do_not_fit_are_refused(demo_model, changes, match):
+    with pytest.raises(CompileError, match=match):
+        compile_model(demo_model, replace(PRESETS["demo"], **changes))
+
+
+def test_memory_needs_of_the_demo_model(demo_model):
+    needs = memory_needs(compile_model(demo_model, PRESETS["demo"]))
+    for need, have in needs.values():
+        assert need <= have
+    # Every GEMM weight and embedding table is in the weight memory exactly once; the demo model's
+    # sizes are multiples of 8, so on the 8x8 array no tile needs padding.
+    expected = sum(op.params.weight.size for op in demo_model.program if op.op == "gemm")
+    expected += sum(op.params.table.size for op in demo_model.program if op.op == "embed")
+    assert needs["weight_words"][0] * 8 == expected
+
+
+def test_compile_wants_an_int_model():
+    with pytest.raises(TypeError, match=r"model must be an IntModel, not dict"):
+        compile_model({}, Config())
