@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 
 from golden.numerics import ACC_BITS
 
-from .config import check_positive_int, checked_constructor
+from .config import MAX_BUILD_ARRAY, check_positive_int, checked_constructor
 
 __all__ = ["ProcessingElement", "SystolicArray", "act_layout", "sum_layout", "weight_layout"]
 
@@ -107,6 +107,9 @@ class SystolicArray(wiring.Component):
     def __init__(self, *, rows: int, cols: int):
         self.rows = check_positive_int("array rows", rows)
         self.cols = check_positive_int("array cols", cols)
+        for name, value in (("rows", rows), ("cols", cols)):
+            if value > MAX_BUILD_ARRAY:
+                raise ValueError(f"array {name} must be at most {MAX_BUILD_ARRAY} to build, not {value}")
         super().__init__({
             "weights": In(stream.Signature(weight_layout(cols))),
             "acts": In(stream.Signature(act_layout(rows))),

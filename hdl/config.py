@@ -10,7 +10,13 @@ from dataclasses import dataclass, fields
 
 from golden.numerics import ACC_BITS, max_k_without_overflow
 
-__all__ = ["Config", "check_positive_int", "checked_constructor", "DEFAULT", "PRESETS"]
+__all__ = ["Config", "check_positive_int", "checked_constructor", "DEFAULT", "MAX_ARRAY", "MAX_BUILD_ARRAY",
+           "PRESETS"]
+
+#: The largest array the cycle model describes (a TPU v1 is 256 x 256).
+MAX_ARRAY = 1024
+#: The largest array the RTL is built for: beyond it simulation and synthesis are impractical here.
+MAX_BUILD_ARRAY = 64
 
 
 def checked_constructor(init):
@@ -66,6 +72,8 @@ class Config:
         The decode accelerator's other memories: per-op constants (32-bit words), the int8
         activation scratchpad, the int8 KV cache (keys and values), the int32 logits buffer, and
         the longest context the KV cache and the attention unit serve.
+    vector_lanes:
+        Elements the vector unit processes per cycle.
     """
 
     array_rows: int = 4
@@ -80,13 +88,14 @@ class Config:
     kv_bytes: int = 262144
     logits_words: int = 4096
     max_context: int = 128
+    vector_lanes: int = 4
 
     def __post_init__(self):
         for f in fields(self):
             check_positive_int(f.name, getattr(self, f.name))
-        if self.array_rows > 64 or self.array_cols > 64:
-            raise ValueError(f"array of {self.array_rows}x{self.array_cols} is too large to simulate; "
-                             f"array_rows and array_cols must be at most 64")
+        if self.array_rows > MAX_ARRAY or self.array_cols > MAX_ARRAY:
+            raise ValueError(f"array of {self.array_rows}x{self.array_cols} is too large: "
+                             f"array_rows and array_cols must be at most {MAX_ARRAY}")
         if self.max_m > self.act_words:
             raise ValueError(f"max_m must not exceed act_words ({self.act_words}), not {self.max_m}")
         if self.max_m > self.result_words:
@@ -94,6 +103,13 @@ class Config:
         if self.weight_words < self.array_rows:
             raise ValueError(f"weight_words must hold at least one tile of {self.array_rows} rows, "
                              f"not {self.weight_words}")
+
+    def check_buildable(self) -> None:
+        """Raise ValueError if the RTL cannot be built for this configuration (the cycle model can
+        still describe it)."""
+        for name, value in (("rows", self.array_rows), ("cols", self.array_cols)):
+            if value > MAX_BUILD_ARRAY:
+                raise ValueError(f"array {name} must be at most {MAX_BUILD_ARRAY} to build, not {value}")
 
     # --- derived sizes -------------------------------------------------------------------------
     @property

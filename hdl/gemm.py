@@ -48,6 +48,7 @@ class GemmUnit(wiring.Component):
     def __init__(self, config: Config):
         if not isinstance(config, Config):
             raise TypeError(f"config must be a Config, not {type(config).__name__}")
+        config.check_buildable()
         self.config = config
         c = config
         super().__init__({

@@ -78,6 +78,7 @@ def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
     from .runner import check_simulator, run
 
     config = _config_from(preset, rows, cols)
+    config.check_buildable()
     plan = plan_gemm(config, m, k, n)
     check_simulator(backend)
     rng = np.random.default_rng(seed)

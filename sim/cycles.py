@@ -25,9 +25,10 @@ leaves every ``max(R, M)`` cycles::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-__all__ = ["GEMM_DRAIN", "GEMM_START", "GemmCycles", "gemm_cycles", "gemm_lower_bound"]
+__all__ = ["GEMM_DRAIN", "GEMM_START", "GemmCycles", "gemm_cycles", "gemm_lower_bound", "tile_load_cycles"]
 
 GEMM_START = 2
 GEMM_DRAIN = 0
@@ -49,14 +50,32 @@ class GemmCycles:
         return self.start + self.first_load + self.steady + self.last_rows + self.latency + self.drain
 
 
-def gemm_cycles(config, m: int, k: int, n: int) -> GemmCycles:
-    """Exact cycles of an M x K x N GEMM on ``config``'s GemmUnit (shape checked by sim.gemm)."""
+def tile_load_cycles(config, weight_bytes_per_cycle: float | None = None) -> int:
+    """Cycles to load one R x C weight tile: R at the weight port's full width (C bytes a cycle),
+    more when the memory behind it delivers fewer bytes a cycle (external memory, a shared bus).
+
+    Only the full-width case runs on the RTL; narrower ports are the performance model's."""
     R, C = config.array_rows, config.array_cols
+    if weight_bytes_per_cycle is None or weight_bytes_per_cycle >= C:
+        return R
+    if weight_bytes_per_cycle <= 0:
+        raise ValueError(f"weight_bytes_per_cycle must be positive, not {weight_bytes_per_cycle}")
+    return math.ceil(R * C / weight_bytes_per_cycle)
+
+
+def gemm_cycles(config, m: int, k: int, n: int, *, weight_bytes_per_cycle: float | None = None) -> GemmCycles:
+    """Exact cycles of an M x K x N GEMM on ``config``'s GemmUnit (shape checked by sim.gemm).
+
+    ``weight_bytes_per_cycle`` narrower than the port stretches every tile load (see
+    :func:`tile_load_cycles`); the RTL runs the default, the full port."""
+    R = config.array_rows
+    C = config.array_cols
+    load = tile_load_cycles(config, weight_bytes_per_cycle)
     tiles = -(-k // R) * -(-n // C)
     return GemmCycles(
         start=GEMM_START,
-        first_load=R,
-        steady=(tiles - 1) * max(R, m),
+        first_load=load,
+        steady=(tiles - 1) * max(load, m),
         last_rows=m,
         latency=config.array_latency,
         drain=GEMM_DRAIN,
@@ -201,3 +220,118 @@ def vector_cycles(op, length: int, lanes: int) -> VectorCycles:
 def vector_lower_bound(op, length: int, lanes: int) -> int:
     """The op's input-beat floor (see :func:`vector_cycles`)."""
     return vector_cycles(op, length, lanes).lower_bound
+
+
+# --- decode step: the whole accelerator ----------------------------------------------------------
+# The sequencer issues one instruction at a time, in program order; an instruction occupies its
+# unit from issue to done and the next one is fetched after that. Per instruction:
+#
+#     cycles = SEQ_ISSUE + the unit's own cycles for the instruction's shape
+#
+# SEQ_ISSUE is the sequencer's fetch and issue. The top level that confirms this on the RTL is
+# issue 5's; until it runs, SEQ_ISSUE is the planned value and the unit terms are each already
+# confirmed by their own regressions (gemm, attention, vector).
+
+__all__ += ["SEQ_ISSUE", "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles"]
+
+SEQ_ISSUE = 2
+#: Bytes the KV-cache memory takes per cycle when a K or V row is written (one head row).
+_KV_WRITE_ROWS_PER_CYCLE = 1
+
+
+@dataclass(frozen=True)
+class OpCycles:
+    """One instruction's predicted cycles and its share of the lower bounds."""
+
+    op: str
+    output: str
+    cycles: int
+    macs: int = 0
+    weight_bytes: int = 0
+    unit_min: int = 0
+
+
+@dataclass(frozen=True)
+class DecodeCycles:
+    """A decode step's predicted cycles, per instruction, with its lower bound."""
+
+    ops: tuple[OpCycles, ...]
+    array_rows: int
+    array_cols: int
+    weight_bytes_per_cycle: float
+
+    @property
+    def total(self) -> int:
+        return sum(o.cycles for o in self.ops)
+
+    @property
+    def bounds(self) -> dict[str, float]:
+        """The lower bounds: compute (MACs / (R*C)), weight streaming (bytes / bytes per cycle),
+        and the other units' own minima (attention, vector, memory ops, run one after another)."""
+        return {
+            "compute": sum(o.macs for o in self.ops) / (self.array_rows * self.array_cols),
+            "weights": sum(o.weight_bytes for o in self.ops) / self.weight_bytes_per_cycle,
+            "units": float(sum(o.unit_min for o in self.ops if o.op != "gemm")),
+        }
+
+    @property
+    def lower_bound(self) -> float:
+        return max(self.bounds.values())
+
+    @property
+    def efficiency(self) -> float:
+        return self.lower_bound / self.total
+
+
+def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 0, n_kv_heads: int = 0,
+              head_dim: int = 0, position: int = 0, weight_bytes_per_cycle: float | None = None) -> OpCycles:
+    """Predicted cycles of one instruction of the integer program (``op`` a primitive name).
+
+    ``width`` is the op's output width (N of a GEMM), ``in_width`` its input width (K of a GEMM,
+    the length of a vector op), ``position`` the KV position of the step (attention runs over
+    ``position + 1`` rows).
+    """
+    lanes = config.vector_lanes
+    if op == "gemm":
+        g = gemm_cycles(config, 1, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
+        return OpCycles(op, "", SEQ_ISSUE + g.total, macs=in_width * width, weight_bytes=in_width * width,
+                        unit_min=g.total)
+    if op == "embed":
+        words = -(-width // config.array_cols)
+        return OpCycles(op, "", SEQ_ISSUE + words + 1, unit_min=words)
+    if op == "kv_write":
+        rows = 2 * n_kv_heads // _KV_WRITE_ROWS_PER_CYCLE
+        return OpCycles(op, "", SEQ_ISSUE + rows, unit_min=rows)
+    if op == "attention":
+        a = attention_cycles(n_heads=n_heads, kv_len=position + 1)
+        return OpCycles(op, "", SEQ_ISSUE + a.total, unit_min=attention_min_cycles(n_heads=n_heads,
+                                                                                    kv_len=position + 1))
+    if op == "rope":
+        heads = width // head_dim
+        v = vector_cycles("rope", head_dim, lanes)
+        return OpCycles(op, "", SEQ_ISSUE + heads * v.total, unit_min=heads * v.lower_bound)
+    vector_op = {"rmsnorm": "rmsnorm", "layernorm": "layernorm", "residual_add": "add", "multiply": "mul",
+                 "activation": "silu", "argmax": "argmax"}.get(op)
+    if vector_op is None:
+        raise ValueError(f"op must be a primitive of the integer program, not {op!r}")
+    length = in_width if op == "argmax" else width
+    v = vector_cycles(vector_op, length, lanes)
+    return OpCycles(op, "", SEQ_ISSUE + v.total, unit_min=v.lower_bound)
+
+
+def decode_step_cycles(ops, model_config, config, *, position: int,
+                       weight_bytes_per_cycle: float | None = None) -> DecodeCycles:
+    """Predicted cycles of one decode step: ``ops`` is the integer program
+    (:func:`golden.quantize.program_structure` or an IntModel's ``program``), ``model_config`` its
+    :class:`golden.model.ModelConfig`, ``config`` the accelerator, ``position`` the token's position."""
+    widths = {"token": 1, "position": 1}
+    out = []
+    for op in ops:
+        in_width = widths.get(op.inputs[0], 0) if op.inputs else 0
+        c = op_cycles(op.op, config, width=op.width, in_width=in_width, n_heads=model_config.n_heads,
+                      n_kv_heads=model_config.n_kv_heads, head_dim=model_config.head_dim, position=position,
+                      weight_bytes_per_cycle=weight_bytes_per_cycle)
+        out.append(OpCycles(c.op, op.output, c.cycles, c.macs, c.weight_bytes, c.unit_min))
+        widths[op.output] = op.width
+    wbpc = float(weight_bytes_per_cycle or config.array_cols)
+    return DecodeCycles(tuple(out), config.array_rows, config.array_cols, min(wbpc, config.array_cols))

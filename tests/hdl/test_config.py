@@ -18,7 +18,7 @@ from hdl.gemm import GemmUnit
     ({"weight_words": 0}, ValueError, r"weight_words must be a positive integer, not 0"),
     ({"max_m": 0}, ValueError, r"max_m must be a positive integer, not 0"),
     ({"clock_hz": -1}, ValueError, r"clock_hz must be a positive integer, not -1"),
-    ({"array_rows": 65}, ValueError, r"array_rows and array_cols must be at most 64"),
+    ({"array_rows": 1025}, ValueError, r"array of 1025x4 is too large: array_rows and array_cols must be at most 1024"),
     ({"max_m": 300}, ValueError, r"max_m must not exceed act_words \(256\), not 300"),
     ({"act_words": 512, "max_m": 300}, ValueError, r"max_m must not exceed result_words \(256\), not 300"),
     ({"weight_words": 2}, ValueError, r"weight_words must hold at least one tile of 4 rows, not 2"),
@@ -54,6 +54,7 @@ def test_round_trip_and_derived_sizes():
     ({"rows": 0, "cols": 4}, ValueError, r"array rows must be a positive integer, not 0"),
     ({"rows": 4, "cols": -1}, ValueError, r"array cols must be a positive integer, not -1"),
     ({"rows": 4.0, "cols": 4}, TypeError, r"array rows must be an integer, not 4.0"),
+    ({"rows": 4, "cols": 65}, ValueError, r"array cols must be at most 64 to build, not 65"),
 ])
 def test_array_rejects_bad_sizes(kwargs, exc, match):
     with pytest.raises(exc, match=match):

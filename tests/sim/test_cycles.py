@@ -52,3 +52,28 @@ def test_batch_one_is_bound_by_weight_loading():
     large = gemm_cycles(config, 1, 128, 128).total
     tiles_small, tiles_large = 8 * 8, 16 * 16
     assert large - small == (tiles_large - tiles_small) * config.array_rows
+
+
+def test_decode_step_prediction_for_the_demo_model():
+    from golden.checkpoint import load_demo_model
+    from golden.quantize import program_structure
+    from hdl.config import PRESETS
+    from sim.cycles import SEQ_ISSUE, decode_step_cycles
+
+    model = load_demo_model().config
+    ops = program_structure(model)
+    config = PRESETS["demo"]
+    first = decode_step_cycles(ops, model, config, position=0)
+    last = decode_step_cycles(ops, model, config, position=model.max_context - 1)
+    assert len(first.ops) == len(ops)
+    assert all(o.cycles > SEQ_ISSUE for o in first.ops)
+    # Only attention depends on the position: one (head, position) step per cycle per extra row.
+    assert last.total - first.total == model.n_layers * model.n_heads * (model.max_context - 1)
+    # Batch-1 decode is bound by streaming the weights through the C-byte port.
+    weights = sum(o.weight_bytes for o in first.ops)
+    assert first.bounds["weights"] == weights / config.array_cols == first.lower_bound
+    assert first.total >= first.lower_bound
+    # A port half as wide doubles every tile load: the weight-bound part scales, the rest does not.
+    narrow = decode_step_cycles(ops, model, config, position=0, weight_bytes_per_cycle=config.array_cols / 2)
+    assert narrow.bounds["weights"] == 2 * first.bounds["weights"]
+    assert narrow.total > first.total
