@@ -139,6 +139,58 @@ def run(**kwargs):
 
 
 @main.command()
+@click.option("--backend", type=click.Choice(["golden", "isa"]), default="isa", show_default=True,
+              help="golden: the integer model; isa: the compiled program on the instruction-level model.")
+@click.option("--model", "model_dir", default=None, metavar="DIR",
+              help="Checkpoint directory (default: the demo model).")
+@click.option("--preset", default="demo", show_default=True, help="Design point to compile for.")
+@click.option("--prompt", default=None, help="Prompt text (default: 'The old miller ').")
+@click.option("--prompt-ids", default=None, help="Prompt as token ids, e.g. '1,2,3'.")
+@click.option("--tokens", "n_tokens", type=int, default=48, show_default=True, help="Tokens to generate.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@friendly
+def decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json):
+    """Generate text with a model compiled for the accelerator, token by token.
+
+    Cycles are the cycle model's prediction for the compiled program (the RTL decode top level
+    that measures them is the next milestone: docs/roadmap.md).
+    """
+    from .cli_model import _load, _prompt_ids, _text
+    from .runtime import check_request, prepare
+    from .runtime import decode as run_decode
+
+    config = _config_from(preset, None, None)
+    if n_tokens < 0:
+        raise ValueError(f"--tokens must be a non-negative integer, not {n_tokens}")
+    ckpt = _load(model_dir)
+    ids = _prompt_ids(ckpt, prompt, prompt_ids)
+    compiled = prepare(ckpt, config)
+    check_request(compiled, backend, ids, n_tokens)
+    if not as_json:
+        click.echo(f"model {ckpt.path.name} ({ckpt.config.family}), {len(compiled.instructions)} instructions "
+                   f"per step, on {config.describe()}, backend {backend}")
+        click.echo(_text(ckpt, ids) or " ".join(map(str, ids)), nl=False)
+
+    def show(step):
+        if step.generated and not as_json:
+            click.echo(_text(ckpt, [step.token_out]) or f" {step.token_out}", nl=False)
+
+    report = run_decode(compiled, backend, ids, n_tokens, on_step=show)
+    if as_json:
+        out = report.as_dict()
+        out["text"] = _text(ckpt, report.generated)
+        click.echo(json.dumps(out))
+        return
+    click.echo("")
+    wall = sum(s.wall_seconds for s in report.steps)
+    click.echo(f"steps      : {len(report.steps)} ({len(ids)} prompt, {len(report.generated)} generated)")
+    click.echo(f"cycles     : {report.predicted_cycles_per_token:,.0f} per token predicted by the cycle model "
+               f"(lower bound {report.lower_bound:,.0f}: {report.efficiency:.0%} of the bound)")
+    click.echo(f"tokens/s   : {report.tokens_per_second:,.0f} at {config.clock_hz / 1e6:g} MHz")
+    click.echo(f"wall time  : {wall:.2f} s ({len(report.steps) / wall:,.0f} steps/s on the {backend} backend)")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @friendly
 def presets(as_json):

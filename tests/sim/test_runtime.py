@@ -1,0 +1,68 @@
+"""The host decode loop: every backend gives the integer model's tokens; bad requests are refused first."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from golden.checkpoint import load_demo_model
+from golden.int_model import generate_int
+from hdl.config import PRESETS
+from sim.cycles import decode_step_cycles
+from sim.runtime import BACKENDS, decode, prepare
+
+LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return prepare(load_demo_model(), PRESETS["demo"])
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_backends_generate_the_integer_models_tokens(compiled, backend):
+    prompt = load_demo_model().tokenizer.encode("The old miller ")
+    report = decode(compiled, backend, prompt, 32)
+    assert report.generated == generate_int(compiled.model, prompt, 32)
+    assert len(report.steps) == len(prompt) + 31
+    for step in report.steps:  # every step's prediction is the cycle model's, at that position
+        expected = decode_step_cycles(compiled.model.program, compiled.model.config, compiled.config,
+                                      position=step.position)
+        assert step.predicted_cycles == expected.total
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (("nope", [1], 3), r"backend must be one of golden, isa, not 'nope'"),
+    (("isa", [], 3), r"prompt must hold at least one token"),
+    (("isa", [99], 3), r"prompt token must be in 0..47, not 99"),
+    (("isa", [1, 2], 200), r"needs 201 positions, more than the context of 128"),
+    (("isa", [1], -1), r"tokens must be a non-negative integer, not -1"),
+])
+def test_bad_requests_are_refused(compiled, args, match):
+    with pytest.raises(ValueError, match=match):
+        decode(compiled, *args)
+
+
+def test_cli_decode_prints_tokens_and_predicted_figures():
+    out = subprocess.run([LOCKSTEP, "decode", "--tokens", "8", "--json"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert len(report["generated"]) == 8 and report["text"]
+    assert report["predicted_cycles_per_token"] >= report["lower_bound_cycles"] > 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--tokens", "500"), "more than the context of 128"),
+    (("--prompt", "Zebra"), "character 'Z' at position 0 is not in the tokenizer's alphabet"),
+    (("--preset", "4x4"), "the model does not fit: its weight memory"),
+    (("--model", "/nonexistent"), "/nonexistent"),
+])
+def test_cli_decode_errors_are_one_line(args, message):
+    out = subprocess.run([LOCKSTEP, "decode", *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lockstep: error:") and message in lines[0]
