@@ -74,6 +74,8 @@ class Config:
         the longest context the KV cache and the attention unit serve.
     vector_lanes:
         Elements the vector unit processes per cycle.
+    program_words:
+        Depth of the decode top level's program memory, in instructions.
     """
 
     array_rows: int = 4
@@ -89,6 +91,7 @@ class Config:
     logits_words: int = 4096
     max_context: int = 128
     vector_lanes: int = 4
+    program_words: int = 1024
 
     def __post_init__(self):
         for f in fields(self):
@@ -173,5 +176,7 @@ PRESETS: dict[str, Config] = {
     "8x8": Config(array_rows=8, array_cols=8, weight_words=4096, act_words=1024, result_words=1024,
                   max_m=64),
     # Holds the project's demo model on chip (compiled: ~28 k weight words of 8 bytes).
-    "demo": Config(array_rows=8, array_cols=8, weight_words=32768, act_words=1024, result_words=1024, max_m=16),
+    # Square with lanes = array size, as the decode top level requires (hdl/top.py).
+    "demo": Config(array_rows=8, array_cols=8, weight_words=32768, act_words=1024, result_words=1024, max_m=16,
+                   vector_lanes=8),
 }

@@ -5,7 +5,7 @@
 # Any other arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$root/scripts/setup.sh" test,hf,parity
+bash "$root/scripts/setup.sh" test,hf,parity,fpga
 marker="not slow"
 if [ "${1:-}" = "--slow" ]; then marker="slow"; shift; fi
 cd "$root"

@@ -14,7 +14,9 @@ from importlib.metadata import PackageNotFoundError, version
 import click
 
 from .cli_errors import friendly
+from .cli_fpga import build_cmd
 from .cli_model import golden_cmd, inspect_cmd
+from .cli_perf import estimate_cmd
 
 __all__ = ["main"]
 
@@ -139,8 +141,10 @@ def run(**kwargs):
 
 
 @main.command()
-@click.option("--backend", type=click.Choice(["golden", "isa"]), default="isa", show_default=True,
-              help="golden: the integer model; isa: the compiled program on the instruction-level model.")
+@click.option("--backend", type=click.Choice(["golden", "isa", "amaranth", "icarus", "verilator"]), default="isa",
+              show_default=True,
+              help="golden: the integer model; isa: the compiled program on the instruction-level model; "
+                   "amaranth, icarus, verilator: the RTL decode top level on that simulator (cycles measured).")
 @click.option("--model", "model_dir", default=None, metavar="DIR",
               help="Checkpoint directory (default: the demo model).")
 @click.option("--preset", default="demo", show_default=True, help="Design point to compile for.")
@@ -152,8 +156,8 @@ def run(**kwargs):
 def decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json):
     """Generate text with a model compiled for the accelerator, token by token.
 
-    Cycles are the cycle model's prediction for the compiled program (the RTL decode top level
-    that measures them is the next milestone: docs/roadmap.md).
+    Cycles are the cycle model's prediction for the compiled program; on an RTL backend the RTL's
+    cycle counter measures every step too, and the two must agree.
     """
     from .cli_model import _load, _prompt_ids, _text
     from .runtime import check_request, prepare
@@ -186,6 +190,11 @@ def decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json):
     click.echo(f"steps      : {len(report.steps)} ({len(ids)} prompt, {len(report.generated)} generated)")
     click.echo(f"cycles     : {report.predicted_cycles_per_token:,.0f} per token predicted by the cycle model "
                f"(lower bound {report.lower_bound:,.0f}: {report.efficiency:.0%} of the bound)")
+    measured = [s.measured_cycles for s in report.steps if s.measured_cycles is not None]
+    if measured:
+        exact = all(s.measured_cycles == s.predicted_cycles for s in report.steps)
+        click.echo(f"measured   : {sum(measured) / len(measured):,.0f} per token (RTL cycle counter), "
+                   f"{'equal to the prediction at every step' if exact else 'DIFFERENT from the prediction'}")
     click.echo(f"tokens/s   : {report.tokens_per_second:,.0f} at {config.clock_hz / 1e6:g} MHz")
     click.echo(f"wall time  : {wall:.2f} s ({len(report.steps) / wall:,.0f} steps/s on the {backend} backend)")
 
@@ -250,6 +259,8 @@ def plot(db, out_dir):
 
 main.add_command(inspect_cmd)
 main.add_command(golden_cmd)
+main.add_command(build_cmd)
+main.add_command(estimate_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

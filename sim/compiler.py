@@ -7,7 +7,10 @@ contents of every memory the host loads once per run:
 * ``weights``: int8 bytes in words of ``array_cols`` bytes. A GEMM's tiles are laid out exactly as
   :func:`sim.gemm.weight_words` orders them (output tile, reduction tile, tile row); an embedding
   table is row-major, each row starting on a word.
-* ``params``: 32-bit words, one record per op (layouts in :data:`RECORDS`).
+* ``params``: 32-bit words, one record per op (layouts in :data:`RECORDS`). Every record starts on a
+  word of ``max(array_rows, array_cols)`` (the top level's parameter word: V x 32 bits), and every
+  per-channel part of a record (bias, multipliers, gamma, beta) is padded with zeros to a whole word,
+  so the scalars after it start on a word too.
 * the activation scratchpad: int8 values, each op's output at its own address (aligned to a
   word of ``max(array_rows, array_cols)`` elements); the int32 logits go to the logits buffer.
 * the KV cache: int8, ``[layer][position][kv head][head_dim]``, the order attention streams it.
@@ -25,9 +28,10 @@ import numpy as np
 
 from hdl.isa import Instruction, Opcode, encode, make
 
-__all__ = ["Compiled", "CompileError", "RECORDS", "compile_model", "pack_mult_shift", "unpack_mult_shift"]
+__all__ = ["Compiled", "CompileError", "RECORDS", "compile_model", "pack_mult_shift", "padded", "unpack_mult_shift"]
 
-#: Parameter record of each opcode, in 32-bit words (N: the op's output width).
+#: Parameter record of each opcode, in 32-bit words (N: the op's output width; ``[N]`` parts padded
+#: with zeros to a multiple of ``max(array_rows, array_cols)``, see :func:`padded`).
 RECORDS = {
     Opcode.GEMM: "bias[N] if flags.bias; then (mult | shift << 16)[N] if flags.requant",
     Opcode.RMSNORM: "gamma[N]; eps; out_mult; out_shift",
@@ -43,6 +47,16 @@ RECORDS = {
 GEMM_BIAS = 1
 GEMM_REQUANT = 2
 EMBED_BY_POSITION = 1
+
+
+def padded(n: int, align: int) -> int:
+    """``n`` rounded up to a multiple of ``align``: the words a per-channel part of a record takes."""
+    return -(-n // align) * align
+
+
+def _pad(values, align: int) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.int64).reshape(-1)
+    return np.concatenate([arr, np.zeros(padded(arr.size, align) - arr.size, np.int64)])
 
 
 class CompileError(ValueError):
@@ -164,17 +178,17 @@ def compile_model(model, config) -> Compiled:
         if kind == "embed":
             table = p.table
             row_words = -(-table.shape[1] // C)
-            padded = np.zeros((table.shape[0], row_words * C), np.int64)
-            padded[:, :table.shape[1]] = table
-            base = weights.add(padded, align=C) // C
+            rows = np.zeros((table.shape[0], row_words * C), np.int64)
+            rows[:, :table.shape[1]] = table
+            base = weights.add(rows, align=C) // C
             ins = make(Opcode.EMBED, dst=scratch(op.output, op.width), length=table.shape[1], weight=base,
                        count=row_words, flags=EMBED_BY_POSITION if p.index == "position" else 0)
         elif kind in ("rmsnorm", "layernorm"):
-            rec = [p.gamma]
+            rec = [_pad(p.gamma, align)]
             if kind == "layernorm":
-                rec.append(p.beta)
+                rec.append(_pad(p.beta, align))
             rec.append([p.eps, p.out_mult, p.out_shift] + ([p.inv_mult, p.inv_shift] if kind == "layernorm" else []))
-            base = params.add(np.concatenate([np.asarray(r, np.int64).reshape(-1) for r in rec]))
+            base = params.add(np.concatenate([np.asarray(r, np.int64).reshape(-1) for r in rec]), align=align)
             opcode = Opcode.RMSNORM if kind == "rmsnorm" else Opcode.LAYERNORM
             ins = make(opcode, src0=src(op.inputs[0]), dst=scratch(op.output, op.width), length=op.width, param=base)
         elif kind == "gemm":
@@ -182,10 +196,10 @@ def compile_model(model, config) -> Compiled:
             wbase = weights.add(_gemm_tiles(p.weight, R, C), align=C) // C
             rec, flags = [], 0
             if p.bias is not None:
-                rec.append(p.bias)
+                rec.append(_pad(p.bias, align))
                 flags |= GEMM_BIAS
             if p.requantized:
-                rec.append(pack_mult_shift(p.mult, p.shift))
+                rec.append(_pad(pack_mult_shift(p.mult, p.shift), align))
                 flags |= GEMM_REQUANT
                 dst = scratch(op.output, n)
             else:
@@ -193,7 +207,7 @@ def compile_model(model, config) -> Compiled:
                 dst = addresses[op.output] = logits_top
                 logits_top += n
                 logits_value = op.output
-            pbase = params.add(np.concatenate(rec)) if rec else 0
+            pbase = params.add(np.concatenate(rec), align=align) if rec else 0
             ins = make(Opcode.GEMM, src0=src(op.inputs[0]), dst=dst, length=k, count=n, param=pbase,
                        weight=wbase, flags=flags)
         elif kind == "rope":
@@ -203,8 +217,8 @@ def compile_model(model, config) -> Compiled:
                 cos, sin = rope_tables(p.max_context, p.head_dim, p.base)
                 return np.concatenate([cos.reshape(-1), sin.reshape(-1)])
 
-            table = params.add_shared(("rope", p.max_context, p.head_dim, p.base), tables)
-            base = params.add([p.mult, p.shift, table])
+            table = params.add_shared(("rope", p.max_context, p.head_dim, p.base), tables, align=align)
+            base = params.add([p.mult, p.shift, table], align=align)
             ins = make(Opcode.ROPE, src0=src(op.inputs[0]), dst=scratch(op.output, op.width), length=op.width,
                        count=p.heads, param=base)
         elif kind == "kv_write":
@@ -213,19 +227,19 @@ def compile_model(model, config) -> Compiled:
             addresses[op.output] = 0
         elif kind == "attention":
             a = p.attn
-            base = params.add([a.score_mult, a.score_shift, a.out_mult, a.out_shift])
+            base = params.add([a.score_mult, a.score_shift, a.out_mult, a.out_shift], align=align)
             ins = make(Opcode.ATTENTION, src0=src(op.inputs[0]), dst=scratch(op.output, op.width),
                        length=op.width, count=p.layer, param=base)
         elif kind == "residual_add":
-            base = params.add([p.a_mult, p.b_mult, p.mult, p.shift])
+            base = params.add([p.a_mult, p.b_mult, p.mult, p.shift], align=align)
             ins = make(Opcode.RESIDUAL_ADD, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
                        dst=scratch(op.output, op.width), length=op.width, param=base)
         elif kind == "activation":
-            base = params.add(p.table)
+            base = params.add(p.table, align=align)
             ins = make(Opcode.ACTIVATION, src0=src(op.inputs[0]), dst=scratch(op.output, op.width),
                        length=op.width, param=base)
         elif kind == "multiply":
-            base = params.add([p.mult, p.shift])
+            base = params.add([p.mult, p.shift], align=align)
             ins = make(Opcode.MULTIPLY, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
                        dst=scratch(op.output, op.width), length=op.width, param=base)
         elif kind == "argmax":
@@ -261,6 +275,7 @@ def memory_needs(compiled: Compiled) -> dict[str, tuple[int, int]]:
         "kv_bytes": (int(np.prod(compiled.kv_shape)) * 2, c.kv_bytes),
         "logits_words": (compiled.logits_size, c.logits_words),
         "max_context": (compiled.kv_shape[1], c.max_context),
+        "program_words": (len(compiled.instructions), c.program_words),
     }
     return needs
 
@@ -272,6 +287,7 @@ MEMORIES = {
     "kv_bytes": "KV cache (bytes)",
     "logits_words": "logits buffer (32-bit words)",
     "max_context": "context (positions)",
+    "program_words": "program memory (instructions)",
 }
 
 

@@ -223,20 +223,34 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 
 
 # --- decode step: the whole accelerator ----------------------------------------------------------
-# The sequencer issues one instruction at a time, in program order; an instruction occupies its
-# unit from issue to done and the next one is fetched after that. Per instruction:
+# The sequencer of :class:`hdl.top.DecodeTop` runs one instruction at a time, in program order.
+# Every instruction starts with SEQ_ISSUE cycles (fetch: the program memory is read; decode: the
+# instruction is latched and the first operand reads are issued) and ends in the cycle its last
+# result is written; the next fetch follows at once. Per instruction (V = vector_lanes, W =
+# ceil(length / V), the vector unit's terms from :func:`vector_cycles`, the attention unit's from
+# :func:`attention_cycles`, the GEMM engine's from :func:`gemm_cycles` with M = 1):
 #
-#     cycles = SEQ_ISSUE + the unit's own cycles for the instruction's shape
+#     embed        SEQ_ISSUE + W                      one weight word copied a cycle
+#     gemm         SEQ_ISSUE + gemm - GEMM_OVERLAP    decode is the engine's start cycle
+#     rmsnorm ...  SEQ_ISSUE + vector                 the command is offered the cycle after decode
+#     rope         SEQ_ISSUE + heads * vector(head_dim)   one command per head, back to back
+#     activation   SEQ_ISSUE + ACT_TABLE_LOAD + vector    the op's table is written into the unit first
+#     kv_write     SEQ_ISSUE + n_kv_heads * head_dim / V  K and V rows gathered a word a cycle
+#     attention    SEQ_ISSUE + 2 * n_heads * head_dim / V + attention + ATTENTION_HANDOFF
+#                  (q rows gathered a word a cycle, the unit's call, output rows scattered)
 #
-# SEQ_ISSUE is the sequencer's fetch and issue. The top level that confirms this on the RTL is
-# issue 5's; until it runs, SEQ_ISSUE is the planned value and the unit terms are each already
-# confirmed by their own regressions (gemm, attention, vector).
+# HALT is not counted: the step's cycle counter is the sum of its other instructions.
 
-__all__ += ["SEQ_ISSUE", "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles"]
+__all__ += ["ACT_TABLE_LOAD", "ATTENTION_HANDOFF", "GEMM_OVERLAP", "SEQ_ISSUE", "DecodeCycles", "OpCycles",
+            "decode_step_cycles", "op_cycles"]
 
 SEQ_ISSUE = 2
-#: Bytes the KV-cache memory takes per cycle when a K or V row is written (one head row).
-_KV_WRITE_ROWS_PER_CYCLE = 1
+#: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
+GEMM_OVERLAP = 1
+#: The cycle between the attention unit's done and the first output word written back.
+ATTENTION_HANDOFF = 1
+#: Cycles to write one activation table (256 int8 entries) into the vector unit, one entry a cycle.
+ACT_TABLE_LOAD = 256
 
 
 @dataclass(frozen=True)
@@ -292,20 +306,21 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
     ``position + 1`` rows).
     """
     lanes = config.vector_lanes
+    row_words = -(-head_dim // lanes)
     if op == "gemm":
         g = gemm_cycles(config, 1, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
-        return OpCycles(op, "", SEQ_ISSUE + g.total, macs=in_width * width, weight_bytes=in_width * width,
-                        unit_min=g.total)
+        return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP, macs=in_width * width,
+                        weight_bytes=in_width * width, unit_min=g.total)
     if op == "embed":
         words = -(-width // config.array_cols)
-        return OpCycles(op, "", SEQ_ISSUE + words + 1, unit_min=words)
+        return OpCycles(op, "", SEQ_ISSUE + words, unit_min=words)
     if op == "kv_write":
-        rows = 2 * n_kv_heads // _KV_WRITE_ROWS_PER_CYCLE
-        return OpCycles(op, "", SEQ_ISSUE + rows, unit_min=rows)
+        words = n_kv_heads * row_words
+        return OpCycles(op, "", SEQ_ISSUE + words, unit_min=words)
     if op == "attention":
         a = attention_cycles(n_heads=n_heads, kv_len=position + 1)
-        return OpCycles(op, "", SEQ_ISSUE + a.total, unit_min=attention_min_cycles(n_heads=n_heads,
-                                                                                    kv_len=position + 1))
+        return OpCycles(op, "", SEQ_ISSUE + 2 * n_heads * row_words + a.total + ATTENTION_HANDOFF,
+                        unit_min=attention_min_cycles(n_heads=n_heads, kv_len=position + 1))
     if op == "rope":
         heads = width // head_dim
         v = vector_cycles("rope", head_dim, lanes)
@@ -316,7 +331,8 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
         raise ValueError(f"op must be a primitive of the integer program, not {op!r}")
     length = in_width if op == "argmax" else width
     v = vector_cycles(vector_op, length, lanes)
-    return OpCycles(op, "", SEQ_ISSUE + v.total, unit_min=v.lower_bound)
+    table = ACT_TABLE_LOAD if op == "activation" else 0
+    return OpCycles(op, "", SEQ_ISSUE + table + v.total, unit_min=v.lower_bound)
 
 
 def decode_step_cycles(ops, model_config, config, *, position: int,

@@ -6,7 +6,7 @@ The names are also the Verilog toplevel names.
 
 from __future__ import annotations
 
-from . import attention, vector
+from . import attention, link, top, vector
 
 
 def _gemm_unit(params):
@@ -25,3 +25,5 @@ def _array(params):
 DESIGNS = {"gemm_unit": _gemm_unit, "array": _array}
 DESIGNS.update(attention.DESIGNS)
 DESIGNS.update(vector.DESIGNS)
+DESIGNS.update(top.DESIGNS)
+DESIGNS.update(link.DESIGNS)

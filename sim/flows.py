@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 from . import attention as attention_flows
+from . import link as link_flows
+from . import top as top_flows
 from . import vector as vector_flows
 from .bus import AmaranthBus
 
@@ -53,12 +55,16 @@ async def _array_stream(bus, job):
 FLOWS = {"gemm_unit": _gemm_unit, "array_stream": _array_stream}
 FLOWS.update(attention_flows.FLOWS)
 FLOWS.update(vector_flows.FLOWS)
+FLOWS.update(top_flows.FLOWS)
+FLOWS.update(link_flows.FLOWS)
 
 #: Optional ``check(job)`` per flow, run in the host process before any simulator starts, so a bad
 #: job is refused in a second rather than from inside a simulation.
 CHECKS = {"gemm_unit": _check_gemm_job}
 CHECKS.update(getattr(attention_flows, "CHECKS", {}))
 CHECKS.update(getattr(vector_flows, "CHECKS", {}))
+CHECKS.update(top_flows.CHECKS)
+CHECKS.update(link_flows.CHECKS)
 
 
 def run_amaranth(component, flow: str, job: dict, *, waves_dir: Path | None = None) -> dict:

@@ -25,7 +25,7 @@ from golden.vector import (
 )
 from hdl.isa import Opcode, decode
 
-from .compiler import EMBED_BY_POSITION, GEMM_BIAS, GEMM_REQUANT, Compiled, unpack_mult_shift
+from .compiler import EMBED_BY_POSITION, GEMM_BIAS, GEMM_REQUANT, Compiled, padded, unpack_mult_shift
 
 __all__ = ["IsaMachine"]
 
@@ -39,6 +39,7 @@ class IsaMachine:
         c = compiled.config
         self.cols = c.array_cols
         self.rows = c.array_rows
+        self.align = max(c.array_rows, c.array_cols)   # per-channel record parts are padded to it
         self.weights = compiled.weights.astype(np.int64)
         self.params = compiled.params.astype(np.int64)
         self.scratch = np.zeros(c.scratch_bytes, np.int64)
@@ -54,6 +55,14 @@ class IsaMachine:
 
     def step(self, token: int, position: int) -> int:
         """Run the program once for ``token`` at ``position``; return the argmax token."""
+        out = self.run(token, position)
+        if out is None:
+            raise ValueError("the program ended without an argmax")
+        return out
+
+    def run(self, token: int, position: int) -> int | None:
+        """Run the program up to its HALT; return the argmax token, None if the program has no argmax
+        (a partial program, as the RTL tests run)."""
         if not 0 <= position < self.max_context:
             raise ValueError(f"position must be in [0, {self.max_context - 1}], not {position}")
         out = None
@@ -72,13 +81,13 @@ class IsaMachine:
                 base = ins["param"]
                 gamma = self._p(base, n)
                 if op is Opcode.RMSNORM:
-                    eps, om, osh = self._p(base + n, 3)
+                    eps, om, osh = self._p(base + padded(n, self.align), 3)
                     p = NormParams(kind="rms", gamma=gamma, beta=None, eps=int(eps), out_mult=int(om),
                                    out_shift=int(osh), inv_mult=0, inv_shift=0)
                     y = rmsnorm(x, p)
                 else:
-                    beta = self._p(base + n, n)
-                    eps, om, osh, im, ish = self._p(base + 2 * n, 5)
+                    beta = self._p(base + padded(n, self.align), n)
+                    eps, om, osh, im, ish = self._p(base + 2 * padded(n, self.align), 5)
                     p = NormParams(kind="layer", gamma=gamma, beta=beta, eps=int(eps), out_mult=int(om),
                                    out_shift=int(osh), inv_mult=int(im), inv_shift=int(ish))
                     y = layernorm(x, p)
@@ -125,8 +134,6 @@ class IsaMachine:
                 out = int(argmax(self.logits[ins["src0"]:ins["src0"] + n][None])[0])
             else:  # pragma: no cover - decode() rejects unknown opcodes
                 raise ValueError(f"no semantics for {op}")
-        if out is None:
-            raise ValueError("the program ended without an argmax")
         return out
 
     def _gemm(self, ins) -> np.ndarray:
@@ -142,7 +149,7 @@ class IsaMachine:
         base = ins["param"]
         if ins["flags"] & GEMM_BIAS:
             acc = wrap_int32(acc + self._p(base, n))
-            base += n
+            base += padded(n, self.align)
         if ins["flags"] & GEMM_REQUANT:
             mult, shift = unpack_mult_shift(self._p(base, n))
             return requantize(acc, mult, shift)

@@ -1,5 +1,9 @@
 """Plots of a sweep database: the roofline with every design point, throughput against array size
-and weight bandwidth, and the Pareto front of throughput against area. PNG and SVG."""
+and weight bandwidth, and the Pareto front of throughput against area. PNG and SVG.
+
+Both kinds of design point plot the same way: ``throughput`` is MAC/s for a GEMM point and
+tokens/s for a decode point (the labels follow the kind); the roofline always plots MAC/s
+(``mac_per_s`` of a decode point)."""
 
 from __future__ import annotations
 
@@ -43,14 +47,19 @@ def plot_sweep(db_path, out_dir) -> list[Path]:
             written.append(path)
         plt.close(fig)
 
+    kinds = {r["kind"] for r in rows}
+    if len(kinds) > 1:
+        raise SweepError(f"{db_path}: holds {' and '.join(sorted(kinds))} points; plot one kind at a time")
+    decode = kinds == {"decode"}
+    unit = "tokens/s" if decode else "MAC/s achieved"
     m = [r["metrics"] for r in rows]
 
     # Roofline: attainable MAC/s against arithmetic intensity (MACs per weight byte).
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     intensity = [x["intensity"] for x in m]
-    throughput = [x["throughput"] for x in m]
+    throughput = [x.get("mac_per_s", x["throughput"]) for x in m]
     sc = ax.scatter(intensity, throughput, c=[x["area"] for x in m], cmap="viridis", s=18, zorder=3)
-    fig.colorbar(sc, ax=ax, label="processing elements (R x C)")
+    fig.colorbar(sc, ax=ax, label="area (R x C + vector lanes)" if decode else "processing elements (R x C)")
     lo, hi = min(intensity) / 2, max(intensity) * 2
     for peak, bw in sorted({(x["peak"], x["weight_bandwidth"]) for x in m})[-3:]:
         ridge = peak / bw
@@ -68,7 +77,8 @@ def plot_sweep(db_path, out_dir) -> list[Path]:
     for bw, pts in sorted(by_bw.items()):
         pts.sort()
         ax.scatter(*zip(*pts, strict=True), s=14, label=f"{bw / 1e9:g} GB/s weights")
-    ax.set(xscale="log", yscale="log", xlabel="processing elements (R x C)", ylabel="MAC/s achieved",
+    area_label = "area (R x C + vector lanes)" if decode else "processing elements (R x C)"
+    ax.set(xscale="log", yscale="log", xlabel=area_label, ylabel=unit,
            title="Throughput against array size and weight bandwidth")
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
@@ -80,7 +90,7 @@ def plot_sweep(db_path, out_dir) -> list[Path]:
     ax.scatter(*zip(*pts, strict=True), s=12, color="lightgrey", label="design points")
     front = [pts[i] for i in pareto_front(pts)]
     ax.plot(*zip(*front, strict=True), "o-", color="C3", label="Pareto front")
-    ax.set(xscale="log", yscale="log", xlabel="area (processing elements)", ylabel="MAC/s achieved",
+    ax.set(xscale="log", yscale="log", xlabel="area (processing elements)", ylabel=unit,
            title="Pareto front of throughput against area")
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)

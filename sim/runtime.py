@@ -9,10 +9,13 @@ Backends today:
 
 * ``golden``: the integer model (:class:`golden.int_model.IntModel`), the specification;
 * ``isa``: the instruction-level model (:class:`sim.isa_sim.IsaMachine`) running the compiled
-  program on its memory images.
+  program on its memory images;
+* ``amaranth``, ``icarus``, ``verilator``: the decode top level (:class:`hdl.top.DecodeTop`) on a
+  simulator. The simulator runs the whole loop in one start (:mod:`sim.top`'s ``decode_top`` flow:
+  the images are loaded once, each step's token is fed back by the flow); every step reports the
+  cycles the RTL's counter measured and the wall time of its free run.
 
-The RTL backends (``amaranth``, ``icarus``, ``verilator``, and ``serial`` for a board) plug in
-behind the same :class:`Backend` interface when the decode top level lands (docs/roadmap.md).
+A ``serial`` backend for a board plugs in behind the same :class:`Backend` interface (issue 7).
 """
 
 from __future__ import annotations
@@ -24,16 +27,26 @@ from dataclasses import dataclass, field
 from .compiler import Compiled, compile_model
 from .cycles import decode_step_cycles
 
-__all__ = ["BACKENDS", "Backend", "RunReport", "StepReport", "check_request", "decode", "prepare"]
+__all__ = ["BACKENDS", "RTL_BACKENDS", "Backend", "RunReport", "StepReport", "check_request", "decode", "prepare"]
 
 
 class Backend:
-    """One decode step at a time: ``step(token, position) -> (next token, measured cycles or None)``."""
+    """One decode step at a time: ``step(token, position) -> (next token, measured cycles or None)``.
+
+    :meth:`begin` is called once before the first step with the whole request (an RTL backend
+    runs the simulation there); :meth:`wall_seconds` may replace the host's timing of a step.
+    """
 
     name = "backend"
 
     def __init__(self, compiled: Compiled):
         self.compiled = compiled
+
+    def begin(self, prompt: list[int], new_tokens: int) -> None:
+        return None
+
+    def wall_seconds(self, position: int, measured: float) -> float:
+        return measured
 
     def step(self, token: int, position: int) -> tuple[int, int | None]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -67,7 +80,58 @@ class IsaBackend(Backend):
         return self.machine.step(token, position), None
 
 
-BACKENDS: dict[str, Callable[[Compiled], Backend]] = {"golden": GoldenBackend, "isa": IsaBackend}
+class RtlBackend(Backend):
+    """The decode top level on one simulator: the whole request runs in :meth:`begin`."""
+
+    simulator = ""
+
+    def __init__(self, compiled: Compiled):
+        from .runner import check_simulator
+        from .top import top_params
+
+        super().__init__(compiled)
+        check_simulator(self.simulator)
+        self.params = top_params(compiled)        # CompileError for a model the design cannot run
+        self.results: dict[int, dict] = {}
+        self.load_seconds = 0.0
+
+    def begin(self, prompt, new_tokens):
+        from .runner import run
+        from .top import decode_job
+
+        job = decode_job(self.compiled, self.params, prompt=prompt, new_tokens=new_tokens)
+        result = run(self.simulator, "decode_top", self.params, "decode_top", job)
+        self.results = {r["position"]: r for r in result["steps"]}
+        self.load_seconds = result["load_seconds"]
+
+    def step(self, token, position):
+        r = self.results.get(position)
+        if r is None or r["token_in"] != token:
+            raise RuntimeError(f"{self.name} backend: no simulated step for token {token} at position {position}")
+        return r["token_out"], r["cycles"]
+
+    def wall_seconds(self, position, measured):
+        return self.results[position]["seconds"]
+
+
+class AmaranthBackend(RtlBackend):
+    name = simulator = "amaranth"
+
+
+class IcarusBackend(RtlBackend):
+    name = simulator = "icarus"
+
+
+class VerilatorBackend(RtlBackend):
+    name = simulator = "verilator"
+
+
+BACKENDS: dict[str, Callable[[Compiled], Backend]] = {
+    "golden": GoldenBackend, "isa": IsaBackend, "amaranth": AmaranthBackend, "icarus": IcarusBackend,
+    "verilator": VerilatorBackend,
+}
+#: Backends that run the RTL (their steps report measured cycles).
+RTL_BACKENDS = ("amaranth", "icarus", "verilator")
 
 
 @dataclass
@@ -153,6 +217,7 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
     prompt, steps = check_request(compiled, backend, prompt, new_tokens)
     model = compiled.model
     runner = BACKENDS[backend](compiled)
+    runner.begin(prompt, new_tokens)
     report = RunReport(backend=backend, clock_hz=compiled.config.clock_hz, prompt=prompt)
     tokens = list(prompt)
     bounds = []
@@ -161,7 +226,7 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
         bounds.append(predicted.lower_bound)
         t0 = time.perf_counter()
         nxt, measured = runner.step(tokens[position], position)
-        wall = time.perf_counter() - t0
+        wall = runner.wall_seconds(position, time.perf_counter() - t0)
         generated = position >= len(prompt) - 1 and len(report.generated) < new_tokens
         if generated:
             report.generated.append(nxt)

@@ -3,7 +3,8 @@ stored in SQLite so a sweep killed at any moment resumes without losing or dupli
 
 A spec is a TOML file::
 
-    kind = "gemm"          # what a point is: "gemm" (an M x K x N GEMM on an R x C array)
+    kind = "gemm"          # what a point is: "gemm" (an M x K x N GEMM on an R x C array) or
+                           # "decode" (one decode step of a built-in model: sim.perf, tokens/s)
     mode = "grid"          # "grid": every combination; "random": `samples` points drawn with `seed`
     samples = 100
     seed = 0
@@ -17,6 +18,10 @@ A spec is a TOML file::
     [rtl]                  # optional: confirm the predicted cycles on the RTL for small points
     simulator = "amaranth"
     max_cycles = 2000
+
+A decode point's parameters: array_rows, array_cols, vector_lanes (default 4), clock_hz,
+weight_bytes_per_cycle (default: the full port, C), weight_memory_bytes (default: unlimited),
+model (a built-in model name, default "gpt2"), context (default: the model's default), batch (1).
 
 Every point has a key (a hash of its kind and parameters). Rows are written with
 ``INSERT OR IGNORE`` in WAL mode, one transaction per finished point, by the one process that owns
@@ -89,6 +94,41 @@ def _eval_gemm(p: dict, rtl: dict | None) -> dict:
     return out
 
 
+def _decode_hardware(p: dict):
+    """The single-chip hardware of a decode point: one weight memory delivering
+    ``weight_bytes_per_cycle`` bytes a cycle (the full port by default)."""
+    from .perf import Hardware, MemoryLevel
+
+    R, C, clock = p["array_rows"], p["array_cols"], p["clock_hz"]
+    wbpc = p.get("weight_bytes_per_cycle") or C
+    cap = p.get("weight_memory_bytes") or float("inf")
+    return Hardware(name="sweep point", description="", array_rows=R, array_cols=C,
+                    vector_lanes=p.get("vector_lanes", 4), clock_hz=clock, weight_bytes=1,
+                    memories=(MemoryLevel("weight memory", cap, wbpc * clock),))
+
+
+def _decode_estimate(p: dict):
+    from .perf import estimate
+
+    return estimate(p.get("model", "gpt2"), _decode_hardware(p), context=p.get("context"), batch=p.get("batch", 1))
+
+
+def _eval_decode(p: dict, rtl: dict | None) -> dict:
+    e = _decode_estimate(p)
+    R, C, clock = p["array_rows"], p["array_cols"], p["clock_hz"]
+    macs = e.bounds["compute"] * R * C * clock            # MACs of the step (all sequences)
+    return {
+        "cycles": e.cycles, "lower_bound": e.lower_bound * clock, "efficiency": e.efficiency,
+        "tokens_per_s": e.tokens_per_s, "throughput": e.tokens_per_s,   # the plots' y axis: tokens/s
+        "mac_per_s": macs / e.step_seconds,
+        "peak": R * C * clock,
+        "weight_bandwidth": e.port_elements_per_cycle * clock,
+        "intensity": macs / e.weight_bytes_per_token,
+        "area": R * C + p.get("vector_lanes", 4),   # PEs plus vector lanes (a proxy)
+        "context": e.context, "binding": e.binding, "rtl_cycles": None,
+    }
+
+
 @dataclass(frozen=True)
 class Kind:
     params: dict              # name -> (type, required, default)
@@ -99,6 +139,11 @@ KINDS = {
     "gemm": Kind(params={"array_rows": (int, True, None), "array_cols": (int, True, None), "m": (int, True, None),
                          "k": (int, True, None), "n": (int, True, None), "clock_hz": (int, False, 100_000_000)},
                  evaluate=_eval_gemm),
+    "decode": Kind(params={"array_rows": (int, True, None), "array_cols": (int, True, None),
+                           "vector_lanes": (int, False, 4), "clock_hz": (int, False, 100_000_000),
+                           "weight_bytes_per_cycle": (int, False, None), "weight_memory_bytes": (int, False, None),
+                           "model": (str, False, "gpt2"), "context": (int, False, None), "batch": (int, False, 1)},
+                   evaluate=_eval_decode),
 }
 
 
@@ -195,11 +240,13 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
                 points.append(p)
     for p in points:
         for name in names:
-            if p[name] < 1:
+            if isinstance(p[name], int) and p[name] < 1:
                 raise SweepError(f"{source}: parameter {name} must be positive, not {p[name]}")
         try:
             if kind == "gemm":
                 _gemm_config(p)
+            elif kind == "decode":
+                _check_decode_point(p)
         except (TypeError, ValueError) as exc:
             raise SweepError(f"{source}: point {p} does not fit: {exc}") from None
     rtl = data.get("rtl")
@@ -210,6 +257,26 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
             raise SweepError(f"{source}: rtl simulator must be amaranth, icarus or verilator, "
                              f"not {rtl.get('simulator')!r}")
     return SweepSpec(kind=kind, points=tuple(points), rtl=rtl, source=source)
+
+
+def _check_decode_point(p: dict) -> None:
+    """Raise ValueError for a decode point the model cannot evaluate (checked before the sweep runs)."""
+    from .perf import MODELS, resolve_model
+
+    if p["model"] not in MODELS:
+        raise ValueError(f"model must be a built-in model ({', '.join(MODELS)}), not {p['model']!r}")
+    mc = resolve_model(p["model"])[1]
+    if p["context"] is not None and p["context"] > mc.max_context:
+        raise ValueError(f"context {p['context']} exceeds {p['model']}'s max_context {mc.max_context}")
+    _decode_hardware(p).config(p["batch"])          # the array's own checks
+    if p["weight_memory_bytes"] is not None:
+        from .perf import _weight_elements
+
+        layer, other = _weight_elements(mc)
+        need = mc.n_layers * layer + other
+        if need > p["weight_memory_bytes"]:
+            raise ValueError(f"{p['model']} needs {need} bytes of int8 weights, more than weight_memory_bytes "
+                             f"{p['weight_memory_bytes']}")
 
 
 def load_spec(path) -> SweepSpec:

@@ -109,7 +109,7 @@ def test_rows_hold_the_cycle_model_prediction(tmp_path):
     ({"params": {"array_rows": [4], "array_cols": [4], "m": [0], "k": [8], "n": [8]}},
      r"parameter m must be positive, not 0"),
     ({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8]}}, r"parameter n is required"),
-    ({"kind": "fpga", "params": {"x": [1]}}, r"kind must be one of gemm, not 'fpga'"),
+    ({"kind": "fpga", "params": {"x": [1]}}, r"kind must be one of gemm, decode, not 'fpga'"),
     ({"mode": "lattice", "params": {"x": [1]}}, r"mode must be 'grid' or 'random', not 'lattice'"),
     ({"params": {"array_rows": ["4"], "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
      r"parameter array_rows must hold int values, not '4'"),

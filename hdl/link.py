@@ -1,0 +1,513 @@
+"""The host link: a framed request/reply protocol over a UART, bridged onto an accelerator's host port.
+
+The command set, the statuses and the frame constants are defined here once; the host side
+(:mod:`sim.protocol`, :mod:`sim.link`), the tests and ``docs/protocol.md`` take them from here.
+
+Frames (multi-byte fields little-endian, the CRC big-endian):
+
+* request: ``0xA5``, command, length (2 bytes), payload (``length`` bytes), CRC-16 (2 bytes);
+* reply:   ``0x5A``, status,  length (2 bytes), payload (``length`` bytes), CRC-16 (2 bytes).
+
+The CRC is CRC-16/IBM-3740 (a.k.a. CCITT-FALSE: polynomial 0x1021, initial value 0xFFFF, no
+reflection, no final XOR) over everything after the sync byte; sent high byte first, so the CRC of
+a whole frame after its sync byte (CRC included) is zero.
+
+The host port (:class:`HostPort`) is the one interface every target presents: a memory select, a
+word address, a write strobe and data, read data one cycle after the address, ``start``,
+``busy``, ``done``, a cycle counter and a file of 32-bit parameter registers.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, enum, memory, wiring
+from amaranth.lib.crc import catalog
+from amaranth.lib.wiring import In, Out
+
+from .config import Config, check_positive_int, checked_constructor
+from .uart import MIN_CLOCKS_PER_BIT, UartRx, UartTx
+
+__all__ = [
+    "CRC", "GEMM_REGS", "MAX_FRAME_PAYLOAD", "PROTOCOL_VERSION", "REPLY_SYNC", "REQUEST_SYNC", "Command",
+    "HostPort", "LinkBridge", "LinkedGemm", "Status", "Target", "default_timeout_cycles",
+]
+
+REQUEST_SYNC = 0xA5
+REPLY_SYNC = 0x5A
+PROTOCOL_VERSION = 1
+#: The CRC of every frame (see the module docstring).
+CRC = catalog.CRC16_IBM_3740
+#: The length field is 16 bits.
+MAX_FRAME_PAYLOAD = 0xFFFF
+#: Bytes of WRITE_MEM / READ_MEM arguments before the data: memory (1), word address (4).
+MEM_ARG_BYTES = 5
+CYCLE_BITS = 48
+REG_BITS = 32
+
+
+class Command(enum.Enum, shape=unsigned(8)):
+    """Request opcodes. READ_TOKEN and READ_LOGITS are reserved for the decode top level."""
+
+    INFO = 0x01
+    WRITE_MEM = 0x10
+    READ_MEM = 0x11
+    WRITE_REG = 0x20
+    START = 0x21
+    STATUS = 0x22
+    CYCLES = 0x23
+    READ_TOKEN = 0x30
+    READ_LOGITS = 0x31
+
+
+class Status(enum.Enum, shape=unsigned(8)):
+    """Reply statuses. Every error reply has an empty payload."""
+
+    OK = 0x00
+    ERR_CRC = 0x01
+    ERR_TIMEOUT = 0x02
+    ERR_COMMAND = 0x03
+    ERR_LENGTH = 0x04
+    ERR_ARGUMENT = 0x05
+    ERR_BUSY = 0x06
+    ERR_UNSUPPORTED = 0x07
+
+
+class Target(enum.Enum, shape=unsigned(8)):
+    """What sits behind the bridge, as INFO reports it."""
+
+    GEMM = 1
+    DECODE = 2
+
+
+#: Parameter registers of the GEMM target, by index.
+GEMM_REGS = ("m", "kt", "nt")
+
+#: Commands refused with ERR_BUSY while the target is busy.
+_IDLE_ONLY = (Command.WRITE_MEM, Command.READ_MEM, Command.WRITE_REG, Command.START)
+_RESERVED = (Command.READ_TOKEN, Command.READ_LOGITS)
+
+
+def default_timeout_cycles(clocks_per_bit: int) -> int:
+    """Idle time that ends a frame early: four byte times (a simulation's choice; boards pass their own)."""
+    return 40 * clocks_per_bit
+
+
+class HostPort(wiring.Signature):
+    """The host port, seen from the host side (the bridge); a target uses ``HostPort(...).flip()``.
+
+    Members: ``mem`` (which memory), ``addr`` (word address), ``we`` (write ``wdata`` to ``mem[addr]``
+    at the next edge), ``rdata`` (``mem[addr]``, ``read_latency`` cycles after ``addr``), ``start``
+    (one-cycle pulse), ``busy``, ``done``, ``cycles`` (48 bits), ``regs`` (``reg_count`` 32-bit
+    registers, held by the host side, truncated by the target to the widths it needs).
+    """
+
+    def __init__(self, *, mem_count: int, addr_bits: int, wdata_bits: int, rdata_bits: int, reg_count: int,
+                 read_latency: int = 1):
+        for name, value in (("mem_count", mem_count), ("addr_bits", addr_bits), ("wdata_bits", wdata_bits),
+                            ("rdata_bits", rdata_bits), ("reg_count", reg_count),
+                            ("read_latency", read_latency)):
+            check_positive_int(name, value)
+        for name, value in (("wdata_bits", wdata_bits), ("rdata_bits", rdata_bits)):
+            if value % 8:
+                raise ValueError(f"{name} must be a multiple of 8, not {value}")
+        if addr_bits > 32:
+            raise ValueError(f"addr_bits must be at most 32, not {addr_bits}")
+        if mem_count > 256 or reg_count > 256:
+            raise ValueError(f"mem_count and reg_count must be at most 256, not {mem_count} and {reg_count}")
+        self.mem_count, self.addr_bits = mem_count, addr_bits
+        self.wdata_bits, self.rdata_bits = wdata_bits, rdata_bits
+        self.reg_count, self.read_latency = reg_count, read_latency
+        super().__init__({
+            "mem": Out(max(1, (mem_count - 1).bit_length())),
+            "addr": Out(addr_bits),
+            "we": Out(1),
+            "wdata": Out(wdata_bits),
+            "rdata": In(rdata_bits),
+            "start": Out(1),
+            "busy": In(1),
+            "done": In(1),
+            "cycles": In(CYCLE_BITS),
+            "regs": Out(data.ArrayLayout(unsigned(REG_BITS), reg_count)),
+        })
+
+    def __eq__(self, other):
+        return type(other) is HostPort and self.params() == other.params()
+
+    def __hash__(self):
+        return hash(tuple(sorted(self.params().items())))
+
+    def params(self) -> dict:
+        return {"mem_count": self.mem_count, "addr_bits": self.addr_bits, "wdata_bits": self.wdata_bits,
+                "rdata_bits": self.rdata_bits, "reg_count": self.reg_count, "read_latency": self.read_latency}
+
+    def __repr__(self):
+        return "HostPort(" + ", ".join(f"{k}={v}" for k, v in self.params().items()) + ")"
+
+
+class LinkBridge(wiring.Component):
+    """Serves request frames from ``rx`` with reply frames on ``tx`` by driving ``host``.
+
+    One frame at a time: the host sends a request and waits for its reply. Each request gets
+    exactly one reply, sent after the request's last byte (or, for a request that stops early, after
+    ``timeout_cycles`` of silence). A request is checked whole before it acts: its payload is held
+    in a ``max_payload``-byte buffer until the CRC has matched, so a corrupted WRITE_MEM writes
+    nothing. Errors, in order of precedence: ERR_LENGTH (length above ``max_payload``; the bridge
+    drops bytes until the line has been idle ``timeout_cycles``), ERR_TIMEOUT (the line went idle
+    mid-frame), ERR_CRC, ERR_COMMAND (unknown opcode), ERR_UNSUPPORTED (reserved opcode),
+    ERR_ARGUMENT (a payload length, memory, register, address or count the command does not
+    accept), ERR_BUSY (a command that needs the target idle). After any error the bridge looks for
+    the next request's sync byte.
+
+    ``INFO`` reports the parameters below, so the host needs no configuration of its own.
+    """
+
+    @checked_constructor
+    def __init__(self, *, port: HostPort, clocks_per_bit: int, timeout_cycles: int | None = None,
+                 max_payload: int = 256, target: Target = Target.GEMM):
+        if not isinstance(port, HostPort):
+            raise TypeError(f"port must be a HostPort, not {type(port).__name__}")
+        self.clocks_per_bit = check_positive_int("clocks_per_bit", clocks_per_bit, minimum=MIN_CLOCKS_PER_BIT)
+        if timeout_cycles is None:
+            timeout_cycles = default_timeout_cycles(clocks_per_bit)
+        self.timeout_cycles = check_positive_int("timeout_cycles", timeout_cycles)
+        if timeout_cycles < 20 * clocks_per_bit:
+            raise ValueError(f"timeout_cycles must be at least two byte times ({20 * clocks_per_bit} cycles), "
+                             f"not {timeout_cycles}")
+        least = max(7, MEM_ARG_BYTES + port.wdata_bits // 8)
+        self.max_payload = check_positive_int("max_payload", max_payload, minimum=least)
+        if max_payload > MAX_FRAME_PAYLOAD:
+            raise ValueError(f"max_payload must be at most {MAX_FRAME_PAYLOAD}, not {max_payload}")
+        self.target = Target(target)
+        self.port = port
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "host": Out(port)})
+
+    def info_bytes(self) -> bytes:
+        """The INFO reply's payload (see :mod:`sim.protocol` for the field names)."""
+        p = self.port
+        return bytes([PROTOCOL_VERSION, self.target.value, p.mem_count, p.reg_count, p.wdata_bits // 8,
+                      p.rdata_bits // 8, p.addr_bits]) + self.max_payload.to_bytes(2, "little")
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.port
+        host = self.host
+        wbytes, rbytes = p.wdata_bits // 8, p.rdata_bits // 8
+        info = self.info_bytes()
+
+        m.submodules.urx = urx = UartRx(clocks_per_bit=self.clocks_per_bit)
+        m.submodules.utx = utx = UartTx(clocks_per_bit=self.clocks_per_bit)
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+        m.submodules.rx_crc = rx_crc = CRC(8).create()
+        m.submodules.tx_crc = tx_crc = CRC(8).create()
+        m.submodules.buf = buf = memory.Memory(shape=unsigned(8), depth=self.max_payload, init=[])
+        buf_w = buf.write_port()
+        buf_r = buf.read_port()
+
+        byte = urx.data.payload
+        got = urx.data.valid
+
+        # --- request fields -------------------------------------------------------------------
+        cmd = Signal(8)
+        length = Signal(16)
+        hidx = Signal(2)
+        idx = Signal(range(self.max_payload + 1))
+        args = Signal(8 * 7)           # payload bytes 0..6: the arguments of every command
+        phase = Signal(range(wbytes))  # WRITE_MEM: byte position in the current data word
+        words = Signal(16)             # WRITE_MEM: whole data words received
+        crc_idx = Signal()
+
+        # --- idle timer: a frame that stops early ends after timeout_cycles of silence ----------
+        idle = Signal(range(self.timeout_cycles + 1))
+        timed_out = Signal()
+        receiving = Signal()
+        m.d.comb += timed_out.eq(idle == self.timeout_cycles)
+        with m.If(~receiving | got | urx.busy):
+            m.d.sync += idle.eq(0)
+        with m.Elif(~timed_out):
+            m.d.sync += idle.eq(idle + 1)
+
+        # --- reply state ------------------------------------------------------------------------
+        status = Signal(Status)
+        last_error = Signal(Status)
+        rejected = Signal(16)
+        reply_len = Signal(16)
+        pay = Signal(max(8 * len(info), 64, p.rdata_bits))
+        pay_bytes = Signal(range(max(len(info), 8, rbytes) + 1))
+        words_left = Signal(16)
+        fetch = Signal()                # READ_MEM: payload words come from host.rdata
+        wait = Signal(range(p.read_latency + 1))
+
+        # --- host port registers ------------------------------------------------------------------
+        mem = Signal.like(host.mem)
+        addr = Signal(p.addr_bits)
+        wword = Signal(p.wdata_bits)
+        ptr = Signal(range(self.max_payload + 1))
+        start = Signal()
+        m.d.sync += start.eq(0)
+        m.d.comb += [host.mem.eq(mem), host.addr.eq(addr), host.wdata.eq(wword), host.start.eq(start)]
+
+        m.d.comb += [
+            rx_crc.data.eq(byte), tx_crc.data.eq(utx.data.payload),
+            buf_w.addr.eq(idx), buf_w.data.eq(byte), buf_r.addr.eq(ptr),
+        ]
+        tx_fire = Signal()
+        m.d.comb += tx_fire.eq(utx.data.valid & utx.data.ready)
+
+        # --- request checks, from the registered fields -------------------------------------------
+        a_mem = args[0:8]
+        a_addr = args[8:40]
+        a_count = args[40:56]
+        a_reg = args[0:8]
+        a_value = args[8:40]
+        is_cmd = {c: Signal(name=f"is_{c.name.lower()}") for c in Command}
+        for c, s in is_cmd.items():
+            m.d.comb += s.eq(cmd == c.value)
+        known = Signal()
+        reserved = Signal()
+        m.d.comb += [
+            known.eq(Cat(*(is_cmd[c] for c in Command if c not in _RESERVED)).any()),
+            reserved.eq(Cat(*(is_cmd[c] for c in _RESERVED)).any()),
+        ]
+        addr_ok = Signal()
+        span = Signal(34)
+        m.d.comb += span.eq(a_addr + Mux(is_cmd[Command.READ_MEM], a_count, words))
+        m.d.comb += addr_ok.eq((a_addr[p.addr_bits:] == 0) & (span <= (1 << p.addr_bits)))
+        arg_ok = Signal()
+        max_read = MAX_FRAME_PAYLOAD // rbytes
+        with m.Switch(cmd):
+            with m.Case(Command.INFO, Command.START, Command.STATUS, Command.CYCLES):
+                m.d.comb += arg_ok.eq(length == 0)
+            with m.Case(Command.WRITE_MEM):
+                m.d.comb += arg_ok.eq((length >= MEM_ARG_BYTES + wbytes) & (phase == 0) & (a_mem < p.mem_count)
+                                      & addr_ok)
+            with m.Case(Command.READ_MEM):
+                m.d.comb += arg_ok.eq((length == 7) & (a_mem < p.mem_count) & (a_count != 0)
+                                      & (a_count <= max_read) & addr_ok)
+            with m.Case(Command.WRITE_REG):
+                m.d.comb += arg_ok.eq((length == 5) & (a_reg < p.reg_count))
+        busy_bad = Signal()
+        m.d.comb += busy_bad.eq(host.busy & Cat(*(is_cmd[c] for c in _IDLE_ONLY)).any())
+
+        with m.FSM():
+            # ---------------- receive ----------------
+            with m.State("HUNT"):
+                m.d.comb += rx_crc.start.eq(1)
+                with m.If(got & (byte == REQUEST_SYNC)):
+                    m.d.sync += hidx.eq(0)
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                m.d.comb += [receiving.eq(1), rx_crc.valid.eq(got)]
+                with m.If(timed_out):
+                    m.d.sync += status.eq(Status.ERR_TIMEOUT)
+                    m.next = "ERROR"
+                with m.Elif(got):
+                    m.d.sync += hidx.eq(hidx + 1)
+                    with m.If(hidx == 0):
+                        m.d.sync += cmd.eq(byte)
+                    with m.Elif(hidx == 1):
+                        m.d.sync += length[0:8].eq(byte)
+                    with m.Else():
+                        full = Cat(length[0:8], byte)
+                        m.d.sync += [length[8:16].eq(byte), idx.eq(0), phase.eq(0), words.eq(0),
+                                     crc_idx.eq(0), args.eq(0)]
+                        with m.If(full > self.max_payload):
+                            m.next = "DISCARD"
+                        with m.Elif(full == 0):
+                            m.next = "CRC"
+                        with m.Else():
+                            m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                m.d.comb += [receiving.eq(1), rx_crc.valid.eq(got), buf_w.en.eq(got)]
+                with m.If(timed_out):
+                    m.d.sync += status.eq(Status.ERR_TIMEOUT)
+                    m.next = "ERROR"
+                with m.Elif(got):
+                    m.d.sync += idx.eq(idx + 1)
+                    for i in range(7):
+                        with m.If(idx == i):
+                            m.d.sync += args[8 * i:8 * i + 8].eq(byte)
+                    with m.If(idx >= MEM_ARG_BYTES):
+                        with m.If(phase == wbytes - 1):
+                            m.d.sync += [phase.eq(0), words.eq(words + 1)]
+                        with m.Else():
+                            m.d.sync += phase.eq(phase + 1)
+                    with m.If(idx + 1 == length):
+                        m.next = "CRC"
+            with m.State("CRC"):
+                m.d.comb += [receiving.eq(1), rx_crc.valid.eq(got)]
+                with m.If(timed_out):
+                    m.d.sync += status.eq(Status.ERR_TIMEOUT)
+                    m.next = "ERROR"
+                with m.Elif(got):
+                    m.d.sync += crc_idx.eq(1)
+                    with m.If(crc_idx):
+                        m.next = "CHECK"
+            with m.State("DISCARD"):
+                m.d.comb += receiving.eq(1)
+                with m.If(timed_out):
+                    m.d.sync += status.eq(Status.ERR_LENGTH)
+                    m.next = "ERROR"
+            with m.State("CHECK"):
+                with m.If(~rx_crc.match_detected):
+                    m.d.sync += status.eq(Status.ERR_CRC)
+                    m.next = "ERROR"
+                with m.Elif(reserved):
+                    m.d.sync += status.eq(Status.ERR_UNSUPPORTED)
+                    m.next = "ERROR"
+                with m.Elif(~known):
+                    m.d.sync += status.eq(Status.ERR_COMMAND)
+                    m.next = "ERROR"
+                with m.Elif(~arg_ok):
+                    m.d.sync += status.eq(Status.ERR_ARGUMENT)
+                    m.next = "ERROR"
+                with m.Elif(busy_bad):
+                    m.d.sync += status.eq(Status.ERR_BUSY)
+                    m.next = "ERROR"
+                with m.Else():
+                    m.d.sync += [status.eq(Status.OK), reply_len.eq(0), fetch.eq(0), words_left.eq(0),
+                                 mem.eq(a_mem), addr.eq(a_addr), ptr.eq(MEM_ARG_BYTES)]
+                    m.next = "SYNC"
+                    with m.Switch(cmd):
+                        with m.Case(Command.INFO):
+                            m.d.sync += [pay.eq(int.from_bytes(info, "little")), pay_bytes.eq(len(info)),
+                                         reply_len.eq(len(info))]
+                        with m.Case(Command.STATUS):
+                            flags = Cat(host.busy, host.done, Const(0, 6))
+                            m.d.sync += [pay.eq(Cat(flags, last_error.as_value(), rejected)),
+                                         pay_bytes.eq(4), reply_len.eq(4)]
+                        with m.Case(Command.CYCLES):
+                            m.d.sync += [pay.eq(host.cycles), pay_bytes.eq(8), reply_len.eq(8)]
+                        with m.Case(Command.START):
+                            m.d.sync += start.eq(1)
+                        with m.Case(Command.WRITE_REG):
+                            for i in range(p.reg_count):
+                                with m.If(a_reg == i):
+                                    m.d.sync += host.regs[i].eq(a_value)
+                        with m.Case(Command.WRITE_MEM):
+                            m.next = "WM_FETCH"
+                        with m.Case(Command.READ_MEM):
+                            m.d.sync += [fetch.eq(1), words_left.eq(a_count), reply_len.eq(a_count * rbytes)]
+            with m.State("ERROR"):
+                m.d.sync += [last_error.eq(status), reply_len.eq(0), fetch.eq(0)]
+                with m.If(rejected != 0xFFFF):
+                    m.d.sync += rejected.eq(rejected + 1)
+                m.next = "SYNC"
+
+            # ---------------- WRITE_MEM: buffer -> host port, one word at a time ----------------
+            with m.State("WM_FETCH"):
+                m.next = "WM_SHIFT"     # buf_r.addr = ptr; its data is there next cycle
+            with m.State("WM_SHIFT"):
+                m.d.sync += [wword.eq(Cat(wword[8:], buf_r.data)), ptr.eq(ptr + 1)]
+                with m.If(phase == wbytes - 1):
+                    m.d.sync += phase.eq(0)
+                    m.next = "WM_WRITE"
+                with m.Else():
+                    m.d.sync += phase.eq(phase + 1)
+                    m.next = "WM_FETCH"
+            with m.State("WM_WRITE"):
+                m.d.comb += host.we.eq(1)
+                m.d.sync += addr.eq(addr + 1)
+                with m.If(ptr == length):
+                    m.next = "SYNC"
+                with m.Else():
+                    m.next = "WM_FETCH"
+
+            # ---------------- reply ----------------
+            with m.State("SYNC"):
+                m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(REPLY_SYNC), tx_crc.start.eq(1)]
+                with m.If(tx_fire):
+                    m.next = "STATUS"
+            with m.State("STATUS"):
+                m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(status), tx_crc.valid.eq(tx_fire)]
+                with m.If(tx_fire):
+                    m.next = "LEN0"
+            with m.State("LEN0"):
+                m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(reply_len[0:8]), tx_crc.valid.eq(tx_fire)]
+                with m.If(tx_fire):
+                    m.next = "LEN1"
+            with m.State("LEN1"):
+                m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(reply_len[8:16]),
+                             tx_crc.valid.eq(tx_fire)]
+                with m.If(tx_fire):
+                    with m.If(reply_len == 0):
+                        m.next = "CRC0"
+                    with m.Elif(fetch):
+                        m.d.sync += wait.eq(p.read_latency)
+                        m.next = "FETCH"
+                    with m.Else():
+                        m.next = "PAY"
+            with m.State("FETCH"):
+                # host.addr has shown the word's address since the previous state; rdata follows
+                # read_latency cycles later.
+                with m.If(wait != 1):
+                    m.d.sync += wait.eq(wait - 1)
+                with m.Else():
+                    m.d.sync += [pay.eq(host.rdata), pay_bytes.eq(rbytes), addr.eq(addr + 1),
+                                 words_left.eq(words_left - 1)]
+                    m.next = "PAY"
+            with m.State("PAY"):
+                m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(pay[0:8]), tx_crc.valid.eq(tx_fire)]
+                with m.If(tx_fire):
+                    m.d.sync += [pay.eq(pay >> 8), pay_bytes.eq(pay_bytes - 1)]
+                    with m.If(pay_bytes == 1):
+                        with m.If(fetch & (words_left != 0)):
+                            m.d.sync += wait.eq(p.read_latency)
+                            m.next = "FETCH"
+                        with m.Else():
+                            m.next = "CRC0"
+            with m.State("CRC0"):
+                m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(tx_crc.crc[8:16])]
+                with m.If(tx_fire):
+                    m.next = "CRC1"
+            with m.State("CRC1"):
+                m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(tx_crc.crc[0:8])]
+                with m.If(tx_fire):
+                    m.next = "HUNT"
+        return m
+
+
+class LinkedGemm(wiring.Component):
+    """A :class:`hdl.gemm.GemmUnit` behind a :class:`LinkBridge`: the whole design speaks UART.
+
+    Memories: 0 weights, 1 activations, 2 results (reads always return result words, as the
+    unit's host port does). Registers: 0 ``m``, 1 ``kt``, 2 ``nt`` (see :data:`GEMM_REGS`).
+    ``busy`` and ``done`` mirror the unit's (for LEDs on a board).
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    busy: Out(1)
+    done: Out(1)
+
+    @checked_constructor
+    def __init__(self, config: Config, *, clocks_per_bit: int, timeout_cycles: int | None = None,
+                 max_payload: int = 256):
+        from .gemm import HostMem
+
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be a Config, not {type(config).__name__}")
+        config.check_buildable()
+        self.config = config
+        self.port = HostPort(mem_count=len(HostMem), addr_bits=config.host_addr_bits,
+                             wdata_bits=config.host_data_bits, rdata_bits=config.array_cols * config.acc_bits,
+                             reg_count=len(GEMM_REGS))
+        # The bridge is built here so a bad link parameter is refused by the constructor.
+        self.bridge = LinkBridge(port=self.port, clocks_per_bit=clocks_per_bit, timeout_cycles=timeout_cycles,
+                                 max_payload=max_payload, target=Target.GEMM)
+        super().__init__()
+
+    def elaborate(self, platform):
+        from .gemm import GemmUnit
+
+        m = Module()
+        m.submodules.bridge = bridge = self.bridge
+        m.submodules.gemm = gemm = GemmUnit(self.config)
+        h = bridge.host
+        m.d.comb += [
+            bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
+            gemm.host_mem.eq(h.mem), gemm.host_addr.eq(h.addr), gemm.host_we.eq(h.we),
+            gemm.host_wdata.eq(h.wdata), h.rdata.eq(gemm.host_rdata),
+            gemm.start.eq(h.start), h.busy.eq(gemm.busy), h.done.eq(gemm.done), h.cycles.eq(gemm.cycles),
+            self.busy.eq(gemm.busy), self.done.eq(gemm.done),
+        ]
+        for i, name in enumerate(GEMM_REGS):
+            m.d.comb += getattr(gemm, name).eq(h.regs[i])
+        return m

@@ -1,0 +1,97 @@
+"""``lockstep build``: a bitstream for a board, with utilisation, fmax and throughput at that clock."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .cli_errors import friendly
+
+__all__ = ["build_cmd"]
+
+
+def _config(preset, rows, cols, settings):
+    from hdl.config import DEFAULT, PRESETS, Config
+
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    values = (PRESETS[preset] if preset else DEFAULT).as_dict()
+    if rows is not None:
+        values["array_rows"] = rows
+    if cols is not None:
+        values["array_cols"] = cols
+    for item in settings:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes NAME=VALUE, not {item!r}")
+        try:
+            values[name.strip()] = int(text)
+        except ValueError:
+            raise ValueError(f"--set {name.strip()} must be an integer, not {text!r}") from None
+    return Config.from_dict(values, source="--set")
+
+
+def _describe(c) -> str:
+    return (f"{c.array_rows}x{c.array_cols} array, {c.weight_words} weight / {c.act_words} activation / "
+            f"{c.result_words} result words, max_m {c.max_m}")
+
+
+@click.command("build")
+@click.option("--board", type=click.Choice(["ulx3s-85f", "icebreaker"]), required=True, help="Target board.")
+@click.option("--preset", default=None, help="Named design point (lockstep presets lists them).")
+@click.option("--rows", type=int, default=None, help="Array rows R (overrides the preset).")
+@click.option("--cols", type=int, default=None, help="Array columns C (overrides the preset).")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="Override any configuration size, e.g. --set weight_words=256 (repeatable).")
+@click.option("--baud", type=int, default=115200, show_default=True, help="UART rate of the host link.")
+@click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed.")
+@click.option("--plan", "plan_only", is_flag=True, help="Only check the fit; run no tools.")
+@click.option("--no-cache", is_flag=True, help="Rebuild even when a cached build exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@friendly
+def build_cmd(board, preset, rows, cols, settings, baud, seed, plan_only, no_cache, as_json):
+    """Build a bitstream of the GEMM engine behind the UART link for a board.
+
+    The fit (multipliers, block RAM) is checked before any tool runs. The report gives
+    utilisation, fmax and the GEMM's throughput at the board's clock and at fmax.
+    """
+    from .fpga import BuildError, build, plan_build
+
+    config = _config(preset, rows, cols, settings)
+    if plan_only:
+        plan = plan_build(board, config, baud=baud).as_dict()
+        if as_json:
+            click.echo(json.dumps({"plan": plan}))
+            return
+        click.echo(f"{board}: {_describe(config)} fits: {plan['multipliers']['need']}/"
+                   f"{plan['multipliers']['have']} {plan['multipliers']['kind']}, "
+                   f"{plan['bram']['need_blocks']}/{plan['bram']['have_blocks']} {plan['bram']['kind']}; "
+                   f"UART {baud} baud ({plan['clocks_per_bit']} clocks per bit)")
+        return
+    if not as_json:
+        click.echo(f"building {_describe(config)} for {board} (seed {seed}); the first build compiles "
+                   f"the YoWASP tools (a few minutes)...", err=True)
+    try:
+        result = build(board, config, baud=baud, seed=seed, use_cache=not no_cache)
+    except BuildError as exc:
+        raise ValueError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    rep = result["report"]
+    click.echo(f"board    : {board} ({result['plan']['device']}), {_describe(config)}")
+    for name, u in rep["utilisation"].items():
+        click.echo(f"  {name:<11}: {u['used']:>6} / {u['available']:<6} ({u['cell']})")
+    for clock, f in rep["fmax"].items():
+        click.echo(f"fmax     : {f['achieved_mhz']} MHz on {clock} (board clock {f['constraint_mhz']} MHz): "
+                   f"{'met' if rep['timing_ok'] else 'FAILED'}")
+    for label, t in (("at board clock", result["throughput"]["board_clock"]),
+                     ("at fmax", result["throughput"]["fmax"])):
+        click.echo(f"GEMM {t['m']}x{t['k']}x{t['n']} {label} ({t['clock_mhz']} MHz): {t['cycles']} cycles, "
+                   f"{t['microseconds']} us, {t['gmac_per_second']} GMAC/s of {t['peak_gmac_per_second']} peak")
+    click.echo(f"bitstream: {result['bitstream']}{' (cached)' if result['cached'] else ''}")
+    click.echo(f"program  : {result['program']}")
+    if not rep["timing_ok"]:
+        sys.exit(1)

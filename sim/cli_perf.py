@@ -1,0 +1,42 @@
+"""``lockstep estimate``: tokens/s of a model on a hardware description, with its roofline.
+
+A standalone click command; sim/cli.py registers it on the ``lockstep`` group. Every error a user
+can cause (an unknown model or preset, a bad TOML file, a model that fits no memory level) ends as
+one line ``lockstep: error: ...`` on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .cli_errors import friendly
+from .cli_model import _Number
+
+__all__ = ["estimate_cmd"]
+
+
+@click.command("estimate")
+@click.option("--model", "model", required=True, metavar="NAME_OR_DIR",
+              help="A built-in model (gpt2, llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b) "
+                   "or a checkpoint directory (its config.json).")
+@click.option("--hw", "hw", default="emulator", show_default=True, metavar="PRESET_OR_TOML",
+              help="A hardware preset (sim/presets) or a TOML file.")
+@click.option("--context", type=_Number(int, 1), default=None,
+              help="Tokens in the sequence; the estimate is the mean per token over its positions "
+                   "(default: half the model's context, at most 2048).")
+@click.option("--batch", type=_Number(int, 1), default=1, show_default=True,
+              help="Sequences decoded together (the model only: the RTL runs batch 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@friendly
+def estimate_cmd(model, hw, context, batch, as_json):
+    """Estimate decode tokens/s of MODEL on hardware HW from the cycle model, with its roofline."""
+    from .perf import estimate, format_estimate, load_hardware
+
+    hardware = load_hardware(hw)
+    e = estimate(model, hardware, context=context, batch=batch)
+    if as_json:
+        click.echo(json.dumps(e.as_dict()))
+    else:
+        click.echo(format_estimate(e, hardware))

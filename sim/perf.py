@@ -1,0 +1,641 @@
+"""The performance model: tokens per second of any model on any hardware description.
+
+    tokens/s = batch / (seconds per decode step)
+    seconds per decode step = cycles / clock + memory latency + link time
+
+The cycles are :func:`sim.cycles.decode_step_cycles` of the model's integer program
+(:func:`golden.quantize.program_structure`): the one cycle model, the one the RTL confirms. This
+module only decides *what* it is asked (which program, which array, which weight bandwidth) and adds
+what the cycle model does not describe (several chips, their links, a memory's latency). The
+decisions are written out in docs/performance.md; in short:
+
+* **Context.** ``context`` = N tokens: the estimate is the mean cost of a token over positions
+  0..N-1. The cycle model is affine in the position (only attention depends on it, linearly), so
+  the mean is the average of the first and last positions' predictions (a test checks it against
+  the full mean). Default: half the model's context, capped at 4096 (``default_context``).
+* **Weight bandwidth.** The array's weight port takes ``C`` weights a cycle; the memory level that
+  holds the weights delivers ``bandwidth / clock / weight_bytes`` of them. The cycle model is given
+  ``weight_bytes_per_cycle = min(C, that)`` in *elements* (16-bit weights halve it: the port is
+  as wide as C weights of the hardware's type, the memory is not).
+* **Several chips** (Groq, Cerebras): ``chips = S * T``: S pipeline stages, each T chips working
+  tensor-parallel. Every chip of a stage runs the *shard* program (``shard_program``): 1/T of the
+  query and key/value heads (at least one), of the FFN width and of the LM head's vocabulary
+  (Megatron's split: Q, K, V, gate and up split by output columns, O and down by input rows). The
+  stages run one after another for a token, so the step is the shard program's cycles (all layers)
+  plus one link hop per stage boundary and two all-reduces of the residual per layer.
+* **Batch** > 1 (not confirmed by the RTL, which runs batch 1): every GEMM streams ``batch``
+  activation rows per weight tile (``gemm_cycles(m=batch)``); every other instruction runs once per
+  sequence (see ``batched_step_cycles``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+__all__ = ["CALIBRATION", "MODELS", "PRESET_DIR", "Estimate", "Hardware", "HardwareError", "Link", "MemoryLevel",
+           "batched_step_cycles", "calibration_markdown", "calibration_rows", "default_context", "estimate",
+           "format_estimate", "hardware_from_dict", "list_presets", "load_hardware", "resolve_model",
+           "shard_program", "shard_shape", "step_cycles", "update_calibration_doc"]
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+#: The default context is half the model's, capped here (a 128 k-token model is rarely run full).
+DEFAULT_CONTEXT_CAP = 4096
+
+
+class HardwareError(ValueError):
+    """A hardware description that cannot be used, or a model that does not fit it (one line)."""
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def _builtin_models() -> dict:
+    from golden.model import ModelConfig
+
+    def llama(**kw):
+        return ModelConfig(family="llama", norm_eps=1e-5, **kw)
+
+    return {
+        # GPT-2 small: Radford et al. 2019, Hugging Face "gpt2" config.json.
+        "gpt2": ModelConfig(family="gpt2", vocab_size=50257, d_model=768, n_layers=12, n_heads=12,
+                            n_kv_heads=12, head_dim=64, d_ff=3072, max_context=1024, tie_embeddings=True),
+        # Llama 2: Touvron et al. 2023, "Llama 2: Open Foundation and Fine-Tuned Chat Models".
+        "llama-2-7b": llama(vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32,
+                            head_dim=128, d_ff=11008, max_context=4096),
+        "llama-2-70b": llama(vocab_size=32000, d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8,
+                             head_dim=128, d_ff=28672, max_context=4096),
+        # Llama 3 / 3.1: Meta, "The Llama 3 Herd of Models" (2024) and the models' config.json.
+        "llama-3-8b": llama(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+                            head_dim=128, d_ff=14336, max_context=8192, rope_theta=500000.0),
+        "llama-3-70b": llama(vocab_size=128256, d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8,
+                             head_dim=128, d_ff=28672, max_context=8192, rope_theta=500000.0),
+        "llama-3.1-70b": llama(vocab_size=128256, d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8,
+                               head_dim=128, d_ff=28672, max_context=131072, rope_theta=500000.0),
+    }
+
+
+MODELS = _builtin_models()
+_MODEL_ALIASES = {"gpt2-124m": "gpt2", "gpt-2": "gpt2"}
+
+
+def resolve_model(name_or_dir: str):
+    """``(name, ModelConfig)`` of a built-in model (case-insensitive) or a checkpoint directory's
+    config.json (only the configuration is read, no weights). Raises ValueError naming the choices."""
+    key = str(name_or_dir).strip().lower()
+    key = _MODEL_ALIASES.get(key, key)
+    if key in MODELS:
+        return key, MODELS[key]
+    path = Path(name_or_dir)
+    if path.is_dir():
+        import json
+
+        from golden.checkpoint import CONFIG_FILE, CheckpointError, config_from_hf
+
+        try:
+            data = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no {CONFIG_FILE} in the checkpoint directory") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path / CONFIG_FILE}: cannot read JSON ({exc})") from None
+        return path.name or str(path), config_from_hf(data)
+    raise ValueError(f"unknown model {name_or_dir!r}: not a checkpoint directory nor one of "
+                     f"{', '.join(MODELS)}")
+
+
+def default_context(model_config) -> int:
+    """Half the model's context, capped at :data:`DEFAULT_CONTEXT_CAP` (at least 1)."""
+    return max(1, min(model_config.max_context, DEFAULT_CONTEXT_CAP) // 2)
+
+
+@functools.lru_cache(maxsize=64)
+def _program(model_config) -> tuple:
+    from golden.quantize import program_structure
+
+    return tuple(program_structure(model_config))
+
+
+@functools.lru_cache(maxsize=64)
+def _weight_elements(model_config) -> tuple[int, int]:
+    """(elements of one layer, elements outside the layers) of the stored weights."""
+    import math as _m
+
+    from golden.model import weight_shapes
+
+    shapes = weight_shapes(model_config)
+    layer = sum(_m.prod(s) for n, s in shapes.items() if n.startswith("layers.0."))
+    total = sum(_m.prod(s) for s in shapes.values())
+    return layer, total - model_config.n_layers * layer
+
+
+# --- tensor-parallel shards ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardShape:
+    """The attention shape one chip of a tensor-parallel group sees (what decode_step_cycles reads)."""
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_ff: int
+    vocab: int
+
+
+def shard_shape(model_config, tensor_parallel: int) -> ShardShape:
+    """1/T of the heads (key/value heads first; when T exceeds them, one key/value head each,
+    replicated, and ceil(heads / T) query heads), of the FFN width and of the vocabulary."""
+    c, t = model_config, tensor_parallel
+    if t <= c.n_kv_heads:
+        kv = -(-c.n_kv_heads // t)
+        heads = kv * c.group_size
+    else:
+        kv, heads = 1, -(-c.n_heads // t)
+    return ShardShape(heads, kv, c.head_dim, -(-c.d_ff // t), -(-c.vocab_size // t))
+
+
+_HEAD_VALUES = ("q", "q_rot", "attn")
+_KV_VALUES = ("k", "v", "k_rot")
+_FF_VALUES = ("gate", "up", "act", "prod")
+
+
+@functools.lru_cache(maxsize=64)
+def shard_program(model_config, tensor_parallel: int) -> tuple:
+    """The integer program one chip of a T-chip tensor-parallel group runs: the ops of
+    :func:`golden.quantize.program_structure` with the split widths (T = 1: the program itself)."""
+    ops = _program(model_config)
+    if tensor_parallel == 1:
+        return ops
+    s = shard_shape(model_config, tensor_parallel)
+    out = []
+    for op in ops:
+        name = op.output.split(".", 1)[1] if op.layer is not None else op.output
+        width = op.width
+        if op.layer is not None and name in _HEAD_VALUES:
+            width = s.n_heads * s.head_dim
+        elif op.layer is not None and name in _KV_VALUES:
+            width = s.n_kv_heads * s.head_dim
+        elif op.layer is not None and name in _FF_VALUES:
+            width = s.d_ff
+        elif op.layer is None and name == "logits":
+            width = s.vocab
+        out.append(replace(op, width=width) if width != op.width else op)
+    return tuple(out)
+
+
+# --- the cycle model, asked ----------------------------------------------------------------------
+
+def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_cycle: float | None,
+                        batch: int = 1):
+    """(cycles, bounds in cycles, GEMM count, weight elements) of one decode step for ``batch`` sequences.
+
+    The batch hook (not confirmed by the RTL, which runs batch 1): ``decode_step_cycles`` at batch
+    1, then every GEMM re-priced by ``gemm_cycles`` with ``m = batch`` (B activation rows stream
+    through each weight tile), and every other instruction repeated once per further sequence (the
+    sequencer issues them per sequence). Compute and units bounds scale by B; weights do not.
+    """
+    from .cycles import decode_step_cycles, gemm_cycles
+
+    d = decode_step_cycles(ops, shape, config, position=position, weight_bytes_per_cycle=weight_bytes_per_cycle)
+    bounds = dict(d.bounds)
+    gemms = sum(1 for o in d.ops if o.op == "gemm")
+    elements = sum(o.weight_bytes for o in d.ops)
+    if batch == 1:
+        return d.total, bounds, gemms, elements
+    widths = {"token": 1, "position": 1}
+    extra = 0
+    for op, oc in zip(ops, d.ops, strict=True):
+        in_width = widths.get(op.inputs[0], 0) if op.inputs else 0
+        widths[op.output] = op.width
+        if op.op == "gemm":
+            extra += (gemm_cycles(config, batch, in_width, op.width, weight_bytes_per_cycle=weight_bytes_per_cycle)
+                      .total - gemm_cycles(config, 1, in_width, op.width,
+                                           weight_bytes_per_cycle=weight_bytes_per_cycle).total)
+        else:
+            extra += (batch - 1) * oc.cycles
+    bounds["compute"] *= batch
+    bounds["units"] *= batch
+    return d.total + extra, bounds, gemms, elements
+
+
+def step_cycles(ops, shape, config, *, context: int, weight_bytes_per_cycle: float | None, batch: int = 1):
+    """Mean (cycles, bounds, GEMM count, weight elements) of a step over positions 0..context-1 (exact: affine)."""
+    first = batched_step_cycles(ops, shape, config, position=0, weight_bytes_per_cycle=weight_bytes_per_cycle,
+                                batch=batch)
+    if context == 1:
+        return first
+    last = batched_step_cycles(ops, shape, config, position=context - 1,
+                               weight_bytes_per_cycle=weight_bytes_per_cycle, batch=batch)
+    bounds = {k: (first[1][k] + last[1][k]) / 2 for k in first[1]}
+    return (first[0] + last[0]) / 2, bounds, first[2], first[3]
+
+
+# --- hardware descriptions ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MemoryLevel:
+    """Where weights may live, per chip: capacity (bytes), bandwidth (bytes/s), latency (s)."""
+
+    name: str
+    capacity_bytes: float
+    bandwidth_bytes_per_s: float
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Link:
+    """A chip-to-chip link: bandwidth (bytes/s) and latency (s) of one hop."""
+
+    bandwidth_bytes_per_s: float
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One hardware description (a TOML preset or file; see docs/performance.md for the keys)."""
+
+    name: str
+    description: str
+    array_rows: int
+    array_cols: int
+    vector_lanes: int
+    clock_hz: float
+    weight_bytes: int
+    memories: tuple[MemoryLevel, ...]
+    chips: int = 1
+    tensor_parallel: int = 1
+    link: Link | None = None
+    tp_link: Link | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def stages(self) -> int:
+        return self.chips // self.tensor_parallel
+
+    @property
+    def peak_macs_per_s(self) -> float:
+        """One chip's MAC/s: R * C * clock."""
+        return self.array_rows * self.array_cols * self.clock_hz
+
+    @property
+    def peak_ops_per_s(self) -> float:
+        """One chip's peak in operations/s as vendors count them (a MAC is two)."""
+        return 2 * self.peak_macs_per_s
+
+    def config(self, batch: int = 1):
+        """The :class:`hdl.config.Config` the cycle model is asked about (only the array, the
+        vector lanes and the clock enter the decode cycles; memories are sized not to object)."""
+        from hdl.config import DEFAULT
+
+        m = max(DEFAULT.max_m, batch)
+        return replace(DEFAULT, array_rows=self.array_rows, array_cols=self.array_cols,
+                       vector_lanes=self.vector_lanes, clock_hz=max(1, round(self.clock_hz)), max_m=m,
+                       act_words=max(DEFAULT.act_words, m), result_words=max(DEFAULT.result_words, m),
+                       weight_words=max(DEFAULT.weight_words, self.array_rows))
+
+
+def _number(source, table, key, *, kind=float, required=True, default=None, minimum=None, positive=True):
+    if key not in table:
+        if required:
+            raise HardwareError(f"{source}: missing key {key!r}")
+        return default
+    v = table[key]
+    if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not float(v).is_integer()):
+        what = "an integer" if kind is int else "a number"
+        raise HardwareError(f"{source}: {key} must be {what}, not {v!r}")
+    v = kind(v)
+    if not math.isfinite(v) or (positive and v <= 0) or (not positive and v < 0):
+        raise HardwareError(f"{source}: {key} must be {'positive' if positive else 'non-negative'}, not {v!r}")
+    if minimum is not None and v < minimum:
+        raise HardwareError(f"{source}: {key} must be at least {minimum}, not {v!r}")
+    return v
+
+
+def _table(source, data, key, known, required=True):
+    t = data.get(key)
+    if t is None:
+        if required:
+            raise HardwareError(f"{source}: missing table [{key}]")
+        return None
+    if not isinstance(t, dict):
+        raise HardwareError(f"{source}: [{key}] must be a table, not {t!r}")
+    unknown = sorted(set(t) - set(known))
+    if unknown:
+        raise HardwareError(f"{source}: unknown key {unknown[0]!r} in [{key}] (known: {', '.join(known)})")
+    return t
+
+
+def _link(source, data, key):
+    t = _table(source, data, key, ("bandwidth_bytes_per_s", "latency_s"), required=False)
+    if t is None:
+        return None
+    return Link(_number(f"{source} [{key}]", t, "bandwidth_bytes_per_s"),
+                _number(f"{source} [{key}]", t, "latency_s", positive=False))
+
+
+def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "hardware") -> Hardware:
+    """Build and check a :class:`Hardware` from parsed TOML (see docs/performance.md)."""
+    from hdl.config import MAX_ARRAY
+
+    top = ("name", "description", "notes", "chip", "memory", "system", "link", "tp_link")
+    unknown = sorted(set(data) - set(top))
+    if unknown:
+        raise HardwareError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(top)})")
+    chip = _table(source, data, "chip", ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes"))
+    s = f"{source} [chip]"
+    rows = _number(s, chip, "array_rows", kind=int)
+    cols = _number(s, chip, "array_cols", kind=int)
+    for n, v in (("array_rows", rows), ("array_cols", cols)):
+        if v > MAX_ARRAY:
+            raise HardwareError(f"{s}: {n} must be at most {MAX_ARRAY} (the cycle model's largest array), not {v}")
+    wb = _number(s, chip, "weight_bytes", kind=int, required=False, default=1)
+    if wb not in (1, 2):
+        raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {wb}")
+    mem = data.get("memory")
+    if not isinstance(mem, list) or not mem or not all(isinstance(m, dict) for m in mem):
+        raise HardwareError(f"{source}: at least one [[memory]] level (name, capacity_bytes, "
+                            f"bandwidth_bytes_per_s) is required")
+    levels = []
+    for i, m in enumerate(mem):
+        known = ("name", "capacity_bytes", "bandwidth_bytes_per_s", "latency_s")
+        unknown = sorted(set(m) - set(known))
+        if unknown:
+            raise HardwareError(f"{source}: unknown key {unknown[0]!r} in [[memory]] #{i + 1} (known: "
+                                f"{', '.join(known)})")
+        ms = f"{source} [[memory]] #{i + 1}"
+        if not isinstance(m.get("name"), str) or not m["name"]:
+            raise HardwareError(f"{ms}: name must be a non-empty string")
+        levels.append(MemoryLevel(m["name"], _number(ms, m, "capacity_bytes"),
+                                  _number(ms, m, "bandwidth_bytes_per_s"),
+                                  _number(ms, m, "latency_s", required=False, default=0.0, positive=False)))
+    system = _table(source, data, "system", ("chips", "tensor_parallel"), required=False) or {}
+    chips = _number(f"{source} [system]", system, "chips", kind=int, required=False, default=1)
+    tp = _number(f"{source} [system]", system, "tensor_parallel", kind=int, required=False, default=1)
+    if chips % tp:
+        raise HardwareError(f"{source} [system]: tensor_parallel ({tp}) must divide chips ({chips})")
+    link, tp_link = _link(source, data, "link"), _link(source, data, "tp_link")
+    if chips > 1 and link is None:
+        raise HardwareError(f"{source}: {chips} chips need a [link] (bandwidth_bytes_per_s, latency_s)")
+    notes = data.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise HardwareError(f"{source}: notes must be a list of strings")
+    return Hardware(name=str(data.get("name", name)), description=str(data.get("description", "")),
+                    array_rows=rows, array_cols=cols, vector_lanes=_number(s, chip, "vector_lanes", kind=int),
+                    clock_hz=_number(s, chip, "clock_hz"), weight_bytes=wb, memories=tuple(levels), chips=chips,
+                    tensor_parallel=tp, link=link, tp_link=tp_link or link, notes=tuple(notes))
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+@functools.lru_cache(maxsize=32)
+def _load_path(path: str, name: str) -> Hardware:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HardwareError(f"{path}: no such hardware file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HardwareError(f"{path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise HardwareError(f"{path}: not valid TOML: {exc}") from None
+    return hardware_from_dict(data, name=name, source=p.name)
+
+
+def load_hardware(preset_or_path: str) -> Hardware:
+    """A preset by name (``sim/presets/NAME.toml``) or a TOML file by path."""
+    key = str(preset_or_path)
+    if (PRESET_DIR / f"{key}.toml").is_file():
+        return _load_path(str(PRESET_DIR / f"{key}.toml"), key)
+    p = Path(key)
+    if p.suffix == ".toml" or p.exists():
+        return _load_path(str(p), p.stem)
+    raise HardwareError(f"unknown hardware {key!r}: not a TOML file nor one of {', '.join(list_presets())}")
+
+
+# --- the estimate -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimate; times are seconds per decode step (one token of each of ``batch`` sequences)."""
+
+    model: str
+    hardware: str
+    context: int
+    batch: int
+    chips: int
+    stages: int
+    tensor_parallel: int
+    weight_bytes_total: float          # bytes of the stored weights, at the hardware's element size
+    weight_bytes_per_chip: float       # on the most loaded chip (the pipeline stage with the LM head)
+    weight_bytes_per_token: float      # streamed through one chip per stage, summed over stages
+    memory: str                        # the level that holds the weights
+    port_elements_per_cycle: float     # weight_bytes_per_cycle given to the cycle model (elements)
+    cycles: float                      # decode_step_cycles (mean over the context), one chip per stage
+    compute_seconds: float             # cycles / clock
+    memory_latency_seconds: float
+    link_seconds: float
+    step_seconds: float
+    tokens_per_s: float                # batch / step_seconds
+    bounds: dict                       # name -> seconds per step (roofline)
+    peak_ops_per_s: float              # one chip, 2 * R * C * clock
+    system_peak_ops_per_s: float
+
+    @property
+    def lower_bound(self) -> float:
+        return max(self.bounds.values())
+
+    @property
+    def efficiency(self) -> float:
+        return self.lower_bound / self.step_seconds
+
+    @property
+    def binding(self) -> str:
+        return max(self.bounds, key=self.bounds.get)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(lower_bound=self.lower_bound, efficiency=self.efficiency, binding=self.binding,
+                 shares={k: v / self.step_seconds for k, v in self.bounds.items()})
+        return d
+
+
+def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1, name: str | None = None
+             ) -> Estimate:
+    """Estimate ``model`` (a built-in name, checkpoint directory or ModelConfig) on ``hw``."""
+    from golden.model import ModelConfig
+
+    if isinstance(model, ModelConfig):
+        mname, mc = name or "model", model
+    else:
+        mname, mc = resolve_model(model)
+    if context is None:
+        context = default_context(mc)
+    for n, v in (("context", context), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{n} must be a positive integer, not {v!r}")
+    if context > mc.max_context:
+        raise ValueError(f"context {context} exceeds the model's max_context {mc.max_context}")
+    T, S = hw.tensor_parallel, hw.stages
+    if mc.n_layers < S:
+        raise HardwareError(f"{hw.name}: {S} pipeline stages for {mc.n_layers} layers: a stage needs at least "
+                            f"one layer (raise tensor_parallel)")
+    layer, other = _weight_elements(mc)
+    per_stage_layers = -(-mc.n_layers // S)
+    total_bytes = (mc.n_layers * layer + other) * hw.weight_bytes
+    per_chip = (per_stage_layers * layer + other) * hw.weight_bytes / T
+    home = next((m for m in hw.memories if m.capacity_bytes >= per_chip), None)
+    if home is None:
+        levels = ", ".join(f"{m.name} {_bytes(m.capacity_bytes)}" for m in hw.memories)
+        where = "per chip" if hw.chips > 1 else ""
+        raise HardwareError(f"{mname} needs {_bytes(per_chip)} of weights {where}".rstrip() +
+                            f" ({'int8' if hw.weight_bytes == 1 else '16-bit'}), more than every memory level "
+                            f"of {hw.name} ({levels})")
+    config = hw.config(batch)
+    port = min(float(hw.array_cols), home.bandwidth_bytes_per_s / hw.clock_hz / hw.weight_bytes)
+    ops = shard_program(mc, T)
+    shape = shard_shape(mc, T) if T > 1 else mc
+    cycles, bounds_c, gemms, weight_elements = step_cycles(ops, shape, config, context=context,
+                                                           weight_bytes_per_cycle=port, batch=batch)
+    clock = hw.clock_hz
+    compute_s = cycles / clock
+    mem_latency = gemms * home.latency_s
+    act_bytes = mc.d_model * hw.weight_bytes * batch
+    link_s = 0.0
+    if S > 1:
+        link_s += (S - 1) * (hw.link.latency_s + act_bytes / hw.link.bandwidth_bytes_per_s)
+    if T > 1:
+        # Two all-reduces of the residual per layer (after O and after down), reduce-scatter then
+        # all-gather in a fully connected group, and one gather of the T argmax candidates.
+        tl = hw.tp_link
+        allreduce = 2 * (tl.latency_s + (T - 1) / T * act_bytes / tl.bandwidth_bytes_per_s)
+        link_s += 2 * mc.n_layers * allreduce + tl.latency_s
+    step = compute_s + mem_latency + link_s
+    bounds = {
+        "compute": bounds_c["compute"] / clock,
+        "weight port": weight_elements / hw.array_cols / clock,
+        f"memory ({home.name})": weight_elements * hw.weight_bytes / home.bandwidth_bytes_per_s,
+        "units": bounds_c["units"] / clock,
+    }
+    if hw.chips > 1:
+        bounds["links"] = link_s
+    return Estimate(
+        model=mname, hardware=hw.name, context=context, batch=batch, chips=hw.chips, stages=S, tensor_parallel=T,
+        weight_bytes_total=total_bytes, weight_bytes_per_chip=per_chip,
+        weight_bytes_per_token=weight_elements * hw.weight_bytes, memory=home.name, port_elements_per_cycle=port,
+        cycles=cycles, compute_seconds=compute_s, memory_latency_seconds=mem_latency, link_seconds=link_s,
+        step_seconds=step, tokens_per_s=batch / step, bounds=bounds, peak_ops_per_s=hw.peak_ops_per_s,
+        system_peak_ops_per_s=hw.peak_ops_per_s * hw.chips)
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def _seconds(s: float) -> str:
+    for unit, size in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= size:
+            return f"{s / size:.3g} {unit}"
+    return f"{s * 1e9:.3g} ns"
+
+
+def format_estimate(e: Estimate, hw: Hardware) -> str:
+    """The text report: the estimate and its roofline, each bound with its share of the step."""
+    wt = "int8" if hw.weight_bytes == 1 else "16-bit"
+    system = (f"{hw.chips} chips ({e.stages} pipeline stages x {e.tensor_parallel} tensor-parallel), "
+              if hw.chips > 1 else "")
+    lines = [
+        f"{e.model} on {hw.name}: {system}{hw.array_rows}x{hw.array_cols} array at {hw.clock_hz / 1e6:g} MHz, "
+        f"{hw.vector_lanes} vector lanes, {wt} weights",
+        f"context  : {e.context} tokens (mean over positions 0..{e.context - 1}), batch {e.batch}"
+        + (" (batch > 1: model only, not RTL-confirmed)" if e.batch > 1 else ""),
+        f"weights  : {_bytes(e.weight_bytes_total)} in all, {_bytes(e.weight_bytes_per_chip)} per chip in "
+        f"{e.memory}; port {e.port_elements_per_cycle:.4g} weights/cycle",
+        f"step     : {e.cycles:,.0f} cycles ({_seconds(e.compute_seconds)})"
+        + (f" + memory latency {_seconds(e.memory_latency_seconds)}" if e.memory_latency_seconds else "")
+        + (f" + links {_seconds(e.link_seconds)}" if e.link_seconds else "")
+        + f" = {_seconds(e.step_seconds)} per token",
+        f"tokens/s : {e.tokens_per_s:,.4g}" + (f" ({e.tokens_per_s / e.batch:,.4g} per sequence)"
+                                              if e.batch > 1 else ""),
+        f"roofline : peak {e.peak_ops_per_s / 1e12:,.4g} TOPS per chip (2 x R x C x clock)"
+        + (f", {e.system_peak_ops_per_s / 1e12:,.4g} TOPS in all" if hw.chips > 1 else ""),
+    ]
+    for k, v in e.bounds.items():
+        mark = "  <- binding" if k == e.binding else ""
+        lines.append(f"  {k:22s} {_seconds(v):>9s}  {100 * v / e.step_seconds:5.1f} % of the step{mark}")
+    lines.append(f"  {'efficiency':22s} {'':9s}  {100 * e.efficiency:5.1f} % (largest bound / step)")
+    return "\n".join(lines)
+
+
+# --- calibration against published chips --------------------------------------------------------
+
+#: (what, model, hardware preset, published value, unit, where it was published). The context is
+#: each model's default (half its context, at most 2048 here).
+CALIBRATION = (
+    ("TPU v1 peak", None, "tpu-v1", 92e12, "ops/s",
+     "Jouppi et al., In-Datacenter Performance Analysis of a Tensor Processing Unit (ISCA 2017): 92 TOPS"),
+    ("A100 40 GB, Llama-2-7B bf16, batch 1", "llama-2-7b", "a100", 105.0, "tokens/s",
+     "issue 6: ~105 tokens/s at ~1.4 TB/s achieved"),
+    ("Groq LPU x 576, Llama-2-70B", "llama-2-70b", "groq-lpu", 300.0, "tokens/s",
+     "Groq (2024): ~300 tokens/s, 4096-token context"),
+    ("Cerebras WSE-3 x 4, Llama-3.1-70B 16-bit", "llama-3.1-70b", "cerebras-wse3", 450.0, "tokens/s",
+     "Cerebras Inference launch (August 2024): ~450 tokens/s"),
+)
+
+
+def calibration_rows() -> list[dict]:
+    """The calibration table's rows: predicted against published, with the relative error."""
+    rows = []
+    for what, model, preset, published, unit, source in CALIBRATION:
+        hw = load_hardware(preset)
+        if model is None:
+            predicted, binding, context = hw.peak_ops_per_s, "2 x R x C x clock", None
+        else:
+            e = estimate(model, hw)
+            predicted, binding, context = e.tokens_per_s, f"{e.binding} ({100 * e.efficiency:.0f} %)", e.context
+        rows.append({"what": what, "model": model, "hardware": preset, "context": context,
+                     "predicted": predicted, "published": published, "unit": unit,
+                     "error": predicted / published - 1, "binding": binding, "source": source})
+    return rows
+
+
+def _value(v: float, unit: str) -> str:
+    return f"{v / 1e12:.2f} T{unit}" if unit == "ops/s" else f"{v:.1f} {unit}"
+
+
+def calibration_markdown() -> str:
+    """The calibration table as markdown (docs/calibration.md holds exactly this; a test checks)."""
+    lines = ["| what | hardware preset | context | predicted | published | error | binding bound (share) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in calibration_rows():
+        lines.append(f"| {r['what']} | {r['hardware']} | {r['context'] or '-'} | {_value(r['predicted'], r['unit'])} "
+                     f"| {_value(r['published'], r['unit'])} | {100 * r['error']:+.1f} % | {r['binding']} |")
+    return "\n".join(lines)
+
+
+_TABLE_START, _TABLE_END = "<!-- calibration table -->\n", "\n<!-- end calibration table -->"
+
+
+def update_calibration_doc(path) -> bool:
+    """Rewrite the table of docs/calibration.md from the code; True if it changed.
+
+    Run it after the cycle model changes: ``python -m sim.perf docs/calibration.md``."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index(_TABLE_START) + len(_TABLE_START), text.index(_TABLE_END)
+    new = text[:start] + calibration_markdown() + text[end:]
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    for doc in sys.argv[1:] or [str(Path(__file__).resolve().parents[1] / "docs" / "calibration.md")]:
+        print(f"{doc}: {'updated' if update_calibration_doc(doc) else 'already up to date'}")

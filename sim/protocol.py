@@ -1,0 +1,289 @@
+"""The host link's frames, on the host side: encoding, decoding, the CRC, and the protocol's documentation.
+
+The opcodes, statuses and constants come from :mod:`hdl.link` (the RTL bridge uses the same
+definitions); this module adds what a host needs to speak them and :func:`protocol_markdown`,
+which writes ``docs/protocol.md`` (a test keeps the file equal to its output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hdl.link import (
+    CRC,
+    CYCLE_BITS,
+    MAX_FRAME_PAYLOAD,
+    MEM_ARG_BYTES,
+    PROTOCOL_VERSION,
+    REG_BITS,
+    REPLY_SYNC,
+    REQUEST_SYNC,
+    Command,
+    Status,
+    Target,
+)
+
+__all__ = [
+    "COMMANDS", "CRC", "CRC_NAME", "Command", "DeviceInfo", "FrameError", "PROTOCOL_VERSION", "REPLY_SYNC",
+    "REQUEST_SYNC", "STATUSES", "Status", "Target", "crc16", "decode_reply", "decode_request",
+    "encode_reply", "encode_request", "protocol_markdown", "request_bytes", "reply_bytes",
+]
+
+CRC_NAME = "CRC-16/IBM-3740 (CCITT-FALSE): poly 0x1021, init 0xFFFF, no reflection, no final XOR"
+#: Bytes of a frame besides its payload: sync, command or status, length (2), CRC (2).
+FRAME_OVERHEAD = 6
+
+
+def _crc_table():
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_TABLE = _crc_table()
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/IBM-3740 of ``data`` (``crc16(b"123456789") == 0x29B1``); a test checks it against
+    :data:`hdl.link.CRC`, the Amaranth catalogue entry the RTL uses."""
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ byte) & 0xFF]
+    return crc
+
+
+class FrameError(ValueError):
+    """Bytes that are not a well-formed frame; the message says which part is wrong."""
+
+
+def _frame(sync: int, code: int, payload: bytes) -> bytes:
+    if len(payload) > MAX_FRAME_PAYLOAD:
+        raise ValueError(f"frame payload must be at most {MAX_FRAME_PAYLOAD} bytes, not {len(payload)}")
+    body = bytes([code]) + len(payload).to_bytes(2, "little") + bytes(payload)
+    return bytes([sync]) + body + crc16(body).to_bytes(2, "big")
+
+
+def encode_request(command: Command | int, payload: bytes = b"") -> bytes:
+    """One request frame. ``command`` may be any byte (tests send unknown opcodes on purpose)."""
+    code = command.value if isinstance(command, Command) else int(command)
+    if not 0 <= code <= 0xFF:
+        raise ValueError(f"command must be a byte, not {code}")
+    return _frame(REQUEST_SYNC, code, payload)
+
+
+def encode_reply(status: Status, payload: bytes = b"") -> bytes:
+    return _frame(REPLY_SYNC, Status(status).value, payload)
+
+
+def _decode(frame: bytes, sync: int, what: str) -> tuple[int, bytes]:
+    if len(frame) < FRAME_OVERHEAD:
+        raise FrameError(f"{what} of {len(frame)} bytes is too short: a frame has at least {FRAME_OVERHEAD}")
+    if frame[0] != sync:
+        raise FrameError(f"{what} starts with 0x{frame[0]:02X}, not the sync byte 0x{sync:02X}")
+    length = int.from_bytes(frame[2:4], "little")
+    if len(frame) != FRAME_OVERHEAD + length:
+        raise FrameError(f"{what} says {length} payload bytes but holds {len(frame) - FRAME_OVERHEAD}")
+    body, crc = frame[1:-2], int.from_bytes(frame[-2:], "big")
+    if crc16(body) != crc:
+        raise FrameError(f"{what} CRC is 0x{crc:04X}, the bytes give 0x{crc16(body):04X}")
+    return frame[1], bytes(frame[4:-2])
+
+
+def decode_request(frame: bytes) -> tuple[int, bytes]:
+    return _decode(frame, REQUEST_SYNC, "request")
+
+
+def decode_reply(frame: bytes) -> tuple[Status, bytes]:
+    code, payload = _decode(frame, REPLY_SYNC, "reply")
+    try:
+        status = Status(code)
+    except ValueError:
+        raise FrameError(f"reply status 0x{code:02X} is not one of the protocol's statuses") from None
+    return status, payload
+
+
+def request_bytes(payload_len: int) -> int:
+    return FRAME_OVERHEAD + payload_len
+
+
+reply_bytes = request_bytes
+
+
+# --- payloads ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The INFO reply: what the bridge serves, so the host needs no configuration of its own."""
+
+    version: int
+    target: int
+    mem_count: int
+    reg_count: int
+    wdata_bytes: int
+    rdata_bytes: int
+    addr_bits: int
+    max_payload: int
+
+    SIZE = 9
+
+    @classmethod
+    def decode(cls, payload: bytes) -> DeviceInfo:
+        if len(payload) != cls.SIZE:
+            raise FrameError(f"INFO reply holds {len(payload)} bytes, not {cls.SIZE}")
+        return cls(*payload[:7], int.from_bytes(payload[7:9], "little"))
+
+    def encode(self) -> bytes:
+        return bytes([self.version, self.target, self.mem_count, self.reg_count, self.wdata_bytes,
+                      self.rdata_bytes, self.addr_bits]) + self.max_payload.to_bytes(2, "little")
+
+    @property
+    def max_write_words(self) -> int:
+        """Most data words one WRITE_MEM frame carries."""
+        return (self.max_payload - MEM_ARG_BYTES) // self.wdata_bytes
+
+    @property
+    def max_read_words(self) -> int:
+        """Most words one READ_MEM reply carries (its length field is 16 bits)."""
+        return MAX_FRAME_PAYLOAD // self.rdata_bytes
+
+
+def write_mem_payload(mem: int, addr: int, words: list[int], wdata_bytes: int) -> bytes:
+    return (bytes([mem]) + addr.to_bytes(4, "little")
+            + b"".join(int(w).to_bytes(wdata_bytes, "little") for w in words))
+
+
+def read_mem_payload(mem: int, addr: int, count: int) -> bytes:
+    return bytes([mem]) + addr.to_bytes(4, "little") + count.to_bytes(2, "little")
+
+
+def write_reg_payload(reg: int, value: int) -> bytes:
+    return bytes([reg]) + int(value).to_bytes(4, "little")
+
+
+# --- documentation -------------------------------------------------------------------------------
+
+#: Per command: (request payload, reply payload, needs the target idle, what it does).
+COMMANDS: dict[Command, tuple[str, str, bool, str]] = {
+    Command.INFO: ("empty", "version (1), target (1), memories (1), registers (1), write-word bytes W (1), "
+                   "read-word bytes Rd (1), address bits (1), max payload (2)", False,
+                   "describe the bridge and its target"),
+    Command.WRITE_MEM: ("memory (1), word address (4), n >= 1 words of W bytes", "empty", True,
+                        "write n consecutive words; nothing is written unless the whole frame is good"),
+    Command.READ_MEM: ("memory (1), word address (4), count n (2)", "n words of Rd bytes", True,
+                       "read n consecutive words"),
+    Command.WRITE_REG: ("register (1), value (4)", "empty", True,
+                        "set a parameter register (GEMM target: 0 m, 1 kt, 2 nt)"),
+    Command.START: ("empty", "empty", True, "pulse the target's start for one cycle"),
+    Command.STATUS: ("empty", "flags (1: bit 0 busy, bit 1 done), last error status (1), "
+                     "rejected frames (2, saturating)", False, "poll the target"),
+    Command.CYCLES: ("empty", f"cycle counter (8; {CYCLE_BITS} bits used)", False,
+                     "the target's cycle counter of its last run"),
+    Command.READ_TOKEN: ("reserved", "reserved", False,
+                         "decode top level: the last generated token (ERR_UNSUPPORTED on the GEMM target)"),
+    Command.READ_LOGITS: ("reserved", "reserved", False,
+                          "decode top level: logits words (ERR_UNSUPPORTED on the GEMM target)"),
+}
+
+STATUSES: dict[Status, str] = {
+    Status.OK: "the command ran; the payload is its answer",
+    Status.ERR_CRC: "the frame's CRC did not match; nothing ran",
+    Status.ERR_TIMEOUT: "the line went idle for the timeout in the middle of a frame (a truncated frame)",
+    Status.ERR_COMMAND: "unknown command byte",
+    Status.ERR_LENGTH: "length above the bridge's max payload; the bridge dropped bytes until the line was idle",
+    Status.ERR_ARGUMENT: "a payload length, memory, register, address range or count the command does not accept",
+    Status.ERR_BUSY: "the command needs the target idle and it is busy",
+    Status.ERR_UNSUPPORTED: "a reserved command this target does not implement",
+}
+
+
+def protocol_markdown() -> str:
+    """``docs/protocol.md``, generated from the definitions above and in :mod:`hdl.link`."""
+    lines = [
+        "# Host link protocol",
+        "",
+        "<!-- Generated by sim.protocol.protocol_markdown(); tests/sim/test_protocol.py keeps this file",
+        "     equal to its output. Edit the definitions, then run:",
+        "     .venv/bin/python -c 'from sim.protocol import protocol_markdown as p; "
+        "open(\"docs/protocol.md\", \"w\").write(p())' -->",
+        "",
+        f"Version {PROTOCOL_VERSION}. The host talks to the accelerator over a UART (8 data bits, no parity,",
+        "1 stop bit, LSB first) in request/reply frames: the host sends one request and waits for its",
+        "reply; the bridge (`hdl/link.py`, `LinkBridge`) answers every request with exactly one reply.",
+        "The same frames come from `sim/link.py` whether the far end is a board on a serial port or",
+        "the RTL's `rx`/`tx` pins in a simulator.",
+        "",
+        "## Frames",
+        "",
+        "| field | bytes | request | reply |",
+        "|---|---|---|---|",
+        f"| sync | 1 | `0x{REQUEST_SYNC:02X}` | `0x{REPLY_SYNC:02X}` |",
+        "| code | 1 | command | status |",
+        "| length | 2 | payload bytes, little-endian | payload bytes, little-endian |",
+        "| payload | length | command arguments | the answer (empty on every error) |",
+        "| CRC | 2 | CRC-16 of code, length, payload; high byte first | same |",
+        "",
+        f"CRC: {CRC_NAME}. Sent high byte first, so the CRC of a frame after its",
+        "sync byte, CRC included, is zero (the bridge checks that residue).",
+        f"`crc16(b\"123456789\") == 0x{crc16(b'123456789'):04X}`.",
+        "",
+        "Multi-byte fields are little-endian. A memory word travels as its bytes, lowest first: for",
+        "the GEMM target a weight or activation word is lanes of int8 (lane 0 first), a result word",
+        f"lanes of int32 (layouts in `sim/gemm.py`). Registers are {REG_BITS} bits.",
+        "",
+        "## Commands",
+        "",
+        "| code | command | request payload | reply payload | idle only | what it does |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cmd, (req, rep, idle, what) in COMMANDS.items():
+        lines.append(f"| `0x{cmd.value:02X}` | {cmd.name} | {req} | {rep} | {'yes' if idle else 'no'} | {what} |")
+    lines += [
+        "",
+        "Every other code is answered with ERR_COMMAND. `idle only` commands are refused with",
+        "ERR_BUSY while the target runs.",
+        "",
+        "## Statuses",
+        "",
+        "| code | status | meaning |",
+        "|---|---|---|",
+    ]
+    for status, meaning in STATUSES.items():
+        lines.append(f"| `0x{status.value:02X}` | {status.name} | {meaning} |")
+    lines += [
+        "",
+        "Precedence when several apply: ERR_LENGTH, ERR_TIMEOUT, ERR_CRC, ERR_UNSUPPORTED, ERR_COMMAND,",
+        "ERR_ARGUMENT, ERR_BUSY. Every error increments the rejected-frames counter that STATUS reports",
+        "and sets its last-error field; after any error the bridge looks for the next sync byte.",
+        "",
+        "## Targets",
+        "",
+        "| target | code | memories | registers |",
+        "|---|---|---|---|",
+        f"| GEMM (`LinkedGemm`) | {Target.GEMM.value} | 0 weights, 1 activations, 2 results (reads return result "
+        "words whatever the memory) | 0 m, 1 kt, 2 nt |",
+        f"| decode top level | {Target.DECODE.value} | reserved | reserved (READ_TOKEN, READ_LOGITS) |",
+        "",
+        "The host port behind the bridge (`HostPort` in `hdl/link.py`) is the interface every target",
+        "presents: memory select, word address, write strobe and data, read data one cycle after the",
+        "address, `start`, `busy`, `done`, a 48-bit cycle counter and the parameter registers.",
+        "",
+        "## Timing",
+        "",
+        "* The bit time is `clocks_per_bit` clock cycles (at least 4): boards use",
+        "  `round(clock / baud)` (ULX3S 25 MHz at 115200 baud: 217), simulations 8. A byte is 10 bit times.",
+        "* A request ends at its last CRC byte; the bridge then checks the CRC, runs the command",
+        "  (WRITE_MEM: 3 cycles per data byte) and starts the reply at once. Reply bytes follow each",
+        "  other with no gap; READ_MEM fetches each word in 2 cycles between bytes.",
+        "* A request that stops early ends after `timeout_cycles` of silence (simulation: 40 bit times;",
+        "  boards: 50 ms), answered by ERR_TIMEOUT. ERR_LENGTH is sent after the same silence.",
+        "* Bytes that arrive while the bridge runs a command or replies are dropped: send one",
+        "  request at a time. After an error reply the host should let the line idle for the timeout",
+        "  before the next request (`sim/link.py` does).",
+        "* The host's watchdog: a reply that does not begin, or stops, within its time limit raises",
+        "  `LinkTimeout` (a simulated link counts cycles, a serial port seconds); nothing waits forever.",
+        "",
+    ]
+    return "\n".join(lines)

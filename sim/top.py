@@ -1,0 +1,254 @@
+"""Host side of the decode top level (:class:`hdl.top.DecodeTop`): design parameters, memory
+images, and the host flow that loads a compiled model once and runs decode steps on it.
+
+DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.designs`);
+FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.flows`).
+
+A ``decode_top`` job (JSON): ``params`` (the design), ``images`` (:func:`images`: program,
+weight, parameter and RoPE-table words, loaded once), ``n_kv_heads``, ``group``, and either
+``steps`` (a list of ``[token, position]`` run one after another) or ``prompt`` + ``new_tokens``
+(greedy decoding: the prompt is fed one token per step, then each step's token is the next
+step's input). Optional: ``budgets`` (watchdog cycles per step, default from the cycle model's
+prediction in ``predicted``), ``trace`` (read every step's per-instruction cycles), ``readback``
+(``{"scratch": words, "logits": words}`` read after every step).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .bus import WatchdogError
+from .compiler import Compiled, CompileError
+from .gemm import pack_lanes, unpack_lanes
+
+__all__ = ["CHECKS", "DESIGNS", "FLOWS", "check_fits", "decode_job", "images", "top_params"]
+
+#: Watchdog budget: the prediction times this, plus :data:`WATCHDOG_SLACK` cycles.
+WATCHDOG_FACTOR = 2
+WATCHDOG_SLACK = 256
+
+
+def _decode_top(params):
+    from hdl.config import Config
+    from hdl.top import DecodeTop
+
+    return DecodeTop(Config.from_dict(params["config"]), head_dim=params["head_dim"], max_heads=params["max_heads"],
+                     max_norm_length=params["max_norm_length"])
+
+
+def top_params(compiled: Compiled, *, max_heads: int | None = None, max_norm_length: int | None = None) -> dict:
+    """Design parameters of a top level that runs ``compiled`` (optionally larger, to share a build)."""
+    mc = compiled.model.config
+    params = {"config": compiled.config.as_dict(), "head_dim": mc.head_dim,
+              "max_heads": max_heads or mc.n_heads, "max_norm_length": max_norm_length or mc.d_model}
+    check_fits(compiled, params)
+    return params
+
+
+def check_fits(compiled: Compiled, params: dict) -> None:
+    """Raise CompileError (naming the size) if ``compiled`` cannot run on the top level ``params``;
+    ValueError / TypeError from the top level's own checks for a bad design."""
+    from hdl.config import Config
+    from hdl.top import check_top_config
+
+    config = Config.from_dict(params["config"])
+    V = check_top_config(config)
+    if compiled.config != config:
+        raise CompileError("the model was compiled for another configuration than the top level's")
+    mc = compiled.model.config
+    needs = [("head_dim", mc.head_dim, params["head_dim"], "=="),
+             ("query heads", mc.n_heads, params["max_heads"], "<="),
+             ("norm length (d_model)", mc.d_model, params["max_norm_length"], "<=")]
+    for what, need, have, rel in needs:
+        if (need != have) if rel == "==" else (need > have):
+            word = "must equal" if rel == "==" else "must be at most"
+            raise CompileError(f"the model does not fit the top level: its {what} is {need}, which {word} the "
+                               f"design's {have}")
+    rows = mc.n_layers * mc.n_kv_heads * config.max_context
+    if rows > config.kv_bytes // (2 * mc.head_dim):
+        raise CompileError(f"the model does not fit the top level: its KV cache needs {rows} rows of "
+                           f"{mc.head_dim} bytes for K and for V, kv_bytes={config.kv_bytes} holds "
+                           f"{config.kv_bytes // (2 * mc.head_dim)}")
+    if mc.head_dim % (2 * V):
+        raise CompileError(f"the model does not fit the top level: head_dim {mc.head_dim} must be a multiple "
+                           f"of 2 * vector_lanes ({2 * V})")
+
+
+def images(compiled: Compiled) -> dict:
+    """The memory images the host loads once per run, as JSON-able ``[address, word]`` lists
+    (zero words left out: every memory starts at zero)."""
+    from golden.tables import rope_tables
+    from hdl.vector import rope_word_layout
+
+    V = compiled.config.vector_lanes
+    w = np.zeros(-(-compiled.weights.size // V) * V, np.int64)
+    w[:compiled.weights.size] = compiled.weights
+    p = np.zeros(-(-compiled.params.size // V) * V, np.int64)
+    p[:compiled.params.size] = compiled.params
+
+    def words(arr, bits):
+        out = []
+        for i, chunk in enumerate(arr.reshape(-1, V)):
+            if chunk.any():
+                out.append([i, pack_lanes(chunk, bits)])
+        return out
+
+    rope = []
+    ropes = [op.params for op in compiled.ops if op is not None and op.op == "rope"]
+    if ropes:
+        r = ropes[0]
+        cos, sin = rope_tables(r.max_context, r.head_dim, r.base)
+        layout = rope_word_layout(V)
+        cos_off, sin_off = layout["cos"].offset, layout["sin"].offset
+        stride = r.head_dim // (2 * V)
+        for pos in range(r.max_context):
+            for word in range(stride):
+                cols = slice(word * V, (word + 1) * V)
+                rope.append([pos * stride + word,
+                             (pack_lanes(cos[pos, cols], 16) << cos_off) | (pack_lanes(sin[pos, cols], 16) << sin_off)])
+    return {"program": [[i, wd] for i, wd in enumerate(compiled.program_words)], "weights": words(w, 8),
+            "params": words(p, 32), "rope": rope}
+
+
+def predicted_cycles(compiled: Compiled, position: int) -> int:
+    """The cycle model's count for the compiled program's instructions (all but HALT)."""
+    from .cycles import decode_step_cycles
+
+    ops = [op for op in compiled.ops if op is not None]
+    return decode_step_cycles(ops, compiled.model.config, compiled.config, position=position).total
+
+
+def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int = 0, steps=None,
+               trace: bool = False, readback: dict | None = None) -> dict:
+    """A checked ``decode_top`` job for ``compiled`` on the top level ``params``."""
+    check_fits(compiled, params)
+    mc = compiled.model.config
+    job = {"params": params, "images": images(compiled), "n_kv_heads": mc.n_kv_heads,
+           "group": mc.n_heads // mc.n_kv_heads, "trace": trace, "readback": readback or {}}
+    if steps is not None:
+        job["steps"] = [[int(t), int(p)] for t, p in steps]
+        positions = [p for _, p in job["steps"]]
+    else:
+        from .runtime import check_request
+
+        prompt, n = check_request(compiled, "isa", prompt, new_tokens)
+        job["prompt"], job["new_tokens"] = prompt, new_tokens
+        positions = list(range(n))
+    job["predicted"] = {str(p): predicted_cycles(compiled, p) for p in sorted(set(positions))}
+    return job
+
+
+def _check_job(job):
+    for key in ("params", "images", "n_kv_heads", "group"):
+        if key not in job:
+            raise ValueError(f"decode_top job needs {key!r}")
+    if ("steps" in job) == ("prompt" in job):
+        raise ValueError("decode_top job needs either 'steps' or 'prompt'")
+    return job
+
+
+# --- host flow -------------------------------------------------------------------------------------
+
+async def _write(bus, mem: int, entries) -> None:
+    bus.set("host_mem", mem)
+    bus.set("host_we", 1)
+    for addr, word in entries:
+        bus.set("host_addr", addr)
+        bus.set("host_wdata", word)
+        await bus.tick()
+    bus.set("host_we", 0)
+
+
+async def _read(bus, mem: int, count: int) -> list[int]:
+    """Words 0 .. count-1: the read data lags the address by one cycle."""
+    bus.set("host_mem", mem)
+    out = []
+    for addr in range(count + 1):
+        bus.set("host_addr", min(addr, count - 1))
+        await bus.settle()
+        if addr:
+            out.append(bus.get("host_rdata"))
+        await bus.tick()
+    return out
+
+
+async def run_decode_top(bus, job: dict) -> dict:
+    """Load the images once, then run the job's steps; see the module docstring.
+
+    Returns ``{"steps": [{"position", "token_in", "token_out", "cycles" (the RTL counter), "edges"
+    (clock edges from the start edge to done), "seconds", "trace"?, "scratch"?, "logits"?}],
+    "load_seconds", "load_words"}``. Raises WatchdogError when ``done`` does not rise within a step's
+    budget.
+    """
+    from hdl.top import TopMem
+
+    job = _check_job(job)
+    V = job["params"]["config"]["vector_lanes"]
+    for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata"):
+        bus.set(name, 0)
+    bus.set("host_mem", 0)
+    await bus.reset()
+    t0 = time.perf_counter()
+    im = job["images"]
+    await _write(bus, TopMem.PROGRAM.value, im["program"])
+    await _write(bus, TopMem.WEIGHTS.value, im["weights"])
+    await _write(bus, TopMem.PARAMS.value, im["params"])
+    await _write(bus, TopMem.VTABLE.value, im["rope"])
+    load_seconds = time.perf_counter() - t0
+    n_program = len(im["program"])
+    readback = job.get("readback") or {}
+    budgets = job.get("budgets") or {}
+
+    async def step(token: int, position: int) -> dict:
+        predicted = job.get("predicted", {}).get(str(position))
+        budget = budgets.get(str(position)) or (WATCHDOG_FACTOR * predicted + WATCHDOG_SLACK if predicted
+                                                else 10_000_000)
+        bus.set("token", token)
+        bus.set("position", position)
+        bus.set("n_kv_heads", job["n_kv_heads"])
+        bus.set("group", job["group"])
+        bus.set("start", 1)
+        await bus.tick()
+        bus.set("start", 0)
+        t = time.perf_counter()
+        try:
+            edges = 1 + await bus.run_until("done", budget)
+        except WatchdogError:
+            raise WatchdogError(f"decode step at position {position} did not finish within {budget} cycles "
+                                f"(predicted {predicted})") from None
+        seconds = time.perf_counter() - t
+        await bus.settle()
+        out = {"position": position, "token_in": token, "token_out": bus.get("next_token"),
+               "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds}
+        await bus.tick()
+        if job.get("trace"):
+            out["trace"] = await _read(bus, TopMem.TRACE.value, n_program - 1)
+        if readback.get("scratch"):
+            words = await _read(bus, TopMem.SCRATCH.value, readback["scratch"])
+            out["scratch"] = [v for w in words for v in unpack_lanes(w, 8, V)]
+        if readback.get("logits"):
+            words = await _read(bus, TopMem.LOGITS.value, readback["logits"])
+            out["logits"] = [v for w in words for v in unpack_lanes(w, 32, V)]
+        return out
+
+    results = []
+    if "steps" in job:
+        for token, position in job["steps"]:
+            results.append(await step(token, position))
+    else:
+        tokens = list(job["prompt"])
+        n = len(tokens) + max(job["new_tokens"], 1) - 1
+        for position in range(n):
+            r = await step(tokens[position], position)
+            if position >= len(job["prompt"]) - 1:
+                tokens.append(r["token_out"])
+            results.append(r)
+    return {"steps": results, "load_seconds": load_seconds,
+            "load_words": sum(len(v) for v in im.values())}
+
+
+DESIGNS = {"decode_top": _decode_top}
+FLOWS = {"decode_top": run_decode_top}
+CHECKS = {"decode_top": _check_job}

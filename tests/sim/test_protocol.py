@@ -1,0 +1,169 @@
+"""The link protocol on the host side: CRC, frames, payloads, the Link over fake transports, the docs."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hdl.link import CRC, LinkBridge, LinkedGemm, Status
+from sim.link import Link, LinkError, LinkTimeout, SerialTransport
+from sim.protocol import (
+    Command,
+    DeviceInfo,
+    FrameError,
+    crc16,
+    decode_reply,
+    decode_request,
+    encode_reply,
+    encode_request,
+    protocol_markdown,
+)
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+
+def test_crc_matches_the_rtl_algorithm():
+    params = CRC(8)
+    assert crc16(b"123456789") == 0x29B1 == params.compute(b"123456789")
+    for data in (b"", b"\x00", b"\xff" * 7, bytes(range(256))):
+        assert crc16(data) == params.compute(data)
+    # The residue the bridge checks: a body followed by its CRC, high byte first, gives zero.
+    body = b"\x10\x03\x00abc"
+    assert crc16(body + crc16(body).to_bytes(2, "big")) == params.residue() == 0
+
+
+def test_frames_round_trip():
+    frame = encode_request(Command.WRITE_REG, b"\x01\x02\x03\x04\x05")
+    assert frame[0] == 0xA5 and frame[1] == 0x20 and frame[2:4] == b"\x05\x00"
+    assert decode_request(frame) == (0x20, b"\x01\x02\x03\x04\x05")
+    reply = encode_reply(Status.OK, b"xyz")
+    assert reply[0] == 0x5A and decode_reply(reply) == (Status.OK, b"xyz")
+
+
+@pytest.mark.parametrize(("frame", "message"), [
+    (b"\x5a\x00", "reply of 2 bytes is too short"),
+    (b"\xa5\x00\x00\x00\x00\x00", "starts with 0xA5, not the sync byte 0x5A"),
+    (encode_reply(Status.OK, b"ab")[:-3] + encode_reply(Status.OK, b"ab")[-2:], "says 2 payload bytes but holds 1"),
+    (encode_reply(Status.OK, b"ab")[:-1] + b"\x00", "CRC is 0x"),
+])
+def test_bad_replies_are_named(frame, message):
+    with pytest.raises(FrameError, match=message):
+        decode_reply(frame)
+
+
+def test_device_info_round_trip_and_limits():
+    info = DeviceInfo(1, 1, 3, 3, 4, 16, 10, 256)
+    assert DeviceInfo.decode(info.encode()) == info
+    assert info.max_write_words == (256 - 5) // 4
+    assert info.max_read_words == 65535 // 16
+
+
+def test_bridge_info_bytes_match_the_host_decoder():
+    from hdl.config import PRESETS
+
+    design = LinkedGemm(PRESETS["8x4"], clocks_per_bit=8)
+    info = DeviceInfo.decode(design.bridge.info_bytes())
+    design._MustUse__silence = design.bridge._MustUse__silence = True   # built only to be asked
+    assert (info.wdata_bytes, info.rdata_bytes, info.mem_count, info.reg_count) == (8, 16, 3, 3)
+    assert info.max_payload == 256
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"clocks_per_bit": 2}, ValueError, "clocks_per_bit must be an integer >= 4, not 2"),
+    ({"clocks_per_bit": 8, "timeout_cycles": 100}, ValueError, "timeout_cycles must be at least two byte times"),
+    ({"clocks_per_bit": 8, "max_payload": 6}, ValueError, "max_payload must be an integer >= 9, not 6"),
+    ({"clocks_per_bit": 8, "max_payload": 70000}, ValueError, "max_payload must be at most 65535, not 70000"),
+    ({"clocks_per_bit": "8"}, TypeError, "clocks_per_bit must be an integer, not '8'"),
+])
+def test_bridge_parameters_are_checked(kwargs, error, message):
+    from hdl.config import PRESETS
+
+    with pytest.raises(error, match=message):
+        LinkedGemm(PRESETS["4x4"], **kwargs)
+
+
+def test_bridge_needs_a_host_port():
+    with pytest.raises(TypeError, match="port must be a HostPort, not dict"):
+        LinkBridge(port={}, clocks_per_bit=8)
+
+
+def test_protocol_doc_is_generated_from_the_definitions():
+    assert DOC.read_text() == protocol_markdown(), (
+        "docs/protocol.md is stale: regenerate it with sim.protocol.protocol_markdown()")
+    for cmd in Command:
+        assert f"`0x{cmd.value:02X}` | {cmd.name}" in DOC.read_text()
+    for status in Status:
+        assert f"`0x{status.value:02X}` | {status.name}" in DOC.read_text()
+
+
+class FakePort:
+    """A serial port whose far end answers from a script (or never)."""
+
+    def __init__(self, replies=()):
+        self.replies = list(replies)
+        self.written = bytearray()
+        self.pending = b""
+        self.timeout = None
+
+    def write(self, data):
+        self.written += data
+        if self.replies:
+            self.pending += self.replies.pop(0)
+
+    def read(self, n):
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+    def reset_input_buffer(self):
+        self.pending = b""
+
+    def close(self):
+        pass
+
+
+def test_link_over_a_serial_port_decodes_status_and_cycles():
+    port = FakePort([encode_reply(Status.OK, b"\x02\x00\x00\x00"),
+                     encode_reply(Status.OK, (1234).to_bytes(8, "little"))])
+    link = Link(SerialTransport(port, timeout=0.01, idle_seconds=0))
+    status = asyncio.run(link.read_status())
+    assert status.done and not status.busy and status.rejected == 0
+    assert asyncio.run(link.read_cycles()) == 1234
+    assert port.written[:1] == b"\xa5"
+
+
+def test_watchdog_a_port_that_never_answers_raises():
+    link = Link(SerialTransport(FakePort(), timeout=0.01, idle_seconds=0))
+    with pytest.raises(LinkTimeout, match=r"no reply from .* within 0.01 s \(got 0 of 4 bytes\)"):
+        asyncio.run(link.read_status())
+
+
+def test_watchdog_polling_gives_up():
+    busy = encode_reply(Status.OK, b"\x01\x00\x00\x00")
+    link = Link(SerialTransport(FakePort([busy] * 5), timeout=0.01, idle_seconds=0))
+    with pytest.raises(LinkTimeout, match="did not finish within 5 STATUS polls"):
+        asyncio.run(link.wait_done(max_polls=5))
+
+
+def test_refusals_and_garbage_are_link_errors():
+    link = Link(SerialTransport(FakePort([encode_reply(Status.ERR_BUSY)]), timeout=0.01, idle_seconds=0))
+    with pytest.raises(LinkError, match="device refused START with ERR_BUSY") as info:
+        asyncio.run(link.transact(Command.START))
+    assert info.value.status == Status.ERR_BUSY
+    # A loopback port echoes the request: the host sees a request sync where a reply's belongs.
+    import serial
+
+    loop = serial.serial_for_url("loop://", timeout=0.01)
+    with pytest.raises(LinkError, match="starts with 0xA5, not the sync byte 0x5A"):
+        asyncio.run(Link(SerialTransport(loop, timeout=0.01, idle_seconds=0)).read_status())
+
+
+def test_host_checks_ranges_before_sending():
+    info = encode_reply(Status.OK, DeviceInfo(1, 1, 3, 3, 4, 16, 4, 256).encode())
+    port = FakePort([info])
+    link = Link(SerialTransport(port, timeout=0.01, idle_seconds=0))
+    with pytest.raises(ValueError, match="outside the device's 16-word address space"):
+        asyncio.run(link.load_memory(0, [0] * 17))
+    with pytest.raises(ValueError, match="memory word must fit 32 unsigned bits"):
+        asyncio.run(link.load_memory(0, [1 << 32]))
+    with pytest.raises(ValueError, match="register must be below 3, not 3"):
+        asyncio.run(link.write_reg(3, 0))

@@ -1,0 +1,214 @@
+"""The decode top level on the RTL: the compiled program runs bit-exact against the instruction-level
+model (scratchpad and logits word for word, the argmax token) and cycle-exact against the cycle model
+(every instruction's own counter, every step's counter).
+
+Designs are few (each Verilator build takes a minute or two): one small design (4x4 array, head_dim
+8) shared by a tiny Llama-GQA and a tiny GPT-2 model, and the demo preset (8x8) for the demo model.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from golden.int_model import generate_int
+from golden.model import ModelConfig, init_weights
+from golden.quantize import quantize_model, random_calibration
+from hdl.config import PRESETS
+from hdl.isa import Opcode, make
+from hdl.top import DecodeTop
+from sim.bus import WatchdogError
+from sim.compiler import CompileError, compile_model
+from sim.cycles import decode_step_cycles, op_cycles
+from sim.isa_sim import IsaMachine
+from sim.runner import run
+from sim.runtime import decode
+from sim.top import check_fits, decode_job, top_params
+
+TINY = {
+    "gpt2": ModelConfig(family="gpt2", vocab_size=37, d_model=24, n_layers=2, n_heads=3, n_kv_heads=3,
+                        head_dim=8, d_ff=40, max_context=48, tie_embeddings=True),
+    "llama-gqa": ModelConfig(family="llama", vocab_size=29, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                             head_dim=8, d_ff=48, max_context=48),
+}
+#: One design for both tiny models: small memories keep the Verilog (and the builds) small.
+SMALL = replace(PRESETS["4x4"], weight_words=8192, max_context=48, param_words=8192, scratch_bytes=2048,
+                kv_bytes=16384, logits_words=256, program_words=128)
+SMALL_SHARED = {"max_heads": 4, "max_norm_length": 32}   # what top_params gives llama-gqa
+
+
+def tiny(name):
+    cfg = TINY[name]
+    model = quantize_model(cfg, init_weights(cfg, seed=3, std=0.3), random_calibration(cfg, windows=4, seed=1))
+    return compile_model(model, SMALL)
+
+
+def truncated(compiled, n):
+    """The first ``n`` instructions of ``compiled`` and a HALT (the images stay whole)."""
+    compiled = replace(compiled)
+    compiled.instructions = compiled.instructions[:n] + [make(Opcode.HALT)]
+    compiled.ops = compiled.ops[:n] + [None]
+    return compiled
+
+
+def predicted_trace(compiled, position):
+    """op_cycles of every instruction but HALT."""
+    mc = compiled.model.config
+    widths = {"token": 1, "position": 1}
+    for op in compiled.model.program:
+        widths[op.output] = op.width
+    return [op_cycles(op.op, compiled.config, width=op.width, in_width=widths.get(op.inputs[0], 0) if op.inputs else 0,
+                      n_heads=mc.n_heads, n_kv_heads=mc.n_kv_heads, head_dim=mc.head_dim, position=position).cycles
+            for op in compiled.ops if op is not None]
+
+
+def check_steps(compiled, result, steps):
+    """Scratchpad, logits and token equal to the IsaMachine's after every step; cycles equal to the model's."""
+    machine = IsaMachine(compiled)
+    for (token, position), got in zip(steps, result["steps"], strict=True):
+        expected = machine.run(token, position)
+        if expected is not None:
+            assert got["token_out"] == expected
+        scratch = np.array(got["scratch"])
+        assert np.array_equal(scratch, machine.scratch[:scratch.size]), f"scratchpad differs at step {position}"
+        logits = np.array(got["logits"])
+        assert np.array_equal(logits, machine.logits[:logits.size]), f"logits differ at step {position}"
+        trace = predicted_trace(compiled, position)
+        assert got["trace"] == trace
+        assert got["cycles"] == sum(trace) == got["edges"] - 3   # start edge, HALT's fetch and decode
+
+
+def readback(compiled):
+    V = compiled.config.vector_lanes
+    return {"scratch": -(-compiled.scratch_size // V), "logits": max(1, -(-compiled.logits_size // V))}
+
+
+# --- parameters ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("config", "kw", "exc", "match"), [
+    (PRESETS["8x4"], {}, ValueError, r"needs array_rows == array_cols == vector_lanes, not array_rows=8, "
+                                     r"array_cols=4, vector_lanes=4"),
+    (PRESETS["8x8"], {}, ValueError, r"array_rows=8, array_cols=8, vector_lanes=4"),
+    (replace(PRESETS["4x4"], array_rows=2, array_cols=2, vector_lanes=2), {}, ValueError,
+     r"vector_lanes to be a power of two >= 4, not 2"),
+    (PRESETS["4x4"], {"head_dim": 12}, ValueError, r"head_dim must be a multiple of 2 \* vector_lanes \(8\)"),
+    (PRESETS["4x4"], {"max_heads": 0}, ValueError, r"max_heads must be a positive integer, not 0"),
+    ({"array_rows": 4}, {}, TypeError, r"config must be a Config, not dict"),
+])
+def test_bad_parameters_are_refused(config, kw, exc, match):
+    args = {"head_dim": 8, "max_heads": 4, "max_norm_length": 32, **kw}
+    with pytest.raises(exc, match=match):
+        DecodeTop(config, **args)
+
+
+def test_models_that_do_not_fit_the_design_are_refused_before_simulation():
+    compiled = tiny("llama-gqa")
+    with pytest.raises(CompileError, match=r"its query heads is 4, which must be at most the design's 2"):
+        check_fits(compiled, {**top_params(compiled), "max_heads": 2})
+    with pytest.raises(CompileError, match=r"its head_dim is 8, which must equal the design's 16"):
+        check_fits(compiled, {**top_params(compiled), "head_dim": 16})
+    lanes4 = compile_model(compiled.model, replace(SMALL, array_rows=8, array_cols=8))
+    with pytest.raises(ValueError, match=r"array_rows == array_cols == vector_lanes"):
+        decode(lanes4, "verilator", [1], 1)      # refused before any build
+
+
+# --- Amaranth's simulator: partial and whole programs, the watchdog --------------------------------
+
+def test_embed_norm_and_gemm_on_amaranth():
+    compiled = truncated(tiny("llama-gqa"), 3)
+    steps = [(3, 0), (7, 1)]
+    params = top_params(compiled, **SMALL_SHARED)
+    job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
+    check_steps(compiled, run("amaranth", "decode_top", params, "decode_top", job), steps)
+
+
+def test_whole_program_on_amaranth():
+    compiled = tiny("llama-gqa")
+    steps = [(3, 0), (7, 1)]
+    params = top_params(compiled, **SMALL_SHARED)
+    job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
+    check_steps(compiled, run("amaranth", "decode_top", params, "decode_top", job), steps)
+
+
+def test_watchdog_budget_comes_from_the_prediction():
+    compiled = truncated(tiny("llama-gqa"), 3)
+    params = top_params(compiled, **SMALL_SHARED)
+    job = decode_job(compiled, params, steps=[(3, 0)])
+    assert job["predicted"]["0"] == sum(predicted_trace(compiled, 0))
+    job["budgets"] = {"0": job["predicted"]["0"] - 10}       # a step that cannot finish in time
+    with pytest.raises(WatchdogError, match=r"position 0 did not finish within \d+ cycles \(predicted \d+\)"):
+        run("amaranth", "decode_top", params, "decode_top", job)
+
+
+# --- Verilator: whole runs ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_tiny_models_generate_the_integer_models_tokens_on_verilator(name):
+    compiled = tiny(name)
+    prompt = [1, 2, 3]
+    params = top_params(compiled, **SMALL_SHARED)
+    job = decode_job(compiled, params, prompt=prompt, new_tokens=32)
+    result = run("verilator", "decode_top", params, "decode_top", job)
+    tokens = [s["token_out"] for s in result["steps"]][len(prompt) - 1:]
+    assert tokens == generate_int(compiled.model, prompt, 32)
+    for step in result["steps"]:
+        predicted = decode_step_cycles(compiled.model.program, compiled.model.config, compiled.config,
+                                       position=step["position"])
+        assert step["cycles"] == predicted.total
+
+
+def test_tiny_model_step_by_step_on_verilator():
+    """Scratchpad, logits and per-instruction cycles after each of several steps (incl. a late position)."""
+    compiled = tiny("gpt2")
+    steps = [(3, 0), (9, 1), (30, 2), (4, 47)]
+    params = top_params(compiled, **SMALL_SHARED)
+    job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
+    check_steps(compiled, run("verilator", "decode_top", params, "decode_top", job), steps)
+
+
+def test_runtime_verilator_backend_on_a_tiny_model():
+    compiled = tiny("llama-gqa")
+    # The runtime builds the design for the model itself (max_heads = n_heads, max_norm = d_model).
+    report = decode(compiled, "verilator", [4, 5], 8)
+    assert report.generated == generate_int(compiled.model, [4, 5], 8)
+    assert all(s.measured_cycles == s.predicted_cycles for s in report.steps)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from golden.checkpoint import load_demo_model
+    from golden.quantize import quantize_checkpoint
+
+    return compile_model(quantize_checkpoint(load_demo_model()), PRESETS["demo"])
+
+
+@pytest.mark.slow
+def test_demo_model_on_verilator(demo):
+    prompt = [5, 9, 2, 17, 3]
+    report = decode(demo, "verilator", prompt, 32)
+    assert report.generated == generate_int(demo.model, prompt, 32)
+    assert [s.measured_cycles for s in report.steps] == [s.predicted_cycles for s in report.steps]
+
+
+@pytest.mark.slow
+def test_cli_decode_on_verilator():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    lockstep = str(Path(sys.executable).parent / "lockstep")
+    out = subprocess.run([lockstep, "decode", "--backend", "verilator", "--tokens", "8", "--json"],
+                         capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert len(report["generated"]) == 8 and all(c is not None for c in report["measured_cycles"])
+
+
+@pytest.mark.slow
+def test_partial_program_on_icarus():
+    compiled = truncated(tiny("gpt2"), 4)
+    steps = [(3, 0)]
+    params = top_params(compiled, **SMALL_SHARED)
+    job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
+    check_steps(compiled, run("icarus", "decode_top", params, "decode_top", job), steps)
