@@ -132,33 +132,56 @@ def gemm(**kwargs):
     _run_gemm(**kwargs)
 
 
+DECODE_BACKENDS = ["verilator", "icarus", "amaranth", "isa", "golden"]
+
+
+def _decode_options(default_backend):
+    def wrap(fn):
+        options = [
+            click.option("--backend", type=click.Choice(DECODE_BACKENDS), default=default_backend,
+                         show_default=True,
+                         help="verilator, icarus, amaranth: the RTL decode top level on that simulator (cycles "
+                              "measured); isa: the compiled program on the instruction-level model; golden: the "
+                              "integer model."),
+            click.option("--model", "model_dir", default=None, metavar="DIR",
+                         help="Checkpoint directory (default: the demo model)."),
+            click.option("--preset", default="demo", show_default=True, help="Design point to compile for."),
+            click.option("--prompt", default=None, help="Prompt text (default: 'The old miller ')."),
+            click.option("--prompt-ids", default=None, help="Prompt as token ids, e.g. '1,2,3'."),
+            click.option("--tokens", "n_tokens", type=int, default=48, show_default=True,
+                         help="Tokens to generate."),
+            click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text."),
+            click.option("--waves", is_flag=True,
+                         help="Write a waveform of the run (RTL backends) and print its path."),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return wrap
+
+
 @main.command()
-@_gemm_options
+@_decode_options("verilator")
 @friendly
 def run(**kwargs):
-    """The main job. For now: a checked GEMM on the emulated array with its cycle count."""
-    _run_gemm(**kwargs)
+    """The main job: the demo model generates text on the emulated accelerator, token by token.
+
+    Every step runs on the RTL (Verilator by default) and its measured cycles are checked against
+    the cycle model's prediction; the summary gives cycles per token, tokens/s at the configured
+    clock and simulated cycles per wall second.
+    """
+    _run_decode(**kwargs)
 
 
 @main.command()
-@click.option("--backend", type=click.Choice(["golden", "isa", "amaranth", "icarus", "verilator"]), default="isa",
-              show_default=True,
-              help="golden: the integer model; isa: the compiled program on the instruction-level model; "
-                   "amaranth, icarus, verilator: the RTL decode top level on that simulator (cycles measured).")
-@click.option("--model", "model_dir", default=None, metavar="DIR",
-              help="Checkpoint directory (default: the demo model).")
-@click.option("--preset", default="demo", show_default=True, help="Design point to compile for.")
-@click.option("--prompt", default=None, help="Prompt text (default: 'The old miller ').")
-@click.option("--prompt-ids", default=None, help="Prompt as token ids, e.g. '1,2,3'.")
-@click.option("--tokens", "n_tokens", type=int, default=48, show_default=True, help="Tokens to generate.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@_decode_options("isa")
 @friendly
-def decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json):
-    """Generate text with a model compiled for the accelerator, token by token.
+def decode(**kwargs):
+    """Like ``run``, on the instruction-level model by default (no build: a quick look)."""
+    _run_decode(**kwargs)
 
-    Cycles are the cycle model's prediction for the compiled program; on an RTL backend the RTL's
-    cycle counter measures every step too, and the two must agree.
-    """
+
+def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json, waves):
     from .cli_model import _load, _prompt_ids, _text
     from .runtime import check_request, prepare
     from .runtime import decode as run_decode
@@ -166,6 +189,8 @@ def decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json):
     config = _config_from(preset, None, None)
     if n_tokens < 0:
         raise ValueError(f"--tokens must be a non-negative integer, not {n_tokens}")
+    if waves and backend in ("isa", "golden"):
+        raise ValueError(f"--waves needs an RTL backend (verilator, icarus, amaranth), not {backend}")
     ckpt = _load(model_dir)
     ids = _prompt_ids(ckpt, prompt, prompt_ids)
     compiled = prepare(ckpt, config)
@@ -173,30 +198,39 @@ def decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json):
     if not as_json:
         click.echo(f"model {ckpt.path.name} ({ckpt.config.family}), {len(compiled.instructions)} instructions "
                    f"per step, on {config.describe()}, backend {backend}")
+        if backend in ("verilator", "icarus"):
+            click.echo(f"(the first run builds the {backend} model: a few minutes; later runs reuse it)")
         click.echo(_text(ckpt, ids) or " ".join(map(str, ids)), nl=False)
 
     def show(step):
         if step.generated and not as_json:
             click.echo(_text(ckpt, [step.token_out]) or f" {step.token_out}", nl=False)
 
-    report = run_decode(compiled, backend, ids, n_tokens, on_step=show)
+    report = run_decode(compiled, backend, ids, n_tokens, on_step=show, waves=waves)
+    exact = all(s.measured_cycles in (None, s.predicted_cycles) for s in report.steps)
     if as_json:
         out = report.as_dict()
         out["text"] = _text(ckpt, report.generated)
+        out["cycle_exact"] = exact
         click.echo(json.dumps(out))
-        return
-    click.echo("")
-    wall = sum(s.wall_seconds for s in report.steps)
-    click.echo(f"steps      : {len(report.steps)} ({len(ids)} prompt, {len(report.generated)} generated)")
-    click.echo(f"cycles     : {report.predicted_cycles_per_token:,.0f} per token predicted by the cycle model "
-               f"(lower bound {report.lower_bound:,.0f}: {report.efficiency:.0%} of the bound)")
-    measured = [s.measured_cycles for s in report.steps if s.measured_cycles is not None]
-    if measured:
-        exact = all(s.measured_cycles == s.predicted_cycles for s in report.steps)
-        click.echo(f"measured   : {sum(measured) / len(measured):,.0f} per token (RTL cycle counter), "
-                   f"{'equal to the prediction at every step' if exact else 'DIFFERENT from the prediction'}")
-    click.echo(f"tokens/s   : {report.tokens_per_second:,.0f} at {config.clock_hz / 1e6:g} MHz")
-    click.echo(f"wall time  : {wall:.2f} s ({len(report.steps) / wall:,.0f} steps/s on the {backend} backend)")
+    else:
+        click.echo("")
+        wall = sum(s.wall_seconds for s in report.steps)
+        click.echo(f"steps      : {len(report.steps)} ({len(ids)} prompt, {len(report.generated)} generated)")
+        click.echo(f"cycles     : {report.predicted_cycles_per_token:,.0f} per token predicted by the cycle model "
+                   f"(lower bound {report.lower_bound:,.0f}: {report.efficiency:.0%} of the bound)")
+        measured = [s.measured_cycles for s in report.steps if s.measured_cycles is not None]
+        if measured:
+            click.echo(f"measured   : {sum(measured) / len(measured):,.0f} per token (RTL cycle counter), "
+                       f"{'equal to the prediction at every step' if exact else 'DIFFERENT from the prediction'}")
+        click.echo(f"tokens/s   : {report.tokens_per_second:,.0f} at {config.clock_hz / 1e6:g} MHz")
+        rate = report.simulated_cycles_per_second
+        click.echo(f"wall time  : {wall:.2f} s" + (f" ({rate:,.0f} simulated cycles per second)" if rate else
+                                                    f" ({len(report.steps) / wall:,.0f} steps/s)"))
+        if report.waves:
+            click.echo(f"waves      : {report.waves}")
+    if not exact:
+        sys.exit(1)
 
 
 @main.command()

@@ -78,27 +78,23 @@ class Build:
 
 
 @contextlib.contextmanager
-def _output_to(path: Path):
-    """Send this process's stdout and stderr, file descriptors included, to ``path``: the
-    simulators and make write straight to the descriptors, and their chatter belongs in a log."""
-    import sys
+def _quiet(runner, log: Path):
+    """Send the cocotb runner's own log lines to ``log``'s sibling ``*.runner.log`` (the tools'
+    output goes to ``log`` through ``log_file``): nothing of a simulation reaches the terminal,
+    whichever thread runs it, and no file descriptor is redirected."""
+    import logging
 
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(path, "a") as fh:
-        os.dup2(fh.fileno(), 1)
-        os.dup2(fh.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+    logger = logging.getLogger("lockstep.runner")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(log.with_suffix(".runner.log"), delay=True)
+    logger.addHandler(handler)
+    runner.log = logger
+    try:
+        yield runner
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
 
 
 @contextlib.contextmanager
@@ -190,10 +186,10 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
     if b.simulator == "verilator":
         os.environ["MAKEFLAGS"] = VERILATOR_MAKEFLAGS
     try:
-        with _output_to(log):
+        with _quiet(runner, log):
             runner.build(sources=sources, hdl_toplevel=b.toplevel, build_dir=directory,
                          build_args=list(_flags(b.simulator)), timescale=TIMESCALE, waves=b.waves,
-                         always=fresh)
+                         always=fresh, log_file=log)
     except (SystemExit, Exception) as exc:  # the runner exits on tool errors
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
         if fresh:
@@ -245,9 +241,9 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
                                     "period_ns": CLOCK_PERIOD_NS}))
     log = run_dir / "sim.log"
     try:
-        with _output_to(log):
-            # Icarus would write its waves into the shared build directory; each run gets its own.
-            plusargs = [f"+dumpfile_path={run_dir / (toplevel + '.fst')}"] if waves and simulator == "icarus" else []
+        # Icarus would write its waves into the shared build directory; each run gets its own.
+        plusargs = [f"+dumpfile_path={run_dir / (toplevel + '.fst')}"] if waves and simulator == "icarus" else []
+        with _quiet(runner, log):
             runner.test(test_module="sim.cocotb_entry", hdl_toplevel=toplevel, build_dir=b.directory,
                         test_dir=run_dir, extra_env={"LOCKSTEP_JOB": str(job_file)}, waves=waves,
                         timescale=TIMESCALE, log_file=log, plusargs=plusargs)

@@ -20,6 +20,7 @@ A ``serial`` backend for a board plugs in behind the same :class:`Backend` inter
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ class Backend:
 
     def begin(self, prompt: list[int], new_tokens: int) -> None:
         return None
+
+    def finish(self) -> dict:
+        """After the last step: anything the backend has to report (e.g. a waveform's path)."""
+        return {}
 
     def wall_seconds(self, position: int, measured: float) -> float:
         return measured
@@ -95,20 +100,74 @@ class RtlBackend(Backend):
         self.results: dict[int, dict] = {}
         self.load_seconds = 0.0
 
+    waves = False
+
     def begin(self, prompt, new_tokens):
-        from .runner import run
+        """Start the whole request on the simulator in the background; :meth:`step` returns each
+        step as the simulator finishes it (the flow appends one line per step to a progress file)."""
+        import tempfile
+        import threading
+        from pathlib import Path
+
+        from .runner import cache_root, run
         from .top import decode_job
 
         job = decode_job(self.compiled, self.params, prompt=prompt, new_tokens=new_tokens)
-        result = run(self.simulator, "decode_top", self.params, "decode_top", job)
-        self.results = {r["position"]: r for r in result["steps"]}
-        self.load_seconds = result["load_seconds"]
+        (cache_root() / "runs").mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="decode-progress-", suffix=".jsonl", dir=cache_root() / "runs")
+        os.close(fd)
+        self._progress = Path(name)
+        job["progress"] = name
+        self._outcome: dict = {}
+
+        def work():
+            try:
+                self._outcome["result"] = run(self.simulator, "decode_top", self.params, "decode_top", job,
+                                              waves=self.waves)
+            except BaseException as exc:  # handed to the caller's thread in step()
+                self._outcome["error"] = exc
+
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def _poll(self):
+        import json as _json
+
+        lines = self._progress.read_text().splitlines() if self._progress.exists() else []
+        for line in lines[len(self.results):]:
+            if line.endswith("}"):
+                r = _json.loads(line)
+                self.results[r["position"]] = r
 
     def step(self, token, position):
-        r = self.results.get(position)
-        if r is None or r["token_in"] != token:
-            raise RuntimeError(f"{self.name} backend: no simulated step for token {token} at position {position}")
+        while position not in self.results:
+            self._poll()
+            if position in self.results:
+                break
+            if not self._thread.is_alive():
+                self._thread.join()
+                self._poll()
+                if position in self.results:
+                    break
+                if "error" in self._outcome:
+                    raise self._outcome["error"]
+                raise RuntimeError(f"{self.name} backend: the simulation ended before position {position}")
+            time.sleep(0.02)
+        r = self.results[position]
+        if r["token_in"] != token:
+            raise RuntimeError(f"{self.name} backend: simulated token {r['token_in']} at position {position}, "
+                               f"expected {token}")
         return r["token_out"], r["cycles"]
+
+    def finish(self) -> dict:
+        """Wait for the simulator to end; its result (load time, waves path)."""
+        self._thread.join()
+        self._progress.unlink(missing_ok=True)
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        result = self._outcome["result"]
+        self.load_seconds = result["load_seconds"]
+        return result
 
     def wall_seconds(self, position, measured):
         return self.results[position]["seconds"]
@@ -153,6 +212,14 @@ class RunReport:
     generated: list[int] = field(default_factory=list)
     steps: list[StepReport] = field(default_factory=list)
     lower_bound: float = 0.0
+    waves: str | None = None
+
+    @property
+    def simulated_cycles_per_second(self) -> float | None:
+        """Measured cycles over the wall time of the free runs (RTL backends only)."""
+        measured = [s for s in self.steps if s.measured_cycles is not None]
+        wall = sum(s.wall_seconds for s in measured)
+        return sum(s.measured_cycles for s in measured) / wall if measured and wall > 0 else None
 
     @property
     def predicted_cycles_per_token(self) -> float:
@@ -176,6 +243,7 @@ class RunReport:
             "tokens_per_second_at_clock": self.tokens_per_second,
             "lower_bound_cycles": self.lower_bound, "efficiency": self.efficiency,
             "wall_seconds": sum(s.wall_seconds for s in self.steps),
+            "simulated_cycles_per_second": self.simulated_cycles_per_second, "waves": self.waves,
         }
 
 
@@ -208,7 +276,7 @@ def check_request(compiled: Compiled, backend: str, prompt: Sequence[int], new_t
 
 
 def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: int, *,
-           on_step: Callable[[StepReport], None] | None = None) -> RunReport:
+           on_step: Callable[[StepReport], None] | None = None, waves: bool = False) -> RunReport:
     """Prefill ``prompt`` then generate ``new_tokens`` greedily on ``backend``.
 
     Raises ValueError for an unknown backend, an empty prompt, a token outside the vocabulary or a
@@ -217,6 +285,10 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
     prompt, steps = check_request(compiled, backend, prompt, new_tokens)
     model = compiled.model
     runner = BACKENDS[backend](compiled)
+    if waves:
+        if not hasattr(runner, "waves"):
+            raise ValueError(f"--waves needs an RTL backend (amaranth, icarus, verilator), not {backend}")
+        runner.waves = True
     runner.begin(prompt, new_tokens)
     report = RunReport(backend=backend, clock_hz=compiled.config.clock_hz, prompt=prompt)
     tokens = list(prompt)
@@ -236,4 +308,5 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
         if on_step is not None:
             on_step(step)
     report.lower_bound = sum(bounds) / len(bounds)
+    report.waves = runner.finish().get("waves")
     return report

@@ -15,6 +15,7 @@ prediction in ``predicted``), ``trace`` (read every step's per-instruction cycle
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -234,9 +235,18 @@ async def run_decode_top(bus, job: dict) -> dict:
         return out
 
     results = []
+    progress = job.get("progress")
+
+    def report(r):
+        results.append(r)
+        if progress:  # one JSON line per finished step, so the host can show tokens as they appear
+            with open(progress, "a") as fh:
+                fh.write(json.dumps({k: r[k] for k in ("position", "token_in", "token_out", "cycles", "seconds")})
+                         + "\n")
+
     if "steps" in job:
         for token, position in job["steps"]:
-            results.append(await step(token, position))
+            report(await step(token, position))
     else:
         tokens = list(job["prompt"])
         n = len(tokens) + max(job["new_tokens"], 1) - 1
@@ -244,7 +254,7 @@ async def run_decode_top(bus, job: dict) -> dict:
             r = await step(tokens[position], position)
             if position >= len(job["prompt"]) - 1:
                 tokens.append(r["token_out"])
-            results.append(r)
+            report(r)
     return {"steps": results, "load_seconds": load_seconds,
             "load_words": sum(len(v) for v in im.values())}
 

@@ -41,7 +41,10 @@ def test_gemm_on_amaranth_reports_exact_result_and_cycles():
     (("gemm", "--preset", "9x9"), "preset must be one of 4x4, 8x4, 8x8, demo, not '9x9'"),
     (("gemm", "-k", "1000"), "needs 2000 act_words, the configuration has 256 (1744 too few)"),
     (("gemm", "-k", "2000"), "K=2000 exceeds the largest reduction 1024 of the configuration"),
-    (("run", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),
+    (("gemm", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),
+    (("run", "--tokens", "-1"), "--tokens must be a non-negative integer, not -1"),
+    (("run", "--tokens", "500"), "more than the context of 128"),
+    (("run", "--backend", "isa", "--waves"), "--waves needs an RTL backend"),
 ])
 def test_bad_input_is_one_line_without_traceback(args, message):
     out = lockstep(*args)
@@ -57,3 +60,18 @@ def test_click_usage_errors_are_short():
     assert out.returncode == 2 and "Traceback" not in out.stderr and "'many' is not a valid integer" in out.stderr
     out = lockstep("gemm", "--backend", "modelsim")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_main_job_decodes_the_demo_model_on_verilator_cycle_exact():
+    from golden.checkpoint import load_demo_model
+    from golden.int_model import generate_int
+    from golden.quantize import quantize_checkpoint
+
+    out = lockstep("run", "--tokens", "6", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["backend"] == "verilator" and report["cycle_exact"]
+    assert all(c is not None for c in report["measured_cycles"])
+    ckpt = load_demo_model()
+    prompt = ckpt.tokenizer.encode("The old miller ")
+    assert report["generated"] == generate_int(quantize_checkpoint(ckpt), prompt, 6)

@@ -182,7 +182,6 @@ def demo():
     return compile_model(quantize_checkpoint(load_demo_model()), PRESETS["demo"])
 
 
-@pytest.mark.slow
 def test_demo_model_on_verilator(demo):
     prompt = [5, 9, 2, 17, 3]
     report = decode(demo, "verilator", prompt, 32)
@@ -203,6 +202,14 @@ def test_cli_decode_on_verilator():
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert len(report["generated"]) == 8 and all(c is not None for c in report["measured_cycles"])
+
+
+def test_whole_program_on_icarus():
+    compiled = tiny("gpt2")
+    steps = [(3, 0), (7, 1)]
+    params = top_params(compiled, **SMALL_SHARED)
+    job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
+    check_steps(compiled, run("icarus", "decode_top", params, "decode_top", job), steps)
 
 
 @pytest.mark.slow
