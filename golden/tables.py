@@ -249,7 +249,8 @@ def gelu_erf_float(x):
 ACTIVATIONS = {"silu": silu_float, "gelu_tanh": gelu_tanh_float, "gelu_erf": gelu_erf_float}
 
 
-def _check_scale(name: str, scale) -> float:
+def check_scale(name: str, scale) -> float:
+    """Return ``scale`` as a float if it is a finite positive real; TypeError/ValueError naming it."""
     if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
         raise TypeError(f"{name} must be a real number, not {scale!r}")
     scale = float(scale)
@@ -266,7 +267,7 @@ def activation_table(kind: str, x_scale: float, out_scale: float) -> np.ndarray:
     """
     if kind not in ACTIVATIONS:
         raise ValueError(f"activation kind must be one of {sorted(ACTIVATIONS)}, not {kind!r}")
-    return _activation_table(kind, _check_scale("x_scale", x_scale), _check_scale("out_scale", out_scale))
+    return _activation_table(kind, check_scale("x_scale", x_scale), check_scale("out_scale", out_scale))
 
 
 @functools.lru_cache(maxsize=256)
@@ -295,7 +296,7 @@ def rope_tables(max_context: int, head_dim: int, base: float = 10000.0) -> tuple
             raise ValueError(f"{name} must be a positive integer, not {value}")
     if head_dim % 2:
         raise ValueError(f"head_dim must be even for rotary embedding, not {head_dim}")
-    base = _check_scale("rope base", base)
+    base = check_scale("rope base", base)
     return _rope_tables(int(max_context), int(head_dim), base)
 
 

@@ -70,6 +70,7 @@ from golden.numerics import (
 from golden.tables import (
     ROPE_FRAC_BITS,
     activation_table,
+    check_scale,
     gelu_erf_float,
     gelu_tanh_float,
     rope_tables,
@@ -94,13 +95,6 @@ _INT31 = (1 << 31) - 1
 _BETA_MAX = 1 << 30
 
 
-def _check_scale(name: str, scale) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a real number, not {scale!r}")
-    scale = float(scale)
-    if not math.isfinite(scale) or scale <= 0.0:
-        raise ValueError(f"{name} must be finite and positive, not {scale}")
-    return scale
 
 
 def _check_int(name: str, value, low: int, high: int) -> int:
@@ -183,9 +177,9 @@ class NormParams:
             raise ValueError(f"gamma must be a vector of 1 to {NORM_MAX_LEN} values, not shape {gamma.shape}")
         if not np.isfinite(gamma).all():
             raise ValueError("gamma must be finite")
-        x_scale = _check_scale("x_scale", x_scale)
-        out_scale = _check_scale("out_scale", out_scale)
-        eps = _check_scale("eps", eps)
+        x_scale = check_scale("x_scale", x_scale)
+        out_scale = check_scale("out_scale", out_scale)
+        eps = check_scale("eps", eps)
         n = gamma.shape[0]
         g_scale = float(np.abs(gamma).max()) / INT8_MAX or 1.0
         g = np.clip(_round_half_up(gamma / g_scale), INT8_MIN, INT8_MAX)
@@ -212,7 +206,7 @@ class NormParams:
         beta = np.asarray(beta, dtype=np.float64)
         if beta.shape != g.shape or not np.isfinite(beta).all():
             raise ValueError(f"beta must be a finite vector of shape {g.shape}, not shape {beta.shape}")
-        acc_scale = _check_scale("out_scale", out_scale) * om / (1 << os_)
+        acc_scale = check_scale("out_scale", out_scale) * om / (1 << os_)
         b = _round_half_up(beta / acc_scale)
         if (np.abs(b) > _BETA_MAX).any():
             raise ValueError(f"beta is too large for out_scale {out_scale}: it needs more than 31 bits")
@@ -329,9 +323,9 @@ class AddParams:
 
     @classmethod
     def from_scales(cls, *, a_scale: float, b_scale: float, out_scale: float) -> AddParams:
-        a_scale = _check_scale("a_scale", a_scale)
-        b_scale = _check_scale("b_scale", b_scale)
-        out_scale = _check_scale("out_scale", out_scale)
+        a_scale = check_scale("a_scale", a_scale)
+        b_scale = check_scale("b_scale", b_scale)
+        out_scale = check_scale("out_scale", out_scale)
         big = max(a_scale, b_scale)
         a_mult = int(_round_half_up((1 << 14) * a_scale / big))
         b_mult = int(_round_half_up((1 << 14) * b_scale / big))
@@ -355,8 +349,8 @@ def residual_add_ref(a, b) -> np.ndarray:
 
 def multiply_multiplier(*, a_scale: float, b_scale: float, out_scale: float) -> tuple[int, int]:
     """(mult, shift) for the product's real factor ``a_scale * b_scale / out_scale``."""
-    return quantize_multiplier(_check_scale("a_scale", a_scale) * _check_scale("b_scale", b_scale)
-                               / _check_scale("out_scale", out_scale))
+    return quantize_multiplier(check_scale("a_scale", a_scale) * check_scale("b_scale", b_scale)
+                               / check_scale("out_scale", out_scale))
 
 
 def multiply(a, b, *, mult: int, shift: int) -> np.ndarray:
@@ -379,8 +373,8 @@ def multiply_ref(a, b) -> np.ndarray:
 
 def rope_multiplier(*, x_scale: float, out_scale: float) -> tuple[int, int]:
     """(mult, shift) for RoPE's real factor ``x_scale / (out_scale * 2**14)``."""
-    return quantize_multiplier(_check_scale("x_scale", x_scale)
-                               / (_check_scale("out_scale", out_scale) * (1 << ROPE_FRAC_BITS)))
+    return quantize_multiplier(check_scale("x_scale", x_scale)
+                               / (check_scale("out_scale", out_scale) * (1 << ROPE_FRAC_BITS)))
 
 
 def rope(x, positions, *, mult: int, shift: int, max_context: int, base: float = 10000.0) -> np.ndarray:
