@@ -240,72 +240,61 @@ def hf_tensor_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return s
 
 
-def _hf_to_weights(config: ModelConfig, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    c, w = config, {}
+def _name_map(config: ModelConfig) -> list[tuple[str, str, bool]]:
+    """(Hugging Face name, golden name, stored transposed) for every one-to-one tensor: the one
+    table that import and export both read. GPT-2's fused q/k/v tensors are handled beside it."""
+    c, m = config, []
     if c.family == "gpt2":
-        w["tok_embed"], w["pos_embed"] = t["wte.weight"], t["wpe.weight"]
+        m += [("wte.weight", "tok_embed", False), ("wpe.weight", "pos_embed", False)]
         for i in range(c.n_layers):
             h, p = f"h.{i}.", f"layers.{i}."
-            d = c.d_model
-            qkv, qkv_b = t[h + "attn.c_attn.weight"], t[h + "attn.c_attn.bias"]
-            w |= {p + "attn_norm.weight": t[h + "ln_1.weight"], p + "attn_norm.bias": t[h + "ln_1.bias"],
-                  p + "attn.wq": qkv[:, :d], p + "attn.wk": qkv[:, d:2 * d], p + "attn.wv": qkv[:, 2 * d:],
-                  p + "attn.bq": qkv_b[:d], p + "attn.bk": qkv_b[d:2 * d], p + "attn.bv": qkv_b[2 * d:],
-                  p + "attn.wo": t[h + "attn.c_proj.weight"], p + "attn.bo": t[h + "attn.c_proj.bias"],
-                  p + "mlp_norm.weight": t[h + "ln_2.weight"], p + "mlp_norm.bias": t[h + "ln_2.bias"],
-                  p + "mlp.w_up": t[h + "mlp.c_fc.weight"], p + "mlp.b_up": t[h + "mlp.c_fc.bias"],
-                  p + "mlp.w_down": t[h + "mlp.c_proj.weight"], p + "mlp.b_down": t[h + "mlp.c_proj.bias"]}
-        w["final_norm.weight"], w["final_norm.bias"] = t["ln_f.weight"], t["ln_f.bias"]
+            m += [(h + hf, p + ours, False) for hf, ours in (
+                ("ln_1.weight", "attn_norm.weight"), ("ln_1.bias", "attn_norm.bias"),
+                ("attn.c_proj.weight", "attn.wo"), ("attn.c_proj.bias", "attn.bo"),
+                ("ln_2.weight", "mlp_norm.weight"), ("ln_2.bias", "mlp_norm.bias"),
+                ("mlp.c_fc.weight", "mlp.w_up"), ("mlp.c_fc.bias", "mlp.b_up"),
+                ("mlp.c_proj.weight", "mlp.w_down"), ("mlp.c_proj.bias", "mlp.b_down"))]
+        m += [("ln_f.weight", "final_norm.weight", False), ("ln_f.bias", "final_norm.bias", False)]
     else:
-        w["tok_embed"] = t["model.embed_tokens.weight"]
+        m += [("model.embed_tokens.weight", "tok_embed", False)]
         for i in range(c.n_layers):
             h, p = f"model.layers.{i}.", f"layers.{i}."
-            w |= {p + "attn_norm.weight": t[h + "input_layernorm.weight"],
-                  p + "attn.wq": t[h + "self_attn.q_proj.weight"].T,
-                  p + "attn.wk": t[h + "self_attn.k_proj.weight"].T,
-                  p + "attn.wv": t[h + "self_attn.v_proj.weight"].T,
-                  p + "attn.wo": t[h + "self_attn.o_proj.weight"].T,
-                  p + "mlp_norm.weight": t[h + "post_attention_layernorm.weight"],
-                  p + "mlp.w_gate": t[h + "mlp.gate_proj.weight"].T,
-                  p + "mlp.w_up": t[h + "mlp.up_proj.weight"].T,
-                  p + "mlp.w_down": t[h + "mlp.down_proj.weight"].T}
-        w["final_norm.weight"] = t["model.norm.weight"]
+            m += [(h + "input_layernorm.weight", p + "attn_norm.weight", False),
+                  (h + "post_attention_layernorm.weight", p + "mlp_norm.weight", False)]
+            m += [(h + hf, p + ours, True) for hf, ours in (
+                ("self_attn.q_proj.weight", "attn.wq"), ("self_attn.k_proj.weight", "attn.wk"),
+                ("self_attn.v_proj.weight", "attn.wv"), ("self_attn.o_proj.weight", "attn.wo"),
+                ("mlp.gate_proj.weight", "mlp.w_gate"), ("mlp.up_proj.weight", "mlp.w_up"),
+                ("mlp.down_proj.weight", "mlp.w_down"))]
+        m += [("model.norm.weight", "final_norm.weight", False)]
     if not c.tie_embeddings:
-        w["lm_head"] = t["lm_head.weight"].T
+        m += [("lm_head.weight", "lm_head", True)]
+    return m
+
+
+def _hf_to_weights(config: ModelConfig, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    c = config
+    w = {ours: (t[hf].T if transposed else t[hf]) for hf, ours, transposed in _name_map(c)}
+    if c.family == "gpt2":
+        d = c.d_model
+        for i in range(c.n_layers):
+            h, p = f"h.{i}.", f"layers.{i}."
+            qkv, qkv_b = t[h + "attn.c_attn.weight"], t[h + "attn.c_attn.bias"]
+            for j, x in enumerate("qkv"):
+                w[p + f"attn.w{x}"] = qkv[:, j * d:(j + 1) * d]
+                w[p + f"attn.b{x}"] = qkv_b[j * d:(j + 1) * d]
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in w.items()}
 
 
 def _weights_to_hf(config: ModelConfig, w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    c, t = config, {}
+    c = config
+    t = {hf: (w[ours].T if transposed else w[ours]) for hf, ours, transposed in _name_map(c)}
     if c.family == "gpt2":
-        t["wte.weight"], t["wpe.weight"] = w["tok_embed"], w["pos_embed"]
         for i in range(c.n_layers):
             h, p = f"h.{i}.", f"layers.{i}."
-            t |= {h + "ln_1.weight": w[p + "attn_norm.weight"], h + "ln_1.bias": w[p + "attn_norm.bias"],
-                  h + "attn.c_attn.weight": np.concatenate([w[p + f"attn.w{x}"] for x in "qkv"], axis=1),
-                  h + "attn.c_attn.bias": np.concatenate([w[p + f"attn.b{x}"] for x in "qkv"]),
-                  h + "attn.c_proj.weight": w[p + "attn.wo"], h + "attn.c_proj.bias": w[p + "attn.bo"],
-                  h + "ln_2.weight": w[p + "mlp_norm.weight"], h + "ln_2.bias": w[p + "mlp_norm.bias"],
-                  h + "mlp.c_fc.weight": w[p + "mlp.w_up"], h + "mlp.c_fc.bias": w[p + "mlp.b_up"],
-                  h + "mlp.c_proj.weight": w[p + "mlp.w_down"], h + "mlp.c_proj.bias": w[p + "mlp.b_down"]}
-        t["ln_f.weight"], t["ln_f.bias"] = w["final_norm.weight"], w["final_norm.bias"]
+            t[h + "attn.c_attn.weight"] = np.concatenate([w[p + f"attn.w{x}"] for x in "qkv"], axis=1)
+            t[h + "attn.c_attn.bias"] = np.concatenate([w[p + f"attn.b{x}"] for x in "qkv"])
         t = {"transformer." + k: v for k, v in t.items()}
-    else:
-        t["model.embed_tokens.weight"] = w["tok_embed"]
-        for i in range(c.n_layers):
-            h, p = f"model.layers.{i}.", f"layers.{i}."
-            t |= {h + "input_layernorm.weight": w[p + "attn_norm.weight"],
-                  h + "self_attn.q_proj.weight": w[p + "attn.wq"].T,
-                  h + "self_attn.k_proj.weight": w[p + "attn.wk"].T,
-                  h + "self_attn.v_proj.weight": w[p + "attn.wv"].T,
-                  h + "self_attn.o_proj.weight": w[p + "attn.wo"].T,
-                  h + "post_attention_layernorm.weight": w[p + "mlp_norm.weight"],
-                  h + "mlp.gate_proj.weight": w[p + "mlp.w_gate"].T,
-                  h + "mlp.up_proj.weight": w[p + "mlp.w_up"].T,
-                  h + "mlp.down_proj.weight": w[p + "mlp.w_down"].T}
-        t["model.norm.weight"] = w["final_norm.weight"]
-    if not c.tie_embeddings:
-        t["lm_head.weight"] = w["lm_head"].T
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in t.items()}
 
 
