@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ VERILATOR_FLAGS = ("-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fa
 # without the header costs nothing measurable here; make takes these overrides from MAKEFLAGS.
 # OPT_FAST=-O3 (the makefile's default is -Os) ran the decode top level 15-20 % faster.
 VERILATOR_MAKEFLAGS = "VK_PCH_I_FAST= VK_PCH_I_SLOW= OPT_FAST=-O3"
+VERILATOR_EXECUTABLE = "lockstep_model"
 ICARUS_FLAGS = ()
 TIMESCALE = ("1ns", "1ps")
 CLOCK_PERIOD_NS = 10
@@ -88,7 +90,7 @@ def _quiet(runner, log: Path):
     logger = logging.getLogger("lockstep.runner")
     logger.propagate = False
     logger.setLevel(logging.INFO)
-    handler = logging.FileHandler(log.with_suffix(".runner.log"), delay=True)
+    handler = logging.FileHandler(log.with_suffix(".runner.log"), mode="w", delay=True)
     logger.addHandler(handler)
     runner.log = logger
     try:
@@ -129,6 +131,10 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
         "flags": _flags(simulator), "makeflags": VERILATOR_MAKEFLAGS, "public": _PUBLIC_PORTS,
         "waves": bool(waves), "timescale": TIMESCALE,
         "tool": simulator_version(simulator), "cocotb": cocotb.__version__,
+        # The model links cocotb's VPI library by absolute path (rpath): a build made from one
+        # virtualenv must not be reused from another (it would load the other's library, and
+        # Verilator would re-verilate for the changed flags in a directory a build already owns).
+        "environment": sys.prefix, "executable": VERILATOR_EXECUTABLE,
     }, sort_keys=True)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:20]
     directory = cache_root() / "build" / simulator / f"{toplevel}-{key}"
@@ -152,8 +158,19 @@ def _verilator_runner():
     class PortsOnlyVerilator(Verilator):
         def _build_command(self):
             cmds = super()._build_command()
-            cmds[0] = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            verilate = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
+            # cocotb names the executable after the toplevel, and the C++ compile searches the
+            # build directory first (-I.): a model called "array" or "vector" would then shadow
+            # the standard header <array> / <vector> on any rebuild. Give it a name no header has.
+            verilate[verilate.index("-o") + 1] = VERILATOR_EXECUTABLE
+            cmds[0] = verilate
             return cmds
+
+        def _test_command(self):
+            cmds = super()._test_command()
+            default = str(self.build_dir / self.sim_hdl_toplevel)
+            return [[str(self.build_dir / VERILATOR_EXECUTABLE) if arg == default else arg for arg in cmd]
+                    for cmd in cmds]
 
     return PortsOnlyVerilator()
 
@@ -184,6 +201,7 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
         runner = get_runner(b.simulator)
     # The first build's log is kept; a reuse (cocotb's own no-op check) logs beside it.
     log = directory / ("build.log" if fresh else "reuse.log")
+    log.unlink(missing_ok=True)  # one log per build call: a failing reuse must not grow it forever
     saved_makeflags = os.environ.get("MAKEFLAGS")
     if b.simulator == "verilator":
         os.environ["MAKEFLAGS"] = VERILATOR_MAKEFLAGS
