@@ -10,13 +10,17 @@ from dataclasses import dataclass, fields
 
 from golden.numerics import ACC_BITS, max_k_without_overflow
 
-__all__ = ["Config", "check_positive_int", "checked_constructor", "DEFAULT", "MAX_ARRAY", "MAX_BUILD_ARRAY",
-           "PRESETS"]
+__all__ = ["ACT_TABLE_SIZE", "Config", "check_positive_int", "checked_constructor", "DEFAULT", "MAX_ACT_TABLES",
+           "MAX_ARRAY", "MAX_BUILD_ARRAY", "PRESETS"]
 
 #: The largest array the cycle model describes (a TPU v1 is 256 x 256).
 MAX_ARRAY = 1024
 #: The largest array the RTL is built for: beyond it simulation and synthesis are impractical here.
 MAX_BUILD_ARRAY = 64
+#: Entries of one activation table (one per int8 input, entry x + 128).
+ACT_TABLE_SIZE = 256
+#: The most activation tables the vector unit's table memory may hold (64 K int8 entries).
+MAX_ACT_TABLES = 256
 
 
 def checked_constructor(init):
@@ -76,6 +80,11 @@ class Config:
         Elements the vector unit processes per cycle.
     program_words:
         Depth of the decode top level's program memory, in instructions.
+    act_tables:
+        Activation tables (:data:`ACT_TABLE_SIZE` int8 entries each: SiLU or GELU at one layer's
+        scales) the vector unit's table memory holds, at most :data:`MAX_ACT_TABLES`. The host
+        writes them once per run; an ACTIVATION instruction names one by its index. The default
+        (16) serves a model of up to 16 layers with one table per layer (the demo model uses 4).
     """
 
     array_rows: int = 4
@@ -92,6 +101,7 @@ class Config:
     max_context: int = 128
     vector_lanes: int = 4
     program_words: int = 1024
+    act_tables: int = 16
 
     def __post_init__(self):
         for f in fields(self):
@@ -103,6 +113,8 @@ class Config:
             raise ValueError(f"max_m must not exceed act_words ({self.act_words}), not {self.max_m}")
         if self.max_m > self.result_words:
             raise ValueError(f"max_m must not exceed result_words ({self.result_words}), not {self.max_m}")
+        if self.act_tables > MAX_ACT_TABLES:
+            raise ValueError(f"act_tables must be at most {MAX_ACT_TABLES}, not {self.act_tables}")
         if self.weight_words < self.array_rows:
             raise ValueError(f"weight_words must hold at least one tile of {self.array_rows} rows, "
                              f"not {self.weight_words}")
@@ -144,6 +156,11 @@ class Config:
         return max(1, (max(self.weight_words, self.act_words, self.result_words) - 1).bit_length())
 
     @property
+    def act_table_entries(self) -> int:
+        """Depth of the vector unit's activation table memory: act_tables x ACT_TABLE_SIZE int8."""
+        return self.act_tables * ACT_TABLE_SIZE
+
+    @property
     def cycle_counter_bits(self) -> int:
         return 48
 
@@ -179,4 +196,9 @@ PRESETS: dict[str, Config] = {
     # Square with lanes = array size, as the decode top level requires (hdl/top.py).
     "demo": Config(array_rows=8, array_cols=8, weight_words=32768, act_words=1024, result_words=1024, max_m=16,
                    vector_lanes=8),
+    # The demo model's accelerator on a ULX3S-85F (lockstep build --board ulx3s-85f): 4x4 with 4 lanes,
+    # memories cut to the demo model's needs so they fit the ECP5's 208 block RAMs, the board's 25 MHz.
+    "ulx3s": Config(array_rows=4, array_cols=4, weight_words=51200, act_words=64, result_words=64, max_m=16,
+                    clock_hz=25_000_000, param_words=5504, scratch_bytes=6144, kv_bytes=32768, logits_words=64,
+                    program_words=128, vector_lanes=4, act_tables=4),
 }

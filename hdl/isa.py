@@ -10,9 +10,11 @@ names, the others are zero):
 * ``dst``, ``src0``, ``src1``: element addresses in the activation scratchpad (int8 values), or
   in the logits buffer for an int32 result;
 * ``length``: elements per position of the (first) input: K of a GEMM, the vector length;
-* ``count``: N of a GEMM, heads of RoPE and attention, the layer of ``kv_write``;
+* ``count``: N of a GEMM, heads of RoPE and attention, the layer of ``kv_write``, the activation
+  table of ``activation`` (its index in the vector unit's table memory, which the host loads once
+  per run: ``Config.act_tables`` tables of 256 int8 entries);
 * ``param``: word address in the parameter memory of the op's constants (multipliers, shifts,
-  biases, gamma, tables), in the record layout :mod:`sim.compiler` documents;
+  biases, gamma, the RoPE table), in the record layout :mod:`sim.compiler` documents;
 * ``weight``: word address in the weight memory (GEMM tiles, embedding tables);
 * ``flags``: opcode-specific bits (GEMM: bit 0 bias, bit 1 requantize; EMBED: bit 0 index by
   position instead of token).
@@ -73,7 +75,8 @@ FIELD_USE = {
     Opcode.ATTENTION: ("attention", "dst = attention(q = src0, cache of layer count, positions 0..pos)",
                        ("dst", "src0", "length", "count", "param")),
     Opcode.RESIDUAL_ADD: ("vector", "dst = residual_add(src0, src1)", ("dst", "src0", "src1", "length", "param")),
-    Opcode.ACTIVATION: ("vector", "dst = table[src0 + 128]", ("dst", "src0", "length", "param")),
+    Opcode.ACTIVATION: ("vector", "dst = act_table[count][src0 + 128] (table count of the vector unit's table "
+                                  "memory, loaded once per run)", ("dst", "src0", "length", "count")),
     Opcode.MULTIPLY: ("vector", "dst = requant(src0 * src1)", ("dst", "src0", "src1", "length", "param")),
     Opcode.ARGMAX: ("vector", "token = argmax(int32 src0[0:length]), ties to the lowest index", ("src0", "length")),
 }

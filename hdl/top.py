@@ -1,12 +1,12 @@
 """The decode accelerator's top level: memories, a sequencer, the GEMM path, the vector and
 attention units, and a host port.
 
-The host loads the program, the weights, the parameters and the RoPE table once per run through
-the host port, then runs one decode step per ``start``: the sequencer fetches, decodes and runs
-one instruction at a time (:mod:`hdl.isa`) until ``HALT``, with the semantics of
-:class:`sim.isa_sim.IsaMachine` bit for bit, and raises ``done`` with the argmax token in
-``next_token`` and the step's cycles in ``cycles``. docs/top.md describes every micro-sequence
-and its cycle count; :func:`sim.cycles.op_cycles` predicts them exactly.
+The host loads the program, the weights, the parameters, the RoPE table and the activation
+tables once per run through the host port, then runs one decode step per ``start``: the
+sequencer fetches, decodes and runs one instruction at a time (:mod:`hdl.isa`) until ``HALT``,
+with the semantics of :class:`sim.isa_sim.IsaMachine` bit for bit, and raises ``done`` with the
+argmax token in ``next_token`` and the step's cycles in ``cycles``. docs/top.md describes every
+micro-sequence and its cycle count; :func:`sim.cycles.op_cycles` predicts them exactly.
 
 Requires a square array whose size equals the vector lanes: ``V = array_rows = array_cols =
 vector_lanes``, a power of two >= 4. Then one scratchpad word (V int8) is one array beat and one
@@ -26,6 +26,8 @@ K, V      ``head_dim`` int8 (one row) ``kv_bytes / (2 * head_dim)``; row ``(laye
                                       + kv head) * max_context + position``
 trace     32 bits                     ``program_words``: the cycles each instruction of the last
                                       step took
+act       int8 (one table entry)      ``act_tables * 256`` (in the vector unit): entry ``table *
+                                      256 + x + 128``
 ========  ==========================  ===========================================================
 
 Control: ``token``, ``position``, ``n_kv_heads`` and ``group`` (query heads per KV head) are
@@ -35,7 +37,8 @@ cycles of every instruction of the step except ``HALT``; instruction ``i`` took 
 cycles, counted from its fetch to its last cycle, both included.
 
 Host port: ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of memory
-``host_mem`` (PROGRAM, WEIGHTS, PARAMS, SCRATCH or VTABLE: the vector unit's RoPE table);
+``host_mem`` (PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or
+ACT_TABLES: its activation tables, one int8 entry a word at ``table * 256 + x + 128``);
 ``host_rdata`` shows word ``host_addr`` of SCRATCH, LOGITS, TRACE or PARAMS one cycle after the
 address. Meant for idle time.
 """
@@ -52,7 +55,7 @@ from .array import SystolicArray
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import Config, check_positive_int, checked_constructor
 from .isa import INSTRUCTION_BITS, Opcode, instruction_layout
-from .vector import ACT_TABLE_SIZE, VectorOp, VectorTable, VectorUnit
+from .vector import VectorOp, VectorTable, VectorUnit
 
 __all__ = ["DecodeTop", "TopMem", "check_top_config"]
 
@@ -73,6 +76,7 @@ class TopMem(enum.Enum, shape=unsigned(3)):
     LOGITS = 4
     VTABLE = 5
     TRACE = 6
+    ACT_TABLES = 7
 
 
 class _S(enum.Enum, shape=unsigned(4)):
@@ -81,14 +85,13 @@ class _S(enum.Enum, shape=unsigned(4)):
     DECODE = 2
     EMBED = 3
     GEMM = 4
-    TABLE = 5
-    VCMD = 6
-    VRUN = 7
-    KVW = 8
-    AQ = 9
-    ASTART = 10
-    ARUN = 11
-    AOUT = 12
+    VCMD = 5
+    VRUN = 6
+    KVW = 7
+    AQ = 8
+    ASTART = 9
+    ARUN = 10
+    AOUT = 11
 
 
 def check_top_config(config) -> int:
@@ -189,7 +192,7 @@ class DecodeTop(wiring.Component):
     def host_addr_bits(self) -> int:
         c = self.config
         deepest = max(c.program_words, c.weight_words, self.param_depth, self.scratch_depth, self.logits_depth,
-                      c.max_context * self.head_dim)
+                      c.max_context * self.head_dim, c.act_table_entries)
         return max(1, (deepest - 1).bit_length())
 
     @property
@@ -239,7 +242,7 @@ class DecodeTop(wiring.Component):
         m.submodules.array = array = SystolicArray(rows=V, cols=V)
         m.submodules.vec = vec = VectorUnit(lanes=V, max_length=self.max_length,
                                             max_norm_length=self.max_norm_length, max_head_dim=HD,
-                                            max_context=CTX)
+                                            max_context=CTX, act_tables=c.act_tables)
         m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads)
 
         # --- sequencer state ---------------------------------------------------------------------
@@ -284,7 +287,8 @@ class DecodeTop(wiring.Component):
         with m.If(~running):
             m.d.comb += [s_w.addr.eq(self.host_addr), s_w.data.eq(self.host_wdata),
                          s_w.en.eq(hw & (hm == TopMem.SCRATCH)),
-                         vec.tbl_we.eq(hw & (hm == TopMem.VTABLE)), vec.tbl_sel.eq(VectorTable.ROPE),
+                         vec.tbl_we.eq(hw & ((hm == TopMem.VTABLE) | (hm == TopMem.ACT_TABLES))),
+                         vec.tbl_sel.eq(Mux(hm == TopMem.ACT_TABLES, VectorTable.ACT, VectorTable.ROPE)),
                          vec.tbl_addr.eq(self.host_addr), vec.tbl_data.eq(self.host_wdata)]
 
         # --- start, fetch, decode, halt --------------------------------------------------------
@@ -335,8 +339,6 @@ class DecodeTop(wiring.Component):
                                  kv_row.eq(raw.count * n_kv * CTX + pos)]
                 with m.Case(Opcode.ATTENTION):
                     m.d.sync += [state.eq(_S.AQ), left.eq(n_heads * HW)]
-                with m.Case(Opcode.ACTIVATION):
-                    m.d.sync += state.eq(_S.TABLE)
                 with m.Default():
                     m.d.sync += state.eq(_S.VCMD)
 
@@ -559,22 +561,6 @@ class DecodeTop(wiring.Component):
                 # The feeder's first read is in the command cycle, not in DECODE.
                 m.d.sync += [s_addr.eq(raw.src0 >> lg), b_addr.eq(raw.src1 >> lg)]
 
-        # TABLE (ACTIVATION): the op's 256-entry table into the vector unit, one entry a cycle.
-        t_i = Signal(range(ACT_TABLE_SIZE + 1))
-        t_lanes = data.View(data.ArrayLayout(unsigned(32), V), p1.data)
-        with m.If(state == _S.DECODE):
-            m.d.sync += t_i.eq(0)
-        with m.If(state == _S.TABLE):
-            m.d.comb += [p1.addr.eq((ins.param >> lg) + ((t_i + 1) >> lg)),
-                         vec.tbl_we.eq(1), vec.tbl_sel.eq(VectorTable.SILU), vec.tbl_addr.eq(t_i),
-                         vec.tbl_data.eq(t_lanes[0])]
-            for lane in range(1, V):
-                with m.If(t_i[:lg] == lane):
-                    m.d.comb += vec.tbl_data.eq(t_lanes[lane])
-            m.d.sync += t_i.eq(t_i + 1)
-            with m.If(t_i == ACT_TABLE_SIZE - 1):
-                m.d.sync += state.eq(_S.VCMD)
-
         # The command.
         vop = Mux(op == Opcode.RMSNORM, VectorOp.RMSNORM,
               Mux(op == Opcode.LAYERNORM, VectorOp.LAYERNORM,
@@ -592,6 +578,9 @@ class DecodeTop(wiring.Component):
             cmd.a_mult.eq(s[0][:MULT_BITS]), cmd.b_mult.eq(s[1][:MULT_BITS]),
             cmd.inv_mult.eq(s[3][:MULT_BITS]), cmd.inv_shift.eq(s[4][:_SHIFT_BITS]),
             cmd.eps.eq(s[0][:31]), cmd.position.eq(pos),
+            # ACTIVATION's table, loaded by the host once per run (the compiler keeps it < act_tables);
+            # 0 for the other ops, so no table read ever leaves the memory.
+            cmd.table.eq(Mux(op == Opcode.ACTIVATION, ins.count, 0)),
             vec.cmd.valid.eq(state == _S.VCMD),
         ]
         with m.If(state == _S.VCMD):

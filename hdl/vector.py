@@ -9,7 +9,9 @@ and the whole pipeline stalls together when ``out`` is back-pressured.
 
 Passes, per opcode (W = ceil(length / lanes) beats per pass):
 
-* REQUANT, ADD, MUL, SILU, GELU: one pass of W input beats, W output beats.
+* REQUANT, ADD, MUL, SILU, GELU: one pass of W input beats, W output beats. SILU and GELU are
+  one datapath: a lookup in the activation table the command's ``table`` field names (the host
+  loads each table once; the two names say what the table computes).
 * ARGMAX: one pass of W input beats, one output beat carrying the index.
 * RMSNORM, LAYERNORM: pass 1 takes W beats of ``x`` into the row buffer and sums ``x`` and
   ``x*x``; a fixed chain of :data:`NORM_STATS_CYCLES` cycles turns the sums into the mean, the
@@ -31,7 +33,7 @@ from golden.numerics import MULT_BITS
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
-from .config import check_positive_int, checked_constructor
+from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, check_positive_int, checked_constructor
 
 __all__ = [
     "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "VectorOp", "VectorTable",
@@ -40,8 +42,6 @@ __all__ = [
 
 #: Most lanes a vector unit may have.
 MAX_LANES = 64
-#: Entries of one activation table (one per int8 input).
-ACT_TABLE_SIZE = 256
 #: Registers a beat crosses from its issue to the output register (operands, stage A, stage B, out).
 PIPELINE_STAGES = 4
 #: Cycles from a norm's final sums to the first issue of its second pass (the statistics chain).
@@ -63,11 +63,12 @@ class VectorOp(enum.Enum, shape=unsigned(4)):
     ROPE = 8
 
 
-class VectorTable(enum.Enum, shape=unsigned(2)):
-    """Which run-time loadable table the table write port addresses."""
-    SILU = 0
-    GELU = 1
-    ROPE = 2
+class VectorTable(enum.Enum, shape=unsigned(1)):
+    """Which run-time loadable table memory the table write port addresses."""
+    #: The activation tables: entry ``table * ACT_TABLE_SIZE + x + 128`` (one int8).
+    ACT = 0
+    #: The RoPE cos/sin table: one word of :func:`rope_word_layout`.
+    ROPE = 1
 
 
 def lane_layout() -> data.StructLayout:
@@ -89,7 +90,11 @@ def out_layout(lanes: int, max_length: int) -> data.StructLayout:
                               "last": unsigned(1)})
 
 
-def cmd_layout(max_length: int, max_context: int) -> data.StructLayout:
+def _table_shape(act_tables: int):
+    return unsigned(max(1, (act_tables - 1).bit_length()))
+
+
+def cmd_layout(max_length: int, max_context: int, act_tables: int) -> data.StructLayout:
     return data.StructLayout({
         "op": VectorOp,
         "length": range(max_length + 1),
@@ -101,6 +106,7 @@ def cmd_layout(max_length: int, max_context: int) -> data.StructLayout:
         "inv_shift": unsigned(_SHIFT_BITS),
         "eps": unsigned(31),
         "position": range(max_context),
+        "table": _table_shape(act_tables),
     })
 
 
@@ -132,6 +138,7 @@ class VectorUnit(wiring.Component):
     max_norm_length: longest norm row (the row buffer), at most max_length and 32768.
     max_head_dim: longest RoPE head, a multiple of 2 * lanes and at most max_length.
     max_context: positions of the RoPE table.
+    act_tables: activation tables (256 int8 entries each) the table memory holds, 1 .. 256.
 
     Ports
     -----
@@ -143,14 +150,15 @@ class VectorUnit(wiring.Component):
     ``busy``: from the cycle after ``cmd`` is taken until the cycle after the last beat is taken.
     ``cycles``: clock cycles of the last command, from the cycle ``cmd`` was taken to the cycle its
     last beat was taken, both counted.
-    ``tbl_we``/``tbl_sel``/``tbl_addr``/``tbl_data``: write one entry of a loadable table (SiLU or
-    GELU: an int8 at index x + 128; ROPE: one word of :func:`rope_word_layout` at address
-    ``position * rope_stride + pair_word``). Meant for idle time.
+    ``tbl_we``/``tbl_sel``/``tbl_addr``/``tbl_data``: write one entry of a loadable table (ACT: an
+    int8 at address ``table * 256 + x + 128``; ROPE: one word of :func:`rope_word_layout` at address
+    ``position * rope_stride + pair_word``). Meant for idle time. SILU and GELU commands read table
+    ``cmd.table``, which must be below ``act_tables``.
     """
 
     @checked_constructor
     def __init__(self, *, lanes: int, max_length: int, max_norm_length: int, max_head_dim: int,
-                 max_context: int):
+                 max_context: int, act_tables: int):
         self.lanes = check_positive_int("vector unit lanes", lanes)
         if lanes > MAX_LANES:
             raise ValueError(f"vector unit lanes must be at most {MAX_LANES}, not {lanes}")
@@ -167,8 +175,11 @@ class VectorUnit(wiring.Component):
             raise ValueError(f"vector unit max_head_dim must be at most max_length ({max_length}), "
                              f"not {max_head_dim}")
         self.max_context = check_positive_int("vector unit max_context", max_context)
+        self.act_tables = check_positive_int("vector unit act_tables", act_tables)
+        if act_tables > MAX_ACT_TABLES:
+            raise ValueError(f"vector unit act_tables must be at most {MAX_ACT_TABLES}, not {act_tables}")
         super().__init__({
-            "cmd": In(stream.Signature(cmd_layout(max_length, max_context))),
+            "cmd": In(stream.Signature(cmd_layout(max_length, max_context, act_tables))),
             "inp": In(stream.Signature(in_layout(lanes))),
             "out": Out(stream.Signature(out_layout(lanes, max_length))),
             "busy": Out(1),
@@ -197,13 +208,18 @@ class VectorUnit(wiring.Component):
         return -(-max(self.max_norm_length, self.max_head_dim) // self.lanes)
 
     @property
+    def act_entries(self) -> int:
+        """Depth of the activation table memory: act_tables x 256 int8 entries."""
+        return self.act_tables * ACT_TABLE_SIZE
+
+    @property
     def table_addr_bits(self) -> int:
-        return max(8, (self.rope_words - 1).bit_length())
+        return max((self.act_entries - 1).bit_length(), (self.rope_words - 1).bit_length())
 
     @property
     def params(self) -> dict:
         return {"lanes": self.lanes, "max_length": self.max_length, "max_norm_length": self.max_norm_length,
-                "max_head_dim": self.max_head_dim, "max_context": self.max_context}
+                "max_head_dim": self.max_head_dim, "max_context": self.max_context, "act_tables": self.act_tables}
 
     # --- hardware -----------------------------------------------------------------------------
 
@@ -214,7 +230,7 @@ class VectorUnit(wiring.Component):
 
         m.submodules.rsqrt_rom = rom = memory.Memory(
             shape=unsigned(16), depth=RSQRT_TABLE_SIZE, init=[int(v) for v in rsqrt_table()])
-        m.submodules.act_mem = act_mem = memory.Memory(shape=signed(8), depth=2 * ACT_TABLE_SIZE, init=[])
+        m.submodules.act_mem = act_mem = memory.Memory(shape=signed(8), depth=self.act_entries, init=[])
         m.submodules.rope_mem = rope_mem = memory.Memory(shape=rope_word_layout(L), depth=self.rope_words,
                                                          init=[])
         m.submodules.buf = buf = memory.Memory(shape=data.ArrayLayout(signed(8), L), depth=self.buffer_words,
@@ -225,9 +241,9 @@ class VectorUnit(wiring.Component):
         rope_w = rope_mem.write_port()
         sel = self.tbl_sel
         m.d.comb += [
-            act_w.addr.eq(Cat(self.tbl_addr[:8], sel == VectorTable.GELU)),
+            act_w.addr.eq(self.tbl_addr),
             act_w.data.eq(self.tbl_data[:8]),
-            act_w.en.eq(self.tbl_we & ((sel == VectorTable.SILU) | (sel == VectorTable.GELU))),
+            act_w.en.eq(self.tbl_we & (sel == VectorTable.ACT)),
             rope_w.addr.eq(self.tbl_addr),
             rope_w.data.as_value().eq(self.tbl_data),
             rope_w.en.eq(self.tbl_we & (sel == VectorTable.ROPE)),
@@ -235,7 +251,7 @@ class VectorUnit(wiring.Component):
 
         # --- command -------------------------------------------------------------------------
         busy = Signal()
-        c = Signal(cmd_layout(self.max_length, self.max_context))
+        c = Signal(cmd_layout(self.max_length, self.max_context, self.act_tables))
         cmd_fire = Signal()
         m.d.comb += [self.cmd.ready.eq(~busy), cmd_fire.eq(self.cmd.valid & ~busy), self.busy.eq(busy)]
         op = c.op
@@ -321,8 +337,8 @@ class VectorUnit(wiring.Component):
             port = act_mem.read_port()
             m.d.comb += [
                 buf_w.data[lane].eq(x[:8]),
-                # Index x + 128 of an int8 is x with its sign bit flipped.
-                port.addr.eq(Cat(x[:7], ~x[7], op == VectorOp.GELU)), port.en.eq(en),
+                # Index x + 128 of an int8 is x with its sign bit flipped; the table is the command's.
+                port.addr.eq(Cat(x[:7], ~x[7], c.table)), port.en.eq(en),
             ]
             act_data.append(port.data)
 

@@ -11,6 +11,9 @@ contents of every memory the host loads once per run:
   word of ``max(array_rows, array_cols)`` (the top level's parameter word: V x 32 bits), and every
   per-channel part of a record (bias, multipliers, gamma, beta) is padded with zeros to a whole word,
   so the scalars after it start on a word too.
+* ``act_tables``: the distinct activation tables (SiLU, GELU: 256 int8 entries each, entry x + 128),
+  one row per table; an ACTIVATION instruction names its row in ``count``. The host writes them
+  into the vector unit's table memory once per run (``Config.act_tables`` rows);
 * the activation scratchpad: int8 values, each op's output at its own address (aligned to a
   word of ``max(array_rows, array_cols)`` elements); the int32 logits go to the logits buffer.
 * the KV cache: int8, ``[layer][position][kv head][head_dim]``, the order attention streams it.
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hdl.config import ACT_TABLE_SIZE
 from hdl.isa import Instruction, Opcode, encode, make
 
 __all__ = ["Compiled", "CompileError", "RECORDS", "compile_model", "pack_mult_shift", "padded", "unpack_mult_shift"]
@@ -40,7 +44,6 @@ RECORDS = {
                  "shared by every RoPE op of the same shape)",
     Opcode.ATTENTION: "score_mult; score_shift; out_mult; out_shift",
     Opcode.RESIDUAL_ADD: "a_mult; b_mult; mult; shift",
-    Opcode.ACTIVATION: "table[256] (int8, entry x + 128)",
     Opcode.MULTIPLY: "mult; shift",
 }
 
@@ -82,6 +85,7 @@ class Compiled:
     ops: list                       # the integer-program op of each instruction (None for HALT)
     weights: np.ndarray             # int8 bytes
     params: np.ndarray              # int32 words (int64 array)
+    act_tables: np.ndarray          # (tables, 256) int8 (int64 array): the activation tables, by index
     scratch_size: int               # elements of the activation scratchpad used
     logits_size: int                # int32 words of the logits buffer used
     kv_shape: tuple[int, int, int, int]
@@ -154,6 +158,7 @@ def compile_model(model, config) -> Compiled:
     mc = model.config
     weights = _Words()   # in bytes; every allocation starts on a word of C bytes
     params = _Words()
+    act_tables: dict[tuple[int, ...], int] = {}   # table contents -> index (identical tables shared)
     addresses: dict[str, int] = {"token": 0, "position": 0}
     scratch_top = 0
     logits_top = 0
@@ -235,9 +240,9 @@ def compile_model(model, config) -> Compiled:
             ins = make(Opcode.RESIDUAL_ADD, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
                        dst=scratch(op.output, op.width), length=op.width, param=base)
         elif kind == "activation":
-            base = params.add(p.table, align=align)
+            index = act_tables.setdefault(tuple(int(v) for v in np.asarray(p.table).reshape(-1)), len(act_tables))
             ins = make(Opcode.ACTIVATION, src0=src(op.inputs[0]), dst=scratch(op.output, op.width),
-                       length=op.width, param=base)
+                       length=op.width, count=index)
         elif kind == "multiply":
             base = params.add([p.mult, p.shift], align=align)
             ins = make(Opcode.MULTIPLY, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
@@ -256,7 +261,9 @@ def compile_model(model, config) -> Compiled:
     ops.append(None)
 
     compiled = Compiled(config=config, model=model, instructions=instructions, ops=ops,
-                        weights=weights.array(), params=params.array(), scratch_size=scratch_top,
+                        weights=weights.array(), params=params.array(),
+                        act_tables=np.array(list(act_tables), np.int64).reshape(len(act_tables), ACT_TABLE_SIZE),
+                        scratch_size=scratch_top,
                         logits_size=logits_top,
                         kv_shape=(mc.n_layers, model.max_context, mc.n_kv_heads, mc.head_dim),
                         addresses=addresses, logits_value=logits_value, token_value=token_value)
@@ -276,6 +283,7 @@ def memory_needs(compiled: Compiled) -> dict[str, tuple[int, int]]:
         "logits_words": (compiled.logits_size, c.logits_words),
         "max_context": (compiled.kv_shape[1], c.max_context),
         "program_words": (len(compiled.instructions), c.program_words),
+        "act_tables": (len(compiled.act_tables), c.act_tables),
     }
     return needs
 
@@ -288,6 +296,7 @@ MEMORIES = {
     "logits_words": "logits buffer (32-bit words)",
     "max_context": "context (positions)",
     "program_words": "program memory (instructions)",
+    "act_tables": "activation table memory (tables of 256 int8)",
 }
 
 

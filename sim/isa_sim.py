@@ -42,6 +42,7 @@ class IsaMachine:
         self.align = max(c.array_rows, c.array_cols)   # per-channel record parts are padded to it
         self.weights = compiled.weights.astype(np.int64)
         self.params = compiled.params.astype(np.int64)
+        self.act_tables = compiled.act_tables.astype(np.int64)
         self.scratch = np.zeros(c.scratch_bytes, np.int64)
         self.logits = np.zeros(c.logits_words, np.int64)
         layers, ctx, kvh, hd = compiled.kv_shape
@@ -125,7 +126,8 @@ class IsaMachine:
                 a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]
                 s[ins["dst"]:ins["dst"] + n] = residual_add(a, b, AddParams(a_mult=am, b_mult=bm, mult=m, shift=sh))
             elif op is Opcode.ACTIVATION:
-                s[ins["dst"]:ins["dst"] + n] = activation(s[ins["src0"]:ins["src0"] + n], self._p(ins["param"], 256))
+                table = self.act_tables[ins["count"]]
+                s[ins["dst"]:ins["dst"] + n] = activation(s[ins["src0"]:ins["src0"] + n], table)
             elif op is Opcode.MULTIPLY:
                 m, sh = (int(v) for v in self._p(ins["param"], 2))
                 a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]

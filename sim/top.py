@@ -5,7 +5,8 @@ DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.de
 FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.flows`).
 
 A ``decode_top`` job (JSON): ``params`` (the design), ``images`` (:func:`images`: program,
-weight, parameter and RoPE-table words, loaded once), ``n_kv_heads``, ``group``, and either
+weight, parameter, RoPE-table and activation-table words, loaded once in the order and into the
+memories of :data:`IMAGE_MEMORIES`), ``n_kv_heads``, ``group``, and either
 ``steps`` (a list of ``[token, position]`` run one after another) or ``prompt`` + ``new_tokens``
 (greedy decoding: the prompt is fed one token per step, then each step's token is the next
 step's input). Optional: ``budgets`` (watchdog cycles per step, default from the cycle model's
@@ -20,15 +21,29 @@ import time
 
 import numpy as np
 
+from hdl.top import TopMem
+
 from .bus import WatchdogError
 from .compiler import Compiled, CompileError
 from .gemm import pack_lanes, unpack_lanes
 
-__all__ = ["CHECKS", "DESIGNS", "FLOWS", "check_fits", "decode_job", "images", "top_params"]
+__all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "check_fits", "decode_job", "drive_steps", "images",
+           "top_params"]
 
 #: Watchdog budget: the prediction times this, plus :data:`WATCHDOG_SLACK` cycles.
 WATCHDOG_FACTOR = 2
 WATCHDOG_SLACK = 256
+
+#: Image name (a key of :func:`images`) -> the host-port memory it is written to, in loading order.
+#: Every host that loads a compiled model (the simulator flow below, the serial link) iterates this
+#: one table.
+IMAGE_MEMORIES = {
+    "program": TopMem.PROGRAM,
+    "weights": TopMem.WEIGHTS,
+    "params": TopMem.PARAMS,
+    "rope": TopMem.VTABLE,
+    "act_tables": TopMem.ACT_TABLES,
+}
 
 
 def _decode_top(params):
@@ -79,7 +94,10 @@ def check_fits(compiled: Compiled, params: dict) -> None:
 
 def images(compiled: Compiled) -> dict:
     """The memory images the host loads once per run, as JSON-able ``[address, word]`` lists
-    (zero words left out: every memory starts at zero)."""
+    (zero words left out: every memory starts at zero), keyed as :data:`IMAGE_MEMORIES`.
+
+    ``act_tables``: one int8 entry a word (two's complement in 8 bits), entry ``x + 128`` of table
+    ``t`` at address ``t * 256 + x + 128``."""
     from golden.tables import rope_tables
     from hdl.vector import rope_word_layout
 
@@ -109,8 +127,10 @@ def images(compiled: Compiled) -> dict:
                 cols = slice(word * V, (word + 1) * V)
                 rope.append([pos * stride + word,
                              (pack_lanes(cos[pos, cols], 16) << cos_off) | (pack_lanes(sin[pos, cols], 16) << sin_off)])
+    acts = compiled.act_tables.reshape(-1)
+    act_tables = [[i, int(v) & 0xFF] for i, v in enumerate(acts) if v]
     return {"program": [[i, wd] for i, wd in enumerate(compiled.program_words)], "weights": words(w, 8),
-            "params": words(p, 32), "rope": rope}
+            "params": words(p, 32), "rope": rope, "act_tables": act_tables}
 
 
 def predicted_cycles(compiled: Compiled, position: int) -> int:
@@ -145,6 +165,9 @@ def _check_job(job):
     for key in ("params", "images", "n_kv_heads", "group"):
         if key not in job:
             raise ValueError(f"decode_top job needs {key!r}")
+    missing = [name for name in IMAGE_MEMORIES if name not in job["images"]]
+    if missing:
+        raise ValueError(f"decode_top job images need {missing[0]!r}")
     if ("steps" in job) == ("prompt" in job):
         raise ValueError("decode_top job needs either 'steps' or 'prompt'")
     return job
@@ -183,8 +206,6 @@ async def run_decode_top(bus, job: dict) -> dict:
     "load_seconds", "load_words"}``. Raises WatchdogError when ``done`` does not rise within a step's
     budget.
     """
-    from hdl.top import TopMem
-
     job = _check_job(job)
     V = job["params"]["config"]["vector_lanes"]
     for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata"):
@@ -193,10 +214,8 @@ async def run_decode_top(bus, job: dict) -> dict:
     await bus.reset()
     t0 = time.perf_counter()
     im = job["images"]
-    await _write(bus, TopMem.PROGRAM.value, im["program"])
-    await _write(bus, TopMem.WEIGHTS.value, im["weights"])
-    await _write(bus, TopMem.PARAMS.value, im["params"])
-    await _write(bus, TopMem.VTABLE.value, im["rope"])
+    for name, mem in IMAGE_MEMORIES.items():
+        await _write(bus, mem.value, im[name])
     load_seconds = time.perf_counter() - t0
     n_program = len(im["program"])
     readback = job.get("readback") or {}
@@ -234,14 +253,23 @@ async def run_decode_top(bus, job: dict) -> dict:
             out["logits"] = [v for w in words for v in unpack_lanes(w, 32, V)]
         return out
 
+    return {"steps": await drive_steps(job, step), "load_seconds": load_seconds,
+            "load_words": sum(len(v) for v in im.values())}
+
+
+async def drive_steps(job: dict, step) -> list[dict]:
+    """Run a job's decode steps through ``await step(token, position) -> dict`` (a result with at
+    least ``position``, ``token_in``, ``token_out``, ``cycles``): the job's ``steps`` one after
+    another, or greedy decoding of ``prompt`` + ``new_tokens``. With ``progress`` in the job, one
+    JSON line per finished step is appended to that file, so the host shows tokens as they appear."""
     results = []
     progress = job.get("progress")
 
     def report(r):
         results.append(r)
-        if progress:  # one JSON line per finished step, so the host can show tokens as they appear
+        if progress:
             with open(progress, "a") as fh:
-                fh.write(json.dumps({k: r[k] for k in ("position", "token_in", "token_out", "cycles", "seconds")})
+                fh.write(json.dumps({k: r.get(k) for k in ("position", "token_in", "token_out", "cycles", "seconds")})
                          + "\n")
 
     if "steps" in job:
@@ -251,12 +279,13 @@ async def run_decode_top(bus, job: dict) -> dict:
         tokens = list(job["prompt"])
         n = len(tokens) + max(job["new_tokens"], 1) - 1
         for position in range(n):
+            t = time.perf_counter()
             r = await step(tokens[position], position)
+            r.setdefault("seconds", time.perf_counter() - t)
             if position >= len(job["prompt"]) - 1:
                 tokens.append(r["token_out"])
             report(r)
-    return {"steps": results, "load_seconds": load_seconds,
-            "load_words": sum(len(v) for v in im.values())}
+    return results
 
 
 DESIGNS = {"decode_top": _decode_top}

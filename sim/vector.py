@@ -8,8 +8,9 @@ A job is JSON: ``{"params": design parameters, "tables": {...}, "ops": [...], "s
 (:func:`check_op` lists them). Tables are given by what golden builds them from:
 ``{"silu": {"x_scale", "out_scale"}, "gelu": {"x_scale", "out_scale", "approximate"},
 "rope": {"head_dim", "base"}}``; the flow builds them with :mod:`golden.tables` and writes them
-through the unit's table port. :func:`vector_job` checks a whole job on the host before any
-simulator starts; the flow checks it again.
+through the unit's table port (SiLU as activation table ``ACT_TABLE_INDEX["silu"]``, GELU as
+``ACT_TABLE_INDEX["gelu"]``; a silu or gelu command names its table). :func:`vector_job` checks a
+whole job on the host before any simulator starts; the flow checks it again.
 
 Beat layouts (the contract with :class:`hdl.vector.VectorUnit`): per lane ``a`` (int32, or an
 int8 operand), ``b`` (int8 operand or u15 multiplier), ``shift``:
@@ -39,17 +40,23 @@ from golden.tables import activation_table, rope_tables
 from .bus import WatchdogError
 from .cycles import vector_cycles
 
-__all__ = ["CHECKS", "DESIGNS", "FLOWS", "OPS", "PRESETS", "check_op", "check_params", "run_vector_ops", "vector_job"]
+__all__ = ["ACT_TABLE_INDEX", "CHECKS", "DESIGNS", "FLOWS", "OPS", "PRESETS", "check_op", "check_params",
+           "run_vector_ops", "vector_job"]
 
 #: Op names of a job, in the order of :class:`hdl.vector.VectorOp`.
 OPS = ("requant", "add", "mul", "silu", "gelu", "argmax", "rmsnorm", "layernorm", "rope")
 
 #: Design points: the demo model's sizes (d_model 64, head_dim 16, max_context 128, d_ff 192) and a
-#: small one for the slow simulators (odd lanes, so lengths rarely fill the last beat).
+#: small one for the slow simulators (odd lanes, so lengths rarely fill the last beat). Two
+#: activation tables: a job's SiLU and GELU.
 PRESETS = {
-    "demo": {"lanes": 4, "max_length": 256, "max_norm_length": 64, "max_head_dim": 16, "max_context": 128},
-    "small": {"lanes": 3, "max_length": 40, "max_norm_length": 24, "max_head_dim": 12, "max_context": 8},
+    "demo": {"lanes": 4, "max_length": 256, "max_norm_length": 64, "max_head_dim": 16, "max_context": 128,
+             "act_tables": 2},
+    "small": {"lanes": 3, "max_length": 40, "max_norm_length": 24, "max_head_dim": 12, "max_context": 8,
+              "act_tables": 2},
 }
+#: The activation table a job's SiLU and GELU tables are loaded into (and their commands name).
+ACT_TABLE_INDEX = {"silu": 0, "gelu": 1}
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -193,6 +200,9 @@ def vector_job(params: dict, ops: list, *, tables: dict | None = None, seed: int
     for name in ("silu", "gelu"):
         if any(isinstance(o, dict) and o.get("op") == name for o in ops) and name not in tables:
             raise ValueError(f"vector op {name} needs its table: give tables[{name!r}]")
+        if name in tables and ACT_TABLE_INDEX[name] >= params["act_tables"]:
+            raise ValueError(f"the {name} table goes to activation table {ACT_TABLE_INDEX[name]}: the design needs "
+                             f"act_tables >= {ACT_TABLE_INDEX[name] + 1}, not {params['act_tables']}")
     hd = tables["rope"]["head_dim"] if "rope" in tables else None
     for what, value in (("gaps", gaps), ("stall", stall)):
         if not 0.0 <= value < 1.0:
@@ -223,7 +233,7 @@ class _Packer:
         self.lanes = params["lanes"]
         self.lane = _fields(lane_layout())
         self.lane_bits = lane_layout().size
-        self.cmd = _fields(cmd_layout(params["max_length"], params["max_context"]))
+        self.cmd = _fields(cmd_layout(params["max_length"], params["max_context"], params["act_tables"]))
         self.out = _fields(out_layout(self.lanes, params["max_length"]))
 
     def beats(self, length: int, lanes_of) -> list[int]:
@@ -259,6 +269,8 @@ def _encode(p: _Packer, op: dict) -> tuple[dict, list[int]]:
         cmd.update({k: op[k] for k in ("a_mult", "b_mult", "mult", "shift") if k in op})
         beats = p.beats(n, lambda i: {"a": op["a"][i], "b": op["b"][i]})
     elif name in ("silu", "gelu", "argmax"):
+        if name != "argmax":
+            cmd["table"] = ACT_TABLE_INDEX[name]
         beats = p.beats(n, lambda i: {"a": op["x"][i]})
     elif name in ("rmsnorm", "layernorm"):
         cmd.update({"mult": op["out_mult"], "shift": op["out_shift"], "eps": op["eps"]})
@@ -287,8 +299,8 @@ async def _load_tables(bus, params: dict, tables: dict) -> int:
             kind = "silu" if name == "silu" else \
                 ("gelu_tanh" if spec.get("approximate", "tanh") == "tanh" else "gelu_erf")
             table = activation_table(kind, spec["x_scale"], spec["out_scale"])
-            sel = VectorTable.SILU if name == "silu" else VectorTable.GELU
-            writes += [(sel.value, i, int(v) & 0xFF) for i, v in enumerate(table)]
+            base = ACT_TABLE_INDEX[name] * len(table)
+            writes += [(VectorTable.ACT.value, base + i, int(v) & 0xFF) for i, v in enumerate(table)]
     if "rope" in tables:
         spec = tables["rope"]
         hd = spec["head_dim"]

@@ -22,6 +22,8 @@ from hdl.gemm import GemmUnit
     ({"max_m": 300}, ValueError, r"max_m must not exceed act_words \(256\), not 300"),
     ({"act_words": 512, "max_m": 300}, ValueError, r"max_m must not exceed result_words \(256\), not 300"),
     ({"weight_words": 2}, ValueError, r"weight_words must hold at least one tile of 4 rows, not 2"),
+    ({"act_tables": 0}, ValueError, r"act_tables must be a positive integer, not 0"),
+    ({"act_tables": 257}, ValueError, r"act_tables must be at most 256, not 257"),
 ])
 def test_bad_configuration_is_rejected(changes, exc, match):
     with pytest.raises(exc, match=match):
@@ -48,6 +50,7 @@ def test_round_trip_and_derived_sizes():
         assert config.array_latency == config.array_rows + config.array_cols
         assert 2 ** config.host_addr_bits >= max(config.weight_words, config.act_words, config.result_words)
         assert config.host_data_bits == 8 * max(config.array_rows, config.array_cols)
+        assert config.act_table_entries == 256 * config.act_tables
 
 
 @pytest.mark.parametrize(("kwargs", "exc", "match"), [

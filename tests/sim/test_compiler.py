@@ -72,6 +72,8 @@ def test_program_shape(demo_model):
     ({"kv_bytes": 4096}, r"KV cache \(bytes\) needs 32768, the configuration's kv_bytes is 4096 \(28672 short\)"),
     ({"max_context": 64}, r"context \(positions\) needs 128, the configuration's max_context is 64 \(64 short\)"),
     ({"param_words": 100}, r"parameter memory \(32-bit words\) needs \d+, the configuration's param_words is 100"),
+    ({"act_tables": 3}, r"activation table memory \(tables of 256 int8\) needs 4, the configuration's act_tables "
+                        r"is 3 \(1 short\)"),
 ])
 def test_models_that_do_not_fit_are_refused(demo_model, changes, match):
     with pytest.raises(CompileError, match=match):
@@ -87,6 +89,31 @@ def test_memory_needs_of_the_demo_model(demo_model):
     expected = sum(op.params.weight.size for op in demo_model.program if op.op == "gemm")
     expected += sum(op.params.table.size for op in demo_model.program if op.op == "embed")
     assert needs["weight_words"][0] * 8 == expected
+
+
+def test_activation_tables_are_indexed_once_each(demo_model):
+    compiled = compile_model(demo_model, PRESETS["demo"])
+    acts = [(ins, op) for ins, op in zip(compiled.instructions, compiled.ops, strict=True)
+            if ins.opcode is Opcode.ACTIVATION]
+    assert len(acts) == demo_model.config.n_layers
+    # Each instruction names the row holding its op's table; the demo model's layers differ in scale.
+    for ins, op in acts:
+        assert list(compiled.act_tables[ins["count"]]) == list(op.params.table)
+    assert sorted(ins["count"] for ins, _ in acts) == list(range(len(compiled.act_tables)))
+    assert memory_needs(compiled)["act_tables"] == (4, PRESETS["demo"].act_tables)
+
+
+def test_identical_activation_tables_share_an_index(demo_model):
+    from dataclasses import replace as dreplace
+
+    first = next(op for op in demo_model.program if op.op == "activation").params
+    program = tuple(dreplace(op, params=first) if op.op == "activation" else op for op in demo_model.program)
+    model = dreplace(demo_model, program=program)
+    compiled = compile_model(model, replace(PRESETS["demo"], act_tables=1))
+    assert compiled.act_tables.shape == (1, 256)
+    assert {ins["count"] for ins in compiled.instructions if ins.opcode is Opcode.ACTIVATION} == {0}
+    prompt = [5, 9, 2]
+    assert decode_on_machine(compiled, prompt, 8) == generate_int(model, prompt, 8)
 
 
 def test_compile_wants_an_int_model():

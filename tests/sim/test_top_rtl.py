@@ -23,7 +23,7 @@ from sim.cycles import decode_step_cycles, op_cycles
 from sim.isa_sim import IsaMachine
 from sim.runner import run
 from sim.runtime import decode
-from sim.top import check_fits, decode_job, top_params
+from sim.top import IMAGE_MEMORIES, check_fits, decode_job, images, top_params
 
 TINY = {
     "gpt2": ModelConfig(family="gpt2", vocab_size=37, d_model=24, n_layers=2, n_heads=3, n_kv_heads=3,
@@ -110,6 +110,27 @@ def test_models_that_do_not_fit_the_design_are_refused_before_simulation():
     lanes4 = compile_model(compiled.model, replace(SMALL, array_rows=8, array_cols=8))
     with pytest.raises(ValueError, match=r"array_rows == array_cols == vector_lanes"):
         decode(lanes4, "verilator", [1], 1)      # refused before any build
+
+
+def test_images_and_their_memories_come_from_one_table():
+    compiled = tiny("llama-gqa")
+    im = images(compiled)
+    assert list(im) == list(IMAGE_MEMORIES)
+    # The activation tables: one int8 entry a word at table * 256 + x + 128, zero entries left out.
+    n = len(compiled.act_tables)
+    assert n == compiled.model.config.n_layers
+    table = np.zeros(n * 256, np.int64)
+    for addr, word in im["act_tables"]:
+        assert 0 <= word < 256
+        table[addr] = word - 256 if word >= 128 else word
+    assert np.array_equal(table.reshape(n, 256), compiled.act_tables)
+    top = DecodeTop(compiled.config, **SMALL_SHARED, head_dim=8)
+    top._MustUse__silence = True       # built for its sizes only, never elaborated
+    assert 2 ** top.host_addr_bits >= compiled.config.act_table_entries
+    job = decode_job(compiled, top_params(compiled), steps=[(1, 0)])
+    del job["images"]["act_tables"]
+    with pytest.raises(ValueError, match=r"decode_top job images need 'act_tables'"):
+        run("amaranth", "decode_top", top_params(compiled), "decode_top", job)
 
 
 # --- Amaranth's simulator: partial and whole programs, the watchdog --------------------------------

@@ -189,7 +189,8 @@ def test_vector_unit_watchdog_stops_an_op_that_cannot_finish(simulator):
 
 def test_vector_unit_gpt2_sized_rows_on_amaranth():
     """GPT-2-small rows (768 wide, 8 lanes) on Amaranth's simulator only: no Verilog build."""
-    params = {"lanes": 8, "max_length": 768, "max_norm_length": 768, "max_head_dim": 64, "max_context": 4}
+    params = {"lanes": 8, "max_length": 768, "max_norm_length": 768, "max_head_dim": 64, "max_context": 4,
+              "act_tables": 2}
     rng = np.random.default_rng(7)
     ops = [_norm_op("layernorm", rng.integers(-128, 128, 768).tolist(), rng),
            _norm_op("layernorm", [-128] * 767 + [127], rng, eps=0),
@@ -218,7 +219,7 @@ def test_vector_cycle_model_terms():
 
 # --- parameters and shapes rejected before simulation ------------------------------------------
 
-GOOD = dict(lanes=4, max_length=64, max_norm_length=64, max_head_dim=16, max_context=8)
+GOOD = dict(lanes=4, max_length=64, max_norm_length=64, max_head_dim=16, max_context=8, act_tables=2)
 
 
 @pytest.mark.parametrize(("change", "error", "message"), [
@@ -231,6 +232,8 @@ GOOD = dict(lanes=4, max_length=64, max_norm_length=64, max_head_dim=16, max_con
     ({"max_head_dim": 12}, ValueError, r"vector unit max_head_dim must be a multiple of 2 \* lanes \(8\), not 12"),
     ({"max_head_dim": 72}, ValueError, r"vector unit max_head_dim must be at most max_length \(64\), not 72"),
     ({"max_context": "128"}, TypeError, "vector unit max_context must be an integer, not '128'"),
+    ({"act_tables": 0}, ValueError, "vector unit act_tables must be a positive integer, not 0"),
+    ({"act_tables": 257}, ValueError, "vector unit act_tables must be at most 256, not 257"),
 ])
 def test_bad_parameters_are_rejected(change, error, message):
     from hdl.vector import VectorUnit
@@ -284,6 +287,9 @@ def test_bad_jobs_are_rejected_on_the_host():
         vector_job(GOOD, [], stall=1.0)
     with pytest.raises(ValueError, match="vector unit lanes must be a positive integer, not 0"):
         vector_job(dict(GOOD, lanes=0), [])
+    with pytest.raises(ValueError, match=r"the gelu table goes to activation table 1: the design needs "
+                                         r"act_tables >= 2, not 1"):
+        vector_job(dict(GOOD, act_tables=1), [], tables={"gelu": TABLES["gelu"]})
 
 
 # --- lint ----------------------------------------------------------------------------------------
