@@ -17,12 +17,17 @@ decisions are written out in docs/performance.md; in short:
   holds the weights delivers ``bandwidth / clock / weight_bytes`` of them. The cycle model is given
   ``weight_bytes_per_cycle = min(C, that)`` in *elements* (16-bit weights halve it: the port is
   as wide as C weights of the hardware's type, the memory is not).
-* **Several chips** (Groq, Cerebras): ``chips = S * T``: S pipeline stages, each T chips working
-  tensor-parallel. Every chip of a stage runs the *shard* program (``shard_program``): 1/T of the
-  query and key/value heads (at least one), of the FFN width and of the LM head's vocabulary
-  (Megatron's split: Q, K, V, gate and up split by output columns, O and down by input rows). The
-  stages run one after another for a token, so the step is the shard program's cycles (all layers)
-  plus one link hop per stage boundary and two all-reduces of the residual per layer.
+* **Several chips** (Groq, Cerebras): ``chips = S * T``: S pipeline stages (ceil(layers / S)
+  layers each), each T chips. Every chip of a stage runs the *shard* program (``shard_program``)
+  for everything but the GEMMs: 1/T of the query and key/value heads (at least one), of the FFN
+  width and of the LM head's vocabulary; norms and residual adds replicated. The GEMMs are split by
+  ``shard_plan``: per group of GEMMs sharing an input, Megatron's 1-D split (Q, K, V, gate, up by
+  output columns, O and down by input rows) or a 2-D split (K a ways x N b ways, a * b <= T, the
+  shard shape that best fits the R x C array), whichever costs less: shard cycles from
+  ``op_cycles`` plus link phases (all-gathers of sliced inputs, reduce-scatters of K-split partial
+  sums, all-gathers of residual-bound outputs) at ``[tp_link]`` latency and bandwidth. The stages
+  run one after another for a token, so the step is the stage program's cycles (all layers) plus
+  one link hop per stage boundary, the GEMMs' link phases and one gather of the argmax candidates.
 * **Batch** > 1 (not confirmed by the RTL, which runs batch 1): every GEMM streams ``batch``
   activation rows per weight tile (``gemm_cycles(m=batch)``); every other instruction runs once per
   sequence (see ``batched_step_cycles``).
@@ -36,10 +41,10 @@ import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["CALIBRATION", "MODELS", "PRESET_DIR", "Estimate", "Hardware", "HardwareError", "Link", "MemoryLevel",
-           "batched_step_cycles", "calibration_markdown", "calibration_rows", "default_context", "estimate",
-           "format_estimate", "hardware_from_dict", "list_presets", "load_hardware", "resolve_model",
-           "shard_program", "shard_shape", "step_cycles", "update_calibration_doc"]
+__all__ = ["CALIBRATION", "MODELS", "PRESET_DIR", "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError",
+           "Link", "MemoryLevel", "ShardPlan", "batched_step_cycles", "calibration_markdown", "calibration_rows",
+           "default_context", "estimate", "format_estimate", "hardware_from_dict", "list_presets", "load_hardware",
+           "resolve_model", "shard_plan", "shard_program", "shard_shape", "step_cycles", "update_calibration_doc"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 #: The default context is half the model's, capped here (a 128 k-token model is rarely run full).
@@ -184,49 +189,207 @@ def shard_program(model_config, tensor_parallel: int) -> tuple:
     return tuple(out)
 
 
+# --- two-dimensional GEMM split ------------------------------------------------------------------
+
+#: Bytes of one partial sum sent over a link: a K-split GEMM's chips reduce their int32 (int8
+#: weights) or fp32 (16-bit weights) accumulators, not the requantized outputs.
+PSUM_BYTES = 4
+
+
+@dataclass(frozen=True)
+class GemmSplit:
+    """How one GEMM (of every layer, or the LM head) is split over the T chips of a stage: its K
+    rows ``a`` ways and its N columns ``b`` ways (a * b <= T), each chip holding one
+    ``k_shard x n_shard`` block. ``layout`` is "1-D" (Megatron's, the shard program's shape) or "2-D"."""
+
+    name: str
+    k: int
+    n: int
+    a: int
+    b: int
+    k_shard: int
+    n_shard: int
+    layout: str
+    cycles: float                      # the shard's op_cycles (re-priced at M = batch)
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """The GEMM splits of one stage and the link time their collectives cost."""
+
+    splits: tuple[GemmSplit, ...]      # layer 0's GEMMs, then those outside the layers
+    layer_link_s: float                # collectives of one layer
+    other_link_s: float                # collectives outside the layers (LM head)
+    layer_phases: int                  # link phases (latencies paid) per layer
+    other_phases: int                  # link phases outside the layers
+
+    def shapes(self, ops) -> dict:
+        """``{output value: (K, N)}`` of every GEMM of ``ops`` (all layers) for :func:`batched_step_cycles`."""
+        by_name = {s.name: (s.k_shard, s.n_shard) for s in self.splits}
+        return {op.output: by_name[_value_name(op)] for op in ops if op.op == "gemm"}
+
+
+def _value_name(op) -> str:
+    return op.output.split(".", 1)[1] if op.layer is not None else op.output
+
+
+def _gemm_groups(ops) -> list[list[tuple]]:
+    """Layer 0's GEMMs and those outside the layers, as (op, K) in groups that share one input
+    (Q, K and V; gate and up): a group's collectives run together, one latency for all."""
+    widths = {"token": 1, "position": 1}
+    groups: list[list[tuple]] = []
+    for op in ops:
+        k = widths.get(op.inputs[0], 0) if op.inputs else 0
+        widths[op.output] = op.width
+        if op.op != "gemm" or (op.layer is not None and op.layer != 0):
+            continue
+        if groups and groups[-1][0][0].inputs[0] == op.inputs[0]:
+            groups[-1].append((op, k))
+        else:
+            groups.append([(op, k)])
+    return groups
+
+
+@functools.lru_cache(maxsize=256)
+def shard_plan(model_config, hw, *, port: float, batch: int = 1) -> ShardPlan:
+    """Split every GEMM of a stage over its T chips, group by group, the faster of two layouts:
+
+    * **1-D** (Megatron, :func:`shard_program`): Q, K, V, gate, up and the LM head by output
+      columns (each chip its heads' / FFN slice's columns: no link traffic), O and down by input
+      rows (the chip's heads / FFN slice), then an all-reduce of the residual (reduce-scatter of
+      partial sums + all-gather).
+    * **2-D**: each GEMM's K split ``a`` ways and N ``b`` ways, ``a * b <= T``, ``a`` chosen for the
+      least time of the shard (``op_cycles`` of a ``ceil(K/a) x ceil(N/b)`` GEMM) plus its link
+      phases: an all-gather of a sliced input (attention output, FFN product) to every chip; a
+      reduce-scatter of the K-split partial sums (or, with ``a = 1``, a scatter of the outputs) to
+      the chips that own them next (heads, FFN slice, vocabulary slice); an all-gather of the
+      residual-bound outputs (O, down).
+
+    A link phase costs ``latency + bytes / bandwidth`` on ``[tp_link]`` (a fully connected group:
+    reduce-scatter (a-1)/a and all-gather (T-1)/T of a vector per chip); phases of one group's
+    GEMMs are merged (one latency, their bytes summed). ``port`` is the cycle model's
+    weight_bytes_per_cycle; ``batch`` scales the bytes and re-prices the shards at M = batch.
+    """
+    T, tl, clock = hw.tensor_parallel, hw.tp_link, hw.clock_hz
+    config = hw.config(batch)
+    q_bytes = hw.weight_bytes * batch
+    full, shard = _gemm_groups(_program(model_config)), _gemm_groups(shard_program(model_config, T))
+
+    def cycles(k, n):
+        return _gemm_op_cycles(config, k, n, port=port, batch=batch).cycles
+
+    def phase_s(slots: dict) -> float:
+        return sum(tl.latency_s + b / tl.bandwidth_bytes_per_s for b in slots.values())
+
+    def merge(parts) -> dict:
+        out: dict = {}
+        for slots in parts:
+            for key, b in slots.items():
+                out[key] = out.get(key, 0.0) + b
+        return out
+
+    splits, link_s, phases = [], {True: 0.0, False: 0.0}, {True: 0, False: 0}
+    for group, sgroup in zip(full, shard, strict=True):
+        one_d, two_d = [], []
+        for (op, k), (sop, sk) in zip(group, sgroup, strict=True):
+            n, name = op.width, _value_name(op)
+            in_sliced, out_sliced = sk != k, sop.width != n
+            # 1-D: the shard program's block, an all-reduce when the output goes back to the residual.
+            slots = {} if out_sliced or not in_sliced else {
+                "reduce": (T - 1) / T * n * PSUM_BYTES * batch, "gather": (T - 1) / T * n * q_bytes}
+            one_d.append((GemmSplit(name, k, n, -(-k // sk), -(-n // sop.width), sk, sop.width, "1-D",
+                                    cycles(sk, sop.width)), slots))
+            best = None
+            for a in range(1, min(T, k) + 1):
+                b = min(T // a, n)
+                ks, ns = -(-k // a), -(-n // b)
+                slots = {"in": (T - 1) / T * k * q_bytes} if in_sliced else {}
+                if out_sliced or a > 1:
+                    slots["reduce"] = ((a - 1) / a * ns * PSUM_BYTES * batch) if a > 1 else ns * q_bytes
+                if not out_sliced:
+                    slots["gather"] = (T - 1) / T * n * q_bytes
+                c = cycles(ks, ns)
+                key = (c / clock + phase_s(slots), c, a)
+                if best is None or key < best[0]:
+                    best = (key, GemmSplit(name, k, n, a, b, ks, ns, "2-D", c), slots)
+            two_d.append(best[1:])
+        options = []
+        for members in (one_d, two_d):
+            slots = merge(s for _, s in members)
+            options.append((sum(g.cycles for g, _ in members) / clock + phase_s(slots), len(slots),
+                            [g for g, _ in members], phase_s(slots)))
+        _, n_phases, chosen, link = min(options, key=lambda o: o[0])   # ties: 1-D, the first
+        splits += chosen
+        in_layer = group[0][0].layer is not None
+        link_s[in_layer] += link
+        phases[in_layer] += n_phases
+    return ShardPlan(tuple(splits), link_s[True], link_s[False], phases[True], phases[False])
+
+
 # --- the cycle model, asked ----------------------------------------------------------------------
 
+def _gemm_op_cycles(config, k: int, n: int, *, port: float | None, batch: int = 1):
+    """``op_cycles`` of a K x N GEMM instruction, re-priced at M = ``batch`` activation rows (the
+    batch hook: ``gemm_cycles(m=batch) - gemm_cycles(m=1)`` added)."""
+    from .cycles import OpCycles, gemm_cycles, op_cycles
+
+    c = op_cycles("gemm", config, width=n, in_width=k, weight_bytes_per_cycle=port)
+    if batch == 1:
+        return c
+    extra = (gemm_cycles(config, batch, k, n, weight_bytes_per_cycle=port).total
+             - gemm_cycles(config, 1, k, n, weight_bytes_per_cycle=port).total)
+    return OpCycles(c.op, c.output, c.cycles + extra, c.macs, c.weight_bytes, c.unit_min)
+
+
 def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_cycle: float | None,
-                        batch: int = 1):
+                        batch: int = 1, gemm_shapes: dict | None = None):
     """(cycles, bounds in cycles, GEMM count, weight elements) of one decode step for ``batch`` sequences.
 
-    The batch hook (not confirmed by the RTL, which runs batch 1): ``decode_step_cycles`` at batch
-    1, then every GEMM re-priced by ``gemm_cycles`` with ``m = batch`` (B activation rows stream
-    through each weight tile), and every other instruction repeated once per further sequence (the
-    sequencer issues them per sequence). Compute and units bounds scale by B; weights do not.
+    ``decode_step_cycles`` of ``ops``; a GEMM named in ``gemm_shapes`` (output value -> (K, N), a
+    2-D shard, see :func:`shard_plan`) is priced by ``op_cycles`` at that shape instead of the
+    (input width, output width) the program gives it. The batch hook (not confirmed by the RTL,
+    which runs batch 1): every GEMM re-priced by ``gemm_cycles`` with ``m = batch`` (B activation
+    rows stream through each weight tile), every other instruction repeated once per further
+    sequence (the sequencer issues them per sequence). Compute and units bounds scale by B;
+    weights do not.
     """
-    from .cycles import decode_step_cycles, gemm_cycles
+    from .cycles import DecodeCycles, OpCycles, decode_step_cycles
 
     d = decode_step_cycles(ops, shape, config, position=position, weight_bytes_per_cycle=weight_bytes_per_cycle)
-    bounds = dict(d.bounds)
-    gemms = sum(1 for o in d.ops if o.op == "gemm")
-    elements = sum(o.weight_bytes for o in d.ops)
-    if batch == 1:
-        return d.total, bounds, gemms, elements
+    if batch == 1 and not gemm_shapes:
+        return d.total, dict(d.bounds), sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops)
     widths = {"token": 1, "position": 1}
-    extra = 0
+    priced, extra, memo = [], 0, {}
     for op, oc in zip(ops, d.ops, strict=True):
         in_width = widths.get(op.inputs[0], 0) if op.inputs else 0
         widths[op.output] = op.width
         if op.op == "gemm":
-            extra += (gemm_cycles(config, batch, in_width, op.width, weight_bytes_per_cycle=weight_bytes_per_cycle)
-                      .total - gemm_cycles(config, 1, in_width, op.width,
-                                           weight_bytes_per_cycle=weight_bytes_per_cycle).total)
+            k, n = (gemm_shapes or {}).get(op.output, (in_width, op.width))
+            if (k, n) != (in_width, op.width) or batch > 1:
+                if (k, n) not in memo:   # every layer asks the same shapes
+                    c = _gemm_op_cycles(config, k, n, port=weight_bytes_per_cycle, batch=batch)
+                    memo[k, n] = (c, c if batch == 1 else _gemm_op_cycles(config, k, n, port=weight_bytes_per_cycle))
+                c, one = memo[k, n]
+                extra += c.cycles - one.cycles
+                oc = OpCycles(oc.op, oc.output, one.cycles, one.macs, one.weight_bytes, one.unit_min)
         else:
             extra += (batch - 1) * oc.cycles
+        priced.append(oc)
+    d = DecodeCycles(tuple(priced), d.array_rows, d.array_cols, d.weight_bytes_per_cycle)
+    bounds = dict(d.bounds)
     bounds["compute"] *= batch
     bounds["units"] *= batch
-    return d.total + extra, bounds, gemms, elements
+    return d.total + extra, bounds, sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops)
 
 
-def step_cycles(ops, shape, config, *, context: int, weight_bytes_per_cycle: float | None, batch: int = 1):
+def step_cycles(ops, shape, config, *, context: int, weight_bytes_per_cycle: float | None, batch: int = 1,
+                gemm_shapes: dict | None = None):
     """Mean (cycles, bounds, GEMM count, weight elements) of a step over positions 0..context-1 (exact: affine)."""
-    first = batched_step_cycles(ops, shape, config, position=0, weight_bytes_per_cycle=weight_bytes_per_cycle,
-                                batch=batch)
+    kw = dict(weight_bytes_per_cycle=weight_bytes_per_cycle, batch=batch, gemm_shapes=gemm_shapes)
+    first = batched_step_cycles(ops, shape, config, position=0, **kw)
     if context == 1:
         return first
-    last = batched_step_cycles(ops, shape, config, position=context - 1,
-                               weight_bytes_per_cycle=weight_bytes_per_cycle, batch=batch)
+    last = batched_step_cycles(ops, shape, config, position=context - 1, **kw)
     bounds = {k: (first[1][k] + last[1][k]) / 2 for k in first[1]}
     return (first[0] + last[0]) / 2, bounds, first[2], first[3]
 
@@ -442,6 +605,7 @@ class Estimate:
     bounds: dict                       # name -> seconds per step (roofline)
     peak_ops_per_s: float              # one chip, 2 * R * C * clock
     system_peak_ops_per_s: float
+    splits: tuple = ()                 # GemmSplit of each GEMM of a layer and the LM head (multi-chip)
 
     @property
     def lower_bound(self) -> float:
@@ -497,8 +661,10 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
     port = min(float(hw.array_cols), home.bandwidth_bytes_per_s / hw.clock_hz / hw.weight_bytes)
     ops = shard_program(mc, T)
     shape = shard_shape(mc, T) if T > 1 else mc
+    plan = shard_plan(mc, hw, port=port, batch=batch) if T > 1 else None
     cycles, bounds_c, gemms, weight_elements = step_cycles(ops, shape, config, context=context,
-                                                           weight_bytes_per_cycle=port, batch=batch)
+                                                           weight_bytes_per_cycle=port, batch=batch,
+                                                           gemm_shapes=plan.shapes(ops) if plan else None)
     clock = hw.clock_hz
     compute_s = cycles / clock
     mem_latency = gemms * home.latency_s
@@ -506,12 +672,9 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
     link_s = 0.0
     if S > 1:
         link_s += (S - 1) * (hw.link.latency_s + act_bytes / hw.link.bandwidth_bytes_per_s)
-    if T > 1:
-        # Two all-reduces of the residual per layer (after O and after down), reduce-scatter then
-        # all-gather in a fully connected group, and one gather of the T argmax candidates.
-        tl = hw.tp_link
-        allreduce = 2 * (tl.latency_s + (T - 1) / T * act_bytes / tl.bandwidth_bytes_per_s)
-        link_s += 2 * mc.n_layers * allreduce + tl.latency_s
+    if plan is not None:
+        # The GEMMs' collectives (shard_plan), then one gather of the T argmax candidates.
+        link_s += mc.n_layers * plan.layer_link_s + plan.other_link_s + hw.tp_link.latency_s
     step = compute_s + mem_latency + link_s
     bounds = {
         "compute": bounds_c["compute"] / clock,
@@ -527,7 +690,7 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
         weight_bytes_per_token=weight_elements * hw.weight_bytes, memory=home.name, port_elements_per_cycle=port,
         cycles=cycles, compute_seconds=compute_s, memory_latency_seconds=mem_latency, link_seconds=link_s,
         step_seconds=step, tokens_per_s=batch / step, bounds=bounds, peak_ops_per_s=hw.peak_ops_per_s,
-        system_peak_ops_per_s=hw.peak_ops_per_s * hw.chips)
+        system_peak_ops_per_s=hw.peak_ops_per_s * hw.chips, splits=plan.splits if plan else ())
 
 
 def _bytes(n: float) -> str:
@@ -556,6 +719,12 @@ def format_estimate(e: Estimate, hw: Hardware) -> str:
         + (" (batch > 1: model only, not RTL-confirmed)" if e.batch > 1 else ""),
         f"weights  : {_bytes(e.weight_bytes_total)} in all, {_bytes(e.weight_bytes_per_chip)} per chip in "
         f"{e.memory}; port {e.port_elements_per_cycle:.4g} weights/cycle",
+    ]
+    if e.splits:
+        lines.append("split    : K ways x N ways (block per chip): " + ", ".join(
+            f"{g.name} {g.a}x{g.b} ({g.k_shard}x{g.n_shard}{', 1-D' if g.layout == '1-D' else ''})"
+            for g in e.splits))
+    lines += [
         f"step     : {e.cycles:,.0f} cycles ({_seconds(e.compute_seconds)})"
         + (f" + memory latency {_seconds(e.memory_latency_seconds)}" if e.memory_latency_seconds else "")
         + (f" + links {_seconds(e.link_seconds)}" if e.link_seconds else "")
