@@ -1,4 +1,4 @@
-"""Board tops: the linked GEMM engine on a board's clock, UART and LEDs.
+"""Board tops: the linked GEMM engine or the linked decode accelerator on a board's clock, UART and LEDs.
 
 The design runs on the board's default clock (ULX3S: 25 MHz, iCEBreaker: 12 MHz) with no PLL, so
 the achieved fmax reported by a build is headroom, not the speed the board runs at.
@@ -11,9 +11,9 @@ from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import io
 
 from .config import Config, check_positive_int
-from .link import LinkedGemm
+from .link import LinkedDecode, LinkedGemm
 
-__all__ = ["BAUD_TOLERANCE", "BoardTop", "clocks_per_bit"]
+__all__ = ["BAUD_TOLERANCE", "BoardTop", "DecodeBoardTop", "clocks_per_bit"]
 
 #: Largest relative baud error accepted: 8N1 samples the stop bit 9.5 bits after the start edge,
 #: and both ends may be off, so 2 % each leaves margin.
@@ -48,11 +48,13 @@ class BoardTop(Elaboratable):
         self.timeout_cycles = max(int(clock_hz * TIMEOUT_SECONDS), 20 * self.clocks_per_bit)
         self.max_payload = max_payload
 
+    def design(self):
+        return LinkedGemm(self.config, clocks_per_bit=self.clocks_per_bit, timeout_cycles=self.timeout_cycles,
+                          max_payload=self.max_payload)
+
     def elaborate(self, platform):
         m = Module()
-        m.submodules.design = design = LinkedGemm(self.config, clocks_per_bit=self.clocks_per_bit,
-                                                  timeout_cycles=self.timeout_cycles,
-                                                  max_payload=self.max_payload)
+        m.submodules.design = design = self.design()
         if platform is None:
             return m   # elaborated without a board (tests): no pins
         uart = platform.request("uart", 0, dir="-")
@@ -67,3 +69,19 @@ class BoardTop(Elaboratable):
             m.submodules[f"led{index}"] = buffer = io.Buffer("o", led)
             m.d.comb += buffer.o.eq(signal)
         return m
+
+
+class DecodeBoardTop(BoardTop):
+    """:class:`hdl.link.LinkedDecode` on a board (the decode accelerator, its memories on chip).
+
+    ``top`` holds the top level's keyword parameters (``head_dim``, ``max_heads``,
+    ``max_norm_length``: :func:`sim.top.top_params`). The ``preload_*`` ports stay at zero.
+    """
+
+    def __init__(self, config: Config, *, top: dict, clock_hz: float, baud: int = 115200, max_payload: int = 256):
+        super().__init__(config, clock_hz=clock_hz, baud=baud, max_payload=max_payload)
+        self.top = {k: top[k] for k in ("head_dim", "max_heads", "max_norm_length")}
+
+    def design(self):
+        return LinkedDecode(self.config, **self.top, clocks_per_bit=self.clocks_per_bit,
+                            timeout_cycles=self.timeout_cycles, max_payload=self.max_payload)

@@ -26,8 +26,9 @@ from .config import Config, check_positive_int, checked_constructor
 from .uart import MIN_CLOCKS_PER_BIT, UartRx, UartTx
 
 __all__ = [
-    "CRC", "GEMM_REGS", "MAX_FRAME_PAYLOAD", "PROTOCOL_VERSION", "REPLY_SYNC", "REQUEST_SYNC", "Command",
-    "HostPort", "LinkBridge", "LinkedGemm", "Status", "Target", "default_timeout_cycles",
+    "CRC", "DECODE_REGS", "GEMM_REGS", "MAX_FRAME_PAYLOAD", "PROTOCOL_VERSION", "REPLY_SYNC", "REQUEST_SYNC",
+    "Command", "HostPort", "LinkBridge", "LinkedDecode", "LinkedGemm", "Status", "Target", "TOKEN_BYTES",
+    "default_timeout_cycles",
 ]
 
 REQUEST_SYNC = 0xA5
@@ -44,7 +45,7 @@ REG_BITS = 32
 
 
 class Command(enum.Enum, shape=unsigned(8)):
-    """Request opcodes. READ_TOKEN and READ_LOGITS are reserved for the decode top level."""
+    """Request opcodes. READ_TOKEN and READ_LOGITS serve the decode target only."""
 
     INFO = 0x01
     WRITE_MEM = 0x10
@@ -79,10 +80,18 @@ class Target(enum.Enum, shape=unsigned(8)):
 
 #: Parameter registers of the GEMM target, by index.
 GEMM_REGS = ("m", "kt", "nt")
+#: Parameter registers of the decode target, by index (the inputs of one decode step).
+DECODE_REGS = ("token", "position", "n_kv_heads", "group")
+#: READ_TOKEN's reply: the token id, little-endian.
+TOKEN_BYTES = 2
+#: READ_LOGITS's request: word address (4), count (2); the memory is the target's logits buffer.
+LOGITS_ARG_BYTES = 6
 
 #: Commands refused with ERR_BUSY while the target is busy.
-_IDLE_ONLY = (Command.WRITE_MEM, Command.READ_MEM, Command.WRITE_REG, Command.START)
-_RESERVED = (Command.READ_TOKEN, Command.READ_LOGITS)
+_IDLE_ONLY = (Command.WRITE_MEM, Command.READ_MEM, Command.WRITE_REG, Command.START, Command.READ_TOKEN,
+              Command.READ_LOGITS)
+#: Commands only the decode target serves; the GEMM target answers them with ERR_UNSUPPORTED.
+_DECODE_ONLY = (Command.READ_TOKEN, Command.READ_LOGITS)
 
 
 def default_timeout_cycles(clocks_per_bit: int) -> int:
@@ -96,11 +105,12 @@ class HostPort(wiring.Signature):
     Members: ``mem`` (which memory), ``addr`` (word address), ``we`` (write ``wdata`` to ``mem[addr]``
     at the next edge), ``rdata`` (``mem[addr]``, ``read_latency`` cycles after ``addr``), ``start``
     (one-cycle pulse), ``busy``, ``done``, ``cycles`` (48 bits), ``regs`` (``reg_count`` 32-bit
-    registers, held by the host side, truncated by the target to the widths it needs).
+    registers, held by the host side, truncated by the target to the widths it needs); with
+    ``token_bits`` > 0 also ``token`` (the decode target's last generated token, for READ_TOKEN).
     """
 
     def __init__(self, *, mem_count: int, addr_bits: int, wdata_bits: int, rdata_bits: int, reg_count: int,
-                 read_latency: int = 1):
+                 read_latency: int = 1, token_bits: int = 0):
         for name, value in (("mem_count", mem_count), ("addr_bits", addr_bits), ("wdata_bits", wdata_bits),
                             ("rdata_bits", rdata_bits), ("reg_count", reg_count),
                             ("read_latency", read_latency)):
@@ -112,10 +122,14 @@ class HostPort(wiring.Signature):
             raise ValueError(f"addr_bits must be at most 32, not {addr_bits}")
         if mem_count > 256 or reg_count > 256:
             raise ValueError(f"mem_count and reg_count must be at most 256, not {mem_count} and {reg_count}")
+        if not isinstance(token_bits, int) or not 0 <= token_bits <= 8 * TOKEN_BYTES:
+            raise ValueError(f"token_bits must be 0 (no token) .. {8 * TOKEN_BYTES}, not {token_bits!r}")
         self.mem_count, self.addr_bits = mem_count, addr_bits
         self.wdata_bits, self.rdata_bits = wdata_bits, rdata_bits
         self.reg_count, self.read_latency = reg_count, read_latency
-        super().__init__({
+        self.token_bits = token_bits
+        token = {"token": In(token_bits)} if token_bits else {}
+        super().__init__({**token,
             "mem": Out(max(1, (mem_count - 1).bit_length())),
             "addr": Out(addr_bits),
             "we": Out(1),
@@ -136,7 +150,8 @@ class HostPort(wiring.Signature):
 
     def params(self) -> dict:
         return {"mem_count": self.mem_count, "addr_bits": self.addr_bits, "wdata_bits": self.wdata_bits,
-                "rdata_bits": self.rdata_bits, "reg_count": self.reg_count, "read_latency": self.read_latency}
+                "rdata_bits": self.rdata_bits, "reg_count": self.reg_count, "read_latency": self.read_latency,
+                "token_bits": self.token_bits}
 
     def __repr__(self):
         return "HostPort(" + ", ".join(f"{k}={v}" for k, v in self.params().items()) + ")"
@@ -151,7 +166,8 @@ class LinkBridge(wiring.Component):
     in a ``max_payload``-byte buffer until the CRC has matched, so a corrupted WRITE_MEM writes
     nothing. Errors, in order of precedence: ERR_LENGTH (length above ``max_payload``; the bridge
     drops bytes until the line has been idle ``timeout_cycles``), ERR_TIMEOUT (the line went idle
-    mid-frame), ERR_CRC, ERR_COMMAND (unknown opcode), ERR_UNSUPPORTED (reserved opcode),
+    mid-frame), ERR_CRC, ERR_COMMAND (unknown opcode), ERR_UNSUPPORTED (READ_TOKEN or READ_LOGITS on a
+    target without them),
     ERR_ARGUMENT (a payload length, memory, register, address or count the command does not
     accept), ERR_BUSY (a command that needs the target idle). After any error the bridge looks for
     the next request's sync byte.
@@ -161,9 +177,20 @@ class LinkBridge(wiring.Component):
 
     @checked_constructor
     def __init__(self, *, port: HostPort, clocks_per_bit: int, timeout_cycles: int | None = None,
-                 max_payload: int = 256, target: Target = Target.GEMM):
+                 max_payload: int = 256, target: Target = Target.GEMM, logits_mem: int | None = None):
         if not isinstance(port, HostPort):
             raise TypeError(f"port must be a HostPort, not {type(port).__name__}")
+        self.target = Target(target)
+        if self.target == Target.DECODE:
+            # READ_TOKEN and READ_LOGITS: the token comes from the port, the logits from one of its memories.
+            if not port.token_bits:
+                raise ValueError("the decode target's host port needs token_bits > 0 (READ_TOKEN)")
+            if not isinstance(logits_mem, int) or not 0 <= logits_mem < port.mem_count:
+                raise ValueError(f"logits_mem must be a memory of the port (0..{port.mem_count - 1}), "
+                                 f"not {logits_mem!r}")
+        elif logits_mem is not None:
+            raise ValueError(f"logits_mem is for the decode target only, not {self.target.name}")
+        self.logits_mem = logits_mem
         self.clocks_per_bit = check_positive_int("clocks_per_bit", clocks_per_bit, minimum=MIN_CLOCKS_PER_BIT)
         if timeout_cycles is None:
             timeout_cycles = default_timeout_cycles(clocks_per_bit)
@@ -175,7 +202,6 @@ class LinkBridge(wiring.Component):
         self.max_payload = check_positive_int("max_payload", max_payload, minimum=least)
         if max_payload > MAX_FRAME_PAYLOAD:
             raise ValueError(f"max_payload must be at most {MAX_FRAME_PAYLOAD}, not {max_payload}")
-        self.target = Target(target)
         self.port = port
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "host": Out(port)})
 
@@ -260,15 +286,22 @@ class LinkBridge(wiring.Component):
         is_cmd = {c: Signal(name=f"is_{c.name.lower()}") for c in Command}
         for c, s in is_cmd.items():
             m.d.comb += s.eq(cmd == c.value)
+        decode = self.target == Target.DECODE
+        served = [c for c in Command if decode or c not in _DECODE_ONLY]
         known = Signal()
         reserved = Signal()
         m.d.comb += [
-            known.eq(Cat(*(is_cmd[c] for c in Command if c not in _RESERVED)).any()),
-            reserved.eq(Cat(*(is_cmd[c] for c in _RESERVED)).any()),
+            known.eq(Cat(*(is_cmd[c] for c in served)).any()),
+            reserved.eq(Cat(*(is_cmd[c] for c in Command if c not in served)).any()),
         ]
+        # READ_LOGITS is READ_MEM of the logits memory: its arguments land one byte further on, after
+        # a memory byte set to ``logits_mem`` when the header ends.
+        reads = Signal()
+        logits = is_cmd[Command.READ_LOGITS] if decode else Const(0)
+        m.d.comb += reads.eq(is_cmd[Command.READ_MEM] | logits)
         addr_ok = Signal()
         span = Signal(34)
-        m.d.comb += span.eq(a_addr + Mux(is_cmd[Command.READ_MEM], a_count, words))
+        m.d.comb += span.eq(a_addr + Mux(reads, a_count, words))
         m.d.comb += addr_ok.eq((a_addr[p.addr_bits:] == 0) & (span <= (1 << p.addr_bits)))
         arg_ok = Signal()
         max_read = MAX_FRAME_PAYLOAD // rbytes
@@ -281,6 +314,11 @@ class LinkBridge(wiring.Component):
             with m.Case(Command.READ_MEM):
                 m.d.comb += arg_ok.eq((length == 7) & (a_mem < p.mem_count) & (a_count != 0)
                                       & (a_count <= max_read) & addr_ok)
+            with m.Case(Command.READ_LOGITS):
+                m.d.comb += arg_ok.eq((length == LOGITS_ARG_BYTES) & (a_count != 0) & (a_count <= max_read)
+                                      & addr_ok)
+            with m.Case(Command.READ_TOKEN):
+                m.d.comb += arg_ok.eq(length == 0)
             with m.Case(Command.WRITE_REG):
                 m.d.comb += arg_ok.eq((length == 5) & (a_reg < p.reg_count))
         busy_bad = Signal()
@@ -307,7 +345,7 @@ class LinkBridge(wiring.Component):
                     with m.Else():
                         full = Cat(length[0:8], byte)
                         m.d.sync += [length[8:16].eq(byte), idx.eq(0), phase.eq(0), words.eq(0),
-                                     crc_idx.eq(0), args.eq(0)]
+                                     crc_idx.eq(0), args.eq(Mux(logits, self.logits_mem or 0, 0))]
                         with m.If(full > self.max_payload):
                             m.next = "DISCARD"
                         with m.Elif(full == 0):
@@ -321,8 +359,10 @@ class LinkBridge(wiring.Component):
                     m.next = "ERROR"
                 with m.Elif(got):
                     m.d.sync += idx.eq(idx + 1)
+                    slot = Signal.like(idx)
+                    m.d.comb += slot.eq(idx + logits)
                     for i in range(7):
-                        with m.If(idx == i):
+                        with m.If(slot == i):
                             m.d.sync += args[8 * i:8 * i + 8].eq(byte)
                     with m.If(idx >= MEM_ARG_BYTES):
                         with m.If(phase == wbytes - 1):
@@ -383,8 +423,12 @@ class LinkBridge(wiring.Component):
                                     m.d.sync += host.regs[i].eq(a_value)
                         with m.Case(Command.WRITE_MEM):
                             m.next = "WM_FETCH"
-                        with m.Case(Command.READ_MEM):
+                        with m.Case(Command.READ_MEM, Command.READ_LOGITS):
                             m.d.sync += [fetch.eq(1), words_left.eq(a_count), reply_len.eq(a_count * rbytes)]
+                        if decode:
+                            with m.Case(Command.READ_TOKEN):
+                                m.d.sync += [pay.eq(host.token), pay_bytes.eq(TOKEN_BYTES),
+                                             reply_len.eq(TOKEN_BYTES)]
             with m.State("ERROR"):
                 m.d.sync += [last_error.eq(status), reply_len.eq(0), fetch.eq(0)]
                 with m.If(rejected != 0xFFFF):
@@ -510,4 +554,59 @@ class LinkedGemm(wiring.Component):
         ]
         for i, name in enumerate(GEMM_REGS):
             m.d.comb += getattr(gemm, name).eq(h.regs[i])
+        return m
+
+
+class LinkedDecode(wiring.Component):
+    """The decode top level (:class:`hdl.top.DecodeTop`) behind a :class:`LinkBridge`.
+
+    Memories: those of :class:`hdl.top.TopMem` (the host port's ``mem`` is its value); write words
+    are the top level's host data width, read words ``32 * lanes`` bits. Registers: see
+    :data:`DECODE_REGS` (0 ``token``, 1 ``position``, 2 ``n_kv_heads``, 3 ``group``), the inputs
+    START hands to the step. READ_TOKEN returns the step's ``next_token``, READ_LOGITS reads the
+    logits buffer. ``busy`` and ``done`` mirror the top level's (LEDs on a board).
+
+    ``preload_*`` ports write memories directly, bypassing the UART (a simulation's backdoor to load
+    a model's hundreds of kilobytes in one word a cycle; a board leaves them at zero and synthesis
+    removes them). While ``preload_we`` is high the bridge's own writes are ignored.
+    """
+
+    @checked_constructor
+    def __init__(self, config: Config, *, head_dim: int, max_heads: int, max_norm_length: int,
+                 clocks_per_bit: int, timeout_cycles: int | None = None, max_payload: int = 256):
+        from .top import DecodeTop, TopMem
+
+        if not isinstance(config, Config):
+            raise TypeError(f"config must be a Config, not {type(config).__name__}")
+        self.top = DecodeTop(config, head_dim=head_dim, max_heads=max_heads, max_norm_length=max_norm_length)
+        self.config = config
+        t = self.top
+        self.port = HostPort(mem_count=len(TopMem), addr_bits=t.host_addr_bits, wdata_bits=t.host_data_bits,
+                             rdata_bits=32 * t.lanes, reg_count=len(DECODE_REGS), token_bits=8 * TOKEN_BYTES)
+        self.bridge = LinkBridge(port=self.port, clocks_per_bit=clocks_per_bit, timeout_cycles=timeout_cycles,
+                                 max_payload=max_payload, target=Target.DECODE, logits_mem=TopMem.LOGITS.value)
+        super().__init__({
+            "rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "done": Out(1),
+            "preload_we": In(1), "preload_mem": In(TopMem), "preload_addr": In(t.host_addr_bits),
+            "preload_wdata": In(t.host_data_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bridge = bridge = self.bridge
+        m.submodules.top = top = self.top
+        h = bridge.host
+        regs = {name: h.regs[i] for i, name in enumerate(DECODE_REGS)}
+        m.d.comb += [
+            bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
+            top.host_mem.eq(Mux(self.preload_we, self.preload_mem, h.mem)),
+            top.host_addr.eq(Mux(self.preload_we, self.preload_addr, h.addr)),
+            top.host_wdata.eq(Mux(self.preload_we, self.preload_wdata, h.wdata)),
+            top.host_we.eq(self.preload_we | h.we),
+            h.rdata.eq(top.host_rdata), h.token.eq(top.next_token),
+            top.start.eq(h.start), h.busy.eq(top.busy), h.done.eq(top.done), h.cycles.eq(top.cycles),
+            top.token.eq(regs["token"]), top.position.eq(regs["position"]),
+            top.n_kv_heads.eq(regs["n_kv_heads"]), top.group.eq(regs["group"]),
+            self.busy.eq(top.busy), self.done.eq(top.done),
+        ]
         return m

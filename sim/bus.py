@@ -26,6 +26,9 @@ class Bus(Protocol):
     def get(self, name: str) -> int: ...
     async def settle(self) -> None: ...
     async def tick(self) -> None: ...
+    async def ticks(self, n: int) -> None:
+        """``n`` ticks, looking at nothing in between (cheaper than ``n`` calls of :meth:`tick`)."""
+        ...
     async def reset(self) -> None: ...
     async def run_until(self, name: str, budget: int) -> int:
         """Let the design run free until ``name`` reads 1; return the edges passed.
@@ -67,6 +70,10 @@ class AmaranthBus:
     async def tick(self):
         await self._ctx.tick()
 
+    async def ticks(self, n):
+        if n > 0:
+            await self._ctx.tick().repeat(n)
+
     async def reset(self):
         # Amaranth's simulator starts every register at its reset value.
         await self._ctx.tick()
@@ -86,13 +93,13 @@ class CocotbBus:
     def __init__(self, dut, period_ns: int = 10):
         import cocotb
         from cocotb.clock import Clock
-        from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge, Timer, with_timeout
+        from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, Timer, with_timeout
 
         self._dut = dut
         self._period = period_ns
         self._falling = FallingEdge(dut.clk)
         self._FallingEdge, self._ReadOnly, self._RisingEdge = FallingEdge, ReadOnly, RisingEdge
-        self._Timer, self._with_timeout = Timer, with_timeout
+        self._Timer, self._with_timeout, self._ClockCycles = Timer, with_timeout, ClockCycles
         self._handles = {}
         cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
 
@@ -123,6 +130,10 @@ class CocotbBus:
 
     async def tick(self):
         await self._FallingEdge(self._dut.clk)
+
+    async def ticks(self, n):
+        if n > 0:
+            await self._ClockCycles(self._dut.clk, n, rising=False)
 
     async def reset(self):
         # Amaranth's Verilog resets synchronously on rst; hold it a few edges so every always

@@ -132,7 +132,7 @@ def gemm(**kwargs):
     _run_gemm(**kwargs)
 
 
-DECODE_BACKENDS = ["verilator", "icarus", "amaranth", "isa", "golden"]
+DECODE_BACKENDS = ["verilator", "icarus", "amaranth", "isa", "golden", "serial"]
 
 
 def _decode_options(default_backend):
@@ -142,7 +142,7 @@ def _decode_options(default_backend):
                          show_default=True,
                          help="verilator, icarus, amaranth: the RTL decode top level on that simulator (cycles "
                               "measured); isa: the compiled program on the instruction-level model; golden: the "
-                              "integer model."),
+                              "integer model; serial: a board built by 'lockstep build', over --port."),
             click.option("--model", "model_dir", default=None, metavar="DIR",
                          help="Checkpoint directory (default: the demo model)."),
             click.option("--preset", default="demo", show_default=True, help="Design point to compile for."),
@@ -153,6 +153,13 @@ def _decode_options(default_backend):
             click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text."),
             click.option("--waves", is_flag=True,
                          help="Write a waveform of the run (RTL backends) and print its path."),
+            click.option("--port", default=None, metavar="DEVICE",
+                         help="Serial device of the board (serial backend), e.g. /dev/ttyUSB0."),
+            click.option("--baud", type=int, default=115200, show_default=True,
+                         help="UART rate of the board's link (serial backend)."),
+            click.option("--loaded", is_flag=True,
+                         help="The board already holds this model (serial backend): compare its program, "
+                              "load nothing."),
         ]
         for option in reversed(options):
             fn = option(fn)
@@ -181,7 +188,7 @@ def decode(**kwargs):
     _run_decode(**kwargs)
 
 
-def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json, waves):
+def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json, waves, port, baud, loaded):
     from .cli_model import _load, _prompt_ids, _text
     from .runtime import check_request, prepare
     from .runtime import decode as run_decode
@@ -191,6 +198,10 @@ def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_jso
         raise ValueError(f"--tokens must be a non-negative integer, not {n_tokens}")
     if waves and backend in ("isa", "golden"):
         raise ValueError(f"--waves needs an RTL backend (verilator, icarus, amaranth), not {backend}")
+    if (backend == "serial") != (port is not None):
+        raise ValueError("--port names the board's serial device and goes with --backend serial, "
+                         f"not with backend {backend}" if port is not None else
+                         "--backend serial needs --port, the board's serial device (e.g. /dev/ttyUSB0)")
     ckpt = _load(model_dir)
     ids = _prompt_ids(ckpt, prompt, prompt_ids)
     compiled = prepare(ckpt, config)
@@ -206,7 +217,8 @@ def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_jso
         if step.generated and not as_json:
             click.echo(_text(ckpt, [step.token_out]) or f" {step.token_out}", nl=False)
 
-    report = run_decode(compiled, backend, ids, n_tokens, on_step=show, waves=waves)
+    report = run_decode(compiled, backend, ids, n_tokens, on_step=show, waves=waves, port=port, baud=baud,
+                        loaded=loaded)
     exact = all(s.measured_cycles in (None, s.predicted_cycles) for s in report.steps)
     if as_json:
         out = report.as_dict()
@@ -221,10 +233,11 @@ def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_jso
                    f"(lower bound {report.lower_bound:,.0f}: {report.efficiency:.0%} of the bound)")
         measured = [s.measured_cycles for s in report.steps if s.measured_cycles is not None]
         if measured:
-            click.echo(f"measured   : {sum(measured) / len(measured):,.0f} per token (RTL cycle counter), "
+            click.echo(f"measured   : {sum(measured) / len(measured):,.0f} per token ("
+                       f"{'the board' if backend == 'serial' else 'RTL'} cycle counter), "
                        f"{'equal to the prediction at every step' if exact else 'DIFFERENT from the prediction'}")
         click.echo(f"tokens/s   : {report.tokens_per_second:,.0f} at {config.clock_hz / 1e6:g} MHz")
-        rate = report.simulated_cycles_per_second
+        rate = report.simulated_cycles_per_second if backend != "serial" else None
         click.echo(f"wall time  : {wall:.2f} s" + (f" ({rate:,.0f} simulated cycles per second)" if rate else
                                                     f" ({len(report.steps) / wall:,.0f} steps/s)"))
         if report.waves:

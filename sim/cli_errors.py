@@ -21,12 +21,13 @@ def friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from .bus import WatchdogError
+        from .link import LinkError
         from .runner import SimulationError
         from .toolchain import ToolchainError
 
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, SimulationError, ToolchainError, WatchdogError, OSError) as exc:
+        except (ValueError, TypeError, SimulationError, ToolchainError, WatchdogError, OSError, LinkError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(message) from None
         except KeyboardInterrupt:

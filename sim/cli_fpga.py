@@ -33,14 +33,22 @@ def _config(preset, rows, cols, settings):
     return Config.from_dict(values, source="--set")
 
 
-def _describe(c) -> str:
+def _describe(c, design="gemm") -> str:
+    if design == "decode":
+        return f"decode accelerator: {c.describe()}"
     return (f"{c.array_rows}x{c.array_cols} array, {c.weight_words} weight / {c.act_words} activation / "
             f"{c.result_words} result words, max_m {c.max_m}")
 
 
 @click.command("build")
 @click.option("--board", type=click.Choice(["ulx3s-85f", "icebreaker"]), required=True, help="Target board.")
-@click.option("--preset", default=None, help="Named design point (lockstep presets lists them).")
+@click.option("--design", type=click.Choice(["decode", "gemm"]), default=None,
+              help="decode: the decode accelerator sized for --model (default on ulx3s-85f); gemm: the GEMM "
+                   "engine alone (default on icebreaker).")
+@click.option("--model", "model_dir", default=None, metavar="DIR",
+              help="Checkpoint the decode accelerator is built for (default: the demo model).")
+@click.option("--preset", default=None,
+              help="Named design point (lockstep presets lists them; decode default: the board's preset).")
 @click.option("--rows", type=int, default=None, help="Array rows R (overrides the preset).")
 @click.option("--cols", type=int, default=None, help="Array columns C (overrides the preset).")
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
@@ -51,37 +59,50 @@ def _describe(c) -> str:
 @click.option("--no-cache", is_flag=True, help="Rebuild even when a cached build exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
-def build_cmd(board, preset, rows, cols, settings, baud, seed, plan_only, no_cache, as_json):
-    """Build a bitstream of the GEMM engine behind the UART link for a board.
+def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, seed, plan_only, no_cache, as_json):
+    """Build a bitstream of the accelerator behind the UART link for a board.
 
-    The fit (multipliers, block RAM) is checked before any tool runs. The report gives
-    utilisation, fmax and the GEMM's throughput at the board's clock and at fmax.
+    The fit (multipliers, block RAM) is checked before any tool runs, and again on Yosys' counts
+    before place-and-route. The report gives utilisation, fmax, and the throughput at the board's
+    clock and at fmax: the demo model's tokens/s for the decode accelerator, a GEMM's for both.
     """
-    from .fpga import BuildError, build, plan_build
+    from .fpga import BOARD_PRESETS, BuildError, build, plan_build, plan_decode_build
 
-    config = _config(preset, rows, cols, settings)
+    design = design or ("decode" if board in BOARD_PRESETS else "gemm")
+    compiled = None
+    if design == "decode":
+        from .cli_model import _load
+        from .runtime import prepare
+
+        config = _config(preset or BOARD_PRESETS.get(board) or "demo", rows, cols, settings)
+        compiled = prepare(_load(model_dir), config)
+    elif model_dir is not None:
+        raise ValueError("--model is for --design decode")
+    else:
+        config = _config(preset, rows, cols, settings)
     if plan_only:
-        plan = plan_build(board, config, baud=baud).as_dict()
+        plan = (plan_decode_build(board, compiled, baud=baud) if compiled is not None
+                else plan_build(board, config, baud=baud)).as_dict()
         if as_json:
             click.echo(json.dumps({"plan": plan}))
             return
-        click.echo(f"{board}: {_describe(config)} fits: {plan['multipliers']['need']}/"
+        click.echo(f"{board}: {_describe(config, design)} fits: {plan['multipliers']['need']}/"
                    f"{plan['multipliers']['have']} {plan['multipliers']['kind']}, "
                    f"{plan['bram']['need_blocks']}/{plan['bram']['have_blocks']} {plan['bram']['kind']}; "
                    f"UART {baud} baud ({plan['clocks_per_bit']} clocks per bit)")
         return
     if not as_json:
-        click.echo(f"building {_describe(config)} for {board} (seed {seed}); the first build compiles "
+        click.echo(f"building {_describe(config, design)} for {board} (seed {seed}); the first build compiles "
                    f"the YoWASP tools (a few minutes)...", err=True)
     try:
-        result = build(board, config, baud=baud, seed=seed, use_cache=not no_cache)
+        result = build(board, config, baud=baud, seed=seed, use_cache=not no_cache, compiled=compiled)
     except BuildError as exc:
         raise ValueError(str(exc)) from None
     if as_json:
         click.echo(json.dumps(result))
         return
     rep = result["report"]
-    click.echo(f"board    : {board} ({result['plan']['device']}), {_describe(config)}")
+    click.echo(f"board    : {board} ({result['plan']['device']}), {_describe(config, design)}")
     for name, u in rep["utilisation"].items():
         click.echo(f"  {name:<11}: {u['used']:>6} / {u['available']:<6} ({u['cell']})")
     for clock, f in rep["fmax"].items():
@@ -91,6 +112,10 @@ def build_cmd(board, preset, rows, cols, settings, baud, seed, plan_only, no_cac
                      ("at fmax", result["throughput"]["fmax"])):
         click.echo(f"GEMM {t['m']}x{t['k']}x{t['n']} {label} ({t['clock_mhz']} MHz): {t['cycles']} cycles, "
                    f"{t['microseconds']} us, {t['gmac_per_second']} GMAC/s of {t['peak_gmac_per_second']} peak")
+    for label, t in ((("at board clock", result["decode"]["board_clock"]), ("at fmax", result["decode"]["fmax"]))
+                     if "decode" in result else ()):
+        click.echo(f"decode {label} ({t['clock_mhz']} MHz): {t['cycles_per_token']:,.0f} cycles per token "
+                   f"(mean of positions 0..{t['positions'] - 1}), {t['tokens_per_second']:,.1f} tokens/s")
     click.echo(f"bitstream: {result['bitstream']}{' (cached)' if result['cached'] else ''}")
     click.echo(f"program  : {result['program']}")
     if not rep["timing_ok"]:

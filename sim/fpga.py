@@ -30,8 +30,9 @@ from pathlib import Path
 from .runner import cache_root
 from .toolchain import ToolchainError
 
-__all__ = ["BOARDS", "Board", "BuildError", "BuildPlan", "FitError", "build", "gemm_throughput",
-           "memory_blocks", "parse_report", "plan_build", "tool_environment"]
+__all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "FitError", "build", "decode_throughput",
+           "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
+           "tool_environment"]
 
 #: nextpnr's placement seed: the same seed gives the same bitstream.
 DEFAULT_SEED = 1
@@ -104,6 +105,10 @@ BOARDS: dict[str, Board] = {
 }
 
 
+#: The configuration preset each board builds the decode accelerator with (hdl.config.PRESETS).
+BOARD_PRESETS = {"ulx3s-85f": "ulx3s"}
+
+
 def _board(name: str) -> Board:
     if name not in BOARDS:
         raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {name!r}")
@@ -128,6 +133,8 @@ class BuildPlan:
     memories: dict            # name -> {"width", "depth", "blocks"}
     bram_blocks: int
     register_bits: int        # memories with a combinational read port live in logic
+    design: str = "gemm"      # "gemm": the GEMM engine; "decode": the decode accelerator
+    top: dict | None = None   # decode: the top level's parameters (sim.top.top_params)
 
     def as_dict(self) -> dict:
         b = self.board
@@ -138,7 +145,8 @@ class BuildPlan:
             "bram": {"need_blocks": self.bram_blocks, "have_blocks": b.bram_blocks, "kind": b.bram_name,
                      "need_bytes": self.bram_blocks * b.bram_block_bits // 8,
                      "have_bytes": b.bram_blocks * b.bram_block_bits // 8, "memories": self.memories},
-            "register_bits": self.register_bits,
+            "register_bits": self.register_bits, "design": self.design,
+            **({"top": {k: v for k, v in self.top.items() if k != "config"}} if self.top else {}),
         }
 
 
@@ -167,18 +175,86 @@ def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256
                      multipliers=c.array_rows * c.array_cols + FEEDER_MULTIPLIERS, memories=memories,
                      bram_blocks=sum(m["blocks"] for m in memories.values()),
                      register_bits=c.acc_bits * c.array_cols * c.max_m)
-    array = f"the {c.array_rows}x{c.array_cols} array"
+    _refuse_overflow(plan, f"the {c.array_rows}x{c.array_cols} array needs",
+                     f" (one per PE and {FEEDER_MULTIPLIERS} for the tile count)", "the configuration needs")
+    return plan
+
+
+def _refuse_overflow(plan: BuildPlan, multipliers_who: str, multipliers_why: str, bram_who: str) -> None:
+    """FitError naming the first resource the plan needs beyond the board: multipliers, then block RAM."""
+    b = plan.board
     if plan.multipliers > b.multipliers:
-        raise FitError(f"multipliers: {array} needs {plan.multipliers} {b.multiplier_name} (one per PE and "
-                       f"{FEEDER_MULTIPLIERS} for the tile count), the {b.device} "
-                       f"has {b.multipliers} ({plan.multipliers - b.multipliers} over)")
+        raise FitError(f"multipliers: {multipliers_who} {plan.multipliers} {b.multiplier_name}{multipliers_why}, "
+                       f"the {b.device} has {b.multipliers} ({plan.multipliers - b.multipliers} over)")
     if plan.bram_blocks > b.bram_blocks:
         kb = b.bram_block_bits / 8 / 1024
-        detail = ", ".join(f"{n} {m['blocks']}" for n, m in memories.items())
-        raise FitError(f"block RAM: the configuration needs {plan.bram_blocks} {b.bram_name} "
+        detail = ", ".join(f"{n} {m['blocks']}" for n, m in plan.memories.items())
+        raise FitError(f"block RAM: {bram_who} {plan.bram_blocks} {b.bram_name} "
                        f"({plan.bram_blocks * kb:g} KiB: {detail}), the {b.device} has {b.bram_blocks} "
                        f"({b.bram_blocks * kb:g} KiB): {plan.bram_blocks - b.bram_blocks} over")
+
+
+def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: int = 256) -> BuildPlan:
+    """Check that the decode accelerator running ``compiled`` (a :class:`sim.compiler.Compiled`)
+    can fit ``board`` before any tool runs; FitError names the resource and the overflow.
+
+    A lower bound, exact where it is counted: block RAMs of the top level's memories (program,
+    weights, parameters, scratchpad, logits, K and V caches, trace, activation tables, the link's buffer) and one
+    multiplier per processing element. The units' own multipliers (requantization, norms,
+    attention) are known after synthesis: :func:`build` reads Yosys' count and refuses an overflow
+    before place-and-route.
+    """
+    from hdl.boards import clocks_per_bit
+    from hdl.isa import INSTRUCTION_BITS
+    from hdl.top import DecodeTop
+
+    from .top import top_params
+
+    b = _board(board)
+    c = compiled.config
+    c.check_buildable()
+    params = top_params(compiled)
+    top = DecodeTop(c, head_dim=params["head_dim"], max_heads=params["max_heads"],
+                    max_norm_length=params["max_norm_length"])
+    V, HD = top.lanes, top.head_dim
+    shapes = {
+        "program": (INSTRUCTION_BITS, c.program_words), "weights": (8 * V, c.weight_words),
+        "parameters": (32 * V, top.param_depth), "scratchpad": (8 * V, top.scratch_depth),
+        "logits": (32 * V, top.logits_depth), "K cache": (8 * HD, top.kv_rows), "V cache": (8 * HD, top.kv_rows),
+        "trace": (32, c.program_words), "activation tables": (8 * V, c.act_table_entries),
+        "link buffer": (8, max_payload),
+    }
+    memories = {name: {"width": w, "depth": d, "blocks": memory_blocks(b, w, d)} for name, (w, d) in shapes.items()}
+    plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=clocks_per_bit(b.clock_hz, baud),
+                     max_payload=max_payload, multipliers=c.array_rows * c.array_cols, memories=memories,
+                     bram_blocks=sum(m["blocks"] for m in memories.values()), register_bits=0, design="decode",
+                     top=params)
+    _refuse_overflow(plan, f"the {c.array_rows}x{c.array_cols} array alone needs", "",
+                     "the decode accelerator for this model needs at least")
     return plan
+
+
+def synthesis_cells(log: str) -> dict[str, int]:
+    """Cell counts from the last statistics table in a Yosys log (``top.rpt``)."""
+    import re
+
+    start = log.rfind("Printing statistics")
+    cells = {}
+    for count, name in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", log[start:] if start >= 0 else "", re.M):
+        cells[name] = int(count)
+    return cells
+
+
+def _synthesis_overflow(board: Board, log: str) -> str | None:
+    """The first resource synthesis used beyond the device, as a FitError message; None if none."""
+    cells = synthesis_cells(log)
+    for kind, have, name in (("multipliers", board.multipliers, board.multiplier_name),
+                             ("block RAM", board.bram_blocks, board.bram_name)):
+        need = cells.get(name, 0)
+        if need > have:
+            return (f"{kind}: after synthesis the design needs {need} {name}, the {board.device} has {have} "
+                    f"({need - have} over)")
+    return None
 
 
 # --- tools --------------------------------------------------------------------------------------
@@ -266,6 +342,19 @@ def gemm_throughput(config, clock_hz: float, shape=REPORT_GEMM) -> dict:
             "peak_gmac_per_second": round(config.array_rows * config.array_cols * clock_hz / 1e9, 4)}
 
 
+def decode_throughput(compiled, clock_hz: float, positions: int = 64) -> dict:
+    """The compiled model's decode step (the cycle model, averaged over the first ``positions``
+    positions) turned into tokens/s at ``clock_hz``."""
+    from .cycles import decode_step_cycles
+
+    mc = compiled.model.config
+    n = min(positions, compiled.model.max_context)
+    cycles = sum(decode_step_cycles(compiled.model.program, mc, compiled.config, position=p).total
+                 for p in range(n)) / n
+    return {"model": mc.family, "positions": n, "cycles_per_token": round(cycles, 1),
+            "clock_mhz": round(clock_hz / 1e6, 2), "tokens_per_second": round(clock_hz / cycles, 1)}
+
+
 # --- builds -------------------------------------------------------------------------------------
 
 def _failure_reason(log: str) -> str:
@@ -277,20 +366,28 @@ def _failure_reason(log: str) -> str:
 
 
 def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, max_payload: int = 256,
-          use_cache: bool = True) -> dict:
+          use_cache: bool = True, compiled=None) -> dict:
     """Build ``config`` for ``board``: fit check, elaborate, Yosys, nextpnr, pack; cached by content hash.
 
     Returns the plan, the parsed report, throughput at the board clock and at fmax, the bitstream
     path and ``cached``. Raises FitError before any tool runs when the design cannot fit,
     ToolchainError when a tool is missing, BuildError when a tool fails or timing is not met.
     """
-    from hdl.boards import BoardTop
+    from hdl.boards import BoardTop, DecodeBoardTop
 
-    plan = plan_build(board, config, baud=baud, max_payload=max_payload)
+    if compiled is not None:    # the decode accelerator, sized for this compiled model
+        if compiled.config != config:
+            raise ValueError("the model was compiled for another configuration than the one to build")
+        plan = plan_decode_build(board, compiled, baud=baud, max_payload=max_payload)
+    else:
+        plan = plan_build(board, config, baud=baud, max_payload=max_payload)
     b = plan.board
     env = tool_environment(b)
     platform = b.platform_class()()
-    top = BoardTop(config, clock_hz=b.clock_hz, baud=baud, max_payload=max_payload)
+    if compiled is not None:
+        top = DecodeBoardTop(config, top=plan.top, clock_hz=b.clock_hz, baud=baud, max_payload=max_payload)
+    else:
+        top = BoardTop(config, clock_hz=b.clock_hz, baud=baud, max_payload=max_payload)
     opts = {"nextpnr_opts": f"--seed {seed} --report report.json"}
     if b.synth_opts:
         opts["synth_opts"] = b.synth_opts
@@ -319,6 +416,10 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
     report_file = directory / "report.json"
     parsed = parse_report(json.loads(report_file.read_text())) if report_file.exists() else None
     text = log.read_text(errors="replace")
+    synth_log = directory / "top.rpt"
+    overflow = _synthesis_overflow(b, synth_log.read_text(errors="replace")) if synth_log.exists() else None
+    if overflow:
+        raise FitError(f"{overflow} (log: {synth_log})")
     if parsed is not None and parsed["fmax"] and not parsed["timing_ok"]:
         worst = min(parsed["fmax"].items(), key=lambda kv: kv[1]["achieved_mhz"])
         raise BuildError(f"timing failed on {b.name}: clock {worst[0]} reaches {worst[1]['achieved_mhz']} MHz, "
@@ -336,6 +437,8 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
         "bitstream": str(bitstream), "directory": str(directory), "tools": tool_versions(b),
         "throughput": {"board_clock": gemm_throughput(config, b.clock_hz),
                        "fmax": gemm_throughput(config, fmax_hz)},
+        **({"decode": {"board_clock": decode_throughput(compiled, b.clock_hz),
+                       "fmax": decode_throughput(compiled, fmax_hz)}} if compiled is not None else {}),
         "program": b.program.format(bitstream=bitstream),
     }
     result_file.write_text(json.dumps(result, indent=1))

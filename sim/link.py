@@ -35,8 +35,8 @@ from .protocol import (
 )
 
 __all__ = [
-    "Link", "LinkError", "LinkStatus", "LinkTimeout", "SerialTransport", "SimUartTransport", "FLOWS", "CHECKS",
-    "run_gemm_over_link", "run_gemm_on_port",
+    "Link", "LinkDecoder", "LinkError", "LinkStatus", "LinkTimeout", "SerialTransport", "SimUartTransport", "FLOWS",
+    "CHECKS", "run_gemm_over_link", "run_gemm_on_port",
 ]
 
 
@@ -75,9 +75,14 @@ class LinkStatus:
 class SimUartTransport:
     """The far end of a simulated design's UART, over :class:`sim.bus.Bus`.
 
-    Drives ``rx`` (8N1, ``clocks_per_bit`` cycles per bit) and decodes ``tx``, which it samples
-    once per cycle (``tx`` is a register output, so it is settled after every tick). ``recv``
-    raises :class:`LinkTimeout` when no byte completes within ``reply_timeout_cycles``;
+    Drives ``rx`` (8N1, ``clocks_per_bit`` cycles per bit) and decodes ``tx``. ``tx`` is a register
+    output, settled after every tick. The simulator is woken once per bit, not once per cycle,
+    except while hunting for a start bit, so a frame costs about ten wake-ups a byte: while
+    sending, ``tx`` is checked at every bit boundary (a start bit lasts a whole bit time, so a reply
+    that begins while the request is still being sent is always seen, and raises
+    :class:`LinkError`, since one request at a time is the protocol); while receiving, the start
+    bit's first low cycle is found cycle by cycle, then each bit is sampled in its middle.
+    ``recv`` raises :class:`LinkTimeout` when no start bit comes within ``reply_timeout_cycles``;
     ``idle()`` keeps the line high for ``idle_cycles`` (the device's frame timeout and a margin).
     """
 
@@ -89,66 +94,61 @@ class SimUartTransport:
         self.cycles = 0
         self.framing_errors = 0
         self._got = bytearray()
-        self._count = 0       # cycles to the next sample; 0 = waiting for a start bit
-        self._bit = 0         # -1: start bit, 0..7: data bits, 8: stop bit
-        self._value = 0
 
     def describe(self) -> str:
         return f"simulated UART at {self.cpb} cycles per bit"
 
-    async def _tick(self):
-        await self.bus.tick()
-        self.cycles += 1
-        level = self.bus.get(self.tx)
-        if self._count == 0:
-            if level == 0:
-                self._count, self._bit, self._value = self.cpb // 2, -1, 0
-            return
-        self._count -= 1
-        if self._count:
-            return
-        if self._bit == -1:
-            if level:
-                return            # a glitch; _count is 0 again: hunt for a start bit
-            self._bit, self._count = 0, self.cpb
-        elif self._bit < 8:
-            self._value |= level << self._bit
-            self._bit += 1
-            self._count = self.cpb
-        else:
-            if level:
-                self._got.append(self._value)
-            else:
-                self.framing_errors += 1
+    async def _ticks(self, n: int):
+        await self.bus.ticks(n)
+        self.cycles += n
 
     async def send(self, data: bytes):
         for byte in data:
             for bit in [0, *((byte >> i) & 1 for i in range(8)), 1]:
                 self.bus.set(self.rx, bit)
-                for _ in range(self.cpb):
-                    await self._tick()
+                await self._ticks(self.cpb)
+                if not self.bus.get(self.tx):
+                    raise LinkError(f"{self.tx} started a reply while the request was still being sent")
+
+    async def _byte(self):
+        """Decode one byte whose start bit was first seen low on the last tick; False on a glitch."""
+        await self._ticks(self.cpb // 2)
+        if self.bus.get(self.tx):
+            return False
+        value = 0
+        for i in range(8):
+            await self._ticks(self.cpb)
+            value |= self.bus.get(self.tx) << i
+        await self._ticks(self.cpb)
+        if self.bus.get(self.tx):
+            self._got.append(value)
+        else:
+            self.framing_errors += 1
+        return True
 
     async def recv(self, n: int) -> bytes:
         waited = 0
-        have = len(self._got)
         while len(self._got) < n:
-            await self._tick()
-            if len(self._got) != have or self._count:
-                have, waited = len(self._got), 0
-            else:
+            await self._ticks(1)
+            if self.bus.get(self.tx):
                 waited += 1
                 if waited > self.reply_timeout_cycles:
                     raise LinkTimeout(f"no reply byte on {self.tx} within {self.reply_timeout_cycles} cycles "
                                       f"(got {len(self._got)} of {n} bytes)")
+            elif await self._byte():
+                waited = 0
         out = bytes(self._got[:n])
         del self._got[:n]
         return out
 
     async def idle(self):
-        self.bus.set(self.rx, 1)
-        for _ in range(self.idle_cycles):
-            await self._tick()
+        await self.pause(self.idle_cycles)
         self._got.clear()
+
+    async def pause(self, cycles: int):
+        """Let ``cycles`` clock cycles pass with the line idle (between frames: nothing to decode)."""
+        self.bus.set(self.rx, 1)
+        await self._ticks(int(cycles))
 
 
 class SerialTransport:
@@ -159,7 +159,8 @@ class SerialTransport:
     ``timeout`` (seconds) bounds every wait for reply bytes.
     """
 
-    def __init__(self, port, *, baud: int = 115200, timeout: float = 2.0, idle_seconds: float = 0.1):
+    def __init__(self, port, *, baud: int = 115200, timeout: float = 2.0, idle_seconds: float = 0.1,
+                 clock_hz: float | None = None):
         if isinstance(port, str):
             try:
                 import serial
@@ -170,6 +171,7 @@ class SerialTransport:
             except (OSError, ValueError, serial.SerialException) as exc:
                 raise LinkError(f"cannot open serial port {port!r}: {exc}") from None
         self.serial, self.timeout, self.idle_seconds = port, timeout, idle_seconds
+        self.clock_hz = clock_hz
         self.name = getattr(port, "port", None) or getattr(port, "name", None) or repr(port)
         if hasattr(port, "timeout"):
             port.timeout = timeout
@@ -191,6 +193,11 @@ class SerialTransport:
     async def idle(self):
         await asyncio.sleep(self.idle_seconds)
         self.serial.reset_input_buffer()
+
+    async def pause(self, cycles: int):
+        """Wait about ``cycles`` of the board's clock (nothing when the clock is not known)."""
+        if self.clock_hz:
+            await asyncio.sleep(cycles / self.clock_hz)
 
     def close(self):
         self.serial.close()
@@ -264,7 +271,7 @@ class Link:
         dev = await self._device()
         self._check_range(dev, int(mem), addr, count)
         out = []
-        step = dev.max_read_words
+        step = dev.read_chunk_words
         for i in range(0, count, step):
             n = min(step, count - i)
             data = await self.transact(Command.READ_MEM, read_mem_payload(int(mem), addr + i, n))
@@ -299,6 +306,28 @@ class Link:
             if status.done and not status.busy:
                 return polls
         raise LinkTimeout(f"the target did not finish within {limit} STATUS polls")
+
+    async def read_token(self) -> int:
+        """READ_TOKEN: the token the decode target's last step chose."""
+        from hdl.link import TOKEN_BYTES
+
+        data = await self.transact(Command.READ_TOKEN)
+        if len(data) != TOKEN_BYTES:
+            raise LinkError(f"READ_TOKEN reply holds {len(data)} bytes, not {TOKEN_BYTES}")
+        return int.from_bytes(data, "little")
+
+    async def read_logits(self, addr: int, count: int) -> list[int]:
+        """READ_LOGITS: ``count`` logits-buffer words from word ``addr`` (each ``rdata_bytes`` long)."""
+        dev = await self._device()
+        out = []
+        for i in range(0, count, dev.read_chunk_words):
+            n = min(dev.read_chunk_words, count - i)
+            data = await self.transact(Command.READ_LOGITS, (addr + i).to_bytes(4, "little") + n.to_bytes(2, "little"))
+            if len(data) != n * dev.rdata_bytes:
+                raise LinkError(f"READ_LOGITS reply holds {len(data)} bytes, not {n * dev.rdata_bytes}")
+            b = dev.rdata_bytes
+            out += [int.from_bytes(data[j * b:(j + 1) * b], "little") for j in range(n)]
+        return out
 
     async def read_cycles(self) -> int:
         data = await self.transact(Command.CYCLES)
@@ -344,6 +373,115 @@ def run_gemm_on_port(port, plan, a, w, *, baud: int = 115200, timeout: float = 2
         return asyncio.run(run_gemm_over_link(Link(transport), plan, a, w))
     finally:
         transport.close()
+
+
+# --- decode steps over the link --------------------------------------------------------------------
+
+def _runs(entries):
+    """``[address, word]`` pairs (sorted by address) as runs of consecutive addresses: (start, words)."""
+    runs = []
+    for addr, word in sorted(entries):
+        if runs and runs[-1][0] + len(runs[-1][1]) == addr:
+            runs[-1][1].append(word)
+        else:
+            runs.append((addr, [word]))
+    return runs
+
+
+class LinkDecoder:
+    """A compiled model on a decode target (:class:`hdl.link.LinkedDecode`), driven over ``link``.
+
+    The one host code path of the ``serial`` runtime backend and of the simulated-UART tests:
+    :meth:`connect` checks the device, :meth:`load` writes the memory images
+    (:func:`sim.top.images`) once per run, :meth:`step` runs one decode step: token and position
+    registers, START, STATUS polls (after waiting ``predicted`` cycles when the caller knows them),
+    READ_TOKEN and CYCLES.
+    """
+
+    def __init__(self, link: Link, *, params: dict, n_kv_heads: int, group: int):
+        self.link, self.params = link, params
+        self.n_kv_heads, self.group = n_kv_heads, group
+
+    async def connect(self) -> DeviceInfo:
+        """INFO, checked against the design ``params`` (:func:`sim.top.top_params`) the model was
+        compiled for; then the step's fixed registers (KV heads, group)."""
+        from hdl.link import DECODE_REGS
+
+        dev = await self.link.info()
+        want = _decode_device(self.params)
+        got = (dev.target, dev.mem_count, dev.reg_count, dev.wdata_bytes, dev.rdata_bytes, dev.addr_bits)
+        if got != want:
+            raise LinkError(f"the device is target {dev.target} with {dev.mem_count} memories, {dev.reg_count} "
+                            f"registers, {dev.wdata_bytes}/{dev.rdata_bytes}-byte words and {dev.addr_bits} "
+                            f"address bits; the compiled model needs {want[1]}, {want[2]}, {want[3]}/{want[4]} "
+                            f"and {want[5]} on target {want[0]} (build the board for this configuration)")
+        await self.link.write_reg(DECODE_REGS.index("n_kv_heads"), self.n_kv_heads)
+        await self.link.write_reg(DECODE_REGS.index("group"), self.group)
+        return dev
+
+    async def load(self, images: dict, progress=None) -> int:
+        """Write every image (name -> ``[address, word]`` list) into its memory; return the words
+        written. ``progress(words_done, words_total)`` is called after every frame."""
+        from .top import IMAGE_MEMORIES
+
+        unknown = sorted(set(images) - set(IMAGE_MEMORIES))
+        if unknown:
+            raise ValueError(f"images: no memory for {unknown[0]!r}")
+        total = sum(len(v) for v in images.values())
+        done = 0
+        step = (await self.link._device()).max_write_words
+        for name, entries in images.items():
+            for start, words in _runs(entries):
+                for i in range(0, len(words), step):
+                    chunk = words[i:i + step]
+                    await self.link.load_memory(IMAGE_MEMORIES[name].value, chunk, addr=start + i)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+        return done
+
+    async def check_loaded(self, images: dict, words: int = 64) -> int:
+        """For a device loaded earlier: read the first ``words`` of its parameter memory (this model's
+        requantization multipliers and shifts, norm weights, biases: the readable memory that
+        differs most between models) and compare them with the image; LinkError when they differ.
+        The weights are trusted to belong to the same model. Returns the words compared."""
+        from .top import IMAGE_MEMORIES
+
+        image = dict((addr, word) for addr, word in images["params"])
+        count = min(words, max(image, default=-1) + 1)
+        got = await self.link.read_memory(IMAGE_MEMORIES["params"].value, 0, count)
+        for addr, value in enumerate(got):
+            if image.get(addr, 0) != value:
+                raise LinkError(f"the device's parameter memory differs from this model's at word {addr}: "
+                                f"load the model (leave out --loaded)")
+        return count
+
+    async def step(self, token: int, position: int, *, predicted: int | None = None) -> dict:
+        """One decode step; returns ``{"token_out", "cycles" (the counter, over the link), "polls"}``."""
+        from hdl.link import DECODE_REGS
+
+        await self.link.write_reg(DECODE_REGS.index("token"), token)
+        await self.link.write_reg(DECODE_REGS.index("position"), position)
+        await self.link.transact(Command.START)
+        if predicted:
+            await self.link.transport.pause(predicted)
+        polls = await self.link.wait_done()
+        token_out = await self.link.read_token()
+        cycles = await self.link.read_cycles()
+        return {"token_out": token_out, "cycles": cycles, "polls": polls}
+
+
+def _decode_device(params: dict) -> tuple[int, ...]:
+    """What INFO reports for a decode target of the design ``params``: target, memories, registers,
+    write and read word bytes, address bits."""
+    from hdl.config import Config
+    from hdl.link import DECODE_REGS
+    from hdl.top import DecodeTop, TopMem
+
+    top = DecodeTop(Config.from_dict(params["config"]), head_dim=params["head_dim"],
+                    max_heads=params["max_heads"], max_norm_length=params["max_norm_length"])
+    return (Target.DECODE.value, len(TopMem), len(DECODE_REGS), top.host_data_bits // 8, 4 * top.lanes,
+            top.host_addr_bits)
 
 
 # --- simulator flows (registered in sim.flows) ----------------------------------------------------
@@ -454,3 +592,179 @@ def _linked_gemm(params):
 
 
 DESIGNS = {"linked_gemm": _linked_gemm}
+
+
+# --- the decode target over the simulated UART ------------------------------------------------------
+
+def _check_link_decode(job):
+    from .top import _check_job
+
+    link_params(job)
+    return _check_job(job)
+
+
+async def _preload(bus, images: dict) -> int:
+    """Write the images through the design's ``preload_*`` ports, a word a cycle (the backdoor)."""
+    from .top import IMAGE_MEMORIES
+
+    bus.set("preload_we", 1)
+    n = 0
+    for name, entries in images.items():
+        bus.set("preload_mem", IMAGE_MEMORIES[name].value)
+        for addr, word in entries:
+            bus.set("preload_addr", addr)
+            bus.set("preload_wdata", word)
+            await bus.tick()
+            n += 1
+    bus.set("preload_we", 0)
+    return n
+
+
+def poll_cycles(clocks_per_bit: int) -> int:
+    """Cycles of one STATUS poll on the wire: a 6-byte request and a 10-byte reply."""
+    return 16 * 10 * clocks_per_bit
+
+
+async def _link_decode(bus, job):
+    """A ``decode_top`` job (:func:`sim.top.decode_job`) on the ``linked_decode`` design, every step
+    over the simulated UART through :class:`LinkDecoder`. ``job["preload"]``: load the images through
+    the backdoor ports (fast) instead of over the link. Each step's STATUS polls are limited so that
+    the step gets twice its predicted cycles (the watchdog), and the link's reply timeouts bound every
+    frame. Returns ``{"steps": [{"position", "token_in", "token_out", "cycles", "polls"}], "load":
+    "link" | "preload", "load_words", "link_cycles", "bytes_sent", "bytes_received"}``."""
+    from .top import drive_steps
+
+    job = _check_link_decode(job)
+    transport = _transport(bus, job)
+    bus.set("preload_we", 0)
+    await _start(bus, job)
+    cpb = link_params(job)["clocks_per_bit"]
+    link = Link(transport)
+    decoder = LinkDecoder(link, params=job["params"], n_kv_heads=job["n_kv_heads"], group=job["group"])
+    await decoder.connect()
+    if job.get("preload"):
+        words = await _preload(bus, job["images"])
+    else:
+        words = await decoder.load(job["images"])
+    predicted = job.get("predicted", {})
+
+    async def step(token, position):
+        expected = predicted.get(str(position))
+        link.poll_limit = max(4, -(-(expected or 100_000) // poll_cycles(cpb)) + 4)
+        r = await decoder.step(token, position, predicted=expected)
+        return {"position": position, "token_in": token, **r}
+
+    steps = await drive_steps(job, step)
+    after = []
+    for request in job.get("after", []):   # requests after the steps: logits reads, raw frames
+        if "logits" in request:
+            after.append(await link.read_logits(*request["logits"]))
+        else:
+            status, payload = await link.exchange(bytes.fromhex(request["frame"]))
+            after.append({"status": status.name, "payload": payload.hex()})
+            if status != Status.OK:
+                await transport.idle()
+    return {"steps": steps, "load": "preload" if job.get("preload") else "link", "load_words": words,
+            "after": after, "link_cycles": transport.cycles, "bytes_sent": link.bytes_sent,
+            "bytes_received": link.bytes_received}
+
+
+def _request_frames(buffer: bytearray) -> list[bytes]:
+    """Whole request frames at the front of ``buffer`` (removed from it); bytes before a sync byte
+    are dropped, an incomplete frame stays."""
+    from hdl.link import REQUEST_SYNC
+
+    from .protocol import FRAME_OVERHEAD
+
+    frames = []
+    while buffer:
+        if buffer[0] != REQUEST_SYNC:
+            del buffer[0]
+            continue
+        if len(buffer) < 4:
+            break
+        size = FRAME_OVERHEAD + int.from_bytes(buffer[2:4], "little")
+        if len(buffer) < size:
+            break
+        frames.append(bytes(buffer[:size]))
+        del buffer[:size]
+    return frames
+
+
+async def _link_pty(bus, job):
+    """The simulated board behind a pseudo-terminal: a host opens the pty's name (written to
+    ``job["pty_file"]``) with pyserial, as it would open a board's USB serial device, and talks to
+    the RTL's UART pins through it. Each whole request frame from the pty goes out on ``rx``, its
+    reply frame comes back from ``tx``; between requests the design runs ``idle_cycles`` at a time.
+    ``preload`` writes the images through the backdoor first. Ends when ``job["stop_file"]`` exists,
+    after ``max_cycles`` simulated cycles, or after ``max_silent_seconds`` without a request.
+    Returns ``{"requests", "cycles"}``."""
+    import contextlib
+    import os
+    import time
+    import tty
+
+    transport = _transport(bus, job)
+    bus.set("preload_we", 0)
+    await _start(bus, job)
+    if job.get("preload"):
+        await _preload(bus, job["images"])
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    with open(job["pty_file"] + ".tmp", "w") as fh:
+        fh.write(os.ttyname(slave))
+    os.replace(job["pty_file"] + ".tmp", job["pty_file"])
+    pending = bytearray()
+    requests = 0
+    last = time.monotonic()
+    try:
+        while not os.path.exists(job["stop_file"]):
+            if transport.cycles > job.get("max_cycles", 50_000_000):
+                raise LinkTimeout(f"the pty session ran past {job.get('max_cycles', 50_000_000)} cycles")
+            if time.monotonic() - last > job.get("max_silent_seconds", 120):
+                raise LinkTimeout(f"no request on the pty for {job.get('max_silent_seconds', 120)} s")
+            with contextlib.suppress(BlockingIOError):
+                pending += os.read(master, 4096)
+            frames = _request_frames(pending)
+            if not frames:
+                await transport.pause(job.get("idle_cycles", 256))
+                continue
+            for frame in frames:
+                await transport.send(frame)
+                header = await transport.recv(4)
+                os.write(master, header)
+                left = int.from_bytes(header[2:4], "little") + 2
+                while left:   # pass the reply on as it comes: the host's timeouts count from its start
+                    chunk = await transport.recv(min(left, 16))
+                    os.write(master, chunk)
+                    left -= len(chunk)
+                requests += 1
+            last = time.monotonic()
+    finally:
+        os.close(master)
+        os.close(slave)
+    return {"requests": requests, "cycles": transport.cycles}
+
+
+def _linked_decode(params):
+    from hdl.config import Config
+    from hdl.link import LinkedDecode
+
+    p = link_params({"link": {k: params[k] for k in ("clocks_per_bit", "timeout_cycles", "max_payload")
+                              if k in params}})
+    return LinkedDecode(Config.from_dict(params["config"]), head_dim=params["head_dim"],
+                        max_heads=params["max_heads"], max_norm_length=params["max_norm_length"], **p)
+
+
+def decode_link_params(top: dict, **link) -> dict:
+    """Parameters of the ``linked_decode`` design: the top level's (:func:`sim.top.top_params`) and
+    the link's."""
+    return {**top, **link_params({"link": link})}
+
+
+FLOWS["link_decode"] = _link_decode
+CHECKS["link_decode"] = _check_link_decode
+FLOWS["link_pty"] = _link_pty
+CHECKS["link_pty"] = link_params
+DESIGNS["linked_decode"] = _linked_decode

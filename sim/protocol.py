@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from hdl.link import (
     CRC,
     CYCLE_BITS,
+    DECODE_REGS,
     MAX_FRAME_PAYLOAD,
     MEM_ARG_BYTES,
     PROTOCOL_VERSION,
@@ -146,8 +147,14 @@ class DeviceInfo:
 
     @property
     def max_read_words(self) -> int:
-        """Most words one READ_MEM reply carries (its length field is 16 bits)."""
+        """Most words one READ_MEM reply may carry (its length field is 16 bits)."""
         return MAX_FRAME_PAYLOAD // self.rdata_bytes
+
+    @property
+    def read_chunk_words(self) -> int:
+        """Words a host asks for per READ_MEM: replies no longer than the device's request buffer,
+        so no reply keeps a slow line busy for long."""
+        return max(1, min(self.max_read_words, self.max_payload // self.rdata_bytes))
 
 
 def write_mem_payload(mem: int, addr: int, words: list[int], wdata_bytes: int) -> bytes:
@@ -175,16 +182,17 @@ COMMANDS: dict[Command, tuple[str, str, bool, str]] = {
     Command.READ_MEM: ("memory (1), word address (4), count n (2)", "n words of Rd bytes", True,
                        "read n consecutive words"),
     Command.WRITE_REG: ("register (1), value (4)", "empty", True,
-                        "set a parameter register (GEMM target: 0 m, 1 kt, 2 nt)"),
+                        "set a parameter register (the targets' registers are listed below)"),
     Command.START: ("empty", "empty", True, "pulse the target's start for one cycle"),
     Command.STATUS: ("empty", "flags (1: bit 0 busy, bit 1 done), last error status (1), "
                      "rejected frames (2, saturating)", False, "poll the target"),
     Command.CYCLES: ("empty", f"cycle counter (8; {CYCLE_BITS} bits used)", False,
                      "the target's cycle counter of its last run"),
-    Command.READ_TOKEN: ("reserved", "reserved", False,
-                         "decode top level: the last generated token (ERR_UNSUPPORTED on the GEMM target)"),
-    Command.READ_LOGITS: ("reserved", "reserved", False,
-                          "decode top level: logits words (ERR_UNSUPPORTED on the GEMM target)"),
+    Command.READ_TOKEN: ("empty", "token id (2)", True,
+                         "decode target: the token the last step chose (ERR_UNSUPPORTED on the GEMM target)"),
+    Command.READ_LOGITS: ("word address (4), count n (2)", "n words of Rd bytes", True,
+                          "decode target: READ_MEM of the logits buffer, n int32 lanes per word "
+                          "(ERR_UNSUPPORTED on the GEMM target)"),
 }
 
 STATUSES: dict[Status, str] = {
@@ -195,8 +203,14 @@ STATUSES: dict[Status, str] = {
     Status.ERR_LENGTH: "length above the bridge's max payload; the bridge dropped bytes until the line was idle",
     Status.ERR_ARGUMENT: "a payload length, memory, register, address range or count the command does not accept",
     Status.ERR_BUSY: "the command needs the target idle and it is busy",
-    Status.ERR_UNSUPPORTED: "a reserved command this target does not implement",
+    Status.ERR_UNSUPPORTED: "a command this target does not implement (READ_TOKEN, READ_LOGITS on the GEMM target)",
 }
+
+
+def _top_memories() -> str:
+    from hdl.top import TopMem
+
+    return ", ".join(f"{m.value} {m.name.lower()}" for m in TopMem)
 
 
 def protocol_markdown() -> str:
@@ -231,7 +245,10 @@ def protocol_markdown() -> str:
         "",
         "Multi-byte fields are little-endian. A memory word travels as its bytes, lowest first: for",
         "the GEMM target a weight or activation word is lanes of int8 (lane 0 first), a result word",
-        f"lanes of int32 (layouts in `sim/gemm.py`). Registers are {REG_BITS} bits.",
+        "lanes of int32 (layouts in `sim/gemm.py`). For the decode target every write word is W bytes",
+        "(the widest memory's word, an instruction or a parameter word; narrower words are zero-extended)",
+        "and every read word Rd bytes (`sim/top.py` lays the images out). "
+        f"Registers are {REG_BITS} bits.",
         "",
         "## Commands",
         "",
@@ -264,7 +281,14 @@ def protocol_markdown() -> str:
         "|---|---|---|---|",
         f"| GEMM (`LinkedGemm`) | {Target.GEMM.value} | 0 weights, 1 activations, 2 results (reads return result "
         "words whatever the memory) | 0 m, 1 kt, 2 nt |",
-        f"| decode top level | {Target.DECODE.value} | reserved | reserved (READ_TOKEN, READ_LOGITS) |",
+        f"| decode (`LinkedDecode`) | {Target.DECODE.value} | `hdl.top.TopMem`: {_top_memories()} (reads: "
+        f"scratch, logits, trace, params) | {', '.join(f'{i} {n}' for i, n in enumerate(DECODE_REGS))} |",
+        "",
+        "A decode step over the link (`sim/link.py`, `LinkDecoder`, the `serial` backend's code):",
+        "WRITE_REG token and position, START, STATUS until done, READ_TOKEN, CYCLES (the step's",
+        "cycle counter, equal to the cycle model's prediction). The memory images are written once",
+        "per run with WRITE_MEM (`lockstep run --backend serial --port ...`); `--loaded` skips that",
+        "for a board that holds the model already and compares its parameter memory instead.",
         "",
         "The host port behind the bridge (`HostPort` in `hdl/link.py`) is the interface every target",
         "presents: memory select, word address, write strobe and data, read data one cycle after the",

@@ -15,7 +15,11 @@ Backends today:
   the images are loaded once, each step's token is fed back by the flow); every step reports the
   cycles the RTL's counter measured and the wall time of its free run.
 
-A ``serial`` backend for a board plugs in behind the same :class:`Backend` interface (issue 7).
+* ``serial``: a board running the decode accelerator behind its UART bridge
+  (:class:`hdl.link.LinkedDecode`, built by ``lockstep build``), over a serial port: the images are
+  written over the link once, then every step goes over the framed protocol
+  (:class:`sim.link.LinkDecoder`, the same host code the simulated-UART tests drive against the
+  RTL's pins); its steps report the cycle counter read back over the link.
 """
 
 from __future__ import annotations
@@ -173,6 +177,68 @@ class RtlBackend(Backend):
         return self.results[position]["seconds"]
 
 
+class SerialBackend(Backend):
+    """A board behind a serial port (pyserial): ``port`` (the device, e.g. ``/dev/ttyUSB0``) and
+    ``baud`` are set before :meth:`begin`. The board must run the top level this model was
+    compiled for (INFO is checked against it before anything is written)."""
+
+    name = "serial"
+    port: str | None = None
+    baud = 115200
+    #: The board already holds this model (an earlier run loaded it): check the program, load nothing.
+    loaded = False
+    #: Seconds a reply may take to begin or to continue.
+    timeout = 2.0
+
+    def __init__(self, compiled: Compiled):
+        from .top import top_params
+
+        super().__init__(compiled)
+        self.params = top_params(compiled)
+        self.load_seconds = 0.0
+        self.on_load: Callable[[int, int], None] | None = None
+        self._transport = None
+
+    def _run(self, coroutine):
+        return self._loop.run_until_complete(coroutine)
+
+    def begin(self, prompt, new_tokens):
+        import asyncio
+
+        from .link import Link, LinkDecoder, SerialTransport
+        from .top import images
+
+        if not self.port:
+            raise ValueError("the serial backend needs --port, the board's serial device (e.g. /dev/ttyUSB0)")
+        self._transport = SerialTransport(self.port, baud=self.baud, timeout=self.timeout)
+        self._loop = asyncio.new_event_loop()
+        mc = self.compiled.model.config
+        self.decoder = LinkDecoder(Link(self._transport), params=self.params, n_kv_heads=mc.n_kv_heads,
+                                   group=mc.n_heads // mc.n_kv_heads)
+        try:
+            self._run(self.decoder.connect())
+            t0 = time.perf_counter()
+            if self.loaded:
+                self._run(self.decoder.check_loaded(images(self.compiled)))
+            else:
+                self._run(self.decoder.load(images(self.compiled), progress=self.on_load))
+            self.load_seconds = time.perf_counter() - t0
+        except BaseException:
+            self.finish()
+            raise
+
+    def step(self, token, position):
+        r = self._run(self.decoder.step(token, position))
+        return r["token_out"], r["cycles"]
+
+    def finish(self) -> dict:
+        if self._transport is not None:
+            self._transport.close()
+            self._loop.close()
+            self._transport = None
+        return {}
+
+
 class AmaranthBackend(RtlBackend):
     name = simulator = "amaranth"
 
@@ -187,10 +253,12 @@ class VerilatorBackend(RtlBackend):
 
 BACKENDS: dict[str, Callable[[Compiled], Backend]] = {
     "golden": GoldenBackend, "isa": IsaBackend, "amaranth": AmaranthBackend, "icarus": IcarusBackend,
-    "verilator": VerilatorBackend,
+    "verilator": VerilatorBackend, "serial": SerialBackend,
 }
 #: Backends that run the RTL (their steps report measured cycles).
 RTL_BACKENDS = ("amaranth", "icarus", "verilator")
+#: Backends whose steps report measured cycles: the simulated RTL and a board.
+MEASURING_BACKENDS = (*RTL_BACKENDS, "serial")
 
 
 @dataclass
@@ -276,7 +344,8 @@ def check_request(compiled: Compiled, backend: str, prompt: Sequence[int], new_t
 
 
 def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: int, *,
-           on_step: Callable[[StepReport], None] | None = None, waves: bool = False) -> RunReport:
+           on_step: Callable[[StepReport], None] | None = None, waves: bool = False, port: str | None = None,
+           baud: int = 115200, loaded: bool = False) -> RunReport:
     """Prefill ``prompt`` then generate ``new_tokens`` greedily on ``backend``.
 
     Raises ValueError for an unknown backend, an empty prompt, a token outside the vocabulary or a
@@ -289,6 +358,10 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
         if not hasattr(runner, "waves"):
             raise ValueError(f"--waves needs an RTL backend (amaranth, icarus, verilator), not {backend}")
         runner.waves = True
+    if backend == "serial":
+        runner.port, runner.baud, runner.loaded = port, baud, loaded
+    elif port is not None or loaded:
+        raise ValueError(f"--port and --loaded are for the serial backend, not {backend}")
     runner.begin(prompt, new_tokens)
     report = RunReport(backend=backend, clock_hz=compiled.config.clock_hz, prompt=prompt)
     tokens = list(prompt)

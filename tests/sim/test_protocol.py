@@ -56,6 +56,7 @@ def test_device_info_round_trip_and_limits():
     assert DeviceInfo.decode(info.encode()) == info
     assert info.max_write_words == (256 - 5) // 4
     assert info.max_read_words == 65535 // 16
+    assert info.read_chunk_words == 256 // 16
 
 
 def test_bridge_info_bytes_match_the_host_decoder():

@@ -1,0 +1,152 @@
+"""The decode accelerator behind the UART bridge (:class:`hdl.link.LinkedDecode`): decode steps
+over the framed protocol from :class:`sim.link.LinkDecoder`, the host code the ``serial`` runtime
+backend runs against a board, here driving the RTL's rx/tx pins in the simulator.
+
+* the demo model: memories preloaded through the backdoor ports (over a 115200-baud line they
+  would take minutes of simulated UART), every step over the link: tokens equal the integer
+  model's, the cycle counter read over the link equals the cycle model at every step;
+* a tiny model loaded entirely over the link (WRITE_MEM frames), then decoded, on Verilator;
+* READ_LOGITS equal to the instruction-level model's logits; the decode-only commands' errors.
+"""
+
+import numpy as np
+import pytest
+
+from golden.int_model import generate_int
+from hdl.config import PRESETS
+from sim.compiler import compile_model
+from sim.gemm import unpack_lanes
+from sim.isa_sim import IsaMachine
+from sim.link import decode_link_params
+from sim.runner import run
+from sim.top import decode_job, top_params
+
+from .test_top_rtl import SMALL_SHARED, tiny
+
+LINK = {"clocks_per_bit": 8}
+
+
+def link_job(compiled, params, **kw):
+    job = decode_job(compiled, params, **kw)
+    job["link"] = dict(LINK)
+    return job
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from golden.checkpoint import load_demo_model
+    from golden.quantize import quantize_checkpoint
+
+    return compile_model(quantize_checkpoint(load_demo_model()), PRESETS["demo"])
+
+
+def test_demo_model_over_the_simulated_uart(demo):
+    prompt, new = [5, 9, 2, 17], 8
+    params = decode_link_params(top_params(demo), **LINK)
+    job = link_job(demo, params, prompt=prompt, new_tokens=new)
+    job["preload"] = True
+    result = run("verilator", "linked_decode", params, "link_decode", job)
+    steps = result["steps"]
+    assert result["load"] == "preload"
+    generated = [s["token_out"] for s in steps[len(prompt) - 1:]]
+    assert generated == generate_int(demo.model, prompt, new)
+    assert [s["cycles"] for s in steps] == [job["predicted"][str(s["position"])] for s in steps]
+    assert all(s["polls"] >= 1 for s in steps)
+
+
+def test_tiny_model_loaded_and_decoded_over_the_link():
+    compiled = tiny("llama-gqa")
+    params = decode_link_params(top_params(compiled, **SMALL_SHARED), **LINK)
+    prompt, new = [3, 1], 3
+    job = link_job(compiled, params, prompt=prompt, new_tokens=new)
+    result = run("verilator", "linked_decode", params, "link_decode", job)
+    assert result["load"] == "link"
+    assert result["load_words"] == sum(len(v) for v in job["images"].values())
+    steps = result["steps"]
+    assert [s["token_out"] for s in steps[len(prompt) - 1:]] == generate_int(compiled.model, prompt, new)
+    assert [s["cycles"] for s in steps] == [job["predicted"][str(s["position"])] for s in steps]
+
+
+def test_read_logits_and_decode_only_errors():
+    """One step, then READ_LOGITS (equal to the instruction-level model's logits) and the errors
+    of the decode-only commands: a bad READ_LOGITS count or range, READ_TOKEN with arguments."""
+    from hdl.link import Command
+    from hdl.top import TopMem
+    from sim.protocol import encode_request
+
+    compiled = tiny("gpt2")
+    params = decode_link_params(top_params(compiled, **SMALL_SHARED), **LINK)
+    V = compiled.config.vector_lanes
+    vocab = compiled.model.config.vocab_size
+    words = -(-vocab // V)
+    job = link_job(compiled, params, steps=[(4, 0)])
+    job["preload"] = True
+    job["after"] = [
+        {"logits": [0, words]},
+        {"frame": encode_request(Command.READ_LOGITS, (0).to_bytes(4, "little") + (0).to_bytes(2, "little")).hex()},
+        {"frame": encode_request(Command.READ_LOGITS, (1 << 20).to_bytes(4, "little")
+                                 + (1).to_bytes(2, "little")).hex()},
+        {"frame": encode_request(Command.READ_LOGITS, b"\x00" * 5).hex()},
+        {"frame": encode_request(Command.READ_TOKEN, b"\x00").hex()},
+        {"frame": encode_request(Command.READ_MEM, bytes([TopMem.LOGITS.value]) + (0).to_bytes(4, "little")
+                                 + (1).to_bytes(2, "little")).hex()},
+    ]
+    result = run("verilator", "linked_decode", params, "link_decode", job)
+    machine = IsaMachine(compiled)
+    token = machine.run(4, 0)
+    assert result["steps"][0]["token_out"] == token
+    logits_words, *replies = result["after"]
+    logits = [v for w in logits_words for v in unpack_lanes(w, 32, V)]
+    assert np.array_equal(logits[:vocab], machine.logits[:vocab])
+    assert [r["status"] for r in replies] == ["ERR_ARGUMENT", "ERR_ARGUMENT", "ERR_ARGUMENT", "ERR_ARGUMENT", "OK"]
+    # READ_MEM of the logits memory gives the same first word as READ_LOGITS
+    assert int.from_bytes(bytes.fromhex(replies[-1]["payload"]), "little") == logits_words[0]
+
+
+def test_lockstep_run_serial_drives_the_simulated_board(demo, tmp_path):
+    """``lockstep run --backend serial --port PTY``, the command that drives a board, against the RTL:
+    the simulator serves the design's UART pins on a pseudo-terminal; the CLI opens it with pyserial."""
+    import json
+    import subprocess
+    import sys
+    import threading
+    import time
+    from pathlib import Path
+
+    prompt, new = [5, 9, 2, 17], 3
+    params = decode_link_params(top_params(demo), **LINK)
+    job = {"link": dict(LINK), "preload": True, "images": decode_job(demo, params, steps=[])["images"],
+           "pty_file": str(tmp_path / "pty"), "stop_file": str(tmp_path / "stop")}
+    outcome = {}
+
+    def serve():
+        try:
+            outcome["result"] = run("verilator", "linked_decode", params, "link_pty", job)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        deadline = time.monotonic() + 1800    # the first run builds the model
+        while not Path(job["pty_file"]).exists():
+            assert server.is_alive(), outcome.get("error")
+            assert time.monotonic() < deadline, "the simulated board never opened its pty"
+            time.sleep(0.2)
+        port = Path(job["pty_file"]).read_text()
+        lockstep = str(Path(sys.executable).parent / "lockstep")
+        out = subprocess.run([lockstep, "run", "--backend", "serial", "--port", port, "--loaded",
+                              "--prompt-ids", ",".join(map(str, prompt)), "--tokens", str(new), "--json"],
+                             capture_output=True, text=True, timeout=900)
+    finally:
+        Path(job["stop_file"]).touch()
+        server.join(timeout=120)
+    assert "error" not in outcome, outcome.get("error")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["generated"] == generate_int(demo.model, prompt, new)
+    assert report["cycle_exact"] is True
+    positions = range(len(prompt) + new - 1)
+    assert report["measured_cycles"] == [decode_job(demo, params, steps=[(0, p)])["predicted"][str(p)]
+                                         for p in positions]
+    assert outcome["result"]["requests"] > 4 * len(positions)
