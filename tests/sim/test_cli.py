@@ -11,7 +11,7 @@ LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
 
 
 def lockstep(*args):
-    return subprocess.run([LOCKSTEP, *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([LOCKSTEP, *args], capture_output=True, text=True, timeout=1500)
 
 
 def test_help_and_version():

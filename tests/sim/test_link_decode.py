@@ -5,7 +5,7 @@ backend runs against a board, here driving the RTL's rx/tx pins in the simulator
 * the demo model: memories preloaded through the backdoor ports (over a 115200-baud line they
   would take minutes of simulated UART), every step over the link: tokens equal the integer
   model's, the cycle counter read over the link equals the cycle model at every step;
-* a tiny model loaded entirely over the link (WRITE_MEM frames), then decoded, on Verilator;
+* a one-layer model loaded entirely over the link (WRITE_MEM frames), then decoded, on Verilator;
 * READ_LOGITS equal to the instruction-level model's logits; the decode-only commands' errors.
 """
 
@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from golden.int_model import generate_int
+from golden.model import ModelConfig, init_weights
+from golden.quantize import quantize_model, random_calibration
 from hdl.config import PRESETS
 from sim.compiler import compile_model
 from sim.gemm import unpack_lanes
@@ -21,7 +23,7 @@ from sim.link import decode_link_params
 from sim.runner import run
 from sim.top import decode_job, top_params
 
-from .test_top_rtl import SMALL_SHARED, tiny
+from .test_top_rtl import SMALL, SMALL_SHARED, tiny
 
 LINK = {"clocks_per_bit": 8}
 
@@ -54,8 +56,14 @@ def test_demo_model_over_the_simulated_uart(demo):
     assert all(s["polls"] >= 1 for s in steps)
 
 
-def test_tiny_model_loaded_and_decoded_over_the_link():
-    compiled = tiny("llama-gqa")
+#: A one-layer model small enough to load over the simulated UART in seconds (on the SMALL design).
+MICRO = ModelConfig(family="gpt2", vocab_size=16, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, head_dim=8,
+                    d_ff=16, max_context=48, tie_embeddings=True)
+
+
+def test_micro_model_loaded_and_decoded_over_the_link():
+    model = quantize_model(MICRO, init_weights(MICRO, seed=5, std=0.3), random_calibration(MICRO, windows=4, seed=2))
+    compiled = compile_model(model, SMALL)
     params = decode_link_params(top_params(compiled, **SMALL_SHARED), **LINK)
     prompt, new = [3, 1], 3
     job = link_job(compiled, params, prompt=prompt, new_tokens=new)
