@@ -38,13 +38,17 @@ def test_gemm_on_amaranth_reports_exact_result_and_cycles():
     (("gemm", "--rows", "-2"), "array_rows must be a positive integer, not -2"),
     (("gemm", "--cols", "65"), "array cols must be at most 64 to build, not 65"),
     (("gemm", "--cols", "2000"), "array_rows and array_cols must be at most 1024"),
-    (("gemm", "--preset", "9x9"), "preset must be one of 4x4, 8x4, 8x8, demo, not '9x9'"),
+    (("gemm", "--preset", "9x9"), "preset must be one of 4x4, 8x4, 8x8, demo, ulx3s, not '9x9'"),
     (("gemm", "-k", "1000"), "needs 2000 act_words, the configuration has 256 (1744 too few)"),
     (("gemm", "-k", "2000"), "K=2000 exceeds the largest reduction 1024 of the configuration"),
     (("gemm", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),
     (("run", "--tokens", "-1"), "--tokens must be a non-negative integer, not -1"),
     (("run", "--tokens", "500"), "more than the context of 128"),
     (("run", "--backend", "isa", "--waves"), "--waves needs an RTL backend"),
+    (("run", "--backend", "serial"), "--backend serial needs --port"),
+    (("decode", "--port", "/dev/ttyUSB0"), "--port names the board's serial device and goes with --backend serial"),
+    (("run", "--backend", "serial", "--port", "/dev/lockstep-no-such-tty", "--tokens", "1"),
+     "cannot open serial port '/dev/lockstep-no-such-tty'"),
 ])
 def test_bad_input_is_one_line_without_traceback(args, message):
     out = lockstep(*args)

@@ -13,7 +13,7 @@ from golden.checkpoint import load_demo_model
 from golden.int_model import generate_int
 from hdl.config import PRESETS
 from sim.cycles import decode_step_cycles
-from sim.runtime import BACKENDS, RTL_BACKENDS, decode, prepare
+from sim.runtime import BACKENDS, MEASURING_BACKENDS, decode, prepare
 
 LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
 
@@ -23,7 +23,7 @@ def compiled():
     return prepare(load_demo_model(), PRESETS["demo"])
 
 
-@pytest.mark.parametrize("backend", sorted(set(BACKENDS) - set(RTL_BACKENDS)))
+@pytest.mark.parametrize("backend", sorted(set(BACKENDS) - set(MEASURING_BACKENDS)))
 def test_backends_generate_the_integer_models_tokens(compiled, backend):
     prompt = load_demo_model().tokenizer.encode("The old miller ")
     report = decode(compiled, backend, prompt, 32)
@@ -36,7 +36,7 @@ def test_backends_generate_the_integer_models_tokens(compiled, backend):
 
 
 @pytest.mark.parametrize(("args", "match"), [
-    (("nope", [1], 3), r"backend must be one of golden, isa, amaranth, icarus, verilator, not 'nope'"),
+    (("nope", [1], 3), r"backend must be one of golden, isa, amaranth, icarus, verilator, serial, not 'nope'"),
     (("isa", [], 3), r"prompt must hold at least one token"),
     (("isa", [99], 3), r"prompt token must be in 0..47, not 99"),
     (("isa", [1, 2], 200), r"needs 201 positions, more than the context of 128"),
