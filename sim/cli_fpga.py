@@ -42,9 +42,9 @@ def _describe(c, design="gemm") -> str:
 
 @click.command("build")
 @click.option("--board", type=click.Choice(["ulx3s-85f", "icebreaker"]), required=True, help="Target board.")
-@click.option("--design", type=click.Choice(["decode", "gemm"]), default=None,
-              help="decode: the decode accelerator sized for --model (default on ulx3s-85f); gemm: the GEMM "
-                   "engine alone (default on icebreaker).")
+@click.option("--design", type=click.Choice(["gemm", "decode"]), default="gemm", show_default=True,
+              help="gemm: the GEMM engine behind the link; decode: the decode accelerator sized for --model "
+                   "(on the ULX3S its multipliers do not fit yet: refused after synthesis, docs/fpga.md).")
 @click.option("--model", "model_dir", default=None, metavar="DIR",
               help="Checkpoint the decode accelerator is built for (default: the demo model).")
 @click.option("--preset", default=None,
@@ -68,7 +68,6 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, seed
     """
     from .fpga import BOARD_PRESETS, BuildError, build, plan_build, plan_decode_build
 
-    design = design or ("decode" if board in BOARD_PRESETS else "gemm")
     compiled = None
     if design == "decode":
         from .cli_model import _load
@@ -86,10 +85,14 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, seed
         if as_json:
             click.echo(json.dumps({"plan": plan}))
             return
-        click.echo(f"{board}: {_describe(config, design)} fits: {plan['multipliers']['need']}/"
+        least = "at least " if design == "decode" else ""
+        click.echo(f"{board}: {_describe(config, design)} fits: {least}{plan['multipliers']['need']}/"
                    f"{plan['multipliers']['have']} {plan['multipliers']['kind']}, "
-                   f"{plan['bram']['need_blocks']}/{plan['bram']['have_blocks']} {plan['bram']['kind']}; "
+                   f"{least}{plan['bram']['need_blocks']}/{plan['bram']['have_blocks']} {plan['bram']['kind']}; "
                    f"UART {baud} baud ({plan['clocks_per_bit']} clocks per bit)")
+        if design == "decode":
+            click.echo("(lower bounds: the array's multipliers and the top level's memories; the units' "
+                       "multipliers are counted by Yosys, and an overflow is refused before place-and-route)")
         return
     if not as_json:
         click.echo(f"building {_describe(config, design)} for {board} (seed {seed}); the first build compiles "

@@ -125,16 +125,16 @@ def test_build_command_plan_and_refusal():
                           "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["plan"]["multipliers"]["need"] == 17
-    # the default on the ULX3S: the decode accelerator for the demo model, on the board's preset
-    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--plan", "--json"], capture_output=True,
-                         text=True, timeout=120)
+    # the decode accelerator for the demo model, on the board's preset
+    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--design", "decode", "--plan", "--json"],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)["plan"]
     assert plan["design"] == "decode" and plan["config"] == PRESETS["ulx3s"].as_dict()
     assert plan["bram"]["need_blocks"] <= plan["bram"]["have_blocks"]
     # the demo preset's memories do not fit: refused naming block RAM
-    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--preset", "demo", "--plan"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--design", "decode", "--preset", "demo",
+                          "--plan"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and out.stderr.startswith("lockstep: error: block RAM: the decode accelerator")
     out = subprocess.run([LOCKSTEP, "build", "--board", "icebreaker", "--plan"], capture_output=True, text=True,
                          timeout=120)
@@ -166,3 +166,17 @@ def test_icebreaker_bitstream_of_the_largest_array():
     result = build("icebreaker", ICEBREAKER)
     assert result["report"]["timing_ok"]
     assert result["report"]["utilisation"]["multipliers"]["used"] <= 8
+
+
+@pytest.mark.slow
+def test_ulx3s_decode_accelerator_overflow_is_refused_before_place_and_route():
+    """The demo model's accelerator (preset ulx3s) passes the plan, then Yosys counts the units'
+    multipliers: more than the ECP5 has, refused naming the resource and the overflow."""
+    from golden.checkpoint import load_demo_model
+    from sim.fpga import build
+    from sim.runtime import prepare
+
+    compiled = prepare(load_demo_model(), PRESETS["ulx3s"])
+    with pytest.raises(FitError, match=r"^multipliers: after synthesis the design needs \d+ MULT18X18D, the "
+                                       r"LFE5U-85F has 156 \(\d+ over\)"):
+        build("ulx3s-85f", PRESETS["ulx3s"], compiled=compiled)
