@@ -216,6 +216,7 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
     params = top_params(compiled)
     top = DecodeTop(c, head_dim=params["head_dim"], max_heads=params["max_heads"],
                     max_norm_length=params["max_norm_length"])
+    top._MustUse__silence = True  # built only for its sizes, never elaborated
     V, HD = top.lanes, top.head_dim
     shapes = {
         "program": (INSTRUCTION_BITS, c.program_words), "weights": (8 * V, c.weight_words),

@@ -480,6 +480,7 @@ def _decode_device(params: dict) -> tuple[int, ...]:
 
     top = DecodeTop(Config.from_dict(params["config"]), head_dim=params["head_dim"],
                     max_heads=params["max_heads"], max_norm_length=params["max_norm_length"])
+    top._MustUse__silence = True  # built only for its sizes, never elaborated
     return (Target.DECODE.value, len(TopMem), len(DECODE_REGS), top.host_data_bits // 8, 4 * top.lanes,
             top.host_addr_bits)
 
