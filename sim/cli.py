@@ -202,6 +202,8 @@ def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_jso
         raise ValueError("--port names the board's serial device and goes with --backend serial, "
                          f"not with backend {backend}" if port is not None else
                          "--backend serial needs --port, the board's serial device (e.g. /dev/ttyUSB0)")
+    if loaded and backend != "serial":
+        raise ValueError(f"--loaded is for the serial backend, not {backend}")
     ckpt = _load(model_dir)
     ids = _prompt_ids(ckpt, prompt, prompt_ids)
     compiled = prepare(ckpt, config)
