@@ -27,18 +27,29 @@ so the next group follows with no bubble.
 Pipeline (every stage advances on one enable, ``en = ~out.valid | out.ready``)::
 
     issue  take a K/V row (first head of a group only); address the query memory
-    S1     s = q . k                                    (head_dim int8 products, adder tree)
+    S1     s = q . k                                    (head_dim int8 products in logic, adder tree)
     S2     z = clamp_s16(round_shift(s * score_mult, score_shift))
     S3     d = z - m; m = max(m, z); address EXP[|d|]   (running max, per head)
     S4     a or w from EXP; l, acc rescaled and accumulated (per head)
     F1     leading one of l, Q1.15 mantissa; address the reciprocal seed table
     F2     r = round_shift(r0 * (2**31 - m * r0), 30)   (one Newton step)
-    F3     y = round_shift(acc * r, p - 1)
-    F4     out = requantize(y, out_mult, out_shift)
+    F3     y = round_shift(acc * r, p - 1)                 (``finish_lanes`` lanes per cycle)
+    F4     out = requantize(y, out_mult, out_shift)        (``finish_lanes`` lanes per cycle)
     out    the output register (the stream's payload)
+
+The finish stages F3 and F4 run once per head, not once per position, so they need not be
+``head_dim`` lanes wide: with ``finish_lanes`` = F < head_dim, a head's row waits in F3 for
+S = ceil(head_dim / F) cycles while its lanes pass through F multipliers F at a time (the row
+shifts down by F lanes each cycle) and F4's results are shifted into an assembly register that
+becomes the output row with the last chunk. While a row waits in F3 every stage before it holds
+(one enable), so each head adds exactly S - 1 cycles to a call (:func:`sim.cycles.attention_cycles`)
+and the two 32-bit products per lane of the finish (four ECP5 multipliers) are built F times
+instead of head_dim times.
 
 Ports
 -----
+``finish_lanes`` (default: ``head_dim``) sets the finish stages' width (above).
+
 Control, sampled when ``start`` is high and the unit is idle: ``kv_len`` (1 .. max_context),
 ``n_kv_heads`` and ``group`` (``n_kv_heads * group`` <= max_heads query heads), ``score_mult``,
 ``score_shift``, ``out_mult``, ``out_shift`` (golden's :class:`~golden.attention.AttentionParams`).
@@ -59,7 +70,7 @@ Lookup tables are ROMs holding :func:`golden.tables.exp_table` and
 :func:`golden.tables.recip_table` as built by golden.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -67,6 +78,7 @@ from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT, SCORE_BITS, SCORE_
 from golden.numerics import ACC_BITS, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_MAX
 from golden.tables import EXP_ONE, EXP_OUT_BITS, EXP_TABLE_SIZE, RECIP_INDEX_BITS, exp_table, recip_table
 
+from .arith import clamp, fabric_product, round_shift, tree_sum
 from .config import check_positive_int, checked_constructor
 
 __all__ = ["CYCLE_COUNTER_BITS", "MAX_HEADS_LIMIT", "AttentionUnit", "row_layout"]
@@ -88,28 +100,6 @@ def row_layout(head_dim: int) -> data.ArrayLayout:
     return data.ArrayLayout(signed(8), head_dim)
 
 
-def _round_shift(x, shift):
-    """``(x + 2**(shift-1)) >> shift`` (round half up), ``x`` for shift 0; shift an int or a Value."""
-    if isinstance(shift, int):
-        return x if shift == 0 else (x + (1 << (shift - 1))) >> shift
-    half = (Const(1, 1) << shift) >> 1
-    return (x + half) >> shift
-
-
-def _clamp(x, low: int, high: int):
-    return Mux(x > high, high, Mux(x < low, low, x))
-
-
-def _tree_sum(values):
-    values = list(values)
-    while len(values) > 1:
-        pairs = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
-        if len(values) % 2:
-            pairs.append(values[-1])
-        values = pairs
-    return values[0]
-
-
 def _rotate(m, regs, push, length, when):
     """Rotating register file of runtime ``length``: front out, ``push`` in at ``length - 1``."""
     with m.If(when):
@@ -123,12 +113,13 @@ class AttentionUnit(wiring.Component):
 
     Parameters (keyword-only): ``head_dim`` (lanes of every row, 1 .. HEAD_DIM_MAX),
     ``max_context`` (longest KV cache, 1 .. MAX_CONTEXT_LIMIT = 512), ``max_heads`` (query heads
-    of one call, 1 .. 64). Raises TypeError for a non-integer and ValueError for a value out of
+    of one call, 1 .. 64), ``finish_lanes`` (lanes of the finish stages, 1 .. head_dim; None, the
+    default, for head_dim). Raises TypeError for a non-integer and ValueError for a value out of
     range, naming the parameter and the value. See the module docstring for ports and timing.
     """
 
     @checked_constructor
-    def __init__(self, *, head_dim: int, max_context: int, max_heads: int):
+    def __init__(self, *, head_dim: int, max_context: int, max_heads: int, finish_lanes: int | None = None):
         self.head_dim = check_positive_int("attention head_dim", head_dim)
         self.max_context = check_positive_int("attention max_context", max_context)
         self.max_heads = check_positive_int("attention max_heads", max_heads)
@@ -137,6 +128,13 @@ class AttentionUnit(wiring.Component):
                                    ("max_heads", max_heads, MAX_HEADS_LIMIT)):
             if value > limit:
                 raise ValueError(f"attention {name} must be at most {limit}, not {value}")
+        if finish_lanes is None:
+            finish_lanes = head_dim
+        self.finish_lanes = check_positive_int("attention finish_lanes", finish_lanes)
+        if finish_lanes > head_dim:
+            raise ValueError(f"attention finish_lanes must be at most head_dim ({head_dim}), not {finish_lanes}")
+        #: Cycles a head's row spends in the finish stage F3: ceil(head_dim / finish_lanes).
+        self.finish_steps = -(-head_dim // finish_lanes)
         row = row_layout(head_dim)
         super().__init__({
             "start": In(1),
@@ -173,11 +171,14 @@ class AttentionUnit(wiring.Component):
         out_shift = Signal.like(self.out_shift)
         running = Signal()
         launch = Signal()
-        en = Signal()
+        en_out = Signal()       # the finish stages and the output register advance
+        hold = Signal()         # a row waits in F3 for its next chunk of lanes
+        en = Signal()           # every stage up to F3 advances
         m.d.comb += [
             launch.eq(self.start & ~running),
             self.busy.eq(running),
-            en.eq(~self.out.valid | self.out.ready),
+            en_out.eq(~self.out.valid | self.out.ready),
+            en.eq(en_out & ~hold),
         ]
 
         # --- query memory: filled by the q stream, one row per query head ---------------------
@@ -242,7 +243,7 @@ class AttentionUnit(wiring.Component):
         with m.If(issue & new_row):
             m.d.sync += [k1.eq(self.k.payload), v1.eq(self.v.payload)]
         dot = Signal(signed(ACC_BITS))
-        m.d.comb += dot.eq(_tree_sum(q1[i] * k1[i] for i in range(D)))
+        m.d.comb += dot.eq(tree_sum(fabric_product(q1[i], k1[i]) for i in range(D)))
 
         # --- S2: scaled, rounded, clamped logit ------------------------------------------------
         valid2, last2 = Signal(), Signal()
@@ -251,7 +252,7 @@ class AttentionUnit(wiring.Component):
         with m.If(en):
             m.d.sync += [valid2.eq(valid1), last2.eq(last1), s2.eq(dot), v2.eq(v1)]
         z = Signal(signed(SCORE_BITS))
-        m.d.comb += z.eq(_clamp(_round_shift(s2 * score_mult, score_shift), SCORE_MIN, SCORE_MAX))
+        m.d.comb += z.eq(clamp(round_shift(s2 * score_mult, score_shift), SCORE_MIN, SCORE_MAX))
 
         # --- S3: running maximum (per head, rotating) and the exp table address ----------------
         valid3, last3 = Signal(), Signal()
@@ -293,10 +294,10 @@ class AttentionUnit(wiring.Component):
         acc_regs = [Signal(acc_row, name=f"acc{j}") for j in range(H)]
         l_new = Signal(DEN_BITS)
         acc_new = Signal(acc_row)
-        m.d.comb += l_new.eq(Mux(rise4, _round_shift(l_regs[0] * e4, EXP_OUT_BITS), l_regs[0]) + w4)
+        m.d.comb += l_new.eq(Mux(rise4, round_shift(l_regs[0] * e4, EXP_OUT_BITS), l_regs[0]) + w4)
         for i in range(D):
             old = acc_regs[0][i]
-            m.d.comb += acc_new[i].eq(Mux(rise4, _round_shift(old * e4, EXP_OUT_BITS), old) + w4 * v4[i])
+            m.d.comb += acc_new[i].eq(Mux(rise4, round_shift(old * e4, EXP_OUT_BITS), old) + fabric_product(w4, v4[i]))
         _rotate(m, l_regs, Mux(last4, 0, l_new), group, en & valid4)
         _rotate(m, acc_regs, Mux(last4, 0, acc_new.as_value()), group, en & valid4)
 
@@ -331,33 +332,53 @@ class AttentionUnit(wiring.Component):
         recip2 = Signal(RECIP_BITS + 1)
         m.d.comb += [
             err2.eq((1 << 31) - mant2 * recip_r.data),
-            recip2.eq(_round_shift(recip_r.data * err2, 30)),
+            recip2.eq(round_shift(recip_r.data * err2, 30)),
         ]
 
-        # --- F3: y = acc / l in Q8.16 -----------------------------------------------------------
+        # --- F3: y = acc / l in Q8.16, F lanes per cycle ------------------------------------------
+        # The row waits here for S cycles; chunk ``step`` (lanes step*F .. step*F + F - 1) sits in
+        # the low lanes of ``acc_f3``, which shifts down by F lanes after each chunk.
+        F, S = self.finish_lanes, self.finish_steps
+        chunk = data.ArrayLayout(signed(ACC_BITS), F)
         fvalid3 = Signal()
         recip3 = Signal.like(recip2)
         lead3 = Signal.like(lead1)
-        acc_f3 = Signal(acc_row)
+        acc_f3 = Signal(data.ArrayLayout(signed(ACC_BITS), S * F))
+        step = Signal(range(S)) if S > 1 else None
+        last_step = Signal()
+        m.d.comb += [last_step.eq(step == S - 1 if S > 1 else 1), hold.eq(fvalid3 & ~last_step)]
         with m.If(en):
-            m.d.sync += [fvalid3.eq(fvalid2), recip3.eq(recip2), lead3.eq(lead2), acc_f3.eq(acc_f2)]
-        y3 = Signal(acc_row)
+            m.d.sync += [fvalid3.eq(fvalid2), recip3.eq(recip2), lead3.eq(lead2), acc_f3.eq(acc_f2.as_value())]
+            if S > 1:
+                m.d.sync += step.eq(0)
+        if S > 1:
+            with m.Elif(en_out & fvalid3):
+                m.d.sync += [acc_f3.eq(acc_f3.as_value() >> (F * ACC_BITS)), step.eq(step + 1)]
+        y3 = Signal(chunk)
         # p - 1 = lead + 14: y = acc * r * 2**-(15 + p) * 2**16.
         shift3 = Signal(range(DEN_BITS))
         m.d.comb += shift3.eq(lead3 + (MANT_FRAC_BITS - 1))
-        for i in range(D):
-            m.d.comb += y3[i].eq(_round_shift(acc_f3[i] * recip3, shift3))
+        for i in range(F):
+            m.d.comb += y3[i].eq(round_shift(acc_f3[i] * recip3, shift3))
 
-        # --- F4: requantize to int8; then the output register ------------------------------------
-        fvalid4 = Signal()
-        y4 = Signal(acc_row)
-        with m.If(en):
-            m.d.sync += [fvalid4.eq(fvalid3), y4.eq(y3)]
-        with m.If(en):
-            m.d.sync += self.out.valid.eq(fvalid4)
-            for i in range(D):
-                m.d.sync += self.out.payload[i].eq(
-                    _clamp(_round_shift(y4[i] * out_mult, out_shift), INT8_MIN, INT8_MAX))
+        # --- F4: requantize F lanes to int8; the last chunk completes the output register -------------
+        fvalid4, last_f4 = Signal(), Signal()
+        y4 = Signal(chunk)
+        with m.If(en_out):
+            m.d.sync += [fvalid4.eq(fvalid3), last_f4.eq(last_step), y4.eq(y3)]
+        out8 = Signal(data.ArrayLayout(signed(8), F))
+        for i in range(F):
+            m.d.comb += out8[i].eq(clamp(round_shift(y4[i] * out_mult, out_shift), INT8_MIN, INT8_MAX))
+        # The earlier chunks of the head, oldest in the low lanes (none when S == 1).
+        assembly = Signal(8 * F * (S - 1)) if S > 1 else None
+        row_bits = Cat(assembly, out8) if S > 1 else out8.as_value()
+        with m.If(en_out):
+            m.d.sync += self.out.valid.eq(fvalid4 & last_f4)
+            with m.If(fvalid4):
+                if S > 1:
+                    m.d.sync += assembly.eq(row_bits[8 * F:])
+                with m.If(last_f4):
+                    m.d.sync += self.out.payload.eq(row_bits[:8 * D])
 
         # --- control and the cycle counter ---------------------------------------------------
         out_count = Signal(range(H + 1))
@@ -378,6 +399,8 @@ class AttentionUnit(wiring.Component):
                 valid1.eq(0), valid2.eq(0), valid3.eq(0), valid4.eq(0),
                 fvalid1.eq(0), fvalid2.eq(0), fvalid3.eq(0), fvalid4.eq(0), self.out.valid.eq(0),
             ]
+            if S > 1:
+                m.d.sync += step.eq(0)
             m.d.sync += [reg.eq(SCORE_MIN) for reg in m_regs]
             m.d.sync += [reg.eq(0) for reg in l_regs + acc_regs]
         with m.Elif(running):

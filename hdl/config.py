@@ -85,6 +85,11 @@ class Config:
         scales) the vector unit's table memory holds, at most :data:`MAX_ACT_TABLES`. The host
         writes them once per run; an ACTIVATION instruction names one by its index. The default
         (16) serves a model of up to 16 layers with one table per layer (the demo model uses 4).
+    attention_finish_lanes:
+        Lanes of the attention unit's finish stages (normalisation and output requantization, once
+        per head): 0 (the default) for all ``head_dim`` lanes at once; F > 0 passes a head's row F
+        lanes a cycle, ceil(head_dim / F) - 1 more cycles per head, for 4 * F multipliers instead of
+        4 * head_dim (the ``ulx3s`` preset uses 1 to fit the ECP5's 156 multipliers).
     """
 
     array_rows: int = 4
@@ -102,10 +107,11 @@ class Config:
     vector_lanes: int = 4
     program_words: int = 1024
     act_tables: int = 16
+    attention_finish_lanes: int = 0
 
     def __post_init__(self):
         for f in fields(self):
-            check_positive_int(f.name, getattr(self, f.name))
+            check_positive_int(f.name, getattr(self, f.name), minimum=0 if f.name == "attention_finish_lanes" else 1)
         if self.array_rows > MAX_ARRAY or self.array_cols > MAX_ARRAY:
             raise ValueError(f"array of {self.array_rows}x{self.array_cols} is too large: "
                              f"array_rows and array_cols must be at most {MAX_ARRAY}")
@@ -197,8 +203,9 @@ PRESETS: dict[str, Config] = {
     "demo": Config(array_rows=8, array_cols=8, weight_words=32768, act_words=1024, result_words=1024, max_m=16,
                    vector_lanes=8),
     # The demo model's accelerator on a ULX3S-85F (lockstep build --board ulx3s-85f): 4x4 with 4 lanes,
-    # memories cut to the demo model's needs so they fit the ECP5's 208 block RAMs, the board's 25 MHz.
+    # memories cut to the demo model's needs so they fit the ECP5's 208 block RAMs, the board's 25 MHz,
+    # the attention unit's finish one lane a cycle (its multipliers fit the ECP5's 156).
     "ulx3s": Config(array_rows=4, array_cols=4, weight_words=51200, act_words=64, result_words=64, max_m=16,
                     clock_hz=25_000_000, param_words=5504, scratch_bytes=6144, kv_bytes=32768, logits_words=64,
-                    program_words=128, vector_lanes=4, act_tables=4),
+                    program_words=128, vector_lanes=4, act_tables=4, attention_finish_lanes=1),
 }

@@ -51,6 +51,7 @@ from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT
 from golden.numerics import MULT_BITS
 from golden.vector import NORM_MAX_LEN
 
+from .arith import round_shift, saturate8
 from .array import SystolicArray
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import Config, check_positive_int, checked_constructor
@@ -111,12 +112,6 @@ def check_top_config(config) -> int:
     return V
 
 
-def _round_shift(x, shift):
-    return (((x << 1) >> shift) + 1) >> 1
-
-
-def _saturate8(y):
-    return Mux(y > 127, 127, Mux(y < -128, -128, y))
 
 
 class DecodeTop(wiring.Component):
@@ -243,7 +238,9 @@ class DecodeTop(wiring.Component):
         m.submodules.vec = vec = VectorUnit(lanes=V, max_length=self.max_length,
                                             max_norm_length=self.max_norm_length, max_head_dim=HD,
                                             max_context=CTX, act_tables=c.act_tables)
-        m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads)
+        finish = min(c.attention_finish_lanes, HD) or None
+        m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads,
+                                               finish_lanes=finish)
 
         # --- sequencer state ---------------------------------------------------------------------
         state = Signal(_S)
@@ -508,7 +505,7 @@ class DecodeTop(wiring.Component):
         for j in range(V):
             start = Mux(first, Mux(use_bias, bias[j], 0), acc[j])
             m.d.comb += [total[j].eq(array.sums.payload.data[j] + start),
-                         y[j].eq(_saturate8(_round_shift(total[j] * ms[j][:16], ms[j][16:16 + _SHIFT_BITS])))]
+                         y[j].eq(saturate8(round_shift(total[j] * ms[j][:16], ms[j][16:16 + _SHIFT_BITS])))]
         final = s_kt == kt - 1
         fire = gemm & array.sums.valid
         with m.If(fire):

@@ -33,6 +33,7 @@ from golden.numerics import MULT_BITS
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
+from .arith import requantize, round_shift
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, check_positive_int, checked_constructor
 
 __all__ = [
@@ -114,18 +115,7 @@ def rope_word_layout(lanes: int) -> data.StructLayout:
     return data.StructLayout({"cos": data.ArrayLayout(signed(16), lanes), "sin": data.ArrayLayout(signed(16), lanes)})
 
 
-def _round_shift(x, shift):
-    """``(x + 2**(shift-1)) >> shift`` (``x`` for shift 0) as ``((2x >> shift) + 1) >> 1``: one
-    expression for every shift, no test for zero."""
-    return (((x << 1) >> shift) + 1) >> 1
 
-
-def _saturate8(y):
-    return Mux(y > 127, 127, Mux(y < -128, -128, y))
-
-
-def _requantize(acc, mult, shift):
-    return _saturate8(_round_shift(acc * mult, shift))
 
 
 class VectorUnit(wiring.Component):
@@ -380,20 +370,20 @@ class VectorUnit(wiring.Component):
         rom_r = rom.read_port()
         m.d.comb += [rom_r.addr.eq((mant_now >> RSQRT_INDEX_SHIFT) - (1 << (14 - RSQRT_INDEX_SHIFT))),
                      r0.eq(rom_r.data)]
-        h = _round_shift(mant * sq, 15)
-        v_next = q - _round_shift(ee * im, ish)
+        h = round_shift(mant * sq, 15)
+        v_next = q - round_shift(ee * im, ish)
         u_pre = Mux(is_layer, v, q_sum) + c.eps
         m.d.sync += [
-            mu.eq(Mux(is_layer, _round_shift(s_sum * im, ish), 0)),                   # step 1
+            mu.eq(Mux(is_layer, round_shift(s_sum * im, ish), 0)),                   # step 1
             e.eq(s_sum - n_len * mu), ms.eq(mu * s_sum), nmm.eq(n_len * mu * mu),    # step 2
             q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                                 # step 3
-            f.eq(Mux(is_layer, _round_shift((e << NORM_MEAN_FRAC_BITS) * im, ish), 0)),
+            f.eq(Mux(is_layer, round_shift((e << NORM_MEAN_FRAC_BITS) * im, ish), 0)),
             v.eq(Mux(v_next < 0, 0, v_next)),                                         # step 4
             u.eq(Mux(u_pre < 1, 1, u_pre)),                                           # step 5
             k.eq(k_now), mant.eq(mant_now),                                           # step 6 (+ ROM)
             sq.eq(r0 * r0),                                                           # step 7
             t.eq((3 << 29) - h),                                                      # step 8
-            r.eq(_round_shift(r0 * t, 30)),                                           # step 9
+            r.eq(round_shift(r0 * t, 30)),                                           # step 9
         ]
         tokens = [Signal(name=f"stats_token{i}") for i in range(NORM_STATS_CYCLES)]
         m.d.comb += stats_go.eq(tokens[-1])
@@ -421,7 +411,7 @@ class VectorUnit(wiring.Component):
             bp = buf_rb.data[i]
             ps = bp * rope_r.data.sin[i]
             d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
-            n = _round_shift(d * r, k + NORM_MEAN_FRAC_BITS)
+            n = round_shift(d * r, k + NORM_MEAN_FRAC_BITS)
             acc = Mux(is_req, lane.a,
                   Mux(op == VectorOp.ADD, a8 * c.a_mult + b8 * c.b_mult,
                   Mux(op == VectorOp.MUL, a8 * b8,
@@ -481,7 +471,7 @@ class VectorUnit(wiring.Component):
             m.d.sync += [self.out.valid.eq(p3.valid & emits), self.out.payload.last.eq(p3.final),
                          self.out.payload.index.eq(idx3)]
             for i in range(L):
-                y = Mux(is_act, act3[i], _requantize(acc3[i], mult3[i], shift3[i]))
+                y = Mux(is_act, act3[i], requantize(acc3[i], mult3[i], shift3[i]))
                 m.d.sync += self.out.payload.data[i].eq(Mux(p3.mask[i], y, 0))
 
         # --- completion and the cycle counter ------------------------------------------------------

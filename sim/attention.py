@@ -24,25 +24,34 @@ from golden.attention import AttentionParams, AttentionShape
 from golden.numerics import check_int8
 
 from .bus import WatchdogError
-from .cycles import ATTENTION_FINISH_STAGES, ATTENTION_POSITION_STAGES, attention_cycles, attention_min_cycles
+from .cycles import (
+    ATTENTION_FINISH_STAGES,
+    ATTENTION_POSITION_STAGES,
+    attention_cycles,
+    attention_finish_steps,
+    attention_min_cycles,
+)
 from .gemm import pack_lanes, unpack_lanes
 
 __all__ = ["DESIGNS", "FLOWS", "AttentionPlan", "plan_attention", "run_attention", "unit_params"]
 
 _UNIT_KEYS = ("head_dim", "max_context", "max_heads")
+#: Optional: the finish stages' width (default head_dim, see :class:`hdl.attention.AttentionUnit`).
+_OPTIONAL_KEYS = ("finish_lanes",)
 
 
 def unit_params(params: dict) -> dict:
     """The design parameters of an attention unit, checked for missing and unknown keys."""
     if not isinstance(params, dict):
         raise TypeError(f"attention unit parameters must be a table, not {type(params).__name__}")
-    unknown = sorted(set(params) - set(_UNIT_KEYS))
+    known = _UNIT_KEYS + _OPTIONAL_KEYS
+    unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ValueError(f"attention unit: unknown parameter {unknown[0]!r} (known: {', '.join(_UNIT_KEYS)})")
+        raise ValueError(f"attention unit: unknown parameter {unknown[0]!r} (known: {', '.join(known)})")
     missing = [key for key in _UNIT_KEYS if key not in params]
     if missing:
         raise ValueError(f"attention unit: missing parameter {missing[0]!r}")
-    return {key: params[key] for key in _UNIT_KEYS}
+    return {key: params[key] for key in known if key in params}
 
 
 def _attention_unit(params):
@@ -76,7 +85,8 @@ class AttentionPlan:
 
     @property
     def predicted_cycles(self) -> int:
-        return attention_cycles(n_heads=self.n_heads, kv_len=self.kv_len).total
+        return attention_cycles(n_heads=self.n_heads, kv_len=self.kv_len, head_dim=self.head_dim,
+                                finish_lanes=self.unit.get("finish_lanes", 0)).total
 
     @property
     def min_cycles(self) -> int:
@@ -151,7 +161,9 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
         budget = int(plan.watchdog_cycles * 2 * stretch)
     if max_idle is None:
         # Longest legitimate quiet spell: the pipeline's depth plus runs of random idle cycles.
-        max_idle = 4 * (ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES) + 200
+        # A group's heads finish back to back, each holding the pipeline for finish_steps cycles.
+        finish = attention_finish_steps(plan.head_dim, plan.unit.get("finish_lanes", 0))
+        max_idle = 4 * (ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES) + 200 + plan.n_heads * finish
     rng = random.Random(seed)
 
     for name in _INPUTS:

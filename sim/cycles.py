@@ -92,7 +92,7 @@ def gemm_lower_bound(config, m: int, k: int, n: int) -> int:
 # --- attention unit ------------------------------------------------------------------------------
 
 __all__ += ["ATTENTION_FINISH_STAGES", "ATTENTION_POSITION_STAGES", "ATTENTION_Q_FIRST", "ATTENTION_START",
-            "AttentionCycles", "attention_cycles", "attention_min_cycles"]
+            "AttentionCycles", "attention_cycles", "attention_finish_steps", "attention_min_cycles"]
 
 #: The edge that samples ``start``.
 ATTENTION_START = 1
@@ -110,32 +110,48 @@ ATTENTION_FINISH_STAGES = 5
 class AttentionCycles:
     """A predicted attention-call cycle count and its parts (they add up to ``total``).
 
-    ``start`` + ``q_first`` + ``steps`` + ``latency``, where ``steps = n_heads * kv_len`` is one
-    (query head, position) step per cycle and ``latency`` the pipeline behind the last step.
+    ``start`` + ``q_first`` + ``steps`` + ``finish`` + ``latency``, where ``steps = n_heads *
+    kv_len`` is one (query head, position) step per cycle, ``finish = n_heads * (S - 1)`` the
+    cycles the pipeline holds while each head's row passes the finish stages ``finish_lanes`` lanes
+    at a time (S = ceil(head_dim / finish_lanes); 0 when they are head_dim lanes wide) and
+    ``latency`` the pipeline behind the last step.
     """
 
     start: int
     q_first: int
     steps: int
     latency: int
+    finish: int = 0
 
     @property
     def total(self) -> int:
-        return self.start + self.q_first + self.steps + self.latency
+        return self.start + self.q_first + self.steps + self.finish + self.latency
 
 
-def attention_cycles(*, n_heads: int, kv_len: int) -> AttentionCycles:
+def attention_finish_steps(head_dim: int, finish_lanes: int = 0) -> int:
+    """Cycles one head's row spends in the finish stage: ceil(head_dim / finish_lanes), 1 when
+    ``finish_lanes`` is 0 (all lanes at once) or at least ``head_dim``."""
+    if not finish_lanes or finish_lanes >= head_dim:
+        return 1
+    return -(-head_dim // finish_lanes)
+
+
+def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lanes: int = 0) -> AttentionCycles:
     """Exact cycles of one call of :class:`hdl.attention.AttentionUnit` with every source always
     valid and the sink always ready, from the edge that samples ``start`` to the first cycle
     ``done`` is high (shape checked by :func:`sim.attention.plan_attention`).
 
-    ``head_dim`` and the grouping (``n_kv_heads``) do not enter: the datapath is ``head_dim``
-    lanes wide and takes one (query head, position) step per cycle, groups back to back.
+    The grouping (``n_kv_heads``) does not enter: the datapath is ``head_dim`` lanes wide and takes
+    one (query head, position) step per cycle, groups back to back. ``head_dim`` enters only
+    through the finish stages' width ``finish_lanes`` (0, the default: all lanes at once, and the
+    call does not depend on head_dim): each head holds the pipeline for
+    :func:`attention_finish_steps` - 1 cycles.
     """
     return AttentionCycles(
         start=ATTENTION_START,
         q_first=ATTENTION_Q_FIRST,
         steps=n_heads * kv_len,
+        finish=n_heads * (attention_finish_steps(head_dim, finish_lanes) - 1),
         latency=ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES,
     )
 
@@ -319,7 +335,8 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
         words = n_kv_heads * row_words
         return OpCycles(op, "", SEQ_ISSUE + words, unit_min=words)
     if op == "attention":
-        a = attention_cycles(n_heads=n_heads, kv_len=position + 1)
+        a = attention_cycles(n_heads=n_heads, kv_len=position + 1, head_dim=head_dim,
+                             finish_lanes=config.attention_finish_lanes)
         return OpCycles(op, "", SEQ_ISSUE + 2 * n_heads * row_words + a.total + ATTENTION_HANDOFF,
                         unit_min=attention_min_cycles(n_heads=n_heads, kv_len=position + 1))
     if op == "rope":

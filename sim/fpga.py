@@ -358,12 +358,26 @@ def decode_throughput(compiled, clock_hz: float, positions: int = 64) -> dict:
 
 # --- builds -------------------------------------------------------------------------------------
 
-def _failure_reason(log: str) -> str:
+def _error_line(log: str) -> str | None:
     for line in log.splitlines():
         if "ERROR" in line or "Unable to place" in line:
             return line.strip()
+    return None
+
+
+def _failure_reason(log: str, synth_log: Path) -> tuple[str, Path | None]:
+    """The line that says why a build failed, and the log it is in (None: the build's own log).
+
+    Yosys runs with ``-q`` and writes its errors to its own log (``top.rpt``), not to the output."""
+    line = _error_line(log)
+    if line is None and synth_log.exists():
+        line = _error_line(synth_log.read_text(errors="replace"))
+        if line is not None:
+            return line, synth_log
+    if line is not None:
+        return line, None
     tail = [ln for ln in log.splitlines() if ln.strip()]
-    return tail[-1].strip() if tail else "no output"
+    return (tail[-1].strip() if tail else "no output"), None
 
 
 def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, max_payload: int = 256,
@@ -426,7 +440,8 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
         raise BuildError(f"timing failed on {b.name}: clock {worst[0]} reaches {worst[1]['achieved_mhz']} MHz, "
                          f"needs {worst[1]['constraint_mhz']} MHz (log: {log})")
     if proc.returncode != 0:
-        raise BuildError(f"{b.name} build failed (exit {proc.returncode}): {_failure_reason(text)} (log: {log})")
+        reason, where = _failure_reason(text, synth_log)
+        raise BuildError(f"{b.name} build failed (exit {proc.returncode}): {reason} (log: {where or log})")
     if parsed is None:
         raise BuildError(f"{b.name} build wrote no report.json (log: {log})")
     bitstream = directory / ("top.bit" if b.family == "ecp5" else "top.bin")

@@ -243,7 +243,8 @@ class Link:
         self.device = DeviceInfo.decode(await self.transact(Command.INFO))
         return self.device
 
-    async def _device(self) -> DeviceInfo:
+    async def device_info(self) -> DeviceInfo:
+        """The device's INFO reply, asked for once and kept."""
         return self.device or await self.info()
 
     def _check_range(self, dev: DeviceInfo, mem: int, addr: int, count: int):
@@ -255,7 +256,7 @@ class Link:
 
     async def load_memory(self, mem: int, words, *, addr: int = 0):
         """Write ``words`` (unsigned ints of the device's write-word width) from word ``addr`` on."""
-        dev = await self._device()
+        dev = await self.device_info()
         words = [int(w) for w in words]
         self._check_range(dev, int(mem), addr, len(words))
         limit = 1 << (8 * dev.wdata_bytes)
@@ -268,7 +269,7 @@ class Link:
                                 write_mem_payload(int(mem), addr + i, words[i:i + step], dev.wdata_bytes))
 
     async def read_memory(self, mem: int, addr: int, count: int) -> list[int]:
-        dev = await self._device()
+        dev = await self.device_info()
         self._check_range(dev, int(mem), addr, count)
         out = []
         step = dev.read_chunk_words
@@ -282,7 +283,7 @@ class Link:
         return out
 
     async def write_reg(self, reg: int, value: int):
-        dev = await self._device()
+        dev = await self.device_info()
         if not 0 <= reg < dev.reg_count:
             raise ValueError(f"register must be below {dev.reg_count}, not {reg}")
         if not 0 <= value < 1 << 32:
@@ -318,7 +319,7 @@ class Link:
 
     async def read_logits(self, addr: int, count: int) -> list[int]:
         """READ_LOGITS: ``count`` logits-buffer words from word ``addr`` (each ``rdata_bytes`` long)."""
-        dev = await self._device()
+        dev = await self.device_info()
         out = []
         for i in range(0, count, dev.read_chunk_words):
             n = min(dev.read_chunk_words, count - i)
@@ -429,7 +430,7 @@ class LinkDecoder:
             raise ValueError(f"images: no memory for {unknown[0]!r}")
         total = sum(len(v) for v in images.values())
         done = 0
-        step = (await self.link._device()).max_write_words
+        step = (await self.link.device_info()).max_write_words
         for name, entries in images.items():
             for start, words in _runs(entries):
                 for i in range(0, len(words), step):

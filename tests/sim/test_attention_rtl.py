@@ -131,9 +131,13 @@ def test_attention_unit_is_bit_exact_and_cycle_exact(simulator):
             assert got["edges"] == predicted, name    # the simulator's clock, counted by the flow
 
 
-def test_odd_sizes_on_amaranth():
-    # An odd head_dim (an unbalanced adder tree) and an odd max_heads, on the simulator with no build.
+@pytest.mark.parametrize("finish_lanes", [None, 2])
+def test_odd_sizes_on_amaranth(finish_lanes):
+    # An odd head_dim (an unbalanced adder tree) and an odd max_heads, on the simulator with no build;
+    # with 2 finish lanes the last of a head's 3 chunks is half padding.
     unit = {"head_dim": 5, "max_context": 4, "max_heads": 3}
+    if finish_lanes:
+        unit["finish_lanes"] = finish_lanes
     rng = np.random.default_rng(11)
     cases = [_case(*_random_qkv(rng, h, kv, t, 5), _params(rng, 5, 4.0))
              for h, kv in ((3, 1), (3, 3), (1, 1)) for t in (1, 4)]
@@ -142,7 +146,37 @@ def test_odd_sizes_on_amaranth():
         q, k, v = (np.array(case[x], dtype=np.int64) for x in ("q", "k", "v"))
         expected = attention_decode(q, k, v, AttentionParams(**case["params"]), max_context=4)
         assert np.array_equal(np.array(got["out"], dtype=np.int64), expected)
-        assert got["cycles"] == got["edges"] == attention_cycles(n_heads=q.shape[0], kv_len=k.shape[0]).total
+        predicted = attention_cycles(n_heads=q.shape[0], kv_len=k.shape[0], head_dim=5, finish_lanes=finish_lanes or 0)
+        assert got["cycles"] == got["edges"] == predicted.total
+        assert predicted.finish == (q.shape[0] * 2 if finish_lanes else 0)
+
+
+#: Narrow finish stages (one shared multiplier pair per lane group): the ULX3S preset's one lane on
+#: Verilator at the demo model's head_dim, 3 lanes (the last chunk padded) and 1 lane on the others.
+NARROW_FOR = {"verilator": {**DEMO, "finish_lanes": 1}, "icarus": {**SMALL, "finish_lanes": 1},
+              "amaranth": {**SMALL, "finish_lanes": 3}}
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_narrow_finish_stages_are_bit_exact_and_cycle_exact(simulator):
+    unit = NARROW_FOR[simulator]
+    named = attention_cases(unit, seed=unit["head_dim"] * 1000 + unit["max_context"] + 1)
+    if simulator != "verilator":   # the interpreted simulators: the random shapes and the stalls
+        named = [(name, case) for name, case in named if name.startswith(("random", "backpressure"))]
+    cases = [case for _, case in named]
+    result = run(simulator, "attention_unit", unit, "attention_unit", {"unit": unit, "cases": cases})
+    steps = -(-unit["head_dim"] // unit["finish_lanes"])
+    for (name, case), got in zip(named, result["cases"], strict=True):
+        q, k, v = (np.array(case[x], dtype=np.int64) for x in ("q", "k", "v"))
+        expected = attention_decode(q, k, v, AttentionParams(**case["params"]), max_context=unit["max_context"])
+        assert np.array_equal(np.array(got["out"], dtype=np.int64), expected), name
+        plan = plan_attention(unit, n_heads=q.shape[0], n_kv_heads=k.shape[1], kv_len=k.shape[0])
+        wide = attention_cycles(n_heads=q.shape[0], kv_len=k.shape[0]).total
+        assert plan.predicted_cycles == wide + q.shape[0] * (steps - 1)
+        if case.get("gaps") or case.get("stall"):
+            assert got["cycles"] == got["edges"] > plan.predicted_cycles, name
+        else:
+            assert got["cycles"] == got["edges"] == plan.predicted_cycles, name
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
@@ -161,7 +195,7 @@ def test_attention_watchdog_stops_a_run_that_cannot_finish(simulator):
         run(simulator, "attention_unit", unit, "attention_unit", {"unit": unit, "cases": [starved]})
 
 
-@pytest.mark.parametrize("unit", [SMALL, DEMO], ids=["small", "demo"])
+@pytest.mark.parametrize("unit", [SMALL, DEMO, {**SMALL, "finish_lanes": 3}], ids=["small", "demo", "narrow"])
 def test_attention_unit_verilog_is_lint_clean(unit):
     report = lint_verilog(verilog_for(design_for("attention_unit", unit), "attention_unit"), "attention_unit")
     assert report.findings == []
@@ -180,6 +214,9 @@ def test_attention_unit_verilog_is_lint_clean(unit):
     ({"max_heads": -1}, ValueError, "attention max_heads must be a positive integer, not -1"),
     ({"max_heads": 65}, ValueError, "attention max_heads must be at most 64, not 65"),
     ({"max_heads": True}, TypeError, "attention max_heads must be an integer, not True"),
+    ({"finish_lanes": 0}, ValueError, "attention finish_lanes must be a positive integer, not 0"),
+    ({"finish_lanes": 9}, ValueError, "attention finish_lanes must be at most head_dim (8), not 9"),
+    ({"finish_lanes": 2.0}, TypeError, "attention finish_lanes must be an integer, not 2.0"),
 ])
 def test_bad_unit_parameters_are_rejected(kwargs, error, message):
     with pytest.raises(error, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
@@ -188,7 +225,7 @@ def test_bad_unit_parameters_are_rejected(kwargs, error, message):
 
 def test_unit_parameters_are_keyword_only():
     params = inspect.signature(AttentionUnit).parameters.values()
-    assert [p.kind for p in params] == [inspect.Parameter.KEYWORD_ONLY] * 3
+    assert [p.kind for p in params] == [inspect.Parameter.KEYWORD_ONLY] * 4
 
 
 @pytest.mark.parametrize(("shape", "error", "message"), [

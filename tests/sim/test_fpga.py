@@ -180,3 +180,15 @@ def test_ulx3s_decode_accelerator_overflow_is_refused_before_place_and_route():
     with pytest.raises(FitError, match=r"^multipliers: after synthesis the design needs \d+ MULT18X18D, the "
                                        r"LFE5U-85F has 156 \(\d+ over\)"):
         build("ulx3s-85f", PRESETS["ulx3s"], compiled=compiled)
+
+
+def test_a_yosys_error_is_found_in_its_own_log(tmp_path):
+    # Yosys runs with -q: the build's output is empty and the reason is in top.rpt.
+    from sim.fpga import _failure_reason
+
+    rpt = tmp_path / "top.rpt"
+    rpt.write_text("2.46.17.7. Executing ABC_OPS_REINTEGRATE pass\nERROR: Assert `x' failed in rtlil.cc:3091.\n")
+    assert _failure_reason("", rpt) == ("ERROR: Assert `x' failed in rtlil.cc:3091.", rpt)
+    assert _failure_reason("nextpnr: ERROR: Unable to place cell\n", rpt) == ("nextpnr: ERROR: Unable to place cell",
+                                                                              None)
+    assert _failure_reason("", tmp_path / "absent.rpt") == ("no output", None)

@@ -1,0 +1,62 @@
+"""Arithmetic building blocks shared by the units: rounding shifts, saturation, adder trees and
+products built from adders.
+
+Every function returns an Amaranth value; the rounding and saturation rules are golden's
+(:mod:`golden.numerics`), so a unit that uses them inherits the one requantization rule.
+"""
+
+from amaranth.hdl import Const, Mux
+
+__all__ = ["clamp", "fabric_product", "requantize", "round_shift", "saturate8", "tree_sum"]
+
+
+def round_shift(x, shift):
+    """``(x + 2**(shift-1)) >> shift`` (round half up; ``x`` for shift 0). ``shift`` is an int or
+    a Value: a constant shift adds half and shifts; a run-time one is ``((2x >> shift) + 1) >> 1``,
+    one expression for every shift with no test for zero."""
+    if isinstance(shift, int):
+        return x if shift == 0 else (x + (1 << (shift - 1))) >> shift
+    return (((x << 1) >> shift) + 1) >> 1
+
+
+def clamp(x, low: int, high: int):
+    """``x`` limited to [low, high]."""
+    return Mux(x > high, high, Mux(x < low, low, x))
+
+
+def saturate8(y):
+    """``y`` saturated to int8."""
+    return clamp(y, -128, 127)
+
+
+def requantize(acc, mult, shift):
+    """The one requantization rule: ``saturate8(round_shift(acc * mult, shift))``."""
+    return saturate8(round_shift(acc * mult, shift))
+
+
+def tree_sum(values):
+    """The sum of ``values`` as a balanced tree of two-input adders."""
+    values = list(values)
+    while len(values) > 1:
+        pairs = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+        if len(values) % 2:
+            pairs.append(values[-1])
+        values = pairs
+    return values[0]
+
+
+def fabric_product(a, b):
+    """``a * b`` for a signed ``b`` of a few bits, as shifted partial products summed by a tree.
+
+    FPGA synthesis (Yosys' ``synth_ecp5``) turns every ``*`` of two or more bits into a hard
+    multiplier; an int8 x int8 product in one of the ECP5's 156 18x18 multipliers wastes most of
+    it. Written as ``sum(b[i] ? a << i : 0) - (b[-1] ? a << (n-1) : 0)`` (two's complement: the
+    sign bit weighs ``-2**(n-1)``), the product is built from adders in the logic fabric instead.
+    Same value as ``a * b`` for any ``a``; ``b`` must be signed.
+    """
+    n = len(b)
+    if n == 0:
+        return Const(0, 1)
+    terms = [Mux(b[i], a << i, 0) for i in range(n - 1)]
+    negative = Mux(b[n - 1], a << (n - 1), 0)
+    return (tree_sum(terms) if terms else 0) - negative
