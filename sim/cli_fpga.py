@@ -44,7 +44,7 @@ def _describe(c, design="gemm") -> str:
 @click.option("--board", type=click.Choice(["ulx3s-85f", "icebreaker"]), required=True, help="Target board.")
 @click.option("--design", type=click.Choice(["gemm", "decode"]), default="gemm", show_default=True,
               help="gemm: the GEMM engine behind the link; decode: the decode accelerator sized for --model "
-                   "(on the ULX3S its multipliers do not fit yet: refused after synthesis, docs/fpga.md).")
+                   "(on the ULX3S-85F with the board's preset, ulx3s).")
 @click.option("--model", "model_dir", default=None, metavar="DIR",
               help="Checkpoint the decode accelerator is built for (default: the demo model).")
 @click.option("--preset", default=None,
@@ -54,12 +54,16 @@ def _describe(c, design="gemm") -> str:
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
               help="Override any configuration size, e.g. --set weight_words=256 (repeatable).")
 @click.option("--baud", type=int, default=115200, show_default=True, help="UART rate of the host link.")
+@click.option("--clock-mhz", type=float, default=None,
+              help="Clock the design runs at; other than the board's oscillator, the ECP5 PLL makes it. "
+                   "Default: decode, the configuration's clock (the ulx3s preset's); gemm, the oscillator.")
 @click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed.")
 @click.option("--plan", "plan_only", is_flag=True, help="Only check the fit; run no tools.")
 @click.option("--no-cache", is_flag=True, help="Rebuild even when a cached build exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
-def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, seed, plan_only, no_cache, as_json):
+def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, clock_mhz, seed, plan_only, no_cache,
+              as_json):
     """Build a bitstream of the accelerator behind the UART link for a board.
 
     The fit (multipliers, block RAM) is checked before any tool runs, and again on Yosys' counts
@@ -79,9 +83,12 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, seed
         raise ValueError("--model is for --design decode")
     else:
         config = _config(preset, rows, cols, settings)
+    if clock_mhz is not None and not clock_mhz > 0:
+        raise ValueError(f"--clock-mhz must be positive, not {clock_mhz:g}")
+    clock_hz = clock_mhz * 1e6 if clock_mhz is not None else (config.clock_hz if design == "decode" else None)
     if plan_only:
-        plan = (plan_decode_build(board, compiled, baud=baud) if compiled is not None
-                else plan_build(board, config, baud=baud)).as_dict()
+        plan = (plan_decode_build(board, compiled, baud=baud, clock_hz=clock_hz) if compiled is not None
+                else plan_build(board, config, baud=baud, clock_hz=clock_hz)).as_dict()
         if as_json:
             click.echo(json.dumps({"plan": plan}))
             return
@@ -89,6 +96,7 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, seed
         click.echo(f"{board}: {_describe(config, design)} fits: {least}{plan['multipliers']['need']}/"
                    f"{plan['multipliers']['have']} {plan['multipliers']['kind']}, "
                    f"{least}{plan['bram']['need_blocks']}/{plan['bram']['have_blocks']} {plan['bram']['kind']}; "
+                   f"{plan['clock_mhz']:g} MHz{' (PLL)' if plan['pll'] else ''}, "
                    f"UART {baud} baud ({plan['clocks_per_bit']} clocks per bit)")
         if design == "decode":
             click.echo("(lower bounds: the array's multipliers and the top level's memories; the units' "
@@ -98,7 +106,8 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, seed
         click.echo(f"building {_describe(config, design)} for {board} (seed {seed}); the first build compiles "
                    f"the YoWASP tools (a few minutes)...", err=True)
     try:
-        result = build(board, config, baud=baud, seed=seed, use_cache=not no_cache, compiled=compiled)
+        result = build(board, config, baud=baud, seed=seed, use_cache=not no_cache, compiled=compiled,
+                       clock_hz=clock_hz)
     except BuildError as exc:
         raise ValueError(str(exc)) from None
     if as_json:
@@ -109,13 +118,13 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, seed
     for name, u in rep["utilisation"].items():
         click.echo(f"  {name:<11}: {u['used']:>6} / {u['available']:<6} ({u['cell']})")
     for clock, f in rep["fmax"].items():
-        click.echo(f"fmax     : {f['achieved_mhz']} MHz on {clock} (board clock {f['constraint_mhz']} MHz): "
+        click.echo(f"fmax     : {f['achieved_mhz']} MHz on {clock} (constraint {f['constraint_mhz']} MHz): "
                    f"{'met' if rep['timing_ok'] else 'FAILED'}")
-    for label, t in (("at board clock", result["throughput"]["board_clock"]),
+    for label, t in (("at the design clock", result["throughput"]["board_clock"]),
                      ("at fmax", result["throughput"]["fmax"])):
         click.echo(f"GEMM {t['m']}x{t['k']}x{t['n']} {label} ({t['clock_mhz']} MHz): {t['cycles']} cycles, "
                    f"{t['microseconds']} us, {t['gmac_per_second']} GMAC/s of {t['peak_gmac_per_second']} peak")
-    for label, t in ((("at board clock", result["decode"]["board_clock"]), ("at fmax", result["decode"]["fmax"]))
+    for label, t in ((("at the design clock", result["decode"]["board_clock"]), ("at fmax", result["decode"]["fmax"]))
                      if "decode" in result else ()):
         click.echo(f"decode {label} ({t['clock_mhz']} MHz): {t['cycles_per_token']:,.0f} cycles per token "
                    f"(mean of positions 0..{t['positions'] - 1}), {t['tokens_per_second']:,.1f} tokens/s")

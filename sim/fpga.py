@@ -50,6 +50,15 @@ class BuildError(RuntimeError):
     """A tool failed or timing was not met; the message says which and where the log is."""
 
 
+#: Yosys commands run after it reads the design, before synthesis. Amaranth gives the elements of
+#: array-shaped signals wires of their own, named ``x[0]``, ``x[1]``, ...; Yosys 0.70's ABC9
+#: reintegration names single bits the same way and fails an assertion when the names meet
+#: (``count_id(wire->name) == 0`` or ``GetSize(conn.first) == GetSize(conn.second)`` in rtlil.cc,
+#: seen on the attention unit and the decode accelerator). Those alias wires are made private first;
+#: the netlist is unchanged.
+SCRIPT_AFTER_READ = "rename -hide w:*\\[*"
+
+
 @dataclass(frozen=True)
 class Board:
     name: str
@@ -135,11 +144,18 @@ class BuildPlan:
     register_bits: int        # memories with a combinational read port live in logic
     design: str = "gemm"      # "gemm": the GEMM engine; "decode": the decode accelerator
     top: dict | None = None   # decode: the top level's parameters (sim.top.top_params)
+    clock_hz: float = 0.0     # the design's clock; 0: the board's oscillator (else a PLL makes it)
+
+    @property
+    def clock(self) -> float:
+        """The clock the design runs at: ``clock_hz``, or the board's oscillator."""
+        return self.clock_hz or self.board.clock_hz
 
     def as_dict(self) -> dict:
         b = self.board
         return {
-            "board": b.name, "device": b.device, "clock_mhz": b.clock_hz / 1e6, "baud": self.baud,
+            "board": b.name, "device": b.device, "clock_mhz": self.clock / 1e6,
+            "oscillator_mhz": b.clock_hz / 1e6, "pll": self.clock != b.clock_hz, "baud": self.baud,
             "clocks_per_bit": self.clocks_per_bit, "config": self.config.as_dict(),
             "multipliers": {"need": self.multipliers, "have": b.multipliers, "kind": b.multiplier_name},
             "bram": {"need_blocks": self.bram_blocks, "have_blocks": b.bram_blocks, "kind": b.bram_name,
@@ -150,7 +166,24 @@ class BuildPlan:
         }
 
 
-def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256) -> BuildPlan:
+def _design_clock(b: Board, clock_hz: float | None) -> float:
+    """The design's clock on board ``b`` (None: the oscillator); ValueError when it needs a PLL the
+    board has not got here or that cannot make it exactly."""
+    from hdl.boards import ecp5_pll
+
+    if clock_hz is None or clock_hz == b.clock_hz:
+        return b.clock_hz
+    if isinstance(clock_hz, bool) or not isinstance(clock_hz, int | float) or not clock_hz > 0:
+        raise ValueError(f"clock must be a positive frequency, not {clock_hz!r}")
+    if b.family != "ecp5":
+        raise ValueError(f"clock {clock_hz / 1e6:g} MHz: {b.name} runs at its {b.clock_hz / 1e6:g} MHz oscillator "
+                         f"(a PLL is built for ECP5 boards only)")
+    ecp5_pll(b.clock_hz, clock_hz)
+    return float(clock_hz)
+
+
+def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256,
+               clock_hz: float | None = None) -> BuildPlan:
     """Check ``config`` fits ``board`` before any tool runs; FitError names the resource and overflow.
 
     Counted exactly: one multiplier per processing element (an int8 x int8 product fits one
@@ -162,7 +195,8 @@ def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256
 
     b = _board(board)
     config.check_buildable()
-    cpb = clocks_per_bit(b.clock_hz, baud)
+    clock = _design_clock(b, clock_hz)
+    cpb = clocks_per_bit(clock, baud)
     c = config
     shapes = {
         "weights": (8 * c.array_cols, c.weight_words),
@@ -171,7 +205,7 @@ def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256
         "link buffer": (8, max_payload),
     }
     memories = {name: {"width": w, "depth": d, "blocks": memory_blocks(b, w, d)} for name, (w, d) in shapes.items()}
-    plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=cpb, max_payload=max_payload,
+    plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=cpb, max_payload=max_payload, clock_hz=clock,
                      multipliers=c.array_rows * c.array_cols + FEEDER_MULTIPLIERS, memories=memories,
                      bram_blocks=sum(m["blocks"] for m in memories.values()),
                      register_bits=c.acc_bits * c.array_cols * c.max_m)
@@ -194,7 +228,8 @@ def _refuse_overflow(plan: BuildPlan, multipliers_who: str, multipliers_why: str
                        f"({b.bram_blocks * kb:g} KiB): {plan.bram_blocks - b.bram_blocks} over")
 
 
-def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: int = 256) -> BuildPlan:
+def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: int = 256,
+                      clock_hz: float | None = None) -> BuildPlan:
     """Check that the decode accelerator running ``compiled`` (a :class:`sim.compiler.Compiled`)
     can fit ``board`` before any tool runs; FitError names the resource and the overflow.
 
@@ -226,7 +261,8 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
         "link buffer": (8, max_payload),
     }
     memories = {name: {"width": w, "depth": d, "blocks": memory_blocks(b, w, d)} for name, (w, d) in shapes.items()}
-    plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=clocks_per_bit(b.clock_hz, baud),
+    clock = _design_clock(b, clock_hz)
+    plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=clocks_per_bit(clock, baud), clock_hz=clock,
                      max_payload=max_payload, multipliers=c.array_rows * c.array_cols, memories=memories,
                      bram_blocks=sum(m["blocks"] for m in memories.values()), register_bits=0, design="decode",
                      top=params)
@@ -381,7 +417,7 @@ def _failure_reason(log: str, synth_log: Path) -> tuple[str, Path | None]:
 
 
 def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, max_payload: int = 256,
-          use_cache: bool = True, compiled=None) -> dict:
+          use_cache: bool = True, compiled=None, clock_hz: float | None = None) -> dict:
     """Build ``config`` for ``board``: fit check, elaborate, Yosys, nextpnr, pack; cached by content hash.
 
     Returns the plan, the parsed report, throughput at the board clock and at fmax, the bitstream
@@ -393,17 +429,18 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
     if compiled is not None:    # the decode accelerator, sized for this compiled model
         if compiled.config != config:
             raise ValueError("the model was compiled for another configuration than the one to build")
-        plan = plan_decode_build(board, compiled, baud=baud, max_payload=max_payload)
+        plan = plan_decode_build(board, compiled, baud=baud, max_payload=max_payload, clock_hz=clock_hz)
     else:
-        plan = plan_build(board, config, baud=baud, max_payload=max_payload)
+        plan = plan_build(board, config, baud=baud, max_payload=max_payload, clock_hz=clock_hz)
     b = plan.board
     env = tool_environment(b)
     platform = b.platform_class()()
     if compiled is not None:
-        top = DecodeBoardTop(config, top=plan.top, clock_hz=b.clock_hz, baud=baud, max_payload=max_payload)
+        top = DecodeBoardTop(config, top=plan.top, clock_hz=plan.clock, baud=baud, max_payload=max_payload,
+                             board_clock_hz=b.clock_hz)
     else:
-        top = BoardTop(config, clock_hz=b.clock_hz, baud=baud, max_payload=max_payload)
-    opts = {"nextpnr_opts": f"--seed {seed} --report report.json"}
+        top = BoardTop(config, clock_hz=plan.clock, baud=baud, max_payload=max_payload, board_clock_hz=b.clock_hz)
+    opts = {"nextpnr_opts": f"--seed {seed} --report report.json", "script_after_read": SCRIPT_AFTER_READ}
     if b.synth_opts:
         opts["synth_opts"] = b.synth_opts
     build_plan = platform.prepare(top, name="top", **opts)
@@ -451,9 +488,9 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
     result = {
         "plan": plan.as_dict(), "report": parsed, "seed": seed, "build_seconds": seconds,
         "bitstream": str(bitstream), "directory": str(directory), "tools": tool_versions(b),
-        "throughput": {"board_clock": gemm_throughput(config, b.clock_hz),
+        "throughput": {"board_clock": gemm_throughput(config, plan.clock),
                        "fmax": gemm_throughput(config, fmax_hz)},
-        **({"decode": {"board_clock": decode_throughput(compiled, b.clock_hz),
+        **({"decode": {"board_clock": decode_throughput(compiled, plan.clock),
                        "fmax": decode_throughput(compiled, fmax_hz)}} if compiled is not None else {}),
         "program": b.program.format(bitstream=bitstream),
     }

@@ -169,17 +169,49 @@ def test_icebreaker_bitstream_of_the_largest_array():
 
 
 @pytest.mark.slow
-def test_ulx3s_decode_accelerator_overflow_is_refused_before_place_and_route():
-    """The demo model's accelerator (preset ulx3s) passes the plan, then Yosys counts the units'
-    multipliers: more than the ECP5 has, refused naming the resource and the overflow."""
+def test_ulx3s_bitstream_of_the_decode_accelerator():
+    """The demo model's accelerator (preset ulx3s: one attention finish lane) fits the ECP5's 156
+    multipliers after synthesis, places, routes and meets its clock."""
     from golden.checkpoint import load_demo_model
     from sim.fpga import build
     from sim.runtime import prepare
 
     compiled = prepare(load_demo_model(), PRESETS["ulx3s"])
-    with pytest.raises(FitError, match=r"^multipliers: after synthesis the design needs \d+ MULT18X18D, the "
-                                       r"LFE5U-85F has 156 \(\d+ over\)"):
-        build("ulx3s-85f", PRESETS["ulx3s"], compiled=compiled)
+    result = build("ulx3s-85f", PRESETS["ulx3s"], compiled=compiled, clock_hz=PRESETS["ulx3s"].clock_hz)
+    rep = result["report"]
+    assert rep["timing_ok"] and rep["fmax_mhz"] >= PRESETS["ulx3s"].clock_hz / 1e6
+    assert 16 < rep["utilisation"]["multipliers"]["used"] <= 156
+    assert Path(result["bitstream"]).exists()
+    assert result["decode"]["board_clock"]["tokens_per_second"] > 0
+
+
+def test_pll_settings_make_the_clock_exactly():
+    from hdl.boards import ecp5_pll
+
+    pll = ecp5_pll(25e6, 50e6)
+    assert (pll.clki_div, pll.clkfb_div, pll.clkop_div) == (1, 2, 12) and pll.vco_hz == 600e6
+    for mhz in (12.5, 40, 62.5, 75, 100, 125):
+        pll = ecp5_pll(25e6, mhz * 1e6)
+        assert pll.out_hz == mhz * 1e6 and 400e6 <= pll.vco_hz <= 800e6 and 25e6 / pll.clki_div >= 3.125e6
+    with pytest.raises(ValueError, match=r"^clock 33.3 MHz cannot be made exactly from the 25 MHz oscillator"):
+        ecp5_pll(25e6, 33.3e6)
+    with pytest.raises(ValueError, match=r"^clock 500 MHz is outside the ECP5 PLL's output range"):
+        ecp5_pll(25e6, 500e6)
+
+
+def test_a_clock_other_than_the_oscillator_gets_a_pll():
+    board = BOARDS["ulx3s-85f"]
+    plan = plan_build("ulx3s-85f", PRESETS["4x4"], clock_hz=50e6)
+    assert plan.clock == 50e6 and plan.as_dict()["pll"] and plan.clocks_per_bit == clocks_per_bit(50e6, 115200)
+    top = BoardTop(PRESETS["4x4"], clock_hz=50e6, board_clock_hz=board.clock_hz)
+    files = board.platform_class()().prepare(top, name="top").files
+    rtlil = files["top.il"].decode() if isinstance(files["top.il"], bytes) else files["top.il"]
+    lpf = files["top.lpf"].decode() if isinstance(files["top.lpf"], bytes) else files["top.lpf"]
+    assert "EHXPLLL" in rtlil and "parameter \\CLKFB_DIV 2" in rtlil and "parameter \\CLKOP_DIV 12" in rtlil
+    assert "FREQUENCY NET" in lpf and "50000000" in lpf.replace(".0", "")
+    with pytest.raises(ValueError, match=r"^clock 24 MHz: icebreaker runs at its 12 MHz oscillator"):
+        plan_build("icebreaker", ICEBREAKER, clock_hz=24e6)
+    assert not plan_build("ulx3s-85f", PRESETS["4x4"]).as_dict()["pll"]
 
 
 def test_a_yosys_error_is_found_in_its_own_log(tmp_path):
@@ -192,3 +224,13 @@ def test_a_yosys_error_is_found_in_its_own_log(tmp_path):
     assert _failure_reason("nextpnr: ERROR: Unable to place cell\n", rpt) == ("nextpnr: ERROR: Unable to place cell",
                                                                               None)
     assert _failure_reason("", tmp_path / "absent.rpt") == ("no output", None)
+
+
+def test_synthesis_counts_beyond_the_device_are_refused():
+    from sim.fpga import _synthesis_overflow
+
+    stat = "Printing statistics.\n   Number of cells: 50000\n     177 DP16KD\n     {mult} MULT18X18D\n    28595 LUT4\n"
+    board = BOARDS["ulx3s-85f"]
+    assert _synthesis_overflow(board, stat.format(mult=129)) is None
+    assert _synthesis_overflow(board, stat.format(mult=221)) == (
+        "multipliers: after synthesis the design needs 221 MULT18X18D, the LFE5U-85F has 156 (65 over)")
