@@ -42,9 +42,10 @@ def _describe(c, design="gemm") -> str:
 
 @click.command("build")
 @click.option("--board", type=click.Choice(["ulx3s-85f", "icebreaker"]), required=True, help="Target board.")
-@click.option("--design", type=click.Choice(["gemm", "decode"]), default="gemm", show_default=True,
-              help="gemm: the GEMM engine behind the link; decode: the decode accelerator sized for --model "
-                   "(on the ULX3S-85F with the board's preset, ulx3s).")
+@click.option("--design", type=click.Choice(["gemm", "decode"]), default=None,
+              help="decode: the decode accelerator sized for --model (the default on the ULX3S-85F, with the "
+                   "board's preset ulx3s); gemm: the GEMM engine behind the link (the default on the "
+                   "iCEBreaker, which cannot hold the decode accelerator).")
 @click.option("--model", "model_dir", default=None, metavar="DIR",
               help="Checkpoint the decode accelerator is built for (default: the demo model).")
 @click.option("--preset", default=None,
@@ -73,6 +74,8 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, cloc
     from .fpga import BOARD_PRESETS, BuildError, build, plan_build, plan_decode_build
 
     compiled = None
+    if design is None:
+        design = "decode" if board in BOARD_PRESETS else "gemm"
     if design == "decode":
         from .cli_model import _load
         from .runtime import prepare

@@ -431,6 +431,7 @@ class Hardware:
     link: Link | None = None
     tp_link: Link | None = None
     notes: tuple[str, ...] = field(default=())
+    attention_finish_lanes: int = 0      # 0: all of a head's lanes at once (Config.attention_finish_lanes)
 
     @property
     def stages(self) -> int:
@@ -454,6 +455,7 @@ class Hardware:
         m = max(DEFAULT.max_m, batch)
         return replace(DEFAULT, array_rows=self.array_rows, array_cols=self.array_cols,
                        vector_lanes=self.vector_lanes, clock_hz=max(1, round(self.clock_hz)), max_m=m,
+                       attention_finish_lanes=self.attention_finish_lanes,
                        act_words=max(DEFAULT.act_words, m), result_words=max(DEFAULT.result_words, m),
                        weight_words=max(DEFAULT.weight_words, self.array_rows))
 
@@ -505,7 +507,8 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
     unknown = sorted(set(data) - set(top))
     if unknown:
         raise HardwareError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(top)})")
-    chip = _table(source, data, "chip", ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes"))
+    chip = _table(source, data, "chip", ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes",
+                                         "attention_finish_lanes"))
     s = f"{source} [chip]"
     rows = _number(s, chip, "array_rows", kind=int)
     cols = _number(s, chip, "array_cols", kind=int)
@@ -513,6 +516,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
         if v > MAX_ARRAY:
             raise HardwareError(f"{s}: {n} must be at most {MAX_ARRAY} (the cycle model's largest array), not {v}")
     wb = _number(s, chip, "weight_bytes", kind=int, required=False, default=1)
+    finish = _number(s, chip, "attention_finish_lanes", kind=int, required=False, default=0, positive=False)
     if wb not in (1, 2):
         raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {wb}")
     mem = data.get("memory")
@@ -546,7 +550,8 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
     return Hardware(name=str(data.get("name", name)), description=str(data.get("description", "")),
                     array_rows=rows, array_cols=cols, vector_lanes=_number(s, chip, "vector_lanes", kind=int),
                     clock_hz=_number(s, chip, "clock_hz"), weight_bytes=wb, memories=tuple(levels), chips=chips,
-                    tensor_parallel=tp, link=link, tp_link=tp_link or link, notes=tuple(notes))
+                    tensor_parallel=tp, link=link, tp_link=tp_link or link, notes=tuple(notes),
+                    attention_finish_lanes=finish)
 
 
 def list_presets() -> list[str]:

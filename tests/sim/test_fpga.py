@@ -125,8 +125,8 @@ def test_build_command_plan_and_refusal():
                           "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["plan"]["multipliers"]["need"] == 17
-    # the decode accelerator for the demo model, on the board's preset
-    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--design", "decode", "--plan", "--json"],
+    # the decode accelerator for the demo model, on the board's preset: the ULX3S's default design
+    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--plan", "--json"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)["plan"]

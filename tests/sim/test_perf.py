@@ -88,16 +88,17 @@ def test_demo_model_prediction_is_decode_step_cycles(preset):
     model = load_demo_model().config
     hw = load_hardware(preset)
     e = estimate(model, hw, context=1)
-    direct = decode_step_cycles(program_structure(model), model, PRESETS["demo"], position=0)
+    direct = decode_step_cycles(program_structure(model), model, PRESETS[preset], position=0)
     assert e.cycles == direct.total
     assert e.tokens_per_s == pytest.approx(hw.clock_hz / direct.total)
 
 
 def test_presets_match_the_hdl_configurations():
-    for preset, config in (("emulator", DEFAULT), ("demo", PRESETS["demo"])):
+    for preset, config in (("emulator", DEFAULT), ("demo", PRESETS["demo"]), ("ulx3s", PRESETS["ulx3s"])):
         hw = load_hardware(preset)
-        assert (hw.array_rows, hw.array_cols, hw.vector_lanes, hw.clock_hz) == (
-            config.array_rows, config.array_cols, config.vector_lanes, config.clock_hz)
+        assert (hw.array_rows, hw.array_cols, hw.vector_lanes, hw.clock_hz, hw.attention_finish_lanes) == (
+            config.array_rows, config.array_cols, config.vector_lanes, config.clock_hz,
+            config.attention_finish_lanes)
         assert hw.memories[0].capacity_bytes == config.weight_words * config.array_cols
         assert hw.memories[0].bandwidth_bytes_per_s == config.array_cols * config.clock_hz
 
