@@ -380,11 +380,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     expected = hf_tensor_shapes(config)
     tensors: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
+    prefix = ""                      # GPT-2's optional "transformer.", as the file spells its names
     for file in _weight_files(root):
         for name, arr in _read_safetensors(file).items():
             key = name
             if config.family == "gpt2" and key.startswith("transformer."):
-                key = key[len("transformer."):]
+                key, prefix = key[len("transformer."):], "transformer."
             if key not in expected:
                 if key.endswith(_IGNORED_SUFFIXES) or (key == "lm_head.weight" and config.tie_embeddings):
                     continue
@@ -401,7 +402,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if missing:
         where = ", ".join(sorted({f.name for f in _weight_files(root)}))
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise CheckpointError(f"{where}: missing tensor {missing[0]!r}{more}")
+        name = missing[0] if missing[0] == "lm_head.weight" else prefix + missing[0]
+        raise CheckpointError(f"{where}: missing tensor {name!r}{more}")
     weights = _hf_to_weights(config, tensors)
     tokenizer = None
     if (root / TOKENIZER_FILE).is_file():

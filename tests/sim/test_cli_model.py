@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import click
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -122,6 +127,82 @@ def test_missing_and_corrupted_checkpoints(tmp_path, tiny_dirs):
     assert_error(invoke("inspect", bad), "model.safetensors: cannot read safetensors file")
     (bad / "config.json").write_text("{not json")
     assert_error(invoke("golden", "--model", bad), "config.json: cannot read JSON")
+
+
+def _damage_config(directory, **changes):
+    cfg = json.loads((directory / "config.json").read_text())
+    cfg.update(changes)
+    (directory / "config.json").write_text(json.dumps(cfg))
+
+
+def _damage_tensors(directory, edit):
+    from safetensors.numpy import load_file, save_file
+
+    file = directory / "model.safetensors"
+    tensors = load_file(str(file))
+    edit(tensors)
+    save_file(tensors, str(file))
+
+
+def _damage_bytes(directory, edit):
+    file = directory / "model.safetensors"
+    file.write_bytes(edit(file.read_bytes()))
+
+
+# Every bad-checkpoint case of the importer, as a user meets it: through the command line.
+BAD_CHECKPOINTS = {
+    "unsupported architecture": (lambda d: _damage_config(d, model_type="bert"),
+                                 "config.json: unsupported model_type 'bert'"),
+    "bad config value": (lambda d: _damage_config(d, n_head=0),
+                         "config.json: field 'n_head' must be a positive integer, not 0"),
+    "missing tensor": (lambda d: _damage_tensors(d, lambda t: t.pop("transformer.h.0.mlp.c_fc.weight")),
+                       "model.safetensors: missing tensor 'transformer.h.0.mlp.c_fc.weight'"),
+    "mis-shaped tensor": (lambda d: _damage_tensors(d, lambda t: t.update(
+                              {"transformer.h.0.mlp.c_fc.weight": np.zeros((4, 4), np.float32)})),
+                          "model.safetensors: tensor 'transformer.h.0.mlp.c_fc.weight' has shape (4, 4)"),
+    "corrupted file": (lambda d: _damage_bytes(d, lambda b: b"\xff" * 16 + b[16:]),
+                       "model.safetensors: cannot read safetensors file"),
+    "truncated file": (lambda d: _damage_bytes(d, lambda b: b[: len(b) // 3]),
+                       "model.safetensors: cannot read safetensors file"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
+@pytest.mark.parametrize("command", ["inspect", "golden", "run"])
+def test_every_bad_checkpoint_is_one_line_and_exit_1(tmp_path, tiny_dirs, case, command):
+    from sim.cli import main
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dirs[0], bad)
+    damage, message = BAD_CHECKPOINTS[case]
+    damage(bad)
+    args = {"inspect": ["inspect", bad], "golden": ["golden", "--model", bad],
+            "run": ["run", "--backend", "golden", "--model", bad]}[command]
+    assert_error(CliRunner().invoke(main, [str(a) for a in args]), message)
+
+
+def test_a_bad_checkpoint_in_a_real_process_and_no_torch_at_run_time(tmp_path, tiny_dirs):
+    """The console command itself: exit status 1, one line, no traceback; and importing,
+    quantizing and running a checkpoint never loads torch or transformers."""
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dirs[0], bad)
+    _damage_bytes(bad, lambda b: b[: len(b) // 3])
+    lockstep_cmd = Path(sys.executable).with_name("lockstep")
+    done = subprocess.run([lockstep_cmd, "inspect", bad], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("lockstep: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "model.safetensors: cannot read safetensors file" in done.stderr
+    probe = ("import sys\n"
+             "from sim.cli import main\n"
+             "try:\n"
+             "    main(['golden', '--model', sys.argv[1], '--prompt', 'abc', '--tokens', '3'])\n"
+             "except SystemExit as e:\n"
+             "    assert not e.code, e.code\n"
+             "loaded = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+             "print('loaded:', loaded)\n")
+    done = subprocess.run([sys.executable, "-c", probe, tiny_dirs[0]], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "loaded: []", done.stdout
 
 
 @pytest.mark.parametrize("args,message", [
