@@ -204,6 +204,13 @@ def test_demo_quality_target_and_documented_table(demo):
     full = lines[2].split("|")
     assert full[1].strip() == "held-out text, all windows" and int(full[2]) >= 2000
     assert float(full[3].split("%")[0]) / 100 >= TOP1_TARGET
+    # The README reports the full measurement: the same agreement, position count and KL.
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    top1, positions, kl = full[3].split("%")[0].strip(), int(full[2]), full[4].strip()
+    said = (f"agrees with the float model on the next token at **{top1} %** of {positions:,} held-out positions "
+            f"(mean KL divergence {kl} nats)")
+    assert said in readme, (
+        f"README.md does not state docs/quantization.md's full row: {said!r}")
 
 
 def test_docs_example_runs(capsys):
