@@ -45,6 +45,37 @@ CASES = [
 ]
 
 
+def _random_case(seed: int) -> tuple[str, str, dict]:
+    """A configuration drawn from a seeded generator: family, widths, head counts (any count; Llama
+    draws share each KV head among several query heads when it has more than one), depth, tying,
+    norm epsilon and rope_theta."""
+    rng = np.random.default_rng(seed)
+    family = ("gpt2", "llama")[seed % 2]
+    n_heads = int(rng.integers(1, 8))
+    head_dim = 2 * int(rng.integers(2, 9))
+    layers, vocab = int(rng.integers(1, 4)), int(rng.integers(20, 90))
+    tied = bool(rng.integers(0, 2))
+    positions = int(rng.integers(DECODE_STEPS, 2 * DECODE_STEPS + 1))
+    if family == "gpt2":
+        kwargs = dict(vocab_size=vocab, n_embd=n_heads * head_dim, n_layer=layers, n_head=n_heads,
+                      n_positions=positions, n_inner=int(rng.integers(8, 97)), tie_word_embeddings=tied,
+                      layer_norm_epsilon=float(rng.choice([1e-5, 1e-6])))
+        ident = f"random{seed}-gpt2-{n_heads}heads"
+    else:
+        kv = int(rng.choice([d for d in range(1, max(n_heads, 2)) if n_heads % d == 0]))  # grouped
+        kwargs = dict(vocab_size=vocab, hidden_size=n_heads * int(rng.integers(2, 13)),
+                      intermediate_size=int(rng.integers(8, 97)),
+                      num_hidden_layers=layers, num_attention_heads=n_heads, num_key_value_heads=kv,
+                      head_dim=head_dim, max_position_embeddings=positions,
+                      rope_theta=float(rng.choice([100.0, 10000.0, 500000.0])), tie_word_embeddings=tied,
+                      rms_norm_eps=float(rng.choice([1e-5, 1e-6])))
+        ident = f"random{seed}-llama-{n_heads}q{kv}kv"
+    return ident, family, kwargs
+
+
+CASES += [_random_case(seed) for seed in range(4)]
+
+
 def _build_hf(family: str, kwargs: dict, seed: int):
     torch.manual_seed(seed)
     if family == "gpt2":
