@@ -112,8 +112,9 @@ def requantize(acc, multiplier, shift) -> np.ndarray:
     if acc.dtype == object or not np.issubdtype(acc.dtype, np.integer):
         raise TypeError(f"requantization input must hold integers, not {acc.dtype}")
     acc = acc.astype(np.int64)
-    if ((acc < -(1 << 31)) | (acc >= (1 << 31))).any():
-        raise ValueError("requantization input must hold int32 values")
+    bad = (acc < -(1 << 31)) | (acc >= (1 << 31))
+    if bad.any():
+        raise ValueError(f"requantization input must hold int32 values, not {int(acc[bad].flat[0])}")
     prod = acc * mult
     # For shift 0 the half is 0: (1 << 0) >> 1 == 0, so one expression serves every shift.
     half = (np.int64(1) << sh) >> 1

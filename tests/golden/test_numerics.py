@@ -127,7 +127,8 @@ def test_requantize_per_channel_equals_per_column_calls():
     ((1, 1, "3"), TypeError, r"shift must be an integer, not '3'"),
     ((1, np.array([1, 40000]), 0), ValueError, r"multiplier must be in \[0, 32767\], not 40000"),
     ((1, True, 0), TypeError, r"multiplier must be an integer, not True"),
-    ((2**31, 1, 0), ValueError, r"must hold int32 values"),
+    ((2**31, 1, 0), ValueError, r"requantization input must hold int32 values, not 2147483648"),
+    ((np.array([5, -2**31 - 1]), 1, 0), ValueError, r"must hold int32 values, not -2147483649"),
     ((np.array([0.5]), 1, 0), TypeError, r"must hold integers, not float64"),
 ])
 def test_requantize_rejects_bad_parameters(args, exc, match):
@@ -149,6 +150,7 @@ def test_quantize_multiplier_is_accurate(scale):
     (-1.0, ValueError, r"scale must be finite and positive, not -1.0"),
     (float("nan"), ValueError, r"scale must be finite and positive, not nan"),
     (40000.0, ValueError, r"scale must be below 32768, not 40000.0"),
+    (2.0**-48, ValueError, r"scale must be at least 2\*\*-47, not 3.55"),
     ("1", TypeError, r"scale must be a real number, not '1'"),
 ])
 def test_quantize_multiplier_rejects_bad_scales(scale, exc, match):
