@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -42,6 +43,54 @@ CLOCK_PERIOD_NS = 10
 
 class SimulationError(RuntimeError):
     """A simulation failed: build error, flow error (watchdog, mismatch) or a crashed simulator."""
+
+
+#: Wall-clock limit of one simulator process, in seconds: a backstop behind the flows' cycle
+#: watchdogs, for a simulator that stops advancing time altogether (a combinational loop, a
+#: stuck VPI callback), where no cycle watchdog can fire. ``LOCKSTEP_SIM_TIMEOUT`` overrides it.
+SIM_WALL_LIMIT_S = 3600.0
+
+
+def wall_limit() -> float:
+    """The wall-clock limit of a simulator run: ``LOCKSTEP_SIM_TIMEOUT`` or :data:`SIM_WALL_LIMIT_S`."""
+    text = os.environ.get("LOCKSTEP_SIM_TIMEOUT", "")
+    if not text:
+        return SIM_WALL_LIMIT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"LOCKSTEP_SIM_TIMEOUT must be a positive number of seconds, not {text!r}")
+    return value
+
+
+class _WallLimitExceeded(Exception):
+    pass
+
+
+class _WallLimited:
+    """Mixin for a cocotb runner: while ``wall_limit`` is set, each command it runs (the simulator
+    process of a test) is killed after that many seconds. cocotb 2.1 runs them with
+    ``subprocess.run`` and no limit; this is the same call with one."""
+
+    wall_limit: float | None = None
+
+    def _execute_cmds(self, cmds, cwd, stdout=None):
+        if self.wall_limit is None:
+            return super()._execute_cmds(cmds, cwd, stdout)
+        for cmd in cmds:
+            self.log.info("Running command %s in directory %s (limit %g s)", " ".join(map(str, cmd)), cwd,
+                          self.wall_limit)
+            try:
+                result = subprocess.run(cmd, cwd=cwd, env=self.env, check=False, stdout=stdout,
+                                        stderr=None if stdout is None else subprocess.STDOUT,
+                                        timeout=self.wall_limit)
+            except subprocess.TimeoutExpired:
+                raise _WallLimitExceeded() from None
+            if result.returncode != 0:
+                raise RuntimeError(f"Command failed with return code: {result.returncode}")
+        return None
 
 
 def cache_root() -> Path:
@@ -186,7 +235,7 @@ def _verilator_runner():
     """
     from cocotb_tools.runner import Verilator
 
-    class PortsOnlyVerilator(Verilator):
+    class PortsOnlyVerilator(_WallLimited, Verilator):
         def _build_command(self):
             cmds = super()._build_command()
             verilate = [arg for arg in cmds[0] if arg != "--public-flat-rw"]
@@ -229,7 +278,7 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
         runner = _verilator_runner()
         sources.insert(0, VerilatorControlFile(control))  # cocotb takes the last source as the top file
     else:
-        runner = get_runner(b.simulator)
+        runner = type(f"WallLimited{b.simulator.title()}", (_WallLimited, type(get_runner(b.simulator))), {})()
     # The first build's log is kept; a reuse (cocotb's own no-op check) logs beside it.
     log = directory / ("build.log" if fresh else "reuse.log")
     log.unlink(missing_ok=True)  # one log per build call: a failing reuse must not grow it forever
@@ -291,17 +340,24 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     job_file.write_text(json.dumps({"flow": flow, "job": job, "result": str(result_file),
                                     "period_ns": CLOCK_PERIOD_NS}))
     log = run_dir / "sim.log"
+    limit = wall_limit()
     try:
         # Icarus would write its waves into the shared build directory; each run gets its own.
         plusargs = [f"+dumpfile_path={run_dir / (toplevel + '.fst')}"] if waves and simulator == "icarus" else []
+        runner.wall_limit = limit
         with _quiet(runner, log):
             runner.test(test_module="sim.cocotb_entry", hdl_toplevel=toplevel, build_dir=b.directory,
                         test_dir=run_dir, extra_env={"LOCKSTEP_JOB": str(job_file)}, waves=waves,
                         timescale=TIMESCALE, log_file=log, plusargs=plusargs)
     except SystemExit:
         pass  # the outcome is judged from the result file below
+    except _WallLimitExceeded:
+        raise SimulationError(f"{simulator} run of {flow} was stopped after {limit:g} s of wall time, the limit "
+                              f"(LOCKSTEP_SIM_TIMEOUT); its log is {log}") from None
     except Exception as exc:
         raise SimulationError(f"{simulator} run of {flow} could not start: {exc}") from None
+    finally:
+        runner.wall_limit = None  # the runner is kept for the build's next reuse, which has no limit
     if not result_file.exists():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
         raise SimulationError(f"{simulator} run of {flow} ended without a result (see {log})\n{tail}")

@@ -20,4 +20,7 @@ def config(request):
 def _private_cache(tmp_path_factory):
     """Keep simulator builds in the user's cache unless a test run asks for its own."""
     os.environ.setdefault("LOCKSTEP_CACHE", os.path.expanduser("~/.cache/lockstep"))
+    # No single simulator run of the suite takes near 20 minutes: past that it is stuck, and the
+    # runner's wall-clock backstop stops it (the flows' cycle watchdogs catch the rest far sooner).
+    os.environ.setdefault("LOCKSTEP_SIM_TIMEOUT", "1200")
     yield

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from golden.numerics import gemm_int8
+from sim.bus import WatchdogError
 from sim.gemm import plan_gemm
 from sim.runner import SimulationError, run
 
@@ -64,5 +65,31 @@ def test_gemm_unit_watchdog_stops_a_run_that_cannot_finish(simulator):
     predicted = plan_gemm(config, case["m"], case["k"], case["n"]).predicted_cycles
     case["budget"] = predicted - 2  # one cycle short of what the run needs
     job = {"config": config.as_dict(), "cases": [case]}
-    with pytest.raises((SimulationError, Exception), match=rf"done did not rise within {predicted - 2} cycles"):
+    # Verilator and Icarus report the flow's WatchdogError through the runner; Amaranth raises it.
+    with pytest.raises((SimulationError, WatchdogError), match=rf"done did not rise within {predicted - 2} cycles"):
         run(simulator, "gemm_unit", config.as_dict(), "gemm_unit", job)
+
+
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_a_simulator_process_past_the_wall_clock_limit_is_stopped(simulator, monkeypatch):
+    """The backstop behind the cycle watchdogs: a simulator process that runs past
+    LOCKSTEP_SIM_TIMEOUT is killed and reported; the next run of the same build is unaffected."""
+    import time
+
+    from hdl.config import PRESETS
+
+    config = PRESETS["4x4"]
+    job = {"config": config.as_dict(), "cases": gemm_cases(config, 4, seed=2)}
+    run(simulator, "gemm_unit", config.as_dict(), "gemm_unit", job)  # built and cached first
+    monkeypatch.setenv("LOCKSTEP_SIM_TIMEOUT", "0.2")
+    t0 = time.monotonic()
+    with pytest.raises(SimulationError, match=rf"^{simulator} run of gemm_unit was stopped after 0.2 s of wall "
+                                              r"time, the limit \(LOCKSTEP_SIM_TIMEOUT\)"):
+        run(simulator, "gemm_unit", config.as_dict(), "gemm_unit", job)
+    assert time.monotonic() - t0 < 30
+    monkeypatch.setenv("LOCKSTEP_SIM_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match=r"^LOCKSTEP_SIM_TIMEOUT must be a positive number of seconds, not 'soon'$"):
+        run(simulator, "gemm_unit", config.as_dict(), "gemm_unit", job)
+    monkeypatch.setenv("LOCKSTEP_SIM_TIMEOUT", "600")
+    result = run(simulator, "gemm_unit", config.as_dict(), "gemm_unit", job)
+    assert len(result["cases"]) == 4
