@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["GEMM_DRAIN", "GEMM_START", "GemmCycles", "gemm_cycles", "gemm_lower_bound", "tile_load_cycles"]
+__all__ = ["GEMM_DRAIN", "GEMM_START", "GemmCycles", "array_stream_cycles", "gemm_cycles", "gemm_lower_bound",
+           "tile_load_cycles"]
 
 GEMM_START = 2
 GEMM_DRAIN = 0
@@ -80,6 +81,16 @@ def gemm_cycles(config, m: int, k: int, n: int, *, weight_bytes_per_cycle: float
         latency=config.array_latency,
         drain=GEMM_DRAIN,
     )
+
+
+def array_stream_cycles(config, m: int, k: int, n: int) -> int:
+    """Exact cycles of an M x K x N GEMM through the bare :class:`hdl.array.SystolicArray`'s
+    streams, counted from the first cycle a beat is offered to the last sum taken, when both
+    drivers offer a beat every cycle and the sums are always taken (``run_array_stream`` without
+    gaps or stalls). The GEMM unit's feeders are such drivers, so this is the unit's count without
+    its START and DRAIN: ``R + (T - 1) * max(R, M) + M + L``."""
+    g = gemm_cycles(config, m, k, n)
+    return g.total - g.start - g.drain
 
 
 def gemm_lower_bound(config, m: int, k: int, n: int) -> int:
