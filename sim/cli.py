@@ -76,37 +76,41 @@ def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
 
     from golden.numerics import gemm_int8
 
-    from .gemm import plan_gemm
+    from .gemm import plan_tiled_gemm
     from .runner import check_simulator, run
 
     config = _config_from(preset, rows, cols)
     config.check_buildable()
-    plan = plan_gemm(config, m, k, n)
+    plan = plan_tiled_gemm(config, m, k, n)
     check_simulator(backend)
     rng = np.random.default_rng(seed)
     a = rng.integers(-128, 128, size=(m, k))
     w = rng.integers(-128, 128, size=(k, n))
     # The extremes are always exercised: a corner of each operand at -128 and 127.
     a[0, 0], w[0, 0], a[-1, -1], w[-1, -1] = -128, -128, 127, 127
+    runs = len(plan.blocks)
     if not as_json:
+        cut = f" in {runs} runs of the unit (the configuration's memories hold no more at once)" if runs > 1 else ""
         click.echo(f"GEMM {m}x{k}x{n} (int8 x int8 -> int32) on a {config.array_rows}x{config.array_cols} "
-                   f"array, {backend}: {plan.tiles} tiles, predicted {plan.predicted_cycles} cycles")
+                   f"array, {backend}: {plan.tiles} tiles{cut}, predicted {plan.predicted_cycles} cycles")
     t0 = time.perf_counter()
     result = run(backend, "gemm_unit", config.as_dict(), "gemm_unit",
-                 {"config": config.as_dict(), "cases": [{"m": m, "k": k, "n": n, "a": a.tolist(),
-                                                         "w": w.tolist()}]}, waves=waves)
+                 {"config": config.as_dict(), "cases": plan.cases(a, w)}, waves=waves)
     wall = time.perf_counter() - t0
-    case = result["cases"][0]
+    cases = result["cases"]
+    measured, counted = sum(c["cycles"] for c in cases), sum(c["edges"] for c in cases)
     golden = gemm_int8(a, w)
-    got = np.array(case["out"], dtype=np.int64)
+    got = plan.assemble([c["out"] for c in cases])
     mismatches = int((got != golden).sum())
-    cycle_ok = case["cycles"] == plan.predicted_cycles == case["edges"]
+    # Every run equals its own prediction (not only the sums).
+    cycle_ok = all(c["cycles"] == c["edges"] == b.plan.predicted_cycles
+                   for c, b in zip(cases, plan.blocks, strict=True))
     summary = {
         "backend": backend, "array": [config.array_rows, config.array_cols], "m": m, "k": k, "n": n,
-        "tiles": plan.tiles, "bit_exact": mismatches == 0, "mismatches": mismatches,
-        "cycles_measured": case["cycles"], "cycles_counted": case["edges"],
+        "tiles": plan.tiles, "runs": runs, "bit_exact": mismatches == 0, "mismatches": mismatches,
+        "cycles_measured": measured, "cycles_counted": counted,
         "cycles_predicted": plan.predicted_cycles, "cycle_exact": cycle_ok,
-        "time_at_clock_us": case["cycles"] / config.clock_hz * 1e6, "clock_mhz": config.clock_hz / 1e6,
+        "time_at_clock_us": measured / config.clock_hz * 1e6, "clock_mhz": config.clock_hz / 1e6,
         "wall_seconds": round(wall, 3), "waves": result.get("waves"),
     }
     if as_json:
@@ -114,7 +118,7 @@ def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
     else:
         click.echo(f"result   : {'bit-exact' if mismatches == 0 else f'{mismatches} MISMATCHES'} against "
                    f"the golden model ({m * n} int32 values)")
-        click.echo(f"cycles   : measured {case['cycles']} (RTL counter), {case['edges']} (simulator clock), "
+        click.echo(f"cycles   : measured {measured} (RTL counter), {counted} (simulator clock), "
                    f"predicted {plan.predicted_cycles}: {'exact' if cycle_ok else 'DIFFERENT'}")
         click.echo(f"time     : {summary['time_at_clock_us']:.3f} us at {config.clock_hz / 1e6:g} MHz; "
                    f"{wall:.2f} s of wall time in simulation")

@@ -25,8 +25,8 @@ from .bus import WatchdogError
 from .cycles import gemm_cycles
 
 __all__ = [
-    "GemmPlan", "act_words", "pack_lanes", "plan_gemm", "run_array_stream", "run_gemm_unit",
-    "unpack_lanes", "unpack_results", "weight_words",
+    "GemmBlock", "GemmPlan", "TiledGemm", "act_words", "pack_lanes", "plan_gemm", "plan_tiled_gemm",
+    "run_array_stream", "run_gemm_unit", "unpack_lanes", "unpack_results", "weight_words",
 ]
 
 
@@ -88,6 +88,82 @@ def plan_gemm(config, m, k, n) -> GemmPlan:
     return plan
 
 
+@dataclass(frozen=True)
+class GemmBlock:
+    """One run of the GEMM unit inside a larger GEMM: rows ``m0:m1`` of A, reduction ``k0:k1``,
+    output columns ``n0:n1``, with the plan of that run."""
+
+    m0: int
+    m1: int
+    k0: int
+    k1: int
+    n0: int
+    n1: int
+    plan: GemmPlan
+
+
+@dataclass(frozen=True)
+class TiledGemm:
+    """An M x K x N GEMM of any size, cut into blocks the configuration's memories hold.
+
+    The unit tiles K and N onto the array itself; what one run cannot hold (more rows than
+    ``max_m``, a reduction past ``max_k`` or the activation memory, more output tiles than the
+    weight or result memory) the host cuts into blocks, run one after another (each a start ..
+    done of the unit). Partial sums of the K blocks are added on the host with the same 32-bit
+    wrap-around as the accumulator (``golden.numerics.gemm_int8``'s rule), so the result equals
+    the one-run GEMM bit for bit, and the predicted cycles are the blocks' predictions summed
+    (host loading between runs is not counted, as for a single run)."""
+
+    config: object
+    m: int
+    k: int
+    n: int
+    blocks: tuple[GemmBlock, ...]
+
+    @property
+    def predicted_cycles(self) -> int:
+        return sum(b.plan.predicted_cycles for b in self.blocks)
+
+    @property
+    def tiles(self) -> int:
+        return sum(b.plan.tiles for b in self.blocks)
+
+    def cases(self, a, w) -> list[dict]:
+        """The ``gemm_unit`` flow's cases, one per block, in block order."""
+        a, w = _operands(self.m, self.k, self.n, a, w)
+        return [{"m": b.plan.m, "k": b.plan.k, "n": b.plan.n, "a": a[b.m0:b.m1, b.k0:b.k1].tolist(),
+                 "w": w[b.k0:b.k1, b.n0:b.n1].tolist()} for b in self.blocks]
+
+    def assemble(self, outs) -> np.ndarray:
+        """The M x N int32 result from the blocks' outputs (in block order)."""
+        out = np.zeros((self.m, self.n), dtype=np.int64)
+        for b, o in zip(self.blocks, outs, strict=True):
+            out[b.m0:b.m1, b.n0:b.n1] += np.asarray(o, dtype=np.int64)
+        return ((out + (1 << 31)) % (1 << 32)) - (1 << 31)
+
+
+def plan_tiled_gemm(config, m, k, n) -> TiledGemm:
+    """Cut an M x K x N GEMM of any size into the fewest runs of the unit along each dimension
+    that the configuration holds (see :class:`TiledGemm`); a GEMM that fits is one block, the
+    plan of :func:`plan_gemm`."""
+    m, k, n = _dim("M", m), _dim("K", k), _dim("N", n)
+    c = config
+    R, C = c.array_rows, c.array_cols
+    # Each bound is at least 1: Config guarantees max_m <= act_words, result_words and
+    # weight_words >= R, and max_k >= R.
+    rows = min(m, c.max_m)
+    kt = min(-(-k // R), c.max_k // R, c.act_words // rows, c.weight_words // R)
+    nt = min(-(-n // C), c.weight_words // (kt * R), c.result_words // rows)
+    kb, nb = kt * R, nt * C
+    blocks = []
+    for m0 in range(0, m, rows):
+        for n0 in range(0, n, nb):
+            for k0 in range(0, k, kb):
+                m1, n1, k1 = min(m, m0 + rows), min(n, n0 + nb), min(k, k0 + kb)
+                blocks.append(GemmBlock(m0, m1, k0, k1, n0, n1, plan_gemm(c, m1 - m0, k1 - k0, n1 - n0)))
+    return TiledGemm(c, m, k, n, tuple(blocks))
+
+
 def pack_lanes(values, bits: int) -> int:
     """Pack integers into one word, lane 0 in the low bits, two's complement per lane."""
     mask = (1 << bits) - 1
@@ -113,14 +189,19 @@ def _padded(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return out
 
 
-def _check_operands(plan: GemmPlan, a, w):
+def _operands(m: int, k: int, n: int, a, w):
+    """A (M x K) and W (K x N) as int64 arrays, checked: int8 values and the shapes."""
     a = check_int8("a", a)
     w = check_int8("w", w)
-    if a.shape != (plan.m, plan.k):
-        raise ValueError(f"a must have shape {plan.m}x{plan.k}, not {'x'.join(map(str, a.shape))}")
-    if w.shape != (plan.k, plan.n):
-        raise ValueError(f"w must have shape {plan.k}x{plan.n}, not {'x'.join(map(str, w.shape))}")
+    if a.shape != (m, k):
+        raise ValueError(f"a must have shape {m}x{k}, not {'x'.join(map(str, a.shape))}")
+    if w.shape != (k, n):
+        raise ValueError(f"w must have shape {k}x{n}, not {'x'.join(map(str, w.shape))}")
     return a, w
+
+
+def _check_operands(plan: GemmPlan, a, w):
+    return _operands(plan.m, plan.k, plan.n, a, w)
 
 
 def weight_words(plan: GemmPlan, w) -> list[int]:

@@ -56,6 +56,36 @@ def test_gemm_unit_is_bit_exact_and_cycle_exact(simulator, config):
         assert got["edges"] == predicted, shape    # the simulator's clock, counted by the testbench
 
 
+# A GEMM past every memory of a small configuration (max_m 4, 16 activation, 32 weight and 8
+# result words: one run holds at most 4 rows, a reduction of 16 and 2 output tiles).
+BLOCKED = {"verilator": (9, 70, 13), "icarus": (6, 37, 10), "amaranth": (9, 40, 13)}
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_any_size_runs_in_blocks_bit_exact_and_cycle_exact(simulator):
+    from dataclasses import replace
+
+    from hdl.config import PRESETS
+    from sim.gemm import plan_tiled_gemm
+
+    config = replace(PRESETS["4x4"], max_m=4, act_words=16, weight_words=32, result_words=8)
+    m, k, n = BLOCKED[simulator]
+    with pytest.raises(ValueError, match="exceeds max_m=4"):
+        plan_gemm(config, m, k, n)   # one run cannot hold it
+    plan = plan_tiled_gemm(config, m, k, n)
+    assert len(plan.blocks) > 1 and {b.m1 - b.m0 for b in plan.blocks} >= {4}
+    assert len({(b.k0, b.k1) for b in plan.blocks}) > 1 and len({(b.n0, b.n1) for b in plan.blocks}) > 1
+    rng = np.random.default_rng(m * k * n)
+    a, w = rng.integers(-128, 128, (m, k)), rng.integers(-128, 128, (k, n))
+    a[0, :], w[:, 0] = -128, -128
+    result = run(simulator, "gemm_unit", config.as_dict(), "gemm_unit",
+                 {"config": config.as_dict(), "cases": plan.cases(a, w)})
+    assert np.array_equal(plan.assemble([c["out"] for c in result["cases"]]), gemm_int8(a, w))
+    for block, got in zip(plan.blocks, result["cases"], strict=True):
+        assert got["cycles"] == got["edges"] == block.plan.predicted_cycles, block
+    assert sum(c["cycles"] for c in result["cases"]) == plan.predicted_cycles
+
+
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_gemm_unit_watchdog_stops_a_run_that_cannot_finish(simulator):
     from hdl.config import PRESETS
