@@ -24,6 +24,9 @@ WAIVERS = {
     "WIDTHEXPAND": "Amaranth relies on Verilog's implicit widening of signed operands (e.g. int16 into a 33-bit add)",
     "WIDTHTRUNC": "Amaranth assigns a wider expression to a narrower net on purpose (the 32-bit wrap)",
     "DECLFILENAME": "all modules of a design live in one generated file",
+    "CASEINCOMPLETE": "Amaranth writes a Switch on an opcode as a case without default after assigning the "
+                      "net its default value, so an uncovered value keeps that default (a latch would be "
+                      "LATCH, never waived)",
 }
 _FINDING = re.compile(r"^%(Warning|Error)(?:-([A-Z0-9_]+))?: (.*)$")
 
