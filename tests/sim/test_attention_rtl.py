@@ -131,6 +131,30 @@ def test_attention_unit_is_bit_exact_and_cycle_exact(simulator):
             assert got["edges"] == predicted, name    # the simulator's clock, counted by the flow
 
 
+#: The demo model's attention (the configuration the decode accelerator runs) on the interpreted
+#: simulators too: every case on Amaranth's; on Icarus (the slowest) the grouped-query random
+#: calls at every KV length (1, 2, 65 and max_context 128) and the adversarial calls.
+DEMO_ON = {"icarus": lambda name: name.endswith("heads=4/2") or not name.startswith(("random", "backpressure")),
+           "amaranth": lambda name: True}
+
+
+@pytest.mark.parametrize("simulator", list(DEMO_ON))
+def test_the_demo_models_attention_sizes_on_the_interpreted_simulators(simulator):
+    named = [(n, c) for n, c in attention_cases(DEMO, seed=7) if DEMO_ON[simulator](n)]
+    assert {len(c["k"]) for n, c in named if n.startswith("random")} == {1, 2, 65, 128}
+    result = run(simulator, "attention_unit", DEMO, "attention_unit",
+                 {"unit": DEMO, "cases": [c for _, c in named]})
+    for (name, case), got in zip(named, result["cases"], strict=True):
+        q, k, v = (np.array(case[x], dtype=np.int64) for x in ("q", "k", "v"))
+        expected = attention_decode(q, k, v, AttentionParams(**case["params"]), max_context=DEMO["max_context"])
+        assert np.array_equal(np.array(got["out"], dtype=np.int64), expected), name
+        plan = plan_attention(DEMO, n_heads=q.shape[0], n_kv_heads=k.shape[1], kv_len=k.shape[0])
+        if case.get("gaps") or case.get("stall"):
+            assert got["cycles"] == got["edges"] > plan.predicted_cycles, name
+        else:
+            assert got["cycles"] == got["edges"] == plan.predicted_cycles, name
+
+
 @pytest.mark.parametrize("finish_lanes", [None, 2])
 def test_odd_sizes_on_amaranth(finish_lanes):
     # An odd head_dim (an unbalanced adder tree) and an odd max_heads, on the simulator with no build;
