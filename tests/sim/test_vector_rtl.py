@@ -164,6 +164,29 @@ def test_vector_unit_is_bit_exact_and_cycle_exact(simulator):
     _check_results(params, ops, result, exact_cycles=True)
 
 
+def test_vector_unit_at_eight_lanes_on_verilator():
+    """The `demo` accelerator's width (8 lanes; the `demo` vector preset above is the ulx3s
+    accelerator's 4): every op, random and adversarial, bit-exact and cycle-exact."""
+    params = dict(PRESETS["demo"], lanes=8)
+    ops = vector_cases(params, seed=5, small=False)
+    result = run("verilator", "vector_unit", params, "vector_ops", vector_job(params, ops, tables=_tables(params)))
+    _check_results(params, ops, result, exact_cycles=True)
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_gelu_with_the_erf_table(simulator):
+    """GELU's exact (erf) form: the same datapath as the tanh form, its own table contents."""
+    params = PRESETS[PRESET_FOR[simulator]]
+    erf = {"x_scale": 0.04, "out_scale": 0.02, "approximate": "none"}
+    xs = list(range(-128, 128)) if params["max_length"] >= 256 else list(range(-128, 128, 7))[: params["max_length"]]
+    ops = [{"op": "gelu", "x": xs}, {"op": "gelu", "x": [-128, 127, 0, -1, 1][: params["max_length"]]}]
+    result = run(simulator, "vector_unit", params, "vector_ops", vector_job(params, ops, tables={"gelu": erf}))
+    for op, got in zip(ops, result["ops"], strict=True):
+        assert got["out"] == gv.gelu(op["x"], **erf).tolist()
+        assert got["cycles"] == got["edges"] == vector_cycles("gelu", len(op["x"]), params["lanes"]).total
+    assert gv.gelu(xs, **erf).tolist() != gv.gelu(xs, **TABLES["gelu"]).tolist()   # the tables do differ
+
+
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_vector_unit_is_exact_under_gaps_and_backpressure(simulator):
     params = PRESETS[PRESET_FOR[simulator]]
