@@ -6,7 +6,7 @@ Usage (from the project root, with the ``parity`` extra installed for torch)::
     python scripts/train_demo.py --write-corpus   # regenerate golden/data/demo_corpus.txt first
 
 The corpus is English-like prose generated from a small seeded grammar (this file, make_corpus),
-so it is the project's own text. Training is seeded and runs on the CPU in a few minutes. Torch
+so it is the project's own text. Training is seeded and runs on the CPU in 10-16 minutes on a 2-core machine. Torch
 is used here only, for autograd; the model is the golden model's architecture, with parameters
 held under the golden weight names in the golden orientation (``y = x @ W``). After training the
 script checks the NumPy golden model against the torch model on validation text, then writes
