@@ -499,27 +499,42 @@ class DecodeTop(wiring.Component):
         bias = data.View(data.ArrayLayout(signed(32), V), p1.data)
         ms = data.View(data.ArrayLayout(unsigned(32), V), p2.data)
         total = Signal(data.ArrayLayout(signed(32), V))
-        y = Signal(data.ArrayLayout(signed(8), V))
         first = s_kt == 0
         use_bias = ins.flags & _GEMM_BIAS
         for j in range(V):
             start = Mux(first, Mux(use_bias, bias[j], 0), acc[j])
-            m.d.comb += [total[j].eq(array.sums.payload.data[j] + start),
-                         y[j].eq(saturate8(round_shift(total[j] * ms[j][:16], ms[j][16:16 + _SHIFT_BITS])))]
+            m.d.comb += total[j].eq(array.sums.payload.data[j] + start)
+        # Output stage (GEMM_WRITEBACK): an output tile's final sum is registered with its
+        # multiplier word, destination and kind; the requantization and the write happen the next
+        # cycle. It cuts the path from the parameter memory's read data through the add, the
+        # multiply, the rounding shift and the saturation into the scratchpad in two.
+        o_valid = Signal()
+        o_total = Signal(data.ArrayLayout(signed(32), V))
+        o_ms = Signal(data.ArrayLayout(unsigned(32), V))
+        o_addr = Signal(16)
+        o_requant = Signal()
+        o_last = Signal()
+        y = Signal(data.ArrayLayout(signed(8), V))
+        for j in range(V):
+            m.d.comb += y[j].eq(saturate8(round_shift(o_total[j] * o_ms[j][:16], o_ms[j][16:16 + _SHIFT_BITS])))
         final = s_kt == kt - 1
         fire = gemm & array.sums.valid
+        m.d.sync += o_valid.eq(0)
         with m.If(fire):
             with m.If(final):
-                m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1)]
-                with m.If(ins.flags & _GEMM_REQUANT):
-                    m.d.comb += [s_w.addr.eq(dst + s_nt), s_w.data.eq(y), s_w.en.eq(1)]
-                with m.Else():
-                    m.d.comb += l_w.en.eq(1)
-                with m.If(s_nt == nt - 1):
-                    m.d.comb += fin.eq(1)
+                m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1), o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
+                             o_addr.eq(dst + s_nt), o_requant.eq((ins.flags & _GEMM_REQUANT) != 0),
+                             o_last.eq(s_nt == nt - 1)]
             with m.Else():
                 m.d.sync += [s_kt.eq(s_kt + 1), acc.eq(total)]
-        m.d.comb += [l_w.addr.eq(dst + s_nt), l_w.data.eq(total)]
+        with m.If(gemm & o_valid):
+            with m.If(o_requant):
+                m.d.comb += [s_w.addr.eq(o_addr), s_w.data.eq(y), s_w.en.eq(1)]
+            with m.Else():
+                m.d.comb += l_w.en.eq(1)
+            with m.If(o_last):
+                m.d.comb += fin.eq(1)
+        m.d.comb += [l_w.addr.eq(o_addr), l_w.data.eq(o_total)]
 
     # --- vector instructions through the vector unit -------------------------------------------
 

@@ -258,7 +258,9 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # :func:`attention_cycles`, the GEMM engine's from :func:`gemm_cycles` with M = 1):
 #
 #     embed        SEQ_ISSUE + W                      one weight word copied a cycle
-#     gemm         SEQ_ISSUE + gemm - GEMM_OVERLAP    decode is the engine's start cycle
+#     gemm         SEQ_ISSUE + gemm - GEMM_OVERLAP + GEMM_WRITEBACK
+#                  (decode is the engine's start cycle; the last output word is written from the
+#                  output stage's register the cycle after the array's last sum)
 #     rmsnorm ...  SEQ_ISSUE + vector                 the command is offered the cycle after decode
 #     rope         SEQ_ISSUE + heads * vector(head_dim)   one command per head, back to back
 #     activation   SEQ_ISSUE + vector                 its table is already in the unit (see below)
@@ -271,12 +273,14 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # parameters, the RoPE table and the activation tables (one 256-entry table per distinct
 # activation, one entry a host-port cycle; an ACTIVATION instruction names its table by index).
 
-__all__ += ["ATTENTION_HANDOFF", "GEMM_OVERLAP", "SEQ_ISSUE", "DecodeCycles", "OpCycles",
+__all__ += ["ATTENTION_HANDOFF", "GEMM_OVERLAP", "GEMM_WRITEBACK", "SEQ_ISSUE", "DecodeCycles", "OpCycles",
             "decode_step_cycles", "op_cycles"]
 
 SEQ_ISSUE = 2
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
 GEMM_OVERLAP = 1
+#: The GEMM's output stage: an output tile's sum is requantized and written the cycle after it.
+GEMM_WRITEBACK = 1
 #: The cycle between the attention unit's done and the first output word written back.
 ATTENTION_HANDOFF = 1
 
@@ -337,7 +341,7 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
     row_words = -(-head_dim // lanes)
     if op == "gemm":
         g = gemm_cycles(config, 1, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
-        return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP, macs=in_width * width,
+        return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK, macs=in_width * width,
                         weight_bytes=in_width * width, unit_min=g.total)
     if op == "embed":
         words = -(-width // config.array_cols)
