@@ -205,8 +205,8 @@ PRESETS: dict[str, Config] = {
     # The demo model's accelerator on a ULX3S-85F (lockstep build --board ulx3s-85f): 4x4 with 4 lanes,
     # memories cut to the demo model's needs so they fit the ECP5's 208 block RAMs, the attention unit's
     # finish one lane a cycle (its multipliers fit the ECP5's 156), and the clock its bitstream meets
-    # timing at: 18.75 MHz from the PLL (docs/fpga.md).
+    # timing at: the board's 25 MHz oscillator (docs/fpga.md).
     "ulx3s": Config(array_rows=4, array_cols=4, weight_words=51200, act_words=64, result_words=64, max_m=16,
-                    clock_hz=18_750_000, param_words=5504, scratch_bytes=6144, kv_bytes=32768, logits_words=64,
+                    clock_hz=25_000_000, param_words=5504, scratch_bytes=6144, kv_bytes=32768, logits_words=64,
                     program_words=128, vector_lanes=4, act_tables=4, attention_finish_lanes=1),
 }
