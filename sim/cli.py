@@ -71,6 +71,11 @@ def _gemm_options(fn):
     return fn
 
 
+#: Largest random operand ``lockstep gemm`` generates (values): past it the operands and the job
+#: alone take gigabytes, and the simulation hours.
+GEMM_MAX_GENERATED = 1 << 22
+
+
 def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
     import numpy as np
 
@@ -81,6 +86,10 @@ def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
 
     config = _config_from(preset, rows, cols)
     config.check_buildable()
+    for name, rows, cols in (("A", m, k), ("W", k, n)):
+        if min(m, k, n) > 0 and rows * cols > GEMM_MAX_GENERATED:
+            raise ValueError(f"GEMM {m}x{k}x{n}: its random operand {name} would hold {rows * cols:,} values, "
+                             f"more than this command generates ({GEMM_MAX_GENERATED:,})")
     plan = plan_tiled_gemm(config, m, k, n)
     check_simulator(backend)
     rng = np.random.default_rng(seed)

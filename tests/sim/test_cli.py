@@ -50,6 +50,9 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
     (("gemm", "--preset", "9x9"), "preset must be one of 4x4, 8x4, 8x8, demo, ulx3s, not '9x9'"),
     (("gemm", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),
     (("gemm", "-k", "0"), "GEMM size K must be a positive integer, not 0"),
+    (("gemm", "-m", "100000", "-k", "100000"),
+     "GEMM 100000x100000x20: its random operand A would hold 10,000,000,000 values, more than this command "
+     "generates (4,194,304)"),
     (("run", "--tokens", "-1"), "--tokens must be a non-negative integer, not -1"),
     (("run", "--tokens", "500"), "more than the context of 128"),
     (("run", "--backend", "isa", "--waves"), "--waves needs an RTL backend"),
