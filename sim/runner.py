@@ -344,7 +344,7 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     try:
         # Icarus would write its waves into the shared build directory; each run gets its own.
         plusargs = [f"+dumpfile_path={run_dir / (toplevel + '.fst')}"] if waves and simulator == "icarus" else []
-        runner.wall_limit = limit
+        runner.wall_limit = limit   # each build() call primes a runner of its own: only this run has it
         with _quiet(runner, log):
             runner.test(test_module="sim.cocotb_entry", hdl_toplevel=toplevel, build_dir=b.directory,
                         test_dir=run_dir, extra_env={"LOCKSTEP_JOB": str(job_file)}, waves=waves,
@@ -356,8 +356,6 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
                               f"(LOCKSTEP_SIM_TIMEOUT); its log is {log}") from None
     except Exception as exc:
         raise SimulationError(f"{simulator} run of {flow} could not start: {exc}") from None
-    finally:
-        runner.wall_limit = None  # the runner is kept for the build's next reuse, which has no limit
     if not result_file.exists():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
         raise SimulationError(f"{simulator} run of {flow} ended without a result (see {log})\n{tail}")
