@@ -143,9 +143,9 @@ class TiledGemm:
 
 
 def plan_tiled_gemm(config, m, k, n) -> TiledGemm:
-    """Cut an M x K x N GEMM of any size into the fewest runs of the unit along each dimension
-    that the configuration holds (see :class:`TiledGemm`); a GEMM that fits is one block, the
-    plan of :func:`plan_gemm`."""
+    """Cut an M x K x N GEMM of any size into runs of the unit (see :class:`TiledGemm`): rows in
+    blocks of up to ``max_m``, then the longest reduction and the most output tiles a run of that
+    many rows holds. A GEMM that fits is one block, the plan of :func:`plan_gemm`."""
     m, k, n = _dim("M", m), _dim("K", k), _dim("N", n)
     c = config
     R, C = c.array_rows, c.array_cols
