@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.numerics import check_int8
+from golden.numerics import check_int8, wrap_int32
 
 from .bus import WatchdogError
 from .cycles import gemm_cycles
@@ -139,7 +139,7 @@ class TiledGemm:
         out = np.zeros((self.m, self.n), dtype=np.int64)
         for b, o in zip(self.blocks, outs, strict=True):
             out[b.m0:b.m1, b.n0:b.n1] += np.asarray(o, dtype=np.int64)
-        return ((out + (1 << 31)) % (1 << 32)) - (1 << 31)
+        return wrap_int32(out)
 
 
 def plan_tiled_gemm(config, m, k, n) -> TiledGemm:
@@ -381,6 +381,6 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
         tile_sums.append(sums.tolist())
         out[:, nt * cols:(nt + 1) * cols] += sums
     # Host-side accumulation is int64; wrap as the 32-bit accumulator would.
-    out = ((out + (1 << 31)) % (1 << 32)) - (1 << 31)
+    out = wrap_int32(out)
     return {"out": out[:, :N].tolist(), "tile_sums": tile_sums, "cycles": cycles,
             "in_flight": {"weights": len(wq) - wi, "acts": len(aq) - ai}}
