@@ -110,7 +110,7 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, cloc
                    f"the YoWASP tools (a few minutes)...", err=True)
     try:
         result = build(board, config, baud=baud, seed=seed, use_cache=not no_cache, compiled=compiled,
-                       clock_hz=clock_hz)
+                       clock_hz=clock_hz, progress=lambda text: click.echo(f"  ... {text}", err=True))
     except BuildError as exc:
         raise ValueError(str(exc)) from None
     if as_json:

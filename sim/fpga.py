@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -416,13 +417,41 @@ def _failure_reason(log: str, synth_log: Path) -> tuple[str, Path | None]:
     return (tail[-1].strip() if tail else "no output"), None
 
 
+_ROUTER_LINE = re.compile(r"^Info:\s+\d+ \|\s+\d+\s+\d+ \|\s+\d+\s+\d+ \|\s+(\d+)\|", re.M)
+
+
+def build_phase(directory: Path) -> str:
+    """Where a running build is, read from its tools' logs: synthesis (Yosys writes ``top.rpt``),
+    placement, or routing with the arcs nextpnr still has to route (``top.tim``)."""
+    tim = directory / "top.tim"
+    if tim.exists():
+        with open(tim, "rb") as fh:
+            fh.seek(max(0, tim.stat().st_size - 8192))
+            tail = fh.read().decode(errors="replace")
+        arcs = _ROUTER_LINE.findall(tail)
+        if arcs:
+            return f"routing, {int(arcs[-1]):,} arcs left"
+        text = tim.read_text(errors="replace") if tim.stat().st_size < 1 << 20 else tail
+        if "Routing.." in text:
+            return "routing"
+        if "simulated annealing" in text:
+            return "placement (refinement)"
+        return "placement"
+    if (directory / "top.rpt").exists():
+        return "synthesis (Yosys)"
+    return "starting"
+
+
 def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, max_payload: int = 256,
-          use_cache: bool = True, compiled=None, clock_hz: float | None = None) -> dict:
+          use_cache: bool = True, compiled=None, clock_hz: float | None = None, progress=None,
+          progress_every: float = 60.0) -> dict:
     """Build ``config`` for ``board``: fit check, elaborate, Yosys, nextpnr, pack; cached by content hash.
 
     Returns the plan, the parsed report, throughput at the board clock and at fmax, the bitstream
     path and ``cached``. Raises FitError before any tool runs when the design cannot fit,
     ToolchainError when a tool is missing, BuildError when a tool fails or timing is not met.
+    ``progress(text)``, if given, is called every ``progress_every`` seconds while the tools run,
+    with the elapsed time and :func:`build_phase`.
     """
     from hdl.boards import BoardTop, DecodeBoardTop
 
@@ -462,8 +491,20 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
     log = directory / "build.log"
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.run(["sh", "build_top.sh"], cwd=directory, env=env, stdout=fh,
-                              stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(["sh", "build_top.sh"], cwd=directory, env=env, stdout=fh,
+                                stderr=subprocess.STDOUT)
+        while True:
+            try:
+                proc.wait(timeout=progress_every)
+                break
+            except subprocess.TimeoutExpired:
+                if progress is not None:
+                    progress(f"{time.perf_counter() - t0:,.0f} s: {build_phase(directory)}")
+            except BaseException:      # Ctrl-C: stop the tools too, leave no half-finished build
+                proc.kill()
+                proc.wait()
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
     seconds = round(time.perf_counter() - t0, 1)
     report_file = directory / "report.json"
     parsed = parse_report(json.loads(report_file.read_text())) if report_file.exists() else None

@@ -234,3 +234,23 @@ def test_synthesis_counts_beyond_the_device_are_refused():
     assert _synthesis_overflow(board, stat.format(mult=129)) is None
     assert _synthesis_overflow(board, stat.format(mult=221)) == (
         "multipliers: after synthesis the design needs 221 MULT18X18D, the LFE5U-85F has 156 (65 over)")
+
+
+def test_build_phase_reads_the_tools_logs(tmp_path):
+    """What `lockstep build` prints every minute of an hour-long build: the phase from the logs."""
+    from sim.fpga import build_phase
+
+    assert build_phase(tmp_path) == "starting"
+    (tmp_path / "top.rpt").write_text("-- Running command ...\n")
+    assert build_phase(tmp_path) == "synthesis (Yosys)"
+    tim = tmp_path / "top.tim"
+    tim.write_text("Info: Creating initial analytic placement for 27872 cells\n")
+    assert build_phase(tmp_path) == "placement"
+    tim.write_text(tim.read_text() + "Info: Running simulated annealing placer for refinement.\n")
+    assert build_phase(tmp_path) == "placement (refinement)"
+    tim.write_text(tim.read_text() + "Info: Routing..\nInfo: Setting up routing queue.\n")
+    assert build_phase(tmp_path) == "routing"
+    tim.write_text(tim.read_text()
+                   + "Info:     436000 |   136024     293351 |  399   600 |       267|      88.87    2515.98|\n"
+                   + "Info:     437000 |   136391     293982 |  367   631 |       165|      49.03    2565.00|\n")
+    assert build_phase(tmp_path) == "routing, 165 arcs left"
