@@ -250,6 +250,20 @@ def _gemm_groups(ops) -> list[list[tuple]]:
     return groups
 
 
+def _k_ways(k: int, limit: int):
+    """The K-split counts worth pricing: for each block height ``ceil(k / a)`` the smallest ``a``
+    that gives it (a larger ``a`` with the same height leaves fewer N ways, so wider blocks, and
+    more partial sums to reduce: never faster). O(sqrt(k)) of them, not ``min(k, limit)``: a
+    wafer of 900,000 cores would otherwise price every a up to K."""
+    a = 1
+    while a <= min(k, limit):
+        yield a
+        height = -(-k // a)
+        if height == 1:
+            return
+        a = -(-k // (height - 1))
+
+
 @functools.lru_cache(maxsize=256)
 def shard_plan(model_config, hw, *, port: float, batch: int = 1) -> ShardPlan:
     """Split every GEMM of a stage over its T chips, group by group, the faster of two layouts:
@@ -300,7 +314,7 @@ def shard_plan(model_config, hw, *, port: float, batch: int = 1) -> ShardPlan:
             one_d.append((GemmSplit(name, k, n, -(-k // sk), -(-n // sop.width), sk, sop.width, "1-D",
                                     cycles(sk, sop.width)), slots))
             best = None
-            for a in range(1, min(T, k) + 1):
+            for a in _k_ways(k, T):
                 b = min(T // a, n)
                 ks, ns = -(-k // a), -(-n // b)
                 slots = {"in": (T - 1) / T * k * q_bytes} if in_sliced else {}
