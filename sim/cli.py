@@ -300,6 +300,11 @@ def sweep(spec, db_path, workers, dask_address, quiet):
     counts = run_sweep(parsed, db_path, workers=workers, dask_address=dask_address, progress=not quiet)
     click.echo(f"{counts['points']} design points: {counts['already_done']} already in {db_path}, "
                f"{counts['new']} evaluated in {time.perf_counter() - t0:.1f} s; {counts['rows']} rows")
+    if counts["rtl_confirmed"] or counts["rtl_mismatched"]:
+        click.echo(f"RTL: {counts['rtl_confirmed']} points' measured cycles equal the prediction")
+    if counts["rtl_mismatched"]:
+        raise ValueError(f"RTL: {counts['rtl_mismatched']} points' measured cycles differ from the prediction "
+                         f"(rtl_cycles != cycles in {db_path})")
 
 
 @main.command()

@@ -230,6 +230,12 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise SweepError(f"{source}: samples must be a positive integer, not {samples!r}")
         rng = random.Random(data.get("seed", 0))
+        space = 1
+        for n in names:
+            space *= len(values[n])
+        if samples > space:
+            raise SweepError(f"{source}: samples {samples} exceeds the {space} distinct points the parameters "
+                             f"allow (use mode = \"grid\" for all of them)")
         seen, points = set(), []
         for _ in range(samples):
             p = {n: rng.choice(list(values[n])) if not isinstance(values[n], range)
@@ -253,9 +259,15 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
     if rtl is not None:
         if not isinstance(rtl, dict) or set(rtl) - {"simulator", "max_cycles"}:
             raise SweepError(f"{source}: [rtl] takes simulator and max_cycles, not {rtl!r}")
+        limit = rtl.get("max_cycles", 2000)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise SweepError(f"{source}: rtl max_cycles must be a positive integer, not {limit!r}")
         if rtl.get("simulator", "amaranth") not in ("amaranth", "icarus", "verilator"):
             raise SweepError(f"{source}: rtl simulator must be amaranth, icarus or verilator, "
                              f"not {rtl.get('simulator')!r}")
+        if kind != "gemm":
+            raise SweepError(f"{source}: [rtl] confirms gemm points only: a decode point is a built-in model the "
+                             f"RTL cannot hold (the decode accelerator's own regressions confirm the cycle model)")
     return SweepSpec(kind=kind, points=tuple(points), rtl=rtl, source=source)
 
 
@@ -342,12 +354,57 @@ def read_rows(path) -> list[dict]:
 
 # --- running ------------------------------------------------------------------------------------
 
+#: Seconds to reach a Dask scheduler, then to wait for its first worker.
+DASK_CONNECT_TIMEOUT = 10
+DASK_WORKER_TIMEOUT = 60
+
+
+def _die_with_parent(parent: int) -> None:
+    """A pool worker's initializer: exit when the sweep process is gone (killed even with SIGKILL,
+    which runs no clean-up: a forked worker would otherwise wait on the task pipe forever)."""
+    import threading
+
+    try:  # Linux: the kernel sends SIGKILL the moment the parent dies
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
+def _dask_client(address: str):
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=f"{DASK_CONNECT_TIMEOUT}s")
+    except (OSError, ValueError) as exc:
+        raise SweepError(f"--dask {address}: cannot reach a Dask scheduler there "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    try:
+        client.wait_for_workers(1, timeout=DASK_WORKER_TIMEOUT)
+    except TimeoutError:
+        client.close()
+        raise SweepError(f"--dask {address}: the scheduler has no workers "
+                         f"(none joined in {DASK_WORKER_TIMEOUT} s)") from None
+    return client
+
+
 def _executor_map(points: list, spec: SweepSpec, workers: int | None, dask_address: str | None) -> Iterable:
     """Yield (key, params, metrics) as points finish, on a process pool or a Dask cluster."""
     if dask_address:
-        from distributed import Client, as_completed
+        from distributed import as_completed
 
-        with Client(dask_address, timeout="20s") as client:
+        with _dask_client(dask_address) as client:
             futures = {client.submit(evaluate_point, spec.kind, p, spec.rtl, pure=False): (k, p) for k, p in points}
             for fut in as_completed(futures):
                 k, p = futures[fut]
@@ -359,7 +416,8 @@ def _executor_map(points: list, spec: SweepSpec, workers: int | None, dask_addre
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(evaluate_point, spec.kind, p, spec.rtl): (k, p) for k, p in points}
         for fut in as_completed(futures):
             k, p = futures[fut]
@@ -390,6 +448,11 @@ def run_sweep(spec: SweepSpec, db_path, *, workers: int | None = None, dask_addr
                 _store(db, spec.kind, k, p, m)
                 new += 1
         total = db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+        keys = {point_key(spec.kind, p) for p in spec.points}
+        checked = [(k, c, r) for k, c, r in db.execute(
+            "SELECT key, cycles, rtl_cycles FROM points WHERE rtl_cycles IS NOT NULL") if k in keys]
     finally:
         db.close()
-    return {"points": len(spec.points), "already_done": len(spec.points) - len(todo), "new": new, "rows": total}
+    return {"points": len(spec.points), "already_done": len(spec.points) - len(todo), "new": new, "rows": total,
+            "rtl_confirmed": sum(1 for _, c, r in checked if c == r),
+            "rtl_mismatched": sum(1 for _, c, r in checked if c != r)}
