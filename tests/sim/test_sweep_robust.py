@@ -92,9 +92,9 @@ def test_a_dask_scheduler_without_workers_is_one_error(tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
     monkeypatch.setattr(sweep, "DASK_WORKER_TIMEOUT", 2)
     spec = parse_spec({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8, 16]}})
-    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cl:
-        with pytest.raises(SweepError, match=r"the scheduler has no workers \(none joined in 2 s\)"):
-            run_sweep(spec, tmp_path / "r.sqlite", dask_address=cl.scheduler_address, progress=False)
+    with (distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cl,
+          pytest.raises(SweepError, match=r"the scheduler has no workers \(none joined in 2 s\)")):
+        run_sweep(spec, tmp_path / "r.sqlite", dask_address=cl.scheduler_address, progress=False)
 
 
 @pytest.mark.parametrize(("data", "match"), [
