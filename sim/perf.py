@@ -28,6 +28,9 @@ decisions are written out in docs/performance.md; in short:
   sums, all-gathers of residual-bound outputs) at ``[tp_link]`` latency and bandwidth. The stages
   run one after another for a token, so the step is the stage program's cycles (all layers) plus
   one link hop per stage boundary, the GEMMs' link phases and one gather of the argmax candidates.
+  With more chips in a stage than query heads (a wafer's cores), a head's KV positions are split
+  ``T // n_heads`` ways (``kv_split``): each chip attends over its share and the partial results
+  are reduced, one more link phase a layer.
 * **Batch** > 1 (not confirmed by the RTL, which runs batch 1): every GEMM streams ``batch``
   activation rows per weight tile (``gemm_cycles(m=batch)``); every other instruction runs once per
   sequence (see ``batched_step_cycles``).
@@ -43,8 +46,9 @@ from pathlib import Path
 
 __all__ = ["CALIBRATION", "MODELS", "PRESET_DIR", "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError",
            "Link", "MemoryLevel", "ShardPlan", "batched_step_cycles", "calibration_markdown", "calibration_rows",
-           "default_context", "estimate", "format_estimate", "hardware_from_dict", "list_presets", "load_hardware",
-           "resolve_model", "shard_plan", "shard_program", "shard_shape", "step_cycles", "update_calibration_doc"]
+           "default_context", "estimate", "format_estimate", "hardware_from_dict", "kv_cache_bytes", "kv_split",
+           "list_presets", "load_hardware", "local_position", "resolve_model", "shard_plan", "shard_program",
+           "shard_shape", "step_cycles", "update_calibration_doc"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 #: The default context is half the model's, capped here (a 128 k-token model is rarely run full).
@@ -158,6 +162,19 @@ def shard_shape(model_config, tensor_parallel: int) -> ShardShape:
     else:
         kv, heads = 1, -(-c.n_heads // t)
     return ShardShape(heads, kv, c.head_dim, -(-c.d_ff // t), -(-c.vocab_size // t))
+
+
+def kv_split(model_config, tensor_parallel: int) -> int:
+    """Ways a head's KV positions are split when a stage has more chips than query heads
+    (``T // n_heads``; 1 otherwise): each chip holds and attends over 1/P of the positions and the
+    P partial results (running max, sum and output row) are reduced over the links, one phase a
+    layer (split-K attention, as GPU decoders do it at batch 1)."""
+    return max(1, tensor_parallel // model_config.n_heads)
+
+
+def local_position(position: int, split: int) -> int:
+    """The position whose attention costs what one chip's share of ``position + 1`` rows costs."""
+    return -(-(position + 1) // split) - 1
 
 
 _HEAD_VALUES = ("q", "q_rot", "attn")
@@ -397,15 +414,21 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
 
 
 def step_cycles(ops, shape, config, *, context: int, weight_bytes_per_cycle: float | None, batch: int = 1,
-                gemm_shapes: dict | None = None):
-    """Mean (cycles, bounds, GEMM count, weight elements) of a step over positions 0..context-1 (exact: affine)."""
+                gemm_shapes: dict | None = None, split: int = 1):
+    """Mean (cycles, bounds, GEMM count, weight elements) of a step over positions 0..context-1.
+
+    Exact: the cycle model is affine in the position (attention only), so the mean is the first
+    position's prediction plus the slope times the mean position. With the KV positions split
+    ``split`` ways (:func:`kv_split`) a chip attends over :func:`local_position` of each position."""
     kw = dict(weight_bytes_per_cycle=weight_bytes_per_cycle, batch=batch, gemm_shapes=gemm_shapes)
     first = batched_step_cycles(ops, shape, config, position=0, **kw)
-    if context == 1:
+    top = local_position(context - 1, split)
+    if top == 0:
         return first
-    last = batched_step_cycles(ops, shape, config, position=context - 1, **kw)
-    bounds = {k: (first[1][k] + last[1][k]) / 2 for k in first[1]}
-    return (first[0] + last[0]) / 2, bounds, first[2], first[3]
+    last = batched_step_cycles(ops, shape, config, position=top, **kw)
+    mean = sum(local_position(p, split) for p in range(context)) / context / top
+    bounds = {k: first[1][k] + (last[1][k] - first[1][k]) * mean for k in first[1]}
+    return first[0] + (last[0] - first[0]) * mean, bounds, first[2], first[3]
 
 
 # --- hardware descriptions ----------------------------------------------------------------------
@@ -418,6 +441,7 @@ class MemoryLevel:
     capacity_bytes: float
     bandwidth_bytes_per_s: float
     latency_s: float = 0.0
+    holds_kv: bool = False        # the KV cache shares this level's capacity (a GPU's HBM, an SRAM chip)
 
 
 @dataclass(frozen=True)
@@ -539,7 +563,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
                             f"bandwidth_bytes_per_s) is required")
     levels = []
     for i, m in enumerate(mem):
-        known = ("name", "capacity_bytes", "bandwidth_bytes_per_s", "latency_s")
+        known = ("name", "capacity_bytes", "bandwidth_bytes_per_s", "latency_s", "holds_kv")
         unknown = sorted(set(m) - set(known))
         if unknown:
             raise HardwareError(f"{source}: unknown key {unknown[0]!r} in [[memory]] #{i + 1} (known: "
@@ -547,9 +571,12 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
         ms = f"{source} [[memory]] #{i + 1}"
         if not isinstance(m.get("name"), str) or not m["name"]:
             raise HardwareError(f"{ms}: name must be a non-empty string")
+        if not isinstance(m.get("holds_kv", False), bool):
+            raise HardwareError(f"{ms}: holds_kv must be true or false, not {m['holds_kv']!r}")
         levels.append(MemoryLevel(m["name"], _number(ms, m, "capacity_bytes"),
                                   _number(ms, m, "bandwidth_bytes_per_s"),
-                                  _number(ms, m, "latency_s", required=False, default=0.0, positive=False)))
+                                  _number(ms, m, "latency_s", required=False, default=0.0, positive=False),
+                                  m.get("holds_kv", False)))
     system = _table(source, data, "system", ("chips", "tensor_parallel"), required=False) or {}
     chips = _number(f"{source} [system]", system, "chips", kind=int, required=False, default=1)
     tp = _number(f"{source} [system]", system, "tensor_parallel", kind=int, required=False, default=1)
@@ -625,6 +652,9 @@ class Estimate:
     peak_ops_per_s: float              # one chip, 2 * R * C * clock
     system_peak_ops_per_s: float
     splits: tuple = ()                 # GemmSplit of each GEMM of a layer and the LM head (multi-chip)
+    kv_bytes_per_chip: float = 0.0     # KV cache a chip holds at the end of the context
+    kv_placed: bool = False            # whether it shares the weights' memory level (holds_kv)
+    kv_split: int = 1                  # chips a head's positions are split over (attention)
 
     @property
     def lower_bound(self) -> float:
@@ -643,6 +673,16 @@ class Estimate:
         d.update(lower_bound=self.lower_bound, efficiency=self.efficiency, binding=self.binding,
                  shares={k: v / self.step_seconds for k, v in self.bounds.items()})
         return d
+
+
+def kv_cache_bytes(model_config, hw: Hardware, *, context: int, batch: int = 1) -> float:
+    """Bytes of KV cache a chip holds at the end of ``context`` positions for ``batch`` sequences:
+    its stage's layers, K and V of every key/value head at the weights' width (int8 designs keep
+    an int8 cache, 16-bit ones a 16-bit cache), spread over the stage's chips: an average a chip,
+    as the weights' ``per_chip`` is."""
+    layers = -(-model_config.n_layers // hw.stages)
+    c = model_config
+    return layers * context * c.n_kv_heads * c.head_dim * 2 * hw.weight_bytes * batch / hw.tensor_parallel
 
 
 def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1, name: str | None = None
@@ -669,22 +709,34 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
     per_stage_layers = -(-mc.n_layers // S)
     total_bytes = (mc.n_layers * layer + other) * hw.weight_bytes
     per_chip = (per_stage_layers * layer + other) * hw.weight_bytes / T
-    home = next((m for m in hw.memories if m.capacity_bytes >= per_chip), None)
+    kv = kv_cache_bytes(mc, hw, context=context, batch=batch)
+    home = next((m for m in hw.memories if m.capacity_bytes >= per_chip + (kv if m.holds_kv else 0)), None)
     if home is None:
         levels = ", ".join(f"{m.name} {_bytes(m.capacity_bytes)}" for m in hw.memories)
         where = "per chip" if hw.chips > 1 else ""
+        cache = (f" and {_bytes(kv)} of KV cache (context {context}, batch {batch})"
+                 if any(m.holds_kv for m in hw.memories) else "")
         raise HardwareError(f"{mname} needs {_bytes(per_chip)} of weights {where}".rstrip() +
-                            f" ({'int8' if hw.weight_bytes == 1 else '16-bit'}), more than every memory level "
-                            f"of {hw.name} ({levels})")
+                            f" ({'int8' if hw.weight_bytes == 1 else '16-bit'}){cache}, more than every memory "
+                            f"level of {hw.name} ({levels})")
     config = hw.config(batch)
     port = min(float(hw.array_cols), home.bandwidth_bytes_per_s / hw.clock_hz / hw.weight_bytes)
     ops = shard_program(mc, T)
     shape = shard_shape(mc, T) if T > 1 else mc
     plan = shard_plan(mc, hw, port=port, batch=batch) if T > 1 else None
-    cycles, bounds_c, gemms, weight_elements = step_cycles(ops, shape, config, context=context,
-                                                           weight_bytes_per_cycle=port, batch=batch,
-                                                           gemm_shapes=plan.shapes(ops) if plan else None)
     clock = hw.clock_hz
+    # Attention over all of a head's positions on each chip, or (more chips than query heads) split
+    # over kv_split(...) chips plus one link phase a layer reducing the partial results (running
+    # max, sum and output row, 4 bytes each): whichever is faster.
+    choices = []
+    for split in sorted({1, kv_split(mc, T)}):
+        c = step_cycles(ops, shape, config, context=context, weight_bytes_per_cycle=port, batch=batch,
+                        gemm_shapes=plan.shapes(ops) if plan else None, split=split)
+        att_link = 0.0 if split == 1 else mc.n_layers * (
+            hw.tp_link.latency_s + (split - 1) / split * (mc.head_dim + 2) * PSUM_BYTES * batch
+            / hw.tp_link.bandwidth_bytes_per_s)
+        choices.append((c[0] / clock + att_link, split, att_link, c))
+    _, split, att_link, (cycles, bounds_c, gemms, weight_elements) = min(choices, key=lambda o: o[:2])
     compute_s = cycles / clock
     mem_latency = gemms * home.latency_s
     act_bytes = mc.d_model * hw.weight_bytes * batch
@@ -693,7 +745,7 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
         link_s += (S - 1) * (hw.link.latency_s + act_bytes / hw.link.bandwidth_bytes_per_s)
     if plan is not None:
         # The GEMMs' collectives (shard_plan), then one gather of the T argmax candidates.
-        link_s += mc.n_layers * plan.layer_link_s + plan.other_link_s + hw.tp_link.latency_s
+        link_s += mc.n_layers * plan.layer_link_s + plan.other_link_s + hw.tp_link.latency_s + att_link
     step = compute_s + mem_latency + link_s
     bounds = {
         "compute": bounds_c["compute"] / clock,
@@ -709,7 +761,8 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
         weight_bytes_per_token=weight_elements * hw.weight_bytes, memory=home.name, port_elements_per_cycle=port,
         cycles=cycles, compute_seconds=compute_s, memory_latency_seconds=mem_latency, link_seconds=link_s,
         step_seconds=step, tokens_per_s=batch / step, bounds=bounds, peak_ops_per_s=hw.peak_ops_per_s,
-        system_peak_ops_per_s=hw.peak_ops_per_s * hw.chips, splits=plan.splits if plan else ())
+        system_peak_ops_per_s=hw.peak_ops_per_s * hw.chips, splits=plan.splits if plan else (),
+        kv_bytes_per_chip=kv, kv_placed=home.holds_kv, kv_split=split)
 
 
 def _bytes(n: float) -> str:
@@ -738,11 +791,15 @@ def format_estimate(e: Estimate, hw: Hardware) -> str:
         + (" (batch > 1: model only, not RTL-confirmed)" if e.batch > 1 else ""),
         f"weights  : {_bytes(e.weight_bytes_total)} in all, {_bytes(e.weight_bytes_per_chip)} per chip in "
         f"{e.memory}; port {e.port_elements_per_cycle:.4g} weights/cycle",
+        f"kv cache : {_bytes(e.kv_bytes_per_chip)} per chip at position {e.context}, "
+        + (f"in {e.memory} beside the weights" if e.kv_placed else "in the accelerator's own KV memory (not placed)"),
     ]
     if e.splits:
         lines.append("split    : K ways x N ways (block per chip): " + ", ".join(
             f"{g.name} {g.a}x{g.b} ({g.k_shard}x{g.n_shard}{', 1-D' if g.layout == '1-D' else ''})"
             for g in e.splits))
+    if e.kv_split > 1:
+        lines.append(f"attention: a head's positions split over {e.kv_split} chips (one more link phase a layer)")
     lines += [
         f"step     : {e.cycles:,.0f} cycles ({_seconds(e.compute_seconds)})"
         + (f" + memory latency {_seconds(e.memory_latency_seconds)}" if e.memory_latency_seconds else "")
