@@ -187,12 +187,32 @@ def test_tiny_model_step_by_step_on_verilator():
     check_steps(compiled, run("verilator", "decode_top", params, "decode_top", job), steps)
 
 
+def _estimate_equals_the_measured_mean(compiled, report, hw):
+    """The performance model (sim.perf.estimate: tokens/s from the cycle model) asked about the
+    design the RTL ran, over the positions it ran, predicts the mean of the measured cycles exactly."""
+    from sim.perf import estimate
+
+    measured = [s.measured_cycles for s in report.steps]
+    assert [s.position for s in report.steps] == list(range(len(measured)))
+    e = estimate(compiled.model.config, hw, context=len(measured))
+    assert e.cycles == sum(measured) / len(measured)
+    assert e.tokens_per_s == pytest.approx(hw.clock_hz / e.cycles, rel=1e-12)   # 1 / (cycles / clock)
+
+
 def test_runtime_verilator_backend_on_a_tiny_model():
+    from sim.perf import Hardware, MemoryLevel
+
     compiled = tiny("llama-gqa")
     # The runtime builds the design for the model itself (max_heads = n_heads, max_norm = d_model).
     report = decode(compiled, "verilator", [4, 5], 8)
     assert report.generated == generate_int(compiled.model, [4, 5], 8)
     assert all(s.measured_cycles == s.predicted_cycles for s in report.steps)
+    c = compiled.config
+    hw = Hardware(name="small", description="", array_rows=c.array_rows, array_cols=c.array_cols,
+                  vector_lanes=c.vector_lanes, clock_hz=c.clock_hz, weight_bytes=1,
+                  memories=(MemoryLevel("weight memory", c.weight_words * c.array_cols, c.array_cols * c.clock_hz),),
+                  attention_finish_lanes=c.attention_finish_lanes)
+    _estimate_equals_the_measured_mean(compiled, report, hw)
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +228,9 @@ def test_demo_model_on_verilator(demo):
     report = decode(demo, "verilator", prompt, 32)
     assert report.generated == generate_int(demo.model, prompt, 32)
     assert [s.measured_cycles for s in report.steps] == [s.predicted_cycles for s in report.steps]
+    from sim.perf import load_hardware
+
+    _estimate_equals_the_measured_mean(demo, report, load_hardware("demo"))   # the `lockstep estimate` preset
 
 
 @pytest.mark.slow
