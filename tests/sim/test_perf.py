@@ -107,6 +107,20 @@ def test_presets_match_the_hdl_configurations():
         assert hw.memories[0].bandwidth_bytes_per_s == config.array_cols * config.clock_hz
 
 
+def test_the_board_preset_at_its_measured_fmax():
+    """ulx3s-fmax is the ulx3s design at the fmax docs/fpga.md records for its routed bitstream."""
+    base, fast = load_hardware("ulx3s"), load_hardware("ulx3s-fmax")
+    fmax = fast.clock_hz / 1e6
+    assert f"fmax {fmax:.2f} MHz" in (ROOT / "docs" / "fpga.md").read_text()
+    assert replace(fast, name=base.name, description=base.description, notes=base.notes, clock_hz=base.clock_hz,
+                   memories=base.memories) == base
+    assert fast.memories[0].bandwidth_bytes_per_s == pytest.approx(fast.array_cols * fast.clock_hz)
+    model = load_demo_model().config
+    # The demo model's tokens/s as docs/fpga.md gives them at 25 MHz and at fmax (positions 0..63).
+    assert round(estimate(model, base, context=64).tokens_per_s, 1) == 474.3
+    assert round(estimate(model, fast, context=64).tokens_per_s, 1) == 686.2
+
+
 def test_context_mean_is_the_full_mean():
     model = load_demo_model().config
     config = PRESETS["demo"]
@@ -237,7 +251,8 @@ def test_batch_raises_throughput_and_16_bit_weights_halve_the_memory_rate():
 
 
 def test_every_preset_loads_and_every_model_estimates_on_a_big_enough_chip():
-    assert {"emulator", "demo", "ulx3s", "tpu-v1", "groq-lpu", "cerebras-wse3", "a100"} <= set(list_presets())
+    assert {"emulator", "demo", "ulx3s", "ulx3s-fmax", "tpu-v1", "groq-lpu", "cerebras-wse3",
+            "a100"} <= set(list_presets())
     for p in list_presets():
         load_hardware(p)
     hw = load_hardware("a100-80gb")
