@@ -295,6 +295,9 @@ def sweep(spec, db_path, workers, dask_address, quiet):
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be a positive integer, not {workers}")
     parsed = load_spec(spec)
+    if parsed.skipped:
+        click.echo(f"{parsed.skipped} design points left out: their model does not fit their memory "
+                   f"(e.g. {parsed.skip_reasons[0]})")
     db_path = db_path or str(Path(spec).with_suffix(".sqlite"))
     t0 = time.perf_counter()
     counts = run_sweep(parsed, db_path, workers=workers, dask_address=dask_address, progress=not quiet)

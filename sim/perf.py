@@ -46,9 +46,9 @@ from pathlib import Path
 
 __all__ = ["CALIBRATION", "MODELS", "PRESET_DIR", "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError",
            "Link", "MemoryLevel", "ShardPlan", "batched_step_cycles", "calibration_markdown", "calibration_rows",
-           "default_context", "estimate", "format_estimate", "hardware_from_dict", "kv_cache_bytes", "kv_split",
-           "list_presets", "load_hardware", "local_position", "resolve_model", "shard_plan", "shard_program",
-           "shard_shape", "step_cycles", "update_calibration_doc"]
+           "default_context", "estimate", "format_estimate", "hardware_data", "hardware_from_dict", "kv_cache_bytes",
+           "kv_split", "list_presets", "load_hardware", "local_position", "place", "resolve_model", "shard_plan",
+           "shard_program", "shard_shape", "step_cycles", "update_calibration_doc"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 #: The default context is half the model's, capped here (a 128 k-token model is rarely run full).
@@ -600,28 +600,46 @@ def list_presets() -> list[str]:
 
 
 @functools.lru_cache(maxsize=32)
-def _load_path(path: str, name: str) -> Hardware:
+def _read_toml(path: str) -> dict:
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise HardwareError(f"{path}: no such hardware file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise HardwareError(f"{path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise HardwareError(f"{path}: not valid TOML: {exc}") from None
-    return hardware_from_dict(data, name=name, source=p.name)
+
+
+def _resolve(preset_or_path: str) -> tuple[str, str]:
+    """(TOML path, name) of a preset name or a TOML file path."""
+    key = str(preset_or_path)
+    if (PRESET_DIR / f"{key}.toml").is_file():
+        return str(PRESET_DIR / f"{key}.toml"), key
+    p = Path(key)
+    if p.suffix == ".toml" or p.exists():
+        return str(p), p.stem
+    raise HardwareError(f"unknown hardware {key!r}: not a TOML file nor one of {', '.join(list_presets())}")
+
+
+@functools.lru_cache(maxsize=32)
+def _load_path(path: str, name: str) -> Hardware:
+    return hardware_from_dict(_read_toml(path), name=name, source=Path(path).name)
+
+
+def hardware_data(preset_or_path: str) -> tuple[dict, str]:
+    """A fresh copy of a hardware description's TOML tables, and its name (what a sweep point
+    starts from before its own parameters replace keys)."""
+    import copy
+
+    path, name = _resolve(preset_or_path)
+    return copy.deepcopy(_read_toml(path)), name
 
 
 def load_hardware(preset_or_path: str) -> Hardware:
     """A preset by name (``sim/presets/NAME.toml``) or a TOML file by path."""
-    key = str(preset_or_path)
-    if (PRESET_DIR / f"{key}.toml").is_file():
-        return _load_path(str(PRESET_DIR / f"{key}.toml"), key)
-    p = Path(key)
-    if p.suffix == ".toml" or p.exists():
-        return _load_path(str(p), p.stem)
-    raise HardwareError(f"unknown hardware {key!r}: not a TOML file nor one of {', '.join(list_presets())}")
+    return _load_path(*_resolve(preset_or_path))
 
 
 # --- the estimate -------------------------------------------------------------------------------
@@ -685,6 +703,30 @@ def kv_cache_bytes(model_config, hw: Hardware, *, context: int, batch: int = 1) 
     return layers * context * c.n_kv_heads * c.head_dim * 2 * hw.weight_bytes * batch / hw.tensor_parallel
 
 
+def place(mc, hw: Hardware, *, context: int, batch: int = 1, name: str = "the model"
+          ) -> tuple[MemoryLevel, float, float]:
+    """(the memory level that holds the weights, weight bytes a chip, KV-cache bytes a chip): the
+    first level holding the chip's share of the weights (and the KV cache, if ``holds_kv``);
+    HardwareError in one line when none does."""
+    T, S = hw.tensor_parallel, hw.stages
+    if mc.n_layers < S:
+        raise HardwareError(f"{hw.name}: {S} pipeline stages for {mc.n_layers} layers: a stage needs at least "
+                            f"one layer (raise tensor_parallel)")
+    layer, other = _weight_elements(mc)
+    per_chip = (-(-mc.n_layers // S) * layer + other) * hw.weight_bytes / T
+    kv = kv_cache_bytes(mc, hw, context=context, batch=batch)
+    home = next((m for m in hw.memories if m.capacity_bytes >= per_chip + (kv if m.holds_kv else 0)), None)
+    if home is None:
+        levels = ", ".join(f"{m.name} {_bytes(m.capacity_bytes)}" for m in hw.memories)
+        where = "per chip" if hw.chips > 1 else ""
+        cache = (f" and {_bytes(kv)} of KV cache (context {context}, batch {batch})"
+                 if any(m.holds_kv for m in hw.memories) else "")
+        raise HardwareError(f"{name} needs {_bytes(per_chip)} of weights {where}".rstrip() +
+                            f" ({'int8' if hw.weight_bytes == 1 else '16-bit'}){cache}, more than every memory "
+                            f"level of {hw.name} ({levels})")
+    return home, per_chip, kv
+
+
 def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1, name: str | None = None
              ) -> Estimate:
     """Estimate ``model`` (a built-in name, checkpoint directory or ModelConfig) on ``hw``."""
@@ -702,23 +744,9 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
     if context > mc.max_context:
         raise ValueError(f"context {context} exceeds the model's max_context {mc.max_context}")
     T, S = hw.tensor_parallel, hw.stages
-    if mc.n_layers < S:
-        raise HardwareError(f"{hw.name}: {S} pipeline stages for {mc.n_layers} layers: a stage needs at least "
-                            f"one layer (raise tensor_parallel)")
+    home, per_chip, kv = place(mc, hw, context=context, batch=batch, name=mname)
     layer, other = _weight_elements(mc)
-    per_stage_layers = -(-mc.n_layers // S)
     total_bytes = (mc.n_layers * layer + other) * hw.weight_bytes
-    per_chip = (per_stage_layers * layer + other) * hw.weight_bytes / T
-    kv = kv_cache_bytes(mc, hw, context=context, batch=batch)
-    home = next((m for m in hw.memories if m.capacity_bytes >= per_chip + (kv if m.holds_kv else 0)), None)
-    if home is None:
-        levels = ", ".join(f"{m.name} {_bytes(m.capacity_bytes)}" for m in hw.memories)
-        where = "per chip" if hw.chips > 1 else ""
-        cache = (f" and {_bytes(kv)} of KV cache (context {context}, batch {batch})"
-                 if any(m.holds_kv for m in hw.memories) else "")
-        raise HardwareError(f"{mname} needs {_bytes(per_chip)} of weights {where}".rstrip() +
-                            f" ({'int8' if hw.weight_bytes == 1 else '16-bit'}){cache}, more than every memory "
-                            f"level of {hw.name} ({levels})")
     config = hw.config(batch)
     port = min(float(hw.array_cols), home.bandwidth_bytes_per_s / hw.clock_hz / hw.weight_bytes)
     ops = shard_program(mc, T)

@@ -32,7 +32,11 @@ spec into a new database. Arrays larger than ``hdl.config.MAX_BUILD_ARRAY`` are 
 
 A decode point's parameters: array_rows, array_cols, vector_lanes (default 4), clock_hz,
 weight_bytes_per_cycle (default: the full port, C), weight_memory_bytes (default: unlimited),
-model (a built-in model name, default "gpt2"), context (default: the model's default), batch (1).
+model (a built-in model name, default "gpt2"), context (default: the model's default), batch (1);
+or preset (a hardware preset or TOML file) with any of those and weight_bytes, chips,
+tensor_parallel, link_bandwidth, link_latency_ns, tp_link_bandwidth, tp_link_latency_ns replacing
+its keys (docs/performance.md, "Decode sweeps"). Points whose model does not fit their memory are
+left out (``SweepSpec.skipped``); a model that fits no point is an error.
 
 Every point has a key (a hash of its kind and parameters). Rows are written with
 ``INSERT OR IGNORE`` in WAL mode, one transaction per finished point, by the one process that owns
@@ -105,17 +109,45 @@ def _eval_gemm(p: dict, rtl: dict | None) -> dict:
     return out
 
 
-def _decode_hardware(p: dict):
-    """The single-chip hardware of a decode point: one weight memory delivering
-    ``weight_bytes_per_cycle`` bytes a cycle (the full port by default)."""
-    from .perf import Hardware, MemoryLevel
+#: Decode parameters that change a preset's TOML tables: (table, key); "memory" is the first level.
+_PRESET_KEYS = {"array_rows": ("chip", "array_rows"), "array_cols": ("chip", "array_cols"),
+                "vector_lanes": ("chip", "vector_lanes"), "clock_hz": ("chip", "clock_hz"),
+                "weight_bytes": ("chip", "weight_bytes"), "weight_memory_bytes": ("memory", "capacity_bytes"),
+                "chips": ("system", "chips"), "tensor_parallel": ("system", "tensor_parallel"),
+                "link_bandwidth": ("link", "bandwidth_bytes_per_s"), "link_latency_ns": ("link", "latency_s"),
+                "tp_link_bandwidth": ("tp_link", "bandwidth_bytes_per_s"),
+                "tp_link_latency_ns": ("tp_link", "latency_s")}
+#: Parameters a decode point has only when the spec names them (older specs keep their keys).
+_NAMED_ONLY = {"preset", "weight_bytes", "chips", "tensor_parallel", "link_bandwidth", "link_latency_ns",
+               "tp_link_bandwidth", "tp_link_latency_ns"}
 
-    R, C, clock = p["array_rows"], p["array_cols"], p["clock_hz"]
-    wbpc = p.get("weight_bytes_per_cycle") or C
-    cap = p.get("weight_memory_bytes") or float("inf")
-    return Hardware(name="sweep point", description="", array_rows=R, array_cols=C,
-                    vector_lanes=p.get("vector_lanes", 4), clock_hz=clock, weight_bytes=1,
-                    memories=(MemoryLevel("weight memory", cap, wbpc * clock),))
+
+def _decode_hardware(p: dict):
+    """The hardware of a decode point. Without ``preset``: one chip whose one weight memory
+    delivers ``weight_bytes_per_cycle`` bytes a cycle (the full port by default). With it: that
+    preset (or TOML file) with the point's parameters replacing its keys (``weight_bytes_per_cycle``
+    sets the first memory level's bandwidth to that many bytes a cycle at the point's clock)."""
+    from .perf import Hardware, MemoryLevel, hardware_data, hardware_from_dict
+
+    if not p.get("preset"):
+        R, C, clock = p["array_rows"], p["array_cols"], p["clock_hz"]
+        wbpc = p.get("weight_bytes_per_cycle") or C
+        cap = p.get("weight_memory_bytes") or float("inf")
+        return Hardware(name="sweep point", description="", array_rows=R, array_cols=C,
+                        vector_lanes=p.get("vector_lanes", 4), clock_hz=clock, weight_bytes=1,
+                        memories=(MemoryLevel("weight memory", cap, wbpc * clock),))
+    data, name = hardware_data(p["preset"])
+    for param, (table, key) in _PRESET_KEYS.items():
+        if p.get(param) is None:
+            continue
+        value = p[param] * 1e-9 if param.endswith("_ns") else p[param]
+        if table == "memory":
+            data["memory"][0][key] = value
+        else:
+            data.setdefault(table, {})[key] = value
+    if p.get("weight_bytes_per_cycle") is not None:
+        data["memory"][0]["bandwidth_bytes_per_s"] = p["weight_bytes_per_cycle"] * data["chip"]["clock_hz"]
+    return hardware_from_dict(data, name=name, source=f"preset {p['preset']} with the point's parameters")
 
 
 def _decode_estimate(p: dict):
@@ -125,17 +157,20 @@ def _decode_estimate(p: dict):
 
 
 def _eval_decode(p: dict, rtl: dict | None) -> dict:
+    hw = _decode_hardware(p)
     e = _decode_estimate(p)
-    R, C, clock = p["array_rows"], p["array_cols"], p["clock_hz"]
-    macs = e.bounds["compute"] * R * C * clock            # MACs of the step (all sequences)
+    R, C, clock, T = hw.array_rows, hw.array_cols, hw.clock_hz, hw.tensor_parallel
+    # One stage's T chips work at once (the stages take turns on a token): MACs, peak and weight
+    # bandwidth of the step are T chips'; the estimate's bounds are one chip's.
+    macs = e.bounds["compute"] * R * C * clock * T        # MACs of the step (all sequences)
     return {
         "cycles": e.cycles, "lower_bound": e.lower_bound * clock, "efficiency": e.efficiency,
         "tokens_per_s": e.tokens_per_s, "throughput": e.tokens_per_s,   # the plots' y axis: tokens/s
         "mac_per_s": macs / e.step_seconds,
-        "peak": R * C * clock,
-        "weight_bandwidth": e.port_elements_per_cycle * clock,
-        "intensity": macs / e.weight_bytes_per_token,
-        "area": R * C + p.get("vector_lanes", 4),   # PEs plus vector lanes (a proxy)
+        "peak": R * C * clock * T,
+        "weight_bandwidth": e.port_elements_per_cycle * clock * hw.weight_bytes * T,
+        "intensity": macs / (e.weight_bytes_per_token * T),
+        "area": hw.chips * (R * C + hw.vector_lanes),   # PEs plus vector lanes, all chips (a proxy)
         "context": e.context, "binding": e.binding, "rtl_cycles": None,
     }
 
@@ -153,7 +188,11 @@ KINDS = {
     "decode": Kind(params={"array_rows": (int, True, None), "array_cols": (int, True, None),
                            "vector_lanes": (int, False, 4), "clock_hz": (int, False, 100_000_000),
                            "weight_bytes_per_cycle": (int, False, None), "weight_memory_bytes": (int, False, None),
-                           "model": (str, False, "gpt2"), "context": (int, False, None), "batch": (int, False, 1)},
+                           "model": (str, False, "gpt2"), "context": (int, False, None), "batch": (int, False, 1),
+                           "preset": (str, False, None), "weight_bytes": (int, False, None),
+                           "chips": (int, False, None), "tensor_parallel": (int, False, None),
+                           "link_bandwidth": (int, False, None), "link_latency_ns": (int, False, None),
+                           "tp_link_bandwidth": (int, False, None), "tp_link_latency_ns": (int, False, None)},
                    evaluate=_eval_decode),
 }
 
@@ -203,6 +242,8 @@ class SweepSpec:
     rtl: dict | None
     source: str
     fpga: dict | None = None      # the [fpga] table: {"family": ...}
+    skipped: int = 0              # decode points left out: their model does not fit their hardware
+    skip_reasons: tuple = ()      # the first reason for each model that lost points
 
 
 def _values(source: str, name: str, value, mode: str, typ):
@@ -251,9 +292,12 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
             raise SweepError(f"{source}: unknown parameter {name!r} for kind {kind} "
                              f"(known: {', '.join(spec_params)})")
     values = {}
+    on_preset = kind == "decode" and "preset" in params   # a preset supplies the hardware it is not told
     for name, (typ, required, default) in spec_params.items():
         if name in params:
             values[name] = _values(source, name, params[name], mode, typ)
+        elif kind == "decode" and (name in _NAMED_ONLY or (on_preset and name in _PRESET_KEYS)):
+            continue
         elif required:
             raise SweepError(f"{source}: parameter {name} is required for kind {kind}")
         else:
@@ -280,6 +324,8 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
             if k not in seen:
                 seen.add(k)
                 points.append(p)
+    unfit: dict = {}        # model -> (points that do not fit, the first reason)
+    kept = []
     for p in points:
         for name in names:
             if isinstance(p[name], int) and p[name] < 1:
@@ -289,8 +335,18 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
                 _gemm_config(p)
             elif kind == "decode":
                 _check_decode_point(p)
+        except _DoesNotFit as exc:
+            n, first = unfit.get(p["model"], (0, str(exc)))
+            unfit[p["model"]] = (n + 1, first)
+            continue
         except (TypeError, ValueError) as exc:
-            raise SweepError(f"{source}: point {p} does not fit: {exc}") from None
+            raise SweepError(f"{source}: point {p} is not valid: {exc}") from None
+        kept.append(p)
+    for model, (n, first) in unfit.items():
+        if not any(p["model"] == model for p in kept):
+            raise SweepError(f"{source}: {model} fits no design point of the spec ({n} tried; e.g. {first})")
+    skipped = sum(n for n, _ in unfit.values())
+    points = kept
     rtl = data.get("rtl")
     if rtl is not None:
         if not isinstance(rtl, dict) or set(rtl) - {"simulator", "max_cycles"}:
@@ -305,7 +361,8 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
             raise SweepError(f"{source}: [rtl] confirms gemm points only: a decode point is a built-in model the "
                              f"RTL cannot hold (the decode accelerator's own regressions confirm the cycle model)")
     _check_fpga_points(fpga, points, source)
-    return SweepSpec(kind=kind, points=tuple(points), rtl=rtl, source=source, fpga=fpga)
+    return SweepSpec(kind=kind, points=tuple(points), rtl=rtl, source=source, fpga=fpga, skipped=skipped,
+                     skip_reasons=tuple(first for _, first in unfit.values()))
 
 
 def _parse_fpga(fpga, kind: str, source: str) -> dict | None:
@@ -339,24 +396,29 @@ def _check_fpga_points(fpga: dict | None, points, source: str) -> None:
             raise SweepError(f"{source}: point {p} cannot be synthesized for [fpga]: {exc}") from None
 
 
+class _DoesNotFit(ValueError):
+    """A decode point whose model needs more memory than its hardware has (left out, not an error)."""
+
+
 def _check_decode_point(p: dict) -> None:
-    """Raise ValueError for a decode point the model cannot evaluate (checked before the sweep runs)."""
-    from .perf import MODELS, resolve_model
+    """Return for a point the model can evaluate; ValueError for a bad one (unknown model, context
+    past the model's, hardware the model refuses), _DoesNotFit when the model's weights (and KV
+    cache, where the memory holds it) exceed every memory level (sim.perf.place)."""
+    from .perf import MODELS, HardwareError, default_context, place, resolve_model
 
     if p["model"] not in MODELS:
         raise ValueError(f"model must be a built-in model ({', '.join(MODELS)}), not {p['model']!r}")
     mc = resolve_model(p["model"])[1]
     if p["context"] is not None and p["context"] > mc.max_context:
         raise ValueError(f"context {p['context']} exceeds {p['model']}'s max_context {mc.max_context}")
-    _decode_hardware(p).config(p["batch"])          # the array's own checks
-    if p["weight_memory_bytes"] is not None:
-        from .perf import _weight_elements
-
-        layer, other = _weight_elements(mc)
-        need = mc.n_layers * layer + other
-        if need > p["weight_memory_bytes"]:
-            raise ValueError(f"{p['model']} needs {need} bytes of int8 weights, more than weight_memory_bytes "
-                             f"{p['weight_memory_bytes']}")
+    hw = _decode_hardware(p)
+    hw.config(p["batch"])          # the array's own checks
+    try:
+        place(mc, hw, context=p["context"] or default_context(mc), batch=p["batch"], name=p["model"])
+    except HardwareError as exc:
+        if "pipeline stages" in str(exc):
+            raise
+        raise _DoesNotFit(str(exc)) from None
 
 
 def load_spec(path) -> SweepSpec:

@@ -335,11 +335,12 @@ def test_decode_sweep_rows_hold_the_estimate(tmp_path):
 @pytest.mark.parametrize(("params", "match"), [
     ({"array_rows": [8], "array_cols": [8], "depth": [3]}, r"unknown parameter 'depth' for kind decode"),
     ({"array_rows": [], "array_cols": [8]}, r"parameter array_rows has an empty list of values"),
-    ({"array_rows": [8], "array_cols": [8], "model": ["gpt5"]}, r"does not fit: model must be a built-in model"),
+    ({"array_rows": [8], "array_cols": [8], "model": ["gpt5"]}, r"is not valid: model must be a built-in model"),
     ({"array_rows": [8], "array_cols": [8], "model": ["llama-2-7b"], "weight_memory_bytes": [1000000]},
-     r"does not fit: llama-2-7b needs \d+ bytes of int8 weights, more than weight_memory_bytes 1000000"),
+     r"llama-2-7b fits no design point of the spec \(1 tried; e.g. llama-2-7b needs 6.74 GB of weights \(int8\), "
+     r"more than every memory level of sweep point \(weight memory 1 MB\)\)"),
     ({"array_rows": [8], "array_cols": [8], "context": [5000]}, r"context 5000 exceeds gpt2's max_context 1024"),
-    ({"array_rows": [2000], "array_cols": [8]}, r"does not fit: array of 2000x8 is too large"),
+    ({"array_rows": [2000], "array_cols": [8]}, r"is not valid: array of 2000x8 is too large"),
     ({"array_rows": [8], "array_cols": [8], "weight_bytes_per_cycle": [0]},
      r"parameter weight_bytes_per_cycle must be positive, not 0"),
 ])
@@ -395,3 +396,55 @@ def test_the_wafer_splits_attention_over_cores_when_that_is_faster():
     # A split costs a link phase a layer: with a slow enough fabric the whole-head attention wins.
     slow = replace(hw, tp_link=Link(hw.tp_link.bandwidth_bytes_per_s, 1e-3))
     assert estimate("llama-3.1-70b", slow).kv_split == 1
+
+
+# --- decode sweeps over presets and multi-chip systems -------------------------------------------
+
+def test_decode_points_of_old_specs_keep_their_parameters_and_keys():
+    """Parameters added later (preset, chips, links, ...) appear in a point only when the spec names
+    them: a database made by an older spec resumes without recomputing its rows."""
+    spec = parse_spec({"kind": "decode", "params": {"array_rows": [8], "array_cols": [8]}})
+    (p,) = spec.points
+    assert set(p) == {"array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes_per_cycle",
+                      "weight_memory_bytes", "model", "context", "batch"}
+
+
+def test_points_that_do_not_fit_are_left_out_and_counted(tmp_path):
+    spec = parse_spec({"kind": "decode", "params": {"array_rows": [8], "array_cols": [8],
+                                                    "model": ["gpt2", "llama-2-7b"],
+                                                    "weight_memory_bytes": [200_000_000, 10_000_000_000]}})
+    assert spec.skipped == 1 and len(spec.points) == 3
+    assert "llama-2-7b needs 6.74 GB of weights (int8)" in spec.skip_reasons[0]
+    assert {(p["model"], p["weight_memory_bytes"]) for p in spec.points} == {
+        ("gpt2", 200_000_000), ("gpt2", 10_000_000_000), ("llama-2-7b", 10_000_000_000)}
+
+
+def test_a_sweep_over_a_multi_chip_preset_is_the_estimate_of_each_point(tmp_path):
+    spec = parse_spec({"kind": "decode", "params": {"preset": ["groq-lpu"], "model": ["llama-2-70b"],
+                                                    "link_latency_ns": [1000], "tp_link_latency_ns": [250, 1000],
+                                                    "chips": [576, 1152]}})
+    assert len(spec.points) == 4 and all("array_rows" not in p for p in spec.points)   # the preset's array
+    run_sweep(spec, tmp_path / "r.sqlite", workers=1, progress=False)
+    groq = load_hardware("groq-lpu")
+    for row in read_rows(tmp_path / "r.sqlite"):
+        p, m = row["params"], row["metrics"]
+        hw = replace(groq, chips=p["chips"], link=Link(groq.link.bandwidth_bytes_per_s, 1e-6),
+                     tp_link=Link(groq.tp_link.bandwidth_bytes_per_s, p["tp_link_latency_ns"] * 1e-9))
+        e = estimate("llama-2-70b", hw)
+        assert m["tokens_per_s"] == pytest.approx(e.tokens_per_s, rel=1e-12) and m["cycles"] == e.cycles
+        assert m["area"] == p["chips"] * (640 * 640 + 5120)
+    (row,) = [r for r in read_rows(tmp_path / "r.sqlite")
+              if r["params"]["chips"] == 576 and r["params"]["tp_link_latency_ns"] == 1000]
+    assert round(row["metrics"]["tokens_per_s"], 1) == 258.4      # docs/calibration.md's 1 us hop figure
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"preset": ["no-such-chip"]}, r"is not valid: unknown hardware 'no-such-chip'"),
+    ({"preset": ["groq-lpu"], "tensor_parallel": [7]}, r"is not valid: .*tensor_parallel \(7\) must divide chips"),
+    ({"preset": ["emulator"], "link_bandwidth": [10**9]}, r"is not valid: .*missing key 'latency_s'"),
+    ({"preset": ["groq-lpu"], "weight_bytes": [3]}, r"weight_bytes must be 1 \(int8\) or 2"),
+    ({"preset": ["a100"], "model": ["llama-2-70b"]}, r"llama-2-70b fits no design point of the spec \(1 tried"),
+])
+def test_bad_preset_points_are_refused(params, match):
+    with pytest.raises(SweepError, match=match):
+        parse_spec({"kind": "decode", "params": params}, source="s.toml")

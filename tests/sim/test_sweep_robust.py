@@ -130,3 +130,34 @@ def test_a_disagreement_of_the_rtl_fails_the_sweep_command(tmp_path):
     assert bad.stderr.strip() == (f"lockstep: error: RTL: 1 points' measured cycles differ from the prediction "
                                   f"(rtl_cycles != cycles in {db})")
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ('kind = "decode"\n[params]\narray_rows = [8]\narray_cols = [8]\ndepth = [3]\n',
+     "unknown parameter 'depth' for kind decode"),
+    ('kind = "decode"\nmode = "random"\n[params]\narray_rows = {low = 9, high = 4}\narray_cols = [8]\n',
+     "parameter array_rows range is empty: low 9 > high 4"),
+    ('kind = "decode"\n[params]\narray_rows = [8]\narray_cols = [8]\nmodel = ["llama-3-70b"]\n'
+     'weight_memory_bytes = [1000000000]\n',
+     "llama-3-70b fits no design point of the spec (1 tried; e.g. llama-3-70b needs 70.6 GB of weights (int8), "
+     "more than every memory level of sweep point (weight memory 1 GB))"),
+])
+def test_the_sweep_command_refuses_bad_specs_in_one_line(tmp_path, spec, message):
+    path = tmp_path / "spec.toml"
+    path.write_text(spec)
+    out = subprocess.run([LOCKSTEP, "sweep", str(path), "--quiet"], capture_output=True, text=True)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.startswith(f"lockstep: error: {path}: {message}") and out.stderr.count("\n") == 1
+    assert not (tmp_path / "spec.sqlite").exists()
+
+
+def test_the_sweep_command_says_which_points_it_left_out(tmp_path):
+    path = tmp_path / "spec.toml"
+    path.write_text('kind = "decode"\n[params]\narray_rows = [8]\narray_cols = [8]\nmodel = ["gpt2", "llama-2-7b"]\n'
+                    'weight_memory_bytes = [200000000, 10000000000]\n')
+    out = subprocess.run([LOCKSTEP, "sweep", str(path), "--quiet"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == ("1 design points left out: their model does not fit their memory (e.g. "
+                                          "llama-2-7b needs 6.74 GB of weights (int8), more than every memory level "
+                                          "of sweep point (weight memory 200 MB))")
+    assert len(read_rows(tmp_path / "spec.sqlite")) == 3
