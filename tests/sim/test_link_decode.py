@@ -23,7 +23,7 @@ from sim.link import decode_link_params
 from sim.runner import run
 from sim.top import decode_job, top_params
 
-from .test_top_rtl import SMALL, SMALL_SHARED, tiny
+from .tiny_models import SMALL, SMALL_SHARED, tiny
 
 LINK = {"clocks_per_bit": 8}
 

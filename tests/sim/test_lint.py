@@ -18,7 +18,7 @@ def test_generated_verilog_is_lint_clean(kind, shape):
 
 def _top_params():
     from sim.top import top_params
-    from tests.sim.test_top_rtl import tiny
+    from tests.sim.tiny_models import tiny
 
     return top_params(tiny("llama-gqa"))
 

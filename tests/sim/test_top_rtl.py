@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 
 from golden.int_model import generate_int
-from golden.model import ModelConfig, init_weights
-from golden.quantize import quantize_model, random_calibration
 from hdl.config import PRESETS
 from hdl.isa import Opcode, make
 from hdl.top import DecodeTop
@@ -25,22 +23,7 @@ from sim.runner import run
 from sim.runtime import decode
 from sim.top import IMAGE_MEMORIES, check_fits, decode_job, images, top_params
 
-TINY = {
-    "gpt2": ModelConfig(family="gpt2", vocab_size=37, d_model=24, n_layers=2, n_heads=3, n_kv_heads=3,
-                        head_dim=8, d_ff=40, max_context=48, tie_embeddings=True),
-    "llama-gqa": ModelConfig(family="llama", vocab_size=29, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                             head_dim=8, d_ff=48, max_context=48),
-}
-#: One design for both tiny models: small memories keep the Verilog (and the builds) small.
-SMALL = replace(PRESETS["4x4"], weight_words=8192, max_context=48, param_words=8192, scratch_bytes=2048,
-                kv_bytes=16384, logits_words=256, program_words=128)
-SMALL_SHARED = {"max_heads": 4, "max_norm_length": 32}   # what top_params gives llama-gqa
-
-
-def tiny(name):
-    cfg = TINY[name]
-    model = quantize_model(cfg, init_weights(cfg, seed=3, std=0.3), random_calibration(cfg, windows=4, seed=1))
-    return compile_model(model, SMALL)
+from .tiny_models import SMALL, SMALL_SHARED, TINY, tiny
 
 
 def truncated(compiled, n):

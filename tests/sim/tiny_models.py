@@ -1,0 +1,26 @@
+"""The tiny models the top-level regressions share (test_top_rtl, test_link_decode, test_lint): a
+tiny GPT-2 and a tiny Llama-GQA, both on one small design (4x4 array, head_dim 8)."""
+
+from dataclasses import replace
+
+from golden.model import ModelConfig, init_weights
+from golden.quantize import quantize_model, random_calibration
+from hdl.config import PRESETS
+from sim.compiler import compile_model
+
+TINY = {
+    "gpt2": ModelConfig(family="gpt2", vocab_size=37, d_model=24, n_layers=2, n_heads=3, n_kv_heads=3,
+                        head_dim=8, d_ff=40, max_context=48, tie_embeddings=True),
+    "llama-gqa": ModelConfig(family="llama", vocab_size=29, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                             head_dim=8, d_ff=48, max_context=48),
+}
+#: One design for both tiny models: small memories keep the Verilog (and the builds) small.
+SMALL = replace(PRESETS["4x4"], weight_words=8192, max_context=48, param_words=8192, scratch_bytes=2048,
+                kv_bytes=16384, logits_words=256, program_words=128)
+SMALL_SHARED = {"max_heads": 4, "max_norm_length": 32}   # what top_params gives llama-gqa
+
+
+def tiny(name):
+    cfg = TINY[name]
+    model = quantize_model(cfg, init_weights(cfg, seed=3, std=0.3), random_calibration(cfg, windows=4, seed=1))
+    return compile_model(model, SMALL)
