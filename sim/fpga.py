@@ -554,6 +554,8 @@ SYNTH_LUT_CELLS = {
 }
 #: Yosys cell name prefix of a family's flip-flops (ECP5: TRELLIS_FF; iCE40: SB_DFF, SB_DFFE, SB_DFFSR, ...).
 SYNTH_FF_PREFIX = {"ecp5": "TRELLIS_FF", "ice40": "SB_DFF"}
+#: Seconds a sweep point's synthesis may take before it is stopped (a 16x16 array takes ~35 s).
+SYNTH_TIMEOUT = 1800
 #: Every FPGA family :func:`synthesis_resources` knows, with the board whose cell names and Yosys
 #: options it takes (multiplier, block RAM, ``synth_opts``).
 SYNTH_FAMILIES = {b.family: b for b in BOARDS.values()}
@@ -643,7 +645,11 @@ def synthesis_resources(config, family: str, *, use_cache: bool = True) -> dict:
         Path(work, "top.il").write_text(design)
         Path(work, "top.ys").write_text(script)
         t0 = time.perf_counter()
-        proc = subprocess.run([yosys, "-q", "-l", "top.log", "top.ys"], cwd=work, capture_output=True, text=True)
+        try:
+            proc = subprocess.run([yosys, "-q", "-l", "top.log", "top.ys"], cwd=work, capture_output=True, text=True,
+                                  timeout=SYNTH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"Yosys synth_{family} ran past {SYNTH_TIMEOUT} s and was stopped") from None
         seconds = round(time.perf_counter() - t0, 2)
         log_file = Path(work, "top.log")
         log = log_file.read_text(errors="replace") if log_file.exists() else ""
