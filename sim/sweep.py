@@ -246,7 +246,15 @@ class SweepSpec:
     skip_reasons: tuple = ()      # the first reason for each model that lost points
 
 
+def _integral(v):
+    """1e8 as TOML writes it (a float) is the integer 100000000; 1.5 stays a float (and is refused)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def _values(source: str, name: str, value, mode: str, typ):
+    if typ is int:
+        value = [_integral(v) for v in value] if isinstance(value, list) else (
+            {k: _integral(v) for k, v in value.items()} if isinstance(value, dict) else _integral(value))
     if isinstance(value, list):
         if not value:
             raise SweepError(f"{source}: parameter {name} has an empty list of values")

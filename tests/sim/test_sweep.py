@@ -79,7 +79,7 @@ def test_dask_cluster_gives_the_same_rows_as_a_local_run(tmp_path):
                                                   "k": [64, 100], "n": [64]}})
     local_db, dask_db = tmp_path / "local.sqlite", tmp_path / "dask.sqlite"
     run_sweep(spec, local_db, workers=2, progress=False)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cl:
         run_sweep(spec, dask_db, dask_address=cl.scheduler_address, progress=False)
     local, remote = _strip(read_rows(local_db)), _strip(read_rows(dask_db))
     assert len(local) == len(spec.points) == 16

@@ -92,7 +92,7 @@ def test_a_dask_scheduler_without_workers_is_one_error(tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
     monkeypatch.setattr(sweep, "DASK_WORKER_TIMEOUT", 2)
     spec = parse_spec({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8, 16]}})
-    with (distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cl,
+    with (distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cl,
           pytest.raises(SweepError, match=r"the scheduler has no workers \(none joined in 2 s\)")):
         run_sweep(spec, tmp_path / "r.sqlite", dask_address=cl.scheduler_address, progress=False)
 
@@ -161,3 +161,13 @@ def test_the_sweep_command_says_which_points_it_left_out(tmp_path):
                                           "llama-2-7b needs 6.74 GB of weights (int8), more than every memory level "
                                           "of sweep point (weight memory 200 MB))")
     assert len(read_rows(tmp_path / "spec.sqlite")) == 3
+
+
+def test_integral_floats_are_integers_as_in_hardware_files():
+    spec = parse_spec({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8],
+                                  "clock_hz": [1e8, 2.5e8]}})
+    assert [p["clock_hz"] for p in spec.points] == [100_000_000, 250_000_000]
+    assert all(type(p["clock_hz"]) is int for p in spec.points)
+    with pytest.raises(SweepError, match=r"parameter clock_hz must hold int values, not 1.5"):
+        parse_spec({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8],
+                               "clock_hz": [1.5]}})
