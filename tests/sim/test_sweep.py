@@ -15,22 +15,9 @@ from sim.cycles import gemm_cycles
 from sim.plot import pareto_front, plot_sweep
 from sim.sweep import SweepError, load_spec, parse_spec, point_key, read_rows, run_sweep
 
-LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
+from .sweep_specs import RTL_SPEC as SLOW_SPEC
 
-# Every point is confirmed on the RTL (Amaranth's simulator): real work of ~0.1-0.5 s a point,
-# long enough to kill the sweep in the middle.
-SLOW_SPEC = """
-kind = "gemm"
-[params]
-array_rows = [2, 3]
-array_cols = [2, 3]
-m = [1, 2, 3]
-k = [4, 7]
-n = [5]
-[rtl]
-simulator = "amaranth"
-max_cycles = 100000
-"""
+LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
 
 
 def test_killed_sweep_resumes_with_exactly_one_row_per_point(tmp_path):

@@ -15,21 +15,9 @@ import pytest
 import sim.sweep as sweep
 from sim.sweep import SweepError, parse_spec, read_rows, run_sweep
 
-LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
+from .sweep_specs import RTL_SPEC
 
-# Each point runs the RTL (Amaranth's simulator): slow enough to kill the sweep in the middle.
-RTL_SPEC = """
-kind = "gemm"
-[params]
-array_rows = [2, 3]
-array_cols = [2, 3]
-m = [1, 2, 3]
-k = [4, 7]
-n = [5]
-[rtl]
-simulator = "amaranth"
-max_cycles = 100000
-"""
+LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
 
 
 def _children(pid: int) -> set[int]:
