@@ -336,8 +336,10 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
     kept = []
     for p in points:
         for name in names:
-            if isinstance(p[name], int) and p[name] < 1:
-                raise SweepError(f"{source}: parameter {name} must be positive, not {p[name]}")
+            least = 0 if name.endswith("_latency_ns") else 1      # a link may have no latency
+            if isinstance(p[name], int) and p[name] < least:
+                raise SweepError(f"{source}: parameter {name} must be {'non-negative' if least == 0 else 'positive'}, "
+                                 f"not {p[name]}")
         try:
             if kind == "gemm":
                 _gemm_config(p)

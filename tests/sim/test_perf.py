@@ -444,7 +444,11 @@ def test_a_sweep_over_a_multi_chip_preset_is_the_estimate_of_each_point(tmp_path
     ({"preset": ["emulator"], "link_bandwidth": [10**9]}, r"is not valid: .*missing key 'latency_s'"),
     ({"preset": ["groq-lpu"], "weight_bytes": [3]}, r"weight_bytes must be 1 \(int8\) or 2"),
     ({"preset": ["a100"], "model": ["llama-2-70b"]}, r"llama-2-70b fits no design point of the spec \(1 tried"),
+    ({"preset": ["groq-lpu"], "tp_link_latency_ns": [-1]},
+     r"parameter tp_link_latency_ns must be non-negative, not -1"),
+    ({"preset": ["groq-lpu"], "chips": [0]}, r"parameter chips must be positive, not 0"),
 ])
 def test_bad_preset_points_are_refused(params, match):
+    assert parse_spec({"kind": "decode", "params": {"preset": ["groq-lpu"], "tp_link_latency_ns": [0]}}).points
     with pytest.raises(SweepError, match=match):
         parse_spec({"kind": "decode", "params": params}, source="s.toml")
