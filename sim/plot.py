@@ -180,7 +180,7 @@ def plot_sweep(db_path, out_dir) -> list[Path]:
     n = len(m)
     unit = "tokens/s" if decode else "MAC/s"
     what = "decode throughput (tokens/s)" if decode else "GEMM throughput (MAC/s)"
-    area_label = "area (PEs: R x C + vector lanes)" if decode else "area (PEs: R x C)"
+    area_label = "area (PEs: chips x (R x C + vector lanes))" if decode else "area (PEs: R x C)"
     area = [x["area"] for x in m]
     tput = [x["throughput"] for x in m]
     size = 18 if n <= 500 else 8 if n <= 3000 else 4

@@ -150,15 +150,11 @@ def _decode_hardware(p: dict):
     return hardware_from_dict(data, name=name, source=f"preset {p['preset']} with the point's parameters")
 
 
-def _decode_estimate(p: dict):
+def _eval_decode(p: dict, rtl: dict | None) -> dict:
     from .perf import estimate
 
-    return estimate(p.get("model", "gpt2"), _decode_hardware(p), context=p.get("context"), batch=p.get("batch", 1))
-
-
-def _eval_decode(p: dict, rtl: dict | None) -> dict:
     hw = _decode_hardware(p)
-    e = _decode_estimate(p)
+    e = estimate(p.get("model", "gpt2"), hw, context=p.get("context"), batch=p.get("batch", 1))
     R, C, clock, T = hw.array_rows, hw.array_cols, hw.clock_hz, hw.tensor_parallel
     # One stage's T chips work at once (the stages take turns on a token): MACs, peak and weight
     # bandwidth of the step are T chips'; the estimate's bounds are one chip's.
