@@ -290,10 +290,9 @@ def sweep(spec, db_path, workers, dask_address, quiet):
     """
     from pathlib import Path
 
-    from .sweep import load_spec, run_sweep
+    from .sweep import check_workers, load_spec, run_sweep
 
-    if workers is not None and workers < 1:
-        raise ValueError(f"--workers must be a positive integer, not {workers}")
+    check_workers(workers)
     parsed = load_spec(spec)
     if parsed.skipped:
         click.echo(f"{parsed.skipped} design points left out: their model does not fit their memory "

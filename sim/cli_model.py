@@ -57,6 +57,8 @@ def _describe(ckpt) -> dict:
     from golden.attention import MAX_CONTEXT_LIMIT
     from golden.quantize import weight_bytes
 
+    from .perf import gemm_weight_bytes
+
     c = ckpt.config
     sizes = weight_bytes(c)
     tok = ckpt.tokenizer
@@ -65,6 +67,7 @@ def _describe(ckpt) -> dict:
         "n_layers": c.n_layers, "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim,
         "d_ff": c.d_ff, "max_context": c.max_context, "int_max_context": min(c.max_context, MAX_CONTEXT_LIMIT),
         "tie_embeddings": c.tie_embeddings, "n_params": c.n_params(), **sizes,
+        "gemm_weight_bytes_per_token": gemm_weight_bytes(c),     # estimate's weight_bytes_per_token
         "kv_bytes_full_context": sizes["kv_bytes_per_token"] * min(c.max_context, MAX_CONTEXT_LIMIT),
         "tokenizer": None if tok is None else f"character, {tok.vocab_size} characters",
     }
@@ -93,7 +96,9 @@ def inspect_cmd(checkpoint_dir, as_json):
     click.echo(f"parameters  : {d['n_params']:,}")
     click.echo(f"int8 weights: {d['int8_weight_bytes']:,} bytes (+ {d['int32_bytes']:,} bytes int32 biases, "
                f"{d['requant_bytes']:,} bytes requantization constants)")
-    click.echo(f"per token   : {d['streamed_bytes_per_token']:,} bytes of weights streamed per decode step")
+    click.echo(f"per token   : {d['streamed_bytes_per_token']:,} bytes read per decode step, "
+               f"{d['gemm_weight_bytes_per_token']:,} of them GEMM weights (the weight port's share, as "
+               f"lockstep estimate counts it)")
     click.echo(f"KV cache    : {d['kv_bytes_per_token']:,} bytes per token "
                f"({d['kv_bytes_full_context']:,} at {d['int_max_context']} tokens)")
     click.echo(f"tokenizer   : {d['tokenizer'] or 'none (prompts as token ids)'}")

@@ -44,19 +44,72 @@ import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["CALIBRATION", "MODELS", "PRESET_DIR", "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError",
-           "Link", "MemoryLevel", "ShardPlan", "batched_step_cycles", "calibration_markdown", "calibration_rows",
-           "default_context", "estimate", "format_estimate", "hardware_data", "hardware_from_dict", "kv_cache_bytes",
-           "kv_split", "list_presets", "load_hardware", "local_position", "place", "resolve_model", "shard_plan",
-           "shard_program", "shard_shape", "step_cycles", "update_calibration_doc"]
+from hdl.config import MAX_ARRAY
+
+__all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MODELS", "PRESET_DIR", "PSUM_BYTES",
+           "Estimate", "GemmSplit", "Hardware", "HardwareError", "Link", "MemoryLevel", "ShardPlan",
+           "batched_step_cycles", "calibration_markdown", "calibration_rows", "check_limit", "check_workload",
+           "default_context", "estimate", "format_estimate", "gemm_weight_bytes", "hardware_data",
+           "hardware_from_dict", "kv_cache_bytes", "kv_split", "list_presets", "load_hardware", "local_position",
+           "place", "resolve_model", "shard_plan", "shard_program", "shard_shape", "show_number", "step_cycles",
+           "update_calibration_doc"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 #: The default context is half the model's, capped here (a 128 k-token model is rarely run full).
 DEFAULT_CONTEXT_CAP = 4096
+#: The largest context and batch an estimate takes (above any published model's context, 10 M
+#: tokens, and any decode batch); past them a number is a typo, not a workload.
+MAX_CONTEXT = 1 << 24
+MAX_BATCH = 1 << 16
+
+#: Sane bounds of every hardware quantity, ``key: (least, most)`` (docs/performance.md, "Hardware
+#: descriptions"): a value outside them is a typo or a unit slip, not a machine, and would drive the
+#: estimate to inf or 0 (a 1e308 Hz clock prints Infinity). Checked wherever hardware is made (TOML
+#: files, presets, sweep points) by :func:`check_limit`. The arrays' bound is the cycle model's
+#: largest array (hdl.config.MAX_ARRAY, 1024).
+HARDWARE_LIMITS = {
+    "array_rows": (1, MAX_ARRAY), "array_cols": (1, MAX_ARRAY),
+    "vector_lanes": (1, 1 << 20), "attention_finish_lanes": (0, 1 << 20),
+    "clock_hz": (1e3, 1e11),                       # 1 kHz .. 100 GHz
+    "capacity_bytes": (1, 1e15),                   # 1 B .. 1 PB a chip
+    "bandwidth_bytes_per_s": (1, 1e18),            # 1 B/s .. 1 EB/s (memories and links)
+    "latency_s": (0, 1),                           # 0 .. 1 s (memories and links)
+    "chips": (1, 1 << 24), "tensor_parallel": (1, 1 << 24),
+}
 
 
 class HardwareError(ValueError):
     """A hardware description that cannot be used, or a model that does not fit it (one line)."""
+
+
+def show_number(v) -> str:
+    """A number as a message shows it: 1e308 (a float, or the integer TOML's 1e308 became) as
+    1e+308, not 309 digits; small numbers as they are."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or abs(v) < 1e15:
+        return repr(v)
+    try:
+        return f"{float(v):g}"
+    except OverflowError:                    # an integer past float's range
+        return f"{'-' if v < 0 else ''}{str(abs(v))[0]}e+{len(str(abs(v))) - 1}"
+
+
+def _limit(v) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
+def check_limit(key: str, value, where: str = "") -> None:
+    """HardwareError naming ``key`` and ``value`` when it is outside :data:`HARDWARE_LIMITS`."""
+    least, most = HARDWARE_LIMITS[key]
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or (isinstance(value, float) and math.isnan(value)):
+        problem = "must be a number"
+    elif value < least:
+        problem = f"must be at least {_limit(least)}"
+    elif value > most:
+        problem = f"must be at most {_limit(most)}"
+    else:
+        return
+    raise HardwareError(f"{where}{': ' if where else ''}{key} {problem}, not {show_number(value)}")
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -137,6 +190,21 @@ def _weight_elements(model_config) -> tuple[int, int]:
     layer = sum(_m.prod(s) for n, s in shapes.items() if n.startswith("layers.0."))
     total = sum(_m.prod(s) for s in shapes.values())
     return layer, total - model_config.n_layers * layer
+
+
+def gemm_weight_bytes(model_config, weight_bytes: int = 1) -> int:
+    """Bytes of GEMM weights one decode step streams through one chip's weight port: the cycle
+    model's count (``OpCycles.weight_bytes``, K x N of every GEMM: the layers' projections and the
+    LM head) at ``weight_bytes`` a weight. On one chip this is the estimate's
+    ``weight_bytes_per_token``; ``lockstep inspect`` prints it inside its larger count of what a
+    step reads (golden.quantize.weight_bytes' ``streamed_bytes_per_token`` adds the biases, the
+    requantization and norm constants and the embedding row, which do not pass the weight port)."""
+    from hdl.config import DEFAULT
+
+    from .cycles import decode_step_cycles
+
+    d = decode_step_cycles(_program(model_config), model_config, DEFAULT, position=0)
+    return sum(o.weight_bytes for o in d.ops) * weight_bytes
 
 
 # --- tensor-parallel shards ---------------------------------------------------------------------
@@ -413,6 +481,14 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
     return d.total + extra, bounds, sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops)
 
 
+def _sum_local_positions(context: int, split: int) -> int:
+    """``sum(local_position(p, split) for p in range(context))`` in closed form (a context of 10**8
+    would take the loop 18 s): with context = a * split + b, ceil((p + 1) / split) is j for split
+    positions of each j <= a and a + 1 for the last b."""
+    a, b = divmod(context, split)
+    return split * a * (a + 1) // 2 + b * (a + 1) - context
+
+
 def step_cycles(ops, shape, config, *, context: int, weight_bytes_per_cycle: float | None, batch: int = 1,
                 gemm_shapes: dict | None = None, split: int = 1):
     """Mean (cycles, bounds, GEMM count, weight elements) of a step over positions 0..context-1.
@@ -426,7 +502,7 @@ def step_cycles(ops, shape, config, *, context: int, weight_bytes_per_cycle: flo
     if top == 0:
         return first
     last = batched_step_cycles(ops, shape, config, position=top, **kw)
-    mean = sum(local_position(p, split) for p in range(context)) / context / top
+    mean = _sum_local_positions(context, split) / context / top
     bounds = {k: first[1][k] + (last[1][k] - first[1][k]) * mean for k in first[1]}
     return first[0] + (last[0] - first[0]) * mean, bounds, first[2], first[3]
 
@@ -443,6 +519,14 @@ class MemoryLevel:
     latency_s: float = 0.0
     holds_kv: bool = False        # the KV cache shares this level's capacity (a GPU's HBM, an SRAM chip)
 
+    def __post_init__(self):
+        # math.inf capacity or bandwidth: unlimited, a modelling device of code (a TOML file's
+        # numbers are finite); everything else within HARDWARE_LIMITS.
+        for key in ("capacity_bytes", "bandwidth_bytes_per_s", "latency_s"):
+            v = getattr(self, key)
+            if not (v == math.inf and key != "latency_s"):
+                check_limit(key, v, f"memory {self.name}")
+
 
 @dataclass(frozen=True)
 class Link:
@@ -450,6 +534,11 @@ class Link:
 
     bandwidth_bytes_per_s: float
     latency_s: float
+
+    def __post_init__(self):
+        if self.bandwidth_bytes_per_s != math.inf:          # inf: a free link (code only)
+            check_limit("bandwidth_bytes_per_s", self.bandwidth_bytes_per_s, "link")
+        check_limit("latency_s", self.latency_s, "link")
 
 
 @dataclass(frozen=True)
@@ -470,6 +559,18 @@ class Hardware:
     tp_link: Link | None = None
     notes: tuple[str, ...] = field(default=())
     attention_finish_lanes: int = 0      # 0: all of a head's lanes at once (Config.attention_finish_lanes)
+
+    def __post_init__(self):
+        # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.
+        for key in ("array_rows", "array_cols", "vector_lanes", "attention_finish_lanes", "clock_hz", "chips",
+                    "tensor_parallel"):
+            check_limit(key, getattr(self, key), self.name)
+        if self.weight_bytes not in (1, 2):
+            raise HardwareError(f"{self.name}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), "
+                                f"not {show_number(self.weight_bytes)}")
+        if self.chips % self.tensor_parallel:
+            raise HardwareError(f"{self.name}: tensor_parallel ({self.tensor_parallel}) must divide chips "
+                                f"({self.chips})")
 
     @property
     def stages(self) -> int:
@@ -498,20 +599,24 @@ class Hardware:
                        weight_words=max(DEFAULT.weight_words, self.array_rows))
 
 
-def _number(source, table, key, *, kind=float, required=True, default=None, minimum=None, positive=True):
+def _number(source, table, key, *, kind=float, required=True, default=None, positive=True):
+    """``table[key]`` checked: a finite number (an integer for ``kind=int``), positive (or
+    non-negative), and within :data:`HARDWARE_LIMITS` for the keys it bounds."""
     if key not in table:
         if required:
             raise HardwareError(f"{source}: missing key {key!r}")
         return default
     v = table[key]
-    if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not float(v).is_integer()):
-        what = "an integer" if kind is int else "a number"
-        raise HardwareError(f"{source}: {key} must be {what}, not {v!r}")
+    what = "an integer" if kind is int else "a finite number"
+    if (isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not math.isfinite(v))
+            or (kind is int and isinstance(v, float) and not v.is_integer())):
+        raise HardwareError(f"{source}: {key} must be {what}, not {show_number(v)}")
     v = kind(v)
-    if not math.isfinite(v) or (positive and v <= 0) or (not positive and v < 0):
-        raise HardwareError(f"{source}: {key} must be {'positive' if positive else 'non-negative'}, not {v!r}")
-    if minimum is not None and v < minimum:
-        raise HardwareError(f"{source}: {key} must be at least {minimum}, not {v!r}")
+    if (positive and v <= 0) or (not positive and v < 0):
+        raise HardwareError(f"{source}: {key} must be {'positive' if positive else 'non-negative'}, "
+                            f"not {show_number(v)}")
+    if key in HARDWARE_LIMITS:
+        check_limit(key, v, source)
     return v
 
 
@@ -539,8 +644,6 @@ def _link(source, data, key):
 
 def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "hardware") -> Hardware:
     """Build and check a :class:`Hardware` from parsed TOML (see docs/performance.md)."""
-    from hdl.config import MAX_ARRAY
-
     top = ("name", "description", "notes", "chip", "memory", "system", "link", "tp_link")
     unknown = sorted(set(data) - set(top))
     if unknown:
@@ -550,13 +653,10 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
     s = f"{source} [chip]"
     rows = _number(s, chip, "array_rows", kind=int)
     cols = _number(s, chip, "array_cols", kind=int)
-    for n, v in (("array_rows", rows), ("array_cols", cols)):
-        if v > MAX_ARRAY:
-            raise HardwareError(f"{s}: {n} must be at most {MAX_ARRAY} (the cycle model's largest array), not {v}")
     wb = _number(s, chip, "weight_bytes", kind=int, required=False, default=1)
     finish = _number(s, chip, "attention_finish_lanes", kind=int, required=False, default=0, positive=False)
     if wb not in (1, 2):
-        raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {wb}")
+        raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {show_number(wb)}")
     mem = data.get("memory")
     if not isinstance(mem, list) or not mem or not all(isinstance(m, dict) for m in mem):
         raise HardwareError(f"{source}: at least one [[memory]] level (name, capacity_bytes, "
@@ -657,7 +757,8 @@ class Estimate:
     tensor_parallel: int
     weight_bytes_total: float          # bytes of the stored weights, at the hardware's element size
     weight_bytes_per_chip: float       # on the most loaded chip (the pipeline stage with the LM head)
-    weight_bytes_per_token: float      # streamed through one chip per stage, summed over stages
+    weight_bytes_per_token: float      # GEMM weights through the weight port of one chip per stage, summed
+                                       # over stages (no biases, requantization or norm constants)
     memory: str                        # the level that holds the weights
     port_elements_per_cycle: float     # weight_bytes_per_cycle given to the cycle model (elements)
     cycles: float                      # decode_step_cycles (mean over the context), one chip per stage
@@ -727,6 +828,38 @@ def place(mc, hw: Hardware, *, context: int, batch: int = 1, name: str = "the mo
     return home, per_chip, kv
 
 
+def check_workload(mc, *, context: int, batch: int, name: str = "the model") -> None:
+    """ValueError naming the value when ``context`` or ``batch`` is not a positive integer, the
+    context exceeds the model's ``max_context`` or :data:`MAX_CONTEXT`, or the batch
+    :data:`MAX_BATCH`: refused before any work (the estimate's cost does not grow with them, but a
+    number past them is a typo, not a workload)."""
+    for n, v in (("context", context), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{n} must be a positive integer, not {show_number(v)}")
+    if context > mc.max_context:
+        raise ValueError(f"context {show_number(context)} exceeds {name}'s max_context {mc.max_context}")
+    if context > MAX_CONTEXT:
+        raise ValueError(f"context {show_number(context)} exceeds the estimate's largest context {MAX_CONTEXT:,}")
+    if batch > MAX_BATCH:
+        raise ValueError(f"batch {show_number(batch)} exceeds the estimate's largest batch {MAX_BATCH:,}")
+
+
+def _check_finite(e: Estimate) -> Estimate:
+    """The estimate, or HardwareError naming the first number that is not finite (every input is
+    bounded, so this is the last guard: JSON has no Infinity, and a sweep must not store one)."""
+    def walk(prefix, v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                yield from walk(f"{prefix}[{k!r}]", x)
+        elif isinstance(v, float) and not math.isfinite(v):
+            yield prefix, v
+    for name, value in e.as_dict().items():
+        for where, bad in walk(name, value):
+            raise HardwareError(f"{e.model} on {e.hardware}: the estimate's {where} is {bad} (not finite): "
+                                f"a hardware number is out of range")
+    return e
+
+
 def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1, name: str | None = None
              ) -> Estimate:
     """Estimate ``model`` (a built-in name, checkpoint directory or ModelConfig) on ``hw``."""
@@ -738,11 +871,7 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
         mname, mc = resolve_model(model)
     if context is None:
         context = default_context(mc)
-    for n, v in (("context", context), ("batch", batch)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{n} must be a positive integer, not {v!r}")
-    if context > mc.max_context:
-        raise ValueError(f"context {context} exceeds the model's max_context {mc.max_context}")
+    check_workload(mc, context=context, batch=batch, name=mname)
     T, S = hw.tensor_parallel, hw.stages
     home, per_chip, kv = place(mc, hw, context=context, batch=batch, name=mname)
     layer, other = _weight_elements(mc)
@@ -783,14 +912,14 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
     }
     if hw.chips > 1:
         bounds["links"] = link_s
-    return Estimate(
+    return _check_finite(Estimate(
         model=mname, hardware=hw.name, context=context, batch=batch, chips=hw.chips, stages=S, tensor_parallel=T,
         weight_bytes_total=total_bytes, weight_bytes_per_chip=per_chip,
         weight_bytes_per_token=weight_elements * hw.weight_bytes, memory=home.name, port_elements_per_cycle=port,
         cycles=cycles, compute_seconds=compute_s, memory_latency_seconds=mem_latency, link_seconds=link_s,
         step_seconds=step, tokens_per_s=batch / step, bounds=bounds, peak_ops_per_s=hw.peak_ops_per_s,
         system_peak_ops_per_s=hw.peak_ops_per_s * hw.chips, splits=plan.splits if plan else (),
-        kv_bytes_per_chip=kv, kv_placed=home.holds_kv, kv_split=split)
+        kv_bytes_per_chip=kv, kv_placed=home.holds_kv, kv_split=split))
 
 
 def _bytes(n: float) -> str:

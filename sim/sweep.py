@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
 import sqlite3
@@ -57,7 +58,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["KINDS", "SweepSpec", "SweepError", "evaluate_point", "load_spec", "run_sweep", "read_rows"]
+__all__ = ["KINDS", "MAX_POINTS", "SweepSpec", "SweepError", "check_workers", "evaluate_point", "load_spec",
+           "max_workers", "open_db", "read_rows", "run_sweep"]
 
 
 class SweepError(ValueError):
@@ -194,7 +196,7 @@ KINDS = {
 
 
 def point_key(kind: str, params: dict) -> str:
-    text = json.dumps({"kind": kind, "params": params}, sort_keys=True)
+    text = json.dumps({"kind": kind, "params": params}, sort_keys=True, allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -226,10 +228,49 @@ def evaluate_point(kind: str, params: dict, rtl: dict | None = None, fpga: dict 
     metrics = KINDS[kind].evaluate(params, rtl)
     metrics.update(_fpga_metrics(params, fpga))
     metrics["eval_seconds"] = time.perf_counter() - t0
+    for name, value in metrics.items():    # the last guard: every input is bounded, and JSON has no inf
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SweepError(f"point {params}: metric {name} is {value} (not finite): a parameter is out of range")
     return metrics
 
 
 # --- specs --------------------------------------------------------------------------------------
+
+#: The most design points one spec may have (a grid's product of value counts, or a random
+#: sample's size), counted before any point is built: every point is checked, held and queued in
+#: memory (~1 kB each), and 100,000 decode points take minutes to evaluate on two cores.
+MAX_POINTS = 100_000
+#: The largest GEMM a gemm point may ask: rows M, and K and N (above every model's widths).
+MAX_GEMM_M = 1 << 16
+MAX_GEMM_DIM = 1 << 24
+
+
+def _param_limits() -> dict:
+    """``name: (least, most)`` of every integer sweep parameter (docs/performance.md): the hardware
+    ones are :data:`sim.perf.HARDWARE_LIMITS` (a point is also checked as the hardware it makes)."""
+    from .perf import HARDWARE_LIMITS as H
+    from .perf import MAX_BATCH, MAX_CONTEXT
+
+    lat_ns = (0, int(H["latency_s"][1] * 1e9))
+    return {"array_rows": H["array_rows"], "array_cols": H["array_cols"], "vector_lanes": H["vector_lanes"],
+            "clock_hz": H["clock_hz"], "m": (1, MAX_GEMM_M), "k": (1, MAX_GEMM_DIM), "n": (1, MAX_GEMM_DIM),
+            "weight_bytes_per_cycle": (1, MAX_GEMM_DIM), "weight_memory_bytes": H["capacity_bytes"],
+            "context": (1, MAX_CONTEXT), "batch": (1, MAX_BATCH), "chips": H["chips"],
+            "tensor_parallel": H["tensor_parallel"], "link_bandwidth": H["bandwidth_bytes_per_s"],
+            "tp_link_bandwidth": H["bandwidth_bytes_per_s"], "link_latency_ns": lat_ns, "tp_link_latency_ns": lat_ns}
+
+
+def _check_value(source: str, name: str, v, limits: dict) -> None:
+    from .perf import _limit, show_number
+
+    if name not in limits:
+        return
+    least, most = limits[name]
+    if v < least:
+        at_least = "non-negative" if least == 0 else "positive" if least == 1 else f"at least {_limit(least)}"
+        raise SweepError(f"{source}: parameter {name} must be {at_least}, not {show_number(v)}")
+    if v > most:
+        raise SweepError(f"{source}: parameter {name} must be at most {_limit(most)}, not {show_number(v)}")
 
 @dataclass(frozen=True)
 class SweepSpec:
@@ -240,6 +281,16 @@ class SweepSpec:
     fpga: dict | None = None      # the [fpga] table: {"family": ...}
     skipped: int = 0              # decode points left out: their model does not fit their hardware
     skip_reasons: tuple = ()      # the first reason for each model that lost points
+    definition: str = ""          # the normalized spec (JSON): what its results database records
+
+    @property
+    def digest(self) -> str:
+        """A hash of the normalized spec (kind, mode, every parameter's values with defaults filled
+        in, samples and seed, [rtl], [fpga]; not the file's formatting): the spec a results
+        database belongs to. A spec made without a definition hashes its kind and points."""
+        text = self.definition or json.dumps({"kind": self.kind, "points": [point_key(self.kind, p)
+                                                                            for p in self.points]})
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _integral(v):
@@ -247,7 +298,9 @@ def _integral(v):
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
-def _values(source: str, name: str, value, mode: str, typ):
+def _values(source: str, name: str, value, mode: str, typ, limits: dict):
+    """The checked values of one parameter: a list, or a ``range`` (random mode's {low, high});
+    every value (a range's ends) within ``limits``."""
     if typ is int:
         value = [_integral(v) for v in value] if isinstance(value, list) else (
             {k: _integral(v) for k, v in value.items()} if isinstance(value, dict) else _integral(value))
@@ -257,6 +310,8 @@ def _values(source: str, name: str, value, mode: str, typ):
         for v in value:
             if isinstance(v, bool) or not isinstance(v, typ):
                 raise SweepError(f"{source}: parameter {name} must hold {typ.__name__} values, not {v!r}")
+            if typ is int:
+                _check_value(source, name, v, limits)
         return value
     if isinstance(value, dict):
         if mode != "random":
@@ -269,9 +324,13 @@ def _values(source: str, name: str, value, mode: str, typ):
             raise SweepError(f"{source}: parameter {name} range bounds must be integers, not {low!r}..{high!r}")
         if low > high:
             raise SweepError(f"{source}: parameter {name} range is empty: low {low} > high {high}")
+        for v in (low, high):
+            _check_value(source, name, v, limits)
         return range(low, high + 1)
     if isinstance(value, bool) or not isinstance(value, typ):
         raise SweepError(f"{source}: parameter {name} must be a list or a range, not {value!r}")
+    if typ is int:
+        _check_value(source, name, value, limits)
     return [value]
 
 
@@ -296,10 +355,11 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
             raise SweepError(f"{source}: unknown parameter {name!r} for kind {kind} "
                              f"(known: {', '.join(spec_params)})")
     values = {}
+    limits = _param_limits()
     on_preset = kind == "decode" and "preset" in params   # a preset supplies the hardware it is not told
     for name, (typ, required, default) in spec_params.items():
         if name in params:
-            values[name] = _values(source, name, params[name], mode, typ)
+            values[name] = _values(source, name, params[name], mode, typ, limits)
         elif kind == "decode" and (name in _NAMED_ONLY or (on_preset and name in _PRESET_KEYS)):
             continue
         elif required:
@@ -307,22 +367,31 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
         else:
             values[name] = [default]
     names = list(values)
+    space = math.prod(len(values[n]) for n in names)      # counted, not built (len of a range is O(1))
+    samples = data.get("samples", 100)
+    seed = data.get("seed", 0)
     if mode == "grid":
+        if space > MAX_POINTS:
+            raise SweepError(f"{source}: the grid has {space:,} design points, more than a sweep's "
+                             f"{MAX_POINTS:,} (sample it with mode = \"random\", or split the spec)")
         points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(values[n] for n in names))]
     else:
-        samples = data.get("samples", 100)
+        from .perf import show_number
+
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise SweepError(f"{source}: samples must be a positive integer, not {samples!r}")
-        rng = random.Random(data.get("seed", 0))
-        space = 1
-        for n in names:
-            space *= len(values[n])
+            raise SweepError(f"{source}: samples must be a positive integer, not {show_number(samples)}")
+        if samples > MAX_POINTS:
+            raise SweepError(f"{source}: samples {show_number(samples)} is more than a sweep's {MAX_POINTS:,} "
+                             f"design points")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise SweepError(f"{source}: seed must be an integer, not {seed!r}")
+        rng = random.Random(seed)
         if samples > space:
             raise SweepError(f"{source}: samples {samples} exceeds the {space} distinct points the parameters "
                              f"allow (use mode = \"grid\" for all of them)")
         seen, points = set(), []
         for _ in range(samples):
-            p = {n: rng.choice(list(values[n])) if not isinstance(values[n], range)
+            p = {n: rng.choice(values[n]) if not isinstance(values[n], range)
                  else rng.randint(values[n].start, values[n].stop - 1) for n in names}
             k = point_key(kind, p)
             if k not in seen:
@@ -331,11 +400,6 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
     unfit: dict = {}        # model -> (points that do not fit, the first reason)
     kept = []
     for p in points:
-        for name in names:
-            least = 0 if name.endswith("_latency_ns") else 1      # a link may have no latency
-            if isinstance(p[name], int) and p[name] < least:
-                raise SweepError(f"{source}: parameter {name} must be {'non-negative' if least == 0 else 'positive'}, "
-                                 f"not {p[name]}")
         try:
             if kind == "gemm":
                 _gemm_config(p)
@@ -367,8 +431,15 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
             raise SweepError(f"{source}: [rtl] confirms gemm points only: a decode point is a built-in model the "
                              f"RTL cannot hold (the decode accelerator's own regressions confirm the cycle model)")
     _check_fpga_points(fpga, points, source)
+    normal = {"kind": kind, "mode": mode, "rtl": None if rtl is None else {
+                  "simulator": rtl.get("simulator", "amaranth"), "max_cycles": rtl.get("max_cycles", 2000)},
+              "fpga": fpga, "params": {n: {"low": v.start, "high": v.stop - 1} if isinstance(v, range) else v
+                                       for n, v in values.items()}}
+    if mode == "random":
+        normal.update(samples=samples, seed=seed)
     return SweepSpec(kind=kind, points=tuple(points), rtl=rtl, source=source, fpga=fpga, skipped=skipped,
-                     skip_reasons=tuple(first for _, first in unfit.values()))
+                     skip_reasons=tuple(first for _, first in unfit.values()),
+                     definition=json.dumps(normal, sort_keys=True, allow_nan=False))
 
 
 def _parse_fpga(fpga, kind: str, source: str) -> dict | None:
@@ -410,13 +481,12 @@ def _check_decode_point(p: dict) -> None:
     """Return for a point the model can evaluate; ValueError for a bad one (unknown model, context
     past the model's, hardware the model refuses), _DoesNotFit when the model's weights (and KV
     cache, where the memory holds it) exceed every memory level (sim.perf.place)."""
-    from .perf import MODELS, HardwareError, default_context, place, resolve_model
+    from .perf import MODELS, HardwareError, check_workload, default_context, place, resolve_model
 
     if p["model"] not in MODELS:
         raise ValueError(f"model must be a built-in model ({', '.join(MODELS)}), not {p['model']!r}")
     mc = resolve_model(p["model"])[1]
-    if p["context"] is not None and p["context"] > mc.max_context:
-        raise ValueError(f"context {p['context']} exceeds {p['model']}'s max_context {mc.max_context}")
+    check_workload(mc, context=p["context"] or default_context(mc), batch=p["batch"], name=p["model"])
     hw = _decode_hardware(p)
     hw.config(p["batch"])          # the array's own checks
     try:
@@ -440,8 +510,14 @@ def load_spec(path) -> SweepSpec:
 
 # --- the database -------------------------------------------------------------------------------
 
+#: What a results database records in its ``lockstep`` table: the format, the schema version, the
+#: kind of its points and the digest (and definition) of the spec that made it. A sweep writes only
+#: into a database of its own spec (or a new one); anything else is refused before it is touched.
+FORMAT = "lockstep sweep results"
+SCHEMA_VERSION = 1
+COLUMNS = ("key", "kind", "params", "metrics", "cycles", "throughput", "area", "efficiency", "rtl_cycles")
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS points (
+CREATE TABLE points (
     key TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     params TEXT NOT NULL,
@@ -451,44 +527,187 @@ CREATE TABLE IF NOT EXISTS points (
     area REAL,
     efficiency REAL,
     rtl_cycles INTEGER
-)
+);
+CREATE TABLE lockstep (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+#: Seconds to wait for another process's write lock when a sweep opens its database (then one
+#: line: locked), and for each point's write once it runs (a reader, `lockstep plot`, never blocks one).
+LOCK_WAIT = 2.0
+WRITE_WAIT = 30.0
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def open_db(path) -> sqlite3.Connection:
-    path = Path(path)
-    if path.exists() and path.is_dir():
-        raise SweepError(f"{path}: is a directory, not a results database")
+def _sqlite_error(path: Path, exc: sqlite3.Error, doing: str) -> SweepError:
+    """One line for an SQLite error: locked, read-only, not a database, or what SQLite said."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return SweepError(f"{path}: the results database is locked by another process (waited {LOCK_WAIT:g} s "
+                          f"to {doing}); let it finish, or use another --db")
+    if "readonly" in text or "read-only" in text:
+        return SweepError(f"{path}: the results database is read-only: cannot {doing} (check its permissions, "
+                          f"or use another --db)")
+    if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text):
+        return SweepError(f"{path}: not a Lockstep results database ({text})")
+    return SweepError(f"{path}: cannot {doing} ({text})")
+
+
+def _read_meta(path: Path, db: sqlite3.Connection) -> dict:
+    """The ``lockstep`` table of a results database; SweepError in one line for a database that is
+    not one (another program's SQLite file) or is in another schema."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "lockstep" not in tables:
+        if "points" in tables:
+            raise SweepError(f"{path}: a results database in an older schema (it records no spec, so its rows "
+                             f"cannot be matched to one): use another --db")
+        what = f"tables {', '.join(sorted(tables))}" if tables else "no tables"
+        raise SweepError(f"{path}: not a Lockstep results database (an SQLite file with {what})")
     try:
-        db = sqlite3.connect(str(path), timeout=30)
+        meta = dict(db.execute("SELECT name, value FROM lockstep"))
+    except sqlite3.Error:
+        meta = {}
+    if meta.get("format") != FORMAT:
+        raise SweepError(f"{path}: not a Lockstep results database (its lockstep table is not one)")
+    columns = tuple(row[1] for row in db.execute("PRAGMA table_info(points)"))
+    if meta.get("schema") != str(SCHEMA_VERSION) or columns != COLUMNS:
+        raise SweepError(f"{path}: a results database in schema {meta.get('schema')!s}, not this Lockstep's "
+                         f"{SCHEMA_VERSION}: use another --db")
+    return meta
+
+
+def _existing(path) -> dict | None:
+    """The records of the results database at ``path``, read without writing a byte (a read-only
+    connection, no journal-mode change); None when there is none yet (no file, or an empty one).
+    SweepError in one line for a directory, a special file, a file that is not SQLite, another
+    program's database, or one in another schema."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if path.is_dir():
+        raise SweepError(f"{path}: is a directory, not a results database")
+    if not path.is_file():
+        raise SweepError(f"{path}: not a regular file, not a results database")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise SweepError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        return None                    # an empty file: a new database (sqlite3 makes one of it)
+    if head != _SQLITE_MAGIC:
+        raise SweepError(f"{path}: not a Lockstep results database (not an SQLite file)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=LOCK_WAIT)
+        try:
+            return _read_meta(path, db)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise _sqlite_error(path, exc, "read it") from None
+
+
+def open_db(path, spec: SweepSpec) -> sqlite3.Connection:
+    """The results database of ``spec`` at ``path``, made if there is none, for writing points.
+    Refused in one line, before anything is written (no table, no journal-mode change), when it is
+    not a Lockstep results database, records another kind or another spec, is read-only, or another
+    process holds its write lock for :data:`LOCK_WAIT` seconds."""
+    path = Path(path)
+    meta = _existing(path)
+    if meta is not None:
+        if meta.get("kind") != spec.kind:
+            raise SweepError(f"{path}: holds {meta.get('kind')} points, and this spec's are {spec.kind}: "
+                             f"use another --db")
+        if meta.get("spec") != spec.digest:
+            raise SweepError(f"{path}: holds the results of another spec (spec {str(meta.get('spec'))[:12]}, "
+                             f"this one {spec.digest[:12]}): use another --db")
+    doing = "write it"
+    try:
+        db = sqlite3.connect(str(path), timeout=LOCK_WAIT, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(path, exc, "open it for writing") from None
+    try:
+        db.execute("BEGIN IMMEDIATE")     # the write lock, before a byte is written
+        if meta is None:
+            if db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+                raise SweepError(f"{path}: another program wrote it while the sweep opened it: use another --db")
+            doing = "make it"
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.executemany("INSERT INTO lockstep VALUES (?, ?)",
+                           [("format", FORMAT), ("schema", str(SCHEMA_VERSION)), ("kind", spec.kind),
+                            ("spec", spec.digest), ("definition", spec.definition)])
+        elif _read_meta(path, db).get("spec") != spec.digest:
+            raise SweepError(f"{path}: another sweep changed it while this one opened it: use another --db")
+        db.execute("COMMIT")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(SCHEMA)
-        db.commit()
-    except sqlite3.DatabaseError as exc:
-        raise SweepError(f"{path}: not a Lockstep results database ({exc})") from None
+        db.execute(f"PRAGMA busy_timeout = {int(WRITE_WAIT * 1000)}")
+    except sqlite3.Error as exc:
+        db.close()
+        raise _sqlite_error(path, exc, doing) from None
+    except BaseException:
+        db.close()
+        raise
     return db
 
 
 def _store(db: sqlite3.Connection, kind: str, key: str, params: dict, metrics: dict) -> None:
-    with db:  # one transaction per point: a kill loses at most the point in flight
-        db.execute("INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (key, kind, json.dumps(params, sort_keys=True), json.dumps(metrics, sort_keys=True),
-                    metrics.get("cycles"), metrics.get("throughput"), metrics.get("area"),
-                    metrics.get("efficiency"), metrics.get("rtl_cycles")))
+    """One point, one transaction (a kill loses at most the point in flight); JSON that has no
+    NaN or Infinity (ValueError if a metric were one)."""
+    row = (key, kind, json.dumps(params, sort_keys=True, allow_nan=False),
+           json.dumps(metrics, sort_keys=True, allow_nan=False), metrics.get("cycles"), metrics.get("throughput"),
+           metrics.get("area"), metrics.get("efficiency"), metrics.get("rtl_cycles"))
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def read_rows(path) -> list[dict]:
-    """Every stored point as ``{"key", "kind", "params", "metrics"}``, ordered by key."""
-    db = open_db(path)
+    """Every stored point as ``{"key", "kind", "params", "metrics"}``, ordered by key, read-only;
+    SweepError in one line when ``path`` is missing or not a Lockstep results database."""
+    path = Path(path)
+    if not path.exists():
+        raise SweepError(f"{path}: no such results database")
+    if _existing(path) is None:
+        return []
     try:
-        rows = db.execute("SELECT key, kind, params, metrics FROM points ORDER BY key").fetchall()
-    finally:
-        db.close()
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=LOCK_WAIT)
+        try:
+            rows = db.execute("SELECT key, kind, params, metrics FROM points ORDER BY key").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise _sqlite_error(path, exc, "read it") from None
     return [{"key": k, "kind": kind, "params": json.loads(p), "metrics": json.loads(m)} for k, kind, p, m in rows]
 
 
 # --- running ------------------------------------------------------------------------------------
+
+#: Local worker processes a sweep may ask for, per core: the points are pure computation, so more
+#: workers than cores only share them (a few more hide the start-up of each); 100,000 would fork
+#: thousands of processes before the machine refused.
+WORKERS_PER_CORE = 4
+
+
+def max_workers() -> int:
+    return WORKERS_PER_CORE * (os.cpu_count() or 1)
+
+
+def check_workers(workers: int | None) -> None:
+    """SweepError naming ``--workers`` unless it is None (one per core) or 1..:func:`max_workers`."""
+    if workers is None:
+        return
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SweepError(f"--workers must be a positive integer, not {workers!r}")
+    if workers > max_workers():
+        raise SweepError(f"--workers {workers:,} is more than {max_workers()} ({WORKERS_PER_CORE} per core, "
+                         f"{os.cpu_count() or 1} cores here): the points are computation, more processes do "
+                         f"not make them faster")
 
 #: Seconds to reach a Dask scheduler, then to wait for its first worker.
 DASK_CONNECT_TIMEOUT = 10
@@ -553,7 +772,7 @@ def _executor_map(points: list, spec: SweepSpec, workers: int | None, dask_addre
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count(), initializer=_die_with_parent,
+    with ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(points)), initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(evaluate_point, spec.kind, p, spec.rtl, spec.fpga): (k, p) for k, p in points}
         try:
@@ -567,33 +786,43 @@ def _executor_map(points: list, spec: SweepSpec, workers: int | None, dask_addre
 
 def run_sweep(spec: SweepSpec, db_path, *, workers: int | None = None, dask_address: str | None = None,
               progress: bool = True) -> dict:
-    """Evaluate every point of ``spec`` not yet in ``db_path``; return counts."""
-    db = open_db(db_path)
+    """Evaluate every point of ``spec`` not yet in ``db_path``; return counts. ``workers``: local
+    processes (default one per core; at most :func:`max_workers`). SweepError in one line for a
+    database that is not ``spec``'s (:func:`open_db`) or cannot be written."""
+    check_workers(workers)
+    db = open_db(db_path, spec)
     try:
-        done = {row[0] for row in db.execute("SELECT key FROM points")}
-        todo = [(point_key(spec.kind, p), p) for p in spec.points]
-        todo = [(k, p) for k, p in todo if k not in done]
-        new = 0
-        stream = _executor_map(todo, spec, workers, dask_address)
-        if progress and todo:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        return _run(db, spec, workers, dask_address, progress)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(Path(db_path), exc, "write a point") from None
+    finally:
+        db.close()
 
-            with Progress("sweep", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False) as bar:
-                task = bar.add_task("points", total=len(todo))
-                for k, p, m in stream:
-                    _store(db, spec.kind, k, p, m)
-                    new += 1
-                    bar.advance(task)
-        else:
+
+def _run(db: sqlite3.Connection, spec: SweepSpec, workers, dask_address, progress) -> dict:
+    """Evaluate and store the points of ``spec`` not yet in ``db``; the counts run_sweep returns."""
+    done = {row[0] for row in db.execute("SELECT key FROM points")}
+    todo = [(point_key(spec.kind, p), p) for p in spec.points]
+    todo = [(k, p) for k, p in todo if k not in done]
+    new = 0
+    stream = _executor_map(todo, spec, workers, dask_address)
+    if progress and todo:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        with Progress("sweep", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False) as bar:
+            task = bar.add_task("points", total=len(todo))
             for k, p, m in stream:
                 _store(db, spec.kind, k, p, m)
                 new += 1
-        total = db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
-        keys = {point_key(spec.kind, p) for p in spec.points}
-        checked = [(k, c, r) for k, c, r in db.execute(
-            "SELECT key, cycles, rtl_cycles FROM points WHERE rtl_cycles IS NOT NULL") if k in keys]
-    finally:
-        db.close()
+                bar.advance(task)
+    else:
+        for k, p, m in stream:
+            _store(db, spec.kind, k, p, m)
+            new += 1
+    total = db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+    keys = {point_key(spec.kind, p) for p in spec.points}
+    checked = [(k, c, r) for k, c, r in db.execute(
+        "SELECT key, cycles, rtl_cycles FROM points WHERE rtl_cycles IS NOT NULL") if k in keys]
     return {"points": len(spec.points), "already_done": len(spec.points) - len(todo), "new": new, "rows": total,
-            "rtl_confirmed": sum(1 for _, c, r in checked if c == r),
-            "rtl_mismatched": sum(1 for _, c, r in checked if c != r)}
+        "rtl_confirmed": sum(1 for _, c, r in checked if c == r),
+        "rtl_mismatched": sum(1 for _, c, r in checked if c != r)}

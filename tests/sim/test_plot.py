@@ -90,7 +90,7 @@ def test_degenerate_sweeps_plot_without_warnings(tmp_path, data):
 
 def test_bad_databases_are_one_line_errors(tmp_path):
     empty = tmp_path / "empty.sqlite"
-    open_db(empty).close()
+    open_db(empty, parse_spec({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8]}})).close()
     text = tmp_path / "notes.sqlite"
     text.write_text("not a database\n" * 100)
     foreign = tmp_path / "foreign.sqlite"

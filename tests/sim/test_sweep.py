@@ -92,7 +92,7 @@ def test_rows_hold_the_cycle_model_prediction(tmp_path):
     ({"params": {"array_rows": {"low": 1, "high": 4}, "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
      r"only mode = \"random\" can sample"),
     ({"params": {"array_rows": [1025], "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
-     r"is not valid: array of 1025x4 is too large"),
+     r"parameter array_rows must be at most 1024, not 1025"),
     ({"params": {"array_rows": [4], "array_cols": [4], "m": [0], "k": [8], "n": [8]}},
      r"parameter m must be positive, not 0"),
     ({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8]}}, r"parameter n is required"),
