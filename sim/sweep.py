@@ -559,8 +559,7 @@ def _read_meta(path: Path, db: sqlite3.Connection) -> dict:
         if "points" in tables:
             raise SweepError(f"{path}: a results database in an older schema (it records no spec, so its rows "
                              f"cannot be matched to one): use another --db")
-        what = f"tables {', '.join(sorted(tables))}" if tables else "no tables"
-        raise SweepError(f"{path}: not a Lockstep results database (an SQLite file with {what})")
+        raise SweepError(f"{path}: not a Lockstep results database (an SQLite file without Lockstep's records)")
     try:
         meta = dict(db.execute("SELECT name, value FROM lockstep"))
     except sqlite3.Error:
@@ -575,8 +574,9 @@ def _read_meta(path: Path, db: sqlite3.Connection) -> dict:
 
 
 def _existing(path) -> dict | None:
-    """The records of the results database at ``path``, read without writing a byte (a read-only
-    connection, no journal-mode change); None when there is none yet (no file, or an empty one).
+    """The records of the results database at ``path``, read without writing a byte (a read-only,
+    immutable connection, no journal-mode change); None when there is none yet (no file, or an
+    empty one).
     SweepError in one line for a directory, a special file, a file that is not SQLite, another
     program's database, or one in another schema."""
     path = Path(path)
@@ -596,7 +596,9 @@ def _existing(path) -> dict | None:
     if head != _SQLITE_MAGIC:
         raise SweepError(f"{path}: not a Lockstep results database (not an SQLite file)")
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=LOCK_WAIT)
+        # immutable: no lock taken, no -wal or -shm file made beside another program's database;
+        # a results database's records are written once, when it is made, into the file itself.
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
         try:
             return _read_meta(path, db)
         finally:
@@ -636,9 +638,14 @@ def open_db(path, spec: SweepSpec) -> sqlite3.Connection:
             db.executemany("INSERT INTO lockstep VALUES (?, ?)",
                            [("format", FORMAT), ("schema", str(SCHEMA_VERSION)), ("kind", spec.kind),
                             ("spec", spec.digest), ("definition", spec.definition)])
-        elif _read_meta(path, db).get("spec") != spec.digest:
-            raise SweepError(f"{path}: another sweep changed it while this one opened it: use another --db")
-        db.execute("COMMIT")
+            db.execute("COMMIT")
+        else:
+            if _read_meta(path, db).get("spec") != spec.digest:
+                raise SweepError(f"{path}: another sweep changed it while this one opened it: use another --db")
+            # A write, rolled back: SQLite opens a read-only file read-only without a word and
+            # refuses only the first write, which would otherwise be the first point's.
+            db.execute("UPDATE lockstep SET value = value WHERE name = 'spec'")
+            db.execute("ROLLBACK")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA busy_timeout = {int(WRITE_WAIT * 1000)}")
@@ -705,7 +712,7 @@ def check_workers(workers: int | None) -> None:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SweepError(f"--workers must be a positive integer, not {workers!r}")
     if workers > max_workers():
-        raise SweepError(f"--workers {workers:,} is more than {max_workers()} ({WORKERS_PER_CORE} per core, "
+        raise SweepError(f"--workers {workers} is more than {max_workers()} ({WORKERS_PER_CORE} per core, "
                          f"{os.cpu_count() or 1} cores here): the points are computation, more processes do "
                          f"not make them faster")
 
