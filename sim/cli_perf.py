@@ -1,8 +1,10 @@
 """``lockstep estimate``: tokens/s of a model on a hardware description, with its roofline.
 
 A standalone click command; sim/cli.py registers it on the ``lockstep`` group. Every error a user
-can cause (an unknown model or preset, a bad TOML file, a model that fits no memory level) ends as
-one line ``lockstep: error: ...`` on stderr and exit status 1.
+can cause (an unknown model or preset, a bad TOML file, a hardware number outside its bounds, a
+context or batch past its cap, a model that fits no memory level) ends as one line
+``lockstep: error: ...`` on stderr and exit status 1, before any work; the JSON never holds NaN
+or Infinity.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ __all__ = ["estimate_cmd"]
               help="A hardware preset (sim/presets) or a TOML file.")
 @click.option("--context", type=_Number(int, 1), default=None,
               help="Tokens in the sequence; the estimate is the mean per token over its positions "
-                   "(default: half the model's context, at most 2048).")
+                   "(default: half the model's context, at most 2048; at most the model's max_context and "
+                   "16777216).")
 @click.option("--batch", type=_Number(int, 1), default=1, show_default=True,
-              help="Sequences decoded together (the model only: the RTL runs batch 1).")
+              help="Sequences decoded together, at most 65536 (the model only: the RTL runs batch 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @friendly
 def estimate_cmd(model, hw, context, batch, as_json):
@@ -37,6 +40,6 @@ def estimate_cmd(model, hw, context, batch, as_json):
     hardware = load_hardware(hw)
     e = estimate(model, hardware, context=context, batch=batch)
     if as_json:
-        click.echo(json.dumps(e.as_dict()))
+        click.echo(json.dumps(e.as_dict(), allow_nan=False))   # estimate() refuses non-finite numbers
     else:
         click.echo(format_estimate(e, hardware))

@@ -839,9 +839,9 @@ def check_workload(mc, *, context: int, batch: int, name: str = "the model") -> 
     if context > mc.max_context:
         raise ValueError(f"context {show_number(context)} exceeds {name}'s max_context {mc.max_context}")
     if context > MAX_CONTEXT:
-        raise ValueError(f"context {show_number(context)} exceeds the estimate's largest context {MAX_CONTEXT:,}")
+        raise ValueError(f"context {show_number(context)} exceeds the estimate's largest context {MAX_CONTEXT}")
     if batch > MAX_BATCH:
-        raise ValueError(f"batch {show_number(batch)} exceeds the estimate's largest batch {MAX_BATCH:,}")
+        raise ValueError(f"batch {show_number(batch)} exceeds the estimate's largest batch {MAX_BATCH}")
 
 
 def _check_finite(e: Estimate) -> Estimate:

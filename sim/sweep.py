@@ -26,9 +26,9 @@ configuration, no UART link) is synthesized by Yosys (:func:`sim.fpga.synthesis_
 place and route) and its metrics gain ``lut``, ``ff``, ``dsp``, ``bram`` and ``fpga_family``
 (all None without ``[fpga]``). Synthesis results are cached by design and tool version, so a
 resumed sweep does not synthesize again; a Yosys failure stops the sweep with one line naming the
-point. ``[fpga]`` does not change a point's key: rows already in the database keep their metrics
-(None resources if they were evaluated without ``[fpga]``); to add resources to them, run the
-spec into a new database. Arrays larger than ``hdl.config.MAX_BUILD_ARRAY`` are refused.
+point. ``[fpga]`` does not change a point's key, but it is part of the spec: a database made
+without it refuses the spec with it; run that into a new database. Arrays larger than
+``hdl.config.MAX_BUILD_ARRAY`` are refused.
 
 A decode point's parameters: array_rows, array_cols, vector_lanes (default 4), clock_hz,
 weight_bytes_per_cycle (default: the full port, C), weight_memory_bytes (default: unlimited),
@@ -40,7 +40,14 @@ left out (``SweepSpec.skipped``); a model that fits no point is an error.
 
 Every point has a key (a hash of its kind and parameters). Rows are written with
 ``INSERT OR IGNORE`` in WAL mode, one transaction per finished point, by the one process that owns
-the database; evaluation runs in a local process pool or on a Dask cluster.
+the database; evaluation runs in a local process pool (at most :data:`WORKERS_PER_CORE` workers a
+core) or on a Dask cluster.
+
+Limits (docs/performance.md, "Sweep sizes and results databases"): a spec has at most
+:data:`MAX_POINTS` points, counted before any is built; every integer parameter has bounds
+(:func:`_param_limits`, the hardware ones from :data:`sim.perf.HARDWARE_LIMITS`). A results
+database records its format, schema, kind and spec digest (:attr:`SweepSpec.digest`); a sweep
+refuses, before writing a byte, any file that is not a results database of its own spec.
 """
 
 from __future__ import annotations
