@@ -563,7 +563,7 @@ def _read_meta(path: Path, db: sqlite3.Connection) -> dict:
     not one (another program's SQLite file) or is in another schema."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "lockstep" not in tables:
-        if "points" in tables:
+        if "points" in tables and tuple(row[1] for row in db.execute("PRAGMA table_info(points)")) == COLUMNS:
             raise SweepError(f"{path}: a results database in an older schema (it records no spec, so its rows "
                              f"cannot be matched to one): use another --db")
         raise SweepError(f"{path}: not a Lockstep results database (an SQLite file without Lockstep's records)")
