@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,13 +21,17 @@ from hdl.config import DEFAULT, PRESETS
 from sim.cli_perf import estimate_cmd
 from sim.cycles import decode_step_cycles, op_cycles
 from sim.perf import (
+    MAX_CONTEXT,
     MODELS,
     HardwareError,
     Link,
+    _check_finite,
     _k_ways,
+    _sum_local_positions,
     calibration_markdown,
     calibration_rows,
     estimate,
+    gemm_weight_bytes,
     hardware_from_dict,
     kv_split,
     list_presets,
@@ -452,3 +459,138 @@ def test_bad_preset_points_are_refused(params, match):
     assert parse_spec({"kind": "decode", "params": {"preset": ["groq-lpu"], "tp_link_latency_ns": [0]}}).points
     with pytest.raises(SweepError, match=match):
         parse_spec({"kind": "decode", "params": params}, source="s.toml")
+
+
+# --- bounds: no absurd input, no non-finite number, no unbounded work ----------------------------
+
+LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
+
+
+def run_lockstep(*args) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.monotonic()
+    result = subprocess.run([LOCKSTEP, *map(str, args)], capture_output=True, text=True, timeout=120)
+    return result, time.monotonic() - t0
+
+
+def strict_json(text: str):
+    """JSON as the standard defines it: NaN and Infinity (which json.loads accepts) are errors."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_an_absurd_clock_is_refused_and_the_json_is_always_valid(tmp_path):
+    chip = (ROOT / "sim" / "presets" / "demo.toml").read_text()
+    assert "clock_hz = 100_000_000" in chip
+    big = tmp_path / "big.toml"
+    big.write_text(chip.replace("clock_hz = 100_000_000", "clock_hz = 1e308"))
+    result, seconds = run_lockstep("estimate", "--model", ROOT / "golden" / "data" / "demo", "--hw", big, "--json")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "lockstep: error: big.toml [chip]: clock_hz must be at most 1e+11, not 1e+308"]
+    assert seconds < 30
+    result, _ = run_lockstep("estimate", "--model", ROOT / "golden" / "data" / "demo", "--hw", "demo", "--json")
+    assert result.returncode == 0 and strict_json(result.stdout)["tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize(("table", "key", "value", "match"), [
+    ("chip", "clock_hz", 1e308, r"\[chip\]: clock_hz must be at most 1e\+11, not 1e\+308$"),
+    ("chip", "clock_hz", 1e-300, r"\[chip\]: clock_hz must be at least 1000, not 1e-300$"),
+    ("chip", "clock_hz", math.inf, r"\[chip\]: clock_hz must be a finite number, not inf$"),
+    ("chip", "clock_hz", math.nan, r"\[chip\]: clock_hz must be a finite number, not nan$"),
+    ("chip", "vector_lanes", 10**30, r"\[chip\]: vector_lanes must be at most 1048576, not 1e\+30$"),
+    ("chip", "weight_bytes", 10**400, r"\[chip\]: weight_bytes must be 1 \(int8\) or 2 \(bf16/fp16\), not 1e\+400$"),
+    ("memory", "capacity_bytes", 1e300, r"\[\[memory\]\] #1: capacity_bytes must be at most 1e\+15, not 1e\+300$"),
+    ("memory", "bandwidth_bytes_per_s", 1e-9,
+     r"\[\[memory\]\] #1: bandwidth_bytes_per_s must be at least 1, not 1e-09$"),
+    ("memory", "bandwidth_bytes_per_s", 1e300,
+     r"\[\[memory\]\] #1: bandwidth_bytes_per_s must be at most 1e\+18, not 1e\+300$"),
+    ("memory", "latency_s", 1e9, r"\[\[memory\]\] #1: latency_s must be at most 1, not 1000000000.0$"),
+    ("system", "chips", 10**12, r"\[system\]: chips must be at most 16777216, not 1000000000000$"),
+    ("link", "bandwidth_bytes_per_s", 1e19, r"\[link\]: bandwidth_bytes_per_s must be at most 1e\+18, not 1e\+19$"),
+    ("link", "latency_s", 86400, r"\[link\]: latency_s must be at most 1, not 86400.0$"),
+])
+def test_every_hardware_number_has_stated_bounds(table, key, value, match):
+    data = {"chip": dict(GOOD["chip"]), "memory": [dict(GOOD["memory"][0])],
+            "link": {"bandwidth_bytes_per_s": 1e9, "latency_s": 1e-6}, "system": {}}
+    (data[table][0] if table == "memory" else data[table])[key] = value
+    with pytest.raises(HardwareError, match=rf"^x.toml {match}"):
+        hardware_from_dict(data, source="x.toml")
+
+
+def test_hardware_made_in_code_is_bounded_too():
+    """A sweep point's hardware is made in code, not from TOML: the same bounds hold."""
+    hw = load_hardware("demo")
+    with pytest.raises(HardwareError, match=r"^demo: clock_hz must be at most 1e\+11, not 1e\+308$"):
+        replace(hw, clock_hz=1e308)
+    with pytest.raises(HardwareError, match=r"^link: latency_s must be at most 1, not inf$"):
+        Link(1e9, math.inf)
+    assert Link(math.inf, 0.0).bandwidth_bytes_per_s == math.inf      # a free link: a modelling device
+
+
+def test_a_non_finite_estimate_is_refused():
+    e = estimate("gpt2", load_hardware("tpu-v1"), context=64)
+    assert all(math.isfinite(v) for v in (e.tokens_per_s, e.step_seconds, e.cycles, *e.bounds.values()))
+    with pytest.raises(HardwareError, match=r"^gpt2 on tpu-v1: the estimate's step_seconds is inf \(not finite\)"):
+        _check_finite(replace(e, step_seconds=math.inf))
+    with pytest.raises(HardwareError, match=r"^gpt2 on tpu-v1: the estimate's bounds\['compute'\] is nan"):
+        _check_finite(replace(e, bounds={**e.bounds, "compute": math.nan}))
+
+
+@pytest.mark.parametrize(("context", "split"), [(1, 1), (40, 1), (40, 3), (41, 7), (1000, 14_062), (12345, 64)])
+def test_the_context_sum_in_closed_form_is_the_loop(context, split):
+    assert _sum_local_positions(context, split) == sum(local_position(p, split) for p in range(context))
+
+
+def test_context_and_batch_are_bounded_before_any_work():
+    roomy = replace(MODELS["llama-2-7b"], max_context=1 << 30)      # as a checkpoint might claim
+    hw = load_hardware("a100-80gb")
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"^context 1000000000 exceeds the estimate's largest context 16777216$"):
+        estimate(roomy, hw, context=10**9)
+    with pytest.raises(ValueError, match=r"^batch 100000 exceeds the estimate's largest batch 65536$"):
+        estimate("llama-2-7b", hw, context=16, batch=100_000)
+    assert time.monotonic() - t0 < 2
+    # At the cap the estimate is computed, not refused, and in the time of any other.
+    t0 = time.monotonic()
+    e = estimate(roomy, replace(hw, memories=(replace(hw.memories[0], capacity_bytes=1e15),)), context=MAX_CONTEXT)
+    assert e.context == MAX_CONTEXT and math.isfinite(e.tokens_per_s) and time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--context", "1000000000"), "lockstep: error: context 1000000000 exceeds llama-3.1-70b's max_context 131072"),
+    (("--batch", "1000000000"), "lockstep: error: batch 1000000000 exceeds the estimate's largest batch 65536"),
+])
+def test_the_estimate_command_refuses_huge_contexts_and_batches_at_once(args, message):
+    result, seconds = run_lockstep("estimate", "--model", "llama-3.1-70b", "--hw", "groq-lpu", *args)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [message]
+    assert seconds < 30
+
+
+# --- the two per-token weight counts ---------------------------------------------------------------
+
+def test_inspect_and_estimate_agree_on_the_gemm_weights_a_token_streams():
+    """inspect's streamed_bytes_per_token counts every constant a step reads; the estimate's
+    weight_bytes_per_token only the GEMM weights through the port. inspect prints that share too,
+    and it is the estimate's number."""
+    demo = ROOT / "golden" / "data" / "demo"
+    result, _ = run_lockstep("inspect", demo, "--json")
+    seen = strict_json(result.stdout)
+    result, _ = run_lockstep("estimate", "--model", demo, "--hw", "demo", "--json")
+    est = strict_json(result.stdout)
+    assert seen["gemm_weight_bytes_per_token"] == est["weight_bytes_per_token"] == 199_680
+    c = load_demo_model().config
+    rest = seen["int32_bytes"] + seen["requant_bytes"] + (2 * c.n_layers + 1) * c.d_model + c.d_model
+    assert seen["streamed_bytes_per_token"] == seen["gemm_weight_bytes_per_token"] + rest == 208_000
+    text, _ = run_lockstep("inspect", demo)
+    assert ("per token   : 208,000 bytes read per decode step, 199,680 of them GEMM weights (the weight port's "
+            "share, as lockstep estimate counts it)") in text.stdout
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_the_gemm_weight_count_is_the_estimates_on_one_int8_chip(model):
+    mc = MODELS[model]
+    hw = replace(load_hardware("tpu-v1"), memories=(replace(load_hardware("tpu-v1").memories[0],
+                                                            capacity_bytes=1e15),))
+    assert gemm_weight_bytes(mc) == estimate(model, hw, context=16).weight_bytes_per_token
+    assert gemm_weight_bytes(mc, 2) == 2 * gemm_weight_bytes(mc)
