@@ -802,15 +802,28 @@ def run_sweep(spec: SweepSpec, db_path, *, workers: int | None = None, dask_addr
               progress: bool = True) -> dict:
     """Evaluate every point of ``spec`` not yet in ``db_path``; return counts. ``workers``: local
     processes (default one per core; at most :func:`max_workers`). SweepError in one line for a
-    database that is not ``spec``'s (:func:`open_db`) or cannot be written."""
+    database that is not ``spec``'s (:func:`open_db`) or cannot be written. A database this call
+    made is removed again when the run fails (or is interrupted) before storing a point."""
     check_workers(workers)
-    db = open_db(db_path, spec)
+    path = Path(db_path)
+    made = not path.exists()
+    db = open_db(path, spec)
+    finished = False
     try:
-        return _run(db, spec, workers, dask_address, progress)
+        counts = _run(db, spec, workers, dask_address, progress)
+        finished = True
+        return counts
     except sqlite3.Error as exc:
-        raise _sqlite_error(Path(db_path), exc, "write a point") from None
+        raise _sqlite_error(path, exc, "write a point") from None
     finally:
+        try:
+            empty = made and not finished and not db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+        except sqlite3.Error:
+            empty = False
         db.close()
+        if empty:
+            for leftover in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm", "-journal"))):
+                leftover.unlink(missing_ok=True)
 
 
 def _run(db: sqlite3.Connection, spec: SweepSpec, workers, dask_address, progress) -> dict:

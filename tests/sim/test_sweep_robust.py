@@ -73,7 +73,7 @@ def test_an_unreachable_dask_scheduler_is_one_error(tmp_path, monkeypatch):
     with pytest.raises(SweepError, match=rf"^--dask tcp://127.0.0.1:{port}: cannot reach a Dask scheduler there"):
         run_sweep(spec, tmp_path / "r.sqlite", dask_address=f"tcp://127.0.0.1:{port}", progress=False)
     assert time.monotonic() - t0 < 30
-    assert read_rows(tmp_path / "r.sqlite") == []
+    assert list(tmp_path.iterdir()) == []        # the database it made, with no point, is gone again
 
 
 def test_a_dask_scheduler_without_workers_is_one_error(tmp_path, monkeypatch):
