@@ -46,13 +46,13 @@ from pathlib import Path
 
 from hdl.config import MAX_ARRAY
 
-__all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MODELS", "PRESET_DIR", "PSUM_BYTES",
-           "Estimate", "GemmSplit", "Hardware", "HardwareError", "Link", "MemoryLevel", "ShardPlan",
+__all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_TEXT_BYTES", "MODELS", "PRESET_DIR",
+           "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError", "Link", "MemoryLevel", "ShardPlan",
            "batched_step_cycles", "calibration_markdown", "calibration_rows", "check_limit", "check_workload",
            "default_context", "estimate", "format_estimate", "gemm_weight_bytes", "hardware_data",
            "hardware_from_dict", "kv_cache_bytes", "kv_split", "list_presets", "load_hardware", "local_position",
-           "place", "resolve_model", "shard_plan", "shard_program", "shard_shape", "show_number", "step_cycles",
-           "update_calibration_doc"]
+           "place", "read_text", "resolve_model", "shard_plan", "shard_program", "shard_shape", "show_number",
+           "step_cycles", "update_calibration_doc"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 #: The default context is half the model's, capped here (a 128 k-token model is rarely run full).
@@ -80,6 +80,33 @@ HARDWARE_LIMITS = {
 
 class HardwareError(ValueError):
     """A hardware description that cannot be used, or a model that does not fit it (one line)."""
+
+
+#: The largest text file (a hardware TOML, a sweep spec, a checkpoint's config.json) read whole.
+MAX_TEXT_BYTES = 4 << 20
+
+
+def read_text(path, what: str) -> str:
+    """The text of a regular file of at most :data:`MAX_TEXT_BYTES` (UTF-8). ``FileNotFoundError``
+    when there is none; ``OSError`` naming ``what`` and the path for a FIFO or device (opening one
+    would wait for a writer, or read /dev/zero until memory ran out), a larger file, or bytes that
+    are not UTF-8: checked before more than the cap is read."""
+    import stat
+
+    p = Path(path)
+    st = p.stat()                     # FileNotFoundError passes through
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(f"{p}: is a directory, not {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{p}: not a regular file, not {what}")
+    with p.open("rb") as f:
+        data = f.read(MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES:
+        raise OSError(f"{p}: larger than {MAX_TEXT_BYTES >> 20} MiB, too large for {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OSError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start}), not {what}") from None
 
 
 def show_number(v) -> str:
@@ -157,10 +184,12 @@ def resolve_model(name_or_dir: str):
         from golden.checkpoint import CONFIG_FILE, CheckpointError, config_from_hf
 
         try:
-            data = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+            data = json.loads(read_text(path / CONFIG_FILE, "a checkpoint's config"))
         except FileNotFoundError:
             raise CheckpointError(f"{path}: no {CONFIG_FILE} in the checkpoint directory") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except OSError as exc:
+            raise CheckpointError(str(exc)) from None
+        except json.JSONDecodeError as exc:
             raise CheckpointError(f"{path / CONFIG_FILE}: cannot read JSON ({exc})") from None
         return path.name or str(path), config_from_hf(data)
     raise ValueError(f"unknown model {name_or_dir!r}: not a checkpoint directory nor one of "
@@ -701,13 +730,12 @@ def list_presets() -> list[str]:
 
 @functools.lru_cache(maxsize=32)
 def _read_toml(path: str) -> dict:
-    p = Path(path)
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(read_text(path, "a hardware description"))
     except FileNotFoundError:
         raise HardwareError(f"{path}: no such hardware file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HardwareError(f"{path}: cannot read ({exc})") from None
+    except OSError as exc:
+        raise HardwareError(str(exc) if str(exc).startswith(str(path)) else f"{path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise HardwareError(f"{path}: not valid TOML: {exc}") from None
 

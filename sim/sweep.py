@@ -505,11 +505,15 @@ def _check_decode_point(p: dict) -> None:
 
 
 def load_spec(path) -> SweepSpec:
+    from .perf import read_text
+
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(read_text(path, "a sweep spec"))
     except FileNotFoundError:
         raise SweepError(f"{path}: no such sweep spec") from None
+    except OSError as exc:
+        raise SweepError(str(exc) if str(exc).startswith(str(path)) else f"{path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"{path}: not valid TOML: {exc}") from None
     return parse_spec(data, source=str(path))

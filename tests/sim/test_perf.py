@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from sim.cli_perf import estimate_cmd
 from sim.cycles import decode_step_cycles, op_cycles
 from sim.perf import (
     MAX_CONTEXT,
+    MAX_TEXT_BYTES,
     MODELS,
     HardwareError,
     Link,
@@ -594,3 +596,22 @@ def test_the_gemm_weight_count_is_the_estimates_on_one_int8_chip(model):
                                                             capacity_bytes=1e15),))
     assert gemm_weight_bytes(mc) == estimate(model, hw, context=16).weight_bytes_per_token
     assert gemm_weight_bytes(mc, 2) == 2 * gemm_weight_bytes(mc)
+
+
+def test_special_and_oversized_files_are_refused_without_reading_them(tmp_path):
+    fifo = tmp_path / "chip.toml"
+    os.mkfifo(fifo)                               # reading it would wait for a writer forever
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    os.mkfifo(ckpt / "config.json")
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(b"# " + b"x" * MAX_TEXT_BYTES + b"\n")
+    for args, message in [
+        (("--model", "gpt2", "--hw", fifo), f"{fifo}: not a regular file, not a hardware description"),
+        (("--model", "gpt2", "--hw", "/dev/zero"), "/dev/zero: not a regular file, not a hardware description"),
+        (("--model", ckpt, "--hw", "demo"), f"{ckpt / 'config.json'}: not a regular file, not a checkpoint's config"),
+        (("--model", "gpt2", "--hw", huge), f"{huge}: larger than 4 MiB, too large for a hardware description"),
+    ]:
+        result, seconds = run_lockstep("estimate", *args)
+        assert result.returncode == 1 and result.stderr.strip().splitlines() == [f"lockstep: error: {message}"]
+        assert seconds < 30

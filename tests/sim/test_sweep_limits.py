@@ -173,6 +173,16 @@ def test_special_files_and_directories_are_refused(tmp_path):
     assert seconds < 30
 
 
+def test_a_spec_that_is_a_fifo_or_a_device_is_refused_without_reading_it(tmp_path):
+    fifo = tmp_path / "spec.toml"
+    os.mkfifo(fifo)
+    for spec in (fifo, "/dev/zero"):
+        result, seconds = lockstep("sweep", spec, "--db", tmp_path / "r.sqlite", "--quiet")
+        one_error(result, f"{spec}: not a regular file, not a sweep spec")
+        assert seconds < 30
+    assert not (tmp_path / "r.sqlite").exists()
+
+
 def _make_read_only(path: Path) -> bool:
     """Make ``path`` unwritable for this user; False if that is impossible here. root ignores
     permission bits, so for root the file is made immutable (chattr +i)."""
