@@ -606,16 +606,19 @@ def _existing(path) -> dict | None:
         return None                    # an empty file: a new database (sqlite3 makes one of it)
     if head != _SQLITE_MAGIC:
         raise SweepError(f"{path}: not a Lockstep results database (not an SQLite file)")
-    try:
-        # immutable: no lock taken, no -wal or -shm file made beside another program's database;
-        # a results database's records are written once, when it is made, into the file itself.
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    # immutable: no lock taken, no -wal or -shm file made beside another program's database; a
+    # results database's records are written once, when it is made, into the file itself. Should
+    # that read fail (a sweep's checkpoint rewriting a page under it), read again with locks.
+    for options in ("mode=ro&immutable=1", "mode=ro"):
         try:
-            return _read_meta(path, db)
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise _sqlite_error(path, exc, "read it") from None
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?{options}", uri=True, timeout=LOCK_WAIT)
+            try:
+                return _read_meta(path, db)
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            error = exc
+    raise _sqlite_error(path, error, "read it") from None
 
 
 def open_db(path, spec: SweepSpec) -> sqlite3.Connection:
