@@ -268,16 +268,16 @@ def _param_limits() -> dict:
 
 
 def _check_value(source: str, name: str, v, limits: dict) -> None:
-    from .perf import _limit, show_number
+    from .perf import show_limit, show_number
 
     if name not in limits:
         return
     least, most = limits[name]
     if v < least:
-        at_least = "non-negative" if least == 0 else "positive" if least == 1 else f"at least {_limit(least)}"
+        at_least = "non-negative" if least == 0 else "positive" if least == 1 else f"at least {show_limit(least)}"
         raise SweepError(f"{source}: parameter {name} must be {at_least}, not {show_number(v)}")
     if v > most:
-        raise SweepError(f"{source}: parameter {name} must be at most {_limit(most)}, not {show_number(v)}")
+        raise SweepError(f"{source}: parameter {name} must be at most {show_limit(most)}, not {show_number(v)}")
 
 @dataclass(frozen=True)
 class SweepSpec:
