@@ -46,10 +46,10 @@ from pathlib import Path
 
 from hdl.config import MAX_ARRAY
 
-__all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_TEXT_BYTES", "MODELS", "PRESET_DIR",
-           "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError", "Link", "MemoryLevel", "ShardPlan",
-           "batched_step_cycles", "calibration_markdown", "calibration_rows", "check_limit", "check_workload",
-           "default_context", "estimate", "format_estimate", "gemm_weight_bytes", "hardware_data",
+__all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LAYERS", "MAX_TEXT_BYTES", "MODELS",
+           "PRESET_DIR", "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError", "Link", "MemoryLevel",
+           "ShardPlan", "batched_step_cycles", "calibration_markdown", "calibration_rows", "check_limit",
+           "check_workload", "default_context", "estimate", "format_estimate", "gemm_weight_bytes", "hardware_data",
            "hardware_from_dict", "kv_cache_bytes", "kv_split", "list_presets", "load_hardware", "local_position",
            "place", "read_text", "resolve_model", "shard_plan", "shard_program", "shard_shape", "show_limit",
            "show_number", "step_cycles", "update_calibration_doc"]
@@ -61,6 +61,9 @@ DEFAULT_CONTEXT_CAP = 4096
 #: tokens, and any decode batch); past them a number is a typo, not a workload.
 MAX_CONTEXT = 1 << 24
 MAX_BATCH = 1 << 16
+#: The most layers a model may have for an estimate (published models have at most ~130): the
+#: integer program is built layer by layer, so 10**9 layers in a config.json would never finish.
+MAX_LAYERS = 1024
 
 #: Sane bounds of every hardware quantity, ``key: (least, most)`` (docs/performance.md, "Hardware
 #: descriptions"): a value outside them is a typo or a unit slip, not a machine, and would drive the
@@ -859,12 +862,16 @@ def place(mc, hw: Hardware, *, context: int, batch: int = 1, name: str = "the mo
 
 def check_workload(mc, *, context: int, batch: int, name: str = "the model") -> None:
     """ValueError naming the value when ``context`` or ``batch`` is not a positive integer, the
-    context exceeds the model's ``max_context`` or :data:`MAX_CONTEXT`, or the batch
-    :data:`MAX_BATCH`: refused before any work (the estimate's cost does not grow with them, but a
-    number past them is a typo, not a workload)."""
+    context exceeds the model's ``max_context`` or :data:`MAX_CONTEXT`, the batch
+    :data:`MAX_BATCH`, or the model has more than :data:`MAX_LAYERS` layers: refused before any
+    work (the estimate's cost grows with the layers, not with context or batch, but a number past
+    these is a typo, not a workload)."""
     for n, v in (("context", context), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{n} must be a positive integer, not {show_number(v)}")
+    if mc.n_layers > MAX_LAYERS:
+        raise ValueError(f"{name} has {show_number(mc.n_layers)} layers, more than the estimate's largest model's "
+                         f"{MAX_LAYERS}")
     if context > mc.max_context:
         raise ValueError(f"context {show_number(context)} exceeds {name}'s max_context {mc.max_context}")
     if context > MAX_CONTEXT:

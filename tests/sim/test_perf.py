@@ -552,6 +552,10 @@ def test_context_and_batch_are_bounded_before_any_work():
         estimate(roomy, hw, context=10**9)
     with pytest.raises(ValueError, match=r"^batch 100000 exceeds the estimate's largest batch 65536$"):
         estimate("llama-2-7b", hw, context=16, batch=100_000)
+    deep = replace(MODELS["llama-2-7b"], n_layers=10**9)             # the program is built layer by layer
+    with pytest.raises(ValueError, match=r"^deep has 1000000000 layers, more than the estimate's largest "
+                                         r"model's 1024$"):
+        estimate(deep, hw, context=16, name="deep")
     assert time.monotonic() - t0 < 2
     # At the cap the estimate is computed, not refused, and in the time of any other.
     t0 = time.monotonic()
