@@ -238,6 +238,14 @@ class SimLine:
                 self._sample, self._index = self.cycles + self.cpb // 2, 0
 
 
+try:   # a port whose far end has gone fails in termios calls with termios.error, not an OSError
+    import termios
+
+    _PORT_ERRORS: tuple[type[Exception], ...] = (OSError, termios.error)
+except ImportError:  # pragma: no cover - not a POSIX system
+    _PORT_ERRORS = (OSError,)
+
+
 class SerialTransport:
     """A board on a serial port, through pyserial: ``SerialTransport("/dev/ttyUSB1", baud=115200)``.
 
@@ -279,13 +287,13 @@ class SerialTransport:
             self.serial.write(bytes(data))
             if hasattr(self.serial, "flush"):
                 self.serial.flush()
-        except OSError as exc:   # pyserial's SerialException is an OSError
+        except _PORT_ERRORS as exc:   # pyserial's SerialException is an OSError
             raise self._failed(exc) from None
 
     async def recv(self, n: int) -> bytes:
         try:
             data = self.serial.read(n)
-        except OSError as exc:
+        except _PORT_ERRORS as exc:
             raise self._failed(exc) from None
         if len(data) < n:
             raise LinkTimeout(f"no reply from {self.name} within {self.timeout} s (got {len(data)} of {n} bytes)")
@@ -295,7 +303,7 @@ class SerialTransport:
         """Drop reply bytes nobody asked for (a frame timer's reply to earlier garbage)."""
         try:
             self.serial.reset_input_buffer()
-        except OSError as exc:
+        except _PORT_ERRORS as exc:
             raise self._failed(exc) from None
 
     async def idle(self):
