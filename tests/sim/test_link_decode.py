@@ -219,6 +219,43 @@ def test_the_pty_board_answers_bad_frames_as_a_board_does(pty_board):
         transport.close()
 
 
+def test_decode_steps_over_the_pty_survive_stray_bytes(demo, pty_board):
+    """LinkDecoder (the serial backend's code) over a port that puts a stray sync byte before every
+    third request: each spoiled request (a START too) is refused with a line error (ERR_TIMEOUT,
+    ERR_LENGTH or ERR_CRC, by what the stray byte makes of it) and sent again, and the steps'
+    tokens and cycle counters are still exact."""
+    import asyncio
+
+    from sim.link import Link, LinkDecoder, SerialTransport
+
+    class Noisy(SerialTransport):
+        sent = 0
+
+        async def send(self, data):
+            self.sent += 1
+            await super().send((b"\xa5" if self.sent % 3 == 0 else b"") + data)
+
+    port, params, _ = pty_board
+    transport = Noisy(port, timeout=5.0)
+    link = Link(transport)
+    mc = demo.model.config
+    decoder = LinkDecoder(link, params=params, n_kv_heads=mc.n_kv_heads, group=mc.n_heads // mc.n_kv_heads)
+    prompt = [5, 9, 2]
+
+    async def steps():
+        await decoder.connect()
+        return [await decoder.step(token, position) for position, token in enumerate(prompt)]
+
+    try:
+        got = asyncio.run(steps())
+    finally:
+        transport.close()
+    assert got[-1]["token_out"] == generate_int(demo.model, prompt, 1)[0]
+    assert [s["cycles"] for s in got] == [decode_job(demo, params, steps=[(0, p)])["predicted"][str(p)]
+                                          for p in range(len(prompt))]
+    assert link.resent == transport.sent // 3 > 10   # every spoiled request was sent again, once
+
+
 def test_lockstep_run_serial_drives_the_simulated_board(demo, pty_board):
     """``lockstep run --backend serial --port PTY``, the command that drives a board, against the RTL:
     the simulator serves the design's UART pins on a pseudo-terminal; the CLI opens it with pyserial."""
