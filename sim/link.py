@@ -817,7 +817,7 @@ async def _link_decode(bus, job):
 PTY_TIMEOUT_SECONDS = 0.02
 #: How often an idle pseudo-terminal board looks at its pty, in seconds of wall time; the simulated
 #: cycles owed by the time that passed run in one go, at most :data:`PTY_MAX_OWED_SECONDS` worth.
-PTY_POLL_SECONDS = 0.005
+PTY_POLL_SECONDS = 0.02
 PTY_MAX_OWED_SECONDS = 0.05
 
 
