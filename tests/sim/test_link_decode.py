@@ -195,6 +195,11 @@ def test_the_pty_board_answers_bad_frames_as_a_board_does(pty_board):
         assert raw(oversize + encode_request(Command.STATUS) * 3) == Status.ERR_LENGTH
         assert [status().rejected for _ in range(6)] == [before.rejected + 4] * 6
         assert asyncio.run(link.read_cycles()) >= 0
+        # Two requests back to back: the bridge answers the first while the second arrives, and
+        # drops the second (the wire carries both directions at once); one reply comes.
+        assert raw(encode_request(Command.STATUS) * 2) == Status.OK
+        time.sleep(0.3)
+        assert transport.serial.in_waiting == 0
 
         class StrayByteFirst(SerialTransport):
             """A port whose next request goes out behind a stray sync byte."""
