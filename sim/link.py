@@ -813,12 +813,16 @@ async def _link_decode(bus, job):
 
 
 #: The pseudo-terminal board's clock while its line is idle: the bridge's frame timeout passes in this
-#: many seconds of wall time (a board's 50 ms timeout, at a simulation's rate; see docs/protocol.md).
+#: many seconds of wall time (boards: 50 ms; well inside the 100 ms a host idles after an error reply;
+#: see docs/protocol.md).
 PTY_TIMEOUT_SECONDS = 0.02
-#: How often an idle pseudo-terminal board looks at its pty, in seconds of wall time; the simulated
-#: cycles owed by the time that passed run in one go, at most :data:`PTY_MAX_OWED_SECONDS` worth.
+#: How often an idle pseudo-terminal board looks at its pty, in seconds of wall time (a byte from the
+#: host wakes it at once); the simulated cycles owed by the time that passed run in one go, at most
+#: :data:`PTY_MAX_OWED_SECONDS` worth.
 PTY_POLL_SECONDS = 0.02
 PTY_MAX_OWED_SECONDS = 0.05
+#: Bytes from the design the pseudo-terminal board holds for a host that does not read them.
+PTY_BACKLOG = 1 << 16
 
 
 def pty_idle_rate(job: dict) -> float:
@@ -906,13 +910,14 @@ async def _link_pty(bus, job):
                 else:
                     select.select([master], [], [], (least - owed) / rate)
             out += line.take()
-            if out:   # the host reads when it likes; a board's UART would drop what overflows
+            if out:   # what the pty has no room for waits here; past PTY_BACKLOG it is lost, as on a board
                 try:
                     sent = os.write(master, out)
                 except BlockingIOError:
                     sent = 0
                 bytes_out += sent
                 del out[:sent]
+                del out[:max(0, len(out) - PTY_BACKLOG)]
     finally:
         os.close(master)
         os.close(slave)
