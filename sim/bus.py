@@ -36,6 +36,11 @@ class Bus(Protocol):
         Raises WatchdogError after ``budget`` edges.
         """
         ...
+    async def watch(self, name: str, value: int, budget: int) -> int | None:
+        """Let the design run until the one-bit signal ``name`` reads ``value`` after an edge, for at
+        most ``budget`` edges, with no Python per cycle; return the edges passed (0 when it reads
+        ``value`` already), or None when ``budget`` edges passed without it."""
+        ...
 
 
 class AmaranthBus:
@@ -85,6 +90,16 @@ class AmaranthBus:
             if self._ctx.get(sig):
                 return edges
         raise WatchdogError(f"{name} did not rise within {budget} cycles")
+
+    async def watch(self, name, value, budget):
+        sig = self._resolve(name)
+        if self._ctx.get(sig) == value:
+            return 0
+        for edges in range(1, budget + 1):
+            await self._ctx.tick()
+            if self._ctx.get(sig) == value:
+                return edges
+        return None
 
 
 class CocotbBus:
@@ -157,3 +172,23 @@ class CocotbBus:
         await self._FallingEdge(self._dut.clk)
         elapsed = get_sim_time("ns") - start
         return round(elapsed / self._period)
+
+    async def watch(self, name, value, budget):
+        from cocotb.simtime import get_sim_time
+
+        if self.get(name) == value:
+            return 0
+        if budget <= 0:
+            return None
+        handle = self._resolve(name)
+        edge = self._RisingEdge(handle) if value else self._FallingEdge(handle)
+        start = get_sim_time("ps")
+        # Outputs change at a rising clock edge, half a period before the falling edge a tick ends
+        # on: the time limit falls between the budget-th rising edge and the falling edge after it.
+        try:
+            await self._with_timeout(edge, round(1000 * self._period * (budget - 0.25)), "ps")
+            found = True
+        except TimeoutError:
+            found = False
+        await self._FallingEdge(self._dut.clk)
+        return round((get_sim_time("ps") - start) / (1000 * self._period)) if found else None

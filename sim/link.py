@@ -145,10 +145,105 @@ class SimUartTransport:
         await self.pause(self.idle_cycles)
         self._got.clear()
 
+    def discard(self):
+        """Drop reply bytes nobody asked for (a frame timer's reply to earlier garbage)."""
+        self._got.clear()
+
     async def pause(self, cycles: int):
         """Let ``cycles`` clock cycles pass with the line idle (between frames: nothing to decode)."""
         self.bus.set(self.rx, 1)
         await self._ticks(int(cycles))
+
+
+class SimLine:
+    """A simulated design's UART pins as a board's wire sees them: both directions at once.
+
+    Bytes given to :meth:`write` go out on ``rx`` back to back (8N1, ``clocks_per_bit`` cycles a
+    bit) as soon as they are given; whatever the design sends on ``tx`` is decoded into
+    :attr:`received` whenever it comes, also while ``rx`` is sending and also when no request asked
+    for it (a frame timer's ERR_TIMEOUT). :meth:`advance` runs the design a stated number of
+    cycles and may be called with any count: the line's state carries over between calls. While
+    ``tx`` is idle its start bit is awaited on the signal's edge (:meth:`sim.bus.Bus.watch`), so an
+    idle line costs no Python per cycle; a byte costs a wake-up a bit.
+    """
+
+    def __init__(self, bus, *, clocks_per_bit: int, rx: str = "rx", tx: str = "tx"):
+        self.bus, self.cpb, self.rx, self.tx = bus, clocks_per_bit, rx, tx
+        self.cycles = 0
+        self.pending = bytearray()     # bytes still to go out on rx
+        self.received = bytearray()    # bytes decoded from tx, not yet taken
+        self.framing_errors = 0
+        self._bits: list[int] = []     # the rest of the byte on rx, after the bit on the line now
+        self._bit_ends: int | None = None   # cycle at which rx's current bit ends (None: rx idle)
+        self._sample: int | None = None     # cycle of tx's next sample (None: hunting a start bit)
+        self._index = 0                # tx: 0 start bit, 1..8 data bits, 9 stop bit
+        self._value = 0
+
+    def write(self, data: bytes):
+        self.pending += data
+
+    @property
+    def busy(self) -> bool:
+        """A byte is on either wire, or waits to go out."""
+        return bool(self.pending) or self._bit_ends is not None or self._sample is not None
+
+    def take(self) -> bytes:
+        out = bytes(self.received)
+        self.received.clear()
+        return out
+
+    def _events(self):
+        now = self.cycles
+        if self._sample == now:
+            level = self.bus.get(self.tx)
+            if self._index == 0:
+                self._sample, self._index, self._value = (None, 0, 0) if level else (now + self.cpb, 1, 0)
+            elif self._index <= 8:
+                self._value |= level << (self._index - 1)
+                self._index += 1
+                self._sample = now + self.cpb
+            else:
+                if level:
+                    self.received.append(self._value)
+                else:
+                    self.framing_errors += 1
+                self._sample, self._index = None, 0
+        if self._bit_ends == now or (self._bit_ends is None and self.pending):
+            if not self._bits and self.pending:
+                byte = self.pending.pop(0)
+                self._bits = [0, *((byte >> i) & 1 for i in range(8)), 1]
+            if self._bits:
+                self.bus.set(self.rx, self._bits.pop(0))
+                self._bit_ends = now + self.cpb
+            else:
+                self._bit_ends = None   # the stop bit is over and nothing waits: rx stays high
+
+    async def advance(self, cycles: int):
+        """Run the design ``cycles`` clock cycles, sending and receiving as the line's state says."""
+        end = self.cycles + int(cycles)
+        while True:
+            self._events()
+            if self.cycles >= end:
+                return
+            until = min(t for t in (end, self._bit_ends, self._sample) if t is not None)
+            if self._sample is not None:
+                await self.bus.ticks(until - self.cycles)
+                self.cycles = until
+                continue
+            passed = await self.bus.watch(self.tx, 0, until - self.cycles)
+            if passed is None:
+                self.cycles = until
+            else:   # a start bit, first seen low now: sample its middle, then each bit's
+                self.cycles += passed
+                self._sample, self._index = self.cycles + self.cpb // 2, 0
+
+
+try:   # a port whose far end has gone fails in termios calls with termios.error, not an OSError
+    import termios
+
+    _PORT_ERRORS: tuple[type[Exception], ...] = (OSError, termios.error)
+except ImportError:  # pragma: no cover - not a POSIX system
+    _PORT_ERRORS = (OSError,)
 
 
 class SerialTransport:
@@ -156,7 +251,8 @@ class SerialTransport:
 
     ``port`` may also be an already open pyserial object (or any object with ``write``, ``read``
     and ``reset_input_buffer``; pyserial's ``serial_for_url("loop://")`` works for tests).
-    ``timeout`` (seconds) bounds every wait for reply bytes.
+    ``timeout`` (seconds) bounds every wait for reply bytes and for room to send; every failure of
+    the port is a :class:`LinkError` (a wait that ran out, :class:`LinkTimeout`) naming it.
     """
 
     def __init__(self, port, *, baud: int = 115200, timeout: float = 2.0, idle_seconds: float = 0.1,
@@ -167,7 +263,7 @@ class SerialTransport:
             except ImportError as exc:  # pragma: no cover - pyserial is in the fpga extra
                 raise LinkError("pyserial is not installed: pip install pyserial") from exc
             try:
-                port = serial.Serial(port, baudrate=baud, timeout=timeout)
+                port = serial.Serial(port, baudrate=baud, timeout=timeout, write_timeout=timeout)
             except (OSError, ValueError, serial.SerialException) as exc:
                 raise LinkError(f"cannot open serial port {port!r}: {exc}") from None
         self.serial, self.timeout, self.idle_seconds = port, timeout, idle_seconds
@@ -175,24 +271,44 @@ class SerialTransport:
         self.name = getattr(port, "port", None) or getattr(port, "name", None) or repr(port)
         if hasattr(port, "timeout"):
             port.timeout = timeout
+        if hasattr(port, "write_timeout"):
+            port.write_timeout = timeout
 
     def describe(self) -> str:
         return f"serial port {self.name}"
 
+    def _failed(self, exc: Exception) -> LinkError:
+        if type(exc).__name__ == "SerialTimeoutException":
+            return LinkTimeout(f"could not send to {self.name} within {self.timeout} s (the port takes no more bytes)")
+        return LinkError(f"serial port {self.name} failed: {exc}")
+
     async def send(self, data: bytes):
-        self.serial.write(bytes(data))
-        if hasattr(self.serial, "flush"):
-            self.serial.flush()
+        try:
+            self.serial.write(bytes(data))
+            if hasattr(self.serial, "flush"):
+                self.serial.flush()
+        except _PORT_ERRORS as exc:   # pyserial's SerialException is an OSError
+            raise self._failed(exc) from None
 
     async def recv(self, n: int) -> bytes:
-        data = self.serial.read(n)
+        try:
+            data = self.serial.read(n)
+        except _PORT_ERRORS as exc:
+            raise self._failed(exc) from None
         if len(data) < n:
             raise LinkTimeout(f"no reply from {self.name} within {self.timeout} s (got {len(data)} of {n} bytes)")
         return bytes(data)
 
+    def discard(self):
+        """Drop reply bytes nobody asked for (a frame timer's reply to earlier garbage)."""
+        try:
+            self.serial.reset_input_buffer()
+        except _PORT_ERRORS as exc:
+            raise self._failed(exc) from None
+
     async def idle(self):
         await asyncio.sleep(self.idle_seconds)
-        self.serial.reset_input_buffer()
+        self.discard()
 
     async def pause(self, cycles: int):
         """Wait about ``cycles`` of the board's clock (nothing when the clock is not known)."""
@@ -205,39 +321,64 @@ class SerialTransport:
 
 # --- the link ------------------------------------------------------------------------------------
 
-class Link:
-    """Requests and replies over ``transport``; raises :class:`LinkError` on any refused request."""
+#: Statuses that say a request was damaged on its way (nothing ran): :meth:`Link.transact` sends it again.
+LINE_ERRORS = (Status.ERR_TIMEOUT, Status.ERR_LENGTH, Status.ERR_CRC)
 
-    def __init__(self, transport, *, poll_limit: int = 1000):
+
+class Link:
+    """Requests and replies over ``transport``; raises :class:`LinkError` on any refused request.
+
+    The link stays in step with the device whatever happens on the line: before each request it
+    drops reply bytes nobody asked for (a frame timer's answer to earlier garbage), and after any
+    error (a refusal, a malformed reply, a timeout) it lets the line idle for the bridge's frame
+    timeout and drops what came in meanwhile, so the next request starts on a clean line. A request
+    refused with a line error (:data:`LINE_ERRORS`: it never ran) is sent again, up to ``retries``
+    more times; :attr:`resent` counts those.
+    """
+
+    def __init__(self, transport, *, poll_limit: int = 1000, retries: int = 2):
         self.transport = transport
         self.poll_limit = poll_limit
+        self.retries = retries
+        self.resent = 0
         self.device: DeviceInfo | None = None
         self.bytes_sent = self.bytes_received = 0
 
     async def exchange(self, frame: bytes) -> tuple[Status, bytes]:
-        """Send raw request bytes (any bytes: tests send corrupted frames) and return the reply."""
+        """Send raw request bytes (any bytes: tests send corrupted frames) and return the reply.
+        Raises :class:`LinkError` (:class:`LinkTimeout` for a reply that does not come) after
+        idling the line."""
+        self.transport.discard()
         await self.transport.send(frame)
         self.bytes_sent += len(frame)
-        header = await self.transport.recv(4)
-        if header[0] != REPLY_SYNC:
-            await self.transport.idle()
-            raise LinkError(f"reply from {self.transport.describe()} starts with 0x{header[0]:02X}, "
-                            f"not the sync byte 0x{REPLY_SYNC:02X}")
-        length = int.from_bytes(header[2:4], "little")
-        rest = await self.transport.recv(length + 2)
-        self.bytes_received += 4 + length + 2
         try:
-            return decode_reply(header + rest)
-        except FrameError as exc:
-            await self.transport.idle()
-            raise LinkError(f"corrupted reply from {self.transport.describe()}: {exc}") from None
+            header = await self.transport.recv(4)
+            if header[0] != REPLY_SYNC:
+                raise LinkError(f"reply from {self.transport.describe()} starts with 0x{header[0]:02X}, "
+                                f"not the sync byte 0x{REPLY_SYNC:02X}")
+            length = int.from_bytes(header[2:4], "little")
+            rest = await self.transport.recv(length + 2)
+            self.bytes_received += 4 + length + 2
+            try:
+                return decode_reply(header + rest)
+            except FrameError as exc:
+                raise LinkError(f"corrupted reply from {self.transport.describe()}: {exc}") from None
+        except LinkError:
+            await self.transport.idle()   # whatever is still in flight ends and is dropped
+            raise
 
     async def transact(self, command: Command, payload: bytes = b"") -> bytes:
-        status, reply = await self.exchange(encode_request(command, payload))
-        if status != Status.OK:
+        frame = encode_request(command, payload)
+        for attempt in range(self.retries + 1):
+            status, reply = await self.exchange(frame)
+            if status == Status.OK:
+                return reply
             await self.transport.idle()   # let the bridge's frame timer run out before the next request
-            raise LinkError(f"device refused {command.name} with {status.name}: {STATUSES[status]}", status)
-        return reply
+            if status not in LINE_ERRORS or attempt == self.retries:
+                break
+            self.resent += 1
+        tries = f" (sent {attempt + 1} times)" if attempt else ""
+        raise LinkError(f"device refused {command.name} with {status.name}: {STATUSES[status]}{tries}", status)
 
     async def info(self) -> DeviceInfo:
         self.device = DeviceInfo.decode(await self.transact(Command.INFO))
@@ -671,42 +812,58 @@ async def _link_decode(bus, job):
             "bytes_received": link.bytes_received}
 
 
-def _request_frames(buffer: bytearray) -> list[bytes]:
-    """Whole request frames at the front of ``buffer`` (removed from it); bytes before a sync byte
-    are dropped, an incomplete frame stays."""
-    from hdl.link import REQUEST_SYNC
+#: The pseudo-terminal board's clock while its line is idle: the bridge's frame timeout passes in this
+#: many seconds of wall time (boards: 50 ms; well inside the 100 ms a host idles after an error reply;
+#: see docs/protocol.md).
+PTY_TIMEOUT_SECONDS = 0.02
+#: How often an idle pseudo-terminal board looks at its pty, in seconds of wall time (a byte from the
+#: host wakes it at once); the simulated cycles owed by the time that passed run in one go, at most
+#: :data:`PTY_MAX_OWED_SECONDS` worth.
+PTY_POLL_SECONDS = 0.02
+PTY_MAX_OWED_SECONDS = 0.05
+#: Bytes from the design the pseudo-terminal board holds for a host that does not read them.
+PTY_BACKLOG = 1 << 16
 
-    from .protocol import FRAME_OVERHEAD
 
-    frames = []
-    while buffer:
-        if buffer[0] != REQUEST_SYNC:
-            del buffer[0]
-            continue
-        if len(buffer) < 4:
-            break
-        size = FRAME_OVERHEAD + int.from_bytes(buffer[2:4], "little")
-        if len(buffer) < size:
-            break
-        frames.append(bytes(buffer[:size]))
-        del buffer[:size]
-    return frames
+def pty_idle_rate(job: dict) -> float:
+    """Simulated cycles per wall second of the pseudo-terminal board while its line is idle:
+    ``job["idle_rate"]``, or the rate at which the bridge's ``timeout_cycles`` last
+    :data:`PTY_TIMEOUT_SECONDS` (16,000 cycles a second at 8 cycles per bit)."""
+    rate = job.get("idle_rate")
+    if rate is None:
+        return link_params(job)["timeout_cycles"] / PTY_TIMEOUT_SECONDS
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < float("inf"):
+        raise ValueError(f"idle_rate must be a positive number of cycles per second, not {rate!r}")
+    return float(rate)
+
+
+def _check_link_pty(job):
+    pty_idle_rate(job)
+    return link_params(job)
 
 
 async def _link_pty(bus, job):
     """The simulated board behind a pseudo-terminal: a host opens the pty's name (written to
     ``job["pty_file"]``) with pyserial, as it would open a board's USB serial device, and talks to
-    the RTL's UART pins through it. Each whole request frame from the pty goes out on ``rx``, its
-    reply frame comes back from ``tx``; between requests the design runs ``idle_cycles`` at a time.
-    ``preload`` writes the images through the backdoor first. Ends when ``job["stop_file"]`` exists,
-    after ``max_cycles`` simulated cycles, or after ``max_silent_seconds`` without a request.
-    Returns ``{"requests", "cycles"}``."""
-    import contextlib
+    the RTL's UART pins through it, byte by byte as on a wire (:class:`SimLine`): every byte from
+    the pty goes out on ``rx`` when it comes, every byte on ``tx`` goes to the pty when it is
+    decoded, whether a request asked for it or not. The design's clock never stops: while the line
+    is idle it runs at :func:`pty_idle_rate` cycles per second of wall time (looking at the pty every
+    :data:`PTY_POLL_SECONDS`, sleeping in between), so a truncated or oversize request is answered
+    by the bridge's own frame timer as on a board; bytes on the line run at the simulator's speed.
+    ``preload`` writes the images through the backdoor first. Ends when ``job["stop_file"]``
+    exists, after ``max_cycles`` simulated cycles, or after ``max_silent_seconds`` without a byte
+    from the host. Returns ``{"bytes_in", "bytes_out", "cycles", "framing_errors"}``."""
     import os
+    import select
     import time
     import tty
 
-    transport = _transport(bus, job)
+    p = link_params(job)
+    rate = pty_idle_rate(job)
+    max_cycles = job.get("max_cycles", 50_000_000)
+    max_silent = job.get("max_silent_seconds", 120)
+    line = SimLine(bus, clocks_per_bit=p["clocks_per_bit"])
     bus.set("preload_we", 0)
     await _start(bus, job)
     if job.get("preload"):
@@ -717,36 +874,55 @@ async def _link_pty(bus, job):
     with open(job["pty_file"] + ".tmp", "w") as fh:
         fh.write(os.ttyname(slave))
     os.replace(job["pty_file"] + ".tmp", job["pty_file"])
-    pending = bytearray()
-    requests = 0
-    last = time.monotonic()
+    byte_time = 10 * p["clocks_per_bit"]
+    least = max(byte_time, int(rate * PTY_POLL_SECONDS))   # cycles an idle wake-up runs
+    most = max(least, int(rate * PTY_MAX_OWED_SECONDS))
+    out = bytearray()
+    bytes_in = bytes_out = 0
+    heard = quiet_since = time.monotonic()
+    quiet_cycles = 0
     try:
         while not os.path.exists(job["stop_file"]):
-            if transport.cycles > job.get("max_cycles", 50_000_000):
-                raise LinkTimeout(f"the pty session ran past {job.get('max_cycles', 50_000_000)} cycles")
-            if time.monotonic() - last > job.get("max_silent_seconds", 120):
-                raise LinkTimeout(f"no request on the pty for {job.get('max_silent_seconds', 120)} s")
-            with contextlib.suppress(BlockingIOError):
-                pending += os.read(master, 4096)
-            frames = _request_frames(pending)
-            if not frames:
-                await transport.pause(job.get("idle_cycles", 256))
-                continue
-            for frame in frames:
-                await transport.send(frame)
-                header = await transport.recv(4)
-                os.write(master, header)
-                left = int.from_bytes(header[2:4], "little") + 2
-                while left:   # pass the reply on as it comes: the host's timeouts count from its start
-                    chunk = await transport.recv(min(left, 16))
-                    os.write(master, chunk)
-                    left -= len(chunk)
-                requests += 1
-            last = time.monotonic()
+            now = time.monotonic()
+            if line.cycles > max_cycles:
+                raise LinkTimeout(f"the pty session ran past {max_cycles} cycles")
+            if now - heard > max_silent:
+                raise LinkTimeout(f"no byte from the host on the pty for {max_silent} s")
+            try:
+                data = os.read(master, 4096)
+            except BlockingIOError:
+                data = b""
+            if data:
+                line.write(data)
+                bytes_in += len(data)
+                heard = now
+            if line.busy:
+                await line.advance(byte_time)
+                quiet_since, quiet_cycles = time.monotonic(), 0
+            else:
+                owed = int((now - quiet_since) * rate) - quiet_cycles
+                if owed > most:   # the simulator fell behind the wall clock: it does not catch up
+                    quiet_cycles += owed - most
+                    owed = most
+                if owed >= least:
+                    await line.advance(owed)
+                    quiet_cycles += owed
+                else:
+                    select.select([master], [], [], (least - owed) / rate)
+            out += line.take()
+            if out:   # what the pty has no room for waits here; past PTY_BACKLOG it is lost, as on a board
+                try:
+                    sent = os.write(master, out)
+                except BlockingIOError:
+                    sent = 0
+                bytes_out += sent
+                del out[:sent]
+                del out[:max(0, len(out) - PTY_BACKLOG)]
     finally:
         os.close(master)
         os.close(slave)
-    return {"requests": requests, "cycles": transport.cycles}
+    return {"bytes_in": bytes_in, "bytes_out": bytes_out, "cycles": line.cycles,
+            "framing_errors": line.framing_errors}
 
 
 def _linked_decode(params):
@@ -768,5 +944,5 @@ def decode_link_params(top: dict, **link) -> dict:
 FLOWS["link_decode"] = _link_decode
 CHECKS["link_decode"] = _check_link_decode
 FLOWS["link_pty"] = _link_pty
-CHECKS["link_pty"] = link_params
+CHECKS["link_pty"] = _check_link_pty
 DESIGNS["linked_decode"] = _linked_decode

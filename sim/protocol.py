@@ -215,6 +215,14 @@ def _top_memories() -> str:
 
 def protocol_markdown() -> str:
     """``docs/protocol.md``, generated from the definitions above and in :mod:`hdl.link`."""
+    import inspect
+
+    from hdl.link import default_timeout_cycles
+
+    from .link import LINE_ERRORS, PTY_MAX_OWED_SECONDS, PTY_POLL_SECONDS, PTY_TIMEOUT_SECONDS, Link
+
+    line_errors = LINE_ERRORS
+    retries = inspect.signature(Link).parameters["retries"].default
     lines = [
         "# Host link protocol",
         "",
@@ -304,10 +312,27 @@ def protocol_markdown() -> str:
         "* A request that stops early ends after `timeout_cycles` of silence (simulation: 40 bit times;",
         "  boards: 50 ms), answered by ERR_TIMEOUT. ERR_LENGTH is sent after the same silence.",
         "* Bytes that arrive while the bridge runs a command or replies are dropped: send one",
-        "  request at a time. After an error reply the host should let the line idle for the timeout",
-        "  before the next request (`sim/link.py` does).",
+        "  request at a time. Between frames the bridge drops every byte but the sync byte; a stray",
+        "  sync byte starts a frame, which ends in ERR_TIMEOUT (or takes in the next request's bytes",
+        "  and ends in an error reply to it). After an error reply the host should let the line idle",
+        "  for the timeout before the next request.",
+        "* What `sim/link.py` (`Link`) does to stay in step: before each request it drops reply bytes",
+        "  nobody asked for; after any error (a refusal, a malformed reply, a timeout) it idles the line",
+        "  for the timeout and drops what came in. A request refused with a line error,",
+        f"  {', '.join(s.name for s in line_errors)} (it never ran), is sent again, up to {retries} more times.",
         "* The host's watchdog: a reply that does not begin, or stops, within its time limit raises",
-        "  `LinkTimeout` (a simulated link counts cycles, a serial port seconds); nothing waits forever.",
+        "  `LinkTimeout` (a simulated link counts cycles, a serial port seconds, also for room to send);",
+        "  nothing waits forever.",
+        "* The simulated board on a pseudo-terminal (the `link_pty` flow: `lockstep run --backend serial",
+        "  --port /dev/pts/N` against the RTL) is a wire: each byte from the pty goes out on `rx` when it",
+        "  comes, each byte on `tx` goes to the pty when it is sent, a reply nobody asked for too. Its clock",
+        "  never stops: while the line is idle, simulated time runs at a stated ratio to wall time, so that",
+        f"  the bridge's frame timeout lasts {1000 * PTY_TIMEOUT_SECONDS:g} ms of wall time "
+        f"({default_timeout_cycles(8) / PTY_TIMEOUT_SECONDS:,.0f} cycles a second at",
+        "  8 cycles per bit; the job's `idle_rate` overrides it); bytes on the line run at the simulator's",
+        f"  speed. An idle board looks at its pty every {1000 * PTY_POLL_SECONDS:g} ms and sleeps in "
+        "between; a simulator that falls",
+        f"  behind the wall clock by more than {1000 * PTY_MAX_OWED_SECONDS:g} ms does not catch up.",
         "",
     ]
     return "\n".join(lines)

@@ -111,20 +111,20 @@ def test_read_logits_and_decode_only_errors():
     assert int.from_bytes(bytes.fromhex(replies[-1]["payload"]), "little") == logits_words[0]
 
 
-def test_lockstep_run_serial_drives_the_simulated_board(demo, tmp_path):
-    """``lockstep run --backend serial --port PTY``, the command that drives a board, against the RTL:
-    the simulator serves the design's UART pins on a pseudo-terminal; the CLI opens it with pyserial."""
-    import json
-    import subprocess
-    import sys
+@pytest.fixture(scope="module")
+def pty_board(demo, tmp_path_factory):
+    """The demo model's ``linked_decode`` design served on a pseudo-terminal by the simulator (the
+    ``link_pty`` flow), its memories preloaded: a simulated board a host opens like a USB serial
+    device. Yields ``(port name, design parameters, the server's outcome)``; the session ends
+    after the module's tests, and must end without an error."""
     import threading
     import time
     from pathlib import Path
 
-    prompt, new = [5, 9, 2, 17], 3
+    tmp = tmp_path_factory.mktemp("pty")
     params = decode_link_params(top_params(demo), **LINK)
     job = {"link": dict(LINK), "preload": True, "images": decode_job(demo, params, steps=[])["images"],
-           "pty_file": str(tmp_path / "pty"), "stop_file": str(tmp_path / "stop")}
+           "pty_file": str(tmp / "pty"), "stop_file": str(tmp / "stop")}
     outcome = {}
 
     def serve():
@@ -141,15 +141,140 @@ def test_lockstep_run_serial_drives_the_simulated_board(demo, tmp_path):
             assert server.is_alive(), outcome.get("error")
             assert time.monotonic() < deadline, "the simulated board never opened its pty"
             time.sleep(0.2)
-        port = Path(job["pty_file"]).read_text()
-        lockstep = str(Path(sys.executable).parent / "lockstep")
-        out = subprocess.run([lockstep, "run", "--backend", "serial", "--port", port, "--loaded",
-                              "--prompt-ids", ",".join(map(str, prompt)), "--tokens", str(new), "--json"],
-                             capture_output=True, text=True, timeout=900)
+        yield Path(job["pty_file"]).read_text(), params, outcome
     finally:
         Path(job["stop_file"]).touch()
         server.join(timeout=120)
     assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"]["framing_errors"] == 0 and outcome["result"]["bytes_out"] > 0
+
+
+def test_the_pty_board_answers_bad_frames_as_a_board_does(pty_board):
+    """Through the pty, as a host on a board's serial port: a truncated request, stray bytes and an
+    oversize length are answered by the RTL's own frame timer (ERR_TIMEOUT, ERR_LENGTH: the board's
+    clock runs while the line is idle), and the good requests after each succeed; the host's
+    ``Link`` resends a request that a stray byte spoiled and drops a reply nobody asked for."""
+    import asyncio
+    import time
+
+    from hdl.link import Target
+    from sim.link import Link, SerialTransport
+    from sim.protocol import Command, Status, encode_request, write_reg_payload
+
+    port, _, _ = pty_board
+    transport = SerialTransport(port, timeout=5.0)
+    link = Link(transport)
+
+    def raw(frame):
+        status, payload = asyncio.run(link.exchange(frame))
+        return status
+
+    def status():
+        return asyncio.run(link.read_status())
+
+    try:
+        before = status()
+        assert not before.busy
+        # A truncated request: the bridge's timer ends it.
+        assert raw(encode_request(Command.WRITE_REG, write_reg_payload(0, 1))[:5]) == Status.ERR_TIMEOUT
+        assert asyncio.run(link.info()).target == Target.DECODE.value
+        after = status()
+        assert (after.last_error, after.rejected) == (Status.ERR_TIMEOUT, before.rejected + 1)
+        # A stray byte other than the sync byte is dropped: the request behind it is served.
+        assert raw(b"\x00" + encode_request(Command.STATUS)) == Status.OK
+        # A stray sync byte starts a frame, which the timer ends.
+        assert raw(b"\xa5") == Status.ERR_TIMEOUT
+        assert status().rejected == before.rejected + 2
+        # An oversize length: ERR_LENGTH once the line is idle; the next requests work.
+        oversize = bytes([0xA5, Command.WRITE_MEM.value]) + (300).to_bytes(2, "little") + bytes(range(20))
+        assert raw(oversize) == Status.ERR_LENGTH
+        after = status()
+        assert (after.last_error, after.rejected) == (Status.ERR_LENGTH, before.rejected + 3)
+        # Good requests sent right behind an oversize one are dropped with it (one reply); the
+        # six after it all work.
+        assert raw(oversize + encode_request(Command.STATUS) * 3) == Status.ERR_LENGTH
+        assert [status().rejected for _ in range(6)] == [before.rejected + 4] * 6
+        assert asyncio.run(link.read_cycles()) >= 0
+        # Two requests back to back: the bridge answers the first while the second arrives, and
+        # drops the second (the wire carries both directions at once); one reply comes.
+        assert raw(encode_request(Command.STATUS) * 2) == Status.OK
+        time.sleep(0.3)
+        assert transport.serial.in_waiting == 0
+
+        class StrayByteFirst(SerialTransport):
+            """A port whose next request goes out behind a stray sync byte."""
+            strays = 1
+
+            async def send(self, data):
+                await super().send(b"\xa5" * self.strays + data)
+                self.strays = 0
+
+        spoiled = Link(StrayByteFirst(transport.serial, timeout=5.0))
+        got = asyncio.run(spoiled.read_status())
+        assert spoiled.resent == 1      # the swallowed request came back ERR_TIMEOUT and went again
+        assert (got.last_error, got.rejected) == (Status.ERR_TIMEOUT, before.rejected + 5)
+        # A reply nobody asked for (to a stray sync byte) waiting in the port's buffer is dropped.
+        transport.serial.write(b"\xa5")
+        time.sleep(0.5)
+        assert transport.serial.in_waiting == 6
+        resent = link.resent
+        got = status()
+        assert (got.last_error, got.rejected, link.resent) == (Status.ERR_TIMEOUT, before.rejected + 6, resent)
+    finally:
+        transport.close()
+
+
+def test_decode_steps_over_the_pty_survive_stray_bytes(demo, pty_board):
+    """LinkDecoder (the serial backend's code) over a port that puts a stray sync byte before every
+    third request: each spoiled request (a START too) is refused with a line error (ERR_TIMEOUT,
+    ERR_LENGTH or ERR_CRC, by what the stray byte makes of it) and sent again, and the steps'
+    tokens and cycle counters are still exact."""
+    import asyncio
+
+    from sim.link import Link, LinkDecoder, SerialTransport
+
+    class Noisy(SerialTransport):
+        sent = 0
+
+        async def send(self, data):
+            self.sent += 1
+            await super().send((b"\xa5" if self.sent % 3 == 0 else b"") + data)
+
+    port, params, _ = pty_board
+    transport = Noisy(port, timeout=5.0)
+    link = Link(transport)
+    mc = demo.model.config
+    decoder = LinkDecoder(link, params=params, n_kv_heads=mc.n_kv_heads, group=mc.n_heads // mc.n_kv_heads)
+    prompt = [5, 9, 2]
+
+    async def steps():
+        await decoder.connect()
+        return [await decoder.step(token, position) for position, token in enumerate(prompt)]
+
+    try:
+        got = asyncio.run(steps())
+    finally:
+        transport.close()
+    assert got[-1]["token_out"] == generate_int(demo.model, prompt, 1)[0]
+    assert [s["cycles"] for s in got] == [decode_job(demo, params, steps=[(0, p)])["predicted"][str(p)]
+                                          for p in range(len(prompt))]
+    assert link.resent == transport.sent // 3 > 10   # every spoiled request was sent again, once
+
+
+def test_lockstep_run_serial_drives_the_simulated_board(demo, pty_board):
+    """``lockstep run --backend serial --port PTY``, the command that drives a board, against the RTL:
+    the simulator serves the design's UART pins on a pseudo-terminal; the CLI opens it with pyserial."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port, params, outcome = pty_board
+    prompt, new = [5, 9, 2, 17], 3
+    lockstep = str(Path(sys.executable).parent / "lockstep")
+    out = subprocess.run([lockstep, "run", "--backend", "serial", "--port", port, "--loaded",
+                          "--prompt-ids", ",".join(map(str, prompt)), "--tokens", str(new), "--json"],
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["generated"] == generate_int(demo.model, prompt, new)
@@ -157,4 +282,3 @@ def test_lockstep_run_serial_drives_the_simulated_board(demo, tmp_path):
     positions = range(len(prompt) + new - 1)
     assert report["measured_cycles"] == [decode_job(demo, params, steps=[(0, p)])["predicted"][str(p)]
                                          for p in positions]
-    assert outcome["result"]["requests"] > 4 * len(positions)

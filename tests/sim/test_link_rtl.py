@@ -153,3 +153,6 @@ def test_link_job_is_checked_before_any_simulator_starts():
     job = {"config": CONFIG.as_dict(), "link": {"baud": 9600}, "cases": []}
     with pytest.raises(ValueError, match="link: unknown parameter 'baud'"):
         run("verilator", "linked_gemm", PARAMS, "link_gemm", job)
+    for rate in (0, -1.0, float("nan"), "fast", True):
+        with pytest.raises(ValueError, match=r"^idle_rate must be a positive number of cycles per second, not "):
+            run("verilator", "linked_gemm", PARAMS, "link_pty", {"link": LINK, "idle_rate": rate})

@@ -168,3 +168,68 @@ def test_host_checks_ranges_before_sending():
         asyncio.run(link.load_memory(0, [1 << 32]))
     with pytest.raises(ValueError, match="register must be below 3, not 3"):
         asyncio.run(link.write_reg(3, 0))
+
+
+def test_a_request_refused_with_a_line_error_is_sent_again():
+    """ERR_TIMEOUT, ERR_LENGTH and ERR_CRC say the request never ran: Link sends it again (up to
+    ``retries`` more times); other refusals are final."""
+    ok = encode_reply(Status.OK, b"\x02\x00\x00\x00")
+    port = FakePort([encode_reply(Status.ERR_TIMEOUT), ok])
+    link = Link(SerialTransport(port, timeout=0.01, idle_seconds=0))
+    assert asyncio.run(link.read_status()).done
+    assert link.resent == 1 and port.written == encode_request(Command.STATUS) * 2
+    port = FakePort([encode_reply(Status.ERR_CRC)] * 3 + [ok])
+    link = Link(SerialTransport(port, timeout=0.01, idle_seconds=0))
+    with pytest.raises(LinkError, match=r"^device refused STATUS with ERR_CRC: .* \(sent 3 times\)$"):
+        asyncio.run(link.read_status())
+    port = FakePort([encode_reply(Status.ERR_BUSY), ok])
+    with pytest.raises(LinkError, match=r"^device refused START with ERR_BUSY: [^(]*$"):
+        asyncio.run(Link(SerialTransport(port, timeout=0.01, idle_seconds=0)).transact(Command.START))
+    assert port.written == encode_request(Command.START)
+
+
+def test_a_serial_port_bounds_every_wait_with_one_line_errors():
+    """On a real pseudo-terminal whose far end never answers, never reads, then goes away."""
+    import os
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    name = os.ttyname(slave)
+    transport = SerialTransport(name, timeout=0.2, idle_seconds=0)
+    link = Link(transport)
+    try:
+        with pytest.raises(LinkTimeout, match=rf"^no reply from {name} within 0.2 s \(got 0 of 4 bytes\)$"):
+            asyncio.run(link.read_status())
+        with pytest.raises(LinkTimeout, match=rf"^could not send to {name} within 0.2 s \(the port takes no more"):
+            asyncio.run(link.transact(Command.WRITE_MEM, bytes(60_000)))
+        os.close(master)
+        master = None
+        with pytest.raises(LinkError, match=rf"^serial port {name} failed: .*Input/output error"):
+            asyncio.run(link.read_status())
+    finally:
+        transport.close()
+        os.close(slave)
+        if master is not None:
+            os.close(master)
+
+
+def test_lockstep_run_on_a_silent_port_fails_in_one_line():
+    import os
+    import re
+    import subprocess
+    import sys
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    name = os.ttyname(slave)
+    try:
+        lockstep = str(Path(sys.executable).parent / "lockstep")
+        out = subprocess.run([lockstep, "run", "--backend", "serial", "--port", name, "--tokens", "1"],
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert out.returncode == 1
+    assert re.fullmatch(rf"lockstep: error: no reply from {name} within 2.0 s \(got 0 of 4 bytes\)\n", out.stderr)
