@@ -106,9 +106,10 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, cloc
     if clock_mhz is not None and not clock_mhz > 0:
         raise ValueError(f"--clock-mhz must be positive, not {clock_mhz:g}")
     clock_hz = clock_mhz * 1e6 if clock_mhz is not None else (config.clock_hz if design == "decode" else None)
+    # The fit is checked before anything says a build starts: a refusal is the only line.
+    plan = (plan_decode_build(board, compiled, baud=baud, clock_hz=clock_hz) if compiled is not None
+            else plan_build(board, config, baud=baud, clock_hz=clock_hz)).as_dict()
     if plan_only:
-        plan = (plan_decode_build(board, compiled, baud=baud, clock_hz=clock_hz) if compiled is not None
-                else plan_build(board, config, baud=baud, clock_hz=clock_hz)).as_dict()
         if as_json:
             click.echo(json.dumps({"plan": plan}))
             return
