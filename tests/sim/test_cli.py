@@ -58,6 +58,7 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
     (("gemm", "-m", "100000", "-k", "100000"),
      "GEMM 100000x100000x20: its random operand A would hold 10,000,000,000 values, more than this command "
      "generates (4,194,304)"),
+    (("build", "--board", "icebreaker"), "multipliers: the 4x4 array needs 17 SB_MAC16"),  # before "building"
     (("run", "--tokens", "-1"), "--tokens must be a non-negative integer, not -1"),
     (("run", "--tokens", "500"), "more than the context of 128"),
     (("run", "--backend", "isa", "--waves"), "--waves needs an RTL backend"),
