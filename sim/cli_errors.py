@@ -43,8 +43,7 @@ class Interrupted(UserError):
 
     def __init__(self, signum: int):
         name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name}{' (Ctrl-C)' if signum == signal.SIGINT else ''}; "
-                         "its simulator processes were stopped and its run files removed")
+        super().__init__(f"interrupted by {name}{' (Ctrl-C)' if signum == signal.SIGINT else ''}")
         self.exit_code = 128 + int(signum)
 
 
@@ -53,13 +52,26 @@ def interrupted(exc: BaseException) -> Interrupted:
     return Interrupted(getattr(exc, "signum", signal.SIGINT))
 
 
+_handler_pid: int | None = None
+
+
 def _raise_terminated(signum, frame):
+    import os
+
+    if os.getpid() != _handler_pid:   # a forked worker (a sweep's pool): SIGTERM's default, as before
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
 def handle_sigterm() -> None:
-    """From now on SIGTERM raises :class:`Terminated` in the main thread (Python's default is to die
-    at once, with no clean-up)."""
+    """From now on SIGTERM raises :class:`Terminated` in this process's main thread (Python's
+    default is to die at once, with no clean-up); processes forked from it keep the default."""
+    import os
+
+    global _handler_pid
+    _handler_pid = os.getpid()
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 

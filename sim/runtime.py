@@ -180,7 +180,8 @@ class RtlBackend(Backend):
         if getattr(self, "_thread", None) is None:
             return
         self._cancel.cancel()
-        self._thread.join(timeout=self.ABORT_WAIT_S)
+        # Amaranth's simulator runs in this process, in a thread nothing can stop: it ends with the process.
+        self._thread.join(timeout=0 if self.simulator == "amaranth" else self.ABORT_WAIT_S)
         self._remove_progress()
 
     def _remove_progress(self) -> None:
