@@ -233,3 +233,37 @@ def test_an_interrupted_gemm_leaves_nothing_behind(tmp_path):
 
     _interrupt(tmp_path, ["gemm", "--backend", "icarus", "-m", "64", "-k", "512", "-n", "64"], started,
                signal.SIGINT)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_sample_wall_time_has_the_format_run_prints():
+    """README's sample of `lockstep run` gives the wall time as run prints it (both figures)."""
+    readme = (ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("wall time  :"))
+    in_all, decoding = re.fullmatch(r"wall time  : ([\d.]+) s in all, ([\d.]+) s decoding "
+                                    r"\([\d,]+ simulated cycles per second\)", line).groups()
+    assert float(in_all) > float(decoding) > 0
+
+
+def _fpga_doc_examples():
+    """docs/fpga.md's examples of what `lockstep build` prints: `$ lockstep ...` lines followed by
+    their output, and the `--plan` line given after "prints:"."""
+    text = (ROOT / "docs" / "fpga.md").read_text()
+    examples = []
+    for block in re.findall(r"```\n(.*?)```", text, re.S):
+        lines = block.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("$ lockstep "):
+                examples.append((line[len("$ lockstep "):].split(), [lines[i + 1]]))
+    plan = re.search(r"`lockstep (build [^`]*--plan)` prints:\n\n```\n(.*?)```", text, re.S)
+    examples.append((plan.group(1).split(), plan.group(2).splitlines()))
+    return examples
+
+
+@pytest.mark.parametrize(("args", "printed"), _fpga_doc_examples(), ids=lambda x: " ".join(x)[:60])
+def test_fpga_doc_shows_what_build_prints(args, printed):
+    """Each example runs with --plan (the same checks, no tools), so none can start a build."""
+    out = lockstep(*args, *(() if "--plan" in args else ("--plan",)))
+    assert (out.stdout + out.stderr).splitlines() == printed
