@@ -94,6 +94,10 @@ def friendly(fn):
     return wrapper
 
 
+#: What click raises for a group called with no arguments (click >= 8.2).
+_NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class LockstepGroup(click.Group):
     """The ``lockstep`` group: one rule for every error click itself finds (an unknown command, an
     option's value of the wrong type, a missing argument, a directory where a file is wanted):
@@ -111,6 +115,9 @@ class LockstepGroup(click.Group):
                 raise interrupted(exc) from None
             except click.Abort as exc:         # click's own wrapping of a KeyboardInterrupt
                 raise interrupted(exc.__context__ or KeyboardInterrupt()) from None
+        except _NoArgsIsHelp as exc:         # "lockstep" alone asks for nothing: the help, as --help gives it
+            click.echo(exc.ctx.get_help())
+            status = 0
         except click.UsageError as exc:
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             click.echo(f"lockstep: error: {one_line(exc.format_message()).rstrip('.')}{where}", err=True)

@@ -26,6 +26,8 @@ def test_help_and_version():
         assert command in out.stdout
     version = lockstep("--version")
     assert version.returncode == 0 and "lockstep, version" in version.stdout
+    bare = lockstep()   # no command: the help, not an error
+    assert bare.returncode == 0 and bare.stdout == out.stdout and bare.stderr == ""
 
 
 def test_gemm_on_amaranth_reports_exact_result_and_cycles():
