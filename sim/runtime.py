@@ -24,7 +24,6 @@ Backends today:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +52,11 @@ class Backend:
     def finish(self) -> dict:
         """After the last step: anything the backend has to report (e.g. a waveform's path)."""
         return {}
+
+    def abort(self) -> None:
+        """After an error or an interrupt, instead of :meth:`finish`: stop whatever still runs and
+        remove what the run made (processes, run directories, progress files)."""
+        return None
 
     def wall_seconds(self, position: int, measured: float) -> float:
         return measured
@@ -109,25 +113,21 @@ class RtlBackend(Backend):
     def begin(self, prompt, new_tokens):
         """Start the whole request on the simulator in the background; :meth:`step` returns each
         step as the simulator finishes it (the flow appends one line per step to a progress file)."""
-        import tempfile
         import threading
-        from pathlib import Path
 
-        from .runner import cache_root, run
+        from .runner import Cancel, new_progress_file, run
         from .top import decode_job
 
         job = decode_job(self.compiled, self.params, prompt=prompt, new_tokens=new_tokens)
-        (cache_root() / "runs").mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="decode-progress-", suffix=".jsonl", dir=cache_root() / "runs")
-        os.close(fd)
-        self._progress = Path(name)
-        job["progress"] = name
+        self._progress, self._progress_held = new_progress_file()
+        job["progress"] = str(self._progress)
         self._outcome: dict = {}
+        self._cancel = Cancel()
 
         def work():
             try:
                 self._outcome["result"] = run(self.simulator, "decode_top", self.params, "decode_top", job,
-                                              waves=self.waves)
+                                              waves=self.waves, cancel=self._cancel)
             except BaseException as exc:  # handed to the caller's thread in step()
                 self._outcome["error"] = exc
 
@@ -166,12 +166,27 @@ class RtlBackend(Backend):
     def finish(self) -> dict:
         """Wait for the simulator to end; its result (load time, waves path)."""
         self._thread.join()
-        self._progress.unlink(missing_ok=True)
+        self._remove_progress()
         if "error" in self._outcome:
             raise self._outcome["error"]
         result = self._outcome["result"]
         self.load_seconds = result["load_seconds"]
         return result
+
+    #: Seconds an aborted run's worker thread is given to stop (its simulator is killed at once).
+    ABORT_WAIT_S = 30.0
+
+    def abort(self) -> None:
+        if getattr(self, "_thread", None) is None:
+            return
+        self._cancel.cancel()
+        # Amaranth's simulator runs in this process, in a thread nothing can stop: it ends with the process.
+        self._thread.join(timeout=0 if self.simulator == "amaranth" else self.ABORT_WAIT_S)
+        self._remove_progress()
+
+    def _remove_progress(self) -> None:
+        self._progress.unlink(missing_ok=True)
+        self._progress_held.close()
 
     def wall_seconds(self, position, measured):
         return self.results[position]["seconds"]
@@ -238,6 +253,9 @@ class SerialBackend(Backend):
             self._transport = None
         return {}
 
+    def abort(self) -> None:
+        self.finish()
+
 
 class AmaranthBackend(RtlBackend):
     name = simulator = "amaranth"
@@ -281,6 +299,23 @@ class RunReport:
     steps: list[StepReport] = field(default_factory=list)
     lower_bound: float = 0.0
     waves: str | None = None
+    #: The design point's configuration fields (:meth:`hdl.config.Config.as_dict`).
+    config: dict = field(default_factory=dict)
+    #: Seconds the backend spent loading the memory images before the first step (RTL backends, a board).
+    load_seconds: float = 0.0
+
+    @property
+    def measured(self) -> bool:
+        """Whether any step's cycles were measured (RTL backends and a board; not isa or golden)."""
+        return any(s.measured_cycles is not None for s in self.steps)
+
+    @property
+    def cycle_exact(self) -> bool | None:
+        """Every step's measured cycles equal its prediction: True or False where the cycles were
+        measured, None where nothing was measured (a claim with no measurement behind it)."""
+        if not self.measured:
+            return None
+        return all(s.measured_cycles == s.predicted_cycles for s in self.steps)
 
     @property
     def simulated_cycles_per_second(self) -> float | None:
@@ -307,11 +342,15 @@ class RunReport:
             "backend": self.backend, "prompt": self.prompt, "generated": self.generated,
             "clock_hz": self.clock_hz, "steps": len(self.steps),
             "predicted_cycles_per_token": self.predicted_cycles_per_token,
+            "predicted_cycles": [s.predicted_cycles for s in self.steps],
             "measured_cycles": [s.measured_cycles for s in self.steps],
+            "cycle_exact": self.cycle_exact,
             "tokens_per_second_at_clock": self.tokens_per_second,
             "lower_bound_cycles": self.lower_bound, "efficiency": self.efficiency,
             "wall_seconds": sum(s.wall_seconds for s in self.steps),
+            "load_seconds": self.load_seconds,
             "simulated_cycles_per_second": self.simulated_cycles_per_second, "waves": self.waves,
+            "design": {"config": self.config},
         }
 
 
@@ -352,7 +391,6 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
     run longer than the compiled context.
     """
     prompt, steps = check_request(compiled, backend, prompt, new_tokens)
-    model = compiled.model
     runner = BACKENDS[backend](compiled)
     if waves:
         if not hasattr(runner, "waves"):
@@ -363,7 +401,18 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
     elif port is not None or loaded:
         raise ValueError(f"--port and --loaded are for the serial backend, not {backend}")
     runner.begin(prompt, new_tokens)
-    report = RunReport(backend=backend, clock_hz=compiled.config.clock_hz, prompt=prompt)
+    try:
+        return _decode_steps(runner, compiled, backend, prompt, new_tokens, steps, on_step)
+    except BaseException:   # an error or an interrupt (Ctrl-C, SIGTERM): nothing is left running or behind
+        runner.abort()
+        raise
+
+
+def _decode_steps(runner: Backend, compiled: Compiled, backend: str, prompt: list[int], new_tokens: int, steps: int,
+                  on_step: Callable[[StepReport], None] | None) -> RunReport:
+    model = compiled.model
+    report = RunReport(backend=backend, clock_hz=compiled.config.clock_hz, prompt=prompt,
+                       config=compiled.config.as_dict())
     tokens = list(prompt)
     bounds = []
     for position in range(steps):
@@ -382,4 +431,5 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
             on_step(step)
     report.lower_bound = sum(bounds) / len(bounds)
     report.waves = runner.finish().get("waves")
+    report.load_seconds = getattr(runner, "load_seconds", 0.0)
     return report

@@ -1,8 +1,13 @@
 """The command line: help, version, the main job, and one-line errors with no traceback."""
 
+import contextlib
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +26,8 @@ def test_help_and_version():
         assert command in out.stdout
     version = lockstep("--version")
     assert version.returncode == 0 and "lockstep, version" in version.stdout
+    bare = lockstep()   # no command: the help, not an error
+    assert bare.returncode == 0 and bare.stdout == out.stdout and bare.stderr == ""
 
 
 def test_gemm_on_amaranth_reports_exact_result_and_cycles():
@@ -53,6 +60,7 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
     (("gemm", "-m", "100000", "-k", "100000"),
      "GEMM 100000x100000x20: its random operand A would hold 10,000,000,000 values, more than this command "
      "generates (4,194,304)"),
+    (("build", "--board", "icebreaker"), "multipliers: the 4x4 array needs 17 SB_MAC16"),  # before "building"
     (("run", "--tokens", "-1"), "--tokens must be a non-negative integer, not -1"),
     (("run", "--tokens", "500"), "more than the context of 128"),
     (("run", "--backend", "isa", "--waves"), "--waves needs an RTL backend"),
@@ -70,23 +78,194 @@ def test_bad_input_is_one_line_without_traceback(args, message):
     assert lines[0].startswith("lockstep: error: ") and message in lines[0]
 
 
-def test_click_usage_errors_are_short():
-    out = lockstep("gemm", "-m", "many")
-    assert out.returncode == 2 and "Traceback" not in out.stderr and "'many' is not a valid integer" in out.stderr
-    out = lockstep("gemm", "--backend", "modelsim")
-    assert out.returncode == 2 and "Traceback" not in out.stderr
+@pytest.mark.parametrize(("args", "message"), [
+    (("gemm", "-k", "abc"), "Invalid value for '-k': 'abc' is not a valid integer (see 'lockstep gemm --help')"),
+    (("gemm", "-m", "many"), "'many' is not a valid integer"),
+    (("nosuch",), "No such command 'nosuch' (see 'lockstep --help')"),
+    (("sweep", "{tmp}"), "Invalid value for 'SPEC': File '{tmp}' is a directory"),
+    (("gemm", "--backend", "modelsim"), "Invalid value for '--backend': 'modelsim' is not one of"),
+    (("build",), "Missing option '--board'. Choose from: ulx3s-85f, icebreaker"),
+    (("run", "--tokens"), "Option '--tokens' requires an argument"),
+    (("gemm", "--bogus"), "No such option '--bogus'"),
+])
+def test_usage_errors_are_one_line_with_exit_status_2(tmp_path, args, message):
+    """Errors click finds while parsing follow the one rule of every other error: one line
+    'lockstep: error: ...' (exit status 2, a malformed command line)."""
+    out = lockstep(*(a.format(tmp=tmp_path) for a in args))
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("lockstep: error: ") and message.format(tmp=tmp_path) in lines[0]
+
+
+@pytest.mark.parametrize("args", [
+    ("run", "--baud", "0"), ("decode", "--baud", "-9600"), ("build", "--board", "ulx3s-85f", "--plan", "--baud", "0"),
+    ("build", "--board", "icebreaker", "--baud", "0"),
+])
+def test_a_baud_rate_is_checked_once_for_every_command(args):
+    out = lockstep(*args)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.splitlines() == [f"lockstep: error: baud must be a positive integer, not {args[-1]}"]
+
+
+@pytest.mark.parametrize("backend", ["isa", "golden"])
+def test_nothing_measured_is_no_claim(backend):
+    """isa and golden measure no cycles: cycle_exact is null (not true), each step's predicted
+    cycles stand beside null measured ones, and the text says 'not measured'."""
+    from hdl.config import PRESETS
+
+    out = lockstep("decode", "--backend", backend, "--tokens", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["cycle_exact"] is None
+    assert report["measured_cycles"] == [None] * report["steps"]
+    assert len(report["predicted_cycles"]) == report["steps"] and min(report["predicted_cycles"]) > 0
+    assert report["design"] == {"preset": "demo", "config": PRESETS["demo"].as_dict()}
+    text = lockstep("decode", "--backend", backend, "--tokens", "2")
+    assert text.returncode == 0, text.stderr
+    assert f"measured   : not measured (the {backend} backend runs no RTL" in text.stdout
+    assert "equal to the prediction" not in text.stdout
 
 
 def test_main_job_decodes_the_demo_model_on_verilator_cycle_exact():
     from golden.checkpoint import load_demo_model
     from golden.int_model import generate_int
     from golden.quantize import quantize_checkpoint
+    from hdl.config import PRESETS
 
     out = lockstep("run", "--tokens", "6", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["backend"] == "verilator" and report["cycle_exact"]
+    assert report["backend"] == "verilator" and report["cycle_exact"] is True
     assert all(c is not None for c in report["measured_cycles"])
+    assert report["measured_cycles"] == report["predicted_cycles"]
+    assert report["design"] == {"preset": "demo", "config": PRESETS["demo"].as_dict()}
+    assert report["wall_seconds_in_all"] > report["wall_seconds"] + report["load_seconds"] > 0
     ckpt = load_demo_model()
     prompt = ckpt.tokenizer.encode("The old miller ")
     assert report["generated"] == generate_int(quantize_checkpoint(ckpt), prompt, 6)
+    # Built now: a second run says nothing of a build, and its wall time counts start-up apart.
+    text = lockstep("run", "--tokens", "2")
+    assert text.returncode == 0, text.stderr
+    assert text.stderr == ""
+    line = next(x for x in text.stdout.splitlines() if x.startswith("wall time"))
+    in_all, decoding = re.fullmatch(r"wall time  : ([\d.]+) s in all, ([\d.]+) s decoding "
+                                    r"\([\d,]+ simulated cycles per second\)", line).groups()
+    assert float(in_all) > float(decoding) > 0
+
+
+def test_a_build_reports_progress_only_when_it_happens(tmp_path):
+    """A fresh cache: the conversion and the simulator build say so on stderr, and end; the same
+    command again reuses both and says nothing."""
+    env = {**os.environ, "LOCKSTEP_CACHE": str(tmp_path)}
+    args = [LOCKSTEP, "gemm", "--backend", "icarus", "-m", "2", "-k", "4", "-n", "4"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
+    assert first.returncode == 0, first.stderr
+    lines = first.stderr.splitlines()
+    assert lines[0] == "lockstep: converting gemm_unit to Verilog (once per design; cached)..."
+    assert "lockstep: building the icarus model of gemm_unit (once per design: a few minutes; later runs " \
+           "reuse it)..." in lines
+    assert re.fullmatch(r"lockstep:   \.\.\. building the icarus model of gemm_unit: done in \d+ s", lines[-1])
+    again = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)
+    assert again.returncode == 0 and again.stderr == ""
+
+
+def _processes_under(path):
+    """Processes (of this user) whose working directory is under ``path``: a simulator runs in its run directory."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(path):
+                found.append(int(proc.name))
+    return found
+
+
+def _shared_builds(tmp_path):
+    """A cache in ``tmp_path`` whose builds and Verilog are the user's (built once, shared)."""
+    from sim.runner import cache_root
+
+    real = cache_root()
+    for sub in ("build", "verilog"):
+        (real / sub).mkdir(parents=True, exist_ok=True)
+        (tmp_path / sub).symlink_to(real / sub)
+    return {**os.environ, "LOCKSTEP_CACHE": str(tmp_path)}
+
+
+def _interrupt(tmp_path, args, started, signum):
+    """Start ``lockstep *args`` on a cache in ``tmp_path``; once ``started()`` (the simulation is
+    under way), send ``signum``; the command ends in one line, leaving no process and no file."""
+    proc = subprocess.Popen([LOCKSTEP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_shared_builds(tmp_path), cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 1500       # the first run may build the model
+        while not (started() and _processes_under(tmp_path / "runs")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signum
+    assert "Traceback" not in stderr
+    errors = [x for x in stderr.splitlines() if not x.startswith("lockstep: ") or x.startswith("lockstep: error: ")]
+    assert errors == [f"lockstep: error: interrupted by {signal.Signals(signum).name}"
+                      f"{' (Ctrl-C)' if signum == signal.SIGINT else ''}"]
+    assert list((tmp_path / "runs").iterdir()) == []
+    assert _processes_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_decode_leaves_nothing_behind(tmp_path, signum):
+    """Ctrl-C or SIGTERM in the middle of a Verilator decode (the simulator in a worker thread):
+    the simulator is stopped, the run directory and the progress file removed."""
+    def started():
+        progress = list((tmp_path / "runs").glob("decode-progress-*.jsonl"))
+        return bool(progress) and progress[0].stat().st_size > 0    # the first step is done
+
+    _interrupt(tmp_path, ["run", "--tokens", "100"], started, signum)
+
+
+def test_an_interrupted_gemm_leaves_nothing_behind(tmp_path):
+    """Ctrl-C in the middle of a GEMM on Icarus (the simulator waited on by the main thread)."""
+    def started():
+        return any((tmp_path / "runs").glob("icarus-gemm_unit-*/sim.log"))
+
+    _interrupt(tmp_path, ["gemm", "--backend", "icarus", "-m", "64", "-k", "512", "-n", "64"], started,
+               signal.SIGINT)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_sample_wall_time_has_the_format_run_prints():
+    """README's sample of `lockstep run` gives the wall time as run prints it (both figures)."""
+    readme = (ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("wall time  :"))
+    in_all, decoding = re.fullmatch(r"wall time  : ([\d.]+) s in all, ([\d.]+) s decoding "
+                                    r"\([\d,]+ simulated cycles per second\)", line).groups()
+    assert float(in_all) > float(decoding) > 0
+
+
+def _fpga_doc_examples():
+    """docs/fpga.md's examples of what `lockstep build` prints: `$ lockstep ...` lines followed by
+    their output, and the `--plan` line given after "prints:"."""
+    text = (ROOT / "docs" / "fpga.md").read_text()
+    examples = []
+    for block in re.findall(r"```\n(.*?)```", text, re.S):
+        lines = block.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("$ lockstep "):
+                examples.append((line[len("$ lockstep "):].split(), [lines[i + 1]]))
+    plan = re.search(r"`lockstep (build [^`]*--plan)` prints:\n\n```\n(.*?)```", text, re.S)
+    examples.append((plan.group(1).split(), plan.group(2).splitlines()))
+    return examples
+
+
+@pytest.mark.parametrize(("args", "printed"), _fpga_doc_examples(), ids=lambda x: " ".join(x)[:60])
+def test_fpga_doc_shows_what_build_prints(args, printed):
+    """Each example runs with --plan (the same checks, no tools), so none can start a build."""
+    out = lockstep(*args, *(() if "--plan" in args else ("--plan",)))
+    assert (out.stdout + out.stderr).splitlines() == printed

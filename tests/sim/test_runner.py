@@ -1,5 +1,12 @@
 """The runner layer: content-hashed builds, reuse, and clear failures."""
 
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
 import pytest
 
 from sim.runner import SimulationError, build, design_for, run
@@ -42,3 +49,92 @@ def test_design_registry_builds_components():
     array = design_for("array", {"rows": 2, "cols": 3})
     assert array.cols == 3
     assert "module array" in verilog_for(array, "array")
+
+
+def _aged(path, seconds):
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_the_runs_cache_is_bounded(tmp_path):
+    """What failed or killed runs leave is pruned past the newest RUNS_KEPT; a live run (its lock
+    held), a run kept for its waves or by LOCKSTEP_KEEP_RUNS, and anything younger than a run may
+    be (without a lock to tell) are left alone."""
+    from sim.runner import KEEP_FILE, OWNER_FILE, PROGRESS_PREFIX, RUNS_KEPT, UNOWNED_GRACE_S, hold, prune_runs
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+
+    def run_dir(name, age, *, owned=True, keep=False):
+        path = runs / name
+        path.mkdir()
+        if owned:
+            (path / OWNER_FILE).touch()
+        if keep:
+            (path / KEEP_FILE).touch()
+        return _aged(path, age)
+
+    ended = [run_dir(f"verilator-decode_top-{i}", 100 + i) for i in range(RUNS_KEPT + 5)]
+    kept = run_dir("icarus-gemm_unit-waves", 10_000, keep=True)
+    live = run_dir("verilator-decode_top-live", 10_000)
+    held = hold(live / OWNER_FILE)
+    young = run_dir("verilator-decode_top-young", 1)
+    legacy_recent = run_dir("verilator-decode_top-old-recent", UNOWNED_GRACE_S / 2, owned=False)
+    legacy_stale = run_dir("verilator-decode_top-old-stale", UNOWNED_GRACE_S * 2, owned=False)
+    stale_progress = runs / f"{PROGRESS_PREFIX}a.jsonl"
+    stale_progress.touch()
+    _aged(stale_progress, UNOWNED_GRACE_S * 2)
+    live_progress = runs / f"{PROGRESS_PREFIX}b.jsonl"
+    live_progress.touch()
+    held_progress = hold(live_progress)
+    _aged(live_progress, UNOWNED_GRACE_S * 2)
+    try:
+        removed = prune_runs(runs)
+    finally:
+        held.close()
+        held_progress.close()
+    assert sorted(removed) == sorted([*ended[RUNS_KEPT:], legacy_stale, stale_progress])
+    assert sorted(runs.iterdir()) == sorted([*ended[:RUNS_KEPT], kept, live, young, legacy_recent, live_progress])
+
+
+def test_a_command_is_stopped_with_its_whole_process_group(tmp_path):
+    """A wall-clock limit (or an interrupt) stops the command and everything it started."""
+    from sim.runner import _run_command
+
+    pids = tmp_path / "pids"
+    script = f"sleep 300 & echo $! > {pids}; sleep 300"
+    t0 = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        _run_command(["sh", "-c", script], cwd=tmp_path, env=None, stdout=None, timeout=1.0)
+    assert time.monotonic() - t0 < 30
+    grandchild = int(pids.read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{grandchild}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{grandchild}").exists()
+
+
+def test_a_cancelled_run_stops_its_command_and_starts_no_other(tmp_path):
+    from sim.runner import Cancel, _cancelled_by, _run_command
+
+    cancel = Cancel()
+    status = {}
+
+    def work():
+        with _cancelled_by(cancel):
+            status["first"] = _run_command(["sleep", "300"], cwd=tmp_path, env=None, stdout=None, timeout=None)
+            try:
+                _run_command(["true"], cwd=tmp_path, env=None, stdout=None, timeout=None)
+            except SimulationError as exc:
+                status["second"] = str(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not cancel._processes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cancel.cancel()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert status == {"first": -signal.SIGTERM, "second": "the run was cancelled"}
