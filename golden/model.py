@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden.numerics import is_int, is_real
+
 __all__ = [
     "FAMILIES", "KVCache", "ModelConfig", "Transformer",
     "check_weights", "generate", "init_weights", "sample_next", "weight_shapes",
@@ -66,7 +68,7 @@ _POSITIVE_INTS = (
 
 
 def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not is_int(value):
         raise TypeError(f"{name} must be an integer, not {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, not {value!r}")
@@ -74,7 +76,7 @@ def _check_positive_int(name: str, value) -> int:
 
 
 def _check_positive_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+    if not is_real(value):
         raise TypeError(f"{name} must be a number, not {value!r}")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, not {value!r}")
@@ -419,7 +421,7 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator | None = None, *,
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be a finite number >= 0, not {temperature!r}")
     logits = np.asarray(logits, dtype=np.float64)
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int | np.integer)
+    if top_k is not None and (not is_int(top_k)
                               or not 1 <= top_k <= logits.shape[-1]):
         raise ValueError(f"top_k must be an integer in 1..{logits.shape[-1]} or None, not {top_k!r}")
     if temperature == 0:
@@ -443,7 +445,7 @@ def generate(model: Transformer, prompt: Sequence[int], max_new_tokens: int, *,
     ValueError for an empty prompt or when prompt plus new tokens exceed ``max_context``.
     """
     prompt = [int(t) for t in prompt]
-    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int | np.integer)
+    if (not is_int(max_new_tokens)
             or max_new_tokens < 0):
         raise ValueError(f"max_new_tokens must be a non-negative integer, not {max_new_tokens!r}")
     if not prompt:
