@@ -56,7 +56,7 @@ import numpy as np
 from golden.numerics import is_int, is_real
 
 __all__ = [
-    "FAMILIES", "KVCache", "ModelConfig", "Transformer",
+    "FAMILIES", "MAX_CONTEXT", "MAX_LAYERS", "KVCache", "ModelConfig", "Transformer",
     "check_weights", "generate", "init_weights", "sample_next", "weight_shapes",
 ]
 
@@ -65,6 +65,14 @@ FAMILIES = ("gpt2", "llama")
 _POSITIVE_INTS = (
     "vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "max_context",
 )
+#: Longest context a configuration may declare: 2**20 positions, 8x Llama 3.1's 131,072. The KV
+#: cache is sized by it (zeroed pages, touched only as positions fill), so a declared context of
+#: 1e12 is refused here rather than failing inside NumPy.
+MAX_CONTEXT = 1 << 20
+#: Most layers a configuration may declare (the largest released models have ~130): per-layer
+#: tables are built by loops over the layers.
+MAX_LAYERS = 1024
+_LIMITS = {"max_context": MAX_CONTEXT, "n_layers": MAX_LAYERS}
 
 
 def _check_positive_int(name: str, value) -> int:
@@ -116,6 +124,8 @@ class ModelConfig:
             raise ValueError(f"family must be one of {', '.join(map(repr, FAMILIES))}, not {self.family!r}")
         for name in _POSITIVE_INTS:
             object.__setattr__(self, name, _check_positive_int(name, getattr(self, name)))
+            if name in _LIMITS and getattr(self, name) > _LIMITS[name]:
+                raise ValueError(f"{name} must be at most {_LIMITS[name]:,}, not {getattr(self, name)}")
         for name in ("norm_eps", "rope_theta"):
             object.__setattr__(self, name, _check_positive_float(name, getattr(self, name)))
         if not isinstance(self.tie_embeddings, bool | np.bool_):
@@ -278,7 +288,7 @@ class Transformer:
     config: ModelConfig
     weights: dict[str, np.ndarray]
     dtype: type = np.float32
-    _rope: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None, repr=False)
+    _inv_freq: np.ndarray | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, ModelConfig):
@@ -287,10 +297,15 @@ class Transformer:
         self.weights = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in self.weights.items()}
         if self.config.family == "llama":
             c = self.config
-            inv_freq = 1.0 / (c.rope_theta ** (np.arange(0, c.head_dim, 2, dtype=np.float64) / c.head_dim))
-            angles = np.arange(c.max_context, dtype=np.float64)[:, None] * inv_freq[None, :]
-            angles = np.concatenate([angles, angles], axis=-1).astype(np.float32)
-            self._rope = (np.cos(angles).astype(self.dtype), np.sin(angles).astype(self.dtype))
+            self._inv_freq = 1.0 / (c.rope_theta ** (np.arange(0, c.head_dim, 2, dtype=np.float64) / c.head_dim))
+
+    def _rope(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """cos and sin (T, head_dim) of the RoPE angles of ``positions``, computed for those
+        positions only (no table of max_context rows). The angles are float64 products rounded
+        to float32, as transformers' float32 angles are, before cos and sin."""
+        angles = positions.astype(np.float64)[:, None] * self._inv_freq[None, :]
+        angles = np.concatenate([angles, angles], axis=-1).astype(np.float32)
+        return np.cos(angles).astype(self.dtype), np.sin(angles).astype(self.dtype)
 
     # -- building blocks, each over a (T, ...) batch of positions ---------------------------
 
@@ -302,8 +317,8 @@ class Transformer:
 
     def _apply_rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Rotate ``x`` of shape (T, heads, head_dim) by its positions (rotate-half convention)."""
-        cos, sin = self._rope
-        cos, sin = cos[positions][:, None, :], sin[positions][:, None, :]
+        cos, sin = self._rope(positions)
+        cos, sin = cos[:, None, :], sin[:, None, :]
         half = x.shape[-1] // 2
         rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
         return x * cos + rotated * sin
@@ -428,7 +443,13 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator | None = None, *,
         return int(np.argmax(logits))
     if rng is None:
         raise ValueError("sampling with temperature > 0 needs a random generator (rng)")
-    z = logits / temperature
+    # softmax((l - max) / T) is softmax(l / T) exactly, and stays defined for any T > 0: the
+    # largest logit becomes 0 and the others <= 0, so a tiny T drives them to -inf (probability 0,
+    # the limit) instead of overflowing l / T to +-inf, whose difference is NaN. For T below
+    # gap / 745 (gap: from the largest logit to the next) every other probability underflows to 0:
+    # the draw is the argmax, shared equally between tied maxima.
+    with np.errstate(over="ignore", under="ignore"):
+        z = (logits - logits.max()) / temperature
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= kth, z, -np.inf)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -184,6 +185,22 @@ def test_sampling_is_seeded_and_top_k_restricts():
     draws = [sample_next(logits, rng, temperature=10.0) for _ in range(400)]
     assert set(draws) == {0, 1, 2, 3, 4}
     assert sample_next(np.array([1.0, 3.0, 3.0])) == 1  # greedy ties pick the first
+
+
+@pytest.mark.parametrize("temperature", [1e-308, 5e-324, 1e-30])
+def test_tiny_temperatures_sample_the_argmax_exactly(temperature):
+    """softmax(l / T) for T -> 0 is the argmax (ties shared equally), with no overflow warning and
+    no NaN: the logits are shifted by their maximum before the division."""
+    model = _model(LLAMA)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert generate(model, [3], 12, temperature=temperature, seed=4) == generate(model, [3], 12)
+        logits = np.array([-1e30, 2.0, 7.5, 7.5, 1e-3])
+        draws = {sample_next(logits, np.random.default_rng(s), temperature=temperature) for s in range(40)}
+    assert draws == {2, 3}
+    # 1e308 is the other end: every token equally likely, still no NaN.
+    flat = {sample_next(logits[1:], np.random.default_rng(s), temperature=1e308) for s in range(60)}
+    assert flat == {0, 1, 2, 3}
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
