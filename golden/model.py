@@ -301,11 +301,12 @@ class Transformer:
 
     def _rope(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """cos and sin (T, head_dim) of the RoPE angles of ``positions``, computed for those
-        positions only (no table of max_context rows). The angles are float64 products rounded
-        to float32, as transformers' float32 angles are, before cos and sin."""
+        positions only (no table of max_context rows). The angles are float64 products, rounded
+        to the model's dtype before cos and sin: float32 angles, as transformers' are, in the
+        float32 model; exact ones in the float64 model, the reference."""
         angles = positions.astype(np.float64)[:, None] * self._inv_freq[None, :]
-        angles = np.concatenate([angles, angles], axis=-1).astype(np.float32)
-        return np.cos(angles).astype(self.dtype), np.sin(angles).astype(self.dtype)
+        angles = np.concatenate([angles, angles], axis=-1).astype(self.dtype)
+        return np.cos(angles), np.sin(angles)
 
     # -- building blocks, each over a (T, ...) batch of positions ---------------------------
 
