@@ -80,3 +80,9 @@ def top2_gap(logits) -> np.ndarray:
     """
     s = np.sort(np.asarray(logits, dtype=np.float64), axis=-1)
     return s[..., -1] - s[..., -2]
+
+
+def rel64(roundings: int) -> float:
+    """Relative tolerance for a float64 scalar formula computed two ways with ``roundings`` basic
+    operations between them: IEEE 754 rounds each correctly, within eps/2 relative, on every machine."""
+    return roundings * EPS64 / 2

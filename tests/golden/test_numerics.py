@@ -196,6 +196,9 @@ def test_quantize_multiplier_is_accurate(scale):
     assert 0 < mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX
     represented = mult / 2**shift
     # 15 significant bits when the shift range allows it.
+    # A 15-bit multiplier normalised to [2**14, 2**15) is within half a step, 2**-15 relative (2**-14
+    # with the carry case), or half of 2**-SHIFT_MAX absolute at the smallest scales. mult / 2**shift is
+    # exact in float64 and the subtraction is exact (Sterbenz): no float slack is needed.
     assert abs(represented - scale) <= scale * 2**-14 + 2**-(SHIFT_MAX + 1)
 
 
