@@ -1,8 +1,9 @@
 """The float reference transformer: decoder-only, GPT-2 and Llama families, pure NumPy.
 
 This is the model that the integer golden model and the hardware are measured against. It
-computes in float32 by default (float64 on request) and matches Hugging Face transformers to
-within 1e-4 on the logits (tests/golden/test_model_parity.py).
+computes in float32 by default (float64 on request, with exact RoPE angles) and matches Hugging
+Face transformers within float32's rounding bound on the logits (tests/golden/test_model_parity.py;
+measured figures in docs/models.md).
 
 Families
 --------

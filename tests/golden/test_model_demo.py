@@ -62,6 +62,9 @@ def test_demo_model_shape_and_size(demo):
 def test_demo_text_uses_corpus_words(demo, corpus_words, prompt, sampling):
     ckpt, model = demo
     out = ckpt.tokenizer.decode(generate(model, ckpt.tokenizer.encode(prompt), 100, **sampling))
+    # A quality floor, not a rounding tolerance. Greedy text is the same on every machine where the
+    # top-2 gaps exceed the rounding bound (checked for the report's prompt below); a sampled draw
+    # changes only if the uniform draw lands within ~1e-6 (float32 logits' rounding) of a CDF step.
     assert _word_fraction(out, corpus_words) >= MIN_CORPUS_WORD_FRACTION, out
 
 
