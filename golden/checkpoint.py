@@ -14,9 +14,11 @@ accepted. The mapping from Hugging Face names to the names of ``golden.model.wei
 documented in docs/models.md.
 
 Every problem raises ``CheckpointError`` (a ValueError) with a one-line message naming the file
-and the problem: a missing directory or file, unreadable JSON, an unsupported architecture or
-option, a missing or bad config field, a corrupted or truncated safetensors file, a missing,
-unexpected, mis-shaped or non-finite tensor.
+and the problem: a missing directory or file, a file that is not a regular file (a FIFO, a device)
+or is larger than its cap, unreadable JSON, an unsupported architecture or option (a RoPE variant
+included), a missing, bad or too large config field, a corrupted or truncated safetensors file, a
+missing, unexpected, mis-shaped or non-finite (as float32) tensor. Every file is opened by one
+helper, ``_open_checked``; ``load_config`` reads config.json alone through it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from golden.tokenizer import CharTokenizer
 
 __all__ = [
     "Checkpoint", "CheckpointError", "config_from_hf", "config_to_hf", "demo_model_path",
-    "hf_tensor_shapes", "load_checkpoint", "load_demo_model", "save_checkpoint",
+    "hf_tensor_shapes", "load_checkpoint", "load_config", "load_demo_model", "save_checkpoint",
 ]
 
 CONFIG_FILE = "config.json"
@@ -455,6 +457,21 @@ def _read_json(path: Path):
 
 # -- public API --------------------------------------------------------------------------------------
 
+def load_config(path: str | Path) -> ModelConfig:
+    """The ModelConfig of a checkpoint directory's config.json alone (no weights), read and checked
+    exactly as :func:`load_checkpoint` reads it. Raises CheckpointError."""
+    root = _checked_dir(Path(path))
+    return config_from_hf(_read_json(root / CONFIG_FILE))
+
+
+def _checked_dir(root: Path) -> Path:
+    if not root.exists():
+        raise CheckpointError(f"{root}: checkpoint directory does not exist")
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: not a directory (a checkpoint is a directory with {CONFIG_FILE})")
+    return root
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Import a GPT-2 or Llama checkpoint directory into golden-model weights (float32).
 
@@ -462,11 +479,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     tensor may be (apart from known non-weight buffers, and a ``lm_head.weight`` beside tied
     embeddings, which is ignored). Raises CheckpointError with a one-line message otherwise.
     """
-    root = Path(path)
-    if not root.exists():
-        raise CheckpointError(f"{root}: checkpoint directory does not exist")
-    if not root.is_dir():
-        raise CheckpointError(f"{root}: not a directory (a checkpoint is a directory with {CONFIG_FILE})")
+    root = _checked_dir(Path(path))
     raw = _read_json(root / CONFIG_FILE)
     config = config_from_hf(raw)
     rope_scaling = _rope_scaling(raw)[1] if config.family == "llama" else None

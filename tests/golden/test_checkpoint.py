@@ -392,6 +392,19 @@ def test_special_files_are_refused_without_reading_them(tmp_path, name, kind):
     _raises(tmp_path, rf"^{name}: not a regular file \({what}\); a checkpoint holds regular files$")
 
 
+def test_load_config_reads_config_json_through_the_same_checks(tmp_path):
+    import os
+
+    from golden.checkpoint import load_config
+
+    _write(tmp_path, LLAMA)
+    assert load_config(tmp_path) == LLAMA
+    (tmp_path / "config.json").unlink()
+    os.mkfifo(tmp_path / "config.json")
+    with pytest.raises(CheckpointError, match=r"^config.json: not a regular file \(a FIFO\)"):
+        load_config(tmp_path)
+
+
 def test_oversized_json_is_refused_by_its_size(tmp_path):
     from golden import checkpoint
 
