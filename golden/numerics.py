@@ -132,7 +132,7 @@ def saturate_int8(x) -> np.ndarray:
 
 
 def _check_param(what: str, value, low: int, high: int) -> np.ndarray:
-    if not isinstance(value, np.ndarray) and not is_int(value):
+    if np.ndim(value) == 0 and not is_int(value):      # a scalar: named by its repr; arrays and lists below
         raise TypeError(f"requantization {what} must be an integer, not {value!r}")
     return check_int_array(f"requantization {what}", value, low, high, rule=f"be in [{low}, {high}]")
 
