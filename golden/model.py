@@ -98,7 +98,8 @@ class ModelConfig:
 
     Raises TypeError for a field of the wrong kind and ValueError for a bad value or a bad
     combination; the message names the field(s) and shows the value(s). Integer fields accept
-    Python or NumPy integers and are stored as ``int``.
+    Python or NumPy integers and are stored as ``int``. ``max_context`` is at most MAX_CONTEXT
+    (2**20) and ``n_layers`` at most MAX_LAYERS (1024).
 
     ``n_kv_heads`` must divide ``n_heads`` (grouped-query attention); GPT-2 needs
     ``n_kv_heads == n_heads`` and ``n_heads * head_dim == d_model``; Llama needs an even
