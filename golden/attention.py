@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, quantize_multiplier, requantize
+from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, is_int, is_real, quantize_multiplier, requantize
 from golden.tables import EXP_FRAC_BITS, EXP_ONE, EXP_OUT_BITS, exp_lookup, reciprocal_fixed, round_shift
 
 __all__ = [
@@ -83,7 +83,7 @@ DEFAULT_MAX_CONTEXT = 128
 
 
 def _check_int(name: str, value, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not is_int(value):
         raise TypeError(f"{name} must be an integer, not {value!r}")
     if high is None:
         if value < low:
@@ -160,7 +160,7 @@ class AttentionParams:
         head_dim = _check_int("head_dim", head_dim, 1, HEAD_DIM_MAX)
         for name, s in (("q_scale", q_scale), ("k_scale", k_scale), ("v_scale", v_scale),
                         ("out_scale", out_scale)):
-            if isinstance(s, bool) or not isinstance(s, int | float | np.integer | np.floating):
+            if not is_real(s):
                 raise TypeError(f"{name} must be a real number, not {s!r}")
             if not (math.isfinite(s) and s > 0):
                 raise ValueError(f"{name} must be finite and positive, not {s}")

@@ -14,15 +14,19 @@ accepted. The mapping from Hugging Face names to the names of ``golden.model.wei
 documented in docs/models.md.
 
 Every problem raises ``CheckpointError`` (a ValueError) with a one-line message naming the file
-and the problem: a missing directory or file, unreadable JSON, an unsupported architecture or
-option, a missing or bad config field, a corrupted or truncated safetensors file, a missing,
-unexpected, mis-shaped or non-finite tensor.
+and the problem: a missing directory or file, a file that is not a regular file (a FIFO, a device)
+or is larger than its cap, unreadable JSON, an unsupported architecture or option (a RoPE variant
+included), a missing, bad or too large config field, a corrupted or truncated safetensors file, a
+missing, unexpected, mis-shaped or non-finite (as float32) tensor. Every file is opened by one
+helper, ``_open_checked``; ``load_config`` reads config.json alone through it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,18 +34,30 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.model import ModelConfig, check_weights
+from golden.model import MAX_CONTEXT, MAX_LAYERS, ModelConfig, check_weights
 from golden.tokenizer import CharTokenizer
 
 __all__ = [
     "Checkpoint", "CheckpointError", "config_from_hf", "config_to_hf", "demo_model_path",
-    "hf_tensor_shapes", "load_checkpoint", "load_demo_model", "save_checkpoint",
+    "hf_tensor_shapes", "load_checkpoint", "load_config", "load_demo_model", "save_checkpoint",
 ]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILE = "tokenizer.json"
+#: Largest JSON file a load reads (config.json, the shard index, tokenizer.json): real ones are
+#: kilobytes (config, index) to tens of megabytes (a large BPE tokenizer.json).
+JSON_MAX_BYTES = 64 << 20
+#: Largest safetensors file a load opens: the golden model holds every weight as float32 in memory.
+SAFETENSORS_MAX_BYTES = 64 << 30
+
+#: RoPE variants of ``rope_type`` (or its older spelling ``type``) the golden model computes.
+#: "dynamic" (dynamic NTK) changes the frequencies only for sequences longer than
+#: max_position_embeddings, which no run reaches: every position is < max_context.
+ROPE_TYPES = ("default", "dynamic")
+_ROPE_KEYS = {"default": {"rope_type", "type", "rope_theta"},
+              "dynamic": {"rope_type", "type", "rope_theta", "factor"}}
 
 # Buffers some exporters write that carry no weights (GPT-2's causal mask, Llama's RoPE table).
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
@@ -59,6 +75,9 @@ class Checkpoint:
     config: ModelConfig
     weights: dict[str, np.ndarray]
     tokenizer: CharTokenizer | None
+    #: The RoPE scaling accepted beside plain RoPE (None for plain RoPE and GPT-2), e.g.
+    #: "dynamic (factor 4.0)", which changes nothing within max_context.
+    rope_scaling: str | None = None
 
 
 def demo_model_path() -> Path:
@@ -77,8 +96,9 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _field(cfg: dict, key: str, kind: str, default=None, required: bool = True):
-    """Return ``cfg[key]`` checked as a positive int ("int"), positive number ("float") or bool."""
+def _field(cfg: dict, key: str, kind: str, default=None, required: bool = True, high: int | None = None):
+    """Return ``cfg[key]`` checked as a positive int ("int", at most ``high``), positive number
+    ("float") or bool."""
     if key not in cfg or cfg[key] is None:
         if default is not None or not required:
             return default
@@ -87,6 +107,9 @@ def _field(cfg: dict, key: str, kind: str, default=None, required: bool = True):
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise CheckpointError(f"{CONFIG_FILE}: field {key!r} must be a positive integer, not {value!r}")
+        if high is not None and value > high:
+            raise CheckpointError(f"{CONFIG_FILE}: field {key!r} must be at most {high:,} (the golden "
+                                  f"model's limit), not {value}")
     elif kind == "float":
         if (isinstance(value, bool) or not isinstance(value, int | float)
                 or not (math.isfinite(value) and value > 0)):
@@ -115,23 +138,58 @@ def _config_from_gpt2(cfg: dict) -> dict:
                               f"not n_embd={d_model}, n_head={n_heads}")
     return dict(
         family="gpt2", vocab_size=_field(cfg, "vocab_size", "int"), d_model=d_model,
-        n_layers=_field(cfg, "n_layer", "int"), n_heads=n_heads, n_kv_heads=n_heads,
+        n_layers=_field(cfg, "n_layer", "int", high=MAX_LAYERS), n_heads=n_heads, n_kv_heads=n_heads,
         head_dim=d_model // n_heads, d_ff=_field(cfg, "n_inner", "int", default=4 * d_model),
-        max_context=_field(cfg, "n_positions", "int"),
+        max_context=_field(cfg, "n_positions", "int", high=MAX_CONTEXT),
         norm_eps=_field(cfg, "layer_norm_epsilon", "float", default=1e-5),
         tie_embeddings=_field(cfg, "tie_word_embeddings", "bool", default=True),
     )
+
+
+def _rope_scaling(cfg: dict) -> tuple[float | None, str | None]:
+    """Check ``rope_parameters`` and ``rope_scaling`` (either, both or none); return the rope_theta
+    they give (or None) and a description of an accepted scaling (None for plain RoPE).
+
+    The type is read from ``rope_type`` or from its Llama-2-era spelling ``type`` (transformers
+    reads both); any type but ROPE_TYPES, two different types, or a key the accepted type does not
+    use is refused: the golden model would otherwise compute plain RoPE where the checkpoint
+    means something else."""
+    theta, scaling = None, None
+    for where in ("rope_parameters", "rope_scaling"):
+        rope = cfg.get(where)
+        if rope is None:
+            continue
+        if not isinstance(rope, dict):
+            raise CheckpointError(f"{CONFIG_FILE}: field {where!r} must be an object, not {rope!r}")
+        spelled = [k for k in ("rope_type", "type") if rope.get(k) is not None]
+        kinds = {rope[k] for k in spelled}
+        if len(kinds) > 1:
+            raise CheckpointError(f"{CONFIG_FILE}: {where}.rope_type={rope['rope_type']!r} and "
+                                  f"{where}.type={rope['type']!r} disagree")
+        kind = rope[spelled[0]] if spelled else "default"
+        if kind not in ROPE_TYPES:
+            key = f"{where}.{spelled[0]}"
+            raise CheckpointError(f"{CONFIG_FILE}: unsupported {key}={kind!r} (supported: 'default'; "
+                                  f"'dynamic', which changes nothing within max_position_embeddings)")
+        extra = sorted(set(rope) - _ROPE_KEYS[kind])
+        if rope.get("partial_rotary_factor") == 1.0:
+            extra.remove("partial_rotary_factor")      # rotating every lane is what the golden model does
+        if extra:
+            raise CheckpointError(f"{CONFIG_FILE}: unsupported {where}.{extra[0]}={rope[extra[0]]!r} "
+                                  f"for rope_type {kind!r}")
+        if kind == "dynamic":
+            factor = _field(rope, "factor", "float")
+            scaling = f"dynamic (factor {factor:g})"
+        own = _field(rope, "rope_theta", "float", required=False)
+        theta = own if theta is None else theta
+    return theta, scaling
 
 
 def _config_from_llama(cfg: dict) -> dict:
     _require(cfg, "hidden_act", ("silu",), "silu")
     _require(cfg, "attention_bias", (False,), False)
     _require(cfg, "mlp_bias", (False,), False)
-    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    if not isinstance(rope, dict):
-        raise CheckpointError(f"{CONFIG_FILE}: field 'rope_parameters' must be an object, not {rope!r}")
-    _require(rope, "rope_type", ("default",), "default")
-    theta = _field(rope, "rope_theta", "float", required=False)
+    theta, _ = _rope_scaling(cfg)
     if theta is None:
         theta = _field(cfg, "rope_theta", "float", default=10000.0)
     d_model = _field(cfg, "hidden_size", "int")
@@ -144,10 +202,10 @@ def _config_from_llama(cfg: dict) -> dict:
         head_dim = d_model // n_heads
     return dict(
         family="llama", vocab_size=_field(cfg, "vocab_size", "int"), d_model=d_model,
-        n_layers=_field(cfg, "num_hidden_layers", "int"), n_heads=n_heads,
+        n_layers=_field(cfg, "num_hidden_layers", "int", high=MAX_LAYERS), n_heads=n_heads,
         n_kv_heads=_field(cfg, "num_key_value_heads", "int", default=n_heads), head_dim=head_dim,
         d_ff=_field(cfg, "intermediate_size", "int"),
-        max_context=_field(cfg, "max_position_embeddings", "int"),
+        max_context=_field(cfg, "max_position_embeddings", "int", high=MAX_CONTEXT),
         norm_eps=_field(cfg, "rms_norm_eps", "float", default=1e-6), rope_theta=theta,
         tie_embeddings=_field(cfg, "tie_word_embeddings", "bool", default=False),
     )
@@ -318,6 +376,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     from safetensors import safe_open  # imported here so that golden.model works without the hf extra
 
     label = path.name
+    _open_checked(path, SAFETENSORS_MAX_BYTES).close()
     try:
         with safe_open(str(path), framework="np") as f:
             names = list(f.keys())
@@ -335,17 +394,17 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 def _weight_files(root: Path) -> list[Path]:
     index = root / INDEX_FILE
-    if index.is_file():
+    if index.exists():
         data = _read_json(index)
         wmap = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(wmap, dict) or not all(isinstance(v, str) for v in wmap.values()):
             raise CheckpointError(f"{INDEX_FILE}: missing or bad 'weight_map'")
         files = [root / name for name in sorted(set(wmap.values()))]
         for f in files:
-            if not f.is_file():
+            if not f.exists():
                 raise CheckpointError(f"{INDEX_FILE}: lists shard {f.name!r}, which does not exist")
         return files
-    if (root / WEIGHTS_FILE).is_file():
+    if (root / WEIGHTS_FILE).exists():
         return [root / WEIGHTS_FILE]
     files = sorted(root.glob("*.safetensors"))
     if not files:
@@ -353,16 +412,65 @@ def _weight_files(root: Path) -> list[Path]:
     return files
 
 
-def _read_json(path: Path):
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _open_checked(path: Path, limit: int):
+    """Open ``path`` for reading after checking it is a regular file of at most ``limit`` bytes.
+
+    Every file a checkpoint load reads goes through here. The open does not block (a FIFO would
+    wait for a writer) and the checks are made on the opened file, so neither a FIFO nor a device
+    such as /dev/zero is ever read. Raises CheckpointError naming the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise CheckpointError(f"{path.name}: file not found in {path.parent}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise CheckpointError(f"{path.name}: cannot open ({exc.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a file")
+        raise CheckpointError(f"{path.name}: not a regular file ({kind}); a checkpoint holds regular files")
+    if st.st_size > limit:
+        os.close(fd)
+        raise CheckpointError(f"{path.name}: {st.st_size:,} bytes, more than the {limit:,} bytes a checkpoint's "
+                              f"{'JSON' if limit == JSON_MAX_BYTES else 'safetensors'} file may have")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _read_json(path: Path):
+    with _open_checked(path, JSON_MAX_BYTES) as f:
+        try:
+            data = f.read(JSON_MAX_BYTES + 1)
+        except OSError as exc:
+            raise CheckpointError(f"{path.name}: cannot read ({exc.strerror})") from None
+    if len(data) > JSON_MAX_BYTES:  # grew since it was checked
+        raise CheckpointError(f"{path.name}: more than the {JSON_MAX_BYTES:,} bytes a checkpoint's JSON file may have")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path.name}: cannot read JSON ({_one_line(exc)})") from None
 
 
 # -- public API --------------------------------------------------------------------------------------
+
+def load_config(path: str | Path) -> ModelConfig:
+    """The ModelConfig of a checkpoint directory's config.json alone (no weights), read and checked
+    exactly as :func:`load_checkpoint` reads it. Raises CheckpointError."""
+    root = _checked_dir(Path(path))
+    return config_from_hf(_read_json(root / CONFIG_FILE))
+
+
+def _checked_dir(root: Path) -> Path:
+    if not root.exists():
+        raise CheckpointError(f"{root}: checkpoint directory does not exist")
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: not a directory (a checkpoint is a directory with {CONFIG_FILE})")
+    return root
+
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Import a GPT-2 or Llama checkpoint directory into golden-model weights (float32).
@@ -371,12 +479,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     tensor may be (apart from known non-weight buffers, and a ``lm_head.weight`` beside tied
     embeddings, which is ignored). Raises CheckpointError with a one-line message otherwise.
     """
-    root = Path(path)
-    if not root.exists():
-        raise CheckpointError(f"{root}: checkpoint directory does not exist")
-    if not root.is_dir():
-        raise CheckpointError(f"{root}: not a directory (a checkpoint is a directory with {CONFIG_FILE})")
-    config = config_from_hf(_read_json(root / CONFIG_FILE))
+    root = _checked_dir(Path(path))
+    raw = _read_json(root / CONFIG_FILE)
+    config = config_from_hf(raw)
+    rope_scaling = _rope_scaling(raw)[1] if config.family == "llama" else None
     expected = hf_tensor_shapes(config)
     tensors: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
@@ -395,8 +501,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             if tuple(arr.shape) != expected[key]:
                 raise CheckpointError(f"{file.name}: tensor {name!r} has shape {tuple(arr.shape)}, "
                                       f"expected {expected[key]}")
+            # Checked after the cast to float32, the golden model's dtype: 1e300 in F64 is finite
+            # there and infinite here.
+            with np.errstate(over="ignore"):
+                arr = arr.astype(np.float32)
             if not np.isfinite(arr).all():
-                raise CheckpointError(f"{file.name}: tensor {name!r} holds NaN or infinite values")
+                raise CheckpointError(f"{file.name}: tensor {name!r} holds NaN or infinite values "
+                                      f"(as float32, whose largest value is 3.4e38)")
             tensors[key], origin[key] = arr, file.name
     missing = [k for k in expected if k not in tensors]
     if missing:
@@ -406,7 +517,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{where}: missing tensor {name!r}{more}")
     weights = _hf_to_weights(config, tensors)
     tokenizer = None
-    if (root / TOKENIZER_FILE).is_file():
+    if (root / TOKENIZER_FILE).exists():
         tok = _read_json(root / TOKENIZER_FILE)
         if isinstance(tok, dict) and tok.get("type") == CharTokenizer.TYPE:
             try:
@@ -416,7 +527,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             if tokenizer.vocab_size > config.vocab_size:
                 raise CheckpointError(f"{TOKENIZER_FILE}: {tokenizer.vocab_size} characters do not fit "
                                       f"vocab_size={config.vocab_size}")
-    return Checkpoint(root, config, weights, tokenizer)
+    return Checkpoint(root, config, weights, tokenizer, rope_scaling)
 
 
 def save_checkpoint(path: str | Path, config: ModelConfig, weights: dict[str, np.ndarray],

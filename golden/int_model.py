@@ -48,7 +48,16 @@ import numpy as np
 
 from golden.attention import MAX_CONTEXT_LIMIT, AttentionParams, attention_decode
 from golden.model import ModelConfig, sample_next
-from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, gemm_int8, requantize, wrap_int32
+from golden.numerics import (
+    MULT_MAX,
+    SHIFT_MAX,
+    check_int8,
+    check_int_array,
+    gemm_int8,
+    is_int,
+    requantize,
+    wrap_int32,
+)
 from golden.vector import activation, argmax, layernorm, multiply, residual_add, rmsnorm, rope
 
 __all__ = [
@@ -104,22 +113,19 @@ class GemmParams:
         n = w.shape[1]
         if self.bias is not None:
             b = np.asarray(self.bias)
-            if not np.issubdtype(b.dtype, np.integer) or b.shape != (n,):
+            if b.dtype.kind not in "iu" or b.shape != (n,):
                 raise ValueError(f"gemm bias must be {n} integers, not {b.dtype} of shape {b.shape}")
-            b = b.astype(np.int64)
-            if (np.abs(b) >= (1 << 31)).any():
-                raise ValueError("gemm bias must hold int32 values")
+            b = check_int_array("gemm bias", b, -(1 << 31) + 1, (1 << 31) - 1, rule="hold int32 values")
             object.__setattr__(self, "bias", b)
         if (self.mult is None) != (self.shift is None):
             raise ValueError("gemm mult and shift must both be given or both be None")
         if self.mult is not None:
             for name, arr, high in (("mult", self.mult, MULT_MAX), ("shift", self.shift, SHIFT_MAX)):
                 a = np.asarray(arr)
-                if not np.issubdtype(a.dtype, np.integer) or a.shape != (n,):
+                if a.dtype.kind not in "iu" or a.shape != (n,):
                     raise ValueError(f"gemm {name} must be {n} integers, not {a.dtype} of shape {a.shape}")
-                if ((a < 0) | (a > high)).any():
-                    raise ValueError(f"gemm {name} must be in [0, {high}]")
-                object.__setattr__(self, name, a.astype(np.int64))
+                object.__setattr__(self, name, check_int_array(f"gemm {name}", a, 0, high,
+                                                               rule=f"be in [0, {high}]"))
 
     @property
     def requantized(self) -> bool:
@@ -331,7 +337,7 @@ def generate_int(model: IntModel, prompt: Sequence[int], max_new_tokens: int, *,
     :func:`golden.model.sample_next` and ``numpy.random.default_rng(seed)``.
     """
     prompt = [int(t) for t in prompt]
-    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int | np.integer)
+    if (not is_int(max_new_tokens)
             or max_new_tokens < 0):
         raise ValueError(f"max_new_tokens must be a non-negative integer, not {max_new_tokens!r}")
     if not prompt:

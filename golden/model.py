@@ -1,8 +1,9 @@
 """The float reference transformer: decoder-only, GPT-2 and Llama families, pure NumPy.
 
 This is the model that the integer golden model and the hardware are measured against. It
-computes in float32 by default (float64 on request) and matches Hugging Face transformers to
-within 1e-4 on the logits (tests/golden/test_model_parity.py).
+computes in float32 by default (float64 on request, with exact RoPE angles) and matches Hugging
+Face transformers within float32's rounding bound on the logits (tests/golden/test_model_parity.py;
+measured figures in docs/models.md).
 
 Families
 --------
@@ -53,8 +54,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden.numerics import is_int, is_real
+
 __all__ = [
-    "FAMILIES", "KVCache", "ModelConfig", "Transformer",
+    "FAMILIES", "MAX_CONTEXT", "MAX_LAYERS", "KVCache", "ModelConfig", "Transformer",
     "check_weights", "generate", "init_weights", "sample_next", "weight_shapes",
 ]
 
@@ -63,10 +66,18 @@ FAMILIES = ("gpt2", "llama")
 _POSITIVE_INTS = (
     "vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "max_context",
 )
+#: Longest context a configuration may declare: 2**20 positions, 8x Llama 3.1's 131,072. The KV
+#: cache is sized by it (zeroed pages, touched only as positions fill), so a declared context of
+#: 1e12 is refused here rather than failing inside NumPy.
+MAX_CONTEXT = 1 << 20
+#: Most layers a configuration may declare (the largest released models have ~130): per-layer
+#: tables are built by loops over the layers.
+MAX_LAYERS = 1024
+_LIMITS = {"max_context": MAX_CONTEXT, "n_layers": MAX_LAYERS}
 
 
 def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not is_int(value):
         raise TypeError(f"{name} must be an integer, not {value!r}")
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, not {value!r}")
@@ -74,7 +85,7 @@ def _check_positive_int(name: str, value) -> int:
 
 
 def _check_positive_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+    if not is_real(value):
         raise TypeError(f"{name} must be a number, not {value!r}")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, not {value!r}")
@@ -87,7 +98,8 @@ class ModelConfig:
 
     Raises TypeError for a field of the wrong kind and ValueError for a bad value or a bad
     combination; the message names the field(s) and shows the value(s). Integer fields accept
-    Python or NumPy integers and are stored as ``int``.
+    Python or NumPy integers and are stored as ``int``. ``max_context`` is at most MAX_CONTEXT
+    (2**20) and ``n_layers`` at most MAX_LAYERS (1024).
 
     ``n_kv_heads`` must divide ``n_heads`` (grouped-query attention); GPT-2 needs
     ``n_kv_heads == n_heads`` and ``n_heads * head_dim == d_model``; Llama needs an even
@@ -114,6 +126,8 @@ class ModelConfig:
             raise ValueError(f"family must be one of {', '.join(map(repr, FAMILIES))}, not {self.family!r}")
         for name in _POSITIVE_INTS:
             object.__setattr__(self, name, _check_positive_int(name, getattr(self, name)))
+            if name in _LIMITS and getattr(self, name) > _LIMITS[name]:
+                raise ValueError(f"{name} must be at most {_LIMITS[name]:,}, not {getattr(self, name)}")
         for name in ("norm_eps", "rope_theta"):
             object.__setattr__(self, name, _check_positive_float(name, getattr(self, name)))
         if not isinstance(self.tie_embeddings, bool | np.bool_):
@@ -276,7 +290,7 @@ class Transformer:
     config: ModelConfig
     weights: dict[str, np.ndarray]
     dtype: type = np.float32
-    _rope: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None, repr=False)
+    _inv_freq: np.ndarray | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, ModelConfig):
@@ -285,10 +299,16 @@ class Transformer:
         self.weights = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in self.weights.items()}
         if self.config.family == "llama":
             c = self.config
-            inv_freq = 1.0 / (c.rope_theta ** (np.arange(0, c.head_dim, 2, dtype=np.float64) / c.head_dim))
-            angles = np.arange(c.max_context, dtype=np.float64)[:, None] * inv_freq[None, :]
-            angles = np.concatenate([angles, angles], axis=-1).astype(np.float32)
-            self._rope = (np.cos(angles).astype(self.dtype), np.sin(angles).astype(self.dtype))
+            self._inv_freq = 1.0 / (c.rope_theta ** (np.arange(0, c.head_dim, 2, dtype=np.float64) / c.head_dim))
+
+    def _rope(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """cos and sin (T, head_dim) of the RoPE angles of ``positions``, computed for those
+        positions only (no table of max_context rows). The angles are float64 products, rounded
+        to the model's dtype before cos and sin: float32 angles, as transformers' are, in the
+        float32 model; exact ones in the float64 model, the reference."""
+        angles = positions.astype(np.float64)[:, None] * self._inv_freq[None, :]
+        angles = np.concatenate([angles, angles], axis=-1).astype(self.dtype)
+        return np.cos(angles), np.sin(angles)
 
     # -- building blocks, each over a (T, ...) batch of positions ---------------------------
 
@@ -300,8 +320,8 @@ class Transformer:
 
     def _apply_rope(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Rotate ``x`` of shape (T, heads, head_dim) by its positions (rotate-half convention)."""
-        cos, sin = self._rope
-        cos, sin = cos[positions][:, None, :], sin[positions][:, None, :]
+        cos, sin = self._rope(positions)
+        cos, sin = cos[:, None, :], sin[:, None, :]
         half = x.shape[-1] // 2
         rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
         return x * cos + rotated * sin
@@ -419,14 +439,20 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator | None = None, *,
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be a finite number >= 0, not {temperature!r}")
     logits = np.asarray(logits, dtype=np.float64)
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int | np.integer)
+    if top_k is not None and (not is_int(top_k)
                               or not 1 <= top_k <= logits.shape[-1]):
         raise ValueError(f"top_k must be an integer in 1..{logits.shape[-1]} or None, not {top_k!r}")
     if temperature == 0:
         return int(np.argmax(logits))
     if rng is None:
         raise ValueError("sampling with temperature > 0 needs a random generator (rng)")
-    z = logits / temperature
+    # softmax((l - max) / T) is softmax(l / T) exactly, and stays defined for any T > 0: the
+    # largest logit becomes 0 and the others <= 0, so a tiny T drives them to -inf (probability 0,
+    # the limit) instead of overflowing l / T to +-inf, whose difference is NaN. For T below
+    # gap / 745 (gap: from the largest logit to the next) every other probability underflows to 0:
+    # the draw is the argmax, shared equally between tied maxima.
+    with np.errstate(over="ignore", under="ignore"):
+        z = (logits - logits.max()) / temperature
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= kth, z, -np.inf)
@@ -443,7 +469,7 @@ def generate(model: Transformer, prompt: Sequence[int], max_new_tokens: int, *,
     ValueError for an empty prompt or when prompt plus new tokens exceed ``max_context``.
     """
     prompt = [int(t) for t in prompt]
-    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int | np.integer)
+    if (not is_int(max_new_tokens)
             or max_new_tokens < 0):
         raise ValueError(f"max_new_tokens must be a non-negative integer, not {max_new_tokens!r}")
     if not prompt:

@@ -35,9 +35,52 @@ SHIFT_MAX = 46
 
 __all__ = [
     "ACC_BITS", "INT8_MAX", "INT8_MIN", "MULT_BITS", "MULT_MAX", "SHIFT_MAX",
-    "check_int8", "gemm_int8", "max_k_without_overflow", "quantize_multiplier",
+    "check_int8", "check_int_array", "gemm_int8", "is_int", "is_real", "max_k_without_overflow", "quantize_multiplier",
     "requantize", "saturate_int8", "wrap_int32",
 ]
+
+
+# -- the one integer check: kind and range before any cast ----------------------------------------
+# NumPy counts bool, timedelta64 and datetime64 among its integers, and a cast to int64 wraps
+# uint64 values above 2**63 - 1 (2**64 - 1 becomes -1). Every integer input of the golden model
+# and the host side is checked here, in its own dtype, before it is converted.
+
+def is_int(value) -> bool:
+    """True for a Python int or a NumPy signed/unsigned integer scalar; False for bool, timedelta64
+    and everything else."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, np.integer) and np.dtype(type(value)).kind in "iu"
+
+
+def is_real(value) -> bool:
+    """True for an integer as :func:`is_int` counts them or a Python/NumPy float."""
+    return is_int(value) or (isinstance(value, float | np.floating) and not isinstance(value, bool))
+
+
+def check_int_array(name: str, x, low: int, high: int, *, rule: str | None = None) -> np.ndarray:
+    """Return ``x`` as an int64 array after checking its kind and range, before any cast.
+
+    Only NumPy signed and unsigned integer dtypes pass (not bool, timedelta64, datetime64,
+    object or floats: TypeError "{name} must hold integers, not {dtype}"). Every element must lie
+    in [low, high], compared in the array's own dtype, so a uint64 2**64 - 1 is reported as itself
+    (ValueError "{name} must {rule}, not {first bad value}"; ``rule`` defaults to
+    "hold values in [low, high]"). ``low`` and ``high`` must lie within int64.
+    """
+    rule = rule or f"hold values in [{low}, {high}]"
+    if is_int(x):  # a scalar, compared as a Python int (2**70 is out of range, not a wrapped value)
+        if not low <= int(x) <= high:
+            raise ValueError(f"{name} must {rule}, not {int(x)}")
+        return np.asarray(int(x), dtype=np.int64)
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, not {arr.dtype}")
+    bad = (arr < low) | (arr > high)
+    if bad.any():
+        raise ValueError(f"{name} must {rule}, not {int(arr[bad].flat[0])}")
+    return arr.astype(np.int64)
 
 
 def check_int8(name: str, x) -> np.ndarray:
@@ -46,19 +89,19 @@ def check_int8(name: str, x) -> np.ndarray:
     Raises TypeError for a non-integer array and ValueError for a value outside [-128, 127],
     naming ``name`` and the first bad value.
     """
-    arr = np.asarray(x)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{name} must hold integers, not {arr.dtype}")
-    arr = arr.astype(np.int64)
-    bad = (arr < INT8_MIN) | (arr > INT8_MAX)
-    if bad.any():
-        raise ValueError(f"{name} must hold int8 values in [-128, 127], not {int(arr[bad].flat[0])}")
-    return arr
+    return check_int_array(name, x, INT8_MIN, INT8_MAX, rule="hold int8 values in [-128, 127]")
 
 
 def wrap_int32(x) -> np.ndarray:
-    """Reduce integers to 32-bit two's complement, exactly as a 32-bit adder wraps."""
-    x = np.asarray(x, dtype=np.int64)
+    """Reduce integers to 32-bit two's complement, exactly as a 32-bit adder wraps.
+
+    Raises TypeError for anything but integers (a cast of uint64 or int64 to int64 keeps every
+    value modulo 2**32, so integers of any NumPy width wrap correctly)."""
+    if is_int(x):
+        x = int(x) & 0xFFFF_FFFF
+    elif np.asarray(x).dtype.kind not in "iu":
+        raise TypeError(f"wrap_int32 needs integers, not {np.asarray(x).dtype}")
+    x = np.asarray(x).astype(np.int64)
     return (((x + (1 << 31)) & 0xFFFF_FFFF) - (1 << 31)).astype(np.int64)
 
 
@@ -89,14 +132,9 @@ def saturate_int8(x) -> np.ndarray:
 
 
 def _check_param(what: str, value, low: int, high: int) -> np.ndarray:
-    arr = np.asarray(value)
-    if isinstance(value, bool) or arr.dtype == bool or arr.dtype == object \
-            or not np.issubdtype(arr.dtype, np.integer):
+    if np.ndim(value) == 0 and not is_int(value):      # a scalar: named by its repr; arrays and lists below
         raise TypeError(f"requantization {what} must be an integer, not {value!r}")
-    bad = (arr < low) | (arr > high)
-    if bad.any():
-        raise ValueError(f"requantization {what} must be in [{low}, {high}], not {int(arr[bad].flat[0])}")
-    return arr.astype(np.int64)
+    return check_int_array(f"requantization {what}", value, low, high, rule=f"be in [{low}, {high}]")
 
 
 def requantize(acc, multiplier, shift) -> np.ndarray:
@@ -108,13 +146,7 @@ def requantize(acc, multiplier, shift) -> np.ndarray:
     """
     mult = _check_param("multiplier", multiplier, 0, MULT_MAX)
     sh = _check_param("shift", shift, 0, SHIFT_MAX)
-    acc = np.asarray(acc)
-    if acc.dtype == object or not np.issubdtype(acc.dtype, np.integer):
-        raise TypeError(f"requantization input must hold integers, not {acc.dtype}")
-    acc = acc.astype(np.int64)
-    bad = (acc < -(1 << 31)) | (acc >= (1 << 31))
-    if bad.any():
-        raise ValueError(f"requantization input must hold int32 values, not {int(acc[bad].flat[0])}")
+    acc = check_int_array("requantization input", acc, -(1 << 31), (1 << 31) - 1, rule="hold int32 values")
     prod = acc * mult
     # For shift 0 the half is 0: (1 << 0) >> 1 == 0, so one expression serves every shift.
     half = (np.int64(1) << sh) >> 1
@@ -128,7 +160,7 @@ def quantize_multiplier(scale: float) -> tuple[int, int]:
     significant bits: the relative error of the represented scale is below 2**-15.
     Raises ValueError for a scale that is not finite and positive or is out of range.
     """
-    if isinstance(scale, bool) or not isinstance(scale, int | float | np.floating | np.integer):
+    if not is_real(scale):
         raise TypeError(f"scale must be a real number, not {scale!r}")
     scale = float(scale)
     if not math.isfinite(scale) or scale <= 0.0:

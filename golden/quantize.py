@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golden.attention import AttentionParams
+from golden.attention import MAX_CONTEXT_LIMIT, AttentionParams
 from golden.checkpoint import Checkpoint, demo_model_path
 from golden.int_model import (
     ActivationParams,
@@ -237,10 +237,14 @@ def text_windows(tokens: Sequence[int], length: int, count: int) -> list[list[in
 
 
 def random_calibration(config: ModelConfig, *, windows: int = DEFAULT_CALIBRATION_WINDOWS,
-                       seed: int = 0) -> list[list[int]]:
-    """Uniformly random token windows (seeded): the fallback for a checkpoint without sample text."""
+                       seed: int = 0, length: int | None = None) -> list[list[int]]:
+    """Uniformly random token windows (seeded): the fallback for a checkpoint without sample text.
+
+    Each window has ``length`` tokens, by default the integer model's context
+    (``min(max_context, MAX_CONTEXT_LIMIT)``): longer windows reach positions it never runs."""
+    length = min(config.max_context, MAX_CONTEXT_LIMIT) if length is None else length
     rng = np.random.default_rng(seed)
-    return rng.integers(0, config.vocab_size, size=(windows, config.max_context)).tolist()
+    return rng.integers(0, config.vocab_size, size=(windows, length)).tolist()
 
 
 def calibration_for(checkpoint: Checkpoint, *, windows: int = DEFAULT_CALIBRATION_WINDOWS
@@ -254,8 +258,8 @@ def calibration_for(checkpoint: Checkpoint, *, windows: int = DEFAULT_CALIBRATIO
         calib, _ = demo_corpus_splits()
         return (text_windows(checkpoint.tokenizer.encode(calib), length, windows),
                 f"demo corpus, {windows} windows of {length} tokens (held-out tail excluded)")
-    return random_calibration(checkpoint.config, windows=windows), \
-        f"random tokens, {windows} windows of {checkpoint.config.max_context} (seed 0)"
+    return random_calibration(checkpoint.config, windows=windows, length=length), \
+        f"random tokens, {windows} windows of {length} (seed 0)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,8 +406,9 @@ def quantize_model(config: ModelConfig, weights: dict[str, np.ndarray], calibrat
             elif op.op == "rope":
                 m, sh = rope_multiplier(x_scale=scale_of(op.inputs[0]), out_scale=s_out)
                 heads = op.width // c.head_dim
+                # The table covers the positions the integer model runs (its KV cache's length).
                 params = RopeParams(heads=heads, head_dim=c.head_dim, mult=m, shift=sh,
-                                    max_context=c.max_context, base=c.rope_theta)
+                                    max_context=min(c.max_context, MAX_CONTEXT_LIMIT), base=c.rope_theta)
             elif op.op == "attention":
                 layer = op.layer
                 k_name = f"L{layer}.k_rot" if c.family == "llama" else f"L{layer}.k"

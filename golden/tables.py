@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from golden.numerics import INT8_MAX, INT8_MIN
+from golden.numerics import INT8_MAX, INT8_MIN, is_int, is_real
 
 __all__ = [
     "ACTIVATIONS", "EXP_FRAC_BITS", "EXP_ONE", "EXP_OUT_BITS", "EXP_TABLE_SIZE", "RECIP_INDEX_BITS",
@@ -251,7 +251,7 @@ ACTIVATIONS = {"silu": silu_float, "gelu_tanh": gelu_tanh_float, "gelu_erf": gel
 
 def check_scale(name: str, scale) -> float:
     """Return ``scale`` as a float if it is a finite positive real; TypeError/ValueError naming it."""
-    if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer | np.floating):
+    if not is_real(scale):
         raise TypeError(f"{name} must be a real number, not {scale!r}")
     scale = float(scale)
     if not math.isfinite(scale) or scale <= 0.0:
@@ -290,7 +290,7 @@ def rope_tables(max_context: int, head_dim: int, base: float = 10000.0) -> tuple
     Raises ValueError for a non-positive max_context, an odd or non-positive head_dim or a bad base.
     """
     for name, value in (("max_context", max_context), ("head_dim", head_dim)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        if not is_int(value):
             raise TypeError(f"{name} must be an integer, not {value!r}")
         if value < 1:
             raise ValueError(f"{name} must be a positive integer, not {value}")

@@ -64,6 +64,8 @@ from golden.numerics import (
     MULT_MAX,
     SHIFT_MAX,
     check_int8,
+    check_int_array,
+    is_int,
     quantize_multiplier,
     requantize,
 )
@@ -98,7 +100,7 @@ _BETA_MAX = 1 << 30
 
 
 def _check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not is_int(value):
         raise TypeError(f"{name} must be an integer, not {value!r}")
     if not low <= value <= high:
         raise ValueError(f"{name} must be in [{low}, {high}], not {value}")
@@ -149,14 +151,9 @@ class NormParams:
         if self.kind == "layer":
             if self.beta is None:
                 raise ValueError("beta must be given for a layer norm, not None")
-            beta = np.asarray(self.beta)
-            if not np.issubdtype(beta.dtype, np.integer):
-                raise TypeError(f"beta must hold integers, not {beta.dtype}")
+            beta = check_int_array("beta", self.beta, -_BETA_MAX, _BETA_MAX, rule="hold values in [-2**30, 2**30]")
             if beta.shape != (n,):
                 raise ValueError(f"beta must have shape ({n},), not {beta.shape}")
-            beta = beta.astype(np.int64)
-            if (np.abs(beta) > _BETA_MAX).any():
-                raise ValueError(f"beta must hold values in [-2**30, 2**30], not {int(np.abs(beta).max())}")
             object.__setattr__(self, "beta", beta)
         elif self.beta is not None:
             raise ValueError("beta must be None for an rms norm")
@@ -402,12 +399,7 @@ def rope_with_tables(x, positions, cos, sin, *, mult: int, shift: int) -> np.nda
     head_dim = x.shape[-1]
     if cos.shape != sin.shape or cos.ndim != 2 or cos.shape[1] * 2 != head_dim:
         raise ValueError(f"rope tables must both be (max_context, {head_dim // 2}), not {cos.shape} and {sin.shape}")
-    pos = np.asarray(positions)
-    if not np.issubdtype(pos.dtype, np.integer):
-        raise TypeError(f"positions must hold integers, not {pos.dtype}")
-    bad = (pos < 0) | (pos >= max_context)
-    if bad.any():
-        raise ValueError(f"positions must be in [0, {max_context - 1}], not {int(pos[bad].flat[0])}")
+    pos = check_int_array("positions", positions, 0, max_context - 1, rule=f"be in [0, {max_context - 1}]")
     pos = np.broadcast_to(pos, x.shape[:-1])
     c, s = cos[pos], sin[pos]
     half = head_dim // 2
@@ -436,9 +428,7 @@ def argmax(logits) -> np.ndarray:
 
     Raises TypeError for non-integer logits and ValueError for an empty last axis.
     """
-    x = np.asarray(logits)
-    if x.dtype == object or not np.issubdtype(x.dtype, np.integer):
-        raise TypeError(f"logits must hold integers, not {x.dtype}")
+    x = check_int_array("logits", logits, -(1 << 63), (1 << 63) - 1)
     if x.ndim < 1 or x.shape[-1] == 0:
         raise ValueError(f"logits must have a non-empty last axis, not shape {x.shape}")
     # numpy's argmax returns the first occurrence of the maximum: the same rule.

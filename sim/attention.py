@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from golden.attention import AttentionParams, AttentionShape
-from golden.numerics import check_int8
+from golden.numerics import check_int8, is_int
 
 from .bus import WatchdogError
 from .cycles import (
@@ -108,7 +108,7 @@ def plan_attention(unit: dict, *, n_heads, n_kv_heads, kv_len) -> AttentionPlan:
     unit = unit_params(unit)
     head_dim = unit["head_dim"]
     # d_model only carries head_dim through AttentionShape's checks; a bad n_heads is reported as such.
-    heads_ok = isinstance(n_heads, int | np.integer) and not isinstance(n_heads, bool) and n_heads > 0
+    heads_ok = is_int(n_heads) and n_heads > 0
     shape = AttentionShape(d_model=head_dim * (int(n_heads) if heads_ok else 1), n_heads=n_heads,
                            n_kv_heads=n_kv_heads, head_dim=head_dim, max_context=unit["max_context"],
                            kv_len=kv_len)

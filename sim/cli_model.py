@@ -70,6 +70,7 @@ def _describe(ckpt) -> dict:
         "gemm_weight_bytes_per_token": gemm_weight_bytes(c),     # estimate's weight_bytes_per_token
         "kv_bytes_full_context": sizes["kv_bytes_per_token"] * min(c.max_context, MAX_CONTEXT_LIMIT),
         "tokenizer": None if tok is None else f"character, {tok.vocab_size} characters",
+        "rope": None if c.family != "llama" else {"theta": c.rope_theta, "scaling": ckpt.rope_scaling},
     }
 
 
@@ -93,6 +94,11 @@ def inspect_cmd(checkpoint_dir, as_json):
     click.echo(f"family      : {d['family']}{' (tied embeddings)' if d['tie_embeddings'] else ''}")
     click.echo(f"sizes       : d_model {d['d_model']}, {d['n_layers']} layers, {attn} of {d['head_dim']}, "
                f"d_ff {d['d_ff']}, vocab {d['vocab_size']}, context {d['max_context']}")
+    if d["rope"] is not None:
+        scaling = d["rope"]["scaling"]
+        note = "" if scaling is None else (f", {scaling} scaling, which changes nothing here: positions stop "
+                                           f"at max_position_embeddings ({d['max_context']})")
+        click.echo(f"rope        : theta {d['rope']['theta']:g}{note}")
     click.echo(f"parameters  : {d['n_params']:,}")
     click.echo(f"int8 weights: {d['int8_weight_bytes']:,} bytes (+ {d['int32_bytes']:,} bytes int32 biases, "
                f"{d['requant_bytes']:,} bytes requantization constants)")

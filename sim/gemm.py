@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.numerics import check_int8, wrap_int32
+from golden.numerics import check_int8, is_int, wrap_int32
 
 from .bus import WatchdogError
 from .cycles import gemm_cycles
@@ -31,7 +31,7 @@ __all__ = [
 
 
 def _dim(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not is_int(value):
         raise TypeError(f"GEMM size {name} must be an integer, not {value!r}")
     if value < 1:
         raise ValueError(f"GEMM size {name} must be a positive integer, not {value}")

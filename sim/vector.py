@@ -34,7 +34,7 @@ import random
 
 import numpy as np
 
-from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, quantize_multiplier
+from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, check_int_array, is_int, quantize_multiplier
 from golden.tables import activation_table, rope_tables
 
 from .bus import WatchdogError
@@ -82,7 +82,7 @@ def check_params(params) -> dict:
 
 
 def _int(what: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not is_int(value):
         raise TypeError(f"{what} must be an integer, not {value!r}")
     if not low <= value <= high:
         raise ValueError(f"{what} must be in [{low}, {high}], not {value}")
@@ -91,20 +91,17 @@ def _int(what: str, value, low: int, high: int) -> int:
 
 def _ints(what: str, values, low: int, high: int, length: int | None = None) -> list[int]:
     arr = np.asarray(values)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
+    if arr.dtype.kind not in "iu":
         raise TypeError(f"{what} must hold integers, not {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] == 0:
         raise ValueError(f"{what} must be a non-empty vector, not shape {arr.shape}")
     if length is not None and arr.shape[0] != length:
         raise ValueError(f"{what} must have {length} values, not {arr.shape[0]}")
-    bad = (arr < low) | (arr > high)
-    if bad.any():
-        raise ValueError(f"{what} must hold values in [{low}, {high}], not {int(arr[bad][0])}")
-    return [int(v) for v in arr]
+    return [int(v) for v in check_int_array(what, arr, low, high)]
 
 
 def _per_element(what: str, value, low: int, high: int, length: int) -> list[int]:
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+    if is_int(value):
         return [_int(what, value, low, high)] * length
     return _ints(what, value, low, high, length)
 

@@ -228,7 +228,7 @@ def test_missing_model_type(tmp_path):
     (LLAMA, dict(hidden_act="gelu"), r"config.json: unsupported hidden_act='gelu'"),
     (LLAMA, dict(attention_bias=True), r"config.json: unsupported attention_bias=True"),
     (LLAMA, dict(rope_parameters={"rope_type": "linear", "factor": 2.0}),
-     r"config.json: unsupported rope_type='linear'"),
+     r"^config.json: unsupported rope_parameters.rope_type='linear' \(supported: 'default'; 'dynamic'"),
     (LLAMA, dict(rope_parameters={"rope_type": "default", "rope_theta": -1.0}),
      r"config.json: field 'rope_theta' must be a positive number, not -1.0"),
     (LLAMA, dict(rope_parameters="fast"), r"config.json: field 'rope_parameters' must be an object"),
@@ -237,6 +237,47 @@ def test_bad_config_values(tmp_path, config, changes, match):
     _write(tmp_path, config)
     _edit_config(tmp_path, **changes)
     _raises(tmp_path, match)
+
+
+# RoPE variants the golden model does not compute, in every spelling transformers reads: the
+# Llama-2-era key "type" (in rope_scaling, beside or instead of rope_parameters) as well as "rope_type".
+ROPE_REFUSED = [
+    (dict(rope_scaling={"type": "linear", "factor": 4.0}), r"unsupported rope_scaling.type='linear'"),
+    (dict(rope_parameters=_DELETE, rope_scaling={"type": "linear", "factor": 4.0}),
+     r"unsupported rope_scaling.type='linear'"),
+    (dict(rope_scaling={"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4}),
+     r"unsupported rope_scaling.type='yarn'"),
+    (dict(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
+     r"unsupported rope_scaling.rope_type='llama3'"),
+    (dict(rope_parameters={"type": "longrope", "rope_theta": 100.0}), r"unsupported rope_parameters.type='longrope'"),
+    (dict(rope_parameters={"rope_type": "default", "type": "linear"}),
+     r"rope_parameters.rope_type='default' and rope_parameters.type='linear' disagree"),
+    (dict(rope_scaling={"type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 8}),
+     r"unsupported rope_scaling.original_max_position_embeddings=8 for rope_type 'dynamic'"),
+    (dict(rope_parameters={"rope_type": "default", "rope_theta": 100.0, "partial_rotary_factor": 0.5}),
+     r"unsupported rope_parameters.partial_rotary_factor=0.5 for rope_type 'default'"),
+    (dict(rope_scaling={"factor": 4.0}), r"unsupported rope_scaling.factor=4.0 for rope_type 'default'"),
+]
+
+
+@pytest.mark.parametrize(("changes", "match"), ROPE_REFUSED, ids=[m for _, m in ROPE_REFUSED])
+def test_rope_scaling_the_golden_model_does_not_compute_is_refused(tmp_path, changes, match):
+    _write(tmp_path, LLAMA)
+    _edit_config(tmp_path, **changes)
+    _raises(tmp_path, "^config.json: " + match)
+
+
+def test_dynamic_rope_is_accepted_as_it_changes_nothing_within_the_context(tmp_path):
+    """Dynamic NTK scaling alters the frequencies only past max_position_embeddings, where no run
+    goes (generate and step refuse positions >= max_context): the weights and logits are plain RoPE's."""
+    weights = _write(tmp_path, LLAMA)
+    plain = load_checkpoint(tmp_path)
+    assert plain.rope_scaling is None
+    _edit_config(tmp_path, rope_scaling={"type": "dynamic", "factor": 4.0})
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.rope_scaling == "dynamic (factor 4)" and ckpt.config == plain.config
+    for name in weights:
+        np.testing.assert_array_equal(ckpt.weights[name], plain.weights[name])
 
 
 def test_rope_theta_is_read_from_either_place(tmp_path):
@@ -296,6 +337,82 @@ def test_non_finite_tensor(tmp_path):
         t["model.norm.weight"][3] = np.nan
     _edit_tensors(tmp_path, poison)
     _raises(tmp_path, r"model.safetensors: tensor 'model.norm.weight' holds NaN or infinite values")
+
+
+def test_finite_float64_that_overflows_float32_is_refused(tmp_path):
+    """1e300 is finite in F64 and infinite once cast to float32: the check is made after the cast."""
+    _write(tmp_path, LLAMA)
+
+    def widen(t):
+        t["model.norm.weight"] = t["model.norm.weight"].astype(np.float64)
+        t["model.norm.weight"][2] = 1e300
+    _edit_tensors(tmp_path, widen)
+    _raises(tmp_path, r"^model.safetensors: tensor 'model.norm.weight' holds NaN or infinite values \(as float32")
+
+
+@pytest.mark.parametrize(("family", "key", "value", "limit"), [
+    ("llama", "max_position_embeddings", 10**12, "1,048,576"), ("gpt2", "n_positions", 2**20 + 1, "1,048,576"),
+    ("llama", "num_hidden_layers", 10**9, "1,024"),
+])
+def test_sizes_beyond_the_stated_limits_are_refused_before_any_allocation(tmp_path, family, key, value, limit):
+    _write(tmp_path, LLAMA if family == "llama" else GPT2)
+    _edit_config(tmp_path, **{key: value})
+    _raises(tmp_path, rf"^config.json: field '{key}' must be at most {limit} \(the golden model's limit\), "
+                      rf"not {value}$")
+
+
+def test_largest_context_loads_and_runs_without_a_table_of_that_size(tmp_path):
+    """At the limit, the checkpoint loads and the float model runs: RoPE is computed per position."""
+    from golden.model import MAX_CONTEXT, Transformer
+
+    _write(tmp_path, LLAMA)
+    _edit_config(tmp_path, max_position_embeddings=MAX_CONTEXT)
+    ckpt = load_checkpoint(tmp_path)
+    model = Transformer(ckpt.config, ckpt.weights)
+    assert model.forward([1, 2, 3]).shape == (3, LLAMA.vocab_size)
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer.json", "model.safetensors"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
+def test_special_files_are_refused_without_reading_them(tmp_path, name, kind):
+    """Every file a load reads goes through one check: a regular file (a FIFO would block, /dev/zero
+    never ends) of bounded size."""
+    import os
+
+    _write(tmp_path, LLAMA, TOKENIZER)
+    target = tmp_path / name
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "dev-zero":
+        target.symlink_to("/dev/zero")
+    else:
+        target.mkdir()
+    what = {"fifo": "a FIFO", "dev-zero": "a character device", "directory": "a directory"}[kind]
+    _raises(tmp_path, rf"^{name}: not a regular file \({what}\); a checkpoint holds regular files$")
+
+
+def test_load_config_reads_config_json_through_the_same_checks(tmp_path):
+    import os
+
+    from golden.checkpoint import load_config
+
+    _write(tmp_path, LLAMA)
+    assert load_config(tmp_path) == LLAMA
+    (tmp_path / "config.json").unlink()
+    os.mkfifo(tmp_path / "config.json")
+    with pytest.raises(CheckpointError, match=r"^config.json: not a regular file \(a FIFO\)"):
+        load_config(tmp_path)
+
+
+def test_oversized_json_is_refused_by_its_size(tmp_path):
+    from golden import checkpoint
+
+    _write(tmp_path, LLAMA)
+    with open(tmp_path / "config.json", "r+b") as f:     # sparse: no disk space, a huge size
+        f.truncate(checkpoint.JSON_MAX_BYTES + 1)
+    _raises(tmp_path, r"^config.json: 67,108,865 bytes, more than the 67,108,864 bytes a checkpoint's JSON file "
+                      r"may have$")
 
 
 def test_integer_tensor(tmp_path):

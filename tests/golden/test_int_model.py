@@ -12,6 +12,7 @@ from golden.model import ModelConfig, Transformer, generate, init_weights
 from golden.numerics import gemm_int8, requantize
 from golden.quantize import program_structure, quantize_model, random_calibration
 from golden.vector import activation, argmax, multiply, residual_add, rmsnorm, rope
+from tests.tolerances import model_bound, top2_gap
 
 from .test_quantize import tiny
 
@@ -90,10 +91,17 @@ def test_deterministic_and_in_range(model):
 def test_follows_the_float_model(model):
     config, weights, im = model
     toks = np.random.default_rng(9).integers(0, config.vocab_size, 32)
-    ref = Transformer(config, weights).forward(toks)
+    fm = Transformer(config, weights)
+    ref = fm.forward(toks)
     got = im.dequantize_logits(im.forward(toks))
-    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.98
-    assert (np.argmax(got, -1) == np.argmax(ref, -1)).mean() >= 0.75
+    # Quality floors of the integer model. The integer side is exact everywhere; the float side may
+    # move by the rounding bound of two evaluations on another machine. The floors hold even then:
+    # the correlation moves by at most 2 * bound / std(ref) (first order), and the agreement by the
+    # positions whose float top-2 gap is within the bound, counted against it here.
+    bound = model_bound(fm, positions=len(toks))
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] - 2 * bound / ref.std() > 0.98
+    near_ties = int((top2_gap(ref) <= bound).sum())
+    assert (np.argmax(got, -1) == np.argmax(ref, -1)).mean() - near_ties / len(toks) >= 0.75
 
 
 def test_llama_layer_is_the_composition_of_primitives():

@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("safetensors")
 from golden.checkpoint import demo_model_path, load_demo_model  # noqa: E402
 from golden.model import Transformer, generate  # noqa: E402
+from tests.tolerances import model_bound, top2_gap  # noqa: E402
 
 CORPUS = demo_model_path().parent / "demo_corpus.txt"
 PROMPTS = ["The old miller ", "Anna ", '"Look', "In the evening, "]
@@ -61,6 +62,9 @@ def test_demo_model_shape_and_size(demo):
 def test_demo_text_uses_corpus_words(demo, corpus_words, prompt, sampling):
     ckpt, model = demo
     out = ckpt.tokenizer.decode(generate(model, ckpt.tokenizer.encode(prompt), 100, **sampling))
+    # A quality floor, not a rounding tolerance. Greedy text is the same on every machine where the
+    # top-2 gaps exceed the rounding bound (checked for the report's prompt below); a sampled draw
+    # changes only if the uniform draw lands within ~1e-6 (float32 logits' rounding) of a CDF step.
     assert _word_fraction(out, corpus_words) >= MIN_CORPUS_WORD_FRACTION, out
 
 
@@ -78,7 +82,9 @@ def test_demo_loss_matches_training_report(demo):
     ckpt, model = demo
     report = json.loads((demo_model_path() / "train_report.json").read_text())
     assert report["final_train_loss"] < report["initial_loss"] / 4
-    assert report["golden_vs_torch_max_abs_logit_diff"] <= 1e-4
+    # Training compared golden and torch over one 128-position window: the derived parity bound.
+    assert report["golden_vs_torch_max_abs_logit_diff"] <= model_bound(model, positions=ckpt.config.max_context,
+                                                                       rope_differs=True)
     text = CORPUS.read_text(encoding="utf-8")
     ids = np.array(ckpt.tokenizer.encode(text[-report["val_chars"]:]))
     n = ckpt.config.max_context
@@ -91,6 +97,12 @@ def test_demo_loss_matches_training_report(demo):
     assert loss < math.log(ckpt.tokenizer.vocab_size) / 4  # far better than guessing
     greedy = ckpt.tokenizer.decode(generate(model, ckpt.tokenizer.encode(report["prompt"]), 100))
     assert greedy == report["greedy_sample"]
+    # Reproduced on any machine: at every greedy step the top-2 gap exceeds the rounding bound of
+    # two float32 evaluations, so no machine's rounding can pick another token.
+    cache, gaps = model.new_cache(), []
+    for tok in ckpt.tokenizer.encode(report["prompt"] + report["greedy_sample"])[:-1]:
+        gaps.append(top2_gap(model.step(tok, cache)))
+    assert min(gaps[len(ckpt.tokenizer.encode(report["prompt"])) - 1:]) > model_bound(model, positions=n)
 
 
 def test_docs_quote_the_training_report():

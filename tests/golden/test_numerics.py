@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from golden.numerics import (
     MULT_MAX,
     SHIFT_MAX,
+    check_int8,
     gemm_int8,
     max_k_without_overflow,
     quantize_multiplier,
@@ -136,12 +137,68 @@ def test_requantize_rejects_bad_parameters(args, exc, match):
         requantize(*args)
 
 
+U64_MAX = np.array([2**64 - 1], dtype=np.uint64)      # -1 after a cast to int64
+TIMEDELTA = np.array([3, 4], dtype="m8[s]")            # NumPy counts timedelta64 among its integers
+
+
+def _dtype_cases():
+    from golden.attention import AttentionShape
+    from golden.vector import NormParams, argmax, rope_with_tables
+
+    cos = sin = np.zeros((4, 1), np.int64)
+    norm = dict(kind="layer", gamma=np.ones(2, int), eps=0, out_mult=1, out_shift=0, inv_mult=1, inv_shift=0)
+    return [
+        ("gemm uint64", lambda: gemm_int8(U64_MAX.reshape(1, 1), [[1]]), ValueError,
+         r"^a must hold int8 values in \[-128, 127\], not 18446744073709551615$"),
+        ("check_int8 uint64", lambda: check_int8("x", U64_MAX), ValueError,
+         r"^x must hold int8 .*18446744073709551615$"),
+        ("requantize acc uint64", lambda: requantize(U64_MAX, 1, 0), ValueError,
+         r"^requantization input must hold int32 values, not 18446744073709551615$"),
+        ("requantize mult uint64", lambda: requantize(1, np.uint64(2**64 - 1), 0), ValueError,
+         r"^requantization multiplier must be in \[0, 32767\], not 18446744073709551615$"),
+        ("requantize shift 2**70", lambda: requantize(1, 1, 2**70), ValueError,
+         r"^requantization shift must be in \[0, 46\], not 1180591620717411303424$"),
+        ("gemm timedelta", lambda: gemm_int8(TIMEDELTA.reshape(1, 2), [[1], [1]]), TypeError,
+         r"^a must hold integers, not timedelta64\[s\]$"),
+        ("requantize timedelta", lambda: requantize(TIMEDELTA, 1, 0), TypeError,
+         r"^requantization input must hold integers, not timedelta64\[s\]$"),
+        ("requantize timedelta scalar", lambda: requantize(1, np.timedelta64(1), 0), TypeError,
+         r"^requantization multiplier must be an integer, not np.timedelta64\(1\)$"),
+        ("rope positions uint64", lambda: rope_with_tables(np.zeros((1, 2), int), U64_MAX, cos, sin, mult=1, shift=0),
+         ValueError, r"^positions must be in \[0, 3\], not 18446744073709551615$"),
+        ("argmax timedelta", lambda: argmax(TIMEDELTA), TypeError, r"^logits must hold integers, not timedelta64"),
+        ("beta uint64", lambda: NormParams(**norm, beta=np.full(2, 2**64 - 1, np.uint64)), ValueError,
+         r"^beta must hold values in \[-2\*\*30, 2\*\*30\], not 18446744073709551615$"),
+        ("head_dim timedelta", lambda: AttentionShape(d_model=8, n_heads=1, n_kv_heads=1, head_dim=np.timedelta64(8),
+                                                      max_context=4, kv_len=1), TypeError,
+         r"^head_dim must be an integer, not np.timedelta64\(8\)$"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "exc", "match"), [c[1:] for c in _dtype_cases()],
+                         ids=[c[0] for c in _dtype_cases()])
+def test_integer_inputs_are_checked_in_their_own_dtype_before_any_cast(case, exc, match):
+    """golden.numerics.check_int_array / is_int: the kind (signed or unsigned integer, not bool or
+    timedelta64) and the range are checked before a cast could wrap 2**64 - 1 into -1."""
+    with pytest.raises(exc, match=match):
+        case()
+
+
+def test_integers_of_every_numpy_width_still_pass():
+    for dtype in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64):
+        assert gemm_int8(np.array([[3]], dtype), [[-2]]).tolist() == [[-6]]
+    assert requantize(np.array([7], np.uint64), np.uint16(1), np.uint8(1)).tolist() == [4]
+
+
 @given(st.floats(min_value=2.0**-40, max_value=30000.0))
 def test_quantize_multiplier_is_accurate(scale):
     mult, shift = quantize_multiplier(scale)
     assert 0 < mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX
     represented = mult / 2**shift
     # 15 significant bits when the shift range allows it.
+    # A 15-bit multiplier normalised to [2**14, 2**15) is within half a step, 2**-15 relative (2**-14
+    # with the carry case), or half of 2**-SHIFT_MAX absolute at the smallest scales. mult / 2**shift is
+    # exact in float64 and the subtraction is exact (Sterbenz): no float slack is needed.
     assert abs(represented - scale) <= scale * 2**-14 + 2**-(SHIFT_MAX + 1)
 
 

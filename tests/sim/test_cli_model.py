@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,9 @@ BAD_CHECKPOINTS = {
                        "model.safetensors: cannot read safetensors file"),
     "truncated file": (lambda d: _damage_bytes(d, lambda b: b[: len(b) // 3]),
                        "model.safetensors: cannot read safetensors file"),
+    "context beyond the limit": (lambda d: _damage_config(d, n_positions=10**12),
+                                 "config.json: field 'n_positions' must be at most 1,048,576 (the golden "
+                                 "model's limit), not 1000000000000"),
 }
 
 
@@ -203,6 +207,64 @@ def test_a_bad_checkpoint_in_a_real_process_and_no_torch_at_run_time(tmp_path, t
     done = subprocess.run([sys.executable, "-c", probe, tiny_dirs[0]], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "loaded: []", done.stdout
+
+
+@pytest.mark.parametrize("special", ["fifo", "dev-zero"])
+def test_special_config_files_in_a_real_process(tmp_path, tiny_dirs, special):
+    """A config.json that is a FIFO (an open would wait for a writer) or /dev/zero (a read never
+    ends): the real command answers in one line, well within the timeout."""
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dirs[0], bad)
+    (bad / "config.json").unlink()
+    if special == "fifo":
+        os.mkfifo(bad / "config.json")
+    else:
+        (bad / "config.json").symlink_to("/dev/zero")
+    kind = "a FIFO" if special == "fifo" else "a character device"
+    lockstep_cmd = Path(sys.executable).with_name("lockstep")
+    for args in (["inspect", bad], ["golden", "--model", bad, "--tokens", "2"]):
+        done = subprocess.run([lockstep_cmd, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and done.stdout == "", done.stderr
+        assert done.stderr == f"lockstep: error: config.json: not a regular file ({kind}); a checkpoint holds " \
+                              f"regular files\n"
+
+
+@pytest.mark.parametrize("rope", [{"type": "linear", "factor": 4.0}, {"rope_type": "yarn", "factor": 2.0}])
+@pytest.mark.parametrize("command", ["inspect", "golden", "run"])
+def test_rope_scaling_the_golden_model_lacks_is_refused_by_every_command(tmp_path, tiny_dirs, rope, command):
+    from sim.cli import main
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dirs[1], bad)
+    _damage_config(bad, rope_scaling=rope)
+    key = "type" if "type" in rope else "rope_type"
+    args = {"inspect": ["inspect", bad], "golden": ["golden", "--model", bad, "--prompt-ids", "1"],
+            "run": ["run", "--backend", "golden", "--model", bad, "--prompt-ids", "1"]}[command]
+    assert_error(CliRunner().invoke(main, [str(a) for a in args]),
+                 f"config.json: unsupported rope_scaling.{key}={rope[key]!r} (supported: 'default'; 'dynamic'")
+
+
+def test_inspect_says_dynamic_rope_changes_nothing(tmp_path, tiny_dirs):
+    dyn = tmp_path / "dyn"
+    shutil.copytree(tiny_dirs[1], dyn)
+    _damage_config(dyn, rope_scaling={"type": "dynamic", "factor": 2.0})
+    text = invoke("inspect", dyn)
+    assert text.exit_code == 0, text.output
+    assert ("rope        : theta 10000, dynamic (factor 2) scaling, which changes nothing here: positions stop "
+            "at max_position_embeddings (16)") in text.stdout
+    assert ok_json("inspect", dyn)["rope"] == {"theta": 10000.0, "scaling": "dynamic (factor 2)"}
+    assert ok_json("inspect", tiny_dirs[1])["rope"] == {"theta": 10000.0, "scaling": None}
+    assert ok_json("inspect", tiny_dirs[0])["rope"] is None
+    # the context is where it stops: one token past max_position_embeddings is refused
+    assert_error(invoke("golden", "--model", dyn, "--prompt-ids", "1", "--tokens", 16, "--mode", "float"),
+                 "exceeds max_context=16")
+
+
+def test_tiny_temperature_is_greedy_not_nan():
+    greedy = ok_json("golden", "--prompt", "The old miller ", "--tokens", 8, "--mode", "float")
+    for t in ("1e-308", "5e-324"):
+        tiny = ok_json("golden", "--prompt", "The old miller ", "--tokens", 8, "--mode", "float", "--temperature", t)
+        assert tiny["float"]["ids"] == greedy["float"]["ids"]
 
 
 @pytest.mark.parametrize("args,message", [

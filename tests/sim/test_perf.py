@@ -45,6 +45,7 @@ from sim.perf import (
     step_cycles,
 )
 from sim.sweep import SweepError, parse_spec, read_rows, run_sweep
+from tests.tolerances import rel64
 
 ROOT = Path(__file__).parents[2]
 
@@ -103,7 +104,7 @@ def test_demo_model_prediction_is_decode_step_cycles(preset):
     e = estimate(model, hw, context=1)
     direct = decode_step_cycles(program_structure(model), model, PRESETS[preset], position=0)
     assert e.cycles == direct.total
-    assert e.tokens_per_s == pytest.approx(hw.clock_hz / direct.total)
+    assert e.tokens_per_s == pytest.approx(hw.clock_hz / direct.total, rel=rel64(4))   # clock * batch / cycles
 
 
 def test_presets_match_the_hdl_configurations():
@@ -123,7 +124,7 @@ def test_the_board_preset_at_its_measured_fmax():
     assert f"fmax {fmax:.2f} MHz" in (ROOT / "docs" / "fpga.md").read_text()
     assert replace(fast, name=base.name, description=base.description, notes=base.notes, clock_hz=base.clock_hz,
                    memories=base.memories) == base
-    assert fast.memories[0].bandwidth_bytes_per_s == pytest.approx(fast.array_cols * fast.clock_hz)
+    assert fast.memories[0].bandwidth_bytes_per_s == pytest.approx(fast.array_cols * fast.clock_hz, rel=rel64(2))
     model = load_demo_model().config
     # The demo model's tokens/s as docs/fpga.md gives them at 25 MHz and at fmax (positions 0..63).
     assert round(estimate(model, base, context=64).tokens_per_s, 1) == 474.3
@@ -135,7 +136,9 @@ def test_context_mean_is_the_full_mean():
     config = PRESETS["demo"]
     ops = program_structure(model)
     full = sum(decode_step_cycles(ops, model, config, position=p).total for p in range(40)) / 40
-    assert step_cycles(ops, model, config, context=40, weight_bytes_per_cycle=None)[0] == pytest.approx(full)
+    # a mean of 40 step counts on each side: 40 additions and a division each
+    got = step_cycles(ops, model, config, context=40, weight_bytes_per_cycle=None)[0]
+    assert got == pytest.approx(full, rel=rel64(82))
 
 
 @pytest.mark.parametrize(("model", "preset"), [("gpt2", "tpu-v1"), ("llama-2-7b", "a100"),
@@ -225,7 +228,7 @@ def test_links_are_charged_one_latency_per_phase(preset, layer_phases):
     assert plan.layer_phases == layer_phases
     attention = 80 if e.kv_split > 1 else 0     # the split attention's reduction, a phase a layer
     phases = (hw.stages - 1) + 80 * plan.layer_phases + plan.other_phases + 1 + attention
-    assert e.link_seconds == pytest.approx(phases * lat, rel=1e-12)
+    assert e.link_seconds == pytest.approx(phases * lat, rel=rel64(2 * phases))   # a sum of `phases` latencies
     assert e.bounds["links"] == e.link_seconds
     free = replace(hw, link=Link(math.inf, 0.0), tp_link=Link(math.inf, 0.0))
     assert estimate("llama-3-70b", free).link_seconds == 0
@@ -255,8 +258,9 @@ def test_batch_raises_throughput_and_16_bit_weights_halve_the_memory_rate():
     assert estimate("llama-2-7b", hw, batch=8).tokens_per_s > 4 * estimate("llama-2-7b", hw).tokens_per_s
     e8 = estimate("llama-2-7b", replace(hw, weight_bytes=1))
     e16 = estimate("llama-2-7b", hw)
-    assert e8.port_elements_per_cycle == pytest.approx(min(hw.array_cols, 2 * e16.port_elements_per_cycle))
-    assert e16.port_elements_per_cycle == pytest.approx(1.555e12 / 1.41e9 / 2)
+    assert e8.port_elements_per_cycle == pytest.approx(min(hw.array_cols, 2 * e16.port_elements_per_cycle),
+                                                       rel=rel64(8))   # bandwidth / clock / bytes, twice
+    assert e16.port_elements_per_cycle == pytest.approx(1.555e12 / 1.41e9 / 2, rel=rel64(8))
 
 
 def test_every_preset_loads_and_every_model_estimates_on_a_big_enough_chip():
@@ -337,7 +341,8 @@ def test_decode_sweep_rows_hold_the_estimate(tmp_path):
                                  "memory": [{"name": "weight memory", "capacity_bytes": 1e12,
                                              "bandwidth_bytes_per_s": p["weight_bytes_per_cycle"] * p["clock_hz"]}]})
         e = estimate("gpt2", hw, context=64)
-        assert m["cycles"] == e.cycles and m["tokens_per_s"] == m["throughput"] == pytest.approx(e.tokens_per_s)
+        assert m["cycles"] == e.cycles
+        assert m["tokens_per_s"] == m["throughput"] == pytest.approx(e.tokens_per_s, rel=rel64(8))
         assert 0 < m["efficiency"] <= 1
 
 
@@ -393,7 +398,7 @@ def test_the_mean_over_the_context_is_exact_with_split_positions(split):
     full = sum(decode_step_cycles(ops, model, config, position=local_position(p, split)).total
                for p in range(40)) / 40
     got = step_cycles(ops, model, config, context=40, weight_bytes_per_cycle=None, split=split)[0]
-    assert got == pytest.approx(full, rel=1e-12)
+    assert got == pytest.approx(full, rel=rel64(82))   # a mean of 40 step counts on each side
 
 
 def test_the_wafer_splits_attention_over_cores_when_that_is_faster():
@@ -440,7 +445,7 @@ def test_a_sweep_over_a_multi_chip_preset_is_the_estimate_of_each_point(tmp_path
         hw = replace(groq, chips=p["chips"], link=Link(groq.link.bandwidth_bytes_per_s, 1e-6),
                      tp_link=Link(groq.tp_link.bandwidth_bytes_per_s, p["tp_link_latency_ns"] * 1e-9))
         e = estimate("llama-2-70b", hw)
-        assert m["tokens_per_s"] == pytest.approx(e.tokens_per_s, rel=1e-12) and m["cycles"] == e.cycles
+        assert m["tokens_per_s"] == pytest.approx(e.tokens_per_s, rel=rel64(8)) and m["cycles"] == e.cycles
         assert m["area"] == p["chips"] * (640 * 640 + 5120)
     (row,) = [r for r in read_rows(tmp_path / "r.sqlite")
               if r["params"]["chips"] == 576 and r["params"]["tp_link_latency_ns"] == 1000]
