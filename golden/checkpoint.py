@@ -18,7 +18,8 @@ and the problem: a missing directory or file, a file that is not a regular file 
 or is larger than its cap, unreadable JSON, an unsupported architecture or option (a RoPE variant
 included), a missing, bad or too large config field, a corrupted or truncated safetensors file, a
 missing, unexpected, mis-shaped or non-finite (as float32) tensor. Every file is opened by one
-helper, ``_open_checked``; ``load_config`` reads config.json alone through it.
+helper, ``open_regular`` (also used for hardware TOMLs and sweep specs); ``load_config`` reads
+config.json alone through it.
 """
 
 from __future__ import annotations
@@ -416,29 +417,37 @@ _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def _open_checked(path: Path, limit: int):
+def open_regular(path: Path, limit: int, what: str, *, error: type[Exception] = None, label: str | None = None):
     """Open ``path`` for reading after checking it is a regular file of at most ``limit`` bytes.
 
-    Every file a checkpoint load reads goes through here. The open does not block (a FIFO would
-    wait for a writer) and the checks are made on the opened file, so neither a FIFO nor a device
-    such as /dev/zero is ever read. Raises CheckpointError naming the file."""
+    The one rule for every file Lockstep reads whole from a user (a checkpoint's files, a hardware
+    TOML, a sweep spec). The open does not block (a FIFO would wait for a writer) and the checks
+    are made on the opened file, so neither a FIFO nor a device such as /dev/zero is ever read.
+    Raises ``error`` (CheckpointError by default) naming the file (``label``, default its name) and
+    ``what`` it should have been."""
+    error = error or CheckpointError
+    label = label or path.name
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise CheckpointError(f"{path.name}: file not found in {path.parent}") from None
+        raise error(f"{label}: file not found in {path.parent}") from None
     except OSError as exc:
-        raise CheckpointError(f"{path.name}: cannot open ({exc.strerror})") from None
+        raise error(f"{label}: cannot open ({exc.strerror})") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a file")
-        raise CheckpointError(f"{path.name}: not a regular file ({kind}); a checkpoint holds regular files")
+        raise error(f"{label}: not a regular file ({kind}), not {what}")
     if st.st_size > limit:
         os.close(fd)
-        raise CheckpointError(f"{path.name}: {st.st_size:,} bytes, more than the {limit:,} bytes a checkpoint's "
-                              f"{'JSON' if limit == JSON_MAX_BYTES else 'safetensors'} file may have")
+        raise error(f"{label}: {st.st_size:,} bytes, more than the {limit:,} bytes {what} may have")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
+
+
+def _open_checked(path: Path, limit: int):
+    """A checkpoint's file through :func:`open_regular`. Raises CheckpointError naming the file."""
+    return open_regular(path, limit, f"a checkpoint's {'JSON' if limit == JSON_MAX_BYTES else 'safetensors'} file")
 
 
 def _read_json(path: Path):

@@ -94,15 +94,12 @@ def read_text(path, what: str) -> str:
     when there is none; ``OSError`` naming ``what`` and the path for a FIFO or device (opening one
     would wait for a writer, or read /dev/zero until memory ran out), a larger file, or bytes that
     are not UTF-8: checked before more than the cap is read."""
-    import stat
+    from golden.checkpoint import open_regular
 
     p = Path(path)
-    st = p.stat()                     # FileNotFoundError passes through
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(f"{p}: is a directory, not {what}")
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(f"{p}: not a regular file, not {what}")
-    with p.open("rb") as f:
+    if not p.exists():
+        raise FileNotFoundError(p)
+    with open_regular(p, MAX_TEXT_BYTES, what, error=OSError, label=str(p)) as f:
         data = f.read(MAX_TEXT_BYTES + 1)
     if len(data) > MAX_TEXT_BYTES:
         raise OSError(f"{p}: larger than {MAX_TEXT_BYTES >> 20} MiB, too large for {what}")
@@ -183,19 +180,10 @@ def resolve_model(name_or_dir: str):
         return key, MODELS[key]
     path = Path(name_or_dir)
     if path.is_dir():
-        import json
+        from golden.checkpoint import load_config
 
-        from golden.checkpoint import CONFIG_FILE, CheckpointError, config_from_hf
-
-        try:
-            data = json.loads(read_text(path / CONFIG_FILE, "a checkpoint's config"))
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: no {CONFIG_FILE} in the checkpoint directory") from None
-        except OSError as exc:
-            raise CheckpointError(str(exc)) from None
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{path / CONFIG_FILE}: cannot read JSON ({exc})") from None
-        return path.name or str(path), config_from_hf(data)
+        # The checkpoint's own reader: regular files only, size-capped, the same checks as a load.
+        return path.name or str(path), load_config(path)
     raise ValueError(f"unknown model {name_or_dir!r}: not a checkpoint directory nor one of "
                      f"{', '.join(MODELS)}")
 

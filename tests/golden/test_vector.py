@@ -1,11 +1,7 @@
 """The vector unit's integer ops: tables, edge cases, float references and the checks on their inputs.
 
-Tolerances (docs/testing.md): results of the integer datapath are exact, equal on every machine,
-and compared with ``==``. Against the float64 references they are held to fixed-point error budgets
-in output LSBs: 0.5 for rounding to nearest, plus the error of the formats named at each bound.
-The float64 reference's own rounding (about 1e-13 LSB, and an ulp of a transcendental function
-that may differ between machines) is far inside every such budget; where a bound has no budget to
-absorb it (a table "within 0.5 LSB" of the formula it rounds), an explicit eps64 term is added.
+Integer results are compared with ``==``; against the float64 references they are held to the
+fixed-point error budgets of docs/testing.md ("Float tolerances"), named at each bound.
 """
 
 import math

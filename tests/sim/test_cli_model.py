@@ -225,8 +225,8 @@ def test_special_config_files_in_a_real_process(tmp_path, tiny_dirs, special):
     for args in (["inspect", bad], ["golden", "--model", bad, "--tokens", "2"]):
         done = subprocess.run([lockstep_cmd, *args], capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and done.stdout == "", done.stderr
-        assert done.stderr == f"lockstep: error: config.json: not a regular file ({kind}); a checkpoint holds " \
-                              f"regular files\n"
+        assert done.stderr == f"lockstep: error: config.json: not a regular file ({kind}), not a checkpoint's " \
+                              f"JSON file\n"
 
 
 @pytest.mark.parametrize("rope", [{"type": "linear", "factor": 4.0}, {"rope_type": "yarn", "factor": 2.0}])

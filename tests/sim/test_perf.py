@@ -616,10 +616,13 @@ def test_special_and_oversized_files_are_refused_without_reading_them(tmp_path):
     huge = tmp_path / "huge.toml"
     huge.write_bytes(b"# " + b"x" * MAX_TEXT_BYTES + b"\n")
     for args, message in [
-        (("--model", "gpt2", "--hw", fifo), f"{fifo}: not a regular file, not a hardware description"),
-        (("--model", "gpt2", "--hw", "/dev/zero"), "/dev/zero: not a regular file, not a hardware description"),
-        (("--model", ckpt, "--hw", "demo"), f"{ckpt / 'config.json'}: not a regular file, not a checkpoint's config"),
-        (("--model", "gpt2", "--hw", huge), f"{huge}: larger than 4 MiB, too large for a hardware description"),
+        (("--model", "gpt2", "--hw", fifo), f"{fifo}: not a regular file (a FIFO), not a hardware description"),
+        (("--model", "gpt2", "--hw", "/dev/zero"),
+         "/dev/zero: not a regular file (a character device), not a hardware description"),
+        (("--model", ckpt, "--hw", "demo"), "config.json: not a regular file (a FIFO), not a checkpoint's JSON file"),
+        (("--model", "gpt2", "--hw", huge),
+         f"{huge}: {huge.stat().st_size:,} bytes, more than the {MAX_TEXT_BYTES:,} bytes a hardware description "
+         "may have"),
     ]:
         result, seconds = run_lockstep("estimate", *args)
         assert result.returncode == 1 and result.stderr.strip().splitlines() == [f"lockstep: error: {message}"]
