@@ -44,6 +44,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from golden.model import MAX_CONTEXT, MAX_LAYERS
 from hdl.config import MAX_ARRAY
 
 __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LAYERS", "MAX_TEXT_BYTES", "MODELS",
@@ -57,13 +58,11 @@ __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LA
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 #: The default context is half the model's, capped here (a 128 k-token model is rarely run full).
 DEFAULT_CONTEXT_CAP = 4096
-#: The largest context and batch an estimate takes (above any published model's context, 10 M
-#: tokens, and any decode batch); past them a number is a typo, not a workload.
-MAX_CONTEXT = 1 << 24
+#: The largest batch an estimate takes (above any decode batch); past it a number is a typo, not a
+#: workload. The largest context and the most layers are the model's own limits
+#: (``golden.model.MAX_CONTEXT`` and ``MAX_LAYERS``: a ModelConfig past them does not exist), so a
+#: context beyond the model's ``max_context`` is the one check left here.
 MAX_BATCH = 1 << 16
-#: The most layers a model may have for an estimate (published models have at most ~130): the
-#: integer program is built layer by layer, so 10**9 layers in a config.json would never finish.
-MAX_LAYERS = 1024
 
 #: Sane bounds of every hardware quantity, ``key: (least, most)`` (docs/performance.md, "Hardware
 #: descriptions"): a value outside them is a typo or a unit slip, not a machine, and would drive the
@@ -850,20 +849,14 @@ def place(mc, hw: Hardware, *, context: int, batch: int = 1, name: str = "the mo
 
 def check_workload(mc, *, context: int, batch: int, name: str = "the model") -> None:
     """ValueError naming the value when ``context`` or ``batch`` is not a positive integer, the
-    context exceeds the model's ``max_context`` or :data:`MAX_CONTEXT`, the batch
-    :data:`MAX_BATCH`, or the model has more than :data:`MAX_LAYERS` layers: refused before any
-    work (the estimate's cost grows with the layers, not with context or batch, but a number past
-    these is a typo, not a workload)."""
+    context exceeds the model's ``max_context`` (at most ``golden.model.MAX_CONTEXT``), or the batch
+    :data:`MAX_BATCH`: refused before any work (the estimate's cost grows with the layers, at most
+    ``golden.model.MAX_LAYERS``, not with context or batch)."""
     for n, v in (("context", context), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{n} must be a positive integer, not {show_number(v)}")
-    if mc.n_layers > MAX_LAYERS:
-        raise ValueError(f"{name} has {show_number(mc.n_layers)} layers, more than the estimate's largest model's "
-                         f"{MAX_LAYERS}")
     if context > mc.max_context:
         raise ValueError(f"context {show_number(context)} exceeds {name}'s max_context {mc.max_context}")
-    if context > MAX_CONTEXT:
-        raise ValueError(f"context {show_number(context)} exceeds the estimate's largest context {MAX_CONTEXT}")
     if batch > MAX_BATCH:
         raise ValueError(f"batch {show_number(batch)} exceeds the estimate's largest batch {MAX_BATCH}")
 

@@ -279,7 +279,7 @@ n = {low = 1, high = 100000}
     (DECODE + "clock_hz = [1e18]\n", ("parameter clock_hz must be at most 1e+11, not 1e+18",)),
     (DECODE + "weight_memory_bytes = [1e300]\n", ("parameter weight_memory_bytes must be at most 1e+15",)),
     (DECODE.replace("context = [32]", "context = [1000000000]"),
-     ("parameter context must be at most 16777216, not 1000000000",)),
+     ("parameter context must be at most 1048576, not 1000000000",)),
     (DECODE + "batch = [100000]\n", ("parameter batch must be at most 65536, not 100000",)),
     (DECODE + "clock_hz = [100000000000]\nweight_bytes_per_cycle = [16000000]\n",
      ("is not valid", "bandwidth_bytes_per_s must be at most 1e+18")),
