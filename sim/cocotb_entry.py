@@ -17,7 +17,7 @@ from sim.flows import FLOWS
 async def run_job(dut):
     with open(os.environ["LOCKSTEP_JOB"]) as fh:
         spec = json.load(fh)
-    bus = CocotbBus(dut, period_ns=spec["period_ns"])
+    bus = CocotbBus(dut, period_ns=spec["period_ns"], clock=spec.get("clock", "cocotb"))
     try:
         result = await FLOWS[spec["flow"]](bus, spec["job"])
     except Exception as exc:
