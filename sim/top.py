@@ -202,7 +202,8 @@ async def run_decode_top(bus, job: dict) -> dict:
     """Load the images once, then run the job's steps; see the module docstring.
 
     Returns ``{"steps": [{"position", "token_in", "token_out", "cycles" (the RTL counter), "edges"
-    (clock edges from the start edge to done), "seconds", "trace"?, "scratch"?, "logits"?}],
+    (clock edges from the start edge to done), "seconds" (wall), "cpu_seconds" (the process's CPU
+    time), "trace"?, "scratch"?, "logits"?}],
     "load_seconds", "load_words"}``. Raises WatchdogError when ``done`` does not rise within a step's
     budget.
     """
@@ -232,16 +233,16 @@ async def run_decode_top(bus, job: dict) -> dict:
         bus.set("start", 1)
         await bus.tick()
         bus.set("start", 0)
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         try:
             edges = 1 + await bus.run_until("done", budget)
         except WatchdogError:
             raise WatchdogError(f"decode step at position {position} did not finish within {budget} cycles "
                                 f"(predicted {predicted})") from None
-        seconds = time.perf_counter() - t
+        seconds, cpu_seconds = time.perf_counter() - t, time.process_time() - cpu
         await bus.settle()
         out = {"position": position, "token_in": token, "token_out": bus.get("next_token"),
-               "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds}
+               "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds, "cpu_seconds": cpu_seconds}
         await bus.tick()
         if job.get("trace"):
             out["trace"] = await _read(bus, TopMem.TRACE.value, n_program - 1)
