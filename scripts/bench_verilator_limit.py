@@ -227,6 +227,29 @@ def run_cocotb(params: dict, job: dict) -> dict:
     return result
 
 
+BASELINE = """
+import json, sys, time
+from sim.runner import run
+params, job = json.load(open(sys.argv[1]))
+t0 = time.perf_counter()
+result = run("verilator", "decode_top", params, "decode_top", job)
+result["process_seconds"] = time.perf_counter() - t0
+print(json.dumps(result))
+"""
+
+
+def run_baseline(tree: Path, params: dict, job: dict) -> dict:
+    """The cocotb path of another checkout (``--baseline``), in a process that imports its packages."""
+    with tempfile.TemporaryDirectory(prefix="lockstep-bench-") as tmp:
+        path = Path(tmp) / "job.json"
+        path.write_text(json.dumps([params, job]))
+        out = subprocess.run([sys.executable, "-c", BASELINE, str(path)], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(tree)})
+    if out.returncode:
+        raise SystemExit(f"bench: error: the baseline run failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def rate(result: dict, key: str = "seconds") -> float:
     """Simulated cycles per second of the decode steps: per wall second (``seconds``, as
     RunReport.simulated_cycles_per_second) or per CPU second of the process (``cpu_seconds``)."""
@@ -237,6 +260,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=32, help="new tokens after the prompt (default 32)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of (bare, cocotb), back to back (default 3)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="also run the cocotb path of this checkout (e.g. an older commit's worktree) each round")
     ap.add_argument("--bare-opt-fast", default=None,
                     help="OPT_FAST for the bare model only (e.g. -O2), to measure what -O3 buys")
     args = ap.parse_args(argv)
@@ -253,6 +278,8 @@ def main(argv=None) -> int:
     exe = build_bare(verilog_text, makeflags=makeflags)
     print(f"bare model makeflags: {makeflags}")
     run_cocotb(params, {**job, "new_tokens": 1})    # builds the cocotb model if needed, not timed
+    if args.baseline:
+        run_baseline(args.baseline, params, {**job, "new_tokens": 1})
     ratios, cpu_ratios = [], []
     for i in range(args.repeat):
         bare = run_bare(exe, job)
@@ -270,6 +297,14 @@ def main(argv=None) -> int:
               f"tokens and cycles at every step", flush=True)
         print(f"  per wall second: bare {rb:,.0f}, cocotb {rc:,.0f} cycles/s, ratio {rc / rb:.2f}")
         print(f"  per CPU second : bare {cb:,.0f}, cocotb {cc:,.0f} cycles/s, ratio {cc / cb:.2f}")
+        if args.baseline:
+            base = run_baseline(args.baseline, params, job)
+            same = [(s["token_out"], s["cycles"]) for s in base["steps"]] == \
+                [(s["token_out"], s["cycles"]) for s in bare["steps"]]
+            rbase = rate(base)
+            print(f"  baseline {args.baseline}: {rbase:,.0f} cycles/s per wall second, {rbase / rb:.2f} of bare's "
+                  f"(tokens and cycles {'the same' if same else 'DIFFERENT'}; load {base['load_seconds']:.2f} s, "
+                  f"whole run {base['process_seconds']:.1f} s)")
         print(f"  loading {bare['load_words']:,} words: bare {bare['load_seconds']:.2f} s, cocotb "
               f"{cocotb['load_seconds']:.2f} s; the whole cocotb run {cocotb['process_seconds']:.1f} s", flush=True)
     wall, cpu = statistics.median(ratios), statistics.median(cpu_ratios)

@@ -379,7 +379,9 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     run_dir = Path(tempfile.mkdtemp(prefix=f"{simulator}-{flow}-", dir=runs))
     job_file = run_dir / "job.json"
     result_file = run_dir / "result.json"
-    job_file.write_text(json.dumps({"flow": flow, "job": job, "result": str(result_file),
+    function = FLOWS[flow]
+    job_file.write_text(json.dumps({"flow": flow, "module": function.__module__, "function": function.__name__,
+                                    "job": job, "result": str(result_file),
                                     "period_ns": CLOCK_PERIOD_NS, "clock": _clock_source(simulator)}))
     log = run_dir / "sim.log"
     limit = wall_limit()
