@@ -10,10 +10,11 @@
 // (scripts/bench_verilator_limit.py measures both). Without the plusarg nothing is toggled here and
 // time only advances to the next VPI timer callback or timing event.
 //
-// Each time slot runs the regions a VPI application expects, in this order: timer callbacks
-// (cbAfterDelay) at the start of the slot, evaluation with value-change callbacks and pending VPI
-// writes until nothing changes, read-write synch callbacks (again until nothing changes), then
-// read-only synch callbacks; cbNextSimTime when time moves on.
+// Each time slot runs the regions a VPI application expects, in this order: cbNextSimTime and
+// timer callbacks (cbAfterDelay) at the start of the slot, then the clock edge if the slot has one,
+// evaluation with value-change callbacks and pending VPI writes until nothing changes, read-write
+// synch callbacks (again until nothing changes), then read-only synch callbacks. A slot in which
+// nothing but the clock happens is cut short (see the loop in main).
 
 #include <cstdint>
 #include <cstdio>
@@ -45,10 +46,11 @@ namespace {
 constexpr uint64_t kNever = ~0ULL;
 
 // Value-change callbacks may write signals, which may change other watched signals: repeat until
-// a pass calls nothing.
-void value_callbacks() {
-    while (VerilatedVpi::callValueCbs()) {
-    }
+// a pass calls nothing. Returns whether any callback ran.
+bool value_callbacks() {
+    bool called = false;
+    while (VerilatedVpi::callValueCbs()) called = true;
+    return called;
 }
 
 // Evaluate the current time slot until neither the model nor any VPI application changes anything.
@@ -131,25 +133,51 @@ int main(int argc, char** argv) {
         top->clk = 1;
         next_edge = half;
     }
-    while (!Verilated::gotFinish()) {
+    bool tracing = false;
+#if VM_TRACE
+    tracing = tracer != nullptr;
+#endif
+    bool more = true;
+    while (more && !Verilated::gotFinish()) {
         settle_slot(top.get());
         VerilatedVpi::callCbs(cbReadOnlySynch);
 #if VM_TRACE
         if (tracer) tracer->dump(context->time());
 #endif
-        uint64_t next = VerilatedVpi::cbNextDeadline();
-        if (top->eventsPending() && top->nextTimeSlot() < next) next = top->nextTimeSlot();
-        if (next_edge < next) next = next_edge;
-        if (next == kNever) break;  // nothing will ever happen again
-        context->time(next);
-        if (next == next_edge) {
-            top->clk = !top->clk;
-            next_edge += half;
+        // Move on in time. A slot that is only a clock edge, where no VPI callback is due or waits
+        // on a synch region, is evaluated once and its value-change callbacks checked once (the
+        // free run of a design while Python waits for a signal); any other slot, or an edge that
+        // wakes a callback, goes through the whole sequence above (evaluating the model again
+        // there changes nothing).
+        while (!Verilated::gotFinish()) {
+            uint64_t next = VerilatedVpi::cbNextDeadline();
+            if (top->eventsPending() && top->nextTimeSlot() < next) next = top->nextTimeSlot();
+            if (next_edge < next) next = next_edge;
+            if (next == kNever) {  // nothing will ever happen again
+                more = false;
+                break;
+            }
+            context->time(next);
+            bool called = VerilatedVpi::callCbs(cbNextSimTime);
+            if (called) value_callbacks();
+            if (VerilatedVpi::callCbs(cbAfterDelay)) {  // timer callbacks, at the start of the slot
+                called = true;
+                value_callbacks();
+            }
+            const bool edge = next == next_edge;
+            if (edge) {  // the clock changes before the slot is evaluated, as an immediate write would
+                top->clk = !top->clk;
+                next_edge += half;
+            }
+            if (called || !edge || tracing || VerilatedVpi::hasCbs(cbReadWriteSynch)
+                || VerilatedVpi::hasCbs(cbReadOnlySynch)) {
+                break;
+            }
+            top->eval_step();
+            VerilatedVpi::clearEvalNeeded();
+            if (VerilatedVpi::callValueCbs()) break;
+            top->eval_end_step();
         }
-        VerilatedVpi::callCbs(cbNextSimTime);
-        value_callbacks();
-        VerilatedVpi::callTimedCbs();
-        value_callbacks();
     }
 
     top->final();
