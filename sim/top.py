@@ -1,12 +1,14 @@
 """Host side of the decode top level (:class:`hdl.top.DecodeTop`): design parameters, memory
-images, and the host flow that loads a compiled model once and runs decode steps on it.
+images, and the host flow that loads a compiled model once and runs decode steps on it (the flow
+itself is in :mod:`sim.top_flow`, which a simulator process imports alone).
 
 DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.designs`);
 FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.flows`).
 
 A ``decode_top`` job (JSON): ``params`` (the design), ``images`` (:func:`images`: program,
 weight, parameter, RoPE-table and activation-table words, loaded once in the order and into the
-memories of :data:`IMAGE_MEMORIES`), ``n_kv_heads``, ``group``, and either
+memories of :data:`IMAGE_MEMORIES`), ``memories`` (image name, ``trace``, ``scratch``, ``logits``
+-> the host port's memory number), ``n_kv_heads``, ``group``, and either
 ``steps`` (a list of ``[token, position]`` run one after another) or ``prompt`` + ``new_tokens``
 (greedy decoding: the prompt is fed one token per step, then each step's token is the next
 step's input). Optional: ``budgets`` (watchdog cycles per step, default from the cycle model's
@@ -16,23 +18,16 @@ prediction in ``predicted``), ``trace`` (read every step's per-instruction cycle
 
 from __future__ import annotations
 
-import json
-import time
-
 import numpy as np
 
 from hdl.top import TopMem
 
-from .bus import WatchdogError
 from .compiler import Compiled, CompileError
-from .gemm import pack_lanes, unpack_lanes
+from .gemm import pack_lanes
+from .top_flow import drive_steps, run_decode_top
 
 __all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "check_fits", "decode_job", "drive_steps", "images",
            "top_params"]
-
-#: Watchdog budget: the prediction times this, plus :data:`WATCHDOG_SLACK` cycles.
-WATCHDOG_FACTOR = 2
-WATCHDOG_SLACK = 256
 
 #: Image name (a key of :func:`images`) -> the host-port memory it is written to, in loading order.
 #: Every host that loads a compiled model (the simulator flow below, the serial link) iterates this
@@ -146,7 +141,9 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
     """A checked ``decode_top`` job for ``compiled`` on the top level ``params``."""
     check_fits(compiled, params)
     mc = compiled.model.config
-    job = {"params": params, "images": images(compiled), "n_kv_heads": mc.n_kv_heads,
+    memories = {name: mem.value for name, mem in IMAGE_MEMORIES.items()}
+    memories.update(trace=TopMem.TRACE.value, scratch=TopMem.SCRATCH.value, logits=TopMem.LOGITS.value)
+    job = {"params": params, "images": images(compiled), "memories": memories, "n_kv_heads": mc.n_kv_heads,
            "group": mc.n_heads // mc.n_kv_heads, "trace": trace, "readback": readback or {}}
     if steps is not None:
         job["steps"] = [[int(t), int(p)] for t, p in steps]
@@ -171,121 +168,6 @@ def _check_job(job):
     if ("steps" in job) == ("prompt" in job):
         raise ValueError("decode_top job needs either 'steps' or 'prompt'")
     return job
-
-
-# --- host flow -------------------------------------------------------------------------------------
-
-async def _write(bus, mem: int, entries) -> None:
-    bus.set("host_mem", mem)
-    bus.set("host_we", 1)
-    for addr, word in entries:
-        bus.set("host_addr", addr)
-        bus.set("host_wdata", word)
-        await bus.tick()
-    bus.set("host_we", 0)
-
-
-async def _read(bus, mem: int, count: int) -> list[int]:
-    """Words 0 .. count-1: the read data lags the address by one cycle."""
-    bus.set("host_mem", mem)
-    out = []
-    for addr in range(count + 1):
-        bus.set("host_addr", min(addr, count - 1))
-        await bus.settle()
-        if addr:
-            out.append(bus.get("host_rdata"))
-        await bus.tick()
-    return out
-
-
-async def run_decode_top(bus, job: dict) -> dict:
-    """Load the images once, then run the job's steps; see the module docstring.
-
-    Returns ``{"steps": [{"position", "token_in", "token_out", "cycles" (the RTL counter), "edges"
-    (clock edges from the start edge to done), "seconds", "trace"?, "scratch"?, "logits"?}],
-    "load_seconds", "load_words"}``. Raises WatchdogError when ``done`` does not rise within a step's
-    budget.
-    """
-    job = _check_job(job)
-    V = job["params"]["config"]["vector_lanes"]
-    for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata"):
-        bus.set(name, 0)
-    bus.set("host_mem", 0)
-    await bus.reset()
-    t0 = time.perf_counter()
-    im = job["images"]
-    for name, mem in IMAGE_MEMORIES.items():
-        await _write(bus, mem.value, im[name])
-    load_seconds = time.perf_counter() - t0
-    n_program = len(im["program"])
-    readback = job.get("readback") or {}
-    budgets = job.get("budgets") or {}
-
-    async def step(token: int, position: int) -> dict:
-        predicted = job.get("predicted", {}).get(str(position))
-        budget = budgets.get(str(position)) or (WATCHDOG_FACTOR * predicted + WATCHDOG_SLACK if predicted
-                                                else 10_000_000)
-        bus.set("token", token)
-        bus.set("position", position)
-        bus.set("n_kv_heads", job["n_kv_heads"])
-        bus.set("group", job["group"])
-        bus.set("start", 1)
-        await bus.tick()
-        bus.set("start", 0)
-        t = time.perf_counter()
-        try:
-            edges = 1 + await bus.run_until("done", budget)
-        except WatchdogError:
-            raise WatchdogError(f"decode step at position {position} did not finish within {budget} cycles "
-                                f"(predicted {predicted})") from None
-        seconds = time.perf_counter() - t
-        await bus.settle()
-        out = {"position": position, "token_in": token, "token_out": bus.get("next_token"),
-               "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds}
-        await bus.tick()
-        if job.get("trace"):
-            out["trace"] = await _read(bus, TopMem.TRACE.value, n_program - 1)
-        if readback.get("scratch"):
-            words = await _read(bus, TopMem.SCRATCH.value, readback["scratch"])
-            out["scratch"] = [v for w in words for v in unpack_lanes(w, 8, V)]
-        if readback.get("logits"):
-            words = await _read(bus, TopMem.LOGITS.value, readback["logits"])
-            out["logits"] = [v for w in words for v in unpack_lanes(w, 32, V)]
-        return out
-
-    return {"steps": await drive_steps(job, step), "load_seconds": load_seconds,
-            "load_words": sum(len(v) for v in im.values())}
-
-
-async def drive_steps(job: dict, step) -> list[dict]:
-    """Run a job's decode steps through ``await step(token, position) -> dict`` (a result with at
-    least ``position``, ``token_in``, ``token_out``, ``cycles``): the job's ``steps`` one after
-    another, or greedy decoding of ``prompt`` + ``new_tokens``. With ``progress`` in the job, one
-    JSON line per finished step is appended to that file, so the host shows tokens as they appear."""
-    results = []
-    progress = job.get("progress")
-
-    def report(r):
-        results.append(r)
-        if progress:
-            with open(progress, "a") as fh:
-                fh.write(json.dumps({k: r.get(k) for k in ("position", "token_in", "token_out", "cycles", "seconds")})
-                         + "\n")
-
-    if "steps" in job:
-        for token, position in job["steps"]:
-            report(await step(token, position))
-    else:
-        tokens = list(job["prompt"])
-        n = len(tokens) + max(job["new_tokens"], 1) - 1
-        for position in range(n):
-            t = time.perf_counter()
-            r = await step(tokens[position], position)
-            r.setdefault("seconds", time.perf_counter() - t)
-            if position >= len(job["prompt"]) - 1:
-                tokens.append(r["token_out"])
-            report(r)
-    return results
 
 
 DESIGNS = {"decode_top": _decode_top}

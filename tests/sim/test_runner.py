@@ -138,3 +138,32 @@ def test_a_cancelled_run_stops_its_command_and_starts_no_other(tmp_path):
     worker.join(timeout=30)
     assert not worker.is_alive()
     assert status == {"first": -signal.SIGTERM, "second": "the run was cancelled"}
+
+
+def test_only_ports_are_public_and_outputs_are_read_only():
+    from sim.runner import _public_ports
+
+    text = ("module other(input a, output b); endmodule\n"
+            "module top(clk, rst, q, wide);\n  input clk;\n  wire clk;\n  input rst;\n  output reg q;\n"
+            "  output [255:0] wide;\n  reg [3:0] internal;\n  always @(posedge clk) q <= ~q;\nendmodule\n")
+    lines = _public_ports(text, "top").splitlines()
+    assert lines[0] == "`verilator_config"
+    assert sorted(lines[1:]) == ['public_flat_rd -module "top" -var "q"', 'public_flat_rd -module "top" -var "wide"',
+                                 'public_flat_rw -module "top" -var "clk"', 'public_flat_rw -module "top" -var "rst"']
+
+
+def test_verilator_compiles_the_model_at_O3_and_runs_it_on_its_own_main(tmp_path, monkeypatch):
+    """OPT_FAST=-O3 reaches the model's per-cycle code (no later -O on the line overrides it), and the
+    executable is linked from sim/verilator_main.cpp."""
+    import re
+
+    from sim.runner import VERILATOR_MAIN
+
+    monkeypatch.setenv("LOCKSTEP_CACHE", str(tmp_path))
+    text = "module top(input clk, input rst, output reg q); always @(posedge clk) q <= rst ? 1'b0 : ~q; endmodule\n"
+    b, _ = build("verilator", text, "top")
+    log = (b.directory / "build.log").read_text()
+    # The model's per-cycle code: Vtop__ALL.cpp for a small design, Vtop___024root__N.cpp when split.
+    model = [line for line in log.splitlines() if re.search(r" -c (-o \S+ )?Vtop(?!\w*Slow)\w*\.cpp$", line)]
+    assert model and all(re.findall(r"(?<!\S)-O\w*", line)[-1] == "-O3" for line in model)
+    assert str(VERILATOR_MAIN) in log and "cocotb/share/lib/verilator/verilator.cpp" not in log

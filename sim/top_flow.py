@@ -1,0 +1,136 @@
+"""The host flow of the decode top level (:class:`hdl.top.DecodeTop`), apart from :mod:`sim.top`
+so that a simulator process, which runs only this, starts without importing Amaranth, NumPy or the
+compiler (about a second of every run): a job from :func:`sim.top.decode_job` carries the memory
+numbers it needs (``memories``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from .bus import WatchdogError
+
+__all__ = ["WATCHDOG_FACTOR", "WATCHDOG_SLACK", "drive_steps", "run_decode_top"]
+
+#: Watchdog budget: the prediction times this, plus :data:`WATCHDOG_SLACK` cycles.
+WATCHDOG_FACTOR = 2
+WATCHDOG_SLACK = 256
+
+
+async def _write(bus, mem: int, entries) -> None:
+    bus.set("host_mem", mem)
+    bus.set("host_we", 1)
+    for addr, word in entries:
+        bus.set("host_addr", addr)
+        bus.set("host_wdata", word)
+        await bus.tick()
+    bus.set("host_we", 0)
+
+
+async def _read(bus, mem: int, count: int) -> list[int]:
+    """Words 0 .. count-1: the read data lags the address by one cycle."""
+    bus.set("host_mem", mem)
+    out = []
+    for addr in range(count + 1):
+        bus.set("host_addr", min(addr, count - 1))
+        await bus.settle()
+        if addr:
+            out.append(bus.get("host_rdata"))
+        await bus.tick()
+    return out
+
+
+async def run_decode_top(bus, job: dict) -> dict:
+    """Load the images once, then run the job's steps; see :mod:`sim.top`.
+
+    Returns ``{"steps": [{"position", "token_in", "token_out", "cycles" (the RTL counter), "edges"
+    (clock edges from the start edge to done), "seconds" (wall), "cpu_seconds" (the process's CPU
+    time), "trace"?, "scratch"?, "logits"?}],
+    "load_seconds", "load_words"}``. Raises WatchdogError when ``done`` does not rise within a step's
+    budget.
+    """
+    if "memories" not in job:
+        raise ValueError("decode_top job needs 'memories' (sim.top.decode_job sets it)")
+    mems = job["memories"]
+    V = job["params"]["config"]["vector_lanes"]
+    for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata"):
+        bus.set(name, 0)
+    bus.set("host_mem", 0)
+    await bus.reset()
+    t0 = time.perf_counter()
+    im = job["images"]
+    for name, words in im.items():      # in the order of sim.top.IMAGE_MEMORIES
+        await _write(bus, mems[name], words)
+    load_seconds = time.perf_counter() - t0
+    n_program = len(im["program"])
+    readback = job.get("readback") or {}
+    budgets = job.get("budgets") or {}
+
+    async def step(token: int, position: int) -> dict:
+        predicted = job.get("predicted", {}).get(str(position))
+        budget = budgets.get(str(position)) or (WATCHDOG_FACTOR * predicted + WATCHDOG_SLACK if predicted
+                                                else 10_000_000)
+        bus.set("token", token)
+        bus.set("position", position)
+        bus.set("n_kv_heads", job["n_kv_heads"])
+        bus.set("group", job["group"])
+        bus.set("start", 1)
+        await bus.tick()
+        bus.set("start", 0)
+        t, cpu = time.perf_counter(), time.process_time()
+        try:
+            edges = 1 + await bus.run_until("done", budget)
+        except WatchdogError:
+            raise WatchdogError(f"decode step at position {position} did not finish within {budget} cycles "
+                                f"(predicted {predicted})") from None
+        seconds, cpu_seconds = time.perf_counter() - t, time.process_time() - cpu
+        await bus.settle()
+        out = {"position": position, "token_in": token, "token_out": bus.get("next_token"),
+               "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds, "cpu_seconds": cpu_seconds}
+        await bus.tick()
+        if job.get("trace"):
+            out["trace"] = await _read(bus, mems["trace"], n_program - 1)
+        if readback:
+            from .gemm import unpack_lanes
+        if readback.get("scratch"):
+            words = await _read(bus, mems["scratch"], readback["scratch"])
+            out["scratch"] = [v for w in words for v in unpack_lanes(w, 8, V)]
+        if readback.get("logits"):
+            words = await _read(bus, mems["logits"], readback["logits"])
+            out["logits"] = [v for w in words for v in unpack_lanes(w, 32, V)]
+        return out
+
+    return {"steps": await drive_steps(job, step), "load_seconds": load_seconds,
+            "load_words": sum(len(v) for v in im.values())}
+
+
+async def drive_steps(job: dict, step) -> list[dict]:
+    """Run a job's decode steps through ``await step(token, position) -> dict`` (a result with at
+    least ``position``, ``token_in``, ``token_out``, ``cycles``): the job's ``steps`` one after
+    another, or greedy decoding of ``prompt`` + ``new_tokens``. With ``progress`` in the job, one
+    JSON line per finished step is appended to that file, so the host shows tokens as they appear."""
+    results = []
+    progress = job.get("progress")
+
+    def report(r):
+        results.append(r)
+        if progress:
+            with open(progress, "a") as fh:
+                fh.write(json.dumps({k: r.get(k) for k in ("position", "token_in", "token_out", "cycles", "seconds")})
+                         + "\n")
+
+    if "steps" in job:
+        for token, position in job["steps"]:
+            report(await step(token, position))
+    else:
+        tokens = list(job["prompt"])
+        n = len(tokens) + max(job["new_tokens"], 1) - 1
+        for position in range(n):
+            t = time.perf_counter()
+            r = await step(tokens[position], position)
+            r.setdefault("seconds", time.perf_counter() - t)
+            if position >= len(job["prompt"]) - 1:
+                tokens.append(r["token_out"])
+            report(r)
+    return results
