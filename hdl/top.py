@@ -44,7 +44,7 @@ address. Meant for idle time.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, memory, wiring
+from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT
@@ -52,13 +52,13 @@ from golden.numerics import MULT_BITS
 from golden.vector import NORM_MAX_LEN
 
 from .arith import round_shift, saturate8
-from .array import SystolicArray
+from .array import SystolicArray, act_layout, sum_layout, weight_layout
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import Config, check_positive_int, checked_constructor
 from .isa import INSTRUCTION_BITS, Opcode, instruction_layout
 from .vector import VectorOp, VectorTable, VectorUnit
 
-__all__ = ["DecodeTop", "TopMem", "check_top_config"]
+__all__ = ["DecodeTop", "GemmPath", "TopMem", "check_top_config"]
 
 _SHIFT_BITS = 6
 #: Parameter words the sequencer reads for an instruction's scalar constants (two, so a
@@ -93,6 +93,13 @@ class _S(enum.Enum, shape=unsigned(4)):
     ASTART = 9
     ARUN = 10
     AOUT = 11
+
+
+class _Bundle:
+    """Named signals and memory ports that the parts of one elaboration share."""
+
+    def __init__(self, **members):
+        self.__dict__.update(members)
 
 
 def check_top_config(config) -> int:
@@ -201,37 +208,18 @@ class DecodeTop(wiring.Component):
 
     # --- hardware -----------------------------------------------------------------------------
 
-    def elaborate(self, platform):  # noqa: C901 - one sequencer, one state per micro-sequence
+    def elaborate(self, platform):
         m = Module()
         c = self.config
         V = self.lanes
         lg = V.bit_length() - 1
         HD = self.head_dim
-        HW = HD // V                  # scratchpad words per KV / q row
         CTX = c.max_context
 
-        # --- memories -----------------------------------------------------------------------
-        m.submodules.prog = prog = memory.Memory(shape=unsigned(INSTRUCTION_BITS), depth=c.program_words, init=[])
-        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8 * V), depth=c.weight_words, init=[])
-        m.submodules.pmem = pmem = memory.Memory(shape=unsigned(32 * V), depth=self.param_depth, init=[])
-        m.submodules.smem = smem = memory.Memory(shape=unsigned(8 * V), depth=self.scratch_depth, init=[])
-        m.submodules.lmem = lmem = memory.Memory(shape=unsigned(32 * V), depth=self.logits_depth, init=[])
-        m.submodules.kmem = kmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
-        m.submodules.vmem = vmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
-        m.submodules.qbuf = qbuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
-        m.submodules.obuf = obuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
-        m.submodules.trace = trace = memory.Memory(shape=unsigned(32), depth=c.program_words, init=[])
-
-        prog_w, prog_r = prog.write_port(), prog.read_port()
-        w_w, w_r = wmem.write_port(), wmem.read_port()
-        p_w, p1, p2, p_h = pmem.write_port(), pmem.read_port(), pmem.read_port(), pmem.read_port()
-        s_w, sa, sb, s_h = smem.write_port(), smem.read_port(), smem.read_port(), smem.read_port()
-        l_w, l_r, l_h = lmem.write_port(), lmem.read_port(), lmem.read_port()
-        k_w, k_r = kmem.write_port(), kmem.read_port()
-        v_w, v_r = vmem.write_port(), vmem.read_port()
-        q_w, q_r = qbuf.write_port(), qbuf.read_port()
-        o_w, o_r = obuf.write_port(), obuf.read_port()
-        t_w, t_h = trace.write_port(), trace.read_port()
+        mp = self._memories(m)
+        prog_r, w_r, p1, p2, sa, sb = mp.prog_r, mp.w_r, mp.p1, mp.p2, mp.sa, mp.sb
+        l_r, k_r, v_r, q_r, o_r, t_w = mp.l_r, mp.k_r, mp.v_r, mp.q_r, mp.o_r, mp.t_w
+        s_w = mp.s_w
 
         # --- units ---------------------------------------------------------------------------
         m.submodules.array = array = SystolicArray(rows=V, cols=V)
@@ -261,32 +249,12 @@ class DecodeTop(wiring.Component):
         def words(x):
             return (x + (V - 1)) >> lg
 
-        rop = raw.opcode
-
         # --- default port settings ---------------------------------------------------------------
         m.d.comb += [prog_r.addr.eq(pc), prog_r.en.eq(1), w_r.en.eq(1), p1.en.eq(1), p2.en.eq(1),
                      sa.en.eq(1), sb.en.eq(1), l_r.en.eq(1), k_r.en.eq(1), v_r.en.eq(1), q_r.en.eq(1),
-                     o_r.en.eq(1), vec.out.ready.eq(1), att.out.ready.eq(1), array.sums.ready.eq(1)]
+                     o_r.en.eq(1), vec.out.ready.eq(1), att.out.ready.eq(1)]
 
-        # --- host port ---------------------------------------------------------------------------
-        hw = self.host_we & ~running
-        hm = self.host_mem
-        m.d.comb += [
-            prog_w.addr.eq(self.host_addr), prog_w.data.eq(self.host_wdata), prog_w.en.eq(hw & (hm == TopMem.PROGRAM)),
-            w_w.addr.eq(self.host_addr), w_w.data.eq(self.host_wdata), w_w.en.eq(hw & (hm == TopMem.WEIGHTS)),
-            p_w.addr.eq(self.host_addr), p_w.data.eq(self.host_wdata), p_w.en.eq(hw & (hm == TopMem.PARAMS)),
-            s_h.addr.eq(self.host_addr), l_h.addr.eq(self.host_addr), t_h.addr.eq(self.host_addr),
-            p_h.addr.eq(self.host_addr),
-            self.host_rdata.eq(Mux(hm == TopMem.SCRATCH, s_h.data,
-                               Mux(hm == TopMem.LOGITS, l_h.data,
-                               Mux(hm == TopMem.TRACE, t_h.data, p_h.data)))),
-        ]
-        with m.If(~running):
-            m.d.comb += [s_w.addr.eq(self.host_addr), s_w.data.eq(self.host_wdata),
-                         s_w.en.eq(hw & (hm == TopMem.SCRATCH)),
-                         vec.tbl_we.eq(hw & ((hm == TopMem.VTABLE) | (hm == TopMem.ACT_TABLES))),
-                         vec.tbl_sel.eq(Mux(hm == TopMem.ACT_TABLES, VectorTable.ACT, VectorTable.ROPE)),
-                         vec.tbl_addr.eq(self.host_addr), vec.tbl_data.eq(self.host_wdata)]
+        self._host_port(m, mp, vec, running)
 
         # --- start, fetch, decode, halt --------------------------------------------------------
         with m.If((state == _S.IDLE) & self.start):
@@ -312,6 +280,87 @@ class DecodeTop(wiring.Component):
         kv_row = Signal(range(self.kv_rows + CTX * self.max_heads + 1))
         e_addr = Signal(range(c.weight_words + 1))
 
+        seq = _Bundle(state=state, pc=pc, ins=ins, raw=raw, tok=tok, pos=pos, n_kv=n_kv, group=group, n_heads=n_heads,
+                      fin=fin, running=running, s_addr=s_addr, b_addr=b_addr, d_addr=d_addr, left=left, idx=idx,
+                      row=row, row_b=row_b, kv_row=kv_row, e_addr=e_addr)
+        self._decode(m, seq, mp, words, lg)
+
+        # --- EMBED: copy ``count`` weight words to the scratchpad, one a cycle -------------------
+        with m.If(state == _S.EMBED):
+            m.d.comb += [w_r.addr.eq(e_addr), s_w.addr.eq(d_addr), s_w.data.eq(w_r.data), s_w.en.eq(1),
+                         fin.eq(left == 1)]
+            m.d.sync += [e_addr.eq(e_addr + 1), d_addr.eq(d_addr + 1), left.eq(left - 1)]
+
+        self._gemm(m, seq, mp, array)
+        self._vector(m, seq, mp, vec, words, lg)
+        self._kv_write(m, seq, mp)
+        self._attention(m, seq, mp, att)
+        return m
+
+    def _memories(self, m):
+        """The top level's memories; returns their ports (see the module docstring's table)."""
+        c = self.config
+        V = self.lanes
+        HD = self.head_dim
+        # --- memories -----------------------------------------------------------------------
+        m.submodules.prog = prog = memory.Memory(shape=unsigned(INSTRUCTION_BITS), depth=c.program_words, init=[])
+        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8 * V), depth=c.weight_words, init=[])
+        m.submodules.pmem = pmem = memory.Memory(shape=unsigned(32 * V), depth=self.param_depth, init=[])
+        m.submodules.smem = smem = memory.Memory(shape=unsigned(8 * V), depth=self.scratch_depth, init=[])
+        m.submodules.lmem = lmem = memory.Memory(shape=unsigned(32 * V), depth=self.logits_depth, init=[])
+        m.submodules.kmem = kmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
+        m.submodules.vmem = vmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
+        m.submodules.qbuf = qbuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
+        m.submodules.obuf = obuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
+        m.submodules.trace = trace = memory.Memory(shape=unsigned(32), depth=c.program_words, init=[])
+
+        prog_w, prog_r = prog.write_port(), prog.read_port()
+        w_w, w_r = wmem.write_port(), wmem.read_port()
+        p_w, p1, p2, p_h = pmem.write_port(), pmem.read_port(), pmem.read_port(), pmem.read_port()
+        s_w, sa, sb, s_h = smem.write_port(), smem.read_port(), smem.read_port(), smem.read_port()
+        l_w, l_r, l_h = lmem.write_port(), lmem.read_port(), lmem.read_port()
+        k_w, k_r = kmem.write_port(), kmem.read_port()
+        v_w, v_r = vmem.write_port(), vmem.read_port()
+        q_w, q_r = qbuf.write_port(), qbuf.read_port()
+        o_w, o_r = obuf.write_port(), obuf.read_port()
+        t_w, t_h = trace.write_port(), trace.read_port()
+
+        return _Bundle(prog_w=prog_w, prog_r=prog_r, w_w=w_w, w_r=w_r, p_w=p_w, p1=p1, p2=p2, p_h=p_h, s_w=s_w, sa=sa,
+                       sb=sb, s_h=s_h, l_w=l_w, l_r=l_r, l_h=l_h, k_w=k_w, k_r=k_r, v_w=v_w, v_r=v_r, q_w=q_w,
+                       q_r=q_r, o_w=o_w, o_r=o_r, t_w=t_w, t_h=t_h)
+
+    def _host_port(self, m, mp, vec, running):
+        """Host writes to the memories and the vector unit's tables (idle only); host reads."""
+        prog_w, w_w, p_w, s_w, s_h, l_h, t_h, p_h = mp.prog_w, mp.w_w, mp.p_w, mp.s_w, mp.s_h, mp.l_h, mp.t_h, mp.p_h
+        hw = self.host_we & ~running
+        hm = self.host_mem
+        m.d.comb += [
+            prog_w.addr.eq(self.host_addr), prog_w.data.eq(self.host_wdata), prog_w.en.eq(hw & (hm == TopMem.PROGRAM)),
+            w_w.addr.eq(self.host_addr), w_w.data.eq(self.host_wdata), w_w.en.eq(hw & (hm == TopMem.WEIGHTS)),
+            p_w.addr.eq(self.host_addr), p_w.data.eq(self.host_wdata), p_w.en.eq(hw & (hm == TopMem.PARAMS)),
+            s_h.addr.eq(self.host_addr), l_h.addr.eq(self.host_addr), t_h.addr.eq(self.host_addr),
+            p_h.addr.eq(self.host_addr),
+            self.host_rdata.eq(Mux(hm == TopMem.SCRATCH, s_h.data,
+                               Mux(hm == TopMem.LOGITS, l_h.data,
+                               Mux(hm == TopMem.TRACE, t_h.data, p_h.data)))),
+        ]
+        with m.If(~running):
+            m.d.comb += [s_w.addr.eq(self.host_addr), s_w.data.eq(self.host_wdata),
+                         s_w.en.eq(hw & (hm == TopMem.SCRATCH)),
+                         vec.tbl_we.eq(hw & ((hm == TopMem.VTABLE) | (hm == TopMem.ACT_TABLES))),
+                         vec.tbl_sel.eq(Mux(hm == TopMem.ACT_TABLES, VectorTable.ACT, VectorTable.ROPE)),
+                         vec.tbl_addr.eq(self.host_addr), vec.tbl_data.eq(self.host_wdata)]
+
+    def _decode(self, m, seq, mp, words, lg):
+        """DECODE: latch the instruction, address its first operands, go to its micro-sequence."""
+        V = self.lanes
+        HW = self.head_dim // V
+        CTX = self.config.max_context
+        state, raw, ins, tok, pos, n_kv, n_heads = seq.state, seq.raw, seq.ins, seq.tok, seq.pos, seq.n_kv, seq.n_heads
+        s_addr, b_addr, d_addr, idx, left = seq.s_addr, seq.b_addr, seq.d_addr, seq.idx, seq.left
+        e_addr, kv_row = seq.e_addr, seq.kv_row
+        sa, sb, p1, p2, w_r = mp.sa, mp.sb, mp.p1, mp.p2, mp.w_r
+        rop = raw.opcode
         # Decoded fields of the raw instruction (valid in DECODE).
         r_nw = words(raw.length)
         r_pw = raw.param >> lg
@@ -339,16 +388,14 @@ class DecodeTop(wiring.Component):
                 with m.Default():
                     m.d.sync += state.eq(_S.VCMD)
 
-        # --- EMBED: copy ``count`` weight words to the scratchpad, one a cycle -------------------
-        with m.If(state == _S.EMBED):
-            m.d.comb += [w_r.addr.eq(e_addr), s_w.addr.eq(d_addr), s_w.data.eq(w_r.data), s_w.en.eq(1),
-                         fin.eq(left == 1)]
-            m.d.sync += [e_addr.eq(e_addr + 1), d_addr.eq(d_addr + 1), left.eq(left - 1)]
-
-        self._gemm(m, state, ins, raw, array, w_r, sa, p1, p2, s_w, l_w, fin, words, lg)
-        self._vector(m, state, ins, raw, vec, sa, sb, p1, p2, l_r, s_w, fin, s_addr, b_addr, d_addr, pos, words, lg)
-
-        # --- KV_WRITE: gather n_kv K and V rows of HW words each, write them at the position -------
+    def _kv_write(self, m, seq, mp):
+        """KV_WRITE: gather n_kv K and V rows of HW words each, write them at the position."""
+        V = self.lanes
+        HW = self.head_dim // V
+        CTX = self.config.max_context
+        fin, left, idx, row, row_b, kv_row = seq.fin, seq.left, seq.idx, seq.row, seq.row_b, seq.kv_row
+        state, s_addr, b_addr = seq.state, seq.s_addr, seq.b_addr
+        sa, sb, k_w, v_w = mp.sa, mp.sb, mp.k_w, mp.v_w
         with m.If(state == _S.KVW):
             new_k = Cat(row[8 * V:], sa.data)
             new_v = Cat(row_b[8 * V:], sb.data)
@@ -360,6 +407,16 @@ class DecodeTop(wiring.Component):
                 m.d.comb += [k_w.en.eq(1), v_w.en.eq(1)]
                 m.d.sync += kv_row.eq(kv_row + CTX)
 
+
+    def _attention(self, m, seq, mp, att):
+        """ATTENTION: gather the query rows, run the attention unit on the KV memories, scatter its output."""
+        V = self.lanes
+        HW = self.head_dim // V
+        CTX = self.config.max_context
+        state, raw, pos, n_kv, group, n_heads, fin = (seq.state, seq.raw, seq.pos, seq.n_kv, seq.group, seq.n_heads,
+                                                      seq.fin)
+        s_addr, d_addr, left, idx, row, kv_row = seq.s_addr, seq.d_addr, seq.left, seq.idx, seq.row, seq.kv_row
+        sa, p1, s_w, q_w, q_r, k_r, v_r, o_w, o_r = mp.sa, mp.p1, mp.s_w, mp.q_w, mp.q_r, mp.k_r, mp.v_r, mp.o_w, mp.o_r
         # --- ATTENTION ------------------------------------------------------------------------
         # AQ: gather the n_heads query rows into qbuf; latch the scalars.
         sc = Signal(32 * V)
@@ -441,105 +498,33 @@ class DecodeTop(wiring.Component):
                          s_w.en.eq(1), fin.eq(left == 1)]
             m.d.sync += [d_addr.eq(d_addr + 1), left.eq(left - 1), o_row.eq(o_next),
                          o_word.eq(Mux(o_word == HW - 1, 0, o_word + 1))]
-        return m
 
-    # --- GEMM: the array fed from the weight memory and the scratchpad; bias; requantization ----
+    # --- GEMM: the array fed from the weight memory and the scratchpad (GemmPath); bias; requantization
 
-    def _gemm(self, m, state, ins, raw, array, w_r, sa, p1, p2, s_w, l_w, fin, words, lg):
-        V = self.lanes
-        c = self.config
-        kt = Signal(16)
-        nt = Signal(16)
-        wf_valid = Signal()
-        wf_addr = Signal(range(c.weight_words + 1))
-        wf_left = Signal(32)
-        af_valid = Signal()
-        af_more = Signal()
-        af_kt = Signal(16)
-        af_nt = Signal(16)
-        src = Signal(16)
-        s_kt = Signal(16)
-        s_nt = Signal(16)
-        dst = Signal(16)
-        bias_base = Signal(24)
-        ms_base = Signal(24)
-        acc = Signal(data.ArrayLayout(signed(32), V))
-        with m.If((state == _S.DECODE) & (raw.opcode == Opcode.GEMM)):
-            r_kt = words(raw.length)
-            r_nt = words(raw.count)
-            m.d.sync += [kt.eq(r_kt), nt.eq(r_nt), wf_valid.eq(0), wf_addr.eq(raw.weight),
-                         wf_left.eq(r_kt * r_nt * V), af_valid.eq(0), af_more.eq(1), af_kt.eq(0), af_nt.eq(0),
-                         src.eq(raw.src0 >> lg), s_kt.eq(0), s_nt.eq(0), dst.eq(raw.dst >> lg),
-                         bias_base.eq(raw.param >> lg),
-                         ms_base.eq((raw.param >> lg) + Mux(raw.flags & _GEMM_BIAS, r_nt, 0))]
-        gemm = state == _S.GEMM
-        w_adv = ~wf_valid | array.weights.ready
-        a_adv = ~af_valid | array.acts.ready
-        m.d.comb += [array.weights.valid.eq(wf_valid & gemm), array.weights.payload.eq(w_r.data),
-                     array.acts.valid.eq(af_valid & gemm), array.acts.payload.data.eq(sa.data),
-                     array.acts.payload.last.eq(1)]
-        with m.If(gemm):
-            m.d.comb += [w_r.addr.eq(wf_addr), w_r.en.eq(w_adv), sa.addr.eq(src + af_kt), sa.en.eq(a_adv),
-                         p1.addr.eq(bias_base + s_nt), p2.addr.eq(ms_base + s_nt)]
-            with m.If(w_adv):
-                m.d.sync += wf_valid.eq(wf_left != 0)
-                with m.If(wf_left != 0):
-                    m.d.sync += [wf_addr.eq(wf_addr + 1), wf_left.eq(wf_left - 1)]
-            with m.If(a_adv):
-                m.d.sync += af_valid.eq(af_more)
-                with m.If(af_more):
-                    with m.If(af_kt != kt - 1):
-                        m.d.sync += af_kt.eq(af_kt + 1)
-                    with m.Else():
-                        m.d.sync += [af_kt.eq(0), af_nt.eq(af_nt + 1)]
-                        with m.If(af_nt == nt - 1):
-                            m.d.sync += af_more.eq(0)
-
-        # Accumulator: sums arrive in (output tile, reduction tile) order, one per tile (M = 1).
-        bias = data.View(data.ArrayLayout(signed(32), V), p1.data)
-        ms = data.View(data.ArrayLayout(unsigned(32), V), p2.data)
-        total = Signal(data.ArrayLayout(signed(32), V))
-        first = s_kt == 0
-        use_bias = ins.flags & _GEMM_BIAS
-        for j in range(V):
-            start = Mux(first, Mux(use_bias, bias[j], 0), acc[j])
-            m.d.comb += total[j].eq(array.sums.payload.data[j] + start)
-        # Output stage (GEMM_WRITEBACK): an output tile's final sum is registered with its
-        # multiplier word, destination and kind; the requantization and the write happen the next
-        # cycle. It cuts the path from the parameter memory's read data through the add, the
-        # multiply, the rounding shift and the saturation into the scratchpad in two.
-        o_valid = Signal()
-        o_total = Signal(data.ArrayLayout(signed(32), V))
-        o_ms = Signal(data.ArrayLayout(unsigned(32), V))
-        o_addr = Signal(16)
-        o_requant = Signal()
-        o_last = Signal()
-        y = Signal(data.ArrayLayout(signed(8), V))
-        for j in range(V):
-            m.d.comb += y[j].eq(saturate8(round_shift(o_total[j] * o_ms[j][:16], o_ms[j][16:16 + _SHIFT_BITS])))
-        final = s_kt == kt - 1
-        fire = gemm & array.sums.valid
-        m.d.sync += o_valid.eq(0)
-        with m.If(fire):
-            with m.If(final):
-                m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1), o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
-                             o_addr.eq(dst + s_nt), o_requant.eq((ins.flags & _GEMM_REQUANT) != 0),
-                             o_last.eq(s_nt == nt - 1)]
-            with m.Else():
-                m.d.sync += [s_kt.eq(s_kt + 1), acc.eq(total)]
-        with m.If(gemm & o_valid):
-            with m.If(o_requant):
-                m.d.comb += [s_w.addr.eq(o_addr), s_w.data.eq(y), s_w.en.eq(1)]
-            with m.Else():
-                m.d.comb += l_w.en.eq(1)
-            with m.If(o_last):
-                m.d.comb += fin.eq(1)
-        m.d.comb += [l_w.addr.eq(o_addr), l_w.data.eq(o_total)]
+    def _gemm(self, m, seq, mp, array):
+        state, fin = seq.state, seq.fin
+        w_r, sa, p1, p2, s_w, l_w = mp.w_r, mp.sa, mp.p1, mp.p2, mp.s_w, mp.l_w
+        m.submodules.gemm = g = GemmPath(lanes=self.lanes, weight_words=self.config.weight_words)
+        wiring.connect(m, g.weights, array.weights)
+        wiring.connect(m, g.acts, array.acts)
+        wiring.connect(m, array.sums, g.sums)
+        m.d.comb += [g.decode.eq(state == _S.DECODE), g.run.eq(state == _S.GEMM), g.raw.eq(seq.raw), g.ins.eq(seq.ins),
+                     g.w_data.eq(w_r.data), g.a_data.eq(sa.data), g.bias_data.eq(p1.data), g.ms_data.eq(p2.data)]
+        with m.If(state == _S.GEMM):
+            m.d.comb += [w_r.addr.eq(g.w_addr), w_r.en.eq(g.w_en), sa.addr.eq(g.a_addr), sa.en.eq(g.a_en),
+                         p1.addr.eq(g.bias_addr), p2.addr.eq(g.ms_addr)]
+        with m.If(g.s_we):
+            m.d.comb += [s_w.addr.eq(g.s_addr), s_w.data.eq(g.s_data), s_w.en.eq(1)]
+        m.d.comb += [l_w.addr.eq(g.l_addr), l_w.data.eq(g.l_data), l_w.en.eq(g.l_we)]
+        with m.If(g.fin):
+            m.d.comb += fin.eq(1)
 
     # --- vector instructions through the vector unit -------------------------------------------
 
-    def _vector(self, m, state, ins, raw, vec, sa, sb, p1, p2, l_r, s_w, fin, s_addr, b_addr, d_addr, pos,
-                words, lg):
+    def _vector(self, m, seq, mp, vec, words, lg):
+        state, ins, raw, fin, pos = seq.state, seq.ins, seq.raw, seq.fin, seq.pos
+        s_addr, b_addr, d_addr = seq.s_addr, seq.b_addr, seq.d_addr
+        sa, sb, p1, p2, l_r, s_w = mp.sa, mp.sb, mp.p1, mp.p2, mp.l_r, mp.s_w
         V = self.lanes
         HW = self.head_dim // V
         op = ins.opcode
@@ -640,3 +625,154 @@ class DecodeTop(wiring.Component):
                     m.d.sync += [state.eq(_S.VCMD), heads.eq(heads - 1), f_left.eq(HW), f_beat.eq(0)]
                 with m.Else():
                     m.d.comb += fin.eq(1)
+
+
+class GemmPath(wiring.Component):
+    """The decode top level's GEMM instruction (M = 1): the array's feeders, the accumulator over
+    reduction tiles, the bias and the requantizing write-back (docs/top.md, "GEMM").
+
+    Parameters (keyword-only): ``lanes`` (V: the array is V x V, a word is V lanes), ``weight_words``
+    (the weight memory's depth).
+
+    Ports
+    -----
+    ``decode`` (the sequencer decodes ``raw`` this cycle: a GEMM instruction latches its tile counts
+    and addresses), ``run`` (the sequencer is in its GEMM state), ``raw`` (the instruction being
+    decoded), ``ins`` (the running instruction: its flags). ``weights``, ``acts`` (out) and ``sums``
+    (in): the streams of :class:`hdl.array.SystolicArray`. Memory reads, each data one cycle after its
+    address: ``w_addr``/``w_en``/``w_data`` (weights), ``a_addr``/``a_en``/``a_data`` (the scratchpad),
+    ``bias_addr``/``bias_data`` and ``ms_addr``/``ms_data`` (the parameter memory's two ports); the
+    addresses count only while ``run`` is high. Writes: ``s_we``/``s_addr``/``s_data`` (a requantized
+    word to the scratchpad), ``l_we``/``l_addr``/``l_data`` (an int32 word to the logits buffer).
+    ``fin`` marks the instruction's last cycle.
+    """
+
+    @checked_constructor
+    def __init__(self, *, lanes: int, weight_words: int):
+        self.lanes = check_positive_int("GEMM path lanes", lanes)
+        self.weight_words = check_positive_int("GEMM path weight_words", weight_words)
+        V = lanes
+        super().__init__({
+            "decode": In(1),
+            "run": In(1),
+            "raw": In(instruction_layout()),
+            "ins": In(instruction_layout()),
+            "weights": Out(stream.Signature(weight_layout(V))),
+            "acts": Out(stream.Signature(act_layout(V))),
+            "sums": In(stream.Signature(sum_layout(V))),
+            "w_addr": Out(range(weight_words + 1)),
+            "w_en": Out(1),
+            "w_data": In(8 * V),
+            "a_addr": Out(17),
+            "a_en": Out(1),
+            "a_data": In(8 * V),
+            "bias_addr": Out(25),
+            "bias_data": In(32 * V),
+            "ms_addr": Out(25),
+            "ms_data": In(32 * V),
+            "s_we": Out(1),
+            "s_addr": Out(16),
+            "s_data": Out(8 * V),
+            "l_we": Out(1),
+            "l_addr": Out(16),
+            "l_data": Out(32 * V),
+            "fin": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        V = self.lanes
+        lg = V.bit_length() - 1
+        raw, ins = self.raw, self.ins
+
+        def words(x):
+            return (x + (V - 1)) >> lg
+
+        kt = Signal(16)
+        nt = Signal(16)
+        wf_valid = Signal()
+        wf_addr = Signal(range(self.weight_words + 1))
+        wf_left = Signal(32)
+        af_valid = Signal()
+        af_more = Signal()
+        af_kt = Signal(16)
+        af_nt = Signal(16)
+        src = Signal(16)
+        s_kt = Signal(16)
+        s_nt = Signal(16)
+        dst = Signal(16)
+        bias_base = Signal(24)
+        ms_base = Signal(24)
+        acc = Signal(data.ArrayLayout(signed(32), V))
+        with m.If(self.decode & (raw.opcode == Opcode.GEMM)):
+            r_kt = words(raw.length)
+            r_nt = words(raw.count)
+            m.d.sync += [kt.eq(r_kt), nt.eq(r_nt), wf_valid.eq(0), wf_addr.eq(raw.weight),
+                         wf_left.eq(r_kt * r_nt * V), af_valid.eq(0), af_more.eq(1), af_kt.eq(0), af_nt.eq(0),
+                         src.eq(raw.src0 >> lg), s_kt.eq(0), s_nt.eq(0), dst.eq(raw.dst >> lg),
+                         bias_base.eq(raw.param >> lg),
+                         ms_base.eq((raw.param >> lg) + Mux(raw.flags & _GEMM_BIAS, r_nt, 0))]
+        gemm = self.run
+        w_adv = ~wf_valid | self.weights.ready
+        a_adv = ~af_valid | self.acts.ready
+        m.d.comb += [self.weights.valid.eq(wf_valid & gemm), self.weights.payload.eq(self.w_data),
+                     self.acts.valid.eq(af_valid & gemm), self.acts.payload.data.eq(self.a_data),
+                     self.acts.payload.last.eq(1), self.sums.ready.eq(1)]
+        with m.If(gemm):
+            m.d.comb += [self.w_addr.eq(wf_addr), self.w_en.eq(w_adv), self.a_addr.eq(src + af_kt),
+                         self.a_en.eq(a_adv), self.bias_addr.eq(bias_base + s_nt), self.ms_addr.eq(ms_base + s_nt)]
+            with m.If(w_adv):
+                m.d.sync += wf_valid.eq(wf_left != 0)
+                with m.If(wf_left != 0):
+                    m.d.sync += [wf_addr.eq(wf_addr + 1), wf_left.eq(wf_left - 1)]
+            with m.If(a_adv):
+                m.d.sync += af_valid.eq(af_more)
+                with m.If(af_more):
+                    with m.If(af_kt != kt - 1):
+                        m.d.sync += af_kt.eq(af_kt + 1)
+                    with m.Else():
+                        m.d.sync += [af_kt.eq(0), af_nt.eq(af_nt + 1)]
+                        with m.If(af_nt == nt - 1):
+                            m.d.sync += af_more.eq(0)
+
+        # Accumulator: sums arrive in (output tile, reduction tile) order, one per tile (M = 1).
+        bias = data.View(data.ArrayLayout(signed(32), V), self.bias_data)
+        ms = data.View(data.ArrayLayout(unsigned(32), V), self.ms_data)
+        total = Signal(data.ArrayLayout(signed(32), V))
+        first = s_kt == 0
+        use_bias = ins.flags & _GEMM_BIAS
+        for j in range(V):
+            start = Mux(first, Mux(use_bias, bias[j], 0), acc[j])
+            m.d.comb += total[j].eq(self.sums.payload.data[j] + start)
+        # Output stage (GEMM_WRITEBACK): an output tile's final sum is registered with its
+        # multiplier word, destination and kind; the requantization and the write happen the next
+        # cycle. It cuts the path from the parameter memory's read data through the add, the
+        # multiply, the rounding shift and the saturation into the scratchpad in two.
+        o_valid = Signal()
+        o_total = Signal(data.ArrayLayout(signed(32), V))
+        o_ms = Signal(data.ArrayLayout(unsigned(32), V))
+        o_addr = Signal(16)
+        o_requant = Signal()
+        o_last = Signal()
+        y = Signal(data.ArrayLayout(signed(8), V))
+        for j in range(V):
+            m.d.comb += y[j].eq(saturate8(round_shift(o_total[j] * o_ms[j][:16], o_ms[j][16:16 + _SHIFT_BITS])))
+        final = s_kt == kt - 1
+        fire = gemm & self.sums.valid
+        m.d.sync += o_valid.eq(0)
+        with m.If(fire):
+            with m.If(final):
+                m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1), o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
+                             o_addr.eq(dst + s_nt), o_requant.eq((ins.flags & _GEMM_REQUANT) != 0),
+                             o_last.eq(s_nt == nt - 1)]
+            with m.Else():
+                m.d.sync += [s_kt.eq(s_kt + 1), acc.eq(total)]
+        with m.If(gemm & o_valid):
+            with m.If(o_requant):
+                m.d.comb += self.s_we.eq(1)
+            with m.Else():
+                m.d.comb += self.l_we.eq(1)
+            with m.If(o_last):
+                m.d.comb += self.fin.eq(1)
+        m.d.comb += [self.s_addr.eq(o_addr), self.s_data.eq(y), self.l_addr.eq(o_addr), self.l_data.eq(o_total)]
+        return m
