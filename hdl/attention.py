@@ -156,9 +156,7 @@ class AttentionUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        D, H = self.head_dim, self.max_heads
-        row = row_layout(D)
-        acc_row = data.ArrayLayout(signed(ACC_BITS), D)
+        H = self.max_heads
 
         # --- control: the latched call -------------------------------------------------------
         kv_len = Signal.like(self.kv_len)
@@ -181,6 +179,49 @@ class AttentionUnit(wiring.Component):
             en.eq(en_out & ~hold),
         ]
 
+        q_r, q_count, issue, new_row, last_pos, more, pos, head_j, kv_g, base = self._issue(
+            m, running, en, kv_len, n_kv, group, n_heads)
+        valid1, valid2, valid3, last3, rise, dist, v3, m_regs, exp_r = self._scores(
+            m, en, issue, new_row, last_pos, q_r, score_mult, score_shift, group)
+        valid4, last4, l_regs, acc_regs, l_new, acc_new = self._accumulate(
+            m, en, valid3, last3, rise, dist, v3, exp_r, group)
+        fvalid1, fvalid2, fvalid3, fvalid4, step = self._finish(
+            m, en, en_out, hold, valid4, last4, l_new, acc_new, out_mult, out_shift)
+
+        # --- control and the cycle counter ---------------------------------------------------
+        S = self.finish_steps
+        out_count = Signal(range(H + 1))
+        out_fire = Signal()
+        m.d.comb += out_fire.eq(self.out.valid & self.out.ready)
+        with m.If(out_fire):
+            m.d.sync += out_count.eq(out_count + 1)
+        with m.If(launch):
+            m.d.sync += [
+                running.eq(1), self.done.eq(0), self.cycles.eq(1),
+                kv_len.eq(self.kv_len), n_kv.eq(self.n_kv_heads), group.eq(self.group),
+                n_heads.eq(self.n_kv_heads * self.group),
+                score_mult.eq(self.score_mult), score_shift.eq(self.score_shift),
+                out_mult.eq(self.out_mult), out_shift.eq(self.out_shift),
+                q_count.eq(0), out_count.eq(0), more.eq(1),
+                pos.eq(0), head_j.eq(0), kv_g.eq(0), base.eq(0),
+                # Clear whatever an abandoned call left behind.
+                valid1.eq(0), valid2.eq(0), valid3.eq(0), valid4.eq(0),
+                fvalid1.eq(0), fvalid2.eq(0), fvalid3.eq(0), fvalid4.eq(0), self.out.valid.eq(0),
+            ]
+            if S > 1:
+                m.d.sync += step.eq(0)
+            m.d.sync += [reg.eq(SCORE_MIN) for reg in m_regs]
+            m.d.sync += [reg.eq(0) for reg in l_regs + acc_regs]
+        with m.Elif(running):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(out_fire & (out_count == n_heads - 1)):
+                m.d.sync += [running.eq(0), self.done.eq(1)]
+        return m
+
+    def _issue(self, m, running, en, kv_len, n_kv, group, n_heads):
+        """The query memory (filled by the q stream, one row per query head) and the issue slot
+        (for g, for t, for j). Returns the query read port, the query count and the issue state."""
+        D, H = self.head_dim, self.max_heads
         # --- query memory: filled by the q stream, one row per query head ---------------------
         m.submodules.qmem = qmem = memory.Memory(shape=unsigned(8 * D), depth=H, init=[])
         q_w = qmem.write_port()
@@ -232,6 +273,12 @@ class AttentionUnit(wiring.Component):
                     with m.If(kv_g == n_kv - 1):
                         m.d.sync += more.eq(0)
 
+        return q_r, q_count, issue, new_row, last_pos, more, pos, head_j, kv_g, base
+
+    def _scores(self, m, en, issue, new_row, last_pos, q_r, score_mult, score_shift, group):
+        """S1 .. S3: the dot product, the scaled logit, the running maximum and the exp table address."""
+        D, H = self.head_dim, self.max_heads
+        row = row_layout(D)
         # --- S1: dot product. The K/V row registers load on a group's first head only and are
         # held while the other heads of the group use the same row.
         valid1, last1 = Signal(), Signal()
@@ -280,6 +327,13 @@ class AttentionUnit(wiring.Component):
         index_bits = (EXP_TABLE_SIZE - 1).bit_length()
         m.d.comb += [exp_r.addr.eq(dist[:index_bits]), exp_r.en.eq(en)]
 
+        return valid1, valid2, valid3, last3, rise, dist, v3, m_regs, exp_r
+
+    def _accumulate(self, m, en, valid3, last3, rise, dist, v3, exp_r, group):
+        """S4: rescale and accumulate each head's denominator and weighted sums (rotating)."""
+        D, H = self.head_dim, self.max_heads
+        row = row_layout(D)
+        acc_row = data.ArrayLayout(signed(ACC_BITS), D)
         # --- S4: rescale and accumulate (per head, rotating) ------------------------------------
         valid4, last4, rise4, beyond4 = Signal(), Signal(), Signal(), Signal()
         v4 = Signal(row)
@@ -301,6 +355,13 @@ class AttentionUnit(wiring.Component):
         _rotate(m, l_regs, Mux(last4, 0, l_new), group, en & valid4)
         _rotate(m, acc_regs, Mux(last4, 0, acc_new.as_value()), group, en & valid4)
 
+        return valid4, last4, l_regs, acc_regs, l_new, acc_new
+
+    def _finish(self, m, en, en_out, hold, valid4, last4, l_new, acc_new, out_mult, out_shift):
+        """F1 .. F4: the reciprocal of the denominator, the normalisation and the requantization,
+        ``finish_lanes`` lanes a cycle, into the output register."""
+        D = self.head_dim
+        acc_row = data.ArrayLayout(signed(ACC_BITS), D)
         # --- F1: normalise the denominator, address the reciprocal seed -------------------------
         fvalid1 = Signal()
         l_f1 = Signal(DEN_BITS)
@@ -380,31 +441,4 @@ class AttentionUnit(wiring.Component):
                 with m.If(last_f4):
                     m.d.sync += self.out.payload.eq(row_bits[:8 * D])
 
-        # --- control and the cycle counter ---------------------------------------------------
-        out_count = Signal(range(H + 1))
-        out_fire = Signal()
-        m.d.comb += out_fire.eq(self.out.valid & self.out.ready)
-        with m.If(out_fire):
-            m.d.sync += out_count.eq(out_count + 1)
-        with m.If(launch):
-            m.d.sync += [
-                running.eq(1), self.done.eq(0), self.cycles.eq(1),
-                kv_len.eq(self.kv_len), n_kv.eq(self.n_kv_heads), group.eq(self.group),
-                n_heads.eq(self.n_kv_heads * self.group),
-                score_mult.eq(self.score_mult), score_shift.eq(self.score_shift),
-                out_mult.eq(self.out_mult), out_shift.eq(self.out_shift),
-                q_count.eq(0), out_count.eq(0), more.eq(1),
-                pos.eq(0), head_j.eq(0), kv_g.eq(0), base.eq(0),
-                # Clear whatever an abandoned call left behind.
-                valid1.eq(0), valid2.eq(0), valid3.eq(0), valid4.eq(0),
-                fvalid1.eq(0), fvalid2.eq(0), fvalid3.eq(0), fvalid4.eq(0), self.out.valid.eq(0),
-            ]
-            if S > 1:
-                m.d.sync += step.eq(0)
-            m.d.sync += [reg.eq(SCORE_MIN) for reg in m_regs]
-            m.d.sync += [reg.eq(0) for reg in l_regs + acc_regs]
-        with m.Elif(running):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-            with m.If(out_fire & (out_count == n_heads - 1)):
-                m.d.sync += [running.eq(0), self.done.eq(1)]
-        return m
+        return fvalid1, fvalid2, fvalid3, fvalid4, step

@@ -87,7 +87,23 @@ class GemmUnit(wiring.Component):
         launch = Signal()
         m.d.comb += [launch.eq(self.start & ~running), self.busy.eq(running)]
 
-        # --- host port ----------------------------------------------------------------------
+        self._host_port(m, wmem, amem, rmem)
+        self._weight_feeder(m, wmem, array, launch)
+        self._act_feeder(m, amem, array, launch, n_m, n_kt, n_nt)
+        finished = self._accumulator(m, accmem, rmem, array, launch, n_m, n_kt, n_nt)
+
+        # --- control and the cycle counter ---------------------------------------------------
+        with m.If(launch):
+            m.d.sync += [running.eq(1), self.done.eq(0), self.cycles.eq(1),
+                         n_m.eq(self.m), n_kt.eq(self.kt), n_nt.eq(self.nt)]
+        with m.Elif(running):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(finished):
+                m.d.sync += [running.eq(0), self.done.eq(1)]
+        return m
+
+    def _host_port(self, m, wmem, amem, rmem):
+        """Host writes to the weight and activation memories; host reads of the result memory."""
         wmem_w = wmem.write_port()
         amem_w = amem.write_port()
         rmem_r = rmem.read_port()
@@ -100,7 +116,10 @@ class GemmUnit(wiring.Component):
             self.host_rdata.eq(rmem_r.data),
         ]
 
-        # --- weight feeder: words 0 .. nt*kt*R - 1 in order -----------------------------------
+    def _weight_feeder(self, m, wmem, array, launch):
+        """The weight stream: words 0 .. nt*kt*R - 1 of the weight memory, in order."""
+        c = self.config
+        R = c.array_rows
         # The read port's output register is the stream's payload register: it advances exactly
         # when the beat is taken (or when none is held), so a beat leaves every cycle.
         wmem_r = wmem.read_port()
@@ -122,7 +141,9 @@ class GemmUnit(wiring.Component):
             with m.If(w_left != 0):
                 m.d.sync += [w_addr.eq(w_addr + 1), w_left.eq(w_left - 1)]
 
-        # --- activation feeder: for nt, for kt, for row: word row*kt_count + kt ----------------
+    def _act_feeder(self, m, amem, array, launch, n_m, n_kt, n_nt):
+        """The activation stream: for nt, for kt, for row: word row*kt_count + kt."""
+        c = self.config
         amem_r = amem.read_port()
         a_addr = Signal(range(c.act_words + 1))
         a_row = Signal.like(self.m)
@@ -157,7 +178,10 @@ class GemmUnit(wiring.Component):
                         with m.If(a_nt == n_nt - 1):
                             m.d.sync += a_more.eq(0)
 
-        # --- accumulator: sums over kt, then one result word per (nt, row) --------------------
+    def _accumulator(self, m, accmem, rmem, array, launch, n_m, n_kt, n_nt):
+        """Sums over kt, then one result word per (nt, row); returns the GEMM's last-sum strobe."""
+        c = self.config
+        C = c.array_cols
         # Sums arrive in the feeder's order. Partial sums of a row live in accmem between its kt
         # passes; the asynchronous read port lets the add and the write back share one cycle.
         acc_r = accmem.read_port(domain="comb")
@@ -202,13 +226,4 @@ class GemmUnit(wiring.Component):
                     m.d.sync += s_kt.eq(s_kt + 1)
                 with m.Else():
                     m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1)]
-
-        # --- control and the cycle counter ---------------------------------------------------
-        with m.If(launch):
-            m.d.sync += [running.eq(1), self.done.eq(0), self.cycles.eq(1),
-                         n_m.eq(self.m), n_kt.eq(self.kt), n_nt.eq(self.nt)]
-        with m.Elif(running):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-            with m.If(finished):
-                m.d.sync += [running.eq(0), self.done.eq(1)]
-        return m
+        return finished

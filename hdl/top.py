@@ -95,6 +95,13 @@ class _S(enum.Enum, shape=unsigned(4)):
     AOUT = 11
 
 
+class _Bundle:
+    """Named signals and memory ports that the parts of one elaboration share."""
+
+    def __init__(self, **members):
+        self.__dict__.update(members)
+
+
 def check_top_config(config) -> int:
     """Return V if ``config`` can be built as a decode top level; TypeError / ValueError otherwise."""
     if not isinstance(config, Config):
@@ -201,37 +208,18 @@ class DecodeTop(wiring.Component):
 
     # --- hardware -----------------------------------------------------------------------------
 
-    def elaborate(self, platform):  # noqa: C901 - one sequencer, one state per micro-sequence
+    def elaborate(self, platform):
         m = Module()
         c = self.config
         V = self.lanes
         lg = V.bit_length() - 1
         HD = self.head_dim
-        HW = HD // V                  # scratchpad words per KV / q row
         CTX = c.max_context
 
-        # --- memories -----------------------------------------------------------------------
-        m.submodules.prog = prog = memory.Memory(shape=unsigned(INSTRUCTION_BITS), depth=c.program_words, init=[])
-        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8 * V), depth=c.weight_words, init=[])
-        m.submodules.pmem = pmem = memory.Memory(shape=unsigned(32 * V), depth=self.param_depth, init=[])
-        m.submodules.smem = smem = memory.Memory(shape=unsigned(8 * V), depth=self.scratch_depth, init=[])
-        m.submodules.lmem = lmem = memory.Memory(shape=unsigned(32 * V), depth=self.logits_depth, init=[])
-        m.submodules.kmem = kmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
-        m.submodules.vmem = vmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
-        m.submodules.qbuf = qbuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
-        m.submodules.obuf = obuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
-        m.submodules.trace = trace = memory.Memory(shape=unsigned(32), depth=c.program_words, init=[])
-
-        prog_w, prog_r = prog.write_port(), prog.read_port()
-        w_w, w_r = wmem.write_port(), wmem.read_port()
-        p_w, p1, p2, p_h = pmem.write_port(), pmem.read_port(), pmem.read_port(), pmem.read_port()
-        s_w, sa, sb, s_h = smem.write_port(), smem.read_port(), smem.read_port(), smem.read_port()
-        l_w, l_r, l_h = lmem.write_port(), lmem.read_port(), lmem.read_port()
-        k_w, k_r = kmem.write_port(), kmem.read_port()
-        v_w, v_r = vmem.write_port(), vmem.read_port()
-        q_w, q_r = qbuf.write_port(), qbuf.read_port()
-        o_w, o_r = obuf.write_port(), obuf.read_port()
-        t_w, t_h = trace.write_port(), trace.read_port()
+        mp = self._memories(m)
+        prog_r, w_r, p1, p2, sa, sb = mp.prog_r, mp.w_r, mp.p1, mp.p2, mp.sa, mp.sb
+        l_r, k_r, v_r, q_r, o_r, t_w = mp.l_r, mp.k_r, mp.v_r, mp.q_r, mp.o_r, mp.t_w
+        s_w = mp.s_w
 
         # --- units ---------------------------------------------------------------------------
         m.submodules.array = array = SystolicArray(rows=V, cols=V)
@@ -261,32 +249,12 @@ class DecodeTop(wiring.Component):
         def words(x):
             return (x + (V - 1)) >> lg
 
-        rop = raw.opcode
-
         # --- default port settings ---------------------------------------------------------------
         m.d.comb += [prog_r.addr.eq(pc), prog_r.en.eq(1), w_r.en.eq(1), p1.en.eq(1), p2.en.eq(1),
                      sa.en.eq(1), sb.en.eq(1), l_r.en.eq(1), k_r.en.eq(1), v_r.en.eq(1), q_r.en.eq(1),
                      o_r.en.eq(1), vec.out.ready.eq(1), att.out.ready.eq(1), array.sums.ready.eq(1)]
 
-        # --- host port ---------------------------------------------------------------------------
-        hw = self.host_we & ~running
-        hm = self.host_mem
-        m.d.comb += [
-            prog_w.addr.eq(self.host_addr), prog_w.data.eq(self.host_wdata), prog_w.en.eq(hw & (hm == TopMem.PROGRAM)),
-            w_w.addr.eq(self.host_addr), w_w.data.eq(self.host_wdata), w_w.en.eq(hw & (hm == TopMem.WEIGHTS)),
-            p_w.addr.eq(self.host_addr), p_w.data.eq(self.host_wdata), p_w.en.eq(hw & (hm == TopMem.PARAMS)),
-            s_h.addr.eq(self.host_addr), l_h.addr.eq(self.host_addr), t_h.addr.eq(self.host_addr),
-            p_h.addr.eq(self.host_addr),
-            self.host_rdata.eq(Mux(hm == TopMem.SCRATCH, s_h.data,
-                               Mux(hm == TopMem.LOGITS, l_h.data,
-                               Mux(hm == TopMem.TRACE, t_h.data, p_h.data)))),
-        ]
-        with m.If(~running):
-            m.d.comb += [s_w.addr.eq(self.host_addr), s_w.data.eq(self.host_wdata),
-                         s_w.en.eq(hw & (hm == TopMem.SCRATCH)),
-                         vec.tbl_we.eq(hw & ((hm == TopMem.VTABLE) | (hm == TopMem.ACT_TABLES))),
-                         vec.tbl_sel.eq(Mux(hm == TopMem.ACT_TABLES, VectorTable.ACT, VectorTable.ROPE)),
-                         vec.tbl_addr.eq(self.host_addr), vec.tbl_data.eq(self.host_wdata)]
+        self._host_port(m, mp, vec, running)
 
         # --- start, fetch, decode, halt --------------------------------------------------------
         with m.If((state == _S.IDLE) & self.start):
@@ -312,6 +280,87 @@ class DecodeTop(wiring.Component):
         kv_row = Signal(range(self.kv_rows + CTX * self.max_heads + 1))
         e_addr = Signal(range(c.weight_words + 1))
 
+        seq = _Bundle(state=state, pc=pc, ins=ins, raw=raw, tok=tok, pos=pos, n_kv=n_kv, group=group, n_heads=n_heads,
+                      fin=fin, running=running, s_addr=s_addr, b_addr=b_addr, d_addr=d_addr, left=left, idx=idx,
+                      row=row, row_b=row_b, kv_row=kv_row, e_addr=e_addr)
+        self._decode(m, seq, mp, words, lg)
+
+        # --- EMBED: copy ``count`` weight words to the scratchpad, one a cycle -------------------
+        with m.If(state == _S.EMBED):
+            m.d.comb += [w_r.addr.eq(e_addr), s_w.addr.eq(d_addr), s_w.data.eq(w_r.data), s_w.en.eq(1),
+                         fin.eq(left == 1)]
+            m.d.sync += [e_addr.eq(e_addr + 1), d_addr.eq(d_addr + 1), left.eq(left - 1)]
+
+        self._gemm(m, seq, mp, array, words, lg)
+        self._vector(m, seq, mp, vec, words, lg)
+        self._kv_write(m, seq, mp)
+        self._attention(m, seq, mp, att)
+        return m
+
+    def _memories(self, m):
+        """The top level's memories; returns their ports (see the module docstring's table)."""
+        c = self.config
+        V = self.lanes
+        HD = self.head_dim
+        # --- memories -----------------------------------------------------------------------
+        m.submodules.prog = prog = memory.Memory(shape=unsigned(INSTRUCTION_BITS), depth=c.program_words, init=[])
+        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8 * V), depth=c.weight_words, init=[])
+        m.submodules.pmem = pmem = memory.Memory(shape=unsigned(32 * V), depth=self.param_depth, init=[])
+        m.submodules.smem = smem = memory.Memory(shape=unsigned(8 * V), depth=self.scratch_depth, init=[])
+        m.submodules.lmem = lmem = memory.Memory(shape=unsigned(32 * V), depth=self.logits_depth, init=[])
+        m.submodules.kmem = kmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
+        m.submodules.vmem = vmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
+        m.submodules.qbuf = qbuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
+        m.submodules.obuf = obuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
+        m.submodules.trace = trace = memory.Memory(shape=unsigned(32), depth=c.program_words, init=[])
+
+        prog_w, prog_r = prog.write_port(), prog.read_port()
+        w_w, w_r = wmem.write_port(), wmem.read_port()
+        p_w, p1, p2, p_h = pmem.write_port(), pmem.read_port(), pmem.read_port(), pmem.read_port()
+        s_w, sa, sb, s_h = smem.write_port(), smem.read_port(), smem.read_port(), smem.read_port()
+        l_w, l_r, l_h = lmem.write_port(), lmem.read_port(), lmem.read_port()
+        k_w, k_r = kmem.write_port(), kmem.read_port()
+        v_w, v_r = vmem.write_port(), vmem.read_port()
+        q_w, q_r = qbuf.write_port(), qbuf.read_port()
+        o_w, o_r = obuf.write_port(), obuf.read_port()
+        t_w, t_h = trace.write_port(), trace.read_port()
+
+        return _Bundle(prog_w=prog_w, prog_r=prog_r, w_w=w_w, w_r=w_r, p_w=p_w, p1=p1, p2=p2, p_h=p_h, s_w=s_w, sa=sa,
+                       sb=sb, s_h=s_h, l_w=l_w, l_r=l_r, l_h=l_h, k_w=k_w, k_r=k_r, v_w=v_w, v_r=v_r, q_w=q_w,
+                       q_r=q_r, o_w=o_w, o_r=o_r, t_w=t_w, t_h=t_h)
+
+    def _host_port(self, m, mp, vec, running):
+        """Host writes to the memories and the vector unit's tables (idle only); host reads."""
+        prog_w, w_w, p_w, s_w, s_h, l_h, t_h, p_h = mp.prog_w, mp.w_w, mp.p_w, mp.s_w, mp.s_h, mp.l_h, mp.t_h, mp.p_h
+        hw = self.host_we & ~running
+        hm = self.host_mem
+        m.d.comb += [
+            prog_w.addr.eq(self.host_addr), prog_w.data.eq(self.host_wdata), prog_w.en.eq(hw & (hm == TopMem.PROGRAM)),
+            w_w.addr.eq(self.host_addr), w_w.data.eq(self.host_wdata), w_w.en.eq(hw & (hm == TopMem.WEIGHTS)),
+            p_w.addr.eq(self.host_addr), p_w.data.eq(self.host_wdata), p_w.en.eq(hw & (hm == TopMem.PARAMS)),
+            s_h.addr.eq(self.host_addr), l_h.addr.eq(self.host_addr), t_h.addr.eq(self.host_addr),
+            p_h.addr.eq(self.host_addr),
+            self.host_rdata.eq(Mux(hm == TopMem.SCRATCH, s_h.data,
+                               Mux(hm == TopMem.LOGITS, l_h.data,
+                               Mux(hm == TopMem.TRACE, t_h.data, p_h.data)))),
+        ]
+        with m.If(~running):
+            m.d.comb += [s_w.addr.eq(self.host_addr), s_w.data.eq(self.host_wdata),
+                         s_w.en.eq(hw & (hm == TopMem.SCRATCH)),
+                         vec.tbl_we.eq(hw & ((hm == TopMem.VTABLE) | (hm == TopMem.ACT_TABLES))),
+                         vec.tbl_sel.eq(Mux(hm == TopMem.ACT_TABLES, VectorTable.ACT, VectorTable.ROPE)),
+                         vec.tbl_addr.eq(self.host_addr), vec.tbl_data.eq(self.host_wdata)]
+
+    def _decode(self, m, seq, mp, words, lg):
+        """DECODE: latch the instruction, address its first operands, go to its micro-sequence."""
+        V = self.lanes
+        HW = self.head_dim // V
+        CTX = self.config.max_context
+        state, raw, ins, tok, pos, n_kv, n_heads = seq.state, seq.raw, seq.ins, seq.tok, seq.pos, seq.n_kv, seq.n_heads
+        s_addr, b_addr, d_addr, idx, left = seq.s_addr, seq.b_addr, seq.d_addr, seq.idx, seq.left
+        e_addr, kv_row = seq.e_addr, seq.kv_row
+        sa, sb, p1, p2, w_r = mp.sa, mp.sb, mp.p1, mp.p2, mp.w_r
+        rop = raw.opcode
         # Decoded fields of the raw instruction (valid in DECODE).
         r_nw = words(raw.length)
         r_pw = raw.param >> lg
@@ -339,16 +388,14 @@ class DecodeTop(wiring.Component):
                 with m.Default():
                     m.d.sync += state.eq(_S.VCMD)
 
-        # --- EMBED: copy ``count`` weight words to the scratchpad, one a cycle -------------------
-        with m.If(state == _S.EMBED):
-            m.d.comb += [w_r.addr.eq(e_addr), s_w.addr.eq(d_addr), s_w.data.eq(w_r.data), s_w.en.eq(1),
-                         fin.eq(left == 1)]
-            m.d.sync += [e_addr.eq(e_addr + 1), d_addr.eq(d_addr + 1), left.eq(left - 1)]
-
-        self._gemm(m, state, ins, raw, array, w_r, sa, p1, p2, s_w, l_w, fin, words, lg)
-        self._vector(m, state, ins, raw, vec, sa, sb, p1, p2, l_r, s_w, fin, s_addr, b_addr, d_addr, pos, words, lg)
-
-        # --- KV_WRITE: gather n_kv K and V rows of HW words each, write them at the position -------
+    def _kv_write(self, m, seq, mp):
+        """KV_WRITE: gather n_kv K and V rows of HW words each, write them at the position."""
+        V = self.lanes
+        HW = self.head_dim // V
+        CTX = self.config.max_context
+        fin, left, idx, row, row_b, kv_row = seq.fin, seq.left, seq.idx, seq.row, seq.row_b, seq.kv_row
+        state, s_addr, b_addr = seq.state, seq.s_addr, seq.b_addr
+        sa, sb, k_w, v_w = mp.sa, mp.sb, mp.k_w, mp.v_w
         with m.If(state == _S.KVW):
             new_k = Cat(row[8 * V:], sa.data)
             new_v = Cat(row_b[8 * V:], sb.data)
@@ -360,6 +407,16 @@ class DecodeTop(wiring.Component):
                 m.d.comb += [k_w.en.eq(1), v_w.en.eq(1)]
                 m.d.sync += kv_row.eq(kv_row + CTX)
 
+
+    def _attention(self, m, seq, mp, att):
+        """ATTENTION: gather the query rows, run the attention unit on the KV memories, scatter its output."""
+        V = self.lanes
+        HW = self.head_dim // V
+        CTX = self.config.max_context
+        state, raw, pos, n_kv, group, n_heads, fin = (seq.state, seq.raw, seq.pos, seq.n_kv, seq.group, seq.n_heads,
+                                                      seq.fin)
+        s_addr, d_addr, left, idx, row, kv_row = seq.s_addr, seq.d_addr, seq.left, seq.idx, seq.row, seq.kv_row
+        sa, p1, s_w, q_w, q_r, k_r, v_r, o_w, o_r = mp.sa, mp.p1, mp.s_w, mp.q_w, mp.q_r, mp.k_r, mp.v_r, mp.o_w, mp.o_r
         # --- ATTENTION ------------------------------------------------------------------------
         # AQ: gather the n_heads query rows into qbuf; latch the scalars.
         sc = Signal(32 * V)
@@ -441,11 +498,12 @@ class DecodeTop(wiring.Component):
                          s_w.en.eq(1), fin.eq(left == 1)]
             m.d.sync += [d_addr.eq(d_addr + 1), left.eq(left - 1), o_row.eq(o_next),
                          o_word.eq(Mux(o_word == HW - 1, 0, o_word + 1))]
-        return m
 
     # --- GEMM: the array fed from the weight memory and the scratchpad; bias; requantization ----
 
-    def _gemm(self, m, state, ins, raw, array, w_r, sa, p1, p2, s_w, l_w, fin, words, lg):
+    def _gemm(self, m, seq, mp, array, words, lg):
+        state, ins, raw, fin = seq.state, seq.ins, seq.raw, seq.fin
+        w_r, sa, p1, p2, s_w, l_w = mp.w_r, mp.sa, mp.p1, mp.p2, mp.s_w, mp.l_w
         V = self.lanes
         c = self.config
         kt = Signal(16)
@@ -538,8 +596,10 @@ class DecodeTop(wiring.Component):
 
     # --- vector instructions through the vector unit -------------------------------------------
 
-    def _vector(self, m, state, ins, raw, vec, sa, sb, p1, p2, l_r, s_w, fin, s_addr, b_addr, d_addr, pos,
-                words, lg):
+    def _vector(self, m, seq, mp, vec, words, lg):
+        state, ins, raw, fin, pos = seq.state, seq.ins, seq.raw, seq.fin, seq.pos
+        s_addr, b_addr, d_addr = seq.s_addr, seq.b_addr, seq.d_addr
+        sa, sb, p1, p2, l_r, s_w = mp.sa, mp.sb, mp.p1, mp.p2, mp.l_r, mp.s_w
         V = self.lanes
         HW = self.head_dim // V
         op = ins.opcode

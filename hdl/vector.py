@@ -38,7 +38,7 @@ from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, check_positive_int, checked_
 
 __all__ = [
     "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "VectorOp", "VectorTable",
-    "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
+    "NormStatistics", "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
 ]
 
 #: Most lanes a vector unit may have.
@@ -216,17 +216,65 @@ class VectorUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L = self.lanes
-        words = -(-self.max_length // L)
 
-        m.submodules.rsqrt_rom = rom = memory.Memory(
-            shape=unsigned(16), depth=RSQRT_TABLE_SIZE, init=[int(v) for v in rsqrt_table()])
         m.submodules.act_mem = act_mem = memory.Memory(shape=signed(8), depth=self.act_entries, init=[])
         m.submodules.rope_mem = rope_mem = memory.Memory(shape=rope_word_layout(L), depth=self.rope_words,
                                                          init=[])
         m.submodules.buf = buf = memory.Memory(shape=data.ArrayLayout(signed(8), L), depth=self.buffer_words,
                                                init=[])
+        self._table_writes(m, act_mem, rope_mem)
 
-        # --- table write port ---------------------------------------------------------------
+        # --- command -------------------------------------------------------------------------
+        busy = Signal()
+        c = Signal(cmd_layout(self.max_length, self.max_context, self.act_tables))
+        cmd_fire = Signal()
+        m.d.comb += [self.cmd.ready.eq(~busy), cmd_fire.eq(self.cmd.valid & ~busy), self.busy.eq(busy)]
+        op = _Decoded(m, c.op)
+
+        # The norms' statistics chain: free-running registers, stable once the sums are.
+        m.submodules.stats = stats = NormStatistics(max_length=self.max_length)
+        s_sum = Signal(signed(32))
+        q_sum = Signal(unsigned(32))
+        m.d.comb += [stats.s_sum.eq(s_sum), stats.q_sum.eq(q_sum), stats.length.eq(c.length),
+                     stats.inv_mult.eq(c.inv_mult), stats.inv_shift.eq(c.inv_shift), stats.eps.eq(c.eps),
+                     stats.layer.eq(op.is_layer)]
+
+        slot = self._issue(m, c, op, busy, cmd_fire, stats.go)
+        buf_ra, buf_rb, rope_r, act_data = self._reads(m, buf, act_mem, rope_mem, c, op, slot)
+
+        # --- stage 1: operands ---------------------------------------------------------------
+        en = slot.en
+        p1 = _Stage("p1", L, self.max_length)
+        p1_in = Signal(in_layout(L))
+        with m.If(en):
+            m.d.sync += [p1.valid.eq(slot.issue), p1.final.eq(slot.final), p1.pass2.eq(slot.pass2),
+                         p1.mask.eq(slot.mask), p1.second.eq(slot.second), p1.first.eq(slot.w == 0),
+                         p1.s1_end.eq(slot.s1_end), p1.base.eq(slot.base), p1_in.eq(self.inp.payload)]
+
+        p2, stage2 = self._products(m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats)
+        p3, stage3 = self._scale(m, op, en, p2, stage2, s_sum, q_sum, stats)
+
+        # --- stage 4: requantize into the output register --------------------------------------
+        acc3, mult3, shift3, act3, idx3 = stage3
+        emits = Mux(op.two_pass, p3.pass2, Mux(op.is_argmax, p3.final, 1))
+        with m.If(en):
+            m.d.sync += [self.out.valid.eq(p3.valid & emits), self.out.payload.last.eq(p3.final),
+                         self.out.payload.index.eq(idx3)]
+            for i in range(L):
+                y = Mux(op.is_act, act3[i], requantize(acc3[i], mult3[i], shift3[i]))
+                m.d.sync += self.out.payload.data[i].eq(Mux(p3.mask[i], y, 0))
+
+        # --- completion and the cycle counter ------------------------------------------------------
+        with m.If(cmd_fire):
+            m.d.sync += self.cycles.eq(1)
+        with m.Elif(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(self.out.valid & self.out.ready & self.out.payload.last):
+            m.d.sync += busy.eq(0)
+        return m
+
+    def _table_writes(self, m, act_mem, rope_mem):
+        """The table write port: one entry of the activation tables or of the RoPE table."""
         act_w = act_mem.write_port()
         rope_w = rope_mem.write_port()
         sel = self.tbl_sel
@@ -239,28 +287,12 @@ class VectorUnit(wiring.Component):
             rope_w.en.eq(self.tbl_we & (sel == VectorTable.ROPE)),
         ]
 
-        # --- command -------------------------------------------------------------------------
-        busy = Signal()
-        c = Signal(cmd_layout(self.max_length, self.max_context, self.act_tables))
-        cmd_fire = Signal()
-        m.d.comb += [self.cmd.ready.eq(~busy), cmd_fire.eq(self.cmd.valid & ~busy), self.busy.eq(busy)]
-        op = c.op
-        is_norm = Signal()
-        is_layer = Signal()
-        is_rope = Signal()
-        is_argmax = Signal()
-        is_act = Signal()
-        two_pass = Signal()
-        m.d.comb += [
-            is_layer.eq(op == VectorOp.LAYERNORM),
-            is_norm.eq((op == VectorOp.RMSNORM) | is_layer),
-            is_rope.eq(op == VectorOp.ROPE),
-            is_argmax.eq(op == VectorOp.ARGMAX),
-            is_act.eq((op == VectorOp.SILU) | (op == VectorOp.GELU)),
-            two_pass.eq(is_norm | is_rope),
-        ]
+    def _issue(self, m, c, op, busy, cmd_fire, stats_go):
+        """The issue slot: one beat per cycle while the pass lasts and the pipeline moves.
 
-        # --- issue: one beat per cycle while the pass lasts and the pipeline moves -------------
+        Takes the command on ``cmd_fire``; returns the slot's control (a :class:`_Slot`)."""
+        L = self.lanes
+        words = -(-self.max_length // L)
         en = Signal()        # the whole pipeline advances together
         issuing = Signal()
         pass2 = Signal()
@@ -268,13 +300,12 @@ class VectorUnit(wiring.Component):
         w = Signal(range(words + 2))
         base = Signal(range(self.max_length + 2 * L))
         hw = Signal(range(words + 1))     # RoPE: words per half head
-        stats_go = Signal()
         needs_input = Signal()
         issue = Signal()
         last_of_pass = Signal()
         m.d.comb += [
             en.eq(~self.out.valid | self.out.ready),
-            needs_input.eq(~pass2 | is_norm),
+            needs_input.eq(~pass2 | op.is_norm),
             self.inp.ready.eq(issuing & en & needs_input),
             issue.eq(issuing & en & (~needs_input | self.inp.valid)),
             last_of_pass.eq(remaining <= L),
@@ -286,10 +317,10 @@ class VectorUnit(wiring.Component):
             m.d.sync += [w.eq(w + 1), base.eq(base + L), remaining.eq(remaining - L)]
             with m.If(last_of_pass):
                 m.d.sync += [remaining.eq(c.length), w.eq(0), base.eq(0)]
-                with m.If(two_pass & ~pass2):
+                with m.If(op.two_pass & ~pass2):
                     m.d.sync += [pass2.eq(1), hw.eq((w + 1) >> 1)]
                     # A norm waits for its statistics; RoPE goes straight on to its second pass.
-                    m.d.sync += issuing.eq(is_rope)
+                    m.d.sync += issuing.eq(op.is_rope)
                 with m.Else():
                     m.d.sync += issuing.eq(0)
         with m.Elif(stats_go):
@@ -302,27 +333,34 @@ class VectorUnit(wiring.Component):
         s1_end = Signal()      # a norm's final first-pass slot
         mask = Signal(L)
         m.d.comb += [
-            second.eq(pass2 & is_rope & (w >= hw)),
+            second.eq(pass2 & op.is_rope & (w >= hw)),
             pair_word.eq(Mux(second, w - hw, w)),
             partner.eq(Mux(second, w - hw, w + hw)),
-            final.eq(last_of_pass & (~two_pass | pass2)),
-            s1_end.eq(last_of_pass & is_norm & ~pass2),
+            final.eq(last_of_pass & (~op.two_pass | pass2)),
+            s1_end.eq(last_of_pass & op.is_norm & ~pass2),
             mask.eq(Cat(*[remaining > lane for lane in range(L)])),
         ]
+        return _Slot(en=en, issue=issue, pass2=pass2, w=w, base=base, second=second, pair_word=pair_word,
+                     partner=partner, final=final, s1_end=s1_end, mask=mask)
 
-        # Memories read in the issue cycle; their data lines up with stage 1.
+    def _reads(self, m, buf, act_mem, rope_mem, c, op, slot):
+        """Memories read in the issue cycle; their data lines up with stage 1.
+
+        Writes the first pass of a two-pass command into the row buffer; returns the row buffer's
+        two read ports, the RoPE table's read port and each lane's activation table entry."""
         buf_w = buf.write_port()
         buf_ra = buf.read_port()
         buf_rb = buf.read_port()
         rope_r = rope_mem.read_port()
+        en, w = slot.en, slot.w
         m.d.comb += [
-            buf_w.addr.eq(w), buf_w.en.eq(issue & ~pass2 & two_pass),
+            buf_w.addr.eq(w), buf_w.en.eq(slot.issue & ~slot.pass2 & op.two_pass),
             buf_ra.addr.eq(w), buf_ra.en.eq(en),
-            buf_rb.addr.eq(partner), buf_rb.en.eq(en),
-            rope_r.addr.eq(c.position * self.rope_stride + pair_word), rope_r.en.eq(en),
+            buf_rb.addr.eq(slot.partner), buf_rb.en.eq(en),
+            rope_r.addr.eq(c.position * self.rope_stride + slot.pair_word), rope_r.en.eq(en),
         ]
         act_data = []
-        for lane in range(L):
+        for lane in range(self.lanes):
             x = self.inp.payload[lane].a
             port = act_mem.read_port()
             m.d.comb += [
@@ -331,65 +369,14 @@ class VectorUnit(wiring.Component):
                 port.addr.eq(Cat(x[:7], ~x[7], c.table)), port.en.eq(en),
             ]
             act_data.append(port.data)
+        return buf_ra, buf_rb, rope_r, act_data
 
-        # --- stage 1: operands ---------------------------------------------------------------
-        p1 = _Stage("p1", L, self.max_length)
-        p1_in = Signal(in_layout(L))
-        with m.If(en):
-            m.d.sync += [p1.valid.eq(issue), p1.final.eq(final), p1.pass2.eq(pass2), p1.mask.eq(mask),
-                         p1.second.eq(second), p1.first.eq(w == 0), p1.s1_end.eq(s1_end), p1.base.eq(base),
-                         p1_in.eq(self.inp.payload)]
+    def _products(self, m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats):
+        """Stage 2 (A): each lane's product or sum; a beat's sums for the norms; its argmax.
 
-        # --- statistics chain (norms): free-running registers, stable once the sums are -------
-        s_sum = Signal(signed(32))
-        q_sum = Signal(unsigned(32))
-        mu = Signal(signed(16))
-        e = Signal(signed(24))
-        ms = Signal(signed(48))
-        nmm = Signal(signed(48))
-        q = Signal(signed(50))
-        f = Signal(signed(24))
-        ee = Signal(unsigned(48))
-        v = Signal(unsigned(32))
-        u = Signal(unsigned(31))
-        k = Signal(range(16))
-        mant = Signal(unsigned(16))
-        r0 = Signal(unsigned(16))
-        sq = Signal(unsigned(32))
-        t = Signal(signed(34))
-        r = Signal(unsigned(17))
-        n_len = c.length
-        im, ish = c.inv_mult, c.inv_shift
-        # Priority encoder: top = bit_length(u) - 1; then k and the Q2.14 mantissa.
-        top = Const(0, 5)
-        for i in range(1, 31):
-            top = Mux(u[i], i, top)
-        k_now = Signal(range(16))
-        mant_now = Signal(unsigned(16))
-        m.d.comb += [k_now.eq(top >> 1), mant_now.eq((u << 14) >> (k_now << 1))]
-        rom_r = rom.read_port()
-        m.d.comb += [rom_r.addr.eq((mant_now >> RSQRT_INDEX_SHIFT) - (1 << (14 - RSQRT_INDEX_SHIFT))),
-                     r0.eq(rom_r.data)]
-        h = round_shift(mant * sq, 15)
-        v_next = q - round_shift(ee * im, ish)
-        u_pre = Mux(is_layer, v, q_sum) + c.eps
-        m.d.sync += [
-            mu.eq(Mux(is_layer, round_shift(s_sum * im, ish), 0)),                   # step 1
-            e.eq(s_sum - n_len * mu), ms.eq(mu * s_sum), nmm.eq(n_len * mu * mu),    # step 2
-            q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                                 # step 3
-            f.eq(Mux(is_layer, round_shift((e << NORM_MEAN_FRAC_BITS) * im, ish), 0)),
-            v.eq(Mux(v_next < 0, 0, v_next)),                                         # step 4
-            u.eq(Mux(u_pre < 1, 1, u_pre)),                                           # step 5
-            k.eq(k_now), mant.eq(mant_now),                                           # step 6 (+ ROM)
-            sq.eq(r0 * r0),                                                           # step 7
-            t.eq((3 << 29) - h),                                                      # step 8
-            r.eq(round_shift(r0 * t, 30)),                                           # step 9
-        ]
-        tokens = [Signal(name=f"stats_token{i}") for i in range(NORM_STATS_CYCLES)]
-        m.d.comb += stats_go.eq(tokens[-1])
-        m.d.sync += [tokens[i].eq(tokens[i - 1]) for i in range(1, NORM_STATS_CYCLES)]
-
-        # --- stage 2 (A): products ------------------------------------------------------------
+        Returns the stage's control and registers: (p2, (acc2, gamma2, beta2, mult2, shift2, act2,
+        s_beat, q_beat, bmax, bidx))."""
+        L = self.lanes
         p2 = _Stage("p2", L, self.max_length)
         acc2 = [Signal(signed(34), name=f"acc2_{i}") for i in range(L)]
         gamma2 = [Signal(signed(8), name=f"gamma2_{i}") for i in range(L)]
@@ -401,7 +388,8 @@ class VectorUnit(wiring.Component):
         q_beat = Signal(unsigned(24))
         bmax = Signal(signed(_ACC_BITS))
         bidx = Signal(range(L))
-        is_req = op == VectorOp.REQUANT
+        is_req = op.op == VectorOp.REQUANT
+        mu, f, r, k = stats.mu, stats.f, stats.r, stats.k
         s_terms, q_terms, cands = [], [], []
         for i in range(L):
             lane = p1_in[i]
@@ -413,11 +401,11 @@ class VectorUnit(wiring.Component):
             d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
             n = round_shift(d * r, k + NORM_MEAN_FRAC_BITS)
             acc = Mux(is_req, lane.a,
-                  Mux(op == VectorOp.ADD, a8 * c.a_mult + b8 * c.b_mult,
-                  Mux(op == VectorOp.MUL, a8 * b8,
-                  Mux(is_rope, bx * rope_r.data.cos[i] + Mux(p1.second, ps, -ps), n))))
+                  Mux(op.op == VectorOp.ADD, a8 * c.a_mult + b8 * c.b_mult,
+                  Mux(op.op == VectorOp.MUL, a8 * b8,
+                  Mux(op.is_rope, bx * rope_r.data.cos[i] + Mux(p1.second, ps, -ps), n))))
             with m.If(en):
-                m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(is_layer, lane.a, 0)),
+                m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(op.is_layer, lane.a, 0)),
                              mult2[i].eq(Mux(is_req, lane.b[:MULT_BITS], c.mult)),
                              shift2[i].eq(Mux(is_req, lane.shift, c.shift)), act2[i].eq(act_data[i])]
             live = p1.mask[i]
@@ -438,8 +426,14 @@ class VectorUnit(wiring.Component):
         with m.If(en):
             m.d.sync += [p2.copy(p1), s_beat.eq(sum(s_terms)), q_beat.eq(sum(q_terms)),
                          bmax.eq(cands[0][0]), bidx.eq(cands[0][1])]
+        return p2, (acc2, gamma2, beta2, mult2, shift2, act2, s_beat, q_beat, bmax, bidx)
 
-        # --- stage 3 (B): norm scale and bias; sums and argmax ---------------------------------
+    def _scale(self, m, op, en, p2, stage2, s_sum, q_sum, stats):
+        """Stage 3 (B): the norms' scale and bias; the norms' sums; the running argmax.
+
+        Returns the stage's control and registers: (p3, (acc3, mult3, shift3, act3, idx3))."""
+        L = self.lanes
+        acc2, gamma2, beta2, mult2, shift2, act2, s_beat, q_beat, bmax, bidx = stage2
         p3 = _Stage("p3", L, self.max_length)
         acc3 = [Signal(signed(34), name=f"acc3_{i}") for i in range(L)]
         mult3 = [Signal(unsigned(MULT_BITS), name=f"mult3_{i}") for i in range(L)]
@@ -454,34 +448,132 @@ class VectorUnit(wiring.Component):
         with m.If(en):
             m.d.sync += [p3.copy(p2), idx3.eq(new_idx)]
             for i in range(L):
-                m.d.sync += [acc3[i].eq(Mux(is_norm, acc2[i] * gamma2[i] + beta2[i], acc2[i])),
+                m.d.sync += [acc3[i].eq(Mux(op.is_norm, acc2[i] * gamma2[i] + beta2[i], acc2[i])),
                              mult3[i].eq(mult2[i]), shift3[i].eq(shift2[i]), act3[i].eq(act2[i])]
-            with m.If(p2.valid & is_argmax):
+            with m.If(p2.valid & op.is_argmax):
                 m.d.sync += [best.eq(Mux(take, bmax, best)), best_idx.eq(new_idx)]
-            with m.If(p2.valid & is_norm & ~p2.pass2):
+            with m.If(p2.valid & op.is_norm & ~p2.pass2):
                 m.d.sync += [s_sum.eq(Mux(p2.first, 0, s_sum) + s_beat),
                              q_sum.eq(Mux(p2.first, 0, q_sum) + q_beat)]
-            m.d.sync += tokens[0].eq(p2.valid & p2.s1_end)
-        with m.Else():
-            m.d.sync += tokens[0].eq(0)
+        # The first pass's last sums are in at the next edge: the statistics chain starts then.
+        m.d.comb += stats.sums_done.eq(en & p2.valid & p2.s1_end)
+        return p3, (acc3, mult3, shift3, act3, idx3)
 
-        # --- stage 4: requantize into the output register --------------------------------------
-        emits = Mux(two_pass, p3.pass2, Mux(is_argmax, p3.final, 1))
-        with m.If(en):
-            m.d.sync += [self.out.valid.eq(p3.valid & emits), self.out.payload.last.eq(p3.final),
-                         self.out.payload.index.eq(idx3)]
-            for i in range(L):
-                y = Mux(is_act, act3[i], requantize(acc3[i], mult3[i], shift3[i]))
-                m.d.sync += self.out.payload.data[i].eq(Mux(p3.mask[i], y, 0))
 
-        # --- completion and the cycle counter ------------------------------------------------------
-        with m.If(cmd_fire):
-            m.d.sync += self.cycles.eq(1)
-        with m.Elif(busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
-        with m.If(self.out.valid & self.out.ready & self.out.payload.last):
-            m.d.sync += busy.eq(0)
+class NormStatistics(wiring.Component):
+    """The norms' statistics chain: from a row's sums to its mean, reciprocal square root and exponent.
+
+    Free-running registers: every output is stable :data:`NORM_STATS_CYCLES` cycles after the sums
+    are (and stays so while they are); ``go`` pulses then, when ``sums_done`` marked the cycle
+    before the sums became final. The steps are those of :func:`golden.vector.rmsnorm` and
+    :func:`golden.vector.layernorm` (see the module docstring for the LayerNorm identities).
+
+    Parameters: ``max_length`` (the longest row, the shape of ``length``).
+
+    Ports
+    -----
+    In: ``s_sum`` (sum x), ``q_sum`` (sum x*x), ``length`` (N), ``inv_mult``/``inv_shift`` (1/N as a
+    multiplier and shift), ``eps``, ``layer`` (LayerNorm: centre on the mean; RMSNorm: mean 0),
+    ``sums_done``. Out: ``mu`` (the mean), ``f`` (its fraction), ``r`` (the Q2.14 reciprocal square
+    root's mantissa), ``k`` (its exponent), ``go``.
+    """
+
+    @checked_constructor
+    def __init__(self, *, max_length: int):
+        self.max_length = check_positive_int("norm statistics max_length", max_length)
+        super().__init__({
+            "s_sum": In(signed(32)),
+            "q_sum": In(unsigned(32)),
+            "length": In(range(max_length + 1)),
+            "inv_mult": In(unsigned(MULT_BITS)),
+            "inv_shift": In(unsigned(_SHIFT_BITS)),
+            "eps": In(unsigned(31)),
+            "layer": In(1),
+            "sums_done": In(1),
+            "mu": Out(signed(16)),
+            "f": Out(signed(24)),
+            "r": Out(unsigned(17)),
+            "k": Out(range(16)),
+            "go": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.rsqrt_rom = rom = memory.Memory(
+            shape=unsigned(16), depth=RSQRT_TABLE_SIZE, init=[int(v) for v in rsqrt_table()])
+        s_sum, q_sum, is_layer = self.s_sum, self.q_sum, self.layer
+        mu, f, r, k = self.mu, self.f, self.r, self.k
+        e = Signal(signed(24))
+        ms = Signal(signed(48))
+        nmm = Signal(signed(48))
+        q = Signal(signed(50))
+        ee = Signal(unsigned(48))
+        v = Signal(unsigned(32))
+        u = Signal(unsigned(31))
+        mant = Signal(unsigned(16))
+        r0 = Signal(unsigned(16))
+        sq = Signal(unsigned(32))
+        t = Signal(signed(34))
+        n_len = self.length
+        im, ish = self.inv_mult, self.inv_shift
+        # Priority encoder: top = bit_length(u) - 1; then k and the Q2.14 mantissa.
+        top = Const(0, 5)
+        for i in range(1, 31):
+            top = Mux(u[i], i, top)
+        k_now = Signal(range(16))
+        mant_now = Signal(unsigned(16))
+        m.d.comb += [k_now.eq(top >> 1), mant_now.eq((u << 14) >> (k_now << 1))]
+        rom_r = rom.read_port()
+        m.d.comb += [rom_r.addr.eq((mant_now >> RSQRT_INDEX_SHIFT) - (1 << (14 - RSQRT_INDEX_SHIFT))),
+                     r0.eq(rom_r.data)]
+        h = round_shift(mant * sq, 15)
+        v_next = q - round_shift(ee * im, ish)
+        u_pre = Mux(is_layer, v, q_sum) + self.eps
+        m.d.sync += [
+            mu.eq(Mux(is_layer, round_shift(s_sum * im, ish), 0)),                   # step 1
+            e.eq(s_sum - n_len * mu), ms.eq(mu * s_sum), nmm.eq(n_len * mu * mu),    # step 2
+            q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                                 # step 3
+            f.eq(Mux(is_layer, round_shift((e << NORM_MEAN_FRAC_BITS) * im, ish), 0)),
+            v.eq(Mux(v_next < 0, 0, v_next)),                                         # step 4
+            u.eq(Mux(u_pre < 1, 1, u_pre)),                                           # step 5
+            k.eq(k_now), mant.eq(mant_now),                                           # step 6 (+ ROM)
+            sq.eq(r0 * r0),                                                           # step 7
+            t.eq((3 << 29) - h),                                                      # step 8
+            r.eq(round_shift(r0 * t, 30)),                                           # step 9
+        ]
+        tokens = [Signal(name=f"stats_token{i}") for i in range(NORM_STATS_CYCLES)]
+        m.d.comb += self.go.eq(tokens[-1])
+        m.d.sync += [tokens[0].eq(self.sums_done)] + [tokens[i].eq(tokens[i - 1])
+                                                      for i in range(1, NORM_STATS_CYCLES)]
         return m
+
+
+class _Decoded:
+    """The running command's opcode, decoded once (combinational flags)."""
+
+    def __init__(self, m, op):
+        self.op = op
+        self.is_norm = Signal(name="is_norm")
+        self.is_layer = Signal(name="is_layer")
+        self.is_rope = Signal(name="is_rope")
+        self.is_argmax = Signal(name="is_argmax")
+        self.is_act = Signal(name="is_act")
+        self.two_pass = Signal(name="two_pass")
+        m.d.comb += [
+            self.is_layer.eq(op == VectorOp.LAYERNORM),
+            self.is_norm.eq((op == VectorOp.RMSNORM) | self.is_layer),
+            self.is_rope.eq(op == VectorOp.ROPE),
+            self.is_argmax.eq(op == VectorOp.ARGMAX),
+            self.is_act.eq((op == VectorOp.SILU) | (op == VectorOp.GELU)),
+            self.two_pass.eq(self.is_norm | self.is_rope),
+        ]
+
+
+class _Slot:
+    """The issue slot's control, as :meth:`VectorUnit._issue` drives it."""
+
+    def __init__(self, **signals):
+        self.__dict__.update(signals)
 
 
 class _Stage:
