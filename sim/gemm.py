@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from golden.numerics import check_int8, is_int, wrap_int32
+from hdl.isa import weight_tiles
 
 from .bus import WatchdogError
 from .cycles import gemm_cycles
@@ -205,10 +206,9 @@ def _check_operands(plan: GemmPlan, a, w):
 
 
 def weight_words(plan: GemmPlan, w) -> list[int]:
+    """The weight memory's words, in the tile order of :func:`hdl.isa.weight_tiles`."""
     R, C = plan.config.array_rows, plan.config.array_cols
-    wp = _padded(check_int8("w", w), plan.kt * R, plan.nt * C)
-    return [pack_lanes(wp[kt * R + r, nt * C:(nt + 1) * C], 8)
-            for nt in range(plan.nt) for kt in range(plan.kt) for r in range(R)]
+    return [pack_lanes(row, 8) for row in weight_tiles(check_int8("w", w), R, C)]
 
 
 def act_words(plan: GemmPlan, a) -> list[int]:
