@@ -79,12 +79,12 @@ from golden.numerics import ACC_BITS, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_MAX
 from golden.tables import EXP_ONE, EXP_OUT_BITS, EXP_TABLE_SIZE, RECIP_INDEX_BITS, exp_table, recip_table
 
 from .arith import clamp, fabric_product, round_shift, tree_sum
-from .config import check_positive_int, checked_constructor
+from .config import UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = ["CYCLE_COUNTER_BITS", "MAX_HEADS_LIMIT", "AttentionUnit", "row_layout"]
 
 #: Width of the ``cycles`` counter.
-CYCLE_COUNTER_BITS = 32
+CYCLE_COUNTER_BITS = UNIT_CYCLE_BITS
 #: Most query heads one unit holds state for (register files grow with it).
 MAX_HEADS_LIMIT = 64
 #: Width of the denominator register: l <= MAX_CONTEXT_LIMIT * EXP_ONE = 2**24.

@@ -22,7 +22,7 @@ from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
-from .config import Config, check_positive_int, checked_constructor
+from .config import STEP_CYCLE_BITS, Config, check_positive_int, checked_constructor
 from .uart import MIN_CLOCKS_PER_BIT, UartRx, UartTx
 
 __all__ = [
@@ -40,7 +40,7 @@ CRC = catalog.CRC16_IBM_3740
 MAX_FRAME_PAYLOAD = 0xFFFF
 #: Bytes of WRITE_MEM / READ_MEM arguments before the data: memory (1), word address (4).
 MEM_ARG_BYTES = 5
-CYCLE_BITS = 48
+CYCLE_BITS = STEP_CYCLE_BITS
 REG_BITS = 32
 
 

@@ -54,7 +54,7 @@ from golden.vector import NORM_MAX_LEN
 from .arith import round_shift, saturate8
 from .array import SystolicArray
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
-from .config import Config, check_positive_int, checked_constructor
+from .config import UNIT_CYCLE_BITS, Config, check_positive_int, checked_constructor
 from .isa import (
     INSTRUCTION_BITS,
     MULT_SHIFT,
@@ -326,7 +326,7 @@ class DecodeTop(wiring.Component):
         m.submodules.vmem = vmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
         m.submodules.qbuf = qbuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
         m.submodules.obuf = obuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
-        m.submodules.trace = trace = memory.Memory(shape=unsigned(32), depth=c.program_words, init=[])
+        m.submodules.trace = trace = memory.Memory(shape=unsigned(UNIT_CYCLE_BITS), depth=c.program_words, init=[])
 
         prog_w, prog_r = prog.write_port(), prog.read_port()
         w_w, w_r = wmem.write_port(), wmem.read_port()

@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from hdl.vector import VECTOR_OP_NAMES
+
 __all__ = ["GEMM_DRAIN", "GEMM_START", "GemmCycles", "array_stream_cycles", "gemm_cycles", "gemm_lower_bound",
            "tile_load_cycles"]
 
@@ -195,7 +197,7 @@ VECTOR_COMMAND = 1
 VECTOR_PIPELINE = 4
 VECTOR_NORM_SETTLE = 2
 VECTOR_NORM_STATS = 8
-_VECTOR_OPS = ("requant", "add", "mul", "silu", "gelu", "argmax", "rmsnorm", "layernorm", "rope")
+_VECTOR_OPS = VECTOR_OP_NAMES
 
 
 @dataclass(frozen=True)

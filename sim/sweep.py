@@ -431,7 +431,9 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
         limit = rtl.get("max_cycles", 2000)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise SweepError(f"{source}: rtl max_cycles must be a positive integer, not {limit!r}")
-        if rtl.get("simulator", "amaranth") not in ("amaranth", "icarus", "verilator"):
+        from .toolchain import SIMULATORS
+
+        if rtl.get("simulator", "amaranth") not in SIMULATORS:
             raise SweepError(f"{source}: rtl simulator must be amaranth, icarus or verilator, "
                              f"not {rtl.get('simulator')!r}")
         if kind != "gemm":
