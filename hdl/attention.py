@@ -75,7 +75,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT, SCORE_BITS, SCORE_MAX, SCORE_MIN
-from golden.numerics import ACC_BITS, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_MAX
+from golden.numerics import ACC_BITS, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_MAX, ceil_div
 from golden.tables import EXP_ONE, EXP_OUT_BITS, EXP_TABLE_SIZE, RECIP_INDEX_BITS, exp_table, recip_table
 
 from .arith import clamp, fabric_product, round_shift, tree_sum
@@ -134,7 +134,7 @@ class AttentionUnit(wiring.Component):
         if finish_lanes > head_dim:
             raise ValueError(f"attention finish_lanes must be at most head_dim ({head_dim}), not {finish_lanes}")
         #: Cycles a head's row spends in the finish stage F3: ceil(head_dim / finish_lanes).
-        self.finish_steps = -(-head_dim // finish_lanes)
+        self.finish_steps = ceil_div(head_dim, finish_lanes)
         row = row_layout(head_dim)
         super().__init__({
             "start": In(1),

@@ -190,15 +190,15 @@ class DecodeTop(wiring.Component):
 
     @property
     def param_depth(self) -> int:
-        return -(-self.config.param_words // self.lanes)
+        return ceil_div(self.config.param_words, self.lanes)
 
     @property
     def scratch_depth(self) -> int:
-        return -(-self.config.scratch_bytes // self.lanes)
+        return ceil_div(self.config.scratch_bytes, self.lanes)
 
     @property
     def logits_depth(self) -> int:
-        return -(-self.config.logits_words // self.lanes)
+        return ceil_div(self.config.logits_words, self.lanes)
 
     @property
     def kv_rows(self) -> int:

@@ -29,7 +29,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.numerics import MULT_BITS, SHIFT_BITS
+from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
@@ -198,7 +198,7 @@ class VectorUnit(wiring.Component):
 
     @property
     def buffer_words(self) -> int:
-        return -(-max(self.max_norm_length, self.max_head_dim) // self.lanes)
+        return ceil_div(max(self.max_norm_length, self.max_head_dim), self.lanes)
 
     @property
     def act_entries(self) -> int:
@@ -295,7 +295,7 @@ class VectorUnit(wiring.Component):
 
         Takes the command on ``cmd_fire``; returns the slot's control (a :class:`_Slot`)."""
         L = self.lanes
-        words = -(-self.max_length // L)
+        words = ceil_div(self.max_length, L)
         en = Signal()        # the whole pipeline advances together
         issuing = Signal()
         pass2 = Signal()
