@@ -29,6 +29,8 @@ __all__ = [
     "CRC", "DECODE_REGS", "GEMM_REGS", "MAX_FRAME_PAYLOAD", "PROTOCOL_VERSION", "REPLY_SYNC", "REQUEST_SYNC",
     "Command", "HostPort", "LinkBridge", "LinkReceiver", "LinkReplier", "LinkedDecode", "LinkedGemm", "Status",
     "Target", "TOKEN_BYTES", "default_timeout_cycles", "reply_layout", "request_layout",
+    "ARG_BYTES", "LOGITS_ARGS", "LOGITS_ARG_BYTES", "MEM_ARGS", "MEM_ARG_BYTES", "READ_ARGS", "READ_ARG_BYTES",
+    "REG_ARGS", "REG_ARG_BYTES", "arg_field", "pack_args", "unpack_args",
 ]
 
 REQUEST_SYNC = 0xA5
@@ -38,8 +40,24 @@ PROTOCOL_VERSION = 1
 CRC = catalog.CRC16_IBM_3740
 #: The length field is 16 bits.
 MAX_FRAME_PAYLOAD = 0xFFFF
-#: Bytes of WRITE_MEM / READ_MEM arguments before the data: memory (1), word address (4).
-MEM_ARG_BYTES = 5
+#: The arguments of the commands that take any, byte 0 first, each field little-endian: the one
+#: definition the bridge slices and :mod:`sim.protocol` packs and unpacks (:func:`pack_args`).
+#: WRITE_MEM: memory, word address, then the data words.
+MEM_ARGS = data.StructLayout({"mem": unsigned(8), "addr": unsigned(32)})
+#: READ_MEM: memory, word address, word count.
+READ_ARGS = data.StructLayout({"mem": unsigned(8), "addr": unsigned(32), "count": unsigned(16)})
+#: READ_LOGITS: word address, word count (the memory is the target's logits buffer).
+LOGITS_ARGS = data.StructLayout({"addr": unsigned(32), "count": unsigned(16)})
+#: WRITE_REG: register, value.
+REG_ARGS = data.StructLayout({"reg": unsigned(8), "value": unsigned(32)})
+#: Bytes of WRITE_MEM arguments before the data.
+MEM_ARG_BYTES = MEM_ARGS.size // 8
+#: Bytes of READ_MEM's, READ_LOGITS's and WRITE_REG's arguments.
+READ_ARG_BYTES = READ_ARGS.size // 8
+LOGITS_ARG_BYTES = LOGITS_ARGS.size // 8
+REG_ARG_BYTES = REG_ARGS.size // 8
+#: Payload bytes the bridge keeps as arguments (the longest argument layout).
+ARG_BYTES = max(MEM_ARG_BYTES, READ_ARG_BYTES, REG_ARG_BYTES)
 CYCLE_BITS = STEP_CYCLE_BITS
 REG_BITS = 32
 
@@ -84,8 +102,6 @@ GEMM_REGS = ("m", "kt", "nt")
 DECODE_REGS = ("token", "position", "n_kv_heads", "group")
 #: READ_TOKEN's reply: the token id, little-endian.
 TOKEN_BYTES = 2
-#: READ_LOGITS's request: word address (4), count (2); the memory is the target's logits buffer.
-LOGITS_ARG_BYTES = 6
 
 #: Commands refused with ERR_BUSY while the target is busy.
 _IDLE_ONLY = (Command.WRITE_MEM, Command.READ_MEM, Command.WRITE_REG, Command.START, Command.READ_TOKEN,
@@ -198,7 +214,7 @@ class LinkBridge(wiring.Component):
         if timeout_cycles < 20 * clocks_per_bit:
             raise ValueError(f"timeout_cycles must be at least two byte times ({20 * clocks_per_bit} cycles), "
                              f"not {timeout_cycles}")
-        least = max(7, MEM_ARG_BYTES + port.wdata_bits // 8)
+        least = max(ARG_BYTES, MEM_ARG_BYTES + port.wdata_bits // 8)
         self.max_payload = check_positive_int("max_payload", max_payload, minimum=least)
         if max_payload > MAX_FRAME_PAYLOAD:
             raise ValueError(f"max_payload must be at most {MAX_FRAME_PAYLOAD}, not {max_payload}")
@@ -243,11 +259,8 @@ class LinkBridge(wiring.Component):
             m.d.sync += addr.eq(addr + 1)
 
         # --- a checked request acts on the host port and hands its reply on --------------------------
-        a_mem = req.args[0:8]
-        a_addr = req.args[8:40]
-        a_count = req.args[40:56]
-        a_reg = req.args[0:8]
-        a_value = req.args[8:40]
+        a_mem, a_addr, a_count = (arg_field(req.args, READ_ARGS, name) for name in ("mem", "addr", "count"))
+        a_reg, a_value = (arg_field(req.args, REG_ARGS, name) for name in ("reg", "value"))
         ok = Signal()
         m.d.comb += [ok.eq(rcv.request.valid & (req.status == Status.OK)),
                      rep.reply.valid.eq(rcv.request.valid & ~(ok & (req.cmd == Command.WRITE_MEM))),
@@ -302,12 +315,35 @@ class LinkBridge(wiring.Component):
         return m
 
 
+def arg_field(args, layout: data.StructLayout, name: str):
+    """Field ``name`` of the argument bytes ``args`` (a hardware value) read through ``layout``."""
+    f = layout[name]
+    return args[f.offset:f.offset + f.width]
+
+
+def pack_args(layout: data.StructLayout, **values) -> bytes:
+    """The argument bytes of ``layout`` holding ``values`` (every field; ValueError if one does not fit)."""
+    word = 0
+    for name, f in layout:
+        value = int(values[name])
+        if not 0 <= value < (1 << f.width):
+            raise ValueError(f"{name} must be in [0, {(1 << f.width) - 1}], not {value}")
+        word |= value << f.offset
+    return word.to_bytes(layout.size // 8, "little")
+
+
+def unpack_args(layout: data.StructLayout, payload: bytes) -> dict:
+    """Inverse of :func:`pack_args`: name -> value of the first ``layout.size // 8`` bytes of ``payload``."""
+    word = int.from_bytes(payload[:layout.size // 8], "little")
+    return {name: (word >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
+
+
 def request_layout() -> data.StructLayout:
     """A received request as :class:`LinkReceiver` hands it on: ``status`` (OK, or the error its
-    reply carries), ``cmd``, ``length`` and ``args`` (payload bytes 0..6, the arguments of every
-    command; READ_LOGITS's start at byte 1, after a memory byte of ``logits_mem``)."""
+    reply carries), ``cmd``, ``length`` and ``args`` (payload bytes 0 .. ARG_BYTES - 1, the arguments
+    of every command; READ_LOGITS's start at byte 1, after a memory byte of ``logits_mem``)."""
     return data.StructLayout({"status": Status, "cmd": unsigned(8), "length": unsigned(16),
-                              "args": unsigned(8 * 7)})
+                              "args": unsigned(8 * ARG_BYTES)})
 
 
 def reply_layout(pay_bytes: int) -> data.StructLayout:
@@ -365,7 +401,7 @@ class LinkReceiver(wiring.Component):
         length = Signal(16)
         hidx = Signal(2)
         idx = Signal(range(self.max_payload + 1))
-        args = Signal(8 * 7)           # payload bytes 0..6: the arguments of every command
+        args = Signal(8 * ARG_BYTES)   # the first payload bytes: the arguments of every command
         phase = Signal(range(self.port.wdata_bits // 8))  # WRITE_MEM: byte position in the current data word
         words = Signal(16)             # WRITE_MEM: whole data words received
         crc_idx = Signal()
@@ -429,10 +465,8 @@ class LinkReceiver(wiring.Component):
         """The request checks, from the registered fields: (known, reserved, arg_ok, busy_bad)."""
         p = self.port
         wbytes, rbytes = p.wdata_bits // 8, p.rdata_bits // 8
-        a_mem = args[0:8]
-        a_addr = args[8:40]
-        a_count = args[40:56]
-        a_reg = args[0:8]
+        a_mem, a_addr, a_count = (arg_field(args, READ_ARGS, name) for name in ("mem", "addr", "count"))
+        a_reg = arg_field(args, REG_ARGS, "reg")
         decode = self.target == Target.DECODE
         served = [c for c in Command if decode or c not in _DECODE_ONLY]
         known = Signal()
@@ -458,7 +492,7 @@ class LinkReceiver(wiring.Component):
                 m.d.comb += arg_ok.eq((length >= MEM_ARG_BYTES + wbytes) & (phase == 0) & (a_mem < p.mem_count)
                                       & addr_ok)
             with m.Case(Command.READ_MEM):
-                m.d.comb += arg_ok.eq((length == 7) & (a_mem < p.mem_count) & (a_count != 0)
+                m.d.comb += arg_ok.eq((length == READ_ARG_BYTES) & (a_mem < p.mem_count) & (a_count != 0)
                                       & (a_count <= max_read) & addr_ok)
             with m.Case(Command.READ_LOGITS):
                 m.d.comb += arg_ok.eq((length == LOGITS_ARG_BYTES) & (a_count != 0) & (a_count <= max_read)
@@ -466,7 +500,7 @@ class LinkReceiver(wiring.Component):
             with m.Case(Command.READ_TOKEN):
                 m.d.comb += arg_ok.eq(length == 0)
             with m.Case(Command.WRITE_REG):
-                m.d.comb += arg_ok.eq((length == 5) & (a_reg < p.reg_count))
+                m.d.comb += arg_ok.eq((length == REG_ARG_BYTES) & (a_reg < p.reg_count))
         busy_bad = Signal()
         m.d.comb += busy_bad.eq(self.busy & Cat(*(is_cmd[c] for c in _IDLE_ONLY)).any())
         return known, reserved, arg_ok, busy_bad
@@ -510,7 +544,7 @@ class LinkReceiver(wiring.Component):
                 m.d.sync += idx.eq(idx + 1)
                 slot = Signal.like(idx)
                 m.d.comb += slot.eq(idx + logits)
-                for i in range(7):
+                for i in range(ARG_BYTES):
                     with m.If(slot == i):
                         m.d.sync += args[8 * i:8 * i + 8].eq(byte)
                 with m.If(idx >= MEM_ARG_BYTES):
