@@ -44,7 +44,7 @@ address. Meant for idle time.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, enum, memory, wiring
+from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT
@@ -52,7 +52,7 @@ from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.vector import NORM_MAX_LEN
 
 from .arith import round_shift, saturate8
-from .array import SystolicArray
+from .array import SystolicArray, act_layout, sum_layout, weight_layout
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import UNIT_CYCLE_BITS, Config, check_positive_int, checked_constructor
 from .isa import (
@@ -67,7 +67,7 @@ from .isa import (
 )
 from .vector import VectorOp, VectorTable, VectorUnit
 
-__all__ = ["DecodeTop", "TopMem", "check_top_config"]
+__all__ = ["DecodeTop", "GemmPath", "TopMem", "check_top_config"]
 
 #: The most scalars of any parameter record (LayerNorm's five).
 _MAX_SCALARS = max(len(r.scalars) for r in PARAM_RECORDS.values())
@@ -266,7 +266,7 @@ class DecodeTop(wiring.Component):
         # --- default port settings ---------------------------------------------------------------
         m.d.comb += [prog_r.addr.eq(pc), prog_r.en.eq(1), w_r.en.eq(1), p1.en.eq(1), p2.en.eq(1),
                      sa.en.eq(1), sb.en.eq(1), l_r.en.eq(1), k_r.en.eq(1), v_r.en.eq(1), q_r.en.eq(1),
-                     o_r.en.eq(1), vec.out.ready.eq(1), att.out.ready.eq(1), array.sums.ready.eq(1)]
+                     o_r.en.eq(1), vec.out.ready.eq(1), att.out.ready.eq(1)]
 
         self._host_port(m, mp, vec, running)
 
@@ -305,7 +305,7 @@ class DecodeTop(wiring.Component):
                          fin.eq(left == 1)]
             m.d.sync += [e_addr.eq(e_addr + 1), d_addr.eq(d_addr + 1), left.eq(left - 1)]
 
-        self._gemm(m, seq, mp, array, words, lg)
+        self._gemm(m, seq, mp, array)
         self._vector(m, seq, mp, vec, words, lg)
         self._kv_write(m, seq, mp)
         self._attention(m, seq, mp, att)
@@ -520,103 +520,25 @@ class DecodeTop(wiring.Component):
             m.d.sync += [d_addr.eq(d_addr + 1), left.eq(left - 1), o_row.eq(o_next),
                          o_word.eq(Mux(o_word == HW - 1, 0, o_word + 1))]
 
-    # --- GEMM: the array fed from the weight memory and the scratchpad; bias; requantization ----
+    # --- GEMM: the array fed from the weight memory and the scratchpad (GemmPath); bias; requantization
 
-    def _gemm(self, m, seq, mp, array, words, lg):
-        state, ins, raw, fin = seq.state, seq.ins, seq.raw, seq.fin
+    def _gemm(self, m, seq, mp, array):
+        state, fin = seq.state, seq.fin
         w_r, sa, p1, p2, s_w, l_w = mp.w_r, mp.sa, mp.p1, mp.p2, mp.s_w, mp.l_w
-        V = self.lanes
-        c = self.config
-        kt = Signal(16)
-        nt = Signal(16)
-        wf_valid = Signal()
-        wf_addr = Signal(range(c.weight_words + 1))
-        wf_left = Signal(32)
-        af_valid = Signal()
-        af_more = Signal()
-        af_kt = Signal(16)
-        af_nt = Signal(16)
-        src = Signal(16)
-        s_kt = Signal(16)
-        s_nt = Signal(16)
-        dst = Signal(16)
-        bias_base = Signal(24)
-        all_flags = (GemmFlags.BIAS | GemmFlags.REQUANT).value
-        ms_base = Signal(24)
-        acc = Signal(data.ArrayLayout(signed(32), V))
-        with m.If((state == _S.DECODE) & (raw.opcode == Opcode.GEMM)):
-            r_kt = words(raw.length)
-            r_nt = words(raw.count)
-            m.d.sync += [kt.eq(r_kt), nt.eq(r_nt), wf_valid.eq(0), wf_addr.eq(raw.weight),
-                         wf_left.eq(r_kt * r_nt * V), af_valid.eq(0), af_more.eq(1), af_kt.eq(0), af_nt.eq(0),
-                         src.eq(raw.src0 >> lg), s_kt.eq(0), s_nt.eq(0), dst.eq(raw.dst >> lg),
-                         bias_base.eq(_plus(raw.param >> lg, _GEMM.channel_word("bias", r_nt, all_flags))),
-                         # the multiplier part follows the bias part when the instruction has one
-                         ms_base.eq((raw.param >> lg) + Mux(raw.flags & GemmFlags.BIAS.value, r_nt, 0))]
-        gemm = state == _S.GEMM
-        w_adv = ~wf_valid | array.weights.ready
-        a_adv = ~af_valid | array.acts.ready
-        m.d.comb += [array.weights.valid.eq(wf_valid & gemm), array.weights.payload.eq(w_r.data),
-                     array.acts.valid.eq(af_valid & gemm), array.acts.payload.data.eq(sa.data),
-                     array.acts.payload.last.eq(1)]
-        with m.If(gemm):
-            m.d.comb += [w_r.addr.eq(wf_addr), w_r.en.eq(w_adv), sa.addr.eq(src + af_kt), sa.en.eq(a_adv),
-                         p1.addr.eq(bias_base + s_nt), p2.addr.eq(ms_base + s_nt)]
-            with m.If(w_adv):
-                m.d.sync += wf_valid.eq(wf_left != 0)
-                with m.If(wf_left != 0):
-                    m.d.sync += [wf_addr.eq(wf_addr + 1), wf_left.eq(wf_left - 1)]
-            with m.If(a_adv):
-                m.d.sync += af_valid.eq(af_more)
-                with m.If(af_more):
-                    with m.If(af_kt != kt - 1):
-                        m.d.sync += af_kt.eq(af_kt + 1)
-                    with m.Else():
-                        m.d.sync += [af_kt.eq(0), af_nt.eq(af_nt + 1)]
-                        with m.If(af_nt == nt - 1):
-                            m.d.sync += af_more.eq(0)
-
-        # Accumulator: sums arrive in (output tile, reduction tile) order, one per tile (M = 1).
-        bias = data.View(data.ArrayLayout(signed(32), V), p1.data)
-        ms = data.View(data.ArrayLayout(unsigned(32), V), p2.data)
-        total = Signal(data.ArrayLayout(signed(32), V))
-        first = s_kt == 0
-        use_bias = ins.flags & GemmFlags.BIAS.value
-        for j in range(V):
-            start = Mux(first, Mux(use_bias, bias[j], 0), acc[j])
-            m.d.comb += total[j].eq(array.sums.payload.data[j] + start)
-        # Output stage (GEMM_WRITEBACK): an output tile's final sum is registered with its
-        # multiplier word, destination and kind; the requantization and the write happen the next
-        # cycle. It cuts the path from the parameter memory's read data through the add, the
-        # multiply, the rounding shift and the saturation into the scratchpad in two.
-        o_valid = Signal()
-        o_total = Signal(data.ArrayLayout(signed(32), V))
-        o_ms = Signal(data.ArrayLayout(unsigned(32), V))
-        o_addr = Signal(16)
-        o_requant = Signal()
-        o_last = Signal()
-        y = Signal(data.ArrayLayout(signed(8), V))
-        for j in range(V):
-            ms_j = data.View(MULT_SHIFT, o_ms[j])
-            m.d.comb += y[j].eq(saturate8(round_shift(o_total[j] * ms_j.mult, ms_j.shift[:SHIFT_BITS])))
-        final = s_kt == kt - 1
-        fire = gemm & array.sums.valid
-        m.d.sync += o_valid.eq(0)
-        with m.If(fire):
-            with m.If(final):
-                m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1), o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
-                             o_addr.eq(dst + s_nt), o_requant.eq((ins.flags & GemmFlags.REQUANT.value) != 0),
-                             o_last.eq(s_nt == nt - 1)]
-            with m.Else():
-                m.d.sync += [s_kt.eq(s_kt + 1), acc.eq(total)]
-        with m.If(gemm & o_valid):
-            with m.If(o_requant):
-                m.d.comb += [s_w.addr.eq(o_addr), s_w.data.eq(y), s_w.en.eq(1)]
-            with m.Else():
-                m.d.comb += l_w.en.eq(1)
-            with m.If(o_last):
-                m.d.comb += fin.eq(1)
-        m.d.comb += [l_w.addr.eq(o_addr), l_w.data.eq(o_total)]
+        m.submodules.gemm = g = GemmPath(lanes=self.lanes, weight_words=self.config.weight_words)
+        wiring.connect(m, g.weights, array.weights)
+        wiring.connect(m, g.acts, array.acts)
+        wiring.connect(m, array.sums, g.sums)
+        m.d.comb += [g.decode.eq(state == _S.DECODE), g.run.eq(state == _S.GEMM), g.raw.eq(seq.raw), g.ins.eq(seq.ins),
+                     g.w_data.eq(w_r.data), g.a_data.eq(sa.data), g.bias_data.eq(p1.data), g.ms_data.eq(p2.data)]
+        with m.If(state == _S.GEMM):
+            m.d.comb += [w_r.addr.eq(g.w_addr), w_r.en.eq(g.w_en), sa.addr.eq(g.a_addr), sa.en.eq(g.a_en),
+                         p1.addr.eq(g.bias_addr), p2.addr.eq(g.ms_addr)]
+        with m.If(g.s_we):
+            m.d.comb += [s_w.addr.eq(g.s_addr), s_w.data.eq(g.s_data), s_w.en.eq(1)]
+        m.d.comb += [l_w.addr.eq(g.l_addr), l_w.data.eq(g.l_data), l_w.en.eq(g.l_we)]
+        with m.If(g.fin):
+            m.d.comb += fin.eq(1)
 
     # --- vector instructions through the vector unit -------------------------------------------
 
@@ -731,3 +653,157 @@ class DecodeTop(wiring.Component):
                     m.d.sync += [state.eq(_S.VCMD), heads.eq(heads - 1), f_left.eq(HW), f_beat.eq(0)]
                 with m.Else():
                     m.d.comb += fin.eq(1)
+
+
+class GemmPath(wiring.Component):
+    """The decode top level's GEMM instruction (M = 1): the array's feeders, the accumulator over
+    reduction tiles, the bias and the requantizing write-back (docs/top.md, "GEMM").
+
+    Parameters (keyword-only): ``lanes`` (V: the array is V x V, a word is V lanes), ``weight_words``
+    (the weight memory's depth).
+
+    Ports
+    -----
+    ``decode`` (the sequencer decodes ``raw`` this cycle: a GEMM instruction latches its tile counts
+    and addresses), ``run`` (the sequencer is in its GEMM state), ``raw`` (the instruction being
+    decoded), ``ins`` (the running instruction: its flags). ``weights``, ``acts`` (out) and ``sums``
+    (in): the streams of :class:`hdl.array.SystolicArray`. Memory reads, each data one cycle after its
+    address: ``w_addr``/``w_en``/``w_data`` (weights), ``a_addr``/``a_en``/``a_data`` (the scratchpad),
+    ``bias_addr``/``bias_data`` and ``ms_addr``/``ms_data`` (the parameter memory's two ports); the
+    addresses count only while ``run`` is high. Writes: ``s_we``/``s_addr``/``s_data`` (a requantized
+    word to the scratchpad), ``l_we``/``l_addr``/``l_data`` (an int32 word to the logits buffer).
+    ``fin`` marks the instruction's last cycle.
+    """
+
+    @checked_constructor
+    def __init__(self, *, lanes: int, weight_words: int):
+        self.lanes = check_positive_int("GEMM path lanes", lanes)
+        self.weight_words = check_positive_int("GEMM path weight_words", weight_words)
+        V = lanes
+        super().__init__({
+            "decode": In(1),
+            "run": In(1),
+            "raw": In(instruction_layout()),
+            "ins": In(instruction_layout()),
+            "weights": Out(stream.Signature(weight_layout(V))),
+            "acts": Out(stream.Signature(act_layout(V))),
+            "sums": In(stream.Signature(sum_layout(V))),
+            "w_addr": Out(range(weight_words + 1)),
+            "w_en": Out(1),
+            "w_data": In(8 * V),
+            "a_addr": Out(17),
+            "a_en": Out(1),
+            "a_data": In(8 * V),
+            "bias_addr": Out(25),
+            "bias_data": In(32 * V),
+            "ms_addr": Out(25),
+            "ms_data": In(32 * V),
+            "s_we": Out(1),
+            "s_addr": Out(16),
+            "s_data": Out(8 * V),
+            "l_we": Out(1),
+            "l_addr": Out(16),
+            "l_data": Out(32 * V),
+            "fin": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        V = self.lanes
+        lg = V.bit_length() - 1
+        raw, ins = self.raw, self.ins
+
+        def words(x):
+            return (x + (V - 1)) >> lg
+
+        kt = Signal(16)
+        nt = Signal(16)
+        wf_valid = Signal()
+        wf_addr = Signal(range(self.weight_words + 1))
+        wf_left = Signal(32)
+        af_valid = Signal()
+        af_more = Signal()
+        af_kt = Signal(16)
+        af_nt = Signal(16)
+        src = Signal(16)
+        s_kt = Signal(16)
+        s_nt = Signal(16)
+        dst = Signal(16)
+        bias_base = Signal(24)
+        all_flags = (GemmFlags.BIAS | GemmFlags.REQUANT).value
+        ms_base = Signal(24)
+        acc = Signal(data.ArrayLayout(signed(32), V))
+        with m.If(self.decode & (raw.opcode == Opcode.GEMM)):
+            r_kt = words(raw.length)
+            r_nt = words(raw.count)
+            m.d.sync += [kt.eq(r_kt), nt.eq(r_nt), wf_valid.eq(0), wf_addr.eq(raw.weight),
+                         wf_left.eq(r_kt * r_nt * V), af_valid.eq(0), af_more.eq(1), af_kt.eq(0), af_nt.eq(0),
+                         src.eq(raw.src0 >> lg), s_kt.eq(0), s_nt.eq(0), dst.eq(raw.dst >> lg),
+                         bias_base.eq(_plus(raw.param >> lg, _GEMM.channel_word("bias", r_nt, all_flags))),
+                         # the multiplier part follows the bias part when the instruction has one
+                         ms_base.eq((raw.param >> lg) + Mux(raw.flags & GemmFlags.BIAS.value, r_nt, 0))]
+        gemm = self.run
+        w_adv = ~wf_valid | self.weights.ready
+        a_adv = ~af_valid | self.acts.ready
+        m.d.comb += [self.weights.valid.eq(wf_valid & gemm), self.weights.payload.eq(self.w_data),
+                     self.acts.valid.eq(af_valid & gemm), self.acts.payload.data.eq(self.a_data),
+                     self.acts.payload.last.eq(1), self.sums.ready.eq(1)]
+        with m.If(gemm):
+            m.d.comb += [self.w_addr.eq(wf_addr), self.w_en.eq(w_adv), self.a_addr.eq(src + af_kt),
+                         self.a_en.eq(a_adv), self.bias_addr.eq(bias_base + s_nt), self.ms_addr.eq(ms_base + s_nt)]
+            with m.If(w_adv):
+                m.d.sync += wf_valid.eq(wf_left != 0)
+                with m.If(wf_left != 0):
+                    m.d.sync += [wf_addr.eq(wf_addr + 1), wf_left.eq(wf_left - 1)]
+            with m.If(a_adv):
+                m.d.sync += af_valid.eq(af_more)
+                with m.If(af_more):
+                    with m.If(af_kt != kt - 1):
+                        m.d.sync += af_kt.eq(af_kt + 1)
+                    with m.Else():
+                        m.d.sync += [af_kt.eq(0), af_nt.eq(af_nt + 1)]
+                        with m.If(af_nt == nt - 1):
+                            m.d.sync += af_more.eq(0)
+
+        # Accumulator: sums arrive in (output tile, reduction tile) order, one per tile (M = 1).
+        bias = data.View(data.ArrayLayout(signed(32), V), self.bias_data)
+        ms = data.View(data.ArrayLayout(unsigned(32), V), self.ms_data)
+        total = Signal(data.ArrayLayout(signed(32), V))
+        first = s_kt == 0
+        use_bias = ins.flags & GemmFlags.BIAS.value
+        for j in range(V):
+            start = Mux(first, Mux(use_bias, bias[j], 0), acc[j])
+            m.d.comb += total[j].eq(self.sums.payload.data[j] + start)
+        # Output stage (GEMM_WRITEBACK): an output tile's final sum is registered with its
+        # multiplier word, destination and kind; the requantization and the write happen the next
+        # cycle. It cuts the path from the parameter memory's read data through the add, the
+        # multiply, the rounding shift and the saturation into the scratchpad in two.
+        o_valid = Signal()
+        o_total = Signal(data.ArrayLayout(signed(32), V))
+        o_ms = Signal(data.ArrayLayout(unsigned(32), V))
+        o_addr = Signal(16)
+        o_requant = Signal()
+        o_last = Signal()
+        y = Signal(data.ArrayLayout(signed(8), V))
+        for j in range(V):
+            ms_j = data.View(MULT_SHIFT, o_ms[j])
+            m.d.comb += y[j].eq(saturate8(round_shift(o_total[j] * ms_j.mult, ms_j.shift[:SHIFT_BITS])))
+        final = s_kt == kt - 1
+        fire = gemm & self.sums.valid
+        m.d.sync += o_valid.eq(0)
+        with m.If(fire):
+            with m.If(final):
+                m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1), o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
+                             o_addr.eq(dst + s_nt), o_requant.eq((ins.flags & GemmFlags.REQUANT.value) != 0),
+                             o_last.eq(s_nt == nt - 1)]
+            with m.Else():
+                m.d.sync += [s_kt.eq(s_kt + 1), acc.eq(total)]
+        with m.If(gemm & o_valid):
+            with m.If(o_requant):
+                m.d.comb += self.s_we.eq(1)
+            with m.Else():
+                m.d.comb += self.l_we.eq(1)
+            with m.If(o_last):
+                m.d.comb += self.fin.eq(1)
+        m.d.comb += [self.s_addr.eq(o_addr), self.s_data.eq(y), self.l_addr.eq(o_addr), self.l_data.eq(o_total)]
+        return m
