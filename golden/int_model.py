@@ -47,14 +47,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden.attention import MAX_CONTEXT_LIMIT, AttentionParams, attention_decode
-from golden.model import ModelConfig, sample_next
+from golden.model import ModelConfig, check_prompt, sample_next
 from golden.numerics import (
     MULT_MAX,
     SHIFT_MAX,
     check_int8,
     check_int_array,
     gemm_int8,
-    is_int,
     requantize,
     wrap_int32,
 )
@@ -336,15 +335,7 @@ def generate_int(model: IntModel, prompt: Sequence[int], max_new_tokens: int, *,
     Sampling (temperature > 0) is the host's job: it samples from the dequantized logits with
     :func:`golden.model.sample_next` and ``numpy.random.default_rng(seed)``.
     """
-    prompt = [int(t) for t in prompt]
-    if (not is_int(max_new_tokens)
-            or max_new_tokens < 0):
-        raise ValueError(f"max_new_tokens must be a non-negative integer, not {max_new_tokens!r}")
-    if not prompt:
-        raise ValueError("prompt must hold at least one token")
-    if len(prompt) + max_new_tokens > model.max_context:
-        raise ValueError(f"prompt ({len(prompt)}) plus max_new_tokens ({max_new_tokens}) "
-                         f"exceeds max_context={model.max_context}")
+    prompt = check_prompt(prompt, max_new_tokens, model.max_context)
     temperature = float(temperature)
     if not (math.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature must be a finite number >= 0, not {temperature!r}")

@@ -32,12 +32,19 @@ ACC_BITS = 32
 MULT_BITS = 15
 MULT_MAX = (1 << MULT_BITS) - 1
 SHIFT_MAX = 46
+#: Bits of a requantization shift in hardware (0 .. SHIFT_MAX).
+SHIFT_BITS = SHIFT_MAX.bit_length()
 
 __all__ = [
-    "ACC_BITS", "INT8_MAX", "INT8_MIN", "MULT_BITS", "MULT_MAX", "SHIFT_MAX",
-    "check_int8", "check_int_array", "gemm_int8", "is_int", "is_real", "max_k_without_overflow", "quantize_multiplier",
-    "requantize", "saturate_int8", "wrap_int32",
+    "ACC_BITS", "INT8_MAX", "INT8_MIN", "MULT_BITS", "MULT_MAX", "SHIFT_BITS", "SHIFT_MAX",
+    "ceil_div", "check_int8", "check_int_array", "gemm_int8", "is_int", "is_real", "max_k_without_overflow",
+    "quantize_multiplier", "requantize", "saturate_int8", "wrap_int32",
 ]
+
+
+def ceil_div(a: int, b: int) -> int:
+    """``a / b`` rounded up, for integers (``b`` > 0); the one spelling of it in the project."""
+    return -(-a // b)
 
 
 # -- the one integer check: kind and range before any cast ----------------------------------------

@@ -75,16 +75,16 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT, SCORE_BITS, SCORE_MAX, SCORE_MIN
-from golden.numerics import ACC_BITS, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_MAX
+from golden.numerics import ACC_BITS, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_MAX, ceil_div
 from golden.tables import EXP_ONE, EXP_OUT_BITS, EXP_TABLE_SIZE, RECIP_INDEX_BITS, exp_table, recip_table
 
 from .arith import clamp, fabric_product, round_shift, tree_sum
-from .config import check_positive_int, checked_constructor
+from .config import UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = ["CYCLE_COUNTER_BITS", "MAX_HEADS_LIMIT", "AttentionUnit", "row_layout"]
 
 #: Width of the ``cycles`` counter.
-CYCLE_COUNTER_BITS = 32
+CYCLE_COUNTER_BITS = UNIT_CYCLE_BITS
 #: Most query heads one unit holds state for (register files grow with it).
 MAX_HEADS_LIMIT = 64
 #: Width of the denominator register: l <= MAX_CONTEXT_LIMIT * EXP_ONE = 2**24.
@@ -134,7 +134,7 @@ class AttentionUnit(wiring.Component):
         if finish_lanes > head_dim:
             raise ValueError(f"attention finish_lanes must be at most head_dim ({head_dim}), not {finish_lanes}")
         #: Cycles a head's row spends in the finish stage F3: ceil(head_dim / finish_lanes).
-        self.finish_steps = -(-head_dim // finish_lanes)
+        self.finish_steps = ceil_div(head_dim, finish_lanes)
         row = row_layout(head_dim)
         super().__init__({
             "start": In(1),

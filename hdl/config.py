@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from golden.numerics import ACC_BITS, max_k_without_overflow
 
 __all__ = ["ACT_TABLE_SIZE", "Config", "check_positive_int", "checked_constructor", "DEFAULT", "MAX_ACT_TABLES",
-           "MAX_ARRAY", "MAX_BUILD_ARRAY", "PRESETS"]
+           "MAX_ARRAY", "MAX_BUILD_ARRAY", "PRESETS", "STEP_CYCLE_BITS", "UNIT_CYCLE_BITS"]
 
 #: The largest array the cycle model describes (a TPU v1 is 256 x 256).
 MAX_ARRAY = 1024
@@ -19,6 +19,11 @@ MAX_ARRAY = 1024
 MAX_BUILD_ARRAY = 64
 #: Entries of one activation table (one per int8 input, entry x + 128).
 ACT_TABLE_SIZE = 256
+#: Width of a whole step's cycle counter (GEMM unit, decode top level, host link): 2**48 cycles are
+#: about 33 days at 100 MHz, so a counter never wraps within a run.
+STEP_CYCLE_BITS = 48
+#: Width of one operation's cycle counter in the vector and attention units (and of a trace entry).
+UNIT_CYCLE_BITS = 32
 #: The most activation tables the vector unit's table memory may hold (64 K int8 entries).
 MAX_ACT_TABLES = 256
 
@@ -168,7 +173,8 @@ class Config:
 
     @property
     def cycle_counter_bits(self) -> int:
-        return 48
+        """Width of a whole step's cycle counter (the GEMM unit's, the top level's, the link's)."""
+        return STEP_CYCLE_BITS
 
     def describe(self) -> str:
         return (f"{self.array_rows}x{self.array_cols} array, {self.weight_words} weight words, "

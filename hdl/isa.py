@@ -14,19 +14,30 @@ names, the others are zero):
   table of ``activation`` (its index in the vector unit's table memory, which the host loads once
   per run: ``Config.act_tables`` tables of 256 int8 entries);
 * ``param``: word address in the parameter memory of the op's constants (multipliers, shifts,
-  biases, gamma, the RoPE table), in the record layout :mod:`sim.compiler` documents;
+  biases, gamma, the RoPE table), in the record layout :data:`PARAM_RECORDS` defines;
 * ``weight``: word address in the weight memory (GEMM tiles, embedding tables);
-* ``flags``: opcode-specific bits (GEMM: bit 0 bias, bit 1 requantize; EMBED: bit 0 index by
-  position instead of token).
+* ``flags``: opcode-specific bits (:class:`GemmFlags`, :class:`EmbedFlags`).
+
+The weight memory's GEMM tile order is :func:`weight_tiles`; every parameter record's layout is a
+:class:`ParamRecord` in :data:`PARAM_RECORDS`. The compiler packs with them, the instruction-level
+model (:mod:`sim.isa_sim`) unpacks with them and the top level (:mod:`hdl.top`) takes its word
+offsets from them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import numpy as np
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
 
-__all__ = ["FIELD_BITS", "FIELD_USE", "INSTRUCTION_BITS", "Instruction", "Opcode", "decode", "disassemble",
-           "encode", "instruction_layout", "isa_markdown"]
+from golden.numerics import ceil_div
+
+__all__ = ["FIELD_BITS", "FIELD_USE", "INSTRUCTION_BITS", "MULT_SHIFT", "PARAM_BITS", "PARAM_RECORDS", "EmbedFlags",
+           "GemmFlags", "Instruction", "Opcode", "ParamRecord", "decode", "disassemble", "encode",
+           "instruction_layout", "isa_markdown", "pack_mult_shift", "unpack_mult_shift", "weight_from_tiles",
+           "weight_tiles"]
 
 
 class Opcode(enum.Enum, shape=unsigned(4)):
@@ -44,6 +55,19 @@ class Opcode(enum.Enum, shape=unsigned(4)):
     ACTIVATION = 9
     MULTIPLY = 10
     ARGMAX = 11
+
+
+class GemmFlags(enum.Flag, shape=unsigned(4)):
+    """GEMM's ``flags``: a bias record part is present; the result is requantized to int8 (else int32 logits)."""
+
+    BIAS = 1
+    REQUANT = 2
+
+
+class EmbedFlags(enum.Flag, shape=unsigned(4)):
+    """EMBED's ``flags``: index the table by the position instead of the token."""
+
+    BY_POSITION = 1
 
 
 #: Field name -> width in bits, in layout order (field 0 in the low bits).
@@ -80,6 +104,126 @@ FIELD_USE = {
     Opcode.MULTIPLY: ("vector", "dst = requant(src0 * src1)", ("dst", "src0", "src1", "length", "param")),
     Opcode.ARGMAX: ("vector", "token = argmax(int32 src0[0:length]), ties to the lowest index", ("src0", "length")),
 }
+
+
+#: Bits of one entry of the parameter memory (a parameter word is ``V`` of them).
+PARAM_BITS = 32
+
+#: A requantization entry of a GEMM record: multiplier in the low half, shift in the high half.
+MULT_SHIFT = data.StructLayout({"mult": unsigned(16), "shift": unsigned(16)})
+
+
+def pack_mult_shift(mult, shift) -> np.ndarray:
+    """Entries of :data:`MULT_SHIFT` from multipliers and shifts (arrays or integers)."""
+    f = MULT_SHIFT
+    return ((np.asarray(mult, dtype=np.int64) << f["mult"].offset)
+            | (np.asarray(shift, dtype=np.int64) << f["shift"].offset))
+
+
+def unpack_mult_shift(words) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_mult_shift`."""
+    words = np.asarray(words, dtype=np.int64)
+    return tuple((words >> MULT_SHIFT[name].offset) & ((1 << MULT_SHIFT[name].width) - 1)
+                 for name in ("mult", "shift"))
+
+
+@dataclass(frozen=True)
+class ParamRecord:
+    """The layout of one opcode's record in the parameter memory (entries of :data:`PARAM_BITS`).
+
+    A record starts on a parameter word of ``align`` entries (``max(array_rows, array_cols)``, the
+    top level's V). ``channels`` come first, in order: per-channel parts of N entries each (N: the
+    op's ``length``, a GEMM's ``count``), each padded with zeros to whole words, so each part and
+    the scalars after them start on a word. ``scalars`` are one entry each, in order. A part named
+    in ``flags`` is present only when the instruction has that flag.
+    """
+
+    channels: tuple[str, ...] = ()
+    scalars: tuple[str, ...] = ()
+    flags: dict = field(default_factory=dict)     # channel -> the flag that makes it present
+
+    def present(self, flags: int = 0) -> tuple[str, ...]:
+        """The channel parts an instruction with ``flags`` has."""
+        return tuple(ch for ch in self.channels if ch not in self.flags or flags & self.flags[ch].value)
+
+    def channel_word(self, name: str, part_words, flags: int = 0):
+        """Word offset of channel part ``name`` (``part_words``: words of one part, an int or a
+        hardware value)."""
+        return self._times(self.present(flags).index(name), part_words)
+
+    @staticmethod
+    def _times(k: int, part_words):
+        return 0 if k == 0 else part_words if k == 1 else k * part_words
+
+    def scalar_word(self, part_words, flags: int = 0):
+        """Word offset of the first scalar."""
+        return self._times(len(self.present(flags)), part_words)
+
+    def scalar_index(self, name: str) -> int:
+        """Entry of scalar ``name`` counted from the scalars' first word."""
+        return self.scalars.index(name)
+
+    def pack(self, align: int, values: dict, flags: int = 0) -> np.ndarray:
+        """The record's entries (int64) from ``values`` (name -> array or integer)."""
+        parts = []
+        for ch in self.present(flags):
+            arr = np.asarray(values[ch], dtype=np.int64).reshape(-1)
+            parts.append(np.concatenate([arr, np.zeros(ceil_div(arr.size, align) * align - arr.size, np.int64)]))
+        parts.append(np.array([values[s] for s in self.scalars], dtype=np.int64))
+        return np.concatenate(parts)
+
+    def unpack(self, memory, base: int, n: int, align: int, flags: int = 0) -> dict:
+        """Name -> value of the record at entry ``base`` of ``memory``: channel parts as arrays of
+        ``n`` entries, scalars as ints."""
+        part = ceil_div(n, align) * align
+        out = {ch: memory[base + i * part:base + i * part + n] for i, ch in enumerate(self.present(flags))}
+        first = base + len(self.present(flags)) * part
+        out.update({s: int(memory[first + i]) for i, s in enumerate(self.scalars)})
+        return out
+
+
+#: Opcode -> the layout of its parameter record (opcodes not named have none). ROPE's ``table`` is
+#: the entry address of cos[max_context][head_dim/2] then sin[...] (Q1.14), shared by every RoPE op
+#: of the same shape.
+PARAM_RECORDS = {
+    Opcode.GEMM: ParamRecord(channels=("bias", "mult_shift"),
+                             flags={"bias": GemmFlags.BIAS, "mult_shift": GemmFlags.REQUANT}),
+    Opcode.RMSNORM: ParamRecord(channels=("gamma",), scalars=("eps", "out_mult", "out_shift")),
+    Opcode.LAYERNORM: ParamRecord(channels=("gamma", "beta"),
+                                  scalars=("eps", "out_mult", "out_shift", "inv_mult", "inv_shift")),
+    Opcode.ROPE: ParamRecord(scalars=("mult", "shift", "table")),
+    Opcode.ATTENTION: ParamRecord(scalars=("score_mult", "score_shift", "out_mult", "out_shift")),
+    Opcode.RESIDUAL_ADD: ParamRecord(scalars=("a_mult", "b_mult", "mult", "shift")),
+    Opcode.MULTIPLY: ParamRecord(scalars=("mult", "shift")),
+}
+
+
+def scalar_index(name: str, *opcodes: Opcode) -> int:
+    """The entry of scalar ``name``, the same in the records of every one of ``opcodes`` (one
+    hardware read serves them all); ValueError if they disagree."""
+    where = {PARAM_RECORDS[op].scalar_index(name) for op in opcodes}
+    if len(where) != 1:
+        raise ValueError(f"scalar {name} sits at different entries in the records of {opcodes}: {sorted(where)}")
+    return where.pop()
+
+
+def weight_tiles(weight, rows: int, cols: int) -> np.ndarray:
+    """A GEMM's ``(k, n)`` weights as the weight memory holds them: ``(nt * kt * rows, cols)`` words,
+    zero-padded, for each output tile, each reduction tile, each row of the tile (the order the
+    array consumes them)."""
+    w = np.asarray(weight, dtype=np.int64)
+    k, n = w.shape
+    kt, nt = ceil_div(k, rows), ceil_div(n, cols)
+    padded = np.zeros((kt * rows, nt * cols), np.int64)
+    padded[:k, :n] = w
+    return padded.reshape(kt, rows, nt, cols).transpose(2, 0, 1, 3).reshape(nt * kt * rows, cols)
+
+
+def weight_from_tiles(tiles, k: int, n: int, rows: int, cols: int) -> np.ndarray:
+    """Inverse of :func:`weight_tiles`: the ``(k, n)`` weights from the tile words."""
+    kt, nt = ceil_div(k, rows), ceil_div(n, cols)
+    t = np.asarray(tiles, dtype=np.int64).reshape(nt, kt, rows, cols)
+    return t.transpose(1, 2, 0, 3).reshape(kt * rows, nt * cols)[:k, :n]
 
 
 def instruction_layout() -> data.StructLayout:

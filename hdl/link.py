@@ -18,17 +18,19 @@ word address, a write strobe and data, read data one cycle after the address, ``
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, enum, memory, wiring
+from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
-from .config import Config, check_positive_int, checked_constructor
+from .config import STEP_CYCLE_BITS, Config, check_positive_int, checked_constructor
 from .uart import MIN_CLOCKS_PER_BIT, UartRx, UartTx
 
 __all__ = [
     "CRC", "DECODE_REGS", "GEMM_REGS", "MAX_FRAME_PAYLOAD", "PROTOCOL_VERSION", "REPLY_SYNC", "REQUEST_SYNC",
-    "Command", "HostPort", "LinkBridge", "LinkedDecode", "LinkedGemm", "Status", "Target", "TOKEN_BYTES",
-    "default_timeout_cycles",
+    "Command", "HostPort", "LinkBridge", "LinkReceiver", "LinkReplier", "LinkedDecode", "LinkedGemm", "Status",
+    "Target", "TOKEN_BYTES", "default_timeout_cycles", "reply_layout", "request_layout",
+    "ARG_BYTES", "LOGITS_ARGS", "LOGITS_ARG_BYTES", "MEM_ARGS", "MEM_ARG_BYTES", "READ_ARGS", "READ_ARG_BYTES",
+    "REG_ARGS", "REG_ARG_BYTES", "arg_field", "pack_args", "unpack_args",
 ]
 
 REQUEST_SYNC = 0xA5
@@ -38,9 +40,25 @@ PROTOCOL_VERSION = 1
 CRC = catalog.CRC16_IBM_3740
 #: The length field is 16 bits.
 MAX_FRAME_PAYLOAD = 0xFFFF
-#: Bytes of WRITE_MEM / READ_MEM arguments before the data: memory (1), word address (4).
-MEM_ARG_BYTES = 5
-CYCLE_BITS = 48
+#: The arguments of the commands that take any, byte 0 first, each field little-endian: the one
+#: definition the bridge slices and :mod:`sim.protocol` packs and unpacks (:func:`pack_args`).
+#: WRITE_MEM: memory, word address, then the data words.
+MEM_ARGS = data.StructLayout({"mem": unsigned(8), "addr": unsigned(32)})
+#: READ_MEM: memory, word address, word count.
+READ_ARGS = data.StructLayout({"mem": unsigned(8), "addr": unsigned(32), "count": unsigned(16)})
+#: READ_LOGITS: word address, word count (the memory is the target's logits buffer).
+LOGITS_ARGS = data.StructLayout({"addr": unsigned(32), "count": unsigned(16)})
+#: WRITE_REG: register, value.
+REG_ARGS = data.StructLayout({"reg": unsigned(8), "value": unsigned(32)})
+#: Bytes of WRITE_MEM arguments before the data.
+MEM_ARG_BYTES = MEM_ARGS.size // 8
+#: Bytes of READ_MEM's, READ_LOGITS's and WRITE_REG's arguments.
+READ_ARG_BYTES = READ_ARGS.size // 8
+LOGITS_ARG_BYTES = LOGITS_ARGS.size // 8
+REG_ARG_BYTES = REG_ARGS.size // 8
+#: Payload bytes the bridge keeps as arguments (the longest argument layout).
+ARG_BYTES = max(MEM_ARG_BYTES, READ_ARG_BYTES, REG_ARG_BYTES)
+CYCLE_BITS = STEP_CYCLE_BITS
 REG_BITS = 32
 
 
@@ -84,8 +102,6 @@ GEMM_REGS = ("m", "kt", "nt")
 DECODE_REGS = ("token", "position", "n_kv_heads", "group")
 #: READ_TOKEN's reply: the token id, little-endian.
 TOKEN_BYTES = 2
-#: READ_LOGITS's request: word address (4), count (2); the memory is the target's logits buffer.
-LOGITS_ARG_BYTES = 6
 
 #: Commands refused with ERR_BUSY while the target is busy.
 _IDLE_ONLY = (Command.WRITE_MEM, Command.READ_MEM, Command.WRITE_REG, Command.START, Command.READ_TOKEN,
@@ -198,7 +214,7 @@ class LinkBridge(wiring.Component):
         if timeout_cycles < 20 * clocks_per_bit:
             raise ValueError(f"timeout_cycles must be at least two byte times ({20 * clocks_per_bit} cycles), "
                              f"not {timeout_cycles}")
-        least = max(7, MEM_ARG_BYTES + port.wdata_bits // 8)
+        least = max(ARG_BYTES, MEM_ARG_BYTES + port.wdata_bits // 8)
         self.max_payload = check_positive_int("max_payload", max_payload, minimum=least)
         if max_payload > MAX_FRAME_PAYLOAD:
             raise ValueError(f"max_payload must be at most {MAX_FRAME_PAYLOAD}, not {max_payload}")
@@ -218,11 +234,161 @@ class LinkBridge(wiring.Component):
         wbytes, rbytes = p.wdata_bits // 8, p.rdata_bits // 8
         info = self.info_bytes()
 
+        m.submodules.receiver = rcv = LinkReceiver(
+            port=p, clocks_per_bit=self.clocks_per_bit, timeout_cycles=self.timeout_cycles,
+            max_payload=self.max_payload, target=self.target, logits_mem=self.logits_mem)
+        m.submodules.replier = rep = LinkReplier(
+            clocks_per_bit=self.clocks_per_bit, pay_bytes=max(len(info), 8, rbytes), rdata_bits=p.rdata_bits,
+            read_latency=p.read_latency)
+        req = rcv.request.payload
+        job = rep.reply.payload
+        m.d.comb += [rcv.rx.eq(self.rx), self.tx.eq(rep.tx), rcv.busy.eq(host.busy), rcv.reply_done.eq(rep.done),
+                     rep.rdata.eq(host.rdata)]
+
+        # --- host port registers ------------------------------------------------------------------
+        mem = Signal.like(host.mem)
+        addr = Signal(p.addr_bits)
+        wword = Signal(p.wdata_bits)
+        ptr = Signal(range(self.max_payload + 1))
+        phase = Signal(range(wbytes))  # WRITE_MEM: byte position in the current data word
+        start = Signal()
+        m.d.sync += start.eq(0)
+        m.d.comb += [host.mem.eq(mem), host.addr.eq(addr), host.wdata.eq(wword), host.start.eq(start),
+                     rcv.buf_addr.eq(ptr)]
+        with m.If(rep.fetched):
+            m.d.sync += addr.eq(addr + 1)
+
+        # --- a checked request acts on the host port and hands its reply on --------------------------
+        a_mem, a_addr, a_count = (arg_field(req.args, READ_ARGS, name) for name in ("mem", "addr", "count"))
+        a_reg, a_value = (arg_field(req.args, REG_ARGS, name) for name in ("reg", "value"))
+        ok = Signal()
+        m.d.comb += [ok.eq(rcv.request.valid & (req.status == Status.OK)),
+                     rep.reply.valid.eq(rcv.request.valid & ~(ok & (req.cmd == Command.WRITE_MEM))),
+                     job.status.eq(req.status)]
+        with m.If(ok):
+            m.d.sync += [mem.eq(a_mem), addr.eq(a_addr), ptr.eq(MEM_ARG_BYTES)]
+            with m.Switch(req.cmd):
+                with m.Case(Command.INFO):
+                    m.d.comb += [job.pay.eq(int.from_bytes(info, "little")), job.pay_bytes.eq(len(info)),
+                                 job.length.eq(len(info))]
+                with m.Case(Command.STATUS):
+                    flags = Cat(host.busy, host.done, Const(0, 6))
+                    m.d.comb += [job.pay.eq(Cat(flags, rcv.last_error.as_value(), rcv.rejected)),
+                                 job.pay_bytes.eq(4), job.length.eq(4)]
+                with m.Case(Command.CYCLES):
+                    m.d.comb += [job.pay.eq(host.cycles), job.pay_bytes.eq(8), job.length.eq(8)]
+                with m.Case(Command.START):
+                    m.d.sync += start.eq(1)
+                with m.Case(Command.WRITE_REG):
+                    for i in range(p.reg_count):
+                        with m.If(a_reg == i):
+                            m.d.sync += host.regs[i].eq(a_value)
+                with m.Case(Command.READ_MEM, Command.READ_LOGITS):
+                    m.d.comb += [job.fetch.eq(1), job.words.eq(a_count), job.length.eq(a_count * rbytes)]
+                if self.target == Target.DECODE:
+                    with m.Case(Command.READ_TOKEN):
+                        m.d.comb += [job.pay.eq(host.token), job.pay_bytes.eq(TOKEN_BYTES),
+                                     job.length.eq(TOKEN_BYTES)]
+
+        # --- WRITE_MEM: buffer -> host port, one word at a time; then its (empty) reply -------------
+        with m.FSM():
+            with m.State("IDLE"), m.If(ok & (req.cmd == Command.WRITE_MEM)):
+                m.next = "WM_FETCH"
+            with m.State("WM_FETCH"):
+                m.next = "WM_SHIFT"     # the buffer's read address is ptr; its data is there next cycle
+            with m.State("WM_SHIFT"):
+                m.d.sync += [wword.eq(Cat(wword[8:], rcv.buf_data)), ptr.eq(ptr + 1)]
+                with m.If(phase == wbytes - 1):
+                    m.d.sync += phase.eq(0)
+                    m.next = "WM_WRITE"
+                with m.Else():
+                    m.d.sync += phase.eq(phase + 1)
+                    m.next = "WM_FETCH"
+            with m.State("WM_WRITE"):
+                m.d.comb += host.we.eq(1)
+                m.d.sync += addr.eq(addr + 1)
+                with m.If(ptr == req.length):
+                    m.d.comb += [rep.reply.valid.eq(1), job.status.eq(Status.OK)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "WM_FETCH"
+        return m
+
+
+def arg_field(args, layout: data.StructLayout, name: str):
+    """Field ``name`` of the argument bytes ``args`` (a hardware value) read through ``layout``."""
+    f = layout[name]
+    return args[f.offset:f.offset + f.width]
+
+
+def pack_args(layout: data.StructLayout, **values) -> bytes:
+    """The argument bytes of ``layout`` holding ``values`` (every field; ValueError if one does not fit)."""
+    word = 0
+    for name, f in layout:
+        value = int(values[name])
+        if not 0 <= value < (1 << f.width):
+            raise ValueError(f"{name} must be in [0, {(1 << f.width) - 1}], not {value}")
+        word |= value << f.offset
+    return word.to_bytes(layout.size // 8, "little")
+
+
+def unpack_args(layout: data.StructLayout, payload: bytes) -> dict:
+    """Inverse of :func:`pack_args`: name -> value of the first ``layout.size // 8`` bytes of ``payload``."""
+    word = int.from_bytes(payload[:layout.size // 8], "little")
+    return {name: (word >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
+
+
+def request_layout() -> data.StructLayout:
+    """A received request as :class:`LinkReceiver` hands it on: ``status`` (OK, or the error its
+    reply carries), ``cmd``, ``length`` and ``args`` (payload bytes 0 .. ARG_BYTES - 1, the arguments
+    of every command; READ_LOGITS's start at byte 1, after a memory byte of ``logits_mem``)."""
+    return data.StructLayout({"status": Status, "cmd": unsigned(8), "length": unsigned(16),
+                              "args": unsigned(8 * ARG_BYTES)})
+
+
+def reply_layout(pay_bytes: int) -> data.StructLayout:
+    """A reply as :class:`LinkReplier` sends it: ``status``, ``length`` (payload bytes), and either
+    ``pay`` (``pay_bytes`` bytes, low byte first) or, with ``fetch``, ``words`` words read from the
+    host port's ``rdata``."""
+    return data.StructLayout({"status": Status, "length": unsigned(16), "pay": unsigned(8 * pay_bytes),
+                              "pay_bytes": range(pay_bytes + 1), "fetch": unsigned(1), "words": unsigned(16)})
+
+
+class LinkReceiver(wiring.Component):
+    """The bridge's receive side: frames from ``rx``, checked whole before they act.
+
+    Parameters as :class:`LinkBridge`'s (checked there). A request's payload is held in a
+    ``max_payload``-byte buffer until its CRC has matched; ``buf_addr``/``buf_data`` read that
+    buffer (``buf_data`` one cycle after ``buf_addr``). Each request, good or bad, leaves on
+    ``request`` (one beat, :func:`request_layout`, always taken): the cycle after its last byte for
+    a good one; for a refused one (``status`` names the error, with the precedence
+    :class:`LinkBridge` lists) a cycle later, or ``timeout_cycles`` of silence after a frame that
+    stopped early or was too long. The receiver then holds the beat's ``length`` and ignores
+    ``rx`` until ``reply_done``, the cycle the reply's last byte is taken. ``busy`` is the target's
+    (a command that needs it idle is refused with ERR_BUSY). ``last_error`` and ``rejected``: the
+    last error status and the count of refused requests (saturating), for STATUS.
+    """
+
+    def __init__(self, *, port: HostPort, clocks_per_bit: int, timeout_cycles: int, max_payload: int,
+                 target: Target, logits_mem: int | None):
+        self.port, self.clocks_per_bit, self.timeout_cycles = port, clocks_per_bit, timeout_cycles
+        self.max_payload, self.target, self.logits_mem = max_payload, target, logits_mem
+        super().__init__({
+            "rx": In(1, init=1),
+            "busy": In(1),
+            "request": Out(stream.Signature(request_layout(), always_ready=True)),
+            "reply_done": In(1),
+            "buf_addr": In(range(max_payload + 1)),
+            "buf_data": Out(8),
+            "last_error": Out(Status),
+            "rejected": Out(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
         m.submodules.urx = urx = UartRx(clocks_per_bit=self.clocks_per_bit)
-        m.submodules.utx = utx = UartTx(clocks_per_bit=self.clocks_per_bit)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+        m.d.comb += urx.rx.eq(self.rx)
         m.submodules.rx_crc = rx_crc = CRC(8).create()
-        m.submodules.tx_crc = tx_crc = CRC(8).create()
         m.submodules.buf = buf = memory.Memory(shape=unsigned(8), depth=self.max_payload, init=[])
         buf_w = buf.write_port()
         buf_r = buf.read_port()
@@ -235,10 +401,11 @@ class LinkBridge(wiring.Component):
         length = Signal(16)
         hidx = Signal(2)
         idx = Signal(range(self.max_payload + 1))
-        args = Signal(8 * 7)           # payload bytes 0..6: the arguments of every command
-        phase = Signal(range(wbytes))  # WRITE_MEM: byte position in the current data word
+        args = Signal(8 * ARG_BYTES)   # the first payload bytes: the arguments of every command
+        phase = Signal(range(self.port.wdata_bits // 8))  # WRITE_MEM: byte position in the current data word
         words = Signal(16)             # WRITE_MEM: whole data words received
         crc_idx = Signal()
+        status = Signal(Status)
 
         # --- idle timer: a frame that stops early ends after timeout_cycles of silence ----------
         idle = Signal(range(self.timeout_cycles + 1))
@@ -250,141 +417,21 @@ class LinkBridge(wiring.Component):
         with m.Elif(~timed_out):
             m.d.sync += idle.eq(idle + 1)
 
-        # --- reply state ------------------------------------------------------------------------
-        status = Signal(Status)
-        last_error = Signal(Status)
-        rejected = Signal(16)
-        reply_len = Signal(16)
-        pay = Signal(max(8 * len(info), 64, p.rdata_bits))
-        pay_bytes = Signal(range(max(len(info), 8, rbytes) + 1))
-        words_left = Signal(16)
-        fetch = Signal()                # READ_MEM: payload words come from host.rdata
-        wait = Signal(range(p.read_latency + 1))
-
-        # --- host port registers ------------------------------------------------------------------
-        mem = Signal.like(host.mem)
-        addr = Signal(p.addr_bits)
-        wword = Signal(p.wdata_bits)
-        ptr = Signal(range(self.max_payload + 1))
-        start = Signal()
-        m.d.sync += start.eq(0)
-        m.d.comb += [host.mem.eq(mem), host.addr.eq(addr), host.wdata.eq(wword), host.start.eq(start)]
-
         m.d.comb += [
-            rx_crc.data.eq(byte), tx_crc.data.eq(utx.data.payload),
-            buf_w.addr.eq(idx), buf_w.data.eq(byte), buf_r.addr.eq(ptr),
+            rx_crc.data.eq(byte),
+            buf_w.addr.eq(idx), buf_w.data.eq(byte), buf_r.addr.eq(self.buf_addr), self.buf_data.eq(buf_r.data),
+            self.request.payload.cmd.eq(cmd), self.request.payload.length.eq(length),
+            self.request.payload.args.eq(args),
         ]
-        tx_fire = Signal()
-        m.d.comb += tx_fire.eq(utx.data.valid & utx.data.ready)
-
-        # --- request checks, from the registered fields -------------------------------------------
-        a_mem = args[0:8]
-        a_addr = args[8:40]
-        a_count = args[40:56]
-        a_reg = args[0:8]
-        a_value = args[8:40]
         is_cmd = {c: Signal(name=f"is_{c.name.lower()}") for c in Command}
         for c, s in is_cmd.items():
             m.d.comb += s.eq(cmd == c.value)
-        decode = self.target == Target.DECODE
-        served = [c for c in Command if decode or c not in _DECODE_ONLY]
-        known = Signal()
-        reserved = Signal()
-        m.d.comb += [
-            known.eq(Cat(*(is_cmd[c] for c in served)).any()),
-            reserved.eq(Cat(*(is_cmd[c] for c in Command if c not in served)).any()),
-        ]
-        # READ_LOGITS is READ_MEM of the logits memory: its arguments land one byte further on, after
-        # a memory byte set to ``logits_mem`` when the header ends.
-        reads = Signal()
-        logits = is_cmd[Command.READ_LOGITS] if decode else Const(0)
-        m.d.comb += reads.eq(is_cmd[Command.READ_MEM] | logits)
-        addr_ok = Signal()
-        span = Signal(34)
-        m.d.comb += span.eq(a_addr + Mux(reads, a_count, words))
-        m.d.comb += addr_ok.eq((a_addr[p.addr_bits:] == 0) & (span <= (1 << p.addr_bits)))
-        arg_ok = Signal()
-        max_read = MAX_FRAME_PAYLOAD // rbytes
-        with m.Switch(cmd):
-            with m.Case(Command.INFO, Command.START, Command.STATUS, Command.CYCLES):
-                m.d.comb += arg_ok.eq(length == 0)
-            with m.Case(Command.WRITE_MEM):
-                m.d.comb += arg_ok.eq((length >= MEM_ARG_BYTES + wbytes) & (phase == 0) & (a_mem < p.mem_count)
-                                      & addr_ok)
-            with m.Case(Command.READ_MEM):
-                m.d.comb += arg_ok.eq((length == 7) & (a_mem < p.mem_count) & (a_count != 0)
-                                      & (a_count <= max_read) & addr_ok)
-            with m.Case(Command.READ_LOGITS):
-                m.d.comb += arg_ok.eq((length == LOGITS_ARG_BYTES) & (a_count != 0) & (a_count <= max_read)
-                                      & addr_ok)
-            with m.Case(Command.READ_TOKEN):
-                m.d.comb += arg_ok.eq(length == 0)
-            with m.Case(Command.WRITE_REG):
-                m.d.comb += arg_ok.eq((length == 5) & (a_reg < p.reg_count))
-        busy_bad = Signal()
-        m.d.comb += busy_bad.eq(host.busy & Cat(*(is_cmd[c] for c in _IDLE_ONLY)).any())
+        logits = is_cmd[Command.READ_LOGITS] if self.target == Target.DECODE else Const(0)
+        known, reserved, arg_ok, busy_bad = self._checks(m, is_cmd, cmd, length, args, phase, words, logits)
 
         with m.FSM():
-            # ---------------- receive ----------------
-            with m.State("HUNT"):
-                m.d.comb += rx_crc.start.eq(1)
-                with m.If(got & (byte == REQUEST_SYNC)):
-                    m.d.sync += hidx.eq(0)
-                    m.next = "HEADER"
-            with m.State("HEADER"):
-                m.d.comb += [receiving.eq(1), rx_crc.valid.eq(got)]
-                with m.If(timed_out):
-                    m.d.sync += status.eq(Status.ERR_TIMEOUT)
-                    m.next = "ERROR"
-                with m.Elif(got):
-                    m.d.sync += hidx.eq(hidx + 1)
-                    with m.If(hidx == 0):
-                        m.d.sync += cmd.eq(byte)
-                    with m.Elif(hidx == 1):
-                        m.d.sync += length[0:8].eq(byte)
-                    with m.Else():
-                        full = Cat(length[0:8], byte)
-                        m.d.sync += [length[8:16].eq(byte), idx.eq(0), phase.eq(0), words.eq(0),
-                                     crc_idx.eq(0), args.eq(Mux(logits, self.logits_mem or 0, 0))]
-                        with m.If(full > self.max_payload):
-                            m.next = "DISCARD"
-                        with m.Elif(full == 0):
-                            m.next = "CRC"
-                        with m.Else():
-                            m.next = "PAYLOAD"
-            with m.State("PAYLOAD"):
-                m.d.comb += [receiving.eq(1), rx_crc.valid.eq(got), buf_w.en.eq(got)]
-                with m.If(timed_out):
-                    m.d.sync += status.eq(Status.ERR_TIMEOUT)
-                    m.next = "ERROR"
-                with m.Elif(got):
-                    m.d.sync += idx.eq(idx + 1)
-                    slot = Signal.like(idx)
-                    m.d.comb += slot.eq(idx + logits)
-                    for i in range(7):
-                        with m.If(slot == i):
-                            m.d.sync += args[8 * i:8 * i + 8].eq(byte)
-                    with m.If(idx >= MEM_ARG_BYTES):
-                        with m.If(phase == wbytes - 1):
-                            m.d.sync += [phase.eq(0), words.eq(words + 1)]
-                        with m.Else():
-                            m.d.sync += phase.eq(phase + 1)
-                    with m.If(idx + 1 == length):
-                        m.next = "CRC"
-            with m.State("CRC"):
-                m.d.comb += [receiving.eq(1), rx_crc.valid.eq(got)]
-                with m.If(timed_out):
-                    m.d.sync += status.eq(Status.ERR_TIMEOUT)
-                    m.next = "ERROR"
-                with m.Elif(got):
-                    m.d.sync += crc_idx.eq(1)
-                    with m.If(crc_idx):
-                        m.next = "CHECK"
-            with m.State("DISCARD"):
-                m.d.comb += receiving.eq(1)
-                with m.If(timed_out):
-                    m.d.sync += status.eq(Status.ERR_LENGTH)
-                    m.next = "ERROR"
+            self._receive(m, got, byte, timed_out, receiving, rx_crc, buf_w, status, cmd, length, hidx, idx,
+                          args, phase, words, crc_idx, logits)
             with m.State("CHECK"):
                 with m.If(~rx_crc.match_detected):
                     m.d.sync += status.eq(Status.ERR_CRC)
@@ -402,59 +449,173 @@ class LinkBridge(wiring.Component):
                     m.d.sync += status.eq(Status.ERR_BUSY)
                     m.next = "ERROR"
                 with m.Else():
-                    m.d.sync += [status.eq(Status.OK), reply_len.eq(0), fetch.eq(0), words_left.eq(0),
-                                 mem.eq(a_mem), addr.eq(a_addr), ptr.eq(MEM_ARG_BYTES)]
-                    m.next = "SYNC"
-                    with m.Switch(cmd):
-                        with m.Case(Command.INFO):
-                            m.d.sync += [pay.eq(int.from_bytes(info, "little")), pay_bytes.eq(len(info)),
-                                         reply_len.eq(len(info))]
-                        with m.Case(Command.STATUS):
-                            flags = Cat(host.busy, host.done, Const(0, 6))
-                            m.d.sync += [pay.eq(Cat(flags, last_error.as_value(), rejected)),
-                                         pay_bytes.eq(4), reply_len.eq(4)]
-                        with m.Case(Command.CYCLES):
-                            m.d.sync += [pay.eq(host.cycles), pay_bytes.eq(8), reply_len.eq(8)]
-                        with m.Case(Command.START):
-                            m.d.sync += start.eq(1)
-                        with m.Case(Command.WRITE_REG):
-                            for i in range(p.reg_count):
-                                with m.If(a_reg == i):
-                                    m.d.sync += host.regs[i].eq(a_value)
-                        with m.Case(Command.WRITE_MEM):
-                            m.next = "WM_FETCH"
-                        with m.Case(Command.READ_MEM, Command.READ_LOGITS):
-                            m.d.sync += [fetch.eq(1), words_left.eq(a_count), reply_len.eq(a_count * rbytes)]
-                        if decode:
-                            with m.Case(Command.READ_TOKEN):
-                                m.d.sync += [pay.eq(host.token), pay_bytes.eq(TOKEN_BYTES),
-                                             reply_len.eq(TOKEN_BYTES)]
+                    m.d.comb += [self.request.valid.eq(1), self.request.payload.status.eq(Status.OK)]
+                    m.next = "REPLY"
             with m.State("ERROR"):
-                m.d.sync += [last_error.eq(status), reply_len.eq(0), fetch.eq(0)]
-                with m.If(rejected != 0xFFFF):
-                    m.d.sync += rejected.eq(rejected + 1)
-                m.next = "SYNC"
+                m.d.comb += [self.request.valid.eq(1), self.request.payload.status.eq(status)]
+                m.d.sync += self.last_error.eq(status)
+                with m.If(self.rejected != 0xFFFF):
+                    m.d.sync += self.rejected.eq(self.rejected + 1)
+                m.next = "REPLY"
+            with m.State("REPLY"), m.If(self.reply_done):
+                m.next = "HUNT"
+        return m
 
-            # ---------------- WRITE_MEM: buffer -> host port, one word at a time ----------------
-            with m.State("WM_FETCH"):
-                m.next = "WM_SHIFT"     # buf_r.addr = ptr; its data is there next cycle
-            with m.State("WM_SHIFT"):
-                m.d.sync += [wword.eq(Cat(wword[8:], buf_r.data)), ptr.eq(ptr + 1)]
-                with m.If(phase == wbytes - 1):
-                    m.d.sync += phase.eq(0)
-                    m.next = "WM_WRITE"
+    def _checks(self, m, is_cmd, cmd, length, args, phase, words, logits):
+        """The request checks, from the registered fields: (known, reserved, arg_ok, busy_bad)."""
+        p = self.port
+        wbytes, rbytes = p.wdata_bits // 8, p.rdata_bits // 8
+        a_mem, a_addr, a_count = (arg_field(args, READ_ARGS, name) for name in ("mem", "addr", "count"))
+        a_reg = arg_field(args, REG_ARGS, "reg")
+        decode = self.target == Target.DECODE
+        served = [c for c in Command if decode or c not in _DECODE_ONLY]
+        known = Signal()
+        reserved = Signal()
+        m.d.comb += [
+            known.eq(Cat(*(is_cmd[c] for c in served)).any()),
+            reserved.eq(Cat(*(is_cmd[c] for c in Command if c not in served)).any()),
+        ]
+        # READ_LOGITS is READ_MEM of the logits memory: its arguments land one byte further on, after
+        # a memory byte set to ``logits_mem`` when the header ends.
+        reads = Signal()
+        m.d.comb += reads.eq(is_cmd[Command.READ_MEM] | logits)
+        addr_ok = Signal()
+        span = Signal(34)
+        m.d.comb += span.eq(a_addr + Mux(reads, a_count, words))
+        m.d.comb += addr_ok.eq((a_addr[p.addr_bits:] == 0) & (span <= (1 << p.addr_bits)))
+        arg_ok = Signal()
+        max_read = MAX_FRAME_PAYLOAD // rbytes
+        with m.Switch(cmd):
+            with m.Case(Command.INFO, Command.START, Command.STATUS, Command.CYCLES):
+                m.d.comb += arg_ok.eq(length == 0)
+            with m.Case(Command.WRITE_MEM):
+                m.d.comb += arg_ok.eq((length >= MEM_ARG_BYTES + wbytes) & (phase == 0) & (a_mem < p.mem_count)
+                                      & addr_ok)
+            with m.Case(Command.READ_MEM):
+                m.d.comb += arg_ok.eq((length == READ_ARG_BYTES) & (a_mem < p.mem_count) & (a_count != 0)
+                                      & (a_count <= max_read) & addr_ok)
+            with m.Case(Command.READ_LOGITS):
+                m.d.comb += arg_ok.eq((length == LOGITS_ARG_BYTES) & (a_count != 0) & (a_count <= max_read)
+                                      & addr_ok)
+            with m.Case(Command.READ_TOKEN):
+                m.d.comb += arg_ok.eq(length == 0)
+            with m.Case(Command.WRITE_REG):
+                m.d.comb += arg_ok.eq((length == REG_ARG_BYTES) & (a_reg < p.reg_count))
+        busy_bad = Signal()
+        m.d.comb += busy_bad.eq(self.busy & Cat(*(is_cmd[c] for c in _IDLE_ONLY)).any())
+        return known, reserved, arg_ok, busy_bad
+
+    def _receive(self, m, got, byte, timed_out, receiving, rx_crc, buf_w, status, cmd, length, hidx, idx, args,
+                 phase, words, crc_idx, logits):
+        """The receiving states: the sync byte, the header, the payload (into the buffer), the CRC."""
+        wbytes = self.port.wdata_bits // 8
+        with m.State("HUNT"):
+            m.d.comb += rx_crc.start.eq(1)
+            with m.If(got & (byte == REQUEST_SYNC)):
+                m.d.sync += hidx.eq(0)
+                m.next = "HEADER"
+        with m.State("HEADER"):
+            m.d.comb += [receiving.eq(1), rx_crc.valid.eq(got)]
+            with m.If(timed_out):
+                m.d.sync += status.eq(Status.ERR_TIMEOUT)
+                m.next = "ERROR"
+            with m.Elif(got):
+                m.d.sync += hidx.eq(hidx + 1)
+                with m.If(hidx == 0):
+                    m.d.sync += cmd.eq(byte)
+                with m.Elif(hidx == 1):
+                    m.d.sync += length[0:8].eq(byte)
                 with m.Else():
-                    m.d.sync += phase.eq(phase + 1)
-                    m.next = "WM_FETCH"
-            with m.State("WM_WRITE"):
-                m.d.comb += host.we.eq(1)
-                m.d.sync += addr.eq(addr + 1)
-                with m.If(ptr == length):
+                    full = Cat(length[0:8], byte)
+                    m.d.sync += [length[8:16].eq(byte), idx.eq(0), phase.eq(0), words.eq(0),
+                                 crc_idx.eq(0), args.eq(Mux(logits, self.logits_mem or 0, 0))]
+                    with m.If(full > self.max_payload):
+                        m.next = "DISCARD"
+                    with m.Elif(full == 0):
+                        m.next = "CRC"
+                    with m.Else():
+                        m.next = "PAYLOAD"
+        with m.State("PAYLOAD"):
+            m.d.comb += [receiving.eq(1), rx_crc.valid.eq(got), buf_w.en.eq(got)]
+            with m.If(timed_out):
+                m.d.sync += status.eq(Status.ERR_TIMEOUT)
+                m.next = "ERROR"
+            with m.Elif(got):
+                m.d.sync += idx.eq(idx + 1)
+                slot = Signal.like(idx)
+                m.d.comb += slot.eq(idx + logits)
+                for i in range(ARG_BYTES):
+                    with m.If(slot == i):
+                        m.d.sync += args[8 * i:8 * i + 8].eq(byte)
+                with m.If(idx >= MEM_ARG_BYTES):
+                    with m.If(phase == wbytes - 1):
+                        m.d.sync += [phase.eq(0), words.eq(words + 1)]
+                    with m.Else():
+                        m.d.sync += phase.eq(phase + 1)
+                with m.If(idx + 1 == length):
+                    m.next = "CRC"
+        with m.State("CRC"):
+            m.d.comb += [receiving.eq(1), rx_crc.valid.eq(got)]
+            with m.If(timed_out):
+                m.d.sync += status.eq(Status.ERR_TIMEOUT)
+                m.next = "ERROR"
+            with m.Elif(got):
+                m.d.sync += crc_idx.eq(1)
+                with m.If(crc_idx):
+                    m.next = "CHECK"
+        with m.State("DISCARD"):
+            m.d.comb += receiving.eq(1)
+            with m.If(timed_out):
+                m.d.sync += status.eq(Status.ERR_LENGTH)
+                m.next = "ERROR"
+
+
+class LinkReplier(wiring.Component):
+    """The bridge's reply side: one reply frame on ``tx`` per beat of ``reply`` (:func:`reply_layout`).
+
+    ``reply`` is taken only while no reply is being sent (the bridge sends one only then); the sync
+    byte starts the cycle after. With ``fetch``, each of the reply's ``words`` payload words is
+    ``rdata`` ``read_latency`` cycles after the word before it was taken (after the length bytes for
+    the first); ``fetched`` pulses as each is taken, so the host port's address moves on to the next.
+    ``done`` pulses in the cycle the CRC's last byte is taken.
+    """
+
+    def __init__(self, *, clocks_per_bit: int, pay_bytes: int, rdata_bits: int, read_latency: int):
+        self.clocks_per_bit, self.pay_bytes = clocks_per_bit, pay_bytes
+        self.rdata_bits, self.read_latency = rdata_bits, read_latency
+        super().__init__({
+            "tx": Out(1, init=1),
+            "reply": In(stream.Signature(reply_layout(pay_bytes))),
+            "rdata": In(rdata_bits),
+            "fetched": Out(1),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.utx = utx = UartTx(clocks_per_bit=self.clocks_per_bit)
+        m.d.comb += self.tx.eq(utx.tx)
+        m.submodules.tx_crc = tx_crc = CRC(8).create()
+        rbytes = self.rdata_bits // 8
+
+        status = Signal(Status)
+        reply_len = Signal(16)
+        pay = Signal(8 * self.pay_bytes)
+        pay_bytes = Signal(range(self.pay_bytes + 1))
+        words_left = Signal(16)
+        fetch = Signal()                # READ_MEM: payload words come from rdata
+        wait = Signal(range(self.read_latency + 1))
+        tx_fire = Signal()
+        m.d.comb += [tx_crc.data.eq(utx.data.payload), tx_fire.eq(utx.data.valid & utx.data.ready)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                job = self.reply.payload
+                m.d.comb += self.reply.ready.eq(1)
+                with m.If(self.reply.valid):
+                    m.d.sync += [status.eq(job.status), reply_len.eq(job.length), pay.eq(job.pay),
+                                 pay_bytes.eq(job.pay_bytes), fetch.eq(job.fetch), words_left.eq(job.words)]
                     m.next = "SYNC"
-                with m.Else():
-                    m.next = "WM_FETCH"
-
-            # ---------------- reply ----------------
             with m.State("SYNC"):
                 m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(REPLY_SYNC), tx_crc.start.eq(1)]
                 with m.If(tx_fire):
@@ -474,18 +635,18 @@ class LinkBridge(wiring.Component):
                     with m.If(reply_len == 0):
                         m.next = "CRC0"
                     with m.Elif(fetch):
-                        m.d.sync += wait.eq(p.read_latency)
+                        m.d.sync += wait.eq(self.read_latency)
                         m.next = "FETCH"
                     with m.Else():
                         m.next = "PAY"
             with m.State("FETCH"):
-                # host.addr has shown the word's address since the previous state; rdata follows
+                # The host port has shown the word's address since the previous state; rdata follows
                 # read_latency cycles later.
                 with m.If(wait != 1):
                     m.d.sync += wait.eq(wait - 1)
                 with m.Else():
-                    m.d.sync += [pay.eq(host.rdata), pay_bytes.eq(rbytes), addr.eq(addr + 1),
-                                 words_left.eq(words_left - 1)]
+                    m.d.comb += self.fetched.eq(1)
+                    m.d.sync += [pay.eq(self.rdata), pay_bytes.eq(rbytes), words_left.eq(words_left - 1)]
                     m.next = "PAY"
             with m.State("PAY"):
                 m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(pay[0:8]), tx_crc.valid.eq(tx_fire)]
@@ -493,7 +654,7 @@ class LinkBridge(wiring.Component):
                     m.d.sync += [pay.eq(pay >> 8), pay_bytes.eq(pay_bytes - 1)]
                     with m.If(pay_bytes == 1):
                         with m.If(fetch & (words_left != 0)):
-                            m.d.sync += wait.eq(p.read_latency)
+                            m.d.sync += wait.eq(self.read_latency)
                             m.next = "FETCH"
                         with m.Else():
                             m.next = "CRC0"
@@ -504,7 +665,8 @@ class LinkBridge(wiring.Component):
             with m.State("CRC1"):
                 m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(tx_crc.crc[0:8])]
                 with m.If(tx_fire):
-                    m.next = "HUNT"
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
         return m
 
 

@@ -48,24 +48,38 @@ from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT
-from golden.numerics import MULT_BITS
+from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.vector import NORM_MAX_LEN
 
 from .arith import round_shift, saturate8
 from .array import SystolicArray, act_layout, sum_layout, weight_layout
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
-from .config import Config, check_positive_int, checked_constructor
-from .isa import INSTRUCTION_BITS, Opcode, instruction_layout
+from .config import UNIT_CYCLE_BITS, Config, check_positive_int, checked_constructor
+from .isa import (
+    INSTRUCTION_BITS,
+    MULT_SHIFT,
+    PARAM_RECORDS,
+    EmbedFlags,
+    GemmFlags,
+    Opcode,
+    instruction_layout,
+    scalar_index,
+)
 from .vector import VectorOp, VectorTable, VectorUnit
 
 __all__ = ["DecodeTop", "GemmPath", "TopMem", "check_top_config"]
 
-_SHIFT_BITS = 6
-#: Parameter words the sequencer reads for an instruction's scalar constants (two, so a
-#: LayerNorm's five scalars fit with V = 4).
-SCALAR_WORDS = 2
-#: GEMM flags (sim.compiler.GEMM_BIAS, GEMM_REQUANT) and EMBED's (EMBED_BY_POSITION).
-_GEMM_BIAS, _GEMM_REQUANT, _EMBED_BY_POSITION = 1, 2, 1
+#: The most scalars of any parameter record (LayerNorm's five).
+_MAX_SCALARS = max(len(r.scalars) for r in PARAM_RECORDS.values())
+#: Parameter words the sequencer reads for an instruction's scalar constants: enough for the
+#: longest record's scalars at the smallest V (4).
+SCALAR_WORDS = ceil_div(_MAX_SCALARS, 4)
+_RMS, _LN, _GEMM = PARAM_RECORDS[Opcode.RMSNORM], PARAM_RECORDS[Opcode.LAYERNORM], PARAM_RECORDS[Opcode.GEMM]
+
+
+def _plus(base, offset):
+    """``base + offset``, or ``base`` itself for a zero offset (no adder for the first record part)."""
+    return base if isinstance(offset, int) and offset == 0 else base + offset
 
 
 class TopMem(enum.Enum, shape=unsigned(3)):
@@ -176,15 +190,15 @@ class DecodeTop(wiring.Component):
 
     @property
     def param_depth(self) -> int:
-        return -(-self.config.param_words // self.lanes)
+        return ceil_div(self.config.param_words, self.lanes)
 
     @property
     def scratch_depth(self) -> int:
-        return -(-self.config.scratch_bytes // self.lanes)
+        return ceil_div(self.config.scratch_bytes, self.lanes)
 
     @property
     def logits_depth(self) -> int:
-        return -(-self.config.logits_words // self.lanes)
+        return ceil_div(self.config.logits_words, self.lanes)
 
     @property
     def kv_rows(self) -> int:
@@ -312,7 +326,7 @@ class DecodeTop(wiring.Component):
         m.submodules.vmem = vmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
         m.submodules.qbuf = qbuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
         m.submodules.obuf = obuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
-        m.submodules.trace = trace = memory.Memory(shape=unsigned(32), depth=c.program_words, init=[])
+        m.submodules.trace = trace = memory.Memory(shape=unsigned(UNIT_CYCLE_BITS), depth=c.program_words, init=[])
 
         prog_w, prog_r = prog.write_port(), prog.read_port()
         w_w, w_r = wmem.write_port(), wmem.read_port()
@@ -364,11 +378,12 @@ class DecodeTop(wiring.Component):
         # Decoded fields of the raw instruction (valid in DECODE).
         r_nw = words(raw.length)
         r_pw = raw.param >> lg
-        r_scal = Mux(rop == Opcode.RMSNORM, r_pw + r_nw, Mux(rop == Opcode.LAYERNORM, r_pw + 2 * r_nw, r_pw))
-        embed_row = Mux(raw.flags & _EMBED_BY_POSITION, pos, tok)
+        r_scal = Mux(rop == Opcode.RMSNORM, _plus(r_pw, _RMS.scalar_word(r_nw)),
+                     Mux(rop == Opcode.LAYERNORM, _plus(r_pw, _LN.scalar_word(r_nw)), r_pw))
+        embed_row = Mux(raw.flags & EmbedFlags.BY_POSITION.value, pos, tok)
         with m.If(state == _S.DECODE):
             m.d.comb += [sa.addr.eq(raw.src0 >> lg), sb.addr.eq(raw.src1 >> lg), p1.addr.eq(r_scal),
-                         p2.addr.eq(r_scal + 1 if V < 5 else r_scal),
+                         p2.addr.eq(r_scal + 1 if V < _MAX_SCALARS else r_scal),
                          w_r.addr.eq(raw.weight + embed_row * raw.count)]
             m.d.sync += [ins.eq(raw), s_addr.eq((raw.src0 >> lg) + 1), b_addr.eq((raw.src1 >> lg) + 1),
                          d_addr.eq(raw.dst >> lg), idx.eq(0)]
@@ -438,9 +453,15 @@ class DecodeTop(wiring.Component):
 
         # ASTART / ARUN: the unit runs; q rows from qbuf, K/V rows from the KV memories.
         scal = data.View(data.ArrayLayout(unsigned(32), V), sc)
+
+        def ix(name):
+            return scalar_index(name, Opcode.ATTENTION)
+
         m.d.comb += [att.kv_len.eq(pos + 1), att.n_kv_heads.eq(n_kv), att.group.eq(group),
-                     att.score_mult.eq(scal[0][:MULT_BITS]), att.score_shift.eq(scal[1][:_SHIFT_BITS]),
-                     att.out_mult.eq(scal[2][:MULT_BITS]), att.out_shift.eq(scal[3][:_SHIFT_BITS]),
+                     att.score_mult.eq(scal[ix("score_mult")][:MULT_BITS]),
+                     att.score_shift.eq(scal[ix("score_shift")][:SHIFT_BITS]),
+                     att.out_mult.eq(scal[ix("out_mult")][:MULT_BITS]),
+                     att.out_shift.eq(scal[ix("out_shift")][:SHIFT_BITS]),
                      att.start.eq(state == _S.ASTART)]
         qf_valid = Signal()
         qf_addr = Signal(range(self.max_heads + 1))
@@ -534,9 +555,11 @@ class DecodeTop(wiring.Component):
 
         # Scalars: the two parameter words read in DECODE, latched at the first command.
         live = Cat(p1.data, p2.data)
-        sc = Signal(2 * 32 * V)
+        sc = Signal(SCALAR_WORDS * 32 * V)
         sc_valid = Signal()
-        s = data.View(data.ArrayLayout(unsigned(32), 2 * V), Mux(sc_valid, sc, live))
+        s = data.View(data.ArrayLayout(unsigned(32), SCALAR_WORDS * V), Mux(sc_valid, sc, live))
+        ix, norms, add = scalar_index, (Opcode.RMSNORM, Opcode.LAYERNORM), Opcode.RESIDUAL_ADD
+        others = (Opcode.ROPE, Opcode.MULTIPLY)
         heads = Signal(16)
         nw = Signal(16)                  # words of one pass
         f_valid = Signal()
@@ -551,7 +574,9 @@ class DecodeTop(wiring.Component):
             beats = Mux((raw.opcode == Opcode.RMSNORM) | (raw.opcode == Opcode.LAYERNORM), 2 * r_nw,
                         Mux(raw.opcode == Opcode.ROPE, HW, r_nw))
             m.d.sync += [sc_valid.eq(0), heads.eq(Mux(raw.opcode == Opcode.ROPE, raw.count, 1)), nw.eq(r_nw),
-                         f_valid.eq(0), f_left.eq(beats), f_beat.eq(0), g_addr.eq(r_pw), be_addr.eq(r_pw + r_nw)]
+                         f_valid.eq(0), f_left.eq(beats), f_beat.eq(0),
+                         g_addr.eq(_plus(r_pw, _LN.channel_word("gamma", r_nw))),
+                         be_addr.eq(_plus(r_pw, _LN.channel_word("beta", r_nw)))]
             vector_ops = (Opcode.RMSNORM, Opcode.LAYERNORM, Opcode.ROPE, Opcode.RESIDUAL_ADD, Opcode.ACTIVATION,
                           Opcode.MULTIPLY, Opcode.ARGMAX)
             with m.If(sum(raw.opcode == o for o in vector_ops) != 0):
@@ -570,11 +595,14 @@ class DecodeTop(wiring.Component):
         m.d.comb += [
             cmd.op.eq(vop),
             cmd.length.eq(Mux(is_rope, self.head_dim, ins.length)),
-            cmd.mult.eq(Mux(is_norm, s[1], Mux(is_add, s[2], s[0]))[:MULT_BITS]),
-            cmd.shift.eq(Mux(is_norm, s[2], Mux(is_add, s[3], s[1]))[:_SHIFT_BITS]),
-            cmd.a_mult.eq(s[0][:MULT_BITS]), cmd.b_mult.eq(s[1][:MULT_BITS]),
-            cmd.inv_mult.eq(s[3][:MULT_BITS]), cmd.inv_shift.eq(s[4][:_SHIFT_BITS]),
-            cmd.eps.eq(s[0][:31]), cmd.position.eq(pos),
+            cmd.mult.eq(Mux(is_norm, s[ix("out_mult", *norms)],
+                            Mux(is_add, s[ix("mult", add)], s[ix("mult", *others)]))[:MULT_BITS]),
+            cmd.shift.eq(Mux(is_norm, s[ix("out_shift", *norms)],
+                             Mux(is_add, s[ix("shift", add)], s[ix("shift", *others)]))[:SHIFT_BITS]),
+            cmd.a_mult.eq(s[ix("a_mult", add)][:MULT_BITS]), cmd.b_mult.eq(s[ix("b_mult", add)][:MULT_BITS]),
+            cmd.inv_mult.eq(s[ix("inv_mult", Opcode.LAYERNORM)][:MULT_BITS]),
+            cmd.inv_shift.eq(s[ix("inv_shift", Opcode.LAYERNORM)][:SHIFT_BITS]),
+            cmd.eps.eq(s[ix("eps", *norms)][:31]), cmd.position.eq(pos),
             # ACTIVATION's table, loaded by the host once per run (the compiler keeps it < act_tables);
             # 0 for the other ops, so no table read ever leaves the memory.
             cmd.table.eq(Mux(op == Opcode.ACTIVATION, ins.count, 0)),
@@ -702,6 +730,7 @@ class GemmPath(wiring.Component):
         s_nt = Signal(16)
         dst = Signal(16)
         bias_base = Signal(24)
+        all_flags = (GemmFlags.BIAS | GemmFlags.REQUANT).value
         ms_base = Signal(24)
         acc = Signal(data.ArrayLayout(signed(32), V))
         with m.If(self.decode & (raw.opcode == Opcode.GEMM)):
@@ -710,8 +739,9 @@ class GemmPath(wiring.Component):
             m.d.sync += [kt.eq(r_kt), nt.eq(r_nt), wf_valid.eq(0), wf_addr.eq(raw.weight),
                          wf_left.eq(r_kt * r_nt * V), af_valid.eq(0), af_more.eq(1), af_kt.eq(0), af_nt.eq(0),
                          src.eq(raw.src0 >> lg), s_kt.eq(0), s_nt.eq(0), dst.eq(raw.dst >> lg),
-                         bias_base.eq(raw.param >> lg),
-                         ms_base.eq((raw.param >> lg) + Mux(raw.flags & _GEMM_BIAS, r_nt, 0))]
+                         bias_base.eq(_plus(raw.param >> lg, _GEMM.channel_word("bias", r_nt, all_flags))),
+                         # the multiplier part follows the bias part when the instruction has one
+                         ms_base.eq((raw.param >> lg) + Mux(raw.flags & GemmFlags.BIAS.value, r_nt, 0))]
         gemm = self.run
         w_adv = ~wf_valid | self.weights.ready
         a_adv = ~af_valid | self.acts.ready
@@ -740,7 +770,7 @@ class GemmPath(wiring.Component):
         ms = data.View(data.ArrayLayout(unsigned(32), V), self.ms_data)
         total = Signal(data.ArrayLayout(signed(32), V))
         first = s_kt == 0
-        use_bias = ins.flags & _GEMM_BIAS
+        use_bias = ins.flags & GemmFlags.BIAS.value
         for j in range(V):
             start = Mux(first, Mux(use_bias, bias[j], 0), acc[j])
             m.d.comb += total[j].eq(self.sums.payload.data[j] + start)
@@ -756,14 +786,15 @@ class GemmPath(wiring.Component):
         o_last = Signal()
         y = Signal(data.ArrayLayout(signed(8), V))
         for j in range(V):
-            m.d.comb += y[j].eq(saturate8(round_shift(o_total[j] * o_ms[j][:16], o_ms[j][16:16 + _SHIFT_BITS])))
+            ms_j = data.View(MULT_SHIFT, o_ms[j])
+            m.d.comb += y[j].eq(saturate8(round_shift(o_total[j] * ms_j.mult, ms_j.shift[:SHIFT_BITS])))
         final = s_kt == kt - 1
         fire = gemm & self.sums.valid
         m.d.sync += o_valid.eq(0)
         with m.If(fire):
             with m.If(final):
                 m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1), o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
-                             o_addr.eq(dst + s_nt), o_requant.eq((ins.flags & _GEMM_REQUANT) != 0),
+                             o_addr.eq(dst + s_nt), o_requant.eq((ins.flags & GemmFlags.REQUANT.value) != 0),
                              o_last.eq(s_nt == nt - 1)]
             with m.Else():
                 m.d.sync += [s_kt.eq(s_kt + 1), acc.eq(total)]

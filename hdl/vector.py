@@ -29,15 +29,15 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.numerics import MULT_BITS
+from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
 from .arith import requantize, round_shift
-from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, check_positive_int, checked_constructor
+from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = [
-    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "VectorOp", "VectorTable",
+    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
     "NormStatistics", "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
 ]
 
@@ -47,7 +47,6 @@ MAX_LANES = 64
 PIPELINE_STAGES = 4
 #: Cycles from a norm's final sums to the first issue of its second pass (the statistics chain).
 NORM_STATS_CYCLES = 8
-_SHIFT_BITS = 6
 _ACC_BITS = 32
 
 
@@ -64,6 +63,10 @@ class VectorOp(enum.Enum, shape=unsigned(4)):
     ROPE = 8
 
 
+#: The op names the host side and the cycle model use: each VectorOp's name in lower case.
+VECTOR_OP_NAMES = tuple(op.name.lower() for op in VectorOp)
+
+
 class VectorTable(enum.Enum, shape=unsigned(1)):
     """Which run-time loadable table memory the table write port addresses."""
     #: The activation tables: entry ``table * ACT_TABLE_SIZE + x + 128`` (one int8).
@@ -75,7 +78,7 @@ class VectorTable(enum.Enum, shape=unsigned(1)):
 def lane_layout() -> data.StructLayout:
     """One input lane: ``a`` (int32 or int8 in its low bits), ``b`` (int8 or a u15 multiplier),
     ``shift`` (a requantization shift)."""
-    return data.StructLayout({"a": signed(_ACC_BITS), "b": signed(16), "shift": unsigned(_SHIFT_BITS)})
+    return data.StructLayout({"a": signed(_ACC_BITS), "b": signed(16), "shift": unsigned(SHIFT_BITS)})
 
 
 def in_layout(lanes: int) -> data.ArrayLayout:
@@ -100,11 +103,11 @@ def cmd_layout(max_length: int, max_context: int, act_tables: int) -> data.Struc
         "op": VectorOp,
         "length": range(max_length + 1),
         "mult": unsigned(MULT_BITS),
-        "shift": unsigned(_SHIFT_BITS),
+        "shift": unsigned(SHIFT_BITS),
         "a_mult": unsigned(MULT_BITS),
         "b_mult": unsigned(MULT_BITS),
         "inv_mult": unsigned(MULT_BITS),
-        "inv_shift": unsigned(_SHIFT_BITS),
+        "inv_shift": unsigned(SHIFT_BITS),
         "eps": unsigned(31),
         "position": range(max_context),
         "table": _table_shape(act_tables),
@@ -182,7 +185,7 @@ class VectorUnit(wiring.Component):
 
     # --- derived sizes ------------------------------------------------------------------------
 
-    cycle_counter_bits = 32
+    cycle_counter_bits = UNIT_CYCLE_BITS
 
     @property
     def rope_stride(self) -> int:
@@ -195,7 +198,7 @@ class VectorUnit(wiring.Component):
 
     @property
     def buffer_words(self) -> int:
-        return -(-max(self.max_norm_length, self.max_head_dim) // self.lanes)
+        return ceil_div(max(self.max_norm_length, self.max_head_dim), self.lanes)
 
     @property
     def act_entries(self) -> int:
@@ -292,7 +295,7 @@ class VectorUnit(wiring.Component):
 
         Takes the command on ``cmd_fire``; returns the slot's control (a :class:`_Slot`)."""
         L = self.lanes
-        words = -(-self.max_length // L)
+        words = ceil_div(self.max_length, L)
         en = Signal()        # the whole pipeline advances together
         issuing = Signal()
         pass2 = Signal()
@@ -382,7 +385,7 @@ class VectorUnit(wiring.Component):
         gamma2 = [Signal(signed(8), name=f"gamma2_{i}") for i in range(L)]
         beta2 = [Signal(signed(_ACC_BITS), name=f"beta2_{i}") for i in range(L)]
         mult2 = [Signal(unsigned(MULT_BITS), name=f"mult2_{i}") for i in range(L)]
-        shift2 = [Signal(unsigned(_SHIFT_BITS), name=f"shift2_{i}") for i in range(L)]
+        shift2 = [Signal(unsigned(SHIFT_BITS), name=f"shift2_{i}") for i in range(L)]
         act2 = [Signal(signed(8), name=f"act2_{i}") for i in range(L)]
         s_beat = Signal(signed(16))
         q_beat = Signal(unsigned(24))
@@ -437,7 +440,7 @@ class VectorUnit(wiring.Component):
         p3 = _Stage("p3", L, self.max_length)
         acc3 = [Signal(signed(34), name=f"acc3_{i}") for i in range(L)]
         mult3 = [Signal(unsigned(MULT_BITS), name=f"mult3_{i}") for i in range(L)]
-        shift3 = [Signal(unsigned(_SHIFT_BITS), name=f"shift3_{i}") for i in range(L)]
+        shift3 = [Signal(unsigned(SHIFT_BITS), name=f"shift3_{i}") for i in range(L)]
         act3 = [Signal(signed(8), name=f"act3_{i}") for i in range(L)]
         best = Signal(signed(_ACC_BITS))
         best_idx = Signal(_index_shape(self.max_length))
@@ -486,7 +489,7 @@ class NormStatistics(wiring.Component):
             "q_sum": In(unsigned(32)),
             "length": In(range(max_length + 1)),
             "inv_mult": In(unsigned(MULT_BITS)),
-            "inv_shift": In(unsigned(_SHIFT_BITS)),
+            "inv_shift": In(unsigned(SHIFT_BITS)),
             "eps": In(unsigned(31)),
             "layer": In(1),
             "sums_done": In(1),

@@ -18,10 +18,11 @@ from .cli_errors import LockstepGroup, friendly
 from .cli_fpga import baud_option, build_cmd
 from .cli_model import golden_cmd, inspect_cmd
 from .cli_perf import estimate_cmd
+from .toolchain import SIMULATORS
 
 __all__ = ["main"]
 
-BACKENDS = ("verilator", "icarus", "amaranth")
+BACKENDS = SIMULATORS
 
 
 def _version() -> str:
@@ -179,7 +180,7 @@ def gemm(**kwargs):
     _run_gemm(**kwargs)
 
 
-DECODE_BACKENDS = ["verilator", "icarus", "amaranth", "isa", "golden", "serial"]
+DECODE_BACKENDS = [*SIMULATORS, "isa", "golden", "serial"]
 
 
 def _decode_options(default_backend):

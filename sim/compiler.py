@@ -4,13 +4,14 @@ Input: :class:`golden.int_model.IntModel` (its integer program is an ordered lis
 ops). Output: :class:`Compiled`: one instruction (:mod:`hdl.isa`) per op plus ``HALT``, and the
 contents of every memory the host loads once per run:
 
-* ``weights``: int8 bytes in words of ``array_cols`` bytes. A GEMM's tiles are laid out exactly as
-  :func:`sim.gemm.weight_words` orders them (output tile, reduction tile, tile row); an embedding
-  table is row-major, each row starting on a word.
-* ``params``: 32-bit words, one record per op (layouts in :data:`RECORDS`). Every record starts on a
-  word of ``max(array_rows, array_cols)`` (the top level's parameter word: V x 32 bits), and every
-  per-channel part of a record (bias, multipliers, gamma, beta) is padded with zeros to a whole word,
-  so the scalars after it start on a word too.
+* ``weights``: int8 bytes in words of ``array_cols`` bytes. A GEMM's tiles are laid out in the order
+  of :func:`hdl.isa.weight_tiles` (output tile, reduction tile, tile row); an embedding table is
+  row-major, each row starting on a word.
+* ``params``: 32-bit words, one record per op, packed by its :class:`hdl.isa.ParamRecord`
+  (:data:`hdl.isa.PARAM_RECORDS`). Every record starts on a word of ``max(array_rows, array_cols)``
+  (the top level's parameter word: V x 32 bits), and every per-channel part of a record (bias,
+  multipliers, gamma, beta) is padded with zeros to a whole word, so the scalars after it start on a
+  word too.
 * ``act_tables``: the distinct activation tables (SiLU, GELU: 256 int8 entries each, entry x + 128),
   one row per table; an ACTIVATION instruction names its row in ``count``. The host writes them
   into the vector unit's table memory once per run (``Config.act_tables`` rows);
@@ -29,50 +30,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden.numerics import ceil_div
 from hdl.config import ACT_TABLE_SIZE
-from hdl.isa import Instruction, Opcode, encode, make
+from hdl.isa import (
+    PARAM_RECORDS,
+    EmbedFlags,
+    GemmFlags,
+    Instruction,
+    Opcode,
+    encode,
+    make,
+    pack_mult_shift,
+    weight_tiles,
+)
 
-__all__ = ["Compiled", "CompileError", "RECORDS", "compile_model", "pack_mult_shift", "padded", "unpack_mult_shift"]
-
-#: Parameter record of each opcode, in 32-bit words (N: the op's output width; ``[N]`` parts padded
-#: with zeros to a multiple of ``max(array_rows, array_cols)``, see :func:`padded`).
-RECORDS = {
-    Opcode.GEMM: "bias[N] if flags.bias; then (mult | shift << 16)[N] if flags.requant",
-    Opcode.RMSNORM: "gamma[N]; eps; out_mult; out_shift",
-    Opcode.LAYERNORM: "gamma[N]; beta[N]; eps; out_mult; out_shift; inv_mult; inv_shift",
-    Opcode.ROPE: "mult; shift; table (word address of cos[max_context][head_dim/2] then sin[...], Q1.14, "
-                 "shared by every RoPE op of the same shape)",
-    Opcode.ATTENTION: "score_mult; score_shift; out_mult; out_shift",
-    Opcode.RESIDUAL_ADD: "a_mult; b_mult; mult; shift",
-    Opcode.MULTIPLY: "mult; shift",
-}
-
-GEMM_BIAS = 1
-GEMM_REQUANT = 2
-EMBED_BY_POSITION = 1
-
-
-def padded(n: int, align: int) -> int:
-    """``n`` rounded up to a multiple of ``align``: the words a per-channel part of a record takes."""
-    return -(-n // align) * align
-
-
-def _pad(values, align: int) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.int64).reshape(-1)
-    return np.concatenate([arr, np.zeros(padded(arr.size, align) - arr.size, np.int64)])
+__all__ = ["Compiled", "CompileError", "compile_model"]
 
 
 class CompileError(ValueError):
     """A model that does not fit a configuration, or that the hardware cannot run."""
-
-
-def pack_mult_shift(mult, shift) -> np.ndarray:
-    return np.asarray(mult, dtype=np.int64) | (np.asarray(shift, dtype=np.int64) << 16)
-
-
-def unpack_mult_shift(words) -> tuple[np.ndarray, np.ndarray]:
-    words = np.asarray(words, dtype=np.int64)
-    return words & 0xFFFF, (words >> 16) & 0xFFFF
 
 
 @dataclass
@@ -137,16 +113,6 @@ class _Words:
         return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int64)
 
 
-def _gemm_tiles(weight: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """The weight bytes of one GEMM in the engine's order (see sim.gemm.weight_words)."""
-    k, n = weight.shape
-    kt, nt = -(-k // rows), -(-n // cols)
-    padded = np.zeros((kt * rows, nt * cols), np.int64)
-    padded[:k, :n] = weight
-    # (nt, kt, r, c) order: for each output tile, each reduction tile, each row of the tile.
-    return padded.reshape(kt, rows, nt, cols).transpose(2, 0, 1, 3).reshape(-1)
-
-
 def compile_model(model, config) -> Compiled:
     """Compile ``model`` (an IntModel) for ``config`` (an accelerator Config)."""
     from golden.int_model import IntModel
@@ -182,39 +148,36 @@ def compile_model(model, config) -> Compiled:
         kind = op.op
         if kind == "embed":
             table = p.table
-            row_words = -(-table.shape[1] // C)
+            row_words = ceil_div(table.shape[1], C)
             rows = np.zeros((table.shape[0], row_words * C), np.int64)
             rows[:, :table.shape[1]] = table
             base = weights.add(rows, align=C) // C
+            flags = EmbedFlags.BY_POSITION if p.index == "position" else EmbedFlags(0)
             ins = make(Opcode.EMBED, dst=scratch(op.output, op.width), length=table.shape[1], weight=base,
-                       count=row_words, flags=EMBED_BY_POSITION if p.index == "position" else 0)
+                       count=row_words, flags=flags.value)
         elif kind in ("rmsnorm", "layernorm"):
-            rec = [_pad(p.gamma, align)]
-            if kind == "layernorm":
-                rec.append(_pad(p.beta, align))
-            rec.append([p.eps, p.out_mult, p.out_shift] + ([p.inv_mult, p.inv_shift] if kind == "layernorm" else []))
-            base = params.add(np.concatenate([np.asarray(r, np.int64).reshape(-1) for r in rec]), align=align)
             opcode = Opcode.RMSNORM if kind == "rmsnorm" else Opcode.LAYERNORM
+            base = params.add(PARAM_RECORDS[opcode].pack(align, vars(p)), align=align)
             ins = make(opcode, src0=src(op.inputs[0]), dst=scratch(op.output, op.width), length=op.width, param=base)
         elif kind == "gemm":
             k, n = p.weight.shape
-            wbase = weights.add(_gemm_tiles(p.weight, R, C), align=C) // C
-            rec, flags = [], 0
+            wbase = weights.add(weight_tiles(p.weight, R, C), align=C) // C
+            flags = GemmFlags(0)
             if p.bias is not None:
-                rec.append(_pad(p.bias, align))
-                flags |= GEMM_BIAS
+                flags |= GemmFlags.BIAS
             if p.requantized:
-                rec.append(_pad(pack_mult_shift(p.mult, p.shift), align))
-                flags |= GEMM_REQUANT
+                flags |= GemmFlags.REQUANT
                 dst = scratch(op.output, n)
             else:
                 logits_top += -logits_top % align
                 dst = addresses[op.output] = logits_top
                 logits_top += n
                 logits_value = op.output
-            pbase = params.add(np.concatenate(rec), align=align) if rec else 0
+            rec = PARAM_RECORDS[Opcode.GEMM]
+            values = {"bias": p.bias, "mult_shift": pack_mult_shift(p.mult, p.shift) if p.requantized else None}
+            pbase = params.add(rec.pack(align, values, flags.value), align=align) if flags else 0
             ins = make(Opcode.GEMM, src0=src(op.inputs[0]), dst=dst, length=k, count=n, param=pbase,
-                       weight=wbase, flags=flags)
+                       weight=wbase, flags=flags.value)
         elif kind == "rope":
             from golden.tables import rope_tables
 
@@ -223,7 +186,8 @@ def compile_model(model, config) -> Compiled:
                 return np.concatenate([cos.reshape(-1), sin.reshape(-1)])
 
             table = params.add_shared(("rope", p.max_context, p.head_dim, p.base), tables, align=align)
-            base = params.add([p.mult, p.shift, table], align=align)
+            base = params.add(PARAM_RECORDS[Opcode.ROPE].pack(align, {"mult": p.mult, "shift": p.shift,
+                                                                      "table": table}), align=align)
             ins = make(Opcode.ROPE, src0=src(op.inputs[0]), dst=scratch(op.output, op.width), length=op.width,
                        count=p.heads, param=base)
         elif kind == "kv_write":
@@ -232,11 +196,11 @@ def compile_model(model, config) -> Compiled:
             addresses[op.output] = 0
         elif kind == "attention":
             a = p.attn
-            base = params.add([a.score_mult, a.score_shift, a.out_mult, a.out_shift], align=align)
+            base = params.add(PARAM_RECORDS[Opcode.ATTENTION].pack(align, vars(a)), align=align)
             ins = make(Opcode.ATTENTION, src0=src(op.inputs[0]), dst=scratch(op.output, op.width),
                        length=op.width, count=p.layer, param=base)
         elif kind == "residual_add":
-            base = params.add([p.a_mult, p.b_mult, p.mult, p.shift], align=align)
+            base = params.add(PARAM_RECORDS[Opcode.RESIDUAL_ADD].pack(align, vars(p)), align=align)
             ins = make(Opcode.RESIDUAL_ADD, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
                        dst=scratch(op.output, op.width), length=op.width, param=base)
         elif kind == "activation":
@@ -244,7 +208,7 @@ def compile_model(model, config) -> Compiled:
             ins = make(Opcode.ACTIVATION, src0=src(op.inputs[0]), dst=scratch(op.output, op.width),
                        length=op.width, count=index)
         elif kind == "multiply":
-            base = params.add([p.mult, p.shift], align=align)
+            base = params.add(PARAM_RECORDS[Opcode.MULTIPLY].pack(align, vars(p)), align=align)
             ins = make(Opcode.MULTIPLY, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
                        dst=scratch(op.output, op.width), length=op.width, param=base)
         elif kind == "argmax":
@@ -276,7 +240,7 @@ def memory_needs(compiled: Compiled) -> dict[str, tuple[int, int]]:
     c = compiled.config
     C = c.array_cols
     needs = {
-        "weight_words": (-(-compiled.weights.size // C), c.weight_words),
+        "weight_words": (ceil_div(compiled.weights.size, C), c.weight_words),
         "param_words": (int(compiled.params.size), c.param_words),
         "scratch_bytes": (compiled.scratch_size, c.scratch_bytes),
         "kv_bytes": (int(np.prod(compiled.kv_shape)) * 2, c.kv_bytes),

@@ -28,6 +28,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from golden.numerics import ceil_div
+from hdl.vector import VECTOR_OP_NAMES
+
 __all__ = ["GEMM_DRAIN", "GEMM_START", "GemmCycles", "array_stream_cycles", "gemm_cycles", "gemm_lower_bound",
            "tile_load_cycles"]
 
@@ -72,7 +75,7 @@ def gemm_cycles(config, m: int, k: int, n: int, *, weight_bytes_per_cycle: float
     R = config.array_rows
     C = config.array_cols
     load = tile_load_cycles(config, weight_bytes_per_cycle)
-    tiles = -(-k // R) * -(-n // C)
+    tiles = ceil_div(k, R) * ceil_div(n, C)
     return GemmCycles(
         start=GEMM_START,
         first_load=load,
@@ -96,7 +99,7 @@ def array_stream_cycles(config, m: int, k: int, n: int) -> int:
 def gemm_lower_bound(config, m: int, k: int, n: int) -> int:
     """The larger of the compute bound (padded MACs / (R*C)) and the weight-load bound (R per tile)."""
     R, C = config.array_rows, config.array_cols
-    tiles = -(-k // R) * -(-n // C)
+    tiles = ceil_div(k, R) * ceil_div(n, C)
     return max(tiles * m, tiles * R)
 
 
@@ -144,7 +147,7 @@ def attention_finish_steps(head_dim: int, finish_lanes: int = 0) -> int:
     ``finish_lanes`` is 0 (all lanes at once) or at least ``head_dim``."""
     if not finish_lanes or finish_lanes >= head_dim:
         return 1
-    return -(-head_dim // finish_lanes)
+    return ceil_div(head_dim, finish_lanes)
 
 
 def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lanes: int = 0) -> AttentionCycles:
@@ -195,7 +198,7 @@ VECTOR_COMMAND = 1
 VECTOR_PIPELINE = 4
 VECTOR_NORM_SETTLE = 2
 VECTOR_NORM_STATS = 8
-_VECTOR_OPS = ("requant", "add", "mul", "silu", "gelu", "argmax", "rmsnorm", "layernorm", "rope")
+_VECTOR_OPS = VECTOR_OP_NAMES
 
 
 @dataclass(frozen=True)
@@ -232,7 +235,7 @@ def vector_cycles(op, length: int, lanes: int) -> VectorCycles:
     2W for the norms, whose gamma/beta stream after x).
     """
     name = _vector_op_name(op)
-    w = -(-length // lanes)
+    w = ceil_div(length, lanes)
     norm = name in ("rmsnorm", "layernorm")
     passes = 2 if norm or name == "rope" else 1
     return VectorCycles(
@@ -338,13 +341,13 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
     ``position + 1`` rows).
     """
     lanes = config.vector_lanes
-    row_words = -(-head_dim // lanes)
+    row_words = ceil_div(head_dim, lanes)
     if op == "gemm":
         g = gemm_cycles(config, 1, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
         return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK, macs=in_width * width,
                         weight_bytes=in_width * width, unit_min=g.total)
     if op == "embed":
-        words = -(-width // config.array_cols)
+        words = ceil_div(width, config.array_cols)
         return OpCycles(op, "", SEQ_ISSUE + words, unit_min=words)
     if op == "kv_write":
         words = n_kv_heads * row_words

@@ -31,6 +31,8 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from golden.numerics import ceil_div
+
 from .runner import cache_root
 from .toolchain import ToolchainError
 
@@ -372,7 +374,7 @@ def gemm_throughput(config, clock_hz: float, shape=REPORT_GEMM) -> dict:
     c = config
     m = min(shape[0], c.max_m)
     k = min(shape[1], c.max_k, c.array_rows * (c.act_words // m))
-    kt = -(-k // c.array_rows)
+    kt = ceil_div(k, c.array_rows)
     n = min(shape[2], c.array_cols * min(c.weight_words // (kt * c.array_rows), c.result_words // m))
     plan = plan_gemm(c, m, k, n)
     seconds = plan.predicted_cycles / clock_hz

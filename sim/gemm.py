@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from golden.numerics import check_int8, is_int, wrap_int32
+from golden.numerics import ceil_div, check_int8, is_int, wrap_int32
+from hdl.isa import weight_tiles
 
 from .bus import WatchdogError
 from .cycles import gemm_cycles
@@ -49,11 +50,11 @@ class GemmPlan:
 
     @property
     def kt(self) -> int:
-        return -(-self.k // self.config.array_rows)
+        return ceil_div(self.k, self.config.array_rows)
 
     @property
     def nt(self) -> int:
-        return -(-self.n // self.config.array_cols)
+        return ceil_div(self.n, self.config.array_cols)
 
     @property
     def tiles(self) -> int:
@@ -152,8 +153,8 @@ def plan_tiled_gemm(config, m, k, n) -> TiledGemm:
     # Each bound is at least 1: Config guarantees max_m <= act_words, result_words and
     # weight_words >= R, and max_k >= R.
     rows = min(m, c.max_m)
-    kt = min(-(-k // R), c.max_k // R, c.act_words // rows, c.weight_words // R)
-    nt = min(-(-n // C), c.weight_words // (kt * R), c.result_words // rows)
+    kt = min(ceil_div(k, R), c.max_k // R, c.act_words // rows, c.weight_words // R)
+    nt = min(ceil_div(n, C), c.weight_words // (kt * R), c.result_words // rows)
     kb, nb = kt * R, nt * C
     blocks = []
     for m0 in range(0, m, rows):
@@ -205,10 +206,9 @@ def _check_operands(plan: GemmPlan, a, w):
 
 
 def weight_words(plan: GemmPlan, w) -> list[int]:
+    """The weight memory's words, in the tile order of :func:`hdl.isa.weight_tiles`."""
     R, C = plan.config.array_rows, plan.config.array_cols
-    wp = _padded(check_int8("w", w), plan.kt * R, plan.nt * C)
-    return [pack_lanes(wp[kt * R + r, nt * C:(nt + 1) * C], 8)
-            for nt in range(plan.nt) for kt in range(plan.kt) for r in range(R)]
+    return [pack_lanes(row, 8) for row in weight_tiles(check_int8("w", w), R, C)]
 
 
 def act_words(plan: GemmPlan, a) -> list[int]:
@@ -300,7 +300,7 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
     w = check_int8("w", w)
     M, K = a.shape
     N = w.shape[1]
-    kt_n, nt_n = -(-K // rows), -(-N // cols)
+    kt_n, nt_n = ceil_div(K, rows), ceil_div(N, cols)
     ap = _padded(a, M, kt_n * rows)
     wp = _padded(w, kt_n * rows, nt_n * cols)
     rng = random.Random(seed)

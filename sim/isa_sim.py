@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from golden.attention import AttentionParams, attention_decode
-from golden.numerics import requantize, wrap_int32
+from golden.numerics import ceil_div, requantize, wrap_int32
 from golden.vector import (
     AddParams,
     NormParams,
@@ -23,9 +23,9 @@ from golden.vector import (
     rmsnorm,
     rope_with_tables,
 )
-from hdl.isa import Opcode, decode
+from hdl.isa import PARAM_RECORDS, EmbedFlags, GemmFlags, Opcode, decode, unpack_mult_shift, weight_from_tiles
 
-from .compiler import EMBED_BY_POSITION, GEMM_BIAS, GEMM_REQUANT, Compiled, padded, unpack_mult_shift
+from .compiler import Compiled
 
 __all__ = ["IsaMachine"]
 
@@ -51,8 +51,9 @@ class IsaMachine:
         self.max_context = ctx
         self.kv_heads, self.head_dim = kvh, hd
 
-    def _p(self, base, n=1):
-        return self.params[base:base + n]
+    def _record(self, ins, n: int = 0) -> dict:
+        """The parameter record of ``ins`` (its :class:`hdl.isa.ParamRecord`), ``n`` entries a channel part."""
+        return PARAM_RECORDS[ins.opcode].unpack(self.params, ins["param"], n, self.align, ins["flags"])
 
     def step(self, token: int, position: int) -> int:
         """Run the program once for ``token`` at ``position``; return the argmax token."""
@@ -74,38 +75,31 @@ class IsaMachine:
             if op is Opcode.HALT:
                 break
             if op is Opcode.EMBED:
-                row = position if ins["flags"] & EMBED_BY_POSITION else token
+                row = position if EmbedFlags(ins["flags"]) & EmbedFlags.BY_POSITION else token
                 start = (ins["weight"] + row * ins["count"]) * self.cols
                 s[ins["dst"]:ins["dst"] + n] = self.weights[start:start + n]
             elif op in (Opcode.RMSNORM, Opcode.LAYERNORM):
                 x = s[ins["src0"]:ins["src0"] + n][None]
-                base = ins["param"]
-                gamma = self._p(base, n)
+                r = self._record(ins, n)
                 if op is Opcode.RMSNORM:
-                    eps, om, osh = self._p(base + padded(n, self.align), 3)
-                    p = NormParams(kind="rms", gamma=gamma, beta=None, eps=int(eps), out_mult=int(om),
-                                   out_shift=int(osh), inv_mult=0, inv_shift=0)
-                    y = rmsnorm(x, p)
+                    y = rmsnorm(x, NormParams(kind="rms", beta=None, inv_mult=0, inv_shift=0, **r))
                 else:
-                    beta = self._p(base + padded(n, self.align), n)
-                    eps, om, osh, im, ish = self._p(base + 2 * padded(n, self.align), 5)
-                    p = NormParams(kind="layer", gamma=gamma, beta=beta, eps=int(eps), out_mult=int(om),
-                                   out_shift=int(osh), inv_mult=int(im), inv_shift=int(ish))
-                    y = layernorm(x, p)
+                    y = layernorm(x, NormParams(kind="layer", **r))
                 s[ins["dst"]:ins["dst"] + n] = y[0]
             elif op is Opcode.GEMM:
                 y = self._gemm(ins)
-                if ins["flags"] & GEMM_REQUANT:
+                if GemmFlags(ins["flags"]) & GemmFlags.REQUANT:
                     s[ins["dst"]:ins["dst"] + ins["count"]] = y
                 else:
                     self.logits[ins["dst"]:ins["dst"] + ins["count"]] = y
             elif op is Opcode.ROPE:
                 heads = ins["count"]
                 hd = n // heads
-                mult, shift, table = (int(v) for v in self._p(ins["param"], 3))
+                r = self._record(ins)
+                mult, shift, table = r["mult"], r["shift"], r["table"]
                 half = self.max_context * (hd // 2)
-                cos = self._p(table, half).reshape(self.max_context, hd // 2)
-                sin = self._p(table + half, half).reshape(self.max_context, hd // 2)
+                cos = self.params[table:table + half].reshape(self.max_context, hd // 2)
+                sin = self.params[table + half:table + 2 * half].reshape(self.max_context, hd // 2)
                 x = s[ins["src0"]:ins["src0"] + n].reshape(heads, hd)
                 y = rope_with_tables(x, np.full(heads, position), cos, sin, mult=mult, shift=shift)
                 s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
@@ -115,23 +109,19 @@ class IsaMachine:
                 self.v[layer, position] = s[ins["src1"]:ins["src1"] + n].reshape(self.kv_heads, self.head_dim)
             elif op is Opcode.ATTENTION:
                 layer = ins["count"]
-                sm, ss, om, osh = (int(v) for v in self._p(ins["param"], 4))
                 q = s[ins["src0"]:ins["src0"] + n].reshape(-1, self.head_dim)
                 y = attention_decode(q, self.k[layer, :position + 1], self.v[layer, :position + 1],
-                                     AttentionParams(score_mult=sm, score_shift=ss, out_mult=om, out_shift=osh),
-                                     max_context=self.max_context)
+                                     AttentionParams(**self._record(ins)), max_context=self.max_context)
                 s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
             elif op is Opcode.RESIDUAL_ADD:
-                am, bm, m, sh = (int(v) for v in self._p(ins["param"], 4))
                 a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]
-                s[ins["dst"]:ins["dst"] + n] = residual_add(a, b, AddParams(a_mult=am, b_mult=bm, mult=m, shift=sh))
+                s[ins["dst"]:ins["dst"] + n] = residual_add(a, b, AddParams(**self._record(ins)))
             elif op is Opcode.ACTIVATION:
                 table = self.act_tables[ins["count"]]
                 s[ins["dst"]:ins["dst"] + n] = activation(s[ins["src0"]:ins["src0"] + n], table)
             elif op is Opcode.MULTIPLY:
-                m, sh = (int(v) for v in self._p(ins["param"], 2))
                 a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]
-                s[ins["dst"]:ins["dst"] + n] = multiply(a, b, mult=m, shift=sh)
+                s[ins["dst"]:ins["dst"] + n] = multiply(a, b, **self._record(ins))
             elif op is Opcode.ARGMAX:
                 out = int(argmax(self.logits[ins["src0"]:ins["src0"] + n][None])[0])
             else:  # pragma: no cover - decode() rejects unknown opcodes
@@ -142,17 +132,16 @@ class IsaMachine:
         """int8 GEMV from the weight tiles at ``weight``; bias and requantization from ``param``."""
         R, C = self.rows, self.cols
         k, n = ins["length"], ins["count"]
-        kt, nt = -(-k // R), -(-n // C)
         start = ins["weight"] * C
-        tiles = self.weights[start:start + nt * kt * R * C].reshape(nt, kt, R, C)
-        w = tiles.transpose(1, 2, 0, 3).reshape(kt * R, nt * C)[:k, :n]
+        size = ceil_div(k, R) * ceil_div(n, C) * R * C
+        w = weight_from_tiles(self.weights[start:start + size], k, n, R, C)
         x = self.scratch[ins["src0"]:ins["src0"] + k]
         acc = wrap_int32(x @ w)
-        base = ins["param"]
-        if ins["flags"] & GEMM_BIAS:
-            acc = wrap_int32(acc + self._p(base, n))
-            base += padded(n, self.align)
-        if ins["flags"] & GEMM_REQUANT:
-            mult, shift = unpack_mult_shift(self._p(base, n))
+        flags = GemmFlags(ins["flags"])
+        r = self._record(ins, n)
+        if flags & GemmFlags.BIAS:
+            acc = wrap_int32(acc + r["bias"])
+        if flags & GemmFlags.REQUANT:
+            mult, shift = unpack_mult_shift(r["mult_shift"])
             return requantize(acc, mult, shift)
         return acc

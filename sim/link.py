@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from golden.numerics import ceil_div
 from hdl.link import GEMM_REGS, MAX_FRAME_PAYLOAD, REPLY_SYNC, default_timeout_cycles
 
 from .protocol import (
@@ -29,6 +30,7 @@ from .protocol import (
     Target,
     decode_reply,
     encode_request,
+    read_logits_payload,
     read_mem_payload,
     write_mem_payload,
     write_reg_payload,
@@ -464,7 +466,7 @@ class Link:
         out = []
         for i in range(0, count, dev.read_chunk_words):
             n = min(dev.read_chunk_words, count - i)
-            data = await self.transact(Command.READ_LOGITS, (addr + i).to_bytes(4, "little") + n.to_bytes(2, "little"))
+            data = await self.transact(Command.READ_LOGITS, read_logits_payload(addr + i, n))
             if len(data) != n * dev.rdata_bytes:
                 raise LinkError(f"READ_LOGITS reply holds {len(data)} bytes, not {n * dev.rdata_bytes}")
             b = dev.rdata_bytes
@@ -793,7 +795,7 @@ async def _link_decode(bus, job):
 
     async def step(token, position):
         expected = predicted.get(str(position))
-        link.poll_limit = max(4, -(-(expected or 100_000) // poll_cycles(cpb)) + 4)
+        link.poll_limit = max(4, ceil_div((expected or 100_000), poll_cycles(cpb)) + 4)
         r = await decoder.step(token, position, predicted=expected)
         return {"position": position, "token_in": token, **r}
 

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from golden.model import MAX_CONTEXT, MAX_LAYERS
+from golden.numerics import ceil_div
 from hdl.config import MAX_ARRAY
 
 __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LAYERS", "MAX_TEXT_BYTES", "MODELS",
@@ -245,11 +246,11 @@ def shard_shape(model_config, tensor_parallel: int) -> ShardShape:
     replicated, and ceil(heads / T) query heads), of the FFN width and of the vocabulary."""
     c, t = model_config, tensor_parallel
     if t <= c.n_kv_heads:
-        kv = -(-c.n_kv_heads // t)
+        kv = ceil_div(c.n_kv_heads, t)
         heads = kv * c.group_size
     else:
-        kv, heads = 1, -(-c.n_heads // t)
-    return ShardShape(heads, kv, c.head_dim, -(-c.d_ff // t), -(-c.vocab_size // t))
+        kv, heads = 1, ceil_div(c.n_heads, t)
+    return ShardShape(heads, kv, c.head_dim, ceil_div(c.d_ff, t), ceil_div(c.vocab_size, t))
 
 
 def kv_split(model_config, tensor_parallel: int) -> int:
@@ -262,7 +263,7 @@ def kv_split(model_config, tensor_parallel: int) -> int:
 
 def local_position(position: int, split: int) -> int:
     """The position whose attention costs what one chip's share of ``position + 1`` rows costs."""
-    return -(-(position + 1) // split) - 1
+    return ceil_div((position + 1), split) - 1
 
 
 _HEAD_VALUES = ("q", "q_rot", "attn")
@@ -363,10 +364,10 @@ def _k_ways(k: int, limit: int):
     a = 1
     while a <= min(k, limit):
         yield a
-        height = -(-k // a)
+        height = ceil_div(k, a)
         if height == 1:
             return
-        a = -(-k // (height - 1))
+        a = ceil_div(k, (height - 1))
 
 
 @functools.lru_cache(maxsize=256)
@@ -416,12 +417,12 @@ def shard_plan(model_config, hw, *, port: float, batch: int = 1) -> ShardPlan:
             # 1-D: the shard program's block, an all-reduce when the output goes back to the residual.
             slots = {} if out_sliced or not in_sliced else {
                 "reduce": (T - 1) / T * n * PSUM_BYTES * batch, "gather": (T - 1) / T * n * q_bytes}
-            one_d.append((GemmSplit(name, k, n, -(-k // sk), -(-n // sop.width), sk, sop.width, "1-D",
+            one_d.append((GemmSplit(name, k, n, ceil_div(k, sk), ceil_div(n, sop.width), sk, sop.width, "1-D",
                                     cycles(sk, sop.width)), slots))
             best = None
             for a in _k_ways(k, T):
                 b = min(T // a, n)
-                ks, ns = -(-k // a), -(-n // b)
+                ks, ns = ceil_div(k, a), ceil_div(n, b)
                 slots = {"in": (T - 1) / T * k * q_bytes} if in_sliced else {}
                 if out_sliced or a > 1:
                     slots["reduce"] = ((a - 1) / a * ns * PSUM_BYTES * batch) if a > 1 else ns * q_bytes
@@ -818,7 +819,7 @@ def kv_cache_bytes(model_config, hw: Hardware, *, context: int, batch: int = 1) 
     its stage's layers, K and V of every key/value head at the weights' width (int8 designs keep
     an int8 cache, 16-bit ones a 16-bit cache), spread over the stage's chips: an average a chip,
     as the weights' ``per_chip`` is."""
-    layers = -(-model_config.n_layers // hw.stages)
+    layers = ceil_div(model_config.n_layers, hw.stages)
     c = model_config
     return layers * context * c.n_kv_heads * c.head_dim * 2 * hw.weight_bytes * batch / hw.tensor_parallel
 
@@ -833,7 +834,7 @@ def place(mc, hw: Hardware, *, context: int, batch: int = 1, name: str = "the mo
         raise HardwareError(f"{hw.name}: {S} pipeline stages for {mc.n_layers} layers: a stage needs at least "
                             f"one layer (raise tensor_parallel)")
     layer, other = _weight_elements(mc)
-    per_chip = (-(-mc.n_layers // S) * layer + other) * hw.weight_bytes / T
+    per_chip = (ceil_div(mc.n_layers, S) * layer + other) * hw.weight_bytes / T
     kv = kv_cache_bytes(mc, hw, context=context, batch=batch)
     home = next((m for m in hw.memories if m.capacity_bytes >= per_chip + (kv if m.holds_kv else 0)), None)
     if home is None:

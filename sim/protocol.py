@@ -13,15 +13,20 @@ from hdl.link import (
     CRC,
     CYCLE_BITS,
     DECODE_REGS,
+    LOGITS_ARGS,
     MAX_FRAME_PAYLOAD,
     MEM_ARG_BYTES,
+    MEM_ARGS,
     PROTOCOL_VERSION,
+    READ_ARGS,
+    REG_ARGS,
     REG_BITS,
     REPLY_SYNC,
     REQUEST_SYNC,
     Command,
     Status,
     Target,
+    pack_args,
 )
 
 __all__ = [
@@ -158,30 +163,42 @@ class DeviceInfo:
 
 
 def write_mem_payload(mem: int, addr: int, words: list[int], wdata_bytes: int) -> bytes:
-    return (bytes([mem]) + addr.to_bytes(4, "little")
+    return (pack_args(MEM_ARGS, mem=mem, addr=addr)
             + b"".join(int(w).to_bytes(wdata_bytes, "little") for w in words))
 
 
 def read_mem_payload(mem: int, addr: int, count: int) -> bytes:
-    return bytes([mem]) + addr.to_bytes(4, "little") + count.to_bytes(2, "little")
+    return pack_args(READ_ARGS, mem=mem, addr=addr, count=count)
+
+
+def read_logits_payload(addr: int, count: int) -> bytes:
+    return pack_args(LOGITS_ARGS, addr=addr, count=count)
 
 
 def write_reg_payload(reg: int, value: int) -> bytes:
-    return bytes([reg]) + int(value).to_bytes(4, "little")
+    return pack_args(REG_ARGS, reg=reg, value=value)
 
 
 # --- documentation -------------------------------------------------------------------------------
+
+_ARG_NAMES = {"mem": "memory", "addr": "word address", "count": "count n", "reg": "register", "value": "value"}
+
+
+def _args(layout) -> str:
+    """An argument layout as the table below spells it: ``name (bytes), ...``."""
+    return ", ".join(f"{_ARG_NAMES[name]} ({f.width // 8})" for name, f in layout)
+
 
 #: Per command: (request payload, reply payload, needs the target idle, what it does).
 COMMANDS: dict[Command, tuple[str, str, bool, str]] = {
     Command.INFO: ("empty", "version (1), target (1), memories (1), registers (1), write-word bytes W (1), "
                    "read-word bytes Rd (1), address bits (1), max payload (2)", False,
                    "describe the bridge and its target"),
-    Command.WRITE_MEM: ("memory (1), word address (4), n >= 1 words of W bytes", "empty", True,
+    Command.WRITE_MEM: (f"{_args(MEM_ARGS)}, n >= 1 words of W bytes", "empty", True,
                         "write n consecutive words; nothing is written unless the whole frame is good"),
-    Command.READ_MEM: ("memory (1), word address (4), count n (2)", "n words of Rd bytes", True,
+    Command.READ_MEM: (_args(READ_ARGS), "n words of Rd bytes", True,
                        "read n consecutive words"),
-    Command.WRITE_REG: ("register (1), value (4)", "empty", True,
+    Command.WRITE_REG: (_args(REG_ARGS), "empty", True,
                         "set a parameter register (the targets' registers are listed below)"),
     Command.START: ("empty", "empty", True, "pulse the target's start for one cycle"),
     Command.STATUS: ("empty", "flags (1: bit 0 busy, bit 1 done), last error status (1), "
@@ -190,7 +207,7 @@ COMMANDS: dict[Command, tuple[str, str, bool, str]] = {
                      "the target's cycle counter of its last run"),
     Command.READ_TOKEN: ("empty", "token id (2)", True,
                          "decode target: the token the last step chose (ERR_UNSUPPORTED on the GEMM target)"),
-    Command.READ_LOGITS: ("word address (4), count n (2)", "n words of Rd bytes", True,
+    Command.READ_LOGITS: (_args(LOGITS_ARGS), "n words of Rd bytes", True,
                           "decode target: READ_MEM of the logits buffer, n int32 lanes per word "
                           "(ERR_UNSUPPORTED on the GEMM target)"),
 }

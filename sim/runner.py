@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .toolchain import SIMULATORS, prepare_environment, simulator_version
+from .toolchain import SIMULATORS, VERILOG_SIMULATORS, prepare_environment, simulator_version
 
 __all__ = ["Build", "Cancel", "SimulationError", "build", "cache_root", "design_for", "new_progress_file", "prune_runs",
            "report_progress_to", "run", "verilog_for"]
@@ -418,7 +418,7 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
     cocotb's ``build()`` (its own up-to-date check makes that a no-op on an unchanged directory),
     because cocotb's ``test()`` needs the state ``build()`` sets.
     """
-    if simulator not in ("verilator", "icarus"):
+    if simulator not in VERILOG_SIMULATORS:
         raise ValueError(f"simulator must be 'verilator' or 'icarus' to build, not {simulator!r}")
     import cocotb
 
@@ -639,7 +639,7 @@ def _run_in(run_dir: Path, simulator: str, flow: str, function, job: dict, b: Bu
 
 def check_simulator(simulator: str) -> None:
     """Raise ToolchainError early, with install instructions, if ``simulator`` cannot run here."""
-    if simulator in ("verilator", "icarus"):
+    if simulator in VERILOG_SIMULATORS:
         simulator_version(simulator)
     elif simulator != "amaranth":
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")

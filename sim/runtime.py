@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from .compiler import Compiled, compile_model
 from .cycles import decode_step_cycles
+from .toolchain import SIMULATORS
 
 __all__ = ["BACKENDS", "RTL_BACKENDS", "Backend", "RunReport", "StepReport", "check_request", "decode", "prepare"]
 
@@ -274,7 +275,7 @@ BACKENDS: dict[str, Callable[[Compiled], Backend]] = {
     "verilator": VerilatorBackend, "serial": SerialBackend,
 }
 #: Backends that run the RTL (their steps report measured cycles).
-RTL_BACKENDS = ("amaranth", "icarus", "verilator")
+RTL_BACKENDS = SIMULATORS
 #: Backends whose steps report measured cycles: the simulated RTL and a board.
 MEASURING_BACKENDS = (*RTL_BACKENDS, "serial")
 

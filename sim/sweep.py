@@ -65,6 +65,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from golden.numerics import ceil_div
+
 __all__ = ["KINDS", "MAX_POINTS", "SweepSpec", "SweepError", "check_workers", "evaluate_point", "load_spec",
            "max_workers", "open_db", "read_rows", "run_sweep"]
 
@@ -80,7 +82,7 @@ def _gemm_config(p: dict):
     from hdl.config import Config
 
     R, C, m, k, n = p["array_rows"], p["array_cols"], p["m"], p["k"], p["n"]
-    kt, nt = -(-k // R), -(-n // C)
+    kt, nt = ceil_div(k, R), ceil_div(n, C)
     return Config(array_rows=R, array_cols=C, weight_words=max(R, kt * nt * R), act_words=max(m * kt, m),
                   result_words=max(m * nt, m), max_m=m, clock_hz=p.get("clock_hz", 100_000_000))
 
@@ -431,7 +433,9 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
         limit = rtl.get("max_cycles", 2000)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise SweepError(f"{source}: rtl max_cycles must be a positive integer, not {limit!r}")
-        if rtl.get("simulator", "amaranth") not in ("amaranth", "icarus", "verilator"):
+        from .toolchain import SIMULATORS
+
+        if rtl.get("simulator", "amaranth") not in SIMULATORS:
             raise SweepError(f"{source}: rtl simulator must be amaranth, icarus or verilator, "
                              f"not {rtl.get('simulator')!r}")
         if kind != "gemm":

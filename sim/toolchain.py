@@ -16,10 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["SIMULATORS", "ToolchainError", "prepare_environment", "simulator_version", "verilator_bin_dir"]
+__all__ = ["SIMULATORS", "VERILOG_SIMULATORS", "ToolchainError", "prepare_environment", "simulator_version",
+           "verilator_bin_dir"]
 
-#: The simulators a design can be built for. "amaranth" runs in-process and needs no build.
-SIMULATORS = ("verilator", "icarus", "amaranth")
+#: The simulators that run a design's Verilog (a build, through cocotb).
+VERILOG_SIMULATORS = ("verilator", "icarus")
+#: The simulators a design can run on, the one list every command and test takes. "amaranth" runs
+#: in-process and needs no build.
+SIMULATORS = (*VERILOG_SIMULATORS, "amaranth")
 
 
 class ToolchainError(RuntimeError):
@@ -62,7 +66,7 @@ def simulator_version(simulator: str) -> str:
                                  "(or scripts/setup.sh as root)")
         cmd = ["iverilog", "-V"]
     else:
-        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS[:2])}, not {simulator!r}")
+        raise ValueError(f"simulator must be one of {', '.join(VERILOG_SIMULATORS)}, not {simulator!r}")
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from golden.numerics import ceil_div
 from hdl.top import TopMem
 
 from .compiler import Compiled, CompileError
@@ -97,9 +98,9 @@ def images(compiled: Compiled) -> dict:
     from hdl.vector import rope_word_layout
 
     V = compiled.config.vector_lanes
-    w = np.zeros(-(-compiled.weights.size // V) * V, np.int64)
+    w = np.zeros(ceil_div(compiled.weights.size, V) * V, np.int64)
     w[:compiled.weights.size] = compiled.weights
-    p = np.zeros(-(-compiled.params.size // V) * V, np.int64)
+    p = np.zeros(ceil_div(compiled.params.size, V) * V, np.int64)
     p[:compiled.params.size] = compiled.params
 
     def words(arr, bits):

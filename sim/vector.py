@@ -36,6 +36,7 @@ import numpy as np
 
 from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, check_int_array, is_int, quantize_multiplier
 from golden.tables import activation_table, rope_tables
+from hdl.vector import VECTOR_OP_NAMES
 
 from .bus import WatchdogError
 from .cycles import vector_cycles
@@ -44,7 +45,7 @@ __all__ = ["ACT_TABLE_INDEX", "CHECKS", "DESIGNS", "FLOWS", "OPS", "PRESETS", "c
            "run_vector_ops", "vector_job"]
 
 #: Op names of a job, in the order of :class:`hdl.vector.VectorOp`.
-OPS = ("requant", "add", "mul", "silu", "gelu", "argmax", "rmsnorm", "layernorm", "rope")
+OPS = VECTOR_OP_NAMES
 
 #: Design points: the demo model's sizes (d_model 64, head_dim 16, max_context 128, d_ff 192) and a
 #: small one for the slow simulators (odd lanes, so lengths rarely fill the last beat). Two

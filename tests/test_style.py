@@ -16,3 +16,12 @@ def test_ruff_is_clean():
         pytest.fail("ruff is not installed: run scripts/setup.sh test")
     out = subprocess.run([ruff, "check", "--output-format", "concise", str(ROOT)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ceiling_division_is_spelled_once():
+    # golden.numerics.ceil_div is the one spelling; a second one is a copy that can drift.
+    found = [f"{p.relative_to(ROOT)}:{i}" for folder in ("golden", "hdl", "sim", "tests", "scripts")
+             for p in sorted((ROOT / folder).rglob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             if "-(-" in line and p not in (ROOT / "golden" / "numerics.py", Path(__file__))]
+    assert found == []

@@ -42,17 +42,7 @@ def test_the_rule_sees_a_long_method_and_names_it():
     assert long_functions(source, limit=MAX_FUNCTION_LINES + 1) == []
 
 
-#: Modules still over the limit, with the reason: each is an expected failure (strict, so the mark
-#: must go when the module is split).
-PENDING = {
-    "link.py": "the bridge's split into receive/check and reply components is written (issue 15) but its "
-               "pseudo-terminal regression has not passed yet: docs/roadmap.md",
-}
-
-
-@pytest.mark.parametrize("module", [
-    pytest.param(name, marks=pytest.mark.xfail(reason=PENDING[name], strict=True)) if name in PENDING else name
-    for name in sorted(p.name for p in HDL.glob("*.py"))])
+@pytest.mark.parametrize("module", sorted(p.name for p in HDL.glob("*.py")))
 def test_no_function_in_hdl_is_over_the_limit(module):
     found = long_functions((HDL / module).read_text())
     assert not found, f"hdl/{module}: " + ", ".join(f"{name} is {n} lines (at most {MAX_FUNCTION_LINES})"

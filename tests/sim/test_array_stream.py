@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from golden.numerics import gemm_int8
+from golden.numerics import ceil_div, gemm_int8
 from sim.bus import WatchdogError
 from sim.cycles import array_stream_cycles
 from sim.runner import SimulationError, run
@@ -29,12 +29,12 @@ def test_array_streams_are_bit_exact(simulator, config, traffic):
                   "stall": stall})
     assert np.array_equal(np.array(result["out"]), gemm_int8(a, w))
     # Each tile's raw sums (before the host adds tiles up) equal the golden tile product.
-    kt_n = -(-k // R)
+    kt_n = ceil_div(k, R)
     ap = np.zeros((m, kt_n * R), dtype=np.int64)
     ap[:, :k] = a
-    wp = np.zeros((kt_n * R, -(-n // C) * C), dtype=np.int64)
+    wp = np.zeros((kt_n * R, ceil_div(n, C) * C), dtype=np.int64)
     wp[:k, :n] = w
-    tiles = [(nt, kt) for nt in range(-(-n // C)) for kt in range(kt_n)]
+    tiles = [(nt, kt) for nt in range(ceil_div(n, C)) for kt in range(kt_n)]
     for (nt, kt), sums in zip(tiles, result["tile_sums"], strict=True):
         expected = gemm_int8(ap[:, kt * R:(kt + 1) * R], wp[kt * R:(kt + 1) * R, nt * C:(nt + 1) * C])
         assert np.array_equal(np.array(sums), expected)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from golden.attention import AttentionParams, attention_decode, attention_decode_loop
+from golden.numerics import ceil_div
 from hdl.attention import AttentionUnit
 from sim.attention import plan_attention
 from sim.bus import WatchdogError
@@ -189,7 +190,7 @@ def test_narrow_finish_stages_are_bit_exact_and_cycle_exact(simulator):
         named = [(name, case) for name, case in named if name.startswith(("random", "backpressure"))]
     cases = [case for _, case in named]
     result = run(simulator, "attention_unit", unit, "attention_unit", {"unit": unit, "cases": cases})
-    steps = -(-unit["head_dim"] // unit["finish_lanes"])
+    steps = ceil_div(unit["head_dim"], unit["finish_lanes"])
     for (name, case), got in zip(named, result["cases"], strict=True):
         q, k, v = (np.array(case[x], dtype=np.int64) for x in ("q", "k", "v"))
         expected = attention_decode(q, k, v, AttentionParams(**case["params"]), max_context=unit["max_context"])

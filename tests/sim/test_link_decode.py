@@ -14,6 +14,7 @@ import pytest
 
 from golden.int_model import generate_int
 from golden.model import ModelConfig, init_weights
+from golden.numerics import ceil_div
 from golden.quantize import quantize_model, random_calibration
 from hdl.config import PRESETS
 from sim.compiler import compile_model
@@ -86,7 +87,7 @@ def test_read_logits_and_decode_only_errors():
     params = decode_link_params(top_params(compiled, **SMALL_SHARED), **LINK)
     V = compiled.config.vector_lanes
     vocab = compiled.model.config.vocab_size
-    words = -(-vocab // V)
+    words = ceil_div(vocab, V)
     job = link_job(compiled, params, steps=[(4, 0)])
     job["preload"] = True
     job["after"] = [

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from golden.checkpoint import load_demo_model
+from golden.numerics import ceil_div
 from golden.quantize import program_structure
 from hdl.config import DEFAULT, PRESETS
 from sim.cli_perf import estimate_cmd
@@ -165,7 +166,7 @@ def test_every_shard_covers_its_gemm_and_is_priced_by_op_cycles(model, preset):
     for s in e.splits:
         assert s.a * s.b <= hw.tensor_parallel or s.layout == "1-D"
         assert s.a * s.k_shard >= s.k and s.b * s.n_shard >= s.n
-        assert s.k_shard == -(-s.k // s.a) and s.n_shard == -(-s.n // s.b)
+        assert s.k_shard == ceil_div(s.k, s.a) and s.n_shard == ceil_div(s.n, s.b)
         assert s.cycles == op_cycles("gemm", hw.config(), width=s.n_shard, in_width=s.k_shard,
                                      weight_bytes_per_cycle=_port(hw)).cycles
 
@@ -206,8 +207,8 @@ def test_k_ways_priced_are_the_smallest_of_each_block_height():
         for limit in (1, 3, 64, 1000, 900_000):
             seen, expected = set(), []
             for a in range(1, min(k, limit) + 1):
-                if -(-k // a) not in seen:
-                    seen.add(-(-k // a))
+                if ceil_div(k, a) not in seen:
+                    seen.add(ceil_div(k, a))
                     expected.append(a)
             assert list(_k_ways(k, limit)) == expected
 

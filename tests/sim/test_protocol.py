@@ -233,3 +233,26 @@ def test_lockstep_run_on_a_silent_port_fails_in_one_line():
         os.close(slave)
     assert out.returncode == 1
     assert re.fullmatch(rf"lockstep: error: no reply from {name} within 2.0 s \(got 0 of 4 bytes\)\n", out.stderr)
+
+
+@pytest.mark.parametrize("name", ["MEM_ARGS", "READ_ARGS", "LOGITS_ARGS", "REG_ARGS"])
+def test_argument_layouts_are_what_the_host_packs_and_the_bridge_slices(name):
+    from amaranth.hdl import Const
+
+    import hdl.link as link
+
+    layout = getattr(link, name)
+    values = {field: (0x5A5A5A5A + i) & ((1 << f.width) - 1) for i, (field, f) in enumerate(layout)}
+    payload = link.pack_args(layout, **values)
+    assert len(payload) == layout.size // 8 <= link.ARG_BYTES
+    assert link.unpack_args(layout, payload) == values
+    # the bridge keeps the first ARG_BYTES payload bytes and slices each field out of them
+    args = Const(int.from_bytes(payload, "little"), 8 * link.ARG_BYTES)
+    assert {field: Const.cast(link.arg_field(args, layout, field)).value for field in values} == values
+
+
+def test_an_argument_that_does_not_fit_its_field_is_refused():
+    from hdl.link import REG_ARGS, pack_args
+
+    with pytest.raises(ValueError, match=r"^reg must be in \[0, 255\], not 256$"):
+        pack_args(REG_ARGS, reg=256, value=0)

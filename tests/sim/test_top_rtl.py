@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from golden.int_model import generate_int
+from golden.numerics import ceil_div
 from hdl.config import PRESETS
 from hdl.isa import Opcode, make
 from hdl.top import DecodeTop
@@ -64,7 +65,7 @@ def check_steps(compiled, result, steps):
 
 def readback(compiled):
     V = compiled.config.vector_lanes
-    return {"scratch": -(-compiled.scratch_size // V), "logits": max(1, -(-compiled.logits_size // V))}
+    return {"scratch": ceil_div(compiled.scratch_size, V), "logits": max(1, ceil_div(compiled.logits_size, V))}
 
 
 # --- parameters ------------------------------------------------------------------------------------
