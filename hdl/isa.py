@@ -1,6 +1,6 @@
 """The instruction set, defined once: opcodes, the instruction layout, encoding and disassembly.
 
-The sequencer (hardware), the compiler (:mod:`sim.compiler`), the disassembler below, the command
+The sequencer (hardware), the compiler (:mod:`sim.machine.compiler`), the disassembler below, the command
 line and ``docs/isa.md`` all take their opcodes and fields from here. One instruction is one
 primitive of the integer program (:data:`golden.int_model.PRIMITIVES`) on one unit.
 
@@ -14,7 +14,7 @@ names, the others are zero):
   table of ``activation`` (its index in the vector unit's table memory, which the host loads once
   per run: ``Config.act_tables`` tables of 256 int8 entries);
 * ``param``: word address in the parameter memory of the op's constants (multipliers, shifts,
-  biases, gamma, the RoPE table), in the record layout :mod:`sim.compiler` documents;
+  biases, gamma, the RoPE table), in the record layout :mod:`sim.machine.compiler` documents;
 * ``weight``: word address in the weight memory (GEMM tiles, embedding tables);
 * ``flags``: opcode-specific bits (GEMM: bit 0 bias, bit 1 requantize; EMBED: bit 0 index by
   position instead of token).

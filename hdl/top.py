@@ -4,9 +4,9 @@ attention units, and a host port.
 The host loads the program, the weights, the parameters, the RoPE table and the activation
 tables once per run through the host port, then runs one decode step per ``start``: the
 sequencer fetches, decodes and runs one instruction at a time (:mod:`hdl.isa`) until ``HALT``,
-with the semantics of :class:`sim.isa_sim.IsaMachine` bit for bit, and raises ``done`` with the
+with the semantics of :class:`sim.machine.isa_sim.IsaMachine` bit for bit, and raises ``done`` with the
 argmax token in ``next_token`` and the step's cycles in ``cycles``. docs/top.md describes every
-micro-sequence and its cycle count; :func:`sim.cycles.op_cycles` predicts them exactly.
+micro-sequence and its cycle count; :func:`sim.machine.cycles.op_cycles` predicts them exactly.
 
 Requires a square array whose size equals the vector lanes: ``V = array_rows = array_cols =
 vector_lanes``, a power of two >= 4. Then one scratchpad word (V int8) is one array beat and one
@@ -64,7 +64,7 @@ _SHIFT_BITS = 6
 #: Parameter words the sequencer reads for an instruction's scalar constants (two, so a
 #: LayerNorm's five scalars fit with V = 4).
 SCALAR_WORDS = 2
-#: GEMM flags (sim.compiler.GEMM_BIAS, GEMM_REQUANT) and EMBED's (EMBED_BY_POSITION).
+#: GEMM flags (sim.machine.compiler.GEMM_BIAS, GEMM_REQUANT) and EMBED's (EMBED_BY_POSITION).
 _GEMM_BIAS, _GEMM_REQUANT, _EMBED_BY_POSITION = 1, 2, 1
 
 

@@ -8,17 +8,17 @@ measures them, the cycles it took.
 Backends today:
 
 * ``golden``: the integer model (:class:`golden.int_model.IntModel`), the specification;
-* ``isa``: the instruction-level model (:class:`sim.isa_sim.IsaMachine`) running the compiled
+* ``isa``: the instruction-level model (:class:`sim.machine.isa_sim.IsaMachine`) running the compiled
   program on its memory images;
 * ``amaranth``, ``icarus``, ``verilator``: the decode top level (:class:`hdl.top.DecodeTop`) on a
-  simulator. The simulator runs the whole loop in one start (:mod:`sim.top`'s ``decode_top`` flow:
+  simulator. The simulator runs the whole loop in one start (:mod:`sim.flows.decode`'s ``decode_top`` flow:
   the images are loaded once, each step's token is fed back by the flow); every step reports the
   cycles the RTL's counter measured and the wall time of its free run.
 
 * ``serial``: a board running the decode accelerator behind its UART bridge
   (:class:`hdl.link.LinkedDecode`, built by ``lockstep build``), over a serial port: the images are
   written over the link once, then every step goes over the framed protocol
-  (:class:`sim.link.LinkDecoder`, the same host code the simulated-UART tests drive against the
+  (:class:`sim.link.host.LinkDecoder`, the same host code the simulated-UART tests drive against the
   RTL's pins); its steps report the cycle counter read back over the link.
 """
 
@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .compiler import Compiled, compile_model
-from .cycles import decode_step_cycles
+from .machine.compiler import Compiled, compile_model
+from .machine.cycles import decode_step_cycles
 
 __all__ = ["BACKENDS", "RTL_BACKENDS", "Backend", "RunReport", "StepReport", "check_request", "decode", "prepare"]
 
@@ -84,7 +84,7 @@ class IsaBackend(Backend):
     name = "isa"
 
     def __init__(self, compiled: Compiled):
-        from .isa_sim import IsaMachine
+        from .machine.isa_sim import IsaMachine
 
         super().__init__(compiled)
         self.machine = IsaMachine(compiled)
@@ -99,8 +99,8 @@ class RtlBackend(Backend):
     simulator = ""
 
     def __init__(self, compiled: Compiled):
-        from .runner import check_simulator
-        from .top import top_params
+        from .engine.runner import check_simulator
+        from .flows.decode import top_params
 
         super().__init__(compiled)
         check_simulator(self.simulator)
@@ -115,8 +115,8 @@ class RtlBackend(Backend):
         step as the simulator finishes it (the flow appends one line per step to a progress file)."""
         import threading
 
-        from .runner import Cancel, new_progress_file, run
-        from .top import decode_job
+        from .engine.runner import Cancel, new_progress_file, run
+        from .flows.decode import decode_job
 
         job = decode_job(self.compiled, self.params, prompt=prompt, new_tokens=new_tokens)
         self._progress, self._progress_held = new_progress_file()
@@ -206,7 +206,7 @@ class SerialBackend(Backend):
     timeout = 2.0
 
     def __init__(self, compiled: Compiled):
-        from .top import top_params
+        from .flows.decode import top_params
 
         super().__init__(compiled)
         self.params = top_params(compiled)
@@ -220,8 +220,8 @@ class SerialBackend(Backend):
     def begin(self, prompt, new_tokens):
         import asyncio
 
-        from .link import Link, LinkDecoder, SerialTransport
-        from .top import images
+        from .flows.decode import images
+        from .link.host import Link, LinkDecoder, SerialTransport
 
         if not self.port:
             raise ValueError("the serial backend needs --port, the board's serial device (e.g. /dev/ttyUSB0)")

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from golden.numerics import gemm_int8
 from hdl.config import PRESETS
-from sim.gemm import _check_operands, plan_gemm, plan_tiled_gemm
-from sim.runner import build
+from sim.engine.runner import build
+from sim.flows.gemm import _check_operands, plan_gemm, plan_tiled_gemm
 
 C4 = PRESETS["4x4"]  # max_m 16, act_words 256, weight_words 1024, result_words 256
 

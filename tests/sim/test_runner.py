@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.runner import SimulationError, build, design_for, run
+from sim.engine.runner import SimulationError, build, design_for, run
 
 
 def test_builds_are_keyed_by_content(tmp_path, monkeypatch):
@@ -44,7 +44,7 @@ def test_bad_run_requests_are_rejected(args, match):
 
 
 def test_design_registry_builds_components():
-    from sim.runner import verilog_for
+    from sim.engine.runner import verilog_for
 
     array = design_for("array", {"rows": 2, "cols": 3})
     assert array.cols == 3
@@ -61,7 +61,7 @@ def test_the_runs_cache_is_bounded(tmp_path):
     """What failed or killed runs leave is pruned past the newest RUNS_KEPT; a live run (its lock
     held), a run kept for its waves or by LOCKSTEP_KEEP_RUNS, and anything younger than a run may
     be (without a lock to tell) are left alone."""
-    from sim.runner import KEEP_FILE, OWNER_FILE, PROGRESS_PREFIX, RUNS_KEPT, UNOWNED_GRACE_S, hold, prune_runs
+    from sim.engine.runner import KEEP_FILE, OWNER_FILE, PROGRESS_PREFIX, RUNS_KEPT, UNOWNED_GRACE_S, hold, prune_runs
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -100,7 +100,7 @@ def test_the_runs_cache_is_bounded(tmp_path):
 
 def test_a_command_is_stopped_with_its_whole_process_group(tmp_path):
     """A wall-clock limit (or an interrupt) stops the command and everything it started."""
-    from sim.runner import _run_command
+    from sim.engine.runner import _run_command
 
     pids = tmp_path / "pids"
     script = f"sleep 300 & echo $! > {pids}; sleep 300"
@@ -116,7 +116,7 @@ def test_a_command_is_stopped_with_its_whole_process_group(tmp_path):
 
 
 def test_a_cancelled_run_stops_its_command_and_starts_no_other(tmp_path):
-    from sim.runner import Cancel, _cancelled_by, _run_command
+    from sim.engine.runner import Cancel, _cancelled_by, _run_command
 
     cancel = Cancel()
     status = {}
@@ -141,7 +141,7 @@ def test_a_cancelled_run_stops_its_command_and_starts_no_other(tmp_path):
 
 
 def test_only_ports_are_public_and_outputs_are_read_only():
-    from sim.runner import _public_ports
+    from sim.engine.runner import _public_ports
 
     text = ("module other(input a, output b); endmodule\n"
             "module top(clk, rst, q, wide);\n  input clk;\n  wire clk;\n  input rst;\n  output reg q;\n"
@@ -154,10 +154,10 @@ def test_only_ports_are_public_and_outputs_are_read_only():
 
 def test_verilator_compiles_the_model_at_O3_and_runs_it_on_its_own_main(tmp_path, monkeypatch):
     """OPT_FAST=-O3 reaches the model's per-cycle code (no later -O on the line overrides it), and the
-    executable is linked from sim/verilator_main.cpp."""
+    executable is linked from sim/engine/verilator_main.cpp."""
     import re
 
-    from sim.runner import VERILATOR_MAIN
+    from sim.engine.runner import VERILATOR_MAIN
 
     monkeypatch.setenv("LOCKSTEP_CACHE", str(tmp_path))
     text = "module top(input clk, input rst, output reg q); always @(posedge clk) q <= rst ? 1'b0 : ~q; endmodule\n"

@@ -1,6 +1,6 @@
 """``lockstep inspect`` and ``lockstep golden``: look at a checkpoint, run the golden models on a prompt.
 
-Both are standalone click commands; sim/cli.py registers them on the ``lockstep`` group. Every
+Both are standalone click commands; sim/cli/commands.py registers them on the ``lockstep`` group. Every
 error a user can cause (a missing or corrupted checkpoint, a prompt the tokenizer cannot encode, a
 bad number, a text prompt for a checkpoint without a tokenizer) ends as one line
 ``lockstep: error: ...`` on stderr and exit status 1.
@@ -13,7 +13,7 @@ import math
 
 import click
 
-from .cli_errors import UserError, friendly
+from .errors import UserError, friendly
 
 __all__ = ["golden_cmd", "inspect_cmd"]
 
@@ -57,7 +57,7 @@ def _describe(ckpt) -> dict:
     from golden.attention import MAX_CONTEXT_LIMIT
     from golden.quantize import weight_bytes
 
-    from .perf import gemm_weight_bytes
+    from ..perf.model import gemm_weight_bytes
 
     c = ckpt.config
     sizes = weight_bytes(c)

@@ -7,7 +7,7 @@ Layouts (the contract between this driver and :class:`hdl.gemm.GemmUnit`), with
 * activation word ``row * KT + kt`` holds ``A[row, kt*R : kt*R + R]``,
 * result word ``nt * M + row`` holds ``OUT[row, nt*C : nt*C + C]`` as int32 lanes.
 
-The flows are written against :class:`sim.bus.Bus`, so the same code drives Icarus, Verilator
+The flows are written against :class:`sim.engine.bus.Bus`, so the same code drives Icarus, Verilator
 and Amaranth's simulator.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from golden.numerics import check_int8, is_int, wrap_int32
 
-from .bus import WatchdogError
-from .cycles import gemm_cycles
+from ..engine.bus import WatchdogError
+from ..machine.cycles import gemm_cycles
 
 __all__ = [
     "GemmBlock", "GemmPlan", "TiledGemm", "act_words", "pack_lanes", "plan_gemm", "plan_tiled_gemm",

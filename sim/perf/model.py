@@ -3,7 +3,7 @@
     tokens/s = batch / (seconds per decode step)
     seconds per decode step = cycles / clock + memory latency + link time
 
-The cycles are :func:`sim.cycles.decode_step_cycles` of the model's integer program
+The cycles are :func:`sim.machine.cycles.decode_step_cycles` of the model's integer program
 (:func:`golden.quantize.program_structure`): the one cycle model, the one the RTL confirms. This
 module only decides *what* it is asked (which program, which array, which weight bandwidth) and adds
 what the cycle model does not describe (several chips, their links, a memory's latency). The
@@ -221,7 +221,7 @@ def gemm_weight_bytes(model_config, weight_bytes: int = 1) -> int:
     requantization and norm constants and the embedding row, which do not pass the weight port)."""
     from hdl.config import DEFAULT
 
-    from .cycles import decode_step_cycles
+    from ..machine.cycles import decode_step_cycles
 
     d = decode_step_cycles(_program(model_config), model_config, DEFAULT, position=0)
     return sum(o.weight_bytes for o in d.ops) * weight_bytes
@@ -450,7 +450,7 @@ def shard_plan(model_config, hw, *, port: float, batch: int = 1) -> ShardPlan:
 def _gemm_op_cycles(config, k: int, n: int, *, port: float | None, batch: int = 1):
     """``op_cycles`` of a K x N GEMM instruction, re-priced at M = ``batch`` activation rows (the
     batch hook: ``gemm_cycles(m=batch) - gemm_cycles(m=1)`` added)."""
-    from .cycles import OpCycles, gemm_cycles, op_cycles
+    from ..machine.cycles import OpCycles, gemm_cycles, op_cycles
 
     c = op_cycles("gemm", config, width=n, in_width=k, weight_bytes_per_cycle=port)
     if batch == 1:
@@ -472,7 +472,7 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
     sequence (the sequencer issues them per sequence). Compute and units bounds scale by B;
     weights do not.
     """
-    from .cycles import DecodeCycles, OpCycles, decode_step_cycles
+    from ..machine.cycles import DecodeCycles, OpCycles, decode_step_cycles
 
     d = decode_step_cycles(ops, shape, config, position=position, weight_bytes_per_cycle=weight_bytes_per_cycle)
     if batch == 1 and not gemm_shapes:
@@ -757,7 +757,7 @@ def hardware_data(preset_or_path: str) -> tuple[dict, str]:
 
 
 def load_hardware(preset_or_path: str) -> Hardware:
-    """A preset by name (``sim/presets/NAME.toml``) or a TOML file by path."""
+    """A preset by name (``sim/perf/presets/NAME.toml``) or a TOML file by path."""
     return _load_path(*_resolve(preset_or_path))
 
 
@@ -1043,7 +1043,7 @@ _TABLE_START, _TABLE_END = "<!-- calibration table -->\n", "\n<!-- end calibrati
 def update_calibration_doc(path) -> bool:
     """Rewrite the table of docs/calibration.md from the code; True if it changed.
 
-    Run it after the cycle model changes: ``python -m sim.perf docs/calibration.md``."""
+    Run it after the cycle model changes: ``python -m sim.perf.model docs/calibration.md``."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     start, end = text.index(_TABLE_START) + len(_TABLE_START), text.index(_TABLE_END)
@@ -1056,5 +1056,5 @@ def update_calibration_doc(path) -> bool:
 if __name__ == "__main__":  # pragma: no cover
     import sys
 
-    for doc in sys.argv[1:] or [str(Path(__file__).resolve().parents[1] / "docs" / "calibration.md")]:
+    for doc in sys.argv[1:] or [str(Path(__file__).resolve().parents[2] / "docs" / "calibration.md")]:
         print(f"{doc}: {'updated' if update_calibration_doc(doc) else 'already up to date'}")

@@ -1,9 +1,9 @@
 """Host side of the decode top level (:class:`hdl.top.DecodeTop`): design parameters, memory
 images, and the host flow that loads a compiled model once and runs decode steps on it (the flow
-itself is in :mod:`sim.top_flow`, which a simulator process imports alone).
+itself is in :mod:`sim.flows.decode_steps`, which a simulator process imports alone).
 
-DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.designs`);
-FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.flows`).
+DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.designs`);
+FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
 
 A ``decode_top`` job (JSON): ``params`` (the design), ``images`` (:func:`images`: program,
 weight, parameter, RoPE-table and activation-table words, loaded once in the order and into the
@@ -22,9 +22,9 @@ import numpy as np
 
 from hdl.top import TopMem
 
-from .compiler import Compiled, CompileError
+from ..machine.compiler import Compiled, CompileError
+from .decode_steps import drive_steps, run_decode_top
 from .gemm import pack_lanes
-from .top_flow import drive_steps, run_decode_top
 
 __all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "check_fits", "decode_job", "drive_steps", "images",
            "top_params"]
@@ -130,7 +130,7 @@ def images(compiled: Compiled) -> dict:
 
 def predicted_cycles(compiled: Compiled, position: int) -> int:
     """The cycle model's count for the compiled program's instructions (all but HALT)."""
-    from .cycles import decode_step_cycles
+    from ..machine.cycles import decode_step_cycles
 
     ops = [op for op in compiled.ops if op is not None]
     return decode_step_cycles(ops, compiled.model.config, compiled.config, position=position).total
@@ -149,7 +149,7 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
         job["steps"] = [[int(t), int(p)] for t, p in steps]
         positions = [p for _, p in job["steps"]]
     else:
-        from .runtime import check_request
+        from ..runtime import check_request
 
         prompt, n = check_request(compiled, "isa", prompt, new_tokens)
         job["prompt"], job["new_tokens"] = prompt, new_tokens

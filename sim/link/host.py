@@ -1,11 +1,11 @@
 """The host side of the link: one :class:`Link` over a byte transport, a board's serial port or the RTL's pins.
 
-:class:`Link` speaks the frames of :mod:`sim.protocol` (load memories, set registers, start, poll,
+:class:`Link` speaks the frames of :mod:`sim.link.protocol` (load memories, set registers, start, poll,
 read the cycle counter and the results). It is written once, async, against a transport with
 ``send(bytes)``, ``recv(n)`` and ``idle()``:
 
 * :class:`SerialTransport`: a board on a serial port (pyserial); drive it with ``asyncio.run``;
-* :class:`SimUartTransport`: a simulated design's ``rx``/``tx`` pins over :class:`sim.bus.Bus`,
+* :class:`SimUartTransport`: a simulated design's ``rx``/``tx`` pins over :class:`sim.engine.bus.Bus`,
   bit-banged cycle by cycle inside the simulator (cocotb on Verilator/Icarus, or Amaranth's).
 
 Every wait has a limit: a reply that does not start or stops half-way raises :class:`LinkTimeout`
@@ -73,7 +73,7 @@ class LinkStatus:
 # --- transports ----------------------------------------------------------------------------------
 
 class SimUartTransport:
-    """The far end of a simulated design's UART, over :class:`sim.bus.Bus`.
+    """The far end of a simulated design's UART, over :class:`sim.engine.bus.Bus`.
 
     Drives ``rx`` (8N1, ``clocks_per_bit`` cycles per bit) and decodes ``tx``. ``tx`` is a register
     output, settled after every tick. The simulator is woken once per bit, not once per cycle,
@@ -163,7 +163,7 @@ class SimLine:
     :attr:`received` whenever it comes, also while ``rx`` is sending and also when no request asked
     for it (a frame timer's ERR_TIMEOUT). :meth:`advance` runs the design a stated number of
     cycles and may be called with any count: the line's state carries over between calls. While
-    ``tx`` is idle its start bit is awaited on the signal's edge (:meth:`sim.bus.Bus.watch`), so an
+    ``tx`` is idle its start bit is awaited on the signal's edge (:meth:`sim.engine.bus.Bus.watch`), so an
     idle line costs no Python per cycle; a byte costs a wake-up a bit.
     """
 
@@ -488,7 +488,7 @@ async def run_gemm_over_link(link: Link, plan, a, w) -> dict:
     """
     from hdl.gemm import HostMem
 
-    from .gemm import _check_operands, act_words, unpack_results, weight_words
+    from ..flows.gemm import _check_operands, act_words, unpack_results, weight_words
 
     a, w = _check_operands(plan, a, w)
     c = plan.config
@@ -535,7 +535,7 @@ class LinkDecoder:
 
     The one host code path of the ``serial`` runtime backend and of the simulated-UART tests:
     :meth:`connect` checks the device, :meth:`load` writes the memory images
-    (:func:`sim.top.images`) once per run, :meth:`step` runs one decode step: token and position
+    (:func:`sim.flows.decode.images`) once per run, :meth:`step` runs one decode step: token and position
     registers, START, STATUS polls (after waiting ``predicted`` cycles when the caller knows them),
     READ_TOKEN and CYCLES.
     """
@@ -545,7 +545,7 @@ class LinkDecoder:
         self.n_kv_heads, self.group = n_kv_heads, group
 
     async def connect(self) -> DeviceInfo:
-        """INFO, checked against the design ``params`` (:func:`sim.top.top_params`) the model was
+        """INFO, checked against the design ``params`` (:func:`sim.flows.decode.top_params`) the model was
         compiled for; then the step's fixed registers (KV heads, group)."""
         from hdl.link import DECODE_REGS
 
@@ -564,7 +564,7 @@ class LinkDecoder:
     async def load(self, images: dict, progress=None) -> int:
         """Write every image (name -> ``[address, word]`` list) into its memory; return the words
         written. ``progress(words_done, words_total)`` is called after every frame."""
-        from .top import IMAGE_MEMORIES
+        from ..flows.decode import IMAGE_MEMORIES
 
         unknown = sorted(set(images) - set(IMAGE_MEMORIES))
         if unknown:
@@ -587,7 +587,7 @@ class LinkDecoder:
         requantization multipliers and shifts, norm weights, biases: the readable memory that
         differs most between models) and compare them with the image; LinkError when they differ.
         The weights are trusted to belong to the same model. Returns the words compared."""
-        from .top import IMAGE_MEMORIES
+        from ..flows.decode import IMAGE_MEMORIES
 
         image = dict((addr, word) for addr, word in images["params"])
         count = min(words, max(image, default=-1) + 1)
@@ -627,7 +627,7 @@ def _decode_device(params: dict) -> tuple[int, ...]:
             top.host_addr_bits)
 
 
-# --- simulator flows (registered in sim.flows) ----------------------------------------------------
+# --- simulator flows (registered in sim.engine.registry) ----------------------------------------------------
 
 def link_params(job: dict) -> dict:
     """The ``linked_gemm`` design's link parameters, checked, with defaults filled in."""
@@ -647,7 +647,7 @@ def link_params(job: dict) -> dict:
 
 
 def design_params(config, **link) -> dict:
-    """Parameters of the ``linked_gemm`` design (see :data:`sim.designs.DESIGNS`)."""
+    """Parameters of the ``linked_gemm`` design (see :data:`sim.engine.designs.DESIGNS`)."""
     return {"config": config.as_dict(), **link_params({"link": link})}
 
 
@@ -668,7 +668,7 @@ async def _start(bus, job):
 
 
 def _check_link_gemm(job):
-    from .flows import _check_gemm_job
+    from ..engine.registry import _check_gemm_job
 
     link_params(job)
     return _check_gemm_job(job)
@@ -701,7 +701,7 @@ async def _link_frames(bus, job):
     """
     from hdl.config import Config
 
-    from .gemm import plan_gemm
+    from ..flows.gemm import plan_gemm
 
     transport = _transport(bus, job)
     await _start(bus, job)
@@ -740,7 +740,7 @@ DESIGNS = {"linked_gemm": _linked_gemm}
 # --- the decode target over the simulated UART ------------------------------------------------------
 
 def _check_link_decode(job):
-    from .top import _check_job
+    from ..flows.decode import _check_job
 
     link_params(job)
     return _check_job(job)
@@ -748,7 +748,7 @@ def _check_link_decode(job):
 
 async def _preload(bus, images: dict) -> int:
     """Write the images through the design's ``preload_*`` ports, a word a cycle (the backdoor)."""
-    from .top import IMAGE_MEMORIES
+    from ..flows.decode import IMAGE_MEMORIES
 
     bus.set("preload_we", 1)
     n = 0
@@ -769,13 +769,13 @@ def poll_cycles(clocks_per_bit: int) -> int:
 
 
 async def _link_decode(bus, job):
-    """A ``decode_top`` job (:func:`sim.top.decode_job`) on the ``linked_decode`` design, every step
+    """A ``decode_top`` job (:func:`sim.flows.decode.decode_job`) on the ``linked_decode`` design, every step
     over the simulated UART through :class:`LinkDecoder`. ``job["preload"]``: load the images through
     the backdoor ports (fast) instead of over the link. Each step's STATUS polls are limited so that
     the step gets twice its predicted cycles (the watchdog), and the link's reply timeouts bound every
     frame. Returns ``{"steps": [{"position", "token_in", "token_out", "cycles", "polls"}], "load":
     "link" | "preload", "load_words", "link_cycles", "bytes_sent", "bytes_received"}``."""
-    from .top import drive_steps
+    from ..flows.decode import drive_steps
 
     job = _check_link_decode(job)
     transport = _transport(bus, job)
@@ -936,7 +936,7 @@ def _linked_decode(params):
 
 
 def decode_link_params(top: dict, **link) -> dict:
-    """Parameters of the ``linked_decode`` design: the top level's (:func:`sim.top.top_params`) and
+    """Parameters of the ``linked_decode`` design: the top level's (:func:`sim.flows.decode.top_params`) and
     the link's."""
     return {**top, **link_params({"link": link})}
 

@@ -13,7 +13,7 @@
   no place and route) and returns its LUTs, flip-flops, multipliers and block RAMs (cached under
   ``<lockstep cache>/synth``): the sweep's optional ``[fpga]`` columns.
 * The report turns the achieved clock into GEMM throughput with the one cycle model
-  (:func:`sim.gemm.plan_gemm`).
+  (:func:`sim.flows.gemm.plan_gemm`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .runner import cache_root
-from .toolchain import ToolchainError
+from ..engine.runner import cache_root
+from ..engine.toolchain import ToolchainError
 
 __all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "FitError", "build", "decode_throughput",
            "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
@@ -147,7 +147,7 @@ class BuildPlan:
     bram_blocks: int
     register_bits: int        # memories with a combinational read port live in logic
     design: str = "gemm"      # "gemm": the GEMM engine; "decode": the decode accelerator
-    top: dict | None = None   # decode: the top level's parameters (sim.top.top_params)
+    top: dict | None = None   # decode: the top level's parameters (sim.flows.decode.top_params)
     clock_hz: float = 0.0     # the design's clock; 0: the board's oscillator (else a PLL makes it)
 
     @property
@@ -234,7 +234,7 @@ def _refuse_overflow(plan: BuildPlan, multipliers_who: str, multipliers_why: str
 
 def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: int = 256,
                       clock_hz: float | None = None) -> BuildPlan:
-    """Check that the decode accelerator running ``compiled`` (a :class:`sim.compiler.Compiled`)
+    """Check that the decode accelerator running ``compiled`` (a :class:`sim.machine.compiler.Compiled`)
     can fit ``board`` before any tool runs; FitError names the resource and the overflow.
 
     A lower bound, exact where it is counted: block RAMs of the top level's memories (program,
@@ -247,7 +247,7 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
     from hdl.isa import INSTRUCTION_BITS
     from hdl.top import DecodeTop
 
-    from .top import top_params
+    from ..flows.decode import top_params
 
     b = _board(board)
     c = compiled.config
@@ -367,7 +367,7 @@ def parse_report(report: dict) -> dict:
 def gemm_throughput(config, clock_hz: float, shape=REPORT_GEMM) -> dict:
     """One GEMM's cycles (the cycle model) turned into time and MAC/s at ``clock_hz``; the shape is
     clipped to what the configuration's memories hold."""
-    from .gemm import plan_gemm
+    from ..flows.gemm import plan_gemm
 
     c = config
     m = min(shape[0], c.max_m)
@@ -386,7 +386,7 @@ def gemm_throughput(config, clock_hz: float, shape=REPORT_GEMM) -> dict:
 def decode_throughput(compiled, clock_hz: float, positions: int = 64) -> dict:
     """The compiled model's decode step (the cycle model, averaged over the first ``positions``
     positions) turned into tokens/s at ``clock_hz``."""
-    from .cycles import decode_step_cycles
+    from ..machine.cycles import decode_step_cycles
 
     mc = compiled.model.config
     n = min(positions, compiled.model.max_context)

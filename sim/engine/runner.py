@@ -6,7 +6,7 @@
   directory named by a SHA-256 of (Verilog text, toplevel, simulator, flags, waves, tool and
   cocotb versions). A build is reused only when its completion marker exists; builds of the
   same key are serialised by a file lock, so parallel test workers share them safely.
-* On cocotb simulators the flow runs inside the simulator process (:mod:`sim.cocotb_entry`);
+* On cocotb simulators the flow runs inside the simulator process (:mod:`sim.engine.cocotb_entry`);
   the job and its result travel as JSON files in a fresh run directory.
 """
 
@@ -316,7 +316,7 @@ def _announced(what: str, why: str = ""):
 # --- designs ------------------------------------------------------------------------------------
 
 def design_for(kind: str, params: dict):
-    """Build the Amaranth component a job names (see :data:`sim.designs.DESIGNS`)."""
+    """Build the Amaranth component a job names (see :data:`sim.engine.designs.DESIGNS`)."""
     from .designs import DESIGNS
 
     if kind not in DESIGNS:
@@ -512,7 +512,7 @@ def _clock_plusargs(simulator: str) -> list[str]:
 
 
 def _clock_source(simulator: str) -> str:
-    """Who drives ``clk`` in a run (the job's ``clock``, read by :class:`sim.bus.CocotbBus`):
+    """Who drives ``clk`` in a run (the job's ``clock``, read by :class:`sim.engine.bus.CocotbBus`):
     ``"model"`` (the Verilator model's main) or ``"cocotb"`` (cocotb's Clock)."""
     return "model" if _clock_plusargs(simulator) else "cocotb"
 
@@ -570,7 +570,7 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
 
 def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves: bool = False,
         toplevel: str | None = None, cancel: Cancel | None = None) -> dict:
-    """Run host flow ``flow`` (see :data:`sim.flows.FLOWS`) on design ``kind`` with ``params``.
+    """Run host flow ``flow`` (see :data:`sim.engine.registry.FLOWS`) on design ``kind`` with ``params``.
 
     Returns the flow's result dict, plus ``"waves"`` (a path) when waves were asked for, by
     ``waves=True`` or by ``LOCKSTEP_WAVES=1`` in the environment (how tests opt in).
@@ -580,7 +580,7 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     """
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
-    from .flows import CHECKS, FLOWS, run_amaranth
+    from .registry import CHECKS, FLOWS, run_amaranth
 
     if flow not in FLOWS:
         raise ValueError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
@@ -615,7 +615,7 @@ def _run_in(run_dir: Path, simulator: str, flow: str, function, job: dict, b: Bu
         plusargs += _clock_plusargs(simulator)
         runner.wall_limit = limit   # each build() call primes a runner of its own: only this run has it
         with _quiet(runner, log):
-            runner.test(test_module="sim.cocotb_entry", hdl_toplevel=toplevel, build_dir=b.directory,
+            runner.test(test_module="sim.engine.cocotb_entry", hdl_toplevel=toplevel, build_dir=b.directory,
                         test_dir=run_dir, extra_env={"LOCKSTEP_JOB": str(job_file)}, waves=waves,
                         timescale=TIMESCALE, log_file=log, plusargs=plusargs)
     except SystemExit:

@@ -1,6 +1,6 @@
 """``lockstep estimate``: tokens/s of a model on a hardware description, with its roofline.
 
-A standalone click command; sim/cli.py registers it on the ``lockstep`` group. Every error a user
+A standalone click command; sim/cli/commands.py registers it on the ``lockstep`` group. Every error a user
 can cause (an unknown model or preset, a bad TOML file, a hardware number outside its bounds, a
 context or batch past its cap, a model that fits no memory level) ends as one line
 ``lockstep: error: ...`` on stderr and exit status 1, before any work; the JSON never holds NaN
@@ -13,8 +13,8 @@ import json
 
 import click
 
-from .cli_errors import friendly
-from .cli_model import _Number
+from .errors import friendly
+from .model import _Number
 
 __all__ = ["estimate_cmd"]
 
@@ -35,7 +35,7 @@ __all__ = ["estimate_cmd"]
 @friendly
 def estimate_cmd(model, hw, context, batch, as_json):
     """Estimate decode tokens/s of MODEL on hardware HW from the cycle model, with its roofline."""
-    from .perf import estimate, format_estimate, load_hardware
+    from ..perf.model import estimate, format_estimate, load_hardware
 
     hardware = load_hardware(hw)
     e = estimate(model, hardware, context=context, batch=batch)

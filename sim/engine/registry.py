@@ -1,8 +1,8 @@
 """Host flows by name, so a job (a JSON-able dict) can say which one to run on which simulator.
 
-Each flow is ``async def flow(bus, job) -> dict`` over :class:`sim.bus.Bus`; the result must be
+Each flow is ``async def flow(bus, job) -> dict`` over :class:`sim.engine.bus.Bus`; the result must be
 JSON-serialisable. :func:`run_amaranth` runs a flow on Amaranth's simulator in this process;
-:mod:`sim.cocotb_entry` runs it inside Icarus or Verilator.
+:mod:`sim.engine.cocotb_entry` runs it inside Icarus or Verilator.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import attention as attention_flows
-from . import link as link_flows
-from . import top as top_flows
-from . import vector as vector_flows
+from ..flows import attention as attention_flows
+from ..flows import decode as top_flows
+from ..flows import vector as vector_flows
+from ..link import host as link_flows
 from .bus import AmaranthBus
 
 
@@ -21,7 +21,7 @@ def _check_gemm_job(job):
     """Check every case of a ``gemm_unit`` job (shapes, fit, operands); return the plans."""
     from hdl.config import Config
 
-    from .gemm import _check_operands, plan_gemm
+    from ..flows.gemm import _check_operands, plan_gemm
 
     config = Config.from_dict(job["config"])
     plans = []
@@ -35,7 +35,7 @@ def _check_gemm_job(job):
 async def _gemm_unit(bus, job):
     """``job``: ``config`` and ``cases``, a list of ``{m, k, n, a, w}`` run one after another
     on the same simulator (one start-up for many GEMMs). Returns ``{"cases": [...]}``."""
-    from .gemm import run_gemm_unit
+    from ..flows.gemm import run_gemm_unit
 
     results = []
     for case, plan in zip(job["cases"], _check_gemm_job(job), strict=True):
@@ -44,7 +44,7 @@ async def _gemm_unit(bus, job):
 
 
 async def _array_stream(bus, job):
-    from .gemm import run_array_stream
+    from ..flows.gemm import run_array_stream
 
     return await run_array_stream(bus, job["rows"], job["cols"], job["a"], job["w"], seed=job.get("seed", 0),
                                   gaps=job.get("gaps", 0.0), stall=job.get("stall", 0.0),

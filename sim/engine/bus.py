@@ -106,7 +106,7 @@ class CocotbBus:
     """Adapter for a cocotb test: ``dut`` is the toplevel handle; clock ``clk``, reset ``rst``.
 
     ``clock``: ``"cocotb"`` starts cocotb's Clock on ``clk``; ``"model"`` leaves ``clk`` to the
-    simulator (Lockstep's Verilator main toggles it at ``period_ns``, see sim/verilator_main.cpp).
+    simulator (Lockstep's Verilator main toggles it at ``period_ns``, see sim/engine/verilator_main.cpp).
     """
 
     def __init__(self, dut, period_ns: int = 10, clock: str = "cocotb"):

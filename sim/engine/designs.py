@@ -6,7 +6,9 @@ The names are also the Verilog toplevel names.
 
 from __future__ import annotations
 
-from . import attention, link, top, vector
+from ..flows import attention, vector
+from ..flows import decode as top
+from ..link import host as link
 
 
 def _gemm_unit(params):

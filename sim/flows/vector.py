@@ -1,7 +1,7 @@
 """Host side of the vector unit: its designs and host flows, registered by name.
 
-DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.designs`);
-FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.flows`).
+DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.designs`);
+FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
 
 A job is JSON: ``{"params": design parameters, "tables": {...}, "ops": [...], "seed", "gaps",
 "stall", "budget"}``. Each op is a dict named by ``"op"`` (a key of :data:`OPS`) with its operands
@@ -37,8 +37,8 @@ import numpy as np
 from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, check_int_array, is_int, quantize_multiplier
 from golden.tables import activation_table, rope_tables
 
-from .bus import WatchdogError
-from .cycles import vector_cycles
+from ..engine.bus import WatchdogError
+from ..machine.cycles import vector_cycles
 
 __all__ = ["ACT_TABLE_INDEX", "CHECKS", "DESIGNS", "FLOWS", "OPS", "PRESETS", "check_op", "check_params",
            "run_vector_ops", "vector_job"]
@@ -191,7 +191,7 @@ def _check_tables(params: dict, tables) -> dict:
 
 def vector_job(params: dict, ops: list, *, tables: dict | None = None, seed: int = 0, gaps: float = 0.0,
                stall: float = 0.0, budget: int | None = None) -> dict:
-    """Check a whole job on the host and return it, normalised, ready for :func:`sim.runner.run`."""
+    """Check a whole job on the host and return it, normalised, ready for :func:`sim.engine.runner.run`."""
     check_params(params)
     tables = _check_tables(params, tables or {})
     for name in ("silu", "gelu"):
@@ -432,5 +432,5 @@ def _check_vector_job(job: dict) -> dict:
 
 
 FLOWS = {"vector_ops": run_vector_ops}
-#: Run by :func:`sim.runner.run` before a simulator starts (see ``sim.flows.CHECKS``).
+#: Run by :func:`sim.engine.runner.run` before a simulator starts (see ``sim.engine.registry.CHECKS``).
 CHECKS = {"vector_ops": _check_vector_job}

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .cli_errors import UserError, friendly
+from .errors import UserError, friendly
 
 __all__ = ["baud_option", "build_cmd"]
 
@@ -88,14 +88,14 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, cloc
     before place-and-route. The report gives utilisation, fmax, and the throughput at the board's
     clock and at fmax: the demo model's tokens/s for the decode accelerator, a GEMM's for both.
     """
-    from .fpga import BOARD_PRESETS, BuildError, build, plan_build, plan_decode_build
+    from ..fpga.build import BOARD_PRESETS, BuildError, build, plan_build, plan_decode_build
 
     compiled = None
     if design is None:
         design = "decode" if board in BOARD_PRESETS else "gemm"
     if design == "decode":
-        from .cli_model import _load
-        from .runtime import prepare
+        from ..runtime import prepare
+        from .model import _load
 
         config = _config(preset or BOARD_PRESETS.get(board) or "demo", rows, cols, settings)
         compiled = prepare(_load(model_dir), config)

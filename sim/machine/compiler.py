@@ -5,7 +5,7 @@ ops). Output: :class:`Compiled`: one instruction (:mod:`hdl.isa`) per op plus ``
 contents of every memory the host loads once per run:
 
 * ``weights``: int8 bytes in words of ``array_cols`` bytes. A GEMM's tiles are laid out exactly as
-  :func:`sim.gemm.weight_words` orders them (output tile, reduction tile, tile row); an embedding
+  :func:`sim.flows.gemm.weight_words` orders them (output tile, reduction tile, tile row); an embedding
   table is row-major, each row starting on a word.
 * ``params``: 32-bit words, one record per op (layouts in :data:`RECORDS`). Every record starts on a
   word of ``max(array_rows, array_cols)`` (the top level's parameter word: V x 32 bits), and every
@@ -138,7 +138,7 @@ class _Words:
 
 
 def _gemm_tiles(weight: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """The weight bytes of one GEMM in the engine's order (see sim.gemm.weight_words)."""
+    """The weight bytes of one GEMM in the engine's order (see sim.flows.gemm.weight_words)."""
     k, n = weight.shape
     kt, nt = -(-k // rows), -(-n // cols)
     padded = np.zeros((kt * rows, nt * cols), np.int64)

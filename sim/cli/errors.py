@@ -79,10 +79,10 @@ def friendly(fn):
     """Turn the errors a user can cause into one-line messages."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .bus import WatchdogError
-        from .link import LinkError
-        from .runner import SimulationError
-        from .toolchain import ToolchainError
+        from ..engine.bus import WatchdogError
+        from ..engine.runner import SimulationError
+        from ..engine.toolchain import ToolchainError
+        from ..link.host import LinkError
 
         try:
             return fn(*args, **kwargs)

@@ -14,10 +14,10 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from .cli_errors import LockstepGroup, friendly
-from .cli_fpga import baud_option, build_cmd
-from .cli_model import golden_cmd, inspect_cmd
-from .cli_perf import estimate_cmd
+from .errors import LockstepGroup, friendly
+from .fpga import baud_option, build_cmd
+from .model import golden_cmd, inspect_cmd
+from .perf import estimate_cmd
 
 __all__ = ["main"]
 
@@ -79,7 +79,7 @@ def main():
     was asked, 2 for a malformed command line, 128 + the signal's number when interrupted.
     """
     global _started
-    from .runner import report_progress_to
+    from ..engine.runner import report_progress_to
 
     _started = time.perf_counter()
     # A conversion to Verilog or a simulator build says so on stderr, with its progress.
@@ -115,8 +115,8 @@ def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
 
     from golden.numerics import gemm_int8
 
-    from .gemm import plan_tiled_gemm
-    from .runner import check_simulator, run
+    from ..engine.runner import check_simulator, run
+    from ..flows.gemm import plan_tiled_gemm
 
     config = _config_from(preset, rows, cols)
     config.check_buildable()
@@ -235,9 +235,9 @@ def decode(**kwargs):
 
 
 def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json, waves, port, baud, loaded):
-    from .cli_model import _load, _prompt_ids, _text
-    from .runtime import check_request, prepare
-    from .runtime import decode as run_decode
+    from ..runtime import check_request, prepare
+    from ..runtime import decode as run_decode
+    from .model import _load, _prompt_ids, _text
 
     config = _config_from(preset, None, None)
     if n_tokens < 0:
@@ -327,7 +327,7 @@ def sweep(spec, db_path, workers, dask_address, quiet):
     """
     from pathlib import Path
 
-    from .sweep import check_workers, load_spec, run_sweep
+    from ..perf.sweep import check_workers, load_spec, run_sweep
 
     check_workers(workers)
     parsed = load_spec(spec)
@@ -354,7 +354,7 @@ def plot(db, out_dir):
     """Plot a sweep database: roofline, throughput against size and bandwidth, Pareto front."""
     from pathlib import Path
 
-    from .plot import plot_sweep
+    from ..perf.plot import plot_sweep
 
     if not Path(db).exists():
         raise ValueError(f"{db}: no such results database")
