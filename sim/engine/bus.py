@@ -110,6 +110,7 @@ class CocotbBus:
     """
 
     def __init__(self, dut, period_ns: int = 10, clock: str = "cocotb"):
+        # cocotb only inside a simulator process: the host process (AmaranthBus, the runner) never loads it.
         import cocotb
         from cocotb.clock import Clock
         from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, Timer, with_timeout

@@ -1,94 +1,55 @@
-"""Host flows by name, so a job (a JSON-able dict) can say which one to run on which simulator.
+"""Designs and host flows by name, so a job (a JSON-able dict) can say what to build and what to run.
 
-Each flow is ``async def flow(bus, job) -> dict`` over :class:`sim.engine.bus.Bus`; the result must be
-JSON-serialisable. :func:`run_amaranth` runs a flow on Amaranth's simulator in this process;
-:mod:`sim.engine.cocotb_entry` runs it inside Icarus or Verilator.
+The tables name the module that defines each design or flow and nothing more: a module is imported
+only when one of its names is looked up (the way Glasgow registers its applets), so the registry
+imports no flow, and no flow needs the registry. A defining module keeps three tables of its own:
+``DESIGNS`` (name -> ``factory(params) -> wiring.Component``; the names are also the Verilog toplevel
+names), ``FLOWS`` (name -> ``async def flow(bus, job) -> dict`` over :class:`sim.engine.bus.Bus`, the
+result JSON-serialisable) and ``CHECKS`` (name -> ``check(job)``, optional: run in the host process
+before any simulator starts, so a bad job is refused in a second rather than from inside a simulation).
+:func:`sim.engine.runner.run` runs a flow; inside Icarus or Verilator :mod:`sim.engine.cocotb_entry`
+imports only the module of the flow's function.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import importlib
 
-from ..flows import attention as attention_flows
-from ..flows import decode as top_flows
-from ..flows import vector as vector_flows
-from ..link import host as link_flows
-from .bus import AmaranthBus
+#: Design name -> the module whose ``DESIGNS`` builds it.
+DESIGNS = {
+    "gemm_unit": "sim.flows.gemm_jobs",
+    "array": "sim.flows.gemm_jobs",
+    "attention_unit": "sim.flows.attention",
+    "vector_unit": "sim.flows.vector",
+    "decode_top": "sim.flows.decode",
+    "linked_gemm": "sim.link.host",
+    "linked_decode": "sim.link.host",
+}
 
-
-def _check_gemm_job(job):
-    """Check every case of a ``gemm_unit`` job (shapes, fit, operands); return the plans."""
-    from hdl.config import Config
-
-    from ..flows.gemm import _check_operands, plan_gemm
-
-    config = Config.from_dict(job["config"])
-    plans = []
-    for case in job["cases"]:
-        plan = plan_gemm(config, case["m"], case["k"], case["n"])
-        _check_operands(plan, case["a"], case["w"])
-        plans.append(plan)
-    return plans
-
-
-async def _gemm_unit(bus, job):
-    """``job``: ``config`` and ``cases``, a list of ``{m, k, n, a, w}`` run one after another
-    on the same simulator (one start-up for many GEMMs). Returns ``{"cases": [...]}``."""
-    from ..flows.gemm import run_gemm_unit
-
-    results = []
-    for case, plan in zip(job["cases"], _check_gemm_job(job), strict=True):
-        results.append(await run_gemm_unit(bus, plan, case["a"], case["w"], budget=case.get("budget")))
-    return {"cases": results}
+#: Flow name -> the module whose ``FLOWS`` runs it (and whose ``CHECKS`` may check its job).
+FLOWS = {
+    "gemm_unit": "sim.flows.gemm_jobs",
+    "array_stream": "sim.flows.gemm_jobs",
+    "attention_unit": "sim.flows.attention",
+    "vector_ops": "sim.flows.vector",
+    "decode_top": "sim.flows.decode",
+    "link_gemm": "sim.link.host",
+    "link_frames": "sim.link.host",
+    "link_decode": "sim.link.host",
+    "link_pty": "sim.link.host",
+}
 
 
-async def _array_stream(bus, job):
-    from ..flows.gemm import run_array_stream
-
-    return await run_array_stream(bus, job["rows"], job["cols"], job["a"], job["w"], seed=job.get("seed", 0),
-                                  gaps=job.get("gaps", 0.0), stall=job.get("stall", 0.0),
-                                  max_idle=job.get("max_idle"),
-                                  withhold_weights=job.get("withhold_weights", False))
+def design(kind: str):
+    """The factory of design ``kind``."""
+    if kind not in DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(sorted(DESIGNS))}, not {kind!r}")
+    return importlib.import_module(DESIGNS[kind]).DESIGNS[kind]
 
 
-FLOWS = {"gemm_unit": _gemm_unit, "array_stream": _array_stream}
-FLOWS.update(attention_flows.FLOWS)
-FLOWS.update(vector_flows.FLOWS)
-FLOWS.update(top_flows.FLOWS)
-FLOWS.update(link_flows.FLOWS)
-
-#: Optional ``check(job)`` per flow, run in the host process before any simulator starts, so a bad
-#: job is refused in a second rather than from inside a simulation.
-CHECKS = {"gemm_unit": _check_gemm_job}
-CHECKS.update(getattr(attention_flows, "CHECKS", {}))
-CHECKS.update(getattr(vector_flows, "CHECKS", {}))
-CHECKS.update(top_flows.CHECKS)
-CHECKS.update(link_flows.CHECKS)
-
-
-def run_amaranth(component, flow: str, job: dict, *, waves_dir: Path | None = None) -> dict:
-    """Run ``flow`` on ``component`` in Amaranth's simulator; exceptions propagate unchanged."""
-    from amaranth.sim import Simulator
-
-    result = {}
-
-    async def testbench(ctx):
-        result.update(await FLOWS[flow](AmaranthBus(ctx, component), job))
-
-    sim = Simulator(component)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    if waves_dir is not None:
-        import tempfile
-
-        waves_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f"amaranth-{flow}-", suffix=".vcd", dir=waves_dir)
-        os.close(fd)
-        path = Path(name)
-        with sim.write_vcd(str(path)):
-            sim.run()
-        result["waves"] = str(path)
-    else:
-        sim.run()
-    return result
+def flow(name: str):
+    """The flow function named ``name`` and its job check (``None`` if it has none)."""
+    if name not in FLOWS:
+        raise ValueError(f"flow must be one of {', '.join(FLOWS)}, not {name!r}")
+    module = importlib.import_module(FLOWS[name])
+    return module.FLOWS[name], getattr(module, "CHECKS", {}).get(name)

@@ -22,6 +22,7 @@ import numpy as np
 
 from golden.attention import AttentionParams, AttentionShape
 from golden.numerics import check_int8, is_int
+from hdl.attention import AttentionUnit
 
 from ..engine.bus import WatchdogError
 from ..machine.cycles import (
@@ -55,8 +56,6 @@ def unit_params(params: dict) -> dict:
 
 
 def _attention_unit(params):
-    from hdl.attention import AttentionUnit
-
     return AttentionUnit(**unit_params(params))
 
 

@@ -92,6 +92,8 @@ async def run_decode_top(bus, job: dict) -> dict:
         if job.get("trace"):
             out["trace"] = await _read(bus, mems["trace"], n_program - 1)
         if readback:
+            # Here, not at the top: sim.flows.gemm loads Amaranth and NumPy, which the simulator
+            # process otherwise never imports (its start-up); only a readback needs it.
             from .gemm import unpack_lanes
         if readback.get("scratch"):
             words = await _read(bus, mems["scratch"], readback["scratch"])

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from golden.numerics import check_int8, is_int, wrap_int32
+from hdl.gemm import HostMem
 
 from ..engine.bus import WatchdogError
 from ..machine.cycles import gemm_cycles
@@ -200,7 +201,7 @@ def _operands(m: int, k: int, n: int, a, w):
     return a, w
 
 
-def _check_operands(plan: GemmPlan, a, w):
+def check_operands(plan: GemmPlan, a, w):
     return _operands(plan.m, plan.k, plan.n, a, w)
 
 
@@ -246,9 +247,7 @@ async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None)
     Raises WatchdogError if ``done`` does not rise within ``budget`` cycles (default:
     :attr:`GemmPlan.watchdog_cycles`).
     """
-    from hdl.gemm import HostMem
-
-    a, w = _check_operands(plan, a, w)
+    a, w = check_operands(plan, a, w)
     budget = plan.watchdog_cycles if budget is None else budget
     for name in ("start", "host_we", "m", "kt", "nt", "host_addr", "host_wdata"):
         bus.set(name, 0)

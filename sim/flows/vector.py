@@ -36,9 +36,11 @@ import numpy as np
 
 from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, check_int_array, is_int, quantize_multiplier
 from golden.tables import activation_table, rope_tables
+from hdl.vector import VectorOp, VectorTable, VectorUnit, cmd_layout, lane_layout, out_layout, rope_word_layout
 
 from ..engine.bus import WatchdogError
 from ..machine.cycles import vector_cycles
+from .gemm import pack_lanes, unpack_lanes
 
 __all__ = ["ACT_TABLE_INDEX", "CHECKS", "DESIGNS", "FLOWS", "OPS", "PRESETS", "check_op", "check_params",
            "run_vector_ops", "vector_job"]
@@ -62,8 +64,6 @@ _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def _vector_unit(params):
-    from hdl.vector import VectorUnit
-
     return VectorUnit(**params)
 
 
@@ -225,8 +225,6 @@ def _pack(fields: dict, values: dict) -> int:
 
 class _Packer:
     def __init__(self, params):
-        from hdl.vector import cmd_layout, lane_layout, out_layout
-
         self.lanes = params["lanes"]
         self.lane = _fields(lane_layout())
         self.lane_bits = lane_layout().size
@@ -245,8 +243,6 @@ class _Packer:
         return words
 
     def unpack_out(self, word: int) -> tuple[list[int], int, int]:
-        from .gemm import unpack_lanes
-
         off, width = self.out["data"]
         data = unpack_lanes((word >> off) & ((1 << width) - 1), 8, self.lanes)
         ioff, iwidth = self.out["index"]
@@ -256,8 +252,6 @@ class _Packer:
 
 def _encode(p: _Packer, op: dict) -> tuple[dict, list[int]]:
     """The command fields and the input beats of one checked op."""
-    from hdl.vector import VectorOp
-
     name, n = op["op"], op["length"]
     cmd = {"op": VectorOp[name.upper()].value, "length": n}
     if name == "requant":
@@ -286,8 +280,6 @@ def _encode(p: _Packer, op: dict) -> tuple[dict, list[int]]:
 
 async def _load_tables(bus, params: dict, tables: dict) -> int:
     """Write the model-dependent tables through the table port; returns the cycles it took."""
-    from hdl.vector import VectorTable, rope_word_layout
-
     lanes = params["lanes"]
     writes = []
     for name in ("silu", "gelu"):
@@ -304,7 +296,6 @@ async def _load_tables(bus, params: dict, tables: dict) -> int:
         cos, sin = rope_tables(params["max_context"], hd, spec.get("base", 10000.0))
         fields = _fields(rope_word_layout(lanes))
         stride = params["max_head_dim"] // (2 * lanes)
-        from .gemm import pack_lanes
 
         for pos in range(params["max_context"]):
             for word in range(hd // (2 * lanes)):

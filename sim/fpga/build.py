@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -25,14 +27,25 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from amaranth.back import rtlil
+
+from hdl.boards import BoardTop, DecodeBoardTop, clocks_per_bit, ecp5_pll
+from hdl.gemm import GemmUnit
+from hdl.isa import INSTRUCTION_BITS
+from hdl.top import DecodeTop
+
 from ..engine.runner import cache_root
 from ..engine.toolchain import ToolchainError
+from ..flows.decode import top_params
+from ..flows.gemm import plan_gemm
+from ..machine.cycles import decode_step_cycles
 
 __all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "FitError", "build", "decode_throughput",
            "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
@@ -173,8 +186,6 @@ class BuildPlan:
 def _design_clock(b: Board, clock_hz: float | None) -> float:
     """The design's clock on board ``b`` (None: the oscillator); ValueError when it needs a PLL the
     board has not got here or that cannot make it exactly."""
-    from hdl.boards import ecp5_pll
-
     if clock_hz is None or clock_hz == b.clock_hz:
         return b.clock_hz
     if isinstance(clock_hz, bool) or not isinstance(clock_hz, int | float) or not clock_hz > 0:
@@ -195,8 +206,6 @@ def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256
     memory (weights, activations, results, the link's frame buffer) from the block's shapes.
     Logic cells are not estimated: nextpnr reports an overflow of those (see :func:`build`).
     """
-    from hdl.boards import clocks_per_bit
-
     b = _board(board)
     config.check_buildable()
     clock = _design_clock(b, clock_hz)
@@ -243,12 +252,6 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
     attention) are known after synthesis: :func:`build` reads Yosys' count and refuses an overflow
     before place-and-route.
     """
-    from hdl.boards import clocks_per_bit
-    from hdl.isa import INSTRUCTION_BITS
-    from hdl.top import DecodeTop
-
-    from ..flows.decode import top_params
-
     b = _board(board)
     c = compiled.config
     c.check_buildable()
@@ -277,8 +280,6 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
 
 def synthesis_cells(log: str) -> dict[str, int]:
     """Cell counts from the last statistics table in a Yosys log (``top.rpt``)."""
-    import re
-
     start = log.rfind("Printing statistics")
     cells = {}
     for count, name in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", log[start:] if start >= 0 else "", re.M):
@@ -367,8 +368,6 @@ def parse_report(report: dict) -> dict:
 def gemm_throughput(config, clock_hz: float, shape=REPORT_GEMM) -> dict:
     """One GEMM's cycles (the cycle model) turned into time and MAC/s at ``clock_hz``; the shape is
     clipped to what the configuration's memories hold."""
-    from ..flows.gemm import plan_gemm
-
     c = config
     m = min(shape[0], c.max_m)
     k = min(shape[1], c.max_k, c.array_rows * (c.act_words // m))
@@ -386,8 +385,6 @@ def gemm_throughput(config, clock_hz: float, shape=REPORT_GEMM) -> dict:
 def decode_throughput(compiled, clock_hz: float, positions: int = 64) -> dict:
     """The compiled model's decode step (the cycle model, averaged over the first ``positions``
     positions) turned into tokens/s at ``clock_hz``."""
-    from ..machine.cycles import decode_step_cycles
-
     mc = compiled.model.config
     n = min(positions, compiled.model.max_context)
     cycles = sum(decode_step_cycles(compiled.model.program, mc, compiled.config, position=p).total
@@ -456,8 +453,6 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
     ``progress(text)``, if given, is called every ``progress_every`` seconds while the tools run,
     with the elapsed time and :func:`build_phase`.
     """
-    from hdl.boards import BoardTop, DecodeBoardTop
-
     if compiled is not None:    # the decode accelerator, sized for this compiled model
         if compiled.config != config:
             raise ValueError("the model was compiled for another configuration than the one to build")
@@ -478,7 +473,6 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
     build_plan = platform.prepare(top, name="top", **opts)
     key = json.dumps({"files": build_plan.digest().hex(), "tools": tool_versions(b), "seed": seed},
                      sort_keys=True)
-    import hashlib
 
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     directory = cache_root() / "fpga" / f"{b.name}-{digest}"
@@ -585,8 +579,6 @@ def _yosys_identity(path: str) -> str:
 def _write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename:
     a reader (or a later run after a kill) sees the whole file or none."""
-    import tempfile
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -617,14 +609,6 @@ def synthesis_resources(config, family: str, *, use_cache: bool = True) -> dict:
     configuration the RTL cannot be built for, ToolchainError when Yosys is missing, BuildError
     (one line, with the log kept beside the cache) when Yosys fails.
     """
-    import dataclasses
-    import hashlib
-    import tempfile
-
-    from amaranth.back import rtlil
-
-    from hdl.gemm import GemmUnit
-
     board = _synth_family(family)
     config.check_buildable()
     yosys = tool_environment(dataclasses.replace(board, tools={"YOSYS": board.tools["YOSYS"]}))["YOSYS"]

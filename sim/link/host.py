@@ -16,10 +16,29 @@ stated number of polls. Nothing waits forever.
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+import time
 from dataclasses import dataclass
 
-from hdl.link import GEMM_REGS, MAX_FRAME_PAYLOAD, REPLY_SYNC, default_timeout_cycles
+from hdl.config import Config, check_positive_int
+from hdl.gemm import HostMem
+from hdl.link import (
+    DECODE_REGS,
+    GEMM_REGS,
+    MAX_FRAME_PAYLOAD,
+    REPLY_SYNC,
+    TOKEN_BYTES,
+    LinkedDecode,
+    LinkedGemm,
+    default_timeout_cycles,
+)
+from hdl.top import DecodeTop, TopMem
+from hdl.uart import MIN_CLOCKS_PER_BIT
 
+from ..flows.decode import IMAGE_MEMORIES, check_job, drive_steps
+from ..flows.gemm import act_words, check_operands, plan_gemm, unpack_results, weight_words
+from ..flows.gemm_jobs import check_gemm_job
 from .protocol import (
     STATUSES,
     Command,
@@ -451,8 +470,6 @@ class Link:
 
     async def read_token(self) -> int:
         """READ_TOKEN: the token the decode target's last step chose."""
-        from hdl.link import TOKEN_BYTES
-
         data = await self.transact(Command.READ_TOKEN)
         if len(data) != TOKEN_BYTES:
             raise LinkError(f"READ_TOKEN reply holds {len(data)} bytes, not {TOKEN_BYTES}")
@@ -486,11 +503,7 @@ async def run_gemm_over_link(link: Link, plan, a, w) -> dict:
     Returns ``{"out": M x N list, "cycles": the counter read over the link, "polls": STATUS polls}``.
     Raises LinkError when the device is not a GEMM target of ``plan``'s configuration.
     """
-    from hdl.gemm import HostMem
-
-    from ..flows.gemm import _check_operands, act_words, unpack_results, weight_words
-
-    a, w = _check_operands(plan, a, w)
+    a, w = check_operands(plan, a, w)
     c = plan.config
     dev = await link.info()
     want = (Target.GEMM.value, c.host_data_bits // 8, c.array_cols * c.acc_bits // 8)
@@ -547,8 +560,6 @@ class LinkDecoder:
     async def connect(self) -> DeviceInfo:
         """INFO, checked against the design ``params`` (:func:`sim.flows.decode.top_params`) the model was
         compiled for; then the step's fixed registers (KV heads, group)."""
-        from hdl.link import DECODE_REGS
-
         dev = await self.link.info()
         want = _decode_device(self.params)
         got = (dev.target, dev.mem_count, dev.reg_count, dev.wdata_bytes, dev.rdata_bytes, dev.addr_bits)
@@ -564,8 +575,6 @@ class LinkDecoder:
     async def load(self, images: dict, progress=None) -> int:
         """Write every image (name -> ``[address, word]`` list) into its memory; return the words
         written. ``progress(words_done, words_total)`` is called after every frame."""
-        from ..flows.decode import IMAGE_MEMORIES
-
         unknown = sorted(set(images) - set(IMAGE_MEMORIES))
         if unknown:
             raise ValueError(f"images: no memory for {unknown[0]!r}")
@@ -587,8 +596,6 @@ class LinkDecoder:
         requantization multipliers and shifts, norm weights, biases: the readable memory that
         differs most between models) and compare them with the image; LinkError when they differ.
         The weights are trusted to belong to the same model. Returns the words compared."""
-        from ..flows.decode import IMAGE_MEMORIES
-
         image = dict((addr, word) for addr, word in images["params"])
         count = min(words, max(image, default=-1) + 1)
         got = await self.link.read_memory(IMAGE_MEMORIES["params"].value, 0, count)
@@ -600,8 +607,6 @@ class LinkDecoder:
 
     async def step(self, token: int, position: int, *, predicted: int | None = None) -> dict:
         """One decode step; returns ``{"token_out", "cycles" (the counter, over the link), "polls"}``."""
-        from hdl.link import DECODE_REGS
-
         await self.link.write_reg(DECODE_REGS.index("token"), token)
         await self.link.write_reg(DECODE_REGS.index("position"), position)
         await self.link.transact(Command.START)
@@ -616,10 +621,6 @@ class LinkDecoder:
 def _decode_device(params: dict) -> tuple[int, ...]:
     """What INFO reports for a decode target of the design ``params``: target, memories, registers,
     write and read word bytes, address bits."""
-    from hdl.config import Config
-    from hdl.link import DECODE_REGS
-    from hdl.top import DecodeTop, TopMem
-
     top = DecodeTop(Config.from_dict(params["config"]), head_dim=params["head_dim"],
                     max_heads=params["max_heads"], max_norm_length=params["max_norm_length"])
     top._MustUse__silence = True  # built only for its sizes, never elaborated
@@ -631,9 +632,6 @@ def _decode_device(params: dict) -> tuple[int, ...]:
 
 def link_params(job: dict) -> dict:
     """The ``linked_gemm`` design's link parameters, checked, with defaults filled in."""
-    from hdl.config import check_positive_int
-    from hdl.uart import MIN_CLOCKS_PER_BIT
-
     link = dict(job.get("link") or {})
     unknown = sorted(set(link) - {"clocks_per_bit", "timeout_cycles", "max_payload"})
     if unknown:
@@ -668,10 +666,8 @@ async def _start(bus, job):
 
 
 def _check_link_gemm(job):
-    from ..engine.registry import _check_gemm_job
-
     link_params(job)
-    return _check_gemm_job(job)
+    return check_gemm_job(job)
 
 
 async def _link_gemm(bus, job):
@@ -699,10 +695,6 @@ async def _link_frames(bus, job):
     Returns ``{"replies": [...]}``, one per step (``{"status": name, "payload": hex}`` for a frame);
     the host idles for the bridge's frame timeout after every error reply, as :class:`Link` does.
     """
-    from hdl.config import Config
-
-    from ..flows.gemm import plan_gemm
-
     transport = _transport(bus, job)
     await _start(bus, job)
     link = Link(transport)
@@ -727,9 +719,6 @@ CHECKS = {"link_gemm": _check_link_gemm, "link_frames": link_params}
 
 
 def _linked_gemm(params):
-    from hdl.config import Config
-    from hdl.link import LinkedGemm
-
     p = link_params({"link": {k: v for k, v in params.items() if k != "config"}})
     return LinkedGemm(Config.from_dict(params["config"]), **p)
 
@@ -740,16 +729,12 @@ DESIGNS = {"linked_gemm": _linked_gemm}
 # --- the decode target over the simulated UART ------------------------------------------------------
 
 def _check_link_decode(job):
-    from ..flows.decode import _check_job
-
     link_params(job)
-    return _check_job(job)
+    return check_job(job)
 
 
 async def _preload(bus, images: dict) -> int:
     """Write the images through the design's ``preload_*`` ports, a word a cycle (the backdoor)."""
-    from ..flows.decode import IMAGE_MEMORIES
-
     bus.set("preload_we", 1)
     n = 0
     for name, entries in images.items():
@@ -775,8 +760,6 @@ async def _link_decode(bus, job):
     the step gets twice its predicted cycles (the watchdog), and the link's reply timeouts bound every
     frame. Returns ``{"steps": [{"position", "token_in", "token_out", "cycles", "polls"}], "load":
     "link" | "preload", "load_words", "link_cycles", "bytes_sent", "bytes_received"}``."""
-    from ..flows.decode import drive_steps
-
     job = _check_link_decode(job)
     transport = _transport(bus, job)
     bus.set("preload_we", 0)
@@ -854,9 +837,6 @@ async def _link_pty(bus, job):
     ``preload`` writes the images through the backdoor first. Ends when ``job["stop_file"]``
     exists, after ``max_cycles`` simulated cycles, or after ``max_silent_seconds`` without a byte
     from the host. Returns ``{"bytes_in", "bytes_out", "cycles", "framing_errors"}``."""
-    import os
-    import select
-    import time
     import tty
 
     p = link_params(job)
@@ -926,9 +906,6 @@ async def _link_pty(bus, job):
 
 
 def _linked_decode(params):
-    from hdl.config import Config
-    from hdl.link import LinkedDecode
-
     p = link_params({"link": {k: params[k] for k in ("clocks_per_bit", "timeout_cycles", "max_payload")
                               if k in params}})
     return LinkedDecode(Config.from_dict(params["config"]), head_dim=params["head_dim"],

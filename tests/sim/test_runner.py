@@ -193,3 +193,26 @@ def test_the_verilog_cache_key_covers_every_source_in_every_subpackage(tmp_path)
     assert source_digest(tmp_path) == before
     (tmp_path / "sim" / "flows" / "new_flow.py").write_text("")
     assert source_digest(tmp_path) != before
+
+
+def test_the_registry_names_every_design_and_flow_of_its_modules_and_nothing_else():
+    """The registry names modules, not functions: each name resolves in the module it names, and every
+    design and flow a module defines is registered (a flow added but not registered fails here)."""
+    import importlib
+
+    from sim.engine import registry
+
+    for table in ("DESIGNS", "FLOWS"):
+        names = getattr(registry, table)
+        for module in set(names.values()):
+            defined = set(getattr(importlib.import_module(module), table))
+            assert defined == {name for name, where in names.items() if where == module}, (table, module)
+    for kind in registry.DESIGNS:
+        assert callable(registry.design(kind))
+    for name in registry.FLOWS:
+        function, check = registry.flow(name)
+        assert callable(function) and (check is None or callable(check))
+    with pytest.raises(ValueError, match=r"^flow must be one of gemm_unit, array_stream, .*, not 'nope'$"):
+        registry.flow("nope")
+    with pytest.raises(ValueError, match=r"^design must be one of array, .*, not 'nope'$"):
+        registry.design("nope")
