@@ -131,3 +131,40 @@ def test_no_module_reaches_into_another_modules_private_names():
                 wrong += [f"{name} line {node.lineno}: {module}.{a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert wrong == []
+
+
+DOC = ROOT / "docs" / "architecture.md"
+
+
+def drawn_layers(text: str) -> list[str]:
+    """The folders of docs/architecture.md's figure, top to bottom (its continuation lines start blank)."""
+    block = text.split("<!-- layers: top to bottom, checked by tests/test_imports.py -->\n```\n", 1)[1]
+    block = block.split("```", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line and not line[0].isspace()]
+
+
+def _layer_of(module: str, drawn: list[str]) -> int:
+    """Index in ``drawn`` of the deepest drawn folder holding ``module``."""
+    path = module.replace(".", "/")
+    best = [i for i, folder in enumerate(drawn)
+            if path + ".py" == folder or (path + "/").startswith(folder)]
+    assert best, f"{module} lies in no folder of the figure"
+    return max(best, key=lambda i: len(drawn[i]))
+
+
+def test_the_architecture_figure_draws_every_folder_and_the_real_layering():
+    drawn = drawn_layers(DOC.read_text())
+    packages = sorted(p.parent.relative_to(ROOT).as_posix() + "/" for package in PACKAGES
+                      for p in (ROOT / package).rglob("__init__.py"))
+    # every package folder is drawn (sim/ itself is the sum of its folders), and nothing else
+    assert sorted(f for f in drawn if f.endswith("/")) == [p for p in packages if p != "sim/"]
+    assert all((ROOT / f).exists() for f in drawn)
+    # every module of sim/ lies in a drawn folder (a new top-level module must be drawn or moved)
+    for name in modules():
+        if name != "sim":
+            _layer_of(name, drawn)
+    upward = [f"{name} ({drawn[_layer_of(name, drawn)]}) imports {target} ({drawn[_layer_of(target, drawn)]})"
+              for name, edges in imports().items() if name != "sim" for target, _ in edges
+              if target != "sim" and _layer_of(target, drawn) < _layer_of(name, drawn)]
+    assert upward == []
+

@@ -1,6 +1,6 @@
 """Host side of the attention unit: its designs and host flows, registered by name.
 
-DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.designs`);
+DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.registry`);
 FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
 
 Stream order (the contract with :class:`hdl.attention.AttentionUnit`): ``q`` beat ``h`` is query

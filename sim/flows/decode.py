@@ -2,7 +2,7 @@
 images, and the host flow that loads a compiled model once and runs decode steps on it (the flow
 itself is in :mod:`sim.flows.decode_steps`, which a simulator process imports alone).
 
-DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.designs`);
+DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.registry`);
 FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
 
 A ``decode_top`` job (JSON): ``params`` (the design), ``images`` (:func:`images`: program,

@@ -1,6 +1,6 @@
 """Host side of the vector unit: its designs and host flows, registered by name.
 
-DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.designs`);
+DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.registry`);
 FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
 
 A job is JSON: ``{"params": design parameters, "tables": {...}, "ops": [...], "seed", "gaps",
@@ -423,5 +423,5 @@ def _check_vector_job(job: dict) -> dict:
 
 
 FLOWS = {"vector_ops": run_vector_ops}
-#: Run by :func:`sim.engine.runner.run` before a simulator starts (see ``sim.engine.registry.CHECKS``).
+#: Run by :func:`sim.engine.runner.run` before a simulator starts (see :mod:`sim.engine.registry`).
 CHECKS = {"vector_ops": _check_vector_job}

@@ -645,7 +645,7 @@ def link_params(job: dict) -> dict:
 
 
 def design_params(config, **link) -> dict:
-    """Parameters of the ``linked_gemm`` design (see :data:`sim.engine.designs.DESIGNS`)."""
+    """Parameters of the ``linked_gemm`` design (see :data:`sim.engine.registry.DESIGNS`)."""
     return {"config": config.as_dict(), **link_params({"link": link})}
 
 
