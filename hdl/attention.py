@@ -17,7 +17,7 @@ processed together, so each K/V row is streamed once per KV head, not once per q
 
 One (query head, position) step issues per cycle: the datapath is ``head_dim`` lanes wide (a
 full-row dot product and a full-row multiply-accumulate per cycle), so a call takes
-``n_heads * kv_len`` issue cycles plus a fixed pipeline latency (:func:`sim.cycles.attention_cycles`).
+``n_heads * kv_len`` issue cycles plus a fixed pipeline latency (:func:`sim.machine.cycles.attention_cycles`).
 The per-head state of a group (running max, denominator, ``head_dim`` weighted sums) lives in
 rotating register files: the head at the front is updated and goes to the back, so no state
 select is ever indexed. When a head's last position is folded in, its state leaves for the
@@ -42,7 +42,7 @@ The finish stages F3 and F4 run once per head, not once per position, so they ne
 S = ceil(head_dim / F) cycles while its lanes pass through F multipliers F at a time (the row
 shifts down by F lanes each cycle) and F4's results are shifted into an assembly register that
 becomes the output row with the last chunk. While a row waits in F3 every stage before it holds
-(one enable), so each head adds exactly S - 1 cycles to a call (:func:`sim.cycles.attention_cycles`)
+(one enable), so each head adds exactly S - 1 cycles to a call (:func:`sim.machine.cycles.attention_cycles`)
 and the two 32-bit products per lane of the finish (four ECP5 multipliers) are built F times
 instead of head_dim times.
 
@@ -56,7 +56,7 @@ Control, sampled when ``start`` is high and the unit is idle: ``kv_len`` (1 .. m
 ``busy`` is high from the cycle after ``start`` until ``done`` rises; ``done`` stays high until the
 next ``start``. ``cycles`` counts clock periods from the cycle ``start`` is sampled to the first
 cycle ``done`` is high. Out-of-range control values are the host's to reject
-(:func:`sim.attention.plan_attention`); the unit does not check them.
+(:func:`sim.flows.attention.plan_attention`); the unit does not check them.
 
 Streams (payloads ``data.ArrayLayout(signed(8), head_dim)``, lane ``i`` = element ``i``):
 

@@ -3,7 +3,7 @@
 The host loads the weight and activation memories through the host port, sets the tile counts
 and pulses ``start``; the engine runs the whole GEMM on its own and raises ``done``, with the
 results in the result memory and the cycle count in ``cycles``. Memory layouts (which word
-holds which values) are defined once in :mod:`sim.gemm`, which also predicts the cycle count.
+holds which values) are defined once in :mod:`sim.flows.gemm`, which also predicts the cycle count.
 
 Order of work: for each output tile ``nt``, for each reduction tile ``kt``: R weight rows, then
 M activation rows. The weight feeder and activation feeder run independently; the array's own

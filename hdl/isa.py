@@ -1,6 +1,6 @@
 """The instruction set, defined once: opcodes, the instruction layout, encoding and disassembly.
 
-The sequencer (hardware), the compiler (:mod:`sim.compiler`), the disassembler below, the command
+The sequencer (hardware), the compiler (:mod:`sim.machine.compiler`), the disassembler below, the command
 line and ``docs/isa.md`` all take their opcodes and fields from here. One instruction is one
 primitive of the integer program (:data:`golden.int_model.PRIMITIVES`) on one unit.
 
@@ -20,7 +20,7 @@ names, the others are zero):
 
 The weight memory's GEMM tile order is :func:`weight_tiles`; every parameter record's layout is a
 :class:`ParamRecord` in :data:`PARAM_RECORDS`. The compiler packs with them, the instruction-level
-model (:mod:`sim.isa_sim`) unpacks with them and the top level (:mod:`hdl.top`) takes its word
+model (:mod:`sim.machine.isa_sim`) unpacks with them and the top level (:mod:`hdl.top`) takes its word
 offsets from them.
 """
 

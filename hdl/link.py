@@ -1,7 +1,7 @@
 """The host link: a framed request/reply protocol over a UART, bridged onto an accelerator's host port.
 
 The command set, the statuses and the frame constants are defined here once; the host side
-(:mod:`sim.protocol`, :mod:`sim.link`), the tests and ``docs/protocol.md`` take them from here.
+(:mod:`sim.link.protocol`, :mod:`sim.link.host`), the tests and ``docs/protocol.md`` take them from here.
 
 Frames (multi-byte fields little-endian, the CRC big-endian):
 
@@ -41,7 +41,7 @@ CRC = catalog.CRC16_IBM_3740
 #: The length field is 16 bits.
 MAX_FRAME_PAYLOAD = 0xFFFF
 #: The arguments of the commands that take any, byte 0 first, each field little-endian: the one
-#: definition the bridge slices and :mod:`sim.protocol` packs and unpacks (:func:`pack_args`).
+#: definition the bridge slices and :mod:`sim.link.protocol` packs and unpacks (:func:`pack_args`).
 #: WRITE_MEM: memory, word address, then the data words.
 MEM_ARGS = data.StructLayout({"mem": unsigned(8), "addr": unsigned(32)})
 #: READ_MEM: memory, word address, word count.
@@ -222,7 +222,7 @@ class LinkBridge(wiring.Component):
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "host": Out(port)})
 
     def info_bytes(self) -> bytes:
-        """The INFO reply's payload (see :mod:`sim.protocol` for the field names)."""
+        """The INFO reply's payload (see :mod:`sim.link.protocol` for the field names)."""
         p = self.port
         return bytes([PROTOCOL_VERSION, self.target.value, p.mem_count, p.reg_count, p.wdata_bits // 8,
                       p.rdata_bits // 8, p.addr_bits]) + self.max_payload.to_bytes(2, "little")

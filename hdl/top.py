@@ -4,9 +4,9 @@ attention units, and a host port.
 The host loads the program, the weights, the parameters, the RoPE table and the activation
 tables once per run through the host port, then runs one decode step per ``start``: the
 sequencer fetches, decodes and runs one instruction at a time (:mod:`hdl.isa`) until ``HALT``,
-with the semantics of :class:`sim.isa_sim.IsaMachine` bit for bit, and raises ``done`` with the
+with the semantics of :class:`sim.machine.isa_sim.IsaMachine` bit for bit, and raises ``done`` with the
 argmax token in ``next_token`` and the step's cycles in ``cycles``. docs/top.md describes every
-micro-sequence and its cycle count; :func:`sim.cycles.op_cycles` predicts them exactly.
+micro-sequence and its cycle count; :func:`sim.machine.cycles.op_cycles` predicts them exactly.
 
 Requires a square array whose size equals the vector lanes: ``V = array_rows = array_cols =
 vector_lanes``, a power of two >= 4. Then one scratchpad word (V int8) is one array beat and one

@@ -3,7 +3,7 @@
 One component, one opcode (:class:`VectorOp`), bit-exact with :mod:`golden.vector` and
 :func:`golden.numerics.requantize`. A command arrives on the ``cmd`` stream; its operands stream
 in on ``inp`` (``lanes`` elements per beat), its results stream out on ``out``. One command runs
-at a time. Timing is fixed by the shape alone (:func:`sim.cycles.vector_cycles`): a command
+at a time. Timing is fixed by the shape alone (:func:`sim.machine.cycles.vector_cycles`): a command
 issues one beat per cycle in each of its passes, every beat crosses the same four-stage pipeline,
 and the whole pipeline stalls together when ``out`` is back-pressured.
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sim.sweep import parse_spec, read_rows, run_sweep
+from sim.perf.sweep import parse_spec, read_rows, run_sweep
 
 ESTIMATE_TARGET = 1.0
 SWEEP_TARGET = 60.0

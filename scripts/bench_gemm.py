@@ -16,8 +16,8 @@ import numpy as np
 
 from golden.numerics import gemm_int8
 from hdl.config import Config
-from sim.gemm import plan_gemm
-from sim.runner import run
+from sim.engine.runner import run
+from sim.flows.gemm import plan_gemm
 
 TARGET = 200_000
 

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sim.sweep import parse_spec, read_rows, run_sweep
+from sim.perf.sweep import parse_spec, read_rows, run_sweep
 
 TARGET_SECONDS = 60.0
 

@@ -2,11 +2,11 @@
 """Benchmark: the decode top level on Verilator through cocotb, against the bare Verilator model.
 
 Builds two models of the same Verilog (the demo preset's decode top level, with the same Verilator
-and C++ optimisation flags, sim.runner.VERILATOR_FLAGS / VERILATOR_MAKEFLAGS):
+and C++ optimisation flags, sim.engine.runner.VERILATOR_FLAGS / VERILATOR_MAKEFLAGS):
 * bare: the model driven by a small C++ main generated into the build cache (no VPI; the clock
   toggled in C++; the memories loaded through the host port, as the host flow loads them; the
   same greedy decode steps), which reads the RTL cycle counter after each step;
-* cocotb: the path `lockstep run` takes (sim.runner.run, flow decode_top).
+* cocotb: the path `lockstep run` takes (sim.engine.runner.run, flow decode_top).
 Runs them back to back on the same prompt, checks that both give the same tokens and cycle counts
 at every step, and prints simulated cycles per second of the decode steps (the free runs, loading
 excluded, as `lockstep run` reports them) for each, and their ratio, per wall second and per CPU
@@ -162,8 +162,8 @@ int main(int argc, char** argv) {
 def _decode_setup(tokens: int):
     from golden.checkpoint import load_demo_model
     from hdl.config import PRESETS
+    from sim.flows.decode import decode_job, top_params
     from sim.runtime import prepare
-    from sim.top import decode_job, top_params
 
     ckpt = load_demo_model()
     compiled = prepare(ckpt, PRESETS["demo"])
@@ -175,8 +175,8 @@ def _decode_setup(tokens: int):
 
 def build_bare(verilog_text: str, *, makeflags: str) -> Path:
     """Build (or reuse) the bare model in the build cache; return its executable."""
-    from sim.runner import TIMESCALE, VERILATOR_FLAGS, _locked, cache_root
-    from sim.toolchain import prepare_environment, simulator_version
+    from sim.engine.runner import TIMESCALE, VERILATOR_FLAGS, _locked, cache_root
+    from sim.engine.toolchain import prepare_environment, simulator_version
 
     prepare_environment()
     key = hashlib.sha256(json.dumps([verilog_text, HARNESS, VERILATOR_FLAGS, makeflags, TIMESCALE,
@@ -202,7 +202,7 @@ def build_bare(verilog_text: str, *, makeflags: str) -> Path:
 
 
 def run_bare(exe: Path, job: dict) -> dict:
-    from sim.top import IMAGE_MEMORIES
+    from sim.flows.decode import IMAGE_MEMORIES
 
     with tempfile.TemporaryDirectory(prefix="lockstep-bench-") as tmp:
         path = Path(tmp) / "images.txt"
@@ -219,7 +219,7 @@ def run_bare(exe: Path, job: dict) -> dict:
 
 
 def run_cocotb(params: dict, job: dict) -> dict:
-    from sim.runner import run
+    from sim.engine.runner import run
 
     t0 = time.perf_counter()
     result = run("verilator", TOPLEVEL, params, "decode_top", job)
@@ -229,7 +229,7 @@ def run_cocotb(params: dict, job: dict) -> dict:
 
 BASELINE = """
 import json, sys, time
-from sim.runner import run
+from sim.engine.runner import run
 params, job = json.load(open(sys.argv[1]))
 t0 = time.perf_counter()
 result = run("verilator", "decode_top", params, "decode_top", job)
@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.tokens < 1 or args.repeat < 1:
         raise SystemExit("bench: error: --tokens and --repeat must be positive")
-    from sim.runner import VERILATOR_MAKEFLAGS, _verilog_of
+    from sim.engine.runner import VERILATOR_MAKEFLAGS, _verilog_of
 
     params, job = _decode_setup(args.tokens)
     verilog_text = _verilog_of(TOPLEVEL, json.dumps(params, sort_keys=True), TOPLEVEL)

@@ -8,29 +8,38 @@ measures them, the cycles it took.
 Backends today:
 
 * ``golden``: the integer model (:class:`golden.int_model.IntModel`), the specification;
-* ``isa``: the instruction-level model (:class:`sim.isa_sim.IsaMachine`) running the compiled
+* ``isa``: the instruction-level model (:class:`sim.machine.isa_sim.IsaMachine`) running the compiled
   program on its memory images;
 * ``amaranth``, ``icarus``, ``verilator``: the decode top level (:class:`hdl.top.DecodeTop`) on a
-  simulator. The simulator runs the whole loop in one start (:mod:`sim.top`'s ``decode_top`` flow:
+  simulator. The simulator runs the whole loop in one start (:mod:`sim.flows.decode`'s ``decode_top`` flow:
   the images are loaded once, each step's token is fed back by the flow); every step reports the
   cycles the RTL's counter measured and the wall time of its free run.
 
 * ``serial``: a board running the decode accelerator behind its UART bridge
   (:class:`hdl.link.LinkedDecode`, built by ``lockstep build``), over a serial port: the images are
   written over the link once, then every step goes over the framed protocol
-  (:class:`sim.link.LinkDecoder`, the same host code the simulated-UART tests drive against the
+  (:class:`sim.link.host.LinkDecoder`, the same host code the simulated-UART tests drive against the
   RTL's pins); its steps report the cycle counter read back over the link.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json as _json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .compiler import Compiled, compile_model
-from .cycles import decode_step_cycles
-from .toolchain import SIMULATORS
+from golden.quantize import quantize_checkpoint
+
+from .engine.runner import Cancel, check_simulator, new_progress_file, run
+from .engine.toolchain import SIMULATORS
+from .flows.decode import check_prompt, decode_job, images, top_params
+from .link.host import Link, LinkDecoder, SerialTransport
+from .machine.compiler import Compiled, compile_model
+from .machine.cycles import decode_step_cycles
+from .machine.isa_sim import IsaMachine
 
 __all__ = ["BACKENDS", "RTL_BACKENDS", "Backend", "RunReport", "StepReport", "check_request", "decode", "prepare"]
 
@@ -85,8 +94,6 @@ class IsaBackend(Backend):
     name = "isa"
 
     def __init__(self, compiled: Compiled):
-        from .isa_sim import IsaMachine
-
         super().__init__(compiled)
         self.machine = IsaMachine(compiled)
 
@@ -100,9 +107,6 @@ class RtlBackend(Backend):
     simulator = ""
 
     def __init__(self, compiled: Compiled):
-        from .runner import check_simulator
-        from .top import top_params
-
         super().__init__(compiled)
         check_simulator(self.simulator)
         self.params = top_params(compiled)        # CompileError for a model the design cannot run
@@ -114,11 +118,6 @@ class RtlBackend(Backend):
     def begin(self, prompt, new_tokens):
         """Start the whole request on the simulator in the background; :meth:`step` returns each
         step as the simulator finishes it (the flow appends one line per step to a progress file)."""
-        import threading
-
-        from .runner import Cancel, new_progress_file, run
-        from .top import decode_job
-
         job = decode_job(self.compiled, self.params, prompt=prompt, new_tokens=new_tokens)
         self._progress, self._progress_held = new_progress_file()
         job["progress"] = str(self._progress)
@@ -136,8 +135,6 @@ class RtlBackend(Backend):
         self._thread.start()
 
     def _poll(self):
-        import json as _json
-
         lines = self._progress.read_text().splitlines() if self._progress.exists() else []
         for line in lines[len(self.results):]:
             if line.endswith("}"):
@@ -207,8 +204,6 @@ class SerialBackend(Backend):
     timeout = 2.0
 
     def __init__(self, compiled: Compiled):
-        from .top import top_params
-
         super().__init__(compiled)
         self.params = top_params(compiled)
         self.load_seconds = 0.0
@@ -219,11 +214,6 @@ class SerialBackend(Backend):
         return self._loop.run_until_complete(coroutine)
 
     def begin(self, prompt, new_tokens):
-        import asyncio
-
-        from .link import Link, LinkDecoder, SerialTransport
-        from .top import images
-
         if not self.port:
             raise ValueError("the serial backend needs --port, the board's serial device (e.g. /dev/ttyUSB0)")
         self._transport = SerialTransport(self.port, baud=self.baud, timeout=self.timeout)
@@ -357,8 +347,6 @@ class RunReport:
 
 def prepare(checkpoint, config) -> Compiled:
     """Quantize ``checkpoint`` with its default calibration and compile it for ``config``."""
-    from golden.quantize import quantize_checkpoint
-
     return compile_model(quantize_checkpoint(checkpoint), config)
 
 
@@ -366,21 +354,7 @@ def check_request(compiled: Compiled, backend: str, prompt: Sequence[int], new_t
     """Check a run before anything starts; return the prompt as ints and the number of steps."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    prompt = [int(t) for t in prompt]
-    if not prompt:
-        raise ValueError("prompt must hold at least one token")
-    if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 0:
-        raise ValueError(f"tokens must be a non-negative integer, not {new_tokens!r}")
-    model = compiled.model
-    vocab = model.config.vocab_size
-    for t in prompt:
-        if not 0 <= t < vocab:
-            raise ValueError(f"prompt token must be in 0..{vocab - 1}, not {t}")
-    steps = len(prompt) + max(new_tokens, 1) - 1
-    if steps > model.max_context:
-        raise ValueError(f"prompt ({len(prompt)} tokens) plus {new_tokens} new tokens needs {steps} positions, "
-                         f"more than the context of {model.max_context}")
-    return prompt, steps
+    return check_prompt(compiled, prompt, new_tokens)
 
 
 def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: int, *,

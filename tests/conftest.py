@@ -5,7 +5,7 @@ import os
 import pytest
 
 from hdl.config import PRESETS
-from sim.toolchain import SIMULATORS  # noqa: F401 (the one simulator list, imported by the RTL tests from here)
+from sim.engine.toolchain import SIMULATORS  # noqa: F401 (the one simulator list, imported by the RTL tests from here)
 
 #: The array shapes every RTL regression runs on.
 SHAPES = ("4x4", "8x4")

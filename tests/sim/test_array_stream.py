@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from golden.numerics import ceil_div, gemm_int8
-from sim.bus import WatchdogError
-from sim.cycles import array_stream_cycles
-from sim.runner import SimulationError, run
+from sim.engine.bus import WatchdogError
+from sim.engine.runner import SimulationError, run
+from sim.machine.cycles import array_stream_cycles
 
 from ..conftest import SIMULATORS
 

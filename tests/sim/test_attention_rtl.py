@@ -17,11 +17,16 @@ import pytest
 from golden.attention import AttentionParams, attention_decode, attention_decode_loop
 from golden.numerics import ceil_div
 from hdl.attention import AttentionUnit
-from sim.attention import plan_attention
-from sim.bus import WatchdogError
-from sim.cycles import ATTENTION_FINISH_STAGES, ATTENTION_POSITION_STAGES, attention_cycles, attention_min_cycles
-from sim.lint import WAIVERS, lint_verilog
-from sim.runner import SimulationError, design_for, run, verilog_for
+from sim.engine.bus import WatchdogError
+from sim.engine.lint import WAIVERS, lint_verilog
+from sim.engine.runner import SimulationError, design_for, run, verilog_for
+from sim.flows.attention import plan_attention
+from sim.machine.cycles import (
+    ATTENTION_FINISH_STAGES,
+    ATTENTION_POSITION_STAGES,
+    attention_cycles,
+    attention_min_cycles,
+)
 
 from ..conftest import SIMULATORS
 

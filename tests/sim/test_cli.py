@@ -183,7 +183,7 @@ def _processes_under(path):
 
 def _shared_builds(tmp_path):
     """A cache in ``tmp_path`` whose builds and Verilog are the user's (built once, shared)."""
-    from sim.runner import cache_root
+    from sim.engine.runner import cache_root
 
     real = cache_root()
     for sub in ("build", "verilog"):

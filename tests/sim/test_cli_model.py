@@ -18,12 +18,12 @@ from golden.checkpoint import demo_model_path, save_checkpoint
 from golden.model import ModelConfig, init_weights
 from golden.quantize import weight_bytes
 from golden.tokenizer import CharTokenizer
-from sim.cli_model import golden_cmd, inspect_cmd
+from sim.cli.model import golden_cmd, inspect_cmd
 
 
 @click.group()
 def lockstep():
-    """A local group: sim/cli.py registers the same commands on the real one."""
+    """A local group: sim/cli/commands.py registers the same commands on the real one."""
 
 
 lockstep.add_command(inspect_cmd)
@@ -174,7 +174,7 @@ BAD_CHECKPOINTS = {
 @pytest.mark.parametrize("case", list(BAD_CHECKPOINTS))
 @pytest.mark.parametrize("command", ["inspect", "golden", "run"])
 def test_every_bad_checkpoint_is_one_line_and_exit_1(tmp_path, tiny_dirs, case, command):
-    from sim.cli import main
+    from sim.cli.commands import main
 
     bad = tmp_path / "bad"
     shutil.copytree(tiny_dirs[0], bad)
@@ -197,7 +197,7 @@ def test_a_bad_checkpoint_in_a_real_process_and_no_torch_at_run_time(tmp_path, t
     assert done.stderr.startswith("lockstep: error: ") and done.stderr.count("\n") == 1, done.stderr
     assert "model.safetensors: cannot read safetensors file" in done.stderr
     probe = ("import sys\n"
-             "from sim.cli import main\n"
+             "from sim.cli.commands import main\n"
              "try:\n"
              "    main(['golden', '--model', sys.argv[1], '--prompt', 'abc', '--tokens', '3'])\n"
              "except SystemExit as e:\n"
@@ -232,7 +232,7 @@ def test_special_config_files_in_a_real_process(tmp_path, tiny_dirs, special):
 @pytest.mark.parametrize("rope", [{"type": "linear", "factor": 4.0}, {"rope_type": "yarn", "factor": 2.0}])
 @pytest.mark.parametrize("command", ["inspect", "golden", "run"])
 def test_rope_scaling_the_golden_model_lacks_is_refused_by_every_command(tmp_path, tiny_dirs, rope, command):
-    from sim.cli import main
+    from sim.cli.commands import main
 
     bad = tmp_path / "bad"
     shutil.copytree(tiny_dirs[1], bad)

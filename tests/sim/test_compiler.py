@@ -10,8 +10,8 @@ from golden.model import ModelConfig, init_weights
 from golden.quantize import quantize_model, random_calibration
 from hdl.config import PRESETS, Config
 from hdl.isa import Opcode, decode
-from sim.compiler import CompileError, compile_model, memory_needs
-from sim.isa_sim import IsaMachine
+from sim.machine.compiler import CompileError, compile_model, memory_needs
+from sim.machine.isa_sim import IsaMachine
 
 
 def decode_on_machine(compiled, prompt, new_tokens):

@@ -6,9 +6,9 @@ from hypothesis import strategies as st
 
 from golden.numerics import gemm_int8
 from hdl.config import Config
-from sim.cycles import gemm_cycles, gemm_lower_bound
-from sim.gemm import plan_gemm
-from sim.runner import run
+from sim.engine.runner import run
+from sim.flows.gemm import plan_gemm
+from sim.machine.cycles import gemm_cycles, gemm_lower_bound
 
 
 @st.composite
@@ -58,7 +58,7 @@ def test_decode_step_prediction_for_the_demo_model():
     from golden.checkpoint import load_demo_model
     from golden.quantize import program_structure
     from hdl.config import PRESETS
-    from sim.cycles import SEQ_ISSUE, decode_step_cycles
+    from sim.machine.cycles import SEQ_ISSUE, decode_step_cycles
 
     model = load_demo_model().config
     ops = program_structure(model)

@@ -10,7 +10,7 @@ import pytest
 
 from hdl.boards import BoardTop, clocks_per_bit
 from hdl.config import PRESETS, Config
-from sim.fpga import BOARDS, FitError, gemm_throughput, memory_blocks, parse_report, plan_build, tool_environment
+from sim.fpga.build import BOARDS, FitError, gemm_throughput, memory_blocks, parse_report, plan_build, tool_environment
 from tests.tolerances import rel64
 
 LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
@@ -110,7 +110,7 @@ def test_report_parsing_and_timing_verdict():
 
 
 def test_throughput_comes_from_the_cycle_model():
-    from sim.gemm import plan_gemm
+    from sim.flows.gemm import plan_gemm
 
     t = gemm_throughput(PRESETS["4x4"], 25e6)
     assert t["cycles"] == plan_gemm(PRESETS["4x4"], 8, 24, 20).predicted_cycles
@@ -149,7 +149,7 @@ def test_build_command_plan_and_refusal():
 
 @pytest.mark.slow
 def test_ulx3s_bitstream_of_a_small_gemm():
-    from sim.fpga import build
+    from sim.fpga.build import build
 
     result = build("ulx3s-85f", PRESETS["4x4"])
     rep = result["report"]
@@ -162,7 +162,7 @@ def test_ulx3s_bitstream_of_a_small_gemm():
 
 @pytest.mark.slow
 def test_icebreaker_bitstream_of_the_largest_array():
-    from sim.fpga import build
+    from sim.fpga.build import build
 
     result = build("icebreaker", ICEBREAKER)
     assert result["report"]["timing_ok"]
@@ -174,7 +174,7 @@ def test_ulx3s_bitstream_of_the_decode_accelerator():
     """The demo model's accelerator (preset ulx3s: one attention finish lane) fits the ECP5's 156
     multipliers after synthesis, places, routes and meets its clock."""
     from golden.checkpoint import load_demo_model
-    from sim.fpga import build
+    from sim.fpga.build import build
     from sim.runtime import prepare
 
     compiled = prepare(load_demo_model(), PRESETS["ulx3s"])
@@ -217,7 +217,7 @@ def test_a_clock_other_than_the_oscillator_gets_a_pll():
 
 def test_a_yosys_error_is_found_in_its_own_log(tmp_path):
     # Yosys runs with -q: the build's output is empty and the reason is in top.rpt.
-    from sim.fpga import _failure_reason
+    from sim.fpga.build import _failure_reason
 
     rpt = tmp_path / "top.rpt"
     rpt.write_text("2.46.17.7. Executing ABC_OPS_REINTEGRATE pass\nERROR: Assert `x' failed in rtlil.cc:3091.\n")
@@ -228,7 +228,7 @@ def test_a_yosys_error_is_found_in_its_own_log(tmp_path):
 
 
 def test_synthesis_counts_beyond_the_device_are_refused():
-    from sim.fpga import _synthesis_overflow
+    from sim.fpga.build import _synthesis_overflow
 
     stat = "Printing statistics.\n   Number of cells: 50000\n     177 DP16KD\n     {mult} MULT18X18D\n    28595 LUT4\n"
     board = BOARDS["ulx3s-85f"]
@@ -239,7 +239,7 @@ def test_synthesis_counts_beyond_the_device_are_refused():
 
 def test_build_phase_reads_the_tools_logs(tmp_path):
     """What `lockstep build` prints every minute of an hour-long build: the phase from the logs."""
-    from sim.fpga import build_phase
+    from sim.fpga.build import build_phase
 
     assert build_phase(tmp_path) == "starting"
     (tmp_path / "top.rpt").write_text("-- Running command ...\n")

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from golden.numerics import gemm_int8
 from hdl.config import PRESETS
-from sim.gemm import _check_operands, plan_gemm, plan_tiled_gemm
-from sim.runner import build
+from sim.engine.runner import build
+from sim.flows.gemm import check_operands, plan_gemm, plan_tiled_gemm
 
 C4 = PRESETS["4x4"]  # max_m 16, act_words 256, weight_words 1024, result_words 256
 
@@ -42,15 +42,15 @@ def test_bad_gemm_sizes(mkn, exc, match):
 def test_operands_that_do_not_match_the_plan(a_shape, w_shape, match):
     plan = plan_gemm(C4, 3, 7, 5)
     with pytest.raises(ValueError, match=match):
-        _check_operands(plan, np.zeros(a_shape, np.int8), np.zeros(w_shape, np.int8))
+        check_operands(plan, np.zeros(a_shape, np.int8), np.zeros(w_shape, np.int8))
 
 
 def test_operands_outside_int8_and_not_integers():
     plan = plan_gemm(C4, 1, 2, 2)
     with pytest.raises(ValueError, match=r"^a must hold int8 values in \[-128, 127\], not 128$"):
-        _check_operands(plan, np.array([[0, 128]]), np.zeros((2, 2), np.int8))
+        check_operands(plan, np.array([[0, 128]]), np.zeros((2, 2), np.int8))
     with pytest.raises(TypeError, match=r"^w must hold integers, not float64$"):
-        _check_operands(plan, np.zeros((1, 2), np.int8), np.zeros((2, 2)))
+        check_operands(plan, np.zeros((1, 2), np.int8), np.zeros((2, 2)))
 
 
 def test_build_needs_a_compiling_simulator():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from golden.numerics import gemm_int8
-from sim.bus import WatchdogError
-from sim.gemm import plan_gemm
-from sim.runner import SimulationError, run
+from sim.engine.bus import WatchdogError
+from sim.engine.runner import SimulationError, run
+from sim.flows.gemm import plan_gemm
 
 from ..conftest import SIMULATORS
 
@@ -66,7 +66,7 @@ def test_any_size_runs_in_blocks_bit_exact_and_cycle_exact(simulator):
     from dataclasses import replace
 
     from hdl.config import PRESETS
-    from sim.gemm import plan_tiled_gemm
+    from sim.flows.gemm import plan_tiled_gemm
 
     config = replace(PRESETS["4x4"], max_m=4, act_words=16, weight_words=32, result_words=8)
     m, k, n = BLOCKED[simulator]

@@ -1,5 +1,5 @@
 """The decode accelerator behind the UART bridge (:class:`hdl.link.LinkedDecode`): decode steps
-over the framed protocol from :class:`sim.link.LinkDecoder`, the host code the ``serial`` runtime
+over the framed protocol from :class:`sim.link.host.LinkDecoder`, the host code the ``serial`` runtime
 backend runs against a board, here driving the RTL's rx/tx pins in the simulator.
 
 * the demo model: memories preloaded through the backdoor ports (over a 115200-baud line they
@@ -17,12 +17,12 @@ from golden.model import ModelConfig, init_weights
 from golden.numerics import ceil_div
 from golden.quantize import quantize_model, random_calibration
 from hdl.config import PRESETS
-from sim.compiler import compile_model
-from sim.gemm import unpack_lanes
-from sim.isa_sim import IsaMachine
-from sim.link import decode_link_params
-from sim.runner import run
-from sim.top import decode_job, top_params
+from sim.engine.runner import run
+from sim.flows.decode import decode_job, top_params
+from sim.flows.gemm import unpack_lanes
+from sim.link.host import decode_link_params
+from sim.machine.compiler import compile_model
+from sim.machine.isa_sim import IsaMachine
 
 from .tiny_models import SMALL, SMALL_SHARED, tiny
 
@@ -81,7 +81,7 @@ def test_read_logits_and_decode_only_errors():
     of the decode-only commands: a bad READ_LOGITS count or range, READ_TOKEN with arguments."""
     from hdl.link import Command
     from hdl.top import TopMem
-    from sim.protocol import encode_request
+    from sim.link.protocol import encode_request
 
     compiled = tiny("gpt2")
     params = decode_link_params(top_params(compiled, **SMALL_SHARED), **LINK)
@@ -159,8 +159,8 @@ def test_the_pty_board_answers_bad_frames_as_a_board_does(pty_board):
     import time
 
     from hdl.link import Target
-    from sim.link import Link, SerialTransport
-    from sim.protocol import Command, Status, encode_request, write_reg_payload
+    from sim.link.host import Link, SerialTransport
+    from sim.link.protocol import Command, Status, encode_request, write_reg_payload
 
     port, _, _ = pty_board
     transport = SerialTransport(port, timeout=5.0)
@@ -232,7 +232,7 @@ def test_decode_steps_over_the_pty_survive_stray_bytes(demo, pty_board):
     tokens and cycle counters are still exact."""
     import asyncio
 
-    from sim.link import Link, LinkDecoder, SerialTransport
+    from sim.link.host import Link, LinkDecoder, SerialTransport
 
     class Noisy(SerialTransport):
         sent = 0

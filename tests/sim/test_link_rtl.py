@@ -1,7 +1,7 @@
 """The host link on the RTL: a GEMM over the simulated UART, corrupted frames, and the watchdog.
 
 One design (a 4x4 GEMM unit behind the bridge, 8 clocks per bit) serves every test, so Verilator
-builds it once. The UART is bit-banged cycle by cycle by :class:`sim.link.SimUartTransport`.
+builds it once. The UART is bit-banged cycle by cycle by :class:`sim.link.host.SimUartTransport`.
 """
 
 import numpy as np
@@ -9,10 +9,10 @@ import pytest
 
 from golden.numerics import gemm_int8
 from hdl.config import PRESETS
-from sim.gemm import act_words, plan_gemm, unpack_results, weight_words
-from sim.link import design_params
-from sim.protocol import Command, Status, encode_request, read_mem_payload, write_mem_payload, write_reg_payload
-from sim.runner import SimulationError, run
+from sim.engine.runner import SimulationError, run
+from sim.flows.gemm import act_words, plan_gemm, unpack_results, weight_words
+from sim.link.host import design_params
+from sim.link.protocol import Command, Status, encode_request, read_mem_payload, write_mem_payload, write_reg_payload
 
 from ..conftest import SIMULATORS
 
@@ -137,7 +137,7 @@ def test_corrupted_frames_are_rejected_and_the_next_good_frame_works(simulator):
     words = [int.from_bytes(raw[i:i + b], "little") for i in range(0, len(raw), b)]
     assert np.array_equal(unpack_results(plan, words), gemm_int8(gemm["a"], gemm["w"]))
     assert result["framing_errors"] == 0
-    assert act_words(plan, gemm["a"])  # the layouts the host sent are the ones sim.gemm defines
+    assert act_words(plan, gemm["a"])  # the layouts the host sent are the ones sim.flows.gemm defines
 
 
 def test_watchdog_a_device_that_never_answers_fails_cleanly():

@@ -3,8 +3,8 @@
 import pytest
 
 from hdl.config import PRESETS
-from sim.lint import WAIVERS, lint_verilog
-from sim.runner import design_for, verilog_for
+from sim.engine.lint import WAIVERS, lint_verilog
+from sim.engine.runner import design_for, verilog_for
 
 
 @pytest.mark.parametrize("kind", ["gemm_unit", "array"])
@@ -17,7 +17,7 @@ def test_generated_verilog_is_lint_clean(kind, shape):
 
 
 def _top_params():
-    from sim.top import top_params
+    from sim.flows.decode import top_params
     from tests.sim.tiny_models import tiny
 
     return top_params(tiny("llama-gqa"))
@@ -27,7 +27,7 @@ def _top_params():
 def test_the_top_levels_are_lint_clean(kind):
     """The decode accelerator and the two designs behind the UART bridge (the units have their own
     lint tests in test_attention_rtl.py and test_vector_rtl.py)."""
-    from sim.link import decode_link_params, design_params
+    from sim.link.host import decode_link_params, design_params
 
     params = {"decode_top": _top_params, "linked_decode": lambda: decode_link_params(_top_params()),
               "linked_gemm": lambda: design_params(PRESETS["4x4"])}[kind]()

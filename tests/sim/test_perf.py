@@ -20,9 +20,9 @@ from golden.checkpoint import load_demo_model
 from golden.numerics import ceil_div
 from golden.quantize import program_structure
 from hdl.config import DEFAULT, PRESETS
-from sim.cli_perf import estimate_cmd
-from sim.cycles import decode_step_cycles, op_cycles
-from sim.perf import (
+from sim.cli.perf import estimate_cmd
+from sim.machine.cycles import decode_step_cycles, op_cycles
+from sim.perf.model import (
     MAX_CONTEXT,
     MAX_TEXT_BYTES,
     MODELS,
@@ -45,7 +45,7 @@ from sim.perf import (
     shard_shape,
     step_cycles,
 )
-from sim.sweep import SweepError, parse_spec, read_rows, run_sweep
+from sim.perf.sweep import SweepError, parse_spec, read_rows, run_sweep
 from tests.tolerances import rel64
 
 ROOT = Path(__file__).parents[2]
@@ -53,7 +53,7 @@ ROOT = Path(__file__).parents[2]
 
 @click.group()
 def lockstep():
-    """A local group: sim/cli.py registers the same command on the real one."""
+    """A local group: sim/cli/commands.py registers the same command on the real one."""
 
 
 lockstep.add_command(estimate_cmd)
@@ -93,7 +93,7 @@ def test_the_docs_table_is_what_the_code_produces():
     m = re.search(r"<!-- calibration table -->\n(.*?)\n<!-- end calibration table -->", doc, re.S)
     assert m, "docs/calibration.md lost its table markers"
     assert m.group(1).strip() == calibration_markdown().strip(), (
-        "the cycle model changed: regenerate with `.venv/bin/python -m sim.perf docs/calibration.md`")
+        "the cycle model changed: regenerate with `.venv/bin/python -m sim.perf.model docs/calibration.md`")
 
 
 # --- one cycle model ------------------------------------------------------------------------------
@@ -488,7 +488,7 @@ def strict_json(text: str):
 
 
 def test_an_absurd_clock_is_refused_and_the_json_is_always_valid(tmp_path):
-    chip = (ROOT / "sim" / "presets" / "demo.toml").read_text()
+    chip = (ROOT / "sim" / "perf" / "presets" / "demo.toml").read_text()
     assert "clock_hz = 100_000_000" in chip
     big = tmp_path / "big.toml"
     big.write_text(chip.replace("clock_hz = 100_000_000", "clock_hz = 1e308"))

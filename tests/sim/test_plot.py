@@ -1,4 +1,4 @@
-"""Plots of sweep databases (sim/plot.py): both kinds, bounded figure sizes, one Pareto front per
+"""Plots of sweep databases (sim/perf/plot.py): both kinds, bounded figure sizes, one Pareto front per
 workload, degenerate and bad databases."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from sim.cli import main
-from sim.plot import DPI, FIGSIZE, pareto_front, pareto_fronts, plot_sweep
-from sim.sweep import SweepError, open_db, parse_spec, read_rows, run_sweep
+from sim.cli.commands import main
+from sim.perf.plot import DPI, FIGSIZE, pareto_front, pareto_fronts, plot_sweep
+from sim.perf.sweep import SweepError, open_db, parse_spec, read_rows, run_sweep
 
 NAMES = sorted(f"{n}.{e}" for n in ("roofline", "throughput", "pareto") for e in ("png", "svg"))
 SIZE = (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))

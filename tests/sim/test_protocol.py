@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from hdl.link import CRC, LinkBridge, LinkedGemm, Status
-from sim.link import Link, LinkError, LinkTimeout, SerialTransport
-from sim.protocol import (
+from sim.link.host import Link, LinkError, LinkTimeout, SerialTransport
+from sim.link.protocol import (
     Command,
     DeviceInfo,
     FrameError,
@@ -16,8 +16,8 @@ from sim.protocol import (
     decode_request,
     encode_reply,
     encode_request,
-    protocol_markdown,
 )
+from sim.link.protocol_doc import protocol_markdown
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -90,7 +90,7 @@ def test_bridge_needs_a_host_port():
 
 def test_protocol_doc_is_generated_from_the_definitions():
     assert DOC.read_text() == protocol_markdown(), (
-        "docs/protocol.md is stale: regenerate it with sim.protocol.protocol_markdown()")
+        "docs/protocol.md is stale: regenerate it with sim.link.protocol_doc.protocol_markdown()")
     for cmd in Command:
         assert f"`0x{cmd.value:02X}` | {cmd.name}" in DOC.read_text()
     for status in Status:

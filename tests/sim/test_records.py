@@ -23,9 +23,9 @@ from hdl.isa import (
     weight_from_tiles,
     weight_tiles,
 )
-from sim.compiler import compile_model
-from sim.gemm import pack_lanes, plan_gemm, weight_words
-from sim.isa_sim import IsaMachine
+from sim.flows.gemm import pack_lanes, plan_gemm, weight_words
+from sim.machine.compiler import compile_model
+from sim.machine.isa_sim import IsaMachine
 
 MODELS = {
     "gpt2": ModelConfig(family="gpt2", vocab_size=37, d_model=24, n_layers=1, n_heads=3, n_kv_heads=3,

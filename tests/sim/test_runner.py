@@ -1,6 +1,7 @@
 """The runner layer: content-hashed builds, reuse, and clear failures."""
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.runner import SimulationError, build, design_for, run
+from sim.engine.runner import SOURCES, SimulationError, build, design_for, run, source_digest
 
 
 def test_builds_are_keyed_by_content(tmp_path, monkeypatch):
@@ -44,7 +45,7 @@ def test_bad_run_requests_are_rejected(args, match):
 
 
 def test_design_registry_builds_components():
-    from sim.runner import verilog_for
+    from sim.engine.runner import verilog_for
 
     array = design_for("array", {"rows": 2, "cols": 3})
     assert array.cols == 3
@@ -61,7 +62,7 @@ def test_the_runs_cache_is_bounded(tmp_path):
     """What failed or killed runs leave is pruned past the newest RUNS_KEPT; a live run (its lock
     held), a run kept for its waves or by LOCKSTEP_KEEP_RUNS, and anything younger than a run may
     be (without a lock to tell) are left alone."""
-    from sim.runner import KEEP_FILE, OWNER_FILE, PROGRESS_PREFIX, RUNS_KEPT, UNOWNED_GRACE_S, hold, prune_runs
+    from sim.engine.runner import KEEP_FILE, OWNER_FILE, PROGRESS_PREFIX, RUNS_KEPT, UNOWNED_GRACE_S, hold, prune_runs
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -100,7 +101,7 @@ def test_the_runs_cache_is_bounded(tmp_path):
 
 def test_a_command_is_stopped_with_its_whole_process_group(tmp_path):
     """A wall-clock limit (or an interrupt) stops the command and everything it started."""
-    from sim.runner import _run_command
+    from sim.engine.runner import _run_command
 
     pids = tmp_path / "pids"
     script = f"sleep 300 & echo $! > {pids}; sleep 300"
@@ -116,7 +117,7 @@ def test_a_command_is_stopped_with_its_whole_process_group(tmp_path):
 
 
 def test_a_cancelled_run_stops_its_command_and_starts_no_other(tmp_path):
-    from sim.runner import Cancel, _cancelled_by, _run_command
+    from sim.engine.runner import Cancel, _cancelled_by, _run_command
 
     cancel = Cancel()
     status = {}
@@ -141,7 +142,7 @@ def test_a_cancelled_run_stops_its_command_and_starts_no_other(tmp_path):
 
 
 def test_only_ports_are_public_and_outputs_are_read_only():
-    from sim.runner import _public_ports
+    from sim.engine.runner import _public_ports
 
     text = ("module other(input a, output b); endmodule\n"
             "module top(clk, rst, q, wide);\n  input clk;\n  wire clk;\n  input rst;\n  output reg q;\n"
@@ -154,10 +155,10 @@ def test_only_ports_are_public_and_outputs_are_read_only():
 
 def test_verilator_compiles_the_model_at_O3_and_runs_it_on_its_own_main(tmp_path, monkeypatch):
     """OPT_FAST=-O3 reaches the model's per-cycle code (no later -O on the line overrides it), and the
-    executable is linked from sim/verilator_main.cpp."""
+    executable is linked from sim/engine/verilator_main.cpp."""
     import re
 
-    from sim.runner import VERILATOR_MAIN
+    from sim.engine.runner import VERILATOR_MAIN
 
     monkeypatch.setenv("LOCKSTEP_CACHE", str(tmp_path))
     text = "module top(input clk, input rst, output reg q); always @(posedge clk) q <= rst ? 1'b0 : ~q; endmodule\n"
@@ -167,3 +168,51 @@ def test_verilator_compiles_the_model_at_O3_and_runs_it_on_its_own_main(tmp_path
     model = [line for line in log.splitlines() if re.search(r" -c (-o \S+ )?Vtop(?!\w*Slow)\w*\.cpp$", line)]
     assert model and all(re.findall(r"(?<!\S)-O\w*", line)[-1] == "-O3" for line in model)
     assert str(VERILATOR_MAIN) in log and "cocotb/share/lib/verilator/verilator.cpp" not in log
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_verilog_cache_key_covers_every_source_in_every_subpackage(tmp_path):
+    """The Verilog and build cache key (:func:`source_digest`) changes when any file changes that the
+    design or the simulator process depends on: a module of hdl, golden or any sim subpackage (the
+    flows, the engine, the cocotb entry) and the Verilator main, and when a module is added."""
+    for package in ("hdl", "golden", "sim"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    before = source_digest(tmp_path)
+    assert source_digest(tmp_path) == before
+    sources = sorted({p for package, pattern in SOURCES for p in (tmp_path / package).glob(pattern)})
+    named = {p.relative_to(tmp_path).as_posix() for p in sources}
+    assert {"sim/engine/cocotb_entry.py", "sim/engine/bus.py", "sim/flows/decode_steps.py", "sim/flows/gemm.py",
+            "sim/engine/verilator_main.cpp", "hdl/top.py", "golden/numerics.py"} <= named
+    for path in sources:
+        text = path.read_bytes()
+        path.write_bytes(text + b"\n")
+        assert source_digest(tmp_path) != before, path
+        path.write_bytes(text)
+    assert source_digest(tmp_path) == before
+    (tmp_path / "sim" / "flows" / "new_flow.py").write_text("")
+    assert source_digest(tmp_path) != before
+
+
+def test_the_registry_names_every_design_and_flow_of_its_modules_and_nothing_else():
+    """The registry names modules, not functions: each name resolves in the module it names, and every
+    design and flow a module defines is registered (a flow added but not registered fails here)."""
+    import importlib
+
+    from sim.engine import registry
+
+    for table in ("DESIGNS", "FLOWS"):
+        names = getattr(registry, table)
+        for module in set(names.values()):
+            defined = set(getattr(importlib.import_module(module), table))
+            assert defined == {name for name, where in names.items() if where == module}, (table, module)
+    for kind in registry.DESIGNS:
+        assert callable(registry.design(kind))
+    for name in registry.FLOWS:
+        function, check = registry.flow(name)
+        assert callable(function) and (check is None or callable(check))
+    with pytest.raises(ValueError, match=r"^flow must be one of gemm_unit, array_stream, .*, not 'nope'$"):
+        registry.flow("nope")
+    with pytest.raises(ValueError, match=r"^design must be one of array, .*, not 'nope'$"):
+        registry.design("nope")

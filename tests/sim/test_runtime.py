@@ -12,7 +12,7 @@ import pytest
 from golden.checkpoint import load_demo_model
 from golden.int_model import generate_int
 from hdl.config import PRESETS
-from sim.cycles import decode_step_cycles
+from sim.machine.cycles import decode_step_cycles
 from sim.runtime import BACKENDS, MEASURING_BACKENDS, decode, prepare
 
 LOCKSTEP = str(Path(sys.executable).parent / "lockstep")

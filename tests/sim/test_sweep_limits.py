@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.sweep import MAX_POINTS, WORKERS_PER_CORE, SweepError, max_workers, parse_spec, read_rows
+from sim.perf.sweep import MAX_POINTS, WORKERS_PER_CORE, SweepError, max_workers, parse_spec, read_rows
 
 LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
 

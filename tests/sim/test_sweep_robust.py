@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import sim.sweep as sweep
-from sim.sweep import SweepError, parse_spec, read_rows, run_sweep
+import sim.perf.sweep as sweep
+from sim.perf.sweep import SweepError, parse_spec, read_rows, run_sweep
 
 from .sweep_specs import RTL_SPEC
 

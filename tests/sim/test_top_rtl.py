@@ -16,13 +16,13 @@ from golden.numerics import ceil_div
 from hdl.config import PRESETS
 from hdl.isa import Opcode, make
 from hdl.top import DecodeTop
-from sim.bus import WatchdogError
-from sim.compiler import CompileError, compile_model
-from sim.cycles import decode_step_cycles, op_cycles
-from sim.isa_sim import IsaMachine
-from sim.runner import run
+from sim.engine.bus import WatchdogError
+from sim.engine.runner import run
+from sim.flows.decode import IMAGE_MEMORIES, check_fits, decode_job, images, top_params
+from sim.machine.compiler import CompileError, compile_model
+from sim.machine.cycles import decode_step_cycles, op_cycles
+from sim.machine.isa_sim import IsaMachine
 from sim.runtime import decode
-from sim.top import IMAGE_MEMORIES, check_fits, decode_job, images, top_params
 from tests.tolerances import rel64
 
 from .tiny_models import SMALL, SMALL_SHARED, TINY, tiny
@@ -173,9 +173,9 @@ def test_tiny_model_step_by_step_on_verilator():
 
 
 def _estimate_equals_the_measured_mean(compiled, report, hw):
-    """The performance model (sim.perf.estimate: tokens/s from the cycle model) asked about the
+    """The performance model (sim.perf.model.estimate: tokens/s from the cycle model) asked about the
     design the RTL ran, over the positions it ran, predicts the mean of the measured cycles exactly."""
-    from sim.perf import estimate
+    from sim.perf.model import estimate
 
     measured = [s.measured_cycles for s in report.steps]
     assert [s.position for s in report.steps] == list(range(len(measured)))
@@ -185,7 +185,7 @@ def _estimate_equals_the_measured_mean(compiled, report, hw):
 
 
 def test_runtime_verilator_backend_on_a_tiny_model():
-    from sim.perf import Hardware, MemoryLevel
+    from sim.perf.model import Hardware, MemoryLevel
 
     compiled = tiny("llama-gqa")
     # The runtime builds the design for the model itself (max_heads = n_heads, max_norm = d_model).
@@ -213,7 +213,7 @@ def test_demo_model_on_verilator(demo):
     report = decode(demo, "verilator", prompt, 32)
     assert report.generated == generate_int(demo.model, prompt, 32)
     assert [s.measured_cycles for s in report.steps] == [s.predicted_cycles for s in report.steps]
-    from sim.perf import load_hardware
+    from sim.perf.model import load_hardware
 
     _estimate_equals_the_measured_mean(demo, report, load_hardware("demo"))   # the `lockstep estimate` preset
 

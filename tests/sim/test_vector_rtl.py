@@ -11,11 +11,11 @@ import pytest
 
 import golden.vector as gv
 from golden.numerics import quantize_multiplier, requantize
-from sim.bus import WatchdogError
-from sim.cycles import vector_cycles, vector_lower_bound
-from sim.lint import WAIVERS, lint_verilog
-from sim.runner import SimulationError, design_for, run, verilog_for
-from sim.vector import PRESETS, check_op, vector_job
+from sim.engine.bus import WatchdogError
+from sim.engine.lint import WAIVERS, lint_verilog
+from sim.engine.runner import SimulationError, design_for, run, verilog_for
+from sim.flows.vector import PRESETS, check_op, vector_job
+from sim.machine.cycles import vector_cycles, vector_lower_bound
 
 from ..conftest import SIMULATORS
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 from golden.model import ModelConfig, init_weights
 from golden.quantize import quantize_model, random_calibration
 from hdl.config import PRESETS
-from sim.compiler import compile_model
+from sim.machine.compiler import compile_model
 
 TINY = {
     "gpt2": ModelConfig(family="gpt2", vocab_size=37, d_model=24, n_layers=2, n_heads=3, n_kv_heads=3,

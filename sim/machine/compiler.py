@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden.int_model import IntModel
 from golden.numerics import ceil_div
+from golden.tables import rope_tables
 from hdl.config import ACT_TABLE_SIZE
 from hdl.isa import (
     PARAM_RECORDS,
@@ -38,6 +40,7 @@ from hdl.isa import (
     GemmFlags,
     Instruction,
     Opcode,
+    disassemble,
     encode,
     make,
     pack_mult_shift,
@@ -75,8 +78,6 @@ class Compiled:
 
     def listing(self) -> str:
         """The program as text: index, disassembly, and the integer-program op it came from."""
-        from hdl.isa import disassemble
-
         lines = []
         for i, (ins, op) in enumerate(zip(self.instructions, self.ops, strict=True)):
             note = f"  ; {op.output}" if op is not None else ""
@@ -115,8 +116,6 @@ class _Words:
 
 def compile_model(model, config) -> Compiled:
     """Compile ``model`` (an IntModel) for ``config`` (an accelerator Config)."""
-    from golden.int_model import IntModel
-
     if not isinstance(model, IntModel):
         raise TypeError(f"model must be an IntModel, not {type(model).__name__}")
     R, C = config.array_rows, config.array_cols
@@ -179,8 +178,6 @@ def compile_model(model, config) -> Compiled:
             ins = make(Opcode.GEMM, src0=src(op.inputs[0]), dst=dst, length=k, count=n, param=pbase,
                        weight=wbase, flags=flags.value)
         elif kind == "rope":
-            from golden.tables import rope_tables
-
             def tables(p=p):
                 cos, sin = rope_tables(p.max_context, p.head_dim, p.base)
                 return np.concatenate([cos.reshape(-1), sin.reshape(-1)])

@@ -3,7 +3,7 @@
     tokens/s = batch / (seconds per decode step)
     seconds per decode step = cycles / clock + memory latency + link time
 
-The cycles are :func:`sim.cycles.decode_step_cycles` of the model's integer program
+The cycles are :func:`sim.machine.cycles.decode_step_cycles` of the model's integer program
 (:func:`golden.quantize.program_structure`): the one cycle model, the one the RTL confirms. This
 module only decides *what* it is asked (which program, which array, which weight bandwidth) and adds
 what the cycle model does not describe (several chips, their links, a memory's latency). The
@@ -38,15 +38,22 @@ decisions are written out in docs/performance.md; in short:
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
+import math as _m
+import sys
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from golden.model import MAX_CONTEXT, MAX_LAYERS
+from golden.checkpoint import load_config, open_regular
+from golden.model import MAX_CONTEXT, MAX_LAYERS, ModelConfig, weight_shapes
 from golden.numerics import ceil_div
-from hdl.config import MAX_ARRAY
+from golden.quantize import program_structure
+from hdl.config import DEFAULT, MAX_ARRAY
+
+from ..machine.cycles import DecodeCycles, OpCycles, decode_step_cycles, gemm_cycles, op_cycles
 
 __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LAYERS", "MAX_TEXT_BYTES", "MODELS",
            "PRESET_DIR", "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError", "Link", "MemoryLevel",
@@ -94,8 +101,6 @@ def read_text(path, what: str) -> str:
     when there is none; ``OSError`` naming ``what`` and the path for a FIFO or device (opening one
     would wait for a writer, or read /dev/zero until memory ran out), a larger file, or bytes that
     are not UTF-8: checked before more than the cap is read."""
-    from golden.checkpoint import open_regular
-
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(p)
@@ -143,8 +148,6 @@ def check_limit(key: str, value, where: str = "") -> None:
 # --- models -------------------------------------------------------------------------------------
 
 def _builtin_models() -> dict:
-    from golden.model import ModelConfig
-
     def llama(**kw):
         return ModelConfig(family="llama", norm_eps=1e-5, **kw)
 
@@ -180,8 +183,6 @@ def resolve_model(name_or_dir: str):
         return key, MODELS[key]
     path = Path(name_or_dir)
     if path.is_dir():
-        from golden.checkpoint import load_config
-
         # The checkpoint's own reader: regular files only, size-capped, the same checks as a load.
         return path.name or str(path), load_config(path)
     raise ValueError(f"unknown model {name_or_dir!r}: not a checkpoint directory nor one of "
@@ -195,18 +196,12 @@ def default_context(model_config) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _program(model_config) -> tuple:
-    from golden.quantize import program_structure
-
     return tuple(program_structure(model_config))
 
 
 @functools.lru_cache(maxsize=64)
 def _weight_elements(model_config) -> tuple[int, int]:
     """(elements of one layer, elements outside the layers) of the stored weights."""
-    import math as _m
-
-    from golden.model import weight_shapes
-
     shapes = weight_shapes(model_config)
     layer = sum(_m.prod(s) for n, s in shapes.items() if n.startswith("layers.0."))
     total = sum(_m.prod(s) for s in shapes.values())
@@ -220,10 +215,6 @@ def gemm_weight_bytes(model_config, weight_bytes: int = 1) -> int:
     ``weight_bytes_per_token``; ``lockstep inspect`` prints it inside its larger count of what a
     step reads (golden.quantize.weight_bytes' ``streamed_bytes_per_token`` adds the biases, the
     requantization and norm constants and the embedding row, which do not pass the weight port)."""
-    from hdl.config import DEFAULT
-
-    from .cycles import decode_step_cycles
-
     d = decode_step_cycles(_program(model_config), model_config, DEFAULT, position=0)
     return sum(o.weight_bytes for o in d.ops) * weight_bytes
 
@@ -451,8 +442,6 @@ def shard_plan(model_config, hw, *, port: float, batch: int = 1) -> ShardPlan:
 def _gemm_op_cycles(config, k: int, n: int, *, port: float | None, batch: int = 1):
     """``op_cycles`` of a K x N GEMM instruction, re-priced at M = ``batch`` activation rows (the
     batch hook: ``gemm_cycles(m=batch) - gemm_cycles(m=1)`` added)."""
-    from .cycles import OpCycles, gemm_cycles, op_cycles
-
     c = op_cycles("gemm", config, width=n, in_width=k, weight_bytes_per_cycle=port)
     if batch == 1:
         return c
@@ -473,8 +462,6 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
     sequence (the sequencer issues them per sequence). Compute and units bounds scale by B;
     weights do not.
     """
-    from .cycles import DecodeCycles, OpCycles, decode_step_cycles
-
     d = decode_step_cycles(ops, shape, config, position=position, weight_bytes_per_cycle=weight_bytes_per_cycle)
     if batch == 1 and not gemm_shapes:
         return d.total, dict(d.bounds), sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops)
@@ -610,8 +597,6 @@ class Hardware:
     def config(self, batch: int = 1):
         """The :class:`hdl.config.Config` the cycle model is asked about (only the array, the
         vector lanes and the clock enter the decode cycles; memories are sized not to object)."""
-        from hdl.config import DEFAULT
-
         m = max(DEFAULT.max_m, batch)
         return replace(DEFAULT, array_rows=self.array_rows, array_cols=self.array_cols,
                        vector_lanes=self.vector_lanes, clock_hz=max(1, round(self.clock_hz)), max_m=m,
@@ -751,14 +736,12 @@ def _load_path(path: str, name: str) -> Hardware:
 def hardware_data(preset_or_path: str) -> tuple[dict, str]:
     """A fresh copy of a hardware description's TOML tables, and its name (what a sweep point
     starts from before its own parameters replace keys)."""
-    import copy
-
     path, name = _resolve(preset_or_path)
     return copy.deepcopy(_read_toml(path)), name
 
 
 def load_hardware(preset_or_path: str) -> Hardware:
-    """A preset by name (``sim/presets/NAME.toml``) or a TOML file by path."""
+    """A preset by name (``sim/perf/presets/NAME.toml``) or a TOML file by path."""
     return _load_path(*_resolve(preset_or_path))
 
 
@@ -881,8 +864,6 @@ def _check_finite(e: Estimate) -> Estimate:
 def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1, name: str | None = None
              ) -> Estimate:
     """Estimate ``model`` (a built-in name, checkpoint directory or ModelConfig) on ``hw``."""
-    from golden.model import ModelConfig
-
     if isinstance(model, ModelConfig):
         mname, mc = name or "model", model
     else:
@@ -1044,7 +1025,7 @@ _TABLE_START, _TABLE_END = "<!-- calibration table -->\n", "\n<!-- end calibrati
 def update_calibration_doc(path) -> bool:
     """Rewrite the table of docs/calibration.md from the code; True if it changed.
 
-    Run it after the cycle model changes: ``python -m sim.perf docs/calibration.md``."""
+    Run it after the cycle model changes: ``python -m sim.perf.model docs/calibration.md``."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     start, end = text.index(_TABLE_START) + len(_TABLE_START), text.index(_TABLE_END)
@@ -1055,7 +1036,6 @@ def update_calibration_doc(path) -> bool:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    import sys
 
-    for doc in sys.argv[1:] or [str(Path(__file__).resolve().parents[1] / "docs" / "calibration.md")]:
+    for doc in sys.argv[1:] or [str(Path(__file__).resolve().parents[2] / "docs" / "calibration.md")]:
         print(f"{doc}: {'updated' if update_calibration_doc(doc) else 'already up to date'}")

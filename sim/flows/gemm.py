@@ -7,7 +7,7 @@ Layouts (the contract between this driver and :class:`hdl.gemm.GemmUnit`), with
 * activation word ``row * KT + kt`` holds ``A[row, kt*R : kt*R + R]``,
 * result word ``nt * M + row`` holds ``OUT[row, nt*C : nt*C + C]`` as int32 lanes.
 
-The flows are written against :class:`sim.bus.Bus`, so the same code drives Icarus, Verilator
+The flows are written against :class:`sim.engine.bus.Bus`, so the same code drives Icarus, Verilator
 and Amaranth's simulator.
 """
 
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from golden.numerics import ceil_div, check_int8, is_int, wrap_int32
+from hdl.gemm import HostMem
 from hdl.isa import weight_tiles
 
-from .bus import WatchdogError
-from .cycles import gemm_cycles
+from ..engine.bus import WatchdogError
+from ..machine.cycles import gemm_cycles
 
 __all__ = [
     "GemmBlock", "GemmPlan", "TiledGemm", "act_words", "pack_lanes", "plan_gemm", "plan_tiled_gemm",
@@ -201,7 +202,7 @@ def _operands(m: int, k: int, n: int, a, w):
     return a, w
 
 
-def _check_operands(plan: GemmPlan, a, w):
+def check_operands(plan: GemmPlan, a, w):
     return _operands(plan.m, plan.k, plan.n, a, w)
 
 
@@ -246,9 +247,7 @@ async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None)
     Raises WatchdogError if ``done`` does not rise within ``budget`` cycles (default:
     :attr:`GemmPlan.watchdog_cycles`).
     """
-    from hdl.gemm import HostMem
-
-    a, w = _check_operands(plan, a, w)
+    a, w = check_operands(plan, a, w)
     budget = plan.watchdog_cycles if budget is None else budget
     for name in ("start", "host_we", "m", "kt", "nt", "host_addr", "host_wdata"):
         bus.set(name, 0)

@@ -106,10 +106,11 @@ class CocotbBus:
     """Adapter for a cocotb test: ``dut`` is the toplevel handle; clock ``clk``, reset ``rst``.
 
     ``clock``: ``"cocotb"`` starts cocotb's Clock on ``clk``; ``"model"`` leaves ``clk`` to the
-    simulator (Lockstep's Verilator main toggles it at ``period_ns``, see sim/verilator_main.cpp).
+    simulator (Lockstep's Verilator main toggles it at ``period_ns``, see sim/engine/verilator_main.cpp).
     """
 
     def __init__(self, dut, period_ns: int = 10, clock: str = "cocotb"):
+        # cocotb only inside a simulator process: the host process (AmaranthBus, the runner) never loads it.
         import cocotb
         from cocotb.clock import Clock
         from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge, Timer, with_timeout

@@ -90,6 +90,7 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
 def _plain_log_labels(ax) -> None:
     """Label the log axes of ``ax`` 2, 50, 0.3 rather than 2 x 10^0 (powers of ten outside
     0.001 to 10^5 keep the 10^k form); which ticks get a label stays matplotlib's choice."""
+    # matplotlib only when a plot is drawn.
     from matplotlib.ticker import LogFormatterSciNotation
 
     class Plain(LogFormatterSciNotation):
@@ -133,6 +134,7 @@ def plot_sweep(db_path, out_dir) -> list[Path]:
     if not rows:
         raise SweepError(f"{db_path}: no design point has positive, finite metrics to plot")
 
+    # matplotlib (a heavy import) only when a plot is drawn, as in every function of this module.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,6 +1,6 @@
-"""The host flow of the decode top level (:class:`hdl.top.DecodeTop`), apart from :mod:`sim.top`
+"""The host flow of the decode top level (:class:`hdl.top.DecodeTop`), apart from :mod:`sim.flows.decode`
 so that a simulator process, which runs only this, starts without importing Amaranth, NumPy or the
-compiler (about a second of every run): a job from :func:`sim.top.decode_job` carries the memory
+compiler (about a second of every run): a job from :func:`sim.flows.decode.decode_job` carries the memory
 numbers it needs (``memories``).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from .bus import WatchdogError
+from ..engine.bus import WatchdogError
 
 __all__ = ["WATCHDOG_FACTOR", "WATCHDOG_SLACK", "drive_steps", "run_decode_top"]
 
@@ -42,7 +42,7 @@ async def _read(bus, mem: int, count: int) -> list[int]:
 
 
 async def run_decode_top(bus, job: dict) -> dict:
-    """Load the images once, then run the job's steps; see :mod:`sim.top`.
+    """Load the images once, then run the job's steps; see :mod:`sim.flows.decode`.
 
     Returns ``{"steps": [{"position", "token_in", "token_out", "cycles" (the RTL counter), "edges"
     (clock edges from the start edge to done), "seconds" (wall), "cpu_seconds" (the process's CPU
@@ -51,7 +51,7 @@ async def run_decode_top(bus, job: dict) -> dict:
     budget.
     """
     if "memories" not in job:
-        raise ValueError("decode_top job needs 'memories' (sim.top.decode_job sets it)")
+        raise ValueError("decode_top job needs 'memories' (sim.flows.decode.decode_job sets it)")
     mems = job["memories"]
     V = job["params"]["config"]["vector_lanes"]
     for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata"):
@@ -60,7 +60,7 @@ async def run_decode_top(bus, job: dict) -> dict:
     await bus.reset()
     t0 = time.perf_counter()
     im = job["images"]
-    for name, words in im.items():      # in the order of sim.top.IMAGE_MEMORIES
+    for name, words in im.items():      # in the order of sim.flows.decode.IMAGE_MEMORIES
         await _write(bus, mems[name], words)
     load_seconds = time.perf_counter() - t0
     n_program = len(im["program"])
@@ -92,6 +92,8 @@ async def run_decode_top(bus, job: dict) -> dict:
         if job.get("trace"):
             out["trace"] = await _read(bus, mems["trace"], n_program - 1)
         if readback:
+            # Here, not at the top: sim.flows.gemm loads Amaranth and NumPy, which the simulator
+            # process otherwise never imports (its start-up); only a readback needs it.
             from .gemm import unpack_lanes
         if readback.get("scratch"):
             words = await _read(bus, mems["scratch"], readback["scratch"])

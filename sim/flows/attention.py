@@ -1,14 +1,14 @@
 """Host side of the attention unit: its designs and host flows, registered by name.
 
-DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.designs`);
-FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.flows`).
+DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.registry`);
+FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
 
 Stream order (the contract with :class:`hdl.attention.AttentionUnit`): ``q`` beat ``h`` is query
 head ``h``; ``k`` and ``v`` beat ``g * kv_len + t`` is position ``t`` of KV head ``g``; ``out`` beat
 ``h`` is query head ``h``'s int8 result. Each beat packs ``head_dim`` int8 lanes, lane 0 in the
-low bits (:func:`sim.gemm.pack_lanes`).
+low bits (:func:`sim.flows.gemm.pack_lanes`).
 
-The flows are written against :class:`sim.bus.Bus`, so the same code drives Icarus, Verilator and
+The flows are written against :class:`sim.engine.bus.Bus`, so the same code drives Icarus, Verilator and
 Amaranth's simulator.
 """
 
@@ -22,9 +22,10 @@ import numpy as np
 
 from golden.attention import AttentionParams, AttentionShape
 from golden.numerics import check_int8, is_int
+from hdl.attention import AttentionUnit
 
-from .bus import WatchdogError
-from .cycles import (
+from ..engine.bus import WatchdogError
+from ..machine.cycles import (
     ATTENTION_FINISH_STAGES,
     ATTENTION_POSITION_STAGES,
     attention_cycles,
@@ -55,8 +56,6 @@ def unit_params(params: dict) -> dict:
 
 
 def _attention_unit(params):
-    from hdl.attention import AttentionUnit
-
     return AttentionUnit(**unit_params(params))
 
 

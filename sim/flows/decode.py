@@ -1,9 +1,9 @@
 """Host side of the decode top level (:class:`hdl.top.DecodeTop`): design parameters, memory
 images, and the host flow that loads a compiled model once and runs decode steps on it (the flow
-itself is in :mod:`sim.top_flow`, which a simulator process imports alone).
+itself is in :mod:`sim.flows.decode_steps`, which a simulator process imports alone).
 
-DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.designs`);
-FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.flows`).
+DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.registry`);
+FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
 
 A ``decode_top`` job (JSON): ``params`` (the design), ``images`` (:func:`images`: program,
 weight, parameter, RoPE-table and activation-table words, loaded once in the order and into the
@@ -21,13 +21,18 @@ from __future__ import annotations
 import numpy as np
 
 from golden.numerics import ceil_div
-from hdl.top import TopMem
+from golden.tables import rope_tables
+from hdl.config import Config
+from hdl.top import DecodeTop, TopMem, check_top_config
+from hdl.vector import rope_word_layout
 
-from .compiler import Compiled, CompileError
+from ..machine.compiler import Compiled, CompileError
+from ..machine.cycles import decode_step_cycles
+from .decode_steps import drive_steps, run_decode_top
 from .gemm import pack_lanes
-from .top_flow import drive_steps, run_decode_top
 
-__all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "check_fits", "decode_job", "drive_steps", "images",
+__all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "check_fits", "check_job", "check_prompt", "decode_job",
+           "drive_steps", "images",
            "top_params"]
 
 #: Image name (a key of :func:`images`) -> the host-port memory it is written to, in loading order.
@@ -43,9 +48,6 @@ IMAGE_MEMORIES = {
 
 
 def _decode_top(params):
-    from hdl.config import Config
-    from hdl.top import DecodeTop
-
     return DecodeTop(Config.from_dict(params["config"]), head_dim=params["head_dim"], max_heads=params["max_heads"],
                      max_norm_length=params["max_norm_length"])
 
@@ -62,9 +64,6 @@ def top_params(compiled: Compiled, *, max_heads: int | None = None, max_norm_len
 def check_fits(compiled: Compiled, params: dict) -> None:
     """Raise CompileError (naming the size) if ``compiled`` cannot run on the top level ``params``;
     ValueError / TypeError from the top level's own checks for a bad design."""
-    from hdl.config import Config
-    from hdl.top import check_top_config
-
     config = Config.from_dict(params["config"])
     V = check_top_config(config)
     if compiled.config != config:
@@ -94,9 +93,6 @@ def images(compiled: Compiled) -> dict:
 
     ``act_tables``: one int8 entry a word (two's complement in 8 bits), entry ``x + 128`` of table
     ``t`` at address ``t * 256 + x + 128``."""
-    from golden.tables import rope_tables
-    from hdl.vector import rope_word_layout
-
     V = compiled.config.vector_lanes
     w = np.zeros(ceil_div(compiled.weights.size, V) * V, np.int64)
     w[:compiled.weights.size] = compiled.weights
@@ -131,8 +127,6 @@ def images(compiled: Compiled) -> dict:
 
 def predicted_cycles(compiled: Compiled, position: int) -> int:
     """The cycle model's count for the compiled program's instructions (all but HALT)."""
-    from .cycles import decode_step_cycles
-
     ops = [op for op in compiled.ops if op is not None]
     return decode_step_cycles(ops, compiled.model.config, compiled.config, position=position).total
 
@@ -150,16 +144,34 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
         job["steps"] = [[int(t), int(p)] for t, p in steps]
         positions = [p for _, p in job["steps"]]
     else:
-        from .runtime import check_request
-
-        prompt, n = check_request(compiled, "isa", prompt, new_tokens)
+        prompt, n = check_prompt(compiled, prompt, new_tokens)
         job["prompt"], job["new_tokens"] = prompt, new_tokens
         positions = list(range(n))
     job["predicted"] = {str(p): predicted_cycles(compiled, p) for p in sorted(set(positions))}
     return job
 
 
-def _check_job(job):
+def check_prompt(compiled: Compiled, prompt, new_tokens: int) -> tuple[list[int], int]:
+    """Check a greedy decode of ``new_tokens`` after ``prompt`` on ``compiled``; return the prompt as
+    ints and the number of steps (one per position)."""
+    prompt = [int(t) for t in prompt]
+    if not prompt:
+        raise ValueError("prompt must hold at least one token")
+    if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 0:
+        raise ValueError(f"tokens must be a non-negative integer, not {new_tokens!r}")
+    model = compiled.model
+    vocab = model.config.vocab_size
+    for t in prompt:
+        if not 0 <= t < vocab:
+            raise ValueError(f"prompt token must be in 0..{vocab - 1}, not {t}")
+    steps = len(prompt) + max(new_tokens, 1) - 1
+    if steps > model.max_context:
+        raise ValueError(f"prompt ({len(prompt)} tokens) plus {new_tokens} new tokens needs {steps} positions, "
+                         f"more than the context of {model.max_context}")
+    return prompt, steps
+
+
+def check_job(job):
     for key in ("params", "images", "n_kv_heads", "group"):
         if key not in job:
             raise ValueError(f"decode_top job needs {key!r}")
@@ -173,4 +185,4 @@ def _check_job(job):
 
 DESIGNS = {"decode_top": _decode_top}
 FLOWS = {"decode_top": run_decode_top}
-CHECKS = {"decode_top": _check_job}
+CHECKS = {"decode_top": check_job}

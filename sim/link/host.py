@@ -1,11 +1,11 @@
 """The host side of the link: one :class:`Link` over a byte transport, a board's serial port or the RTL's pins.
 
-:class:`Link` speaks the frames of :mod:`sim.protocol` (load memories, set registers, start, poll,
+:class:`Link` speaks the frames of :mod:`sim.link.protocol` (load memories, set registers, start, poll,
 read the cycle counter and the results). It is written once, async, against a transport with
 ``send(bytes)``, ``recv(n)`` and ``idle()``:
 
 * :class:`SerialTransport`: a board on a serial port (pyserial); drive it with ``asyncio.run``;
-* :class:`SimUartTransport`: a simulated design's ``rx``/``tx`` pins over :class:`sim.bus.Bus`,
+* :class:`SimUartTransport`: a simulated design's ``rx``/``tx`` pins over :class:`sim.engine.bus.Bus`,
   bit-banged cycle by cycle inside the simulator (cocotb on Verilator/Icarus, or Amaranth's).
 
 Every wait has a limit: a reply that does not start or stops half-way raises :class:`LinkTimeout`
@@ -16,11 +16,30 @@ stated number of polls. Nothing waits forever.
 from __future__ import annotations
 
 import asyncio
+import os
+import select
+import time
 from dataclasses import dataclass
 
 from golden.numerics import ceil_div
-from hdl.link import GEMM_REGS, MAX_FRAME_PAYLOAD, REPLY_SYNC, default_timeout_cycles
+from hdl.config import Config, check_positive_int
+from hdl.gemm import HostMem
+from hdl.link import (
+    DECODE_REGS,
+    GEMM_REGS,
+    MAX_FRAME_PAYLOAD,
+    REPLY_SYNC,
+    TOKEN_BYTES,
+    LinkedDecode,
+    LinkedGemm,
+    default_timeout_cycles,
+)
+from hdl.top import DecodeTop, TopMem
+from hdl.uart import MIN_CLOCKS_PER_BIT
 
+from ..flows.decode import IMAGE_MEMORIES, check_job, drive_steps
+from ..flows.gemm import act_words, check_operands, plan_gemm, unpack_results, weight_words
+from ..flows.gemm_jobs import check_gemm_job
 from .protocol import (
     STATUSES,
     Command,
@@ -75,7 +94,7 @@ class LinkStatus:
 # --- transports ----------------------------------------------------------------------------------
 
 class SimUartTransport:
-    """The far end of a simulated design's UART, over :class:`sim.bus.Bus`.
+    """The far end of a simulated design's UART, over :class:`sim.engine.bus.Bus`.
 
     Drives ``rx`` (8N1, ``clocks_per_bit`` cycles per bit) and decodes ``tx``. ``tx`` is a register
     output, settled after every tick. The simulator is woken once per bit, not once per cycle,
@@ -165,7 +184,7 @@ class SimLine:
     :attr:`received` whenever it comes, also while ``rx`` is sending and also when no request asked
     for it (a frame timer's ERR_TIMEOUT). :meth:`advance` runs the design a stated number of
     cycles and may be called with any count: the line's state carries over between calls. While
-    ``tx`` is idle its start bit is awaited on the signal's edge (:meth:`sim.bus.Bus.watch`), so an
+    ``tx`` is idle its start bit is awaited on the signal's edge (:meth:`sim.engine.bus.Bus.watch`), so an
     idle line costs no Python per cycle; a byte costs a wake-up a bit.
     """
 
@@ -453,8 +472,6 @@ class Link:
 
     async def read_token(self) -> int:
         """READ_TOKEN: the token the decode target's last step chose."""
-        from hdl.link import TOKEN_BYTES
-
         data = await self.transact(Command.READ_TOKEN)
         if len(data) != TOKEN_BYTES:
             raise LinkError(f"READ_TOKEN reply holds {len(data)} bytes, not {TOKEN_BYTES}")
@@ -488,11 +505,7 @@ async def run_gemm_over_link(link: Link, plan, a, w) -> dict:
     Returns ``{"out": M x N list, "cycles": the counter read over the link, "polls": STATUS polls}``.
     Raises LinkError when the device is not a GEMM target of ``plan``'s configuration.
     """
-    from hdl.gemm import HostMem
-
-    from .gemm import _check_operands, act_words, unpack_results, weight_words
-
-    a, w = _check_operands(plan, a, w)
+    a, w = check_operands(plan, a, w)
     c = plan.config
     dev = await link.info()
     want = (Target.GEMM.value, c.host_data_bits // 8, c.array_cols * c.acc_bits // 8)
@@ -537,7 +550,7 @@ class LinkDecoder:
 
     The one host code path of the ``serial`` runtime backend and of the simulated-UART tests:
     :meth:`connect` checks the device, :meth:`load` writes the memory images
-    (:func:`sim.top.images`) once per run, :meth:`step` runs one decode step: token and position
+    (:func:`sim.flows.decode.images`) once per run, :meth:`step` runs one decode step: token and position
     registers, START, STATUS polls (after waiting ``predicted`` cycles when the caller knows them),
     READ_TOKEN and CYCLES.
     """
@@ -547,10 +560,8 @@ class LinkDecoder:
         self.n_kv_heads, self.group = n_kv_heads, group
 
     async def connect(self) -> DeviceInfo:
-        """INFO, checked against the design ``params`` (:func:`sim.top.top_params`) the model was
+        """INFO, checked against the design ``params`` (:func:`sim.flows.decode.top_params`) the model was
         compiled for; then the step's fixed registers (KV heads, group)."""
-        from hdl.link import DECODE_REGS
-
         dev = await self.link.info()
         want = _decode_device(self.params)
         got = (dev.target, dev.mem_count, dev.reg_count, dev.wdata_bytes, dev.rdata_bytes, dev.addr_bits)
@@ -566,8 +577,6 @@ class LinkDecoder:
     async def load(self, images: dict, progress=None) -> int:
         """Write every image (name -> ``[address, word]`` list) into its memory; return the words
         written. ``progress(words_done, words_total)`` is called after every frame."""
-        from .top import IMAGE_MEMORIES
-
         unknown = sorted(set(images) - set(IMAGE_MEMORIES))
         if unknown:
             raise ValueError(f"images: no memory for {unknown[0]!r}")
@@ -589,8 +598,6 @@ class LinkDecoder:
         requantization multipliers and shifts, norm weights, biases: the readable memory that
         differs most between models) and compare them with the image; LinkError when they differ.
         The weights are trusted to belong to the same model. Returns the words compared."""
-        from .top import IMAGE_MEMORIES
-
         image = dict((addr, word) for addr, word in images["params"])
         count = min(words, max(image, default=-1) + 1)
         got = await self.link.read_memory(IMAGE_MEMORIES["params"].value, 0, count)
@@ -602,8 +609,6 @@ class LinkDecoder:
 
     async def step(self, token: int, position: int, *, predicted: int | None = None) -> dict:
         """One decode step; returns ``{"token_out", "cycles" (the counter, over the link), "polls"}``."""
-        from hdl.link import DECODE_REGS
-
         await self.link.write_reg(DECODE_REGS.index("token"), token)
         await self.link.write_reg(DECODE_REGS.index("position"), position)
         await self.link.transact(Command.START)
@@ -618,10 +623,6 @@ class LinkDecoder:
 def _decode_device(params: dict) -> tuple[int, ...]:
     """What INFO reports for a decode target of the design ``params``: target, memories, registers,
     write and read word bytes, address bits."""
-    from hdl.config import Config
-    from hdl.link import DECODE_REGS
-    from hdl.top import DecodeTop, TopMem
-
     top = DecodeTop(Config.from_dict(params["config"]), head_dim=params["head_dim"],
                     max_heads=params["max_heads"], max_norm_length=params["max_norm_length"])
     top._MustUse__silence = True  # built only for its sizes, never elaborated
@@ -629,13 +630,10 @@ def _decode_device(params: dict) -> tuple[int, ...]:
             top.host_addr_bits)
 
 
-# --- simulator flows (registered in sim.flows) ----------------------------------------------------
+# --- simulator flows (registered in sim.engine.registry) ----------------------------------------------------
 
 def link_params(job: dict) -> dict:
     """The ``linked_gemm`` design's link parameters, checked, with defaults filled in."""
-    from hdl.config import check_positive_int
-    from hdl.uart import MIN_CLOCKS_PER_BIT
-
     link = dict(job.get("link") or {})
     unknown = sorted(set(link) - {"clocks_per_bit", "timeout_cycles", "max_payload"})
     if unknown:
@@ -649,7 +647,7 @@ def link_params(job: dict) -> dict:
 
 
 def design_params(config, **link) -> dict:
-    """Parameters of the ``linked_gemm`` design (see :data:`sim.designs.DESIGNS`)."""
+    """Parameters of the ``linked_gemm`` design (see :data:`sim.engine.registry.DESIGNS`)."""
     return {"config": config.as_dict(), **link_params({"link": link})}
 
 
@@ -670,10 +668,8 @@ async def _start(bus, job):
 
 
 def _check_link_gemm(job):
-    from .flows import _check_gemm_job
-
     link_params(job)
-    return _check_gemm_job(job)
+    return check_gemm_job(job)
 
 
 async def _link_gemm(bus, job):
@@ -701,10 +697,6 @@ async def _link_frames(bus, job):
     Returns ``{"replies": [...]}``, one per step (``{"status": name, "payload": hex}`` for a frame);
     the host idles for the bridge's frame timeout after every error reply, as :class:`Link` does.
     """
-    from hdl.config import Config
-
-    from .gemm import plan_gemm
-
     transport = _transport(bus, job)
     await _start(bus, job)
     link = Link(transport)
@@ -729,9 +721,6 @@ CHECKS = {"link_gemm": _check_link_gemm, "link_frames": link_params}
 
 
 def _linked_gemm(params):
-    from hdl.config import Config
-    from hdl.link import LinkedGemm
-
     p = link_params({"link": {k: v for k, v in params.items() if k != "config"}})
     return LinkedGemm(Config.from_dict(params["config"]), **p)
 
@@ -742,16 +731,12 @@ DESIGNS = {"linked_gemm": _linked_gemm}
 # --- the decode target over the simulated UART ------------------------------------------------------
 
 def _check_link_decode(job):
-    from .top import _check_job
-
     link_params(job)
-    return _check_job(job)
+    return check_job(job)
 
 
 async def _preload(bus, images: dict) -> int:
     """Write the images through the design's ``preload_*`` ports, a word a cycle (the backdoor)."""
-    from .top import IMAGE_MEMORIES
-
     bus.set("preload_we", 1)
     n = 0
     for name, entries in images.items():
@@ -771,14 +756,12 @@ def poll_cycles(clocks_per_bit: int) -> int:
 
 
 async def _link_decode(bus, job):
-    """A ``decode_top`` job (:func:`sim.top.decode_job`) on the ``linked_decode`` design, every step
+    """A ``decode_top`` job (:func:`sim.flows.decode.decode_job`) on the ``linked_decode`` design, every step
     over the simulated UART through :class:`LinkDecoder`. ``job["preload"]``: load the images through
     the backdoor ports (fast) instead of over the link. Each step's STATUS polls are limited so that
     the step gets twice its predicted cycles (the watchdog), and the link's reply timeouts bound every
     frame. Returns ``{"steps": [{"position", "token_in", "token_out", "cycles", "polls"}], "load":
     "link" | "preload", "load_words", "link_cycles", "bytes_sent", "bytes_received"}``."""
-    from .top import drive_steps
-
     job = _check_link_decode(job)
     transport = _transport(bus, job)
     bus.set("preload_we", 0)
@@ -856,9 +839,6 @@ async def _link_pty(bus, job):
     ``preload`` writes the images through the backdoor first. Ends when ``job["stop_file"]``
     exists, after ``max_cycles`` simulated cycles, or after ``max_silent_seconds`` without a byte
     from the host. Returns ``{"bytes_in", "bytes_out", "cycles", "framing_errors"}``."""
-    import os
-    import select
-    import time
     import tty
 
     p = link_params(job)
@@ -928,9 +908,6 @@ async def _link_pty(bus, job):
 
 
 def _linked_decode(params):
-    from hdl.config import Config
-    from hdl.link import LinkedDecode
-
     p = link_params({"link": {k: params[k] for k in ("clocks_per_bit", "timeout_cycles", "max_payload")
                               if k in params}})
     return LinkedDecode(Config.from_dict(params["config"]), head_dim=params["head_dim"],
@@ -938,7 +915,7 @@ def _linked_decode(params):
 
 
 def decode_link_params(top: dict, **link) -> dict:
-    """Parameters of the ``linked_decode`` design: the top level's (:func:`sim.top.top_params`) and
+    """Parameters of the ``linked_decode`` design: the top level's (:func:`sim.flows.decode.top_params`) and
     the link's."""
     return {**top, **link_params({"link": link})}
 

@@ -1,7 +1,7 @@
 """Host side of the vector unit: its designs and host flows, registered by name.
 
-DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.designs`);
-FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.flows`).
+DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.registry`);
+FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
 
 A job is JSON: ``{"params": design parameters, "tables": {...}, "ops": [...], "seed", "gaps",
 "stall", "budget"}``. Each op is a dict named by ``"op"`` (a key of :data:`OPS`) with its operands
@@ -36,10 +36,20 @@ import numpy as np
 
 from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, check_int_array, is_int, quantize_multiplier
 from golden.tables import activation_table, rope_tables
-from hdl.vector import VECTOR_OP_NAMES
+from hdl.vector import (
+    VECTOR_OP_NAMES,
+    VectorOp,
+    VectorTable,
+    VectorUnit,
+    cmd_layout,
+    lane_layout,
+    out_layout,
+    rope_word_layout,
+)
 
-from .bus import WatchdogError
-from .cycles import vector_cycles
+from ..engine.bus import WatchdogError
+from ..machine.cycles import vector_cycles
+from .gemm import pack_lanes, unpack_lanes
 
 __all__ = ["ACT_TABLE_INDEX", "CHECKS", "DESIGNS", "FLOWS", "OPS", "PRESETS", "check_op", "check_params",
            "run_vector_ops", "vector_job"]
@@ -63,8 +73,6 @@ _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def _vector_unit(params):
-    from hdl.vector import VectorUnit
-
     return VectorUnit(**params)
 
 
@@ -192,7 +200,7 @@ def _check_tables(params: dict, tables) -> dict:
 
 def vector_job(params: dict, ops: list, *, tables: dict | None = None, seed: int = 0, gaps: float = 0.0,
                stall: float = 0.0, budget: int | None = None) -> dict:
-    """Check a whole job on the host and return it, normalised, ready for :func:`sim.runner.run`."""
+    """Check a whole job on the host and return it, normalised, ready for :func:`sim.engine.runner.run`."""
     check_params(params)
     tables = _check_tables(params, tables or {})
     for name in ("silu", "gelu"):
@@ -226,8 +234,6 @@ def _pack(fields: dict, values: dict) -> int:
 
 class _Packer:
     def __init__(self, params):
-        from hdl.vector import cmd_layout, lane_layout, out_layout
-
         self.lanes = params["lanes"]
         self.lane = _fields(lane_layout())
         self.lane_bits = lane_layout().size
@@ -246,8 +252,6 @@ class _Packer:
         return words
 
     def unpack_out(self, word: int) -> tuple[list[int], int, int]:
-        from .gemm import unpack_lanes
-
         off, width = self.out["data"]
         data = unpack_lanes((word >> off) & ((1 << width) - 1), 8, self.lanes)
         ioff, iwidth = self.out["index"]
@@ -257,8 +261,6 @@ class _Packer:
 
 def _encode(p: _Packer, op: dict) -> tuple[dict, list[int]]:
     """The command fields and the input beats of one checked op."""
-    from hdl.vector import VectorOp
-
     name, n = op["op"], op["length"]
     cmd = {"op": VectorOp[name.upper()].value, "length": n}
     if name == "requant":
@@ -287,8 +289,6 @@ def _encode(p: _Packer, op: dict) -> tuple[dict, list[int]]:
 
 async def _load_tables(bus, params: dict, tables: dict) -> int:
     """Write the model-dependent tables through the table port; returns the cycles it took."""
-    from hdl.vector import VectorTable, rope_word_layout
-
     lanes = params["lanes"]
     writes = []
     for name in ("silu", "gelu"):
@@ -305,7 +305,6 @@ async def _load_tables(bus, params: dict, tables: dict) -> int:
         cos, sin = rope_tables(params["max_context"], hd, spec.get("base", 10000.0))
         fields = _fields(rope_word_layout(lanes))
         stride = params["max_head_dim"] // (2 * lanes)
-        from .gemm import pack_lanes
 
         for pos in range(params["max_context"]):
             for word in range(hd // (2 * lanes)):
@@ -433,5 +432,5 @@ def _check_vector_job(job: dict) -> dict:
 
 
 FLOWS = {"vector_ops": run_vector_ops}
-#: Run by :func:`sim.runner.run` before a simulator starts (see ``sim.flows.CHECKS``).
+#: Run by :func:`sim.engine.runner.run` before a simulator starts (see :mod:`sim.engine.registry`).
 CHECKS = {"vector_ops": _check_vector_job}

@@ -4,7 +4,7 @@ stored in SQLite so a sweep killed at any moment resumes without losing or dupli
 A spec is a TOML file::
 
     kind = "gemm"          # what a point is: "gemm" (an M x K x N GEMM on an R x C array) or
-                           # "decode" (one decode step of a built-in model: sim.perf, tokens/s)
+                           # "decode" (one decode step of a built-in model: sim.perf.model, tokens/s)
     mode = "grid"          # "grid": every combination; "random": `samples` points drawn with `seed`
     samples = 100
     seed = 0
@@ -22,7 +22,7 @@ A spec is a TOML file::
     family = "ecp5"        # "ecp5" or "ice40"
 
 With ``[fpga]`` every point's GEMM engine (:class:`hdl.gemm.GemmUnit` for the point's smallest
-configuration, no UART link) is synthesized by Yosys (:func:`sim.fpga.synthesis_resources`, no
+configuration, no UART link) is synthesized by Yosys (:func:`sim.fpga.build.synthesis_resources`, no
 place and route) and its metrics gain ``lut``, ``ff``, ``dsp``, ``bram`` and ``fpga_family``
 (all None without ``[fpga]``). Synthesis results are cached by design and tool version, so a
 resumed sweep does not synthesize again; a Yosys failure stops the sweep with one line naming the
@@ -45,7 +45,7 @@ core) or on a Dask cluster.
 
 Limits (docs/performance.md, "Sweep sizes and results databases"): a spec has at most
 :data:`MAX_POINTS` points, counted before any is built; every integer parameter has bounds
-(:func:`_param_limits`, the hardware ones from :data:`sim.perf.HARDWARE_LIMITS`). A results
+(:func:`_param_limits`, the hardware ones from :data:`sim.perf.model.HARDWARE_LIMITS`). A results
 database records its format, schema, kind and spec digest (:attr:`SweepSpec.digest`); a sweep
 refuses, before writing a byte, any file that is not a results database of its own spec.
 """
@@ -59,13 +59,42 @@ import math
 import os
 import random
 import sqlite3
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from golden.numerics import ceil_div
+from hdl.config import Config
+
+from ..engine.runner import run
+from ..engine.toolchain import ToolchainError
+from ..fpga.build import SYNTH_FAMILIES, BuildError, synthesis_resources
+from ..machine.cycles import gemm_cycles, gemm_lower_bound
+from .model import HARDWARE_LIMITS as H
+from .model import (
+    MAX_BATCH,
+    MAX_CONTEXT,
+    MODELS,
+    Hardware,
+    HardwareError,
+    MemoryLevel,
+    check_workload,
+    default_context,
+    estimate,
+    hardware_data,
+    hardware_from_dict,
+    place,
+    read_text,
+    resolve_model,
+    show_limit,
+    show_number,
+)
 
 __all__ = ["KINDS", "MAX_POINTS", "SweepSpec", "SweepError", "check_workers", "evaluate_point", "load_spec",
            "max_workers", "open_db", "read_rows", "run_sweep"]
@@ -79,8 +108,6 @@ class SweepError(ValueError):
 
 def _gemm_config(p: dict):
     """The smallest configuration that holds the point's GEMM (memories sized to fit)."""
-    from hdl.config import Config
-
     R, C, m, k, n = p["array_rows"], p["array_cols"], p["m"], p["k"], p["n"]
     kt, nt = ceil_div(k, R), ceil_div(n, C)
     return Config(array_rows=R, array_cols=C, weight_words=max(R, kt * nt * R), act_words=max(m * kt, m),
@@ -88,8 +115,6 @@ def _gemm_config(p: dict):
 
 
 def _eval_gemm(p: dict, rtl: dict | None) -> dict:
-    from .cycles import gemm_cycles, gemm_lower_bound
-
     config = _gemm_config(p)
     R, C, m, k, n = p["array_rows"], p["array_cols"], p["m"], p["k"], p["n"]
     cycles = gemm_cycles(config, m, k, n).total
@@ -106,10 +131,6 @@ def _eval_gemm(p: dict, rtl: dict | None) -> dict:
         "rtl_cycles": None,
     }
     if rtl and cycles <= rtl.get("max_cycles", 2000):
-        import numpy as np
-
-        from .runner import run
-
         rng = np.random.default_rng(0)
         a = rng.integers(-128, 128, (m, k))
         w = rng.integers(-128, 128, (k, n))
@@ -138,8 +159,6 @@ def _decode_hardware(p: dict):
     delivers ``weight_bytes_per_cycle`` bytes a cycle (the full port by default). With it: that
     preset (or TOML file) with the point's parameters replacing its keys (``weight_bytes_per_cycle``
     sets the first memory level's bandwidth to that many bytes a cycle at the point's clock)."""
-    from .perf import Hardware, MemoryLevel, hardware_data, hardware_from_dict
-
     if not p.get("preset"):
         R, C, clock = p["array_rows"], p["array_cols"], p["clock_hz"]
         wbpc = p.get("weight_bytes_per_cycle") or C
@@ -162,8 +181,6 @@ def _decode_hardware(p: dict):
 
 
 def _eval_decode(p: dict, rtl: dict | None) -> dict:
-    from .perf import estimate
-
     hw = _decode_hardware(p)
     e = estimate(p.get("model", "gpt2"), hw, context=p.get("context"), batch=p.get("batch", 1))
     R, C, clock, T = hw.array_rows, hw.array_cols, hw.clock_hz, hw.tensor_parallel
@@ -214,12 +231,10 @@ FPGA_COLUMNS = ("lut", "ff", "dsp", "bram")
 
 
 def _fpga_metrics(params: dict, fpga: dict | None) -> dict:
-    """The point's FPGA resources after Yosys synthesis (:func:`sim.fpga.synthesis_resources`);
+    """The point's FPGA resources after Yosys synthesis (:func:`sim.fpga.build.synthesis_resources`);
     SweepError naming the point when synthesis fails."""
     if not fpga:
         return {**dict.fromkeys(FPGA_COLUMNS), "fpga_family": None}
-    from .fpga import BuildError, synthesis_resources
-    from .toolchain import ToolchainError
 
     family = fpga["family"]
     try:
@@ -256,10 +271,7 @@ MAX_GEMM_DIM = 1 << 24
 
 def _param_limits() -> dict:
     """``name: (least, most)`` of every integer sweep parameter (docs/performance.md): the hardware
-    ones are :data:`sim.perf.HARDWARE_LIMITS` (a point is also checked as the hardware it makes)."""
-    from .perf import HARDWARE_LIMITS as H
-    from .perf import MAX_BATCH, MAX_CONTEXT
-
+    ones are :data:`sim.perf.model.HARDWARE_LIMITS` (a point is also checked as the hardware it makes)."""
     lat_ns = (0, int(H["latency_s"][1] * 1e9))
     return {"array_rows": H["array_rows"], "array_cols": H["array_cols"], "vector_lanes": H["vector_lanes"],
             "clock_hz": H["clock_hz"], "m": (1, MAX_GEMM_M), "k": (1, MAX_GEMM_DIM), "n": (1, MAX_GEMM_DIM),
@@ -270,8 +282,6 @@ def _param_limits() -> dict:
 
 
 def _check_value(source: str, name: str, v, limits: dict) -> None:
-    from .perf import show_limit, show_number
-
     if name not in limits:
         return
     least, most = limits[name]
@@ -385,8 +395,6 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
                              f"{MAX_POINTS:,} (sample it with mode = \"random\", or split the spec)")
         points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(values[n] for n in names))]
     else:
-        from .perf import show_number
-
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise SweepError(f"{source}: samples must be a positive integer, not {show_number(samples)}")
         if samples > MAX_POINTS:
@@ -455,8 +463,6 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
 
 def _parse_fpga(fpga, kind: str, source: str) -> dict | None:
     """The checked ``[fpga]`` table, or None; SweepError naming the file and the bad value."""
-    from .fpga import SYNTH_FAMILIES
-
     if fpga is None:
         return None
     if not isinstance(fpga, dict):
@@ -491,9 +497,7 @@ class _DoesNotFit(ValueError):
 def _check_decode_point(p: dict) -> None:
     """Return for a point the model can evaluate; ValueError for a bad one (unknown model, context
     past the model's, hardware the model refuses), _DoesNotFit when the model's weights (and KV
-    cache, where the memory holds it) exceed every memory level (sim.perf.place)."""
-    from .perf import MODELS, HardwareError, check_workload, default_context, place, resolve_model
-
+    cache, where the memory holds it) exceed every memory level (sim.perf.model.place)."""
     if p["model"] not in MODELS:
         raise ValueError(f"model must be a built-in model ({', '.join(MODELS)}), not {p['model']!r}")
     mc = resolve_model(p["model"])[1]
@@ -509,8 +513,6 @@ def _check_decode_point(p: dict) -> None:
 
 
 def load_spec(path) -> SweepSpec:
-    from .perf import read_text
-
     path = Path(path)
     try:
         data = tomllib.loads(read_text(path, "a sweep spec"))
@@ -742,9 +744,8 @@ DASK_WORKER_TIMEOUT = 60
 def _die_with_parent(parent: int) -> None:
     """A pool worker's initializer: exit when the sweep process is gone (killed even with SIGKILL,
     which runs no clean-up: a forked worker would otherwise wait on the task pipe forever)."""
-    import threading
-
     try:  # Linux: the kernel sends SIGKILL the moment the parent dies
+        # Inside the try: a worker on a system without prctl goes on without it.
         import ctypes
         import signal
 
@@ -763,6 +764,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _dask_client(address: str):
+    # Dask (a heavy import) only for a sweep on a cluster.
     from distributed import Client
 
     try:
@@ -795,7 +797,6 @@ def _executor_map(points: list, spec: SweepSpec, workers: int | None, dask_addre
         for k, p in points:
             yield k, p, evaluate_point(spec.kind, p, spec.rtl, spec.fpga)
         return
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(points)), initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
@@ -845,6 +846,7 @@ def _run(db: sqlite3.Connection, spec: SweepSpec, workers, dask_address, progres
     new = 0
     stream = _executor_map(todo, spec, workers, dask_address)
     if progress and todo:
+        # rich only when a progress bar is shown.
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         with Progress("sweep", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False) as bar:

@@ -1,4 +1,4 @@
-// The C++ main of every Verilator model that Lockstep runs under cocotb (sim/runner.py builds it in
+// The C++ main of every Verilator model that Lockstep runs under cocotb (sim/engine/runner.py builds it in
 // place of the main that comes with cocotb).
 //
 // What it adds: with "+lockstep_clock_ns=<period>" on the command line, the model's clock input

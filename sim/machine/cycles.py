@@ -68,7 +68,7 @@ def tile_load_cycles(config, weight_bytes_per_cycle: float | None = None) -> int
 
 
 def gemm_cycles(config, m: int, k: int, n: int, *, weight_bytes_per_cycle: float | None = None) -> GemmCycles:
-    """Exact cycles of an M x K x N GEMM on ``config``'s GemmUnit (shape checked by sim.gemm).
+    """Exact cycles of an M x K x N GEMM on ``config``'s GemmUnit (shape checked by sim.flows.gemm).
 
     ``weight_bytes_per_cycle`` narrower than the port stretches every tile load (see
     :func:`tile_load_cycles`); the RTL runs the default, the full port."""
@@ -153,7 +153,7 @@ def attention_finish_steps(head_dim: int, finish_lanes: int = 0) -> int:
 def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lanes: int = 0) -> AttentionCycles:
     """Exact cycles of one call of :class:`hdl.attention.AttentionUnit` with every source always
     valid and the sink always ready, from the edge that samples ``start`` to the first cycle
-    ``done`` is high (shape checked by :func:`sim.attention.plan_attention`).
+    ``done`` is high (shape checked by :func:`sim.flows.attention.plan_attention`).
 
     The grouping (``n_kv_heads``) does not enter: the datapath is ``head_dim`` lanes wide and takes
     one (query head, position) step per cycle, groups back to back. ``head_dim`` enters only

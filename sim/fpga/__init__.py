@@ -1,0 +1,1 @@
+"""FPGA builds: synthesis, place and route and programming of a board."""

@@ -1,0 +1,1 @@
+"""The performance model: hardware presets, placement and estimates, sweeps and their plots."""
