@@ -25,6 +25,8 @@ from __future__ import annotations
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
 
+from golden.errors import InputError, InputTypeError
+
 __all__ = ["FIELD_BITS", "FIELD_USE", "INSTRUCTION_BITS", "Instruction", "Opcode", "decode", "disassemble",
            "encode", "instruction_layout", "isa_markdown"]
 
@@ -102,14 +104,14 @@ class Instruction(dict):
 def make(opcode: Opcode, **fields) -> Instruction:
     """An instruction with the given fields (others zero); ValueError for a field that does not fit."""
     if not isinstance(opcode, Opcode):
-        raise TypeError(f"opcode must be an Opcode, not {opcode!r}")
+        raise InputTypeError(f"opcode must be an Opcode, not {opcode!r}")
     ins = Instruction({name: 0 for name in FIELD_BITS})
     ins["opcode"] = opcode
     for name, value in fields.items():
         if name not in FIELD_BITS or name == "opcode":
-            raise ValueError(f"instruction has no field {name!r}")
+            raise InputError(f"instruction has no field {name!r}")
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << FIELD_BITS[name]):
-            raise ValueError(f"instruction field {name} must be an integer in [0, {(1 << FIELD_BITS[name]) - 1}], "
+            raise InputError(f"instruction field {name} must be an integer in [0, {(1 << FIELD_BITS[name]) - 1}], "
                              f"not {value!r}")
         ins[name] = value
     return ins
@@ -127,7 +129,7 @@ def encode(ins: Instruction) -> int:
 def decode(word: int) -> Instruction:
     """Inverse of :func:`encode`; ValueError for an unknown opcode."""
     if isinstance(word, bool) or not isinstance(word, int) or not 0 <= word < (1 << INSTRUCTION_BITS):
-        raise ValueError(f"instruction word must be an integer in [0, 2**{INSTRUCTION_BITS}), not {word!r}")
+        raise InputError(f"instruction word must be an integer in [0, 2**{INSTRUCTION_BITS}), not {word!r}")
     ins, offset = Instruction(), 0
     for name, bits in FIELD_BITS.items():
         ins[name] = (word >> offset) & ((1 << bits) - 1)
@@ -135,7 +137,7 @@ def decode(word: int) -> Instruction:
     try:
         ins["opcode"] = Opcode(ins["opcode"])
     except ValueError:
-        raise ValueError(f"instruction word holds unknown opcode {ins['opcode']}") from None
+        raise InputError(f"instruction word holds unknown opcode {ins['opcode']}") from None
     return ins
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from golden.attention import AttentionParams, AttentionShape
+from golden.errors import InputError, InputTypeError
 from golden.numerics import check_int8, is_int
 
 from .bus import WatchdogError
@@ -43,14 +44,14 @@ _OPTIONAL_KEYS = ("finish_lanes",)
 def unit_params(params: dict) -> dict:
     """The design parameters of an attention unit, checked for missing and unknown keys."""
     if not isinstance(params, dict):
-        raise TypeError(f"attention unit parameters must be a table, not {type(params).__name__}")
+        raise InputTypeError(f"attention unit parameters must be a table, not {type(params).__name__}")
     known = _UNIT_KEYS + _OPTIONAL_KEYS
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ValueError(f"attention unit: unknown parameter {unknown[0]!r} (known: {', '.join(known)})")
+        raise InputError(f"attention unit: unknown parameter {unknown[0]!r} (known: {', '.join(known)})")
     missing = [key for key in _UNIT_KEYS if key not in params]
     if missing:
-        raise ValueError(f"attention unit: missing parameter {missing[0]!r}")
+        raise InputError(f"attention unit: missing parameter {missing[0]!r}")
     return {key: params[key] for key in known if key in params}
 
 
@@ -113,7 +114,7 @@ def plan_attention(unit: dict, *, n_heads, n_kv_heads, kv_len) -> AttentionPlan:
                            n_kv_heads=n_kv_heads, head_dim=head_dim, max_context=unit["max_context"],
                            kv_len=kv_len)
     if shape.n_heads > unit["max_heads"]:
-        raise ValueError(f"n_heads={shape.n_heads} exceeds max_heads={unit['max_heads']} of the attention unit")
+        raise InputError(f"n_heads={shape.n_heads} exceeds max_heads={unit['max_heads']} of the attention unit")
     return AttentionPlan(unit, shape)
 
 
@@ -124,11 +125,11 @@ def _check_operands(plan: AttentionPlan, q, k, v):
     want_q = (plan.n_heads, plan.head_dim)
     want_kv = (plan.kv_len, plan.n_kv_heads, plan.head_dim)
     if q.shape != want_q:
-        raise ValueError(f"q must have shape {want_q}, not {q.shape}")
+        raise InputError(f"q must have shape {want_q}, not {q.shape}")
     if k.shape != want_kv:
-        raise ValueError(f"k must have shape {want_kv}, not {k.shape}")
+        raise InputError(f"k must have shape {want_kv}, not {k.shape}")
     if v.shape != want_kv:
-        raise ValueError(f"v must have shape {want_kv}, not {v.shape}")
+        raise InputError(f"v must have shape {want_kv}, not {v.shape}")
     return q, k, v
 
 
@@ -151,7 +152,7 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
     """
     q, k, v = _check_operands(plan, q, k, v)
     if not isinstance(params, AttentionParams):
-        raise TypeError(f"params must be an AttentionParams, not {type(params).__name__}")
+        raise InputTypeError(f"params must be an AttentionParams, not {type(params).__name__}")
     D = plan.head_dim
     q_beats = [pack_lanes(q[h], 8) for h in range(plan.n_heads)]
     k_beats = [pack_lanes(k[t, g], 8) for g in range(plan.n_kv_heads) for t in range(plan.kv_len)]
@@ -250,7 +251,7 @@ def _check_attention_job(job):
         q = np.asarray(case["q"])
         k = np.asarray(case["k"])
         if q.ndim != 2 or k.ndim != 3:
-            raise ValueError(f"case {i}: q must have shape (n_heads, head_dim) and k (kv_len, n_kv_heads, "
+            raise InputError(f"case {i}: q must have shape (n_heads, head_dim) and k (kv_len, n_kv_heads, "
                              f"head_dim), not {q.shape} and {k.shape}")
         plan = plan_attention(job["unit"], n_heads=q.shape[0], n_kv_heads=k.shape[1], kv_len=k.shape[0])
         _check_operands(plan, q, k, case["v"])

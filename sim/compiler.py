@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden.errors import InputError, InputTypeError
 from hdl.config import ACT_TABLE_SIZE
 from hdl.isa import Instruction, Opcode, encode, make
 
@@ -62,7 +63,7 @@ def _pad(values, align: int) -> np.ndarray:
     return np.concatenate([arr, np.zeros(padded(arr.size, align) - arr.size, np.int64)])
 
 
-class CompileError(ValueError):
+class CompileError(InputError):
     """A model that does not fit a configuration, or that the hardware cannot run."""
 
 
@@ -152,7 +153,7 @@ def compile_model(model, config) -> Compiled:
     from golden.int_model import IntModel
 
     if not isinstance(model, IntModel):
-        raise TypeError(f"model must be an IntModel, not {type(model).__name__}")
+        raise InputTypeError(f"model must be an IntModel, not {type(model).__name__}")
     R, C = config.array_rows, config.array_cols
     align = max(R, C)
     mc = model.config

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golden.errors import InputError, InputTypeError
 from golden.numerics import check_int8, is_int, wrap_int32
 
 from .bus import WatchdogError
@@ -32,9 +33,9 @@ __all__ = [
 
 def _dim(name: str, value) -> int:
     if not is_int(value):
-        raise TypeError(f"GEMM size {name} must be an integer, not {value!r}")
+        raise InputTypeError(f"GEMM size {name} must be an integer, not {value!r}")
     if value < 1:
-        raise ValueError(f"GEMM size {name} must be a positive integer, not {value}")
+        raise InputError(f"GEMM size {name} must be a positive integer, not {value}")
     return int(value)
 
 
@@ -74,16 +75,16 @@ def plan_gemm(config, m, k, n) -> GemmPlan:
     m, k, n = _dim("M", m), _dim("K", k), _dim("N", n)
     c = config
     if m > c.max_m:
-        raise ValueError(f"GEMM size M={m} exceeds max_m={c.max_m} of the configuration")
+        raise InputError(f"GEMM size M={m} exceeds max_m={c.max_m} of the configuration")
     if k > c.max_k:
-        raise ValueError(f"GEMM size K={k} exceeds the largest reduction {c.max_k} of the configuration")
+        raise InputError(f"GEMM size K={k} exceeds the largest reduction {c.max_k} of the configuration")
     plan = GemmPlan(config, m, k, n)
     need = {"act_words": m * plan.kt, "weight_words": plan.tiles * c.array_rows,
             "result_words": m * plan.nt}
     for name, words in need.items():
         have = getattr(c, name)
         if words > have:
-            raise ValueError(f"GEMM {m}x{k}x{n} needs {words} {name}, the configuration has {have} "
+            raise InputError(f"GEMM {m}x{k}x{n} needs {words} {name}, the configuration has {have} "
                              f"({words - have} too few)")
     return plan
 
@@ -194,9 +195,9 @@ def _operands(m: int, k: int, n: int, a, w):
     a = check_int8("a", a)
     w = check_int8("w", w)
     if a.shape != (m, k):
-        raise ValueError(f"a must have shape {m}x{k}, not {'x'.join(map(str, a.shape))}")
+        raise InputError(f"a must have shape {m}x{k}, not {'x'.join(map(str, a.shape))}")
     if w.shape != (k, n):
-        raise ValueError(f"w must have shape {k}x{n}, not {'x'.join(map(str, w.shape))}")
+        raise InputError(f"w must have shape {k}x{n}, not {'x'.join(map(str, w.shape))}")
     return a, w
 
 

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from golden.errors import InputError, LockstepError
+
 from .toolchain import SIMULATORS, prepare_environment, simulator_version
 
 __all__ = ["Build", "Cancel", "SimulationError", "build", "cache_root", "design_for", "new_progress_file", "prune_runs",
@@ -49,7 +51,7 @@ TIMESCALE = ("1ns", "1ps")
 CLOCK_PERIOD_NS = 10
 
 
-class SimulationError(RuntimeError):
+class SimulationError(LockstepError, RuntimeError):
     """A simulation failed: build error, flow error (watchdog, mismatch) or a crashed simulator."""
 
 
@@ -69,7 +71,7 @@ def wall_limit() -> float:
     except ValueError:
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        raise ValueError(f"LOCKSTEP_SIM_TIMEOUT must be a positive number of seconds, not {text!r}")
+        raise InputError(f"LOCKSTEP_SIM_TIMEOUT must be a positive number of seconds, not {text!r}")
     return value
 
 
@@ -320,7 +322,7 @@ def design_for(kind: str, params: dict):
     from .designs import DESIGNS
 
     if kind not in DESIGNS:
-        raise ValueError(f"design must be one of {', '.join(sorted(DESIGNS))}, not {kind!r}")
+        raise InputError(f"design must be one of {', '.join(sorted(DESIGNS))}, not {kind!r}")
     return DESIGNS[kind](params)
 
 
@@ -419,7 +421,7 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
     because cocotb's ``test()`` needs the state ``build()`` sets.
     """
     if simulator not in ("verilator", "icarus"):
-        raise ValueError(f"simulator must be 'verilator' or 'icarus' to build, not {simulator!r}")
+        raise InputError(f"simulator must be 'verilator' or 'icarus' to build, not {simulator!r}")
     import cocotb
 
     key_source = json.dumps({
@@ -579,11 +581,11 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     its processes are stopped and its run directory removed.
     """
     if simulator not in SIMULATORS:
-        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+        raise InputError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     from .flows import CHECKS, FLOWS, run_amaranth
 
     if flow not in FLOWS:
-        raise ValueError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
+        raise InputError(f"flow must be one of {', '.join(FLOWS)}, not {flow!r}")
     if flow in CHECKS:
         CHECKS[flow](job)
     toplevel = toplevel or kind
@@ -642,5 +644,5 @@ def check_simulator(simulator: str) -> None:
     if simulator in ("verilator", "icarus"):
         simulator_version(simulator)
     elif simulator != "amaranth":
-        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+        raise InputError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
 

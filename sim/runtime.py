@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from golden.errors import InputError
+
 from .compiler import Compiled, compile_model
 from .cycles import decode_step_cycles
 
@@ -75,7 +77,7 @@ class GoldenBackend(Backend):
 
     def step(self, token, position):
         if position != self.cache.length:
-            raise ValueError(f"golden backend steps in order: expected position {self.cache.length}, not {position}")
+            raise InputError(f"golden backend steps in order: expected position {self.cache.length}, not {position}")
         values = self.model.run([token], self.cache)
         return int(values[self.compiled.token_value][-1, 0]), None
 
@@ -224,7 +226,7 @@ class SerialBackend(Backend):
         from .top import images
 
         if not self.port:
-            raise ValueError("the serial backend needs --port, the board's serial device (e.g. /dev/ttyUSB0)")
+            raise InputError("the serial backend needs --port, the board's serial device (e.g. /dev/ttyUSB0)")
         self._transport = SerialTransport(self.port, baud=self.baud, timeout=self.timeout)
         self._loop = asyncio.new_event_loop()
         mc = self.compiled.model.config
@@ -364,20 +366,20 @@ def prepare(checkpoint, config) -> Compiled:
 def check_request(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: int) -> tuple[list[int], int]:
     """Check a run before anything starts; return the prompt as ints and the number of steps."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     prompt = [int(t) for t in prompt]
     if not prompt:
-        raise ValueError("prompt must hold at least one token")
+        raise InputError("prompt must hold at least one token")
     if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 0:
-        raise ValueError(f"tokens must be a non-negative integer, not {new_tokens!r}")
+        raise InputError(f"tokens must be a non-negative integer, not {new_tokens!r}")
     model = compiled.model
     vocab = model.config.vocab_size
     for t in prompt:
         if not 0 <= t < vocab:
-            raise ValueError(f"prompt token must be in 0..{vocab - 1}, not {t}")
+            raise InputError(f"prompt token must be in 0..{vocab - 1}, not {t}")
     steps = len(prompt) + max(new_tokens, 1) - 1
     if steps > model.max_context:
-        raise ValueError(f"prompt ({len(prompt)} tokens) plus {new_tokens} new tokens needs {steps} positions, "
+        raise InputError(f"prompt ({len(prompt)} tokens) plus {new_tokens} new tokens needs {steps} positions, "
                          f"more than the context of {model.max_context}")
     return prompt, steps
 
@@ -394,12 +396,12 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
     runner = BACKENDS[backend](compiled)
     if waves:
         if not hasattr(runner, "waves"):
-            raise ValueError(f"--waves needs an RTL backend (amaranth, icarus, verilator), not {backend}")
+            raise InputError(f"--waves needs an RTL backend (amaranth, icarus, verilator), not {backend}")
         runner.waves = True
     if backend == "serial":
         runner.port, runner.baud, runner.loaded = port, baud, loaded
     elif port is not None or loaded:
-        raise ValueError(f"--port and --loaded are for the serial backend, not {backend}")
+        raise InputError(f"--port and --loaded are for the serial backend, not {backend}")
     runner.begin(prompt, new_tokens)
     try:
         return _decode_steps(runner, compiled, backend, prompt, new_tokens, steps, on_step)

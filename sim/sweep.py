@@ -65,11 +65,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from golden.errors import InputError
+
 __all__ = ["KINDS", "MAX_POINTS", "SweepSpec", "SweepError", "check_workers", "evaluate_point", "load_spec",
            "max_workers", "open_db", "read_rows", "run_sweep"]
 
 
-class SweepError(ValueError):
+class SweepError(InputError):
     """A bad sweep spec or database; the message names the file and the problem."""
 
 
@@ -491,7 +493,7 @@ def _check_decode_point(p: dict) -> None:
     from .perf import MODELS, HardwareError, check_workload, default_context, place, resolve_model
 
     if p["model"] not in MODELS:
-        raise ValueError(f"model must be a built-in model ({', '.join(MODELS)}), not {p['model']!r}")
+        raise InputError(f"model must be a built-in model ({', '.join(MODELS)}), not {p['model']!r}")
     mc = resolve_model(p["model"])[1]
     check_workload(mc, context=p["context"] or default_context(mc), batch=p["batch"], name=p["model"])
     hw = _decode_hardware(p)

@@ -16,13 +16,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from golden.errors import InputError, LockstepError
+
 __all__ = ["SIMULATORS", "ToolchainError", "prepare_environment", "simulator_version", "verilator_bin_dir"]
 
 #: The simulators a design can be built for. "amaranth" runs in-process and needs no build.
 SIMULATORS = ("verilator", "icarus", "amaranth")
 
 
-class ToolchainError(RuntimeError):
+class ToolchainError(LockstepError, RuntimeError):
     """A simulator or tool is missing or unusable; the message says how to install it."""
 
 
@@ -62,7 +64,7 @@ def simulator_version(simulator: str) -> str:
                                  "(or scripts/setup.sh as root)")
         cmd = ["iverilog", "-V"]
     else:
-        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS[:2])}, not {simulator!r}")
+        raise InputError(f"simulator must be one of {', '.join(SIMULATORS[:2])}, not {simulator!r}")
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:

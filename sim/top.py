@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from golden.errors import InputError
 from hdl.top import TopMem
 
 from .compiler import Compiled, CompileError
@@ -161,12 +162,12 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
 def _check_job(job):
     for key in ("params", "images", "n_kv_heads", "group"):
         if key not in job:
-            raise ValueError(f"decode_top job needs {key!r}")
+            raise InputError(f"decode_top job needs {key!r}")
     missing = [name for name in IMAGE_MEMORIES if name not in job["images"]]
     if missing:
-        raise ValueError(f"decode_top job images need {missing[0]!r}")
+        raise InputError(f"decode_top job images need {missing[0]!r}")
     if ("steps" in job) == ("prompt" in job):
-        raise ValueError("decode_top job needs either 'steps' or 'prompt'")
+        raise InputError("decode_top job needs either 'steps' or 'prompt'")
     return job
 
 
