@@ -33,6 +33,7 @@ from .cycles import (
     attention_min_cycles,
 )
 from .gemm import pack_lanes, unpack_lanes
+from .stream import StreamDriver, StreamMonitor, check_nothing_in_flight
 
 __all__ = ["DESIGNS", "FLOWS", "AttentionPlan", "plan_attention", "run_attention", "unit_params"]
 
@@ -182,34 +183,28 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
     bus.set("start", 0)
     t0 = time.perf_counter()
     edges = 1
-    sources = {"q": q_beats, "k": k_beats, "v": [] if withhold_v else v_beats}
-    sent = {name: 0 for name in sources}
-    offered = {name: False for name in sources}
+    drivers = [StreamDriver(bus, name, beats, rng=rng, gaps=gaps)
+               for name, beats in (("q", q_beats), ("k", k_beats), ("v", [] if withhold_v else v_beats))]
+    out = StreamMonitor(bus, "out", rng=rng, stall=stall)
     got = []
     idle = 0
     while True:
-        # Drivers: a beat on offer stays on offer until taken (valid must not drop).
-        for name, beats in sources.items():
-            if not offered[name] and sent[name] < len(beats) and rng.random() >= gaps:
-                offered[name] = True
-                bus.set(f"{name}.payload", beats[sent[name]])
-            bus.set(f"{name}.valid", offered[name])
-        ready = rng.random() >= stall
-        bus.set("out.ready", ready)
+        for d in drivers:
+            d.offer()
+        out.offer()
         await bus.settle()
         if bus.get("done"):
             break
         moved = False
-        for name in sources:
-            if offered[name] and bus.get(f"{name}.ready"):
-                sent[name] += 1
-                offered[name] = False
-                moved = True
-        if ready and bus.get("out.valid"):
-            got.append(unpack_lanes(bus.get("out.payload"), 8, D))
+        for d in drivers:
+            moved = d.took() or moved
+        word = out.take()
+        if word is not None:
+            got.append(unpack_lanes(word, 8, D))
             moved = True
         idle = 0 if moved else idle + 1
         if idle > max_idle:
+            sent = {d.name: d.sent for d in drivers}
             raise WatchdogError(f"attention unit made no progress for {max_idle} cycles ({sent['q']}/"
                                 f"{len(q_beats)} q rows, {sent['k']}/{len(k_beats)} K rows, {sent['v']}/"
                                 f"{len(v_beats)} V rows, {len(got)}/{plan.n_heads} outputs)")
@@ -220,6 +215,7 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
     run_seconds = time.perf_counter() - t0
     cycles = bus.get("cycles")
 
+    sent = {d.name: d.sent for d in drivers}
     if len(got) != plan.n_heads or any(sent[n] != len(b) for n, b in (("q", q_beats), ("k", k_beats),
                                                                        ("v", v_beats))):
         raise AssertionError(f"done rose with {len(got)}/{plan.n_heads} outputs and "
@@ -227,18 +223,8 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
     # Nothing may be left in flight: with every source offering a beat and the sink ready, the idle
     # unit takes nothing and produces nothing for longer than its pipeline is deep.
     await bus.tick()
-    for name in sources:
-        bus.set(f"{name}.valid", 1)
-    bus.set("out.ready", 1)
-    for _ in range(ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES + 2):
-        await bus.settle()
-        busy = {name: bus.get(f"{name}.ready") for name in sources}
-        busy["out.valid"] = bus.get("out.valid")
-        if any(busy.values()):
-            raise AssertionError(f"the attention unit is still active after done: {busy}")
-        await bus.tick()
-    for name in sources:
-        bus.set(f"{name}.valid", 0)
+    await check_nothing_in_flight(bus, "the attention unit", ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES + 2,
+                                  drivers=drivers, monitors=(out,), offer=True)
     return {"out": got, "cycles": cycles, "edges": edges, "run_seconds": run_seconds}
 
 

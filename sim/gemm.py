@@ -24,6 +24,7 @@ from golden.numerics import check_int8, is_int, wrap_int32
 
 from .bus import WatchdogError
 from .cycles import gemm_cycles
+from .stream import StreamDriver, StreamMonitor, check_nothing_in_flight
 
 __all__ = [
     "GemmBlock", "GemmPlan", "TiledGemm", "act_words", "pack_lanes", "plan_gemm", "plan_tiled_gemm",
@@ -322,53 +323,33 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
     for name in ("weights.valid", "acts.valid", "sums.ready", "weights.payload", "acts.payload"):
         bus.set(name, 0)
     await bus.reset()
+    weights = StreamDriver(bus, "weights", wq, rng=rng, gaps=gaps, withhold=withhold_weights)
+    acts = StreamDriver(bus, "acts", aq, rng=rng, gaps=gaps)
+    sums = StreamMonitor(bus, "sums", rng=rng, stall=stall)
     got = []
     cycles = idle = 0
-    wi = ai = 0
-    wvalid = avalid = False
     while len(got) < total_beats:
-        # Drivers: a beat on offer stays on offer until taken (valid must not drop).
-        if not wvalid and wi < len(wq) and rng.random() >= gaps and not withhold_weights:
-            wvalid = True
-        if not avalid and ai < len(aq) and rng.random() >= gaps:
-            avalid = True
-        bus.set("weights.valid", wvalid)
-        bus.set("weights.payload", wq[wi] if wi < len(wq) else 0)
-        bus.set("acts.valid", avalid)
-        bus.set("acts.payload", aq[ai] if ai < len(aq) else 0)
-        ready = rng.random() >= stall
-        bus.set("sums.ready", ready)
+        weights.offer()
+        acts.offer()
+        sums.offer()
         await bus.settle()
-        moved = False
-        if wvalid and bus.get("weights.ready"):
-            wi += 1
-            wvalid = False
-            moved = True
-        if avalid and bus.get("acts.ready"):
-            ai += 1
-            avalid = False
-            moved = True
-        if ready and bus.get("sums.valid"):
-            word = bus.get("sums.payload")
+        moved = weights.took()
+        moved = acts.took() or moved
+        word = sums.take()
+        if word is not None:
             got.append((unpack_lanes(word, 32, cols), (word >> (32 * cols)) & 1))
             moved = True
         idle = 0 if moved else idle + 1
         if idle > max_idle:
             raise WatchdogError(f"systolic array made no progress for {max_idle} cycles "
-                                f"({wi}/{len(wq)} weight rows, {ai}/{len(aq)} activation rows, "
+                                f"({weights.sent}/{len(wq)} weight rows, {acts.sent}/{len(aq)} activation rows, "
                                 f"{len(got)}/{total_beats} sums)")
         await bus.tick()
         cycles += 1
 
     # Nothing may be left in flight: the array stays silent for a full latency after the last sum.
-    bus.set("weights.valid", 0)
-    bus.set("acts.valid", 0)
-    bus.set("sums.ready", 1)
-    for _ in range(rows + cols + 2):
-        await bus.settle()
-        if bus.get("sums.valid"):
-            raise AssertionError("the array produced a sum beat that no activation row asked for")
-        await bus.tick()
+    await check_nothing_in_flight(bus, "the systolic array", rows + cols + 2, drivers=(weights, acts),
+                                  monitors=(sums,), check_ready=False)
 
     # Monitor -> host accumulation of the per-tile partial sums.
     out = np.zeros((M, nt_n * cols), dtype=np.int64)
@@ -384,4 +365,4 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
     # Host-side accumulation is int64; wrap as the 32-bit accumulator would.
     out = wrap_int32(out)
     return {"out": out[:, :N].tolist(), "tile_sums": tile_sums, "cycles": cycles,
-            "in_flight": {"weights": len(wq) - wi, "acts": len(aq) - ai}}
+            "in_flight": {"weights": len(wq) - weights.sent, "acts": len(aq) - acts.sent}}

@@ -40,6 +40,7 @@ from golden.tables import activation_table, rope_tables
 
 from .bus import WatchdogError
 from .cycles import vector_cycles
+from .stream import StreamDriver, StreamMonitor, check_nothing_in_flight
 
 __all__ = ["ACT_TABLE_INDEX", "CHECKS", "DESIGNS", "FLOWS", "OPS", "PRESETS", "check_op", "check_params",
            "run_vector_ops", "vector_job"]
@@ -357,6 +358,7 @@ async def run_vector_ops(bus, job: dict) -> dict:
         drive.set(name, 0)
     await bus.reset()
     table_writes = await _load_tables(bus, params, job["tables"])
+    out = StreamMonitor(bus, "out", rng=rng, stall=stall, draw_at_zero=False)
 
     results = []
     for number, op in enumerate(job["ops"]):
@@ -366,28 +368,22 @@ async def run_vector_ops(bus, job: dict) -> dict:
         drive.set("cmd.payload", _pack(p.cmd, cmd))
         drive.set("cmd.valid", 1)
         cmd_pending = True
-        offered = False
-        bi = 0
+        inp = StreamDriver(bus, "inp", beats, rng=rng, gaps=gaps, draw_at_zero=False)
         cycle = 0
         taken_at = None
         data, index = [], None
         while True:
-            if not offered and bi < len(beats) and (gaps == 0 or rng.random() >= gaps):
-                offered = True
-            drive.set("inp.valid", offered)
-            drive.set("inp.payload", beats[bi] if bi < len(beats) else 0)
-            ready = stall == 0 or rng.random() >= stall
-            drive.set("out.ready", ready)
+            inp.offer()
+            out.offer()
             await bus.settle()
             if cmd_pending and bus.get("cmd.ready"):
                 cmd_pending = False
                 taken_at = cycle
-            if offered and bus.get("inp.ready"):
-                bi += 1
-                offered = False
+            inp.took()
             last = False
-            if ready and bus.get("out.valid"):
-                lanes, idx, last = p.unpack_out(bus.get("out.payload"))
+            word = out.take()
+            if word is not None:
+                lanes, idx, last = p.unpack_out(word)
                 data += lanes
                 index = idx
             await bus.tick()
@@ -402,8 +398,8 @@ async def run_vector_ops(bus, job: dict) -> dict:
         await bus.settle()
         if bus.get("busy"):
             raise AssertionError(f"vector op {number} ({op['op']}): busy still high after its last beat")
-        if bi != len(beats):
-            raise AssertionError(f"vector op {number} ({op['op']}): {len(beats) - bi} input beats not taken")
+        if not inp.done:
+            raise AssertionError(f"vector op {number} ({op['op']}): {len(beats) - inp.sent} input beats not taken")
         result = {"op": op["op"], "cycles": bus.get("cycles"), "edges": cycle - taken_at + 1,
                   "predicted": predicted}
         await bus.tick()
@@ -416,13 +412,8 @@ async def run_vector_ops(bus, job: dict) -> dict:
         results.append(result)
 
     # Nothing may be left in flight: no beat comes out and no input is asked for.
-    drive.set("inp.valid", 0)
-    drive.set("out.ready", 1)
-    for _ in range(8):
-        await bus.settle()
-        if bus.get("out.valid") or bus.get("inp.ready") or bus.get("busy"):
-            raise AssertionError("the vector unit is still active after its last command")
-        await bus.tick()
+    inp = StreamDriver(bus, "inp", [])
+    await check_nothing_in_flight(bus, "the vector unit", 8, drivers=(inp,), monitors=(out,), busy=("busy",))
     return {"ops": results, "table_writes": table_writes}
 
 
