@@ -63,6 +63,8 @@ import numpy as np
 from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, is_int, is_real, quantize_multiplier, requantize
 from golden.tables import EXP_FRAC_BITS, EXP_ONE, EXP_OUT_BITS, exp_lookup, reciprocal_fixed, round_shift
 
+from .errors import InputError, InputTypeError
+
 __all__ = [
     "DEFAULT_MAX_CONTEXT", "HEAD_DIM_MAX", "MAX_CONTEXT_LIMIT", "OUT_FRAC_BITS", "SCORE_BITS",
     "SCORE_MAX", "SCORE_MIN", "AttentionParams", "AttentionShape", "attention_decode",
@@ -84,12 +86,12 @@ DEFAULT_MAX_CONTEXT = 128
 
 def _check_int(name: str, value, low: int, high: int | None = None) -> int:
     if not is_int(value):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
+        raise InputTypeError(f"{name} must be an integer, not {value!r}")
     if high is None:
         if value < low:
-            raise ValueError(f"{name} must be a positive integer, not {value}")
+            raise InputError(f"{name} must be a positive integer, not {value}")
     elif not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], not {value}")
+        raise InputError(f"{name} must be in [{low}, {high}], not {value}")
     return int(value)
 
 
@@ -118,9 +120,9 @@ class AttentionShape:
         _check_int("max_context", self.max_context, 1, MAX_CONTEXT_LIMIT)
         _check_int("kv_len", self.kv_len, 1, self.max_context)
         if self.d_model % self.head_dim:
-            raise ValueError(f"head_dim must divide d_model ({self.d_model}), not {self.head_dim}")
+            raise InputError(f"head_dim must divide d_model ({self.d_model}), not {self.head_dim}")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads must be a multiple of n_kv_heads ({self.n_kv_heads}), "
+            raise InputError(f"n_heads must be a multiple of n_kv_heads ({self.n_kv_heads}), "
                              f"not {self.n_heads}")
 
     @property
@@ -161,9 +163,9 @@ class AttentionParams:
         for name, s in (("q_scale", q_scale), ("k_scale", k_scale), ("v_scale", v_scale),
                         ("out_scale", out_scale)):
             if not is_real(s):
-                raise TypeError(f"{name} must be a real number, not {s!r}")
+                raise InputTypeError(f"{name} must be a real number, not {s!r}")
             if not (math.isfinite(s) and s > 0):
-                raise ValueError(f"{name} must be finite and positive, not {s}")
+                raise InputError(f"{name} must be finite and positive, not {s}")
         score = float(q_scale) * float(k_scale) / math.sqrt(head_dim) * (1 << EXP_FRAC_BITS)
         out = float(v_scale) / (float(out_scale) * (1 << OUT_FRAC_BITS))
         sm, ss = quantize_multiplier(score)
@@ -176,13 +178,13 @@ def _check_operands(q, k, v, max_context: int):
     k = check_int8("k", k)
     v = check_int8("v", v)
     if q.ndim != 2:
-        raise ValueError(f"q must have shape (n_heads, head_dim), not {q.shape}")
+        raise InputError(f"q must have shape (n_heads, head_dim), not {q.shape}")
     if k.ndim != 3:
-        raise ValueError(f"k must have shape (kv_len, n_kv_heads, head_dim), not {k.shape}")
+        raise InputError(f"k must have shape (kv_len, n_kv_heads, head_dim), not {k.shape}")
     if v.shape != k.shape:
-        raise ValueError(f"v must have the shape of k {k.shape}, not {v.shape}")
+        raise InputError(f"v must have the shape of k {k.shape}, not {v.shape}")
     if k.shape[2] != q.shape[1]:
-        raise ValueError(f"k head_dim must equal q head_dim ({q.shape[1]}), not {k.shape[2]}")
+        raise InputError(f"k head_dim must equal q head_dim ({q.shape[1]}), not {k.shape[2]}")
     n_heads, head_dim = q.shape
     shape = AttentionShape(d_model=n_heads * head_dim, n_heads=n_heads, n_kv_heads=k.shape[1],
                            head_dim=head_dim, max_context=max_context, kv_len=k.shape[0])

@@ -38,6 +38,8 @@ import numpy as np
 from golden.model import MAX_CONTEXT, MAX_LAYERS, ModelConfig, check_weights
 from golden.tokenizer import CharTokenizer
 
+from .errors import InputError
+
 __all__ = [
     "Checkpoint", "CheckpointError", "config_from_hf", "config_to_hf", "demo_model_path",
     "hf_tensor_shapes", "load_checkpoint", "load_config", "load_demo_model", "save_checkpoint",
@@ -64,7 +66,7 @@ _ROPE_KEYS = {"default": {"rope_type", "type", "rope_theta"},
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint directory that cannot be imported; the message is one line naming the file."""
 
 
@@ -557,6 +559,6 @@ def save_checkpoint(path: str | Path, config: ModelConfig, weights: dict[str, np
     save_file(_weights_to_hf(config, weights), str(root / WEIGHTS_FILE), metadata={"format": "pt"})
     if tokenizer is not None:
         if tokenizer.vocab_size > config.vocab_size:
-            raise ValueError(f"tokenizer has {tokenizer.vocab_size} characters, more than "
+            raise InputError(f"tokenizer has {tokenizer.vocab_size} characters, more than "
                              f"vocab_size={config.vocab_size}")
         tokenizer.save(root / TOKENIZER_FILE)

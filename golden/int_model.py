@@ -59,6 +59,8 @@ from golden.numerics import (
 )
 from golden.vector import activation, argmax, layernorm, multiply, residual_add, rmsnorm, rope
 
+from .errors import InputError
+
 __all__ = [
     "PRIMITIVES", "ActivationParams", "AttentionOpParams", "EmbedParams", "GemmParams", "IntKVCache", "IntModel",
     "KVWriteParams", "MultiplyParams", "Op", "RopeParams", "generate_int",
@@ -86,9 +88,9 @@ class EmbedParams:
     def __post_init__(self):
         table = check_int8("embedding table", self.table)
         if table.ndim != 2:
-            raise ValueError(f"embedding table must be 2-D, not shape {table.shape}")
+            raise InputError(f"embedding table must be 2-D, not shape {table.shape}")
         if self.index not in ("token", "position"):
-            raise ValueError(f"embedding index must be 'token' or 'position', not {self.index!r}")
+            raise InputError(f"embedding index must be 'token' or 'position', not {self.index!r}")
         object.__setattr__(self, "table", table)
 
 
@@ -107,22 +109,22 @@ class GemmParams:
     def __post_init__(self):
         w = check_int8("gemm weight", self.weight)
         if w.ndim != 2:
-            raise ValueError(f"gemm weight must be 2-D, not shape {w.shape}")
+            raise InputError(f"gemm weight must be 2-D, not shape {w.shape}")
         object.__setattr__(self, "weight", w)
         n = w.shape[1]
         if self.bias is not None:
             b = np.asarray(self.bias)
             if b.dtype.kind not in "iu" or b.shape != (n,):
-                raise ValueError(f"gemm bias must be {n} integers, not {b.dtype} of shape {b.shape}")
+                raise InputError(f"gemm bias must be {n} integers, not {b.dtype} of shape {b.shape}")
             b = check_int_array("gemm bias", b, -(1 << 31) + 1, (1 << 31) - 1, rule="hold int32 values")
             object.__setattr__(self, "bias", b)
         if (self.mult is None) != (self.shift is None):
-            raise ValueError("gemm mult and shift must both be given or both be None")
+            raise InputError("gemm mult and shift must both be given or both be None")
         if self.mult is not None:
             for name, arr, high in (("mult", self.mult, MULT_MAX), ("shift", self.shift, SHIFT_MAX)):
                 a = np.asarray(arr)
                 if a.dtype.kind not in "iu" or a.shape != (n,):
-                    raise ValueError(f"gemm {name} must be {n} integers, not {a.dtype} of shape {a.shape}")
+                    raise InputError(f"gemm {name} must be {n} integers, not {a.dtype} of shape {a.shape}")
                 object.__setattr__(self, name, check_int_array(f"gemm {name}", a, 0, high,
                                                                rule=f"be in [0, {high}]"))
 
@@ -160,7 +162,7 @@ class ActivationParams:
     def __post_init__(self):
         table = check_int8("activation table", self.table)
         if table.shape != (256,):
-            raise ValueError(f"activation table must have 256 entries, not shape {table.shape}")
+            raise InputError(f"activation table must have 256 entries, not shape {table.shape}")
         object.__setattr__(self, "table", table)
 
 
@@ -202,7 +204,7 @@ class Op:
 
     def __post_init__(self):
         if self.op not in PRIMITIVES:
-            raise ValueError(f"op must be one of {', '.join(PRIMITIVES)}, not {self.op!r}")
+            raise InputError(f"op must be one of {', '.join(PRIMITIVES)}, not {self.op!r}")
 
 
 @dataclass
@@ -254,13 +256,13 @@ class IntModel:
         toks = np.asarray(tokens, dtype=np.int64).reshape(-1)
         start, t = cache.length, toks.shape[0]
         if t == 0:
-            raise ValueError("tokens must hold at least one token")
+            raise InputError("tokens must hold at least one token")
         if start + t > self.max_context:
-            raise ValueError(f"context is full: positions {start}..{start + t - 1} do not fit "
+            raise InputError(f"context is full: positions {start}..{start + t - 1} do not fit "
                              f"max_context={self.max_context}")
         bad = (toks < 0) | (toks >= c.vocab_size)
         if bad.any():
-            raise ValueError(f"token must be in 0..{c.vocab_size - 1}, not {int(toks[bad][0])}")
+            raise InputError(f"token must be in 0..{c.vocab_size - 1}, not {int(toks[bad][0])}")
         positions = np.arange(start, start + t)
         values: dict[str, np.ndarray] = {"token": toks[:, None], "position": positions[:, None]}
         for op in self.program:
@@ -324,7 +326,7 @@ def _execute(op: Op, args: list[np.ndarray], positions: np.ndarray, cache: IntKV
         return multiply(args[0], args[1], mult=p.mult, shift=p.shift)
     if kind == "argmax":
         return argmax(args[0])[:, None]
-    raise ValueError(f"unknown op {kind!r}")  # pragma: no cover - Op checks its name
+    raise InputError(f"unknown op {kind!r}")  # pragma: no cover - Op checks its name
 
 
 def generate_int(model: IntModel, prompt: Sequence[int], max_new_tokens: int, *,
@@ -338,7 +340,7 @@ def generate_int(model: IntModel, prompt: Sequence[int], max_new_tokens: int, *,
     prompt = check_prompt(prompt, max_new_tokens, model.max_context)
     temperature = float(temperature)
     if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0, not {temperature!r}")
+        raise InputError(f"temperature must be a finite number >= 0, not {temperature!r}")
     rng = np.random.default_rng(seed)
     cache = model.new_cache()
     logits_name, token_name = "logits", "next_token"

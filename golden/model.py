@@ -56,6 +56,8 @@ import numpy as np
 
 from golden.numerics import is_int, is_real
 
+from .errors import InputError, InputTypeError
+
 __all__ = [
     "FAMILIES", "MAX_CONTEXT", "MAX_LAYERS", "KVCache", "ModelConfig", "Transformer",
     "check_prompt", "check_weights", "generate", "init_weights", "sample_next", "weight_shapes",
@@ -78,17 +80,17 @@ _LIMITS = {"max_context": MAX_CONTEXT, "n_layers": MAX_LAYERS}
 
 def _check_positive_int(name: str, value) -> int:
     if not is_int(value):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
+        raise InputTypeError(f"{name} must be an integer, not {value!r}")
     if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        raise InputError(f"{name} must be a positive integer, not {value!r}")
     return int(value)
 
 
 def _check_positive_float(name: str, value) -> float:
     if not is_real(value):
-        raise TypeError(f"{name} must be a number, not {value!r}")
+        raise InputTypeError(f"{name} must be a number, not {value!r}")
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, not {value!r}")
+        raise InputError(f"{name} must be a positive finite number, not {value!r}")
     return float(value)
 
 
@@ -121,33 +123,33 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.family, str):
-            raise TypeError(f"family must be a string, not {self.family!r}")
+            raise InputTypeError(f"family must be a string, not {self.family!r}")
         if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {', '.join(map(repr, FAMILIES))}, not {self.family!r}")
+            raise InputError(f"family must be one of {', '.join(map(repr, FAMILIES))}, not {self.family!r}")
         for name in _POSITIVE_INTS:
             object.__setattr__(self, name, _check_positive_int(name, getattr(self, name)))
             if name in _LIMITS and getattr(self, name) > _LIMITS[name]:
-                raise ValueError(f"{name} must be at most {_LIMITS[name]:,}, not {getattr(self, name)}")
+                raise InputError(f"{name} must be at most {_LIMITS[name]:,}, not {getattr(self, name)}")
         for name in ("norm_eps", "rope_theta"):
             object.__setattr__(self, name, _check_positive_float(name, getattr(self, name)))
         if not isinstance(self.tie_embeddings, bool | np.bool_):
-            raise TypeError(f"tie_embeddings must be a bool, not {self.tie_embeddings!r}")
+            raise InputTypeError(f"tie_embeddings must be a bool, not {self.tie_embeddings!r}")
         object.__setattr__(self, "tie_embeddings", bool(self.tie_embeddings))
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(
+            raise InputError(
                 f"n_heads must be a multiple of n_kv_heads, "
                 f"not n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}")
         if self.family == "gpt2":
             if self.n_kv_heads != self.n_heads:
-                raise ValueError(
+                raise InputError(
                     f"gpt2 needs n_kv_heads == n_heads, "
                     f"not n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}")
             if self.n_heads * self.head_dim != self.d_model:
-                raise ValueError(
+                raise InputError(
                     f"gpt2 needs n_heads * head_dim == d_model, not n_heads={self.n_heads}, "
                     f"head_dim={self.head_dim}, d_model={self.d_model}")
         elif self.head_dim % 2:
-            raise ValueError(f"llama needs an even head_dim for RoPE, not head_dim={self.head_dim}")
+            raise InputError(f"llama needs an even head_dim for RoPE, not head_dim={self.head_dim}")
 
     @property
     def q_dim(self) -> int:
@@ -228,14 +230,14 @@ def check_weights(config: ModelConfig, weights: dict[str, np.ndarray]) -> None:
     missing = [n for n in expected if n not in weights]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ValueError(f"missing weight {missing[0]!r}{more}")
+        raise InputError(f"missing weight {missing[0]!r}{more}")
     extra = sorted(set(weights) - set(expected))
     if extra:
-        raise ValueError(f"unexpected weight {extra[0]!r}")
+        raise InputError(f"unexpected weight {extra[0]!r}")
     for name, shape in expected.items():
         got = tuple(np.shape(weights[name]))
         if got != shape:
-            raise ValueError(f"weight {name!r} has shape {got}, expected {shape}")
+            raise InputError(f"weight {name!r} has shape {got}, expected {shape}")
 
 
 @dataclass
@@ -294,7 +296,7 @@ class Transformer:
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, ModelConfig):
-            raise TypeError(f"config must be a ModelConfig, not {type(self.config).__name__}")
+            raise InputTypeError(f"config must be a ModelConfig, not {type(self.config).__name__}")
         check_weights(self.config, self.weights)
         self.weights = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in self.weights.items()}
         if self.config.family == "llama":
@@ -360,7 +362,7 @@ class Transformer:
         c = self.config
         bad = (tokens < 0) | (tokens >= c.vocab_size)
         if bad.any():
-            raise ValueError(f"token must be in 0..{c.vocab_size - 1}, not {int(tokens[bad][0])}")
+            raise InputError(f"token must be in 0..{c.vocab_size - 1}, not {int(tokens[bad][0])}")
         x = self.weights["tok_embed"][tokens]
         if c.family == "gpt2":
             x = x + self.weights["pos_embed"][positions]
@@ -392,7 +394,7 @@ class Transformer:
         c = self.config
         pos = cache.length
         if pos >= c.max_context:
-            raise ValueError(f"context is full: position {pos} is beyond max_context={c.max_context}")
+            raise InputError(f"context is full: position {pos} is beyond max_context={c.max_context}")
         positions = np.array([pos])
         x = self._embed(np.array([int(token)]), positions)
         for i in range(c.n_layers):
@@ -414,7 +416,7 @@ class Transformer:
         toks = np.asarray(tokens, dtype=np.int64).reshape(-1)
         t = toks.shape[0]
         if not 0 < t <= c.max_context:
-            raise ValueError(f"sequence length must be in 1..{c.max_context}, not {t}")
+            raise InputError(f"sequence length must be in 1..{c.max_context}, not {t}")
         positions = np.arange(t)
         x = self._embed(toks, positions)
         for i in range(c.n_layers):
@@ -437,15 +439,15 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator | None = None, *,
     """
     temperature = float(temperature)
     if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0, not {temperature!r}")
+        raise InputError(f"temperature must be a finite number >= 0, not {temperature!r}")
     logits = np.asarray(logits, dtype=np.float64)
     if top_k is not None and (not is_int(top_k)
                               or not 1 <= top_k <= logits.shape[-1]):
-        raise ValueError(f"top_k must be an integer in 1..{logits.shape[-1]} or None, not {top_k!r}")
+        raise InputError(f"top_k must be an integer in 1..{logits.shape[-1]} or None, not {top_k!r}")
     if temperature == 0:
         return int(np.argmax(logits))
     if rng is None:
-        raise ValueError("sampling with temperature > 0 needs a random generator (rng)")
+        raise InputError("sampling with temperature > 0 needs a random generator (rng)")
     # softmax((l - max) / T) is softmax(l / T) exactly, and stays defined for any T > 0: the
     # largest logit becomes 0 and the others <= 0, so a tiny T drives them to -inf (probability 0,
     # the limit) instead of overflowing l / T to +-inf, whose difference is NaN. For T below
@@ -462,15 +464,15 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator | None = None, *,
 
 def check_prompt(prompt: Sequence[int], max_new_tokens: int, max_context: int) -> list[int]:
     """The prompt as ints, checked with ``max_new_tokens`` against ``max_context`` (the one check of
-    both golden models' generate functions); ValueError naming the bad input."""
+    both golden models' generate functions); InputError naming the bad input."""
     prompt = [int(t) for t in prompt]
     if (not is_int(max_new_tokens)
             or max_new_tokens < 0):
-        raise ValueError(f"max_new_tokens must be a non-negative integer, not {max_new_tokens!r}")
+        raise InputError(f"max_new_tokens must be a non-negative integer, not {max_new_tokens!r}")
     if not prompt:
-        raise ValueError("prompt must hold at least one token")
+        raise InputError("prompt must hold at least one token")
     if len(prompt) + max_new_tokens > max_context:
-        raise ValueError(f"prompt ({len(prompt)}) plus max_new_tokens ({max_new_tokens}) "
+        raise InputError(f"prompt ({len(prompt)}) plus max_new_tokens ({max_new_tokens}) "
                          f"exceeds max_context={max_context}")
     return prompt
 

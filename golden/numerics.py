@@ -26,6 +26,8 @@ import math
 
 import numpy as np
 
+from .errors import InputError, InputTypeError
+
 INT8_MIN = -128
 INT8_MAX = 127
 ACC_BITS = 32
@@ -79,14 +81,14 @@ def check_int_array(name: str, x, low: int, high: int, *, rule: str | None = Non
     rule = rule or f"hold values in [{low}, {high}]"
     if is_int(x):  # a scalar, compared as a Python int (2**70 is out of range, not a wrapped value)
         if not low <= int(x) <= high:
-            raise ValueError(f"{name} must {rule}, not {int(x)}")
+            raise InputError(f"{name} must {rule}, not {int(x)}")
         return np.asarray(int(x), dtype=np.int64)
     arr = np.asarray(x)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers, not {arr.dtype}")
+        raise InputTypeError(f"{name} must hold integers, not {arr.dtype}")
     bad = (arr < low) | (arr > high)
     if bad.any():
-        raise ValueError(f"{name} must {rule}, not {int(arr[bad].flat[0])}")
+        raise InputError(f"{name} must {rule}, not {int(arr[bad].flat[0])}")
     return arr.astype(np.int64)
 
 
@@ -107,7 +109,7 @@ def wrap_int32(x) -> np.ndarray:
     if is_int(x):
         x = int(x) & 0xFFFF_FFFF
     elif np.asarray(x).dtype.kind not in "iu":
-        raise TypeError(f"wrap_int32 needs integers, not {np.asarray(x).dtype}")
+        raise InputTypeError(f"wrap_int32 needs integers, not {np.asarray(x).dtype}")
     x = np.asarray(x).astype(np.int64)
     return (((x + (1 << 31)) & 0xFFFF_FFFF) - (1 << 31)).astype(np.int64)
 
@@ -126,9 +128,9 @@ def gemm_int8(a, w) -> np.ndarray:
     a = check_int8("a", a)
     w = check_int8("w", w)
     if a.ndim != 2 or w.ndim != 2:
-        raise ValueError(f"gemm operands must be 2-D, not a{a.shape} and w{w.shape}")
+        raise InputError(f"gemm operands must be 2-D, not a{a.shape} and w{w.shape}")
     if a.shape[1] != w.shape[0]:
-        raise ValueError(f"gemm inner sizes must match: a is {a.shape[0]}x{a.shape[1]}, "
+        raise InputError(f"gemm inner sizes must match: a is {a.shape[0]}x{a.shape[1]}, "
                          f"w is {w.shape[0]}x{w.shape[1]}")
     # int64 holds any sum up to K = 2**49 exactly; the wrap then reproduces the 32-bit adder.
     return wrap_int32(a @ w)
@@ -140,7 +142,7 @@ def saturate_int8(x) -> np.ndarray:
 
 def _check_param(what: str, value, low: int, high: int) -> np.ndarray:
     if np.ndim(value) == 0 and not is_int(value):      # a scalar: named by its repr; arrays and lists below
-        raise TypeError(f"requantization {what} must be an integer, not {value!r}")
+        raise InputTypeError(f"requantization {what} must be an integer, not {value!r}")
     return check_int_array(f"requantization {what}", value, low, high, rule=f"be in [{low}, {high}]")
 
 
@@ -168,22 +170,22 @@ def quantize_multiplier(scale: float) -> tuple[int, int]:
     Raises ValueError for a scale that is not finite and positive or is out of range.
     """
     if not is_real(scale):
-        raise TypeError(f"scale must be a real number, not {scale!r}")
+        raise InputTypeError(f"scale must be a real number, not {scale!r}")
     scale = float(scale)
     if not math.isfinite(scale) or scale <= 0.0:
-        raise ValueError(f"scale must be finite and positive, not {scale}")
+        raise InputError(f"scale must be finite and positive, not {scale}")
     mantissa, exponent = math.frexp(scale)  # scale = mantissa * 2**exponent, mantissa in [0.5, 1)
     shift = MULT_BITS - exponent
     if shift > SHIFT_MAX:
         shift = SHIFT_MAX
     if shift < 0:
-        raise ValueError(f"scale must be below {MULT_MAX + 1}, not {scale}")
+        raise InputError(f"scale must be below {MULT_MAX + 1}, not {scale}")
     multiplier = round(scale * (1 << shift))
     if multiplier > MULT_MAX:  # rounding carried into a 16th bit
         multiplier >>= 1
         shift -= 1
         if shift < 0:
-            raise ValueError(f"scale must be below {MULT_MAX + 1}, not {scale}")
+            raise InputError(f"scale must be below {MULT_MAX + 1}, not {scale}")
     if multiplier == 0:
-        raise ValueError(f"scale must be at least 2**-{SHIFT_MAX + 1}, not {scale}")
+        raise InputError(f"scale must be at least 2**-{SHIFT_MAX + 1}, not {scale}")
     return int(multiplier), int(shift)

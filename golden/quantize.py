@@ -60,6 +60,8 @@ from golden.vector import (
     rope_ref,
 )
 
+from .errors import InputError
+
 __all__ = [
     "ACT_CLIPS", "WEIGHT_CLIPS", "calibration_for", "demo_corpus_splits", "program_structure",
     "quantize_checkpoint", "quantize_model", "quantize_weight", "random_calibration", "run_float",
@@ -166,9 +168,9 @@ def run_float(config: ModelConfig, weights: dict[str, np.ndarray], tokens, ops: 
     toks = np.asarray(tokens, dtype=np.int64).reshape(-1)
     t = toks.shape[0]
     if not 0 < t <= c.max_context:
-        raise ValueError(f"sequence length must be in 1..{c.max_context}, not {t}")
+        raise InputError(f"sequence length must be in 1..{c.max_context}, not {t}")
     if ((toks < 0) | (toks >= c.vocab_size)).any():
-        raise ValueError(f"token must be in 0..{c.vocab_size - 1}")
+        raise InputError(f"token must be in 0..{c.vocab_size - 1}")
     w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
     pos = np.arange(t)
     vals: dict[str, np.ndarray] = {"token": toks[:, None], "position": pos[:, None]}
@@ -210,7 +212,7 @@ def run_float(config: ModelConfig, weights: dict[str, np.ndarray], tokens, ops: 
         elif op.op == "argmax":
             y = np.argmax(a[0], axis=-1)[:, None]
         else:  # pragma: no cover - Op checks its name
-            raise ValueError(op.op)
+            raise InputError(op.op)
         vals[op.output] = y
     return vals
 
@@ -280,7 +282,7 @@ def quantize_weight(w, *, per_channel: bool = True, clip: str = DEFAULT_WEIGHT_C
     squared error. An all-zero column gets scale 1.
     """
     if clip not in WEIGHT_CLIPS:
-        raise ValueError(f"weight clip must be one of {', '.join(WEIGHT_CLIPS)}, not {clip!r}")
+        raise InputError(f"weight clip must be one of {', '.join(WEIGHT_CLIPS)}, not {clip!r}")
     w = np.asarray(w, dtype=np.float64)
     amax = np.abs(w).max(axis=0) if per_channel else np.array([np.abs(w).max()])
     bound = amax.copy()
@@ -308,14 +310,14 @@ def _clip_bound(x: np.ndarray, act_clip: str) -> float:
 
 def _calibrate(config, weights, ops, calibration, act_clip) -> dict[str, float]:
     if act_clip not in ACT_CLIPS:
-        raise ValueError(f"activation clip must be one of {', '.join(ACT_CLIPS)}, not {act_clip!r}")
+        raise InputError(f"activation clip must be one of {', '.join(ACT_CLIPS)}, not {act_clip!r}")
     windows = [list(w) for w in calibration]
     if not windows or not all(windows):
-        raise ValueError("calibration must hold at least one non-empty token sequence")
+        raise InputError("calibration must hold at least one non-empty token sequence")
     seen: dict[str, list[np.ndarray]] = {}
     for window in windows:
         if len(window) > config.max_context:
-            raise ValueError(f"calibration sequence length must be at most max_context="
+            raise InputError(f"calibration sequence length must be at most max_context="
                              f"{config.max_context}, not {len(window)}")
         vals = run_float(config, weights, window, ops)
         for op in ops:
@@ -400,7 +402,7 @@ def quantize_model(config: ModelConfig, weights: dict[str, np.ndarray], calibrat
                     if len(op.weights) > 1:
                         bias = _round_half_up(w[op.weights[1]] / (s_in * ws))
                         if (np.abs(bias) >= (1 << 31)).any():
-                            raise ValueError(f"bias {op.weights[1]!r} does not fit int32 at its accumulator scale")
+                            raise InputError(f"bias {op.weights[1]!r} does not fit int32 at its accumulator scale")
                     mult, shift = _multipliers(s_in * ws / s_out)
                     params = GemmParams(weight=wq, bias=bias, mult=mult, shift=shift)
             elif op.op == "rope":

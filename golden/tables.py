@@ -38,6 +38,8 @@ import numpy as np
 
 from golden.numerics import INT8_MAX, INT8_MIN, is_int, is_real
 
+from .errors import InputError, InputTypeError
+
 __all__ = [
     "ACTIVATIONS", "EXP_FRAC_BITS", "EXP_ONE", "EXP_OUT_BITS", "EXP_TABLE_SIZE", "RECIP_INDEX_BITS",
     "RECIP_ONE", "ROPE_FRAC_BITS", "ROPE_ONE", "RSQRT_INDEX_SHIFT", "RSQRT_TABLE_SIZE",
@@ -133,7 +135,7 @@ def exp_lookup(diff) -> np.ndarray:
     """
     diff = np.asarray(diff, dtype=np.int64)
     if (diff < 0).any():
-        raise ValueError(f"exp table index must be non-negative, not {int(diff.min())}")
+        raise InputError(f"exp table index must be non-negative, not {int(diff.min())}")
     table = exp_table()
     inside = diff < EXP_TABLE_SIZE
     return np.where(inside, table[np.where(inside, diff, 0)], 0)
@@ -185,7 +187,7 @@ def reciprocal_fixed(x) -> tuple[np.ndarray, np.ndarray]:
     """
     x = np.asarray(x, dtype=np.int64)
     if ((x < 1) | (x >= (1 << 31))).any():
-        raise ValueError("reciprocal input must be in [1, 2**31)")
+        raise InputError("reciprocal input must be in [1, 2**31)")
     p = bit_length(x) - 1
     m = np.where(p >= 15, x >> np.maximum(p - 15, 0), x << np.maximum(15 - p, 0))
     r0 = recip_table()[(m >> (15 - RECIP_INDEX_BITS)) - (1 << RECIP_INDEX_BITS)]
@@ -213,7 +215,7 @@ def rsqrt_fixed(u) -> tuple[np.ndarray, np.ndarray]:
     """
     u = np.asarray(u, dtype=np.int64)
     if ((u < 1) | (u >= (1 << 31))).any():
-        raise ValueError("rsqrt input must be in [1, 2**31)")
+        raise InputError("rsqrt input must be in [1, 2**31)")
     k = (bit_length(u) - 1) >> 1
     m = np.where(2 * k >= 14, u >> np.maximum(2 * k - 14, 0), u << np.maximum(14 - 2 * k, 0))
     r0 = rsqrt_table()[(m >> RSQRT_INDEX_SHIFT) - (1 << (14 - RSQRT_INDEX_SHIFT))]
@@ -252,10 +254,10 @@ ACTIVATIONS = {"silu": silu_float, "gelu_tanh": gelu_tanh_float, "gelu_erf": gel
 def check_scale(name: str, scale) -> float:
     """Return ``scale`` as a float if it is a finite positive real; TypeError/ValueError naming it."""
     if not is_real(scale):
-        raise TypeError(f"{name} must be a real number, not {scale!r}")
+        raise InputTypeError(f"{name} must be a real number, not {scale!r}")
     scale = float(scale)
     if not math.isfinite(scale) or scale <= 0.0:
-        raise ValueError(f"{name} must be finite and positive, not {scale}")
+        raise InputError(f"{name} must be finite and positive, not {scale}")
     return scale
 
 
@@ -266,7 +268,7 @@ def activation_table(kind: str, x_scale: float, out_scale: float) -> np.ndarray:
     Cached per (kind, x_scale, out_scale). Raises ValueError for an unknown kind or a bad scale.
     """
     if kind not in ACTIVATIONS:
-        raise ValueError(f"activation kind must be one of {sorted(ACTIVATIONS)}, not {kind!r}")
+        raise InputError(f"activation kind must be one of {sorted(ACTIVATIONS)}, not {kind!r}")
     return _activation_table(kind, check_scale("x_scale", x_scale), check_scale("out_scale", out_scale))
 
 
@@ -291,11 +293,11 @@ def rope_tables(max_context: int, head_dim: int, base: float = 10000.0) -> tuple
     """
     for name, value in (("max_context", max_context), ("head_dim", head_dim)):
         if not is_int(value):
-            raise TypeError(f"{name} must be an integer, not {value!r}")
+            raise InputTypeError(f"{name} must be an integer, not {value!r}")
         if value < 1:
-            raise ValueError(f"{name} must be a positive integer, not {value}")
+            raise InputError(f"{name} must be a positive integer, not {value}")
     if head_dim % 2:
-        raise ValueError(f"head_dim must be even for rotary embedding, not {head_dim}")
+        raise InputError(f"head_dim must be even for rotary embedding, not {head_dim}")
     base = check_scale("rope base", base)
     return _rope_tables(int(max_context), int(head_dim), base)
 

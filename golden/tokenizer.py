@@ -16,6 +16,8 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .errors import InputError, InputTypeError
+
 __all__ = ["CharTokenizer"]
 
 
@@ -33,17 +35,17 @@ class CharTokenizer:
             chars = list(chars)
         chars = list(chars)
         if not chars:
-            raise ValueError("chars must hold at least one character, not an empty alphabet")
+            raise InputError("chars must hold at least one character, not an empty alphabet")
         for i, ch in enumerate(chars):
             if not isinstance(ch, str) or len(ch) != 1:
-                raise TypeError(f"chars[{i}] must be a single character, not {ch!r}")
+                raise InputTypeError(f"chars[{i}] must be a single character, not {ch!r}")
         seen: dict[str, int] = {}
         for i, ch in enumerate(chars):
             if ch in seen:
-                raise ValueError(f"chars[{i}] repeats {ch!r} (already chars[{seen[ch]}])")
+                raise InputError(f"chars[{i}] repeats {ch!r} (already chars[{seen[ch]}])")
             seen[ch] = i
         if fallback is not None and fallback not in seen:
-            raise ValueError(f"fallback must be one of the characters, not {fallback!r}")
+            raise InputError(f"fallback must be one of the characters, not {fallback!r}")
         self.chars: tuple[str, ...] = tuple(chars)
         self.fallback = fallback
         self._index = seen
@@ -66,7 +68,7 @@ class CharTokenizer:
         for pos, ch in enumerate(text):
             tok = index.get(ch, default)
             if tok is None:
-                raise ValueError(f"character {ch!r} at position {pos} is not in the tokenizer's alphabet")
+                raise InputError(f"character {ch!r} at position {pos} is not in the tokenizer's alphabet")
             out.append(tok)
         return out
 
@@ -76,7 +78,7 @@ class CharTokenizer:
         for i in ids:
             i = int(i)
             if not 0 <= i < len(self.chars):
-                raise ValueError(f"token id must be in 0..{len(self.chars) - 1}, not {i}")
+                raise InputError(f"token id must be in 0..{len(self.chars) - 1}, not {i}")
             out.append(self.chars[i])
         return "".join(out)
 
@@ -88,9 +90,9 @@ class CharTokenizer:
         """Inverse of ``to_dict``; ValueError if ``data`` is not a Lockstep character tokenizer."""
         if not isinstance(data, dict) or data.get("type") != cls.TYPE:
             kind = data.get("type") if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"not a {cls.TYPE} tokenizer (type={kind!r})")
+            raise InputError(f"not a {cls.TYPE} tokenizer (type={kind!r})")
         if not isinstance(data.get("chars"), list):
-            raise ValueError(f"field 'chars' must be a list, not {data.get('chars')!r}")
+            raise InputError(f"field 'chars' must be a list, not {data.get('chars')!r}")
         return cls(data["chars"], fallback=data.get("fallback"))
 
     def save(self, path: str | Path) -> None:

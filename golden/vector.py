@@ -81,6 +81,8 @@ from golden.tables import (
     silu_float,
 )
 
+from .errors import InputError, InputTypeError
+
 __all__ = [
     "NORM_MAX_LEN", "NORM_MEAN_FRAC_BITS", "AddParams", "NormParams", "activation", "argmax",
     "gelu", "gelu_ref", "layernorm", "layernorm_ref", "multiply", "multiply_multiplier",
@@ -101,9 +103,9 @@ _BETA_MAX = 1 << 30
 
 def _check_int(name: str, value, low: int, high: int) -> int:
     if not is_int(value):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
+        raise InputTypeError(f"{name} must be an integer, not {value!r}")
     if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], not {value}")
+        raise InputError(f"{name} must be in [{low}, {high}], not {value}")
     return int(value)
 
 
@@ -142,21 +144,21 @@ class NormParams:
 
     def __post_init__(self):
         if self.kind not in ("rms", "layer"):
-            raise ValueError(f"norm kind must be 'rms' or 'layer', not {self.kind!r}")
+            raise InputError(f"norm kind must be 'rms' or 'layer', not {self.kind!r}")
         gamma = check_int8("gamma", self.gamma)
         if gamma.ndim != 1 or not 1 <= gamma.shape[0] <= NORM_MAX_LEN:
-            raise ValueError(f"gamma must be a vector of 1 to {NORM_MAX_LEN} values, not shape {gamma.shape}")
+            raise InputError(f"gamma must be a vector of 1 to {NORM_MAX_LEN} values, not shape {gamma.shape}")
         object.__setattr__(self, "gamma", gamma)
         n = gamma.shape[0]
         if self.kind == "layer":
             if self.beta is None:
-                raise ValueError("beta must be given for a layer norm, not None")
+                raise InputError("beta must be given for a layer norm, not None")
             beta = check_int_array("beta", self.beta, -_BETA_MAX, _BETA_MAX, rule="hold values in [-2**30, 2**30]")
             if beta.shape != (n,):
-                raise ValueError(f"beta must have shape ({n},), not {beta.shape}")
+                raise InputError(f"beta must have shape ({n},), not {beta.shape}")
             object.__setattr__(self, "beta", beta)
         elif self.beta is not None:
-            raise ValueError("beta must be None for an rms norm")
+            raise InputError("beta must be None for an rms norm")
         _check_int("eps", self.eps, 0, _INT31 - n * _sq_max(self.kind))
         _check_int("out_mult", self.out_mult, 0, MULT_MAX)
         _check_int("out_shift", self.out_shift, 0, SHIFT_MAX)
@@ -171,9 +173,9 @@ class NormParams:
     def _common(gamma, x_scale, out_scale, eps):
         gamma = np.asarray(gamma, dtype=np.float64)
         if gamma.ndim != 1 or not 1 <= gamma.shape[0] <= NORM_MAX_LEN:
-            raise ValueError(f"gamma must be a vector of 1 to {NORM_MAX_LEN} values, not shape {gamma.shape}")
+            raise InputError(f"gamma must be a vector of 1 to {NORM_MAX_LEN} values, not shape {gamma.shape}")
         if not np.isfinite(gamma).all():
-            raise ValueError("gamma must be finite")
+            raise InputError("gamma must be finite")
         x_scale = check_scale("x_scale", x_scale)
         out_scale = check_scale("out_scale", out_scale)
         eps = check_scale("eps", eps)
@@ -182,7 +184,7 @@ class NormParams:
         g = np.clip(_round_half_up(gamma / g_scale), INT8_MIN, INT8_MAX)
         eps_int = int(_round_half_up(n * eps / x_scale ** 2))
         if eps_int > _INT31 - n * 255 * 255:
-            raise ValueError(f"eps must be below {(_INT31 - n * 255 * 255) * x_scale ** 2 / n:.6g} "
+            raise InputError(f"eps must be below {(_INT31 - n * 255 * 255) * x_scale ** 2 / n:.6g} "
                              f"at x_scale {x_scale} (the sum of squares must fit 31 bits), not {eps}")
         out_mult, out_shift = quantize_multiplier(
             math.sqrt(n) * g_scale / (out_scale * (1 << _NORM_FRAC_BITS)))
@@ -202,23 +204,23 @@ class NormParams:
         g, eps_int, om, os_, im, is_ = cls._common(gamma, x_scale, out_scale, eps)
         beta = np.asarray(beta, dtype=np.float64)
         if beta.shape != g.shape or not np.isfinite(beta).all():
-            raise ValueError(f"beta must be a finite vector of shape {g.shape}, not shape {beta.shape}")
+            raise InputError(f"beta must be a finite vector of shape {g.shape}, not shape {beta.shape}")
         acc_scale = check_scale("out_scale", out_scale) * om / (1 << os_)
         b = _round_half_up(beta / acc_scale)
         if (np.abs(b) > _BETA_MAX).any():
-            raise ValueError(f"beta is too large for out_scale {out_scale}: it needs more than 31 bits")
+            raise InputError(f"beta is too large for out_scale {out_scale}: it needs more than 31 bits")
         return cls(kind="layer", gamma=g, beta=b, eps=eps_int, out_mult=om, out_shift=os_,
                    inv_mult=im, inv_shift=is_)
 
 
 def _check_row(x, params: NormParams, kind: str) -> np.ndarray:
     if not isinstance(params, NormParams):
-        raise TypeError(f"params must be NormParams, not {type(params).__name__}")
+        raise InputTypeError(f"params must be NormParams, not {type(params).__name__}")
     if params.kind != kind:
-        raise ValueError(f"params must be for a {kind} norm, not a {params.kind} norm")
+        raise InputError(f"params must be for a {kind} norm, not a {params.kind} norm")
     x = check_int8("x", x)
     if x.ndim < 1 or x.shape[-1] != params.length:
-        raise ValueError(f"x must end in an axis of {params.length} values, not shape {x.shape}")
+        raise InputError(f"x must end in an axis of {params.length} values, not shape {x.shape}")
     return x
 
 
@@ -270,7 +272,7 @@ def activation(x, table) -> np.ndarray:
     x = check_int8("x", x)
     table = np.asarray(table)
     if table.shape != (256,):
-        raise ValueError(f"activation table must have 256 entries, not shape {table.shape}")
+        raise InputError(f"activation table must have 256 entries, not shape {table.shape}")
     return table[x - INT8_MIN].astype(np.int64)
 
 
@@ -287,7 +289,7 @@ def silu_ref(x) -> np.ndarray:
 def gelu(x, *, x_scale: float, out_scale: float, approximate: str = "tanh") -> np.ndarray:
     """Integer GELU through its table; ``approximate`` is "tanh" (GPT-2's gelu_new) or "none" (erf)."""
     if approximate not in ("tanh", "none"):
-        raise ValueError(f"approximate must be 'tanh' or 'none', not {approximate!r}")
+        raise InputError(f"approximate must be 'tanh' or 'none', not {approximate!r}")
     kind = "gelu_tanh" if approximate == "tanh" else "gelu_erf"
     return activation(x, activation_table(kind, x_scale, out_scale))
 
@@ -295,7 +297,7 @@ def gelu(x, *, x_scale: float, out_scale: float, approximate: str = "tanh") -> n
 def gelu_ref(x, approximate: str = "tanh") -> np.ndarray:
     """Float64 GELU: the tanh approximation or the exact erf form."""
     if approximate not in ("tanh", "none"):
-        raise ValueError(f"approximate must be 'tanh' or 'none', not {approximate!r}")
+        raise InputError(f"approximate must be 'tanh' or 'none', not {approximate!r}")
     return gelu_tanh_float(x) if approximate == "tanh" else gelu_erf_float(x)
 
 
@@ -335,7 +337,7 @@ def residual_add(a, b, params: AddParams) -> np.ndarray:
     a = check_int8("a", a)
     b = check_int8("b", b)
     if a.shape != b.shape:
-        raise ValueError(f"b must have the shape of a {a.shape}, not {b.shape}")
+        raise InputError(f"b must have the shape of a {a.shape}, not {b.shape}")
     return requantize(a * params.a_mult + b * params.b_mult, params.mult, params.shift)
 
 
@@ -355,7 +357,7 @@ def multiply(a, b, *, mult: int, shift: int) -> np.ndarray:
     a = check_int8("a", a)
     b = check_int8("b", b)
     if a.shape != b.shape:
-        raise ValueError(f"b must have the shape of a {a.shape}, not {b.shape}")
+        raise InputError(f"b must have the shape of a {a.shape}, not {b.shape}")
     return requantize(a * b, mult, shift)
 
 
@@ -382,7 +384,7 @@ def rope(x, positions, *, mult: int, shift: int, max_context: int, base: float =
     """
     x = check_int8("x", x)
     if x.ndim < 1:
-        raise ValueError(f"x must have a head_dim axis, not shape {x.shape}")
+        raise InputError(f"x must have a head_dim axis, not shape {x.shape}")
     cos, sin = rope_tables(max_context, x.shape[-1], base)
     return rope_with_tables(x, positions, cos, sin, mult=mult, shift=shift)
 
@@ -398,7 +400,7 @@ def rope_with_tables(x, positions, cos, sin, *, mult: int, shift: int) -> np.nda
     max_context = cos.shape[0]
     head_dim = x.shape[-1]
     if cos.shape != sin.shape or cos.ndim != 2 or cos.shape[1] * 2 != head_dim:
-        raise ValueError(f"rope tables must both be (max_context, {head_dim // 2}), not {cos.shape} and {sin.shape}")
+        raise InputError(f"rope tables must both be (max_context, {head_dim // 2}), not {cos.shape} and {sin.shape}")
     pos = check_int_array("positions", positions, 0, max_context - 1, rule=f"be in [0, {max_context - 1}]")
     pos = np.broadcast_to(pos, x.shape[:-1])
     c, s = cos[pos], sin[pos]
@@ -430,6 +432,6 @@ def argmax(logits) -> np.ndarray:
     """
     x = check_int_array("logits", logits, -(1 << 63), (1 << 63) - 1)
     if x.ndim < 1 or x.shape[-1] == 0:
-        raise ValueError(f"logits must have a non-empty last axis, not shape {x.shape}")
+        raise InputError(f"logits must have a non-empty last axis, not shape {x.shape}")
     # numpy's argmax returns the first occurrence of the maximum: the same rule.
     return np.argmax(x, axis=-1)

@@ -25,6 +25,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.errors import InputError
 from golden.numerics import ACC_BITS
 
 from .config import MAX_BUILD_ARRAY, check_positive_int, checked_constructor
@@ -109,7 +110,7 @@ class SystolicArray(wiring.Component):
         self.cols = check_positive_int("array cols", cols)
         for name, value in (("rows", rows), ("cols", cols)):
             if value > MAX_BUILD_ARRAY:
-                raise ValueError(f"array {name} must be at most {MAX_BUILD_ARRAY} to build, not {value}")
+                raise InputError(f"array {name} must be at most {MAX_BUILD_ARRAY} to build, not {value}")
         super().__init__({
             "weights": In(stream.Signature(weight_layout(cols))),
             "acts": In(stream.Signature(act_layout(rows))),

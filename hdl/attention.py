@@ -75,6 +75,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT, SCORE_BITS, SCORE_MAX, SCORE_MIN
+from golden.errors import InputError
 from golden.numerics import ACC_BITS, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_MAX, ceil_div
 from golden.tables import EXP_ONE, EXP_OUT_BITS, EXP_TABLE_SIZE, RECIP_INDEX_BITS, exp_table, recip_table
 
@@ -127,12 +128,12 @@ class AttentionUnit(wiring.Component):
                                    ("max_context", max_context, MAX_CONTEXT_LIMIT),
                                    ("max_heads", max_heads, MAX_HEADS_LIMIT)):
             if value > limit:
-                raise ValueError(f"attention {name} must be at most {limit}, not {value}")
+                raise InputError(f"attention {name} must be at most {limit}, not {value}")
         if finish_lanes is None:
             finish_lanes = head_dim
         self.finish_lanes = check_positive_int("attention finish_lanes", finish_lanes)
         if finish_lanes > head_dim:
-            raise ValueError(f"attention finish_lanes must be at most head_dim ({head_dim}), not {finish_lanes}")
+            raise InputError(f"attention finish_lanes must be at most head_dim ({head_dim}), not {finish_lanes}")
         #: Cycles a head's row spends in the finish stage F3: ceil(head_dim / finish_lanes).
         self.finish_steps = ceil_div(head_dim, finish_lanes)
         row = row_layout(head_dim)

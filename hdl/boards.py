@@ -14,6 +14,8 @@ from amaranth.build import ResourceError
 from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, ResetSignal, Signal
 from amaranth.lib import io
 
+from golden.errors import InputError, InputTypeError
+
 from .config import Config, check_positive_int
 from .link import LinkedDecode, LinkedGemm
 
@@ -31,10 +33,10 @@ def clocks_per_bit(clock_hz: float, baud: int) -> int:
     check_positive_int("baud", baud)
     cpb = round(clock_hz / baud)
     if cpb < 4:
-        raise ValueError(f"baud {baud} is too fast for a {clock_hz / 1e6:g} MHz clock (at most {int(clock_hz // 4)})")
+        raise InputError(f"baud {baud} is too fast for a {clock_hz / 1e6:g} MHz clock (at most {int(clock_hz // 4)})")
     error = abs(clock_hz / cpb - baud) / baud
     if error > BAUD_TOLERANCE:
-        raise ValueError(f"baud {baud} is {error:.1%} off at {clock_hz / 1e6:g} MHz ({cpb} cycles per bit); "
+        raise InputError(f"baud {baud} is {error:.1%} off at {clock_hz / 1e6:g} MHz ({cpb} cycles per bit); "
                          f"choose a rate within {BAUD_TOLERANCE:.0%}")
     return cpb
 
@@ -69,7 +71,7 @@ def ecp5_pll(in_hz: float, out_hz: float) -> Ecp5Pll:
     """The EHXPLLL settings that make exactly ``out_hz`` from ``in_hz`` (smallest input divider,
     VCO nearest the middle of its range); ValueError naming the clock when there are none."""
     if not _OUT_HZ[0] <= out_hz <= _OUT_HZ[1]:
-        raise ValueError(f"clock {out_hz / 1e6:g} MHz is outside the ECP5 PLL's output range "
+        raise InputError(f"clock {out_hz / 1e6:g} MHz is outside the ECP5 PLL's output range "
                          f"({_OUT_HZ[0] / 1e6:g} .. {_OUT_HZ[1] / 1e6:g} MHz)")
     best = None
     for clki in range(1, _CLKI_DIV_MAX + 1):
@@ -88,7 +90,7 @@ def ecp5_pll(in_hz: float, out_hz: float) -> Ecp5Pll:
                 best = min(best, candidate, key=lambda c: c[0]) if best else candidate
         if best:
             return best[1]
-    raise ValueError(f"clock {out_hz / 1e6:g} MHz cannot be made exactly from the {in_hz / 1e6:g} MHz oscillator "
+    raise InputError(f"clock {out_hz / 1e6:g} MHz cannot be made exactly from the {in_hz / 1e6:g} MHz oscillator "
                      f"by the ECP5 PLL ({in_hz / 1e6:g} MHz x feedback / input divider, feedback <= {_CLKFB_DIV_MAX}, "
                      f"input divider <= {_CLKI_DIV_MAX}, VCO 400-800 MHz)")
 
@@ -115,7 +117,7 @@ class BoardTop(Elaboratable):
     def __init__(self, config: Config, *, clock_hz: float, baud: int = 115200, max_payload: int = 256,
                  board_clock_hz: float | None = None):
         if not isinstance(config, Config):
-            raise TypeError(f"config must be a Config, not {type(config).__name__}")
+            raise InputTypeError(f"config must be a Config, not {type(config).__name__}")
         self.config = config
         self.clock_hz = clock_hz
         self.board_clock_hz = clock_hz if board_clock_hz is None else board_clock_hz
@@ -136,7 +138,7 @@ class BoardTop(Elaboratable):
             return m   # elaborated without a board (tests): no pins
         if self.pll is not None:
             if getattr(platform, "family", None) != "ecp5":
-                raise ValueError(f"a {self.clock_hz / 1e6:g} MHz clock needs a PLL; only ECP5 boards have one here")
+                raise InputError(f"a {self.clock_hz / 1e6:g} MHz clock needs a PLL; only ECP5 boards have one here")
             osc = platform.request(platform.default_clk, dir="-")
             m.submodules.osc_buffer = osc_in = io.Buffer("i", osc)
             clkout, lock = Signal(name="pll_clk"), Signal(name="pll_lock")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from golden.errors import InputError, InputTypeError
 from golden.numerics import ACC_BITS, max_k_without_overflow
 
 __all__ = ["ACT_TABLE_SIZE", "Config", "check_positive_int", "checked_constructor", "DEFAULT", "MAX_ACT_TABLES",
@@ -51,10 +52,10 @@ def checked_constructor(init):
 def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
     """Return ``value`` if it is an int >= ``minimum``; TypeError / ValueError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
+        raise InputTypeError(f"{name} must be an integer, not {value!r}")
     if value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, not {value}")
+        raise InputError(f"{name} must be {kind}, not {value}")
     return value
 
 
@@ -118,16 +119,16 @@ class Config:
         for f in fields(self):
             check_positive_int(f.name, getattr(self, f.name), minimum=0 if f.name == "attention_finish_lanes" else 1)
         if self.array_rows > MAX_ARRAY or self.array_cols > MAX_ARRAY:
-            raise ValueError(f"array of {self.array_rows}x{self.array_cols} is too large: "
+            raise InputError(f"array of {self.array_rows}x{self.array_cols} is too large: "
                              f"array_rows and array_cols must be at most {MAX_ARRAY}")
         if self.max_m > self.act_words:
-            raise ValueError(f"max_m must not exceed act_words ({self.act_words}), not {self.max_m}")
+            raise InputError(f"max_m must not exceed act_words ({self.act_words}), not {self.max_m}")
         if self.max_m > self.result_words:
-            raise ValueError(f"max_m must not exceed result_words ({self.result_words}), not {self.max_m}")
+            raise InputError(f"max_m must not exceed result_words ({self.result_words}), not {self.max_m}")
         if self.act_tables > MAX_ACT_TABLES:
-            raise ValueError(f"act_tables must be at most {MAX_ACT_TABLES}, not {self.act_tables}")
+            raise InputError(f"act_tables must be at most {MAX_ACT_TABLES}, not {self.act_tables}")
         if self.weight_words < self.array_rows:
-            raise ValueError(f"weight_words must hold at least one tile of {self.array_rows} rows, "
+            raise InputError(f"weight_words must hold at least one tile of {self.array_rows} rows, "
                              f"not {self.weight_words}")
 
     def check_buildable(self) -> None:
@@ -135,7 +136,7 @@ class Config:
         still describe it)."""
         for name, value in (("rows", self.array_rows), ("cols", self.array_cols)):
             if value > MAX_BUILD_ARRAY:
-                raise ValueError(f"array {name} must be at most {MAX_BUILD_ARRAY} to build, not {value}")
+                raise InputError(f"array {name} must be at most {MAX_BUILD_ARRAY} to build, not {value}")
 
     # --- derived sizes -------------------------------------------------------------------------
     @property
@@ -188,11 +189,11 @@ class Config:
     def from_dict(cls, values: dict, *, source: str = "configuration") -> Config:
         """Build a configuration from a mapping, rejecting unknown keys by name."""
         if not isinstance(values, dict):
-            raise TypeError(f"{source} must be a table of named sizes, not {type(values).__name__}")
+            raise InputTypeError(f"{source} must be a table of named sizes, not {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(known))})")
+            raise InputError(f"{source}: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(known))})")
         return cls(**values)
 
 

@@ -14,6 +14,8 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.errors import InputTypeError
+
 from .array import SystolicArray
 from .config import Config, checked_constructor
 
@@ -47,7 +49,7 @@ class GemmUnit(wiring.Component):
     @checked_constructor
     def __init__(self, config: Config):
         if not isinstance(config, Config):
-            raise TypeError(f"config must be a Config, not {type(config).__name__}")
+            raise InputTypeError(f"config must be a Config, not {type(config).__name__}")
         config.check_buildable()
         self.config = config
         c = config

@@ -32,6 +32,7 @@ import numpy as np
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
 
+from golden.errors import InputError, InputTypeError
 from golden.numerics import ceil_div
 
 __all__ = ["FIELD_BITS", "FIELD_USE", "INSTRUCTION_BITS", "MULT_SHIFT", "PARAM_BITS", "PARAM_RECORDS", "EmbedFlags",
@@ -200,10 +201,10 @@ PARAM_RECORDS = {
 
 def scalar_index(name: str, *opcodes: Opcode) -> int:
     """The entry of scalar ``name``, the same in the records of every one of ``opcodes`` (one
-    hardware read serves them all); ValueError if they disagree."""
+    hardware read serves them all); AssertionError if they disagree (a table bug)."""
     where = {PARAM_RECORDS[op].scalar_index(name) for op in opcodes}
     if len(where) != 1:
-        raise ValueError(f"scalar {name} sits at different entries in the records of {opcodes}: {sorted(where)}")
+        raise AssertionError(f"scalar {name} sits at different entries in the records of {opcodes}: {sorted(where)}")
     return where.pop()
 
 
@@ -246,14 +247,14 @@ class Instruction(dict):
 def make(opcode: Opcode, **fields) -> Instruction:
     """An instruction with the given fields (others zero); ValueError for a field that does not fit."""
     if not isinstance(opcode, Opcode):
-        raise TypeError(f"opcode must be an Opcode, not {opcode!r}")
+        raise InputTypeError(f"opcode must be an Opcode, not {opcode!r}")
     ins = Instruction({name: 0 for name in FIELD_BITS})
     ins["opcode"] = opcode
     for name, value in fields.items():
         if name not in FIELD_BITS or name == "opcode":
-            raise ValueError(f"instruction has no field {name!r}")
+            raise InputError(f"instruction has no field {name!r}")
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < (1 << FIELD_BITS[name]):
-            raise ValueError(f"instruction field {name} must be an integer in [0, {(1 << FIELD_BITS[name]) - 1}], "
+            raise InputError(f"instruction field {name} must be an integer in [0, {(1 << FIELD_BITS[name]) - 1}], "
                              f"not {value!r}")
         ins[name] = value
     return ins
@@ -271,7 +272,7 @@ def encode(ins: Instruction) -> int:
 def decode(word: int) -> Instruction:
     """Inverse of :func:`encode`; ValueError for an unknown opcode."""
     if isinstance(word, bool) or not isinstance(word, int) or not 0 <= word < (1 << INSTRUCTION_BITS):
-        raise ValueError(f"instruction word must be an integer in [0, 2**{INSTRUCTION_BITS}), not {word!r}")
+        raise InputError(f"instruction word must be an integer in [0, 2**{INSTRUCTION_BITS}), not {word!r}")
     ins, offset = Instruction(), 0
     for name, bits in FIELD_BITS.items():
         ins[name] = (word >> offset) & ((1 << bits) - 1)
@@ -279,7 +280,7 @@ def decode(word: int) -> Instruction:
     try:
         ins["opcode"] = Opcode(ins["opcode"])
     except ValueError:
-        raise ValueError(f"instruction word holds unknown opcode {ins['opcode']}") from None
+        raise InputError(f"instruction word holds unknown opcode {ins['opcode']}") from None
     return ins
 
 

@@ -22,6 +22,8 @@ from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
+from golden.errors import InputError, InputTypeError
+
 from .config import STEP_CYCLE_BITS, Config, check_positive_int, checked_constructor
 from .uart import MIN_CLOCKS_PER_BIT, UartRx, UartTx
 
@@ -133,13 +135,13 @@ class HostPort(wiring.Signature):
             check_positive_int(name, value)
         for name, value in (("wdata_bits", wdata_bits), ("rdata_bits", rdata_bits)):
             if value % 8:
-                raise ValueError(f"{name} must be a multiple of 8, not {value}")
+                raise InputError(f"{name} must be a multiple of 8, not {value}")
         if addr_bits > 32:
-            raise ValueError(f"addr_bits must be at most 32, not {addr_bits}")
+            raise InputError(f"addr_bits must be at most 32, not {addr_bits}")
         if mem_count > 256 or reg_count > 256:
-            raise ValueError(f"mem_count and reg_count must be at most 256, not {mem_count} and {reg_count}")
+            raise InputError(f"mem_count and reg_count must be at most 256, not {mem_count} and {reg_count}")
         if not isinstance(token_bits, int) or not 0 <= token_bits <= 8 * TOKEN_BYTES:
-            raise ValueError(f"token_bits must be 0 (no token) .. {8 * TOKEN_BYTES}, not {token_bits!r}")
+            raise InputError(f"token_bits must be 0 (no token) .. {8 * TOKEN_BYTES}, not {token_bits!r}")
         self.mem_count, self.addr_bits = mem_count, addr_bits
         self.wdata_bits, self.rdata_bits = wdata_bits, rdata_bits
         self.reg_count, self.read_latency = reg_count, read_latency
@@ -195,29 +197,29 @@ class LinkBridge(wiring.Component):
     def __init__(self, *, port: HostPort, clocks_per_bit: int, timeout_cycles: int | None = None,
                  max_payload: int = 256, target: Target = Target.GEMM, logits_mem: int | None = None):
         if not isinstance(port, HostPort):
-            raise TypeError(f"port must be a HostPort, not {type(port).__name__}")
+            raise InputTypeError(f"port must be a HostPort, not {type(port).__name__}")
         self.target = Target(target)
         if self.target == Target.DECODE:
             # READ_TOKEN and READ_LOGITS: the token comes from the port, the logits from one of its memories.
             if not port.token_bits:
-                raise ValueError("the decode target's host port needs token_bits > 0 (READ_TOKEN)")
+                raise InputError("the decode target's host port needs token_bits > 0 (READ_TOKEN)")
             if not isinstance(logits_mem, int) or not 0 <= logits_mem < port.mem_count:
-                raise ValueError(f"logits_mem must be a memory of the port (0..{port.mem_count - 1}), "
+                raise InputError(f"logits_mem must be a memory of the port (0..{port.mem_count - 1}), "
                                  f"not {logits_mem!r}")
         elif logits_mem is not None:
-            raise ValueError(f"logits_mem is for the decode target only, not {self.target.name}")
+            raise InputError(f"logits_mem is for the decode target only, not {self.target.name}")
         self.logits_mem = logits_mem
         self.clocks_per_bit = check_positive_int("clocks_per_bit", clocks_per_bit, minimum=MIN_CLOCKS_PER_BIT)
         if timeout_cycles is None:
             timeout_cycles = default_timeout_cycles(clocks_per_bit)
         self.timeout_cycles = check_positive_int("timeout_cycles", timeout_cycles)
         if timeout_cycles < 20 * clocks_per_bit:
-            raise ValueError(f"timeout_cycles must be at least two byte times ({20 * clocks_per_bit} cycles), "
+            raise InputError(f"timeout_cycles must be at least two byte times ({20 * clocks_per_bit} cycles), "
                              f"not {timeout_cycles}")
         least = max(ARG_BYTES, MEM_ARG_BYTES + port.wdata_bits // 8)
         self.max_payload = check_positive_int("max_payload", max_payload, minimum=least)
         if max_payload > MAX_FRAME_PAYLOAD:
-            raise ValueError(f"max_payload must be at most {MAX_FRAME_PAYLOAD}, not {max_payload}")
+            raise InputError(f"max_payload must be at most {MAX_FRAME_PAYLOAD}, not {max_payload}")
         self.port = port
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "host": Out(port)})
 
@@ -322,12 +324,12 @@ def arg_field(args, layout: data.StructLayout, name: str):
 
 
 def pack_args(layout: data.StructLayout, **values) -> bytes:
-    """The argument bytes of ``layout`` holding ``values`` (every field; ValueError if one does not fit)."""
+    """The argument bytes of ``layout`` holding ``values`` (every field; InputError if one does not fit)."""
     word = 0
     for name, f in layout:
         value = int(values[name])
         if not 0 <= value < (1 << f.width):
-            raise ValueError(f"{name} must be in [0, {(1 << f.width) - 1}], not {value}")
+            raise InputError(f"{name} must be in [0, {(1 << f.width) - 1}], not {value}")
         word |= value << f.offset
     return word.to_bytes(layout.size // 8, "little")
 
@@ -689,7 +691,7 @@ class LinkedGemm(wiring.Component):
         from .gemm import HostMem
 
         if not isinstance(config, Config):
-            raise TypeError(f"config must be a Config, not {type(config).__name__}")
+            raise InputTypeError(f"config must be a Config, not {type(config).__name__}")
         config.check_buildable()
         self.config = config
         self.port = HostPort(mem_count=len(HostMem), addr_bits=config.host_addr_bits,
@@ -739,7 +741,7 @@ class LinkedDecode(wiring.Component):
         from .top import DecodeTop, TopMem
 
         if not isinstance(config, Config):
-            raise TypeError(f"config must be a Config, not {type(config).__name__}")
+            raise InputTypeError(f"config must be a Config, not {type(config).__name__}")
         self.top = DecodeTop(config, head_dim=head_dim, max_heads=max_heads, max_norm_length=max_norm_length)
         self.config = config
         t = self.top

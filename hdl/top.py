@@ -48,6 +48,7 @@ from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT
+from golden.errors import InputError, InputTypeError
 from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.vector import NORM_MAX_LEN
 
@@ -119,16 +120,16 @@ class _Bundle:
 def check_top_config(config) -> int:
     """Return V if ``config`` can be built as a decode top level; TypeError / ValueError otherwise."""
     if not isinstance(config, Config):
-        raise TypeError(f"config must be a Config, not {type(config).__name__}")
+        raise InputTypeError(f"config must be a Config, not {type(config).__name__}")
     config.check_buildable()
     R, C, V = config.array_rows, config.array_cols, config.vector_lanes
     if not R == C == V:
-        raise ValueError(f"the decode top level needs array_rows == array_cols == vector_lanes, not "
+        raise InputError(f"the decode top level needs array_rows == array_cols == vector_lanes, not "
                          f"array_rows={R}, array_cols={C}, vector_lanes={V}")
     if V < 4 or V & (V - 1):
-        raise ValueError(f"the decode top level needs vector_lanes to be a power of two >= 4, not {V}")
+        raise InputError(f"the decode top level needs vector_lanes to be a power of two >= 4, not {V}")
     if config.max_context > MAX_CONTEXT_LIMIT:
-        raise ValueError(f"max_context must be at most {MAX_CONTEXT_LIMIT} for the attention unit, "
+        raise InputError(f"max_context must be at most {MAX_CONTEXT_LIMIT} for the attention unit, "
                          f"not {config.max_context}")
     return V
 
@@ -151,17 +152,17 @@ class DecodeTop(wiring.Component):
         self.lanes = V
         self.head_dim = check_positive_int("head_dim", head_dim)
         if head_dim % (2 * V) or head_dim > HEAD_DIM_MAX:
-            raise ValueError(f"head_dim must be a multiple of 2 * vector_lanes ({2 * V}) and at most "
+            raise InputError(f"head_dim must be a multiple of 2 * vector_lanes ({2 * V}) and at most "
                              f"{HEAD_DIM_MAX}, not {head_dim}")
         self.max_heads = check_positive_int("max_heads", max_heads)
         if max_heads > MAX_HEADS_LIMIT:
-            raise ValueError(f"max_heads must be at most {MAX_HEADS_LIMIT}, not {max_heads}")
+            raise InputError(f"max_heads must be at most {MAX_HEADS_LIMIT}, not {max_heads}")
         self.max_norm_length = check_positive_int("max_norm_length", max_norm_length)
         if max_norm_length > min(NORM_MAX_LEN, self.max_length):
-            raise ValueError(f"max_norm_length must be at most {min(NORM_MAX_LEN, self.max_length)}, "
+            raise InputError(f"max_norm_length must be at most {min(NORM_MAX_LEN, self.max_length)}, "
                              f"not {max_norm_length}")
         if self.kv_rows < 1:
-            raise ValueError(f"kv_bytes ({config.kv_bytes}) must hold at least one K and one V row of "
+            raise InputError(f"kv_bytes ({config.kv_bytes}) must hold at least one K and one V row of "
                              f"head_dim {head_dim}")
         c = config
         super().__init__({

@@ -29,6 +29,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from golden.errors import InputError
 from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
@@ -154,23 +155,23 @@ class VectorUnit(wiring.Component):
                  max_context: int, act_tables: int):
         self.lanes = check_positive_int("vector unit lanes", lanes)
         if lanes > MAX_LANES:
-            raise ValueError(f"vector unit lanes must be at most {MAX_LANES}, not {lanes}")
+            raise InputError(f"vector unit lanes must be at most {MAX_LANES}, not {lanes}")
         self.max_length = check_positive_int("vector unit max_length", max_length)
         self.max_norm_length = check_positive_int("vector unit max_norm_length", max_norm_length)
         if max_norm_length > min(max_length, NORM_MAX_LEN):
-            raise ValueError(f"vector unit max_norm_length must be at most max_length ({max_length}) and "
+            raise InputError(f"vector unit max_norm_length must be at most max_length ({max_length}) and "
                              f"{NORM_MAX_LEN}, not {max_norm_length}")
         self.max_head_dim = check_positive_int("vector unit max_head_dim", max_head_dim)
         if max_head_dim % (2 * lanes):
-            raise ValueError(f"vector unit max_head_dim must be a multiple of 2 * lanes ({2 * lanes}), "
+            raise InputError(f"vector unit max_head_dim must be a multiple of 2 * lanes ({2 * lanes}), "
                              f"not {max_head_dim}")
         if max_head_dim > max_length:
-            raise ValueError(f"vector unit max_head_dim must be at most max_length ({max_length}), "
+            raise InputError(f"vector unit max_head_dim must be at most max_length ({max_length}), "
                              f"not {max_head_dim}")
         self.max_context = check_positive_int("vector unit max_context", max_context)
         self.act_tables = check_positive_int("vector unit act_tables", act_tables)
         if act_tables > MAX_ACT_TABLES:
-            raise ValueError(f"vector unit act_tables must be at most {MAX_ACT_TABLES}, not {act_tables}")
+            raise InputError(f"vector unit act_tables must be at most {MAX_ACT_TABLES}, not {act_tables}")
         super().__init__({
             "cmd": In(stream.Signature(cmd_layout(max_length, max_context, act_tables))),
             "inp": In(stream.Signature(in_layout(lanes))),

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from golden.errors import InputError
 from golden.quantize import quantize_checkpoint
 
 from .engine.runner import Cancel, check_simulator, new_progress_file, run
@@ -85,7 +86,7 @@ class GoldenBackend(Backend):
 
     def step(self, token, position):
         if position != self.cache.length:
-            raise ValueError(f"golden backend steps in order: expected position {self.cache.length}, not {position}")
+            raise InputError(f"golden backend steps in order: expected position {self.cache.length}, not {position}")
         values = self.model.run([token], self.cache)
         return int(values[self.compiled.token_value][-1, 0]), None
 
@@ -215,7 +216,7 @@ class SerialBackend(Backend):
 
     def begin(self, prompt, new_tokens):
         if not self.port:
-            raise ValueError("the serial backend needs --port, the board's serial device (e.g. /dev/ttyUSB0)")
+            raise InputError("the serial backend needs --port, the board's serial device (e.g. /dev/ttyUSB0)")
         self._transport = SerialTransport(self.port, baud=self.baud, timeout=self.timeout)
         self._loop = asyncio.new_event_loop()
         mc = self.compiled.model.config
@@ -353,7 +354,7 @@ def prepare(checkpoint, config) -> Compiled:
 def check_request(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: int) -> tuple[list[int], int]:
     """Check a run before anything starts; return the prompt as ints and the number of steps."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     return check_prompt(compiled, prompt, new_tokens)
 
 
@@ -369,12 +370,12 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
     runner = BACKENDS[backend](compiled)
     if waves:
         if not hasattr(runner, "waves"):
-            raise ValueError(f"--waves needs an RTL backend (amaranth, icarus, verilator), not {backend}")
+            raise InputError(f"--waves needs an RTL backend (amaranth, icarus, verilator), not {backend}")
         runner.waves = True
     if backend == "serial":
         runner.port, runner.baud, runner.loaded = port, baud, loaded
     elif port is not None or loaded:
-        raise ValueError(f"--port and --loaded are for the serial backend, not {backend}")
+        raise InputError(f"--port and --loaded are for the serial backend, not {backend}")
     runner.begin(prompt, new_tokens)
     try:
         return _decode_steps(runner, compiled, backend, prompt, new_tokens, steps, on_step)

@@ -25,3 +25,16 @@ def test_ceiling_division_is_spelled_once():
              for i, line in enumerate(p.read_text().splitlines(), 1)
              if "-(-" in line and p not in (ROOT / "golden" / "numerics.py", Path(__file__))]
     assert found == []
+
+
+def test_every_check_raises_a_project_error():
+    """Every ValueError/TypeError the project raises is one of its own (golden.errors.InputError,
+    InputTypeError or a subclass), so that the command line can tell a user's bad input (one line,
+    exit status 1) from a bug (exit status 3, the traceback under --debug)."""
+    import re
+
+    bare = re.compile(r"\braise (ValueError|TypeError)\b")
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for package in ("golden", "hdl", "sim") for path in sorted((ROOT / package).rglob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1) if bare.search(line)]
+    assert found == [], "\n".join(found)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import click
 
+from golden.errors import InputError
+
 from ..engine.toolchain import SIMULATORS
 from .errors import LockstepGroup, friendly
 from .fpga import baud_option, build_cmd
@@ -42,7 +44,7 @@ def _config_from(preset: str | None, rows: int | None, cols: int | None):
     from hdl.config import DEFAULT, PRESETS
 
     if preset is not None and preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
     config = PRESETS[preset] if preset else DEFAULT
     changes = {k: v for k, v in (("array_rows", rows), ("array_cols", cols)) if v is not None}
     return replace(config, **changes) if changes else config
@@ -74,14 +76,16 @@ def _progress(text: str) -> None:
 
 @click.group(cls=LockstepGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), "--version", prog_name="lockstep")
-def main():
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error (a bug in Lockstep).")
+def main(debug):
     """Lockstep: an RTL-level emulator of a transformer-decode inference accelerator.
 
     Every result is checked bit for bit against the NumPy golden model, and every cycle the
     hardware takes is predicted by the compiler's cycle model and confirmed by the RTL.
 
     Errors are one line on stderr, "lockstep: error: ...": exit status 1 for an error in what
-    was asked, 2 for a malformed command line, 128 + the signal's number when interrupted.
+    was asked, 2 for a malformed command line, 3 for an internal error (a bug in Lockstep: rerun
+    with --debug for its traceback and report it), 128 + the signal's number when interrupted.
     """
     global _started
     from ..engine.runner import report_progress_to
@@ -127,7 +131,7 @@ def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
     config.check_buildable()
     for name, rows, cols in (("A", m, k), ("W", k, n)):
         if min(m, k, n) > 0 and rows * cols > GEMM_MAX_GENERATED:
-            raise ValueError(f"GEMM {m}x{k}x{n}: its random operand {name} would hold {rows * cols:,} values, "
+            raise InputError(f"GEMM {m}x{k}x{n}: its random operand {name} would hold {rows * cols:,} values, "
                              f"more than this command generates ({GEMM_MAX_GENERATED:,})")
     plan = plan_tiled_gemm(config, m, k, n)
     check_simulator(backend)
@@ -245,15 +249,15 @@ def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_jso
 
     config = _config_from(preset, None, None)
     if n_tokens < 0:
-        raise ValueError(f"--tokens must be a non-negative integer, not {n_tokens}")
+        raise InputError(f"--tokens must be a non-negative integer, not {n_tokens}")
     if waves and backend in ("isa", "golden"):
-        raise ValueError(f"--waves needs an RTL backend (verilator, icarus, amaranth), not {backend}")
+        raise InputError(f"--waves needs an RTL backend (verilator, icarus, amaranth), not {backend}")
     if (backend == "serial") != (port is not None):
-        raise ValueError("--port names the board's serial device and goes with --backend serial, "
+        raise InputError("--port names the board's serial device and goes with --backend serial, "
                          f"not with backend {backend}" if port is not None else
                          "--backend serial needs --port, the board's serial device (e.g. /dev/ttyUSB0)")
     if loaded and backend != "serial":
-        raise ValueError(f"--loaded is for the serial backend, not {backend}")
+        raise InputError(f"--loaded is for the serial backend, not {backend}")
     ckpt = load_model(model_dir)
     ids = prompt_ids_of(ckpt, prompt, prompt_ids)
     compiled = prepare(ckpt, config)
@@ -344,7 +348,7 @@ def sweep(spec, db_path, workers, dask_address, quiet):
     if counts["rtl_confirmed"] or counts["rtl_mismatched"]:
         click.echo(f"RTL: {counts['rtl_confirmed']} points' measured cycles equal the prediction")
     if counts["rtl_mismatched"]:
-        raise ValueError(f"RTL: {counts['rtl_mismatched']} points' measured cycles differ from the prediction "
+        raise InputError(f"RTL: {counts['rtl_mismatched']} points' measured cycles differ from the prediction "
                          f"(rtl_cycles != cycles in {db_path})")
 
 
@@ -357,7 +361,7 @@ def plot(db, out_dir):
     from ..perf.plot import plot_sweep
 
     if not Path(db).exists():
-        raise ValueError(f"{db}: no such results database")
+        raise InputError(f"{db}: no such results database")
     out_dir = out_dir or str(Path(db).with_suffix("")) + "-plots"
     for path in plot_sweep(db, out_dir):
         click.echo(str(path))

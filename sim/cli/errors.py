@@ -2,8 +2,15 @@
 
 Exit statuses (README's "Using it" lists them): 0 success; 1 an error in what was asked
 (a bad value, a file, a failed simulation); 2 a usage error found while parsing the command line (an
-unknown command or option, a value of the wrong type); 128 + the signal number when interrupted
-(130 for SIGINT / Ctrl-C, 143 for SIGTERM). Every one of them is one line ``lockstep: error: ...``.
+unknown command or option, a value of the wrong type); 3 an internal error (a bug in Lockstep);
+128 + the signal number when interrupted (130 for SIGINT / Ctrl-C, 143 for SIGTERM). Every one of them
+is one line ``lockstep: error: ...``.
+
+Which errors are the user's: the project's own types (:class:`golden.errors.LockstepError` and its
+subclasses, raised by every check of a value, a file, a configuration, a simulation's outcome) and
+``OSError`` (a file or device the user named). Any other exception, a bare ``ValueError`` from deep
+inside included, is a bug: one line naming its type and asking for a rerun with ``--debug`` (which
+prints the traceback first) and a report, exit status :data:`INTERNAL_EXIT`.
 """
 
 from __future__ import annotations
@@ -12,17 +19,20 @@ import functools
 import os
 import signal
 import sys
+import traceback
 
 import click
 
-# The commands import the layers below them (engine, runtime, perf, fpga, golden, hdl) when they run, not
-# here: importing them all at start-up made every `lockstep` invocation about 3 s slower (`lockstep --help`
-# took 0.6 s with them deferred and 3.6 s with them at module level, measured on this machine).
+from golden.errors import LockstepError
 
-__all__ = ["USAGE_EXIT", "Interrupted", "Terminated", "UserError", "friendly", "interrupted", "one_line"]
+__all__ = ["INTERNAL_EXIT", "USAGE_EXIT", "InternalError", "Interrupted", "Terminated", "UserError", "friendly",
+           "interrupted", "one_line"]
 
 #: Exit status of a usage error (the command line itself is malformed), as click and argparse use.
 USAGE_EXIT = 2
+
+#: Exit status of an internal error: an exception that is not one of the project's own, i.e. a bug.
+INTERNAL_EXIT = 3
 
 
 def one_line(text: str) -> str:
@@ -35,6 +45,17 @@ class UserError(click.ClickException):
 
     def show(self, file=None):
         click.echo(f"lockstep: error: {one_line(self.format_message())}", err=True)
+
+
+class InternalError(UserError):
+    """A bug in Lockstep (an exception none of its checks raised): one line, exit status :data:`INTERNAL_EXIT`."""
+
+    exit_code = INTERNAL_EXIT
+
+    def __init__(self, exc: BaseException):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        super().__init__(f"internal error: {type(exc).__name__}{': ' + first if first else ''} (a bug in "
+                         f"Lockstep: rerun with 'lockstep --debug ...' for the traceback and report it)")
 
 
 class Terminated(KeyboardInterrupt):
@@ -77,22 +98,31 @@ def handle_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
+def debugging() -> bool:
+    """True when ``lockstep --debug`` runs: internal errors show their traceback."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
 def friendly(fn):
-    """Turn the errors a user can cause into one-line messages."""
+    """Turn the errors a user can cause (:class:`golden.errors.LockstepError`, ``OSError``) into
+    one-line messages, exit status 1; any other exception is a bug: :class:`InternalError`, with the
+    traceback first under ``--debug``."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ..engine.bus import WatchdogError
-        from ..engine.runner import SimulationError
-        from ..engine.toolchain import ToolchainError
-        from ..link.host import LinkError
-
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, SimulationError, ToolchainError, WatchdogError, OSError, LinkError) as exc:
+        except (LockstepError, OSError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(message) from None
         except KeyboardInterrupt as exc:
             raise interrupted(exc) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if debugging():
+                traceback.print_exc()
+            raise InternalError(exc) from None
     return wrapper
 
 

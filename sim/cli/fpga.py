@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from golden.errors import InputError
+
 from .errors import UserError, friendly
 from .model import load_model
 
@@ -38,7 +40,7 @@ def _config(preset, rows, cols, settings):
     from hdl.config import DEFAULT, PRESETS, Config
 
     if preset is not None and preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
     values = (PRESETS[preset] if preset else DEFAULT).as_dict()
     if rows is not None:
         values["array_rows"] = rows
@@ -47,11 +49,11 @@ def _config(preset, rows, cols, settings):
     for item in settings:
         name, sep, text = item.partition("=")
         if not sep:
-            raise ValueError(f"--set takes NAME=VALUE, not {item!r}")
+            raise InputError(f"--set takes NAME=VALUE, not {item!r}")
         try:
             values[name.strip()] = int(text)
         except ValueError:
-            raise ValueError(f"--set {name.strip()} must be an integer, not {text!r}") from None
+            raise InputError(f"--set {name.strip()} must be an integer, not {text!r}") from None
     return Config.from_dict(values, source="--set")
 
 
@@ -104,11 +106,11 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, cloc
         config = _config(preset or BOARD_PRESETS.get(board) or "demo", rows, cols, settings)
         compiled = prepare(load_model(model_dir), config)
     elif model_dir is not None:
-        raise ValueError("--model is for --design decode")
+        raise InputError("--model is for --design decode")
     else:
         config = _config(preset, rows, cols, settings)
     if clock_mhz is not None and not clock_mhz > 0:
-        raise ValueError(f"--clock-mhz must be positive, not {clock_mhz:g}")
+        raise InputError(f"--clock-mhz must be positive, not {clock_mhz:g}")
     clock_hz = clock_mhz * 1e6 if clock_mhz is not None else (config.clock_hz if design == "decode" else None)
     # The fit is checked before anything says a build starts: a refusal is the only line.
     plan = (plan_decode_build(board, compiled, baud=baud, clock_hz=clock_hz) if compiled is not None
@@ -134,7 +136,7 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, cloc
         result = build(board, config, baud=baud, seed=seed, use_cache=not no_cache, compiled=compiled,
                        clock_hz=clock_hz, progress=lambda text: click.echo(f"  ... {text}", err=True))
     except BuildError as exc:
-        raise ValueError(str(exc)) from None
+        raise InputError(str(exc)) from None
     if as_json:
         click.echo(json.dumps(result))
         return

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from golden.errors import InputError, LockstepError
+
 __all__ = ["AmaranthBus", "Bus", "CocotbBus", "WatchdogError"]
 
 
-class WatchdogError(RuntimeError):
+class WatchdogError(LockstepError, RuntimeError):
     """A simulation stopped making progress; the message says what was awaited and for how long."""
 
 
@@ -124,7 +126,7 @@ class CocotbBus:
         if clock == "cocotb":
             cocotb.start_soon(Clock(dut.clk, period_ns, unit="ns").start())
         elif clock != "model":
-            raise ValueError(f"clock must be 'cocotb' or 'model', not {clock!r}")
+            raise InputError(f"clock must be 'cocotb' or 'model', not {clock!r}")
 
     def _resolve(self, name):
         handle = self._handles.get(name)
@@ -140,7 +142,7 @@ class CocotbBus:
         value = self._resolve(name).value
         # One-bit signals read as Logic, vectors as LogicArray.
         if not value.is_resolvable:
-            raise ValueError(f"{name} holds unknown bits ({value}) at {self._now()}")
+            raise InputError(f"{name} holds unknown bits ({value}) at {self._now()}")
         return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
 
     def _now(self):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 
+from golden.errors import InputError
+
 #: Design name -> the module whose ``DESIGNS`` builds it.
 DESIGNS = {
     "gemm_unit": "sim.flows.gemm_jobs",
@@ -43,13 +45,13 @@ FLOWS = {
 def design(kind: str):
     """The factory of design ``kind``."""
     if kind not in DESIGNS:
-        raise ValueError(f"design must be one of {', '.join(sorted(DESIGNS))}, not {kind!r}")
+        raise InputError(f"design must be one of {', '.join(sorted(DESIGNS))}, not {kind!r}")
     return importlib.import_module(DESIGNS[kind]).DESIGNS[kind]
 
 
 def flow(name: str):
     """The flow function named ``name`` and its job check (``None`` if it has none)."""
     if name not in FLOWS:
-        raise ValueError(f"flow must be one of {', '.join(FLOWS)}, not {name!r}")
+        raise InputError(f"flow must be one of {', '.join(FLOWS)}, not {name!r}")
     module = importlib.import_module(FLOWS[name])
     return module.FLOWS[name], getattr(module, "CHECKS", {}).get(name)

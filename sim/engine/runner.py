@@ -37,6 +37,8 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 from cocotb_tools.runner import Verilator, VerilatorControlFile, get_runner
 
+from golden.errors import InputError, LockstepError
+
 from . import registry
 from .bus import AmaranthBus
 from .toolchain import SIMULATORS, VERILOG_SIMULATORS, prepare_environment, simulator_version
@@ -59,7 +61,7 @@ TIMESCALE = ("1ns", "1ps")
 CLOCK_PERIOD_NS = 10
 
 
-class SimulationError(RuntimeError):
+class SimulationError(LockstepError, RuntimeError):
     """A simulation failed: build error, flow error (watchdog, mismatch) or a crashed simulator."""
 
 
@@ -79,7 +81,7 @@ def wall_limit() -> float:
     except ValueError:
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        raise ValueError(f"LOCKSTEP_SIM_TIMEOUT must be a positive number of seconds, not {text!r}")
+        raise InputError(f"LOCKSTEP_SIM_TIMEOUT must be a positive number of seconds, not {text!r}")
     return value
 
 
@@ -430,7 +432,7 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
     because cocotb's ``test()`` needs the state ``build()`` sets.
     """
     if simulator not in VERILOG_SIMULATORS:
-        raise ValueError(f"simulator must be 'verilator' or 'icarus' to build, not {simulator!r}")
+        raise InputError(f"simulator must be 'verilator' or 'icarus' to build, not {simulator!r}")
     key_source = json.dumps({
         "verilog": verilog_text, "toplevel": toplevel, "simulator": simulator,
         "flags": _flags(simulator), "makeflags": VERILATOR_MAKEFLAGS,
@@ -582,7 +584,7 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     its processes are stopped and its run directory removed.
     """
     if simulator not in SIMULATORS:
-        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+        raise InputError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     function, check = registry.flow(flow)
     if check is not None:
         check(job)
@@ -666,5 +668,5 @@ def check_simulator(simulator: str) -> None:
     if simulator in VERILOG_SIMULATORS:
         simulator_version(simulator)
     elif simulator != "amaranth":
-        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+        raise InputError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
 

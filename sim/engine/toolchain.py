@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from golden.errors import InputError, LockstepError
+
 __all__ = ["SIMULATORS", "VERILOG_SIMULATORS", "ToolchainError", "prepare_environment", "simulator_version",
            "verilator_bin_dir"]
 
@@ -26,7 +28,7 @@ VERILOG_SIMULATORS = ("verilator", "icarus")
 SIMULATORS = (*VERILOG_SIMULATORS, "amaranth")
 
 
-class ToolchainError(RuntimeError):
+class ToolchainError(LockstepError, RuntimeError):
     """A simulator or tool is missing or unusable; the message says how to install it."""
 
 
@@ -66,7 +68,7 @@ def simulator_version(simulator: str) -> str:
                                  "(or scripts/setup.sh as root)")
         cmd = ["iverilog", "-V"]
     else:
-        raise ValueError(f"simulator must be one of {', '.join(VERILOG_SIMULATORS)}, not {simulator!r}")
+        raise InputError(f"simulator must be one of {', '.join(VERILOG_SIMULATORS)}, not {simulator!r}")
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from golden.attention import AttentionParams, AttentionShape
+from golden.errors import InputError, InputTypeError
 from golden.numerics import check_int8, is_int
 from hdl.attention import AttentionUnit
 
@@ -33,6 +34,7 @@ from ..machine.cycles import (
     attention_min_cycles,
 )
 from .gemm import pack_lanes, unpack_lanes
+from .stream import StreamDriver, StreamMonitor, check_nothing_in_flight
 
 __all__ = ["DESIGNS", "FLOWS", "AttentionPlan", "plan_attention", "run_attention", "unit_params"]
 
@@ -44,14 +46,14 @@ _OPTIONAL_KEYS = ("finish_lanes",)
 def unit_params(params: dict) -> dict:
     """The design parameters of an attention unit, checked for missing and unknown keys."""
     if not isinstance(params, dict):
-        raise TypeError(f"attention unit parameters must be a table, not {type(params).__name__}")
+        raise InputTypeError(f"attention unit parameters must be a table, not {type(params).__name__}")
     known = _UNIT_KEYS + _OPTIONAL_KEYS
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ValueError(f"attention unit: unknown parameter {unknown[0]!r} (known: {', '.join(known)})")
+        raise InputError(f"attention unit: unknown parameter {unknown[0]!r} (known: {', '.join(known)})")
     missing = [key for key in _UNIT_KEYS if key not in params]
     if missing:
-        raise ValueError(f"attention unit: missing parameter {missing[0]!r}")
+        raise InputError(f"attention unit: missing parameter {missing[0]!r}")
     return {key: params[key] for key in known if key in params}
 
 
@@ -112,7 +114,7 @@ def plan_attention(unit: dict, *, n_heads, n_kv_heads, kv_len) -> AttentionPlan:
                            n_kv_heads=n_kv_heads, head_dim=head_dim, max_context=unit["max_context"],
                            kv_len=kv_len)
     if shape.n_heads > unit["max_heads"]:
-        raise ValueError(f"n_heads={shape.n_heads} exceeds max_heads={unit['max_heads']} of the attention unit")
+        raise InputError(f"n_heads={shape.n_heads} exceeds max_heads={unit['max_heads']} of the attention unit")
     return AttentionPlan(unit, shape)
 
 
@@ -123,11 +125,11 @@ def _check_operands(plan: AttentionPlan, q, k, v):
     want_q = (plan.n_heads, plan.head_dim)
     want_kv = (plan.kv_len, plan.n_kv_heads, plan.head_dim)
     if q.shape != want_q:
-        raise ValueError(f"q must have shape {want_q}, not {q.shape}")
+        raise InputError(f"q must have shape {want_q}, not {q.shape}")
     if k.shape != want_kv:
-        raise ValueError(f"k must have shape {want_kv}, not {k.shape}")
+        raise InputError(f"k must have shape {want_kv}, not {k.shape}")
     if v.shape != want_kv:
-        raise ValueError(f"v must have shape {want_kv}, not {v.shape}")
+        raise InputError(f"v must have shape {want_kv}, not {v.shape}")
     return q, k, v
 
 
@@ -150,7 +152,7 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
     """
     q, k, v = _check_operands(plan, q, k, v)
     if not isinstance(params, AttentionParams):
-        raise TypeError(f"params must be an AttentionParams, not {type(params).__name__}")
+        raise InputTypeError(f"params must be an AttentionParams, not {type(params).__name__}")
     D = plan.head_dim
     q_beats = [pack_lanes(q[h], 8) for h in range(plan.n_heads)]
     k_beats = [pack_lanes(k[t, g], 8) for g in range(plan.n_kv_heads) for t in range(plan.kv_len)]
@@ -180,34 +182,28 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
     bus.set("start", 0)
     t0 = time.perf_counter()
     edges = 1
-    sources = {"q": q_beats, "k": k_beats, "v": [] if withhold_v else v_beats}
-    sent = {name: 0 for name in sources}
-    offered = {name: False for name in sources}
+    drivers = [StreamDriver(bus, name, beats, rng=rng, gaps=gaps)
+               for name, beats in (("q", q_beats), ("k", k_beats), ("v", [] if withhold_v else v_beats))]
+    out = StreamMonitor(bus, "out", rng=rng, stall=stall)
     got = []
     idle = 0
     while True:
-        # Drivers: a beat on offer stays on offer until taken (valid must not drop).
-        for name, beats in sources.items():
-            if not offered[name] and sent[name] < len(beats) and rng.random() >= gaps:
-                offered[name] = True
-                bus.set(f"{name}.payload", beats[sent[name]])
-            bus.set(f"{name}.valid", offered[name])
-        ready = rng.random() >= stall
-        bus.set("out.ready", ready)
+        for d in drivers:
+            d.offer()
+        out.offer()
         await bus.settle()
         if bus.get("done"):
             break
         moved = False
-        for name in sources:
-            if offered[name] and bus.get(f"{name}.ready"):
-                sent[name] += 1
-                offered[name] = False
-                moved = True
-        if ready and bus.get("out.valid"):
-            got.append(unpack_lanes(bus.get("out.payload"), 8, D))
+        for d in drivers:
+            moved = d.took() or moved
+        word = out.take()
+        if word is not None:
+            got.append(unpack_lanes(word, 8, D))
             moved = True
         idle = 0 if moved else idle + 1
         if idle > max_idle:
+            sent = {d.name: d.sent for d in drivers}
             raise WatchdogError(f"attention unit made no progress for {max_idle} cycles ({sent['q']}/"
                                 f"{len(q_beats)} q rows, {sent['k']}/{len(k_beats)} K rows, {sent['v']}/"
                                 f"{len(v_beats)} V rows, {len(got)}/{plan.n_heads} outputs)")
@@ -218,6 +214,7 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
     run_seconds = time.perf_counter() - t0
     cycles = bus.get("cycles")
 
+    sent = {d.name: d.sent for d in drivers}
     if len(got) != plan.n_heads or any(sent[n] != len(b) for n, b in (("q", q_beats), ("k", k_beats),
                                                                        ("v", v_beats))):
         raise AssertionError(f"done rose with {len(got)}/{plan.n_heads} outputs and "
@@ -225,18 +222,8 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
     # Nothing may be left in flight: with every source offering a beat and the sink ready, the idle
     # unit takes nothing and produces nothing for longer than its pipeline is deep.
     await bus.tick()
-    for name in sources:
-        bus.set(f"{name}.valid", 1)
-    bus.set("out.ready", 1)
-    for _ in range(ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES + 2):
-        await bus.settle()
-        busy = {name: bus.get(f"{name}.ready") for name in sources}
-        busy["out.valid"] = bus.get("out.valid")
-        if any(busy.values()):
-            raise AssertionError(f"the attention unit is still active after done: {busy}")
-        await bus.tick()
-    for name in sources:
-        bus.set(f"{name}.valid", 0)
+    await check_nothing_in_flight(bus, "the attention unit", ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES + 2,
+                                  drivers=drivers, monitors=(out,), offer=True)
     return {"out": got, "cycles": cycles, "edges": edges, "run_seconds": run_seconds}
 
 
@@ -249,7 +236,7 @@ def _check_attention_job(job):
         q = np.asarray(case["q"])
         k = np.asarray(case["k"])
         if q.ndim != 2 or k.ndim != 3:
-            raise ValueError(f"case {i}: q must have shape (n_heads, head_dim) and k (kv_len, n_kv_heads, "
+            raise InputError(f"case {i}: q must have shape (n_heads, head_dim) and k (kv_len, n_kv_heads, "
                              f"head_dim), not {q.shape} and {k.shape}")
         plan = plan_attention(job["unit"], n_heads=q.shape[0], n_kv_heads=k.shape[1], kv_len=k.shape[0])
         _check_operands(plan, q, k, case["v"])

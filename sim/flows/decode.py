@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from golden.errors import InputError
 from golden.numerics import ceil_div
 from golden.tables import rope_tables
 from hdl.config import Config
@@ -156,17 +157,17 @@ def check_prompt(compiled: Compiled, prompt, new_tokens: int) -> tuple[list[int]
     ints and the number of steps (one per position)."""
     prompt = [int(t) for t in prompt]
     if not prompt:
-        raise ValueError("prompt must hold at least one token")
+        raise InputError("prompt must hold at least one token")
     if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 0:
-        raise ValueError(f"tokens must be a non-negative integer, not {new_tokens!r}")
+        raise InputError(f"tokens must be a non-negative integer, not {new_tokens!r}")
     model = compiled.model
     vocab = model.config.vocab_size
     for t in prompt:
         if not 0 <= t < vocab:
-            raise ValueError(f"prompt token must be in 0..{vocab - 1}, not {t}")
+            raise InputError(f"prompt token must be in 0..{vocab - 1}, not {t}")
     steps = len(prompt) + max(new_tokens, 1) - 1
     if steps > model.max_context:
-        raise ValueError(f"prompt ({len(prompt)} tokens) plus {new_tokens} new tokens needs {steps} positions, "
+        raise InputError(f"prompt ({len(prompt)} tokens) plus {new_tokens} new tokens needs {steps} positions, "
                          f"more than the context of {model.max_context}")
     return prompt, steps
 
@@ -174,12 +175,12 @@ def check_prompt(compiled: Compiled, prompt, new_tokens: int) -> tuple[list[int]
 def check_job(job):
     for key in ("params", "images", "n_kv_heads", "group"):
         if key not in job:
-            raise ValueError(f"decode_top job needs {key!r}")
+            raise InputError(f"decode_top job needs {key!r}")
     missing = [name for name in IMAGE_MEMORIES if name not in job["images"]]
     if missing:
-        raise ValueError(f"decode_top job images need {missing[0]!r}")
+        raise InputError(f"decode_top job images need {missing[0]!r}")
     if ("steps" in job) == ("prompt" in job):
-        raise ValueError("decode_top job needs either 'steps' or 'prompt'")
+        raise InputError("decode_top job needs either 'steps' or 'prompt'")
     return job
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import time
 
+from golden.errors import InputError
+
 from ..engine.bus import WatchdogError
 
 __all__ = ["WATCHDOG_FACTOR", "WATCHDOG_SLACK", "drive_steps", "run_decode_top"]
@@ -51,7 +53,7 @@ async def run_decode_top(bus, job: dict) -> dict:
     budget.
     """
     if "memories" not in job:
-        raise ValueError("decode_top job needs 'memories' (sim.flows.decode.decode_job sets it)")
+        raise InputError("decode_top job needs 'memories' (sim.flows.decode.decode_job sets it)")
     mems = job["memories"]
     V = job["params"]["config"]["vector_lanes"]
     for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata"):

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golden.errors import InputError, InputTypeError
 from golden.numerics import ceil_div, check_int8, is_int, wrap_int32
 from hdl.gemm import HostMem
 from hdl.isa import weight_tiles
 
 from ..engine.bus import WatchdogError
+from ..engine.stream import StreamDriver, StreamMonitor, check_nothing_in_flight
 from ..machine.cycles import gemm_cycles
 
 __all__ = [
@@ -34,9 +36,9 @@ __all__ = [
 
 def _dim(name: str, value) -> int:
     if not is_int(value):
-        raise TypeError(f"GEMM size {name} must be an integer, not {value!r}")
+        raise InputTypeError(f"GEMM size {name} must be an integer, not {value!r}")
     if value < 1:
-        raise ValueError(f"GEMM size {name} must be a positive integer, not {value}")
+        raise InputError(f"GEMM size {name} must be a positive integer, not {value}")
     return int(value)
 
 
@@ -76,16 +78,16 @@ def plan_gemm(config, m, k, n) -> GemmPlan:
     m, k, n = _dim("M", m), _dim("K", k), _dim("N", n)
     c = config
     if m > c.max_m:
-        raise ValueError(f"GEMM size M={m} exceeds max_m={c.max_m} of the configuration")
+        raise InputError(f"GEMM size M={m} exceeds max_m={c.max_m} of the configuration")
     if k > c.max_k:
-        raise ValueError(f"GEMM size K={k} exceeds the largest reduction {c.max_k} of the configuration")
+        raise InputError(f"GEMM size K={k} exceeds the largest reduction {c.max_k} of the configuration")
     plan = GemmPlan(config, m, k, n)
     need = {"act_words": m * plan.kt, "weight_words": plan.tiles * c.array_rows,
             "result_words": m * plan.nt}
     for name, words in need.items():
         have = getattr(c, name)
         if words > have:
-            raise ValueError(f"GEMM {m}x{k}x{n} needs {words} {name}, the configuration has {have} "
+            raise InputError(f"GEMM {m}x{k}x{n} needs {words} {name}, the configuration has {have} "
                              f"({words - have} too few)")
     return plan
 
@@ -196,9 +198,9 @@ def _operands(m: int, k: int, n: int, a, w):
     a = check_int8("a", a)
     w = check_int8("w", w)
     if a.shape != (m, k):
-        raise ValueError(f"a must have shape {m}x{k}, not {'x'.join(map(str, a.shape))}")
+        raise InputError(f"a must have shape {m}x{k}, not {'x'.join(map(str, a.shape))}")
     if w.shape != (k, n):
-        raise ValueError(f"w must have shape {k}x{n}, not {'x'.join(map(str, w.shape))}")
+        raise InputError(f"w must have shape {k}x{n}, not {'x'.join(map(str, w.shape))}")
     return a, w
 
 
@@ -320,53 +322,33 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
     for name in ("weights.valid", "acts.valid", "sums.ready", "weights.payload", "acts.payload"):
         bus.set(name, 0)
     await bus.reset()
+    weights = StreamDriver(bus, "weights", wq, rng=rng, gaps=gaps, withhold=withhold_weights)
+    acts = StreamDriver(bus, "acts", aq, rng=rng, gaps=gaps)
+    sums = StreamMonitor(bus, "sums", rng=rng, stall=stall)
     got = []
     cycles = idle = 0
-    wi = ai = 0
-    wvalid = avalid = False
     while len(got) < total_beats:
-        # Drivers: a beat on offer stays on offer until taken (valid must not drop).
-        if not wvalid and wi < len(wq) and rng.random() >= gaps and not withhold_weights:
-            wvalid = True
-        if not avalid and ai < len(aq) and rng.random() >= gaps:
-            avalid = True
-        bus.set("weights.valid", wvalid)
-        bus.set("weights.payload", wq[wi] if wi < len(wq) else 0)
-        bus.set("acts.valid", avalid)
-        bus.set("acts.payload", aq[ai] if ai < len(aq) else 0)
-        ready = rng.random() >= stall
-        bus.set("sums.ready", ready)
+        weights.offer()
+        acts.offer()
+        sums.offer()
         await bus.settle()
-        moved = False
-        if wvalid and bus.get("weights.ready"):
-            wi += 1
-            wvalid = False
-            moved = True
-        if avalid and bus.get("acts.ready"):
-            ai += 1
-            avalid = False
-            moved = True
-        if ready and bus.get("sums.valid"):
-            word = bus.get("sums.payload")
+        moved = weights.took()
+        moved = acts.took() or moved
+        word = sums.take()
+        if word is not None:
             got.append((unpack_lanes(word, 32, cols), (word >> (32 * cols)) & 1))
             moved = True
         idle = 0 if moved else idle + 1
         if idle > max_idle:
             raise WatchdogError(f"systolic array made no progress for {max_idle} cycles "
-                                f"({wi}/{len(wq)} weight rows, {ai}/{len(aq)} activation rows, "
+                                f"({weights.sent}/{len(wq)} weight rows, {acts.sent}/{len(aq)} activation rows, "
                                 f"{len(got)}/{total_beats} sums)")
         await bus.tick()
         cycles += 1
 
     # Nothing may be left in flight: the array stays silent for a full latency after the last sum.
-    bus.set("weights.valid", 0)
-    bus.set("acts.valid", 0)
-    bus.set("sums.ready", 1)
-    for _ in range(rows + cols + 2):
-        await bus.settle()
-        if bus.get("sums.valid"):
-            raise AssertionError("the array produced a sum beat that no activation row asked for")
-        await bus.tick()
+    await check_nothing_in_flight(bus, "the systolic array", rows + cols + 2, drivers=(weights, acts),
+                                  monitors=(sums,), check_ready=False)
 
     # Monitor -> host accumulation of the per-tile partial sums.
     out = np.zeros((M, nt_n * cols), dtype=np.int64)
@@ -382,4 +364,4 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
     # Host-side accumulation is int64; wrap as the 32-bit accumulator would.
     out = wrap_int32(out)
     return {"out": out[:, :N].tolist(), "tile_sums": tile_sums, "cycles": cycles,
-            "in_flight": {"weights": len(wq) - wi, "acts": len(aq) - ai}}
+            "in_flight": {"weights": len(wq) - weights.sent, "acts": len(aq) - acts.sent}}

@@ -34,6 +34,7 @@ import random
 
 import numpy as np
 
+from golden.errors import InputError, InputTypeError
 from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, check_int_array, is_int, quantize_multiplier
 from golden.tables import activation_table, rope_tables
 from hdl.vector import (
@@ -48,6 +49,7 @@ from hdl.vector import (
 )
 
 from ..engine.bus import WatchdogError
+from ..engine.stream import StreamDriver, StreamMonitor, check_nothing_in_flight
 from ..machine.cycles import vector_cycles
 from .gemm import pack_lanes, unpack_lanes
 
@@ -84,7 +86,7 @@ DESIGNS = {"vector_unit": _vector_unit}
 def check_params(params) -> dict:
     """Check design parameters by building the component (its constructor names the bad one)."""
     if not isinstance(params, dict):
-        raise TypeError(f"vector unit params must be a dict, not {type(params).__name__}")
+        raise InputTypeError(f"vector unit params must be a dict, not {type(params).__name__}")
     unit = _vector_unit(params)
     unit._MustUse__silence = True  # built only to check the parameters, never elaborated
     return params
@@ -92,20 +94,20 @@ def check_params(params) -> dict:
 
 def _int(what: str, value, low: int, high: int) -> int:
     if not is_int(value):
-        raise TypeError(f"{what} must be an integer, not {value!r}")
+        raise InputTypeError(f"{what} must be an integer, not {value!r}")
     if not low <= value <= high:
-        raise ValueError(f"{what} must be in [{low}, {high}], not {value}")
+        raise InputError(f"{what} must be in [{low}, {high}], not {value}")
     return int(value)
 
 
 def _ints(what: str, values, low: int, high: int, length: int | None = None) -> list[int]:
     arr = np.asarray(values)
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"{what} must hold integers, not {arr.dtype}")
+        raise InputTypeError(f"{what} must hold integers, not {arr.dtype}")
     if arr.ndim != 1 or arr.shape[0] == 0:
-        raise ValueError(f"{what} must be a non-empty vector, not shape {arr.shape}")
+        raise InputError(f"{what} must be a non-empty vector, not shape {arr.shape}")
     if length is not None and arr.shape[0] != length:
-        raise ValueError(f"{what} must have {length} values, not {arr.shape[0]}")
+        raise InputError(f"{what} must have {length} values, not {arr.shape[0]}")
     return [int(v) for v in check_int_array(what, arr, low, high)]
 
 
@@ -124,18 +126,18 @@ def check_op(params: dict, op: dict, *, rope_head_dim: int | None = None) -> dic
     a RoPE position outside [0, max_context), LayerNorm constants that are not 1/N.
     """
     if not isinstance(op, dict) or "op" not in op:
-        raise TypeError(f"a vector op must be a dict with an 'op' name, not {op!r}")
+        raise InputTypeError(f"a vector op must be a dict with an 'op' name, not {op!r}")
     name = op["op"]
     if name not in OPS:
-        raise ValueError(f"vector op must be one of {', '.join(OPS)}, not {name!r}")
+        raise InputError(f"vector op must be one of {', '.join(OPS)}, not {name!r}")
     first = {"requant": "acc", "argmax": "x", "add": "a", "mul": "a"}.get(name, "x")
     if first not in op:
-        raise ValueError(f"vector op {name} needs operand {first!r}")
+        raise InputError(f"vector op {name} needs operand {first!r}")
     n = len(np.asarray(op[first]).reshape(-1)) if np.ndim(op[first]) == 1 else 0
     limit = params["max_norm_length"] if name in ("rmsnorm", "layernorm") else params["max_length"]
     if not 1 <= n <= limit:
         what = "max_norm_length" if name in ("rmsnorm", "layernorm") else "max_length"
-        raise ValueError(f"vector op {name} length must be in [1, {limit}] ({what}), not {n}")
+        raise InputError(f"vector op {name} length must be in [1, {limit}] ({what}), not {n}")
     out = {"op": name, "length": n}
     lanes = params["lanes"]
     if name == "requant":
@@ -164,18 +166,18 @@ def check_op(params: dict, op: dict, *, rope_head_dim: int | None = None) -> dic
             inv = (op.get("inv_mult"), op.get("inv_shift"))
             # The unit's widths hold the mean of an int8 row: the constants must be 1/N.
             if inv != quantize_multiplier(1.0 / n):
-                raise ValueError(f"layernorm inv_mult/inv_shift must represent 1/{n} "
+                raise InputError(f"layernorm inv_mult/inv_shift must represent 1/{n} "
                                  f"{quantize_multiplier(1.0 / n)}, not {inv}")
             out["inv_mult"], out["inv_shift"] = inv
     elif name == "rope":
         out["x"] = check_int8("rope x", op["x"]).tolist()
         if n % (2 * lanes) or n > params["max_head_dim"]:
-            raise ValueError(f"rope length (head_dim) must be a multiple of 2 * lanes ({2 * lanes}) "
+            raise InputError(f"rope length (head_dim) must be a multiple of 2 * lanes ({2 * lanes}) "
                              f"and at most max_head_dim ({params['max_head_dim']}), not {n}")
         if rope_head_dim is None:
-            raise ValueError("rope needs a loaded RoPE table: give tables['rope'] with its head_dim")
+            raise InputError("rope needs a loaded RoPE table: give tables['rope'] with its head_dim")
         if n != rope_head_dim:
-            raise ValueError(f"rope length must equal the loaded table's head_dim ({rope_head_dim}), not {n}")
+            raise InputError(f"rope length must equal the loaded table's head_dim ({rope_head_dim}), not {n}")
         out["position"] = _int("rope position", op["position"], 0, params["max_context"] - 1)
         out["mult"] = _int("rope mult", op["mult"], 0, MULT_MAX)
         out["shift"] = _int("rope shift", op["shift"], 0, SHIFT_MAX)
@@ -184,16 +186,16 @@ def check_op(params: dict, op: dict, *, rope_head_dim: int | None = None) -> dic
 
 def _check_tables(params: dict, tables) -> dict:
     if not isinstance(tables, dict):
-        raise TypeError(f"tables must be a dict, not {type(tables).__name__}")
+        raise InputTypeError(f"tables must be a dict, not {type(tables).__name__}")
     unknown = sorted(set(tables) - {"silu", "gelu", "rope"})
     if unknown:
-        raise ValueError(f"tables must be named silu, gelu or rope, not {unknown[0]!r}")
+        raise InputError(f"tables must be named silu, gelu or rope, not {unknown[0]!r}")
     if "rope" in tables:
         hd = tables["rope"].get("head_dim")
         lanes = params["lanes"]
         if isinstance(hd, bool) or not isinstance(hd, int) or hd < 1 or hd % (2 * lanes) \
                 or hd > params["max_head_dim"]:
-            raise ValueError(f"rope table head_dim must be a positive multiple of 2 * lanes ({2 * lanes}) "
+            raise InputError(f"rope table head_dim must be a positive multiple of 2 * lanes ({2 * lanes}) "
                              f"and at most max_head_dim ({params['max_head_dim']}), not {hd!r}")
     return tables
 
@@ -205,14 +207,14 @@ def vector_job(params: dict, ops: list, *, tables: dict | None = None, seed: int
     tables = _check_tables(params, tables or {})
     for name in ("silu", "gelu"):
         if any(isinstance(o, dict) and o.get("op") == name for o in ops) and name not in tables:
-            raise ValueError(f"vector op {name} needs its table: give tables[{name!r}]")
+            raise InputError(f"vector op {name} needs its table: give tables[{name!r}]")
         if name in tables and ACT_TABLE_INDEX[name] >= params["act_tables"]:
-            raise ValueError(f"the {name} table goes to activation table {ACT_TABLE_INDEX[name]}: the design needs "
+            raise InputError(f"the {name} table goes to activation table {ACT_TABLE_INDEX[name]}: the design needs "
                              f"act_tables >= {ACT_TABLE_INDEX[name] + 1}, not {params['act_tables']}")
     hd = tables["rope"]["head_dim"] if "rope" in tables else None
     for what, value in (("gaps", gaps), ("stall", stall)):
         if not 0.0 <= value < 1.0:
-            raise ValueError(f"{what} must be in [0, 1), not {value}")
+            raise InputError(f"{what} must be in [0, 1), not {value}")
     checked = [check_op(params, op, rope_head_dim=hd) for op in ops]
     return {"params": params, "tables": tables, "ops": checked, "seed": seed, "gaps": gaps, "stall": stall,
             "budget": budget}
@@ -356,6 +358,7 @@ async def run_vector_ops(bus, job: dict) -> dict:
         drive.set(name, 0)
     await bus.reset()
     table_writes = await _load_tables(bus, params, job["tables"])
+    out = StreamMonitor(bus, "out", rng=rng, stall=stall, draw_at_zero=False)
 
     results = []
     for number, op in enumerate(job["ops"]):
@@ -365,28 +368,22 @@ async def run_vector_ops(bus, job: dict) -> dict:
         drive.set("cmd.payload", _pack(p.cmd, cmd))
         drive.set("cmd.valid", 1)
         cmd_pending = True
-        offered = False
-        bi = 0
+        inp = StreamDriver(bus, "inp", beats, rng=rng, gaps=gaps, draw_at_zero=False)
         cycle = 0
         taken_at = None
         data, index = [], None
         while True:
-            if not offered and bi < len(beats) and (gaps == 0 or rng.random() >= gaps):
-                offered = True
-            drive.set("inp.valid", offered)
-            drive.set("inp.payload", beats[bi] if bi < len(beats) else 0)
-            ready = stall == 0 or rng.random() >= stall
-            drive.set("out.ready", ready)
+            inp.offer()
+            out.offer()
             await bus.settle()
             if cmd_pending and bus.get("cmd.ready"):
                 cmd_pending = False
                 taken_at = cycle
-            if offered and bus.get("inp.ready"):
-                bi += 1
-                offered = False
+            inp.took()
             last = False
-            if ready and bus.get("out.valid"):
-                lanes, idx, last = p.unpack_out(bus.get("out.payload"))
+            word = out.take()
+            if word is not None:
+                lanes, idx, last = p.unpack_out(word)
                 data += lanes
                 index = idx
             await bus.tick()
@@ -401,8 +398,8 @@ async def run_vector_ops(bus, job: dict) -> dict:
         await bus.settle()
         if bus.get("busy"):
             raise AssertionError(f"vector op {number} ({op['op']}): busy still high after its last beat")
-        if bi != len(beats):
-            raise AssertionError(f"vector op {number} ({op['op']}): {len(beats) - bi} input beats not taken")
+        if not inp.done:
+            raise AssertionError(f"vector op {number} ({op['op']}): {len(beats) - inp.sent} input beats not taken")
         result = {"op": op["op"], "cycles": bus.get("cycles"), "edges": cycle - taken_at + 1,
                   "predicted": predicted}
         await bus.tick()
@@ -415,13 +412,8 @@ async def run_vector_ops(bus, job: dict) -> dict:
         results.append(result)
 
     # Nothing may be left in flight: no beat comes out and no input is asked for.
-    drive.set("inp.valid", 0)
-    drive.set("out.ready", 1)
-    for _ in range(8):
-        await bus.settle()
-        if bus.get("out.valid") or bus.get("inp.ready") or bus.get("busy"):
-            raise AssertionError("the vector unit is still active after its last command")
-        await bus.tick()
+    inp = StreamDriver(bus, "inp", [])
+    await check_nothing_in_flight(bus, "the vector unit", 8, drivers=(inp,), monitors=(out,), busy=("busy",))
     return {"ops": results, "table_writes": table_writes}
 
 

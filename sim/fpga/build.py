@@ -36,6 +36,7 @@ from pathlib import Path
 
 from amaranth.back import rtlil
 
+from golden.errors import InputError, LockstepError
 from golden.numerics import ceil_div
 from hdl.boards import BoardTop, DecodeBoardTop, clocks_per_bit, ecp5_pll
 from hdl.gemm import GemmUnit
@@ -60,11 +61,11 @@ FEEDER_MULTIPLIERS = 1
 REPORT_GEMM = (8, 24, 20)
 
 
-class FitError(ValueError):
+class FitError(InputError):
     """The configuration does not fit the board; the message names the resource and the overflow."""
 
 
-class BuildError(RuntimeError):
+class BuildError(LockstepError, RuntimeError):
     """A tool failed or timing was not met; the message says which and where the log is."""
 
 
@@ -138,7 +139,7 @@ BOARD_PRESETS = {"ulx3s-85f": "ulx3s"}
 
 def _board(name: str) -> Board:
     if name not in BOARDS:
-        raise ValueError(f"board must be one of {', '.join(BOARDS)}, not {name!r}")
+        raise InputError(f"board must be one of {', '.join(BOARDS)}, not {name!r}")
     return BOARDS[name]
 
 
@@ -190,9 +191,9 @@ def _design_clock(b: Board, clock_hz: float | None) -> float:
     if clock_hz is None or clock_hz == b.clock_hz:
         return b.clock_hz
     if isinstance(clock_hz, bool) or not isinstance(clock_hz, int | float) or not clock_hz > 0:
-        raise ValueError(f"clock must be a positive frequency, not {clock_hz!r}")
+        raise InputError(f"clock must be a positive frequency, not {clock_hz!r}")
     if b.family != "ecp5":
-        raise ValueError(f"clock {clock_hz / 1e6:g} MHz: {b.name} runs at its {b.clock_hz / 1e6:g} MHz oscillator "
+        raise InputError(f"clock {clock_hz / 1e6:g} MHz: {b.name} runs at its {b.clock_hz / 1e6:g} MHz oscillator "
                          f"(a PLL is built for ECP5 boards only)")
     ecp5_pll(b.clock_hz, clock_hz)
     return float(clock_hz)
@@ -456,7 +457,7 @@ def build(board: str, config, *, baud: int = 115200, seed: int = DEFAULT_SEED, m
     """
     if compiled is not None:    # the decode accelerator, sized for this compiled model
         if compiled.config != config:
-            raise ValueError("the model was compiled for another configuration than the one to build")
+            raise InputError("the model was compiled for another configuration than the one to build")
         plan = plan_decode_build(board, compiled, baud=baud, max_payload=max_payload, clock_hz=clock_hz)
     else:
         plan = plan_build(board, config, baud=baud, max_payload=max_payload, clock_hz=clock_hz)
@@ -558,7 +559,7 @@ SYNTH_FAMILIES = {b.family: b for b in BOARDS.values()}
 
 def _synth_family(family) -> Board:
     if family not in SYNTH_FAMILIES:
-        raise ValueError(f"FPGA family must be one of {', '.join(SYNTH_FAMILIES)}, not {family!r}")
+        raise InputError(f"FPGA family must be one of {', '.join(SYNTH_FAMILIES)}, not {family!r}")
     return SYNTH_FAMILIES[family]
 
 

@@ -21,6 +21,7 @@ import select
 import time
 from dataclasses import dataclass
 
+from golden.errors import InputError, LockstepError
 from golden.numerics import ceil_div
 from hdl.config import Config, check_positive_int
 from hdl.gemm import HostMem
@@ -61,7 +62,7 @@ __all__ = [
 ]
 
 
-class LinkError(RuntimeError):
+class LinkError(LockstepError, RuntimeError):
     """The device refused a request (``status`` says why) or its reply was malformed."""
 
     def __init__(self, message: str, status: Status | None = None):
@@ -411,9 +412,9 @@ class Link:
 
     def _check_range(self, dev: DeviceInfo, mem: int, addr: int, count: int):
         if not 0 <= mem < dev.mem_count:
-            raise ValueError(f"memory must be below {dev.mem_count}, not {mem}")
+            raise InputError(f"memory must be below {dev.mem_count}, not {mem}")
         if addr < 0 or addr + count > 1 << dev.addr_bits:
-            raise ValueError(f"words {addr}..{addr + count - 1} lie outside the device's "
+            raise InputError(f"words {addr}..{addr + count - 1} lie outside the device's "
                              f"{1 << dev.addr_bits}-word address space")
 
     async def load_memory(self, mem: int, words, *, addr: int = 0):
@@ -424,7 +425,7 @@ class Link:
         limit = 1 << (8 * dev.wdata_bytes)
         for w in words:
             if not 0 <= w < limit:
-                raise ValueError(f"memory word must fit {8 * dev.wdata_bytes} unsigned bits, not {w}")
+                raise InputError(f"memory word must fit {8 * dev.wdata_bytes} unsigned bits, not {w}")
         step = dev.max_write_words
         for i in range(0, len(words), step):
             await self.transact(Command.WRITE_MEM,
@@ -447,9 +448,9 @@ class Link:
     async def write_reg(self, reg: int, value: int):
         dev = await self.device_info()
         if not 0 <= reg < dev.reg_count:
-            raise ValueError(f"register must be below {dev.reg_count}, not {reg}")
+            raise InputError(f"register must be below {dev.reg_count}, not {reg}")
         if not 0 <= value < 1 << 32:
-            raise ValueError(f"register value must fit 32 unsigned bits, not {value}")
+            raise InputError(f"register value must fit 32 unsigned bits, not {value}")
         await self.transact(Command.WRITE_REG, write_reg_payload(reg, value))
 
     async def start(self, regs: dict[int, int] | None = None):
@@ -579,7 +580,7 @@ class LinkDecoder:
         written. ``progress(words_done, words_total)`` is called after every frame."""
         unknown = sorted(set(images) - set(IMAGE_MEMORIES))
         if unknown:
-            raise ValueError(f"images: no memory for {unknown[0]!r}")
+            raise InputError(f"images: no memory for {unknown[0]!r}")
         total = sum(len(v) for v in images.values())
         done = 0
         step = (await self.link.device_info()).max_write_words
@@ -637,12 +638,12 @@ def link_params(job: dict) -> dict:
     link = dict(job.get("link") or {})
     unknown = sorted(set(link) - {"clocks_per_bit", "timeout_cycles", "max_payload"})
     if unknown:
-        raise ValueError(f"link: unknown parameter {unknown[0]!r}")
+        raise InputError(f"link: unknown parameter {unknown[0]!r}")
     cpb = check_positive_int("clocks_per_bit", link.get("clocks_per_bit", 8), minimum=MIN_CLOCKS_PER_BIT)
     timeout = link.get("timeout_cycles") or default_timeout_cycles(cpb)
     max_payload = link.get("max_payload", 256)
     if not 0 < max_payload <= MAX_FRAME_PAYLOAD:
-        raise ValueError(f"max_payload must be 1..{MAX_FRAME_PAYLOAD}, not {max_payload}")
+        raise InputError(f"max_payload must be 1..{MAX_FRAME_PAYLOAD}, not {max_payload}")
     return {"clocks_per_bit": cpb, "timeout_cycles": timeout, "max_payload": max_payload}
 
 
@@ -818,7 +819,7 @@ def pty_idle_rate(job: dict) -> float:
     if rate is None:
         return link_params(job)["timeout_cycles"] / PTY_TIMEOUT_SECONDS
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < float("inf"):
-        raise ValueError(f"idle_rate must be a positive number of cycles per second, not {rate!r}")
+        raise InputError(f"idle_rate must be a positive number of cycles per second, not {rate!r}")
     return float(rate)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from golden.errors import InputError
 from hdl.link import (
     CRC,
     CYCLE_BITS,
@@ -59,13 +60,13 @@ def crc16(data: bytes, crc: int = 0xFFFF) -> int:
     return crc
 
 
-class FrameError(ValueError):
+class FrameError(InputError):
     """Bytes that are not a well-formed frame; the message says which part is wrong."""
 
 
 def _frame(sync: int, code: int, payload: bytes) -> bytes:
     if len(payload) > MAX_FRAME_PAYLOAD:
-        raise ValueError(f"frame payload must be at most {MAX_FRAME_PAYLOAD} bytes, not {len(payload)}")
+        raise InputError(f"frame payload must be at most {MAX_FRAME_PAYLOAD} bytes, not {len(payload)}")
     body = bytes([code]) + len(payload).to_bytes(2, "little") + bytes(payload)
     return bytes([sync]) + body + crc16(body).to_bytes(2, "big")
 
@@ -74,7 +75,7 @@ def encode_request(command: Command | int, payload: bytes = b"") -> bytes:
     """One request frame. ``command`` may be any byte (tests send unknown opcodes on purpose)."""
     code = command.value if isinstance(command, Command) else int(command)
     if not 0 <= code <= 0xFF:
-        raise ValueError(f"command must be a byte, not {code}")
+        raise InputError(f"command must be a byte, not {code}")
     return _frame(REQUEST_SYNC, code, payload)
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from golden.errors import InputError, InputTypeError
 from golden.int_model import IntModel
 from golden.numerics import ceil_div
 from golden.tables import rope_tables
@@ -50,7 +51,7 @@ from hdl.isa import (
 __all__ = ["Compiled", "CompileError", "compile_model"]
 
 
-class CompileError(ValueError):
+class CompileError(InputError):
     """A model that does not fit a configuration, or that the hardware cannot run."""
 
 
@@ -117,7 +118,7 @@ class _Words:
 def compile_model(model, config) -> Compiled:
     """Compile ``model`` (an IntModel) for ``config`` (an accelerator Config)."""
     if not isinstance(model, IntModel):
-        raise TypeError(f"model must be an IntModel, not {type(model).__name__}")
+        raise InputTypeError(f"model must be an IntModel, not {type(model).__name__}")
     R, C = config.array_rows, config.array_cols
     align = max(R, C)
     mc = model.config

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from golden.errors import InputError
 from golden.numerics import ceil_div
 from hdl.vector import VECTOR_OP_NAMES
 
@@ -63,7 +64,7 @@ def tile_load_cycles(config, weight_bytes_per_cycle: float | None = None) -> int
     if weight_bytes_per_cycle is None or weight_bytes_per_cycle >= C:
         return R
     if weight_bytes_per_cycle <= 0:
-        raise ValueError(f"weight_bytes_per_cycle must be positive, not {weight_bytes_per_cycle}")
+        raise InputError(f"weight_bytes_per_cycle must be positive, not {weight_bytes_per_cycle}")
     return math.ceil(R * C / weight_bytes_per_cycle)
 
 
@@ -224,7 +225,7 @@ def _vector_op_name(op) -> str:
     name = getattr(op, "name", op)
     name = name.lower() if isinstance(name, str) else name
     if name not in _VECTOR_OPS:
-        raise ValueError(f"vector op must be one of {', '.join(_VECTOR_OPS)}, not {op!r}")
+        raise InputError(f"vector op must be one of {', '.join(_VECTOR_OPS)}, not {op!r}")
     return name
 
 
@@ -364,7 +365,7 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
     vector_op = {"rmsnorm": "rmsnorm", "layernorm": "layernorm", "residual_add": "add", "multiply": "mul",
                  "activation": "silu", "argmax": "argmax"}.get(op)
     if vector_op is None:
-        raise ValueError(f"op must be a primitive of the integer program, not {op!r}")
+        raise InputError(f"op must be a primitive of the integer program, not {op!r}")
     length = in_width if op == "argmax" else width
     v = vector_cycles(vector_op, length, lanes)
     return OpCycles(op, "", SEQ_ISSUE + v.total, unit_min=v.lower_bound)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from golden.attention import AttentionParams, attention_decode
+from golden.errors import InputError
 from golden.numerics import ceil_div, requantize, wrap_int32
 from golden.vector import (
     AddParams,
@@ -59,14 +60,14 @@ class IsaMachine:
         """Run the program once for ``token`` at ``position``; return the argmax token."""
         out = self.run(token, position)
         if out is None:
-            raise ValueError("the program ended without an argmax")
+            raise InputError("the program ended without an argmax")
         return out
 
     def run(self, token: int, position: int) -> int | None:
         """Run the program up to its HALT; return the argmax token, None if the program has no argmax
         (a partial program, as the RTL tests run)."""
         if not 0 <= position < self.max_context:
-            raise ValueError(f"position must be in [0, {self.max_context - 1}], not {position}")
+            raise InputError(f"position must be in [0, {self.max_context - 1}], not {position}")
         out = None
         s = self.scratch
         for ins in self.program:
@@ -125,7 +126,7 @@ class IsaMachine:
             elif op is Opcode.ARGMAX:
                 out = int(argmax(self.logits[ins["src0"]:ins["src0"] + n][None])[0])
             else:  # pragma: no cover - decode() rejects unknown opcodes
-                raise ValueError(f"no semantics for {op}")
+                raise InputError(f"no semantics for {op}")
         return out
 
     def _gemm(self, ins) -> np.ndarray:

@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from golden.checkpoint import load_config, open_regular
+from golden.errors import InputError
 from golden.model import MAX_CONTEXT, MAX_LAYERS, ModelConfig, weight_shapes
 from golden.numerics import ceil_div
 from golden.quantize import program_structure
@@ -88,7 +89,7 @@ HARDWARE_LIMITS = {
 }
 
 
-class HardwareError(ValueError):
+class HardwareError(InputError):
     """A hardware description that cannot be used, or a model that does not fit it (one line)."""
 
 
@@ -185,7 +186,7 @@ def resolve_model(name_or_dir: str):
     if path.is_dir():
         # The checkpoint's own reader: regular files only, size-capped, the same checks as a load.
         return path.name or str(path), load_config(path)
-    raise ValueError(f"unknown model {name_or_dir!r}: not a checkpoint directory nor one of "
+    raise InputError(f"unknown model {name_or_dir!r}: not a checkpoint directory nor one of "
                      f"{', '.join(MODELS)}")
 
 
@@ -838,11 +839,11 @@ def check_workload(mc, *, context: int, batch: int, name: str = "the model") -> 
     ``golden.model.MAX_LAYERS``, not with context or batch)."""
     for n, v in (("context", context), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{n} must be a positive integer, not {show_number(v)}")
+            raise InputError(f"{n} must be a positive integer, not {show_number(v)}")
     if context > mc.max_context:
-        raise ValueError(f"context {show_number(context)} exceeds {name}'s max_context {mc.max_context}")
+        raise InputError(f"context {show_number(context)} exceeds {name}'s max_context {mc.max_context}")
     if batch > MAX_BATCH:
-        raise ValueError(f"batch {show_number(batch)} exceeds the estimate's largest batch {MAX_BATCH}")
+        raise InputError(f"batch {show_number(batch)} exceeds the estimate's largest batch {MAX_BATCH}")
 
 
 def _check_finite(e: Estimate) -> Estimate:

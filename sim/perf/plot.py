@@ -18,6 +18,8 @@ import math
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 
+from golden.errors import InputError
+
 from .sweep import SweepError, read_rows
 
 __all__ = ["pareto_front", "pareto_fronts", "plot_sweep"]
@@ -44,7 +46,7 @@ def pareto_fronts(points: Sequence[tuple[float, float]], groups: Sequence[Hashab
     """One Pareto front per group: ``{group: indices into points}``, each sorted by area. A point
     competes only with the points of its own group (its model, its GEMM shape)."""
     if len(points) != len(groups):
-        raise ValueError(f"{len(points)} points but {len(groups)} groups")
+        raise InputError(f"{len(points)} points but {len(groups)} groups")
     members: dict = {}
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)

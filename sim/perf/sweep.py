@@ -69,6 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
+from golden.errors import InputError
 from golden.numerics import ceil_div
 from hdl.config import Config
 
@@ -100,7 +101,7 @@ __all__ = ["KINDS", "MAX_POINTS", "SweepSpec", "SweepError", "check_workers", "e
            "max_workers", "open_db", "read_rows", "run_sweep"]
 
 
-class SweepError(ValueError):
+class SweepError(InputError):
     """A bad sweep spec or database; the message names the file and the problem."""
 
 
@@ -499,7 +500,7 @@ def _check_decode_point(p: dict) -> None:
     past the model's, hardware the model refuses), _DoesNotFit when the model's weights (and KV
     cache, where the memory holds it) exceed every memory level (sim.perf.model.place)."""
     if p["model"] not in MODELS:
-        raise ValueError(f"model must be a built-in model ({', '.join(MODELS)}), not {p['model']!r}")
+        raise InputError(f"model must be a built-in model ({', '.join(MODELS)}), not {p['model']!r}")
     mc = resolve_model(p["model"])[1]
     check_workload(mc, context=p["context"] or default_context(mc), batch=p["batch"], name=p["model"])
     hw = _decode_hardware(p)

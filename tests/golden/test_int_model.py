@@ -45,7 +45,7 @@ def test_program_is_an_ordered_list_of_primitives(family, layer):
 
 
 def test_op_names_are_checked():
-    with pytest.raises(ValueError, match="op must be one of embed, .*, not 'softmax'"):
+    with pytest.raises(ValueError, match="^op must be one of embed, .*, not 'softmax'$"):
         Op(op="softmax", inputs=("x",), output="y", width=1)
 
 
@@ -153,17 +153,17 @@ def test_generate_greedy_is_the_programs_argmax(model):
 
 def test_bad_inputs_are_reported(model):
     config, _, im = model
-    with pytest.raises(ValueError, match=f"token must be in 0..{config.vocab_size - 1}, not {config.vocab_size}"):
+    with pytest.raises(ValueError, match=f"^token must be in 0..{config.vocab_size - 1}, not {config.vocab_size}$"):
         im.forward([config.vocab_size])
-    with pytest.raises(ValueError, match="tokens must hold at least one token"):
+    with pytest.raises(ValueError, match=r"^tokens must hold at least one token$"):
         im.forward([])
-    with pytest.raises(ValueError, match="context is full: positions 0..32 do not fit max_context=32"):
+    with pytest.raises(ValueError, match=r"^context is full: positions 0\.\.32 do not fit max_context=32$"):
         im.forward([0] * 33)
-    with pytest.raises(ValueError, match=r"prompt \(30\) plus max_new_tokens \(3\) exceeds max_context=32"):
+    with pytest.raises(ValueError, match=r"^prompt \(30\) plus max_new_tokens \(3\) exceeds max_context=32$"):
         generate_int(im, [0] * 30, 3)
-    with pytest.raises(ValueError, match="prompt must hold at least one token"):
+    with pytest.raises(ValueError, match=r"^prompt must hold at least one token$"):
         generate_int(im, [], 3)
-    with pytest.raises(ValueError, match="temperature must be a finite number >= 0, not -1.0"):
+    with pytest.raises(ValueError, match=r"^temperature must be a finite number >= 0, not -1\.0$"):
         generate_int(im, [0], 3, temperature=-1)
 
 

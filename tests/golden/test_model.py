@@ -38,23 +38,23 @@ def _model(config: ModelConfig, seed: int = 0, dtype=np.float32) -> Transformer:
 # -- ModelConfig validation: every message has a test ---------------------------------------------
 
 BAD_CONFIGS = [
-    (dict(family=3), TypeError, r"family must be a string, not 3"),
-    (dict(family="bert"), ValueError, r"family must be one of 'gpt2', 'llama', not 'bert'"),
-    (dict(d_model=0), ValueError, r"d_model must be a positive integer, not 0"),
-    (dict(vocab_size=-5), ValueError, r"vocab_size must be a positive integer, not -5"),
-    (dict(n_layers=2.0), TypeError, r"n_layers must be an integer, not 2.0"),
-    (dict(max_context=True), TypeError, r"max_context must be an integer, not True"),
-    (dict(max_context=2**20 + 1), ValueError, r"max_context must be at most 1,048,576, not 1048577"),
-    (dict(n_layers=10**9), ValueError, r"n_layers must be at most 1,024, not 1000000000"),
-    (dict(d_model=np.timedelta64(48)), TypeError, r"d_model must be an integer, not np.timedelta64\(48\)"),
-    (dict(d_ff="64"), TypeError, r"d_ff must be an integer, not '64'"),
-    (dict(norm_eps=0.0), ValueError, r"norm_eps must be a positive finite number, not 0.0"),
-    (dict(norm_eps="1e-5"), TypeError, r"norm_eps must be a number, not '1e-5'"),
-    (dict(rope_theta=float("inf")), ValueError, r"rope_theta must be a positive finite number, not inf"),
-    (dict(tie_embeddings=1), TypeError, r"tie_embeddings must be a bool, not 1"),
+    (dict(family=3), TypeError, r"^family must be a string, not 3$"),
+    (dict(family="bert"), ValueError, r"^family must be one of 'gpt2', 'llama', not 'bert'$"),
+    (dict(d_model=0), ValueError, r"^d_model must be a positive integer, not 0$"),
+    (dict(vocab_size=-5), ValueError, r"^vocab_size must be a positive integer, not -5$"),
+    (dict(n_layers=2.0), TypeError, r"^n_layers must be an integer, not 2\.0$"),
+    (dict(max_context=True), TypeError, r"^max_context must be an integer, not True$"),
+    (dict(max_context=2**20 + 1), ValueError, r"^max_context must be at most 1,048,576, not 1048577$"),
+    (dict(n_layers=10**9), ValueError, r"^n_layers must be at most 1,024, not 1000000000$"),
+    (dict(d_model=np.timedelta64(48)), TypeError, r"^d_model must be an integer, not np\.timedelta64\(48\)$"),
+    (dict(d_ff="64"), TypeError, r"^d_ff must be an integer, not '64'$"),
+    (dict(norm_eps=0.0), ValueError, r"^norm_eps must be a positive finite number, not 0\.0$"),
+    (dict(norm_eps="1e-5"), TypeError, r"^norm_eps must be a number, not '1e-5'$"),
+    (dict(rope_theta=float("inf")), ValueError, r"^rope_theta must be a positive finite number, not inf$"),
+    (dict(tie_embeddings=1), TypeError, r"^tie_embeddings must be a bool, not 1$"),
     (dict(n_heads=6, n_kv_heads=4), ValueError,
-     r"n_heads must be a multiple of n_kv_heads, not n_heads=6, n_kv_heads=4"),
-    (dict(head_dim=7), ValueError, r"llama needs an even head_dim for RoPE, not head_dim=7"),
+     r"^n_heads must be a multiple of n_kv_heads, not n_heads=6, n_kv_heads=4$"),
+    (dict(head_dim=7), ValueError, r"^llama needs an even head_dim for RoPE, not head_dim=7$"),
 ]
 
 
@@ -65,10 +65,10 @@ def test_config_rejects(changes, exc, match):
 
 
 def test_gpt2_config_rules():
-    with pytest.raises(ValueError, match=r"gpt2 needs n_kv_heads == n_heads, not n_heads=3, n_kv_heads=1"):
+    with pytest.raises(ValueError, match=r"^gpt2 needs n_kv_heads == n_heads, not n_heads=3, n_kv_heads=1$"):
         dataclasses.replace(GPT2, n_kv_heads=1)
-    with pytest.raises(ValueError, match=r"gpt2 needs n_heads \* head_dim == d_model, "
-                                         r"not n_heads=3, head_dim=8, d_model=48"):
+    with pytest.raises(ValueError, match=r"^gpt2 needs n_heads \* head_dim == d_model, "
+                                         r"not n_heads=3, head_dim=8, d_model=48$"):
         dataclasses.replace(GPT2, head_dim=8)
 
 
@@ -92,13 +92,13 @@ def test_weight_shapes_per_family():
 def test_check_weights_messages():
     w = init_weights(LLAMA)
     check_weights(LLAMA, w)
-    with pytest.raises(ValueError, match=r"missing weight 'layers.0.attn.wq'"):
+    with pytest.raises(ValueError, match=r"^missing weight 'layers\.0\.attn\.wq'$"):
         check_weights(LLAMA, {k: v for k, v in w.items() if k != "layers.0.attn.wq"})
-    with pytest.raises(ValueError, match=r"unexpected weight 'extra'"):
+    with pytest.raises(ValueError, match=r"^unexpected weight 'extra'$"):
         check_weights(LLAMA, w | {"extra": np.zeros(1)})
-    with pytest.raises(ValueError, match=r"weight 'tok_embed' has shape \(40, 47\), expected \(40, 48\)"):
+    with pytest.raises(ValueError, match=r"^weight 'tok_embed' has shape \(40, 47\), expected \(40, 48\)$"):
         check_weights(LLAMA, w | {"tok_embed": np.zeros((40, 47))})
-    with pytest.raises(TypeError, match=r"config must be a ModelConfig, not dict"):
+    with pytest.raises(TypeError, match=r"^config must be a ModelConfig, not dict$"):
         Transformer({}, w)
 
 
@@ -168,12 +168,12 @@ def test_rope_depends_on_relative_position_only():
 def test_step_rejects_full_context_and_bad_token():
     model = _model(LLAMA)
     cache = KVCache.empty(LLAMA)
-    with pytest.raises(ValueError, match=r"token must be in 0..39, not 40"):
+    with pytest.raises(ValueError, match=r"^token must be in 0\.\.39, not 40$"):
         model.step(40, cache)
     cache.length = LLAMA.max_context
-    with pytest.raises(ValueError, match=r"context is full: position 32 is beyond max_context=32"):
+    with pytest.raises(ValueError, match=r"^context is full: position 32 is beyond max_context=32$"):
         model.step(1, cache)
-    with pytest.raises(ValueError, match=r"sequence length must be in 1..32, not 33"):
+    with pytest.raises(ValueError, match=r"^sequence length must be in 1\.\.32, not 33$"):
         model.forward([1] * 33)
 
 
@@ -222,10 +222,10 @@ def test_tiny_temperatures_sample_the_argmax_exactly(temperature):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(temperature=-1.0), r"temperature must be a finite number >= 0, not -1.0"),
-    (dict(temperature=1.0, top_k=0), r"top_k must be an integer in 1..5 or None, not 0"),
-    (dict(temperature=1.0, top_k=6), r"top_k must be an integer in 1..5 or None, not 6"),
-    (dict(temperature=1.0), r"sampling with temperature > 0 needs a random generator"),
+    (dict(temperature=-1.0), r"^temperature must be a finite number >= 0, not -1\.0$"),
+    (dict(temperature=1.0, top_k=0), r"^top_k must be an integer in 1\.\.5 or None, not 0$"),
+    (dict(temperature=1.0, top_k=6), r"^top_k must be an integer in 1\.\.5 or None, not 6$"),
+    (dict(temperature=1.0), r"^sampling with temperature > 0 needs a random generator \(rng\)$"),
 ])
 def test_sample_next_rejects(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -234,10 +234,10 @@ def test_sample_next_rejects(kwargs, match):
 
 def test_generate_rejects():
     model = _model(LLAMA)
-    with pytest.raises(ValueError, match=r"prompt must hold at least one token"):
+    with pytest.raises(ValueError, match=r"^prompt must hold at least one token$"):
         generate(model, [], 3)
-    with pytest.raises(ValueError, match=r"prompt \(30\) plus max_new_tokens \(3\) exceeds max_context=32"):
+    with pytest.raises(ValueError, match=r"^prompt \(30\) plus max_new_tokens \(3\) exceeds max_context=32$"):
         generate(model, [1] * 30, 3)
-    with pytest.raises(ValueError, match=r"max_new_tokens must be a non-negative integer, not -1"):
+    with pytest.raises(ValueError, match=r"^max_new_tokens must be a non-negative integer, not -1$"):
         generate(model, [1], -1)
     assert generate(model, [1], 0) == []

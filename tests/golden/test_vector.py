@@ -84,7 +84,7 @@ def test_rsqrt_of_any_input(u):
 
 
 def test_rsqrt_rejects_zero():
-    with pytest.raises(ValueError, match=r"rsqrt input must be in \[1, 2\*\*31\)"):
+    with pytest.raises(ValueError, match=r"^rsqrt input must be in \[1, 2\*\*31\)$"):
         rsqrt_fixed(0)
 
 
@@ -187,16 +187,18 @@ def test_norm_params_contents():
 
 
 @pytest.mark.parametrize("fields, exc, message", [
-    (dict(kind="batch"), ValueError, "norm kind must be 'rms' or 'layer', not 'batch'"),
-    (dict(gamma=np.zeros((2, 2), int)), ValueError, r"gamma must be a vector of 1 to 32768 values"),
-    (dict(gamma=np.full(4, 200)), ValueError, r"gamma must hold int8 values in \[-128, 127\], not 200"),
-    (dict(eps=-1), ValueError, r"eps must be in \[0, 2147418111\], not -1"),
-    (dict(out_shift=50), ValueError, r"out_shift must be in \[0, 46\], not 50"),
-    (dict(beta=np.zeros(4, int)), ValueError, "beta must be None for an rms norm"),
-    (dict(kind="layer"), ValueError, "beta must be given for a layer norm, not None"),
-    (dict(kind="layer", beta=np.zeros(3, int)), ValueError, r"beta must have shape \(4,\), not \(3,\)"),
-    (dict(kind="layer", beta=np.full(4, 1 << 31)), ValueError, r"beta must hold values in \[-2\*\*30"),
-    (dict(kind="layer", beta=np.zeros(4)), TypeError, "beta must hold integers, not float64"),
+    (dict(kind="batch"), ValueError, r"^norm kind must be 'rms' or 'layer', not 'batch'$"),
+    (dict(gamma=np.zeros((2, 2), int)), ValueError, r"^gamma must be a vector of 1 to 32768 values, not shape \(2, "
+                                                    r"2\)$"),
+    (dict(gamma=np.full(4, 200)), ValueError, r"^gamma must hold int8 values in \[-128, 127\], not 200$"),
+    (dict(eps=-1), ValueError, r"^eps must be in \[0, 2147418111\], not -1$"),
+    (dict(out_shift=50), ValueError, r"^out_shift must be in \[0, 46\], not 50$"),
+    (dict(beta=np.zeros(4, int)), ValueError, r"^beta must be None for an rms norm$"),
+    (dict(kind="layer"), ValueError, r"^beta must be given for a layer norm, not None$"),
+    (dict(kind="layer", beta=np.zeros(3, int)), ValueError, r"^beta must have shape \(4,\), not \(3,\)$"),
+    (dict(kind="layer", beta=np.full(4, 1 << 31)), ValueError, r"^beta must hold values in \[-2\*\*30, 2\*\*30\], "
+                                                               r"not 2147483648$"),
+    (dict(kind="layer", beta=np.zeros(4)), TypeError, r"^beta must hold integers, not float64$"),
 ])
 def test_norm_params_reject(fields, exc, message):
     base = dict(kind="rms", gamma=np.ones(4, int), beta=None, eps=1, out_mult=16384, out_shift=30,
@@ -208,17 +210,17 @@ def test_norm_params_reject(fields, exc, message):
 
 def test_norm_rejects_bad_rows_and_scales():
     p = _rms(_gamma(), 0.05, 0.02)
-    with pytest.raises(ValueError, match=r"x must end in an axis of 64 values, not shape \(2, 63\)"):
+    with pytest.raises(ValueError, match=r"^x must end in an axis of 64 values, not shape \(2, 63\)$"):
         rmsnorm(np.zeros((2, 63), int), p)
-    with pytest.raises(ValueError, match="params must be for a layer norm, not a rms norm"):
+    with pytest.raises(ValueError, match=r"^params must be for a layer norm, not a rms norm$"):
         layernorm(np.zeros((2, 64), int), p)
-    with pytest.raises(ValueError, match="x_scale must be finite and positive, not -1.0"):
+    with pytest.raises(ValueError, match=r"^x_scale must be finite and positive, not -1\.0$"):
         _rms(_gamma(), -1.0, 0.02)
-    with pytest.raises(ValueError, match="eps must be finite and positive, not 0.0"):
+    with pytest.raises(ValueError, match=r"^eps must be finite and positive, not 0\.0$"):
         _rms(_gamma(), 0.05, 0.02, eps=0.0)
-    with pytest.raises(ValueError, match=r"eps must be below 33.4\d* at x_scale 0.001 .*, not 100.0"):
+    with pytest.raises(ValueError, match=r"^eps must be below 33.4\d* at x_scale 0.001 .*, not 100.0$"):
         _layer(_gamma(), _beta(), 0.001, 0.02, eps=100.0)
-    with pytest.raises(ValueError, match=r"gamma must be a vector of 1 to 32768 values, not shape \(32769"):
+    with pytest.raises(ValueError, match=r"^gamma must be a vector of 1 to 32768 values, not shape \(32769,\)$"):
         _rms(np.ones(NORM_MAX_LEN + 1), 0.05, 0.02)
 
 
@@ -258,13 +260,13 @@ def test_gelu_references():
 
 def test_activation_rejects():
     kinds = r"\['gelu_erf', 'gelu_tanh', 'silu'\]"
-    with pytest.raises(ValueError, match=rf"activation kind must be one of {kinds}, not 'relu'"):
+    with pytest.raises(ValueError, match=rf"^activation kind must be one of {kinds}, not 'relu'$"):
         activation_table("relu", 0.1, 0.1)
-    with pytest.raises(ValueError, match="out_scale must be finite and positive, not 0.0"):
+    with pytest.raises(ValueError, match=r"^out_scale must be finite and positive, not 0\.0$"):
         silu(np.zeros(3, int), x_scale=0.1, out_scale=0.0)
-    with pytest.raises(ValueError, match="approximate must be 'tanh' or 'none', not 'fast'"):
+    with pytest.raises(ValueError, match=r"^approximate must be 'tanh' or 'none', not 'fast'$"):
         gelu(np.zeros(3, int), x_scale=0.1, out_scale=0.1, approximate="fast")
-    with pytest.raises(ValueError, match=r"activation table must have 256 entries, not shape \(255,\)"):
+    with pytest.raises(ValueError, match=r"^activation table must have 256 entries, not shape \(255,\)$"):
         activation(np.zeros(3, int), np.zeros(255, int))
 
 
@@ -301,11 +303,11 @@ def test_multiply_is_within_half_an_lsb():
 
 def test_elementwise_ops_reject_mismatched_shapes():
     p = AddParams.from_scales(a_scale=1.0, b_scale=1.0, out_scale=1.0)
-    with pytest.raises(ValueError, match=r"b must have the shape of a \(3,\), not \(4,\)"):
+    with pytest.raises(ValueError, match=r"^b must have the shape of a \(3,\), not \(4,\)$"):
         residual_add(np.zeros(3, int), np.zeros(4, int), p)
-    with pytest.raises(ValueError, match=r"b must have the shape of a \(3,\), not \(4,\)"):
+    with pytest.raises(ValueError, match=r"^b must have the shape of a \(3,\), not \(4,\)$"):
         multiply(np.zeros(3, int), np.zeros(4, int), mult=1, shift=0)
-    with pytest.raises(ValueError, match=r"a_mult must be in \[0, 32767\], not 32768"):
+    with pytest.raises(ValueError, match=r"^a_mult must be in \[0, 32767\], not 32768$"):
         AddParams(a_mult=32768, b_mult=0, mult=1, shift=0)
 
 
@@ -364,13 +366,13 @@ def test_rope_saturates_maximum_magnitude_pairs():
 
 def test_rope_rejects():
     m, s = rope_multiplier(x_scale=1.0, out_scale=1.0)
-    with pytest.raises(ValueError, match=r"positions must be in \[0, 127\], not 128"):
+    with pytest.raises(ValueError, match=r"^positions must be in \[0, 127\], not 128$"):
         rope(np.zeros((2, 8), int), np.array([5, 128]), mult=m, shift=s, max_context=128)
-    with pytest.raises(ValueError, match="head_dim must be even for rotary embedding, not 7"):
+    with pytest.raises(ValueError, match=r"^head_dim must be even for rotary embedding, not 7$"):
         rope(np.zeros((2, 7), int), 0, mult=m, shift=s, max_context=128)
-    with pytest.raises(TypeError, match="positions must hold integers, not float64"):
+    with pytest.raises(TypeError, match=r"^positions must hold integers, not float64$"):
         rope(np.zeros((2, 8), int), np.array([1.0]), mult=m, shift=s, max_context=128)
-    with pytest.raises(ValueError, match="max_context must be a positive integer, not 0"):
+    with pytest.raises(ValueError, match=r"^max_context must be a positive integer, not 0$"):
         rope_tables(0, 8)
 
 
@@ -401,7 +403,7 @@ def test_argmax_of_int32_logits_and_ties():
 
 
 def test_argmax_rejects():
-    with pytest.raises(TypeError, match="logits must hold integers, not float64"):
+    with pytest.raises(TypeError, match=r"^logits must hold integers, not float64$"):
         argmax(np.array([0.5, 1.0]))
-    with pytest.raises(ValueError, match=r"logits must have a non-empty last axis, not shape \(0,\)"):
+    with pytest.raises(ValueError, match=r"^logits must have a non-empty last axis, not shape \(0,\)$"):
         argmax(np.array([], dtype=np.int64))

@@ -45,12 +45,13 @@ def test_encode_decode_round_trip(opcode, data):
 
 @pytest.mark.parametrize(("call", "exc", "match"), [
     (lambda: make(Opcode.GEMM, length=1 << 16), ValueError,
-     r"field length must be an integer in \[0, 65535\], not 65536"),
-    (lambda: make(Opcode.GEMM, dst=-1), ValueError, r"field dst must be an integer in \[0, 65535\], not -1"),
-    (lambda: make(Opcode.GEMM, colour=1), ValueError, r"instruction has no field 'colour'"),
-    (lambda: make(4), TypeError, r"opcode must be an Opcode, not 4"),
-    (lambda: decode(15), ValueError, r"unknown opcode 15"),
-    (lambda: decode(-1), ValueError, r"instruction word must be an integer"),
+     r"^instruction field length must be an integer in \[0, 65535\], not 65536$"),
+    (lambda: make(Opcode.GEMM, dst=-1), ValueError, r"^instruction field dst must be an integer in \[0, 65535\], not "
+                                                    r"-1$"),
+    (lambda: make(Opcode.GEMM, colour=1), ValueError, r"^instruction has no field 'colour'$"),
+    (lambda: make(4), TypeError, r"^opcode must be an Opcode, not 4$"),
+    (lambda: decode(15), ValueError, r"^instruction word holds unknown opcode 15$"),
+    (lambda: decode(-1), ValueError, r"^instruction word must be an integer in \[0, 2\*\*136\), not -1$"),
 ])
 def test_bad_instructions_are_rejected(call, exc, match):
     with pytest.raises(exc, match=match):

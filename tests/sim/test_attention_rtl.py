@@ -235,21 +235,21 @@ def test_attention_unit_verilog_is_lint_clean(unit):
 # --- parameters, shapes and the cycle model (no simulator) ---------------------------------------
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
-    ({"head_dim": 0}, ValueError, "attention head_dim must be a positive integer, not 0"),
-    ({"head_dim": 8.0}, TypeError, "attention head_dim must be an integer, not 8.0"),
-    ({"head_dim": 131072}, ValueError, "attention head_dim must be at most 131071, not 131072"),
-    ({"max_context": 0}, ValueError, "attention max_context must be a positive integer, not 0"),
-    ({"max_context": 513}, ValueError, "attention max_context must be at most 512, not 513"),
-    ({"max_context": "16"}, TypeError, "attention max_context must be an integer, not '16'"),
-    ({"max_heads": -1}, ValueError, "attention max_heads must be a positive integer, not -1"),
-    ({"max_heads": 65}, ValueError, "attention max_heads must be at most 64, not 65"),
-    ({"max_heads": True}, TypeError, "attention max_heads must be an integer, not True"),
-    ({"finish_lanes": 0}, ValueError, "attention finish_lanes must be a positive integer, not 0"),
-    ({"finish_lanes": 9}, ValueError, "attention finish_lanes must be at most head_dim (8), not 9"),
-    ({"finish_lanes": 2.0}, TypeError, "attention finish_lanes must be an integer, not 2.0"),
+    ({"head_dim": 0}, ValueError, r"^attention head_dim must be a positive integer, not 0$"),
+    ({"head_dim": 8.0}, TypeError, r"^attention head_dim must be an integer, not 8\.0$"),
+    ({"head_dim": 131072}, ValueError, r"^attention head_dim must be at most 131071, not 131072$"),
+    ({"max_context": 0}, ValueError, r"^attention max_context must be a positive integer, not 0$"),
+    ({"max_context": 513}, ValueError, r"^attention max_context must be at most 512, not 513$"),
+    ({"max_context": "16"}, TypeError, r"^attention max_context must be an integer, not '16'$"),
+    ({"max_heads": -1}, ValueError, r"^attention max_heads must be a positive integer, not -1$"),
+    ({"max_heads": 65}, ValueError, r"^attention max_heads must be at most 64, not 65$"),
+    ({"max_heads": True}, TypeError, r"^attention max_heads must be an integer, not True$"),
+    ({"finish_lanes": 0}, ValueError, r"^attention finish_lanes must be a positive integer, not 0$"),
+    ({"finish_lanes": 9}, ValueError, r"^attention finish_lanes must be at most head_dim \(8\), not 9$"),
+    ({"finish_lanes": 2.0}, TypeError, r"^attention finish_lanes must be an integer, not 2\.0$"),
 ])
 def test_bad_unit_parameters_are_rejected(kwargs, error, message):
-    with pytest.raises(error, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(error, match=message):
         AttentionUnit(**{**SMALL, **kwargs})
 
 
@@ -259,13 +259,13 @@ def test_unit_parameters_are_keyword_only():
 
 
 @pytest.mark.parametrize(("shape", "error", "message"), [
-    ({"kv_len": 17}, ValueError, r"kv_len must be in \[1, 16\], not 17"),
-    ({"kv_len": 0}, ValueError, r"kv_len must be in \[1, 16\], not 0"),
-    ({"n_heads": 0}, ValueError, "n_heads must be a positive integer, not 0"),
-    ({"n_kv_heads": 0}, ValueError, "n_kv_heads must be a positive integer, not 0"),
-    ({"n_heads": 3, "n_kv_heads": 2}, ValueError, r"n_heads must be a multiple of n_kv_heads \(2\), not 3"),
-    ({"n_heads": 8, "n_kv_heads": 2}, ValueError, "n_heads=8 exceeds max_heads=4 of the attention unit"),
-    ({"n_heads": 2.0}, TypeError, "n_heads must be an integer, not 2.0"),
+    ({"kv_len": 17}, ValueError, r"^kv_len must be in \[1, 16\], not 17$"),
+    ({"kv_len": 0}, ValueError, r"^kv_len must be in \[1, 16\], not 0$"),
+    ({"n_heads": 0}, ValueError, r"^n_heads must be a positive integer, not 0$"),
+    ({"n_kv_heads": 0}, ValueError, r"^n_kv_heads must be a positive integer, not 0$"),
+    ({"n_heads": 3, "n_kv_heads": 2}, ValueError, r"^n_heads must be a multiple of n_kv_heads \(2\), not 3$"),
+    ({"n_heads": 8, "n_kv_heads": 2}, ValueError, r"^n_heads=8 exceeds max_heads=4 of the attention unit$"),
+    ({"n_heads": 2.0}, TypeError, r"^n_heads must be an integer, not 2\.0$"),
 ])
 def test_bad_call_shapes_are_rejected(shape, error, message):
     with pytest.raises(error, match=message):
@@ -273,9 +273,10 @@ def test_bad_call_shapes_are_rejected(shape, error, message):
 
 
 def test_bad_unit_table_is_rejected():
-    with pytest.raises(ValueError, match="attention unit: unknown parameter 'lanes'"):
+    with pytest.raises(ValueError, match=r"^attention unit: unknown parameter 'lanes' \(known: head_dim, "
+                                         r"max_context, max_heads, finish_lanes\)$"):
         plan_attention({**SMALL, "lanes": 4}, n_heads=1, n_kv_heads=1, kv_len=1)
-    with pytest.raises(ValueError, match="attention unit: missing parameter 'max_heads'"):
+    with pytest.raises(ValueError, match=r"^attention unit: missing parameter 'max_heads'$"):
         plan_attention({"head_dim": 8, "max_context": 16}, n_heads=1, n_kv_heads=1, kv_len=1)
 
 
@@ -286,10 +287,10 @@ def test_flow_rejects_a_bad_job_before_simulating():
                  rng.integers(-128, 128, (2, 1, D)), _params(rng, D, 1.0))
     too_long = _case(rng.integers(-128, 128, (2, D)), rng.integers(-128, 128, (17, 1, D)),
                      rng.integers(-128, 128, (17, 1, D)), _params(rng, D, 1.0))
-    with pytest.raises(ValueError, match=r"kv_len must be in \[1, 16\], not 17"):
+    with pytest.raises(ValueError, match=r"^kv_len must be in \[1, 16\], not 17$"):
         run("amaranth", "attention_unit", SMALL, "attention_unit", {"unit": SMALL, "cases": [good, too_long]})
     bad_v = dict(good, v=np.zeros((3, 1, D), dtype=np.int64).tolist())
-    with pytest.raises(ValueError, match=r"v must have shape \(2, 1, 8\), not \(3, 1, 8\)"):
+    with pytest.raises(ValueError, match=r"^v must have shape \(2, 1, 8\), not \(3, 1, 8\)$"):
         run("amaranth", "attention_unit", SMALL, "attention_unit", {"unit": SMALL, "cases": [bad_v]})
 
 

@@ -71,11 +71,52 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
 ])
 def test_bad_input_is_one_line_without_traceback(args, message):
     out = lockstep(*args)
-    assert out.returncode != 0
+    assert out.returncode == 1
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("lockstep: error: ") and message in lines[0]
+
+
+def test_an_internal_error_is_not_taken_for_a_user_error(monkeypatch):
+    """A bare ValueError from inside (a bug, not a check of the user's input) is not reported as the
+    user's error: one line naming it as internal, exit status 3; --debug shows its traceback."""
+    from click.testing import CliRunner
+
+    from hdl.config import Config
+    from sim.cli import main
+
+    def broken(self):
+        raise ValueError("injected bug")
+
+    monkeypatch.setattr(Config, "describe", broken)
+    plain = CliRunner().invoke(main, ["presets"])
+    assert plain.exit_code == 3
+    assert "Traceback" not in plain.output
+    assert plain.output.strip().splitlines() == [
+        "lockstep: error: internal error: ValueError: injected bug (a bug in Lockstep: rerun with "
+        "'lockstep --debug ...' for the traceback and report it)"]
+    debug = CliRunner().invoke(main, ["--debug", "presets"])
+    assert debug.exit_code == 3
+    assert "Traceback (most recent call last)" in debug.output and 'raise ValueError("injected bug")' in debug.output
+    assert debug.output.strip().splitlines()[-1].startswith("lockstep: error: internal error: ValueError")
+
+
+def test_a_project_error_from_inside_stays_the_users(monkeypatch):
+    """The same place raising one of the project's own errors (a check of input) is one line, exit 1."""
+    from click.testing import CliRunner
+
+    from golden.errors import InputError
+    from hdl.config import Config
+    from sim.cli import main
+
+    def refused(self):
+        raise InputError("array rows must be a positive integer, not 0")
+
+    monkeypatch.setattr(Config, "describe", refused)
+    out = CliRunner().invoke(main, ["presets"])
+    assert out.exit_code == 1
+    assert out.output.strip().splitlines() == ["lockstep: error: array rows must be a positive integer, not 0"]
 
 
 @pytest.mark.parametrize(("args", "message"), [

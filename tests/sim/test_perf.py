@@ -282,14 +282,17 @@ GOOD = {"chip": {"array_rows": 8, "array_cols": 8, "vector_lanes": 4, "clock_hz"
 
 
 @pytest.mark.parametrize(("change", "match"), [
-    ({"colour": 1}, r"unknown key 'colour'"),
-    ({"chip": {"array_rows": 8}}, r"missing key 'array_cols'"),
-    ({"chip": {**GOOD["chip"], "array_rows": 2048}}, r"array_rows must be at most 1024"),
+    ({"colour": 1}, r"^hardware: unknown key 'colour' \(known: name, description, notes, chip, memory, system, link, "
+                    r"tp_link\)$"),
+    ({"chip": {"array_rows": 8}}, r"^hardware \[chip\]: missing key 'array_cols'$"),
+    ({"chip": {**GOOD["chip"], "array_rows": 2048}}, r"^hardware \[chip\]: array_rows must be at most 1024, not 2048$"),
     ({"chip": {**GOOD["chip"], "weight_bytes": 4}}, r"weight_bytes must be 1 \(int8\) or 2"),
-    ({"chip": {**GOOD["chip"], "clock_hz": -1}}, r"clock_hz must be positive"),
-    ({"memory": []}, r"at least one \[\[memory\]\] level"),
-    ({"system": {"chips": 6, "tensor_parallel": 4}}, r"tensor_parallel \(4\) must divide chips \(6\)"),
-    ({"system": {"chips": 2}}, r"2 chips need a \[link\]"),
+    ({"chip": {**GOOD["chip"], "clock_hz": -1}}, r"^hardware \[chip\]: clock_hz must be positive, not -1\.0$"),
+    ({"memory": []}, r"^hardware: at least one \[\[memory\]\] level \(name, capacity_bytes, bandwidth_bytes_per_s\) "
+                     r"is required$"),
+    ({"system": {"chips": 6, "tensor_parallel": 4}}, r"^hardware \[system\]: tensor_parallel \(4\) must divide chips "
+                                                     r"\(6\)$"),
+    ({"system": {"chips": 2}}, r"^hardware: 2 chips need a \[link\] \(bandwidth_bytes_per_s, latency_s\)$"),
 ])
 def test_bad_hardware_is_rejected(change, match):
     with pytest.raises(HardwareError, match=match):
@@ -297,8 +300,8 @@ def test_bad_hardware_is_rejected(change, match):
 
 
 def test_a_model_that_fits_nowhere_is_an_error():
-    with pytest.raises(HardwareError, match=r"llama-3-70b needs 70.6 GB of weights .* more than every memory "
-                                            r"level of tpu-v1"):
+    with pytest.raises(HardwareError, match=r"^llama-3-70b needs 70.6 GB of weights .* more than every memory "
+                                            r"level of tpu-v1 \(ddr3 8\.59 GB\)$"):
         estimate("llama-3-70b", load_hardware("tpu-v1"))
 
 
@@ -348,16 +351,34 @@ def test_decode_sweep_rows_hold_the_estimate(tmp_path):
 
 
 @pytest.mark.parametrize(("params", "match"), [
-    ({"array_rows": [8], "array_cols": [8], "depth": [3]}, r"unknown parameter 'depth' for kind decode"),
-    ({"array_rows": [], "array_cols": [8]}, r"parameter array_rows has an empty list of values"),
-    ({"array_rows": [8], "array_cols": [8], "model": ["gpt5"]}, r"is not valid: model must be a built-in model"),
+    ({"array_rows": [8], "array_cols": [8], "depth": [3]}, r"^spec: unknown parameter 'depth' for kind decode "
+                                                           r"\(known: array_rows, array_cols, vector_lanes, "
+                                                           r"clock_hz, weight_bytes_per_cycle, weight_memory_bytes, "
+                                                           r"model, context, batch, preset, weight_bytes, chips, "
+                                                           r"tensor_parallel, link_bandwidth, link_latency_ns, "
+                                                           r"tp_link_bandwidth, tp_link_latency_ns\)$"),
+    ({"array_rows": [], "array_cols": [8]}, r"^spec: parameter array_rows has an empty list of values$"),
+    ({"array_rows": [8], "array_cols": [8], "model": ["gpt5"]}, r"^spec: point \{'array_rows': 8, 'array_cols': 8, "
+                                                                r"'vector_lanes': 4, 'clock_hz': 100000000, "
+                                                                r"'weight_bytes_per_cycle': None, "
+                                                                r"'weight_memory_bytes': None, 'model': 'gpt5', "
+                                                                r"'context': None, 'batch': 1\} is not valid: model "
+                                                                r"must be a built-in model \(gpt2, llama-2-7b, "
+                                                                r"llama-2-70b, llama-3-8b, llama-3-70b, "
+                                                                r"llama-3\.1-70b\), not 'gpt5'$"),
     ({"array_rows": [8], "array_cols": [8], "model": ["llama-2-7b"], "weight_memory_bytes": [1000000]},
-     r"llama-2-7b fits no design point of the spec \(1 tried; e.g. llama-2-7b needs 6.74 GB of weights \(int8\), "
-     r"more than every memory level of sweep point \(weight memory 1 MB\)\)"),
-    ({"array_rows": [8], "array_cols": [8], "context": [5000]}, r"context 5000 exceeds gpt2's max_context 1024"),
-    ({"array_rows": [2000], "array_cols": [8]}, r"parameter array_rows must be at most 1024, not 2000"),
+     r"^spec: llama-2-7b fits no design point of the spec \(1 tried; e.g. llama-2-7b needs 6.74 GB of weights "
+     r"\(int8\), "
+     r"more than every memory level of sweep point \(weight memory 1 MB\)\)$"),
+    ({"array_rows": [8], "array_cols": [8], "context": [5000]}, r"^spec: point \{'array_rows': 8, 'array_cols': 8, "
+                                                                r"'vector_lanes': 4, 'clock_hz': 100000000, "
+                                                                r"'weight_bytes_per_cycle': None, "
+                                                                r"'weight_memory_bytes': None, 'model': 'gpt2', "
+                                                                r"'context': 5000, 'batch': 1\} is not valid: "
+                                                                r"context 5000 exceeds gpt2's max_context 1024$"),
+    ({"array_rows": [2000], "array_cols": [8]}, r"^spec: parameter array_rows must be at most 1024, not 2000$"),
     ({"array_rows": [8], "array_cols": [8], "weight_bytes_per_cycle": [0]},
-     r"parameter weight_bytes_per_cycle must be positive, not 0"),
+     r"^spec: parameter weight_bytes_per_cycle must be positive, not 0$"),
 ])
 def test_bad_decode_specs_are_rejected(params, match):
     with pytest.raises(SweepError, match=match):
@@ -372,7 +393,8 @@ def test_the_kv_cache_counts_against_the_memory_that_holds_it():
     # 32 layers x 2048 positions x 32 KV heads x 128 x (K, V) x 2 bytes x 16 sequences
     assert e.kv_bytes_per_chip == 32 * 2048 * 32 * 128 * 2 * 2 * 16 and e.kv_placed
     with pytest.raises(HardwareError, match=r"^llama-2-7b needs 13.5 GB of weights \(16-bit\) and 34.4 GB of KV "
-                                            r"cache \(context 2048, batch 32\), more than every memory level of a100"):
+                                            r"cache \(context 2048, batch 32\), more than every memory level of a100 "
+                                            r"\(hbm2 40 GB\)$"):
         estimate("llama-2-7b", hw, batch=32)
     # The RTL's presets keep the cache in a memory of its own: not placed with the weights.
     assert not estimate("golden/data/demo", load_hardware("demo")).kv_placed
@@ -454,14 +476,24 @@ def test_a_sweep_over_a_multi_chip_preset_is_the_estimate_of_each_point(tmp_path
 
 
 @pytest.mark.parametrize(("params", "match"), [
-    ({"preset": ["no-such-chip"]}, r"is not valid: unknown hardware 'no-such-chip'"),
-    ({"preset": ["groq-lpu"], "tensor_parallel": [7]}, r"is not valid: .*tensor_parallel \(7\) must divide chips"),
-    ({"preset": ["emulator"], "link_bandwidth": [10**9]}, r"is not valid: .*missing key 'latency_s'"),
+    ({"preset": ["no-such-chip"]}, r"^s\.toml: point \{'weight_bytes_per_cycle': None, 'model': 'gpt2', 'context': "
+                                   r"None, 'batch': 1, 'preset': 'no-such-chip'\} is not valid: unknown hardware "
+                                   r"'no-such-chip': not a TOML file nor one of a100, a100-80gb, cerebras-wse3, "
+                                   r"demo, emulator, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax$"),
+    ({"preset": ["groq-lpu"], "tensor_parallel": [7]}, r"^s\.toml: point \{.*'preset': 'groq-lpu', "
+                                                       r"'tensor_parallel': 7\} is not valid: "
+                                                       r".*tensor_parallel \(7\) must divide chips \(576\)$"),
+    ({"preset": ["emulator"], "link_bandwidth": [10**9]}, r"^s\.toml: point \{.*'preset': 'emulator', "
+                                                          r"'link_bandwidth': 1000000000\} is not valid: "
+                                                          r".*missing key 'latency_s'$"),
     ({"preset": ["groq-lpu"], "weight_bytes": [3]}, r"weight_bytes must be 1 \(int8\) or 2"),
-    ({"preset": ["a100"], "model": ["llama-2-70b"]}, r"llama-2-70b fits no design point of the spec \(1 tried"),
+    ({"preset": ["a100"], "model": ["llama-2-70b"]}, r"^s\.toml: llama-2-70b fits no design point of the spec \(1 "
+                                                     r"tried; e\.g\. llama-2-70b needs 138 GB of weights \(16-bit\) "
+                                                     r"and 671 MB of KV cache \(context 2048, batch 1\), more than "
+                                                     r"every memory level of a100 \(hbm2 40 GB\)\)$"),
     ({"preset": ["groq-lpu"], "tp_link_latency_ns": [-1]},
-     r"parameter tp_link_latency_ns must be non-negative, not -1"),
-    ({"preset": ["groq-lpu"], "chips": [0]}, r"parameter chips must be positive, not 0"),
+     r"^s\.toml: parameter tp_link_latency_ns must be non-negative, not -1$"),
+    ({"preset": ["groq-lpu"], "chips": [0]}, r"^s\.toml: parameter chips must be positive, not 0$"),
 ])
 def test_bad_preset_points_are_refused(params, match):
     assert parse_spec({"kind": "decode", "params": {"preset": ["groq-lpu"], "tp_link_latency_ns": [0]}}).points
@@ -539,9 +571,11 @@ def test_hardware_made_in_code_is_bounded_too():
 def test_a_non_finite_estimate_is_refused():
     e = estimate("gpt2", load_hardware("tpu-v1"), context=64)
     assert all(math.isfinite(v) for v in (e.tokens_per_s, e.step_seconds, e.cycles, *e.bounds.values()))
-    with pytest.raises(HardwareError, match=r"^gpt2 on tpu-v1: the estimate's step_seconds is inf \(not finite\)"):
+    with pytest.raises(HardwareError, match=r"^gpt2 on tpu-v1: the estimate's step_seconds is inf \(not finite\): a "
+                                            r"hardware number is out of range$"):
         _check_finite(replace(e, step_seconds=math.inf))
-    with pytest.raises(HardwareError, match=r"^gpt2 on tpu-v1: the estimate's bounds\['compute'\] is nan"):
+    with pytest.raises(HardwareError, match=r"^gpt2 on tpu-v1: the estimate's bounds\['compute'\] is nan \(not "
+                                            r"finite\): a hardware number is out of range$"):
         _check_finite(replace(e, bounds={**e.bounds, "compute": math.nan}))
 
 

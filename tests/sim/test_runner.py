@@ -35,9 +35,10 @@ def test_a_verilog_error_is_a_simulation_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("args", "match"), [
-    (("modelsim", "array", {"rows": 2, "cols": 2}, "array_stream", {}), r"simulator must be one of"),
-    (("amaranth", "nope", {}, "array_stream", {}), r"design must be one of .*, not 'nope'"),
-    (("amaranth", "array", {"rows": 2, "cols": 2}, "nope", {}), r"flow must be one of .*, not 'nope'"),
+    (("modelsim", "array", {"rows": 2, "cols": 2}, "array_stream", {}), r"^simulator must be one of verilator, "
+                                                                        r"icarus, amaranth, not 'modelsim'$"),
+    (("amaranth", "nope", {}, "array_stream", {}), r"^design must be one of .*, not 'nope'$"),
+    (("amaranth", "array", {"rows": 2, "cols": 2}, "nope", {}), r"^flow must be one of .*, not 'nope'$"),
 ])
 def test_bad_run_requests_are_rejected(args, match):
     with pytest.raises(ValueError, match=match):

@@ -36,11 +36,12 @@ def test_backends_generate_the_integer_models_tokens(compiled, backend):
 
 
 @pytest.mark.parametrize(("args", "match"), [
-    (("nope", [1], 3), r"backend must be one of golden, isa, amaranth, icarus, verilator, serial, not 'nope'"),
-    (("isa", [], 3), r"prompt must hold at least one token"),
-    (("isa", [99], 3), r"prompt token must be in 0..47, not 99"),
-    (("isa", [1, 2], 200), r"needs 201 positions, more than the context of 128"),
-    (("isa", [1], -1), r"tokens must be a non-negative integer, not -1"),
+    (("nope", [1], 3), r"^backend must be one of golden, isa, amaranth, icarus, verilator, serial, not 'nope'$"),
+    (("isa", [], 3), r"^prompt must hold at least one token$"),
+    (("isa", [99], 3), r"^prompt token must be in 0\.\.47, not 99$"),
+    (("isa", [1, 2], 200), r"^prompt \(2 tokens\) plus 200 new tokens needs 201 positions, more than the context of "
+                           r"128$"),
+    (("isa", [1], -1), r"^tokens must be a non-negative integer, not -1$"),
 ])
 def test_bad_requests_are_refused(compiled, args, match):
     with pytest.raises(ValueError, match=match):

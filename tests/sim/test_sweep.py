@@ -84,24 +84,26 @@ def test_rows_hold_the_cycle_model_prediction(tmp_path):
 
 @pytest.mark.parametrize(("data", "match"), [
     ({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8], "depth": [3]}},
-     r"unknown parameter 'depth' for kind gemm"),
+     r"^spec: unknown parameter 'depth' for kind gemm \(known: array_rows, array_cols, m, k, n, clock_hz\)$"),
     ({"params": {"array_rows": [], "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
-     r"parameter array_rows has an empty list of values"),
+     r"^spec: parameter array_rows has an empty list of values$"),
     ({"mode": "random", "params": {"array_rows": {"low": 8, "high": 4}, "array_cols": [4], "m": [1], "k": [8],
-                                   "n": [8]}}, r"parameter array_rows range is empty: low 8 > high 4"),
+                                   "n": [8]}}, r"^spec: parameter array_rows range is empty: low 8 > high 4$"),
     ({"params": {"array_rows": {"low": 1, "high": 4}, "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
-     r"only mode = \"random\" can sample"),
+     r"^spec: parameter array_rows gives a range, which only mode = \"random\" can sample$"),
     ({"params": {"array_rows": [1025], "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
-     r"parameter array_rows must be at most 1024, not 1025"),
+     r"^spec: parameter array_rows must be at most 1024, not 1025$"),
     ({"params": {"array_rows": [4], "array_cols": [4], "m": [0], "k": [8], "n": [8]}},
-     r"parameter m must be positive, not 0"),
-    ({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8]}}, r"parameter n is required"),
-    ({"kind": "fpga", "params": {"x": [1]}}, r"kind must be one of gemm, decode, not 'fpga'"),
-    ({"mode": "lattice", "params": {"x": [1]}}, r"mode must be 'grid' or 'random', not 'lattice'"),
+     r"^spec: parameter m must be positive, not 0$"),
+    ({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8]}}, r"^spec: parameter n is required for "
+                                                                             r"kind gemm$"),
+    ({"kind": "fpga", "params": {"x": [1]}}, r"^spec: kind must be one of gemm, decode, not 'fpga'$"),
+    ({"mode": "lattice", "params": {"x": [1]}}, r"^spec: mode must be 'grid' or 'random', not 'lattice'$"),
     ({"params": {"array_rows": ["4"], "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
-     r"parameter array_rows must hold int values, not '4'"),
-    ({"colour": 1, "params": {}}, r"unknown key 'colour'"),
-    ({"params": {}}, r"a \[params\] table with at least one parameter is required"),
+     r"^spec: parameter array_rows must hold int values, not '4'$"),
+    ({"colour": 1, "params": {}}, r"^spec: unknown key 'colour' \(known: fpga, kind, mode, params, rtl, samples, "
+                                  r"seed\)$"),
+    ({"params": {}}, r"^spec: a \[params\] table with at least one parameter is required$"),
 ])
 def test_bad_specs_are_rejected(data, match):
     with pytest.raises(SweepError, match=match):
@@ -195,11 +197,13 @@ def test_a_yosys_failure_is_one_line_naming_the_point(tmp_path):
 
 
 @pytest.mark.parametrize(("fpga", "kind", "match"), [
-    ({"family": "virtex"}, "gemm", r"\[fpga\] family must be one of ecp5, ice40, not 'virtex'"),
-    ({}, "gemm", r"\[fpga\] family must be one of ecp5, ice40, not None"),
-    ({"family": "ecp5", "device": "85k"}, "gemm", r"unknown key 'device' in \[fpga\] \(known: family\)"),
-    ("ecp5", "gemm", r"fpga must be a table"),
-    ({"family": "ecp5"}, "decode", r"\[fpga\] synthesizes gemm points only"),
+    ({"family": "virtex"}, "gemm", r"^s\.toml: \[fpga\] family must be one of ecp5, ice40, not 'virtex'$"),
+    ({}, "gemm", r"^s\.toml: \[fpga\] family must be one of ecp5, ice40, not None$"),
+    ({"family": "ecp5", "device": "85k"}, "gemm", r"^s\.toml: unknown key 'device' in \[fpga\] \(known: family\)$"),
+    ("ecp5", "gemm", r"^s\.toml: fpga must be a table \(\[fpga\] with family = \.\.\.\), not 'ecp5'$"),
+    ({"family": "ecp5"}, "decode", r"^s\.toml: \[fpga\] synthesizes gemm points only: a decode point is a built-in "
+                                   r"model estimate, not one RTL design \(lockstep build --design decode builds the "
+                                   r"decode accelerator\)$"),
 ])
 def test_bad_fpga_tables_are_rejected_in_one_line(fpga, kind, match):
     params = FPGA_POINT if kind == "gemm" else {"array_rows": [4], "array_cols": [4]}
@@ -211,6 +215,7 @@ def test_bad_fpga_tables_are_rejected_in_one_line(fpga, kind, match):
 def test_fpga_refuses_an_array_too_large_to_build():
     from hdl.config import MAX_BUILD_ARRAY
 
-    with pytest.raises(SweepError, match=rf"cannot be synthesized for \[fpga\]: array rows must be at most "
-                                         rf"{MAX_BUILD_ARRAY}"):
+    with pytest.raises(SweepError, match=rf"^spec: point \{{'array_rows': {MAX_BUILD_ARRAY + 1}, .*\}} cannot be "
+                                         rf"synthesized for \[fpga\]: array rows must be at most {MAX_BUILD_ARRAY} "
+                                         rf"to build, not {MAX_BUILD_ARRAY + 1}$"):
         parse_spec({"params": {**FPGA_POINT, "array_rows": [MAX_BUILD_ARRAY + 1]}, "fpga": {"family": "ice40"}})

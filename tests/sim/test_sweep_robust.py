@@ -3,6 +3,7 @@ scheduler and impossible specs end in one line, a disagreement of the RTL with t
 reported, not buried in the database."""
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -81,21 +82,24 @@ def test_a_dask_scheduler_without_workers_is_one_error(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "DASK_WORKER_TIMEOUT", 2)
     spec = parse_spec({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8, 16]}})
     with (distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as cl,
-          pytest.raises(SweepError, match=r"the scheduler has no workers \(none joined in 2 s\)")):
+          pytest.raises(SweepError, match=rf"^--dask {re.escape(cl.scheduler_address)}: the scheduler has no "
+                                          r"workers \(none joined in 2 s\)$")):
         run_sweep(spec, tmp_path / "r.sqlite", dask_address=cl.scheduler_address, progress=False)
 
 
 @pytest.mark.parametrize(("data", "match"), [
     ({"mode": "random", "samples": 7, "params": {"array_rows": [4, 8], "array_cols": [4], "m": [1, 2],
                                                  "k": [8], "n": [8]}},
-     r"samples 7 exceeds the 4 distinct points the parameters allow"),
+     r'^s\.toml: samples 7 exceeds the 4 distinct points the parameters allow \(use mode = "grid" for all of them\)$'),
     ({"mode": "random", "samples": 90_000, "params": {"array_rows": {"low": 1, "high": 5}, "array_cols": [4],
                                                       "m": [1], "k": [8], "n": [8]}},
-     r"samples 90000 exceeds the 5 distinct points"),
+     r'^s\.toml: samples 90000 exceeds the 5 distinct points the parameters allow \(use mode = "grid" for all of '
+     r'them\)$'),
     ({"kind": "decode", "params": {"array_rows": [4], "array_cols": [4]}, "rtl": {"simulator": "verilator"}},
-     r"\[rtl\] confirms gemm points only"),
+     r"^s\.toml: \[rtl\] confirms gemm points only: a decode point is a built-in model the RTL cannot hold \(the "
+     r"decode accelerator's own regressions confirm the cycle model\)$"),
     ({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8]}, "rtl": {"max_cycles": 0}},
-     r"rtl max_cycles must be a positive integer, not 0"),
+     r"^s\.toml: rtl max_cycles must be a positive integer, not 0$"),
 ])
 def test_impossible_specs_are_refused_before_running(data, match):
     t0 = time.monotonic()
@@ -156,6 +160,6 @@ def test_integral_floats_are_integers_as_in_hardware_files():
                                   "clock_hz": [1e8, 2.5e8]}})
     assert [p["clock_hz"] for p in spec.points] == [100_000_000, 250_000_000]
     assert all(type(p["clock_hz"]) is int for p in spec.points)
-    with pytest.raises(SweepError, match=r"parameter clock_hz must hold int values, not 1.5"):
+    with pytest.raises(SweepError, match=r"^spec: parameter clock_hz must hold int values, not 1\.5$"):
         parse_spec({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8],
                                "clock_hz": [1.5]}})

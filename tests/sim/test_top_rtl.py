@@ -71,14 +71,16 @@ def readback(compiled):
 # --- parameters ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("config", "kw", "exc", "match"), [
-    (PRESETS["8x4"], {}, ValueError, r"needs array_rows == array_cols == vector_lanes, not array_rows=8, "
-                                     r"array_cols=4, vector_lanes=4"),
-    (PRESETS["8x8"], {}, ValueError, r"array_rows=8, array_cols=8, vector_lanes=4"),
+    (PRESETS["8x4"], {}, ValueError, r"^the decode top level needs array_rows == array_cols == vector_lanes, not "
+                                     r"array_rows=8, array_cols=4, vector_lanes=4$"),
+    (PRESETS["8x8"], {}, ValueError, r"^the decode top level needs array_rows == array_cols == vector_lanes, not "
+                                     r"array_rows=8, array_cols=8, vector_lanes=4$"),
     (replace(PRESETS["4x4"], array_rows=2, array_cols=2, vector_lanes=2), {}, ValueError,
-     r"vector_lanes to be a power of two >= 4, not 2"),
-    (PRESETS["4x4"], {"head_dim": 12}, ValueError, r"head_dim must be a multiple of 2 \* vector_lanes \(8\)"),
-    (PRESETS["4x4"], {"max_heads": 0}, ValueError, r"max_heads must be a positive integer, not 0"),
-    ({"array_rows": 4}, {}, TypeError, r"config must be a Config, not dict"),
+     r"^the decode top level needs vector_lanes to be a power of two >= 4, not 2$"),
+    (PRESETS["4x4"], {"head_dim": 12}, ValueError, r"^head_dim must be a multiple of 2 \* vector_lanes \(8\) and at "
+                                                   r"most 131071, not 12$"),
+    (PRESETS["4x4"], {"max_heads": 0}, ValueError, r"^max_heads must be a positive integer, not 0$"),
+    ({"array_rows": 4}, {}, TypeError, r"^config must be a Config, not dict$"),
 ])
 def test_bad_parameters_are_refused(config, kw, exc, match):
     args = {"head_dim": 8, "max_heads": 4, "max_norm_length": 32, **kw}
@@ -88,12 +90,15 @@ def test_bad_parameters_are_refused(config, kw, exc, match):
 
 def test_models_that_do_not_fit_the_design_are_refused_before_simulation():
     compiled = tiny("llama-gqa")
-    with pytest.raises(CompileError, match=r"its query heads is 4, which must be at most the design's 2"):
+    with pytest.raises(CompileError, match=r"^the model does not fit the top level: its query heads is 4, which must "
+                                           r"be at most the design's 2$"):
         check_fits(compiled, {**top_params(compiled), "max_heads": 2})
-    with pytest.raises(CompileError, match=r"its head_dim is 8, which must equal the design's 16"):
+    with pytest.raises(CompileError, match=r"^the model does not fit the top level: its head_dim is 8, which must "
+                                           r"equal the design's 16$"):
         check_fits(compiled, {**top_params(compiled), "head_dim": 16})
     lanes4 = compile_model(compiled.model, replace(SMALL, array_rows=8, array_cols=8))
-    with pytest.raises(ValueError, match=r"array_rows == array_cols == vector_lanes"):
+    with pytest.raises(ValueError, match=r"^the decode top level needs array_rows == array_cols == vector_lanes, not "
+                                         r"array_rows=8, array_cols=8, vector_lanes=4$"):
         decode(lanes4, "verilator", [1], 1)      # refused before any build
 
 
@@ -114,7 +119,7 @@ def test_images_and_their_memories_come_from_one_table():
     assert 2 ** top.host_addr_bits >= compiled.config.act_table_entries
     job = decode_job(compiled, top_params(compiled), steps=[(1, 0)])
     del job["images"]["act_tables"]
-    with pytest.raises(ValueError, match=r"decode_top job images need 'act_tables'"):
+    with pytest.raises(ValueError, match=r"^decode_top job images need 'act_tables'$"):
         run("amaranth", "decode_top", top_params(compiled), "decode_top", job)
 
 
