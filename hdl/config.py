@@ -6,13 +6,17 @@ whole configuration; leaf blocks take only the numbers they need.
 
 from __future__ import annotations
 
+import math
+import tomllib
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from golden.errors import InputError, InputTypeError
 from golden.numerics import ACC_BITS, max_k_without_overflow
 
-__all__ = ["ACT_TABLE_SIZE", "Config", "check_positive_int", "checked_constructor", "DEFAULT", "MAX_ACT_TABLES",
-           "MAX_ARRAY", "MAX_BUILD_ARRAY", "PRESETS", "STEP_CYCLE_BITS", "UNIT_CYCLE_BITS"]
+__all__ = ["ACT_TABLE_SIZE", "CHIP_EXTRA_KEYS", "DEFAULT", "DESIGN_DIR", "MAX_ACT_TABLES", "MAX_ARRAY",
+           "MAX_BUILD_ARRAY", "PRESETS", "STEP_CYCLE_BITS", "UNIT_CYCLE_BITS", "Config", "check_positive_int",
+           "checked_constructor", "chip_config", "design_names", "read_design_file", "rtl_refusal"]
 
 #: The largest array the cycle model describes (a TPU v1 is 256 x 256).
 MAX_ARRAY = 1024
@@ -199,21 +203,81 @@ class Config:
 
 DEFAULT = Config()
 
-#: Named design points, used by tests and the command line.
-PRESETS: dict[str, Config] = {
-    "4x4": Config(array_rows=4, array_cols=4),
-    "8x4": Config(array_rows=8, array_cols=4),
-    "8x8": Config(array_rows=8, array_cols=8, weight_words=4096, act_words=1024, result_words=1024,
-                  max_m=64),
-    # Holds the project's demo model on chip (compiled: ~28 k weight words of 8 bytes).
-    # Square with lanes = array size, as the decode top level requires (hdl/top.py).
-    "demo": Config(array_rows=8, array_cols=8, weight_words=32768, act_words=1024, result_words=1024, max_m=16,
-                   vector_lanes=8),
-    # The demo model's accelerator on a ULX3S-85F (lockstep build --board ulx3s-85f): 4x4 with 4 lanes,
-    # memories cut to the demo model's needs so they fit the ECP5's 208 block RAMs, the attention unit's
-    # finish one lane a cycle (its multipliers fit the ECP5's 156), and the clock its bitstream meets
-    # timing at: the board's 25 MHz oscillator (docs/fpga.md).
-    "ulx3s": Config(array_rows=4, array_cols=4, weight_words=51200, act_words=64, result_words=64, max_m=16,
-                    clock_hz=25_000_000, param_words=5504, scratch_bytes=6144, kv_bytes=32768, logits_words=64,
-                    program_words=128, vector_lanes=4, act_tables=4, attention_finish_lanes=1),
-}
+#: The design points: one TOML file each (docs/design.md). Its ``[chip]`` table is this configuration
+#: (any :class:`Config` field; the rest keep their defaults) plus :data:`CHIP_EXTRA_KEYS`; its other
+#: tables (memory levels, system, links) are the performance model's (:mod:`sim.design`).
+DESIGN_DIR = Path(__file__).resolve().parent / "designs"
+
+#: ``[chip]`` keys that are not :class:`Config` fields: ``weight_bytes``, the weights' element size
+#: (the RTL computes int8: 1; the performance model also takes 2, bf16/fp16), and
+#: ``weight_memory_bytes``, the weight memory's capacity, whose depth in words (``weight_words``)
+#: follows the array's width.
+CHIP_EXTRA_KEYS = ("weight_bytes", "weight_memory_bytes")
+
+
+def _integral(value):
+    """An integral float (``25e6`` from TOML or ``--set``) as an int; anything else unchanged (the
+    :class:`Config` checks name it)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def chip_config(chip: dict, *, source: str = "[chip]") -> Config:
+    """The RTL configuration a design's ``[chip]`` table describes; InputError naming the key when
+    it is not one (an unknown key, a bad value, weights other than int8)."""
+    if not isinstance(chip, dict):
+        raise InputTypeError(f"{source} must be a table of named sizes, not {type(chip).__name__}")
+    values = {k: _integral(v) for k, v in chip.items()}
+    weight_bytes = values.pop("weight_bytes", 1)
+    if weight_bytes != 1:
+        raise InputError(f"{source}: weight_bytes is {weight_bytes!r}: the RTL computes with int8 weights (1)")
+    capacity = values.pop("weight_memory_bytes", None)
+    if capacity is not None:
+        if "weight_words" in values:
+            raise InputError(f"{source}: give weight_words or weight_memory_bytes, not both")
+        check_positive_int(f"{source} weight_memory_bytes", capacity)
+        cols = check_positive_int(f"{source} array_cols", values.get("array_cols", DEFAULT.array_cols))
+        values["weight_words"] = max(1, capacity // cols)
+    return Config.from_dict(values, source=source)
+
+
+def read_design_file(path: Path) -> dict:
+    """The tables of one design file (TOML); InputError naming the file when it is not valid TOML."""
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML: {exc}") from None
+
+
+def design_names() -> list[str]:
+    """Every shipped design point, by name (the file's stem)."""
+    return sorted(p.stem for p in DESIGN_DIR.glob("*.toml"))
+
+
+def rtl_refusal(chip: dict, *, source: str = "[chip]") -> str | None:
+    """Why the RTL cannot be built for a ``[chip]`` table, in words (weights other than int8, an
+    array larger than :data:`MAX_BUILD_ARRAY`, or whatever :class:`Config` refuses in it), or None
+    when it can. Never raises: a design the RTL cannot build may still be one the performance model
+    evaluates."""
+    if chip.get("weight_bytes", 1) != 1:
+        return f"its weights are {chip['weight_bytes']}-byte and the RTL computes with int8"
+    try:
+        chip_config(chip, source=source).check_buildable()
+    except (InputError, InputTypeError) as exc:
+        return str(exc)
+    return None
+
+
+def _rtl_presets() -> dict[str, Config]:
+    """The shipped designs the RTL can build, by name, in :func:`design_names` order."""
+    out = {}
+    for name in design_names():
+        chip = read_design_file(DESIGN_DIR / f"{name}.toml").get("chip", {})
+        if rtl_refusal(chip, source=f"{name} [chip]") is None:
+            out[name] = chip_config(chip, source=f"{name} [chip]")
+    return out
+
+
+#: The shipped design points the RTL can build (``hdl/designs/*.toml``), by name.
+PRESETS: dict[str, Config] = _rtl_presets()

@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import click
 from golden.errors import InputError
 
 from ..engine.toolchain import SIMULATORS
+from .design import design_options, presets_cmd
+from .design import load as load_design
 from .errors import LockstepGroup, friendly
 from .fpga import baud_option, build_cmd
 from .model import golden_cmd, inspect_cmd, load_model, prompt_ids_of, text_of
@@ -38,16 +39,6 @@ def _version() -> str:
         return version("lockstep")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0+unknown"
-
-
-def _config_from(preset: str | None, rows: int | None, cols: int | None):
-    from hdl.config import DEFAULT, PRESETS
-
-    if preset is not None and preset not in PRESETS:
-        raise InputError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
-    config = PRESETS[preset] if preset else DEFAULT
-    changes = {k: v for k, v in (("array_rows", rows), ("array_cols", cols)) if v is not None}
-    return replace(config, **changes) if changes else config
 
 
 #: When the command started (``wall time ... in all`` counts from the process's start, or from here).
@@ -99,9 +90,7 @@ def _gemm_options(fn):
     options = [
         click.option("--backend", type=click.Choice(BACKENDS), default="verilator", show_default=True,
                      help="Simulator that runs the RTL."),
-        click.option("--preset", default=None, help="Named design point (lockstep presets lists them)."),
-        click.option("--rows", type=int, default=None, help="Array rows R (overrides the preset)."),
-        click.option("--cols", type=int, default=None, help="Array columns C (overrides the preset)."),
+        design_options("4x4"),
         click.option("-m", "m", type=int, default=8, show_default=True, help="Activation rows M."),
         click.option("-k", "k", type=int, default=24, show_default=True, help="Reduction size K."),
         click.option("-n", "n", type=int, default=20, show_default=True, help="Output columns N."),
@@ -119,7 +108,7 @@ def _gemm_options(fn):
 GEMM_MAX_GENERATED = 1 << 22
 
 
-def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
+def _run_gemm(backend, hw, settings, m, k, n, seed, as_json, waves):
     import numpy as np
 
     from golden.numerics import gemm_int8
@@ -127,8 +116,8 @@ def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
     from ..engine.runner import check_simulator, run
     from ..flows.gemm import plan_tiled_gemm
 
-    config = _config_from(preset, rows, cols)
-    config.check_buildable()
+    design = load_design(hw, settings, rtl=True)
+    config = design.config
     for name, rows, cols in (("A", m, k), ("W", k, n)):
         if min(m, k, n) > 0 and rows * cols > GEMM_MAX_GENERATED:
             raise InputError(f"GEMM {m}x{k}x{n}: its random operand {name} would hold {rows * cols:,} values, "
@@ -158,7 +147,8 @@ def _run_gemm(backend, preset, rows, cols, m, k, n, seed, as_json, waves):
     cycle_ok = all(c["cycles"] == c["edges"] == b.plan.predicted_cycles
                    for c, b in zip(cases, plan.blocks, strict=True))
     summary = {
-        "backend": backend, "array": [config.array_rows, config.array_cols], "m": m, "k": k, "n": n,
+        "backend": backend, "design": design.name, "array": [config.array_rows, config.array_cols],
+        "m": m, "k": k, "n": n,
         "tiles": plan.tiles, "runs": runs, "bit_exact": mismatches == 0, "mismatches": mismatches,
         "cycles_measured": measured, "cycles_counted": counted,
         "cycles_predicted": plan.predicted_cycles, "cycle_exact": cycle_ok,
@@ -201,7 +191,7 @@ def _decode_options(default_backend):
                               "integer model; serial: a board built by 'lockstep build', over --port."),
             click.option("--model", "model_dir", default=None, metavar="DIR",
                          help="Checkpoint directory (default: the demo model)."),
-            click.option("--preset", default="demo", show_default=True, help="Design point to compile for."),
+            design_options("demo"),
             click.option("--prompt", default=None, help="Prompt text (default: 'The old miller ')."),
             click.option("--prompt-ids", default=None, help="Prompt as token ids, e.g. '1,2,3'."),
             click.option("--tokens", "n_tokens", type=int, default=48, show_default=True,
@@ -243,11 +233,12 @@ def decode(**kwargs):
     _run_decode(**kwargs)
 
 
-def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_json, waves, port, baud, loaded):
+def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, as_json, waves, port, baud, loaded):
     from ..runtime import check_request, prepare
     from ..runtime import decode as run_decode
 
-    config = _config_from(preset, None, None)
+    design = load_design(hw, settings, rtl=True)
+    config = design.config
     if n_tokens < 0:
         raise InputError(f"--tokens must be a non-negative integer, not {n_tokens}")
     if waves and backend in ("isa", "golden"):
@@ -264,7 +255,8 @@ def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_jso
     check_request(compiled, backend, ids, n_tokens)
     if not as_json:
         click.echo(f"model {ckpt.path.name} ({ckpt.config.family}), {len(compiled.instructions)} instructions "
-                   f"per step, on {config.describe()}, backend {backend}")
+                   f"per step, on design {design.name}{' (with --set)' if settings else ''}: {config.describe()}, "
+                   f"backend {backend}")
 
     def show(step):
         if step.position == 0 and not as_json:   # after any build's progress lines (stderr)
@@ -279,7 +271,7 @@ def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_jso
     if as_json:
         out = report.as_dict()
         out["text"] = text_of(ckpt, report.generated)
-        out["design"] = {"preset": preset, **out["design"]}
+        out["design"] = {"name": design.name, "settings": list(settings), **out["design"]}
         out["wall_seconds_in_all"] = in_all
         click.echo(json.dumps(out))
     else:
@@ -304,20 +296,6 @@ def _run_decode(backend, model_dir, preset, prompt, prompt_ids, n_tokens, as_jso
             click.echo(f"waves      : {report.waves}")
     if report.cycle_exact is False:
         sys.exit(1)
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@friendly
-def presets(as_json):
-    """List the named design points and their sizes."""
-    from hdl.config import PRESETS
-
-    if as_json:
-        click.echo(json.dumps({name: c.as_dict() for name, c in PRESETS.items()}))
-        return
-    for name, config in PRESETS.items():
-        click.echo(f"{name:6s} {config.describe()}")
 
 
 @main.command()
@@ -371,6 +349,7 @@ main.add_command(inspect_cmd)
 main.add_command(golden_cmd)
 main.add_command(build_cmd)
 main.add_command(estimate_cmd)
+main.add_command(presets_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

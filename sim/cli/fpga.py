@@ -9,6 +9,8 @@ import click
 
 from golden.errors import InputError
 
+from .design import design_options
+from .design import load as load_design
 from .errors import UserError, friendly
 from .model import load_model
 
@@ -36,27 +38,6 @@ def baud_option(help_text: str):
                         help=help_text)
 
 
-def _config(preset, rows, cols, settings):
-    from hdl.config import DEFAULT, PRESETS, Config
-
-    if preset is not None and preset not in PRESETS:
-        raise InputError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
-    values = (PRESETS[preset] if preset else DEFAULT).as_dict()
-    if rows is not None:
-        values["array_rows"] = rows
-    if cols is not None:
-        values["array_cols"] = cols
-    for item in settings:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise InputError(f"--set takes NAME=VALUE, not {item!r}")
-        try:
-            values[name.strip()] = int(text)
-        except ValueError:
-            raise InputError(f"--set {name.strip()} must be an integer, not {text!r}") from None
-    return Config.from_dict(values, source="--set")
-
-
 def _describe(c, design="gemm") -> str:
     if design == "decode":
         return f"decode accelerator: {c.describe()}"
@@ -68,27 +49,21 @@ def _describe(c, design="gemm") -> str:
 @click.option("--board", type=click.Choice(["ulx3s-85f", "icebreaker"]), required=True, help="Target board.")
 @click.option("--design", type=click.Choice(["gemm", "decode"]), default=None,
               help="decode: the decode accelerator sized for --model (the default on the ULX3S-85F, with the "
-                   "board's preset ulx3s); gemm: the GEMM engine behind the link (the default on the "
+                   "board's design ulx3s); gemm: the GEMM engine behind the link (the default on the "
                    "iCEBreaker, which cannot hold the decode accelerator).")
 @click.option("--model", "model_dir", default=None, metavar="DIR",
               help="Checkpoint the decode accelerator is built for (default: the demo model).")
-@click.option("--preset", default=None,
-              help="Named design point (lockstep presets lists them; decode default: the board's preset).")
-@click.option("--rows", type=int, default=None, help="Array rows R (overrides the preset).")
-@click.option("--cols", type=int, default=None, help="Array columns C (overrides the preset).")
-@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
-              help="Override any configuration size, e.g. --set weight_words=256 (repeatable).")
+@design_options(None, "default: decode, the board's design (ulx3s); gemm, 4x4")
 @baud_option("UART rate of the host link.")
 @click.option("--clock-mhz", type=float, default=None,
               help="Clock the design runs at; other than the board's oscillator, the ECP5 PLL makes it. "
-                   "Default: decode, the configuration's clock (the ulx3s preset's); gemm, the oscillator.")
+                   "Default: decode, the design's clock (the ulx3s design's); gemm, the oscillator.")
 @click.option("--seed", type=int, default=1, show_default=True, help="nextpnr placement seed.")
 @click.option("--plan", "plan_only", is_flag=True, help="Only check the fit; run no tools.")
 @click.option("--no-cache", is_flag=True, help="Rebuild even when a cached build exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
-def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, clock_mhz, seed, plan_only, no_cache,
-              as_json):
+def build_cmd(board, design, model_dir, hw, settings, baud, clock_mhz, seed, plan_only, no_cache, as_json):
     """Build a bitstream of the accelerator behind the UART link for a board.
 
     The fit (multipliers, block RAM) is checked before any tool runs, and again on Yosys' counts
@@ -103,12 +78,12 @@ def build_cmd(board, design, model_dir, preset, rows, cols, settings, baud, cloc
     if design == "decode":
         from ..runtime import prepare
 
-        config = _config(preset or BOARD_PRESETS.get(board) or "demo", rows, cols, settings)
+        config = load_design(hw or BOARD_PRESETS.get(board) or "demo", settings, rtl=True).config
         compiled = prepare(load_model(model_dir), config)
     elif model_dir is not None:
         raise InputError("--model is for --design decode")
     else:
-        config = _config(preset, rows, cols, settings)
+        config = load_design(hw or "4x4", settings, rtl=True).config
     if clock_mhz is not None and not clock_mhz > 0:
         raise InputError(f"--clock-mhz must be positive, not {clock_mhz:g}")
     clock_hz = clock_mhz * 1e6 if clock_mhz is not None else (config.clock_hz if design == "decode" else None)

@@ -13,6 +13,10 @@ import json
 
 import click
 
+from golden.errors import InputError
+
+from .design import design_options
+from .design import load as load_design
 from .errors import friendly
 from .model import Number
 
@@ -27,8 +31,7 @@ __all__ = ["estimate_cmd"]
 @click.option("--model", "model", required=True, metavar="NAME_OR_DIR",
               help="A built-in model (gpt2, llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b) "
                    "or a checkpoint directory (its config.json).")
-@click.option("--hw", "hw", default="emulator", show_default=True, metavar="PRESET_OR_TOML",
-              help="A hardware preset (sim/presets) or a TOML file.")
+@design_options(None, "default: the first shipped design that holds the model, fewest chips first")
 @click.option("--context", type=Number(int, 1), default=None,
               help="Tokens in the sequence; the estimate is the mean per token over its positions "
                    "(default: half the model's context, at most 2048; at most the model's max_context and "
@@ -37,13 +40,48 @@ __all__ = ["estimate_cmd"]
               help="Sequences decoded together, at most 65536 (the model only: the RTL runs batch 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @friendly
-def estimate_cmd(model, hw, context, batch, as_json):
-    """Estimate decode tokens/s of MODEL on hardware HW from the cycle model, with its roofline."""
-    from ..perf.model import estimate, format_estimate, load_hardware
+def estimate_cmd(model, hw, settings, context, batch, as_json):
+    """Estimate decode tokens/s of MODEL on design HW from the cycle model, with its roofline."""
+    from ..design import designs_holding
+    from ..perf.model import (
+        HardwareError,
+        check_workload,
+        default_context,
+        estimate,
+        format_estimate,
+        place,
+        resolve_model,
+    )
 
-    hardware = load_hardware(hw)
-    e = estimate(model, hardware, context=context, batch=batch)
-    if as_json:
-        click.echo(json.dumps(e.as_dict(), allow_nan=False))   # estimate() refuses non-finite numbers
+    name, mc = resolve_model(model)
+    context = default_context(mc) if context is None else context
+    check_workload(mc, context=context, batch=batch, name=name)
+    chosen = None
+    if hw is None:
+        if settings:
+            raise InputError("--set changes a design: name it with --hw")
+        holding = designs_holding(mc, context=context, batch=batch, name=name)
+        if not holding:
+            raise InputError(f"no shipped design holds {name} at context {context}, batch {batch}: give one "
+                             f"with --hw FILE (docs/design.md)")
+        design, chosen = holding[0], holding
     else:
-        click.echo(format_estimate(e, hardware))
+        design = load_design(hw, settings)
+        try:
+            place(mc, design.hardware, context=context, batch=batch, name=name)
+        except HardwareError as exc:
+            holding = designs_holding(mc, context=context, batch=batch, name=name)
+            also = (f"; designs that hold it: {', '.join(d.name for d in holding)}" if holding else
+                    "; no shipped design holds it")
+            raise HardwareError(f"{exc}{also}") from None
+    e = estimate(mc, design.hardware, context=context, batch=batch, name=name)
+    if as_json:
+        out = e.as_dict()
+        out["design"] = {"name": design.name, "settings": list(settings), "chosen": chosen is not None}
+        click.echo(json.dumps(out, allow_nan=False))   # estimate() refuses non-finite numbers
+    else:
+        if chosen is not None:
+            others = ", ".join(d.name for d in chosen[1:])
+            click.echo(f"design: {design.name}, the first shipped design that holds {name} (fewest chips first)"
+                       + (f"; others that do: {others}" if others else ""))
+        click.echo(format_estimate(e, design.hardware))

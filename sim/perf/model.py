@@ -52,7 +52,7 @@ from golden.errors import InputError
 from golden.model import MAX_CONTEXT, MAX_LAYERS, ModelConfig, weight_shapes
 from golden.numerics import ceil_div
 from golden.quantize import program_structure
-from hdl.config import DEFAULT, MAX_ARRAY
+from hdl.config import CHIP_EXTRA_KEYS, DEFAULT, DESIGN_DIR, MAX_ARRAY, Config, chip_config
 
 from ..machine.cycles import DecodeCycles, OpCycles, decode_step_cycles, gemm_cycles, op_cycles
 
@@ -64,7 +64,8 @@ __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LA
            "place", "read_text", "resolve_model", "shard_plan", "shard_program", "shard_shape", "show_limit",
            "show_number", "step_cycles", "update_calibration_doc"]
 
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
+#: The shipped design points (``hdl/designs/*.toml``, one description for every command: :mod:`sim.design`).
+PRESET_DIR = DESIGN_DIR
 #: The default context is half the model's, capped here (a 128 k-token model is rarely run full).
 DEFAULT_CONTEXT_CAP = 4096
 #: The largest batch an estimate takes (above any decode batch); past it a number is a typo, not a
@@ -649,14 +650,32 @@ def _link(source, data, key):
                 _number(f"{source} [{key}]", t, "latency_s", positive=False))
 
 
+#: The [chip] keys the performance model reads.
+_CHIP_KEYS = ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes", "attention_finish_lanes")
+#: The [chip] keys only the RTL reads (its Config's other fields, and the weight memory's capacity).
+_RTL_ONLY_KEYS = tuple(sorted((set(Config.__dataclass_fields__) | set(CHIP_EXTRA_KEYS)) - set(_CHIP_KEYS)))
+
+
+def _rtl_weight_memory(chip: dict, source: str) -> list[MemoryLevel]:
+    """The first memory level of a design whose [chip] sizes its int8 weight memory (``weight_words``
+    or ``weight_memory_bytes``): that memory, ``weight_words`` words of ``array_cols`` int8, read one
+    word a cycle (the chip's configuration checked: its error names the key). Empty for any other
+    design (its [[memory]] levels say where weights live)."""
+    if not {"weight_words", "weight_memory_bytes"} & set(chip) or chip.get("weight_bytes", 1) != 1:
+        return []
+    c = chip_config(chip, source=source)
+    return [MemoryLevel("weight memory", c.weight_words * c.array_cols, c.array_cols * c.clock_hz)]
+
+
 def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "hardware") -> Hardware:
     """Build and check a :class:`Hardware` from parsed TOML (see docs/performance.md)."""
     top = ("name", "description", "notes", "chip", "memory", "system", "link", "tp_link")
     unknown = sorted(set(data) - set(top))
     if unknown:
         raise HardwareError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(top)})")
-    chip = _table(source, data, "chip", ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes",
-                                         "attention_finish_lanes"))
+    # [chip] is the RTL's configuration too (sim.design): its Config keys are the RTL's business and
+    # are checked there; the model reads the keys of _CHIP_KEYS.
+    chip = _table(source, data, "chip", _CHIP_KEYS + _RTL_ONLY_KEYS)
     s = f"{source} [chip]"
     rows = _number(s, chip, "array_rows", kind=int)
     cols = _number(s, chip, "array_cols", kind=int)
@@ -664,11 +683,12 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
     finish = _number(s, chip, "attention_finish_lanes", kind=int, required=False, default=0, positive=False)
     if wb not in (1, 2):
         raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {show_number(wb)}")
-    mem = data.get("memory")
-    if not isinstance(mem, list) or not mem or not all(isinstance(m, dict) for m in mem):
+    clock = _number(s, chip, "clock_hz")          # checked before a memory level is derived from it
+    levels = _rtl_weight_memory(chip, s)
+    mem = data.get("memory", [] if levels else None)
+    if not isinstance(mem, list) or not (mem or levels) or not all(isinstance(m, dict) for m in mem):
         raise HardwareError(f"{source}: at least one [[memory]] level (name, capacity_bytes, "
                             f"bandwidth_bytes_per_s) is required")
-    levels = []
     for i, m in enumerate(mem):
         known = ("name", "capacity_bytes", "bandwidth_bytes_per_s", "latency_s", "holds_kv")
         unknown = sorted(set(m) - set(known))
@@ -697,7 +717,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
         raise HardwareError(f"{source}: notes must be a list of strings")
     return Hardware(name=str(data.get("name", name)), description=str(data.get("description", "")),
                     array_rows=rows, array_cols=cols, vector_lanes=_number(s, chip, "vector_lanes", kind=int),
-                    clock_hz=_number(s, chip, "clock_hz"), weight_bytes=wb, memories=tuple(levels), chips=chips,
+                    clock_hz=clock, weight_bytes=wb, memories=tuple(levels), chips=chips,
                     tensor_parallel=tp, link=link, tp_link=tp_link or link, notes=tuple(notes),
                     attention_finish_lanes=finish)
 
@@ -719,14 +739,14 @@ def _read_toml(path: str) -> dict:
 
 
 def _resolve(preset_or_path: str) -> tuple[str, str]:
-    """(TOML path, name) of a preset name or a TOML file path."""
+    """(TOML path, name) of a design's name or a TOML file path."""
     key = str(preset_or_path)
     if (PRESET_DIR / f"{key}.toml").is_file():
         return str(PRESET_DIR / f"{key}.toml"), key
     p = Path(key)
     if p.suffix == ".toml" or p.exists():
         return str(p), p.stem
-    raise HardwareError(f"unknown hardware {key!r}: not a TOML file nor one of {', '.join(list_presets())}")
+    raise HardwareError(f"unknown design {key!r}: not a TOML file nor one of {', '.join(list_presets())}")
 
 
 @functools.lru_cache(maxsize=32)
@@ -742,7 +762,7 @@ def hardware_data(preset_or_path: str) -> tuple[dict, str]:
 
 
 def load_hardware(preset_or_path: str) -> Hardware:
-    """A preset by name (``sim/perf/presets/NAME.toml``) or a TOML file by path."""
+    """The hardware of a design by name (``hdl/designs/NAME.toml``) or of a TOML file by path."""
     return _load_path(*_resolve(preset_or_path))
 
 

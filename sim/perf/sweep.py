@@ -64,7 +64,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -169,16 +169,19 @@ def _decode_hardware(p: dict):
                         memories=(MemoryLevel("weight memory", cap, wbpc * clock),))
     data, name = hardware_data(p["preset"])
     for param, (table, key) in _PRESET_KEYS.items():
-        if p.get(param) is None:
+        if p.get(param) is None or table == "memory":
             continue
         value = p[param] * 1e-9 if param.endswith("_ns") else p[param]
-        if table == "memory":
-            data["memory"][0][key] = value
-        else:
-            data.setdefault(table, {})[key] = value
+        data.setdefault(table, {})[key] = value
+    hw = hardware_from_dict(data, name=name, source=f"preset {p['preset']} with the point's parameters")
+    # The first memory level (a design's own weight memory, or its first [[memory]]) takes the point's
+    # capacity and bandwidth, whichever way the design describes it.
+    first = hw.memories[0]
+    if p.get("weight_memory_bytes") is not None:
+        first = replace(first, capacity_bytes=p["weight_memory_bytes"])
     if p.get("weight_bytes_per_cycle") is not None:
-        data["memory"][0]["bandwidth_bytes_per_s"] = p["weight_bytes_per_cycle"] * data["chip"]["clock_hz"]
-    return hardware_from_dict(data, name=name, source=f"preset {p['preset']} with the point's parameters")
+        first = replace(first, bandwidth_bytes_per_s=p["weight_bytes_per_cycle"] * hw.clock_hz)
+    return replace(hw, memories=(first, *hw.memories[1:]))
 
 
 def _eval_decode(p: dict, rtl: dict | None) -> dict:

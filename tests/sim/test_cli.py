@@ -50,11 +50,22 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
 
 @pytest.mark.parametrize(("args", "message"), [
     (("gemm", "-m", "0"), "GEMM size M must be a positive integer, not 0"),
-    (("gemm", "--rows", "0"), "array_rows must be a positive integer, not 0"),
-    (("gemm", "--rows", "-2"), "array_rows must be a positive integer, not -2"),
-    (("gemm", "--cols", "65"), "array cols must be at most 64 to build, not 65"),
-    (("gemm", "--cols", "2000"), "array_rows and array_cols must be at most 1024"),
-    (("gemm", "--preset", "9x9"), "preset must be one of 4x4, 8x4, 8x8, demo, ulx3s, not '9x9'"),
+    (("gemm", "--set", "array_rows=0"), "array_rows must be a positive integer, not 0"),
+    (("gemm", "--set", "array_rows=-2"), "array_rows must be a positive integer, not -2"),
+    (("gemm", "--set", "array_cols=65"), "design 4x4 with --set is for the performance model only: array cols must "
+                                         "be at most 64 to build, not 65 (designs the RTL builds: 4x4, 8x4, 8x8, "
+                                         "demo, ulx3s, ulx3s-fmax)"),
+    (("gemm", "--set", "array_cols=2000"), "array_rows and array_cols must be at most 1024"),
+    (("gemm", "--hw", "9x9"), "unknown design '9x9': not a TOML file nor one of 4x4, 8x4, 8x8, a100, a100-80gb, "
+                              "cerebras-wse3, demo, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax"),
+    (("gemm", "--hw", "a100"), "design a100 is for the performance model only: its weights are 2-byte and the RTL "
+                               "computes with int8 (designs the RTL builds: 4x4, 8x4, 8x8, demo, ulx3s, ulx3s-fmax)"),
+    (("gemm", "--set", "array_rows"), "--set takes KEY=VALUE, not 'array_rows'"),
+    (("gemm", "--set", "chip.x.y=1"), "--set chip.x.y: expected KEY, TABLE.KEY or memory.LEVEL.KEY"),
+    (("gemm", "--set", "rows=4"), "design 4x4 with --set: unknown key 'rows' in [chip] (known: array_rows, "
+                                  "array_cols, vector_lanes, clock_hz, weight_bytes, attention_finish_lanes, "
+                                  "act_tables, act_words, kv_bytes, logits_words, max_context, max_m, param_words, "
+                                  "program_words, result_words, scratch_bytes, weight_memory_bytes, weight_words)"),
     (("gemm", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),
     (("gemm", "-k", "0"), "GEMM size K must be a positive integer, not 0"),
     (("gemm", "-m", "100000", "-k", "100000"),

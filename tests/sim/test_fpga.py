@@ -123,7 +123,7 @@ def test_throughput_comes_from_the_cycle_model():
 
 
 def test_build_command_plan_and_refusal():
-    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--design", "gemm", "--preset", "4x4", "--plan",
+    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--design", "gemm", "--hw", "4x4", "--plan",
                           "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["plan"]["multipliers"]["need"] == 17
@@ -135,7 +135,7 @@ def test_build_command_plan_and_refusal():
     assert plan["design"] == "decode" and plan["config"] == PRESETS["ulx3s"].as_dict()
     assert plan["bram"]["need_blocks"] <= plan["bram"]["have_blocks"]
     # the demo preset's memories do not fit: refused naming block RAM
-    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--design", "decode", "--preset", "demo",
+    out = subprocess.run([LOCKSTEP, "build", "--board", "ulx3s-85f", "--design", "decode", "--hw", "demo",
                           "--plan"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and out.stderr.startswith("lockstep: error: block RAM: the decode accelerator")
     out = subprocess.run([LOCKSTEP, "build", "--board", "icebreaker", "--plan"], capture_output=True, text=True,

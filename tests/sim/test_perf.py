@@ -109,7 +109,7 @@ def test_demo_model_prediction_is_decode_step_cycles(preset):
 
 
 def test_presets_match_the_hdl_configurations():
-    for preset, config in (("emulator", DEFAULT), ("demo", PRESETS["demo"]), ("ulx3s", PRESETS["ulx3s"])):
+    for preset, config in (("4x4", DEFAULT), ("demo", PRESETS["demo"]), ("ulx3s", PRESETS["ulx3s"])):
         hw = load_hardware(preset)
         assert (hw.array_rows, hw.array_cols, hw.vector_lanes, hw.clock_hz, hw.attention_finish_lanes) == (
             config.array_rows, config.array_cols, config.vector_lanes, config.clock_hz,
@@ -265,7 +265,7 @@ def test_batch_raises_throughput_and_16_bit_weights_halve_the_memory_rate():
 
 
 def test_every_preset_loads_and_every_model_estimates_on_a_big_enough_chip():
-    assert {"emulator", "demo", "ulx3s", "ulx3s-fmax", "tpu-v1", "groq-lpu", "cerebras-wse3",
+    assert {"4x4", "demo", "ulx3s", "ulx3s-fmax", "tpu-v1", "groq-lpu", "cerebras-wse3",
             "a100"} <= set(list_presets())
     for p in list_presets():
         load_hardware(p)
@@ -307,7 +307,7 @@ def test_a_model_that_fits_nowhere_is_an_error():
 
 @pytest.mark.parametrize(("args", "message"), [
     (("--model", "nope", "--hw", "a100"), "unknown model 'nope'"),
-    (("--model", "gpt2", "--hw", "nope"), "unknown hardware 'nope'"),
+    (("--model", "gpt2", "--hw", "nope"), "unknown design 'nope'"),
     (("--model", "llama-3-70b", "--hw", "tpu-v1"), "more than every memory level of tpu-v1"),
     (("--model", "gpt2", "--hw", "a100", "--context", "0"), "--context must be at least 1"),
     (("--model", "gpt2", "--hw", "a100", "--context", "5000"), "exceeds gpt2's max_context 1024"),
@@ -477,13 +477,13 @@ def test_a_sweep_over_a_multi_chip_preset_is_the_estimate_of_each_point(tmp_path
 
 @pytest.mark.parametrize(("params", "match"), [
     ({"preset": ["no-such-chip"]}, r"^s\.toml: point \{'weight_bytes_per_cycle': None, 'model': 'gpt2', 'context': "
-                                   r"None, 'batch': 1, 'preset': 'no-such-chip'\} is not valid: unknown hardware "
-                                   r"'no-such-chip': not a TOML file nor one of a100, a100-80gb, cerebras-wse3, "
-                                   r"demo, emulator, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax$"),
+                                   r"None, 'batch': 1, 'preset': 'no-such-chip'\} is not valid: unknown design "
+                                   r"'no-such-chip': not a TOML file nor one of 4x4, 8x4, 8x8, a100, a100-80gb, "
+                                   r"cerebras-wse3, demo, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax$"),
     ({"preset": ["groq-lpu"], "tensor_parallel": [7]}, r"^s\.toml: point \{.*'preset': 'groq-lpu', "
                                                        r"'tensor_parallel': 7\} is not valid: "
                                                        r".*tensor_parallel \(7\) must divide chips \(576\)$"),
-    ({"preset": ["emulator"], "link_bandwidth": [10**9]}, r"^s\.toml: point \{.*'preset': 'emulator', "
+    ({"preset": ["4x4"], "link_bandwidth": [10**9]}, r"^s\.toml: point \{.*'preset': '4x4', "
                                                           r"'link_bandwidth': 1000000000\} is not valid: "
                                                           r".*missing key 'latency_s'$"),
     ({"preset": ["groq-lpu"], "weight_bytes": [3]}, r"weight_bytes must be 1 \(int8\) or 2"),
@@ -520,7 +520,7 @@ def strict_json(text: str):
 
 
 def test_an_absurd_clock_is_refused_and_the_json_is_always_valid(tmp_path):
-    chip = (ROOT / "sim" / "perf" / "presets" / "demo.toml").read_text()
+    chip = (ROOT / "hdl" / "designs" / "demo.toml").read_text()
     assert "clock_hz = 100_000_000" in chip
     big = tmp_path / "big.toml"
     big.write_text(chip.replace("clock_hz = 100_000_000", "clock_hz = 1e308"))

@@ -60,7 +60,9 @@ def test_cli_decode_prints_tokens_and_predicted_figures():
 @pytest.mark.parametrize(("args", "message"), [
     (("--tokens", "500"), "more than the context of 128"),
     (("--prompt", "Zebra"), "character 'Z' at position 0 is not in the tokenizer's alphabet"),
-    (("--preset", "4x4"), "the model does not fit: its weight memory"),
+    (("--hw", "4x4"), "the model does not fit: its weight memory"),
+    (("--hw", "tpu-v1"), "design tpu-v1 is for the performance model only: array rows must be at most 64 to build, "
+                         "not 256 (designs the RTL builds: 4x4, 8x4, 8x8, demo, ulx3s, ulx3s-fmax)"),
     (("--model", "/nonexistent"), "/nonexistent"),
 ])
 def test_cli_decode_errors_are_one_line(args, message):
