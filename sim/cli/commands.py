@@ -298,6 +298,35 @@ def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, 
         sys.exit(1)
 
 
+def _sweep_overrides(spec: str, hw: str | None, settings) -> dict:
+    """The spec parameters ``--hw`` and ``--set`` fix: a decode spec's ``preset`` is the design (its
+    points' own parameters change it), a gemm spec's array and clock are the design's; each
+    ``--set NAME=VALUE`` fixes the sweep parameter NAME (docs/performance.md lists them)."""
+    import tomllib
+
+    from ..design import parse_setting
+    from ..perf.sweep import read_text
+
+    overrides = {}
+    if hw is not None:
+        design = load_design(hw)
+        try:
+            kind = tomllib.loads(read_text(spec, "a sweep spec")).get("kind", "gemm")
+        except (OSError, tomllib.TOMLDecodeError):
+            kind = None        # load_spec reports it in its own words
+        if kind == "gemm":
+            h = design.hardware
+            overrides.update(array_rows=h.array_rows, array_cols=h.array_cols, clock_hz=round(h.clock_hz))
+        else:
+            overrides["preset"] = hw
+    for item in settings:
+        parts, value = parse_setting(item)
+        if parts[0] != "chip":
+            raise InputError(f"--set {item}: a sweep's --set fixes one of its parameters (NAME=VALUE), not a table key")
+        overrides[parts[1]] = value
+    return overrides
+
+
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--db", "db_path", default=None, help="Results database (default: SPEC with .sqlite).")
@@ -305,8 +334,10 @@ def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, 
 @click.option("--dask", "dask_address", default=None, metavar="tcp://HOST:PORT",
               help="Run the points on this Dask distributed scheduler instead of locally.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@design_options(None, "default: the spec's own points; a gemm spec takes the design's array and clock, a decode "
+                      "spec evaluates every point on it (its preset)")
 @friendly
-def sweep(spec, db_path, workers, dask_address, quiet):
+def sweep(spec, db_path, workers, dask_address, quiet, hw, settings):
     """Evaluate a grid or random sample of design points into a SQLite database.
 
     A sweep that is interrupted (even killed) resumes where it stopped when run again.
@@ -314,7 +345,7 @@ def sweep(spec, db_path, workers, dask_address, quiet):
     from ..perf.sweep import check_workers, load_spec, run_sweep
 
     check_workers(workers)
-    parsed = load_spec(spec)
+    parsed = load_spec(spec, _sweep_overrides(spec, hw, settings))
     if parsed.skipped:
         click.echo(f"{parsed.skipped} design points left out: their model does not fit their memory "
                    f"(e.g. {parsed.skip_reasons[0]})")

@@ -63,7 +63,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -516,7 +516,9 @@ def _check_decode_point(p: dict) -> None:
         raise _DoesNotFit(str(exc)) from None
 
 
-def load_spec(path) -> SweepSpec:
+def load_spec(path, overrides: dict | None = None) -> SweepSpec:
+    """The spec at ``path``; ``overrides`` (parameter -> one value, from the command line's ``--hw``
+    and ``--set``) replace those parameters' values in every point (and so the spec's digest)."""
     path = Path(path)
     try:
         data = tomllib.loads(read_text(path, "a sweep spec"))
@@ -526,6 +528,11 @@ def load_spec(path) -> SweepSpec:
         raise SweepError(str(exc) if str(exc).startswith(str(path)) else f"{path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SweepError(f"{path}: not valid TOML: {exc}") from None
+    if overrides:
+        if not isinstance(data.get("params"), dict):
+            raise SweepError(f"{path}: a [params] table with at least one parameter is required")
+        data["params"].update({name: [value] for name, value in overrides.items()})
+        return parse_spec(data, source=f"{path} (with --hw/--set)")
     return parse_spec(data, source=str(path))
 
 
@@ -788,12 +795,12 @@ def _dask_client(address: str):
 def _executor_map(points: list, spec: SweepSpec, workers: int | None, dask_address: str | None) -> Iterable:
     """Yield (key, params, metrics) as points finish, on a process pool or a Dask cluster."""
     if dask_address:
-        from distributed import as_completed
+        import distributed  # optional (the dask extra); its as_completed, not concurrent.futures'
 
         with _dask_client(dask_address) as client:
             futures = {client.submit(evaluate_point, spec.kind, p, spec.rtl, spec.fpga, pure=False): (k, p)
                        for k, p in points}
-            for fut in as_completed(futures):
+            for fut in distributed.as_completed(futures):
                 k, p = futures[fut]
                 yield k, p, fut.result()
         return
