@@ -115,11 +115,14 @@ class RtlBackend(Backend):
         self.load_seconds = 0.0
 
     waves = False
+    #: Read every step's per-instruction cycles from the trace memory (a profile): ``traces``.
+    trace = False
+    traces: dict[int, list[int]] = {}
 
     def begin(self, prompt, new_tokens):
         """Start the whole request on the simulator in the background; :meth:`step` returns each
         step as the simulator finishes it (the flow appends one line per step to a progress file)."""
-        job = decode_job(self.compiled, self.params, prompt=prompt, new_tokens=new_tokens)
+        job = decode_job(self.compiled, self.params, prompt=prompt, new_tokens=new_tokens, trace=self.trace)
         self._progress, self._progress_held = new_progress_file()
         job["progress"] = str(self._progress)
         self._outcome: dict = {}
@@ -170,6 +173,7 @@ class RtlBackend(Backend):
             raise self._outcome["error"]
         result = self._outcome["result"]
         self.load_seconds = result["load_seconds"]
+        self.traces = {r["position"]: r["trace"] for r in result["steps"] if "trace" in r}
         return result
 
     #: Seconds an aborted run's worker thread is given to stop (its simulator is killed at once).
@@ -280,6 +284,9 @@ class StepReport:
     measured_cycles: int | None
     wall_seconds: float
     generated: bool
+    #: The RTL trace memory's count for every instruction but HALT (``decode(profile=True)`` on an RTL
+    #: backend), else None.
+    trace: list[int] | None = None
 
 
 @dataclass
@@ -360,8 +367,10 @@ def check_request(compiled: Compiled, backend: str, prompt: Sequence[int], new_t
 
 def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: int, *,
            on_step: Callable[[StepReport], None] | None = None, waves: bool = False, port: str | None = None,
-           baud: int = 115200, loaded: bool = False) -> RunReport:
-    """Prefill ``prompt`` then generate ``new_tokens`` greedily on ``backend``.
+           baud: int = 115200, loaded: bool = False, profile: bool = False) -> RunReport:
+    """Prefill ``prompt`` then generate ``new_tokens`` greedily on ``backend``. With ``profile``, an
+    RTL backend also reads every step's per-instruction cycles from the trace memory
+    (:attr:`StepReport.trace`; :func:`sim.machine.profile.profile_run` turns them into tables).
 
     Raises ValueError for an unknown backend, an empty prompt, a token outside the vocabulary or a
     run longer than the compiled context.
@@ -376,12 +385,18 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
         runner.port, runner.baud, runner.loaded = port, baud, loaded
     elif port is not None or loaded:
         raise InputError(f"--port and --loaded are for the serial backend, not {backend}")
+    if profile and isinstance(runner, RtlBackend):
+        runner.trace = True
     runner.begin(prompt, new_tokens)
     try:
-        return _decode_steps(runner, compiled, backend, prompt, new_tokens, steps, on_step)
+        report = _decode_steps(runner, compiled, backend, prompt, new_tokens, steps, on_step)
     except BaseException:   # an error or an interrupt (Ctrl-C, SIGTERM): nothing is left running or behind
         runner.abort()
         raise
+    traces = getattr(runner, "traces", {})
+    for step in report.steps:
+        step.trace = traces.get(step.position)
+    return report
 
 
 def _decode_steps(runner: Backend, compiled: Compiled, backend: str, prompt: list[int], new_tokens: int, steps: int,

@@ -197,6 +197,14 @@ def _decode_options(default_backend):
             click.option("--tokens", "n_tokens", type=int, default=48, show_default=True,
                          help="Tokens to generate."),
             click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text."),
+            click.option("--profile", is_flag=True,
+                         help="Where the cycles go: per op kind, per layer, per unit and per instruction, "
+                              "predicted and measured (the RTL's trace memory; '-' where nothing is measured)."),
+            click.option("--csv", "as_csv", is_flag=True,
+                         help="With --profile: print every instruction of every step as CSV instead of text."),
+            click.option("--trace", "trace_path", default=None, metavar="FILE.json",
+                         help="Write the run's timeline in the Chrome trace event format (Perfetto, "
+                              "chrome://tracing): one track per unit, one slice per instruction."),
             click.option("--waves", is_flag=True,
                          help="Write a waveform of the run (RTL backends) and print its path."),
             click.option("--port", default=None, metavar="DEVICE",
@@ -233,7 +241,8 @@ def decode(**kwargs):
     _run_decode(**kwargs)
 
 
-def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, as_json, waves, port, baud, loaded):
+def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, as_json, profile, as_csv, trace_path,
+                waves, port, baud, loaded):
     from ..runtime import check_request, prepare
     from ..runtime import decode as run_decode
 
@@ -249,23 +258,42 @@ def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, 
                          "--backend serial needs --port, the board's serial device (e.g. /dev/ttyUSB0)")
     if loaded and backend != "serial":
         raise InputError(f"--loaded is for the serial backend, not {backend}")
+    if as_csv and not profile:
+        raise InputError("--csv prints the profile: give --profile with it")
+    if as_csv and as_json:
+        raise InputError("give --csv or --json, not both")
+    if trace_path is not None:
+        _check_output_path(trace_path, "--trace")
     ckpt = load_model(model_dir)
     ids = prompt_ids_of(ckpt, prompt, prompt_ids)
     compiled = prepare(ckpt, config)
     check_request(compiled, backend, ids, n_tokens)
-    if not as_json:
+    quiet = as_json or as_csv
+    if not quiet:
         click.echo(f"model {ckpt.path.name} ({ckpt.config.family}), {len(compiled.instructions)} instructions "
                    f"per step, on design {design.name}{' (with --set)' if settings else ''}: {config.describe()}, "
                    f"backend {backend}")
 
     def show(step):
-        if step.position == 0 and not as_json:   # after any build's progress lines (stderr)
+        if step.position == 0 and not quiet:   # after any build's progress lines (stderr)
             click.echo(text_of(ckpt, ids) or " ".join(map(str, ids)), nl=False)
-        if step.generated and not as_json:
+        if step.generated and not quiet:
             click.echo(text_of(ckpt, [step.token_out]) or f" {step.token_out}", nl=False)
 
     report = run_decode(compiled, backend, ids, n_tokens, on_step=show, waves=waves, port=port, baud=baud,
-                        loaded=loaded)
+                        loaded=loaded, profile=profile or trace_path is not None)
+    prof = None
+    if profile or trace_path is not None:
+        from ..machine.profile import chrome_trace, profile_run
+
+        prof = profile_run(compiled, [(s.position, s.token_in, s.token_out, s.trace) for s in report.steps])
+        if trace_path is not None:
+            _write_json_atomically(trace_path, chrome_trace(prof))
+        if as_csv:
+            click.echo(prof.csv(), nl=False)
+            if report.cycle_exact is False or prof.cycle_exact is False:
+                sys.exit(1)
+            return
     in_all = _seconds_in_all()
     decoding = sum(s.wall_seconds for s in report.steps)
     if as_json:
@@ -273,6 +301,10 @@ def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, 
         out["text"] = text_of(ckpt, report.generated)
         out["design"] = {"name": design.name, "settings": list(settings), **out["design"]}
         out["wall_seconds_in_all"] = in_all
+        if profile:
+            out["profile"] = prof.as_dict()
+        if trace_path is not None:
+            out["trace"] = str(trace_path)
         click.echo(json.dumps(out))
     else:
         click.echo("")
@@ -294,8 +326,34 @@ def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, 
                     f" ({len(report.steps) / decoding:,.0f} steps/s)" if decoding > 0 else ""))
         if report.waves:
             click.echo(f"waves      : {report.waves}")
-    if report.cycle_exact is False:
+        if trace_path is not None:
+            click.echo(f"trace      : {trace_path} (Chrome trace format: open it in https://ui.perfetto.dev or "
+                       f"chrome://tracing)")
+        if profile:
+            click.echo("")
+            click.echo(prof.table())
+    if report.cycle_exact is False or (prof is not None and prof.cycle_exact is False):
         sys.exit(1)
+
+
+def _check_output_path(path: str, option: str) -> None:
+    """One line naming ``option`` when ``path`` cannot be written: a directory, or no such folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{option} {path}: is a directory")
+    if not p.parent.is_dir():
+        raise InputError(f"{option} {path}: no such directory {str(p.parent)!r}")
+
+
+def _write_json_atomically(path: str, data: dict) -> None:
+    """``data`` as JSON at ``path``, whole or not at all (a temporary file beside it, renamed)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, allow_nan=False))
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _sweep_overrides(spec: str, hw: str | None, settings) -> dict:
