@@ -38,9 +38,10 @@ __all__ = ["estimate_cmd"]
                    "16777216).")
 @click.option("--batch", type=Number(int, 1), default=1, show_default=True,
               help="Sequences decoded together, at most 65536 (the model only: the RTL runs batch 1).")
+@click.option("--breakdown", is_flag=True, help="Also print where a step's cycles go, per op kind.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @friendly
-def estimate_cmd(model, hw, settings, context, batch, as_json):
+def estimate_cmd(model, hw, settings, context, batch, breakdown, as_json):
     """Estimate decode tokens/s of MODEL on design HW from the cycle model, with its roofline."""
     from ..design import designs_holding
     from ..perf.model import (
@@ -48,6 +49,7 @@ def estimate_cmd(model, hw, settings, context, batch, as_json):
         check_workload,
         default_context,
         estimate,
+        format_breakdown,
         format_estimate,
         place,
         resolve_model,
@@ -85,3 +87,5 @@ def estimate_cmd(model, hw, settings, context, batch, as_json):
             click.echo(f"design: {design.name}, the first shipped design that holds {name} (fewest chips first)"
                        + (f"; others that do: {others}" if others else ""))
         click.echo(format_estimate(e, design.hardware))
+        if breakdown:
+            click.echo(format_breakdown(e))

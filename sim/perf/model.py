@@ -59,10 +59,10 @@ from ..machine.cycles import DecodeCycles, OpCycles, decode_step_cycles, gemm_cy
 __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LAYERS", "MAX_TEXT_BYTES", "MODELS",
            "PRESET_DIR", "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError", "Link", "MemoryLevel",
            "ShardPlan", "batched_step_cycles", "calibration_markdown", "calibration_rows", "check_limit",
-           "check_workload", "default_context", "estimate", "format_estimate", "gemm_weight_bytes", "hardware_data",
-           "hardware_from_dict", "kv_cache_bytes", "kv_split", "list_presets", "load_hardware", "local_position",
-           "place", "read_text", "resolve_model", "shard_plan", "shard_program", "shard_shape", "show_limit",
-           "show_number", "step_cycles", "update_calibration_doc"]
+           "check_workload", "default_context", "estimate", "format_breakdown", "format_estimate", "gemm_weight_bytes",
+           "hardware_data", "hardware_from_dict", "kv_cache_bytes", "kv_split", "list_presets", "load_hardware",
+           "local_position", "place", "read_text", "resolve_model", "shard_plan", "shard_program", "shard_shape",
+           "show_limit", "show_number", "step_cycles", "update_calibration_doc"]
 
 #: The shipped design points (``hdl/designs/*.toml``, one description for every command: :mod:`sim.design`).
 PRESET_DIR = DESIGN_DIR
@@ -454,7 +454,8 @@ def _gemm_op_cycles(config, k: int, n: int, *, port: float | None, batch: int = 
 
 def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_cycle: float | None,
                         batch: int = 1, gemm_shapes: dict | None = None):
-    """(cycles, bounds in cycles, GEMM count, weight elements) of one decode step for ``batch`` sequences.
+    """(cycles, bounds in cycles, GEMM count, weight elements, cycles per op kind) of one decode step
+    for ``batch`` sequences (the op kinds' cycles sum to the step's).
 
     ``decode_step_cycles`` of ``ops``; a GEMM named in ``gemm_shapes`` (output value -> (K, N), a
     2-D shard, see :func:`shard_plan`) is priced by ``op_cycles`` at that shape instead of the
@@ -465,8 +466,12 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
     weights do not.
     """
     d = decode_step_cycles(ops, shape, config, position=position, weight_bytes_per_cycle=weight_bytes_per_cycle)
+    kinds: dict[str, float] = {}
     if batch == 1 and not gemm_shapes:
-        return d.total, dict(d.bounds), sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops)
+        for o in d.ops:
+            kinds[o.op] = kinds.get(o.op, 0) + o.cycles
+        return (d.total, dict(d.bounds), sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops),
+                kinds)
     widths = {"token": 1, "position": 1}
     priced, extra, memo = [], 0, {}
     for op, oc in zip(ops, d.ops, strict=True):
@@ -480,15 +485,19 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
                     memo[k, n] = (c, c if batch == 1 else _gemm_op_cycles(config, k, n, port=weight_bytes_per_cycle))
                 c, one = memo[k, n]
                 extra += c.cycles - one.cycles
+                kinds[op.op] = kinds.get(op.op, 0) + c.cycles - one.cycles
                 oc = OpCycles(oc.op, oc.output, one.cycles, one.macs, one.weight_bytes, one.unit_min)
         else:
             extra += (batch - 1) * oc.cycles
+            kinds[op.op] = kinds.get(op.op, 0) + (batch - 1) * oc.cycles
+        kinds[op.op] = kinds.get(op.op, 0) + oc.cycles
         priced.append(oc)
     d = DecodeCycles(tuple(priced), d.array_rows, d.array_cols, d.weight_bytes_per_cycle)
     bounds = dict(d.bounds)
     bounds["compute"] *= batch
     bounds["units"] *= batch
-    return d.total + extra, bounds, sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops)
+    return (d.total + extra, bounds, sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops),
+            kinds)
 
 
 def _sum_local_positions(context: int, split: int) -> int:
@@ -501,7 +510,8 @@ def _sum_local_positions(context: int, split: int) -> int:
 
 def step_cycles(ops, shape, config, *, context: int, weight_bytes_per_cycle: float | None, batch: int = 1,
                 gemm_shapes: dict | None = None, split: int = 1):
-    """Mean (cycles, bounds, GEMM count, weight elements) of a step over positions 0..context-1.
+    """Mean (cycles, bounds, GEMM count, weight elements, cycles per op kind) of a step over positions
+    0..context-1.
 
     Exact: the cycle model is affine in the position (attention only), so the mean is the first
     position's prediction plus the slope times the mean position. With the KV positions split
@@ -514,7 +524,8 @@ def step_cycles(ops, shape, config, *, context: int, weight_bytes_per_cycle: flo
     last = batched_step_cycles(ops, shape, config, position=top, **kw)
     mean = _sum_local_positions(context, split) / context / top
     bounds = {k: first[1][k] + (last[1][k] - first[1][k]) * mean for k in first[1]}
-    return first[0] + (last[0] - first[0]) * mean, bounds, first[2], first[3]
+    kinds = {k: first[4][k] + (last[4][k] - first[4][k]) * mean for k in first[4]}
+    return first[0] + (last[0] - first[0]) * mean, bounds, first[2], first[3], kinds
 
 
 # --- hardware descriptions ----------------------------------------------------------------------
@@ -798,6 +809,7 @@ class Estimate:
     kv_bytes_per_chip: float = 0.0     # KV cache a chip holds at the end of the context
     kv_placed: bool = False            # whether it shares the weights' memory level (holds_kv)
     kv_split: int = 1                  # chips a head's positions are split over (attention)
+    cycles_by_op: dict = field(default_factory=dict)   # op kind -> mean cycles a step (they sum to cycles)
 
     @property
     def lower_bound(self) -> float:
@@ -913,7 +925,7 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
             hw.tp_link.latency_s + (split - 1) / split * (mc.head_dim + 2) * PSUM_BYTES * batch
             / hw.tp_link.bandwidth_bytes_per_s)
         choices.append((c[0] / clock + att_link, split, att_link, c))
-    _, split, att_link, (cycles, bounds_c, gemms, weight_elements) = min(choices, key=lambda o: o[:2])
+    _, split, att_link, (cycles, bounds_c, gemms, weight_elements, kinds) = min(choices, key=lambda o: o[:2])
     compute_s = cycles / clock
     mem_latency = gemms * home.latency_s
     act_bytes = mc.d_model * hw.weight_bytes * batch
@@ -939,7 +951,8 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
         cycles=cycles, compute_seconds=compute_s, memory_latency_seconds=mem_latency, link_seconds=link_s,
         step_seconds=step, tokens_per_s=batch / step, bounds=bounds, peak_ops_per_s=hw.peak_ops_per_s,
         system_peak_ops_per_s=hw.peak_ops_per_s * hw.chips, splits=plan.splits if plan else (),
-        kv_bytes_per_chip=kv, kv_placed=home.holds_kv, kv_split=split))
+        kv_bytes_per_chip=kv, kv_placed=home.holds_kv, kv_split=split,
+        cycles_by_op=dict(sorted(kinds.items(), key=lambda kv_: -kv_[1]))))
 
 
 def _bytes(n: float) -> str:
@@ -954,6 +967,15 @@ def _seconds(s: float) -> str:
         if s >= size:
             return f"{s / size:.3g} {unit}"
     return f"{s * 1e9:.3g} ns"
+
+
+def format_breakdown(e: Estimate) -> str:
+    """Where an estimated step's cycles go, per op kind (the model's counterpart of ``run --profile``)."""
+    lines = [f"per op kind (mean cycles a step over {e.context:,} positions, one chip per stage):"]
+    for op, c in e.cycles_by_op.items():
+        lines.append(f"  {op:14s} {c:>16,.1f} cycles  {c / e.cycles:>6.1%}")
+    lines.append(f"  {'total':14s} {e.cycles:>16,.1f} cycles")
+    return "\n".join(lines)
 
 
 def format_estimate(e: Estimate, hw: Hardware) -> str:

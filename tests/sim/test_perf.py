@@ -664,3 +664,15 @@ def test_special_and_oversized_files_are_refused_without_reading_them(tmp_path):
         result, seconds = run_lockstep("estimate", *args)
         assert result.returncode == 1 and result.stderr.strip().splitlines() == [f"lockstep: error: {message}"]
         assert seconds < 30
+
+
+@pytest.mark.parametrize(("model", "preset", "batch"), [
+    ("golden/data/demo", "demo", 1), ("llama-3-8b", "a100", 4), ("llama-3-70b", "groq-lpu", 1),
+    ("llama-3.1-70b", "cerebras-wse3", 1)])
+def test_the_breakdown_per_op_kind_sums_to_the_step(model, preset, batch):
+    """`estimate --breakdown`: the op kinds' mean cycles (interpolated like the step) add up to the
+    step's cycles, within the rounding of adding that many floats."""
+    e = estimate(model, load_hardware(preset), batch=batch)
+    assert set(e.cycles_by_op) >= {"gemm", "attention"} and all(c >= 0 for c in e.cycles_by_op.values())
+    n = len(e.cycles_by_op)
+    assert sum(e.cycles_by_op.values()) == pytest.approx(e.cycles, rel=4 * n * 2.0 ** -52)
