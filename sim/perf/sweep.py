@@ -63,7 +63,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +74,7 @@ from golden.numerics import ceil_div
 from hdl.config import Config
 
 from ..engine.runner import run
-from ..engine.toolchain import ToolchainError
+from ..engine.toolchain import SIMULATORS, ToolchainError
 from ..fpga.build import SYNTH_FAMILIES, BuildError, synthesis_resources
 from ..machine.cycles import gemm_cycles, gemm_lower_bound
 from .model import HARDWARE_LIMITS as H
@@ -442,8 +442,6 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
         limit = rtl.get("max_cycles", 2000)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise SweepError(f"{source}: rtl max_cycles must be a positive integer, not {limit!r}")
-        from .toolchain import SIMULATORS
-
         if rtl.get("simulator", "amaranth") not in SIMULATORS:
             raise SweepError(f"{source}: rtl simulator must be amaranth, icarus or verilator, "
                              f"not {rtl.get('simulator')!r}")
@@ -785,12 +783,12 @@ def _dask_client(address: str):
 def _executor_map(points: list, spec: SweepSpec, workers: int | None, dask_address: str | None) -> Iterable:
     """Yield (key, params, metrics) as points finish, on a process pool or a Dask cluster."""
     if dask_address:
-        from distributed import as_completed
+        import distributed  # optional (the dask extra); its as_completed, not concurrent.futures'
 
         with _dask_client(dask_address) as client:
             futures = {client.submit(evaluate_point, spec.kind, p, spec.rtl, spec.fpga, pure=False): (k, p)
                        for k, p in points}
-            for fut in as_completed(futures):
+            for fut in distributed.as_completed(futures):
                 k, p = futures[fut]
                 yield k, p, fut.result()
         return
