@@ -168,3 +168,24 @@ def test_the_architecture_figure_draws_every_folder_and_the_real_layering():
               if target != "sim" and _layer_of(target, drawn) < _layer_of(name, drawn)]
     assert upward == []
 
+
+
+def test_every_import_of_our_modules_names_one_that_exists():
+    """A module moved without its importers updated (`from .stream import ...` after stream.py left the
+    folder) fails here, not only when the code that imports it runs."""
+    known = modules()
+    missing = []
+    for name, path in known.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PACKAGES:
+                module = node.module
+            else:
+                continue
+            if module not in known:
+                missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {module}")
+    assert missing == []

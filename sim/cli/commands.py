@@ -394,8 +394,9 @@ def _sweep_overrides(spec: str, hw: str | None, settings) -> dict:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @design_options(None, "default: the spec's own points; a gemm spec takes the design's array and clock, a decode "
                       "spec evaluates every point on it (its preset)")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object (no progress bar).")
 @friendly
-def sweep(spec, db_path, workers, dask_address, quiet, hw, settings):
+def sweep(spec, db_path, workers, dask_address, quiet, hw, settings, as_json):
     """Evaluate a grid or random sample of design points into a SQLite database.
 
     A sweep that is interrupted (even killed) resumes where it stopped when run again.
@@ -404,16 +405,20 @@ def sweep(spec, db_path, workers, dask_address, quiet, hw, settings):
 
     check_workers(workers)
     parsed = load_spec(spec, _sweep_overrides(spec, hw, settings))
-    if parsed.skipped:
+    if parsed.skipped and not as_json:
         click.echo(f"{parsed.skipped} design points left out: their model does not fit their memory "
                    f"(e.g. {parsed.skip_reasons[0]})")
     db_path = db_path or str(Path(spec).with_suffix(".sqlite"))
     t0 = time.perf_counter()
-    counts = run_sweep(parsed, db_path, workers=workers, dask_address=dask_address, progress=not quiet)
-    click.echo(f"{counts['points']} design points: {counts['already_done']} already in {db_path}, "
-               f"{counts['new']} evaluated in {time.perf_counter() - t0:.1f} s; {counts['rows']} rows")
-    if counts["rtl_confirmed"] or counts["rtl_mismatched"]:
-        click.echo(f"RTL: {counts['rtl_confirmed']} points' measured cycles equal the prediction")
+    counts = run_sweep(parsed, db_path, workers=workers, dask_address=dask_address, progress=not (quiet or as_json))
+    if as_json:
+        click.echo(json.dumps({**counts, "db": db_path, "skipped": parsed.skipped,
+                               "seconds": round(time.perf_counter() - t0, 3)}))
+    else:
+        click.echo(f"{counts['points']} design points: {counts['already_done']} already in {db_path}, "
+                   f"{counts['new']} evaluated in {time.perf_counter() - t0:.1f} s; {counts['rows']} rows")
+        if counts["rtl_confirmed"] or counts["rtl_mismatched"]:
+            click.echo(f"RTL: {counts['rtl_confirmed']} points' measured cycles equal the prediction")
     if counts["rtl_mismatched"]:
         raise InputError(f"RTL: {counts['rtl_mismatched']} points' measured cycles differ from the prediction "
                          f"(rtl_cycles != cycles in {db_path})")
@@ -422,16 +427,21 @@ def sweep(spec, db_path, workers, dask_address, quiet, hw, settings):
 @main.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", default=None, help="Directory for the plots (default: next to DB).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plots' paths as one JSON object.")
 @friendly
-def plot(db, out_dir):
+def plot(db, out_dir, as_json):
     """Plot a sweep database: roofline, throughput against size and bandwidth, Pareto front."""
     from ..perf.plot import plot_sweep
 
     if not Path(db).exists():
         raise InputError(f"{db}: no such results database")
     out_dir = out_dir or str(Path(db).with_suffix("")) + "-plots"
-    for path in plot_sweep(db, out_dir):
-        click.echo(str(path))
+    paths = [str(path) for path in plot_sweep(db, out_dir)]
+    if as_json:
+        click.echo(json.dumps({"plots": paths}))
+    else:
+        for path in paths:
+            click.echo(path)
 
 
 main.add_command(inspect_cmd)

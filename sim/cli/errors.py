@@ -16,6 +16,7 @@ prints the traceback first) and a report, exit status :data:`INTERNAL_EXIT`.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import sys
@@ -25,8 +26,8 @@ import click
 
 from golden.errors import LockstepError
 
-__all__ = ["INTERNAL_EXIT", "USAGE_EXIT", "InternalError", "Interrupted", "Terminated", "UserError", "friendly",
-           "interrupted", "one_line"]
+__all__ = ["INTERNAL_EXIT", "USAGE_EXIT", "InternalError", "Interrupted", "Terminated", "UserError", "emit_error",
+           "friendly", "interrupted", "one_line"]
 
 #: Exit status of a usage error (the command line itself is malformed), as click and argparse use.
 USAGE_EXIT = 2
@@ -40,11 +41,24 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+#: Whether the command line asked for JSON (``--json``): its errors are then one JSON object on
+#: stderr, ``{"error": "..."}``, with the same exit status.
+_json_errors = False
+
+
+def emit_error(message: str) -> None:
+    """Print one error: ``lockstep: error: MESSAGE``, or ``{"error": "MESSAGE"}`` under ``--json``."""
+    if _json_errors:
+        click.echo(json.dumps({"error": one_line(message)}), err=True)
+    else:
+        click.echo(f"lockstep: error: {one_line(message)}", err=True)
+
+
 class UserError(click.ClickException):
     """An error worth one line: printed as ``lockstep: error: ...``, exit status 1."""
 
     def show(self, file=None):
-        click.echo(f"lockstep: error: {one_line(self.format_message())}", err=True)
+        emit_error(self.format_message())
 
 
 class InternalError(UserError):
@@ -137,6 +151,8 @@ class LockstepGroup(click.Group):
     errors; an interrupt while parsing is one line too."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        global _json_errors
+        _json_errors = "--json" in (sys.argv[1:] if args is None else list(args))
         handle_sigterm()
         try:
             try:
@@ -150,10 +166,10 @@ class LockstepGroup(click.Group):
             status = 0
         except click.UsageError as exc:
             where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-            click.echo(f"lockstep: error: {one_line(exc.format_message()).rstrip('.')}{where}", err=True)
+            emit_error(f"{one_line(exc.format_message()).rstrip('.')}{where}")
             status = USAGE_EXIT
         except click.ClickException as exc:
-            click.echo(f"lockstep: error: {one_line(exc.format_message())}", err=True)
+            emit_error(exc.format_message())
             status = exc.exit_code
         if not standalone_mode:
             return status

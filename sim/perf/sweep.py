@@ -74,7 +74,7 @@ from golden.numerics import ceil_div
 from hdl.config import Config
 
 from ..engine.runner import run
-from ..engine.toolchain import ToolchainError
+from ..engine.toolchain import SIMULATORS, ToolchainError
 from ..fpga.build import SYNTH_FAMILIES, BuildError, synthesis_resources
 from ..machine.cycles import gemm_cycles, gemm_lower_bound
 from .model import HARDWARE_LIMITS as H
@@ -445,8 +445,6 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
         limit = rtl.get("max_cycles", 2000)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise SweepError(f"{source}: rtl max_cycles must be a positive integer, not {limit!r}")
-        from .toolchain import SIMULATORS
-
         if rtl.get("simulator", "amaranth") not in SIMULATORS:
             raise SweepError(f"{source}: rtl simulator must be amaranth, icarus or verilator, "
                              f"not {rtl.get('simulator')!r}")
