@@ -26,6 +26,10 @@ if ! command -v iverilog >/dev/null 2>&1; then
   if is_root && command -v apt-get >/dev/null 2>&1; then apt_install iverilog; else
     say "Icarus Verilog is missing: run 'sudo apt-get install -y iverilog' and try again"; exit 1; fi
 fi
+if [ ! -f /usr/include/lz4.h ] && command -v apt-get >/dev/null 2>&1 && is_root; then
+  # Verilator's FST waveform writer compiles against LZ4; without it waveforms are VCD (larger).
+  apt_install liblz4-dev || say "liblz4-dev could not be installed: Verilator waveforms will be VCD, not FST"
+fi
 if [ ! -x "$venv/bin/python" ]; then
   say "creating $venv"
   if ! "$python" -m venv "$venv" 2>/dev/null; then

@@ -117,12 +117,15 @@ class RtlBackend(Backend):
     waves = False
     #: Read every step's per-instruction cycles from the trace memory (a profile): ``traces``.
     trace = False
+    #: With ``waves``: dump only these steps or cycles (:func:`sim.flows.decode.check_waves_window`).
+    waves_window: dict | None = None
     traces: dict[int, list[int]] = {}
 
     def begin(self, prompt, new_tokens):
         """Start the whole request on the simulator in the background; :meth:`step` returns each
         step as the simulator finishes it (the flow appends one line per step to a progress file)."""
-        job = decode_job(self.compiled, self.params, prompt=prompt, new_tokens=new_tokens, trace=self.trace)
+        job = decode_job(self.compiled, self.params, prompt=prompt, new_tokens=new_tokens, trace=self.trace,
+                         waves_window=self.waves_window)
         self._progress, self._progress_held = new_progress_file()
         job["progress"] = str(self._progress)
         self._outcome: dict = {}
@@ -367,7 +370,8 @@ def check_request(compiled: Compiled, backend: str, prompt: Sequence[int], new_t
 
 def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: int, *,
            on_step: Callable[[StepReport], None] | None = None, waves: bool = False, port: str | None = None,
-           baud: int = 115200, loaded: bool = False, profile: bool = False) -> RunReport:
+           baud: int = 115200, loaded: bool = False, profile: bool = False,
+           waves_window: dict | None = None) -> RunReport:
     """Prefill ``prompt`` then generate ``new_tokens`` greedily on ``backend``. With ``profile``, an
     RTL backend also reads every step's per-instruction cycles from the trace memory
     (:attr:`StepReport.trace`; :func:`sim.machine.profile.profile_run` turns them into tables).
@@ -381,6 +385,13 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
         if not hasattr(runner, "waves"):
             raise InputError(f"--waves needs an RTL backend (amaranth, icarus, verilator), not {backend}")
         runner.waves = True
+        if waves_window is not None:
+            if backend != "verilator":
+                raise InputError(f"a waveform window (--waves-steps, --waves-cycles) needs the verilator backend, "
+                                 f"not {backend}")
+            runner.waves_window = waves_window
+    elif waves_window is not None:
+        raise InputError("a waveform window (--waves-steps, --waves-cycles) goes with --waves")
     if backend == "serial":
         runner.port, runner.baud, runner.loaded = port, baud, loaded
     elif port is not None or loaded:

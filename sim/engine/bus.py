@@ -153,6 +153,25 @@ class CocotbBus:
     async def settle(self):
         await self._ReadOnly()
 
+    def dump_window(self, start: int | None, stop: int | None) -> None:
+        """Dump waves only from ``start`` to ``stop`` cycles from now (None: from now, for ever; a
+        start past the stop: nothing until the next call). Verilator models built with waves only
+        (:func:`sim.engine.runner._waves_args`); InputError on any other simulator."""
+        import ctypes
+
+        from cocotb.simtime import get_sim_time
+        from cocotb.utils import get_sim_steps
+
+        window = getattr(ctypes.CDLL(None), "lockstep_dump_window", None)
+        if window is None:
+            raise InputError("a waveform window needs the verilator backend with waves")
+        window.argtypes = (ctypes.c_uint64, ctypes.c_uint64)
+        now = get_sim_time("step")
+        per_cycle = get_sim_steps(self._period, "ns")       # simulator time steps of one clock period
+        never = (1 << 64) - 1
+        window(now if start is None else now + start * per_cycle,
+               never if stop is None else min(never, now + stop * per_cycle))
+
     async def tick(self):
         await self._FallingEdge(self._dut.clk)
 

@@ -424,6 +424,27 @@ def _flags(simulator: str) -> tuple[str, ...]:
     return VERILATOR_FLAGS if simulator == "verilator" else ICARUS_FLAGS
 
 
+#: Where Verilator's FST writer finds the LZ4 headers it compiles against (Debian's liblz4-dev).
+LZ4_HEADERS = (Path("/usr/include/lz4.h"), Path("/usr/local/include/lz4.h"))
+
+
+def fst_available() -> bool:
+    """Whether a Verilator model can write FST here: its FST writer needs the LZ4 headers
+    (``apt-get install liblz4-dev``; scripts/setup.sh installs them when it can)."""
+    extra = [Path(d) / "lz4.h" for d in os.environ.get("CPATH", "").split(":") if d]
+    return any(p.is_file() for p in (*LZ4_HEADERS, *extra))
+
+
+def _waves_args(simulator: str) -> tuple[str, ...]:
+    """Build arguments of a model that writes waves: Verilator writes FST (compressed; cocotb's Icarus
+    runner writes FST already), or VCD where the LZ4 headers FST needs are missing, and exports its
+    main's symbols, so the flow can narrow the dumped window (``lockstep_dump_window`` in
+    sim/engine/verilator_main.cpp)."""
+    if simulator != "verilator":
+        return ()
+    return ("--trace-fst", "-LDFLAGS", "-rdynamic") if fst_available() else ("-LDFLAGS", "-rdynamic")
+
+
 def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = False):
     """Build (or reuse) a cocotb-ready simulator model of ``verilog_text``.
 
@@ -438,7 +459,7 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
         "flags": _flags(simulator), "makeflags": VERILATOR_MAKEFLAGS,
         "public": _public_ports(verilog_text, toplevel) if simulator == "verilator" else None,
         "main": _verilator_main_digest() if simulator == "verilator" else None,
-        "waves": bool(waves), "timescale": TIMESCALE,
+        "waves": bool(waves), "waves_args": _waves_args(simulator) if waves else None, "timescale": TIMESCALE,
         "tool": simulator_version(simulator), "cocotb": cocotb.__version__,
         # The model links cocotb's VPI library by absolute path (rpath): a build made from one
         # virtualenv must not be reused from another (it would load the other's library, and
@@ -451,7 +472,11 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
     result = Build(simulator, toplevel, directory, bool(waves))
     with _locked(directory.with_suffix(".lock")):
         fresh = not marker.exists()
-        with _announced(f"building the {simulator} model of {toplevel}", "once per design: a few minutes; "
+        tracing = ""
+        if waves:
+            kind = "FST" if simulator == "icarus" or fst_available() else "VCD: FST needs liblz4-dev"
+            tracing = f" with waveform tracing ({kind}), a build of its own"
+        with _announced(f"building the {simulator} model of {toplevel}{tracing}", "once per design: a few minutes; "
                         "later runs reuse it") if fresh else contextlib.nullcontext():
             runner = _prepared_runner(result, fresh=fresh, key_source=key_source, verilog_text=verilog_text)
     return result, runner
@@ -550,7 +575,8 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
     try:
         with _quiet(runner, log):
             runner.build(sources=sources, hdl_toplevel=b.toplevel, build_dir=directory,
-                         build_args=list(_flags(b.simulator)), timescale=TIMESCALE, waves=b.waves,
+                         build_args=[*_flags(b.simulator), *(_waves_args(b.simulator) if b.waves else ())],
+                         timescale=TIMESCALE, waves=b.waves,
                          always=fresh, log_file=log)
     except (SystemExit, Exception) as exc:  # the runner exits on tool errors
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""

@@ -37,6 +37,15 @@ using Tracer = VerilatedVcdC;
 static const char* const kDefaultTrace = "dump.vcd";
 #endif
 static Tracer* tracer = nullptr;
+// The window of simulation time that is dumped, [dump_from, dump_until): all of it unless the
+// host flow narrows it (a waveform of chosen decode steps or cycles). The flow runs in this
+// process (cocotb embeds Python) and calls lockstep_dump_window through ctypes.
+static uint64_t dump_from = 0;
+static uint64_t dump_until = UINT64_MAX;
+extern "C" void lockstep_dump_window(uint64_t from, uint64_t until) {
+    dump_from = from;
+    dump_until = until;
+}
 #endif
 
 extern "C" void vlog_startup_routines_bootstrap(void);
@@ -142,7 +151,7 @@ int main(int argc, char** argv) {
         settle_slot(top.get());
         VerilatedVpi::callCbs(cbReadOnlySynch);
 #if VM_TRACE
-        if (tracer) tracer->dump(context->time());
+        if (tracer && context->time() >= dump_from && context->time() < dump_until) tracer->dump(context->time());
 #endif
         // Move on in time. A slot that is only a clock edge, where no VPI callback is due or waits
         // on a synch region, is evaluated once and its value-change callbacks checked once (the

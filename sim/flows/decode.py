@@ -132,9 +132,30 @@ def predicted_cycles(compiled: Compiled, position: int) -> int:
     return decode_step_cycles(ops, compiled.model.config, compiled.config, position=position).total
 
 
+def check_waves_window(window: dict | None, n_steps: int) -> None:
+    """A waveform window: ``{"steps": [first, last]}`` (positions, both dumped) within the run's
+    ``n_steps`` steps, or ``{"cycles": [start, stop]}`` (cycles from the first step's start edge,
+    ``start`` dumped, ``stop`` not); InputError naming the bad value."""
+    if window is None:
+        return
+    if not isinstance(window, dict) or len(window) != 1 or set(window) - {"steps", "cycles"}:
+        raise InputError(f"waves window must be {{'steps': [first, last]}} or {{'cycles': [start, stop]}}, "
+                         f"not {window!r}")
+    (kind, pair), = window.items()
+    if (not isinstance(pair, list | tuple) or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair)):
+        raise InputError(f"waves window {kind} must be two non-negative integers, not {pair!r}")
+    first, last = pair
+    if kind == "steps" and not first <= last < n_steps:
+        raise InputError(f"--waves-steps {first}-{last}: the run has steps 0..{n_steps - 1}")
+    if kind == "cycles" and not first < last:
+        raise InputError(f"--waves-cycles {first}-{last}: the window is empty")
+
+
 def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int = 0, steps=None,
-               trace: bool = False, readback: dict | None = None) -> dict:
-    """A checked ``decode_top`` job for ``compiled`` on the top level ``params``."""
+               trace: bool = False, readback: dict | None = None, waves_window: dict | None = None) -> dict:
+    """A checked ``decode_top`` job for ``compiled`` on the top level ``params``; ``waves_window``
+    narrows a waveform to some steps or cycles (:func:`check_waves_window`)."""
     check_fits(compiled, params)
     mc = compiled.model.config
     memories = {name: mem.value for name, mem in IMAGE_MEMORIES.items()}
@@ -149,6 +170,9 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
         job["prompt"], job["new_tokens"] = prompt, new_tokens
         positions = list(range(n))
     job["predicted"] = {str(p): predicted_cycles(compiled, p) for p in sorted(set(positions))}
+    if waves_window is not None:
+        check_waves_window(waves_window, len(positions))
+        job["waves_window"] = {k: list(v) for k, v in waves_window.items()}
     return job
 
 

@@ -60,6 +60,9 @@ async def run_decode_top(bus, job: dict) -> dict:
         bus.set(name, 0)
     bus.set("host_mem", 0)
     await bus.reset()
+    window = job.get("waves_window")        # {"steps": [first, last]} or {"cycles": [start, stop]}
+    if window:
+        bus.dump_window(0, 0)                # nothing until the window opens
     t0 = time.perf_counter()
     im = job["images"]
     for name, words in im.items():      # in the order of sim.flows.decode.IMAGE_MEMORIES
@@ -69,6 +72,8 @@ async def run_decode_top(bus, job: dict) -> dict:
     readback = job.get("readback") or {}
     budgets = job.get("budgets") or {}
 
+    opened: list[int] = []                   # the positions started so far (a cycle window opens at the first)
+
     async def step(token: int, position: int) -> dict:
         predicted = job.get("predicted", {}).get(str(position))
         budget = budgets.get(str(position)) or (WATCHDOG_FACTOR * predicted + WATCHDOG_SLACK if predicted
@@ -77,6 +82,11 @@ async def run_decode_top(bus, job: dict) -> dict:
         bus.set("position", position)
         bus.set("n_kv_heads", job["n_kv_heads"])
         bus.set("group", job["group"])
+        if window and "steps" in window and position == window["steps"][0]:
+            bus.dump_window(None, None)
+        elif window and "cycles" in window and not opened:
+            bus.dump_window(*window["cycles"])     # counted from the first step's start edge
+        opened.append(position)
         bus.set("start", 1)
         await bus.tick()
         bus.set("start", 0)
@@ -91,6 +101,8 @@ async def run_decode_top(bus, job: dict) -> dict:
         out = {"position": position, "token_in": token, "token_out": bus.get("next_token"),
                "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds, "cpu_seconds": cpu_seconds}
         await bus.tick()
+        if window and "steps" in window and position == window["steps"][1]:
+            bus.dump_window(0, 0)
         if job.get("trace"):
             out["trace"] = await _read(bus, mems["trace"], n_program - 1)
         if readback:
