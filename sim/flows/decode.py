@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from golden.errors import InputError
+from golden.greedy import GreedyDecode, check_prompt
 from golden.numerics import ceil_div
 from golden.tables import rope_tables
 from hdl.config import Config
@@ -32,7 +33,7 @@ from ..machine.cycles import decode_step_cycles
 from .decode_steps import drive_steps, run_decode_top
 from .gemm import pack_lanes
 
-__all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "check_fits", "check_job", "check_prompt", "decode_job",
+__all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "check_fits", "check_job", "decode_job",
            "drive_steps", "images",
            "top_params"]
 
@@ -145,31 +146,11 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
         job["steps"] = [[int(t), int(p)] for t, p in steps]
         positions = [p for _, p in job["steps"]]
     else:
-        prompt, n = check_prompt(compiled, prompt, new_tokens)
+        prompt = check_prompt(prompt, new_tokens, compiled.model.max_context, mc.vocab_size)
         job["prompt"], job["new_tokens"] = prompt, new_tokens
-        positions = list(range(n))
+        positions = list(range(GreedyDecode(prompt, new_tokens).steps))
     job["predicted"] = {str(p): predicted_cycles(compiled, p) for p in sorted(set(positions))}
     return job
-
-
-def check_prompt(compiled: Compiled, prompt, new_tokens: int) -> tuple[list[int], int]:
-    """Check a greedy decode of ``new_tokens`` after ``prompt`` on ``compiled``; return the prompt as
-    ints and the number of steps (one per position)."""
-    prompt = [int(t) for t in prompt]
-    if not prompt:
-        raise InputError("prompt must hold at least one token")
-    if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 0:
-        raise InputError(f"tokens must be a non-negative integer, not {new_tokens!r}")
-    model = compiled.model
-    vocab = model.config.vocab_size
-    for t in prompt:
-        if not 0 <= t < vocab:
-            raise InputError(f"prompt token must be in 0..{vocab - 1}, not {t}")
-    steps = len(prompt) + max(new_tokens, 1) - 1
-    if steps > model.max_context:
-        raise InputError(f"prompt ({len(prompt)} tokens) plus {new_tokens} new tokens needs {steps} positions, "
-                         f"more than the context of {model.max_context}")
-    return prompt, steps
 
 
 def check_job(job):

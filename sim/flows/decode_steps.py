@@ -10,6 +10,7 @@ import json
 import time
 
 from golden.errors import InputError
+from golden.greedy import GreedyDecode
 
 from ..engine.bus import WatchdogError
 
@@ -128,13 +129,11 @@ async def drive_steps(job: dict, step) -> list[dict]:
         for token, position in job["steps"]:
             report(await step(token, position))
     else:
-        tokens = list(job["prompt"])
-        n = len(tokens) + max(job["new_tokens"], 1) - 1
-        for position in range(n):
+        loop = GreedyDecode(job["prompt"], job["new_tokens"])
+        for position in range(loop.steps):
             t = time.perf_counter()
-            r = await step(tokens[position], position)
+            r = await step(loop.token(position), position)
             r.setdefault("seconds", time.perf_counter() - t)
-            if position >= len(job["prompt"]) - 1:
-                tokens.append(r["token_out"])
+            loop.record(position, r["token_out"])
             report(r)
     return results
