@@ -26,6 +26,7 @@ from golden.numerics import check_int8, is_int
 from hdl.attention import AttentionUnit
 
 from ..engine.bus import WatchdogError
+from ..engine.stream import StreamDriver, StreamMonitor, check_nothing_in_flight
 from ..machine.cycles import (
     ATTENTION_FINISH_STAGES,
     ATTENTION_POSITION_STAGES,
@@ -34,7 +35,6 @@ from ..machine.cycles import (
     attention_min_cycles,
 )
 from .gemm import pack_lanes, unpack_lanes
-from .stream import StreamDriver, StreamMonitor, check_nothing_in_flight
 
 __all__ = ["DESIGNS", "FLOWS", "AttentionPlan", "plan_attention", "run_attention", "unit_params"]
 
