@@ -3,17 +3,9 @@ images, and the host flow that loads a compiled model once and runs decode steps
 itself is in :mod:`sim.flows.decode_steps`, which a simulator process imports alone).
 
 DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.registry`);
-FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
-
-A ``decode_top`` job (JSON): ``params`` (the design), ``images`` (:func:`images`: program,
-weight, parameter, RoPE-table and activation-table words, loaded once in the order and into the
-memories of :data:`IMAGE_MEMORIES`), ``memories`` (image name, ``trace``, ``scratch``, ``logits``
--> the host port's memory number), ``n_kv_heads``, ``group``, and either
-``steps`` (a list of ``[token, position]`` run one after another) or ``prompt`` + ``new_tokens``
-(greedy decoding: the prompt is fed one token per step, then each step's token is the next
-step's input). Optional: ``budgets`` (watchdog cycles per step, default from the cycle model's
-prediction in ``predicted``), ``trace`` (read every step's per-instruction cycles), ``readback``
-(``{"scratch": words, "logits": words}`` read after every step).
+FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`), JOBS
+to the job's shape: a ``decode_top`` job is a :class:`sim.flows.decode_steps.DecodeJob` (each key
+documented there), built by :func:`decode_job`.
 """
 
 from __future__ import annotations
@@ -30,10 +22,10 @@ from hdl.vector import rope_word_layout
 
 from ..machine.compiler import Compiled, CompileError
 from ..machine.cycles import decode_step_cycles
-from .decode_steps import drive_steps, run_decode_top
+from .decode_steps import DecodeImages, DecodeJob, DecodeReadback, drive_steps, run_decode_top
 from .gemm import pack_lanes
 
-__all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "check_fits", "check_job", "decode_job",
+__all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "JOBS", "check_fits", "check_job", "decode_job",
            "drive_steps", "images",
            "top_params"]
 
@@ -89,7 +81,7 @@ def check_fits(compiled: Compiled, params: dict) -> None:
                            f"of 2 * vector_lanes ({2 * V})")
 
 
-def images(compiled: Compiled) -> dict:
+def images(compiled: Compiled) -> DecodeImages:
     """The memory images the host loads once per run, as JSON-able ``[address, word]`` lists
     (zero words left out: every memory starts at zero), keyed as :data:`IMAGE_MEMORIES`.
 
@@ -134,14 +126,15 @@ def predicted_cycles(compiled: Compiled, position: int) -> int:
 
 
 def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int = 0, steps=None,
-               trace: bool = False, readback: dict | None = None) -> dict:
+               trace: bool = False, readback: DecodeReadback | None = None) -> DecodeJob:
     """A checked ``decode_top`` job for ``compiled`` on the top level ``params``."""
     check_fits(compiled, params)
     mc = compiled.model.config
     memories = {name: mem.value for name, mem in IMAGE_MEMORIES.items()}
     memories.update(trace=TopMem.TRACE.value, scratch=TopMem.SCRATCH.value, logits=TopMem.LOGITS.value)
-    job = {"params": params, "images": images(compiled), "memories": memories, "n_kv_heads": mc.n_kv_heads,
-           "group": mc.n_heads // mc.n_kv_heads, "trace": trace, "readback": readback or {}}
+    job: DecodeJob = {"params": params, "images": images(compiled), "memories": memories,
+                      "n_kv_heads": mc.n_kv_heads, "group": mc.n_heads // mc.n_kv_heads, "trace": trace,
+                      "readback": readback or {}}
     if steps is not None:
         job["steps"] = [[int(t), int(p)] for t, p in steps]
         positions = [p for _, p in job["steps"]]
@@ -153,18 +146,17 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
     return job
 
 
-def check_job(job):
-    for key in ("params", "images", "n_kv_heads", "group"):
-        if key not in job:
-            raise InputError(f"decode_top job needs {key!r}")
-    missing = [name for name in IMAGE_MEMORIES if name not in job["images"]]
-    if missing:
-        raise InputError(f"decode_top job images need {missing[0]!r}")
+def check_job(job: DecodeJob) -> DecodeJob:
+    """What the keys alone do not say (:data:`JOBS` says which keys there are): ``steps`` or ``prompt``,
+    exactly one, and ``new_tokens`` with ``prompt``."""
     if ("steps" in job) == ("prompt" in job):
         raise InputError("decode_top job needs either 'steps' or 'prompt'")
+    if ("prompt" in job) != ("new_tokens" in job):
+        raise InputError("decode_top job needs 'new_tokens' with 'prompt', and only with it")
     return job
 
 
 DESIGNS = {"decode_top": _decode_top}
 FLOWS = {"decode_top": run_decode_top}
+JOBS = {"decode_top": DecodeJob}
 CHECKS = {"decode_top": check_job}
