@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from golden.attention import MAX_CONTEXT_LIMIT, AttentionParams, attention_decode
-from golden.model import ModelConfig, check_prompt, sample_next
+from golden.greedy import check_prompt
+from golden.model import ModelConfig, sample_next
 from golden.numerics import (
     MULT_MAX,
     SHIFT_MAX,
@@ -337,7 +338,7 @@ def generate_int(model: IntModel, prompt: Sequence[int], max_new_tokens: int, *,
     Sampling (temperature > 0) is the host's job: it samples from the dequantized logits with
     :func:`golden.model.sample_next` and ``numpy.random.default_rng(seed)``.
     """
-    prompt = check_prompt(prompt, max_new_tokens, model.max_context)
+    prompt = check_prompt(prompt, max_new_tokens, model.max_context, model.config.vocab_size)
     temperature = float(temperature)
     if not (math.isfinite(temperature) and temperature >= 0):
         raise InputError(f"temperature must be a finite number >= 0, not {temperature!r}")

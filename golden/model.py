@@ -57,10 +57,11 @@ import numpy as np
 from golden.numerics import is_int, is_real
 
 from .errors import InputError, InputTypeError
+from .greedy import check_prompt
 
 __all__ = [
     "FAMILIES", "MAX_CONTEXT", "MAX_LAYERS", "KVCache", "ModelConfig", "Transformer",
-    "check_prompt", "check_weights", "generate", "init_weights", "sample_next", "weight_shapes",
+    "check_weights", "generate", "init_weights", "sample_next", "weight_shapes",
 ]
 
 FAMILIES = ("gpt2", "llama")
@@ -462,30 +463,16 @@ def sample_next(logits: np.ndarray, rng: np.random.Generator | None = None, *,
     return int(rng.choice(p.shape[-1], p=p))
 
 
-def check_prompt(prompt: Sequence[int], max_new_tokens: int, max_context: int) -> list[int]:
-    """The prompt as ints, checked with ``max_new_tokens`` against ``max_context`` (the one check of
-    both golden models' generate functions); InputError naming the bad input."""
-    prompt = [int(t) for t in prompt]
-    if (not is_int(max_new_tokens)
-            or max_new_tokens < 0):
-        raise InputError(f"max_new_tokens must be a non-negative integer, not {max_new_tokens!r}")
-    if not prompt:
-        raise InputError("prompt must hold at least one token")
-    if len(prompt) + max_new_tokens > max_context:
-        raise InputError(f"prompt ({len(prompt)}) plus max_new_tokens ({max_new_tokens}) "
-                         f"exceeds max_context={max_context}")
-    return prompt
-
-
 def generate(model: Transformer, prompt: Sequence[int], max_new_tokens: int, *,
              temperature: float = 0.0, top_k: int | None = None, seed: int = 0) -> list[int]:
     """Feed ``prompt`` through a fresh KV cache, then produce ``max_new_tokens`` tokens.
 
     Greedy when ``temperature == 0``; otherwise seeded sampling (``numpy.random.default_rng(seed)``),
     so the same arguments always give the same tokens. Returns only the new tokens. Raises
-    ValueError for an empty prompt or when prompt plus new tokens exceed ``max_context``.
+    ValueError for a bad prompt or when it and the new tokens need more positions than ``max_context``
+    (:func:`golden.greedy.check_prompt`).
     """
-    prompt = check_prompt(prompt, max_new_tokens, model.config.max_context)
+    prompt = check_prompt(prompt, max_new_tokens, model.config.max_context, model.config.vocab_size)
     rng = np.random.default_rng(seed)
     cache = model.new_cache()
     for t in prompt:

@@ -32,11 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from golden.errors import InputError
+from golden.greedy import GreedyDecode, check_prompt
 from golden.quantize import quantize_checkpoint
 
 from .engine.runner import Cancel, check_simulator, new_progress_file, run
 from .engine.toolchain import SIMULATORS
-from .flows.decode import check_prompt, decode_job, images, top_params
+from .flows.decode import decode_job, images, top_params
 from .link.host import Link, LinkDecoder, SerialTransport
 from .machine.compiler import Compiled, compile_model
 from .machine.cycles import decode_step_cycles
@@ -362,10 +363,12 @@ def prepare(checkpoint, config) -> Compiled:
 
 
 def check_request(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: int) -> tuple[list[int], int]:
-    """Check a run before anything starts; return the prompt as ints and the number of steps."""
+    """Check a run before anything starts (:func:`golden.greedy.check_prompt`); return the prompt as ints
+    and the number of steps."""
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    return check_prompt(compiled, prompt, new_tokens)
+    prompt = check_prompt(prompt, new_tokens, compiled.model.max_context, compiled.model.config.vocab_size)
+    return prompt, GreedyDecode(prompt, new_tokens).steps
 
 
 def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: int, *,
@@ -379,7 +382,7 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
     Raises ValueError for an unknown backend, an empty prompt, a token outside the vocabulary or a
     run longer than the compiled context.
     """
-    prompt, steps = check_request(compiled, backend, prompt, new_tokens)
+    prompt, _ = check_request(compiled, backend, prompt, new_tokens)
     runner = BACKENDS[backend](compiled)
     if waves:
         if not hasattr(runner, "waves"):
@@ -400,7 +403,7 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
         runner.trace = True
     runner.begin(prompt, new_tokens)
     try:
-        report = _decode_steps(runner, compiled, backend, prompt, new_tokens, steps, on_step)
+        report = _decode_steps(runner, compiled, backend, GreedyDecode(prompt, new_tokens), on_step)
     except BaseException:   # an error or an interrupt (Ctrl-C, SIGTERM): nothing is left running or behind
         runner.abort()
         raise
@@ -410,24 +413,20 @@ def decode(compiled: Compiled, backend: str, prompt: Sequence[int], new_tokens: 
     return report
 
 
-def _decode_steps(runner: Backend, compiled: Compiled, backend: str, prompt: list[int], new_tokens: int, steps: int,
+def _decode_steps(runner: Backend, compiled: Compiled, backend: str, loop: GreedyDecode,
                   on_step: Callable[[StepReport], None] | None) -> RunReport:
     model = compiled.model
-    report = RunReport(backend=backend, clock_hz=compiled.config.clock_hz, prompt=prompt,
-                       config=compiled.config.as_dict())
-    tokens = list(prompt)
+    report = RunReport(backend=backend, clock_hz=compiled.config.clock_hz, prompt=loop.prompt,
+                       config=compiled.config.as_dict(), generated=loop.generated)
     bounds = []
-    for position in range(steps):
+    for position in range(loop.steps):
         predicted = decode_step_cycles(model.program, model.config, compiled.config, position=position)
         bounds.append(predicted.lower_bound)
+        token = loop.token(position)
         t0 = time.perf_counter()
-        nxt, measured = runner.step(tokens[position], position)
+        nxt, measured = runner.step(token, position)
         wall = runner.wall_seconds(position, time.perf_counter() - t0)
-        generated = position >= len(prompt) - 1 and len(report.generated) < new_tokens
-        if generated:
-            report.generated.append(nxt)
-            tokens.append(nxt)
-        step = StepReport(position, tokens[position], nxt, predicted.total, measured, wall, generated)
+        step = StepReport(position, token, nxt, predicted.total, measured, wall, loop.record(position, nxt))
         report.steps.append(step)
         if on_step is not None:
             on_step(step)

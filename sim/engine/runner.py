@@ -612,8 +612,8 @@ def run(simulator: str, kind: str, params: dict, flow: str, job: dict, *, waves:
     if simulator not in SIMULATORS:
         raise InputError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
     function, check = registry.flow(flow)
-    if check is not None:
-        check(job)
+    registry.design(kind)   # an unknown design is named before the job is looked at
+    check(job)
     toplevel = toplevel or kind
     waves = waves or os.environ.get("LOCKSTEP_WAVES", "") not in ("", "0")
     if simulator == "amaranth":

@@ -1,7 +1,8 @@
 """Host side of the attention unit: its designs and host flows, registered by name.
 
 DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.registry`);
-FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
+FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`), JOBS
+to the job's shape (:class:`AttentionJob`, cases of :class:`AttentionCase`).
 
 Stream order (the contract with :class:`hdl.attention.AttentionUnit`): ``q`` beat ``h`` is query
 head ``h``; ``k`` and ``v`` beat ``g * kv_len + t`` is position ``t`` of KV head ``g``; ``out`` beat
@@ -17,6 +18,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
@@ -36,7 +38,8 @@ from ..machine.cycles import (
 )
 from .gemm import pack_lanes, unpack_lanes
 
-__all__ = ["DESIGNS", "FLOWS", "AttentionPlan", "plan_attention", "run_attention", "unit_params"]
+__all__ = ["DESIGNS", "FLOWS", "JOBS", "AttentionCase", "AttentionJob", "AttentionPlan",
+           "plan_attention", "run_attention", "unit_params"]
 
 _UNIT_KEYS = ("head_dim", "max_context", "max_heads")
 #: Optional: the finish stages' width (default head_dim, see :class:`hdl.attention.AttentionUnit`).
@@ -227,7 +230,41 @@ async def run_attention(bus, plan: AttentionPlan, q, k, v, params: AttentionPara
     return {"out": got, "cycles": cycles, "edges": edges, "run_seconds": run_seconds}
 
 
-def _check_attention_job(job):
+class AttentionCase(TypedDict):
+    """One attention call of an ``attention_unit`` job (:func:`run_attention`)."""
+
+    #: The query, ``n_heads`` rows of ``head_dim`` int8 values.
+    q: list[list[int]]
+    #: The keys, shape (kv_len, n_kv_heads, head_dim), int8.
+    k: list[list[list[int]]]
+    #: The values, shape (kv_len, n_kv_heads, head_dim), int8.
+    v: list[list[list[int]]]
+    #: The fields of :class:`golden.attention.AttentionParams` (requantization multipliers and shifts).
+    params: dict
+    #: Seed of the random stream gaps and stalls (default 0).
+    seed: NotRequired[int]
+    #: Probability a driver holds its valid low in a cycle, in [0, 1) (default 0).
+    gaps: NotRequired[float]
+    #: Probability of backpressure on an output cycle, in [0, 1) (default 0).
+    stall: NotRequired[float]
+    #: Watchdog cycles of the call (default from the cycle model's prediction).
+    budget: NotRequired[int | None]
+    #: Cycles without progress before the watchdog stops the run.
+    max_idle: NotRequired[int | None]
+    #: Never send V (a watchdog test).
+    withhold_v: NotRequired[bool]
+
+
+class AttentionJob(TypedDict):
+    """An ``attention_unit`` job: calls run one after another on the same simulator."""
+
+    #: The unit's design parameters (:func:`unit_params`).
+    unit: dict
+    #: The calls, in order.
+    cases: list[AttentionCase]
+
+
+def _check_attention_job(job: AttentionJob):
     """Check every case of an ``attention_unit`` job; return (plan, params) per case.
 
     Runs in the host process before a simulator starts (:data:`CHECKS`) and again in the flow."""
@@ -244,11 +281,8 @@ def _check_attention_job(job):
     return plans
 
 
-async def _attention_flow(bus, job):
-    """``job``: ``unit`` (the design parameters) and ``cases``, a list of ``{q, k, v, params}``
-    (``params`` the fields of :class:`AttentionParams`) with optional ``seed``, ``gaps``,
-    ``stall``, ``budget``, ``max_idle``, ``withhold_v``, run one after another on the same
-    simulator. Returns ``{"cases": [...]}`` with :func:`run_attention`'s results."""
+async def _attention_flow(bus, job: AttentionJob) -> dict:
+    """Run the job's calls in order; returns ``{"cases": [...]}`` with :func:`run_attention`'s results."""
     plans = _check_attention_job(job)
     results = []
     for case, (plan, params) in zip(job["cases"], plans, strict=True):
@@ -261,4 +295,5 @@ async def _attention_flow(bus, job):
 
 DESIGNS = {"attention_unit": _attention_unit}
 FLOWS = {"attention_unit": _attention_flow}
+JOBS = {"attention_unit": AttentionJob}
 CHECKS = {"attention_unit": _check_attention_job}

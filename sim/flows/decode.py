@@ -3,17 +3,9 @@ images, and the host flow that loads a compiled model once and runs decode steps
 itself is in :mod:`sim.flows.decode_steps`, which a simulator process imports alone).
 
 DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.registry`);
-FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
-
-A ``decode_top`` job (JSON): ``params`` (the design), ``images`` (:func:`images`: program,
-weight, parameter, RoPE-table and activation-table words, loaded once in the order and into the
-memories of :data:`IMAGE_MEMORIES`), ``memories`` (image name, ``trace``, ``scratch``, ``logits``
--> the host port's memory number), ``n_kv_heads``, ``group``, and either
-``steps`` (a list of ``[token, position]`` run one after another) or ``prompt`` + ``new_tokens``
-(greedy decoding: the prompt is fed one token per step, then each step's token is the next
-step's input). Optional: ``budgets`` (watchdog cycles per step, default from the cycle model's
-prediction in ``predicted``), ``trace`` (read every step's per-instruction cycles), ``readback``
-(``{"scratch": words, "logits": words}`` read after every step).
+FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`), JOBS
+to the job's shape: a ``decode_top`` job is a :class:`sim.flows.decode_steps.DecodeJob` (each key
+documented there), built by :func:`decode_job`.
 """
 
 from __future__ import annotations
@@ -21,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from golden.errors import InputError
+from golden.greedy import GreedyDecode, check_prompt
 from golden.numerics import ceil_div
 from golden.tables import rope_tables
 from hdl.config import Config
@@ -29,10 +22,10 @@ from hdl.vector import rope_word_layout
 
 from ..machine.compiler import Compiled, CompileError
 from ..machine.cycles import decode_step_cycles
-from .decode_steps import drive_steps, run_decode_top
+from .decode_steps import DecodeImages, DecodeJob, DecodeReadback, drive_steps, run_decode_top
 from .gemm import pack_lanes
 
-__all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "check_fits", "check_job", "check_prompt", "decode_job",
+__all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "JOBS", "check_fits", "check_job", "decode_job",
            "drive_steps", "images",
            "top_params"]
 
@@ -88,7 +81,7 @@ def check_fits(compiled: Compiled, params: dict) -> None:
                            f"of 2 * vector_lanes ({2 * V})")
 
 
-def images(compiled: Compiled) -> dict:
+def images(compiled: Compiled) -> DecodeImages:
     """The memory images the host loads once per run, as JSON-able ``[address, word]`` lists
     (zero words left out: every memory starts at zero), keyed as :data:`IMAGE_MEMORIES`.
 
@@ -153,22 +146,24 @@ def check_waves_window(window: dict | None, n_steps: int) -> None:
 
 
 def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int = 0, steps=None,
-               trace: bool = False, readback: dict | None = None, waves_window: dict | None = None) -> dict:
+               trace: bool = False, readback: DecodeReadback | None = None,
+               waves_window: dict | None = None) -> DecodeJob:
     """A checked ``decode_top`` job for ``compiled`` on the top level ``params``; ``waves_window``
     narrows a waveform to some steps or cycles (:func:`check_waves_window`)."""
     check_fits(compiled, params)
     mc = compiled.model.config
     memories = {name: mem.value for name, mem in IMAGE_MEMORIES.items()}
     memories.update(trace=TopMem.TRACE.value, scratch=TopMem.SCRATCH.value, logits=TopMem.LOGITS.value)
-    job = {"params": params, "images": images(compiled), "memories": memories, "n_kv_heads": mc.n_kv_heads,
-           "group": mc.n_heads // mc.n_kv_heads, "trace": trace, "readback": readback or {}}
+    job: DecodeJob = {"params": params, "images": images(compiled), "memories": memories,
+                      "n_kv_heads": mc.n_kv_heads, "group": mc.n_heads // mc.n_kv_heads, "trace": trace,
+                      "readback": readback or {}}
     if steps is not None:
         job["steps"] = [[int(t), int(p)] for t, p in steps]
         positions = [p for _, p in job["steps"]]
     else:
-        prompt, n = check_prompt(compiled, prompt, new_tokens)
+        prompt = check_prompt(prompt, new_tokens, compiled.model.max_context, mc.vocab_size)
         job["prompt"], job["new_tokens"] = prompt, new_tokens
-        positions = list(range(n))
+        positions = list(range(GreedyDecode(prompt, new_tokens).steps))
     job["predicted"] = {str(p): predicted_cycles(compiled, p) for p in sorted(set(positions))}
     if waves_window is not None:
         check_waves_window(waves_window, len(positions))
@@ -176,38 +171,17 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
     return job
 
 
-def check_prompt(compiled: Compiled, prompt, new_tokens: int) -> tuple[list[int], int]:
-    """Check a greedy decode of ``new_tokens`` after ``prompt`` on ``compiled``; return the prompt as
-    ints and the number of steps (one per position)."""
-    prompt = [int(t) for t in prompt]
-    if not prompt:
-        raise InputError("prompt must hold at least one token")
-    if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 0:
-        raise InputError(f"tokens must be a non-negative integer, not {new_tokens!r}")
-    model = compiled.model
-    vocab = model.config.vocab_size
-    for t in prompt:
-        if not 0 <= t < vocab:
-            raise InputError(f"prompt token must be in 0..{vocab - 1}, not {t}")
-    steps = len(prompt) + max(new_tokens, 1) - 1
-    if steps > model.max_context:
-        raise InputError(f"prompt ({len(prompt)} tokens) plus {new_tokens} new tokens needs {steps} positions, "
-                         f"more than the context of {model.max_context}")
-    return prompt, steps
-
-
-def check_job(job):
-    for key in ("params", "images", "n_kv_heads", "group"):
-        if key not in job:
-            raise InputError(f"decode_top job needs {key!r}")
-    missing = [name for name in IMAGE_MEMORIES if name not in job["images"]]
-    if missing:
-        raise InputError(f"decode_top job images need {missing[0]!r}")
+def check_job(job: DecodeJob) -> DecodeJob:
+    """What the keys alone do not say (:data:`JOBS` says which keys there are): ``steps`` or ``prompt``,
+    exactly one, and ``new_tokens`` with ``prompt``."""
     if ("steps" in job) == ("prompt" in job):
         raise InputError("decode_top job needs either 'steps' or 'prompt'")
+    if ("prompt" in job) != ("new_tokens" in job):
+        raise InputError("decode_top job needs 'new_tokens' with 'prompt', and only with it")
     return job
 
 
 DESIGNS = {"decode_top": _decode_top}
 FLOWS = {"decode_top": run_decode_top}
+JOBS = {"decode_top": DecodeJob}
 CHECKS = {"decode_top": check_job}

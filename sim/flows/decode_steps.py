@@ -1,23 +1,108 @@
-"""The host flow of the decode top level (:class:`hdl.top.DecodeTop`), apart from :mod:`sim.flows.decode`
-so that a simulator process, which runs only this, starts without importing Amaranth, NumPy or the
-compiler (about a second of every run): a job from :func:`sim.flows.decode.decode_job` carries the memory
-numbers it needs (``memories``).
+"""The host flow of the decode top level (:class:`hdl.top.DecodeTop`) and its job's shape (:class:`DecodeJob`),
+apart from :mod:`sim.flows.decode` so that a simulator process, which runs only this, starts without
+importing Amaranth, NumPy or the compiler (about a second of every run): a job from
+:func:`sim.flows.decode.decode_job` carries the memory numbers it needs (``memories``).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from typing import NotRequired, TypedDict
 
-from golden.errors import InputError
+from golden.greedy import GreedyDecode
 
 from ..engine.bus import WatchdogError
 
-__all__ = ["WATCHDOG_FACTOR", "WATCHDOG_SLACK", "drive_steps", "run_decode_top"]
+__all__ = ["WATCHDOG_FACTOR", "WATCHDOG_SLACK", "DecodeImages", "DecodeJob", "DecodeMemories", "DecodeReadback",
+           "drive_steps", "run_decode_top"]
 
 #: Watchdog budget: the prediction times this, plus :data:`WATCHDOG_SLACK` cycles.
 WATCHDOG_FACTOR = 2
 WATCHDOG_SLACK = 256
+
+
+class DecodeImages(TypedDict):
+    """The memory images of a compiled model (:func:`sim.flows.decode.images`), each a list of
+    ``[address, word]`` pairs (zero words left out), loaded once per run in this order (the order of
+    :data:`sim.flows.decode.IMAGE_MEMORIES`)."""
+
+    #: Instruction words.
+    program: list[list[int]]
+    #: Weight words, int8 lanes.
+    weights: list[list[int]]
+    #: Parameter words (bias, multiplier|shift, gamma, beta, scalars), int32 lanes.
+    params: list[list[int]]
+    #: The RoPE cos/sin table's words.
+    rope: list[list[int]]
+    #: Activation tables, one int8 entry a word.
+    act_tables: list[list[int]]
+
+
+class DecodeMemories(TypedDict):
+    """The host port's memory number of each image (:class:`DecodeImages`) and of the memories read back."""
+
+    #: The program memory.
+    program: int
+    #: The weight memory.
+    weights: int
+    #: The parameter memory.
+    params: int
+    #: The vector unit's table memory (RoPE).
+    rope: int
+    #: The activation-table memory.
+    act_tables: int
+    #: Per-instruction cycle trace.
+    trace: int
+    #: Activation scratch.
+    scratch: int
+    #: int32 logits.
+    logits: int
+
+
+class DecodeReadback(TypedDict):
+    """Words read after every step (none when left out)."""
+
+    #: Words of the activation scratch (int8 lanes).
+    scratch: NotRequired[int]
+    #: Words of the logits memory (int32 lanes).
+    logits: NotRequired[int]
+
+
+class DecodeJob(TypedDict):
+    """A ``decode_top`` job (:func:`sim.flows.decode.decode_job` builds it): load a compiled model once,
+    then run decode steps on it, either the given ``steps`` or greedy decoding of ``prompt`` +
+    ``new_tokens`` (:class:`golden.greedy.GreedyDecode`); exactly one of the two."""
+
+    #: The design's parameters (:func:`sim.flows.decode.top_params`).
+    params: dict
+    #: The memory images, loaded once.
+    images: DecodeImages
+    #: Memory numbers of the host port.
+    memories: DecodeMemories
+    #: The model's KV heads (a register of every step).
+    n_kv_heads: int
+    #: Query heads per KV head (a register of every step).
+    group: int
+    #: ``[token, position]`` pairs run one after another.
+    steps: NotRequired[list[list[int]]]
+    #: The prompt's tokens, fed one a step; then each step's output is the next step's input.
+    prompt: NotRequired[list[int]]
+    #: Tokens to generate after the prompt (with ``prompt``).
+    new_tokens: NotRequired[int]
+    #: The cycle model's count per position (keys are positions as strings): the watchdog's base.
+    predicted: NotRequired[dict[str, int]]
+    #: Watchdog cycles per position (keys as in ``predicted``), instead of the prediction's.
+    budgets: NotRequired[dict[str, int]]
+    #: Read every step's per-instruction cycles.
+    trace: NotRequired[bool]
+    #: Memories read after every step.
+    readback: NotRequired[DecodeReadback]
+    #: A file to which one JSON line per finished step is appended (the host shows tokens as they come).
+    progress: NotRequired[str]
+    #: Dump waves only in this window: ``{"steps": [first, last]}`` (positions) or ``{"cycles": [start,
+    #: stop]}`` from the first step's start edge (:func:`sim.flows.decode.check_waves_window`; Verilator).
+    waves_window: NotRequired[dict[str, list[int]]]
 
 
 async def _write(bus, mem: int, entries) -> None:
@@ -43,7 +128,7 @@ async def _read(bus, mem: int, count: int) -> list[int]:
     return out
 
 
-async def run_decode_top(bus, job: dict) -> dict:
+async def run_decode_top(bus, job: DecodeJob) -> dict:
     """Load the images once, then run the job's steps; see :mod:`sim.flows.decode`.
 
     Returns ``{"steps": [{"position", "token_in", "token_out", "cycles" (the RTL counter), "edges"
@@ -52,8 +137,6 @@ async def run_decode_top(bus, job: dict) -> dict:
     "load_seconds", "load_words"}``. Raises WatchdogError when ``done`` does not rise within a step's
     budget.
     """
-    if "memories" not in job:
-        raise InputError("decode_top job needs 'memories' (sim.flows.decode.decode_job sets it)")
     mems = job["memories"]
     V = job["params"]["config"]["vector_lanes"]
     for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata"):
@@ -121,7 +204,7 @@ async def run_decode_top(bus, job: dict) -> dict:
             "load_words": sum(len(v) for v in im.values())}
 
 
-async def drive_steps(job: dict, step) -> list[dict]:
+async def drive_steps(job: DecodeJob, step) -> list[dict]:
     """Run a job's decode steps through ``await step(token, position) -> dict`` (a result with at
     least ``position``, ``token_in``, ``token_out``, ``cycles``): the job's ``steps`` one after
     another, or greedy decoding of ``prompt`` + ``new_tokens``. With ``progress`` in the job, one
@@ -140,13 +223,11 @@ async def drive_steps(job: dict, step) -> list[dict]:
         for token, position in job["steps"]:
             report(await step(token, position))
     else:
-        tokens = list(job["prompt"])
-        n = len(tokens) + max(job["new_tokens"], 1) - 1
-        for position in range(n):
+        loop = GreedyDecode(job["prompt"], job["new_tokens"])
+        for position in range(loop.steps):
             t = time.perf_counter()
-            r = await step(tokens[position], position)
+            r = await step(loop.token(position), position)
             r.setdefault("seconds", time.perf_counter() - t)
-            if position >= len(job["prompt"]) - 1:
-                tokens.append(r["token_out"])
+            loop.record(position, r["token_out"])
             report(r)
     return results

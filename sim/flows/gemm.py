@@ -133,7 +133,7 @@ class TiledGemm:
         return sum(b.plan.tiles for b in self.blocks)
 
     def cases(self, a, w) -> list[dict]:
-        """The ``gemm_unit`` flow's cases, one per block, in block order."""
+        """The ``gemm_unit`` flow's cases (:class:`sim.flows.gemm_jobs.GemmCase`), one per block, in block order."""
         a, w = _operands(self.m, self.k, self.n, a, w)
         return [{"m": b.plan.m, "k": b.plan.k, "n": b.plan.n, "a": a[b.m0:b.m1, b.k0:b.k1].tolist(),
                  "w": w[b.k0:b.k1, b.n0:b.n1].tolist()} for b in self.blocks]

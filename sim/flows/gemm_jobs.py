@@ -1,16 +1,65 @@
-"""The GEMM designs (``gemm_unit``, ``array``) and their flows by name, over :mod:`sim.flows.gemm`.
-
-A ``gemm_unit`` job: ``config`` and ``cases``, a list of ``{m, k, n, a, w}``; an ``array_stream`` job:
-``rows``, ``cols``, ``a``, ``w`` and the stream's ``seed``, ``gaps``, ``stall``, ``max_idle``.
+"""The GEMM designs (``gemm_unit``, ``array``) and their flows by name, over :mod:`sim.flows.gemm`;
+their jobs' shapes: :class:`GemmUnitJob` (cases of :class:`GemmCase`) and :class:`ArrayStreamJob`.
 """
 
 from __future__ import annotations
+
+from typing import NotRequired, TypedDict
 
 from hdl.array import SystolicArray
 from hdl.config import Config
 from hdl.gemm import GemmUnit
 
 from .gemm import check_operands, plan_gemm, run_array_stream, run_gemm_unit
+
+
+class GemmCase(TypedDict):
+    """One GEMM ``out = a @ w`` (int8 operands, int32 result) of a ``gemm_unit`` or ``link_gemm`` job."""
+
+    #: Rows of ``a`` and of the result.
+    m: int
+    #: Columns of ``a``, rows of ``w``.
+    k: int
+    #: Columns of ``w`` and of the result.
+    n: int
+    #: The activations, ``m`` rows of ``k`` int8 values.
+    a: list[list[int]]
+    #: The weights, ``k`` rows of ``n`` int8 values.
+    w: list[list[int]]
+    #: Watchdog cycles of the run (default: from the cycle model's prediction); ``gemm_unit`` only.
+    budget: NotRequired[int | None]
+
+
+class GemmUnitJob(TypedDict):
+    """A ``gemm_unit`` job: GEMMs run one after another on the same simulator (one start-up for many)."""
+
+    #: The design's configuration (:meth:`hdl.config.Config.as_dict`).
+    config: dict
+    #: The GEMMs, in order.
+    cases: list[GemmCase]
+
+
+class ArrayStreamJob(TypedDict):
+    """An ``array_stream`` job: one GEMM streamed through the bare systolic array (:func:`run_array_stream`)."""
+
+    #: The array's rows (its design parameter).
+    rows: int
+    #: The array's columns (its design parameter).
+    cols: int
+    #: The activations, ``m`` rows of ``k`` int8 values.
+    a: list[list[int]]
+    #: The weights, ``k`` rows of ``n`` int8 values.
+    w: list[list[int]]
+    #: Seed of the random stream gaps and stalls (default 0).
+    seed: NotRequired[int]
+    #: Probability of an idle cycle between input beats, in [0, 1) (default 0).
+    gaps: NotRequired[float]
+    #: Probability of backpressure on an output cycle, in [0, 1) (default 0).
+    stall: NotRequired[float]
+    #: Cycles without progress before the watchdog stops the run (default from the shape).
+    max_idle: NotRequired[int | None]
+    #: Never send the weights (a watchdog test).
+    withhold_weights: NotRequired[bool]
 
 
 def gemm_unit(params):
@@ -21,7 +70,7 @@ def array(params):
     return SystolicArray(rows=params["rows"], cols=params["cols"])
 
 
-def check_gemm_job(job):
+def check_gemm_job(job: GemmUnitJob):
     """Check every case of a ``gemm_unit`` job (shapes, fit, operands); return the plans."""
     config = Config.from_dict(job["config"])
     plans = []
@@ -32,16 +81,15 @@ def check_gemm_job(job):
     return plans
 
 
-async def gemm_unit_flow(bus, job):
-    """``job``: ``config`` and ``cases``, a list of ``{m, k, n, a, w}`` run one after another
-    on the same simulator (one start-up for many GEMMs). Returns ``{"cases": [...]}``."""
+async def gemm_unit_flow(bus, job: GemmUnitJob) -> dict:
+    """Run the job's cases in order; returns ``{"cases": [...]}`` (:func:`run_gemm_unit`'s results)."""
     results = []
     for case, plan in zip(job["cases"], check_gemm_job(job), strict=True):
         results.append(await run_gemm_unit(bus, plan, case["a"], case["w"], budget=case.get("budget")))
     return {"cases": results}
 
 
-async def array_stream_flow(bus, job):
+async def array_stream_flow(bus, job: ArrayStreamJob) -> dict:
     return await run_array_stream(bus, job["rows"], job["cols"], job["a"], job["w"], seed=job.get("seed", 0),
                                   gaps=job.get("gaps", 0.0), stall=job.get("stall", 0.0),
                                   max_idle=job.get("max_idle"),
@@ -50,4 +98,5 @@ async def array_stream_flow(bus, job):
 
 DESIGNS = {"gemm_unit": gemm_unit, "array": array}
 FLOWS = {"gemm_unit": gemm_unit_flow, "array_stream": array_stream_flow}
+JOBS = {"gemm_unit": GemmUnitJob, "array_stream": ArrayStreamJob}
 CHECKS = {"gemm_unit": check_gemm_job}

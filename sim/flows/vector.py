@@ -3,11 +3,9 @@
 DESIGNS maps a design name to ``factory(params) -> Component`` (see :mod:`sim.engine.registry`);
 FLOWS maps a flow name to ``async def flow(bus, job) -> dict`` (see :mod:`sim.engine.registry`).
 
-A job is JSON: ``{"params": design parameters, "tables": {...}, "ops": [...], "seed", "gaps",
-"stall", "budget"}``. Each op is a dict named by ``"op"`` (a key of :data:`OPS`) with its operands
-(:func:`check_op` lists them). Tables are given by what golden builds them from:
-``{"silu": {"x_scale", "out_scale"}, "gelu": {"x_scale", "out_scale", "approximate"},
-"rope": {"head_dim", "base"}}``; the flow builds them with :mod:`golden.tables` and writes them
+A job is JSON, shaped as :class:`VectorJob`. Each op is a dict named by ``"op"`` (a key of
+:data:`OPS`) with its operands (:func:`check_op` lists them). Tables are given by what golden builds
+them from (:class:`VectorTables`); the flow builds them with :mod:`golden.tables` and writes them
 through the unit's table port (SiLU as activation table ``ACT_TABLE_INDEX["silu"]``, GELU as
 ``ACT_TABLE_INDEX["gelu"]``; a silu or gelu command names its table). :func:`vector_job` checks a
 whole job on the host before any simulator starts; the flow checks it again.
@@ -31,6 +29,7 @@ rope       W                           a = x (one head, N = head_dim)
 from __future__ import annotations
 
 import random
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
@@ -49,12 +48,13 @@ from hdl.vector import (
 )
 
 from ..engine.bus import WatchdogError
+from ..engine.jobs import check_keys
 from ..engine.stream import StreamDriver, StreamMonitor, check_nothing_in_flight
 from ..machine.cycles import vector_cycles
 from .gemm import pack_lanes, unpack_lanes
 
-__all__ = ["ACT_TABLE_INDEX", "CHECKS", "DESIGNS", "FLOWS", "OPS", "PRESETS", "check_op", "check_params",
-           "run_vector_ops", "vector_job"]
+__all__ = ["ACT_TABLE_INDEX", "CHECKS", "DESIGNS", "FLOWS", "JOBS", "OPS", "PRESETS", "VectorJob", "VectorTables",
+           "check_op", "check_params", "run_vector_ops", "vector_job"]
 
 #: Op names of a job, in the order of :class:`hdl.vector.VectorOp`.
 OPS = VECTOR_OP_NAMES
@@ -185,11 +185,7 @@ def check_op(params: dict, op: dict, *, rope_head_dim: int | None = None) -> dic
 
 
 def _check_tables(params: dict, tables) -> dict:
-    if not isinstance(tables, dict):
-        raise InputTypeError(f"tables must be a dict, not {type(tables).__name__}")
-    unknown = sorted(set(tables) - {"silu", "gelu", "rope"})
-    if unknown:
-        raise InputError(f"tables must be named silu, gelu or rope, not {unknown[0]!r}")
+    check_keys(tables, VectorTables, "tables")
     if "rope" in tables:
         hd = tables["rope"].get("head_dim")
         lanes = params["lanes"]
@@ -200,8 +196,38 @@ def _check_tables(params: dict, tables) -> dict:
     return tables
 
 
-def vector_job(params: dict, ops: list, *, tables: dict | None = None, seed: int = 0, gaps: float = 0.0,
-               stall: float = 0.0, budget: int | None = None) -> dict:
+class VectorTables(TypedDict):
+    """The tables of a ``vector_ops`` job, by what :mod:`golden.tables` builds them from."""
+
+    #: The SiLU table: ``{"x_scale", "out_scale"}``.
+    silu: NotRequired[dict]
+    #: The GELU table: ``{"x_scale", "out_scale", "approximate"}``.
+    gelu: NotRequired[dict]
+    #: The RoPE table: ``{"head_dim", "base"}``.
+    rope: NotRequired[dict]
+
+
+class VectorJob(TypedDict):
+    """A ``vector_ops`` job: ops run one after another on the same simulator (:func:`run_vector_ops`)."""
+
+    #: The unit's design parameters (:func:`check_params`).
+    params: dict
+    #: The ops, each a dict named by ``"op"`` with its operands (:func:`check_op`).
+    ops: list[dict]
+    #: The tables the ops need (:class:`VectorTables`), written before the first op.
+    tables: NotRequired[VectorTables]
+    #: Seed of the random stream gaps and stalls (default 0).
+    seed: NotRequired[int]
+    #: Probability a driver holds its valid low in a cycle, in [0, 1) (default 0).
+    gaps: NotRequired[float]
+    #: Probability of backpressure on an output cycle, in [0, 1) (default 0).
+    stall: NotRequired[float]
+    #: Watchdog cycles of every op (default from the cycle model's prediction).
+    budget: NotRequired[int | None]
+
+
+def vector_job(params: dict, ops: list, *, tables: VectorTables | None = None, seed: int = 0, gaps: float = 0.0,
+               stall: float = 0.0, budget: int | None = None) -> VectorJob:
     """Check a whole job on the host and return it, normalised, ready for :func:`sim.engine.runner.run`."""
     check_params(params)
     tables = _check_tables(params, tables or {})
@@ -338,7 +364,7 @@ class _Writes:
             self._bus.set(name, value)
 
 
-async def run_vector_ops(bus, job: dict) -> dict:
+async def run_vector_ops(bus, job: VectorJob) -> dict:
     """Run every op of a (checked) job one after another on the same simulator.
 
     Drivers offer the command and then the op's input beats in order (with random idle cycles,
@@ -417,7 +443,7 @@ async def run_vector_ops(bus, job: dict) -> dict:
     return {"ops": results, "table_writes": table_writes}
 
 
-def _check_vector_job(job: dict) -> dict:
+def _check_vector_job(job: VectorJob) -> VectorJob:
     """Check a ``vector_ops`` job in the host process before any simulator starts."""
     return vector_job(job["params"], job["ops"], tables=job.get("tables"), seed=job.get("seed", 0),
                       gaps=job.get("gaps", 0.0), stall=job.get("stall", 0.0), budget=job.get("budget"))
@@ -426,3 +452,4 @@ def _check_vector_job(job: dict) -> dict:
 FLOWS = {"vector_ops": run_vector_ops}
 #: Run by :func:`sim.engine.runner.run` before a simulator starts (see :mod:`sim.engine.registry`).
 CHECKS = {"vector_ops": _check_vector_job}
+JOBS = {"vector_ops": VectorJob}

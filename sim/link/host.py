@@ -20,6 +20,7 @@ import os
 import select
 import time
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 from golden.errors import InputError, LockstepError
 from golden.numerics import ceil_div
@@ -39,8 +40,9 @@ from hdl.top import DecodeTop, TopMem
 from hdl.uart import MIN_CLOCKS_PER_BIT
 
 from ..flows.decode import IMAGE_MEMORIES, check_job, drive_steps
+from ..flows.decode_steps import DecodeImages, DecodeJob
 from ..flows.gemm import act_words, check_operands, plan_gemm, unpack_results, weight_words
-from ..flows.gemm_jobs import check_gemm_job
+from ..flows.gemm_jobs import GemmCase, check_gemm_job
 from .protocol import (
     STATUSES,
     Command,
@@ -58,7 +60,8 @@ from .protocol import (
 
 __all__ = [
     "Link", "LinkDecoder", "LinkError", "LinkStatus", "LinkTimeout", "SerialTransport", "SimUartTransport", "FLOWS",
-    "CHECKS", "run_gemm_over_link", "run_gemm_on_port",
+    "CHECKS", "JOBS", "LinkDecodeJob", "LinkFramesJob", "LinkGemmJob", "LinkPtyJob", "run_gemm_over_link",
+    "run_gemm_on_port",
 ]
 
 
@@ -633,6 +636,45 @@ def _decode_device(params: dict) -> tuple[int, ...]:
 
 # --- simulator flows (registered in sim.engine.registry) ----------------------------------------------------
 
+class LinkGemmJob(TypedDict):
+    """A ``link_gemm`` job: GEMMs, each over the simulated UART through :func:`run_gemm_over_link`."""
+
+    #: The design's configuration (:meth:`hdl.config.Config.as_dict`).
+    config: dict
+    #: The GEMMs, in order (their ``budget`` is not used: the link's polls and timeouts bound them).
+    cases: list[GemmCase]
+    #: The link's parameters (:func:`link_params`: ``clocks_per_bit``, ``timeout_cycles``, ``max_payload``).
+    link: NotRequired[dict]
+    #: Hold the design in reset: a device that never answers (the watchdog test).
+    hold_reset: NotRequired[bool]
+    #: STATUS polls before a GEMM counts as hung (default 100).
+    poll_limit: NotRequired[int]
+
+
+class FrameStep(TypedDict):
+    """One step of a ``link_frames`` job: exactly one of its keys."""
+
+    #: Raw request bytes (hex) sent as they are; the reply is recorded.
+    frame: NotRequired[str]
+    #: A whole GEMM through :func:`run_gemm_over_link`.
+    gemm: NotRequired[GemmCase]
+    #: Poll STATUS until the target is done.
+    wait_done: NotRequired[int]
+
+
+class LinkFramesJob(TypedDict):
+    """A ``link_frames`` job: raw frames and GEMMs over the simulated UART, in order."""
+
+    #: The design's configuration (:meth:`hdl.config.Config.as_dict`).
+    config: dict
+    #: The steps, in order.
+    steps: list[FrameStep]
+    #: The link's parameters (:func:`link_params`).
+    link: NotRequired[dict]
+    #: Hold the design in reset (a device that never answers).
+    hold_reset: NotRequired[bool]
+
+
 def link_params(job: dict) -> dict:
     """The ``linked_gemm`` design's link parameters, checked, with defaults filled in."""
     link = dict(job.get("link") or {})
@@ -668,14 +710,13 @@ async def _start(bus, job):
         bus.set("rst", 1)   # a device that never answers: the watchdog test
 
 
-def _check_link_gemm(job):
+def _check_link_gemm(job: LinkGemmJob):
     link_params(job)
     return check_gemm_job(job)
 
 
-async def _link_gemm(bus, job):
-    """``job``: ``config``, ``link`` (clocks_per_bit, ...), ``cases`` ({m, k, n, a, w}), optional
-    ``hold_reset``. Each case runs through :func:`run_gemm_over_link` on the simulated UART."""
+async def _link_gemm(bus, job: LinkGemmJob) -> dict:
+    """Each case of the job runs through :func:`run_gemm_over_link` on the simulated UART."""
     plans = _check_link_gemm(job)
     transport = _transport(bus, job)
     await _start(bus, job)
@@ -690,10 +731,8 @@ async def _link_gemm(bus, job):
             "cycles": transport.cycles}
 
 
-async def _link_frames(bus, job):
-    """``job``: ``config``, ``link`` and ``steps``, run in order: ``{"frame": hex}`` sends raw bytes
-    and records the reply, ``{"gemm": case}`` runs :func:`run_gemm_over_link`, ``{"wait_done": 1}``
-    polls until the target is done.
+async def _link_frames(bus, job: LinkFramesJob) -> dict:
+    """Run the job's steps in order (:class:`FrameStep`).
 
     Returns ``{"replies": [...]}``, one per step (``{"status": name, "payload": hex}`` for a frame);
     the host idles for the bridge's frame timeout after every error reply, as :class:`Link` does.
@@ -718,6 +757,7 @@ async def _link_frames(bus, job):
 
 
 FLOWS = {"link_gemm": _link_gemm, "link_frames": _link_frames}
+JOBS = {"link_gemm": LinkGemmJob, "link_frames": LinkFramesJob}
 CHECKS = {"link_gemm": _check_link_gemm, "link_frames": link_params}
 
 
@@ -731,7 +771,30 @@ DESIGNS = {"linked_gemm": _linked_gemm}
 
 # --- the decode target over the simulated UART ------------------------------------------------------
 
-def _check_link_decode(job):
+class LinkAfter(TypedDict):
+    """A request of a ``link_decode`` job after its steps: exactly one of its keys."""
+
+    #: Read the logits: ``[address, count]``.
+    logits: NotRequired[list[int]]
+    #: Raw request bytes (hex); the reply is recorded.
+    frame: NotRequired[str]
+
+
+class LinkDecodeJob(DecodeJob):
+    """A ``link_decode`` job: a ``decode_top`` job (:func:`sim.flows.decode.decode_job`) on the
+    ``linked_decode`` design, every step over the simulated UART, plus these keys."""
+
+    #: The link's parameters (:func:`link_params`).
+    link: NotRequired[dict]
+    #: Load the images through the backdoor ports (fast) instead of over the link.
+    preload: NotRequired[bool]
+    #: Requests after the steps, in order.
+    after: NotRequired[list[LinkAfter]]
+    #: Hold the design in reset (a device that never answers).
+    hold_reset: NotRequired[bool]
+
+
+def _check_link_decode(job: LinkDecodeJob):
     link_params(job)
     return check_job(job)
 
@@ -756,10 +819,9 @@ def poll_cycles(clocks_per_bit: int) -> int:
     return 16 * 10 * clocks_per_bit
 
 
-async def _link_decode(bus, job):
-    """A ``decode_top`` job (:func:`sim.flows.decode.decode_job`) on the ``linked_decode`` design, every step
-    over the simulated UART through :class:`LinkDecoder`. ``job["preload"]``: load the images through
-    the backdoor ports (fast) instead of over the link. Each step's STATUS polls are limited so that
+async def _link_decode(bus, job: LinkDecodeJob) -> dict:
+    """A ``decode_top`` job on the ``linked_decode`` design, every step over the simulated UART through
+    :class:`LinkDecoder`. Each step's STATUS polls are limited so that
     the step gets twice its predicted cycles (the watchdog), and the link's reply timeouts bound every
     frame. Returns ``{"steps": [{"position", "token_in", "token_out", "cycles", "polls"}], "load":
     "link" | "preload", "load_words", "link_cycles", "bytes_sent", "bytes_received"}``."""
@@ -811,7 +873,30 @@ PTY_MAX_OWED_SECONDS = 0.05
 PTY_BACKLOG = 1 << 16
 
 
-def pty_idle_rate(job: dict) -> float:
+class LinkPtyJob(TypedDict):
+    """A ``link_pty`` job: the simulated board behind a pseudo-terminal (:func:`_link_pty`)."""
+
+    #: Where the flow writes the pty's name once it is open.
+    pty_file: str
+    #: The session ends when this file exists.
+    stop_file: str
+    #: The link's parameters (:func:`link_params`).
+    link: NotRequired[dict]
+    #: Simulated cycles per wall second while the line is idle (default: :func:`pty_idle_rate`).
+    idle_rate: NotRequired[float]
+    #: Simulated cycles after which the session fails (default 50,000,000).
+    max_cycles: NotRequired[int]
+    #: Wall seconds without a byte from the host after which the session fails (default 120).
+    max_silent_seconds: NotRequired[float]
+    #: Write ``images`` through the backdoor ports first.
+    preload: NotRequired[bool]
+    #: The memory images (with ``preload``).
+    images: NotRequired[DecodeImages]
+    #: Hold the design in reset (a device that never answers).
+    hold_reset: NotRequired[bool]
+
+
+def pty_idle_rate(job: LinkPtyJob) -> float:
     """Simulated cycles per wall second of the pseudo-terminal board while its line is idle:
     ``job["idle_rate"]``, or the rate at which the bridge's ``timeout_cycles`` last
     :data:`PTY_TIMEOUT_SECONDS` (16,000 cycles a second at 8 cycles per bit)."""
@@ -823,21 +908,23 @@ def pty_idle_rate(job: dict) -> float:
     return float(rate)
 
 
-def _check_link_pty(job):
+def _check_link_pty(job: LinkPtyJob):
+    if job.get("preload") and "images" not in job:
+        raise InputError("link_pty job needs 'images' with 'preload'")
     pty_idle_rate(job)
     return link_params(job)
 
 
-async def _link_pty(bus, job):
+async def _link_pty(bus, job: LinkPtyJob) -> dict:
     """The simulated board behind a pseudo-terminal: a host opens the pty's name (written to
-    ``job["pty_file"]``) with pyserial, as it would open a board's USB serial device, and talks to
+    ``pty_file``) with pyserial, as it would open a board's USB serial device, and talks to
     the RTL's UART pins through it, byte by byte as on a wire (:class:`SimLine`): every byte from
     the pty goes out on ``rx`` when it comes, every byte on ``tx`` goes to the pty when it is
     decoded, whether a request asked for it or not. The design's clock never stops: while the line
     is idle it runs at :func:`pty_idle_rate` cycles per second of wall time (looking at the pty every
     :data:`PTY_POLL_SECONDS`, sleeping in between), so a truncated or oversize request is answered
     by the bridge's own frame timer as on a board; bytes on the line run at the simulator's speed.
-    ``preload`` writes the images through the backdoor first. Ends when ``job["stop_file"]``
+    ``preload`` writes the images through the backdoor first. Ends when ``stop_file``
     exists, after ``max_cycles`` simulated cycles, or after ``max_silent_seconds`` without a byte
     from the host. Returns ``{"bytes_in", "bytes_out", "cycles", "framing_errors"}``."""
     import tty
@@ -925,4 +1012,6 @@ FLOWS["link_decode"] = _link_decode
 CHECKS["link_decode"] = _check_link_decode
 FLOWS["link_pty"] = _link_pty
 CHECKS["link_pty"] = _check_link_pty
+JOBS["link_decode"] = LinkDecodeJob
+JOBS["link_pty"] = LinkPtyJob
 DESIGNS["linked_decode"] = _linked_decode

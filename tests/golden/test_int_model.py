@@ -159,8 +159,11 @@ def test_bad_inputs_are_reported(model):
         im.forward([])
     with pytest.raises(ValueError, match=r"^context is full: positions 0\.\.32 do not fit max_context=32$"):
         im.forward([0] * 33)
-    with pytest.raises(ValueError, match=r"^prompt \(30\) plus max_new_tokens \(3\) exceeds max_context=32$"):
-        generate_int(im, [0] * 30, 3)
+    with pytest.raises(ValueError, match=r"^prompt \(30 tokens\) plus 4 new tokens needs 33 positions, more than "
+                                         r"max_context=32$"):
+        generate_int(im, [0] * 30, 4)
+    with pytest.raises(ValueError, match=f"^prompt token must be in 0..{config.vocab_size - 1}, not -1$"):
+        generate_int(im, [-1], 1)
     with pytest.raises(ValueError, match=r"^prompt must hold at least one token$"):
         generate_int(im, [], 3)
     with pytest.raises(ValueError, match=r"^temperature must be a finite number >= 0, not -1\.0$"):

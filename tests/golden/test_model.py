@@ -236,8 +236,12 @@ def test_generate_rejects():
     model = _model(LLAMA)
     with pytest.raises(ValueError, match=r"^prompt must hold at least one token$"):
         generate(model, [], 3)
-    with pytest.raises(ValueError, match=r"^prompt \(30\) plus max_new_tokens \(3\) exceeds max_context=32$"):
-        generate(model, [1] * 30, 3)
-    with pytest.raises(ValueError, match=r"^max_new_tokens must be a non-negative integer, not -1$"):
+    with pytest.raises(ValueError, match=r"^prompt \(30 tokens\) plus 4 new tokens needs 33 positions, more than "
+                                         r"max_context=32$"):
+        generate(model, [1] * 30, 4)
+    assert len(generate(model, [1] * 30, 3)) == 3   # the last new token is never fed back: 32 positions
+    with pytest.raises(ValueError, match=r"^prompt token must be in 0\.\.39, not 40$"):
+        generate(model, [40], 1)
+    with pytest.raises(ValueError, match=r"^the number of new tokens must be a non-negative integer, not -1$"):
         generate(model, [1], -1)
     assert generate(model, [1], 0) == []

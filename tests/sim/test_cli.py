@@ -73,7 +73,7 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
      "generates (4,194,304)"),
     (("build", "--board", "icebreaker"), "multipliers: the 4x4 array needs 17 SB_MAC16"),  # before "building"
     (("run", "--tokens", "-1"), "--tokens must be a non-negative integer, not -1"),
-    (("run", "--tokens", "500"), "more than the context of 128"),
+    (("run", "--tokens", "500"), "more than max_context=128"),
     (("run", "--backend", "isa", "--waves"), "--waves needs an RTL backend"),
     (("run", "--backend", "serial"), "--backend serial needs --port"),
     (("decode", "--port", "/dev/ttyUSB0"), "--port names the board's serial device and goes with --backend serial"),

@@ -255,9 +255,9 @@ def test_inspect_says_dynamic_rope_changes_nothing(tmp_path, tiny_dirs):
     assert ok_json("inspect", dyn)["rope"] == {"theta": 10000.0, "scaling": "dynamic (factor 2)"}
     assert ok_json("inspect", tiny_dirs[1])["rope"] == {"theta": 10000.0, "scaling": None}
     assert ok_json("inspect", tiny_dirs[0])["rope"] is None
-    # the context is where it stops: one token past max_position_embeddings is refused
-    assert_error(invoke("golden", "--model", dyn, "--prompt-ids", "1", "--tokens", 16, "--mode", "float"),
-                 "exceeds max_context=16")
+    # the context is where it stops: one position past max_position_embeddings is refused
+    assert_error(invoke("golden", "--model", dyn, "--prompt-ids", "1", "--tokens", 17, "--mode", "float"),
+                 "needs 17 positions, more than max_context=16")
 
 
 def test_tiny_temperature_is_greedy_not_nan():
@@ -272,7 +272,7 @@ def test_tiny_temperature_is_greedy_not_nan():
     (["--prompt", ""], "the prompt must hold at least one token"),
     (["--tokens", "abc"], "--tokens must be an integer, not 'abc'"),
     (["--tokens", "-1"], "--tokens must be at least 0, not -1"),
-    (["--tokens", "500"], "exceeds max_context=128"),
+    (["--tokens", "500"], "more than max_context=128"),
     (["--temperature", "-0.5"], "--temperature must be at least 0, not -0.5"),
     (["--temperature", "inf"], "--temperature must be a finite number, not 'inf'"),
     (["--top-k", "0"], "--top-k must be at least 1, not 0"),
@@ -293,4 +293,4 @@ def test_text_prompt_needs_a_tokenizer(tiny_dirs):
 
 def test_int_mode_reports_a_full_context(tiny_dirs):
     assert_error(invoke("golden", "--model", tiny_dirs[1], "--prompt-ids", " ".join(["1"] * 10),
-                        "--tokens", 7, "--mode", "int"), "exceeds max_context=16")
+                        "--tokens", 8, "--mode", "int"), "needs 17 positions, more than max_context=16")

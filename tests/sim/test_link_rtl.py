@@ -155,4 +155,5 @@ def test_link_job_is_checked_before_any_simulator_starts():
         run("verilator", "linked_gemm", PARAMS, "link_gemm", job)
     for rate in (0, -1.0, float("nan"), "fast", True):
         with pytest.raises(ValueError, match=r"^idle_rate must be a positive number of cycles per second, not "):
-            run("verilator", "linked_gemm", PARAMS, "link_pty", {"link": LINK, "idle_rate": rate})
+            run("verilator", "linked_gemm", PARAMS, "link_pty",
+                {"link": LINK, "idle_rate": rate, "pty_file": "pty", "stop_file": "stop"})

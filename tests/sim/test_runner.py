@@ -203,8 +203,7 @@ def test_the_registry_names_every_design_and_flow_of_its_modules_and_nothing_els
 
     from sim.engine import registry
 
-    for table in ("DESIGNS", "FLOWS"):
-        names = getattr(registry, table)
+    for table, names in (("DESIGNS", registry.DESIGNS), ("FLOWS", registry.FLOWS), ("JOBS", registry.FLOWS)):
         for module in set(names.values()):
             defined = set(getattr(importlib.import_module(module), table))
             assert defined == {name for name, where in names.items() if where == module}, (table, module)
@@ -212,7 +211,7 @@ def test_the_registry_names_every_design_and_flow_of_its_modules_and_nothing_els
         assert callable(registry.design(kind))
     for name in registry.FLOWS:
         function, check = registry.flow(name)
-        assert callable(function) and (check is None or callable(check))
+        assert callable(function) and callable(check)
     with pytest.raises(ValueError, match=r"^flow must be one of gemm_unit, array_stream, .*, not 'nope'$"):
         registry.flow("nope")
     with pytest.raises(ValueError, match=r"^design must be one of array, .*, not 'nope'$"):

@@ -39,9 +39,9 @@ def test_backends_generate_the_integer_models_tokens(compiled, backend):
     (("nope", [1], 3), r"^backend must be one of golden, isa, amaranth, icarus, verilator, serial, not 'nope'$"),
     (("isa", [], 3), r"^prompt must hold at least one token$"),
     (("isa", [99], 3), r"^prompt token must be in 0\.\.47, not 99$"),
-    (("isa", [1, 2], 200), r"^prompt \(2 tokens\) plus 200 new tokens needs 201 positions, more than the context of "
-                           r"128$"),
-    (("isa", [1], -1), r"^tokens must be a non-negative integer, not -1$"),
+    (("isa", [1, 2], 200), r"^prompt \(2 tokens\) plus 200 new tokens needs 201 positions, more than "
+                           r"max_context=128$"),
+    (("isa", [1], -1), r"^the number of new tokens must be a non-negative integer, not -1$"),
 ])
 def test_bad_requests_are_refused(compiled, args, match):
     with pytest.raises(ValueError, match=match):
@@ -58,7 +58,7 @@ def test_cli_decode_prints_tokens_and_predicted_figures():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--tokens", "500"), "more than the context of 128"),
+    (("--tokens", "500"), "more than max_context=128"),
     (("--prompt", "Zebra"), "character 'Z' at position 0 is not in the tokenizer's alphabet"),
     (("--hw", "4x4"), "the model does not fit: its weight memory"),
     (("--hw", "tpu-v1"), "design tpu-v1 is for the performance model only: array rows must be at most 64 to build, "

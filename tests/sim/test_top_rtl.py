@@ -119,7 +119,7 @@ def test_images_and_their_memories_come_from_one_table():
     assert 2 ** top.host_addr_bits >= compiled.config.act_table_entries
     job = decode_job(compiled, top_params(compiled), steps=[(1, 0)])
     del job["images"]["act_tables"]
-    with pytest.raises(ValueError, match=r"^decode_top job images need 'act_tables'$"):
+    with pytest.raises(ValueError, match=r"^decode_top job images: missing key 'act_tables'$"):
         run("amaranth", "decode_top", top_params(compiled), "decode_top", job)
 
 
