@@ -321,3 +321,17 @@ def test_fpga_doc_shows_what_build_prints(args, printed):
     """Each example runs with --plan (the same checks, no tools), so none can start a build."""
     out = lockstep(*args, *(() if "--plan" in args else ("--plan",)))
     assert (out.stdout + out.stderr).splitlines() == printed
+
+
+@pytest.mark.parametrize(("args", "status", "message"), [
+    (("gemm", "--hw", "a100", "--json"), 1, "design a100 is for the performance model only: its weights are 2-byte "
+                                           "and the RTL computes with int8 (designs the RTL builds: 4x4, 8x4, 8x8, "
+                                           "demo, ulx3s, ulx3s-fmax)"),
+    (("estimate", "--model", "nope", "--json"), 1, "unknown model 'nope': not a checkpoint directory nor one of gpt2, "
+                                                   "llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b"),
+    (("presets", "--json", "--bogus"), 2, "No such option '--bogus' (see 'lockstep presets --help')"),
+])
+def test_errors_under_json_are_one_json_object_on_stderr(args, status, message):
+    out = subprocess.run([LOCKSTEP, *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == status and out.stdout == ""
+    assert [json.loads(line) for line in out.stderr.splitlines()] == [{"error": message}]

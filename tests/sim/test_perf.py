@@ -526,8 +526,9 @@ def test_an_absurd_clock_is_refused_and_the_json_is_always_valid(tmp_path):
     big.write_text(chip.replace("clock_hz = 100_000_000", "clock_hz = 1e308"))
     result, seconds = run_lockstep("estimate", "--model", ROOT / "golden" / "data" / "demo", "--hw", big, "--json")
     assert result.returncode == 1 and result.stdout == ""
+    # under --json the error is JSON too: one object on stderr, the same exit status
     assert result.stderr.strip().splitlines() == [
-        "lockstep: error: big.toml [chip]: clock_hz must be at most 1e+11, not 1e+308"]
+        '{"error": "big.toml [chip]: clock_hz must be at most 1e+11, not 1e+308"}']
     assert seconds < 30
     result, _ = run_lockstep("estimate", "--model", ROOT / "golden" / "data" / "demo", "--hw", "demo", "--json")
     assert result.returncode == 0 and strict_json(result.stdout)["tokens_per_s"] > 0
