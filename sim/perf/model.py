@@ -61,8 +61,8 @@ __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LA
            "ShardPlan", "batched_step_cycles", "calibration_markdown", "calibration_rows", "check_limit",
            "check_workload", "default_context", "estimate", "format_breakdown", "format_estimate", "gemm_weight_bytes",
            "hardware_data", "hardware_from_dict", "kv_cache_bytes", "kv_split", "list_presets", "load_hardware",
-           "local_position", "place", "read_text", "resolve_model", "shard_plan", "shard_program", "shard_shape",
-           "show_limit", "show_number", "step_cycles", "update_calibration_doc"]
+           "local_position", "place", "read_text", "read_toml", "resolve_model", "shard_plan", "shard_program",
+           "shard_shape", "show_limit", "show_number", "step_cycles", "update_calibration_doc"]
 
 #: The shipped design points (``hdl/designs/*.toml``, one description for every command: :mod:`sim.design`).
 PRESET_DIR = DESIGN_DIR
@@ -737,16 +737,23 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
+def read_toml(path, what: str, error: type[Exception]) -> dict:
+    """The tables of the TOML file at ``path`` (``what`` it is, for the messages), read with
+    :func:`read_text`'s checks; ``error`` in one line naming the path when it is missing, unreadable
+    or not TOML."""
+    try:
+        return tomllib.loads(read_text(path, what))
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what.removeprefix('a ')}") from None
+    except OSError as exc:
+        raise error(str(exc) if str(exc).startswith(str(path)) else f"{path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+
+
 @functools.lru_cache(maxsize=32)
 def _read_toml(path: str) -> dict:
-    try:
-        return tomllib.loads(read_text(path, "a hardware description"))
-    except FileNotFoundError:
-        raise HardwareError(f"{path}: no such hardware file") from None
-    except OSError as exc:
-        raise HardwareError(str(exc) if str(exc).startswith(str(path)) else f"{path}: cannot read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise HardwareError(f"{path}: not valid TOML: {exc}") from None
+    return read_toml(path, "a hardware description", HardwareError)
 
 
 def _resolve(preset_or_path: str) -> tuple[str, str]:

@@ -61,7 +61,6 @@ import random
 import sqlite3
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
@@ -91,7 +90,7 @@ from .model import (
     hardware_data,
     hardware_from_dict,
     place,
-    read_text,
+    read_toml,
     resolve_model,
     show_limit,
     show_number,
@@ -518,14 +517,7 @@ def load_spec(path, overrides: dict | None = None) -> SweepSpec:
     """The spec at ``path``; ``overrides`` (parameter -> one value, from the command line's ``--hw``
     and ``--set``) replace those parameters' values in every point (and so the spec's digest)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(read_text(path, "a sweep spec"))
-    except FileNotFoundError:
-        raise SweepError(f"{path}: no such sweep spec") from None
-    except OSError as exc:
-        raise SweepError(str(exc) if str(exc).startswith(str(path)) else f"{path}: cannot read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "a sweep spec", SweepError)
     if overrides:
         if not isinstance(data.get("params"), dict):
             raise SweepError(f"{path}: a [params] table with at least one parameter is required")
