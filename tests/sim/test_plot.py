@@ -21,6 +21,7 @@ from sim.perf.plot import (
     DPI,
     FIGURES,
     MARGIN,
+    MAX_PANELS,
     PANEL,
     SRAM_BYTES_PER_MAC,
     build_figures,
@@ -31,7 +32,7 @@ from sim.perf.plot import (
     plot_data,
     plot_sweep,
 )
-from sim.perf.sweep import SweepError, _gemm_config, open_db, parse_spec, read_rows, run_sweep
+from sim.perf.sweep import SweepError, _gemm_config, open_db, parse_spec, read_rows, run_sweep, sram_bytes
 
 NAMES = sorted(f"{n}.{e}" for n in FIGURES for e in ("png", "svg"))
 MAX_SIZE = (round((4 * PANEL[0] + MARGIN[0]) * DPI), round((4 * PANEL[1] + MARGIN[1]) * DPI))
@@ -318,3 +319,28 @@ def test_many_points_plot(tmp_path):
     con.close()
     assert len(read_rows(db)) == 5000
     check_plots(db, tmp_path / "plots")
+
+
+def test_the_sram_a_decode_point_pays_for():
+    # The chip's own weight memory, SRAM levels on every chip; HBM is off chip; unbounded is unknown.
+    assert sram_bytes("decode", {"preset": "demo"}) == 262144
+    assert sram_bytes("decode", {"preset": "groq-lpu"}) == 576 * 230e6
+    assert sram_bytes("decode", {"preset": "a100"}) == 0
+    assert sram_bytes("decode", {"array_rows": 8, "array_cols": 8, "weight_memory_bytes": 4096}) == 4096
+    assert sram_bytes("decode", {"array_rows": 8, "array_cols": 8}) is None
+
+
+def test_more_workloads_than_panels_are_named_in_the_title(tmp_path):
+    db = sweep(tmp_path, {"params": {"array_rows": [4], "array_cols": [4], "m": list(range(1, MAX_PANELS + 2)),
+                                     "k": [16], "n": [16]}})
+    data = plot_data(db)
+    assert len(data["figures"]["pareto"]) == MAX_PANELS and len(data["fronts"]) == MAX_PANELS + 1
+    figures = build_figures(data)
+    try:
+        title = figures["pareto"].get_suptitle()
+        assert f"(the first {MAX_PANELS} of {MAX_PANELS + 1} GEMM shapes)" in title
+    finally:
+        import matplotlib.pyplot as plt
+
+        for fig in figures.values():
+            plt.close(fig)
