@@ -499,7 +499,9 @@ def sweep(spec, db_path, workers, dask_address, quiet, hw, settings, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the plots' paths as one JSON object.")
 @friendly
 def plot(db, out_dir, as_json):
-    """Plot a sweep database: roofline, throughput against size and bandwidth, Pareto front."""
+    """Plot a sweep database (PNG and SVG; prints their paths): which design is best (throughput against
+    cost, Pareto front labelled), how far each point is from its own bound (efficiency), and each point
+    against its own roof (roofline); one panel per workload."""
     from ..perf.plot import plot_sweep
 
     if not Path(db).exists():

@@ -1,49 +1,74 @@
-"""Plots of a sweep database: the roofline with every design point, throughput against array size
-and weight bandwidth, and the Pareto front of throughput against area. PNG and SVG.
+"""Plots of a sweep database that answer an architect's two questions: how far is each design point
+from its own limit, and which design is best. PNG and SVG.
 
-Both kinds of design point plot the same way: ``throughput`` is MAC/s for a GEMM point and
-tokens/s for a decode point (the labels follow the kind); the roofline always plots MAC/s
-(``mac_per_s`` of a decode point).
+* ``pareto``: one panel per workload; throughput against cost (area in MAC-equivalents: the
+  point's MACs plus its on-chip SRAM, :func:`cost`), every point coloured by its efficiency (its
+  own lower bound over its cycles). Points on the Pareto front (no other point of the workload is
+  as fast while paying no more area, no higher clock and no more weight bandwidth) have a black edge
+  and a label: array, clock, weight bandwidth.
+* ``efficiency``: one panel per workload; each point's efficiency (%) against its cost.
+* ``roofline``: every point against its *own* roof: MAC/s over the design's peak against
+  arithmetic intensity over the design's ridge point (peak / weight bandwidth), so one roof,
+  min(1, x), holds for every design.
 
-Points are grouped by workload: the model (and context and batch, when the sweep varies them) of a
-decode point, the M x K x N shape of a GEMM point. Throughputs of different workloads are not
-comparable (gpt2 and llama-3-70b differ by ~1000x in tokens/s; m = 1 wastes most of an array that
-m = 8 fills), so the throughput plot gives each workload its own marker and the Pareto plot draws
-one front per workload. Weight bandwidth is a colour scale (log when it spans more than 10x), so
-the figures keep their size (768 x 528 px) whatever the data."""
+A workload is the M x K x N shape of a GEMM point, the model (with context and batch, when the
+sweep varies them) of a decode point: throughputs of different workloads do not compete. Points
+that would be drawn within 3 % of a decade (or of a linear axis's range) of each other (a bin,
+:func:`_bins`) are one marker, larger the more points it stands for (:func:`marker_size`); its
+colour is the lowest efficiency among them.
+Legends and colour bars sit outside the panels. :func:`plot_data` is what is drawn;
+:func:`build_figures` draws it and the tests read both."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from golden.errors import InputError
 
-from .sweep import SweepError, read_rows
+from .sweep import SweepError, read_rows, sram_bytes
 
-__all__ = ["pareto_front", "pareto_fronts", "plot_sweep"]
+__all__ = ["SRAM_BYTES_PER_MAC", "build_figures", "cost", "pareto_front", "pareto_fronts", "plot_data",
+           "plot_sweep"]
 
-FIGSIZE = (6.4, 4.4)            # inches; at DPI, every PNG is exactly 768 x 528 px
-DPI = 120
-MARKERS = "os^Dv<>PX*"          # one per workload in the throughput plot
-MAX_LEGEND = 12                 # workloads named in a legend; the rest are counted
+#: Bytes of SRAM taken to cost the silicon of one int8 MAC with its 32-bit accumulator: an assumed,
+#: order-of-magnitude figure (a MAC of this kind is some 600 gate equivalents, a byte of SRAM with its
+#: share of the periphery some 8 to 10), not a measurement of any process.
+SRAM_BYTES_PER_MAC = 64
+DPI = 100
+PANEL = (3.0, 2.5)              # inches per panel
+MARGIN = (2.4, 1.0)             # inches for the legend and colour bar (right), titles (top)
+MAX_PANELS = 16                 # workloads drawn as panels; the rest are named in the title
+BIN = 0.03                      # a bin: 3 % of a decade on a log axis (about a marker's width in a panel),
+                                # 3 % of the range on a linear one
+MARKER = 22                     # marker area (pt^2) of one point; a marker of n points has n times it
+FIGURES = ("pareto", "efficiency", "roofline")
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: smaller-or-equal area and larger-or-equal
-    throughput, strictly better in one. Sorted by area."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], float("-inf")
+def pareto_front(points: Sequence[tuple]) -> list[int]:
+    """Indices of the points no other point beats. A point is ``(cost, throughput)``, where cost is a
+    number or a tuple of numbers (area, clock, bandwidth: every one paid for); another point beats it
+    when it costs no more in every part and is at least as fast, and differs. Of equal points the
+    first stands for all. Sorted by the (first) cost."""
+    def costs(p):
+        return tuple(p[0]) if isinstance(p[0], tuple | list) else (p[0],)
+
+    order = sorted(range(len(points)), key=lambda i: (-points[i][1], costs(points[i])))
+    front: list[int] = []
     for i in order:
-        if points[i][1] > best:
+        c, t = costs(points[i]), points[i][1]
+        # Sorted by throughput (then cost), a beating point comes first; one beaten by a point on the
+        # front so far is beaten, and a point beaten by a beaten point is beaten by the front too.
+        if not any(all(a <= b for a, b in zip(costs(points[j]), c, strict=True)) and points[j][1] >= t
+                   for j in front):
             front.append(i)
-            best = points[i][1]
-    return front
+    return sorted(front, key=lambda i: (costs(points[i]), -points[i][1]))
 
 
-def pareto_fronts(points: Sequence[tuple[float, float]], groups: Sequence[Hashable]) -> dict:
-    """One Pareto front per group: ``{group: indices into points}``, each sorted by area. A point
+def pareto_fronts(points: Sequence[tuple], groups: Sequence[Hashable]) -> dict:
+    """One Pareto front per group: ``{group: indices into points}``, each sorted by cost. A point
     competes only with the points of its own group (its model, its GEMM shape)."""
     if len(points) != len(groups):
         raise InputError(f"{len(points)} points but {len(groups)} groups")
@@ -51,6 +76,12 @@ def pareto_fronts(points: Sequence[tuple[float, float]], groups: Sequence[Hashab
     for i, g in enumerate(groups):
         members.setdefault(g, []).append(i)
     return {g: [idx[j] for j in pareto_front([points[i] for i in idx])] for g, idx in members.items()}
+
+
+def cost(area: float, sram: float | None) -> float:
+    """A point's cost in MAC-equivalents: its area (MACs; a decode point's vector lanes count one
+    each) plus its on-chip SRAM bytes over :data:`SRAM_BYTES_PER_MAC` (0 when unknown)."""
+    return area + (sram or 0) / SRAM_BYTES_PER_MAC
 
 
 def _workloads(rows: list[dict], decode: bool) -> tuple[list, dict, str]:
@@ -79,54 +110,110 @@ def _scale(values) -> str:
     return "log" if max(values) >= 10 * min(values) else "linear"
 
 
-def _log_ticks(lo: float, hi: float) -> list[float]:
-    """1-2-5 ticks within [lo, hi] (1-3 or powers of ten when that gives too many)."""
-    for steps in ((1, 2, 5), (1, 3), (1,)):
-        ticks = [s * 10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
-                 for s in steps if lo <= s * 10.0 ** e <= hi]
-        if len(ticks) <= 8:
-            break
-    return ticks if len(ticks) >= 2 else [lo, hi]
+def _number(x: float) -> str:
+    return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
 
 
-def _plain_log_labels(ax) -> None:
-    """Label the log axes of ``ax`` 2, 50, 0.3 rather than 2 x 10^0 (powers of ten outside
-    0.001 to 10^5 keep the 10^k form); which ticks get a label stays matplotlib's choice."""
-    # matplotlib only when a plot is drawn.
-    from matplotlib.ticker import LogFormatterSciNotation
-
-    class Plain(LogFormatterSciNotation):
-        def __call__(self, x, pos=None):
-            text = super().__call__(x, pos)
-            return f"{x:g}" if text and 1e-3 <= abs(x) < 1e5 else text
-
-    for axis in (ax.xaxis, ax.yaxis):
-        if axis.get_scale() == "log":
-            axis.set_major_formatter(Plain())
-            axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+def design_label(params: dict, metrics: dict) -> str:
+    """A design point's name on a plot: array, clock, weight bandwidth (and chips, when several)."""
+    chips = params.get("chips") or 1
+    text = (f"{params.get('array_rows', '?')}x{params.get('array_cols', '?')}, "
+            f"{_number(params.get('clock_hz', 100_000_000) / 1e6)} MHz, "
+            f"{_number(metrics['weight_bandwidth'] / 1e9)} GB/s")
+    return text + (f", {chips} chips" if chips > 1 else "")
 
 
-def _legend(ax, handles, extra: int) -> None:
-    if extra:
-        import matplotlib.lines as mlines
+def _bins(xs: Sequence[float], ys: Sequence[float], xscale: str, yscale: str,
+          order: Sequence[int] | None = None) -> list[list[int]]:
+    """Indices grouped into markers: taken in ``order``, a point joins the first marker whose first
+    point lies within :data:`BIN` of it on both axes (of a decade on a log axis, of the range on a
+    linear one), or starts a marker. So the first points of two markers are at least BIN apart on
+    one axis: no marker hides another."""
+    def unit(values, scale):
+        if scale == "log":
+            return [math.log10(v) / BIN for v in values]
+        lo, hi = min(values), max(values)
+        width = (hi - lo) * BIN or 1.0
+        return [(v - lo) / width for v in values]
 
-        handles = handles + [mlines.Line2D([], [], linestyle="none", label=f"(+{extra} more workloads)")]
-    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.85)
+    ux, uy = unit(xs, xscale), unit(ys, yscale)
+    cells: dict = {}                   # (floor x, floor y) -> markers whose first point is in that cell
+    groups: list[list[int]] = []
+    for i in order if order is not None else range(len(xs)):
+        cx, cy = math.floor(ux[i]), math.floor(uy[i])
+        near = (g for dx in (-1, 0, 1) for dy in (-1, 0, 1) for g in cells.get((cx + dx, cy + dy), ()))
+        home = next((g for g in near if abs(ux[g[0]] - ux[i]) < 1 and abs(uy[g[0]] - uy[i]) < 1), None)
+        if home is None:
+            home = []
+            groups.append(home)
+            cells.setdefault((cx, cy), []).append(home)
+        home.append(i)
+    return groups
 
 
-def plot_sweep(db_path, out_dir) -> list[Path]:
-    """Write roofline, throughput and Pareto plots of ``db_path`` into ``out_dir``; return the files."""
+@dataclass
+class Marker:
+    """One drawn marker: where, its colour value (the lowest efficiency, %, of its points), the row
+    keys of the points it stands for, whether it holds a Pareto-front point and the label it gets."""
+
+    x: float
+    y: float
+    colour: float
+    keys: list[str]
+    front: bool = False
+    label: str | None = None
+
+
+@dataclass
+class Panel:
+    title: str
+    xlabel: str
+    ylabel: str
+    xscale: str
+    yscale: str
+    markers: list[Marker] = field(default_factory=list)
+    front: list[str] = field(default_factory=list)     # row keys on the Pareto front
+    roof: bool = False                                 # draw min(1, x)
+    note: str = ""
+
+
+def _panel(rows, idx, xs, ys, eff, *, title, xlabel, ylabel, xscale=None, yscale=None, front=(), labels=None,
+           roof=False) -> Panel:
+    px, py = [xs[i] for i in idx], [ys[i] for i in idx]
+    panel = Panel(title, xlabel, ylabel, xscale or _scale(px), yscale or _scale(py), roof=roof)
+    on_front = set(front)
+    # Front points first: they stand at their own positions, and a marker is placed where its first point is.
+    order = sorted(range(len(idx)), key=lambda j: (idx[j] not in on_front, j))
+    for group in _bins(px, py, panel.xscale, panel.yscale, order):
+        members = [idx[j] for j in group]
+        mark = Marker(xs[members[0]], ys[members[0]], min(eff[i] for i in members), [rows[i]["key"] for i in members])
+        fronts = [i for i in members if i in on_front]
+        if fronts:
+            mark.front = True
+            names = sorted({labels[i] for i in fronts})
+            names.sort(key=lambda t: t != labels[members[0]])        # the design at the marker first
+            mark.label = names[0] + (f" (+{len(names) - 1} more here)" if len(names) > 1 else "")
+        panel.markers.append(mark)
+    panel.front = [rows[i]["key"] for i in front]
+    return panel
+
+
+def plot_data(db_path) -> dict:
+    """What the plots draw, read from ``db_path``: ``{"kind", "points", "fronts", "figures"}``.
+    ``figures`` maps each name of :data:`FIGURES` to its :class:`Panel` list; ``fronts`` maps each
+    workload's label to the labels of its Pareto-front designs."""
     rows = read_rows(db_path)          # read-only; refuses a missing or non-Lockstep file in one line
     if not rows:
         raise SweepError(f"{db_path}: holds no design points to plot")
     kinds = {r["kind"] for r in rows}
     if len(kinds) > 1:
         raise SweepError(f"{db_path}: holds {' and '.join(sorted(kinds))} points; plot one kind at a time")
-    decode = kinds == {"decode"}
+    kind = kinds.pop()
+    decode = kind == "decode"
 
     def plottable(x):
         values = (x["intensity"], x.get("mac_per_s", x["throughput"]), x["throughput"], x["area"],
-                  x["weight_bandwidth"], x["peak"])
+                  x["weight_bandwidth"], x["peak"], x["efficiency"])
         return all(isinstance(v, int | float) and math.isfinite(v) and v > 0 for v in values)
 
     try:
@@ -136,125 +223,185 @@ def plot_sweep(db_path, out_dir) -> list[Path]:
     if not rows:
         raise SweepError(f"{db_path}: no design point has positive, finite metrics to plot")
 
-    # matplotlib (a heavy import) only when a plot is drawn, as in every function of this module.
+    m = [r["metrics"] for r in rows]
+    sram = [x["sram_bytes"] if "sram_bytes" in x else sram_bytes(kind, r["params"]) for x, r in zip(m, rows,
+                                                                                                   strict=True)]
+    unknown = sum(s is None for s in sram)
+    costs = [cost(x["area"], s) for x, s in zip(m, sram, strict=True)]
+    tput = [x["throughput"] for x in m]
+    eff = [100 * x["efficiency"] for x in m]
+    labels = [design_label(r["params"], x) for r, x in zip(rows, m, strict=True)]
+    keys, names, noun = _workloads(rows, decode)
+    macs = "chips x (R x C MACs + vector lanes)" if decode else "R x C MACs"
+    cost_label = f"cost: {macs} + SRAM bytes / {SRAM_BYTES_PER_MAC}"
+    if unknown:
+        cost_label += f"\n({unknown} points size no on-chip weight memory: SRAM counted 0)"
+    unit = "tokens/s" if decode else "MAC/s"
+
+    # Pareto: no other point as fast while paying no more area, clock or weight bandwidth.
+    paid = [((c, r["params"].get("clock_hz", 100_000_000), x["weight_bandwidth"]), t)
+            for c, r, x, t in zip(costs, rows, m, tput, strict=True)]
+    fronts = pareto_fronts(paid, keys)
+    shown = list(names)[:MAX_PANELS]
+    pareto, efficiency = [], []
+    for k in shown:
+        idx = [i for i in range(len(rows)) if keys[i] == k]
+        pareto.append(_panel(rows, idx, costs, tput, eff, title=names[k], xlabel=cost_label, ylabel=unit,
+                             front=fronts[k], labels=labels))
+        efficiency.append(_panel(rows, idx, costs, eff, eff, title=names[k], xlabel=cost_label,
+                                 ylabel="efficiency (% of own bound)", yscale="linear"))
+    # Roofline against each point's own roof: intensity / ridge, MAC/s / peak.
+    rx = [x["intensity"] * x["weight_bandwidth"] / x["peak"] for x in m]
+    ry = [x.get("mac_per_s", x["throughput"]) / x["peak"] for x in m]
+    roofline = [_panel(rows, list(range(len(rows))), rx, ry, eff, title=f"{len(rows)} design points, each against "
+                       "its own roof", xlabel="arithmetic intensity / the design's ridge point\n"
+                       "(MACs per weight byte x weight bandwidth / peak MAC/s)",
+                       ylabel="MAC/s / the design's peak MAC/s", xscale="log", yscale="log", roof=True)]
+    note = "" if len(names) <= MAX_PANELS else f" (the first {MAX_PANELS} of {len(names)} {noun}s)"
+    for panels in (pareto, efficiency):
+        panels[0].note = note
+    return {"kind": kind, "points": len(rows), "noun": noun,
+            "fronts": {names[k]: [labels[i] for i in fronts[k]] for k in names},
+            "figures": {"pareto": pareto, "efficiency": efficiency, "roofline": roofline}}
+
+
+def _suptitle(name: str, data: dict) -> str:
+    what = "decode throughput (tokens/s)" if data["kind"] == "decode" else "GEMM throughput (MAC/s)"
+    note = data["figures"][name][0].note
+    return {"pareto": f"Which design is best: {what} against cost, one panel per {data['noun']}{note}\n"
+                      "black edge: on the Pareto front (no other point as fast for no more cost, clock and "
+                      "weight bandwidth)",
+            "efficiency": f"How far from its limit: each point's efficiency (its own lower bound / its cycles)\n"
+                          f"one panel per {data['noun']}{note}",
+            "roofline": f"Roofline: {data['kind']} design points against their own roofs"}[name]
+
+
+def marker_size(count: int) -> float:
+    """A marker's area (pt^2) for the number of points it stands for: grows as the square root."""
+    return MARKER * math.sqrt(count)
+
+
+def _plain_labels(ax, lo_hi: dict, *, ratio: bool = False) -> None:
+    """Tick labels in engineering notation (2 k, 50 M) rather than 2 x 10^9, or plain (0.05) for
+    ratios; no offset text; a log axis labels 1-2-5 within two decades of data, the decades beyond."""
+    from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
+
+    eng = FuncFormatter(lambda x, pos: f"{x:g}") if ratio else EngFormatter(sep="\N{THIN SPACE}")
+    for axis, (lo, hi) in zip((ax.xaxis, ax.yaxis), (lo_hi["x"], lo_hi["y"]), strict=True):
+        if axis.get_scale() == "log":
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if hi < 100 * lo else (1.0,)))
+            axis.set_minor_formatter(NullFormatter())
+        axis.set_major_formatter(eng)
+
+
+def _place_labels(fig, ax, panel: Panel) -> int:
+    """Label the front markers where a label overlaps no other label and stays inside the panel;
+    returns how many got theirs (the rest keep their black edge)."""
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    placed, drawn = [], 0
+    for mark in sorted((mk for mk in panel.markers if mk.front), key=lambda mk: -mk.y):
+        for dx, dy, ha in ((5, 3, "left"), (5, -9, "left"), (-5, 3, "right"), (-5, -9, "right")):
+            text = ax.annotate(mark.label, (mark.x, mark.y), xytext=(dx, dy), textcoords="offset points",
+                               fontsize=5.5, ha=ha, zorder=5)
+            bb = text.get_window_extent(renderer)
+            inside = box.x0 <= bb.x0 and bb.x1 <= box.x1 and box.y0 <= bb.y0 and bb.y1 <= box.y1
+            if inside and not any(bb.overlaps(other) for other in placed):
+                placed.append(bb)
+                drawn += 1
+                break
+            text.remove()
+        else:
+            mark.label = None          # drawn without a label: not named on the plot
+    return drawn
+
+
+def build_figures(data: dict) -> dict:
+    """Draw :func:`plot_data`'s panels: ``{name: matplotlib Figure}`` (close them when done)."""
+    # matplotlib (a heavy import) only when a plot is drawn.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm, Normalize
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.lines import Line2D
+
+    values = [mk.colour for panels in data["figures"].values() for p in panels for mk in p.markers]
+    lo, hi = min(values), max(values)
+    norm = Normalize(lo - 0.05, hi + 0.05) if hi - lo < 0.1 else Normalize(lo, hi)
+    figures = {}
+    for name, panels in data["figures"].items():
+        cols = min(4, len(panels))
+        rows = math.ceil(len(panels) / cols)
+        size = (PANEL[0] * cols + MARGIN[0], PANEL[1] * rows + MARGIN[1])
+        if name == "roofline":
+            size = (6.0 + MARGIN[0], 4.4 + MARGIN[1])
+        fig, axes = plt.subplots(rows, cols, figsize=size, dpi=DPI, layout="constrained", squeeze=False)
+        flat = list(axes.flat)
+        for ax in flat[len(panels):]:
+            ax.set_axis_off()
+        for ax, panel in zip(flat, panels, strict=False):
+            marks = panel.markers
+            ax.scatter([mk.x for mk in marks], [mk.y for mk in marks], c=[mk.colour for mk in marks], cmap="viridis",
+                       norm=norm, s=[marker_size(len(mk.keys)) for mk in marks], zorder=3, alpha=0.9,
+                       edgecolors=["black" if mk.front else "none" for mk in marks],
+                       linewidths=[1.0 if mk.front else 0 for mk in marks])
+            ax.set(xscale=panel.xscale, yscale=panel.yscale)
+            if panel.roof:
+                xs = [mk.x for mk in marks] + [1.0]
+                a, b = min(xs) / 2, max(xs) * 2
+                grid = sorted([a * (b / a) ** (i / 99) for i in range(100)] + [1.0])
+                ax.plot(grid, [min(1.0, x) for x in grid], color="grey", lw=1.2, zorder=2)
+            ax.set_title(panel.title, fontsize=8)
+            ax.set_xlabel(panel.xlabel, fontsize=6.5)
+            ax.set_ylabel(panel.ylabel, fontsize=6.5)
+            ax.tick_params(labelsize=6, which="both")
+            _plain_labels(ax, {"x": (min(mk.x for mk in marks), max(mk.x for mk in marks)),
+                               "y": (min(mk.y for mk in marks), max(mk.y for mk in marks))}, ratio=panel.roof)
+            ax.grid(True, which="both", alpha=0.25)
+        fig.suptitle(_suptitle(name, data), fontsize=8.5)
+        cbar = fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=flat[:len(panels)], location="right",
+                            shrink=0.9 if rows > 1 else 1.0, aspect=30)
+        cbar.set_label("efficiency: own lower bound / cycles (%)\n(a marker of several points: the lowest)",
+                       fontsize=7)
+        cbar.ax.tick_params(labelsize=6)
+        most = max(len(mk.keys) for p in panels for mk in p.markers)
+        handles = [Line2D([], [], ls="none", marker="o", ms=math.sqrt(marker_size(c)), color="grey",
+                          label=f"{c} point{'s' * (c != 1)}") for c in sorted({1, most})]
+        if name == "roofline":
+            handles.append(Line2D([], [], color="grey", label="the roof: min(1, x)"))
+        if name == "pareto":
+            handles.append(Line2D([], [], ls="none", marker="o", ms=math.sqrt(MARKER), mfc="white", mec="black",
+                                  label="on the Pareto front (label: array, clock, weight bandwidth)"))
+        fig.legend(handles=handles, loc="outside lower center", fontsize=6.5, ncols=len(handles),
+                   title="a marker stands for", title_fontsize=6.5)
+        fig.canvas.draw()                      # the layout settles (labels are placed in it), then stays:
+        fig.set_layout_engine("none")          # a constrained layout of 16 panels costs seconds a save
+        if name == "pareto":
+            for ax, panel in zip(flat, panels, strict=False):
+                _place_labels(fig, ax, panel)
+        figures[name] = fig
+    return figures
+
+
+def plot_sweep(db_path, out_dir) -> list[Path]:
+    """Write the pareto, efficiency and roofline plots of ``db_path`` into ``out_dir`` as PNG and SVG;
+    return the files."""
+    data = plot_data(db_path)
+    figures = build_figures(data)
+    import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-
-    def figure():
-        return plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-
-    def save(fig, name):
-        for a in fig.axes[:1]:
-            _plain_log_labels(a)
-        for ext in ("png", "svg"):
-            path = out_dir / f"{name}.{ext}"
-            fig.savefig(path, dpi=DPI)     # no bbox_inches="tight": the size stays FIGSIZE x DPI
-            written.append(path)
-        plt.close(fig)
-
-    m = [r["metrics"] for r in rows]
-    n = len(m)
-    unit = "tokens/s" if decode else "MAC/s"
-    what = "decode throughput (tokens/s)" if decode else "GEMM throughput (MAC/s)"
-    area_label = "area (PEs: chips x (R x C + vector lanes))" if decode else "area (PEs: R x C)"
-    area = [x["area"] for x in m]
-    tput = [x["throughput"] for x in m]
-    size = 18 if n <= 500 else 8 if n <= 3000 else 4
-    keys, labels, noun = _workloads(rows, decode)
-    order = list(labels)
-    colour = {k: f"C{i}" if len(order) <= 10 else plt.get_cmap("tab20")(i % 20) for i, k in enumerate(order)}
-
-    # Roofline: attainable MAC/s against arithmetic intensity (MACs per weight byte).
-    fig, ax = figure()
-    intensity = [x["intensity"] for x in m]
-    macs = [x.get("mac_per_s", x["throughput"]) for x in m]
-    sc = ax.scatter(intensity, macs, c=area, cmap="viridis", s=size, zorder=3, linewidths=0,
-                    norm=LogNorm() if _scale(area) == "log" else None)
-    if min(area) < max(area):
-        fig.colorbar(sc, ax=ax, label=area_label)
-    roofs, best_bw = [], 0.0      # the roofs no other design's roof covers (higher peak and bandwidth)
-    for peak, b in sorted({(x["peak"], x["weight_bandwidth"]) for x in m}, reverse=True):
-        if b > best_bw:
-            roofs.append((peak, b))
-            best_bw = b
-    ridges = [p / b for p, b in roofs]
-    lo = min(min(intensity), min(ridges)) / 2
-    hi = max(max(intensity), max(ridges)) * 2
-    xs = [lo * (hi / lo) ** (i / 199) for i in range(200)] + ridges
-    xs.sort()
-    # The best roof of the swept designs: at each intensity, the most any of them could attain.
-    ax.plot(xs, [max(min(p, x * b) for p, b in roofs) for x in xs], color="grey", lw=1.2, zorder=2,
-            label="best roof of the swept designs:\nmin(peak MAC/s, intensity x weight bandwidth)")
-    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (MACs per weight byte)",
-           ylabel="MAC/s achieved",
-           title=f"Roofline: {'decode' if decode else 'GEMM'} MAC/s of {n} design point{'s' * (n != 1)}")
-    ax.legend(fontsize=7, loc="upper left")
-    ax.grid(True, which="both", alpha=0.3)
-    save(fig, "roofline")
-
-    # Throughput against array size; colour: weight bandwidth; marker: workload.
-    fig, ax = figure()
-    bw = [x["weight_bandwidth"] / 1e9 for x in m]
-    norm = LogNorm(min(bw), max(bw)) if _scale(bw) == "log" else Normalize(min(bw), max(bw))
-    marked = 1 < len(order) <= len(MARKERS)
-    handles = []
-    for i, k in enumerate(order if marked else [None]):
-        idx = [j for j in range(n) if k is None or keys[j] == k]
-        sc = ax.scatter([area[j] for j in idx], [tput[j] for j in idx], c=[bw[j] for j in idx], cmap="plasma",
-                        norm=norm, s=size * 1.3, marker=MARKERS[i], linewidths=0, alpha=0.9, zorder=3)
-        if marked:
-            handles.append(ax.scatter([], [], marker=MARKERS[i], color="grey", label=labels[k]))
-    if min(bw) < max(bw):
-        cbar = fig.colorbar(sc, ax=ax, label="weight bandwidth (GB/s)")
-        if isinstance(norm, LogNorm):   # plain numbers (0.5, 2, 20), not 2 x 10^0
-            ticks = _log_ticks(min(bw), max(bw))
-            cbar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
-            cbar.ax.yaxis.set_minor_formatter(NullFormatter())
-    bw_note = "" if min(bw) < max(bw) else f", weights at {bw[0]:.3g} GB/s"
-    ax.set(xscale=_scale(area), yscale=_scale(tput), xlabel=area_label, ylabel=unit,
-           title=f"{what[0].upper()}{what[1:]} against array size{bw_note}")
-    if marked:
-        ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.85)
-    elif len(order) > 1:
-        ax.set_title(f"{ax.get_title()}\n({len(order)} workloads, not told apart)")
-    else:
-        ax.set_title(f"{ax.get_title()}\n({labels[order[0]]})")
-    ax.grid(True, which="both", alpha=0.3)
-    save(fig, "throughput")
-
-    # Pareto front of throughput against area, one per workload.
-    fig, ax = figure()
-    pts = list(zip(area, tput, strict=True))
-    fronts = pareto_fronts(pts, keys)
-    single = len(order) == 1
-    handles = []
-    for i, k in enumerate(order):
-        idx = [j for j in range(n) if keys[j] == k]
-        c = "lightgrey" if single else colour[k]
-        ax.scatter([area[j] for j in idx], [tput[j] for j in idx], s=size * 0.7, color=c, linewidths=0,
-                   alpha=1 if single else 0.3, zorder=2, label="design points" if single else None)
-        front = [pts[j] for j in fronts[k]]
-        (line,) = ax.plot(*zip(*front, strict=True), "-", marker="o" if single else MARKERS[i % len(MARKERS)],
-                          ms=4 if single else 6, mfc="C3" if single else "none", mew=1.3, lw=1.3, zorder=3,
-                          color="C3" if single else colour[k],
-                          label="Pareto front" if single else f"{labels[k]} ({len(front)} on front)")
-        if single or i < MAX_LEGEND:
-            handles.append(line)
-    if single:
-        ax.legend(fontsize=8, loc="best")
-        title = f"Pareto front of {what} against area\n({labels[order[0]]})"
-    else:
-        _legend(ax, handles, max(0, len(order) - MAX_LEGEND))
-        title = f"Pareto fronts of {what} against area,\none per {noun}"
-    ax.set(xscale=_scale(area), yscale=_scale(tput), xlabel=area_label, ylabel=unit, title=title)
-    ax.grid(True, which="both", alpha=0.3)
-    save(fig, "pareto")
+    try:
+        for name in FIGURES:
+            for ext in ("png", "svg"):
+                path = out_dir / f"{name}.{ext}"
+                figures[name].savefig(path, dpi=DPI)
+                written.append(path)
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
     return written

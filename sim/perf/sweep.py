@@ -97,7 +97,7 @@ from .model import (
 )
 
 __all__ = ["KINDS", "MAX_POINTS", "SweepSpec", "SweepError", "check_workers", "evaluate_point", "load_spec",
-           "max_workers", "open_db", "read_rows", "run_sweep"]
+           "max_workers", "open_db", "read_rows", "run_sweep", "sram_bytes"]
 
 
 class SweepError(InputError):
@@ -114,6 +114,33 @@ def _gemm_config(p: dict):
                   result_words=max(m * nt, m), max_m=m, clock_hz=p.get("clock_hz", 100_000_000))
 
 
+def gemm_sram_bytes(config: Config) -> int:
+    """Bytes of on-chip memory of a GEMM point's configuration: its weight memory (int8 words of
+    ``array_cols``), activation memory (int8 words of ``array_rows``) and result memory (int32
+    words of ``array_cols``), each the smallest that holds the point's GEMM (:func:`_gemm_config`)."""
+    return (config.weight_words * config.array_cols + config.act_words * config.array_rows
+            + config.result_words * config.array_cols * 4)
+
+
+def decode_sram_bytes(hw: Hardware) -> float | None:
+    """Bytes of on-chip weight memory of a decode point, all chips: the chip's own weight memory (a
+    point's ``weight_memory_bytes``, or a design's ``[chip]`` weight memory) and any memory level named
+    SRAM (Groq's, Cerebras's); DRAM, SDRAM and HBM levels are off chip and not counted. None when the
+    on-chip weight memory has no capacity (a point without ``weight_memory_bytes``: unbounded)."""
+    on_chip = [m.capacity_bytes for m in hw.memories if m.name == "weight memory" or "sram" in m.name.lower()]
+    if any(math.isinf(c) for c in on_chip):
+        return None
+    return hw.chips * sum(on_chip)
+
+
+def sram_bytes(kind: str, params: dict) -> float | None:
+    """A point's on-chip memory in bytes, from its parameters alone (for rows stored before the
+    ``sram_bytes`` metric existed): :func:`gemm_sram_bytes` or :func:`decode_sram_bytes`."""
+    if kind == "gemm":
+        return gemm_sram_bytes(_gemm_config(params))
+    return decode_sram_bytes(_decode_hardware({"clock_hz": 100_000_000, **params}))
+
+
 def _eval_gemm(p: dict, rtl: dict | None) -> dict:
     config = _gemm_config(p)
     R, C, m, k, n = p["array_rows"], p["array_cols"], p["m"], p["k"], p["n"]
@@ -128,6 +155,7 @@ def _eval_gemm(p: dict, rtl: dict | None) -> dict:
         "weight_bandwidth": C * config.clock_hz,         # bytes/s of the weight port
         "intensity": macs / (k * n),                     # MACs per weight byte
         "area": R * C,                                   # processing elements
+        "sram_bytes": gemm_sram_bytes(config),
         "rtl_cycles": None,
     }
     if rtl and cycles <= rtl.get("max_cycles", 2000):
@@ -198,6 +226,7 @@ def _eval_decode(p: dict, rtl: dict | None) -> dict:
         "weight_bandwidth": e.port_elements_per_cycle * clock * hw.weight_bytes * T,
         "intensity": macs / (e.weight_bytes_per_token * T),
         "area": hw.chips * (R * C + hw.vector_lanes),   # PEs plus vector lanes, all chips (a proxy)
+        "sram_bytes": decode_sram_bytes(hw),
         "context": e.context, "binding": e.binding, "rtl_cycles": None,
     }
 

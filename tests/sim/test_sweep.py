@@ -125,7 +125,7 @@ def test_plots_and_pareto_front(tmp_path):
     db = tmp_path / "p.sqlite"
     run_sweep(spec, db, workers=1, progress=False)
     files = plot_sweep(db, tmp_path / "plots")
-    assert sorted(f.name for f in files) == sorted(f"{n}.{e}" for n in ("roofline", "throughput", "pareto")
+    assert sorted(f.name for f in files) == sorted(f"{n}.{e}" for n in ("roofline", "efficiency", "pareto")
                                                    for e in ("png", "svg"))
     assert all(f.stat().st_size > 1000 for f in files)
     assert pareto_front([(1, 1.0), (2, 0.5), (2, 3.0), (4, 3.0), (8, 9.0)]) == [0, 2, 4]
