@@ -81,8 +81,9 @@ class Design:
     def rtl_config(self) -> Config:
         """The RTL configuration; one-line InputError saying why when only the model evaluates it."""
         if self.config is None:
-            raise InputError(f"design {self.name} is for the performance model only: {self.not_rtl} (designs the "
-                             f"RTL builds: {', '.join(rtl_design_names())})")
+            given = f" (with --set {' '.join(self.settings)})" if self.settings else ""
+            raise InputError(f"design {self.name}{given} is for the performance model only: {self.not_rtl} (designs "
+                             f"the RTL builds: {', '.join(rtl_design_names())})")
         return self.config
 
     @property

@@ -50,12 +50,12 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
 
 @pytest.mark.parametrize(("args", "message"), [
     (("gemm", "-m", "0"), "GEMM size M must be a positive integer, not 0"),
-    (("gemm", "--set", "array_rows=0"), "array_rows must be a positive integer, not 0"),
-    (("gemm", "--set", "array_rows=-2"), "array_rows must be a positive integer, not -2"),
-    (("gemm", "--set", "array_cols=65"), "design 4x4 with --set is for the performance model only: array cols must "
-                                         "be at most 64 to build, not 65 (designs the RTL builds: 4x4, 8x4, 8x8, "
-                                         "demo, ulx3s, ulx3s-fmax)"),
-    (("gemm", "--set", "array_cols=2000"), "array_rows and array_cols must be at most 1024"),
+    (("gemm", "--set", "array_rows=0"), "design 4x4 with --set [chip]: array_rows must be positive, not 0"),
+    (("gemm", "--set", "array_rows=-2"), "design 4x4 with --set [chip]: array_rows must be positive, not -2"),
+    (("gemm", "--set", "array_cols=65"), "design 4x4 (with --set array_cols=65) is for the performance model only: "
+                                         "array cols must be at most 64 to build, not 65 (designs the RTL builds: "
+                                         "4x4, 8x4, 8x8, demo, ulx3s, ulx3s-fmax)"),
+    (("gemm", "--set", "array_cols=2000"), "design 4x4 with --set [chip]: array_cols must be at most 1024, not 2000"),
     (("gemm", "--hw", "9x9"), "unknown design '9x9': not a TOML file nor one of 4x4, 8x4, 8x8, a100, a100-80gb, "
                               "cerebras-wse3, demo, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax"),
     (("gemm", "--hw", "a100"), "design a100 is for the performance model only: its weights are 2-byte and the RTL "
@@ -94,13 +94,13 @@ def test_an_internal_error_is_not_taken_for_a_user_error(monkeypatch):
     user's error: one line naming it as internal, exit status 3; --debug shows its traceback."""
     from click.testing import CliRunner
 
-    from hdl.config import Config
+    import sim.design
     from sim.cli import main
 
-    def broken(self):
+    def broken(*args, **kwargs):
         raise ValueError("injected bug")
 
-    monkeypatch.setattr(Config, "describe", broken)
+    monkeypatch.setattr(sim.design, "load_design", broken)   # what `lockstep presets` calls for each design
     plain = CliRunner().invoke(main, ["presets"])
     assert plain.exit_code == 3
     assert "Traceback" not in plain.output
@@ -117,14 +117,14 @@ def test_a_project_error_from_inside_stays_the_users(monkeypatch):
     """The same place raising one of the project's own errors (a check of input) is one line, exit 1."""
     from click.testing import CliRunner
 
+    import sim.design
     from golden.errors import InputError
-    from hdl.config import Config
     from sim.cli import main
 
-    def refused(self):
+    def refused(*args, **kwargs):
         raise InputError("array rows must be a positive integer, not 0")
 
-    monkeypatch.setattr(Config, "describe", refused)
+    monkeypatch.setattr(sim.design, "load_design", refused)
     out = CliRunner().invoke(main, ["presets"])
     assert out.exit_code == 1
     assert out.output.strip().splitlines() == ["lockstep: error: array rows must be a positive integer, not 0"]
@@ -173,7 +173,7 @@ def test_nothing_measured_is_no_claim(backend):
     assert report["cycle_exact"] is None
     assert report["measured_cycles"] == [None] * report["steps"]
     assert len(report["predicted_cycles"]) == report["steps"] and min(report["predicted_cycles"]) > 0
-    assert report["design"] == {"preset": "demo", "config": PRESETS["demo"].as_dict()}
+    assert report["design"] == {"name": "demo", "settings": [], "config": PRESETS["demo"].as_dict()}
     text = lockstep("decode", "--backend", backend, "--tokens", "2")
     assert text.returncode == 0, text.stderr
     assert f"measured   : not measured (the {backend} backend runs no RTL" in text.stdout
@@ -192,7 +192,7 @@ def test_main_job_decodes_the_demo_model_on_verilator_cycle_exact():
     assert report["backend"] == "verilator" and report["cycle_exact"] is True
     assert all(c is not None for c in report["measured_cycles"])
     assert report["measured_cycles"] == report["predicted_cycles"]
-    assert report["design"] == {"preset": "demo", "config": PRESETS["demo"].as_dict()}
+    assert report["design"] == {"name": "demo", "settings": [], "config": PRESETS["demo"].as_dict()}
     assert report["wall_seconds_in_all"] > report["wall_seconds"] + report["load_seconds"] > 0
     ckpt = load_demo_model()
     prompt = ckpt.tokenizer.encode("The old miller ")
