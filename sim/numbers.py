@@ -22,7 +22,7 @@ __all__ = ["DIGITS", "count", "measured_seconds", "number", "quantity"]
 
 #: Significant digits of a printed quantity.
 DIGITS = 4
-_PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""),
+_PREFIXES = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""),
              (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p"))
 
 

@@ -338,6 +338,65 @@ def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, 
         sys.exit(1)
 
 
+def _cell(v) -> str:
+    """A table cell: counts whole with separators, other numbers 4 significant digits, None as -."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    return count(v) if isinstance(v, int) else number(v)
+
+
+@main.command("sweep-table")
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--sort", "sort_by", default=None, metavar="COLUMN", help="Order the points by this column "
+              "(a parameter or a metric; default: the point's key).")
+@click.option("--reverse", is_flag=True, help="Largest first.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (exact values) instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the columns and the rows.")
+@friendly
+def sweep_table(db, sort_by, reverse, as_csv, as_json):
+    """Print a sweep database's points: one row each, every parameter and every metric.
+
+    The table is read-only; a running sweep may go on writing. Find a design point by sorting on a
+    metric (--sort throughput --reverse) or filtering the CSV; sweep-table needs no SQL.
+    """
+    import csv
+    import io
+
+    from ..perf.sweep import sweep_table as table_of
+
+    if as_csv and as_json:
+        raise InputError("give either --csv or --json, not both")
+    columns, rows = table_of(db)
+    if sort_by is not None:
+        if sort_by not in columns:
+            raise InputError(f"--sort {sort_by}: no such column in {db} (columns: {', '.join(columns)})")
+        present = [r for r in rows if r[sort_by] is not None]
+        try:
+            present.sort(key=lambda r: r[sort_by], reverse=reverse)
+        except TypeError:
+            present.sort(key=lambda r: str(r[sort_by]), reverse=reverse)
+        rows = present + [r for r in rows if r[sort_by] is None]       # points without a value last
+    if as_json:
+        click.echo(json.dumps({"db": db, "columns": columns, "rows": rows}, allow_nan=False))
+    elif as_csv:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(out.getvalue(), nl=False)
+    elif not rows:
+        click.echo(f"{db}: no points yet")
+    else:
+        cells = [columns] + [[_cell(r[c]) for c in columns] for r in rows]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+        for line in cells:
+            click.echo("  ".join(c.rjust(w) if line is not cells[0] and c[:1] in "-0123456789" else c.ljust(w)
+                                 for c, w in zip(line, widths, strict=True)).rstrip())
+        click.echo(f"{count(len(rows))} points")
+
+
 def _check_output_path(path: str, option: str) -> None:
     """One line naming ``option`` when ``path`` cannot be written: a directory, or no such folder."""
     p = Path(path)

@@ -13,6 +13,7 @@ import math
 
 import click
 
+from ..numbers import count, number
 from .errors import UserError, friendly
 
 # The commands import the layers below them (engine, runtime, perf, fpga, golden, hdl) when they run, not
@@ -96,13 +97,13 @@ def inspect_cmd(checkpoint_dir, as_json):
             else f"{d['n_heads']} heads")
     click.echo(f"checkpoint  : {d['path']}")
     click.echo(f"family      : {d['family']}{' (tied embeddings)' if d['tie_embeddings'] else ''}")
-    click.echo(f"sizes       : d_model {d['d_model']}, {d['n_layers']} layers, {attn} of {d['head_dim']}, "
-               f"d_ff {d['d_ff']}, vocab {d['vocab_size']}, context {d['max_context']}")
+    click.echo(f"sizes       : d_model {count(d['d_model'])}, {d['n_layers']} layers, {attn} of {d['head_dim']}, "
+               f"d_ff {count(d['d_ff'])}, vocab {count(d['vocab_size'])}, context {count(d['max_context'])}")
     if d["rope"] is not None:
         scaling = d["rope"]["scaling"]
         note = "" if scaling is None else (f", {scaling} scaling, which changes nothing here: positions stop "
                                            f"at max_position_embeddings ({d['max_context']})")
-        click.echo(f"rope        : theta {d['rope']['theta']:g}{note}")
+        click.echo(f"rope        : theta {number(d['rope']['theta'])}{note}")
     click.echo(f"parameters  : {d['n_params']:,}")
     click.echo(f"int8 weights: {d['int8_weight_bytes']:,} bytes (+ {d['int32_bytes']:,} bytes int32 biases, "
                f"{d['requant_bytes']:,} bytes requantization constants)")
@@ -110,7 +111,7 @@ def inspect_cmd(checkpoint_dir, as_json):
                f"{d['gemm_weight_bytes_per_token']:,} of them GEMM weights (the weight port's share, as "
                f"lockstep estimate counts it)")
     click.echo(f"KV cache    : {d['kv_bytes_per_token']:,} bytes per token "
-               f"({d['kv_bytes_full_context']:,} at {d['int_max_context']} tokens)")
+               f"({d['kv_bytes_full_context']:,} at {count(d['int_max_context'])} tokens)")
     click.echo(f"tokenizer   : {d['tokenizer'] or 'none (prompts as token ids)'}")
 
 

@@ -261,7 +261,7 @@ def test_inspect_says_dynamic_rope_changes_nothing(tmp_path, tiny_dirs):
     _damage_config(dyn, rope_scaling={"type": "dynamic", "factor": 2.0})
     text = invoke("inspect", dyn)
     assert text.exit_code == 0, text.output
-    assert ("rope        : theta 10000, dynamic (factor 2) scaling, which changes nothing here: positions stop "
+    assert ("rope        : theta 10,000, dynamic (factor 2) scaling, which changes nothing here: positions stop "
             "at max_position_embeddings (16)") in text.stdout
     assert ok_json("inspect", dyn)["rope"] == {"theta": 10000.0, "scaling": "dynamic (factor 2)"}
     assert ok_json("inspect", tiny_dirs[1])["rope"] == {"theta": 10000.0, "scaling": None}

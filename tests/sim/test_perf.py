@@ -329,6 +329,23 @@ def test_cli_text_and_json():
     assert data["tokens_per_s"] > 0 and max(data["shares"].values()) <= 1
 
 
+def _performance_doc_examples():
+    """docs/performance.md's "Examples (real output)": each `$ lockstep ...` line and what follows it."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "performance.md").read_text(encoding="utf-8")
+    block = text.split("## Examples (real output)\n\n```\n", 1)[1].split("```\n", 1)[0]
+    parts = re.split(r"^\$ lockstep (.*)\n", block, flags=re.M)[1:]
+    return [(args.split(), printed.rstrip("\n")) for args, printed in zip(parts[::2], parts[1::2], strict=True)]
+
+
+@pytest.mark.parametrize(("args", "printed"), _performance_doc_examples(), ids=lambda x: " ".join(x)[:50])
+def test_performance_doc_shows_what_estimate_prints(args, printed):
+    """The samples are the command's own output, numbers by the one rule: no exponent, units with SI prefixes."""
+    assert args[0] == "estimate"
+    result = invoke(*args[1:])
+    assert (result.stdout + result.stderr).rstrip("\n") == printed
+    assert not re.search(r"\de[+-]\d", printed)
+
+
 # --- the decode sweep kind ------------------------------------------------------------------------
 
 def test_decode_sweep_rows_hold_the_estimate(tmp_path):
