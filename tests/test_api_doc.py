@@ -53,3 +53,18 @@ def test_the_doc_uses_only_public_names():
         public = importlib.import_module(module).__all__
         for name in (n.strip() for n in names.split(",")):
             assert name in public, f"{module}.{name} is not in {module}.__all__"
+
+
+API_MODULES = ["sim.design", "sim.runtime", "sim.numbers", "sim.machine.profile", "sim.machine.compiler",
+               "sim.perf.model", "sim.perf.sweep", "golden.checkpoint", "golden.model", "golden.int_model",
+               "golden.quantize", "golden.tokenizer", "golden.errors"]
+
+
+@pytest.mark.parametrize("module", API_MODULES)
+def test_every_public_name_exists(module):
+    """Each module the API uses declares its public names, and each one is there."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert mod.__all__ and len(set(mod.__all__)) == len(mod.__all__)
+    assert [n for n in mod.__all__ if not hasattr(mod, n)] == []
