@@ -182,8 +182,8 @@ class Config:
         return STEP_CYCLE_BITS
 
     def describe(self) -> str:
-        return (f"{self.array_rows}x{self.array_cols} array, {self.weight_words} weight words, "
-                f"{self.act_words} activation words, {self.result_words} result words, "
+        return (f"{self.array_rows}x{self.array_cols} array, {self.weight_words:,} weight words, "
+                f"{self.act_words:,} activation words, {self.result_words:,} result words, "
                 f"max_m {self.max_m}, {self.clock_hz / 1e6:g} MHz")
 
     def as_dict(self) -> dict:

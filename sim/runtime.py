@@ -42,6 +42,7 @@ from .link.host import Link, LinkDecoder, SerialTransport
 from .machine.compiler import Compiled, compile_model
 from .machine.cycles import decode_step_cycles
 from .machine.isa_sim import IsaMachine
+from .numbers import measured_seconds
 
 __all__ = ["BACKENDS", "RTL_BACKENDS", "Backend", "RunReport", "StepReport", "check_request", "decode", "prepare"]
 
@@ -341,6 +342,9 @@ class RunReport:
         return self.lower_bound / self.predicted_cycles_per_token
 
     def as_dict(self) -> dict:
+        """The run as JSON: model quantities exact, wall times to the millisecond, the simulated rate
+        (measured cycles over a measured wall time) to the cycle per second."""
+        rate = self.simulated_cycles_per_second
         return {
             "backend": self.backend, "prompt": self.prompt, "generated": self.generated,
             "clock_hz": self.clock_hz, "steps": len(self.steps),
@@ -350,9 +354,9 @@ class RunReport:
             "cycle_exact": self.cycle_exact,
             "tokens_per_second_at_clock": self.tokens_per_second,
             "lower_bound_cycles": self.lower_bound, "efficiency": self.efficiency,
-            "wall_seconds": sum(s.wall_seconds for s in self.steps),
-            "load_seconds": self.load_seconds,
-            "simulated_cycles_per_second": self.simulated_cycles_per_second, "waves": self.waves,
+            "wall_seconds": measured_seconds(sum(s.wall_seconds for s in self.steps)),
+            "load_seconds": measured_seconds(self.load_seconds),
+            "simulated_cycles_per_second": None if rate is None else round(rate), "waves": self.waves,
             "design": {"config": self.config},
         }
 

@@ -19,6 +19,7 @@ import click
 from golden.errors import InputError
 
 from ..engine.toolchain import SIMULATORS
+from ..numbers import count, measured_seconds, number, quantity
 from .design import design_options, presets_cmd
 from .design import load as load_design
 from .errors import LockstepGroup, friendly
@@ -134,7 +135,7 @@ def _run_gemm(backend, hw, settings, m, k, n, seed, as_json, waves):
     if not as_json:
         cut = f" in {runs} runs of the unit (the configuration's memories hold no more at once)" if runs > 1 else ""
         click.echo(f"GEMM {m}x{k}x{n} (int8 x int8 -> int32) on a {config.array_rows}x{config.array_cols} "
-                   f"array, {backend}: {plan.tiles} tiles{cut}, predicted {plan.predicted_cycles} cycles")
+                   f"array, {backend}: {count(plan.tiles)} tiles{cut}, predicted {count(plan.predicted_cycles)} cycles")
     t0 = time.perf_counter()
     result = run(backend, "gemm_unit", config.as_dict(), "gemm_unit",
                  {"config": config.as_dict(), "cases": plan.cases(a, w)}, waves=waves)
@@ -154,17 +155,17 @@ def _run_gemm(backend, hw, settings, m, k, n, seed, as_json, waves):
         "cycles_measured": measured, "cycles_counted": counted,
         "cycles_predicted": plan.predicted_cycles, "cycle_exact": cycle_ok,
         "time_at_clock_us": measured / config.clock_hz * 1e6, "clock_mhz": config.clock_hz / 1e6,
-        "wall_seconds": round(wall, 3), "waves": result.get("waves"),
+        "wall_seconds": measured_seconds(wall), "waves": result.get("waves"),
     }
     if as_json:
         click.echo(json.dumps(summary))
     else:
         click.echo(f"result   : {'bit-exact' if mismatches == 0 else f'{mismatches} MISMATCHES'} against "
-                   f"the golden model ({m * n} int32 values)")
-        click.echo(f"cycles   : measured {measured} (RTL counter), {counted} (simulator clock), "
-                   f"predicted {plan.predicted_cycles}: {'exact' if cycle_ok else 'DIFFERENT'}")
-        click.echo(f"time     : {summary['time_at_clock_us']:.3f} us at {config.clock_hz / 1e6:g} MHz; "
-                   f"{wall:.2f} s of wall time in simulation")
+                   f"the golden model ({count(m * n)} int32 values)")
+        click.echo(f"cycles   : measured {count(measured)} (RTL counter), {count(counted)} (simulator clock), "
+                   f"predicted {count(plan.predicted_cycles)}: {'exact' if cycle_ok else 'DIFFERENT'}")
+        click.echo(f"time     : {quantity(measured / config.clock_hz, 's')} at {quantity(config.clock_hz, 'Hz')}; "
+                   f"{quantity(wall, 's')} of wall time in simulation")
         if waves:
             click.echo(f"waves    : {result.get('waves')}")
     if mismatches or not cycle_ok:
@@ -324,7 +325,7 @@ def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, 
         out = report.as_dict()
         out["text"] = text_of(ckpt, report.generated)
         out["design"] = {"name": design.name, "settings": list(settings), **out["design"]}
-        out["wall_seconds_in_all"] = in_all
+        out["wall_seconds_in_all"] = measured_seconds(in_all)
         if profile:
             out["profile"] = prof.as_dict()
         if trace_path is not None:
@@ -332,22 +333,23 @@ def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, 
         click.echo(json.dumps(out))
     else:
         click.echo("")
-        click.echo(f"steps      : {len(report.steps)} ({len(ids)} prompt, {len(report.generated)} generated)")
-        click.echo(f"cycles     : {report.predicted_cycles_per_token:,.0f} per token predicted by the cycle model "
-                   f"(lower bound {report.lower_bound:,.0f}: {report.efficiency:.0%} of the bound)")
+        click.echo(f"steps      : {count(len(report.steps))} ({count(len(ids))} prompt, "
+                   f"{count(len(report.generated))} generated)")
+        click.echo(f"cycles     : {count(report.predicted_cycles_per_token)} per token predicted by the cycle model "
+                   f"(lower bound {count(report.lower_bound)}: {report.efficiency:.0%} of the bound)")
         measured = [s.measured_cycles for s in report.steps if s.measured_cycles is not None]
         if measured:
-            click.echo(f"measured   : {sum(measured) / len(measured):,.0f} per token ("
+            click.echo(f"measured   : {count(sum(measured) / len(measured))} per token ("
                        f"{'the board' if backend == 'serial' else 'RTL'} cycle counter), "
                        + ("equal to the prediction at every step" if report.cycle_exact else
                           "DIFFERENT from the prediction"))
         else:
             click.echo(f"measured   : not measured (the {backend} backend runs no RTL and counts no cycles)")
-        click.echo(f"tokens/s   : {report.tokens_per_second:,.0f} at {config.clock_hz / 1e6:g} MHz")
+        click.echo(f"tokens/s   : {number(report.tokens_per_second)} at {quantity(config.clock_hz, 'Hz')}")
         rate = report.simulated_cycles_per_second if backend != "serial" else None
-        click.echo(f"wall time  : {in_all:.2f} s in all, {decoding:.2f} s decoding" +
-                   (f" ({rate:,.0f} simulated cycles per second)" if rate else
-                    f" ({len(report.steps) / decoding:,.0f} steps/s)" if decoding > 0 else ""))
+        click.echo(f"wall time  : {quantity(in_all, 's')} in all, {quantity(decoding, 's')} decoding" +
+                   (f" ({number(rate)} simulated cycles per second)" if rate else
+                    f" ({number(len(report.steps) / decoding)} steps/s)" if decoding > 0 else ""))
         if report.waves:
             click.echo(f"waves      : {report.waves} ({Path(report.waves).stat().st_size:,} bytes)")
         if trace_path is not None:
@@ -403,6 +405,65 @@ def _announce_waves(compiled, ids, n_tokens, window) -> None:
     large = size > LARGE_WAVES_BYTES
     _progress(f"waves: {cycles:,} cycles" + (f", about {size / 1e6:,.0f} MB" if large else "")
               + (" (narrow it with --waves-steps or --waves-cycles)" if large and window is None else ""))
+
+
+def _cell(v) -> str:
+    """A table cell: counts whole with separators, other numbers 4 significant digits, None as -."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    return count(v) if isinstance(v, int) else number(v)
+
+
+@main.command("sweep-table")
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--sort", "sort_by", default=None, metavar="COLUMN", help="Order the points by this column "
+              "(a parameter or a metric; default: the point's key).")
+@click.option("--reverse", is_flag=True, help="Largest first.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (exact values) instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the columns and the rows.")
+@friendly
+def sweep_table(db, sort_by, reverse, as_csv, as_json):
+    """Print a sweep database's points: one row each, every parameter and every metric.
+
+    The table is read-only; a running sweep may go on writing. Find a design point by sorting on a
+    metric (--sort throughput --reverse) or filtering the CSV; sweep-table needs no SQL.
+    """
+    import csv
+    import io
+
+    from ..perf.sweep import sweep_table as table_of
+
+    if as_csv and as_json:
+        raise InputError("give either --csv or --json, not both")
+    columns, rows = table_of(db)
+    if sort_by is not None:
+        if sort_by not in columns:
+            raise InputError(f"--sort {sort_by}: no such column in {db} (columns: {', '.join(columns)})")
+        present = [r for r in rows if r[sort_by] is not None]
+        try:
+            present.sort(key=lambda r: r[sort_by], reverse=reverse)
+        except TypeError:
+            present.sort(key=lambda r: str(r[sort_by]), reverse=reverse)
+        rows = present + [r for r in rows if r[sort_by] is None]       # points without a value last
+    if as_json:
+        click.echo(json.dumps({"db": db, "columns": columns, "rows": rows}, allow_nan=False))
+    elif as_csv:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(out.getvalue(), nl=False)
+    elif not rows:
+        click.echo(f"{db}: no points yet")
+    else:
+        cells = [columns] + [[_cell(r[c]) for c in columns] for r in rows]
+        widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+        for line in cells:
+            click.echo("  ".join(c.rjust(w) if line is not cells[0] and c[:1] in "-0123456789" else c.ljust(w)
+                                 for c, w in zip(line, widths, strict=True)).rstrip())
+        click.echo(f"{count(len(rows))} points")
 
 
 def _check_output_path(path: str, option: str) -> None:
@@ -482,10 +543,11 @@ def sweep(spec, db_path, workers, dask_address, quiet, hw, settings, as_json):
     counts = run_sweep(parsed, db_path, workers=workers, dask_address=dask_address, progress=not (quiet or as_json))
     if as_json:
         click.echo(json.dumps({**counts, "db": db_path, "skipped": parsed.skipped,
-                               "seconds": round(time.perf_counter() - t0, 3)}))
+                               "seconds": measured_seconds(time.perf_counter() - t0)}))
     else:
-        click.echo(f"{counts['points']} design points: {counts['already_done']} already in {db_path}, "
-                   f"{counts['new']} evaluated in {time.perf_counter() - t0:.1f} s; {counts['rows']} rows")
+        click.echo(f"{count(counts['points'])} design points: {count(counts['already_done'])} already in {db_path}, "
+                   f"{count(counts['new'])} evaluated in {quantity(time.perf_counter() - t0, 's')}; "
+                   f"{count(counts['rows'])} rows")
         if counts["rtl_confirmed"] or counts["rtl_mismatched"]:
             click.echo(f"RTL: {counts['rtl_confirmed']} points' measured cycles equal the prediction")
     if counts["rtl_mismatched"]:

@@ -10,6 +10,7 @@ import json
 
 import click
 
+from ..numbers import count, quantity
 from .errors import friendly
 
 # The commands import the layers below them (engine, runtime, perf, fpga, golden, hdl) when they run, not
@@ -64,13 +65,6 @@ def _models():
     return [("demo", load_config(demo_model_path())), *MODELS.items()]
 
 
-def _size(n: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:,.3g} {unit}"
-    return f"{n:,.0f} B"
-
-
 @click.command("presets")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
@@ -91,8 +85,8 @@ def presets_cmd(as_json):
     for d, holds in rows:
         h = d.hardware
         mem = h.memories[0]
-        table.append((d.name, f"{h.array_rows}x{h.array_cols}", f"{h.vector_lanes:,}", f"{h.clock_hz / 1e6:,.4g} MHz",
-                      f"{h.chips:,}", f"{_size(mem.capacity_bytes)} {mem.name}", "yes" if d.rtl else "no",
+        table.append((d.name, f"{h.array_rows}x{h.array_cols}", count(h.vector_lanes), quantity(h.clock_hz, "Hz"),
+                      count(h.chips), f"{quantity(mem.capacity_bytes, 'B')} {mem.name}", "yes" if d.rtl else "no",
                       ", ".join(holds) or "-"))
     widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
     for r in table:

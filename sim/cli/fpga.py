@@ -9,6 +9,7 @@ import click
 
 from golden.errors import InputError
 
+from ..numbers import count, number, quantity
 from .design import design_options
 from .design import load as load_design
 from .errors import UserError, friendly
@@ -98,7 +99,7 @@ def build_cmd(board, design, model_dir, hw, settings, baud, clock_mhz, seed, pla
         click.echo(f"{board}: {_describe(config, design)} fits: {least}{plan['multipliers']['need']}/"
                    f"{plan['multipliers']['have']} {plan['multipliers']['kind']}, "
                    f"{least}{plan['bram']['need_blocks']}/{plan['bram']['have_blocks']} {plan['bram']['kind']}; "
-                   f"{plan['clock_mhz']:g} MHz{' (PLL)' if plan['pll'] else ''}, "
+                   f"{quantity(plan['clock_mhz'] * 1e6, 'Hz')}{' (PLL)' if plan['pll'] else ''}, "
                    f"UART {baud} baud ({plan['clocks_per_bit']} clocks per bit)")
         if design == "decode":
             click.echo("(lower bounds: the array's multipliers and the top level's memories; the units' "
@@ -118,18 +119,21 @@ def build_cmd(board, design, model_dir, hw, settings, baud, clock_mhz, seed, pla
     rep = result["report"]
     click.echo(f"board    : {board} ({result['plan']['device']}), {_describe(config, design)}")
     for name, u in rep["utilisation"].items():
-        click.echo(f"  {name:<11}: {u['used']:>6} / {u['available']:<6} ({u['cell']})")
+        click.echo(f"  {name:<11}: {count(u['used']):>6} / {count(u['available']):<6} ({u['cell']})")
     for clock, f in rep["fmax"].items():
-        click.echo(f"fmax     : {f['achieved_mhz']} MHz on {clock} (constraint {f['constraint_mhz']} MHz): "
+        click.echo(f"fmax     : {quantity(f['achieved_mhz'] * 1e6, 'Hz')} on {clock} "
+                   f"(constraint {quantity(f['constraint_mhz'] * 1e6, 'Hz')}): "
                    f"{'met' if rep['timing_ok'] else 'FAILED'}")
     for label, t in (("at the design clock", result["throughput"]["board_clock"]),
                      ("at fmax", result["throughput"]["fmax"])):
-        click.echo(f"GEMM {t['m']}x{t['k']}x{t['n']} {label} ({t['clock_mhz']} MHz): {t['cycles']} cycles, "
-                   f"{t['microseconds']} us, {t['gmac_per_second']} GMAC/s of {t['peak_gmac_per_second']} peak")
+        click.echo(f"GEMM {t['m']}x{t['k']}x{t['n']} {label} ({quantity(t['clock_mhz'] * 1e6, 'Hz')}): "
+                   f"{count(t['cycles'])} cycles, {quantity(t['microseconds'] * 1e-6, 's')}, "
+                   f"{quantity(t['gmac_per_second'] * 1e9, 'MAC/s')} of "
+                   f"{quantity(t['peak_gmac_per_second'] * 1e9, 'MAC/s')} peak")
     for label, t in ((("at the design clock", result["decode"]["board_clock"]), ("at fmax", result["decode"]["fmax"]))
                      if "decode" in result else ()):
-        click.echo(f"decode {label} ({t['clock_mhz']} MHz): {t['cycles_per_token']:,.0f} cycles per token "
-                   f"(mean of positions 0..{t['positions'] - 1}), {t['tokens_per_second']:,.1f} tokens/s")
+        click.echo(f"decode {label} ({quantity(t['clock_mhz'] * 1e6, 'Hz')}): {count(t['cycles_per_token'])} cycles "
+                   f"per token (mean of positions 0..{t['positions'] - 1}), {number(t['tokens_per_second'])} tokens/s")
     click.echo(f"bitstream: {result['bitstream']}{' (cached)' if result['cached'] else ''}")
     click.echo(f"program  : {result['program']}")
     if not rep["timing_ok"]:

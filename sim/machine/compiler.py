@@ -265,5 +265,5 @@ MEMORIES = {
 def _check_fit(compiled: Compiled, config) -> None:
     for name, (need, have) in memory_needs(compiled).items():
         if need > have:
-            raise CompileError(f"the model does not fit: its {MEMORIES[name]} needs {need}, the configuration's "
-                               f"{name} is {have} ({need - have} short)")
+            raise CompileError(f"the model does not fit: its {MEMORIES[name]} needs {need:,}, the configuration's "
+                               f"{name} is {have:,} ({need - have:,} short)")

@@ -55,6 +55,7 @@ from golden.quantize import program_structure
 from hdl.config import CHIP_EXTRA_KEYS, DEFAULT, DESIGN_DIR, MAX_ARRAY, Config, chip_config
 
 from ..machine.cycles import DecodeCycles, OpCycles, decode_step_cycles, gemm_cycles, op_cycles
+from ..numbers import count, number, quantity
 
 __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LAYERS", "MAX_TEXT_BYTES", "MODELS",
            "PRESET_DIR", "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError", "Link", "MemoryLevel",
@@ -963,41 +964,35 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
 
 
 def _bytes(n: float) -> str:
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g} {unit}"
-    return f"{n:.0f} B"
+    return quantity(n, "B")
 
 
 def _seconds(s: float) -> str:
-    for unit, size in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if s >= size:
-            return f"{s / size:.3g} {unit}"
-    return f"{s * 1e9:.3g} ns"
+    return quantity(s, "s")
 
 
 def format_breakdown(e: Estimate) -> str:
     """Where an estimated step's cycles go, per op kind (the model's counterpart of ``run --profile``)."""
     lines = [f"per op kind (mean cycles a step over {e.context:,} positions, one chip per stage):"]
     for op, c in e.cycles_by_op.items():
-        lines.append(f"  {op:14s} {c:>16,.1f} cycles  {c / e.cycles:>6.1%}")
-    lines.append(f"  {'total':14s} {e.cycles:>16,.1f} cycles")
+        lines.append(f"  {op:14s} {number(c):>16s} cycles  {c / e.cycles:>6.1%}")
+    lines.append(f"  {'total':14s} {number(e.cycles):>16s} cycles")
     return "\n".join(lines)
 
 
 def format_estimate(e: Estimate, hw: Hardware) -> str:
     """The text report: the estimate and its roofline, each bound with its share of the step."""
     wt = "int8" if hw.weight_bytes == 1 else "16-bit"
-    system = (f"{hw.chips} chips ({e.stages} pipeline stages x {e.tensor_parallel} tensor-parallel), "
+    system = (f"{count(hw.chips)} chips ({e.stages} pipeline stages x {e.tensor_parallel} tensor-parallel), "
               if hw.chips > 1 else "")
     lines = [
-        f"{e.model} on {hw.name}: {system}{hw.array_rows}x{hw.array_cols} array at {hw.clock_hz / 1e6:g} MHz, "
-        f"{hw.vector_lanes} vector lanes, {wt} weights",
-        f"context  : {e.context} tokens (mean over positions 0..{e.context - 1}), batch {e.batch}"
+        f"{e.model} on {hw.name}: {system}{hw.array_rows}x{hw.array_cols} array at {quantity(hw.clock_hz, 'Hz')}, "
+        f"{count(hw.vector_lanes)} vector lanes, {wt} weights",
+        f"context  : {count(e.context)} tokens (mean over positions 0..{e.context - 1}), batch {count(e.batch)}"
         + (" (batch > 1: model only, not RTL-confirmed)" if e.batch > 1 else ""),
         f"weights  : {_bytes(e.weight_bytes_total)} in all, {_bytes(e.weight_bytes_per_chip)} per chip in "
-        f"{e.memory}; port {e.port_elements_per_cycle:.4g} weights/cycle",
-        f"kv cache : {_bytes(e.kv_bytes_per_chip)} per chip at position {e.context}, "
+        f"{e.memory}; port {number(e.port_elements_per_cycle)} weights/cycle",
+        f"kv cache : {_bytes(e.kv_bytes_per_chip)} per chip at position {count(e.context)}, "
         + (f"in {e.memory} beside the weights" if e.kv_placed else "in the accelerator's own KV memory (not placed)"),
     ]
     if e.splits:
@@ -1005,16 +1000,17 @@ def format_estimate(e: Estimate, hw: Hardware) -> str:
             f"{g.name} {g.a}x{g.b} ({g.k_shard}x{g.n_shard}{', 1-D' if g.layout == '1-D' else ''})"
             for g in e.splits))
     if e.kv_split > 1:
-        lines.append(f"attention: a head's positions split over {e.kv_split} chips (one more link phase a layer)")
+        lines.append(f"attention: a head's positions split over {count(e.kv_split)} chips "
+                     f"(one more link phase a layer)")
     lines += [
-        f"step     : {e.cycles:,.0f} cycles ({_seconds(e.compute_seconds)})"
+        f"step     : {count(e.cycles)} cycles ({_seconds(e.compute_seconds)})"
         + (f" + memory latency {_seconds(e.memory_latency_seconds)}" if e.memory_latency_seconds else "")
         + (f" + links {_seconds(e.link_seconds)}" if e.link_seconds else "")
         + f" = {_seconds(e.step_seconds)} per token",
-        f"tokens/s : {e.tokens_per_s:,.4g}" + (f" ({e.tokens_per_s / e.batch:,.4g} per sequence)"
+        f"tokens/s : {number(e.tokens_per_s)}" + (f" ({number(e.tokens_per_s / e.batch)} per sequence)"
                                               if e.batch > 1 else ""),
-        f"roofline : peak {e.peak_ops_per_s / 1e12:,.4g} TOPS per chip (2 x R x C x clock)"
-        + (f", {e.system_peak_ops_per_s / 1e12:,.4g} TOPS in all" if hw.chips > 1 else ""),
+        f"roofline : peak {quantity(e.peak_ops_per_s, 'OPS')} per chip (2 x R x C x clock)"
+        + (f", {quantity(e.system_peak_ops_per_s, 'OPS')} in all" if hw.chips > 1 else ""),
     ]
     for k, v in e.bounds.items():
         mark = "  <- binding" if k == e.binding else ""
@@ -1056,7 +1052,7 @@ def calibration_rows() -> list[dict]:
 
 
 def _value(v: float, unit: str) -> str:
-    return f"{v / 1e12:.2f} T{unit}" if unit == "ops/s" else f"{v:.1f} {unit}"
+    return quantity(v, "OPS") if unit == "ops/s" else f"{number(v)} {unit}"
 
 
 def calibration_markdown() -> str:

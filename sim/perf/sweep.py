@@ -97,7 +97,7 @@ from .model import (
 )
 
 __all__ = ["KINDS", "MAX_POINTS", "SweepSpec", "SweepError", "check_workers", "evaluate_point", "load_spec",
-           "max_workers", "open_db", "read_rows", "run_sweep", "sram_bytes"]
+           "max_workers", "open_db", "read_rows", "run_sweep", "sram_bytes", "sweep_table"]
 
 
 class SweepError(InputError):
@@ -741,6 +741,28 @@ def read_rows(path) -> list[dict]:
     except sqlite3.Error as exc:
         raise _sqlite_error(path, exc, "read it") from None
     return [{"key": k, "kind": kind, "params": json.loads(p), "metrics": json.loads(m)} for k, kind, p, m in rows]
+
+
+def sweep_table(path) -> tuple[list[str], list[dict]]:
+    """The stored points as one flat table: ``(columns, rows)``, a row per point holding every
+    parameter (the kind's in its own order, ``None`` where a point leaves one at its default), every
+    metric and the point's ``key``. A metric named like a parameter (a decode point's ``context``,
+    the one used where the parameter is left unset) is the column ``NAME_result``. Rows come in key
+    order; SweepError as :func:`read_rows`."""
+    points = read_rows(path)
+    kind = KINDS.get(points[0]["kind"]) if points else None
+    kind_order = {name: i for i, name in enumerate(kind.params if kind else ())}
+    params: dict[str, None] = {}
+    metrics: dict[str, None] = {}
+    for r in points:
+        params.update(dict.fromkeys(r["params"]))
+        metrics.update(dict.fromkeys(r["metrics"]))
+    params_order = sorted(params, key=lambda n: (kind_order.get(n, len(kind_order)), n))
+    metric_column = {m: f"{m}_result" if m in params else m for m in metrics}
+    columns = [*params_order, *metric_column.values(), "key"]
+    rows = [{**{n: r["params"].get(n) for n in params_order},
+             **{metric_column[m]: r["metrics"].get(m) for m in metrics}, "key": r["key"]} for r in points]
+    return columns, rows
 
 
 # --- running ------------------------------------------------------------------------------------

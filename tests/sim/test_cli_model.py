@@ -18,7 +18,7 @@ from golden.checkpoint import demo_model_path, save_checkpoint
 from golden.model import ModelConfig, init_weights
 from golden.quantize import weight_bytes
 from golden.tokenizer import CharTokenizer
-from sim.cli.model import golden_cmd, inspect_cmd
+from sim.cli.model import DIVERGENCE_NOTE, golden_cmd, inspect_cmd
 
 
 @click.group()
@@ -98,6 +98,17 @@ def test_golden_both_on_the_demo_model():
     assert d["quantization"]["calibration"].startswith("demo corpus")
     text = invoke("golden", "--tokens", 4)
     assert text.exit_code == 0 and "agreement: identical for the first" in text.stdout
+    note = [line for line in text.stdout.splitlines() if line.startswith("note     : ")]
+    assert len(note) == 1 and "near-tie" in note[0] and "teacher-forced top-1 agreement" in note[0]
+    assert ag["note"] == note[0].removeprefix("note     : ")
+
+
+def test_golden_divergence_note_quotes_the_documented_agreement():
+    """The figure the note points at is the one docs/quantization.md's generated table holds."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "quantization.md").read_text(encoding="utf-8")
+    row = next(line for line in doc.splitlines() if line.startswith("| held-out text, all windows |"))
+    figure = row.split("|")[3].split("%")[0].strip()
+    assert f"({figure} % for the demo model)" in DIVERGENCE_NOTE
 
 
 def test_golden_modes_and_sampling(tiny_dirs):
@@ -250,7 +261,7 @@ def test_inspect_says_dynamic_rope_changes_nothing(tmp_path, tiny_dirs):
     _damage_config(dyn, rope_scaling={"type": "dynamic", "factor": 2.0})
     text = invoke("inspect", dyn)
     assert text.exit_code == 0, text.output
-    assert ("rope        : theta 10000, dynamic (factor 2) scaling, which changes nothing here: positions stop "
+    assert ("rope        : theta 10,000, dynamic (factor 2) scaling, which changes nothing here: positions stop "
             "at max_position_embeddings (16)") in text.stdout
     assert ok_json("inspect", dyn)["rope"] == {"theta": 10000.0, "scaling": "dynamic (factor 2)"}
     assert ok_json("inspect", tiny_dirs[1])["rope"] == {"theta": 10000.0, "scaling": None}

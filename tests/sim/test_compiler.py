@@ -66,17 +66,17 @@ def test_program_shape(demo_model):
 
 
 @pytest.mark.parametrize(("changes", "match"), [
-    ({"weight_words": 1000}, r"^the model does not fit: its weight memory \(words of array_cols bytes\) needs 25344, "
+    ({"weight_words": 1000}, r"^the model does not fit: its weight memory \(words of array_cols bytes\) needs 25,344, "
                              r"the configuration's "
-                             r"weight_words is 1000 \(24344 short\)$"),
-    ({"scratch_bytes": 512}, r"^the model does not fit: its activation scratchpad \(bytes\) needs \d+, the "
-                             r"configuration's scratch_bytes is 512 \(5376 short\)$"),
-    ({"kv_bytes": 4096}, r"^the model does not fit: its KV cache \(bytes\) needs 32768, the configuration's kv_bytes "
-                         r"is 4096 \(28672 short\)$"),
+                             r"weight_words is 1,000 \(24,344 short\)$"),
+    ({"scratch_bytes": 512}, r"^the model does not fit: its activation scratchpad \(bytes\) needs [\d,]+, the "
+                             r"configuration's scratch_bytes is 512 \(5,376 short\)$"),
+    ({"kv_bytes": 4096}, r"^the model does not fit: its KV cache \(bytes\) needs 32,768, the configuration's kv_bytes "
+                         r"is 4,096 \(28,672 short\)$"),
     ({"max_context": 64}, r"^the model does not fit: its context \(positions\) needs 128, the configuration's "
                           r"max_context is 64 \(64 short\)$"),
-    ({"param_words": 100}, r"^the model does not fit: its parameter memory \(32-bit words\) needs \d+, the "
-                           r"configuration's param_words is 100 \(5343 short\)$"),
+    ({"param_words": 100}, r"^the model does not fit: its parameter memory \(32-bit words\) needs [\d,]+, the "
+                           r"configuration's param_words is 100 \(5,343 short\)$"),
     ({"act_tables": 3}, r"^the model does not fit: its activation table memory \(tables of 256 int8\) needs 4, the "
                         r"configuration's act_tables "
                         r"is 3 \(1 short\)$"),

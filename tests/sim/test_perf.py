@@ -300,7 +300,7 @@ def test_bad_hardware_is_rejected(change, match):
 
 
 def test_a_model_that_fits_nowhere_is_an_error():
-    with pytest.raises(HardwareError, match=r"^llama-3-70b needs 70.6 GB of weights .* more than every memory "
+    with pytest.raises(HardwareError, match=r"^llama-3-70b needs 70\.55 GB of weights .* more than every memory "
                                             r"level of tpu-v1 \(ddr3 8\.59 GB\)$"):
         estimate("llama-3-70b", load_hardware("tpu-v1"))
 
@@ -327,6 +327,23 @@ def test_cli_text_and_json():
     assert result.exit_code == 0 and "tokens/s" in result.stdout and "<- binding" in result.stdout
     data = json.loads(invoke("--model", "golden/data/demo", "--hw", "demo", "--json").stdout)
     assert data["tokens_per_s"] > 0 and max(data["shares"].values()) <= 1
+
+
+def _performance_doc_examples():
+    """docs/performance.md's "Examples (real output)": each `$ lockstep ...` line and what follows it."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "performance.md").read_text(encoding="utf-8")
+    block = text.split("## Examples (real output)\n\n```\n", 1)[1].split("```\n", 1)[0]
+    parts = re.split(r"^\$ lockstep (.*)\n", block, flags=re.M)[1:]
+    return [(args.split(), printed.rstrip("\n")) for args, printed in zip(parts[::2], parts[1::2], strict=True)]
+
+
+@pytest.mark.parametrize(("args", "printed"), _performance_doc_examples(), ids=lambda x: " ".join(x)[:50])
+def test_performance_doc_shows_what_estimate_prints(args, printed):
+    """The samples are the command's own output, numbers by the one rule: no exponent, units with SI prefixes."""
+    assert args[0] == "estimate"
+    result = invoke(*args[1:])
+    assert (result.stdout + result.stderr).rstrip("\n") == printed
+    assert not re.search(r"\de[+-]\d", printed)
 
 
 # --- the decode sweep kind ------------------------------------------------------------------------
@@ -367,7 +384,7 @@ def test_decode_sweep_rows_hold_the_estimate(tmp_path):
                                                                 r"llama-2-70b, llama-3-8b, llama-3-70b, "
                                                                 r"llama-3\.1-70b\), not 'gpt5'$"),
     ({"array_rows": [8], "array_cols": [8], "model": ["llama-2-7b"], "weight_memory_bytes": [1000000]},
-     r"^spec: llama-2-7b fits no design point of the spec \(1 tried; e.g. llama-2-7b needs 6.74 GB of weights "
+     r"^spec: llama-2-7b fits no design point of the spec \(1 tried; e.g. llama-2-7b needs 6.738 GB of weights "
      r"\(int8\), "
      r"more than every memory level of sweep point \(weight memory 1 MB\)\)$"),
     ({"array_rows": [8], "array_cols": [8], "context": [5000]}, r"^spec: point \{'array_rows': 8, 'array_cols': 8, "
@@ -392,7 +409,7 @@ def test_the_kv_cache_counts_against_the_memory_that_holds_it():
     e = estimate("llama-2-7b", hw, batch=16)
     # 32 layers x 2048 positions x 32 KV heads x 128 x (K, V) x 2 bytes x 16 sequences
     assert e.kv_bytes_per_chip == 32 * 2048 * 32 * 128 * 2 * 2 * 16 and e.kv_placed
-    with pytest.raises(HardwareError, match=r"^llama-2-7b needs 13.5 GB of weights \(16-bit\) and 34.4 GB of KV "
+    with pytest.raises(HardwareError, match=r"^llama-2-7b needs 13\.48 GB of weights \(16-bit\) and 34\.36 GB of KV "
                                             r"cache \(context 2048, batch 32\), more than every memory level of a100 "
                                             r"\(hbm2 40 GB\)$"):
         estimate("llama-2-7b", hw, batch=32)
@@ -451,7 +468,7 @@ def test_points_that_do_not_fit_are_left_out_and_counted(tmp_path):
                                                     "model": ["gpt2", "llama-2-7b"],
                                                     "weight_memory_bytes": [200_000_000, 10_000_000_000]}})
     assert spec.skipped == 1 and len(spec.points) == 3
-    assert "llama-2-7b needs 6.74 GB of weights (int8)" in spec.skip_reasons[0]
+    assert "llama-2-7b needs 6.738 GB of weights (int8)" in spec.skip_reasons[0]
     assert {(p["model"], p["weight_memory_bytes"]) for p in spec.points} == {
         ("gpt2", 200_000_000), ("gpt2", 10_000_000_000), ("llama-2-7b", 10_000_000_000)}
 
@@ -489,7 +506,7 @@ def test_a_sweep_over_a_multi_chip_preset_is_the_estimate_of_each_point(tmp_path
     ({"preset": ["groq-lpu"], "weight_bytes": [3]}, r"weight_bytes must be 1 \(int8\) or 2"),
     ({"preset": ["a100"], "model": ["llama-2-70b"]}, r"^s\.toml: llama-2-70b fits no design point of the spec \(1 "
                                                      r"tried; e\.g\. llama-2-70b needs 138 GB of weights \(16-bit\) "
-                                                     r"and 671 MB of KV cache \(context 2048, batch 1\), more than "
+                                                     r"and 671\.1 MB of KV cache \(context 2048, batch 1\), more than "
                                                      r"every memory level of a100 \(hbm2 40 GB\)\)$"),
     ({"preset": ["groq-lpu"], "tp_link_latency_ns": [-1]},
      r"^s\.toml: parameter tp_link_latency_ns must be non-negative, not -1$"),

@@ -131,7 +131,7 @@ def test_a_disagreement_of_the_rtl_fails_the_sweep_command(tmp_path):
      "parameter array_rows range is empty: low 9 > high 4"),
     ('kind = "decode"\n[params]\narray_rows = [8]\narray_cols = [8]\nmodel = ["llama-3-70b"]\n'
      'weight_memory_bytes = [1000000000]\n',
-     "llama-3-70b fits no design point of the spec (1 tried; e.g. llama-3-70b needs 70.6 GB of weights (int8), "
+     "llama-3-70b fits no design point of the spec (1 tried; e.g. llama-3-70b needs 70.55 GB of weights (int8), "
      "more than every memory level of sweep point (weight memory 1 GB))"),
 ])
 def test_the_sweep_command_refuses_bad_specs_in_one_line(tmp_path, spec, message):
@@ -150,7 +150,7 @@ def test_the_sweep_command_says_which_points_it_left_out(tmp_path):
     out = subprocess.run([LOCKSTEP, "sweep", str(path), "--quiet"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == ("1 design points left out: their model does not fit their memory (e.g. "
-                                          "llama-2-7b needs 6.74 GB of weights (int8), more than every memory level "
+                                          "llama-2-7b needs 6.738 GB of weights (int8), more than every memory level "
                                           "of sweep point (weight memory 200 MB))")
     assert len(read_rows(tmp_path / "spec.sqlite")) == 3
 
