@@ -126,6 +126,11 @@ def friendly(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # The reader of the output went away (`lockstep sweep-table DB | head`): not an error of
+            # ours. Quiet, with the status a shell gives a process SIGPIPE ended (128 + 13).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(128 + signal.SIGPIPE) from None
         except (LockstepError, OSError) as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(message) from None

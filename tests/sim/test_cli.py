@@ -341,3 +341,16 @@ def test_errors_under_json_are_one_json_object_on_stderr(args, status, message):
     out = subprocess.run([LOCKSTEP, *args], capture_output=True, text=True, timeout=300)
     assert out.returncode == status and out.stdout == ""
     assert [json.loads(line) for line in out.stderr.splitlines()] == [{"error": message}]
+
+
+def test_a_reader_that_goes_away_is_not_an_error():
+    """`lockstep presets | head -1`: the pipe's reader leaves early; lockstep stops quietly with the
+    status a shell gives a process SIGPIPE ended (141), no 'Broken pipe' error line."""
+    proc = subprocess.Popen(f"'{LOCKSTEP}' presets | head -1", shell=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, executable="/bin/bash")
+    out, err = proc.communicate(timeout=300)
+    assert out.startswith("design") and len(out.splitlines()) == 1
+    assert err == ""
+    status = subprocess.run(f"'{LOCKSTEP}' presets | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}", shell=True,
+                            capture_output=True, text=True, executable="/bin/bash", timeout=300)
+    assert status.stdout.strip() == "141" and status.stderr == ""
