@@ -493,7 +493,7 @@ def _sweep_overrides(spec: str, hw: str | None, settings) -> dict:
     import tomllib
 
     from ..design import parse_setting
-    from ..perf.sweep import read_text
+    from ..perf.model import read_text
 
     overrides = {}
     if hw is not None:
