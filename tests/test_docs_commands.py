@@ -71,7 +71,8 @@ def test_every_docs_command_parses(where, args, error):
 
 
 def _runnable(args) -> bool:
-    return "--port" not in args and "--dask" not in args
+    """Not a board (--port), a cluster (--dask) or a placeholder path of the reader's own (path/to/...)."""
+    return "--port" not in args and "--dask" not in args and not any("path/to/" in a for a in args)
 
 
 @pytest.mark.slow
