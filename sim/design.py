@@ -86,11 +86,6 @@ class Design:
                              f"the RTL builds: {', '.join(rtl_design_names())})")
         return self.config
 
-    @property
-    def weight_memory_bytes(self) -> float:
-        """Capacity of the first memory level (the chip's weight memory for an RTL design)."""
-        return self.hardware.memories[0].capacity_bytes
-
     def as_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "rtl": self.rtl, "not_rtl": self.not_rtl,
                 "settings": list(self.settings), "config": self.config.as_dict() if self.config else None,
