@@ -8,15 +8,20 @@ Dataflow (R rows x C columns of processing elements, all moving together on one 
 * PE(i, j) holds two int8 weights (bank 0 and bank 1). Every activation beat carries the bank
   it multiplies with, so a new tile can be loaded into the idle bank while the current one
   computes, and the switch moves through the array with the data.
-* A weight beat is one row of a tile (C int8 values). Column ``j`` of the row is written ``j``
-  steps after the beat is accepted, the same skew the activations have; that is what lets the
-  next tile's load start right after the last activation of the tile before it, with no bubble.
+* A weight beat is G rows of a tile (G * C int8 values, G = ``rows_per_beat``, dividing R): a tile
+  is R / G beats. The first R / G - 1 beats of a tile wait in staging registers; the beat that
+  completes the tile *fires* it into the array. Row ``i`` of a fired tile is written ``i`` steps
+  after the fire and column ``j`` ``j`` steps later still: PE(i, j) gets its weight in step
+  ``f + i + j``, the same wavefront the activations have. That is what lets the next tile fire the
+  step after the last activation of the tile before it in that bank, with no bubble, and at G = R
+  lets a whole tile enter every step.
 * Partial sums leaving the bottom are de-skewed so that one output beat holds all C int32
   sums of one activation row, ``R + C`` steps after that row entered (``Config.array_latency``).
 
 Flow control: the whole array advances when its output is empty or taken (``en``). A weight
-beat is accepted only while its bank is free (the tile before in that bank has had its last
-activation accepted); an activation beat only while its bank holds a complete tile. So weights
+beat that completes a tile is accepted only while its bank is free (the tile before in that bank
+has had its last activation accepted; the other beats only fill the staging registers); an
+activation beat only while its bank holds a complete tile (from the step after the fire). So weights
 and activations may arrive with any gaps and the output may be back-pressured at will: the
 results do not change, only the timing.
 """
@@ -33,8 +38,9 @@ from .config import MAX_BUILD_ARRAY, check_positive_int, checked_constructor
 __all__ = ["ProcessingElement", "SystolicArray", "act_layout", "sum_layout", "weight_layout"]
 
 
-def weight_layout(cols: int) -> data.ArrayLayout:
-    return data.ArrayLayout(signed(8), cols)
+def weight_layout(cols: int, rows: int = 1) -> data.ArrayLayout:
+    """A weight beat: ``rows`` tile rows of ``cols`` int8, row ``r`` column ``j`` at ``r * cols + j``."""
+    return data.ArrayLayout(signed(8), rows * cols)
 
 
 def act_layout(rows: int) -> data.StructLayout:
@@ -91,8 +97,9 @@ class SystolicArray(wiring.Component):
 
     Ports
     -----
-    weights : In(stream of C int8)
-        Tile rows, R beats per tile, row 0 first. Tiles alternate between the two weight banks.
+    weights : In(stream of G * C int8)
+        G tile rows a beat (``rows_per_beat``, dividing R), R / G beats per tile, rows 0 .. G - 1
+        first. Tiles alternate between the two weight banks.
     acts : In(stream of {data: R int8, last})
         Activation rows for the most recently completed tile; ``last`` marks the final row of
         that tile, after which the next tile's weights are used.
@@ -105,14 +112,17 @@ class SystolicArray(wiring.Component):
     """
 
     @checked_constructor
-    def __init__(self, *, rows: int, cols: int):
+    def __init__(self, *, rows: int, cols: int, rows_per_beat: int = 1):
         self.rows = check_positive_int("array rows", rows)
         self.cols = check_positive_int("array cols", cols)
         for name, value in (("rows", rows), ("cols", cols)):
             if value > MAX_BUILD_ARRAY:
                 raise InputError(f"array {name} must be at most {MAX_BUILD_ARRAY} to build, not {value}")
+        self.rows_per_beat = check_positive_int("array rows_per_beat", rows_per_beat)
+        if rows % rows_per_beat:
+            raise InputError(f"array rows_per_beat must divide the array's rows ({rows}), not {rows_per_beat}")
         super().__init__({
-            "weights": In(stream.Signature(weight_layout(cols))),
+            "weights": In(stream.Signature(weight_layout(cols, rows_per_beat))),
             "acts": In(stream.Signature(act_layout(rows))),
             "sums": Out(stream.Signature(sum_layout(cols))),
         })
@@ -131,36 +141,38 @@ class SystolicArray(wiring.Component):
         last = [Signal(name=f"last{k}") for k in range(L)]
         m.d.comb += en.eq(~valid[-1] | self.sums.ready)
 
-        # Bank bookkeeping: which bank the next weight row / activation goes to, which hold a tile.
+        # Bank bookkeeping: which bank the next tile / activation goes to, which banks hold a tile.
+        G = self.rows_per_beat
+        beats = R // G
         wbank = Signal()
         abank = Signal()
-        wrow = Signal(range(R))
+        wbeat = Signal(range(beats))
         loaded = Signal(2)
 
-        w_fire = Signal()
+        completes = Signal()             # the offered beat is its tile's last
+        w_take = Signal()
+        w_fire = Signal()                # a whole tile enters the array this step
         a_fire = Signal()
         m.d.comb += [
-            self.weights.ready.eq(en & ~loaded.bit_select(wbank, 1)),
+            completes.eq(wbeat == beats - 1),
+            self.weights.ready.eq(en & (~completes | ~loaded.bit_select(wbank, 1))),
             self.acts.ready.eq(en & loaded.bit_select(abank, 1)),
-            w_fire.eq(self.weights.valid & self.weights.ready),
+            w_take.eq(self.weights.valid & self.weights.ready),
+            w_fire.eq(w_take & completes),
             a_fire.eq(self.acts.valid & self.acts.ready),
         ]
-        w_last_row = Signal()
         a_last = Signal()
-        m.d.comb += [
-            w_last_row.eq(w_fire & (wrow == R - 1)),
-            a_last.eq(a_fire & self.acts.payload.last),
-        ]
+        m.d.comb += a_last.eq(a_fire & self.acts.payload.last)
+        with m.If(w_take):
+            m.d.sync += wbeat.eq(Mux(completes, 0, wbeat + 1))
         with m.If(w_fire):
-            m.d.sync += wrow.eq(Mux(wrow == R - 1, 0, wrow + 1))
-        with m.If(w_last_row):
             m.d.sync += wbank.eq(~wbank)
         with m.If(a_last):
             m.d.sync += abank.eq(~abank)
         set_mask = Signal(2)
         clr_mask = Signal(2)
         m.d.comb += [
-            set_mask.eq(Cat(w_last_row & (wbank == 0), w_last_row & (wbank == 1))),
+            set_mask.eq(Cat(w_fire & (wbank == 0), w_fire & (wbank == 1))),
             clr_mask.eq(Cat(a_last & (abank == 0), a_last & (abank == 1))),
         ]
         m.d.sync += loaded.eq((loaded | set_mask) & ~clr_mask)
@@ -184,24 +196,42 @@ class SystolicArray(wiring.Component):
             lane_a.append(regs_a[-1])
             lane_bank.append(regs_b[-1])
 
-        # Weight write skew: column j is written j steps after its row was accepted.
-        # Stage 0 is the accepted beat itself (written at the end of that step).
-        w_we = [w_fire]
-        w_row = [wrow]
-        w_bank = [wbank]
-        w_data = [[self.weights.payload[j] for j in range(C)]]
-        for k in range(1, C):
-            we_k = Signal(name=f"wskew_we{k}")
-            row_k = Signal(range(R), name=f"wskew_row{k}")
-            bank_k = Signal(name=f"wskew_bank{k}")
-            data_k = [Signal(signed(8), name=f"wskew{k}_{j}") for j in range(k, C)]
-            with m.If(en):
-                m.d.sync += [we_k.eq(w_we[-1]), row_k.eq(w_row[-1]), bank_k.eq(w_bank[-1])]
-                m.d.sync += [d.eq(p) for d, p in zip(data_k, w_data[-1][1:], strict=True)]
-            w_we.append(we_k)
-            w_row.append(row_k)
-            w_bank.append(bank_k)
-            w_data.append(data_k)
+        # Staging: the first R / G - 1 beats of a tile wait here; the beat that completes the tile
+        # is used as it arrives.
+        stage = [Signal(8 * G * C, name=f"wstage{b}") for b in range(beats - 1)]
+        for b, reg in enumerate(stage):
+            with m.If(w_take & (wbeat == b)):
+                m.d.sync += reg.eq(self.weights.payload)
+        tile_bits = Cat(*stage, self.weights.payload.as_value())
+
+        # Weight write wavefront: row i of a fired tile waits i steps, then column j of it is written
+        # j steps later (stage 0 of each chain is written at the end of the step it is reached).
+        w_we, w_bank, w_data = [], [], []
+        for i in range(R):
+            we = w_fire
+            bank = wbank
+            row = [tile_bits[8 * (i * C + j):8 * (i * C + j + 1)].as_signed() for j in range(C)]
+            for k in range(i):
+                we_k = Signal(name=f"wrow{i}_we{k}")
+                bank_k = Signal(name=f"wrow{i}_bank{k}")
+                row_k = [Signal(signed(8), name=f"wrow{i}_{k}_{j}") for j in range(C)]
+                with m.If(en):
+                    m.d.sync += [we_k.eq(we), bank_k.eq(bank)] + [d.eq(p) for d, p in zip(row_k, row, strict=True)]
+                we, bank, row = we_k, bank_k, row_k
+            chain_we, chain_bank, chain_data = [we], [bank], [row]
+            for k in range(1, C):
+                we_k = Signal(name=f"wskew{i}_we{k}")
+                bank_k = Signal(name=f"wskew{i}_bank{k}")
+                data_k = [Signal(signed(8), name=f"wskew{i}_{k}_{j}") for j in range(k, C)]
+                with m.If(en):
+                    m.d.sync += [we_k.eq(chain_we[-1]), bank_k.eq(chain_bank[-1])]
+                    m.d.sync += [d.eq(p) for d, p in zip(data_k, chain_data[-1][1:], strict=True)]
+                chain_we.append(we_k)
+                chain_bank.append(bank_k)
+                chain_data.append(data_k)
+            w_we.append(chain_we)
+            w_bank.append(chain_bank)
+            w_data.append(chain_data)
 
         # The grid.
         pes = [[ProcessingElement() for _ in range(C)] for _ in range(R)]
@@ -214,9 +244,9 @@ class SystolicArray(wiring.Component):
                     pe.a_in.eq(lane_a[i] if j == 0 else pes[i][j - 1].a_out),
                     pe.bank_in.eq(lane_bank[i] if j == 0 else pes[i][j - 1].bank_out),
                     pe.psum_in.eq(0 if i == 0 else pes[i - 1][j].psum_out),
-                    pe.w_we.eq(w_we[j] & (w_row[j] == i)),
-                    pe.w_bank.eq(w_bank[j]),
-                    pe.w_data.eq(w_data[j][0]),
+                    pe.w_we.eq(w_we[i][j]),
+                    pe.w_bank.eq(w_bank[i][j]),
+                    pe.w_data.eq(w_data[i][j][0]),
                 ]
 
         # Output de-skew: column j passes C - 1 - j more registers.

@@ -74,6 +74,12 @@ class Config:
         dimension of one weight tile, C the output (N) dimension.
     weight_words:
         Depth of the weight memory, in words of ``array_cols`` int8 values (one tile row each).
+    weight_rows_per_cycle:
+        The machine balance: rows of a weight tile the weight path delivers a cycle, G (1, today's
+        one-word port, up to ``array_rows``: a whole R x C tile a cycle). The weight memory is G
+        banks of ``weight_words / G`` words each (word ``w`` in bank ``w % G`` at ``w // G``), read
+        at one address together, so the RTL really reads G * C bytes a cycle; a tile loads in R / G
+        cycles. G must divide ``array_rows`` and ``weight_words``.
     act_words:
         Depth of the activation memory, in words of ``array_rows`` int8 values.
     result_words:
@@ -105,6 +111,7 @@ class Config:
     array_rows: int = 4
     array_cols: int = 4
     weight_words: int = 1024
+    weight_rows_per_cycle: int = 1
     act_words: int = 256
     result_words: int = 256
     max_m: int = 16
@@ -134,6 +141,12 @@ class Config:
         if self.weight_words < self.array_rows:
             raise InputError(f"weight_words must hold at least one tile of {self.array_rows} rows, "
                              f"not {self.weight_words}")
+        g = self.weight_rows_per_cycle
+        if g > self.array_rows or self.array_rows % g:
+            raise InputError(f"weight_rows_per_cycle must divide array_rows ({self.array_rows}), not {g}")
+        if self.weight_words % g:
+            raise InputError(f"weight_words must be a multiple of weight_rows_per_cycle ({g}): the weight "
+                             f"memory is {g} banks of equal depth, not {self.weight_words}")
 
     def check_buildable(self) -> None:
         """Raise ValueError if the RTL cannot be built for this configuration (the cycle model can
@@ -143,6 +156,16 @@ class Config:
                 raise InputError(f"array {name} must be at most {MAX_BUILD_ARRAY} to build, not {value}")
 
     # --- derived sizes -------------------------------------------------------------------------
+    @property
+    def weight_bank_words(self) -> int:
+        """Depth of each of the ``weight_rows_per_cycle`` weight banks, in words of ``array_cols`` int8."""
+        return self.weight_words // self.weight_rows_per_cycle
+
+    @property
+    def weight_port_bytes(self) -> int:
+        """Bytes the weight path delivers a cycle: ``weight_rows_per_cycle * array_cols``."""
+        return self.weight_rows_per_cycle * self.array_cols
+
     @property
     def acc_bits(self) -> int:
         """Width of every accumulator and partial sum."""
@@ -182,7 +205,8 @@ class Config:
         return STEP_CYCLE_BITS
 
     def describe(self) -> str:
-        return (f"{self.array_rows}x{self.array_cols} array, {self.weight_words:,} weight words, "
+        rows = f", {self.weight_rows_per_cycle} weight rows a cycle" if self.weight_rows_per_cycle > 1 else ""
+        return (f"{self.array_rows}x{self.array_cols} array{rows}, {self.weight_words:,} weight words, "
                 f"{self.act_words:,} activation words, {self.result_words:,} result words, "
                 f"max_m {self.max_m}, {self.clock_hz / 1e6:g} MHz")
 
@@ -238,7 +262,9 @@ def chip_config(chip: dict, *, source: str = "[chip]") -> Config:
             raise InputError(f"{source}: give weight_words or weight_memory_bytes, not both")
         check_positive_int(f"{source} weight_memory_bytes", capacity)
         cols = check_positive_int(f"{source} array_cols", values.get("array_cols", DEFAULT.array_cols))
-        values["weight_words"] = max(1, capacity // cols)
+        banks = values.get("weight_rows_per_cycle", DEFAULT.weight_rows_per_cycle)
+        banks = banks if isinstance(banks, int) and banks > 0 else 1   # Config names a bad value
+        values["weight_words"] = max(banks, capacity // cols // banks * banks)
     return Config.from_dict(values, source=source)
 
 

@@ -283,11 +283,13 @@ async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None)
             "run_seconds": run_seconds}
 
 
-async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, gaps: float = 0.0,
+async def run_array_stream(bus, rows: int, cols: int, a, w, *, rows_per_beat: int = 1, seed: int = 0,
+                           gaps: float = 0.0,
                            stall: float = 0.0, max_idle: int | None = None,
                            withhold_weights: bool = False) -> dict:
     """Drive a bare :class:`hdl.array.SystolicArray` through its streams: an M x K x N GEMM,
-    tiled by the host, partial sums of each K tile added by the host.
+    tiled by the host, partial sums of each K tile added by the host. A weight beat carries
+    ``rows_per_beat`` tile rows (the array's own parameter).
 
     ``gaps`` is the chance a driver holds its valid low in a cycle, ``stall`` the chance the
     monitor holds ready low: random idle cycles and backpressure. Returns ``{"out": M x N
@@ -311,7 +313,8 @@ async def run_array_stream(bus, rows: int, cols: int, a, w, *, seed: int = 0, ga
     for nt in range(nt_n):
         for kt in range(kt_n):
             tile = wp[kt * rows:(kt + 1) * rows, nt * cols:(nt + 1) * cols]
-            wq += [pack_lanes(tile[r], 8) for r in range(rows)]
+            g = rows_per_beat
+            wq += [pack_lanes(tile[r:r + g].reshape(-1), 8) for r in range(0, rows, g)]
             aq += [pack_lanes(ap[row, kt * rows:(kt + 1) * rows], 8) | ((row == M - 1) << (8 * rows))
                    for row in range(M)]
             expect_tiles.append((nt, kt))

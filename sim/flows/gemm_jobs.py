@@ -46,6 +46,8 @@ class ArrayStreamJob(TypedDict):
     rows: int
     #: The array's columns (its design parameter).
     cols: int
+    #: Tile rows a weight beat carries (the array's design parameter, dividing ``rows``; default 1).
+    rows_per_beat: NotRequired[int]
     #: The activations, ``m`` rows of ``k`` int8 values.
     a: list[list[int]]
     #: The weights, ``k`` rows of ``n`` int8 values.
@@ -67,7 +69,7 @@ def gemm_unit(params):
 
 
 def array(params):
-    return SystolicArray(rows=params["rows"], cols=params["cols"])
+    return SystolicArray(rows=params["rows"], cols=params["cols"], rows_per_beat=params.get("rows_per_beat", 1))
 
 
 def check_gemm_job(job: GemmUnitJob):
@@ -90,7 +92,8 @@ async def gemm_unit_flow(bus, job: GemmUnitJob) -> dict:
 
 
 async def array_stream_flow(bus, job: ArrayStreamJob) -> dict:
-    return await run_array_stream(bus, job["rows"], job["cols"], job["a"], job["w"], seed=job.get("seed", 0),
+    return await run_array_stream(bus, job["rows"], job["cols"], job["a"], job["w"],
+                                  rows_per_beat=job.get("rows_per_beat", 1), seed=job.get("seed", 0),
                                   gaps=job.get("gaps", 0.0), stall=job.get("stall", 0.0),
                                   max_idle=job.get("max_idle"),
                                   withhold_weights=job.get("withhold_weights", False))

@@ -161,7 +161,8 @@ def compile_model(model, config) -> Compiled:
             ins = make(opcode, src0=src(op.inputs[0]), dst=scratch(op.output, op.width), length=op.width, param=base)
         elif kind == "gemm":
             k, n = p.weight.shape
-            wbase = weights.add(weight_tiles(p.weight, R, C), align=C) // C
+            # a GEMM's tiles start on a bank row: its G-row beats are one address of the G weight banks
+            wbase = weights.add(weight_tiles(p.weight, R, C), align=C * config.weight_rows_per_cycle) // C
             flags = GemmFlags(0)
             if p.bias is not None:
                 flags |= GemmFlags.BIAS

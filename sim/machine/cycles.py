@@ -56,13 +56,15 @@ class GemmCycles:
 
 
 def tile_load_cycles(config, weight_bytes_per_cycle: float | None = None) -> int:
-    """Cycles to load one R x C weight tile: R at the weight port's full width (C bytes a cycle),
-    more when the memory behind it delivers fewer bytes a cycle (external memory, a shared bus).
+    """Cycles to load one R x C weight tile: R / G at the weight path's full width (G =
+    ``weight_rows_per_cycle`` rows of C bytes a cycle), more when the memory behind it delivers fewer
+    bytes a cycle (external memory, a shared bus).
 
     Only the full-width case runs on the RTL; narrower ports are the performance model's."""
     R, C = config.array_rows, config.array_cols
-    if weight_bytes_per_cycle is None or weight_bytes_per_cycle >= C:
-        return R
+    port = config.weight_port_bytes
+    if weight_bytes_per_cycle is None or weight_bytes_per_cycle >= port:
+        return R // config.weight_rows_per_cycle
     if weight_bytes_per_cycle <= 0:
         raise InputError(f"weight_bytes_per_cycle must be positive, not {weight_bytes_per_cycle}")
     return math.ceil(R * C / weight_bytes_per_cycle)
@@ -98,10 +100,11 @@ def array_stream_cycles(config, m: int, k: int, n: int) -> int:
 
 
 def gemm_lower_bound(config, m: int, k: int, n: int) -> int:
-    """The larger of the compute bound (padded MACs / (R*C)) and the weight-load bound (R per tile)."""
+    """The larger of the compute bound (padded MACs / (R*C)) and the weight-load bound (R / G per
+    tile at G = ``weight_rows_per_cycle``)."""
     R, C = config.array_rows, config.array_cols
     tiles = ceil_div(k, R) * ceil_div(n, C)
-    return max(tiles * m, tiles * R)
+    return max(tiles * m, tiles * (R // config.weight_rows_per_cycle))
 
 
 # --- attention unit ------------------------------------------------------------------------------
@@ -385,5 +388,6 @@ def decode_step_cycles(ops, model_config, config, *, position: int,
                       weight_bytes_per_cycle=weight_bytes_per_cycle)
         out.append(OpCycles(c.op, op.output, c.cycles, c.macs, c.weight_bytes, c.unit_min))
         widths[op.output] = op.width
-    wbpc = float(weight_bytes_per_cycle or config.array_cols)
-    return DecodeCycles(tuple(out), config.array_rows, config.array_cols, min(wbpc, config.array_cols))
+    port = config.weight_port_bytes
+    wbpc = float(weight_bytes_per_cycle or port)
+    return DecodeCycles(tuple(out), config.array_rows, config.array_cols, min(wbpc, port))

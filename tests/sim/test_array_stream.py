@@ -1,5 +1,7 @@
 """The bare systolic array through its valid/ready streams, with random gaps and backpressure."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -13,10 +15,13 @@ from ..conftest import SIMULATORS
 SIZES = {"verilator": (6, 13, 11), "icarus": (3, 9, 6), "amaranth": (4, 9, 7)}
 
 
+@pytest.mark.parametrize("rows_per_beat", ["1", "2", "R"])
 @pytest.mark.parametrize("traffic", ["steady", "backpressure"])
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_array_streams_are_bit_exact(simulator, config, traffic):
+def test_array_streams_are_bit_exact(simulator, config, traffic, rows_per_beat):
     R, C = config.array_rows, config.array_cols
+    G = R if rows_per_beat == "R" else int(rows_per_beat)
+    config = dataclasses.replace(config, weight_rows_per_cycle=G)
     m, k, n = SIZES[simulator]
     rng = np.random.default_rng(R * 10 + C + (traffic == "backpressure"))
     a = rng.integers(-128, 128, (m, k))
@@ -24,8 +29,8 @@ def test_array_streams_are_bit_exact(simulator, config, traffic):
     a[0, :], w[:, 0] = -128, -128  # the extremes
     a[-1, :], w[:, -1] = 127, 127
     gaps, stall = (0.3, 0.4) if traffic == "backpressure" else (0.0, 0.0)
-    result = run(simulator, "array", {"rows": R, "cols": C}, "array_stream",
-                 {"rows": R, "cols": C, "a": a.tolist(), "w": w.tolist(), "seed": 5, "gaps": gaps,
+    result = run(simulator, "array", {"rows": R, "cols": C, "rows_per_beat": G}, "array_stream",
+                 {"rows": R, "cols": C, "rows_per_beat": G, "a": a.tolist(), "w": w.tolist(), "seed": 5, "gaps": gaps,
                   "stall": stall})
     assert np.array_equal(np.array(result["out"]), gemm_int8(a, w))
     # Each tile's raw sums (before the host adds tiles up) equal the golden tile product.
