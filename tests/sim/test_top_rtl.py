@@ -168,9 +168,11 @@ def test_tiny_models_generate_the_integer_models_tokens_on_verilator(name):
         assert step["cycles"] == predicted.total
 
 
-def test_tiny_model_step_by_step_on_verilator():
-    """Scratchpad, logits and per-instruction cycles after each of several steps (incl. a late position)."""
-    compiled = tiny("gpt2")
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_tiny_model_step_by_step_on_verilator(rows):
+    """Scratchpad, logits and per-instruction cycles after each of several steps (incl. a late position),
+    with the weight path delivering 1, 2 and R (4) tile rows a cycle."""
+    compiled = tiny("gpt2", rows)
     steps = [(3, 0), (9, 1), (30, 2), (4, 47)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
