@@ -3,7 +3,8 @@ attention units, and a host port.
 
 The host loads the program, the weights, the parameters, the RoPE table and the activation
 tables once per run through the host port, then runs one decode step per ``start``: the
-sequencer fetches, decodes and runs one instruction at a time (:mod:`hdl.isa`) until ``HALT``,
+sequencer decodes and runs one instruction at a time (:mod:`hdl.isa`; each fetched one ahead, in
+no cycle of its own) until ``HALT``,
 with the semantics of :class:`sim.machine.isa_sim.IsaMachine` bit for bit, and raises ``done`` with the
 argmax token in ``next_token`` and the step's cycles in ``cycles``. docs/top.md describes every
 micro-sequence and its cycle count; :func:`sim.machine.cycles.op_cycles` predicts them exactly.
@@ -25,8 +26,8 @@ scratch   V int8                      ``scratch_bytes / V``
 logits    V x int32                   ``ceil(logits_words / V)``
 K, V      ``head_dim`` int8 (one row) ``kv_bytes / (2 * head_dim)``; row ``(layer * n_kv_heads
                                       + kv head) * max_context + position``
-trace     32 bits                     ``program_words``: the cycles each instruction of the last
-                                      step took
+trace     2 x 32 bits                 ``program_words``: each instruction of the last step's
+                                      start cycle in the step (high half) and cycles (low)
 act       int8 (one table entry)      ``act_tables * 256`` (in the vector unit): entry ``table *
                                       256 + x + 128``
 ========  ==========================  ===========================================================
@@ -35,7 +36,8 @@ Control: ``token``, ``position``, ``n_kv_heads`` and ``group`` (query heads per 
 sampled when ``start`` is high and the top level is idle. ``busy`` is high from the next cycle
 until ``done`` rises; ``done`` stays high until the next ``start``. ``cycles`` is the sum of the
 cycles of every instruction of the step except ``HALT``; instruction ``i`` took ``trace[i]``
-cycles, counted from its fetch to its last cycle, both included.
+cycles, counted from its decode to its last cycle, both included, and started in cycle
+``start[i]`` of the step (the sum of the instructions' cycles before it).
 
 Host port: ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of memory
 ``host_mem`` (PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or
@@ -99,17 +101,16 @@ class TopMem(enum.Enum, shape=unsigned(3)):
 
 class _S(enum.Enum, shape=unsigned(4)):
     IDLE = 0
-    FETCH = 1
-    DECODE = 2
-    EMBED = 3
-    GEMM = 4
-    VCMD = 5
-    VRUN = 6
-    KVW = 7
-    AQ = 8
-    ASTART = 9
-    ARUN = 10
-    AOUT = 11
+    DECODE = 1
+    EMBED = 2
+    GEMM = 3
+    VCMD = 4
+    VRUN = 5
+    KVW = 6
+    AQ = 7
+    ASTART = 8
+    ARUN = 9
+    AOUT = 10
 
 
 class _Bundle:
@@ -272,7 +273,10 @@ class DecodeTop(wiring.Component):
             return (x + (V - 1)) >> lg
 
         # --- default port settings ---------------------------------------------------------------
-        m.d.comb += [prog_r.addr.eq(pc), prog_r.en.eq(1), wm.ren.eq(1), p1.en.eq(1), p2.en.eq(1),
+        # The program memory is read one instruction ahead (issue is pipelined): address 0 while idle,
+        # pc + 1 in an instruction's last cycle, so the next instruction is decoded in the cycle after it.
+        m.d.comb += [prog_r.addr.eq(Mux(state == _S.IDLE, 0, Mux(fin, pc + 1, pc))), prog_r.en.eq(1),
+                     wm.ren.eq(1), p1.en.eq(1), p2.en.eq(1),
                      sa.en.eq(1), sb.en.eq(1), l_r.en.eq(1), k_r.en.eq(1), v_r.en.eq(1), q_r.en.eq(1),
                      o_r.en.eq(1), vec.out.ready.eq(1), att.out.ready.eq(1)]
 
@@ -280,16 +284,16 @@ class DecodeTop(wiring.Component):
 
         # --- start, fetch, decode, halt --------------------------------------------------------
         with m.If((state == _S.IDLE) & self.start):
-            m.d.sync += [state.eq(_S.FETCH), pc.eq(0), step_cyc.eq(0), self.done.eq(0),
+            m.d.sync += [state.eq(_S.DECODE), pc.eq(0), step_cyc.eq(0), ins_cyc.eq(0), self.done.eq(0),
                          tok.eq(self.token), pos.eq(self.position), n_kv.eq(self.n_kv_heads),
                          group.eq(self.group), n_heads.eq(self.n_kv_heads * self.group)]
-        with m.If(state == _S.FETCH):
-            m.d.sync += [state.eq(_S.DECODE), ins_cyc.eq(1)]
-        with m.Elif(running):
+        with m.If(running):
             m.d.sync += ins_cyc.eq(ins_cyc + 1)
-        m.d.comb += [t_w.addr.eq(pc), t_w.data.eq(ins_cyc + 1), t_w.en.eq(fin)]
+        # The trace word of an instruction: its start cycle in the step (high half) and its cycles.
+        m.d.comb += [t_w.addr.eq(pc), t_w.data.eq(Cat((ins_cyc + 1)[:UNIT_CYCLE_BITS], step_cyc[:UNIT_CYCLE_BITS])),
+                     t_w.en.eq(fin)]
         with m.If(fin):
-            m.d.sync += [state.eq(_S.FETCH), pc.eq(pc + 1), step_cyc.eq(step_cyc + ins_cyc + 1)]
+            m.d.sync += [state.eq(_S.DECODE), pc.eq(pc + 1), ins_cyc.eq(0), step_cyc.eq(step_cyc + ins_cyc + 1)]
 
         # Registers the micro-sequences share.
         s_addr = Signal(16)              # scratchpad read address, port A (src0)
@@ -335,7 +339,7 @@ class DecodeTop(wiring.Component):
         m.submodules.vmem = vmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
         m.submodules.qbuf = qbuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
         m.submodules.obuf = obuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
-        m.submodules.trace = trace = memory.Memory(shape=unsigned(UNIT_CYCLE_BITS), depth=c.program_words, init=[])
+        m.submodules.trace = trace = memory.Memory(shape=unsigned(2 * UNIT_CYCLE_BITS), depth=c.program_words, init=[])
 
         prog_w, prog_r = prog.write_port(), prog.read_port()
         p_w, p1, p2, p_h = pmem.write_port(), pmem.read_port(), pmem.read_port(), pmem.read_port()
