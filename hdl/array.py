@@ -146,7 +146,8 @@ class SystolicArray(wiring.Component):
         beats = R // G
         wbank = Signal()
         abank = Signal()
-        wbeat = Signal(range(beats))
+        # which beat of its tile the offered one is (no counter when one beat is a whole tile)
+        wbeat = Signal(range(beats)) if beats > 1 else 0
         loaded = Signal(2)
 
         completes = Signal()             # the offered beat is its tile's last
@@ -154,7 +155,7 @@ class SystolicArray(wiring.Component):
         w_fire = Signal()                # a whole tile enters the array this step
         a_fire = Signal()
         m.d.comb += [
-            completes.eq(wbeat == beats - 1),
+            completes.eq(wbeat == beats - 1) if beats > 1 else completes.eq(1),
             self.weights.ready.eq(en & (~completes | ~loaded.bit_select(wbank, 1))),
             self.acts.ready.eq(en & loaded.bit_select(abank, 1)),
             w_take.eq(self.weights.valid & self.weights.ready),
@@ -163,8 +164,9 @@ class SystolicArray(wiring.Component):
         ]
         a_last = Signal()
         m.d.comb += a_last.eq(a_fire & self.acts.payload.last)
-        with m.If(w_take):
-            m.d.sync += wbeat.eq(Mux(completes, 0, wbeat + 1))
+        if beats > 1:
+            with m.If(w_take):
+                m.d.sync += wbeat.eq(Mux(completes, 0, wbeat + 1))
         with m.If(w_fire):
             m.d.sync += wbank.eq(~wbank)
         with m.If(a_last):

@@ -16,6 +16,14 @@ def test_generated_verilog_is_lint_clean(kind, shape):
     assert report.findings == []
 
 
+@pytest.mark.parametrize("rows_per_beat", [2, 8])
+def test_the_array_with_wide_weight_beats_is_lint_clean(rows_per_beat):
+    """G = 2 stages a beat of each tile; G = R (8) fires every beat, with no beat counter at all."""
+    params = {"rows": 8, "cols": 4, "rows_per_beat": rows_per_beat}
+    report = lint_verilog(verilog_for(design_for("array", params), "array"), "array")
+    assert report.findings == []
+
+
 def _top_params():
     from sim.flows.decode import top_params
     from tests.sim.tiny_models import tiny
