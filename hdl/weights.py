@@ -43,7 +43,7 @@ class WeightMemory(wiring.Component):
             "wdata": In(width),
             "raddr": In(range(depth)),
             "ren": In(1),
-            "rsel": In(range(banks)),
+            "rsel": In(range(max(banks, 2))),    # one bit at least: no zero-width port at G = 1
             "row": Out(width * banks),
             "word": Out(width),
         })
@@ -52,9 +52,10 @@ class WeightMemory(wiring.Component):
         m = Module()
         G = self.banks
         lg = G.bit_length() - 1
-        sel = Signal(range(G))
-        with m.If(self.ren):
-            m.d.sync += sel.eq(self.rsel)
+        sel = Signal(range(max(G, 2)))
+        if G > 1:
+            with m.If(self.ren):
+                m.d.sync += sel.eq(self.rsel)
         for b in range(G):
             mem = memory.Memory(shape=unsigned(self.width), depth=self.depth, init=[])
             m.submodules[f"bank{b}"] = mem
