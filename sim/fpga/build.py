@@ -158,7 +158,7 @@ class BuildPlan:
     clocks_per_bit: int
     max_payload: int
     multipliers: int
-    memories: dict            # name -> {"width", "depth", "blocks"}
+    memories: dict            # name -> {"width", "depth", "blocks"} (+ "banks": equal memories, gemm)
     bram_blocks: int
     register_bits: int        # memories with a combinational read port live in logic
     design: str = "gemm"      # "gemm": the GEMM engine; "decode": the decode accelerator
@@ -205,7 +205,9 @@ def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256
 
     Counted exactly: one multiplier per processing element (an int8 x int8 product fits one
     18x18 multiplier or one SB_MAC16) plus the GEMM unit's tile-count product, and block RAMs per
-    memory (weights, activations, results, the link's frame buffer) from the block's shapes.
+    memory (weights, activations, results, the link's frame buffer) from the block's shapes. The
+    weights are ``weight_rows_per_cycle`` (G) banks, each a memory of ``weight_bank_words`` words of
+    ``8 * array_cols`` bits (entry ``"banks"``: G; ``"blocks"``: all G banks together).
     Logic cells are not estimated: nextpnr reports an overflow of those (see :func:`build`).
     """
     b = _board(board)
@@ -214,12 +216,13 @@ def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256
     cpb = clocks_per_bit(clock, baud)
     c = config
     shapes = {
-        "weights": (8 * c.array_cols, c.weight_words),
-        "activations": (8 * c.array_rows, c.act_words),
-        "results": (c.acc_bits * c.array_cols, c.result_words),
-        "link buffer": (8, max_payload),
+        "weights": (8 * c.array_cols, c.weight_bank_words, c.weight_rows_per_cycle),
+        "activations": (8 * c.array_rows, c.act_words, 1),
+        "results": (c.acc_bits * c.array_cols, c.result_words, 1),
+        "link buffer": (8, max_payload, 1),
     }
-    memories = {name: {"width": w, "depth": d, "blocks": memory_blocks(b, w, d)} for name, (w, d) in shapes.items()}
+    memories = {name: {"width": w, "depth": d, "banks": n, "blocks": n * memory_blocks(b, w, d)}
+                for name, (w, d, n) in shapes.items()}
     plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=cpb, max_payload=max_payload, clock_hz=clock,
                      multipliers=c.array_rows * c.array_cols + FEEDER_MULTIPLIERS, memories=memories,
                      bram_blocks=sum(m["blocks"] for m in memories.values()),
