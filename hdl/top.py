@@ -3,7 +3,8 @@ attention units, and a host port.
 
 The host loads the program, the weights, the parameters, the RoPE table and the activation
 tables once per run through the host port, then runs one decode step per ``start``: the
-sequencer fetches, decodes and runs one instruction at a time (:mod:`hdl.isa`) until ``HALT``,
+sequencer decodes and runs one instruction at a time (:mod:`hdl.isa`; each fetched one ahead, in
+no cycle of its own) until ``HALT``,
 with the semantics of :class:`sim.machine.isa_sim.IsaMachine` bit for bit, and raises ``done`` with the
 argmax token in ``next_token`` and the step's cycles in ``cycles``. docs/top.md describes every
 micro-sequence and its cycle count; :func:`sim.machine.cycles.op_cycles` predicts them exactly.
@@ -18,14 +19,15 @@ Memories (word = what one address holds):
 memory    word                        depth
 ========  ==========================  ===========================================================
 program   one instruction (136 bits)  ``program_words``
-weights   V int8                      ``weight_words``
+weights   V int8                      ``weight_words``, in G = ``weight_rows_per_cycle`` banks
+                                      (:class:`hdl.weights.WeightMemory`)
 params    V x 32 bits                 ``ceil(param_words / V)``
 scratch   V int8                      ``scratch_bytes / V``
 logits    V x int32                   ``ceil(logits_words / V)``
 K, V      ``head_dim`` int8 (one row) ``kv_bytes / (2 * head_dim)``; row ``(layer * n_kv_heads
                                       + kv head) * max_context + position``
-trace     32 bits                     ``program_words``: the cycles each instruction of the last
-                                      step took
+trace     2 x 32 bits                 ``program_words``: each instruction of the last step's
+                                      start cycle in the step (high half) and cycles (low)
 act       int8 (one table entry)      ``act_tables * 256`` (in the vector unit): entry ``table *
                                       256 + x + 128``
 ========  ==========================  ===========================================================
@@ -34,7 +36,8 @@ Control: ``token``, ``position``, ``n_kv_heads`` and ``group`` (query heads per 
 sampled when ``start`` is high and the top level is idle. ``busy`` is high from the next cycle
 until ``done`` rises; ``done`` stays high until the next ``start``. ``cycles`` is the sum of the
 cycles of every instruction of the step except ``HALT``; instruction ``i`` took ``trace[i]``
-cycles, counted from its fetch to its last cycle, both included.
+cycles, counted from its decode to its last cycle, both included, and started in cycle
+``start[i]`` of the step (the sum of the instructions' cycles before it).
 
 Host port: ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of memory
 ``host_mem`` (PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or
@@ -67,6 +70,7 @@ from .isa import (
     scalar_index,
 )
 from .vector import VectorOp, VectorTable, VectorUnit
+from .weights import WeightMemory
 
 __all__ = ["DecodeTop", "GemmPath", "TopMem", "check_top_config"]
 
@@ -97,17 +101,16 @@ class TopMem(enum.Enum, shape=unsigned(3)):
 
 class _S(enum.Enum, shape=unsigned(4)):
     IDLE = 0
-    FETCH = 1
-    DECODE = 2
-    EMBED = 3
-    GEMM = 4
-    VCMD = 5
-    VRUN = 6
-    KVW = 7
-    AQ = 8
-    ASTART = 9
-    ARUN = 10
-    AOUT = 11
+    DECODE = 1
+    EMBED = 2
+    GEMM = 3
+    VCMD = 4
+    VRUN = 5
+    KVW = 6
+    AQ = 7
+    ASTART = 8
+    ARUN = 9
+    AOUT = 10
 
 
 class _Bundle:
@@ -190,6 +193,11 @@ class DecodeTop(wiring.Component):
         return max(self.config.scratch_bytes, self.config.logits_words)
 
     @property
+    def _bank_bits(self) -> int:
+        """log2 of the weight banks (G, a power of two: it divides V)."""
+        return self.config.weight_rows_per_cycle.bit_length() - 1
+
+    @property
     def param_depth(self) -> int:
         return ceil_div(self.config.param_words, self.lanes)
 
@@ -232,12 +240,12 @@ class DecodeTop(wiring.Component):
         CTX = c.max_context
 
         mp = self._memories(m)
-        prog_r, w_r, p1, p2, sa, sb = mp.prog_r, mp.w_r, mp.p1, mp.p2, mp.sa, mp.sb
+        prog_r, wm, p1, p2, sa, sb = mp.prog_r, mp.wm, mp.p1, mp.p2, mp.sa, mp.sb
         l_r, k_r, v_r, q_r, o_r, t_w = mp.l_r, mp.k_r, mp.v_r, mp.q_r, mp.o_r, mp.t_w
         s_w = mp.s_w
 
         # --- units ---------------------------------------------------------------------------
-        m.submodules.array = array = SystolicArray(rows=V, cols=V)
+        m.submodules.array = array = SystolicArray(rows=V, cols=V, rows_per_beat=c.weight_rows_per_cycle)
         m.submodules.vec = vec = VectorUnit(lanes=V, max_length=self.max_length,
                                             max_norm_length=self.max_norm_length, max_head_dim=HD,
                                             max_context=CTX, act_tables=c.act_tables)
@@ -265,7 +273,10 @@ class DecodeTop(wiring.Component):
             return (x + (V - 1)) >> lg
 
         # --- default port settings ---------------------------------------------------------------
-        m.d.comb += [prog_r.addr.eq(pc), prog_r.en.eq(1), w_r.en.eq(1), p1.en.eq(1), p2.en.eq(1),
+        # The program memory is read one instruction ahead (issue is pipelined): address 0 while idle,
+        # pc + 1 in an instruction's last cycle, so the next instruction is decoded in the cycle after it.
+        m.d.comb += [prog_r.addr.eq(Mux(state == _S.IDLE, 0, Mux(fin, pc + 1, pc))), prog_r.en.eq(1),
+                     wm.ren.eq(1), p1.en.eq(1), p2.en.eq(1),
                      sa.en.eq(1), sb.en.eq(1), l_r.en.eq(1), k_r.en.eq(1), v_r.en.eq(1), q_r.en.eq(1),
                      o_r.en.eq(1), vec.out.ready.eq(1), att.out.ready.eq(1)]
 
@@ -273,16 +284,16 @@ class DecodeTop(wiring.Component):
 
         # --- start, fetch, decode, halt --------------------------------------------------------
         with m.If((state == _S.IDLE) & self.start):
-            m.d.sync += [state.eq(_S.FETCH), pc.eq(0), step_cyc.eq(0), self.done.eq(0),
+            m.d.sync += [state.eq(_S.DECODE), pc.eq(0), step_cyc.eq(0), ins_cyc.eq(0), self.done.eq(0),
                          tok.eq(self.token), pos.eq(self.position), n_kv.eq(self.n_kv_heads),
                          group.eq(self.group), n_heads.eq(self.n_kv_heads * self.group)]
-        with m.If(state == _S.FETCH):
-            m.d.sync += [state.eq(_S.DECODE), ins_cyc.eq(1)]
-        with m.Elif(running):
+        with m.If(running):
             m.d.sync += ins_cyc.eq(ins_cyc + 1)
-        m.d.comb += [t_w.addr.eq(pc), t_w.data.eq(ins_cyc + 1), t_w.en.eq(fin)]
+        # The trace word of an instruction: its start cycle in the step (high half) and its cycles.
+        m.d.comb += [t_w.addr.eq(pc), t_w.data.eq(Cat((ins_cyc + 1)[:UNIT_CYCLE_BITS], step_cyc[:UNIT_CYCLE_BITS])),
+                     t_w.en.eq(fin)]
         with m.If(fin):
-            m.d.sync += [state.eq(_S.FETCH), pc.eq(pc + 1), step_cyc.eq(step_cyc + ins_cyc + 1)]
+            m.d.sync += [state.eq(_S.DECODE), pc.eq(pc + 1), ins_cyc.eq(0), step_cyc.eq(step_cyc + ins_cyc + 1)]
 
         # Registers the micro-sequences share.
         s_addr = Signal(16)              # scratchpad read address, port A (src0)
@@ -302,7 +313,8 @@ class DecodeTop(wiring.Component):
 
         # --- EMBED: copy ``count`` weight words to the scratchpad, one a cycle -------------------
         with m.If(state == _S.EMBED):
-            m.d.comb += [w_r.addr.eq(e_addr), s_w.addr.eq(d_addr), s_w.data.eq(w_r.data), s_w.en.eq(1),
+            m.d.comb += [wm.raddr.eq(e_addr >> self._bank_bits), wm.rsel.eq(e_addr), s_w.addr.eq(d_addr),
+                         s_w.data.eq(wm.word), s_w.en.eq(1),
                          fin.eq(left == 1)]
             m.d.sync += [e_addr.eq(e_addr + 1), d_addr.eq(d_addr + 1), left.eq(left - 1)]
 
@@ -319,7 +331,7 @@ class DecodeTop(wiring.Component):
         HD = self.head_dim
         # --- memories -----------------------------------------------------------------------
         m.submodules.prog = prog = memory.Memory(shape=unsigned(INSTRUCTION_BITS), depth=c.program_words, init=[])
-        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8 * V), depth=c.weight_words, init=[])
+        m.submodules.wmem = wm = WeightMemory(width=8 * V, depth=c.weight_bank_words, banks=c.weight_rows_per_cycle)
         m.submodules.pmem = pmem = memory.Memory(shape=unsigned(32 * V), depth=self.param_depth, init=[])
         m.submodules.smem = smem = memory.Memory(shape=unsigned(8 * V), depth=self.scratch_depth, init=[])
         m.submodules.lmem = lmem = memory.Memory(shape=unsigned(32 * V), depth=self.logits_depth, init=[])
@@ -327,10 +339,9 @@ class DecodeTop(wiring.Component):
         m.submodules.vmem = vmem = memory.Memory(shape=unsigned(8 * HD), depth=self.kv_rows, init=[])
         m.submodules.qbuf = qbuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
         m.submodules.obuf = obuf = memory.Memory(shape=unsigned(8 * HD), depth=self.max_heads, init=[])
-        m.submodules.trace = trace = memory.Memory(shape=unsigned(UNIT_CYCLE_BITS), depth=c.program_words, init=[])
+        m.submodules.trace = trace = memory.Memory(shape=unsigned(2 * UNIT_CYCLE_BITS), depth=c.program_words, init=[])
 
         prog_w, prog_r = prog.write_port(), prog.read_port()
-        w_w, w_r = wmem.write_port(), wmem.read_port()
         p_w, p1, p2, p_h = pmem.write_port(), pmem.read_port(), pmem.read_port(), pmem.read_port()
         s_w, sa, sb, s_h = smem.write_port(), smem.read_port(), smem.read_port(), smem.read_port()
         l_w, l_r, l_h = lmem.write_port(), lmem.read_port(), lmem.read_port()
@@ -340,18 +351,18 @@ class DecodeTop(wiring.Component):
         o_w, o_r = obuf.write_port(), obuf.read_port()
         t_w, t_h = trace.write_port(), trace.read_port()
 
-        return _Bundle(prog_w=prog_w, prog_r=prog_r, w_w=w_w, w_r=w_r, p_w=p_w, p1=p1, p2=p2, p_h=p_h, s_w=s_w, sa=sa,
+        return _Bundle(prog_w=prog_w, prog_r=prog_r, wm=wm, p_w=p_w, p1=p1, p2=p2, p_h=p_h, s_w=s_w, sa=sa,
                        sb=sb, s_h=s_h, l_w=l_w, l_r=l_r, l_h=l_h, k_w=k_w, k_r=k_r, v_w=v_w, v_r=v_r, q_w=q_w,
                        q_r=q_r, o_w=o_w, o_r=o_r, t_w=t_w, t_h=t_h)
 
     def _host_port(self, m, mp, vec, running):
         """Host writes to the memories and the vector unit's tables (idle only); host reads."""
-        prog_w, w_w, p_w, s_w, s_h, l_h, t_h, p_h = mp.prog_w, mp.w_w, mp.p_w, mp.s_w, mp.s_h, mp.l_h, mp.t_h, mp.p_h
+        prog_w, wm, p_w, s_w, s_h, l_h, t_h, p_h = mp.prog_w, mp.wm, mp.p_w, mp.s_w, mp.s_h, mp.l_h, mp.t_h, mp.p_h
         hw = self.host_we & ~running
         hm = self.host_mem
         m.d.comb += [
             prog_w.addr.eq(self.host_addr), prog_w.data.eq(self.host_wdata), prog_w.en.eq(hw & (hm == TopMem.PROGRAM)),
-            w_w.addr.eq(self.host_addr), w_w.data.eq(self.host_wdata), w_w.en.eq(hw & (hm == TopMem.WEIGHTS)),
+            wm.waddr.eq(self.host_addr), wm.wdata.eq(self.host_wdata), wm.we.eq(hw & (hm == TopMem.WEIGHTS)),
             p_w.addr.eq(self.host_addr), p_w.data.eq(self.host_wdata), p_w.en.eq(hw & (hm == TopMem.PARAMS)),
             s_h.addr.eq(self.host_addr), l_h.addr.eq(self.host_addr), t_h.addr.eq(self.host_addr),
             p_h.addr.eq(self.host_addr),
@@ -374,7 +385,7 @@ class DecodeTop(wiring.Component):
         state, raw, ins, tok, pos, n_kv, n_heads = seq.state, seq.raw, seq.ins, seq.tok, seq.pos, seq.n_kv, seq.n_heads
         s_addr, b_addr, d_addr, idx, left = seq.s_addr, seq.b_addr, seq.d_addr, seq.idx, seq.left
         e_addr, kv_row = seq.e_addr, seq.kv_row
-        sa, sb, p1, p2, w_r = mp.sa, mp.sb, mp.p1, mp.p2, mp.w_r
+        sa, sb, p1, p2, wm = mp.sa, mp.sb, mp.p1, mp.p2, mp.wm
         rop = raw.opcode
         # Decoded fields of the raw instruction (valid in DECODE).
         r_nw = words(raw.length)
@@ -382,10 +393,12 @@ class DecodeTop(wiring.Component):
         r_scal = Mux(rop == Opcode.RMSNORM, _plus(r_pw, _RMS.scalar_word(r_nw)),
                      Mux(rop == Opcode.LAYERNORM, _plus(r_pw, _LN.scalar_word(r_nw)), r_pw))
         embed_row = Mux(raw.flags & EmbedFlags.BY_POSITION.value, pos, tok)
+        embed_word = Signal(range(self.config.weight_words + 1))
+        m.d.comb += embed_word.eq(raw.weight + embed_row * raw.count)
         with m.If(state == _S.DECODE):
             m.d.comb += [sa.addr.eq(raw.src0 >> lg), sb.addr.eq(raw.src1 >> lg), p1.addr.eq(r_scal),
                          p2.addr.eq(r_scal + 1 if V < _MAX_SCALARS else r_scal),
-                         w_r.addr.eq(raw.weight + embed_row * raw.count)]
+                         wm.raddr.eq(embed_word >> self._bank_bits), wm.rsel.eq(embed_word)]
             m.d.sync += [ins.eq(raw), s_addr.eq((raw.src0 >> lg) + 1), b_addr.eq((raw.src1 >> lg) + 1),
                          d_addr.eq(raw.dst >> lg), idx.eq(0)]
             with m.Switch(rop):
@@ -393,7 +406,7 @@ class DecodeTop(wiring.Component):
                     m.d.sync += [state.eq(_S.IDLE), self.done.eq(1)]
                 with m.Case(Opcode.EMBED):
                     m.d.sync += [state.eq(_S.EMBED), left.eq(raw.count),
-                                 e_addr.eq(raw.weight + embed_row * raw.count + 1)]
+                                 e_addr.eq(embed_word + 1)]
                 with m.Case(Opcode.GEMM):
                     m.d.sync += state.eq(_S.GEMM)
                 with m.Case(Opcode.KV_WRITE):
@@ -525,15 +538,17 @@ class DecodeTop(wiring.Component):
 
     def _gemm(self, m, seq, mp, array):
         state, fin = seq.state, seq.fin
-        w_r, sa, p1, p2, s_w, l_w = mp.w_r, mp.sa, mp.p1, mp.p2, mp.s_w, mp.l_w
-        m.submodules.gemm = g = GemmPath(lanes=self.lanes, weight_words=self.config.weight_words)
+        wm, sa, p1, p2, s_w, l_w = mp.wm, mp.sa, mp.p1, mp.p2, mp.s_w, mp.l_w
+        c = self.config
+        m.submodules.gemm = g = GemmPath(lanes=self.lanes, weight_words=c.weight_words,
+                                         rows_per_beat=c.weight_rows_per_cycle)
         wiring.connect(m, g.weights, array.weights)
         wiring.connect(m, g.acts, array.acts)
         wiring.connect(m, array.sums, g.sums)
         m.d.comb += [g.decode.eq(state == _S.DECODE), g.run.eq(state == _S.GEMM), g.raw.eq(seq.raw), g.ins.eq(seq.ins),
-                     g.w_data.eq(w_r.data), g.a_data.eq(sa.data), g.bias_data.eq(p1.data), g.ms_data.eq(p2.data)]
+                     g.w_data.eq(wm.row), g.a_data.eq(sa.data), g.bias_data.eq(p1.data), g.ms_data.eq(p2.data)]
         with m.If(state == _S.GEMM):
-            m.d.comb += [w_r.addr.eq(g.w_addr), w_r.en.eq(g.w_en), sa.addr.eq(g.a_addr), sa.en.eq(g.a_en),
+            m.d.comb += [wm.raddr.eq(g.w_addr), wm.ren.eq(g.w_en), sa.addr.eq(g.a_addr), sa.en.eq(g.a_en),
                          p1.addr.eq(g.bias_addr), p2.addr.eq(g.ms_addr)]
         with m.If(g.s_we):
             m.d.comb += [s_w.addr.eq(g.s_addr), s_w.data.eq(g.s_data), s_w.en.eq(1)]
@@ -661,7 +676,8 @@ class GemmPath(wiring.Component):
     reduction tiles, the bias and the requantizing write-back (docs/top.md, "GEMM").
 
     Parameters (keyword-only): ``lanes`` (V: the array is V x V, a word is V lanes), ``weight_words``
-    (the weight memory's depth).
+    (the weight memory's depth in words), ``rows_per_beat`` (G: the weight memory's banks; a beat
+    is one bank row, G tile rows).
 
     Ports
     -----
@@ -669,7 +685,8 @@ class GemmPath(wiring.Component):
     and addresses), ``run`` (the sequencer is in its GEMM state), ``raw`` (the instruction being
     decoded), ``ins`` (the running instruction: its flags). ``weights``, ``acts`` (out) and ``sums``
     (in): the streams of :class:`hdl.array.SystolicArray`. Memory reads, each data one cycle after its
-    address: ``w_addr``/``w_en``/``w_data`` (weights), ``a_addr``/``a_en``/``a_data`` (the scratchpad),
+    address: ``w_addr``/``w_en``/``w_data`` (a bank row of the weights: G words),
+    ``a_addr``/``a_en``/``a_data`` (the scratchpad),
     ``bias_addr``/``bias_data`` and ``ms_addr``/``ms_data`` (the parameter memory's two ports); the
     addresses count only while ``run`` is high. Writes: ``s_we``/``s_addr``/``s_data`` (a requantized
     word to the scratchpad), ``l_we``/``l_addr``/``l_data`` (an int32 word to the logits buffer).
@@ -677,21 +694,24 @@ class GemmPath(wiring.Component):
     """
 
     @checked_constructor
-    def __init__(self, *, lanes: int, weight_words: int):
+    def __init__(self, *, lanes: int, weight_words: int, rows_per_beat: int = 1):
         self.lanes = check_positive_int("GEMM path lanes", lanes)
         self.weight_words = check_positive_int("GEMM path weight_words", weight_words)
+        self.rows_per_beat = G = check_positive_int("GEMM path rows_per_beat", rows_per_beat)
+        if lanes % G or G & (G - 1):
+            raise InputError(f"GEMM path rows_per_beat must be a power of two dividing lanes ({lanes}), not {G}")
         V = lanes
         super().__init__({
             "decode": In(1),
             "run": In(1),
             "raw": In(instruction_layout()),
             "ins": In(instruction_layout()),
-            "weights": Out(stream.Signature(weight_layout(V))),
+            "weights": Out(stream.Signature(weight_layout(V, G))),
             "acts": Out(stream.Signature(act_layout(V))),
             "sums": In(stream.Signature(sum_layout(V))),
-            "w_addr": Out(range(weight_words + 1)),
+            "w_addr": Out(range(weight_words // G + 1)),
             "w_en": Out(1),
-            "w_data": In(8 * V),
+            "w_data": In(8 * V * G),
             "a_addr": Out(17),
             "a_en": Out(1),
             "a_data": In(8 * V),
@@ -720,7 +740,9 @@ class GemmPath(wiring.Component):
         kt = Signal(16)
         nt = Signal(16)
         wf_valid = Signal()
-        wf_addr = Signal(range(self.weight_words + 1))
+        G = self.rows_per_beat
+        lg_g = G.bit_length() - 1
+        wf_addr = Signal(range(self.weight_words // G + 1))
         wf_left = Signal(32)
         af_valid = Signal()
         af_more = Signal()
@@ -737,8 +759,9 @@ class GemmPath(wiring.Component):
         with m.If(self.decode & (raw.opcode == Opcode.GEMM)):
             r_kt = words(raw.length)
             r_nt = words(raw.count)
-            m.d.sync += [kt.eq(r_kt), nt.eq(r_nt), wf_valid.eq(0), wf_addr.eq(raw.weight),
-                         wf_left.eq(r_kt * r_nt * V), af_valid.eq(0), af_more.eq(1), af_kt.eq(0), af_nt.eq(0),
+            m.d.sync += [kt.eq(r_kt), nt.eq(r_nt), wf_valid.eq(0), wf_addr.eq(raw.weight >> lg_g),
+                         wf_left.eq((r_kt * r_nt) << (lg - lg_g)), af_valid.eq(0), af_more.eq(1), af_kt.eq(0),
+                         af_nt.eq(0),
                          src.eq(raw.src0 >> lg), s_kt.eq(0), s_nt.eq(0), dst.eq(raw.dst >> lg),
                          bias_base.eq(_plus(raw.param >> lg, _GEMM.channel_word("bias", r_nt, all_flags))),
                          # the multiplier part follows the bias part when the instruction has one

@@ -16,7 +16,7 @@ from golden.errors import InputError
 from golden.greedy import GreedyDecode, check_prompt
 from golden.numerics import ceil_div
 from golden.tables import rope_tables
-from hdl.config import Config
+from hdl.config import UNIT_CYCLE_BITS, Config
 from hdl.top import DecodeTop, TopMem, check_top_config
 from hdl.vector import rope_word_layout
 
@@ -156,7 +156,7 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
     memories.update(trace=TopMem.TRACE.value, scratch=TopMem.SCRATCH.value, logits=TopMem.LOGITS.value)
     job: DecodeJob = {"params": params, "images": images(compiled), "memories": memories,
                       "n_kv_heads": mc.n_kv_heads, "group": mc.n_heads // mc.n_kv_heads, "trace": trace,
-                      "readback": readback or {}}
+                      "trace_bits": UNIT_CYCLE_BITS, "readback": readback or {}}
     if steps is not None:
         job["steps"] = [[int(t), int(p)] for t, p in steps]
         positions = [p for _, p in job["steps"]]

@@ -94,8 +94,10 @@ class DecodeJob(TypedDict):
     predicted: NotRequired[dict[str, int]]
     #: Watchdog cycles per position (keys as in ``predicted``), instead of the prediction's.
     budgets: NotRequired[dict[str, int]]
-    #: Read every step's per-instruction cycles.
+    #: Read every step's per-instruction cycles and start cycles.
     trace: NotRequired[bool]
+    #: Width of a trace word's cycles half (its start cycle is the half above): ``hdl.config.UNIT_CYCLE_BITS``.
+    trace_bits: NotRequired[int]
     #: Memories read after every step.
     readback: NotRequired[DecodeReadback]
     #: A file to which one JSON line per finished step is appended (the host shows tokens as they come).
@@ -133,7 +135,8 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
 
     Returns ``{"steps": [{"position", "token_in", "token_out", "cycles" (the RTL counter), "edges"
     (clock edges from the start edge to done), "seconds" (wall), "cpu_seconds" (the process's CPU
-    time), "trace"?, "scratch"?, "logits"?}],
+    time), "trace"? (each instruction's cycles), "starts"? (each one's start cycle in the step),
+    "scratch"?, "logits"?}],
     "load_seconds", "load_words"}``. Raises WatchdogError when ``done`` does not rise within a step's
     budget.
     """
@@ -187,7 +190,10 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
         if window and "steps" in window and position == window["steps"][1]:
             bus.dump_window(0, 0)
         if job.get("trace"):
-            out["trace"] = await _read(bus, mems["trace"], n_program - 1)
+            words = await _read(bus, mems["trace"], n_program - 1)
+            bits = job["trace_bits"]
+            out["trace"] = [w & ((1 << bits) - 1) for w in words]    # cycles of each instruction
+            out["starts"] = [w >> bits for w in words]               # its start cycle in the step
         if readback:
             # Here, not at the top: sim.flows.gemm loads Amaranth and NumPy, which the simulator
             # process otherwise never imports (its start-up); only a readback needs it.

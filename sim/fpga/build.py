@@ -269,7 +269,7 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
         "program": (INSTRUCTION_BITS, c.program_words), "weights": (8 * V, c.weight_words),
         "parameters": (32 * V, top.param_depth), "scratchpad": (8 * V, top.scratch_depth),
         "logits": (32 * V, top.logits_depth), "K cache": (8 * HD, top.kv_rows), "V cache": (8 * HD, top.kv_rows),
-        "trace": (32, c.program_words), "activation tables": (8 * V, c.act_table_entries),
+        "trace": (64, c.program_words), "activation tables": (8 * V, c.act_table_entries),
         "link buffer": (8, max_payload),
     }
     memories = {name: {"width": w, "depth": d, "blocks": memory_blocks(b, w, d)} for name, (w, d) in shapes.items()}

@@ -25,6 +25,7 @@ leaves every ``max(R, M)`` cycles::
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -258,9 +259,12 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 
 # --- decode step: the whole accelerator ----------------------------------------------------------
 # The sequencer of :class:`hdl.top.DecodeTop` runs one instruction at a time, in program order.
-# Every instruction starts with SEQ_ISSUE cycles (fetch: the program memory is read; decode: the
-# instruction is latched and the first operand reads are issued) and ends in the cycle its last
-# result is written; the next fetch follows at once. Per instruction (V = vector_lanes, W =
+# Every instruction starts with SEQ_ISSUE cycles (decode: the instruction, read from the program
+# memory in the cycle before, is latched and the first operand reads are issued) and ends in the
+# cycle its last result is written; the next instruction's decode follows at once (issue is
+# pipelined: the program memory is read one instruction ahead, so fetching costs no cycle).
+# Instruction i starts in cycle sum(cycles[:i]) of the step (DecodeCycles.starts), which the RTL's
+# trace memory records too. Per instruction (V = vector_lanes, W =
 # ceil(length / V), the vector unit's terms from :func:`vector_cycles`, the attention unit's from
 # :func:`attention_cycles`, the GEMM engine's from :func:`gemm_cycles` with M = 1):
 #
@@ -283,7 +287,7 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 __all__ += ["ATTENTION_HANDOFF", "GEMM_OVERLAP", "GEMM_WRITEBACK", "SEQ_ISSUE", "DecodeCycles", "OpCycles",
             "decode_step_cycles", "op_cycles"]
 
-SEQ_ISSUE = 2
+SEQ_ISSUE = 1
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
 GEMM_OVERLAP = 1
 #: The GEMM's output stage: an output tile's sum is requantized and written the cycle after it.
@@ -316,6 +320,11 @@ class DecodeCycles:
     @property
     def total(self) -> int:
         return sum(o.cycles for o in self.ops)
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """Each instruction's start cycle in the step: one instruction at a time, in program order."""
+        return tuple(itertools.accumulate((o.cycles for o in self.ops[:-1]), initial=0)) if self.ops else ()
 
     @property
     def bounds(self) -> dict[str, float]:

@@ -671,8 +671,8 @@ _RTL_ONLY_KEYS = tuple(sorted((set(Config.__dataclass_fields__) | set(CHIP_EXTRA
 def _rtl_weight_memory(chip: dict, source: str) -> list[MemoryLevel]:
     """The first memory level of a design whose [chip] sizes its int8 weight memory (``weight_words``
     or ``weight_memory_bytes``): that memory, ``weight_words`` words of ``array_cols`` int8, read
-    ``weight_rows_per_cycle`` words a cycle (``Config.weight_port_bytes``) (the chip's configuration checked: its error names the key). Empty for any other
-    design (its [[memory]] levels say where weights live)."""
+    ``weight_rows_per_cycle`` words a cycle (``Config.weight_port_bytes``; the chip's configuration
+    checked: its error names the key). Empty for any other design (its [[memory]] levels say where weights live)."""
     if not {"weight_words", "weight_memory_bytes"} & set(chip) or chip.get("weight_bytes", 1) != 1:
         return []
     c = chip_config(chip, source=source)

@@ -60,7 +60,11 @@ def check_steps(compiled, result, steps):
         assert np.array_equal(logits, machine.logits[:logits.size]), f"logits differ at step {position}"
         trace = predicted_trace(compiled, position)
         assert got["trace"] == trace
-        assert got["cycles"] == sum(trace) == got["edges"] - 3   # start edge, HALT's fetch and decode
+        # Start cycles: the RTL's own record (the trace word's high half), against the cycle model's schedule.
+        mc = compiled.model.config
+        schedule = decode_step_cycles(compiled.model.program, mc, compiled.config, position=position)
+        assert got["starts"] == list(schedule.starts[:len(trace)])     # a truncated program runs a prefix
+        assert got["cycles"] == sum(trace) == got["edges"] - 2   # the start edge, HALT's decode
 
 
 def readback(compiled):
@@ -125,16 +129,28 @@ def test_images_and_their_memories_come_from_one_table():
 
 # --- Amaranth's simulator: partial and whole programs, the watchdog --------------------------------
 
-def test_embed_norm_and_gemm_on_amaranth():
-    compiled = truncated(tiny("llama-gqa"), 3)
+#: Weight rows a cycle each simulator runs whole programs at in the fast suite; the rest of {1, 2, R}
+#: run under the slow marker (each case is a separate build and a whole run).
+ROWS = [1, 2, 4]
+FAST_ROWS = {"amaranth": (1,), "icarus": (1, 4)}
+
+
+def rows_cases(simulator):
+    return [r if r in FAST_ROWS[simulator] else pytest.param(r, marks=pytest.mark.slow) for r in ROWS]
+
+
+@pytest.mark.parametrize("rows", ROWS)
+def test_embed_norm_and_gemm_on_amaranth(rows):
+    compiled = truncated(tiny("llama-gqa", rows), 3)
     steps = [(3, 0), (7, 1)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
     check_steps(compiled, run("amaranth", "decode_top", params, "decode_top", job), steps)
 
 
-def test_whole_program_on_amaranth():
-    compiled = tiny("llama-gqa")
+@pytest.mark.parametrize("rows", rows_cases("amaranth"))
+def test_whole_program_on_amaranth(rows):
+    compiled = tiny("llama-gqa", rows)
     steps = [(3, 0), (7, 1)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
@@ -168,9 +184,11 @@ def test_tiny_models_generate_the_integer_models_tokens_on_verilator(name):
         assert step["cycles"] == predicted.total
 
 
-def test_tiny_model_step_by_step_on_verilator():
-    """Scratchpad, logits and per-instruction cycles after each of several steps (incl. a late position)."""
-    compiled = tiny("gpt2")
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_tiny_model_step_by_step_on_verilator(rows):
+    """Scratchpad, logits and per-instruction cycles after each of several steps (incl. a late position),
+    with the weight path delivering 1, 2 and R (4) tile rows a cycle."""
+    compiled = tiny("gpt2", rows)
     steps = [(3, 0), (9, 1), (30, 2), (4, 47)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
@@ -238,8 +256,9 @@ def test_cli_decode_on_verilator():
     assert len(report["generated"]) == 8 and all(c is not None for c in report["measured_cycles"])
 
 
-def test_whole_program_on_icarus():
-    compiled = tiny("gpt2")
+@pytest.mark.parametrize("rows", rows_cases("icarus"))
+def test_whole_program_on_icarus(rows):
+    compiled = tiny("gpt2", rows)
     steps = [(3, 0), (7, 1)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))

@@ -20,7 +20,8 @@ SMALL = replace(PRESETS["4x4"], weight_words=8192, max_context=48, param_words=8
 SMALL_SHARED = {"max_heads": 4, "max_norm_length": 32}   # what top_params gives llama-gqa
 
 
-def tiny(name):
+def tiny(name, weight_rows_per_cycle=1):
+    """The tiny model ``name`` compiled for :data:`SMALL` with ``weight_rows_per_cycle`` weight banks."""
     cfg = TINY[name]
     model = quantize_model(cfg, init_weights(cfg, seed=3, std=0.3), random_calibration(cfg, windows=4, seed=1))
-    return compile_model(model, SMALL)
+    return compile_model(model, replace(SMALL, weight_rows_per_cycle=weight_rows_per_cycle))

@@ -1,0 +1,70 @@
+"""The weight memory: G banks read at one address, so the weight path really delivers G tile rows a cycle.
+
+G = ``Config.weight_rows_per_cycle``. Word ``w`` (``array_cols`` int8, one tile row) lives in bank
+``w % G`` at bank address ``w // G``; a GEMM's tiles start on a bank row (the compiler aligns them),
+so bank row ``a`` holds tile rows ``G * a .. G * a + G - 1`` and one read of every bank is one
+beat of :class:`hdl.array.SystolicArray` with ``rows_per_beat = G``. The host writes one word at a
+time, by its word address; a single word is read back through the same banks (``word``).
+"""
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.errors import InputError
+
+from .config import check_positive_int, checked_constructor
+
+__all__ = ["WeightMemory"]
+
+
+class WeightMemory(wiring.Component):
+    """``banks`` memories of ``depth`` words of ``width`` bits (see the module docstring).
+
+    Ports
+    -----
+    ``we``/``waddr``/``wdata``: write word ``waddr`` (a word address over all banks).
+    ``raddr``/``ren``/``rsel``: read bank row ``raddr`` (when ``ren``); ``row`` holds the ``banks``
+    words of that row one cycle later (bank 0 in the low bits), and ``word`` the one of them that
+    ``rsel`` (a bank index, sampled with the address) named.
+    """
+
+    @checked_constructor
+    def __init__(self, *, width: int, depth: int, banks: int):
+        self.width = check_positive_int("weight memory width", width)
+        self.depth = check_positive_int("weight memory depth", depth)
+        self.banks = check_positive_int("weight memory banks", banks)
+        if banks & (banks - 1):
+            raise InputError(f"weight memory banks must be a power of two, not {banks}")
+        words = depth * banks
+        super().__init__({
+            "we": In(1),
+            "waddr": In(range(words)),
+            "wdata": In(width),
+            "raddr": In(range(depth)),
+            "ren": In(1),
+            "rsel": In(range(banks)),
+            "row": Out(width * banks),
+            "word": Out(width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        G = self.banks
+        lg = G.bit_length() - 1
+        sel = Signal(range(G))
+        with m.If(self.ren):
+            m.d.sync += sel.eq(self.rsel)
+        for b in range(G):
+            mem = memory.Memory(shape=unsigned(self.width), depth=self.depth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            w, r = mem.write_port(), mem.read_port()
+            m.d.comb += [
+                w.addr.eq(self.waddr >> lg), w.data.eq(self.wdata),
+                w.en.eq(self.we & ((self.waddr & (G - 1)) == b) if G > 1 else self.we),
+                r.addr.eq(self.raddr), r.en.eq(self.ren),
+                self.row[b * self.width:(b + 1) * self.width].eq(r.data),
+            ]
+            with m.If(sel == b):
+                m.d.comb += self.word.eq(r.data)
+        return m
