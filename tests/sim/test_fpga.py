@@ -61,6 +61,20 @@ def test_plan_counts_the_weight_banks(rows_per_cycle):
     assert wide.memories["weights"]["blocks"] == rows_per_cycle         # a shallow bank still takes a block
 
 
+def test_decode_plan_counts_the_weight_banks():
+    """The decode accelerator's weight memory (hdl.weights.WeightMemory) is G banks too."""
+    from sim.fpga.build import plan_decode_build
+    from tests.sim.tiny_models import tiny
+
+    ecp5 = BOARDS["ulx3s-85f"]
+    for g in (1, 2, 4):
+        compiled = tiny("gpt2", weight_rows_per_cycle=g)
+        c = compiled.config
+        weights = plan_decode_build("ulx3s-85f", compiled).memories["weights"]
+        assert weights == {"width": 8 * c.array_cols, "depth": c.weight_words // g, "banks": g,
+                           "blocks": g * memory_blocks(ecp5, 8 * c.array_cols, c.weight_words // g)}
+
+
 def test_largest_arrays_that_fit():
     assert plan_build("ulx3s-85f", replace(PRESETS["4x4"], array_rows=12, array_cols=12)).multipliers == 145
     assert plan_build("icebreaker", ICEBREAKER).multipliers == 7
