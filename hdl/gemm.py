@@ -5,12 +5,13 @@ and pulses ``start``; the engine runs the whole GEMM on its own and raises ``don
 results in the result memory and the cycle count in ``cycles``. Memory layouts (which word
 holds which values) are defined once in :mod:`sim.flows.gemm`, which also predicts the cycle count.
 
-Order of work: for each output tile ``nt``, for each reduction tile ``kt``: R weight rows, then
-M activation rows. The weight feeder and activation feeder run independently; the array's own
-flow control interleaves them, so the next tile's weights load while the current tile computes.
+Order of work: for each output tile ``nt``, for each reduction tile ``kt``: R weight rows (R / G
+beats of G rows, G = ``weight_rows_per_cycle``), then M activation rows. The weight feeder and
+activation feeder run independently; the array's own flow control interleaves them, so the next
+tile's weights load while the current tile computes.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -44,6 +45,14 @@ class GemmUnit(wiring.Component):
     ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of memory ``host_mem``
     (WEIGHTS or ACTS). ``host_rdata`` shows result word ``host_addr`` one cycle after the
     address is presented. Writes are meant for idle time; results are valid after ``done``.
+
+    Weight memory
+    -------------
+    G = ``weight_rows_per_cycle`` banks of ``weight_bank_words`` words of C int8: weight word ``w``
+    (the host port's address) lives in bank ``w % G`` at bank address ``w // G``. The weight feeder
+    reads all G banks at one address a cycle and offers the G words as one beat of the array's
+    weight stream (bank ``r`` as the beat's row ``r``): a GEMM's ``nt * kt * R`` weight words
+    leave in ``nt * kt * R / G`` beats, G * C bytes a cycle.
     """
 
     @checked_constructor
@@ -73,8 +82,12 @@ class GemmUnit(wiring.Component):
         c = self.config
         R, C = c.array_rows, c.array_cols
 
-        m.submodules.array = array = SystolicArray(rows=R, cols=C)
-        m.submodules.wmem = wmem = memory.Memory(shape=unsigned(8 * C), depth=c.weight_words, init=[])
+        G = c.weight_rows_per_cycle
+        m.submodules.array = array = SystolicArray(rows=R, cols=C, rows_per_beat=G)
+        wmem = []
+        for bank in range(G):
+            wmem.append(memory.Memory(shape=unsigned(8 * C), depth=c.weight_bank_words, init=[]))
+            m.submodules[f"wmem{bank}" if G > 1 else "wmem"] = wmem[-1]
         m.submodules.amem = amem = memory.Memory(shape=unsigned(8 * R), depth=c.act_words, init=[])
         m.submodules.rmem = rmem = memory.Memory(shape=unsigned(c.acc_bits * C), depth=c.result_words,
                                                  init=[])
@@ -105,13 +118,21 @@ class GemmUnit(wiring.Component):
         return m
 
     def _host_port(self, m, wmem, amem, rmem):
-        """Host writes to the weight and activation memories; host reads of the result memory."""
-        wmem_w = wmem.write_port()
+        """Host writes to the weight banks and the activation memory; host reads of the result memory."""
+        G = len(wmem)
+        if G & (G - 1) == 0:   # a power of two: the bank is the address's low bits, no divider
+            shift = G.bit_length() - 1
+            bank, bank_addr = self.host_addr[:shift], self.host_addr[shift:]
+        else:
+            bank, bank_addr = self.host_addr % G, self.host_addr // G
+        w_we = self.host_we & (self.host_mem == HostMem.WEIGHTS)
+        for i, mem in enumerate(wmem):
+            wmem_w = mem.write_port()
+            m.d.comb += [wmem_w.addr.eq(bank_addr), wmem_w.data.eq(self.host_wdata),
+                         wmem_w.en.eq(w_we & (bank == i) if G > 1 else w_we)]
         amem_w = amem.write_port()
         rmem_r = rmem.read_port()
         m.d.comb += [
-            wmem_w.addr.eq(self.host_addr), wmem_w.data.eq(self.host_wdata),
-            wmem_w.en.eq(self.host_we & (self.host_mem == HostMem.WEIGHTS)),
             amem_w.addr.eq(self.host_addr), amem_w.data.eq(self.host_wdata),
             amem_w.en.eq(self.host_we & (self.host_mem == HostMem.ACTS)),
             rmem_r.addr.eq(self.host_addr),
@@ -119,25 +140,25 @@ class GemmUnit(wiring.Component):
         ]
 
     def _weight_feeder(self, m, wmem, array, launch):
-        """The weight stream: words 0 .. nt*kt*R - 1 of the weight memory, in order."""
+        """The weight stream: bank addresses 0 .. nt*kt*R/G - 1 of all G banks, in order, a beat each."""
         c = self.config
-        R = c.array_rows
-        # The read port's output register is the stream's payload register: it advances exactly
+        beats_per_tile = c.array_rows // c.weight_rows_per_cycle
+        # The read ports' output registers are the stream's payload register: they advance exactly
         # when the beat is taken (or when none is held), so a beat leaves every cycle.
-        wmem_r = wmem.read_port()
-        w_addr = Signal(range(c.weight_words + 1))
-        w_left = Signal(range(c.weight_words + 1))
+        ports = [mem.read_port() for mem in wmem]
+        w_addr = Signal(range(c.weight_bank_words + 1))
+        w_left = Signal(range(c.weight_bank_words + 1))
         w_valid = Signal()
         w_adv = Signal()
         m.d.comb += [
             w_adv.eq(~w_valid | array.weights.ready),
-            wmem_r.en.eq(w_adv),
-            wmem_r.addr.eq(w_addr),
             array.weights.valid.eq(w_valid),
-            array.weights.payload.eq(wmem_r.data),
+            array.weights.payload.eq(Cat(*(port.data for port in ports))),
         ]
+        for port in ports:
+            m.d.comb += [port.en.eq(w_adv), port.addr.eq(w_addr)]
         with m.If(launch):
-            m.d.sync += [w_addr.eq(0), w_left.eq(self.nt * self.kt * R), w_valid.eq(0)]
+            m.d.sync += [w_addr.eq(0), w_left.eq(self.nt * self.kt * beats_per_tile), w_valid.eq(0)]
         with m.Elif(w_adv):
             m.d.sync += w_valid.eq(w_left != 0)
             with m.If(w_left != 0):

@@ -150,6 +150,22 @@ def memory_blocks(board: Board, width: int, depth: int) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in board.bram_shapes)
 
 
+def _memory_plan(board: Board, shapes: dict) -> dict:
+    """``name -> {"width", "depth", "banks", "blocks"}`` from ``name -> (width, depth)`` or ``(width,
+    depth, banks)``: ``banks`` equal memories (the weight banks), each its own block RAMs."""
+    plan = {}
+    for name, (width, depth, *banks) in shapes.items():
+        n = banks[0] if banks else 1
+        plan[name] = {"width": width, "depth": depth, "banks": n, "blocks": n * memory_blocks(board, width, depth)}
+    return plan
+
+
+def _weight_banks(config, width: int) -> tuple[int, int, int]:
+    """The weight memory's shape: ``weight_rows_per_cycle`` banks of ``weight_bank_words`` words of
+    ``width`` bits (:class:`hdl.gemm.GemmUnit`'s and :class:`hdl.weights.WeightMemory`'s layout)."""
+    return width, config.weight_bank_words, config.weight_rows_per_cycle
+
+
 @dataclass(frozen=True)
 class BuildPlan:
     board: Board
@@ -158,7 +174,7 @@ class BuildPlan:
     clocks_per_bit: int
     max_payload: int
     multipliers: int
-    memories: dict            # name -> {"width", "depth", "blocks"}
+    memories: dict            # name -> {"width", "depth", "banks", "blocks"} (banks: equal memories)
     bram_blocks: int
     register_bits: int        # memories with a combinational read port live in logic
     design: str = "gemm"      # "gemm": the GEMM engine; "decode": the decode accelerator
@@ -205,7 +221,10 @@ def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256
 
     Counted exactly: one multiplier per processing element (an int8 x int8 product fits one
     18x18 multiplier or one SB_MAC16) plus the GEMM unit's tile-count product, and block RAMs per
-    memory (weights, activations, results, the link's frame buffer) from the block's shapes.
+    memory (weights, activations, results, the link's frame buffer) from the block's shapes. The
+    weights are ``weight_rows_per_cycle`` (G) banks, each a memory of ``weight_bank_words`` words of
+    ``8 * array_cols`` bits (entry ``"banks"``: G; ``"blocks"``: all G banks together; the decode
+    plan counts its weight banks the same way).
     Logic cells are not estimated: nextpnr reports an overflow of those (see :func:`build`).
     """
     b = _board(board)
@@ -214,12 +233,12 @@ def plan_build(board: str, config, *, baud: int = 115200, max_payload: int = 256
     cpb = clocks_per_bit(clock, baud)
     c = config
     shapes = {
-        "weights": (8 * c.array_cols, c.weight_words),
+        "weights": _weight_banks(c, 8 * c.array_cols),
         "activations": (8 * c.array_rows, c.act_words),
         "results": (c.acc_bits * c.array_cols, c.result_words),
         "link buffer": (8, max_payload),
     }
-    memories = {name: {"width": w, "depth": d, "blocks": memory_blocks(b, w, d)} for name, (w, d) in shapes.items()}
+    memories = _memory_plan(b, shapes)
     plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=cpb, max_payload=max_payload, clock_hz=clock,
                      multipliers=c.array_rows * c.array_cols + FEEDER_MULTIPLIERS, memories=memories,
                      bram_blocks=sum(m["blocks"] for m in memories.values()),
@@ -263,13 +282,13 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
     top._MustUse__silence = True  # built only for its sizes, never elaborated
     V, HD = top.lanes, top.head_dim
     shapes = {
-        "program": (INSTRUCTION_BITS, c.program_words), "weights": (8 * V, c.weight_words),
+        "program": (INSTRUCTION_BITS, c.program_words), "weights": _weight_banks(c, 8 * V),
         "parameters": (32 * V, top.param_depth), "scratchpad": (8 * V, top.scratch_depth),
         "logits": (32 * V, top.logits_depth), "K cache": (8 * HD, top.kv_rows), "V cache": (8 * HD, top.kv_rows),
         "trace": (64, c.program_words), "activation tables": (8 * V, c.act_table_entries),
         "link buffer": (8, max_payload),
     }
-    memories = {name: {"width": w, "depth": d, "blocks": memory_blocks(b, w, d)} for name, (w, d) in shapes.items()}
+    memories = _memory_plan(b, shapes)
     clock = _design_clock(b, clock_hz)
     plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=clocks_per_bit(clock, baud), clock_hz=clock,
                      max_payload=max_payload, multipliers=c.array_rows * c.array_cols, memories=memories,

@@ -15,6 +15,7 @@ A spec is a TOML file::
     k = [256, 1024]
     n = [256, 1024]
     clock_hz = [100000000]
+    weight_rows_per_cycle = [1, 2]   # optional (gemm): rows of a weight tile loaded a cycle (hdl.config)
     [rtl]                  # optional: confirm the predicted cycles on the RTL for small points
     simulator = "amaranth"
     max_cycles = 2000
@@ -107,11 +108,16 @@ class SweepError(InputError):
 # --- kinds of design point ----------------------------------------------------------------------
 
 def _gemm_config(p: dict):
-    """The smallest configuration that holds the point's GEMM (memories sized to fit)."""
+    """The smallest configuration that holds the point's GEMM (memories sized to fit), with the point's
+    ``weight_rows_per_cycle`` (G, default 1; Config refuses one that does not divide ``array_rows``)."""
     R, C, m, k, n = p["array_rows"], p["array_cols"], p["m"], p["k"], p["n"]
+    G = p.get("weight_rows_per_cycle") or 1
     kt, nt = ceil_div(k, R), ceil_div(n, C)
-    return Config(array_rows=R, array_cols=C, weight_words=max(R, kt * nt * R), act_words=max(m * kt, m),
-                  result_words=max(m * nt, m), max_m=m, clock_hz=p.get("clock_hz", 100_000_000))
+    # G banks of equal depth: the weight words (whole tiles of R rows) rounded up to a multiple of G.
+    words = ceil_div(max(R, kt * nt * R), G) * G
+    return Config(array_rows=R, array_cols=C, weight_words=words, weight_rows_per_cycle=G,
+                  act_words=max(m * kt, m), result_words=max(m * nt, m), max_m=m,
+                  clock_hz=p.get("clock_hz", 100_000_000))
 
 
 def gemm_sram_bytes(config: Config) -> int:
@@ -152,7 +158,7 @@ def _eval_gemm(p: dict, rtl: dict | None) -> dict:
         "cycles": cycles, "lower_bound": bound, "efficiency": bound / cycles,
         "throughput": macs / seconds,                    # MAC/s achieved
         "peak": R * C * config.clock_hz,                 # MAC/s the array could do
-        "weight_bandwidth": C * config.clock_hz,         # bytes/s of the weight port
+        "weight_bandwidth": config.weight_port_bytes * config.clock_hz,  # bytes/s of the weight path (G * C)
         "intensity": macs / (k * n),                     # MACs per weight byte
         "area": R * C,                                   # processing elements
         "sram_bytes": gemm_sram_bytes(config),
@@ -178,6 +184,9 @@ _PRESET_KEYS = {"array_rows": ("chip", "array_rows"), "array_cols": ("chip", "ar
                 "tp_link_bandwidth": ("tp_link", "bandwidth_bytes_per_s"),
                 "tp_link_latency_ns": ("tp_link", "latency_s")}
 #: Parameters a decode point has only when the spec names them (older specs keep their keys).
+#: A GEMM point's parameters that are part of it only when the spec names them (so the points of a
+#: spec without them keep the keys they had before the parameter existed).
+_GEMM_NAMED_ONLY = {"weight_rows_per_cycle"}
 _NAMED_ONLY = {"preset", "weight_bytes", "chips", "tensor_parallel", "link_bandwidth", "link_latency_ns",
                "tp_link_bandwidth", "tp_link_latency_ns"}
 
@@ -239,7 +248,8 @@ class Kind:
 
 KINDS = {
     "gemm": Kind(params={"array_rows": (int, True, None), "array_cols": (int, True, None), "m": (int, True, None),
-                         "k": (int, True, None), "n": (int, True, None), "clock_hz": (int, False, 100_000_000)},
+                         "k": (int, True, None), "n": (int, True, None), "clock_hz": (int, False, 100_000_000),
+                         "weight_rows_per_cycle": (int, False, None)},
                  evaluate=_eval_gemm),
     "decode": Kind(params={"array_rows": (int, True, None), "array_cols": (int, True, None),
                            "vector_lanes": (int, False, 4), "clock_hz": (int, False, 100_000_000),
@@ -306,7 +316,8 @@ def _param_limits() -> dict:
     ones are :data:`sim.perf.model.HARDWARE_LIMITS` (a point is also checked as the hardware it makes)."""
     lat_ns = (0, int(H["latency_s"][1] * 1e9))
     return {"array_rows": H["array_rows"], "array_cols": H["array_cols"], "vector_lanes": H["vector_lanes"],
-            "clock_hz": H["clock_hz"], "m": (1, MAX_GEMM_M), "k": (1, MAX_GEMM_DIM), "n": (1, MAX_GEMM_DIM),
+            "clock_hz": H["clock_hz"], "weight_rows_per_cycle": H["array_rows"],
+            "m": (1, MAX_GEMM_M), "k": (1, MAX_GEMM_DIM), "n": (1, MAX_GEMM_DIM),
             "weight_bytes_per_cycle": (1, MAX_GEMM_DIM), "weight_memory_bytes": H["capacity_bytes"],
             "context": (1, MAX_CONTEXT), "batch": (1, MAX_BATCH), "chips": H["chips"],
             "tensor_parallel": H["tensor_parallel"], "link_bandwidth": H["bandwidth_bytes_per_s"],
@@ -411,7 +422,8 @@ def parse_spec(data: dict, source: str = "spec") -> SweepSpec:
     for name, (typ, required, default) in spec_params.items():
         if name in params:
             values[name] = _values(source, name, params[name], mode, typ, limits)
-        elif kind == "decode" and (name in _NAMED_ONLY or (on_preset and name in _PRESET_KEYS)):
+        elif name in (_GEMM_NAMED_ONLY if kind == "gemm" else
+                      _NAMED_ONLY | (set(_PRESET_KEYS) if on_preset else set())):
             continue
         elif required:
             raise SweepError(f"{source}: parameter {name} is required for kind {kind}")

@@ -1,4 +1,5 @@
-"""The cycle model against the RTL over many shapes (Amaranth's simulator: no build, fast)."""
+"""The cycle model against the RTL over many shapes and weight path widths (Amaranth's simulator: no
+build, fast)."""
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +16,10 @@ from sim.machine.cycles import gemm_cycles, gemm_lower_bound
 def design_and_shape(draw):
     rows = draw(st.integers(1, 6))
     cols = draw(st.integers(1, 6))
-    config = Config(array_rows=rows, array_cols=cols, weight_words=512, act_words=128, result_words=128, max_m=12)
+    # Any weight path width G dividing R (480 weight words: a multiple of every G up to 6).
+    g = draw(st.sampled_from([d for d in range(1, rows + 1) if rows % d == 0]))
+    config = Config(array_rows=rows, array_cols=cols, weight_words=480, weight_rows_per_cycle=g, act_words=128,
+                    result_words=128, max_m=12)
     m = draw(st.integers(1, 12))
     k = draw(st.integers(1, 3 * rows + 1))
     n = draw(st.integers(1, 3 * cols + 1))

@@ -46,6 +46,35 @@ def test_plan_of_a_small_gemm_on_ulx3s():
     json.dumps(d)
 
 
+@pytest.mark.parametrize("rows_per_cycle", [1, 2, 4])
+def test_plan_counts_the_weight_banks(rows_per_cycle):
+    """G = weight_rows_per_cycle banks of weight_words / G words of C int8, each its own block RAMs."""
+    ecp5 = BOARDS["ulx3s-85f"]
+    config = replace(PRESETS["4x4"], weight_words=4096, weight_rows_per_cycle=rows_per_cycle)
+    plan = plan_build("ulx3s-85f", config)
+    weights = plan.memories["weights"]
+    assert weights == {"width": 32, "depth": 4096 // rows_per_cycle, "banks": rows_per_cycle,
+                       "blocks": rows_per_cycle * memory_blocks(ecp5, 32, 4096 // rows_per_cycle)}
+    assert plan.bram_blocks == sum(m["blocks"] for m in plan.memories.values())
+    assert weights["blocks"] == {1: 8, 2: 8, 4: 8}[rows_per_cycle]      # 4096 x 32 bits: 8 DP16KD however cut
+    wide = plan_build("ulx3s-85f", replace(config, weight_words=64))
+    assert wide.memories["weights"]["blocks"] == rows_per_cycle         # a shallow bank still takes a block
+
+
+def test_decode_plan_counts_the_weight_banks():
+    """The decode accelerator's weight memory (hdl.weights.WeightMemory) is G banks too."""
+    from sim.fpga.build import plan_decode_build
+    from tests.sim.tiny_models import tiny
+
+    ecp5 = BOARDS["ulx3s-85f"]
+    for g in (1, 2, 4):
+        compiled = tiny("gpt2", weight_rows_per_cycle=g)
+        c = compiled.config
+        weights = plan_decode_build("ulx3s-85f", compiled).memories["weights"]
+        assert weights == {"width": 8 * c.array_cols, "depth": c.weight_words // g, "banks": g,
+                           "blocks": g * memory_blocks(ecp5, 8 * c.array_cols, c.weight_words // g)}
+
+
 def test_largest_arrays_that_fit():
     assert plan_build("ulx3s-85f", replace(PRESETS["4x4"], array_rows=12, array_cols=12)).multipliers == 145
     assert plan_build("icebreaker", ICEBREAKER).multipliers == 7

@@ -1,8 +1,13 @@
 """GEMMs on the RTL, bit-exact against golden and cycle-exact against the cycle model.
 
-Every (simulator, array shape) pair runs a batch of GEMMs in one simulator start: random shapes,
-shapes that are not multiples of the array, the largest M, and the int8 extremes.
+Every (simulator, array shape, weight rows a cycle G) runs a batch of GEMMs in one simulator start:
+random shapes, shapes that are not multiples of the array, the largest M, and the int8 extremes.
 """
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,13 +42,25 @@ def gemm_cases(config, count, seed):
     return cases
 
 
-# Icarus runs ~100x slower than Verilator: fewer GEMMs there, the same kinds.
+# Icarus runs ~100x slower than Verilator: fewer GEMMs there, the same kinds (at G > 1 on Icarus, the
+# five fixed shapes only: edges, extremes, the largest M).
 CASES_PER_SIM = {"verilator": 24, "icarus": 8, "amaranth": 12}
+WIDE_ICARUS_CASES = 5
+#: The weight path's widths every simulator runs: today's one row a cycle, two, a whole tile.
+ROWS_PER_CYCLE = ("1", "2", "R")
 
 
+def with_rows_per_cycle(config, rows_per_cycle: str):
+    """``config`` with ``weight_rows_per_cycle`` = 1, 2 or R (``"R"``: ``array_rows``)."""
+    return replace(config, weight_rows_per_cycle=config.array_rows if rows_per_cycle == "R" else int(rows_per_cycle))
+
+
+@pytest.mark.parametrize("rows_per_cycle", ROWS_PER_CYCLE)
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_gemm_unit_is_bit_exact_and_cycle_exact(simulator, config):
-    cases = gemm_cases(config, CASES_PER_SIM[simulator], seed=config.array_rows * 100 + config.array_cols)
+def test_gemm_unit_is_bit_exact_and_cycle_exact(simulator, config, rows_per_cycle):
+    config = with_rows_per_cycle(config, rows_per_cycle)
+    count = WIDE_ICARUS_CASES if simulator == "icarus" and rows_per_cycle != "1" else CASES_PER_SIM[simulator]
+    cases = gemm_cases(config, count, seed=config.array_rows * 100 + config.array_cols)
     result = run(simulator, "gemm_unit", config.as_dict(), "gemm_unit",
                  {"config": config.as_dict(), "cases": cases})
     assert len(result["cases"]) == len(cases)
@@ -61,14 +78,15 @@ def test_gemm_unit_is_bit_exact_and_cycle_exact(simulator, config):
 BLOCKED = {"verilator": (9, 70, 13), "icarus": (6, 37, 10), "amaranth": (9, 40, 13)}
 
 
-@pytest.mark.parametrize("simulator", SIMULATORS)
-def test_any_size_runs_in_blocks_bit_exact_and_cycle_exact(simulator):
-    from dataclasses import replace
-
+# Blocks at every G on Verilator and Amaranth; Icarus (slowest) runs them at G = 1, its G > 1 cases above.
+@pytest.mark.parametrize(("simulator", "rows_per_cycle"),
+                         [(s, g) for s in SIMULATORS for g in ROWS_PER_CYCLE if s != "icarus" or g == "1"])
+def test_any_size_runs_in_blocks_bit_exact_and_cycle_exact(simulator, rows_per_cycle):
     from hdl.config import PRESETS
     from sim.flows.gemm import plan_tiled_gemm
 
-    config = replace(PRESETS["4x4"], max_m=4, act_words=16, weight_words=32, result_words=8)
+    config = with_rows_per_cycle(replace(PRESETS["4x4"], max_m=4, act_words=16, weight_words=32, result_words=8),
+                                 rows_per_cycle)
     m, k, n = BLOCKED[simulator]
     with pytest.raises(ValueError, match="exceeds max_m=4"):
         plan_gemm(config, m, k, n)   # one run cannot hold it
@@ -123,3 +141,36 @@ def test_a_simulator_process_past_the_wall_clock_limit_is_stopped(simulator, mon
     monkeypatch.setenv("LOCKSTEP_SIM_TIMEOUT", "600")
     result = run(simulator, "gemm_unit", config.as_dict(), "gemm_unit", job)
     assert len(result["cases"]) == 4
+
+
+def test_weight_banks_hold_the_words_the_cycle_model_counts():
+    """The weight memory is G banks of weight_words / G: a GEMM fits exactly when its tiles' R rows
+    each fit (weight_words in all), at every G; the tile load the cycle model counts is R / G."""
+    from hdl.config import PRESETS
+    from sim.machine.cycles import gemm_cycles
+
+    for g in (1, 2, 4):
+        config = replace(PRESETS["4x4"], weight_words=32, weight_rows_per_cycle=g)
+        assert config.weight_bank_words * g == 32 and config.weight_port_bytes == 4 * g
+        assert plan_gemm(config, 1, 8, 16).tiles * config.array_rows == 32   # the whole memory, all banks
+        with pytest.raises(ValueError, match=r"^GEMM 1x8x17 needs 40 weight_words, the configuration has 32 "):
+            plan_gemm(config, 1, 8, 17)
+        assert gemm_cycles(config, 1, 4, 4).first_load == 4 // g
+
+
+LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (["weight_rows_per_cycle=3"], "weight_rows_per_cycle must divide array_rows (4), not 3"),
+    (["weight_rows_per_cycle=8"], "weight_rows_per_cycle must divide array_rows (4), not 8"),
+    (["weight_rows_per_cycle=0"], "weight_rows_per_cycle must be a positive integer, not 0"),
+    (["weight_rows_per_cycle=2", "weight_words=1023"],
+     "weight_words must be a multiple of weight_rows_per_cycle (2): the weight memory is 2 banks of equal "
+     "depth, not 1023"),
+])
+def test_a_bad_weight_rows_per_cycle_is_one_line(settings, message):
+    args = [a for kv in settings for a in ("--set", kv)]
+    out = subprocess.run([LOCKSTEP, "gemm", "-m", "1", "-k", "4", "-n", "4", *args],
+                         capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout, out.stderr) == (1, "", f"lockstep: error: {message}\n")

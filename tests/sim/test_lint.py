@@ -24,6 +24,16 @@ def test_the_array_with_wide_weight_beats_is_lint_clean(rows_per_beat):
     assert report.findings == []
 
 
+@pytest.mark.parametrize("rows_per_cycle", [2, 8])
+def test_banked_weight_memory_is_lint_clean(rows_per_cycle):
+    """The GEMM engine with its weight memory in G banks (G = weight_rows_per_cycle)."""
+    from dataclasses import replace
+
+    params = replace(PRESETS["8x4"], weight_rows_per_cycle=rows_per_cycle).as_dict()
+    report = lint_verilog(verilog_for(design_for("gemm_unit", params), "gemm_unit"), "gemm_unit")
+    assert report.findings == []
+
+
 def _top_params():
     from sim.flows.decode import top_params
     from tests.sim.tiny_models import tiny

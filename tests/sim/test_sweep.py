@@ -84,7 +84,8 @@ def test_rows_hold_the_cycle_model_prediction(tmp_path):
 
 @pytest.mark.parametrize(("data", "match"), [
     ({"params": {"array_rows": [4], "array_cols": [4], "m": [1], "k": [8], "n": [8], "depth": [3]}},
-     r"^spec: unknown parameter 'depth' for kind gemm \(known: array_rows, array_cols, m, k, n, clock_hz\)$"),
+     r"^spec: unknown parameter 'depth' for kind gemm \(known: array_rows, array_cols, m, k, n, clock_hz, "
+     r"weight_rows_per_cycle\)$"),
     ({"params": {"array_rows": [], "array_cols": [4], "m": [1], "k": [8], "n": [8]}},
      r"^spec: parameter array_rows has an empty list of values$"),
     ({"mode": "random", "params": {"array_rows": {"low": 8, "high": 4}, "array_cols": [4], "m": [1], "k": [8],
@@ -219,3 +220,30 @@ def test_fpga_refuses_an_array_too_large_to_build():
                                          rf"synthesized for \[fpga\]: array rows must be at most {MAX_BUILD_ARRAY} "
                                          rf"to build, not {MAX_BUILD_ARRAY + 1}$"):
         parse_spec({"params": {**FPGA_POINT, "array_rows": [MAX_BUILD_ARRAY + 1]}, "fpga": {"family": "ice40"}})
+
+
+def test_gemm_points_take_the_weight_path_width(tmp_path):
+    """weight_rows_per_cycle (G) is a GEMM point's optional parameter: its configuration gets G banks
+    (weight words a multiple of G), the cycle model and the RTL agree at every G, and a spec that does
+    not name it keeps the points (and keys) it had before the parameter existed."""
+    from hdl.config import Config
+
+    base = {"array_rows": [4], "array_cols": [4], "m": [1], "k": [12], "n": [10]}
+    plain = parse_spec({"kind": "gemm", "params": base})
+    assert [set(p) for p in plain.points] == [{"array_rows", "array_cols", "m", "k", "n", "clock_hz"}]
+    spec = parse_spec({"kind": "gemm", "params": {**base, "weight_rows_per_cycle": [1, 2, 4]},
+                       "rtl": {"simulator": "amaranth"}})
+    run_sweep(spec, tmp_path / "g.sqlite", workers=1, progress=False)
+    rows = {r["params"]["weight_rows_per_cycle"]: r["metrics"] for r in read_rows(tmp_path / "g.sqlite")}
+    assert sorted(rows) == [1, 2, 4]
+    for g, x in rows.items():
+        config = Config(array_rows=4, array_cols=4, weight_words=36, weight_rows_per_cycle=g, act_words=3,
+                        result_words=3, max_m=1)
+        assert x["cycles"] == x["rtl_cycles"] == gemm_cycles(config, 1, 12, 10).total
+        assert x["weight_bandwidth"] == 4 * g * 100_000_000
+    assert rows[1]["cycles"] > rows[2]["cycles"] > rows[4]["cycles"]
+    with pytest.raises(SweepError, match=r"^spec: point .* is not valid: weight_rows_per_cycle must divide "
+                                         r"array_rows \(4\), not 3$"):
+        parse_spec({"kind": "gemm", "params": {**base, "weight_rows_per_cycle": [3]}})
+    with pytest.raises(SweepError, match=r"^spec: parameter weight_rows_per_cycle must be positive, not 0$"):
+        parse_spec({"kind": "gemm", "params": {**base, "weight_rows_per_cycle": [0]}})
