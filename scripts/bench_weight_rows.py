@@ -128,7 +128,7 @@ def measure(g: int, compiled, backend: str, prompt: list[int], tokens: int) -> d
 
     def progress(step):
         if step.position % 16 == 15:
-            print(f"G={g}: position {step.position + 1} done", file=sys.stderr, flush=True)
+            print(f"{PROG}: G={g}: position {step.position + 1} done", file=sys.stderr, flush=True)
 
     report = decode(compiled, backend, prompt, tokens, on_step=progress)
     config = compiled.config
