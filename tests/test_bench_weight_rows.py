@@ -110,6 +110,7 @@ def test_isa_table_says_predicted():
     (["--weight-rows", "1,x"], r"--weight-rows must be integers separated by commas, e\.g\. 1,2,4,8, not '1,x'"),
     (["--backend", "icarus"], r"--backend must be one of verilator, isa, not 'icarus'"),
     (["--plot", "out.svg"], r"--plot must name a \.png file, not 'out\.svg'"),
+    (["--plot", "/nonexistent-dir/w.png"], r"--plot /nonexistent-dir/w\.png: no such directory '/nonexistent-dir'"),
     (["--bogus"], r"unrecognized arguments: --bogus"),
 ])
 def test_bad_input_is_one_line(args, message):
