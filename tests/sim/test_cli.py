@@ -54,12 +54,13 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
     (("gemm", "--set", "array_rows=-2"), "design 4x4 with --set [chip]: array_rows must be positive, not -2"),
     (("gemm", "--set", "array_cols=65"), "design 4x4 (with --set array_cols=65) is for the performance model only: "
                                          "array cols must be at most 64 to build, not 65 (designs the RTL builds: "
-                                         "4x4, 8x4, 8x8, demo, ulx3s, ulx3s-fmax)"),
+                                         "4x4, 8x4, 8x8, demo, demo-narrow, ulx3s, ulx3s-fmax)"),
     (("gemm", "--set", "array_cols=2000"), "design 4x4 with --set [chip]: array_cols must be at most 1024, not 2000"),
     (("gemm", "--hw", "9x9"), "unknown design '9x9': not a TOML file nor one of 4x4, 8x4, 8x8, a100, a100-80gb, "
-                              "cerebras-wse3, demo, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax"),
+                              "cerebras-wse3, demo, demo-narrow, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax"),
     (("gemm", "--hw", "a100"), "design a100 is for the performance model only: its weights are 2-byte and the RTL "
-                               "computes with int8 (designs the RTL builds: 4x4, 8x4, 8x8, demo, ulx3s, ulx3s-fmax)"),
+                               "computes with int8 (designs the RTL builds: 4x4, 8x4, 8x8, demo, demo-narrow, ulx3s, "
+                               "ulx3s-fmax)"),
     (("gemm", "--set", "array_rows"), "--set takes KEY=VALUE, not 'array_rows'"),
     (("gemm", "--set", "chip.x.y=1"), "--set chip.x.y: expected KEY, TABLE.KEY or memory.LEVEL.KEY"),
     (("gemm", "--set", "rows=4"), "design 4x4 with --set: unknown key 'rows' in [chip] (known: array_rows, "
@@ -332,7 +333,7 @@ def test_fpga_doc_shows_what_build_prints(args, printed):
 @pytest.mark.parametrize(("args", "status", "message"), [
     (("gemm", "--hw", "a100", "--json"), 1, "design a100 is for the performance model only: its weights are 2-byte "
                                            "and the RTL computes with int8 (designs the RTL builds: 4x4, 8x4, 8x8, "
-                                           "demo, ulx3s, ulx3s-fmax)"),
+                                           "demo, demo-narrow, ulx3s, ulx3s-fmax)"),
     (("estimate", "--model", "nope", "--json"), 1, "unknown model 'nope': not a checkpoint directory nor one of gpt2, "
                                                    "llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b"),
     (("presets", "--json", "--bogus"), 2, "No such option '--bogus' (see 'lockstep presets --help')"),
