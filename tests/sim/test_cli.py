@@ -65,8 +65,9 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
     (("gemm", "--set", "chip.x.y=1"), "--set chip.x.y: expected KEY, TABLE.KEY or memory.LEVEL.KEY"),
     (("gemm", "--set", "rows=4"), "design 4x4 with --set: unknown key 'rows' in [chip] (known: array_rows, "
                                   "array_cols, vector_lanes, clock_hz, weight_bytes, attention_finish_lanes, "
-                                  "act_tables, act_words, kv_bytes, logits_words, max_context, max_m, param_words, "
-                                  "program_words, result_words, scratch_bytes, weight_memory_bytes, weight_words)"),
+                                  "weight_rows_per_cycle, act_tables, act_words, kv_bytes, logits_words, "
+                                  "max_context, max_m, param_words, program_words, result_words, scratch_bytes, "
+                                  "weight_memory_bytes, weight_words)"),
     (("gemm", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),
     (("gemm", "-k", "0"), "GEMM size K must be a positive integer, not 0"),
     (("gemm", "-m", "100000", "-k", "100000"),
@@ -306,6 +307,17 @@ def test_readme_sample_wall_time_has_the_format_run_prints():
     in_all, decoding = map(_seconds, re.fullmatch(r"wall time  : ([\d.,]+ [mu]?s) in all, ([\d.,]+ [mu]?s) decoding "
                                                   r"\([\d,]+ simulated cycles per second\)", line).groups())
     assert in_all > decoding > 0
+
+
+def test_readme_sample_cycles_and_bound_lines_are_what_run_prints():
+    """README's sample (`lockstep run --hw demo-narrow`, the default prompt and tokens) shows the cycles
+    and bound lines the cycle model gives for that run (predicted on any backend: isa here)."""
+    readme = (ROOT / "README.md").read_text()
+    sample = [x for x in readme.splitlines() if x.startswith(("cycles     :", "bound      :"))][:2]
+    out = lockstep("run", "--hw", "demo-narrow", "--backend", "isa")
+    assert out.returncode == 0, out.stderr
+    printed = [x for x in out.stdout.splitlines() if x.startswith(("cycles     :", "bound      :"))]
+    assert sample == printed and printed[1].startswith("bound      : weight port, ")
 
 
 def _fpga_doc_examples():
