@@ -40,7 +40,7 @@ from .engine.toolchain import SIMULATORS
 from .flows.decode import decode_job, images, top_params
 from .link.host import Link, LinkDecoder, SerialTransport
 from .machine.compiler import Compiled, compile_model
-from .machine.cycles import decode_step_cycles
+from .machine.cycles import Bounds, decode_step_cycles
 from .machine.isa_sim import IsaMachine
 from .numbers import measured_seconds
 
@@ -301,7 +301,8 @@ class RunReport:
     prompt: list[int]
     generated: list[int] = field(default_factory=list)
     steps: list[StepReport] = field(default_factory=list)
-    lower_bound: float = 0.0
+    #: The mean step's lower bounds (:class:`sim.machine.cycles.Bounds`), set when the run ends.
+    bounds: Bounds | None = None
     waves: str | None = None
     #: The design point's configuration fields (:meth:`hdl.config.Config.as_dict`).
     config: dict = field(default_factory=dict)
@@ -338,8 +339,12 @@ class RunReport:
         return self.clock_hz / self.predicted_cycles_per_token
 
     @property
+    def lower_bound(self) -> float:
+        return self.bounds.lower_bound
+
+    @property
     def efficiency(self) -> float:
-        return self.lower_bound / self.predicted_cycles_per_token
+        return self.bounds.efficiency
 
     def as_dict(self) -> dict:
         """The run as JSON: model quantities exact, wall times to the millisecond, the simulated rate
@@ -353,7 +358,7 @@ class RunReport:
             "measured_cycles": [s.measured_cycles for s in self.steps],
             "cycle_exact": self.cycle_exact,
             "tokens_per_second_at_clock": self.tokens_per_second,
-            "lower_bound_cycles": self.lower_bound, "efficiency": self.efficiency,
+            **self.bounds.as_dict(),
             "wall_seconds": measured_seconds(sum(s.wall_seconds for s in self.steps)),
             "load_seconds": measured_seconds(self.load_seconds),
             "simulated_cycles_per_second": None if rate is None else round(rate), "waves": self.waves,
@@ -425,7 +430,7 @@ def _decode_steps(runner: Backend, compiled: Compiled, backend: str, loop: Greed
     bounds = []
     for position in range(loop.steps):
         predicted = decode_step_cycles(model.program, model.config, compiled.config, position=position)
-        bounds.append(predicted.lower_bound)
+        bounds.append(predicted.bound_report)
         token = loop.token(position)
         t0 = time.perf_counter()
         nxt, measured = runner.step(token, position)
@@ -434,7 +439,7 @@ def _decode_steps(runner: Backend, compiled: Compiled, backend: str, loop: Greed
         report.steps.append(step)
         if on_step is not None:
             on_step(step)
-    report.lower_bound = sum(bounds) / len(bounds)
+    report.bounds = Bounds.mean(bounds)
     report.waves = runner.finish().get("waves")
     report.load_seconds = getattr(runner, "load_seconds", 0.0)
     return report

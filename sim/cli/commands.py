@@ -335,8 +335,10 @@ def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, 
         click.echo("")
         click.echo(f"steps      : {count(len(report.steps))} ({count(len(ids))} prompt, "
                    f"{count(len(report.generated))} generated)")
-        click.echo(f"cycles     : {count(report.predicted_cycles_per_token)} per token predicted by the cycle model "
-                   f"(lower bound {count(report.lower_bound)}: {report.efficiency:.0%} of the bound)")
+        b = report.bounds
+        click.echo(f"cycles     : {count(report.predicted_cycles_per_token)} per token predicted by the cycle model, "
+                   f"{b.mac_peak_text()}")
+        click.echo(f"bound      : {b.binding_text()} (others: {b.others_text()})")
         measured = [s.measured_cycles for s in report.steps if s.measured_cycles is not None]
         if measured:
             click.echo(f"measured   : {count(sum(measured) / len(measured))} per token ("

@@ -86,7 +86,8 @@ def presets_cmd(as_json):
         h = d.hardware
         mem = h.memories[0]
         table.append((d.name, f"{h.array_rows}x{h.array_cols}", count(h.vector_lanes), quantity(h.clock_hz, "Hz"),
-                      count(h.chips), f"{quantity(mem.capacity_bytes, 'B')} {mem.name}", "yes" if d.rtl else "no",
+                      count(h.chips), f"{quantity(mem.capacity_bytes, 'B')} {mem.name} at "
+                      f"{quantity(mem.bandwidth_bytes_per_s, 'B/s')}", "yes" if d.rtl else "no",
                       ", ".join(holds) or "-"))
     widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
     for r in table:

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from golden.errors import InputError
 from golden.numerics import ceil_div
 from hdl.vector import VECTOR_OP_NAMES
 
 __all__ = ["GEMM_DRAIN", "GEMM_START", "GemmCycles", "array_stream_cycles", "gemm_cycles", "gemm_lower_bound",
-           "tile_load_cycles"]
+           "gemm_tiles", "tile_load_cycles"]
 
 GEMM_START = 2
 GEMM_DRAIN = 0
@@ -76,10 +76,8 @@ def gemm_cycles(config, m: int, k: int, n: int, *, weight_bytes_per_cycle: float
 
     ``weight_bytes_per_cycle`` narrower than the port stretches every tile load (see
     :func:`tile_load_cycles`); the RTL runs the default, the full port."""
-    R = config.array_rows
-    C = config.array_cols
     load = tile_load_cycles(config, weight_bytes_per_cycle)
-    tiles = ceil_div(k, R) * ceil_div(n, C)
+    tiles = gemm_tiles(config, k, n)
     return GemmCycles(
         start=GEMM_START,
         first_load=load,
@@ -100,12 +98,17 @@ def array_stream_cycles(config, m: int, k: int, n: int) -> int:
     return g.total - g.start - g.drain
 
 
-def gemm_lower_bound(config, m: int, k: int, n: int) -> int:
-    """The larger of the compute bound (padded MACs / (R*C)) and the weight-load bound (R / G per
-    tile at G = ``weight_rows_per_cycle``)."""
-    R, C = config.array_rows, config.array_cols
-    tiles = ceil_div(k, R) * ceil_div(n, C)
-    return max(tiles * m, tiles * (R // config.weight_rows_per_cycle))
+def gemm_tiles(config, k: int, n: int) -> int:
+    """R x C weight tiles of a K x N GEMM: ``ceil(K/R) * ceil(N/C)`` (K and N padded to whole tiles)."""
+    return ceil_div(k, config.array_rows) * ceil_div(n, config.array_cols)
+
+
+def gemm_lower_bound(config, m: int, k: int, n: int, *, weight_bytes_per_cycle: float | None = None) -> int:
+    """The larger of the array's MAC peak (padded MACs / (R*C): ``tiles * M``) and the weight-load
+    bound (:func:`tile_load_cycles` per tile: R / G at G = ``weight_rows_per_cycle``, more behind a
+    narrower memory)."""
+    tiles = gemm_tiles(config, k, n)
+    return max(tiles * m, tiles * tile_load_cycles(config, weight_bytes_per_cycle))
 
 
 # --- attention unit ------------------------------------------------------------------------------
@@ -284,8 +287,8 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # parameters, the RoPE table and the activation tables (one 256-entry table per distinct
 # activation, one entry a host-port cycle; an ACTIVATION instruction names its table by index).
 
-__all__ += ["ATTENTION_HANDOFF", "GEMM_OVERLAP", "GEMM_WRITEBACK", "SEQ_ISSUE", "DecodeCycles", "OpCycles",
-            "decode_step_cycles", "op_cycles"]
+__all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "GEMM_OVERLAP", "GEMM_WRITEBACK", "SEQ_ISSUE", "UNITS", "Bounds",
+            "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "unit_of"]
 
 SEQ_ISSUE = 1
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
@@ -295,10 +298,29 @@ GEMM_WRITEBACK = 1
 #: The cycle between the attention unit's done and the first output word written back.
 ATTENTION_HANDOFF = 1
 
+#: The units an instruction occupies: ``array`` (GEMM: the systolic array and its weight port),
+#: ``attention``, ``vector`` (norms, RoPE, activations, residual adds, argmax) and ``sequencer``
+#: (the moves the sequencer makes itself: embedding rows and KV writes).
+UNITS = ("sequencer", "array", "attention", "vector")
+_UNIT_OF = {"gemm": "array", "attention": "attention", "embed": "sequencer", "kv_write": "sequencer"}
+
+#: A decode step's lower bounds, one per unit, the array's two: its MAC peak (padded MACs / (R*C):
+#: a K x N GEMM at M = 1 is ceil(K/R)*R x ceil(N/C)*C MACs, a tile a cycle) and its weight port
+#: (the tiles' bytes / the bytes the port delivers a cycle). Each unit's floor is its busy cycles
+#: without issue overhead; the step can be no shorter than the largest of them (the binding bound).
+BOUND_NAMES = ("MAC peak", "weight port", "attention", "vector", "sequencer")
+
+
+def unit_of(op: str) -> str:
+    """The unit an instruction of primitive ``op`` occupies (every other op is the vector unit's)."""
+    return _UNIT_OF.get(op, "vector")
+
 
 @dataclass(frozen=True)
 class OpCycles:
-    """One instruction's predicted cycles and its share of the lower bounds."""
+    """One instruction's predicted cycles and its share of the lower bounds: ``macs`` and
+    ``weight_bytes`` the GEMM's own K x N, ``tiles`` the R x C tiles it is padded to, ``unit_min`` its
+    floor on its unit (a GEMM's: :func:`gemm_lower_bound`)."""
 
     op: str
     output: str
@@ -306,11 +328,90 @@ class OpCycles:
     macs: int = 0
     weight_bytes: int = 0
     unit_min: int = 0
+    tiles: int = 0
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The named lower bounds (:data:`BOUND_NAMES`, in cycles) of ``cycles`` predicted cycles: of one
+    step (:attr:`DecodeCycles.bound_report`) or of a run's mean step (:meth:`mean`). Every report of
+    a decode step's bound prints from here."""
+
+    cycles: float
+    bounds: dict
+    array_rows: int
+    array_cols: int
+    weight_bytes_per_cycle: float
+
+    @property
+    def lower_bound(self) -> float:
+        return max(self.bounds.values())
+
+    @property
+    def binding(self) -> str:
+        """The largest bound's name (the first of :data:`BOUND_NAMES` among equals)."""
+        return max(self.bounds, key=self.bounds.get)
+
+    @property
+    def efficiency(self) -> float:
+        """The binding bound over the predicted cycles."""
+        return self.lower_bound / self.cycles
+
+    @property
+    def mac_peak_share(self) -> float:
+        """The array's MAC peak bound over the predicted cycles: the share of the R x C MACs the
+        step keeps busy (padded MACs / (R * C * cycles))."""
+        return self.bounds["MAC peak"] / self.cycles
+
+    def what(self, name: str) -> str:
+        """What limits bound ``name``: the array's MACs a cycle, the port's bytes a cycle, a unit."""
+        if name == "MAC peak":
+            return f"{self.array_rows}x{self.array_cols} MACs a cycle"
+        if name == "weight port":
+            return f"{self.weight_bytes_per_cycle:,g} bytes a cycle"
+        return f"the {name} unit's own minimum"
+
+    def mac_peak_text(self) -> str:
+        """``12% of the array's MAC peak``."""
+        return f"{self.mac_peak_share:.0%} of the array's MAC peak"
+
+    def binding_text(self) -> str:
+        """The binding bound, named: ``weight port, 24,960 cycles (8 bytes a cycle), 93% of the step``."""
+        b = self.binding
+        return f"{b}, {self.bounds[b]:,.0f} cycles ({self.what(b)}), {self.efficiency:.0%} of the step"
+
+    def others_text(self) -> str:
+        """The bounds that do not bind, largest first: ``MAC peak 3,180, vector 1,234, ...``."""
+        rest = sorted((k for k in self.bounds if k != self.binding), key=lambda k: -self.bounds[k])
+        return ", ".join(f"{k} {self.bounds[k]:,.0f}" for k in rest)
+
+    def as_dict(self) -> dict:
+        return {"lower_bound_cycles": self.lower_bound, "efficiency": self.efficiency, "binding": self.binding,
+                "bounds": dict(self.bounds), "mac_peak_share": self.mac_peak_share,
+                "weight_bytes_per_cycle": self.weight_bytes_per_cycle}
+
+    @classmethod
+    def over_steps(cls, reports) -> Bounds:
+        """The steps of ``reports`` (Bounds of one design) together: cycles and every bound summed."""
+        reports = list(reports)
+        if not reports:
+            raise InputError("the bounds of no steps are undefined")
+        first = reports[0]
+        return cls(sum(r.cycles for r in reports), {k: sum(r.bounds[k] for r in reports) for k in first.bounds},
+                   first.array_rows, first.array_cols, first.weight_bytes_per_cycle)
+
+    @classmethod
+    def mean(cls, reports) -> Bounds:
+        """The mean step of ``reports``: cycles and every bound averaged."""
+        reports = list(reports)
+        total = cls.over_steps(reports)
+        n = len(reports)
+        return replace(total, cycles=total.cycles / n, bounds={k: v / n for k, v in total.bounds.items()})
 
 
 @dataclass(frozen=True)
 class DecodeCycles:
-    """A decode step's predicted cycles, per instruction, with its lower bound."""
+    """A decode step's predicted cycles, per instruction, with its lower bounds."""
 
     ops: tuple[OpCycles, ...]
     array_rows: int
@@ -328,21 +429,31 @@ class DecodeCycles:
 
     @property
     def bounds(self) -> dict[str, float]:
-        """The lower bounds: compute (MACs / (R*C)), weight streaming (bytes / bytes per cycle),
-        and the other units' own minima (attention, vector, memory ops, run one after another)."""
-        return {
-            "compute": sum(o.macs for o in self.ops) / (self.array_rows * self.array_cols),
-            "weights": sum(o.weight_bytes for o in self.ops) / self.weight_bytes_per_cycle,
-            "units": float(sum(o.unit_min for o in self.ops if o.op != "gemm")),
-        }
+        """The lower bounds by name (:data:`BOUND_NAMES`), in cycles: the array's MAC peak (padded
+        MACs / (R*C), a tile a cycle at M = 1), its weight port (the tiles' bytes / bytes a cycle),
+        and each other unit's own minimum over the step."""
+        padded = sum(o.tiles for o in self.ops) * self.array_rows * self.array_cols   # MACs = tile bytes at M = 1
+        out = {"MAC peak": padded / (self.array_rows * self.array_cols),
+               "weight port": padded / self.weight_bytes_per_cycle}
+        for unit in ("attention", "vector", "sequencer"):
+            out[unit] = float(sum(o.unit_min for o in self.ops if unit_of(o.op) == unit))
+        return out
+
+    @property
+    def bound_report(self) -> Bounds:
+        return Bounds(self.total, self.bounds, self.array_rows, self.array_cols, self.weight_bytes_per_cycle)
 
     @property
     def lower_bound(self) -> float:
-        return max(self.bounds.values())
+        return self.bound_report.lower_bound
+
+    @property
+    def binding(self) -> str:
+        return self.bound_report.binding
 
     @property
     def efficiency(self) -> float:
-        return self.lower_bound / self.total
+        return self.bound_report.efficiency
 
 
 def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 0, n_kv_heads: int = 0,
@@ -358,7 +469,9 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
     if op == "gemm":
         g = gemm_cycles(config, 1, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
         return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK, macs=in_width * width,
-                        weight_bytes=in_width * width, unit_min=g.total)
+                        weight_bytes=in_width * width, tiles=gemm_tiles(config, in_width, width),
+                        unit_min=gemm_lower_bound(config, 1, in_width, width,
+                                                  weight_bytes_per_cycle=weight_bytes_per_cycle))
     if op == "embed":
         words = ceil_div(width, config.array_cols)
         return OpCycles(op, "", SEQ_ISSUE + words, unit_min=words)
@@ -395,7 +508,7 @@ def decode_step_cycles(ops, model_config, config, *, position: int,
         c = op_cycles(op.op, config, width=op.width, in_width=in_width, n_heads=model_config.n_heads,
                       n_kv_heads=model_config.n_kv_heads, head_dim=model_config.head_dim, position=position,
                       weight_bytes_per_cycle=weight_bytes_per_cycle)
-        out.append(OpCycles(c.op, op.output, c.cycles, c.macs, c.weight_bytes, c.unit_min))
+        out.append(replace(c, output=op.output))
         widths[op.output] = op.width
     port = config.weight_port_bytes
     wbpc = float(weight_bytes_per_cycle or port)

@@ -22,18 +22,13 @@ from dataclasses import asdict, dataclass
 from golden.errors import InputError
 
 from .compiler import Compiled
-from .cycles import decode_step_cycles
+from .cycles import UNITS as _UNITS
+from .cycles import Bounds, decode_step_cycles, unit_of
 
 __all__ = ["UNITS", "InstructionCycles", "Profile", "StepProfile", "chrome_trace", "profile_run", "unit_of"]
 
-#: The timeline's tracks, in order (the host's steps first).
-UNITS = ("host", "sequencer", "array", "attention", "vector")
-_UNIT_OF = {"gemm": "array", "attention": "attention", "embed": "sequencer", "kv_write": "sequencer"}
-
-
-def unit_of(op: str) -> str:
-    """The unit an instruction of primitive ``op`` occupies (every other op is the vector unit's)."""
-    return _UNIT_OF.get(op, "vector")
+#: The timeline's tracks, in order (the host's steps first, then the units of :mod:`.cycles`).
+UNITS = ("host", *_UNITS)
 
 
 @dataclass(frozen=True)
@@ -47,7 +42,7 @@ class InstructionCycles:
     unit: str
     predicted: int
     measured: int | None       # the RTL trace's count; None where nothing was measured
-    unit_min: int              # the unit's own bound for it (its busy cycles without issue overhead)
+    unit_min: int              # its floor on its unit (a GEMM's: the larger of MAC peak and weight port)
 
 
 @dataclass(frozen=True)
@@ -56,6 +51,7 @@ class StepProfile:
     token_in: int
     token_out: int
     instructions: tuple[InstructionCycles, ...]
+    bounds: Bounds | None = None   # the step's lower bounds (the cycle model's)
 
     @property
     def predicted(self) -> int:
@@ -70,7 +66,8 @@ class StepProfile:
 
 def _step(compiled: Compiled, position: int, token_in: int, token_out: int, trace) -> StepProfile:
     ops = [op for op in compiled.ops if op is not None]
-    predicted = decode_step_cycles(ops, compiled.model.config, compiled.config, position=position).ops
+    step = decode_step_cycles(ops, compiled.model.config, compiled.config, position=position)
+    predicted = step.ops
     if trace is not None and len(trace) != len(ops):
         raise InputError(f"step at position {position}: the trace holds {len(trace)} counts for "
                          f"{len(ops)} instructions")
@@ -78,7 +75,7 @@ def _step(compiled: Compiled, position: int, token_in: int, token_out: int, trac
                                    predicted=p.cycles, measured=None if trace is None else int(trace[i]),
                                    unit_min=p.unit_min)
                  for i, (op, p) in enumerate(zip(ops, predicted, strict=True)))
-    return StepProfile(position, token_in, token_out, rows)
+    return StepProfile(position, token_in, token_out, rows, step.bound_report)
 
 
 @dataclass(frozen=True)
@@ -106,6 +103,11 @@ class Profile:
         if not self.measured:
             return None
         return all(i.measured == i.predicted for s in self.steps for i in s.instructions)
+
+    @property
+    def bounds(self) -> Bounds | None:
+        """The run's lower bounds, every step's summed (None for a profile of no steps)."""
+        return Bounds.over_steps(s.bounds for s in self.steps) if self.steps else None
 
     def _group(self, key) -> list[dict]:
         groups: dict = {}
@@ -144,6 +146,7 @@ class Profile:
                 "measured_cycles": self.measured_total, "cycle_exact": self.cycle_exact,
                 "by_op": self.by_op(), "by_layer": self.by_layer(), "by_unit": self.by_unit(),
                 "by_instruction": self.by_instruction(),
+                "bounds": None if self.bounds is None else self.bounds.as_dict(),
                 "per_step": [{"position": s.position, "token_in": s.token_in, "token_out": s.token_out,
                               "predicted": s.predicted, "measured": s.measured,
                               "instructions": [asdict(i) for i in s.instructions]} for s in self.steps]}
@@ -175,6 +178,10 @@ class Profile:
         section("per op kind", self.by_op(), lambda r: r["name"])
         section("per layer", self.by_layer(), lambda r: "outside layers" if r["name"] is None else f"layer {r['name']}")
         section("per unit", self.by_unit(), lambda r: r["name"])
+        b = self.bounds
+        if b is not None:
+            lines.append(f"  over {len(self.steps)} steps: {b.mac_peak_text()}; bound: {b.binding_text()}")
+            lines.append(f"  other bounds: {b.others_text()}")
         section("per instruction", self.by_instruction(), lambda r: f"{r['index']:3d} {r['op']} {r['output']}"[:24])
         m = self.measured_total
         verdict = "equal to" if self.cycle_exact else "NOT equal to"

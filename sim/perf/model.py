@@ -54,7 +54,7 @@ from golden.numerics import ceil_div
 from golden.quantize import program_structure
 from hdl.config import CHIP_EXTRA_KEYS, DEFAULT, DESIGN_DIR, MAX_ARRAY, Config, chip_config
 
-from ..machine.cycles import DecodeCycles, OpCycles, decode_step_cycles, gemm_cycles, op_cycles
+from ..machine.cycles import DecodeCycles, decode_step_cycles, gemm_cycles, op_cycles
 from ..numbers import count, number, quantity
 
 __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LAYERS", "MAX_TEXT_BYTES", "MODELS",
@@ -83,6 +83,7 @@ MAX_BATCH = 1 << 16
 HARDWARE_LIMITS = {
     "array_rows": (1, MAX_ARRAY), "array_cols": (1, MAX_ARRAY),
     "vector_lanes": (1, 1 << 20), "attention_finish_lanes": (0, 1 << 20),
+    "weight_rows_per_cycle": (1, MAX_ARRAY),       # and it divides array_rows (Hardware checks)
     "clock_hz": (1e3, 1e11),                       # 1 kHz .. 100 GHz
     "capacity_bytes": (1, 1e15),                   # 1 B .. 1 PB a chip
     "bandwidth_bytes_per_s": (1, 1e18),            # 1 B/s .. 1 EB/s (memories and links)
@@ -450,7 +451,7 @@ def _gemm_op_cycles(config, k: int, n: int, *, port: float | None, batch: int = 
         return c
     extra = (gemm_cycles(config, batch, k, n, weight_bytes_per_cycle=port).total
              - gemm_cycles(config, 1, k, n, weight_bytes_per_cycle=port).total)
-    return OpCycles(c.op, c.output, c.cycles + extra, c.macs, c.weight_bytes, c.unit_min)
+    return replace(c, cycles=c.cycles + extra)
 
 
 def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_cycle: float | None,
@@ -463,8 +464,8 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
     (input width, output width) the program gives it. The batch hook (not confirmed by the RTL,
     which runs batch 1): every GEMM re-priced by ``gemm_cycles`` with ``m = batch`` (B activation
     rows stream through each weight tile), every other instruction repeated once per further
-    sequence (the sequencer issues them per sequence). Compute and units bounds scale by B;
-    weights do not.
+    sequence (the sequencer issues them per sequence). Every bound (``DecodeCycles.bounds``) but the
+    weight port's scales by B.
     """
     d = decode_step_cycles(ops, shape, config, position=position, weight_bytes_per_cycle=weight_bytes_per_cycle)
     kinds: dict[str, float] = {}
@@ -487,16 +488,15 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
                 c, one = memo[k, n]
                 extra += c.cycles - one.cycles
                 kinds[op.op] = kinds.get(op.op, 0) + c.cycles - one.cycles
-                oc = OpCycles(oc.op, oc.output, one.cycles, one.macs, one.weight_bytes, one.unit_min)
+                oc = replace(one, output=oc.output)
         else:
             extra += (batch - 1) * oc.cycles
             kinds[op.op] = kinds.get(op.op, 0) + (batch - 1) * oc.cycles
         kinds[op.op] = kinds.get(op.op, 0) + oc.cycles
         priced.append(oc)
     d = DecodeCycles(tuple(priced), d.array_rows, d.array_cols, d.weight_bytes_per_cycle)
-    bounds = dict(d.bounds)
-    bounds["compute"] *= batch
-    bounds["units"] *= batch
+    # Every bound but the weight port's scales with the sequences (B activation rows a tile).
+    bounds = {k: v if k == "weight port" else v * batch for k, v in d.bounds.items()}
     return (d.total + extra, bounds, sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops),
             kinds)
 
@@ -581,11 +581,12 @@ class Hardware:
     tp_link: Link | None = None
     notes: tuple[str, ...] = field(default=())
     attention_finish_lanes: int = 0      # 0: all of a head's lanes at once (Config.attention_finish_lanes)
+    weight_rows_per_cycle: int = 1       # G: tile rows the weight port delivers a cycle (Config's)
 
     def __post_init__(self):
         # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.
-        for key in ("array_rows", "array_cols", "vector_lanes", "attention_finish_lanes", "clock_hz", "chips",
-                    "tensor_parallel"):
+        for key in ("array_rows", "array_cols", "vector_lanes", "attention_finish_lanes", "weight_rows_per_cycle",
+                    "clock_hz", "chips", "tensor_parallel"):
             check_limit(key, getattr(self, key), self.name)
         if self.weight_bytes not in (1, 2):
             raise HardwareError(f"{self.name}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), "
@@ -593,6 +594,16 @@ class Hardware:
         if self.chips % self.tensor_parallel:
             raise HardwareError(f"{self.name}: tensor_parallel ({self.tensor_parallel}) must divide chips "
                                 f"({self.chips})")
+        g = self.weight_rows_per_cycle
+        if not isinstance(g, int) or self.array_rows % g:
+            raise HardwareError(f"{self.name}: weight_rows_per_cycle must divide array_rows ({self.array_rows}), "
+                                f"not {show_number(g)}")
+
+    @property
+    def port_elements_per_cycle(self) -> int:
+        """Weights the array's weight port takes a cycle: G rows of C (``Config.weight_port_bytes`` for
+        int8), whatever the memory behind it delivers."""
+        return self.weight_rows_per_cycle * self.array_cols
 
     @property
     def stages(self) -> int:
@@ -612,11 +623,12 @@ class Hardware:
         """The :class:`hdl.config.Config` the cycle model is asked about (only the array, the
         vector lanes and the clock enter the decode cycles; memories are sized not to object)."""
         m = max(DEFAULT.max_m, batch)
+        g = self.weight_rows_per_cycle
         return replace(DEFAULT, array_rows=self.array_rows, array_cols=self.array_cols,
                        vector_lanes=self.vector_lanes, clock_hz=max(1, round(self.clock_hz)), max_m=m,
-                       attention_finish_lanes=self.attention_finish_lanes,
+                       attention_finish_lanes=self.attention_finish_lanes, weight_rows_per_cycle=g,
                        act_words=max(DEFAULT.act_words, m), result_words=max(DEFAULT.result_words, m),
-                       weight_words=max(DEFAULT.weight_words, self.array_rows))
+                       weight_words=ceil_div(max(DEFAULT.weight_words, self.array_rows), g) * g)
 
 
 def _number(source, table, key, *, kind=float, required=True, default=None, positive=True):
@@ -663,7 +675,8 @@ def _link(source, data, key):
 
 
 #: The [chip] keys the performance model reads.
-_CHIP_KEYS = ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes", "attention_finish_lanes")
+_CHIP_KEYS = ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes", "attention_finish_lanes",
+              "weight_rows_per_cycle")
 #: The [chip] keys only the RTL reads (its Config's other fields, and the weight memory's capacity).
 _RTL_ONLY_KEYS = tuple(sorted((set(Config.__dataclass_fields__) | set(CHIP_EXTRA_KEYS)) - set(_CHIP_KEYS)))
 
@@ -672,7 +685,8 @@ def _rtl_weight_memory(chip: dict, source: str) -> list[MemoryLevel]:
     """The first memory level of a design whose [chip] sizes its int8 weight memory (``weight_words``
     or ``weight_memory_bytes``): that memory, ``weight_words`` words of ``array_cols`` int8, read
     ``weight_rows_per_cycle`` words a cycle (``Config.weight_port_bytes``; the chip's configuration
-    checked: its error names the key). Empty for any other design (its [[memory]] levels say where weights live)."""
+    checked: its error names the key). Empty for any other design (its [[memory]] levels say where
+    weights live)."""
     if not {"weight_words", "weight_memory_bytes"} & set(chip) or chip.get("weight_bytes", 1) != 1:
         return []
     c = chip_config(chip, source=source)
@@ -693,6 +707,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
     cols = _number(s, chip, "array_cols", kind=int)
     wb = _number(s, chip, "weight_bytes", kind=int, required=False, default=1)
     finish = _number(s, chip, "attention_finish_lanes", kind=int, required=False, default=0, positive=False)
+    rows_per_cycle = _number(s, chip, "weight_rows_per_cycle", kind=int, required=False, default=1)
     if wb not in (1, 2):
         raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {show_number(wb)}")
     clock = _number(s, chip, "clock_hz")          # checked before a memory level is derived from it
@@ -731,7 +746,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
                     array_rows=rows, array_cols=cols, vector_lanes=_number(s, chip, "vector_lanes", kind=int),
                     clock_hz=clock, weight_bytes=wb, memories=tuple(levels), chips=chips,
                     tensor_parallel=tp, link=link, tp_link=tp_link or link, notes=tuple(notes),
-                    attention_finish_lanes=finish)
+                    attention_finish_lanes=finish, weight_rows_per_cycle=rows_per_cycle)
 
 
 def list_presets() -> list[str]:
@@ -917,7 +932,7 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
     layer, other = _weight_elements(mc)
     total_bytes = (mc.n_layers * layer + other) * hw.weight_bytes
     config = hw.config(batch)
-    port = min(float(hw.array_cols), home.bandwidth_bytes_per_s / hw.clock_hz / hw.weight_bytes)
+    port = min(float(hw.port_elements_per_cycle), home.bandwidth_bytes_per_s / hw.clock_hz / hw.weight_bytes)
     ops = shard_program(mc, T)
     shape = shard_shape(mc, T) if T > 1 else mc
     plan = shard_plan(mc, hw, port=port, batch=batch) if T > 1 else None
@@ -944,11 +959,13 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
         # The GEMMs' collectives (shard_plan), then one gather of the T argmax candidates.
         link_s += mc.n_layers * plan.layer_link_s + plan.other_link_s + hw.tp_link.latency_s + att_link
     step = compute_s + mem_latency + link_s
+    # The cycle model's bounds (DecodeCycles.bounds): the array's MAC peak; the other units' minima
+    # one after another. The port and the memory level count the weights themselves.
     bounds = {
-        "compute": bounds_c["compute"] / clock,
-        "weight port": weight_elements / hw.array_cols / clock,
+        "compute": bounds_c["MAC peak"] / clock,
+        "weight port": weight_elements / hw.port_elements_per_cycle / clock,
         f"memory ({home.name})": weight_elements * hw.weight_bytes / home.bandwidth_bytes_per_s,
-        "units": bounds_c["units"] / clock,
+        "units": sum(bounds_c[u] for u in ("attention", "vector", "sequencer")) / clock,
     }
     if hw.chips > 1:
         bounds["links"] = link_s

@@ -226,7 +226,7 @@ def _eval_decode(p: dict, rtl: dict | None) -> dict:
     R, C, clock, T = hw.array_rows, hw.array_cols, hw.clock_hz, hw.tensor_parallel
     # One stage's T chips work at once (the stages take turns on a token): MACs, peak and weight
     # bandwidth of the step are T chips'; the estimate's bounds are one chip's.
-    macs = e.bounds["compute"] * R * C * clock * T        # MACs of the step (all sequences)
+    macs = e.bounds["compute"] * R * C * clock * T        # the array's MACs of the step (padded to tiles)
     return {
         "cycles": e.cycles, "lower_bound": e.lower_bound * clock, "efficiency": e.efficiency,
         "tokens_per_s": e.tokens_per_s, "throughput": e.tokens_per_s,   # the plots' y axis: tokens/s

@@ -54,18 +54,20 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
     (("gemm", "--set", "array_rows=-2"), "design 4x4 with --set [chip]: array_rows must be positive, not -2"),
     (("gemm", "--set", "array_cols=65"), "design 4x4 (with --set array_cols=65) is for the performance model only: "
                                          "array cols must be at most 64 to build, not 65 (designs the RTL builds: "
-                                         "4x4, 8x4, 8x8, demo, ulx3s, ulx3s-fmax)"),
+                                         "4x4, 8x4, 8x8, demo, demo-narrow, ulx3s, ulx3s-fmax)"),
     (("gemm", "--set", "array_cols=2000"), "design 4x4 with --set [chip]: array_cols must be at most 1024, not 2000"),
     (("gemm", "--hw", "9x9"), "unknown design '9x9': not a TOML file nor one of 4x4, 8x4, 8x8, a100, a100-80gb, "
-                              "cerebras-wse3, demo, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax"),
+                              "cerebras-wse3, demo, demo-narrow, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax"),
     (("gemm", "--hw", "a100"), "design a100 is for the performance model only: its weights are 2-byte and the RTL "
-                               "computes with int8 (designs the RTL builds: 4x4, 8x4, 8x8, demo, ulx3s, ulx3s-fmax)"),
+                               "computes with int8 (designs the RTL builds: 4x4, 8x4, 8x8, demo, demo-narrow, ulx3s, "
+                               "ulx3s-fmax)"),
     (("gemm", "--set", "array_rows"), "--set takes KEY=VALUE, not 'array_rows'"),
     (("gemm", "--set", "chip.x.y=1"), "--set chip.x.y: expected KEY, TABLE.KEY or memory.LEVEL.KEY"),
     (("gemm", "--set", "rows=4"), "design 4x4 with --set: unknown key 'rows' in [chip] (known: array_rows, "
                                   "array_cols, vector_lanes, clock_hz, weight_bytes, attention_finish_lanes, "
-                                  "act_tables, act_words, kv_bytes, logits_words, max_context, max_m, param_words, "
-                                  "program_words, result_words, scratch_bytes, weight_memory_bytes, weight_words)"),
+                                  "weight_rows_per_cycle, act_tables, act_words, kv_bytes, logits_words, "
+                                  "max_context, max_m, param_words, program_words, result_words, scratch_bytes, "
+                                  "weight_memory_bytes, weight_words)"),
     (("gemm", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),
     (("gemm", "-k", "0"), "GEMM size K must be a positive integer, not 0"),
     (("gemm", "-m", "100000", "-k", "100000"),
@@ -307,6 +309,17 @@ def test_readme_sample_wall_time_has_the_format_run_prints():
     assert in_all > decoding > 0
 
 
+def test_readme_sample_cycles_and_bound_lines_are_what_run_prints():
+    """README's sample (`lockstep run --hw demo-narrow`, the default prompt and tokens) shows the cycles
+    and bound lines the cycle model gives for that run (predicted on any backend: isa here)."""
+    readme = (ROOT / "README.md").read_text()
+    sample = [x for x in readme.splitlines() if x.startswith(("cycles     :", "bound      :"))][:2]
+    out = lockstep("run", "--hw", "demo-narrow", "--backend", "isa")
+    assert out.returncode == 0, out.stderr
+    printed = [x for x in out.stdout.splitlines() if x.startswith(("cycles     :", "bound      :"))]
+    assert sample == printed and printed[1].startswith("bound      : weight port, ")
+
+
 def _fpga_doc_examples():
     """docs/fpga.md's examples of what `lockstep build` prints: `$ lockstep ...` lines followed by
     their output, and the `--plan` line given after "prints:"."""
@@ -332,7 +345,7 @@ def test_fpga_doc_shows_what_build_prints(args, printed):
 @pytest.mark.parametrize(("args", "status", "message"), [
     (("gemm", "--hw", "a100", "--json"), 1, "design a100 is for the performance model only: its weights are 2-byte "
                                            "and the RTL computes with int8 (designs the RTL builds: 4x4, 8x4, 8x8, "
-                                           "demo, ulx3s, ulx3s-fmax)"),
+                                           "demo, demo-narrow, ulx3s, ulx3s-fmax)"),
     (("estimate", "--model", "nope", "--json"), 1, "unknown model 'nope': not a checkpoint directory nor one of gpt2, "
                                                    "llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b"),
     (("presets", "--json", "--bogus"), 2, "No such option '--bogus' (see 'lockstep presets --help')"),

@@ -58,6 +58,20 @@ def test_batch_one_is_bound_by_weight_loading():
     assert large - small == (tiles_large - tiles_small) * config.array_rows
 
 
+def _padded_gemm_macs(ops, config) -> int:
+    """Padded MACs of a decode step's GEMMs at M = 1, from the program's shapes: each K x N GEMM
+    (K the width of its input) fills ceil(K/R)*R x ceil(N/C)*C of the array."""
+    R, C = config.array_rows, config.array_cols
+    widths = {"token": 1, "position": 1}
+    padded = 0
+    for op in ops:
+        if op.op == "gemm":
+            k, n = widths[op.inputs[0]], op.width
+            padded += -(-k // R) * R * -(-n // C) * C
+        widths[op.output] = op.width
+    return padded
+
+
 def test_decode_step_prediction_for_the_demo_model():
     from golden.checkpoint import load_demo_model
     from golden.quantize import program_structure
@@ -66,18 +80,67 @@ def test_decode_step_prediction_for_the_demo_model():
 
     model = load_demo_model().config
     ops = program_structure(model)
-    config = PRESETS["demo"]
+    config = PRESETS["demo-narrow"]
+    assert config.weight_rows_per_cycle == 1
     first = decode_step_cycles(ops, model, config, position=0)
     last = decode_step_cycles(ops, model, config, position=model.max_context - 1)
     assert len(first.ops) == len(ops)
     assert all(o.cycles > SEQ_ISSUE for o in first.ops)
     # Only attention depends on the position: one (head, position) step per cycle per extra row.
     assert last.total - first.total == model.n_layers * model.n_heads * (model.max_context - 1)
-    # Batch-1 decode is bound by streaming the weights through the C-byte port.
-    weights = sum(o.weight_bytes for o in first.ops)
-    assert first.bounds["weights"] == weights / config.array_cols == first.lower_bound
+    # Batch-1 decode on the one-row port is bound by streaming the tiles through its C bytes a cycle.
+    padded = _padded_gemm_macs(ops, config)
+    assert first.bounds["weight port"] == padded / config.array_cols == first.lower_bound
+    assert first.binding == "weight port"
     assert first.total >= first.lower_bound
     # A port half as wide doubles every tile load: the weight-bound part scales, the rest does not.
     narrow = decode_step_cycles(ops, model, config, position=0, weight_bytes_per_cycle=config.array_cols / 2)
-    assert narrow.bounds["weights"] == 2 * first.bounds["weights"]
+    assert narrow.bounds["weight port"] == 2 * first.bounds["weight port"]
     assert narrow.total > first.total
+
+
+def test_the_bound_is_the_mac_peak_and_the_ports_together():
+    """The array's MAC peak (padded MACs / (R*C)) and its weight port are both bounds of a decode step:
+    on the one-row port the port binds and the array is at 1/R of its peak at best; on the full-width
+    demo design (a tile a cycle) the two meet and the MAC peak binds. Expected values come from the
+    program's shapes, not from the cycle model."""
+    from golden.checkpoint import load_demo_model
+    from golden.quantize import program_structure
+    from hdl.config import PRESETS
+    from sim.machine.cycles import BOUND_NAMES, decode_step_cycles
+
+    model = load_demo_model().config
+    ops = program_structure(model)
+    shares = {}
+    for name in ("demo-narrow", "demo"):
+        config = PRESETS[name]
+        R, C, G = config.array_rows, config.array_cols, config.weight_rows_per_cycle
+        d = decode_step_cycles(ops, model, config, position=5)
+        padded = _padded_gemm_macs(ops, config)
+        assert tuple(d.bounds) == BOUND_NAMES
+        assert d.bounds["MAC peak"] == padded / (R * C)
+        assert d.bounds["weight port"] == padded / (G * C)
+        b = d.bound_report
+        assert b.mac_peak_share == padded / (R * C) / d.total
+        assert b.efficiency == max(padded / (R * C), padded / (G * C), d.bounds["vector"]) / d.total
+        shares[name] = b.mac_peak_share
+        assert b.binding == ("weight port" if G < R else "MAC peak")
+        assert b.binding_text().startswith(f"{b.binding}, {max(padded // (R * C), padded // (G * C)):,} cycles (")
+    assert PRESETS["demo"].weight_rows_per_cycle == PRESETS["demo"].array_rows == 8
+    assert shares["demo-narrow"] < 1 / 8 < 0.5 < shares["demo"]
+    assert b.what("weight port") == "64 bytes a cycle" and b.what("MAC peak") == "8x8 MACs a cycle"
+
+
+def test_a_gemm_pads_to_whole_tiles_in_both_array_bounds():
+    """K = 10, N = 9 on an 8x8 array: 2 x 2 tiles, 16 x 16 = 256 padded MACs (not the 90 the GEMM
+    does): the MAC peak bound is 4 cycles, the port's 256 / (G * 8) bytes."""
+    from sim.machine.cycles import DecodeCycles, gemm_lower_bound, op_cycles
+
+    for g in (1, 2, 8):
+        config = Config(array_rows=8, array_cols=8, weight_words=4096, weight_rows_per_cycle=g)
+        c = op_cycles("gemm", config, width=9, in_width=10)
+        assert (c.macs, c.weight_bytes, c.tiles) == (90, 90, 4)
+        assert c.unit_min == gemm_lower_bound(config, 1, 10, 9) == max(4, 4 * 8 // g)
+        d = DecodeCycles((c,), 8, 8, float(config.weight_port_bytes))
+        assert d.bounds["MAC peak"] == 4 and d.bounds["weight port"] == 256 / (8 * g)
+        assert d.binding == ("MAC peak" if g == 8 else "weight port")

@@ -109,13 +109,43 @@ def test_demo_model_prediction_is_decode_step_cycles(preset):
 
 
 def test_presets_match_the_hdl_configurations():
-    for preset, config in (("4x4", DEFAULT), ("demo", PRESETS["demo"]), ("ulx3s", PRESETS["ulx3s"])):
-        hw = load_hardware(preset)
-        assert (hw.array_rows, hw.array_cols, hw.vector_lanes, hw.clock_hz, hw.attention_finish_lanes) == (
-            config.array_rows, config.array_cols, config.vector_lanes, config.clock_hz,
-            config.attention_finish_lanes)
+    for preset in ("4x4", "demo", "demo-narrow", "ulx3s"):
+        hw, config = load_hardware(preset), PRESETS[preset]
+        assert (hw.array_rows, hw.array_cols, hw.vector_lanes, hw.clock_hz, hw.attention_finish_lanes,
+                hw.weight_rows_per_cycle) == (config.array_rows, config.array_cols, config.vector_lanes,
+                                              config.clock_hz, config.attention_finish_lanes,
+                                              config.weight_rows_per_cycle)
+        assert hw.config().weight_port_bytes == config.weight_port_bytes
         assert hw.memories[0].capacity_bytes == config.weight_words * config.array_cols
-        assert hw.memories[0].bandwidth_bytes_per_s == config.array_cols * config.clock_hz
+        # The weight memory is G banks of array_cols int8, read at one address together.
+        assert hw.memories[0].bandwidth_bytes_per_s == (config.weight_rows_per_cycle * config.array_cols
+                                                        * config.clock_hz)
+    assert PRESETS["4x4"] == DEFAULT
+    # demo is the full-width design; demo-narrow the same chip with the one-row port.
+    assert (PRESETS["demo"].weight_rows_per_cycle, PRESETS["demo-narrow"].weight_rows_per_cycle) == (8, 1)
+    assert replace(PRESETS["demo"], weight_rows_per_cycle=1) == PRESETS["demo-narrow"]
+
+
+def test_the_estimate_takes_the_weight_port_from_the_design():
+    """The performance model reads weight_rows_per_cycle: demo's port is 64 weights a cycle, and its
+    estimate is the cycle model's at G = 8 (the binding bound the array's MAC peak, with the port
+    equal to it); demo-narrow's is 8 a cycle and the port binds. A model-only design keeps G = 1."""
+    model = load_demo_model().config
+    for preset, port, binding in (("demo", 64, "compute"), ("demo-narrow", 8, "weight port")):
+        hw = load_hardware(preset)
+        e = estimate(model, hw, context=1)
+        assert e.port_elements_per_cycle == port and e.binding == binding
+        direct = decode_step_cycles(program_structure(model), model, PRESETS[preset], position=0)
+        assert e.cycles == direct.total
+        assert e.bounds["compute"] == direct.bounds["MAC peak"] / hw.clock_hz
+        assert e.bounds["weight port"] == e.weight_bytes_per_token / port / hw.clock_hz
+    assert all(load_hardware(p).weight_rows_per_cycle == 1 for p in ("tpu-v1", "a100", "groq-lpu", "cerebras-wse3"))
+    with pytest.raises(HardwareError, match=r"^x\.toml \[chip\]: weight_rows_per_cycle must be an integer, not 2\.5$"):
+        hardware_from_dict({"chip": {"array_rows": 8, "array_cols": 8, "vector_lanes": 8, "clock_hz": 1e8,
+                                     "weight_rows_per_cycle": 2.5}, "memory": [
+            {"name": "m", "capacity_bytes": 1e6, "bandwidth_bytes_per_s": 1e9}]}, source="x.toml")
+    with pytest.raises(HardwareError, match=r"^x: weight_rows_per_cycle must divide array_rows \(8\), not 3$"):
+        replace(load_hardware("tpu-v1"), name="x", array_rows=8, weight_rows_per_cycle=3)
 
 
 def test_the_board_preset_at_its_measured_fmax():
@@ -265,7 +295,7 @@ def test_batch_raises_throughput_and_16_bit_weights_halve_the_memory_rate():
 
 
 def test_every_preset_loads_and_every_model_estimates_on_a_big_enough_chip():
-    assert {"4x4", "demo", "ulx3s", "ulx3s-fmax", "tpu-v1", "groq-lpu", "cerebras-wse3",
+    assert {"4x4", "demo", "demo-narrow", "ulx3s", "ulx3s-fmax", "tpu-v1", "groq-lpu", "cerebras-wse3",
             "a100"} <= set(list_presets())
     for p in list_presets():
         load_hardware(p)
@@ -496,7 +526,7 @@ def test_a_sweep_over_a_multi_chip_preset_is_the_estimate_of_each_point(tmp_path
     ({"preset": ["no-such-chip"]}, r"^s\.toml: point \{'weight_bytes_per_cycle': None, 'model': 'gpt2', 'context': "
                                    r"None, 'batch': 1, 'preset': 'no-such-chip'\} is not valid: unknown design "
                                    r"'no-such-chip': not a TOML file nor one of 4x4, 8x4, 8x8, a100, a100-80gb, "
-                                   r"cerebras-wse3, demo, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax$"),
+                                   r"cerebras-wse3, demo, demo-narrow, groq-lpu, tpu-v1, ulx3s, ulx3s-fmax$"),
     ({"preset": ["groq-lpu"], "tensor_parallel": [7]}, r"^s\.toml: point \{.*'preset': 'groq-lpu', "
                                                        r"'tensor_parallel': 7\} is not valid: "
                                                        r".*tensor_parallel \(7\) must divide chips \(576\)$"),

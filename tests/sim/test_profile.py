@@ -105,21 +105,22 @@ def test_run_profile_on_verilator_measures_every_instruction_equal_to_its_predic
 
 
 def test_a_changed_design_predicts_other_cycles():
-    """`--set` reaches the compiler and the cycle model: a 4x4 array with 4 lanes is slower than demo's 8x8."""
+    """`--set` reaches the compiler and the cycle model: a 4x4 array with 4 lanes (and a port of its
+    4 rows) is slower than demo's 8x8."""
     base = lockstep("decode", "--tokens", "1", "--json")
     small = lockstep("decode", "--hw", "demo", "--set", "array_rows=4", "--set", "array_cols=4",
-                     "--set", "vector_lanes=4", "--tokens", "1", "--json")
+                     "--set", "vector_lanes=4", "--set", "weight_rows_per_cycle=4", "--tokens", "1", "--json")
     assert base.returncode == 0 and small.returncode == 0, small.stderr
     b, s = json.loads(base.stdout), json.loads(small.stdout)
     assert s["design"]["config"]["array_rows"] == 4 and s["design"]["settings"] == [
-        "array_rows=4", "array_cols=4", "vector_lanes=4"]
+        "array_rows=4", "array_cols=4", "vector_lanes=4", "weight_rows_per_cycle=4"]
     assert s["predicted_cycles_per_token"] > b["predicted_cycles_per_token"]
     assert s["generated"] == b["generated"]          # the same integer program, another machine
 
 
 @pytest.mark.slow
 def test_a_changed_design_runs_on_verilator_equal_to_its_prediction():
-    out = lockstep("run", "--hw", "demo", "--set", "array_rows=4", "--set", "array_cols=4", "--set",
+    out = lockstep("run", "--hw", "demo-narrow", "--set", "array_rows=4", "--set", "array_cols=4", "--set",
                    "vector_lanes=4", "--tokens", "2", "--json")
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)

@@ -57,12 +57,62 @@ def test_cli_decode_prints_tokens_and_predicted_figures():
     assert report["predicted_cycles_per_token"] >= report["lower_bound_cycles"] > 0
 
 
+def _padded_gemm_macs(program, config) -> int:
+    """The demo program's GEMMs padded to whole R x C tiles at M = 1 (from the program's shapes)."""
+    R, C = config.array_rows, config.array_cols
+    widths = {"token": 1, "position": 1}
+    padded = 0
+    for op in program:
+        if op.op == "gemm":
+            padded += -(-widths[op.inputs[0]] // R) * R * -(-op.width // C) * C
+        widths[op.output] = op.width
+    return padded
+
+
+@pytest.mark.parametrize(("design", "binding"), [("demo-narrow", "weight port"), ("demo", "MAC peak")])
+def test_cli_names_the_binding_bound_and_the_mac_peak_share(design, binding):
+    """`lockstep decode` prints the share of the array's MAC peak and the binding bound by name, and
+    --json and --profile carry the same figures: on the one-row port the port binds (8 bytes a cycle),
+    on the full-width demo design the array's MACs do."""
+    from golden.quantize import program_structure
+
+    config = PRESETS[design]
+    R, C, G = config.array_rows, config.array_cols, config.weight_rows_per_cycle
+    padded = _padded_gemm_macs(program_structure(load_demo_model().config), config)
+    mac_bound, port_bound = padded / (R * C), padded / (G * C)
+    assert binding == ("weight port" if port_bound > mac_bound else "MAC peak")
+    args = ("decode", "--hw", design, "--backend", "isa", "--tokens", "2")
+    out = subprocess.run([LOCKSTEP, *args, "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    cycles = report["predicted_cycles_per_token"]
+    assert report["binding"] == binding
+    assert report["bounds"]["MAC peak"] == mac_bound and report["bounds"]["weight port"] == port_bound
+    assert report["lower_bound_cycles"] == max(report["bounds"].values()) == max(mac_bound, port_bound)
+    assert report["mac_peak_share"] == pytest.approx(mac_bound / cycles, rel=1e-12)
+    assert report["efficiency"] == pytest.approx(max(mac_bound, port_bound) / cycles, rel=1e-12)
+    text = subprocess.run([LOCKSTEP, *args, "--profile"], capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0, text.stderr
+    what = f"{G * C} bytes a cycle" if binding == "weight port" else f"{R}x{C} MACs a cycle"
+    share = f"{mac_bound / cycles:.0%} of the array's MAC peak"
+    lines = text.stdout.splitlines()
+    assert any(line.startswith("cycles     : ") and line.endswith(f"predicted by the cycle model, {share}")
+               for line in lines), text.stdout
+    assert any(line.startswith(f"bound      : {binding}, {max(mac_bound, port_bound):,.0f} cycles ({what}), ")
+               for line in lines), text.stdout
+    # The profile's per-unit summary: every step's bounds summed.
+    steps = report["steps"]
+    assert any(line.strip().startswith(f"over {steps} steps: ") and
+               f"bound: {binding}, {steps * max(mac_bound, port_bound):,.0f} cycles ({what})" in line
+               for line in lines), text.stdout
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--tokens", "500"), "more than max_context=128"),
     (("--prompt", "Zebra"), "character 'Z' at position 0 is not in the tokenizer's alphabet"),
     (("--hw", "4x4"), "the model does not fit: its weight memory"),
     (("--hw", "tpu-v1"), "design tpu-v1 is for the performance model only: array rows must be at most 64 to build, "
-                         "not 256 (designs the RTL builds: 4x4, 8x4, 8x8, demo, ulx3s, ulx3s-fmax)"),
+                         "not 256 (designs the RTL builds: 4x4, 8x4, 8x8, demo, demo-narrow, ulx3s, ulx3s-fmax)"),
     (("--model", "/nonexistent"), "/nonexistent"),
 ])
 def test_cli_decode_errors_are_one_line(args, message):
