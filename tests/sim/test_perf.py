@@ -22,6 +22,7 @@ from golden.quantize import program_structure
 from hdl.config import DEFAULT, PRESETS
 from sim.cli.perf import estimate_cmd
 from sim.machine.cycles import decode_step_cycles, op_cycles
+from sim.machine.schedule import column_pad, instruction_groups
 from sim.perf.model import (
     MAX_CONTEXT,
     MAX_TEXT_BYTES,
@@ -182,12 +183,20 @@ def test_multi_chip_step_is_the_shard_program_with_its_gemms_repriced(model, pre
     d = decode_step_cycles(ops, shard_shape(mc, hw.tensor_parallel), hw.config(), position=0,
                            weight_bytes_per_cycle=_port(hw))
     split = {s.name: s for s in e.splits}
+    shapes = {op.output: (split[op.output.split(".", 1)[-1]].k_shard, split[op.output.split(".", 1)[-1]].n_shard)
+              for op in ops if op.op == "gemm"}
+    other = {o.output: o.cycles for o in d.ops if o.op != "gemm"}
+    pad = column_pad(hw.config())
     total = 0
-    for op, oc in zip(ops, d.ops, strict=True):
-        if op.op == "gemm":
-            total += split[op.output.split(".", 1)[-1]].cycles
+    for g in instruction_groups(ops, hw.config(), gemm_shapes=shapes):
+        if g.op == "gemm":
+            # one instruction: its members' shards side by side (each padded to whole output tiles)
+            n = sum(ceil_div(shapes[op.output][1], pad) * pad for op in g.ops[:-1]) + shapes[g.ops[-1].output][1]
+            assert {shapes[op.output][0] for op in g.ops} == {g.in_width} and g.width == n
+            total += op_cycles("gemm", hw.config(), width=n, in_width=g.in_width,
+                               weight_bytes_per_cycle=_port(hw)).cycles
         else:
-            total += oc.cycles
+            total += other[g.output]
     assert e.cycles == total
     assert e.cycles < d.total  # the 1-D shards (Megatron's) cost more cycles
 
