@@ -15,9 +15,9 @@ scratchpad word where the ops after it read it; N is the last member's offset pl
 weights, biases and per-channel multipliers and shifts are the members' concatenated with the same
 padding (:attr:`Group.params`), so the merged GEMM computes each member's outputs bit for bit: a
 GEMM's output channel depends only on its own column, bias, multiplier and shift. It runs the same
-tiles as the members one after another and pays the per-instruction overhead (issue, start, first
-tile load, the array's R + C latency, write-back) once. A merged N is at most the instruction's
-``count`` field allows.
+tiles as the members one after another and pays the per-instruction overhead once (issue, start,
+the last tile's activation row, the array's R + C latency: 5 + R + C cycles at M = 1). A merged N
+is at most what the instruction's ``count`` field holds.
 """
 
 from __future__ import annotations
