@@ -63,7 +63,7 @@ from golden.vector import (
 from .errors import InputError
 
 __all__ = [
-    "ACT_CLIPS", "WEIGHT_CLIPS", "calibration_for", "demo_corpus_splits", "program_structure",
+    "ACT_CLIPS", "WEIGHT_CLIPS", "calibration_for", "demo_corpus_splits", "gemm_form", "program_structure",
     "quantize_checkpoint", "quantize_model", "quantize_weight", "random_calibration", "run_float",
     "weight_bytes",
 ]
@@ -144,6 +144,13 @@ def program_structure(config: ModelConfig) -> list[Op]:
     add("gemm", ["final"], "logits", c.vocab_size, None, ["tok_embed" if c.tie_embeddings else "lm_head"])
     add("argmax", ["logits"], "next_token", 1)
     return ops
+
+
+def gemm_form(op: Op) -> tuple[bool, bool]:
+    """(has a bias, requantized to int8) of a GEMM of :func:`program_structure`, before it is
+    quantized: a bias where the structure names one (GPT-2's projections); every GEMM is
+    requantized per output channel except the LM head, whose int32 accumulators are the logits."""
+    return len(op.weights) > 1, op.output != "logits"
 
 
 def _head_weight(name: str, weights) -> np.ndarray:
@@ -388,7 +395,8 @@ def quantize_model(config: ModelConfig, weights: dict[str, np.ndarray], calibrat
                                               out_scale=s_out, eps=c.norm_eps)
             elif op.op == "gemm":
                 s_in = scale_of(op.inputs[0])
-                if name == "logits":
+                has_bias, requantized = gemm_form(op)
+                if not requantized:
                     if op.weights[0] == "tok_embed":
                         wq, ws = tables["tok_embed"][0].T, tables["tok_embed"][1]
                     else:
@@ -399,7 +407,7 @@ def quantize_model(config: ModelConfig, weights: dict[str, np.ndarray], calibrat
                 else:
                     wq, ws = quantize_weight(w[op.weights[0]], per_channel=True, clip=weight_clip)
                     bias = None
-                    if len(op.weights) > 1:
+                    if has_bias:
                         bias = _round_half_up(w[op.weights[1]] / (s_in * ws))
                         if (np.abs(bias) >= (1 << 31)).any():
                             raise InputError(f"bias {op.weights[1]!r} does not fit int32 at its accumulator scale")

@@ -121,8 +121,7 @@ def images(compiled: Compiled) -> DecodeImages:
 
 def predicted_cycles(compiled: Compiled, position: int) -> int:
     """The cycle model's count for the compiled program's instructions (all but HALT)."""
-    ops = [op for op in compiled.ops if op is not None]
-    return decode_step_cycles(ops, compiled.model.config, compiled.config, position=position).total
+    return decode_step_cycles(compiled.program, compiled.model.config, compiled.config, position=position).total
 
 
 def check_waves_window(window: dict | None, n_steps: int) -> None:

@@ -1,11 +1,13 @@
 """The compiler: an integer model + a hardware configuration -> a static program and memory images.
 
 Input: :class:`golden.int_model.IntModel` (its integer program is an ordered list of primitive
-ops). Output: :class:`Compiled`: one instruction (:mod:`hdl.isa`) per op plus ``HALT``, and the
-contents of every memory the host loads once per run:
+ops). Output: :class:`Compiled`: one instruction (:mod:`hdl.isa`) per group of ops of
+:func:`sim.machine.schedule.instruction_groups` (one op each, except GEMMs that read the same input,
+merged into one GEMM) plus ``HALT``, and the contents of every memory the host loads once per run:
 
 * ``weights``: int8 bytes in words of ``array_cols`` bytes. A GEMM's tiles are laid out in the order
-  of :func:`hdl.isa.weight_tiles` (output tile, reduction tile, tile row); an embedding table is
+  of :func:`hdl.isa.weight_tiles` (output tile, reduction tile, tile row), a merged GEMM's on its
+  members' weights side by side (:attr:`sim.machine.schedule.Group.params`); an embedding table is
   row-major, each row starting on a word.
 * ``params``: 32-bit words, one record per op, packed by its :class:`hdl.isa.ParamRecord`
   (:data:`hdl.isa.PARAM_RECORDS`). Every record starts on a word of ``max(array_rows, array_cols)``
@@ -16,7 +18,8 @@ contents of every memory the host loads once per run:
   one row per table; an ACTIVATION instruction names its row in ``count``. The host writes them
   into the vector unit's table memory once per run (``Config.act_tables`` rows);
 * the activation scratchpad: int8 values, each op's output at its own address (aligned to a
-  word of ``max(array_rows, array_cols)`` elements); the int32 logits go to the logits buffer.
+  word of ``max(array_rows, array_cols)`` elements; a merged GEMM's members at its address plus
+  their offsets, each on a word too); the int32 logits go to the logits buffer.
 * the KV cache: int8, ``[layer][position][kv head][head_dim]``, the order attention streams it.
 
 The only runtime inputs of a decode step are the token and its position (the KV length is
@@ -48,6 +51,8 @@ from hdl.isa import (
     weight_tiles,
 )
 
+from .schedule import instruction_groups
+
 __all__ = ["Compiled", "CompileError", "compile_model"]
 
 
@@ -62,7 +67,7 @@ class Compiled:
     config: object
     model: object
     instructions: list[Instruction]
-    ops: list                       # the integer-program op of each instruction (None for HALT)
+    ops: list                       # the Group of program ops of each instruction (None for HALT)
     weights: np.ndarray             # int8 bytes
     params: np.ndarray              # int32 words (int64 array)
     act_tables: np.ndarray          # (tables, 256) int8 (int64 array): the activation tables, by index
@@ -72,6 +77,11 @@ class Compiled:
     addresses: dict[str, int] = field(default_factory=dict)   # value -> scratchpad (or logits) address
     logits_value: str = ""
     token_value: str = ""
+
+    @property
+    def program(self) -> list:
+        """The integer-program ops the instructions run, in order (what the cycle model prices)."""
+        return [op for group in self.ops if group is not None for op in group.ops]
 
     @property
     def program_words(self) -> list[int]:
@@ -143,7 +153,7 @@ def compile_model(model, config) -> Compiled:
         return addresses[name]
 
     logits_value = token_value = ""
-    for op in model.program:
+    for op in instruction_groups(model.program, config):
         p = op.params
         kind = op.op
         if kind == "embed":
@@ -169,6 +179,8 @@ def compile_model(model, config) -> Compiled:
             if p.requantized:
                 flags |= GemmFlags.REQUANT
                 dst = scratch(op.output, n)
+                for member, offset in zip(op.ops, op.offsets, strict=True):
+                    addresses[member.output] = dst + offset
             else:
                 logits_top += -logits_top % align
                 dst = addresses[op.output] = logits_top

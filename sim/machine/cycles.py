@@ -33,6 +33,8 @@ from golden.errors import InputError
 from golden.numerics import ceil_div
 from hdl.vector import VECTOR_OP_NAMES
 
+from .schedule import instruction_groups
+
 __all__ = ["GEMM_DRAIN", "GEMM_START", "GemmCycles", "array_stream_cycles", "gemm_cycles", "gemm_lower_bound",
            "gemm_tiles", "tile_load_cycles"]
 
@@ -497,19 +499,21 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
 
 
 def decode_step_cycles(ops, model_config, config, *, position: int,
-                       weight_bytes_per_cycle: float | None = None) -> DecodeCycles:
+                       weight_bytes_per_cycle: float | None = None, gemm_shapes: dict | None = None) -> DecodeCycles:
     """Predicted cycles of one decode step: ``ops`` is the integer program
     (:func:`golden.quantize.program_structure` or an IntModel's ``program``), ``model_config`` its
-    :class:`golden.model.ModelConfig`, ``config`` the accelerator, ``position`` the token's position."""
-    widths = {"token": 1, "position": 1}
+    :class:`golden.model.ModelConfig`, ``config`` the accelerator, ``position`` the token's position.
+
+    One :class:`OpCycles` per instruction the compiler emits for ``ops``
+    (:func:`sim.machine.schedule.instruction_groups`: a merged GEMM is one instruction, named after
+    its members, "L0.q+k+v"); ``gemm_shapes`` (output value -> (K, N)) prices a GEMM at another
+    shape than the program's (a tensor-parallel shard)."""
     out = []
-    for op in ops:
-        in_width = widths.get(op.inputs[0], 0) if op.inputs else 0
-        c = op_cycles(op.op, config, width=op.width, in_width=in_width, n_heads=model_config.n_heads,
+    for g in instruction_groups(ops, config, gemm_shapes=gemm_shapes):
+        c = op_cycles(g.op, config, width=g.width, in_width=g.in_width, n_heads=model_config.n_heads,
                       n_kv_heads=model_config.n_kv_heads, head_dim=model_config.head_dim, position=position,
                       weight_bytes_per_cycle=weight_bytes_per_cycle)
-        out.append(replace(c, output=op.output))
-        widths[op.output] = op.width
+        out.append(replace(c, output=g.output, macs=g.macs, weight_bytes=g.macs))
     port = config.weight_port_bytes
     wbpc = float(weight_bytes_per_cycle or port)
     return DecodeCycles(tuple(out), config.array_rows, config.array_cols, min(wbpc, port))

@@ -37,7 +37,7 @@ class InstructionCycles:
 
     index: int                 # in the program (0 = first)
     op: str
-    output: str                # the value it writes (names the layer: L3.q)
+    output: str                # the value it writes (names the layer: L3.o; a merged GEMM's values: L3.q+k+v)
     layer: int | None          # None outside the layers (embedding, final norm, LM head, argmax)
     unit: str
     predicted: int
@@ -65,16 +65,16 @@ class StepProfile:
 
 
 def _step(compiled: Compiled, position: int, token_in: int, token_out: int, trace) -> StepProfile:
-    ops = [op for op in compiled.ops if op is not None]
-    step = decode_step_cycles(ops, compiled.model.config, compiled.config, position=position)
+    groups = [g for g in compiled.ops if g is not None]
+    step = decode_step_cycles(compiled.program, compiled.model.config, compiled.config, position=position)
     predicted = step.ops
-    if trace is not None and len(trace) != len(ops):
+    if trace is not None and len(trace) != len(groups):
         raise InputError(f"step at position {position}: the trace holds {len(trace)} counts for "
-                         f"{len(ops)} instructions")
-    rows = tuple(InstructionCycles(index=i, op=op.op, output=op.output, layer=op.layer, unit=unit_of(op.op),
+                         f"{len(groups)} instructions")
+    rows = tuple(InstructionCycles(index=i, op=g.op, output=g.output, layer=g.layer, unit=unit_of(g.op),
                                    predicted=p.cycles, measured=None if trace is None else int(trace[i]),
                                    unit_min=p.unit_min)
-                 for i, (op, p) in enumerate(zip(ops, predicted, strict=True)))
+                 for i, (g, p) in enumerate(zip(groups, predicted, strict=True)))
     return StepProfile(position, token_in, token_out, rows, step.bound_report)
 
 

@@ -54,7 +54,8 @@ from golden.numerics import ceil_div
 from golden.quantize import program_structure
 from hdl.config import CHIP_EXTRA_KEYS, DEFAULT, DESIGN_DIR, MAX_ARRAY, Config, chip_config
 
-from ..machine.cycles import DecodeCycles, decode_step_cycles, gemm_cycles, op_cycles
+from ..machine.cycles import decode_step_cycles, gemm_cycles, op_cycles
+from ..machine.schedule import instruction_groups
 from ..numbers import count, number, quantity
 
 __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LAYERS", "MAX_TEXT_BYTES", "MODELS",
@@ -456,49 +457,41 @@ def _gemm_op_cycles(config, k: int, n: int, *, port: float | None, batch: int = 
 
 def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_cycle: float | None,
                         batch: int = 1, gemm_shapes: dict | None = None):
-    """(cycles, bounds in cycles, GEMM count, weight elements, cycles per op kind) of one decode step
-    for ``batch`` sequences (the op kinds' cycles sum to the step's).
+    """(cycles, bounds in cycles, GEMM instructions, weight elements, cycles per op kind) of one
+    decode step for ``batch`` sequences (the op kinds' cycles sum to the step's).
 
-    ``decode_step_cycles`` of ``ops``; a GEMM named in ``gemm_shapes`` (output value -> (K, N), a
-    2-D shard, see :func:`shard_plan`) is priced by ``op_cycles`` at that shape instead of the
-    (input width, output width) the program gives it. The batch hook (not confirmed by the RTL,
-    which runs batch 1): every GEMM re-priced by ``gemm_cycles`` with ``m = batch`` (B activation
-    rows stream through each weight tile), every other instruction repeated once per further
-    sequence (the sequencer issues them per sequence). Every bound (``DecodeCycles.bounds``) but the
-    weight port's scales by B.
+    ``decode_step_cycles`` of ``ops``, one count per instruction the compiler emits (GEMMs that read
+    one input merged: :func:`sim.machine.schedule.instruction_groups`); a GEMM named in
+    ``gemm_shapes`` (output value -> (K, N), a 2-D shard, see :func:`shard_plan`) is priced at that
+    shape instead of the (input width, output width) the program gives it, and merges by it. The
+    batch hook (not confirmed by the RTL, which runs batch 1): every GEMM instruction re-priced by
+    ``gemm_cycles`` with ``m = batch`` (B activation rows stream through each weight tile), every
+    other instruction repeated once per further sequence (the sequencer issues them per sequence).
+    Every bound (``DecodeCycles.bounds``) but the weight port's scales by B.
     """
-    d = decode_step_cycles(ops, shape, config, position=position, weight_bytes_per_cycle=weight_bytes_per_cycle)
+    d = decode_step_cycles(ops, shape, config, position=position, weight_bytes_per_cycle=weight_bytes_per_cycle,
+                           gemm_shapes=gemm_shapes)
     kinds: dict[str, float] = {}
-    if batch == 1 and not gemm_shapes:
-        for o in d.ops:
-            kinds[o.op] = kinds.get(o.op, 0) + o.cycles
-        return (d.total, dict(d.bounds), sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops),
-                kinds)
-    widths = {"token": 1, "position": 1}
-    priced, extra, memo = [], 0, {}
-    for op, oc in zip(ops, d.ops, strict=True):
-        in_width = widths.get(op.inputs[0], 0) if op.inputs else 0
-        widths[op.output] = op.width
-        if op.op == "gemm":
-            k, n = (gemm_shapes or {}).get(op.output, (in_width, op.width))
-            if (k, n) != (in_width, op.width) or batch > 1:
-                if (k, n) not in memo:   # every layer asks the same shapes
-                    c = _gemm_op_cycles(config, k, n, port=weight_bytes_per_cycle, batch=batch)
-                    memo[k, n] = (c, c if batch == 1 else _gemm_op_cycles(config, k, n, port=weight_bytes_per_cycle))
-                c, one = memo[k, n]
-                extra += c.cycles - one.cycles
-                kinds[op.op] = kinds.get(op.op, 0) + c.cycles - one.cycles
-                oc = replace(one, output=oc.output)
-        else:
-            extra += (batch - 1) * oc.cycles
-            kinds[op.op] = kinds.get(op.op, 0) + (batch - 1) * oc.cycles
-        kinds[op.op] = kinds.get(op.op, 0) + oc.cycles
-        priced.append(oc)
-    d = DecodeCycles(tuple(priced), d.array_rows, d.array_cols, d.weight_bytes_per_cycle)
+    for o in d.ops:
+        kinds[o.op] = kinds.get(o.op, 0) + o.cycles
+    gemms = sum(1 for o in d.ops if o.op == "gemm")
+    weights = sum(o.weight_bytes for o in d.ops)
     # Every bound but the weight port's scales with the sequences (B activation rows a tile).
     bounds = {k: v if k == "weight port" else v * batch for k, v in d.bounds.items()}
-    return (d.total + extra, bounds, sum(1 for o in d.ops if o.op == "gemm"), sum(o.weight_bytes for o in d.ops),
-            kinds)
+    if batch == 1:
+        return d.total, bounds, gemms, weights, kinds
+    extra, memo = 0, {}
+    for g, oc in zip(instruction_groups(ops, config, gemm_shapes=gemm_shapes), d.ops, strict=True):
+        if g.op == "gemm":
+            k, n = g.in_width, g.width
+            if (k, n) not in memo:   # every layer asks the same shapes
+                memo[k, n] = _gemm_op_cycles(config, k, n, port=weight_bytes_per_cycle, batch=batch).cycles
+            more = memo[k, n] - oc.cycles
+        else:
+            more = (batch - 1) * oc.cycles
+        extra += more
+        kinds[oc.op] += more
+    return d.total + extra, bounds, gemms, weights, kinds
 
 
 def _sum_local_positions(context: int, split: int) -> int:

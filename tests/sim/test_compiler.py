@@ -58,7 +58,12 @@ def test_random_models_on_the_instruction_model_equal_the_integer_model(name):
 
 def test_program_shape(demo_model):
     compiled = compile_model(demo_model, PRESETS["demo"])
-    assert len(compiled.instructions) == len(demo_model.program) + 1
+    # One instruction per op, except q, k, v and gate, up: one GEMM each a layer.
+    n_layers = demo_model.config.n_layers
+    assert len(compiled.instructions) == len(demo_model.program) - 3 * n_layers + 1
+    assert compiled.program == list(demo_model.program)
+    merged = [g.output for g in compiled.ops if g is not None and g.merged]
+    assert merged == [name for i in range(n_layers) for name in (f"L{i}.q+k+v", f"L{i}.gate+up")]
     assert compiled.instructions[-1].opcode is Opcode.HALT
     assert [decode(w) for w in compiled.program_words] == compiled.instructions
     listing = compiled.listing()

@@ -84,7 +84,10 @@ def test_decode_step_prediction_for_the_demo_model():
     assert config.weight_rows_per_cycle == 1
     first = decode_step_cycles(ops, model, config, position=0)
     last = decode_step_cycles(ops, model, config, position=model.max_context - 1)
-    assert len(first.ops) == len(ops)
+    # One count per instruction: q, k, v and gate, up are one GEMM each a layer.
+    assert len(first.ops) == len(ops) - 3 * model.n_layers
+    assert [o.output for o in first.ops if "+" in o.output] == [
+        name for i in range(model.n_layers) for name in (f"L{i}.q+k+v", f"L{i}.gate+up")]
     assert all(o.cycles > SEQ_ISSUE for o in first.ops)
     # Only attention depends on the position: one (head, position) step per cycle per extra row.
     assert last.total - first.total == model.n_layers * model.n_heads * (model.max_context - 1)

@@ -37,14 +37,11 @@ def truncated(compiled, n):
 
 
 def predicted_trace(compiled, position):
-    """op_cycles of every instruction but HALT."""
+    """op_cycles of every instruction but HALT (a merged GEMM: K x its members' N side by side)."""
     mc = compiled.model.config
-    widths = {"token": 1, "position": 1}
-    for op in compiled.model.program:
-        widths[op.output] = op.width
-    return [op_cycles(op.op, compiled.config, width=op.width, in_width=widths.get(op.inputs[0], 0) if op.inputs else 0,
-                      n_heads=mc.n_heads, n_kv_heads=mc.n_kv_heads, head_dim=mc.head_dim, position=position).cycles
-            for op in compiled.ops if op is not None]
+    return [op_cycles(g.op, compiled.config, width=g.width, in_width=g.in_width, n_heads=mc.n_heads,
+                      n_kv_heads=mc.n_kv_heads, head_dim=mc.head_dim, position=position).cycles
+            for g in compiled.ops if g is not None]
 
 
 def check_steps(compiled, result, steps):
