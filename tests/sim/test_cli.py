@@ -310,14 +310,15 @@ def test_readme_sample_wall_time_has_the_format_run_prints():
 
 
 def test_readme_sample_cycles_and_bound_lines_are_what_run_prints():
-    """README's sample (`lockstep run --hw demo-narrow`, the default prompt and tokens) shows the cycles
-    and bound lines the cycle model gives for that run (predicted on any backend: isa here)."""
+    """README's sample (`lockstep run`: the default design, prompt and tokens) shows the cycles and bound
+    lines the cycle model gives for that run (predicted on any backend: isa here): the full-width
+    design is bound by the array's MAC peak, not by its weight port."""
     readme = (ROOT / "README.md").read_text()
     sample = [x for x in readme.splitlines() if x.startswith(("cycles     :", "bound      :"))][:2]
-    out = lockstep("run", "--hw", "demo-narrow", "--backend", "isa")
+    out = lockstep("run", "--backend", "isa")
     assert out.returncode == 0, out.stderr
     printed = [x for x in out.stdout.splitlines() if x.startswith(("cycles     :", "bound      :"))]
-    assert sample == printed and printed[1].startswith("bound      : weight port, ")
+    assert sample == printed and printed[1].startswith("bound      : MAC peak, ")
 
 
 def _fpga_doc_examples():
