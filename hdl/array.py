@@ -198,6 +198,41 @@ class SystolicArray(wiring.Component):
             lane_a.append(regs_a[-1])
             lane_bank.append(regs_b[-1])
 
+        w_we, w_bank, w_data = self._weight_wavefront(m, en, w_take, w_fire, wbeat, wbank)
+
+        # The grid.
+        pes = [[ProcessingElement() for _ in range(C)] for _ in range(R)]
+        for i in range(R):
+            for j in range(C):
+                pe = pes[i][j]
+                m.submodules[f"pe_{i}_{j}"] = pe
+                m.d.comb += [
+                    pe.en.eq(en),
+                    pe.a_in.eq(lane_a[i] if j == 0 else pes[i][j - 1].a_out),
+                    pe.bank_in.eq(lane_bank[i] if j == 0 else pes[i][j - 1].bank_out),
+                    pe.psum_in.eq(0 if i == 0 else pes[i - 1][j].psum_out),
+                    pe.w_we.eq(w_we[i][j]),
+                    pe.w_bank.eq(w_bank[i][j]),
+                    pe.w_data.eq(w_data[i][j][0]),
+                ]
+
+        # Output de-skew: column j passes C - 1 - j more registers.
+        for j in range(C):
+            prev = pes[R - 1][j].psum_out
+            for k in range(C - 1 - j):
+                reg = Signal(signed(ACC_BITS), name=f"deskew{j}_{k}")
+                with m.If(en):
+                    m.d.sync += reg.eq(prev)
+                prev = reg
+            m.d.comb += self.sums.payload.data[j].eq(prev)
+        m.d.comb += [self.sums.valid.eq(valid[-1]), self.sums.payload.last.eq(last[-1])]
+        return m
+
+    def _weight_wavefront(self, m, en, w_take, w_fire, wbeat, wbank):
+        """The staging registers and the write wavefront of fired tiles: per row ``i`` and column
+        ``j``, the write enable, bank and weight PE(i, j) takes (``[i][j]``, data ``[i][j][0]``)."""
+        R, C, G = self.rows, self.cols, self.rows_per_beat
+        beats = R // G
         # Staging: the first R / G - 1 beats of a tile wait here; the beat that completes the tile
         # is used as it arrives.
         stage = [Signal(8 * G * C, name=f"wstage{b}") for b in range(beats - 1)]
@@ -234,32 +269,4 @@ class SystolicArray(wiring.Component):
             w_we.append(chain_we)
             w_bank.append(chain_bank)
             w_data.append(chain_data)
-
-        # The grid.
-        pes = [[ProcessingElement() for _ in range(C)] for _ in range(R)]
-        for i in range(R):
-            for j in range(C):
-                pe = pes[i][j]
-                m.submodules[f"pe_{i}_{j}"] = pe
-                m.d.comb += [
-                    pe.en.eq(en),
-                    pe.a_in.eq(lane_a[i] if j == 0 else pes[i][j - 1].a_out),
-                    pe.bank_in.eq(lane_bank[i] if j == 0 else pes[i][j - 1].bank_out),
-                    pe.psum_in.eq(0 if i == 0 else pes[i - 1][j].psum_out),
-                    pe.w_we.eq(w_we[i][j]),
-                    pe.w_bank.eq(w_bank[i][j]),
-                    pe.w_data.eq(w_data[i][j][0]),
-                ]
-
-        # Output de-skew: column j passes C - 1 - j more registers.
-        for j in range(C):
-            prev = pes[R - 1][j].psum_out
-            for k in range(C - 1 - j):
-                reg = Signal(signed(ACC_BITS), name=f"deskew{j}_{k}")
-                with m.If(en):
-                    m.d.sync += reg.eq(prev)
-                prev = reg
-            m.d.comb += self.sums.payload.data[j].eq(prev)
-        m.d.comb += [self.sums.valid.eq(valid[-1]), self.sums.payload.last.eq(last[-1])]
-        return m
-
+        return w_we, w_bank, w_data

@@ -482,7 +482,7 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
     return result, runner
 
 
-def _verilator_runner():
+def _verilator_runner(main: Path):
     """cocotb's Verilator runner, minus its global ``--public-flat-rw``.
 
     That flag makes every net of the design visible to VPI, which stops Verilator from
@@ -497,8 +497,9 @@ def _verilator_runner():
             # build directory first (-I.): a model called "array" or "vector" would then shadow
             # the standard header <array> / <vector> on any rebuild. Give it a name no header has.
             verilate[verilate.index("-o") + 1] = VERILATOR_EXECUTABLE
-            # Lockstep's own main (it drives the clock) in place of cocotb's verilator.cpp.
-            verilate = [str(VERILATOR_MAIN) if Path(arg).name == "verilator.cpp" else arg for arg in verilate]
+            # Lockstep's own main (it drives the clock) in place of cocotb's verilator.cpp: the build
+            # directory's copy, so the cached Makefile never names a file of the checkout that built it.
+            verilate = [str(main) if Path(arg).name == "verilator.cpp" else arg for arg in verilate]
             cmds[0] = verilate
             return cmds
 
@@ -516,6 +517,8 @@ def _verilator_runner():
 #: The C++ main of every Verilator model, in place of cocotb's: with ``+lockstep_clock_ns`` it
 #: toggles ``clk`` itself (one model evaluation per edge, no VPI timer callback per edge).
 VERILATOR_MAIN = Path(__file__).with_name("verilator_main.cpp")
+#: The name of :data:`VERILATOR_MAIN`'s copy in each Verilator build directory.
+MAIN_COPY = "lockstep_main.cpp"
 
 
 def _public_ports(verilog_text: str, toplevel: str) -> str:
@@ -560,9 +563,14 @@ def _prepared_runner(b: Build, *, fresh: bool, key_source: str, verilog_text: st
         directory.mkdir(parents=True)
         source.write_text(verilog_text)
         control.write_text(_public_ports(verilog_text, b.toplevel))
+    if b.simulator == "verilator" and not (directory / MAIN_COPY).exists():
+        # The build directory's own copy of the main (the key holds its digest): a directory from before
+        # the copy gets one, and Verilator rewrites its Makefile to name it, so a cached Makefile never
+        # names a file in the checkout that built it (that checkout may be gone).
+        shutil.copyfile(VERILATOR_MAIN, directory / MAIN_COPY)
     sources = [source]
     if b.simulator == "verilator":
-        runner = _verilator_runner()
+        runner = _verilator_runner(directory / MAIN_COPY)
         sources.insert(0, VerilatorControlFile(control))  # cocotb takes the last source as the top file
     else:
         runner = type(f"WallLimited{b.simulator.title()}", (_WallLimited, type(get_runner(b.simulator))), {})()

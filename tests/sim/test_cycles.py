@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from golden.numerics import gemm_int8
+from golden.numerics import ceil_div, gemm_int8
 from hdl.config import Config
 from sim.engine.runner import run
 from sim.flows.gemm import plan_gemm
@@ -67,7 +67,7 @@ def _padded_gemm_macs(ops, config) -> int:
     for op in ops:
         if op.op == "gemm":
             k, n = widths[op.inputs[0]], op.width
-            padded += -(-k // R) * R * -(-n // C) * C
+            padded += ceil_div(k, R) * R * ceil_div(n, C) * C
         widths[op.output] = op.width
     return padded
 

@@ -164,7 +164,7 @@ LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
 @pytest.mark.parametrize(("settings", "message"), [
     (["weight_rows_per_cycle=3"], "weight_rows_per_cycle must divide array_rows (4), not 3"),
     (["weight_rows_per_cycle=8"], "weight_rows_per_cycle must divide array_rows (4), not 8"),
-    (["weight_rows_per_cycle=0"], "weight_rows_per_cycle must be a positive integer, not 0"),
+    (["weight_rows_per_cycle=0"], "design 4x4 with --set [chip]: weight_rows_per_cycle must be positive, not 0"),
     (["weight_rows_per_cycle=2", "weight_words=1023"],
      "weight_words must be a multiple of weight_rows_per_cycle (2): the weight memory is 2 banks of equal "
      "depth, not 1023"),

@@ -11,6 +11,7 @@ import pytest
 
 from golden.checkpoint import load_demo_model
 from golden.int_model import generate_int
+from golden.numerics import ceil_div
 from hdl.config import PRESETS
 from sim.machine.cycles import decode_step_cycles
 from sim.runtime import BACKENDS, MEASURING_BACKENDS, decode, prepare
@@ -64,7 +65,7 @@ def _padded_gemm_macs(program, config) -> int:
     padded = 0
     for op in program:
         if op.op == "gemm":
-            padded += -(-widths[op.inputs[0]] // R) * R * -(-op.width // C) * C
+            padded += ceil_div(widths[op.inputs[0]], R) * R * ceil_div(op.width, C) * C
         widths[op.output] = op.width
     return padded
 
