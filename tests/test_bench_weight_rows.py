@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from golden.checkpoint import load_demo_model
-from golden.numerics import ceil_div
 from golden.quantize import program_structure
 from hdl.config import PRESETS
 from sim.cli.model import DEFAULT_PROMPT
 from sim.machine.cycles import decode_step_cycles
+
+from .conftest import padded_gemm_macs
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_weight_rows.py"
 TOKENS = 2
@@ -36,12 +37,7 @@ def expected(g: int, prompt_len: int) -> dict:
     ops = program_structure(mc)
     steps = [decode_step_cycles(ops, mc, config, position=p) for p in range(prompt_len + TOKENS - 1)]
     R, C = config.array_rows, config.array_cols
-    widths = {"token": 1, "position": 1}
-    padded = 0
-    for op in ops:
-        if op.op == "gemm":
-            padded += ceil_div(widths[op.inputs[0]], R) * R * ceil_div(op.width, C) * C
-        widths[op.output] = op.width
+    padded = padded_gemm_macs(ops, config)
     cycles = [s.total for s in steps]
     mean = sum(cycles) / len(cycles)
     mac_peak = padded / (R * C)

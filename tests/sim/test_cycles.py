@@ -5,11 +5,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from golden.numerics import ceil_div, gemm_int8
+from golden.numerics import gemm_int8
 from hdl.config import Config
 from sim.engine.runner import run
 from sim.flows.gemm import plan_gemm
 from sim.machine.cycles import gemm_cycles, gemm_lower_bound
+
+from ..conftest import padded_gemm_macs
 
 
 @st.composite
@@ -58,20 +60,6 @@ def test_batch_one_is_bound_by_weight_loading():
     assert large - small == (tiles_large - tiles_small) * config.array_rows
 
 
-def _padded_gemm_macs(ops, config) -> int:
-    """Padded MACs of a decode step's GEMMs at M = 1, from the program's shapes: each K x N GEMM
-    (K the width of its input) fills ceil(K/R)*R x ceil(N/C)*C of the array."""
-    R, C = config.array_rows, config.array_cols
-    widths = {"token": 1, "position": 1}
-    padded = 0
-    for op in ops:
-        if op.op == "gemm":
-            k, n = widths[op.inputs[0]], op.width
-            padded += ceil_div(k, R) * R * ceil_div(n, C) * C
-        widths[op.output] = op.width
-    return padded
-
-
 def test_decode_step_prediction_for_the_demo_model():
     from golden.checkpoint import load_demo_model
     from golden.quantize import program_structure
@@ -92,7 +80,7 @@ def test_decode_step_prediction_for_the_demo_model():
     # Only attention depends on the position: one (head, position) step per cycle per extra row.
     assert last.total - first.total == model.n_layers * model.n_heads * (model.max_context - 1)
     # Batch-1 decode on the one-row port is bound by streaming the tiles through its C bytes a cycle.
-    padded = _padded_gemm_macs(ops, config)
+    padded = padded_gemm_macs(ops, config)
     assert first.bounds["weight port"] == padded / config.array_cols == first.lower_bound
     assert first.binding == "weight port"
     assert first.total >= first.lower_bound
@@ -119,7 +107,7 @@ def test_the_bound_is_the_mac_peak_and_the_ports_together():
         config = PRESETS[name]
         R, C, G = config.array_rows, config.array_cols, config.weight_rows_per_cycle
         d = decode_step_cycles(ops, model, config, position=5)
-        padded = _padded_gemm_macs(ops, config)
+        padded = padded_gemm_macs(ops, config)
         assert tuple(d.bounds) == BOUND_NAMES
         assert d.bounds["MAC peak"] == padded / (R * C)
         assert d.bounds["weight port"] == padded / (G * C)

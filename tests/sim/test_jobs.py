@@ -106,7 +106,8 @@ def test_keys_one_level_down_are_checked():
 
 def test_a_bad_job_is_refused_before_the_simulator_starts():
     job = {"rows": 2, "cols": 2, "a": [[1, 2]], "w": [[1, 2], [3, 4]], "sed": 3}
-    with pytest.raises(InputError, match=r"^array_stream job: unknown key 'sed' \(known: rows, cols, rows_per_beat, a, w, seed, "):
+    with pytest.raises(InputError, match=r"^array_stream job: unknown key 'sed' \(known: rows, cols, rows_per_beat, a, "
+                                         r"w, seed, "):
         run("icarus", "array", {"rows": 2, "cols": 2}, "array_stream", job)
 
 

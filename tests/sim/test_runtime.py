@@ -11,10 +11,11 @@ import pytest
 
 from golden.checkpoint import load_demo_model
 from golden.int_model import generate_int
-from golden.numerics import ceil_div
 from hdl.config import PRESETS
 from sim.machine.cycles import decode_step_cycles
 from sim.runtime import BACKENDS, MEASURING_BACKENDS, decode, prepare
+
+from ..conftest import padded_gemm_macs
 
 LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
 
@@ -58,18 +59,6 @@ def test_cli_decode_prints_tokens_and_predicted_figures():
     assert report["predicted_cycles_per_token"] >= report["lower_bound_cycles"] > 0
 
 
-def _padded_gemm_macs(program, config) -> int:
-    """The demo program's GEMMs padded to whole R x C tiles at M = 1 (from the program's shapes)."""
-    R, C = config.array_rows, config.array_cols
-    widths = {"token": 1, "position": 1}
-    padded = 0
-    for op in program:
-        if op.op == "gemm":
-            padded += ceil_div(widths[op.inputs[0]], R) * R * ceil_div(op.width, C) * C
-        widths[op.output] = op.width
-    return padded
-
-
 @pytest.mark.parametrize(("design", "binding"), [("demo-narrow", "weight port"), ("demo", "MAC peak")])
 def test_cli_names_the_binding_bound_and_the_mac_peak_share(design, binding):
     """`lockstep decode` prints the share of the array's MAC peak and the binding bound by name, and
@@ -79,7 +68,7 @@ def test_cli_names_the_binding_bound_and_the_mac_peak_share(design, binding):
 
     config = PRESETS[design]
     R, C, G = config.array_rows, config.array_cols, config.weight_rows_per_cycle
-    padded = _padded_gemm_macs(program_structure(load_demo_model().config), config)
+    padded = padded_gemm_macs(program_structure(load_demo_model().config), config)
     mac_bound, port_bound = padded / (R * C), padded / (G * C)
     assert binding == ("weight port" if port_bound > mac_bound else "MAC peak")
     args = ("decode", "--hw", design, "--backend", "isa", "--tokens", "2")
