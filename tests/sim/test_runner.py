@@ -159,7 +159,7 @@ def test_verilator_compiles_the_model_at_O3_and_runs_it_on_its_own_main(tmp_path
     executable is linked from sim/engine/verilator_main.cpp."""
     import re
 
-    from sim.engine.runner import VERILATOR_MAIN
+    from sim.engine.runner import MAIN_COPY, VERILATOR_MAIN
 
     monkeypatch.setenv("LOCKSTEP_CACHE", str(tmp_path))
     text = "module top(input clk, input rst, output reg q); always @(posedge clk) q <= rst ? 1'b0 : ~q; endmodule\n"
@@ -168,7 +168,11 @@ def test_verilator_compiles_the_model_at_O3_and_runs_it_on_its_own_main(tmp_path
     # The model's per-cycle code: Vtop__ALL.cpp for a small design, Vtop___024root__N.cpp when split.
     model = [line for line in log.splitlines() if re.search(r" -c (-o \S+ )?Vtop(?!\w*Slow)\w*\.cpp$", line)]
     assert model and all(re.findall(r"(?<!\S)-O\w*", line)[-1] == "-O3" for line in model)
-    assert str(VERILATOR_MAIN) in log and "cocotb/share/lib/verilator/verilator.cpp" not in log
+    # Lockstep's main, compiled from the build directory's own copy (not the checkout's file).
+    main = b.directory / MAIN_COPY
+    assert main.read_bytes() == VERILATOR_MAIN.read_bytes()
+    assert str(main) in log and str(VERILATOR_MAIN) not in log
+    assert "cocotb/share/lib/verilator/verilator.cpp" not in log
 
 
 ROOT = Path(__file__).resolve().parents[2]
