@@ -16,7 +16,8 @@ from golden.numerics import ACC_BITS, max_k_without_overflow
 
 __all__ = ["ACT_TABLE_SIZE", "CHIP_EXTRA_KEYS", "DEFAULT", "DESIGN_DIR", "MAX_ACT_TABLES", "MAX_ARRAY",
            "MAX_BUILD_ARRAY", "PRESETS", "STEP_CYCLE_BITS", "UNIT_CYCLE_BITS", "Config", "check_positive_int",
-           "checked_constructor", "chip_config", "design_names", "read_design_file", "rtl_refusal"]
+           "checked_constructor", "chip_config", "design_names", "read_design_file", "rtl_refusal",
+           "weight_rows_problem"]
 
 #: The largest array the cycle model describes (a TPU v1 is 256 x 256).
 MAX_ARRAY = 1024
@@ -61,6 +62,16 @@ def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise InputError(f"{name} must be {kind}, not {value}")
     return value
+
+
+def weight_rows_problem(array_rows: int, rows_per_cycle) -> str | None:
+    """What is wrong with ``weight_rows_per_cycle`` = ``rows_per_cycle`` on an array of
+    ``array_rows`` rows, or None: the one rule of :class:`Config` and the performance model's
+    hardware (``sim.perf.model.Hardware``), which prefixes the design's name."""
+    g = rows_per_cycle
+    if isinstance(g, bool) or not isinstance(g, int) or g < 1 or g > array_rows or array_rows % g:
+        return f"weight_rows_per_cycle must divide array_rows ({array_rows}), not {g!r}"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,9 +152,10 @@ class Config:
         if self.weight_words < self.array_rows:
             raise InputError(f"weight_words must hold at least one tile of {self.array_rows} rows, "
                              f"not {self.weight_words}")
+        problem = weight_rows_problem(self.array_rows, self.weight_rows_per_cycle)
+        if problem:
+            raise InputError(problem)
         g = self.weight_rows_per_cycle
-        if g > self.array_rows or self.array_rows % g:
-            raise InputError(f"weight_rows_per_cycle must divide array_rows ({self.array_rows}), not {g}")
         if self.weight_words % g:
             raise InputError(f"weight_words must be a multiple of weight_rows_per_cycle ({g}): the weight "
                              f"memory is {g} banks of equal depth, not {self.weight_words}")

@@ -11,7 +11,7 @@ activation feeder run independently; the array's own flow control interleaves th
 tile's weights load while the current tile computes.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,6 +19,7 @@ from golden.errors import InputTypeError
 
 from .array import SystolicArray
 from .config import Config, checked_constructor
+from .weights import WeightMemory
 
 __all__ = ["GemmUnit", "HostMem"]
 
@@ -48,8 +49,9 @@ class GemmUnit(wiring.Component):
 
     Weight memory
     -------------
-    G = ``weight_rows_per_cycle`` banks of ``weight_bank_words`` words of C int8: weight word ``w``
-    (the host port's address) lives in bank ``w % G`` at bank address ``w // G``. The weight feeder
+    A :class:`hdl.weights.WeightMemory` (the decode top level's too): G = ``weight_rows_per_cycle``
+    banks of ``weight_bank_words`` words of C int8, weight word ``w`` (the host port's address) in
+    bank ``w % G`` at bank address ``w // G``. The weight feeder
     reads all G banks at one address a cycle and offers the G words as one beat of the array's
     weight stream (bank ``r`` as the beat's row ``r``): a GEMM's ``nt * kt * R`` weight words
     leave in ``nt * kt * R / G`` beats, G * C bytes a cycle.
@@ -84,10 +86,7 @@ class GemmUnit(wiring.Component):
 
         G = c.weight_rows_per_cycle
         m.submodules.array = array = SystolicArray(rows=R, cols=C, rows_per_beat=G)
-        wmem = []
-        for bank in range(G):
-            wmem.append(memory.Memory(shape=unsigned(8 * C), depth=c.weight_bank_words, init=[]))
-            m.submodules[f"wmem{bank}" if G > 1 else "wmem"] = wmem[-1]
+        m.submodules.wmem = wmem = WeightMemory(width=8 * C, depth=c.weight_bank_words, banks=G)
         m.submodules.amem = amem = memory.Memory(shape=unsigned(8 * R), depth=c.act_words, init=[])
         m.submodules.rmem = rmem = memory.Memory(shape=unsigned(c.acc_bits * C), depth=c.result_words,
                                                  init=[])
@@ -119,17 +118,8 @@ class GemmUnit(wiring.Component):
 
     def _host_port(self, m, wmem, amem, rmem):
         """Host writes to the weight banks and the activation memory; host reads of the result memory."""
-        G = len(wmem)
-        if G & (G - 1) == 0:   # a power of two: the bank is the address's low bits, no divider
-            shift = G.bit_length() - 1
-            bank, bank_addr = self.host_addr[:shift], self.host_addr[shift:]
-        else:
-            bank, bank_addr = self.host_addr % G, self.host_addr // G
-        w_we = self.host_we & (self.host_mem == HostMem.WEIGHTS)
-        for i, mem in enumerate(wmem):
-            wmem_w = mem.write_port()
-            m.d.comb += [wmem_w.addr.eq(bank_addr), wmem_w.data.eq(self.host_wdata),
-                         wmem_w.en.eq(w_we & (bank == i) if G > 1 else w_we)]
+        m.d.comb += [wmem.we.eq(self.host_we & (self.host_mem == HostMem.WEIGHTS)),
+                     wmem.waddr.eq(self.host_addr), wmem.wdata.eq(self.host_wdata)]
         amem_w = amem.write_port()
         rmem_r = rmem.read_port()
         m.d.comb += [
@@ -145,7 +135,6 @@ class GemmUnit(wiring.Component):
         beats_per_tile = c.array_rows // c.weight_rows_per_cycle
         # The read ports' output registers are the stream's payload register: they advance exactly
         # when the beat is taken (or when none is held), so a beat leaves every cycle.
-        ports = [mem.read_port() for mem in wmem]
         w_addr = Signal(range(c.weight_bank_words + 1))
         w_left = Signal(range(c.weight_bank_words + 1))
         w_valid = Signal()
@@ -153,10 +142,9 @@ class GemmUnit(wiring.Component):
         m.d.comb += [
             w_adv.eq(~w_valid | array.weights.ready),
             array.weights.valid.eq(w_valid),
-            array.weights.payload.eq(Cat(*(port.data for port in ports))),
+            array.weights.payload.eq(wmem.row),
+            wmem.ren.eq(w_adv), wmem.raddr.eq(w_addr),
         ]
-        for port in ports:
-            m.d.comb += [port.en.eq(w_adv), port.addr.eq(w_addr)]
         with m.If(launch):
             m.d.sync += [w_addr.eq(0), w_left.eq(self.nt * self.kt * beats_per_tile), w_valid.eq(0)]
         with m.Elif(w_adv):

@@ -1,7 +1,8 @@
 """The weight memory: G banks read at one address, so the weight path really delivers G tile rows a cycle.
 
 G = ``Config.weight_rows_per_cycle``. Word ``w`` (``array_cols`` int8, one tile row) lives in bank
-``w % G`` at bank address ``w // G``; a GEMM's tiles start on a bank row (the compiler aligns them),
+``w % G`` at bank address ``w // G`` (:meth:`WeightMemory.bank_of`: the one bank rule, used by the
+decode top level and the GEMM engine alike); a GEMM's tiles start on a bank row (the compiler aligns them),
 so bank row ``a`` holds tile rows ``G * a .. G * a + G - 1`` and one read of every bank is one
 beat of :class:`hdl.array.SystolicArray` with ``rows_per_beat = G``. The host writes one word at a
 time, by its word address; a single word is read back through the same banks (``word``).
@@ -10,8 +11,6 @@ time, by its word address; a single word is read back through the same banks (``
 from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
-
-from golden.errors import InputError
 
 from .config import check_positive_int, checked_constructor
 
@@ -34,8 +33,6 @@ class WeightMemory(wiring.Component):
         self.width = check_positive_int("weight memory width", width)
         self.depth = check_positive_int("weight memory depth", depth)
         self.banks = check_positive_int("weight memory banks", banks)
-        if banks & (banks - 1):
-            raise InputError(f"weight memory banks must be a power of two, not {banks}")
         words = depth * banks
         super().__init__({
             "we": In(1),
@@ -48,10 +45,19 @@ class WeightMemory(wiring.Component):
             "word": Out(width),
         })
 
+    def bank_of(self, addr):
+        """Word address ``addr`` -> (bank, address in the bank): its low bits when G is a power of
+        two (no divider), else ``addr % G`` and ``addr // G``."""
+        G = self.banks
+        if G & (G - 1) == 0:
+            shift = G.bit_length() - 1
+            return addr[:shift], addr[shift:]
+        return addr % G, addr // G
+
     def elaborate(self, platform):
         m = Module()
         G = self.banks
-        lg = G.bit_length() - 1
+        bank, bank_addr = self.bank_of(self.waddr)
         sel = Signal(range(max(G, 2)))
         if G > 1:
             with m.If(self.ren):
@@ -61,8 +67,8 @@ class WeightMemory(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             w, r = mem.write_port(), mem.read_port()
             m.d.comb += [
-                w.addr.eq(self.waddr >> lg), w.data.eq(self.wdata),
-                w.en.eq(self.we & ((self.waddr & (G - 1)) == b) if G > 1 else self.we),
+                w.addr.eq(bank_addr), w.data.eq(self.wdata),
+                w.en.eq(self.we & (bank == b) if G > 1 else self.we),
                 r.addr.eq(self.raddr), r.en.eq(self.ren),
                 self.row[b * self.width:(b + 1) * self.width].eq(r.data),
             ]

@@ -16,10 +16,10 @@ position) and the per-unit lower bounds with the binding one named:
   instructions, without issue overhead: one (head, position) step a cycle; the vector unit's input
   beats; the words the sequencer moves itself for EMBED and KV_WRITE).
 
-The padded MACs are counted from the compiled program's GEMM instructions (:func:`padded_macs`). The
-named per-unit bounds are written here because sim/machine/cycles.py does not name them yet on the
-commit this script was written on (its ``DecodeCycles.bounds`` has compute, weights and units only);
-they follow the same rules as the cycle model's per-instruction ``unit_min``.
+The bounds are the cycle model's own (:class:`sim.machine.cycles.Bounds`, the ones ``lockstep run``
+prints). The padded MACs are also counted here from the compiled program's GEMM instructions
+(:func:`padded_macs`) and must equal the cycle model's MAC-peak bound times R*C, else the script says
+so and exits 1: the compiler and the cycle model agree on the tiles.
 
 ``--backend isa`` runs the instruction-level model instead: no RTL, nothing measured, every cycle
 figure is the cycle model's prediction and is labelled so.
@@ -45,8 +45,6 @@ BACKENDS = ("verilator", "isa")
 #: The issue's targets (issue 16): the share of the array's MAC peak a token, and tokens/s at 100 MHz.
 TARGET_MAC_SHARE = 0.70
 TARGET_TOKENS_PER_SECOND = 20_000
-BOUND_NAMES = ("MAC peak", "weight port", "attention", "vector", "sequencer")
-_UNIT_OF = {"gemm": "array", "attention": "attention", "embed": "sequencer", "kv_write": "sequencer"}
 
 
 class BenchError(Exception):
@@ -104,26 +102,24 @@ def padded_macs(compiled) -> int:
                for ins in compiled.instructions if ins.opcode == Opcode.GEMM)
 
 
-def step_bounds(compiled, position: int) -> tuple[int, dict[str, float]]:
-    """The step at ``position``: its predicted cycles and its lower bounds by name (:data:`BOUND_NAMES`)."""
+def step_bounds(compiled, position: int):
+    """The step at ``position``: its predicted cycles and its named lower bounds
+    (:class:`sim.machine.cycles.Bounds`); the MAC-peak bound checked against :func:`padded_macs`."""
     from sim.machine.cycles import decode_step_cycles
 
     config = compiled.config
     predicted = decode_step_cycles(compiled.model.program, compiled.model.config, config, position=position)
+    report = predicted.bound_report
     macs = padded_macs(compiled)
-    bounds = {"MAC peak": macs / (config.array_rows * config.array_cols),
-              "weight port": macs / config.weight_port_bytes}    # at M = 1 a padded MAC is a weight byte
-    for unit in ("attention", "vector", "sequencer"):
-        bounds[unit] = float(sum(o.unit_min for o in predicted.ops if _UNIT_OF.get(o.op, "vector") == unit))
-    return predicted.total, bounds
-
-
-def binding(bounds: dict[str, float]) -> str:
-    return max(BOUND_NAMES, key=lambda k: bounds[k])
+    if report.bounds["MAC peak"] * config.array_rows * config.array_cols != macs:
+        raise BenchError(f"the compiled program pads to {macs} MACs a token, the cycle model's MAC peak bound "
+                         f"to {report.bounds['MAC peak'] * config.array_rows * config.array_cols:g}")
+    return predicted.total, report
 
 
 def measure(g: int, compiled, backend: str, prompt: list[int], tokens: int) -> dict:
     """Decode on ``backend``; the point's figures (cycles measured where the backend measures them)."""
+    from sim.machine.cycles import Bounds
     from sim.runtime import decode
 
     def progress(step):
@@ -135,16 +131,17 @@ def measure(g: int, compiled, backend: str, prompt: list[int], tokens: int) -> d
     measured = report.measured
     steps = []
     for s in report.steps:
-        predicted, bounds = step_bounds(compiled, s.position)
+        predicted, step_report = step_bounds(compiled, s.position)
         if predicted != s.predicted_cycles:   # the runtime and this script ask the same cycle model
             raise BenchError(f"G={g}: the runtime predicted {s.predicted_cycles} cycles at position {s.position}, "
                              f"the cycle model {predicted}")
         steps.append({"position": s.position, "predicted_cycles": s.predicted_cycles,
-                      "measured_cycles": s.measured_cycles, "bounds": bounds})
+                      "measured_cycles": s.measured_cycles, "report": step_report})
     cycles_key = "measured_cycles" if measured else "predicted_cycles"
     n = len(steps)
     cycles = sum(s[cycles_key] for s in steps) / n
-    bounds = {k: sum(s["bounds"][k] for s in steps) / n for k in BOUND_NAMES}
+    mean = Bounds.mean(dataclasses.replace(s["report"], cycles=s[cycles_key]) for s in steps)
+    bounds = mean.bounds
     first, last = steps[0], steps[-1]
     return {
         "weight_rows_per_cycle": g,
@@ -159,13 +156,13 @@ def measure(g: int, compiled, backend: str, prompt: list[int], tokens: int) -> d
         "cycles_per_token": cycles,
         "tokens_per_second": config.clock_hz / cycles,
         "padded_macs_per_token": padded_macs(compiled),
-        "mac_peak_share": bounds["MAC peak"] / cycles,
-        "mac_peak_share_first": first["bounds"]["MAC peak"] / first[cycles_key],
-        "mac_peak_share_last": last["bounds"]["MAC peak"] / last[cycles_key],
+        "mac_peak_share": mean.mac_peak_share,
+        "mac_peak_share_first": first["report"].bounds["MAC peak"] / first[cycles_key],
+        "mac_peak_share_last": last["report"].bounds["MAC peak"] / last[cycles_key],
         "positions": [first["position"], last["position"]],
         "bounds": bounds,
-        "binding": binding(bounds),
-        "binding_share": bounds[binding(bounds)] / cycles,
+        "binding": mean.binding,
+        "binding_share": mean.efficiency,
         "generated": report.generated,
         "mismatches": [(s["position"], s["measured_cycles"], s["predicted_cycles"]) for s in steps
                        if measured and s["measured_cycles"] != s["predicted_cycles"]],
@@ -187,6 +184,7 @@ def commit() -> str:
 
 def table(result: dict) -> str:
     """The points as a text table (what the script prints on stdout)."""
+    from sim.machine.cycles import BOUND_NAMES
     from sim.numbers import count, number
 
     measured = result["measured"]

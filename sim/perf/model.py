@@ -52,7 +52,7 @@ from golden.errors import InputError
 from golden.model import MAX_CONTEXT, MAX_LAYERS, ModelConfig, weight_shapes
 from golden.numerics import ceil_div
 from golden.quantize import program_structure
-from hdl.config import CHIP_EXTRA_KEYS, DEFAULT, DESIGN_DIR, MAX_ARRAY, Config, chip_config
+from hdl.config import CHIP_EXTRA_KEYS, DEFAULT, DESIGN_DIR, MAX_ARRAY, Config, chip_config, weight_rows_problem
 
 from ..machine.cycles import decode_step_cycles, gemm_cycles, op_cycles
 from ..machine.schedule import instruction_groups
@@ -587,10 +587,9 @@ class Hardware:
         if self.chips % self.tensor_parallel:
             raise HardwareError(f"{self.name}: tensor_parallel ({self.tensor_parallel}) must divide chips "
                                 f"({self.chips})")
-        g = self.weight_rows_per_cycle
-        if not isinstance(g, int) or self.array_rows % g:
-            raise HardwareError(f"{self.name}: weight_rows_per_cycle must divide array_rows ({self.array_rows}), "
-                                f"not {show_number(g)}")
+        problem = weight_rows_problem(self.array_rows, self.weight_rows_per_cycle)
+        if problem:
+            raise HardwareError(f"{self.name}: {problem}")
 
     @property
     def port_elements_per_cycle(self) -> int:

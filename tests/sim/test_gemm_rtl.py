@@ -143,6 +143,21 @@ def test_a_simulator_process_past_the_wall_clock_limit_is_stopped(simulator, mon
     assert len(result["cases"]) == 4
 
 
+def test_a_weight_path_of_three_rows_banks_by_division():
+    """G need not be a power of two: on a 6x6 array at G = 3 the weight memory banks word w by
+    w % 3 and w // 3 (a divider, not the address's low bits), still bit-exact and cycle-exact."""
+    from hdl.config import PRESETS
+
+    config = replace(PRESETS["4x4"], array_rows=6, array_cols=6, vector_lanes=6, weight_words=96,
+                     weight_rows_per_cycle=3)
+    cases = gemm_cases(config, 6, seed=63)
+    result = run("amaranth", "gemm_unit", config.as_dict(), "gemm_unit", {"config": config.as_dict(), "cases": cases})
+    for case, got in zip(cases, result["cases"], strict=True):
+        shape = (case["m"], case["k"], case["n"])
+        assert np.array_equal(np.array(got["out"], dtype=np.int64), gemm_int8(case["a"], case["w"])), shape
+        assert got["cycles"] == got["edges"] == plan_gemm(config, *shape).predicted_cycles, shape
+
+
 def test_weight_banks_hold_the_words_the_cycle_model_counts():
     """The weight memory is G banks of weight_words / G: a GEMM fits exactly when its tiles' R rows
     each fit (weight_words in all), at every G; the tile load the cycle model counts is R / G."""
