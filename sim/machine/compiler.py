@@ -15,7 +15,8 @@ merged into one GEMM) plus ``HALT``, and the contents of every memory the host l
   multipliers, gamma, beta) is padded with zeros to a whole word, so the scalars after it start on a
   word too.
 * ``act_tables``: the distinct activation tables (SiLU, GELU: 256 int8 entries each, entry x + 128),
-  one row per table; an ACTIVATION instruction names its row in ``count``. The host writes them
+  one row per table; an ACTIVATION instruction (and a fused SwiGLU MULTIPLY, ``Config.fused_swiglu``)
+  names its row in ``count``. The host writes them
   into the vector unit's table memory once per run (``Config.act_tables`` rows);
 * the activation scratchpad: int8 values, each op's output at its own address (aligned to a
   word of ``max(array_rows, array_cols)`` elements; a merged GEMM's members at its address plus
