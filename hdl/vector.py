@@ -417,6 +417,9 @@ class VectorUnit(wiring.Component):
         bmax = Signal(signed(_ACC_BITS))
         bidx = Signal(range(L))
         is_req = op.op == VectorOp.REQUANT
+        # MUL and SILU_MUL share one 8 x 8 multiplier per lane: SILU_MUL's first operand is the table entry.
+        is_silu_mul = op.op == VectorOp.SILU_MUL
+        is_mul = (op.op == VectorOp.MUL) | is_silu_mul
         mu, f, r, k = stats.mu, stats.f, stats.r, stats.k
         s_terms, q_terms, cands = [], [], []
         for i in range(L):
@@ -430,9 +433,8 @@ class VectorUnit(wiring.Component):
             n = round_shift(d * r, k + NORM_MEAN_FRAC_BITS)
             acc = Mux(is_req, lane.a,
                   Mux(op.op == VectorOp.ADD, a8 * c.a_mult + b8 * c.b_mult,
-                  Mux(op.op == VectorOp.MUL, a8 * b8,
-                  Mux(op.op == VectorOp.SILU_MUL, act_data[i] * b8,
-                  Mux(op.is_rope, bx * rope_r.data.cos[i] + Mux(p1.second, ps, -ps), n)))))
+                  Mux(is_mul, Mux(is_silu_mul, act_data[i], a8) * b8,
+                  Mux(op.is_rope, bx * rope_r.data.cos[i] + Mux(p1.second, ps, -ps), n))))
             with m.If(en):
                 m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(op.is_layer, lane.a, 0)),
                              mult2[i].eq(Mux(is_req, lane.b[:MULT_BITS], Mux(p1.bsel, c.mult_b, c.mult))),
