@@ -14,7 +14,7 @@ from pathlib import Path
 from golden.errors import InputError, InputTypeError
 from golden.numerics import ACC_BITS, max_k_without_overflow
 
-__all__ = ["ACT_TABLE_SIZE", "CHIP_EXTRA_KEYS", "DEFAULT", "DESIGN_DIR", "MAX_ACT_TABLES", "MAX_ARRAY",
+__all__ = ["ACT_TABLE_SIZE", "BOOL_KEYS", "CHIP_EXTRA_KEYS", "DEFAULT", "DESIGN_DIR", "MAX_ACT_TABLES", "MAX_ARRAY",
            "MAX_BUILD_ARRAY", "PRESETS", "STEP_CYCLE_BITS", "UNIT_CYCLE_BITS", "Config", "check_positive_int",
            "checked_constructor", "chip_config", "design_names", "read_design_file", "rtl_refusal",
            "weight_rows_problem"]
@@ -32,6 +32,8 @@ STEP_CYCLE_BITS = 48
 UNIT_CYCLE_BITS = 32
 #: The most activation tables the vector unit's table memory may hold (64 K int8 entries).
 MAX_ACT_TABLES = 256
+#: The :class:`Config` fields that are switches (true or false), not sizes.
+BOOL_KEYS = ("fused_swiglu", "fused_rope")
 
 
 def checked_constructor(init):
@@ -117,6 +119,16 @@ class Config:
         per head): 0 (the default) for all ``head_dim`` lanes at once; F > 0 passes a head's row F
         lanes a cycle, ceil(head_dim / F) - 1 more cycles per head, for 4 * F multipliers instead of
         4 * head_dim (the ``ulx3s`` preset uses 1 to fit the ECP5's 156 multipliers).
+    fused_swiglu:
+        SwiGLU's gate in one instruction (false, the default: two): the compiler gives an
+        ``activation`` whose only reader is the ``multiply`` after it one MULTIPLY instruction with
+        the ACTIVATION flag, which the vector unit runs as one SILU_MUL command (the table lookup
+        and the multiply in one pass over the gate and up beats, bit-exact with the two).
+    fused_rope:
+        RoPE of all heads in one vector command (false, the default: one command per head, each
+        paying the command cycle and the pipeline). With it the compiler also gives q's and k's
+        RoPE one instruction when q and k lie side by side in a merged GEMM's output (the last
+        heads at k's scale: the record's second multiplier).
     """
 
     array_rows: int = 4
@@ -136,9 +148,15 @@ class Config:
     program_words: int = 1024
     act_tables: int = 16
     attention_finish_lanes: int = 0
+    fused_swiglu: bool = False
+    fused_rope: bool = False
 
     def __post_init__(self):
         for f in fields(self):
+            if f.name in BOOL_KEYS:
+                if not isinstance(getattr(self, f.name), bool):
+                    raise InputTypeError(f"{f.name} must be true or false, not {getattr(self, f.name)!r}")
+                continue
             check_positive_int(f.name, getattr(self, f.name), minimum=0 if f.name == "attention_finish_lanes" else 1)
         if self.array_rows > MAX_ARRAY or self.array_cols > MAX_ARRAY:
             raise InputError(f"array of {self.array_rows}x{self.array_cols} is too large: "

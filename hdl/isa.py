@@ -36,8 +36,8 @@ from golden.errors import InputError, InputTypeError
 from golden.numerics import ceil_div
 
 __all__ = ["FIELD_BITS", "FIELD_USE", "INSTRUCTION_BITS", "MULT_SHIFT", "PARAM_BITS", "PARAM_RECORDS", "EmbedFlags",
-           "GemmFlags", "Instruction", "Opcode", "ParamRecord", "decode", "disassemble", "encode",
-           "instruction_layout", "isa_markdown", "pack_mult_shift", "unpack_mult_shift", "weight_from_tiles",
+           "GemmFlags", "MultiplyFlags", "RopeFlags", "Instruction", "Opcode", "ParamRecord", "decode", "disassemble",
+           "encode", "instruction_layout", "isa_markdown", "pack_mult_shift", "unpack_mult_shift", "weight_from_tiles",
            "weight_tiles"]
 
 
@@ -71,6 +71,20 @@ class EmbedFlags(enum.Flag, shape=unsigned(4)):
     BY_POSITION = 1
 
 
+class MultiplyFlags(enum.Flag, shape=unsigned(4)):
+    """MULTIPLY's ``flags``: ACTIVATION looks ``src0`` up in activation table ``count`` first
+    (SwiGLU's ``act(gate) * up`` in one instruction, ``Config.fused_swiglu``)."""
+
+    ACTIVATION = 1
+
+
+class RopeFlags(enum.Flag, shape=unsigned(4)):
+    """ROPE's ``flags``: SPLIT gives the last ``heads_b`` heads their own ``mult_b``/``shift_b`` (q's and
+    k's RoPE in one instruction, ``Config.fused_rope``); the record then holds those three scalars."""
+
+    SPLIT = 1
+
+
 #: Field name -> width in bits, in layout order (field 0 in the low bits).
 FIELD_BITS = {
     "opcode": 4,
@@ -93,8 +107,9 @@ FIELD_USE = {
     Opcode.LAYERNORM: ("vector", "dst = layernorm(src0) over length elements", ("dst", "src0", "length", "param")),
     Opcode.GEMM: ("array", "dst[0:count] = requant(bias + src0[0:length] @ W) per channel",
                   ("dst", "src0", "length", "count", "param", "weight", "flags")),
-    Opcode.ROPE: ("vector", "dst = rope(src0) for count heads of length/count lanes at the position",
-                  ("dst", "src0", "length", "count", "param")),
+    Opcode.ROPE: ("vector", "dst = rope(src0) for count heads of length/count lanes at the position (flag SPLIT: "
+                            "the last heads_b heads at mult_b, shift_b)", ("dst", "src0", "length", "count", "param",
+                                                                           "flags")),
     Opcode.KV_WRITE: ("memory", "KV cache of layer count at the position = (src0, src1)",
                       ("src0", "src1", "length", "count")),
     Opcode.ATTENTION: ("attention", "dst = attention(q = src0, cache of layer count, positions 0..pos)",
@@ -102,7 +117,8 @@ FIELD_USE = {
     Opcode.RESIDUAL_ADD: ("vector", "dst = residual_add(src0, src1)", ("dst", "src0", "src1", "length", "param")),
     Opcode.ACTIVATION: ("vector", "dst = act_table[count][src0 + 128] (table count of the vector unit's table "
                                   "memory, loaded once per run)", ("dst", "src0", "length", "count")),
-    Opcode.MULTIPLY: ("vector", "dst = requant(src0 * src1)", ("dst", "src0", "src1", "length", "param")),
+    Opcode.MULTIPLY: ("vector", "dst = requant(src0 * src1); flag ACTIVATION: requant(act_table[count][src0 + 128] "
+                                "* src1)", ("dst", "src0", "src1", "length", "count", "param", "flags")),
     Opcode.ARGMAX: ("vector", "token = argmax(int32 src0[0:length]), ties to the lowest index", ("src0", "length")),
 }
 
@@ -135,8 +151,9 @@ class ParamRecord:
     A record starts on a parameter word of ``align`` entries (``max(array_rows, array_cols)``, the
     top level's V). ``channels`` come first, in order: per-channel parts of N entries each (N: the
     op's ``length``, a GEMM's ``count``), each padded with zeros to whole words, so each part and
-    the scalars after them start on a word. ``scalars`` are one entry each, in order. A part named
-    in ``flags`` is present only when the instruction has that flag.
+    the scalars after them start on a word. ``scalars`` are one entry each, in order. A part or a
+    scalar named in ``flags`` is present only when the instruction has that flag (such scalars come
+    last, so every other scalar keeps its entry).
     """
 
     channels: tuple[str, ...] = ()
@@ -146,6 +163,10 @@ class ParamRecord:
     def present(self, flags: int = 0) -> tuple[str, ...]:
         """The channel parts an instruction with ``flags`` has."""
         return tuple(ch for ch in self.channels if ch not in self.flags or flags & self.flags[ch].value)
+
+    def present_scalars(self, flags: int = 0) -> tuple[str, ...]:
+        """The scalars an instruction with ``flags`` has."""
+        return tuple(s for s in self.scalars if s not in self.flags or flags & self.flags[s].value)
 
     def channel_word(self, name: str, part_words, flags: int = 0):
         """Word offset of channel part ``name`` (``part_words``: words of one part, an int or a
@@ -170,7 +191,7 @@ class ParamRecord:
         for ch in self.present(flags):
             arr = np.asarray(values[ch], dtype=np.int64).reshape(-1)
             parts.append(np.concatenate([arr, np.zeros(ceil_div(arr.size, align) * align - arr.size, np.int64)]))
-        parts.append(np.array([values[s] for s in self.scalars], dtype=np.int64))
+        parts.append(np.array([values[s] for s in self.present_scalars(flags)], dtype=np.int64))
         return np.concatenate(parts)
 
     def unpack(self, memory, base: int, n: int, align: int, flags: int = 0) -> dict:
@@ -179,7 +200,7 @@ class ParamRecord:
         part = ceil_div(n, align) * align
         out = {ch: memory[base + i * part:base + i * part + n] for i, ch in enumerate(self.present(flags))}
         first = base + len(self.present(flags)) * part
-        out.update({s: int(memory[first + i]) for i, s in enumerate(self.scalars)})
+        out.update({s: int(memory[first + i]) for i, s in enumerate(self.present_scalars(flags))})
         return out
 
 
@@ -192,7 +213,8 @@ PARAM_RECORDS = {
     Opcode.RMSNORM: ParamRecord(channels=("gamma",), scalars=("eps", "out_mult", "out_shift")),
     Opcode.LAYERNORM: ParamRecord(channels=("gamma", "beta"),
                                   scalars=("eps", "out_mult", "out_shift", "inv_mult", "inv_shift")),
-    Opcode.ROPE: ParamRecord(scalars=("mult", "shift", "table")),
+    Opcode.ROPE: ParamRecord(scalars=("mult", "shift", "table", "mult_b", "shift_b", "heads_b"),
+                             flags={"mult_b": RopeFlags.SPLIT, "shift_b": RopeFlags.SPLIT, "heads_b": RopeFlags.SPLIT}),
     Opcode.ATTENTION: ParamRecord(scalars=("score_mult", "score_shift", "out_mult", "out_shift")),
     Opcode.RESIDUAL_ADD: ParamRecord(scalars=("a_mult", "b_mult", "mult", "shift")),
     Opcode.MULTIPLY: ParamRecord(scalars=("mult", "shift")),

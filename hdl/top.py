@@ -65,7 +65,9 @@ from .isa import (
     PARAM_RECORDS,
     EmbedFlags,
     GemmFlags,
+    MultiplyFlags,
     Opcode,
+    RopeFlags,
     instruction_layout,
     scalar_index,
 )
@@ -574,8 +576,6 @@ class DecodeTop(wiring.Component):
         sc = Signal(SCALAR_WORDS * 32 * V)
         sc_valid = Signal()
         s = data.View(data.ArrayLayout(unsigned(32), SCALAR_WORDS * V), Mux(sc_valid, sc, live))
-        ix, norms, add = scalar_index, (Opcode.RMSNORM, Opcode.LAYERNORM), Opcode.RESIDUAL_ADD
-        others = (Opcode.ROPE, Opcode.MULTIPLY)
         heads = Signal(16)
         nw = Signal(16)                  # words of one pass
         f_valid = Signal()
@@ -587,8 +587,10 @@ class DecodeTop(wiring.Component):
         with m.If(state == _S.DECODE):
             r_nw = words(raw.length)
             r_pw = raw.param >> lg
+            # fused_rope: one command takes every head's words; else one command (HW words) a head.
+            rope_beats = r_nw if self.config.fused_rope else HW
             beats = Mux((raw.opcode == Opcode.RMSNORM) | (raw.opcode == Opcode.LAYERNORM), 2 * r_nw,
-                        Mux(raw.opcode == Opcode.ROPE, HW, r_nw))
+                        Mux(raw.opcode == Opcode.ROPE, rope_beats, r_nw))
             m.d.sync += [sc_valid.eq(0), heads.eq(Mux(raw.opcode == Opcode.ROPE, raw.count, 1)), nw.eq(r_nw),
                          f_valid.eq(0), f_left.eq(beats), f_beat.eq(0),
                          g_addr.eq(_plus(r_pw, _LN.channel_word("gamma", r_nw))),
@@ -599,31 +601,8 @@ class DecodeTop(wiring.Component):
                 # The feeder's first read is in the command cycle, not in DECODE.
                 m.d.sync += [s_addr.eq(raw.src0 >> lg), b_addr.eq(raw.src1 >> lg)]
 
-        # The command.
-        vop = Mux(op == Opcode.RMSNORM, VectorOp.RMSNORM,
-              Mux(op == Opcode.LAYERNORM, VectorOp.LAYERNORM,
-              Mux(is_rope, VectorOp.ROPE,
-              Mux(op == Opcode.RESIDUAL_ADD, VectorOp.ADD,
-              Mux(op == Opcode.MULTIPLY, VectorOp.MUL,
-              Mux(op == Opcode.ACTIVATION, VectorOp.SILU, VectorOp.ARGMAX))))))
-        is_add = op == Opcode.RESIDUAL_ADD
-        cmd = vec.cmd.payload
-        m.d.comb += [
-            cmd.op.eq(vop),
-            cmd.length.eq(Mux(is_rope, self.head_dim, ins.length)),
-            cmd.mult.eq(Mux(is_norm, s[ix("out_mult", *norms)],
-                            Mux(is_add, s[ix("mult", add)], s[ix("mult", *others)]))[:MULT_BITS]),
-            cmd.shift.eq(Mux(is_norm, s[ix("out_shift", *norms)],
-                             Mux(is_add, s[ix("shift", add)], s[ix("shift", *others)]))[:SHIFT_BITS]),
-            cmd.a_mult.eq(s[ix("a_mult", add)][:MULT_BITS]), cmd.b_mult.eq(s[ix("b_mult", add)][:MULT_BITS]),
-            cmd.inv_mult.eq(s[ix("inv_mult", Opcode.LAYERNORM)][:MULT_BITS]),
-            cmd.inv_shift.eq(s[ix("inv_shift", Opcode.LAYERNORM)][:SHIFT_BITS]),
-            cmd.eps.eq(s[ix("eps", *norms)][:31]), cmd.position.eq(pos),
-            # ACTIVATION's table, loaded by the host once per run (the compiler keeps it < act_tables);
-            # 0 for the other ops, so no table read ever leaves the memory.
-            cmd.table.eq(Mux(op == Opcode.ACTIVATION, ins.count, 0)),
-            vec.cmd.valid.eq(state == _S.VCMD),
-        ]
+        self._vector_command(m, ins, s, vec, pos)
+        m.d.comb += vec.cmd.valid.eq(state == _S.VCMD)
         with m.If(state == _S.VCMD):
             m.d.sync += [state.eq(_S.VRUN), sc_valid.eq(1)]
             with m.If(~sc_valid):
@@ -665,10 +644,57 @@ class DecodeTop(wiring.Component):
                 m.d.comb += [s_w.addr.eq(d_addr), s_w.data.eq(vec.out.payload.data), s_w.en.eq(1)]
                 m.d.sync += d_addr.eq(d_addr + 1)
             with m.If(vec.out.payload.last):
-                with m.If(is_rope & (heads != 1)):
-                    m.d.sync += [state.eq(_S.VCMD), heads.eq(heads - 1), f_left.eq(HW), f_beat.eq(0)]
-                with m.Else():
+                if self.config.fused_rope:
                     m.d.comb += fin.eq(1)
+                else:
+                    with m.If(is_rope & (heads != 1)):
+                        m.d.sync += [state.eq(_S.VCMD), heads.eq(heads - 1), f_left.eq(HW), f_beat.eq(0)]
+                    with m.Else():
+                        m.d.comb += fin.eq(1)
+
+
+    def _vector_command(self, m, ins, s, vec, pos):
+        """The vector unit's command for the running instruction ``ins``, its scalars ``s``."""
+        op = ins.opcode
+        is_norm = (op == Opcode.RMSNORM) | (op == Opcode.LAYERNORM)
+        is_rope = op == Opcode.ROPE
+        ix, norms, add = scalar_index, (Opcode.RMSNORM, Opcode.LAYERNORM), Opcode.RESIDUAL_ADD
+        others = (Opcode.ROPE, Opcode.MULTIPLY)
+        # The command. fused_swiglu: a MULTIPLY with the ACTIVATION flag is one SILU_MUL command.
+        swiglu = (op == Opcode.MULTIPLY) & ((ins.flags & MultiplyFlags.ACTIVATION.value) != 0) \
+            if self.config.fused_swiglu else 0
+        vop = Mux(op == Opcode.RMSNORM, VectorOp.RMSNORM,
+              Mux(op == Opcode.LAYERNORM, VectorOp.LAYERNORM,
+              Mux(is_rope, VectorOp.ROPE,
+              Mux(op == Opcode.RESIDUAL_ADD, VectorOp.ADD,
+              Mux(swiglu, VectorOp.SILU_MUL,
+              Mux(op == Opcode.MULTIPLY, VectorOp.MUL,
+              Mux(op == Opcode.ACTIVATION, VectorOp.SILU, VectorOp.ARGMAX)))))))
+        is_add = op == Opcode.RESIDUAL_ADD
+        cmd = vec.cmd.payload
+        m.d.comb += [
+            cmd.op.eq(vop),
+            cmd.length.eq(Mux(is_rope, self.head_dim, ins.length)),
+            cmd.mult.eq(Mux(is_norm, s[ix("out_mult", *norms)],
+                            Mux(is_add, s[ix("mult", add)], s[ix("mult", *others)]))[:MULT_BITS]),
+            cmd.shift.eq(Mux(is_norm, s[ix("out_shift", *norms)],
+                             Mux(is_add, s[ix("shift", add)], s[ix("shift", *others)]))[:SHIFT_BITS]),
+            cmd.a_mult.eq(s[ix("a_mult", add)][:MULT_BITS]), cmd.b_mult.eq(s[ix("b_mult", add)][:MULT_BITS]),
+            cmd.inv_mult.eq(s[ix("inv_mult", Opcode.LAYERNORM)][:MULT_BITS]),
+            cmd.inv_shift.eq(s[ix("inv_shift", Opcode.LAYERNORM)][:SHIFT_BITS]),
+            cmd.eps.eq(s[ix("eps", *norms)][:31]), cmd.position.eq(pos),
+            # ACTIVATION's table (and a fused SwiGLU MULTIPLY's), loaded by the host once per run (the
+            # compiler keeps it < act_tables); 0 for the other ops, so no table read ever leaves the memory.
+            cmd.table.eq(Mux((op == Opcode.ACTIVATION) | swiglu, ins.count, 0)),
+        ]
+        if self.config.fused_rope:
+            # Every head of the instruction in one command; with SPLIT the last heads_b at mult_b/shift_b.
+            split = is_rope & ((ins.flags & RopeFlags.SPLIT.value) != 0)
+            rope = (Opcode.ROPE,)
+            m.d.comb += [cmd.heads.eq(Mux(is_rope, ins.count, 1)),
+                         cmd.heads_b.eq(Mux(split, s[ix("heads_b", *rope)], 0)),
+                         cmd.mult_b.eq(s[ix("mult_b", *rope)][:MULT_BITS]),
+                         cmd.shift_b.eq(s[ix("shift_b", *rope)][:SHIFT_BITS])]
 
 
 class GemmPath(wiring.Component):

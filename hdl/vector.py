@@ -9,16 +9,21 @@ and the whole pipeline stalls together when ``out`` is back-pressured.
 
 Passes, per opcode (W = ceil(length / lanes) beats per pass):
 
-* REQUANT, ADD, MUL, SILU, GELU: one pass of W input beats, W output beats. SILU and GELU are
-  one datapath: a lookup in the activation table the command's ``table`` field names (the host
-  loads each table once; the two names say what the table computes).
+* REQUANT, ADD, MUL, SILU, GELU, SILU_MUL: one pass of W input beats, W output beats. SILU and
+  GELU are one datapath: a lookup in the activation table the command's ``table`` field names (the
+  host loads each table once; the two names say what the table computes). SILU_MUL looks ``a`` up
+  in that table and multiplies the entry by ``b`` as MUL does (SwiGLU's ``silu(gate) * up`` in one
+  pass).
 * ARGMAX: one pass of W input beats, one output beat carrying the index.
 * RMSNORM, LAYERNORM: pass 1 takes W beats of ``x`` into the row buffer and sums ``x`` and
   ``x*x``; a fixed chain of :data:`NORM_STATS_CYCLES` cycles turns the sums into the mean, the
   reciprocal square root and its exponent; pass 2 takes W beats of ``gamma`` (and ``beta``),
   reads ``x`` back from the buffer and sends W output beats.
 * ROPE: pass 1 takes W beats of one head into the buffer; pass 2 reads lane j and its partner
-  j +- head_dim/2 together (two read ports) and sends W output beats.
+  j +- head_dim/2 together (two read ports) and sends W output beats. A command of ``heads`` > 1
+  heads (W = head_dim / lanes each, ``length`` = head_dim) runs the two passes once per head, back
+  to back; its last ``heads_b`` heads requantize with ``mult_b``/``shift_b`` (q and k of one
+  instruction, each at its own scale).
 
 The LayerNorm centred sums use the exact integer identities ``sum (x - mu) = s - N*mu`` and
 ``sum (x - mu)^2 = q0 - 2*mu*s + N*mu^2`` (s = sum x, q0 = sum x*x), so one statistics pass
@@ -62,6 +67,9 @@ class VectorOp(enum.Enum, shape=unsigned(4)):
     RMSNORM = 6
     LAYERNORM = 7
     ROPE = 8
+    #: SwiGLU's gate in one pass: ``requantize(table[a + 128] * b, mult, shift)``, bit-exact with
+    #: SILU (or GELU: any table) followed by MUL.
+    SILU_MUL = 9
 
 
 #: The op names the host side and the cycle model use: each VectorOp's name in lower case.
@@ -112,6 +120,12 @@ def cmd_layout(max_length: int, max_context: int, act_tables: int) -> data.Struc
         "eps": unsigned(31),
         "position": range(max_context),
         "table": _table_shape(act_tables),
+        # ROPE only: heads rotated one after another (0 or 1: one), and the last heads_b of them
+        # requantized with mult_b / shift_b instead of mult / shift.
+        "heads": range(max_length + 1),
+        "heads_b": range(max_length + 1),
+        "mult_b": unsigned(MULT_BITS),
+        "shift_b": unsigned(SHIFT_BITS),
     })
 
 
@@ -253,7 +267,8 @@ class VectorUnit(wiring.Component):
         with m.If(en):
             m.d.sync += [p1.valid.eq(slot.issue), p1.final.eq(slot.final), p1.pass2.eq(slot.pass2),
                          p1.mask.eq(slot.mask), p1.second.eq(slot.second), p1.first.eq(slot.w == 0),
-                         p1.s1_end.eq(slot.s1_end), p1.base.eq(slot.base), p1_in.eq(self.inp.payload)]
+                         p1.s1_end.eq(slot.s1_end), p1.base.eq(slot.base), p1.bsel.eq(slot.bsel),
+                         p1_in.eq(self.inp.payload)]
 
         p2, stage2 = self._products(m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats)
         p3, stage3 = self._scale(m, op, en, p2, stage2, s_sum, q_sum, stats)
@@ -307,16 +322,22 @@ class VectorUnit(wiring.Component):
         needs_input = Signal()
         issue = Signal()
         last_of_pass = Signal()
+        heads_left = Signal(range(self.max_length + 1))   # RoPE: heads still to rotate, this one included
+        more_heads = Signal()
+        bsel = Signal()       # RoPE: this head requantizes with mult_b / shift_b
         m.d.comb += [
             en.eq(~self.out.valid | self.out.ready),
             needs_input.eq(~pass2 | op.is_norm),
             self.inp.ready.eq(issuing & en & needs_input),
             issue.eq(issuing & en & (~needs_input | self.inp.valid)),
             last_of_pass.eq(remaining <= L),
+            more_heads.eq(op.is_rope & (heads_left > 1)),
+            bsel.eq(op.is_rope & (heads_left <= c.heads_b)),
         ]
         with m.If(cmd_fire):
             m.d.sync += [busy.eq(1), c.eq(self.cmd.payload), issuing.eq(1), pass2.eq(0),
-                         remaining.eq(self.cmd.payload.length), w.eq(0), base.eq(0)]
+                         remaining.eq(self.cmd.payload.length), w.eq(0), base.eq(0),
+                         heads_left.eq(Mux(self.cmd.payload.heads == 0, 1, self.cmd.payload.heads))]
         with m.Elif(issue):
             m.d.sync += [w.eq(w + 1), base.eq(base + L), remaining.eq(remaining - L)]
             with m.If(last_of_pass):
@@ -325,6 +346,9 @@ class VectorUnit(wiring.Component):
                     m.d.sync += [pass2.eq(1), hw.eq((w + 1) >> 1)]
                     # A norm waits for its statistics; RoPE goes straight on to its second pass.
                     m.d.sync += issuing.eq(op.is_rope)
+                with m.Elif(more_heads):
+                    # RoPE's next head: its first pass follows at once (this head's reads are done).
+                    m.d.sync += [pass2.eq(0), heads_left.eq(heads_left - 1)]
                 with m.Else():
                     m.d.sync += issuing.eq(0)
         with m.Elif(stats_go):
@@ -340,12 +364,12 @@ class VectorUnit(wiring.Component):
             second.eq(pass2 & op.is_rope & (w >= hw)),
             pair_word.eq(Mux(second, w - hw, w)),
             partner.eq(Mux(second, w - hw, w + hw)),
-            final.eq(last_of_pass & (~op.two_pass | pass2)),
+            final.eq(last_of_pass & (~op.two_pass | pass2) & ~more_heads),
             s1_end.eq(last_of_pass & op.is_norm & ~pass2),
             mask.eq(Cat(*[remaining > lane for lane in range(L)])),
         ]
         return _Slot(en=en, issue=issue, pass2=pass2, w=w, base=base, second=second, pair_word=pair_word,
-                     partner=partner, final=final, s1_end=s1_end, mask=mask)
+                     partner=partner, final=final, s1_end=s1_end, mask=mask, bsel=bsel)
 
     def _reads(self, m, buf, act_mem, rope_mem, c, op, slot):
         """Memories read in the issue cycle; their data lines up with stage 1.
@@ -393,6 +417,9 @@ class VectorUnit(wiring.Component):
         bmax = Signal(signed(_ACC_BITS))
         bidx = Signal(range(L))
         is_req = op.op == VectorOp.REQUANT
+        # MUL and SILU_MUL share one 8 x 8 multiplier per lane: SILU_MUL's first operand is the table entry.
+        is_silu_mul = op.op == VectorOp.SILU_MUL
+        is_mul = (op.op == VectorOp.MUL) | is_silu_mul
         mu, f, r, k = stats.mu, stats.f, stats.r, stats.k
         s_terms, q_terms, cands = [], [], []
         for i in range(L):
@@ -406,12 +433,13 @@ class VectorUnit(wiring.Component):
             n = round_shift(d * r, k + NORM_MEAN_FRAC_BITS)
             acc = Mux(is_req, lane.a,
                   Mux(op.op == VectorOp.ADD, a8 * c.a_mult + b8 * c.b_mult,
-                  Mux(op.op == VectorOp.MUL, a8 * b8,
+                  Mux(is_mul, Mux(is_silu_mul, act_data[i], a8) * b8,
                   Mux(op.is_rope, bx * rope_r.data.cos[i] + Mux(p1.second, ps, -ps), n))))
             with m.If(en):
                 m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(op.is_layer, lane.a, 0)),
-                             mult2[i].eq(Mux(is_req, lane.b[:MULT_BITS], c.mult)),
-                             shift2[i].eq(Mux(is_req, lane.shift, c.shift)), act2[i].eq(act_data[i])]
+                             mult2[i].eq(Mux(is_req, lane.b[:MULT_BITS], Mux(p1.bsel, c.mult_b, c.mult))),
+                             shift2[i].eq(Mux(is_req, lane.shift, Mux(p1.bsel, c.shift_b, c.shift))),
+                             act2[i].eq(act_data[i])]
             live = p1.mask[i]
             s_terms.append(Mux(live, a8, 0))
             q_terms.append(Mux(live, a8 * a8, 0))
@@ -592,8 +620,9 @@ class _Stage:
         self.s1_end = Signal(name=f"{name}_s1_end")
         self.mask = Signal(lanes, name=f"{name}_mask")
         self.base = Signal(range(max_length + 2 * lanes), name=f"{name}_base")
+        self.bsel = Signal(name=f"{name}_bsel")
 
-    _FIELDS = ("valid", "final", "pass2", "second", "first", "s1_end", "mask", "base")
+    _FIELDS = ("valid", "final", "pass2", "second", "first", "s1_end", "mask", "base", "bsel")
 
     def copy(self, other):
         return [getattr(self, n).eq(getattr(other, n)) for n in self._FIELDS]

@@ -18,11 +18,12 @@ op         beats (W = ceil(N/lanes))   lane fields
 =========  ==========================  =====================================================
 requant    W                           a = acc (int32), b = multiplier, shift = shift
 add, mul   W                           a = a, b = b
+silu_mul   W                           a = gate (looked up in the SiLU table), b = up
 silu/gelu  W                           a = x
 argmax     W                           a = logit (int32)
 rmsnorm    W, then W                   a = x; then b = gamma
 layernorm  W, then W                   a = x; then a = beta (int32), b = gamma
-rope       W                           a = x (one head, N = head_dim)
+rope       heads x W, W = head_dim/lanes   a = x (``heads`` heads, default 1, N = heads x head_dim)
 =========  ==========================  =====================================================
 """
 
@@ -130,7 +131,7 @@ def check_op(params: dict, op: dict, *, rope_head_dim: int | None = None) -> dic
     name = op["op"]
     if name not in OPS:
         raise InputError(f"vector op must be one of {', '.join(OPS)}, not {name!r}")
-    first = {"requant": "acc", "argmax": "x", "add": "a", "mul": "a"}.get(name, "x")
+    first = {"requant": "acc", "argmax": "x", "add": "a", "mul": "a", "silu_mul": "a"}.get(name, "x")
     if first not in op:
         raise InputError(f"vector op {name} needs operand {first!r}")
     n = len(np.asarray(op[first]).reshape(-1)) if np.ndim(op[first]) == 1 else 0
@@ -144,7 +145,7 @@ def check_op(params: dict, op: dict, *, rope_head_dim: int | None = None) -> dic
         out["acc"] = _ints("requant acc", op["acc"], _INT32_MIN, _INT32_MAX)
         out["mult"] = _per_element("requant multiplier", op["mult"], 0, MULT_MAX, n)
         out["shift"] = _per_element("requant shift", op["shift"], 0, SHIFT_MAX, n)
-    elif name in ("add", "mul"):
+    elif name in ("add", "mul", "silu_mul"):
         out["a"] = check_int8(f"{name} a", op["a"]).tolist()
         out["b"] = _ints(f"{name} b", op["b"], -128, 127, n)
         keys = ("a_mult", "b_mult", "mult", "shift") if name == "add" else ("mult", "shift")
@@ -171,6 +172,14 @@ def check_op(params: dict, op: dict, *, rope_head_dim: int | None = None) -> dic
             out["inv_mult"], out["inv_shift"] = inv
     elif name == "rope":
         out["x"] = check_int8("rope x", op["x"]).tolist()
+        heads = _int("rope heads", op.get("heads", 1), 1, n)
+        if n % heads:
+            raise InputError(f"rope x must hold heads ({heads}) x head_dim values, not {n}")
+        n //= heads
+        out["heads"] = heads
+        out["heads_b"] = _int("rope heads_b", op.get("heads_b", 0), 0, heads)
+        out["mult_b"] = _int("rope mult_b", op.get("mult_b", 0), 0, MULT_MAX)
+        out["shift_b"] = _int("rope shift_b", op.get("shift_b", 0), 0, SHIFT_MAX)
         if n % (2 * lanes) or n > params["max_head_dim"]:
             raise InputError(f"rope length (head_dim) must be a multiple of 2 * lanes ({2 * lanes}) "
                              f"and at most max_head_dim ({params['max_head_dim']}), not {n}")
@@ -232,7 +241,8 @@ def vector_job(params: dict, ops: list, *, tables: VectorTables | None = None, s
     check_params(params)
     tables = _check_tables(params, tables or {})
     for name in ("silu", "gelu"):
-        if any(isinstance(o, dict) and o.get("op") == name for o in ops) and name not in tables:
+        users = ("silu", "silu_mul") if name == "silu" else (name,)
+        if any(isinstance(o, dict) and o.get("op") in users for o in ops) and name not in tables:
             raise InputError(f"vector op {name} needs its table: give tables[{name!r}]")
         if name in tables and ACT_TABLE_INDEX[name] >= params["act_tables"]:
             raise InputError(f"the {name} table goes to activation table {ACT_TABLE_INDEX[name]}: the design needs "
@@ -293,8 +303,10 @@ def _encode(p: _Packer, op: dict) -> tuple[dict, list[int]]:
     cmd = {"op": VectorOp[name.upper()].value, "length": n}
     if name == "requant":
         beats = p.beats(n, lambda i: {"a": op["acc"][i], "b": op["mult"][i], "shift": op["shift"][i]})
-    elif name in ("add", "mul"):
+    elif name in ("add", "mul", "silu_mul"):
         cmd.update({k: op[k] for k in ("a_mult", "b_mult", "mult", "shift") if k in op})
+        if name == "silu_mul":
+            cmd["table"] = ACT_TABLE_INDEX["silu"]
         beats = p.beats(n, lambda i: {"a": op["a"][i], "b": op["b"][i]})
     elif name in ("silu", "gelu", "argmax"):
         if name != "argmax":
@@ -307,9 +319,12 @@ def _encode(p: _Packer, op: dict) -> tuple[dict, list[int]]:
         beta = op.get("beta") or [0] * n
         beats = p.beats(n, lambda i: {"a": op["x"][i]}) + \
             p.beats(n, lambda i: {"a": beta[i], "b": op["gamma"][i]})
-    else:  # rope
-        cmd.update({"position": op["position"], "mult": op["mult"], "shift": op["shift"]})
-        beats = p.beats(n, lambda i: {"a": op["x"][i]})
+    else:  # rope: length is the head_dim, the beats are every head's, one head after another
+        heads = op["heads"]
+        cmd.update({"position": op["position"], "mult": op["mult"], "shift": op["shift"], "length": n // heads,
+                    "heads": heads, "heads_b": op["heads_b"], "mult_b": op["mult_b"], "shift_b": op["shift_b"]})
+        hd = n // heads
+        beats = [b for h in range(heads) for b in p.beats(hd, lambda i, h=h: {"a": op["x"][h * hd + i]})]
     return cmd, beats
 
 
@@ -389,7 +404,8 @@ async def run_vector_ops(bus, job: VectorJob) -> dict:
     results = []
     for number, op in enumerate(job["ops"]):
         cmd, beats = _encode(p, op)
-        predicted = vector_cycles(op["op"], op["length"], params["lanes"]).total
+        heads = op.get("heads", 1)
+        predicted = vector_cycles(op["op"], op["length"] // heads, params["lanes"], heads=heads).total
         budget = job["budget"] or ((2 * predicted + 64) * (1 if gaps == stall == 0 else 16))
         drive.set("cmd.payload", _pack(p.cmd, cmd))
         drive.set("cmd.valid", 1)

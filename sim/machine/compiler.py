@@ -15,7 +15,8 @@ merged into one GEMM) plus ``HALT``, and the contents of every memory the host l
   multipliers, gamma, beta) is padded with zeros to a whole word, so the scalars after it start on a
   word too.
 * ``act_tables``: the distinct activation tables (SiLU, GELU: 256 int8 entries each, entry x + 128),
-  one row per table; an ACTIVATION instruction names its row in ``count``. The host writes them
+  one row per table; an ACTIVATION instruction (and a fused SwiGLU MULTIPLY, ``Config.fused_swiglu``)
+  names its row in ``count``. The host writes them
   into the vector unit's table memory once per run (``Config.act_tables`` rows);
 * the activation scratchpad: int8 values, each op's output at its own address (aligned to a
   word of ``max(array_rows, array_cols)`` elements; a merged GEMM's members at its address plus
@@ -43,7 +44,9 @@ from hdl.isa import (
     EmbedFlags,
     GemmFlags,
     Instruction,
+    MultiplyFlags,
     Opcode,
+    RopeFlags,
     disassemble,
     encode,
     make,
@@ -197,10 +200,18 @@ def compile_model(model, config) -> Compiled:
                 return np.concatenate([cos.reshape(-1), sin.reshape(-1)])
 
             table = params.add_shared(("rope", p.max_context, p.head_dim, p.base), tables, align=align)
-            base = params.add(PARAM_RECORDS[Opcode.ROPE].pack(align, {"mult": p.mult, "shift": p.shift,
-                                                                      "table": table}), align=align)
-            ins = make(Opcode.ROPE, src0=src(op.inputs[0]), dst=scratch(op.output, op.width), length=op.width,
-                       count=p.heads, param=base)
+            values = {"mult": p.mult, "shift": p.shift, "table": table}
+            flags = RopeFlags(0)
+            if op.merged:       # q's and k's heads side by side: k's (the last heads_b) at k's scale
+                pk = op.ops[1].params
+                flags = RopeFlags.SPLIT
+                values.update(mult_b=pk.mult, shift_b=pk.shift, heads_b=pk.heads)
+            base = params.add(PARAM_RECORDS[Opcode.ROPE].pack(align, values, flags.value), align=align)
+            dst = scratch(op.output, op.width)
+            for member, offset in zip(op.ops, op.offsets, strict=True):
+                addresses[member.output] = dst + offset
+            ins = make(Opcode.ROPE, src0=src(op.inputs[0]), dst=dst, length=op.width,
+                       count=sum(member.params.heads for member in op.ops), param=base, flags=flags.value)
         elif kind == "kv_write":
             ins = make(Opcode.KV_WRITE, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
                        length=mc.n_kv_heads * mc.head_dim, count=p.layer)
@@ -214,6 +225,15 @@ def compile_model(model, config) -> Compiled:
             base = params.add(PARAM_RECORDS[Opcode.RESIDUAL_ADD].pack(align, vars(p)), align=align)
             ins = make(Opcode.RESIDUAL_ADD, src0=src(op.inputs[0]), src1=src(op.inputs[1]),
                        dst=scratch(op.output, op.width), length=op.width, param=base)
+        elif kind == "activation" and op.merged:
+            # SwiGLU in one instruction: the multiply reads the activation's input through its table.
+            act, mul = op.ops
+            index = act_tables.setdefault(tuple(int(v) for v in np.asarray(act.params.table).reshape(-1)),
+                                          len(act_tables))
+            other = mul.inputs[1] if mul.inputs[0] == act.output else mul.inputs[0]
+            base = params.add(PARAM_RECORDS[Opcode.MULTIPLY].pack(align, vars(mul.params)), align=align)
+            ins = make(Opcode.MULTIPLY, src0=src(act.inputs[0]), src1=src(other), dst=scratch(mul.output, op.width),
+                       length=op.width, count=index, param=base, flags=MultiplyFlags.ACTIVATION.value)
         elif kind == "activation":
             index = act_tables.setdefault(tuple(int(v) for v in np.asarray(p.table).reshape(-1)), len(act_tables))
             ins = make(Opcode.ACTIVATION, src0=src(op.inputs[0]), dst=scratch(op.output, op.width),

@@ -193,13 +193,17 @@ def attention_min_cycles(*, n_heads: int, kv_len: int) -> int:
 #     cycles = COMMAND + passes * W + STATS + PIPELINE
 #
 # * COMMAND = 1: the cycle in which ``cmd`` is taken (issue starts in the next one).
-# * passes * W: one beat issued per cycle per pass; 2 passes for the norms and RoPE, else 1.
+# * passes * W: one beat issued per cycle per pass; 2 passes for the norms and RoPE, else 1. A
+#   RoPE command of h heads (W = ceil(head_dim / lanes)) runs both passes per head, back to back:
+#   2 * h * W.
 # * STATS = 10 for the norms, else 0: the last first-pass beat reaches the sum registers (2) and
 #   the statistics chain (``hdl.vector.NORM_STATS_CYCLES`` = 8: mean, centred sums, rsqrt seed
 #   and Newton step) runs before the second pass may issue.
 # * PIPELINE = 4 (``hdl.vector.PIPELINE_STAGES``): operands, stage A, stage B, output register.
 # RoPE's second pass issues the cycle after its first (no gap): its reads see the buffer's
-# last write. ARGMAX sends one beat, when its final input beat leaves stage B.
+# last write; the next head's first pass follows its second the same way. ARGMAX sends one beat,
+# when its final input beat leaves stage B. SILU_MUL (SwiGLU's table lookup and multiply in one
+# pass) takes one beat of (gate, up) a cycle: the count of MUL or SILU alone.
 
 __all__ += ["VECTOR_COMMAND", "VECTOR_NORM_SETTLE", "VECTOR_NORM_STATS", "VECTOR_PIPELINE", "VectorCycles",
             "vector_cycles", "vector_lower_bound"]
@@ -238,22 +242,25 @@ def _vector_op_name(op) -> str:
     return name
 
 
-def vector_cycles(op, length: int, lanes: int) -> VectorCycles:
+def vector_cycles(op, length: int, lanes: int, *, heads: int = 1) -> VectorCycles:
     """Exact cycles of one vector-unit command (``op`` a name or ``hdl.vector.VectorOp``).
 
-    ``lower_bound`` is the op's own floor on this datapath: the input beats it must take (W, or
-    2W for the norms, whose gamma/beta stream after x).
+    ``length`` is a RoPE command's head_dim, ``heads`` its heads (one command rotates them one
+    after another). ``lower_bound`` is the op's own floor on this datapath: the input beats it
+    must take (W, or 2W for the norms, whose gamma/beta stream after x; h * W for h RoPE heads).
     """
     name = _vector_op_name(op)
     w = ceil_div(length, lanes)
     norm = name in ("rmsnorm", "layernorm")
+    if name != "rope":
+        heads = 1
     passes = 2 if norm or name == "rope" else 1
     return VectorCycles(
         command=VECTOR_COMMAND,
-        passes=passes * w,
+        passes=passes * heads * w,
         stats=VECTOR_NORM_SETTLE + VECTOR_NORM_STATS if norm else 0,
         pipeline=VECTOR_PIPELINE,
-        lower_bound=2 * w if norm else w,
+        lower_bound=2 * w if norm else heads * w,
     )
 
 
@@ -279,7 +286,11 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 #                  output stage's register the cycle after the array's last sum)
 #     rmsnorm ...  SEQ_ISSUE + vector                 the command is offered the cycle after decode
 #     rope         SEQ_ISSUE + heads * vector(head_dim)   one command per head, back to back
+#                  fused_rope: SEQ_ISSUE + COMMAND + 2 * heads * W + PIPELINE, one command for all
+#                  heads (q's and k's together when the compiler gives them one instruction)
 #     activation   SEQ_ISSUE + vector                 its table is already in the unit (see below)
+#     act+multiply SEQ_ISSUE + vector                 fused_swiglu: one SILU_MUL command, priced as
+#                  the activation alone (one pass of W beats, like each of the two it replaces)
 #     kv_write     SEQ_ISSUE + n_kv_heads * head_dim / V  K and V rows gathered a word a cycle
 #     attention    SEQ_ISSUE + 2 * n_heads * head_dim / V + attention + ATTENTION_HANDOFF
 #                  (q rows gathered a word a cycle, the unit's call, output rows scattered)
@@ -487,6 +498,9 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
                         unit_min=attention_min_cycles(n_heads=n_heads, kv_len=position + 1))
     if op == "rope":
         heads = width // head_dim
+        if getattr(config, "fused_rope", False):
+            v = vector_cycles("rope", head_dim, lanes, heads=heads)
+            return OpCycles(op, "", SEQ_ISSUE + v.total, unit_min=v.lower_bound)
         v = vector_cycles("rope", head_dim, lanes)
         return OpCycles(op, "", SEQ_ISSUE + heads * v.total, unit_min=heads * v.lower_bound)
     vector_op = {"rmsnorm": "rmsnorm", "layernorm": "layernorm", "residual_add": "add", "multiply": "mul",

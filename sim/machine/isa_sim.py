@@ -24,7 +24,17 @@ from golden.vector import (
     rmsnorm,
     rope_with_tables,
 )
-from hdl.isa import PARAM_RECORDS, EmbedFlags, GemmFlags, Opcode, decode, unpack_mult_shift, weight_from_tiles
+from hdl.isa import (
+    PARAM_RECORDS,
+    EmbedFlags,
+    GemmFlags,
+    MultiplyFlags,
+    Opcode,
+    RopeFlags,
+    decode,
+    unpack_mult_shift,
+    weight_from_tiles,
+)
 
 from .compiler import Compiled
 
@@ -102,7 +112,11 @@ class IsaMachine:
                 cos = self.params[table:table + half].reshape(self.max_context, hd // 2)
                 sin = self.params[table + half:table + 2 * half].reshape(self.max_context, hd // 2)
                 x = s[ins["src0"]:ins["src0"] + n].reshape(heads, hd)
+                first = heads - (r["heads_b"] if RopeFlags(ins["flags"]) & RopeFlags.SPLIT else 0)
                 y = rope_with_tables(x, np.full(heads, position), cos, sin, mult=mult, shift=shift)
+                if first < heads:   # the last heads_b heads at their own scale
+                    y[first:] = rope_with_tables(x[first:], np.full(heads - first, position), cos, sin,
+                                                 mult=r["mult_b"], shift=r["shift_b"])
                 s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
             elif op is Opcode.KV_WRITE:
                 layer = ins["count"]
@@ -122,6 +136,8 @@ class IsaMachine:
                 s[ins["dst"]:ins["dst"] + n] = activation(s[ins["src0"]:ins["src0"] + n], table)
             elif op is Opcode.MULTIPLY:
                 a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]
+                if MultiplyFlags(ins["flags"]) & MultiplyFlags.ACTIVATION:
+                    a = activation(a, self.act_tables[ins["count"]])
                 s[ins["dst"]:ins["dst"] + n] = multiply(a, b, **self._record(ins))
             elif op is Opcode.ARGMAX:
                 out = int(argmax(self.logits[ins["src0"]:ins["src0"] + n][None])[0])

@@ -18,6 +18,17 @@ GEMM's output channel depends only on its own column, bias, multiplier and shift
 tiles as the members one after another and pays the per-instruction overhead once (issue, start,
 the last tile's activation row, the array's R + C latency: 5 + R + C cycles at M = 1). A merged N
 is at most what the instruction's ``count`` field holds.
+
+Two vector fusions, each only on a design with its ``[chip]`` switch (``Config.fused_swiglu``,
+``Config.fused_rope``; off, every vector op is its own instruction):
+
+* SwiGLU: an ``activation`` whose only reader is the ``multiply`` right after it is one MULTIPLY
+  instruction with the ACTIVATION flag (``L0.act+prod``): the vector unit looks the gate up in the
+  table and multiplies by up in one pass; the activation's value is never written.
+* RoPE: q's ``rope`` then k's, when q and k are members of one merged GEMM that lie side by side
+  (k's columns start where q's end) and their widths are whole scratchpad words, is one ROPE
+  instruction over all their heads (``L0.q_rot+k_rot``): q_rot and k_rot are written side by side
+  too, k's heads at k's scale (:class:`hdl.isa.RopeFlags`).
 """
 
 from __future__ import annotations
@@ -99,8 +110,9 @@ class Group:
     def params(self):
         """The integer constants of the instruction: a lone op's own; for a merged GEMM one
         :class:`golden.int_model.GemmParams` of the members' weights, biases, multipliers and shifts
-        side by side, each member's zero-padded to its offset (None for ops without constants)."""
-        if not self.merged:
+        side by side, each member's zero-padded to its offset (None for ops without constants); for
+        a fused vector instruction its first op's (each member keeps its own in ``ops``)."""
+        if not self.merged or self.op != "gemm":
             return self.ops[0].params
         if any(op.params is None for op in self.ops):
             return None
@@ -137,6 +149,12 @@ def instruction_groups(ops, config, *, gemm_shapes: dict | None = None) -> list[
     widths = {"token": 1, "position": 1}
     groups: list[Group] = []
     run: list[tuple] = []            # (op, K, N) of the GEMMs that may still merge
+    ops = list(ops)
+    readers: dict[str, int] = {}
+    for op in ops:
+        for name in op.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    columns: dict[str, tuple] = {}   # a GEMM's output -> (its instruction's number, first column, width)
 
     def close():
         if not run:
@@ -144,6 +162,8 @@ def instruction_groups(ops, config, *, gemm_shapes: dict | None = None) -> list[
         offsets = [0]
         for _, _, n in run[:-1]:
             offsets.append(offsets[-1] + ceil_div(n, pad) * pad)
+        for (op, _, n), off in zip(run, offsets, strict=True):
+            columns[op.output] = (len(groups), off, n)
         groups.append(Group(tuple(op for op, _, _ in run), tuple(offsets), tuple(n for _, _, n in run), run[0][1]))
         run.clear()
 
@@ -152,6 +172,11 @@ def instruction_groups(ops, config, *, gemm_shapes: dict | None = None) -> list[
         widths[op.output] = op.width
         if op.op != "gemm":
             close()
+            last = groups[-1] if groups and not groups[-1].merged else None
+            if last is not None and _fuses(last.ops[0], op, config, readers, columns, pad):
+                groups[-1] = Group((last.ops[0], op), (0, 0 if op.op == "multiply" else last.width),
+                                   (last.width, op.width), last.in_width)
+                continue
             groups.append(Group((op,), (0,), (op.width,), k))
             continue
         k, n = shapes.get(op.output, (k, op.width))
@@ -164,3 +189,23 @@ def instruction_groups(ops, config, *, gemm_shapes: dict | None = None) -> list[
         run.append((op, k, n))
     close()
     return groups
+
+
+def _same_table(a, b) -> bool:
+    """Two RoPE ops read one cos/sin table (always, in one model; constants absent: the structure)."""
+    if a.params is None or b.params is None:
+        return True
+    return (a.params.head_dim, a.params.max_context, a.params.base) == (b.params.head_dim, b.params.max_context,
+                                                                        b.params.base)
+
+
+def _fuses(first, op, config, readers: dict, columns: dict, pad: int) -> bool:
+    """Whether vector op ``op`` joins the lone instruction of ``first`` before it (the module
+    docstring's two fusions, each on its design switch)."""
+    if first.op == "activation" and op.op == "multiply" and getattr(config, "fused_swiglu", False):
+        return readers.get(first.output) == 1 and op.inputs.count(first.output) == 1
+    if first.op == "rope" and op.op == "rope" and getattr(config, "fused_rope", False):
+        q, k = columns.get(first.inputs[0]), columns.get(op.inputs[0])
+        return (q is not None and k is not None and q[0] == k[0] and k[1] == q[1] + q[2]
+                and q[2] == first.width and k[2] == op.width and first.width % pad == 0 and _same_table(first, op))
+    return False

@@ -575,6 +575,8 @@ class Hardware:
     notes: tuple[str, ...] = field(default=())
     attention_finish_lanes: int = 0      # 0: all of a head's lanes at once (Config.attention_finish_lanes)
     weight_rows_per_cycle: int = 1       # G: tile rows the weight port delivers a cycle (Config's)
+    fused_swiglu: bool = False           # SwiGLU's activation and multiply one instruction (Config's)
+    fused_rope: bool = False             # RoPE of every head (q's and k's) one command (Config's)
 
     def __post_init__(self):
         # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.
@@ -619,6 +621,7 @@ class Hardware:
         return replace(DEFAULT, array_rows=self.array_rows, array_cols=self.array_cols,
                        vector_lanes=self.vector_lanes, clock_hz=max(1, round(self.clock_hz)), max_m=m,
                        attention_finish_lanes=self.attention_finish_lanes, weight_rows_per_cycle=g,
+                       fused_swiglu=self.fused_swiglu, fused_rope=self.fused_rope,
                        act_words=max(DEFAULT.act_words, m), result_words=max(DEFAULT.result_words, m),
                        weight_words=ceil_div(max(DEFAULT.weight_words, self.array_rows), g) * g)
 
@@ -668,7 +671,7 @@ def _link(source, data, key):
 
 #: The [chip] keys the performance model reads.
 _CHIP_KEYS = ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes", "attention_finish_lanes",
-              "weight_rows_per_cycle")
+              "weight_rows_per_cycle", "fused_swiglu", "fused_rope")
 #: The [chip] keys only the RTL reads (its Config's other fields, and the weight memory's capacity).
 _RTL_ONLY_KEYS = tuple(sorted((set(Config.__dataclass_fields__) | set(CHIP_EXTRA_KEYS)) - set(_CHIP_KEYS)))
 
@@ -702,6 +705,11 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
     rows_per_cycle = _number(s, chip, "weight_rows_per_cycle", kind=int, required=False, default=1)
     if wb not in (1, 2):
         raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {show_number(wb)}")
+    switches = {}
+    for key in ("fused_swiglu", "fused_rope"):
+        switches[key] = chip.get(key, False)
+        if not isinstance(switches[key], bool):
+            raise HardwareError(f"{s}: {key} must be true or false, not {switches[key]!r}")
     clock = _number(s, chip, "clock_hz")          # checked before a memory level is derived from it
     levels = _rtl_weight_memory(chip, s)
     mem = data.get("memory", [] if levels else None)
@@ -738,7 +746,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
                     array_rows=rows, array_cols=cols, vector_lanes=_number(s, chip, "vector_lanes", kind=int),
                     clock_hz=clock, weight_bytes=wb, memories=tuple(levels), chips=chips,
                     tensor_parallel=tp, link=link, tp_link=tp_link or link, notes=tuple(notes),
-                    attention_finish_lanes=finish, weight_rows_per_cycle=rows_per_cycle)
+                    attention_finish_lanes=finish, weight_rows_per_cycle=rows_per_cycle, **switches)
 
 
 def list_presets() -> list[str]:

@@ -62,10 +62,12 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
                                "computes with int8 (designs the RTL builds: 4x4, 8x4, 8x8, demo, demo-narrow, ulx3s, "
                                "ulx3s-fmax)"),
     (("gemm", "--set", "array_rows"), "--set takes KEY=VALUE, not 'array_rows'"),
+    (("decode", "--set", "fused_rope=2"), "design demo with --set [chip]: fused_rope must be true or false, not 2"),
     (("gemm", "--set", "chip.x.y=1"), "--set chip.x.y: expected KEY, TABLE.KEY or memory.LEVEL.KEY"),
     (("gemm", "--set", "rows=4"), "design 4x4 with --set: unknown key 'rows' in [chip] (known: array_rows, "
                                   "array_cols, vector_lanes, clock_hz, weight_bytes, attention_finish_lanes, "
-                                  "weight_rows_per_cycle, act_tables, act_words, kv_bytes, logits_words, "
+                                  "weight_rows_per_cycle, fused_swiglu, fused_rope, act_tables, act_words, kv_bytes, "
+                                  "logits_words, "
                                   "max_context, max_m, param_words, program_words, result_words, scratch_bytes, "
                                   "weight_memory_bytes, weight_words)"),
     (("gemm", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),

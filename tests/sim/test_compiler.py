@@ -56,14 +56,21 @@ def test_random_models_on_the_instruction_model_equal_the_integer_model(name):
     assert decode_on_machine(compiled, prompt, 32) == generate_int(model, prompt, 32)
 
 
-def test_program_shape(demo_model):
-    compiled = compile_model(demo_model, PRESETS["demo"])
-    # One instruction per op, except q, k, v and gate, up: one GEMM each a layer.
+#: The demo design without its vector fusions (fused_swiglu, fused_rope): one instruction per vector op.
+DEMO_UNFUSED = replace(PRESETS["demo"], fused_swiglu=False, fused_rope=False)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_program_shape(demo_model, fused):
+    compiled = compile_model(demo_model, PRESETS["demo"] if fused else DEMO_UNFUSED)
+    # One instruction per op, except q, k, v and gate, up: one GEMM each a layer; with the fusions
+    # also q_rot, k_rot and act, prod: one vector instruction each a layer.
     n_layers = demo_model.config.n_layers
-    assert len(compiled.instructions) == len(demo_model.program) - 3 * n_layers + 1
+    assert len(compiled.instructions) == len(demo_model.program) - (5 if fused else 3) * n_layers + 1
     assert compiled.program == list(demo_model.program)
     merged = [g.output for g in compiled.ops if g is not None and g.merged]
-    assert merged == [name for i in range(n_layers) for name in (f"L{i}.q+k+v", f"L{i}.gate+up")]
+    names = ("q+k+v", "q_rot+k_rot", "gate+up", "act+prod") if fused else ("q+k+v", "gate+up")
+    assert merged == [f"L{i}.{name}" for i in range(n_layers) for name in names]
     assert compiled.instructions[-1].opcode is Opcode.HALT
     assert [decode(w) for w in compiled.program_words] == compiled.instructions
     listing = compiled.listing()
@@ -88,7 +95,7 @@ def test_program_shape(demo_model):
 ])
 def test_models_that_do_not_fit_are_refused(demo_model, changes, match):
     with pytest.raises(CompileError, match=match):
-        compile_model(demo_model, replace(PRESETS["demo"], **changes))
+        compile_model(demo_model, replace(DEMO_UNFUSED, **changes))
 
 
 def test_memory_needs_of_the_demo_model(demo_model):
@@ -103,7 +110,7 @@ def test_memory_needs_of_the_demo_model(demo_model):
 
 
 def test_activation_tables_are_indexed_once_each(demo_model):
-    compiled = compile_model(demo_model, PRESETS["demo"])
+    compiled = compile_model(demo_model, DEMO_UNFUSED)
     acts = [(ins, op) for ins, op in zip(compiled.instructions, compiled.ops, strict=True)
             if ins.opcode is Opcode.ACTIVATION]
     assert len(acts) == demo_model.config.n_layers
@@ -120,7 +127,7 @@ def test_identical_activation_tables_share_an_index(demo_model):
     first = next(op for op in demo_model.program if op.op == "activation").params
     program = tuple(dreplace(op, params=first) if op.op == "activation" else op for op in demo_model.program)
     model = dreplace(demo_model, program=program)
-    compiled = compile_model(model, replace(PRESETS["demo"], act_tables=1))
+    compiled = compile_model(model, replace(DEMO_UNFUSED, act_tables=1))
     assert compiled.act_tables.shape == (1, 256)
     assert {ins["count"] for ins in compiled.instructions if ins.opcode is Opcode.ACTIVATION} == {0}
     prompt = [5, 9, 2]

@@ -117,6 +117,8 @@ def test_presets_match_the_hdl_configurations():
                                               config.clock_hz, config.attention_finish_lanes,
                                               config.weight_rows_per_cycle)
         assert hw.config().weight_port_bytes == config.weight_port_bytes
+        assert (hw.fused_swiglu, hw.fused_rope) == (config.fused_swiglu, config.fused_rope)
+        assert (hw.config().fused_swiglu, hw.config().fused_rope) == (config.fused_swiglu, config.fused_rope)
         assert hw.memories[0].capacity_bytes == config.weight_words * config.array_cols
         # The weight memory is G banks of array_cols int8, read at one address together.
         assert hw.memories[0].bandwidth_bytes_per_s == (config.weight_rows_per_cycle * config.array_cols
@@ -124,7 +126,10 @@ def test_presets_match_the_hdl_configurations():
     assert PRESETS["4x4"] == DEFAULT
     # demo is the full-width design; demo-narrow the same chip with the one-row port.
     assert (PRESETS["demo"].weight_rows_per_cycle, PRESETS["demo-narrow"].weight_rows_per_cycle) == (8, 1)
-    assert replace(PRESETS["demo"], weight_rows_per_cycle=1) == PRESETS["demo-narrow"]
+    assert replace(PRESETS["demo"], weight_rows_per_cycle=1, fused_swiglu=False, fused_rope=False) == \
+        PRESETS["demo-narrow"]
+    # demo has the vector unit's fusions on; every other design keeps today's hardware.
+    assert [n for n, c in PRESETS.items() if c.fused_swiglu or c.fused_rope] == ["demo"]
 
 
 def test_the_estimate_takes_the_weight_port_from_the_design():
@@ -147,6 +152,23 @@ def test_the_estimate_takes_the_weight_port_from_the_design():
             {"name": "m", "capacity_bytes": 1e6, "bandwidth_bytes_per_s": 1e9}]}, source="x.toml")
     with pytest.raises(HardwareError, match=r"^x: weight_rows_per_cycle must divide array_rows \(8\), not 3$"):
         replace(load_hardware("tpu-v1"), name="x", array_rows=8, weight_rows_per_cycle=3)
+
+
+def test_the_performance_model_reads_the_vector_fusions():
+    """demo's fused_swiglu and fused_rope reach the cycle model through the performance model's hardware
+    (estimate == decode_step_cycles of the same design); a switch that is not a bool is refused by name."""
+    model = load_demo_model().config
+    hw = load_hardware("demo")
+    assert hw.fused_swiglu and hw.fused_rope
+    plain = replace(hw, fused_swiglu=False, fused_rope=False)
+    for h, config in ((hw, PRESETS["demo"]), (plain, replace(PRESETS["demo"], fused_swiglu=False, fused_rope=False))):
+        direct = decode_step_cycles(program_structure(model), model, config, position=0)
+        assert estimate(model, h, context=1).cycles == direct.total
+    assert estimate(model, plain, context=1).cycles > estimate(model, hw, context=1).cycles
+    with pytest.raises(HardwareError, match=r"^x\.toml \[chip\]: fused_rope must be true or false, not 1$"):
+        hardware_from_dict({"chip": {"array_rows": 8, "array_cols": 8, "vector_lanes": 8, "clock_hz": 1e8,
+                                     "fused_rope": 1}, "memory": [
+            {"name": "m", "capacity_bytes": 1e6, "bandwidth_bytes_per_s": 1e9}]}, source="x.toml")
 
 
 def test_the_board_preset_at_its_measured_fmax():
