@@ -31,6 +31,8 @@ STEP_CYCLE_BITS = 48
 UNIT_CYCLE_BITS = 32
 #: The most activation tables the vector unit's table memory may hold (64 K int8 entries).
 MAX_ACT_TABLES = 256
+#: :class:`Config` fields that are switches (true or false), not sizes.
+_FLAG_FIELDS = ("fused_residual",)
 
 
 def checked_constructor(init):
@@ -106,6 +108,14 @@ class Config:
         per head): 0 (the default) for all ``head_dim`` lanes at once; F > 0 passes a head's row F
         lanes a cycle, ceil(head_dim / F) - 1 more cycles per head, for 4 * F multipliers instead of
         4 * head_dim (the ``ulx3s`` preset uses 1 to fit the ECP5's 156 multipliers).
+    fused_residual:
+        The residual add fused into the GEMM's output stage (false, the default: the decode top level
+        runs each residual add as a vector instruction). When true, a GEMM whose int8 output feeds one
+        residual add and nothing else is compiled with the add as one instruction
+        (:func:`sim.machine.schedule.instruction_groups`): its output stage reads the residual's word
+        from the scratchpad's second read port, which a GEMM leaves idle, and writes
+        ``residual_add(x, requant(sum))``; one cycle more than the plain GEMM instead of the add's
+        vector instruction (3 multipliers a lane more in the output stage).
     """
 
     array_rows: int = 4
@@ -125,9 +135,14 @@ class Config:
     program_words: int = 1024
     act_tables: int = 16
     attention_finish_lanes: int = 0
+    fused_residual: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.fused_residual, bool):
+            raise InputTypeError(f"fused_residual must be true or false, not {self.fused_residual!r}")
         for f in fields(self):
+            if f.name in _FLAG_FIELDS:
+                continue
             check_positive_int(f.name, getattr(self, f.name), minimum=0 if f.name == "attention_finish_lanes" else 1)
         if self.array_rows > MAX_ARRAY or self.array_cols > MAX_ARRAY:
             raise InputError(f"array of {self.array_rows}x{self.array_cols} is too large: "

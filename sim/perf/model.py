@@ -54,7 +54,7 @@ from golden.numerics import ceil_div
 from golden.quantize import program_structure
 from hdl.config import CHIP_EXTRA_KEYS, DEFAULT, DESIGN_DIR, MAX_ARRAY, Config, chip_config
 
-from ..machine.cycles import decode_step_cycles, gemm_cycles, op_cycles
+from ..machine.cycles import GEMM_RESIDUAL, decode_step_cycles, gemm_cycles, op_cycles
 from ..machine.schedule import instruction_groups
 from ..numbers import count, number, quantity
 
@@ -486,7 +486,7 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
             k, n = g.in_width, g.width
             if (k, n) not in memo:   # every layer asks the same shapes
                 memo[k, n] = _gemm_op_cycles(config, k, n, port=weight_bytes_per_cycle, batch=batch).cycles
-            more = memo[k, n] - oc.cycles
+            more = memo[k, n] + (GEMM_RESIDUAL if g.residual is not None else 0) - oc.cycles
         else:
             more = (batch - 1) * oc.cycles
         extra += more
@@ -575,6 +575,7 @@ class Hardware:
     notes: tuple[str, ...] = field(default=())
     attention_finish_lanes: int = 0      # 0: all of a head's lanes at once (Config.attention_finish_lanes)
     weight_rows_per_cycle: int = 1       # G: tile rows the weight port delivers a cycle (Config's)
+    fused_residual: bool = False         # residual adds fused into the GEMM's output stage (Config's)
 
     def __post_init__(self):
         # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.
@@ -587,6 +588,8 @@ class Hardware:
         if self.chips % self.tensor_parallel:
             raise HardwareError(f"{self.name}: tensor_parallel ({self.tensor_parallel}) must divide chips "
                                 f"({self.chips})")
+        if not isinstance(self.fused_residual, bool):
+            raise HardwareError(f"{self.name}: fused_residual must be true or false, not {self.fused_residual!r}")
         g = self.weight_rows_per_cycle
         if not isinstance(g, int) or self.array_rows % g:
             raise HardwareError(f"{self.name}: weight_rows_per_cycle must divide array_rows ({self.array_rows}), "
@@ -620,6 +623,7 @@ class Hardware:
         return replace(DEFAULT, array_rows=self.array_rows, array_cols=self.array_cols,
                        vector_lanes=self.vector_lanes, clock_hz=max(1, round(self.clock_hz)), max_m=m,
                        attention_finish_lanes=self.attention_finish_lanes, weight_rows_per_cycle=g,
+                       fused_residual=self.fused_residual,
                        act_words=max(DEFAULT.act_words, m), result_words=max(DEFAULT.result_words, m),
                        weight_words=ceil_div(max(DEFAULT.weight_words, self.array_rows), g) * g)
 
@@ -669,7 +673,7 @@ def _link(source, data, key):
 
 #: The [chip] keys the performance model reads.
 _CHIP_KEYS = ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes", "attention_finish_lanes",
-              "weight_rows_per_cycle")
+              "weight_rows_per_cycle", "fused_residual")
 #: The [chip] keys only the RTL reads (its Config's other fields, and the weight memory's capacity).
 _RTL_ONLY_KEYS = tuple(sorted((set(Config.__dataclass_fields__) | set(CHIP_EXTRA_KEYS)) - set(_CHIP_KEYS)))
 
@@ -701,6 +705,9 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
     wb = _number(s, chip, "weight_bytes", kind=int, required=False, default=1)
     finish = _number(s, chip, "attention_finish_lanes", kind=int, required=False, default=0, positive=False)
     rows_per_cycle = _number(s, chip, "weight_rows_per_cycle", kind=int, required=False, default=1)
+    fused = chip.get("fused_residual", False)
+    if not isinstance(fused, bool):
+        raise HardwareError(f"{s}: fused_residual must be true or false, not {fused!r}")
     if wb not in (1, 2):
         raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {show_number(wb)}")
     clock = _number(s, chip, "clock_hz")          # checked before a memory level is derived from it
@@ -739,7 +746,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
                     array_rows=rows, array_cols=cols, vector_lanes=_number(s, chip, "vector_lanes", kind=int),
                     clock_hz=clock, weight_bytes=wb, memories=tuple(levels), chips=chips,
                     tensor_parallel=tp, link=link, tp_link=tp_link or link, notes=tuple(notes),
-                    attention_finish_lanes=finish, weight_rows_per_cycle=rows_per_cycle)
+                    attention_finish_lanes=finish, weight_rows_per_cycle=rows_per_cycle, fused_residual=fused)
 
 
 def list_presets() -> list[str]:

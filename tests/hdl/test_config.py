@@ -25,6 +25,8 @@ from hdl.gemm import GemmUnit
     ({"weight_words": 2}, ValueError, r"^weight_words must hold at least one tile of 4 rows, not 2$"),
     ({"act_tables": 0}, ValueError, r"^act_tables must be a positive integer, not 0$"),
     ({"act_tables": 257}, ValueError, r"^act_tables must be at most 256, not 257$"),
+    ({"fused_residual": 1}, TypeError, r"^fused_residual must be true or false, not 1$"),
+    ({"fused_residual": "yes"}, TypeError, r"^fused_residual must be true or false, not 'yes'$"),
 ])
 def test_bad_configuration_is_rejected(changes, exc, match):
     with pytest.raises(exc, match=match):
@@ -40,7 +42,7 @@ def test_configuration_is_keyword_only_and_frozen():
 
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"^configuration: unknown parameter 'rows' \(known: act_tables, act_words, "
-                                         r"array_cols, array_rows, attention_finish_lanes, clock_hz, kv_bytes, "
+                                         r"array_cols, array_rows, attention_finish_lanes, clock_hz, fused_residual, kv_bytes, "
                                          r"logits_words, max_context, max_m, param_words, program_words, "
                                          r"result_words, scratch_bytes, vector_lanes, weight_rows_per_cycle, "
                                          r"weight_words\)$"):
