@@ -33,7 +33,7 @@ UNIT_CYCLE_BITS = 32
 #: The most activation tables the vector unit's table memory may hold (64 K int8 entries).
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
-BOOL_KEYS = ("fused_swiglu", "fused_rope")
+BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual")
 
 
 def checked_constructor(init):
@@ -129,6 +129,14 @@ class Config:
         paying the command cycle and the pipeline). With it the compiler also gives q's and k's
         RoPE one instruction when q and k lie side by side in a merged GEMM's output (the last
         heads at k's scale: the record's second multiplier).
+    fused_residual:
+        The residual add fused into the GEMM's output stage (false, the default: the decode top level
+        runs each residual add as a vector instruction). When true, a GEMM whose int8 output feeds one
+        residual add and nothing else is compiled with the add as one instruction
+        (:func:`sim.machine.schedule.instruction_groups`): its output stage reads the residual's word
+        from the scratchpad's second read port, which a GEMM leaves idle, and writes
+        ``residual_add(x, requant(sum))``; one cycle more than the plain GEMM instead of the add's
+        vector instruction (3 multipliers a lane more in the output stage).
     """
 
     array_rows: int = 4
@@ -150,6 +158,7 @@ class Config:
     attention_finish_lanes: int = 0
     fused_swiglu: bool = False
     fused_rope: bool = False
+    fused_residual: bool = False
 
     def __post_init__(self):
         for f in fields(self):

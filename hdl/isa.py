@@ -35,10 +35,10 @@ from amaranth.lib import data, enum
 from golden.errors import InputError, InputTypeError
 from golden.numerics import ceil_div
 
-__all__ = ["FIELD_BITS", "FIELD_USE", "INSTRUCTION_BITS", "MULT_SHIFT", "PARAM_BITS", "PARAM_RECORDS", "EmbedFlags",
-           "GemmFlags", "MultiplyFlags", "RopeFlags", "Instruction", "Opcode", "ParamRecord", "decode", "disassemble",
-           "encode", "instruction_layout", "isa_markdown", "pack_mult_shift", "unpack_mult_shift", "weight_from_tiles",
-           "weight_tiles"]
+__all__ = ["FIELD_BITS", "FIELD_USE", "INSTRUCTION_BITS", "MULT_SHIFT", "PARAM_BITS", "PARAM_RECORDS",
+           "RESIDUAL_GEMM_RECORD", "EmbedFlags", "GemmFlags", "MultiplyFlags", "RopeFlags", "Instruction", "Opcode",
+           "ParamRecord", "decode", "disassemble", "encode", "instruction_layout", "isa_markdown", "pack_mult_shift",
+           "param_record", "unpack_mult_shift", "weight_from_tiles", "weight_tiles"]
 
 
 class Opcode(enum.Enum, shape=unsigned(4)):
@@ -59,10 +59,14 @@ class Opcode(enum.Enum, shape=unsigned(4)):
 
 
 class GemmFlags(enum.Flag, shape=unsigned(4)):
-    """GEMM's ``flags``: a bias record part is present; the result is requantized to int8 (else int32 logits)."""
+    """GEMM's ``flags``: a bias record part is present; the result is requantized to int8 (else int32 logits);
+    RESIDUAL: the output stage adds a residual (``Config.fused_residual``): each requantized output word y
+    becomes ``residual_add(x, y)`` with x the word at ``src1`` (the residual add's first operand ``a``, y its
+    ``b``) and the add's scalars from the record (:data:`RESIDUAL_GEMM_RECORD`); only with REQUANT."""
 
     BIAS = 1
     REQUANT = 2
+    RESIDUAL = 4
 
 
 class EmbedFlags(enum.Flag, shape=unsigned(4)):
@@ -105,8 +109,9 @@ FIELD_USE = {
     Opcode.EMBED: ("memory", "dst[0:length] = table row (token or position)", ("dst", "length", "weight", "flags")),
     Opcode.RMSNORM: ("vector", "dst = rmsnorm(src0) over length elements", ("dst", "src0", "length", "param")),
     Opcode.LAYERNORM: ("vector", "dst = layernorm(src0) over length elements", ("dst", "src0", "length", "param")),
-    Opcode.GEMM: ("array", "dst[0:count] = requant(bias + src0[0:length] @ W) per channel",
-                  ("dst", "src0", "length", "count", "param", "weight", "flags")),
+    Opcode.GEMM: ("array", "dst[0:count] = requant(bias + src0[0:length] @ W) per channel; with flag RESIDUAL "
+                           "dst = residual_add(src1, that)",
+                  ("dst", "src0", "src1", "length", "count", "param", "weight", "flags")),
     Opcode.ROPE: ("vector", "dst = rope(src0) for count heads of length/count lanes at the position (flag SPLIT: "
                             "the last heads_b heads at mult_b, shift_b)", ("dst", "src0", "length", "count", "param",
                                                                            "flags")),
@@ -219,6 +224,22 @@ PARAM_RECORDS = {
     Opcode.RESIDUAL_ADD: ParamRecord(scalars=("a_mult", "b_mult", "mult", "shift")),
     Opcode.MULTIPLY: ParamRecord(scalars=("mult", "shift")),
 }
+
+
+#: The record of a GEMM with flag RESIDUAL (a GEMM with the residual add after it fused into its output
+#: stage): the GEMM's channel parts, then the residual add's scalars, where the residual add's own record
+#: has them (``a_mult`` multiplies the residual read at ``src1``, ``b_mult`` the GEMM's requantized output).
+RESIDUAL_GEMM_RECORD = ParamRecord(channels=PARAM_RECORDS[Opcode.GEMM].channels,
+                                   scalars=PARAM_RECORDS[Opcode.RESIDUAL_ADD].scalars,
+                                   flags=PARAM_RECORDS[Opcode.GEMM].flags)
+
+
+def param_record(opcode: Opcode, flags: int = 0) -> ParamRecord:
+    """The record of an instruction of ``opcode`` with ``flags``: :data:`PARAM_RECORDS`'s, or
+    :data:`RESIDUAL_GEMM_RECORD` for a GEMM with flag RESIDUAL."""
+    if opcode is Opcode.GEMM and flags & GemmFlags.RESIDUAL.value:
+        return RESIDUAL_GEMM_RECORD
+    return PARAM_RECORDS[opcode]
 
 
 def scalar_index(name: str, *opcodes: Opcode) -> int:

@@ -55,7 +55,7 @@ from golden.errors import InputError, InputTypeError
 from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.vector import NORM_MAX_LEN
 
-from .arith import round_shift, saturate8
+from .arith import requantize, round_shift, saturate8
 from .array import SystolicArray, act_layout, sum_layout, weight_layout
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import UNIT_CYCLE_BITS, Config, check_positive_int, checked_constructor
@@ -63,6 +63,7 @@ from .isa import (
     INSTRUCTION_BITS,
     MULT_SHIFT,
     PARAM_RECORDS,
+    RESIDUAL_GEMM_RECORD,
     EmbedFlags,
     GemmFlags,
     MultiplyFlags,
@@ -543,7 +544,7 @@ class DecodeTop(wiring.Component):
         wm, sa, p1, p2, s_w, l_w = mp.wm, mp.sa, mp.p1, mp.p2, mp.s_w, mp.l_w
         c = self.config
         m.submodules.gemm = g = GemmPath(lanes=self.lanes, weight_words=c.weight_words,
-                                         rows_per_beat=c.weight_rows_per_cycle)
+                                         rows_per_beat=c.weight_rows_per_cycle, residual=c.fused_residual)
         wiring.connect(m, g.weights, array.weights)
         wiring.connect(m, g.acts, array.acts)
         wiring.connect(m, array.sums, g.sums)
@@ -552,6 +553,11 @@ class DecodeTop(wiring.Component):
         with m.If(state == _S.GEMM):
             m.d.comb += [wm.raddr.eq(g.w_addr), wm.ren.eq(g.w_en), sa.addr.eq(g.a_addr), sa.en.eq(g.a_en),
                          p1.addr.eq(g.bias_addr), p2.addr.eq(g.ms_addr)]
+        if c.fused_residual:
+            # The residual's words come through the scratchpad's second read port (idle in a GEMM).
+            m.d.comb += g.r_data.eq(mp.sb.data)
+            with m.If(state == _S.GEMM):
+                m.d.comb += [mp.sb.addr.eq(g.r_addr), mp.sb.en.eq(g.r_en)]
         with m.If(g.s_we):
             m.d.comb += [s_w.addr.eq(g.s_addr), s_w.data.eq(g.s_data), s_w.en.eq(1)]
         m.d.comb += [l_w.addr.eq(g.l_addr), l_w.data.eq(g.l_data), l_w.en.eq(g.l_we)]
@@ -717,17 +723,27 @@ class GemmPath(wiring.Component):
     addresses count only while ``run`` is high. Writes: ``s_we``/``s_addr``/``s_data`` (a requantized
     word to the scratchpad), ``l_we``/``l_addr``/``l_data`` (an int32 word to the logits buffer).
     ``fin`` marks the instruction's last cycle.
+
+    ``residual`` (``Config.fused_residual``) adds the fused residual add (a GEMM with flag RESIDUAL):
+    ports ``r_addr``/``r_en``/``r_data`` read the residual's words (the scratchpad's second read port);
+    the add's scalars are read through ``bias_addr`` in the instruction's first cycle (the parameter
+    port is idle until the first sum) and latched in its second; each output word's requantized value
+    waits in a second output register for its residual word, and ``residual_add(x, y)`` is written the
+    cycle after (one cycle more than the plain GEMM).
     """
 
     @checked_constructor
-    def __init__(self, *, lanes: int, weight_words: int, rows_per_beat: int = 1):
+    def __init__(self, *, lanes: int, weight_words: int, rows_per_beat: int = 1, residual: bool = False):
         self.lanes = check_positive_int("GEMM path lanes", lanes)
         self.weight_words = check_positive_int("GEMM path weight_words", weight_words)
         self.rows_per_beat = G = check_positive_int("GEMM path rows_per_beat", rows_per_beat)
         if lanes % G or G & (G - 1):
             raise InputError(f"GEMM path rows_per_beat must be a power of two dividing lanes ({lanes}), not {G}")
         V = lanes
+        self.residual = bool(residual)
+        extra = {"r_addr": Out(16), "r_en": Out(1), "r_data": In(8 * V)} if residual else {}
         super().__init__({
+            **extra,
             "decode": In(1),
             "run": In(1),
             "raw": In(instruction_layout()),
@@ -848,12 +864,70 @@ class GemmPath(wiring.Component):
                              o_last.eq(s_nt == nt - 1)]
             with m.Else():
                 m.d.sync += [s_kt.eq(s_kt + 1), acc.eq(total)]
-        with m.If(gemm & o_valid):
+        fused = self._residual_stage(m, raw, o_valid, o_addr, o_last, y, s_nt, fire & final)
+        with m.If(gemm & o_valid & ~fused):
             with m.If(o_requant):
                 m.d.comb += self.s_we.eq(1)
             with m.Else():
                 m.d.comb += self.l_we.eq(1)
             with m.If(o_last):
                 m.d.comb += self.fin.eq(1)
-        m.d.comb += [self.s_addr.eq(o_addr), self.s_data.eq(y), self.l_addr.eq(o_addr), self.l_data.eq(o_total)]
+        if not self.residual:
+            m.d.comb += [self.s_addr.eq(o_addr), self.s_data.eq(y)]
+        m.d.comb += [self.l_addr.eq(o_addr), self.l_data.eq(o_total)]
         return m
+
+    def _residual_stage(self, m, raw, o_valid, o_addr, o_last, y, s_nt, take):
+        """The fused residual add (flag RESIDUAL) after the output stage; returns the flag (0 without
+        ``residual``). ``take``: an output tile's final sum is registered this cycle."""
+        if not self.residual:
+            return 0
+        V = self.lanes
+        lg = V.bit_length() - 1
+        gemm, ins = self.run, self.ins
+        fused = (ins.flags & GemmFlags.RESIDUAL.value) != 0
+        rec = RESIDUAL_GEMM_RECORD
+        # The record's scalars follow its channel parts (mult_shift, after the bias when present).
+        both = (GemmFlags.BIAS | GemmFlags.REQUANT | GemmFlags.RESIDUAL).value
+        one = (GemmFlags.REQUANT | GemmFlags.RESIDUAL).value
+        r_nt = (raw.count + (V - 1)) >> lg
+        sc_addr = Signal(24)
+        r_base = Signal(16)
+        sc_step = Signal(2)
+        sc = Signal(data.ArrayLayout(unsigned(32), V))
+        with m.If(self.decode & (raw.opcode == Opcode.GEMM)):
+            m.d.sync += [sc_addr.eq((raw.param >> lg) + Mux(raw.flags & GemmFlags.BIAS.value,
+                                                             rec.scalar_word(r_nt, both), rec.scalar_word(r_nt, one))),
+                         r_base.eq(raw.src1 >> lg), sc_step.eq(0)]
+        # The scalars: addressed in the first GEMM cycle through the bias port, latched in the second.
+        with m.If(gemm & (sc_step == 0)):
+            m.d.comb += self.bias_addr.eq(sc_addr)
+            m.d.sync += sc_step.eq(1)
+        with m.If(gemm & (sc_step == 1)):
+            m.d.sync += [sc.eq(self.bias_data), sc_step.eq(2)]
+        # Stage R: the requantized word y waits for the residual's word x (read the cycle y is made).
+        r_addr = Signal(16)
+        with m.If(take):
+            m.d.sync += r_addr.eq(r_base + s_nt)
+        p_valid = Signal()
+        p_y = Signal(data.ArrayLayout(signed(8), V))
+        p_addr = Signal(16)
+        p_last = Signal()
+        m.d.comb += [self.r_addr.eq(r_addr), self.r_en.eq(1)]
+        m.d.sync += [p_valid.eq(gemm & o_valid & fused), p_y.eq(y), p_addr.eq(o_addr), p_last.eq(o_last)]
+        x = data.View(data.ArrayLayout(signed(8), V), self.r_data)
+        z = Signal(data.ArrayLayout(signed(8), V))
+
+        def scalar(name, bits):
+            return sc[rec.scalar_index(name)][:bits]
+
+        a_mult, b_mult = scalar("a_mult", MULT_BITS), scalar("b_mult", MULT_BITS)
+        for j in range(V):
+            m.d.comb += z[j].eq(requantize(x[j] * a_mult + p_y[j] * b_mult, scalar("mult", MULT_BITS),
+                                           scalar("shift", SHIFT_BITS)))
+        with m.If(gemm & p_valid):
+            m.d.comb += self.s_we.eq(1)
+            with m.If(p_last):
+                m.d.comb += self.fin.eq(1)
+        m.d.comb += [self.s_addr.eq(Mux(fused, p_addr, o_addr)), self.s_data.eq(Mux(fused, z, y))]
+        return fused

@@ -3,7 +3,8 @@
 Input: :class:`golden.int_model.IntModel` (its integer program is an ordered list of primitive
 ops). Output: :class:`Compiled`: one instruction (:mod:`hdl.isa`) per group of ops of
 :func:`sim.machine.schedule.instruction_groups` (one op each, except GEMMs that read the same input,
-merged into one GEMM) plus ``HALT``, and the contents of every memory the host loads once per run:
+merged into one GEMM, and with ``Config.fused_residual`` a GEMM with the residual add it alone feeds:
+one GEMM instruction with flag RESIDUAL) plus ``HALT``, and the contents of every memory the host loads once per run:
 
 * ``weights``: int8 bytes in words of ``array_cols`` bytes. A GEMM's tiles are laid out in the order
   of :func:`hdl.isa.weight_tiles` (output tile, reduction tile, tile row), a merged GEMM's on its
@@ -51,6 +52,7 @@ from hdl.isa import (
     encode,
     make,
     pack_mult_shift,
+    param_record,
     weight_tiles,
 )
 
@@ -84,7 +86,7 @@ class Compiled:
     @property
     def program(self) -> list:
         """The integer-program ops the instructions run, in order (what the cycle model prices)."""
-        return [op for group in self.ops if group is not None for op in group.ops]
+        return [op for group in self.ops if group is not None for op in group.program_ops]
 
     @property
     def program_words(self) -> list[int]:
@@ -179,7 +181,20 @@ def compile_model(model, config) -> Compiled:
             flags = GemmFlags(0)
             if p.bias is not None:
                 flags |= GemmFlags.BIAS
-            if p.requantized:
+            residual = 0
+            values = {"bias": p.bias, "mult_shift": pack_mult_shift(p.mult, p.shift) if p.requantized else None}
+            if op.residual is not None:
+                # The add fused into the output stage: a = the residual at src1, b = the GEMM's output (the
+                # add is symmetric in (a, a_mult) and (b, b_mult), so the multipliers follow the operands).
+                flags |= GemmFlags.REQUANT | GemmFlags.RESIDUAL
+                add = op.residual
+                other = 1 if add.inputs[0] == op.ops[0].output else 0
+                residual = src(add.inputs[other])
+                a = vars(add.params)
+                values.update(a, a_mult=a["a_mult"] if other == 0 else a["b_mult"],
+                              b_mult=a["b_mult"] if other == 0 else a["a_mult"])
+                dst = scratch(add.output, add.width)      # the GEMM's own output is never written
+            elif p.requantized:
                 flags |= GemmFlags.REQUANT
                 dst = scratch(op.output, n)
                 for member, offset in zip(op.ops, op.offsets, strict=True):
@@ -189,10 +204,9 @@ def compile_model(model, config) -> Compiled:
                 dst = addresses[op.output] = logits_top
                 logits_top += n
                 logits_value = op.output
-            rec = PARAM_RECORDS[Opcode.GEMM]
-            values = {"bias": p.bias, "mult_shift": pack_mult_shift(p.mult, p.shift) if p.requantized else None}
+            rec = param_record(Opcode.GEMM, flags.value)
             pbase = params.add(rec.pack(align, values, flags.value), align=align) if flags else 0
-            ins = make(Opcode.GEMM, src0=src(op.inputs[0]), dst=dst, length=k, count=n, param=pbase,
+            ins = make(Opcode.GEMM, src0=src(op.inputs[0]), src1=residual, dst=dst, length=k, count=n, param=pbase,
                        weight=wbase, flags=flags.value)
         elif kind == "rope":
             def tables(p=p):

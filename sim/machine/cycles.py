@@ -284,6 +284,12 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 #     gemm         SEQ_ISSUE + gemm - GEMM_OVERLAP + GEMM_WRITEBACK
 #                  (decode is the engine's start cycle; the last output word is written from the
 #                  output stage's register the cycle after the array's last sum)
+#     gemm + residual_add (fused, Config.fused_residual)
+#                  SEQ_ISSUE + gemm - GEMM_OVERLAP + GEMM_WRITEBACK + GEMM_RESIDUAL
+#                  (the requantized word and the residual's word, read from the scratchpad's second
+#                  port, meet in one more register; the add is computed and written the cycle after:
+#                  the last word one cycle later than the plain GEMM's, instead of the add's vector
+#                  instruction of SEQ_ISSUE + vector("add"))
 #     rmsnorm ...  SEQ_ISSUE + vector                 the command is offered the cycle after decode
 #     rope         SEQ_ISSUE + heads * vector(head_dim)   one command per head, back to back
 #                  fused_rope: SEQ_ISSUE + COMMAND + 2 * heads * W + PIPELINE, one command for all
@@ -300,14 +306,16 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # parameters, the RoPE table and the activation tables (one 256-entry table per distinct
 # activation, one entry a host-port cycle; an ACTIVATION instruction names its table by index).
 
-__all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "GEMM_OVERLAP", "GEMM_WRITEBACK", "SEQ_ISSUE", "UNITS", "Bounds",
-            "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "unit_of"]
+__all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "GEMM_OVERLAP", "GEMM_RESIDUAL", "GEMM_WRITEBACK", "SEQ_ISSUE",
+            "UNITS", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "unit_of"]
 
 SEQ_ISSUE = 1
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
 GEMM_OVERLAP = 1
 #: The GEMM's output stage: an output tile's sum is requantized and written the cycle after it.
 GEMM_WRITEBACK = 1
+#: A GEMM with its residual add fused (Config.fused_residual): the add's stage after the requantization.
+GEMM_RESIDUAL = 1
 #: The cycle between the attention unit's done and the first output word written back.
 ATTENTION_HANDOFF = 1
 
@@ -470,18 +478,20 @@ class DecodeCycles:
 
 
 def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 0, n_kv_heads: int = 0,
-              head_dim: int = 0, position: int = 0, weight_bytes_per_cycle: float | None = None) -> OpCycles:
+              head_dim: int = 0, position: int = 0, weight_bytes_per_cycle: float | None = None,
+              residual: bool = False) -> OpCycles:
     """Predicted cycles of one instruction of the integer program (``op`` a primitive name).
 
     ``width`` is the op's output width (N of a GEMM), ``in_width`` its input width (K of a GEMM,
     the length of a vector op), ``position`` the KV position of the step (attention runs over
-    ``position + 1`` rows).
+    ``position + 1`` rows), ``residual`` a GEMM with its residual add fused (:data:`GEMM_RESIDUAL`).
     """
     lanes = config.vector_lanes
     row_words = ceil_div(head_dim, lanes)
     if op == "gemm":
         g = gemm_cycles(config, 1, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
-        return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK, macs=in_width * width,
+        extra = GEMM_RESIDUAL if residual else 0
+        return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK + extra, macs=in_width * width,
                         weight_bytes=in_width * width, tiles=gemm_tiles(config, in_width, width),
                         unit_min=gemm_lower_bound(config, 1, in_width, width,
                                                   weight_bytes_per_cycle=weight_bytes_per_cycle))
@@ -520,13 +530,14 @@ def decode_step_cycles(ops, model_config, config, *, position: int,
 
     One :class:`OpCycles` per instruction the compiler emits for ``ops``
     (:func:`sim.machine.schedule.instruction_groups`: a merged GEMM is one instruction, named after
-    its members, "L0.q+k+v"); ``gemm_shapes`` (output value -> (K, N)) prices a GEMM at another
+    its members, "L0.q+k+v"; a GEMM with its residual add fused is one, "L0.o+x_attn");
+    ``gemm_shapes`` (output value -> (K, N)) prices a GEMM at another
     shape than the program's (a tensor-parallel shard)."""
     out = []
     for g in instruction_groups(ops, config, gemm_shapes=gemm_shapes):
         c = op_cycles(g.op, config, width=g.width, in_width=g.in_width, n_heads=model_config.n_heads,
                       n_kv_heads=model_config.n_kv_heads, head_dim=model_config.head_dim, position=position,
-                      weight_bytes_per_cycle=weight_bytes_per_cycle)
+                      weight_bytes_per_cycle=weight_bytes_per_cycle, residual=g.residual is not None)
         out.append(replace(c, output=g.output, macs=g.macs, weight_bytes=g.macs))
     port = config.weight_port_bytes
     wbpc = float(weight_bytes_per_cycle or port)

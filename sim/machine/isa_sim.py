@@ -25,13 +25,13 @@ from golden.vector import (
     rope_with_tables,
 )
 from hdl.isa import (
-    PARAM_RECORDS,
     EmbedFlags,
     GemmFlags,
     MultiplyFlags,
     Opcode,
     RopeFlags,
     decode,
+    param_record,
     unpack_mult_shift,
     weight_from_tiles,
 )
@@ -64,7 +64,7 @@ class IsaMachine:
 
     def _record(self, ins, n: int = 0) -> dict:
         """The parameter record of ``ins`` (its :class:`hdl.isa.ParamRecord`), ``n`` entries a channel part."""
-        return PARAM_RECORDS[ins.opcode].unpack(self.params, ins["param"], n, self.align, ins["flags"])
+        return param_record(ins.opcode, ins["flags"]).unpack(self.params, ins["param"], n, self.align, ins["flags"])
 
     def step(self, token: int, position: int) -> int:
         """Run the program once for ``token`` at ``position``; return the argmax token."""
@@ -99,7 +99,13 @@ class IsaMachine:
                 s[ins["dst"]:ins["dst"] + n] = y[0]
             elif op is Opcode.GEMM:
                 y = self._gemm(ins)
-                if GemmFlags(ins["flags"]) & GemmFlags.REQUANT:
+                if GemmFlags(ins["flags"]) & GemmFlags.RESIDUAL:
+                    # the residual add in the output stage: a = the residual at src1, b = the requantized output
+                    r = self._record(ins, ins["count"])
+                    x = s[ins["src1"]:ins["src1"] + ins["count"]]
+                    add = AddParams(**{name: r[name] for name in ("a_mult", "b_mult", "mult", "shift")})
+                    s[ins["dst"]:ins["dst"] + ins["count"]] = residual_add(x, y, add)
+                elif GemmFlags(ins["flags"]) & GemmFlags.REQUANT:
                     s[ins["dst"]:ins["dst"] + ins["count"]] = y
                 else:
                     self.logits[ins["dst"]:ins["dst"] + ins["count"]] = y

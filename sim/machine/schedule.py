@@ -29,6 +29,13 @@ Two vector fusions, each only on a design with its ``[chip]`` switch (``Config.f
   (k's columns start where q's end) and their widths are whole scratchpad words, is one ROPE
   instruction over all their heads (``L0.q_rot+k_rot``): q_rot and k_rot are written side by side
   too, k's heads at k's scale (:class:`hdl.isa.RopeFlags`).
+
+With ``Config.fused_residual`` a lone requantized GEMM (not merged) followed at once by a residual
+add that reads its output, where that add is the only op that reads it (Llama and GPT-2: o ->
+x_attn, down -> x_out), is ONE GEMM instruction with the add (:attr:`Group.residual`): the GEMM's
+output stage adds the residual (the add's other input) to each requantized output word and writes
+the add's output; the GEMM's own output is never written. It costs GEMM_RESIDUAL = 1 cycle more
+than the plain GEMM (:mod:`sim.machine.cycles`) instead of the add's vector instruction.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ class Group:
     offsets: tuple[int, ...]
     widths: tuple[int, ...]
     in_width: int
+    residual: object = None      # the residual add fused into a lone GEMM's output stage, or None
 
     @property
     def width(self) -> int:
@@ -93,13 +101,30 @@ class Group:
     @property
     def output(self) -> str:
         """The value a lone op writes; for a merged GEMM its members' names joined with '+' after
-        their shared layer prefix ("L0.q+k+v")."""
+        their shared layer prefix ("L0.q+k+v"); for a GEMM with its residual add fused, the GEMM's and
+        the add's ("L0.o+x_attn": the add's value is the one written)."""
+        if self.residual is not None:
+            prefix = f"L{self.layer}." if self.layer is not None else ""
+            names = (self.ops[0].output, self.residual.output)
+            if not all(n.startswith(prefix) for n in names):
+                prefix = ""
+            return prefix + "+".join(n[len(prefix):] for n in names)
         if not self.merged:
             return self.ops[0].output
         prefix = f"L{self.layer}." if self.layer is not None else ""
         if not all(op.output.startswith(prefix) for op in self.ops):
             prefix = ""
         return prefix + "+".join(op.output[len(prefix):] for op in self.ops)
+
+    @property
+    def written(self) -> str:
+        """The value the instruction's output stage writes: the fused residual add's, else :attr:`output`."""
+        return self.output if self.residual is None else self.residual.output
+
+    @property
+    def program_ops(self) -> tuple:
+        """The integer-program ops the instruction runs, in program order (the fused add last)."""
+        return self.ops if self.residual is None else (*self.ops, self.residual)
 
     @property
     def macs(self) -> int:
@@ -145,18 +170,19 @@ def instruction_groups(ops, config, *, gemm_shapes: dict | None = None) -> list[
     ``gemm_shapes`` (output value -> (K, N)) gives a GEMM another shape than the program's (a
     tensor-parallel chip's shard, :mod:`sim.perf.model`); the merge rule sees those shapes."""
     shapes = gemm_shapes or {}
+    ops = list(ops)
+    readers: dict[str, int] = {}         # value -> how many input slots of the program read it
+    for op in ops:
+        for name in op.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    fuse = getattr(config, "fused_residual", False)
     pad = column_pad(config)
     widths = {"token": 1, "position": 1}
     groups: list[Group] = []
     run: list[tuple] = []            # (op, K, N) of the GEMMs that may still merge
-    ops = list(ops)
-    readers: dict[str, int] = {}
-    for op in ops:
-        for name in op.inputs:
-            readers[name] = readers.get(name, 0) + 1
     columns: dict[str, tuple] = {}   # a GEMM's output -> (its instruction's number, first column, width)
 
-    def close():
+    def close(residual=None):
         if not run:
             return
         offsets = [0]
@@ -164,13 +190,26 @@ def instruction_groups(ops, config, *, gemm_shapes: dict | None = None) -> list[
             offsets.append(offsets[-1] + ceil_div(n, pad) * pad)
         for (op, _, n), off in zip(run, offsets, strict=True):
             columns[op.output] = (len(groups), off, n)
-        groups.append(Group(tuple(op for op, _, _ in run), tuple(offsets), tuple(n for _, _, n in run), run[0][1]))
+        groups.append(Group(tuple(op for op, _, _ in run), tuple(offsets), tuple(n for _, _, n in run), run[0][1],
+                            residual))
         run.clear()
+
+    def fusable(add) -> bool:
+        """``add`` (the op right after the GEMM run) is a residual add the run's lone GEMM feeds alone (not
+        a tensor-parallel shard, whose partial sums are reduced before the add)."""
+        if not (fuse and add.op == "residual_add" and len(run) == 1):
+            return False
+        gemm = run[0][0]
+        return (_form(gemm)[1] and gemm.output not in shapes and gemm.output in add.inputs
+                and add.inputs[0] != add.inputs[1] and readers.get(gemm.output) == 1)
 
     for op in ops:
         k = widths.get(op.inputs[0], 0) if op.inputs else 0
         widths[op.output] = op.width
         if op.op != "gemm":
+            if run and fusable(op):
+                close(op)
+                continue
             close()
             last = groups[-1] if groups and not groups[-1].merged else None
             if last is not None and _fuses(last.ops[0], op, config, readers, columns, pad):

@@ -52,9 +52,18 @@ from golden.errors import InputError
 from golden.model import MAX_CONTEXT, MAX_LAYERS, ModelConfig, weight_shapes
 from golden.numerics import ceil_div
 from golden.quantize import program_structure
-from hdl.config import CHIP_EXTRA_KEYS, DEFAULT, DESIGN_DIR, MAX_ARRAY, Config, chip_config, weight_rows_problem
+from hdl.config import (
+    BOOL_KEYS,
+    CHIP_EXTRA_KEYS,
+    DEFAULT,
+    DESIGN_DIR,
+    MAX_ARRAY,
+    Config,
+    chip_config,
+    weight_rows_problem,
+)
 
-from ..machine.cycles import decode_step_cycles, gemm_cycles, op_cycles
+from ..machine.cycles import GEMM_RESIDUAL, decode_step_cycles, gemm_cycles, op_cycles
 from ..machine.schedule import instruction_groups
 from ..numbers import count, number, quantity
 
@@ -486,7 +495,7 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
             k, n = g.in_width, g.width
             if (k, n) not in memo:   # every layer asks the same shapes
                 memo[k, n] = _gemm_op_cycles(config, k, n, port=weight_bytes_per_cycle, batch=batch).cycles
-            more = memo[k, n] - oc.cycles
+            more = memo[k, n] + (GEMM_RESIDUAL if g.residual is not None else 0) - oc.cycles
         else:
             more = (batch - 1) * oc.cycles
         extra += more
@@ -577,6 +586,7 @@ class Hardware:
     weight_rows_per_cycle: int = 1       # G: tile rows the weight port delivers a cycle (Config's)
     fused_swiglu: bool = False           # SwiGLU's activation and multiply one instruction (Config's)
     fused_rope: bool = False             # RoPE of every head (q's and k's) one command (Config's)
+    fused_residual: bool = False         # residual adds fused into the GEMM's output stage (Config's)
 
     def __post_init__(self):
         # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.
@@ -592,6 +602,9 @@ class Hardware:
         problem = weight_rows_problem(self.array_rows, self.weight_rows_per_cycle)
         if problem:
             raise HardwareError(f"{self.name}: {problem}")
+        for key in BOOL_KEYS:
+            if not isinstance(getattr(self, key), bool):
+                raise HardwareError(f"{self.name}: {key} must be true or false, not {getattr(self, key)!r}")
 
     @property
     def port_elements_per_cycle(self) -> int:
@@ -622,6 +635,7 @@ class Hardware:
                        vector_lanes=self.vector_lanes, clock_hz=max(1, round(self.clock_hz)), max_m=m,
                        attention_finish_lanes=self.attention_finish_lanes, weight_rows_per_cycle=g,
                        fused_swiglu=self.fused_swiglu, fused_rope=self.fused_rope,
+                       fused_residual=self.fused_residual,
                        act_words=max(DEFAULT.act_words, m), result_words=max(DEFAULT.result_words, m),
                        weight_words=ceil_div(max(DEFAULT.weight_words, self.array_rows), g) * g)
 
@@ -671,7 +685,7 @@ def _link(source, data, key):
 
 #: The [chip] keys the performance model reads.
 _CHIP_KEYS = ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes", "attention_finish_lanes",
-              "weight_rows_per_cycle", "fused_swiglu", "fused_rope")
+              "weight_rows_per_cycle", *BOOL_KEYS)
 #: The [chip] keys only the RTL reads (its Config's other fields, and the weight memory's capacity).
 _RTL_ONLY_KEYS = tuple(sorted((set(Config.__dataclass_fields__) | set(CHIP_EXTRA_KEYS)) - set(_CHIP_KEYS)))
 
@@ -706,7 +720,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
     if wb not in (1, 2):
         raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {show_number(wb)}")
     switches = {}
-    for key in ("fused_swiglu", "fused_rope"):
+    for key in BOOL_KEYS:
         switches[key] = chip.get(key, False)
         if not isinstance(switches[key], bool):
             raise HardwareError(f"{s}: {key} must be true or false, not {switches[key]!r}")

@@ -27,6 +27,8 @@ from hdl.gemm import GemmUnit
     ({"act_tables": 257}, ValueError, r"^act_tables must be at most 256, not 257$"),
     ({"fused_swiglu": 1}, TypeError, r"^fused_swiglu must be true or false, not 1$"),
     ({"fused_rope": "yes"}, TypeError, r"^fused_rope must be true or false, not 'yes'$"),
+    ({"fused_residual": 1}, TypeError, r"^fused_residual must be true or false, not 1$"),
+    ({"fused_residual": "yes"}, TypeError, r"^fused_residual must be true or false, not 'yes'$"),
 ])
 def test_bad_configuration_is_rejected(changes, exc, match):
     with pytest.raises(exc, match=match):
@@ -42,8 +44,8 @@ def test_configuration_is_keyword_only_and_frozen():
 
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"^configuration: unknown parameter 'rows' \(known: act_tables, act_words, "
-                                         r"array_cols, array_rows, attention_finish_lanes, clock_hz, fused_rope, "
-                                         r"fused_swiglu, kv_bytes, "
+                                         r"array_cols, array_rows, attention_finish_lanes, clock_hz, fused_residual, "
+                                         r"fused_rope, fused_swiglu, kv_bytes, "
                                          r"logits_words, max_context, max_m, param_words, program_words, "
                                          r"result_words, scratch_bytes, vector_lanes, weight_rows_per_cycle, "
                                          r"weight_words\)$"):

@@ -126,10 +126,10 @@ def test_presets_match_the_hdl_configurations():
     assert PRESETS["4x4"] == DEFAULT
     # demo is the full-width design; demo-narrow the same chip with the one-row port.
     assert (PRESETS["demo"].weight_rows_per_cycle, PRESETS["demo-narrow"].weight_rows_per_cycle) == (8, 1)
-    assert replace(PRESETS["demo"], weight_rows_per_cycle=1, fused_swiglu=False, fused_rope=False) == \
-        PRESETS["demo-narrow"]
-    # demo has the vector unit's fusions on; every other design keeps today's hardware.
-    assert [n for n, c in PRESETS.items() if c.fused_swiglu or c.fused_rope] == ["demo"]
+    assert replace(PRESETS["demo"], weight_rows_per_cycle=1, fused_swiglu=False, fused_rope=False,
+                   fused_residual=False) == PRESETS["demo-narrow"]
+    # demo has the fusions on; every other design keeps today's hardware.
+    assert [n for n, c in PRESETS.items() if c.fused_swiglu or c.fused_rope or c.fused_residual] == ["demo"]
 
 
 def test_the_estimate_takes_the_weight_port_from_the_design():

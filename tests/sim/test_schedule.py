@@ -102,8 +102,8 @@ def test_a_merged_gemm_fits_the_count_field():
     cfg = ModelConfig(family="llama", vocab_size=64, d_model=64, n_layers=1, n_heads=4, n_kv_heads=4, head_dim=16,
                       d_ff=40000, max_context=16)
     groups = instruction_groups(program_structure(cfg), PRESETS["demo"])
-    assert [g.output for g in groups if g.op == "gemm"] == ["L0.q+k+v", "L0.o", "L0.gate", "L0.up", "L0.down",
-                                                            "logits"]
+    assert [g.output for g in groups if g.op == "gemm"] == ["L0.q+k+v", "L0.o+x_attn", "L0.gate", "L0.up",
+                                                            "L0.down+x_out", "logits"]
     assert MAX_GEMM_N < 2 * 40000
 
 

@@ -37,10 +37,12 @@ def truncated(compiled, n):
 
 
 def predicted_trace(compiled, position):
-    """op_cycles of every instruction but HALT (a merged GEMM: K x its members' N side by side)."""
+    """op_cycles of every instruction but HALT (a merged GEMM: K x its members' N side by side; a GEMM
+    with its residual add fused: one GEMM_RESIDUAL more)."""
     mc = compiled.model.config
     return [op_cycles(g.op, compiled.config, width=g.width, in_width=g.in_width, n_heads=mc.n_heads,
-                      n_kv_heads=mc.n_kv_heads, head_dim=mc.head_dim, position=position).cycles
+                      n_kv_heads=mc.n_kv_heads, head_dim=mc.head_dim, position=position,
+                      residual=g.residual is not None).cycles
             for g in compiled.ops if g is not None]
 
 
