@@ -124,7 +124,9 @@ def check_op(params: dict, op: dict, *, rope_head_dim: int | None = None) -> dic
     Raises TypeError / ValueError naming the op, the field and the bad value: an unknown op, a
     length of 0 or past ``max_length`` (``max_norm_length`` for norms, the loaded head_dim for
     RoPE), operands outside int8 / int32, multipliers outside [0, 32767], shifts outside [0, 46],
-    a RoPE position outside [0, max_context), LayerNorm constants that are not 1/N.
+    a RoPE position outside [0, max_context), LayerNorm constants that are not 1/N. A rope op may
+    give ``heads`` (its x holds that many heads, one after another; default 1) and ``heads_b``,
+    ``mult_b``, ``shift_b`` (the last heads_b heads at that scale; default 0).
     """
     if not isinstance(op, dict) or "op" not in op:
         raise InputTypeError(f"a vector op must be a dict with an 'op' name, not {op!r}")

@@ -59,7 +59,7 @@ def test_every_record_round_trips_from_the_compiler_to_the_instruction_model(nam
         got = machine._record(ins, n)
         want = _expected(op)
         rec = PARAM_RECORDS[ins.opcode]
-        assert set(got) == set(rec.present(ins["flags"])) | set(rec.scalars)
+        assert set(got) == set(rec.present(ins["flags"])) | set(rec.present_scalars(ins["flags"]))
         for field, value in got.items():
             if field == "table":    # an address the compiler chose: check it points at the cos table
                 assert 0 <= value < compiled.params.size
@@ -106,3 +106,18 @@ def test_the_weight_tile_order_is_one_function(k, n):
     assert np.array_equal(weight_from_tiles(tiles, k, n, R, C), w)
     # the GEMM unit's host flow sends the same words
     assert weight_words(plan_gemm(config, 1, k, n), w) == [pack_lanes(row, 8) for row in tiles]
+
+
+def test_a_record_with_flagged_scalars_holds_them_only_with_the_flag():
+    """ROPE's mult_b, shift_b, heads_b (flag SPLIT, a fused q+k RoPE) come after its other scalars, so
+    mult, shift and table keep their entries with and without them."""
+    from hdl.isa import RopeFlags
+
+    rec = PARAM_RECORDS[Opcode.ROPE]
+    values = {"mult": 11, "shift": 12, "table": 13, "mult_b": 21, "shift_b": 22, "heads_b": 2}
+    plain = rec.pack(4, values)
+    split = rec.pack(4, values, RopeFlags.SPLIT.value)
+    assert plain.tolist() == [11, 12, 13] and split.tolist() == [11, 12, 13, 21, 22, 2]
+    assert rec.unpack(split, 0, 0, 4, RopeFlags.SPLIT.value) == values
+    assert rec.unpack(plain, 0, 0, 4) == {"mult": 11, "shift": 12, "table": 13}
+    assert [scalar_index(name, Opcode.ROPE) for name in values] == [0, 1, 2, 3, 4, 5]

@@ -71,3 +71,13 @@ def test_tiny_model_with_the_fusions_generates_the_integer_models_tokens_on_veri
         predicted = decode_step_cycles(compiled.model.program, compiled.model.config, compiled.config,
                                        position=step["position"])
         assert step["cycles"] == predicted.total
+
+
+def test_the_top_level_with_the_fusions_is_lint_clean():
+    from sim.engine.lint import WAIVERS, lint_verilog
+    from sim.engine.runner import design_for, verilog_for
+
+    params = top_params(fused_tiny())
+    report = lint_verilog(verilog_for(design_for("decode_top", params), "decode_top"), "decode_top")
+    assert report.findings == []
+    assert set(report.waived) <= set(WAIVERS) and sum(report.waived.values()) > 0
