@@ -865,7 +865,7 @@ class GemmPath(wiring.Component):
             with m.Else():
                 m.d.sync += [s_kt.eq(s_kt + 1), acc.eq(total)]
         fused = self._residual_stage(m, raw, o_valid, o_addr, o_last, y, s_nt, fire & final)
-        with m.If(gemm & o_valid & ~fused):
+        with m.If(gemm & o_valid & (~fused if self.residual else 1)):
             with m.If(o_requant):
                 m.d.comb += self.s_we.eq(1)
             with m.Else():
