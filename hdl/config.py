@@ -31,6 +31,8 @@ STEP_CYCLE_BITS = 48
 UNIT_CYCLE_BITS = 32
 #: The most activation tables the vector unit's table memory may hold (64 K int8 entries).
 MAX_ACT_TABLES = 256
+#: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
+MAX_HEADS_PER_STEP = 64
 
 
 def checked_constructor(init):
@@ -106,6 +108,13 @@ class Config:
         per head): 0 (the default) for all ``head_dim`` lanes at once; F > 0 passes a head's row F
         lanes a cycle, ceil(head_dim / F) - 1 more cycles per head, for 4 * F multipliers instead of
         4 * head_dim (the ``ulx3s`` preset uses 1 to fit the ECP5's 156 multipliers).
+    attention_heads_per_step:
+        Query heads of one KV group the attention unit runs in parallel, P (default 1): P copies of
+        the per-position datapath (dot product, logit, running max, rescale-and-accumulate) share
+        each K and V row read, so a call takes ``n_kv_heads * ceil(group / P) * kv_len`` steps
+        instead of ``n_heads * kv_len`` (a group smaller than P, or not a multiple of it, leaves
+        lanes idle); the finish stages stay shared. At most :data:`MAX_HEADS_PER_STEP` (64); the
+        decode top level builds min(P, max_heads) lanes. The ``demo`` design uses 2.
     """
 
     array_rows: int = 4
@@ -125,6 +134,7 @@ class Config:
     program_words: int = 1024
     act_tables: int = 16
     attention_finish_lanes: int = 0
+    attention_heads_per_step: int = 1
 
     def __post_init__(self):
         for f in fields(self):
@@ -138,6 +148,9 @@ class Config:
             raise InputError(f"max_m must not exceed result_words ({self.result_words}), not {self.max_m}")
         if self.act_tables > MAX_ACT_TABLES:
             raise InputError(f"act_tables must be at most {MAX_ACT_TABLES}, not {self.act_tables}")
+        if self.attention_heads_per_step > MAX_HEADS_PER_STEP:
+            raise InputError(f"attention_heads_per_step must be at most {MAX_HEADS_PER_STEP}, "
+                             f"not {self.attention_heads_per_step}")
         if self.weight_words < self.array_rows:
             raise InputError(f"weight_words must hold at least one tile of {self.array_rows} rows, "
                              f"not {self.weight_words}")

@@ -113,18 +113,20 @@ def test_presets_match_the_hdl_configurations():
     for preset in ("4x4", "demo", "demo-narrow", "ulx3s"):
         hw, config = load_hardware(preset), PRESETS[preset]
         assert (hw.array_rows, hw.array_cols, hw.vector_lanes, hw.clock_hz, hw.attention_finish_lanes,
-                hw.weight_rows_per_cycle) == (config.array_rows, config.array_cols, config.vector_lanes,
-                                              config.clock_hz, config.attention_finish_lanes,
-                                              config.weight_rows_per_cycle)
+                hw.weight_rows_per_cycle, hw.attention_heads_per_step) == (
+                    config.array_rows, config.array_cols, config.vector_lanes, config.clock_hz,
+                    config.attention_finish_lanes, config.weight_rows_per_cycle, config.attention_heads_per_step)
         assert hw.config().weight_port_bytes == config.weight_port_bytes
         assert hw.memories[0].capacity_bytes == config.weight_words * config.array_cols
         # The weight memory is G banks of array_cols int8, read at one address together.
         assert hw.memories[0].bandwidth_bytes_per_s == (config.weight_rows_per_cycle * config.array_cols
                                                         * config.clock_hz)
     assert PRESETS["4x4"] == DEFAULT
-    # demo is the full-width design; demo-narrow the same chip with the one-row port.
+    # demo is the full-width design with two attention heads a step; demo-narrow the same chip with the
+    # one-row port and one head a step.
     assert (PRESETS["demo"].weight_rows_per_cycle, PRESETS["demo-narrow"].weight_rows_per_cycle) == (8, 1)
-    assert replace(PRESETS["demo"], weight_rows_per_cycle=1) == PRESETS["demo-narrow"]
+    assert (PRESETS["demo"].attention_heads_per_step, PRESETS["demo-narrow"].attention_heads_per_step) == (2, 1)
+    assert replace(PRESETS["demo"], weight_rows_per_cycle=1, attention_heads_per_step=1) == PRESETS["demo-narrow"]
 
 
 def test_the_estimate_takes_the_weight_port_from_the_design():
