@@ -24,6 +24,16 @@ select is ever indexed. When a head's last position is folded in, its state leav
 finishing pipeline (reciprocal, normalisation, requantization) and a fresh state takes its place,
 so the next group follows with no bubble.
 
+Several heads a step (``heads_per_step`` = P > 1): S1 .. S4 are built P times ("lanes") and share
+each K and V row, so a step runs heads ``j .. j + P - 1`` of a group at one position and the inner
+loop above goes ``for j in range(0, group, P)``: ``n_kv_heads * ceil(group / P) * kv_len`` steps. Lane
+``p`` reads query row ``head + p`` (a read port per lane) and keeps its heads' state in its own
+rotating files, ``ceil(group / P)`` long; a group that is not a multiple of P leaves lanes idle in
+its last step of a position (their results are never used). The first step waits for every query
+row (P rows are read a cycle, one arrives a cycle). The finish stages stay single: a finished
+step's live lanes enter F1 one a cycle, lane 0 first, while the issue slot and S1 .. S4 hold
+(``hand``), so each finished step adds (live lanes - 1) cycles to a call.
+
 Pipeline (every stage advances on one enable, ``en = ~out.valid | out.ready``)::
 
     issue  take a K/V row (first head of a group only); address the query memory
@@ -48,7 +58,8 @@ instead of head_dim times.
 
 Ports
 -----
-``finish_lanes`` (default: ``head_dim``) sets the finish stages' width (above).
+``finish_lanes`` (default: ``head_dim``) sets the finish stages' width and ``heads_per_step``
+(default 1, at most ``max_heads``) the query heads run a step (above).
 
 Control, sampled when ``start`` is high and the unit is idle: ``kv_len`` (1 .. max_context),
 ``n_kv_heads`` and ``group`` (``n_kv_heads * group`` <= max_heads query heads), ``score_mult``,
@@ -115,12 +126,14 @@ class AttentionUnit(wiring.Component):
     Parameters (keyword-only): ``head_dim`` (lanes of every row, 1 .. HEAD_DIM_MAX),
     ``max_context`` (longest KV cache, 1 .. MAX_CONTEXT_LIMIT = 512), ``max_heads`` (query heads
     of one call, 1 .. 64), ``finish_lanes`` (lanes of the finish stages, 1 .. head_dim; None, the
-    default, for head_dim). Raises TypeError for a non-integer and ValueError for a value out of
+    default, for head_dim), ``heads_per_step`` (query heads of a group run a step, 1 .. max_heads,
+    default 1). Raises TypeError for a non-integer and ValueError for a value out of
     range, naming the parameter and the value. See the module docstring for ports and timing.
     """
 
     @checked_constructor
-    def __init__(self, *, head_dim: int, max_context: int, max_heads: int, finish_lanes: int | None = None):
+    def __init__(self, *, head_dim: int, max_context: int, max_heads: int, finish_lanes: int | None = None,
+                 heads_per_step: int = 1):
         self.head_dim = check_positive_int("attention head_dim", head_dim)
         self.max_context = check_positive_int("attention max_context", max_context)
         self.max_heads = check_positive_int("attention max_heads", max_heads)
@@ -136,6 +149,9 @@ class AttentionUnit(wiring.Component):
             raise InputError(f"attention finish_lanes must be at most head_dim ({head_dim}), not {finish_lanes}")
         #: Cycles a head's row spends in the finish stage F3: ceil(head_dim / finish_lanes).
         self.finish_steps = ceil_div(head_dim, finish_lanes)
+        self.heads_per_step = check_positive_int("attention heads_per_step", heads_per_step)
+        if heads_per_step > max_heads:
+            raise InputError(f"attention heads_per_step must be at most max_heads ({max_heads}), not {heads_per_step}")
         row = row_layout(head_dim)
         super().__init__({
             "start": In(1),
@@ -157,7 +173,7 @@ class AttentionUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        H = self.max_heads
+        H, P = self.max_heads, self.heads_per_step
 
         # --- control: the latched call -------------------------------------------------------
         kv_len = Signal.like(self.kv_len)
@@ -173,19 +189,25 @@ class AttentionUnit(wiring.Component):
         en_out = Signal()       # the finish stages and the output register advance
         hold = Signal()         # a row waits in F3 for its next chunk of lanes
         en = Signal()           # every stage up to F3 advances
+        hand = Signal()         # the heads of a finished step are still entering F1, one a cycle
+        en_pos = Signal()       # the issue slot and the position stages S1 .. S4 advance
         m.d.comb += [
             launch.eq(self.start & ~running),
             self.busy.eq(running),
             en_out.eq(~self.out.valid | self.out.ready),
             en.eq(en_out & ~hold),
+            en_pos.eq(en & ~hand),
         ]
+        # Heads of a group per step: P lanes, the last step of a group has ``group - head_j`` of them.
+        blocks = Signal(range(H + 1))       # steps per (KV head, position): ceil(group / P)
+        blocks_in = sum((self.group > j * P for j in range(ceil_div(H, P))), start=0) if P > 1 else self.group
 
-        q_r, q_count, issue, new_row, last_pos, more, pos, head_j, kv_g, base = self._issue(
-            m, running, en, kv_len, n_kv, group, n_heads)
-        valid1, valid2, valid3, last3, rise, dist, v3, m_regs, exp_r = self._scores(
-            m, en, issue, new_row, last_pos, q_r, score_mult, score_shift, group)
+        q_r, q_count, issue, new_row, last_pos, more, pos, head_j, kv_g, base, lanes_i = self._issue(
+            m, running, en_pos, kv_len, n_kv, group, n_heads)
+        valid1, valid2, valid3, last3, lanes3, rise, dist, v3, m_regs, exp_r = self._scores(
+            m, en_pos, issue, new_row, last_pos, lanes_i, q_r, score_mult, score_shift, blocks)
         valid4, last4, l_regs, acc_regs, l_new, acc_new = self._accumulate(
-            m, en, valid3, last3, rise, dist, v3, exp_r, group)
+            m, en, en_pos, hand, launch, valid3, last3, lanes3, rise, dist, v3, exp_r, blocks)
         fvalid1, fvalid2, fvalid3, fvalid4, step = self._finish(
             m, en, en_out, hold, valid4, last4, l_new, acc_new, out_mult, out_shift)
 
@@ -200,7 +222,7 @@ class AttentionUnit(wiring.Component):
             m.d.sync += [
                 running.eq(1), self.done.eq(0), self.cycles.eq(1),
                 kv_len.eq(self.kv_len), n_kv.eq(self.n_kv_heads), group.eq(self.group),
-                n_heads.eq(self.n_kv_heads * self.group),
+                n_heads.eq(self.n_kv_heads * self.group), blocks.eq(blocks_in),
                 score_mult.eq(self.score_mult), score_shift.eq(self.score_shift),
                 out_mult.eq(self.out_mult), out_shift.eq(self.out_shift),
                 q_count.eq(0), out_count.eq(0), more.eq(1),
@@ -211,22 +233,24 @@ class AttentionUnit(wiring.Component):
             ]
             if S > 1:
                 m.d.sync += step.eq(0)
-            m.d.sync += [reg.eq(SCORE_MIN) for reg in m_regs]
-            m.d.sync += [reg.eq(0) for reg in l_regs + acc_regs]
+            m.d.sync += [reg.eq(SCORE_MIN) for lane in m_regs for reg in lane]
+            m.d.sync += [reg.eq(0) for lane in l_regs + acc_regs for reg in lane]
         with m.Elif(running):
             m.d.sync += self.cycles.eq(self.cycles + 1)
             with m.If(out_fire & (out_count == n_heads - 1)):
                 m.d.sync += [running.eq(0), self.done.eq(1)]
         return m
 
-    def _issue(self, m, running, en, kv_len, n_kv, group, n_heads):
+    def _issue(self, m, running, en_pos, kv_len, n_kv, group, n_heads):
         """The query memory (filled by the q stream, one row per query head) and the issue slot
-        (for g, for t, for j). Returns the query read port, the query count and the issue state."""
-        D, H = self.head_dim, self.max_heads
-        # --- query memory: filled by the q stream, one row per query head ---------------------
-        m.submodules.qmem = qmem = memory.Memory(shape=unsigned(8 * D), depth=H, init=[])
+        (for g, for t, for j in steps of P). Returns the query read ports (one per lane), the query
+        count, the issue state and the step's live lanes."""
+        D, H, P = self.head_dim, self.max_heads, self.heads_per_step
+        # --- query memory: filled by the q stream, one row per query head; lane p reads head + p
+        # (a row past the last head, for an idle lane, is whatever the memory holds).
+        m.submodules.qmem = qmem = memory.Memory(shape=unsigned(8 * D), depth=H + P - 1, init=[])
         q_w = qmem.write_port()
-        q_r = qmem.read_port()
+        q_r = [qmem.read_port() for _ in range(P)]
         q_count = Signal(range(H + 1))
         q_fire = Signal()
         m.d.comb += [
@@ -237,13 +261,15 @@ class AttentionUnit(wiring.Component):
         with m.If(q_fire):
             m.d.sync += q_count.eq(q_count + 1)
 
-        # --- issue: for g, for t, for j ------------------------------------------------------
+        # --- issue: for g, for t, for j in steps of P ----------------------------------------
         more = Signal()
         pos = Signal(range(self.max_context + 1))
-        head_j = Signal(range(H + 1))
+        head_j = Signal(range(H + P))
         kv_g = Signal(range(H + 1))
         base = Signal(range(H + 1))          # g * group: the group's first query head
-        head = Signal(range(2 * H + 1))
+        head = Signal(range(2 * H + P))
+        left = Signal(range(H + P))          # heads of the group from head_j on
+        lanes_i = Signal(range(P + 1))       # live lanes of the step: min(P, left)
         q_ok = Signal()
         new_row = Signal()
         can_issue = Signal()
@@ -252,19 +278,25 @@ class AttentionUnit(wiring.Component):
         last_head = Signal()
         m.d.comb += [
             head.eq(base + head_j),
-            q_ok.eq(q_count > head),        # this head's query row was written at an earlier edge
+            left.eq(group - head_j),
+            lanes_i.eq(Mux(left >= P, P, left)),
+            # One lane: this head's query row was written at an earlier edge (rows keep arriving
+            # one a cycle while the group's first steps run). Several lanes read several rows a
+            # cycle, so the first step waits until every row is in.
+            q_ok.eq(q_count > head if P == 1 else q_count == n_heads),
             new_row.eq(head_j == 0),
-            can_issue.eq(running & more & en & q_ok),
+            can_issue.eq(running & more & en_pos & q_ok),
             issue.eq(can_issue & (~new_row | (self.k.valid & self.v.valid))),
             self.k.ready.eq(can_issue & new_row & self.v.valid),
             self.v.ready.eq(can_issue & new_row & self.k.valid),
             last_pos.eq(pos == kv_len - 1),
-            last_head.eq(head_j == group - 1),
-            q_r.addr.eq(head), q_r.en.eq(en),
+            last_head.eq(left <= P),
         ]
+        for p, port in enumerate(q_r):
+            m.d.comb += [port.addr.eq(head + p), port.en.eq(en_pos)]
         with m.If(issue):
             with m.If(~last_head):
-                m.d.sync += head_j.eq(head_j + 1)
+                m.d.sync += head_j.eq(head_j + P)
             with m.Else():
                 m.d.sync += head_j.eq(0)
                 with m.If(~last_pos):
@@ -274,89 +306,142 @@ class AttentionUnit(wiring.Component):
                     with m.If(kv_g == n_kv - 1):
                         m.d.sync += more.eq(0)
 
-        return q_r, q_count, issue, new_row, last_pos, more, pos, head_j, kv_g, base
+        return q_r, q_count, issue, new_row, last_pos, more, pos, head_j, kv_g, base, lanes_i
 
-    def _scores(self, m, en, issue, new_row, last_pos, q_r, score_mult, score_shift, group):
-        """S1 .. S3: the dot product, the scaled logit, the running maximum and the exp table address."""
-        D, H = self.head_dim, self.max_heads
+    def _scores(self, m, en_pos, issue, new_row, last_pos, lanes_i, q_r, score_mult, score_shift, blocks):
+        """S1 .. S3: per lane the dot product, the scaled logit, the running maximum and the exp
+        table address."""
+        D, H, P = self.head_dim, self.max_heads, self.heads_per_step
         row = row_layout(D)
-        # --- S1: dot product. The K/V row registers load on a group's first head only and are
-        # held while the other heads of the group use the same row.
+        # --- S1: dot products. The K/V row registers load on a group's first step only and are
+        # held while the group's other steps use the same row; every lane reads the same K row.
         valid1, last1 = Signal(), Signal()
+        lanes1 = Signal.like(lanes_i)
         k1 = Signal(row)
         v1 = Signal(row)
-        q1 = data.View(row, q_r.data)
-        with m.If(en):
-            m.d.sync += [valid1.eq(issue), last1.eq(last_pos)]
+        with m.If(en_pos):
+            m.d.sync += [valid1.eq(issue), last1.eq(last_pos), lanes1.eq(lanes_i)]
         with m.If(issue & new_row):
             m.d.sync += [k1.eq(self.k.payload), v1.eq(self.v.payload)]
-        dot = Signal(signed(ACC_BITS))
-        m.d.comb += dot.eq(tree_sum(fabric_product(q1[i], k1[i]) for i in range(D)))
+        dots = []
+        for p in range(P):
+            q1 = data.View(row, q_r[p].data)
+            dot = Signal(signed(ACC_BITS), name=f"dot{p}" if P > 1 else "dot")
+            m.d.comb += dot.eq(tree_sum(fabric_product(q1[i], k1[i]) for i in range(D)))
+            dots.append(dot)
 
-        # --- S2: scaled, rounded, clamped logit ------------------------------------------------
+        # --- S2: scaled, rounded, clamped logits ------------------------------------------------
         valid2, last2 = Signal(), Signal()
-        s2 = Signal(signed(ACC_BITS))
+        lanes2 = Signal.like(lanes_i)
         v2 = Signal(row)
-        with m.If(en):
-            m.d.sync += [valid2.eq(valid1), last2.eq(last1), s2.eq(dot), v2.eq(v1)]
-        z = Signal(signed(SCORE_BITS))
-        m.d.comb += z.eq(clamp(round_shift(s2 * score_mult, score_shift), SCORE_MIN, SCORE_MAX))
+        with m.If(en_pos):
+            m.d.sync += [valid2.eq(valid1), last2.eq(last1), lanes2.eq(lanes1), v2.eq(v1)]
+        zs = []
+        for p in range(P):
+            s2 = Signal(signed(ACC_BITS), name=f"s2_{p}" if P > 1 else "s2")
+            with m.If(en_pos):
+                m.d.sync += s2.eq(dots[p])
+            z = Signal(signed(SCORE_BITS), name=f"z{p}" if P > 1 else "z")
+            m.d.comb += z.eq(clamp(round_shift(s2 * score_mult, score_shift), SCORE_MIN, SCORE_MAX))
+            zs.append(z)
 
         # --- S3: running maximum (per head, rotating) and the exp table address ----------------
         valid3, last3 = Signal(), Signal()
-        z3 = Signal(signed(SCORE_BITS))
+        lanes3 = Signal.like(lanes_i)
         v3 = Signal(row)
-        with m.If(en):
-            m.d.sync += [valid3.eq(valid2), last3.eq(last2), z3.eq(z), v3.eq(v2)]
-        m_regs = [Signal(signed(SCORE_BITS), init=SCORE_MIN, name=f"max{j}") for j in range(H)]
-        diff = Signal(signed(SCORE_BITS + 2))
-        rise = Signal()
-        dist = Signal(SCORE_BITS + 1)
-        m_new = Signal(signed(SCORE_BITS))
-        m_next = Signal(signed(SCORE_BITS))
-        m.d.comb += [
-            diff.eq(z3 - m_regs[0]),
-            rise.eq(diff > 0),
-            dist.eq(Mux(rise, diff, -diff)),
-            m_new.eq(Mux(rise, z3, m_regs[0])),
-            m_next.eq(Mux(last3, SCORE_MIN, m_new)),   # a finished head leaves a fresh state
-        ]
-        _rotate(m, m_regs, m_next, group, en & valid3)
+        with m.If(en_pos):
+            m.d.sync += [valid3.eq(valid2), last3.eq(last2), lanes3.eq(lanes2), v3.eq(v2)]
         m.submodules.exp_rom = exp_rom = memory.Memory(
             shape=unsigned(EXP_OUT_BITS + 1), depth=EXP_TABLE_SIZE, init=[int(x) for x in exp_table()])
-        exp_r = exp_rom.read_port()
         index_bits = (EXP_TABLE_SIZE - 1).bit_length()
-        m.d.comb += [exp_r.addr.eq(dist[:index_bits]), exp_r.en.eq(en)]
+        regs = ceil_div(H, P)
+        m_regs, rises, dists, exp_rs = [], [], [], []
+        for p in range(P):
+            sfx = f"_{p}" if P > 1 else ""
+            z3 = Signal(signed(SCORE_BITS), name=f"z3{sfx}")
+            with m.If(en_pos):
+                m.d.sync += z3.eq(zs[p])
+            lane_m = [Signal(signed(SCORE_BITS), init=SCORE_MIN, name=f"max{j}{sfx}") for j in range(regs)]
+            diff = Signal(signed(SCORE_BITS + 2), name=f"diff{sfx}")
+            rise = Signal(name=f"rise{sfx}")
+            dist = Signal(SCORE_BITS + 1, name=f"dist{sfx}")
+            m_new = Signal(signed(SCORE_BITS), name=f"m_new{sfx}")
+            m_next = Signal(signed(SCORE_BITS), name=f"m_next{sfx}")
+            m.d.comb += [
+                diff.eq(z3 - lane_m[0]),
+                rise.eq(diff > 0),
+                dist.eq(Mux(rise, diff, -diff)),
+                m_new.eq(Mux(rise, z3, lane_m[0])),
+                m_next.eq(Mux(last3, SCORE_MIN, m_new)),   # a finished head leaves a fresh state
+            ]
+            _rotate(m, lane_m, m_next, blocks, en_pos & valid3)
+            exp_r = exp_rom.read_port()
+            m.d.comb += [exp_r.addr.eq(dist[:index_bits]), exp_r.en.eq(en_pos)]
+            m_regs.append(lane_m)
+            rises.append(rise)
+            dists.append(dist)
+            exp_rs.append(exp_r)
 
-        return valid1, valid2, valid3, last3, rise, dist, v3, m_regs, exp_r
+        return valid1, valid2, valid3, last3, lanes3, rises, dists, v3, m_regs, exp_rs
 
-    def _accumulate(self, m, en, valid3, last3, rise, dist, v3, exp_r, group):
-        """S4: rescale and accumulate each head's denominator and weighted sums (rotating)."""
-        D, H = self.head_dim, self.max_heads
+    def _accumulate(self, m, en, en_pos, hand, launch, valid3, last3, lanes3, rises, dists, v3, exp_rs, blocks):
+        """S4: rescale and accumulate each head's denominator and weighted sums (per lane,
+        rotating); the heads of a finished step leave for F1 one a cycle (``hand``)."""
+        D, H, P = self.head_dim, self.max_heads, self.heads_per_step
         row = row_layout(D)
         acc_row = data.ArrayLayout(signed(ACC_BITS), D)
         # --- S4: rescale and accumulate (per head, rotating) ------------------------------------
-        valid4, last4, rise4, beyond4 = Signal(), Signal(), Signal(), Signal()
+        valid4, last4 = Signal(), Signal()
+        lanes4 = Signal.like(lanes3)
         v4 = Signal(row)
-        with m.If(en):
-            m.d.sync += [valid4.eq(valid3), last4.eq(last3), rise4.eq(rise),
-                         beyond4.eq(dist >= EXP_TABLE_SIZE), v4.eq(v3)]
-        e4 = Signal(EXP_OUT_BITS + 1)
-        w4 = Signal(EXP_OUT_BITS + 1)
-        # A rise gets a = EXP[z - m_old] and w = EXP[0]; otherwise no rescale and w = EXP[m - z].
-        m.d.comb += [e4.eq(Mux(beyond4, 0, exp_r.data)), w4.eq(Mux(rise4, EXP_ONE, e4))]
-        l_regs = [Signal(DEN_BITS, name=f"den{j}") for j in range(H)]
-        acc_regs = [Signal(acc_row, name=f"acc{j}") for j in range(H)]
-        l_new = Signal(DEN_BITS)
-        acc_new = Signal(acc_row)
-        m.d.comb += l_new.eq(Mux(rise4, round_shift(l_regs[0] * e4, EXP_OUT_BITS), l_regs[0]) + w4)
-        for i in range(D):
-            old = acc_regs[0][i]
-            m.d.comb += acc_new[i].eq(Mux(rise4, round_shift(old * e4, EXP_OUT_BITS), old) + fabric_product(w4, v4[i]))
-        _rotate(m, l_regs, Mux(last4, 0, l_new), group, en & valid4)
-        _rotate(m, acc_regs, Mux(last4, 0, acc_new.as_value()), group, en & valid4)
+        with m.If(en_pos):
+            m.d.sync += [valid4.eq(valid3), last4.eq(last3), lanes4.eq(lanes3), v4.eq(v3)]
+        regs = ceil_div(H, P)
+        l_regs, acc_regs, l_news, acc_news = [], [], [], []
+        for p in range(P):
+            sfx = f"_{p}" if P > 1 else ""
+            rise4, beyond4 = Signal(name=f"rise4{sfx}"), Signal(name=f"beyond4{sfx}")
+            with m.If(en_pos):
+                m.d.sync += [rise4.eq(rises[p]), beyond4.eq(dists[p] >= EXP_TABLE_SIZE)]
+            e4 = Signal(EXP_OUT_BITS + 1, name=f"e4{sfx}")
+            w4 = Signal(EXP_OUT_BITS + 1, name=f"w4{sfx}")
+            # A rise gets a = EXP[z - m_old] and w = EXP[0]; otherwise no rescale and w = EXP[m - z].
+            m.d.comb += [e4.eq(Mux(beyond4, 0, exp_rs[p].data)), w4.eq(Mux(rise4, EXP_ONE, e4))]
+            lane_l = [Signal(DEN_BITS, name=f"den{j}{sfx}") for j in range(regs)]
+            lane_acc = [Signal(acc_row, name=f"acc{j}{sfx}") for j in range(regs)]
+            l_new = Signal(DEN_BITS, name=f"l_new{sfx}")
+            acc_new = Signal(acc_row, name=f"acc_new{sfx}")
+            m.d.comb += l_new.eq(Mux(rise4, round_shift(lane_l[0] * e4, EXP_OUT_BITS), lane_l[0]) + w4)
+            for i in range(D):
+                old = lane_acc[0][i]
+                m.d.comb += acc_new[i].eq(Mux(rise4, round_shift(old * e4, EXP_OUT_BITS), old)
+                                          + fabric_product(w4, v4[i]))
+            _rotate(m, lane_l, Mux(last4, 0, l_new), blocks, en_pos & valid4)
+            _rotate(m, lane_acc, Mux(last4, 0, acc_new.as_value()), blocks, en_pos & valid4)
+            l_regs.append(lane_l)
+            acc_regs.append(lane_acc)
+            l_news.append(l_new)
+            acc_news.append(acc_new)
+        if P == 1:
+            return valid4, last4, l_regs, acc_regs, l_news[0], acc_news[0]
 
-        return valid4, last4, l_regs, acc_regs, l_new, acc_new
+        # --- hand-off: a finished step's live lanes enter F1 one a cycle, lane ``sel`` first;
+        # the position stages hold (``hand``) until the last live lane is taken.
+        sel = Signal(range(P))
+        final = Signal()
+        m.d.comb += [final.eq(sel == lanes4 - 1), hand.eq(valid4 & last4 & ~final)]
+        with m.If(launch):
+            m.d.sync += sel.eq(0)
+        with m.Elif(en & valid4 & last4):
+            m.d.sync += sel.eq(Mux(final, 0, sel + 1))
+        l_sel = Signal(DEN_BITS)
+        acc_sel = Signal(acc_row)
+        l_pick, acc_pick = l_news[0], acc_news[0].as_value()
+        for p in range(1, P):
+            l_pick = Mux(sel == p, l_news[p], l_pick)
+            acc_pick = Mux(sel == p, acc_news[p].as_value(), acc_pick)
+        m.d.comb += [l_sel.eq(l_pick), acc_sel.eq(acc_pick)]
+        return valid4, last4, l_regs, acc_regs, l_sel, acc_sel
 
     def _finish(self, m, en, en_out, hold, valid4, last4, l_new, acc_new, out_mult, out_shift):
         """F1 .. F4: the reciprocal of the denominator, the normalisation and the requantization,

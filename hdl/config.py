@@ -34,6 +34,8 @@ UNIT_CYCLE_BITS = 32
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
 BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual")
+#: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
+MAX_HEADS_PER_STEP = 64
 
 
 def checked_constructor(init):
@@ -137,6 +139,13 @@ class Config:
         from the scratchpad's second read port, which a GEMM leaves idle, and writes
         ``residual_add(x, requant(sum))``; one cycle more than the plain GEMM instead of the add's
         vector instruction (3 multipliers a lane more in the output stage).
+    attention_heads_per_step:
+        Query heads of one KV group the attention unit runs in parallel, P (default 1): P copies of
+        the per-position datapath (dot product, logit, running max, rescale-and-accumulate) share
+        each K and V row read, so a call takes ``n_kv_heads * ceil(group / P) * kv_len`` steps
+        instead of ``n_heads * kv_len`` (a group smaller than P, or not a multiple of it, leaves
+        lanes idle); the finish stages stay shared. At most :data:`MAX_HEADS_PER_STEP` (64); the
+        decode top level builds min(P, max_heads) lanes. The ``demo`` design uses 2.
     """
 
     array_rows: int = 4
@@ -159,6 +168,7 @@ class Config:
     fused_swiglu: bool = False
     fused_rope: bool = False
     fused_residual: bool = False
+    attention_heads_per_step: int = 1
 
     def __post_init__(self):
         for f in fields(self):
@@ -176,6 +186,9 @@ class Config:
             raise InputError(f"max_m must not exceed result_words ({self.result_words}), not {self.max_m}")
         if self.act_tables > MAX_ACT_TABLES:
             raise InputError(f"act_tables must be at most {MAX_ACT_TABLES}, not {self.act_tables}")
+        if self.attention_heads_per_step > MAX_HEADS_PER_STEP:
+            raise InputError(f"attention_heads_per_step must be at most {MAX_HEADS_PER_STEP}, "
+                             f"not {self.attention_heads_per_step}")
         if self.weight_words < self.array_rows:
             raise InputError(f"weight_words must hold at least one tile of {self.array_rows} rows, "
                              f"not {self.weight_words}")

@@ -254,7 +254,8 @@ class DecodeTop(wiring.Component):
                                             max_context=CTX, act_tables=c.act_tables)
         finish = min(c.attention_finish_lanes, HD) or None
         m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads,
-                                               finish_lanes=finish)
+                                               finish_lanes=finish,
+                                               heads_per_step=min(c.attention_heads_per_step, self.max_heads))
 
         # --- sequencer state ---------------------------------------------------------------------
         state = Signal(_S)

@@ -42,8 +42,9 @@ __all__ = ["DESIGNS", "FLOWS", "JOBS", "AttentionCase", "AttentionJob", "Attenti
            "plan_attention", "run_attention", "unit_params"]
 
 _UNIT_KEYS = ("head_dim", "max_context", "max_heads")
-#: Optional: the finish stages' width (default head_dim, see :class:`hdl.attention.AttentionUnit`).
-_OPTIONAL_KEYS = ("finish_lanes",)
+#: Optional: the finish stages' width (default head_dim) and the query heads of a group run in
+#: parallel (default 1), see :class:`hdl.attention.AttentionUnit`.
+_OPTIONAL_KEYS = ("finish_lanes", "heads_per_step")
 
 
 def unit_params(params: dict) -> dict:
@@ -90,11 +91,13 @@ class AttentionPlan:
     @property
     def predicted_cycles(self) -> int:
         return attention_cycles(n_heads=self.n_heads, kv_len=self.kv_len, head_dim=self.head_dim,
-                                finish_lanes=self.unit.get("finish_lanes", 0)).total
+                                finish_lanes=self.unit.get("finish_lanes", 0), n_kv_heads=self.n_kv_heads,
+                                heads_per_step=self.unit.get("heads_per_step", 1)).total
 
     @property
     def min_cycles(self) -> int:
-        return attention_min_cycles(n_heads=self.n_heads, kv_len=self.kv_len)
+        return attention_min_cycles(n_heads=self.n_heads, kv_len=self.kv_len, n_kv_heads=self.n_kv_heads,
+                                    heads_per_step=self.unit.get("heads_per_step", 1))
 
     @property
     def watchdog_cycles(self) -> int:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 
 from golden.errors import InputError
 from golden.numerics import ceil_div
+from hdl.config import check_positive_int
 from hdl.vector import VECTOR_OP_NAMES
 
 from .schedule import instruction_groups
@@ -116,7 +117,8 @@ def gemm_lower_bound(config, m: int, k: int, n: int, *, weight_bytes_per_cycle: 
 # --- attention unit ------------------------------------------------------------------------------
 
 __all__ += ["ATTENTION_FINISH_STAGES", "ATTENTION_POSITION_STAGES", "ATTENTION_Q_FIRST", "ATTENTION_START",
-            "AttentionCycles", "attention_cycles", "attention_finish_steps", "attention_min_cycles"]
+            "AttentionCycles", "attention_cycles", "attention_finish_steps", "attention_min_cycles",
+            "attention_steps"]
 
 #: The edge that samples ``start``.
 ATTENTION_START = 1
@@ -134,11 +136,15 @@ ATTENTION_FINISH_STAGES = 5
 class AttentionCycles:
     """A predicted attention-call cycle count and its parts (they add up to ``total``).
 
-    ``start`` + ``q_first`` + ``steps`` + ``finish`` + ``latency``, where ``steps = n_heads *
-    kv_len`` is one (query head, position) step per cycle, ``finish = n_heads * (S - 1)`` the
-    cycles the pipeline holds while each head's row passes the finish stages ``finish_lanes`` lanes
-    at a time (S = ceil(head_dim / finish_lanes); 0 when they are head_dim lanes wide) and
-    ``latency`` the pipeline behind the last step.
+    ``start`` + ``q_first`` + ``steps`` + ``handoff`` + ``finish`` + ``latency``, where ``steps =
+    n_kv_heads * ceil(group / P) * kv_len`` is one step per cycle, each step P query heads of a
+    group at one position (P = ``heads_per_step``; ``n_heads * kv_len`` at P = 1), ``handoff =
+    n_heads - n_kv_heads * ceil(group / P)`` the cycles the position stages hold while a finished
+    step's heads enter the (shared) finish stages one a cycle (0 at P = 1), ``finish = n_heads *
+    (S - 1)`` the cycles the pipeline holds while each head's row passes the finish stages
+    ``finish_lanes`` lanes at a time (S = ceil(head_dim / finish_lanes); 0 when they are head_dim
+    lanes wide) and ``latency`` the pipeline behind the last step. ``q_first`` is 1 at P = 1 (the
+    first query row) and ``n_heads`` at P > 1 (the first step waits for every query row).
     """
 
     start: int
@@ -146,10 +152,11 @@ class AttentionCycles:
     steps: int
     latency: int
     finish: int = 0
+    handoff: int = 0
 
     @property
     def total(self) -> int:
-        return self.start + self.q_first + self.steps + self.finish + self.latency
+        return self.start + self.q_first + self.steps + self.handoff + self.finish + self.latency
 
 
 def attention_finish_steps(head_dim: int, finish_lanes: int = 0) -> int:
@@ -160,29 +167,49 @@ def attention_finish_steps(head_dim: int, finish_lanes: int = 0) -> int:
     return ceil_div(head_dim, finish_lanes)
 
 
-def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lanes: int = 0) -> AttentionCycles:
+def attention_steps(*, n_heads: int, kv_len: int, n_kv_heads: int = 0, heads_per_step: int = 1) -> int:
+    """Issue steps of one attention call: ``n_kv_heads * ceil(group / heads_per_step) * kv_len``
+    (group = n_heads / n_kv_heads; a group that is not a multiple of P leaves lanes idle in its
+    last step of each position). At P = 1 it is ``n_heads * kv_len`` and ``n_kv_heads`` does not
+    enter (0, the default, is allowed only then)."""
+    check_positive_int("heads_per_step", heads_per_step)
+    if heads_per_step == 1:
+        return n_heads * kv_len
+    if not n_kv_heads or n_heads % n_kv_heads:
+        raise InputError(f"n_kv_heads must divide n_heads ({n_heads}) when heads_per_step > 1, not {n_kv_heads}")
+    return n_kv_heads * ceil_div(n_heads // n_kv_heads, heads_per_step) * kv_len
+
+
+def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lanes: int = 0, n_kv_heads: int = 0,
+                     heads_per_step: int = 1) -> AttentionCycles:
     """Exact cycles of one call of :class:`hdl.attention.AttentionUnit` with every source always
     valid and the sink always ready, from the edge that samples ``start`` to the first cycle
     ``done`` is high (shape checked by :func:`sim.flows.attention.plan_attention`).
 
-    The grouping (``n_kv_heads``) does not enter: the datapath is ``head_dim`` lanes wide and takes
-    one (query head, position) step per cycle, groups back to back. ``head_dim`` enters only
-    through the finish stages' width ``finish_lanes`` (0, the default: all lanes at once, and the
-    call does not depend on head_dim): each head holds the pipeline for
-    :func:`attention_finish_steps` - 1 cycles.
+    At ``heads_per_step`` P = 1 the grouping (``n_kv_heads``) does not enter: the datapath is
+    ``head_dim`` lanes wide and takes one (query head, position) step per cycle, groups back to
+    back. With P > 1 a step runs up to P heads of one group at one position
+    (:func:`attention_steps`), the first step waits for every query row (``q_first = n_heads``)
+    and a finished step's heads enter the finish stages one a cycle, holding the position stages
+    for ``live lanes - 1`` cycles (``handoff``). ``head_dim`` enters only through the finish
+    stages' width ``finish_lanes`` (0, the default: all lanes at once, and the call does not
+    depend on head_dim): each head holds the pipeline for :func:`attention_finish_steps` - 1 cycles.
     """
+    steps = attention_steps(n_heads=n_heads, kv_len=kv_len, n_kv_heads=n_kv_heads, heads_per_step=heads_per_step)
     return AttentionCycles(
         start=ATTENTION_START,
-        q_first=ATTENTION_Q_FIRST,
-        steps=n_heads * kv_len,
+        q_first=ATTENTION_Q_FIRST if heads_per_step == 1 else n_heads,
+        steps=steps,
+        handoff=n_heads - steps // kv_len,
         finish=n_heads * (attention_finish_steps(head_dim, finish_lanes) - 1),
         latency=ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES,
     )
 
 
-def attention_min_cycles(*, n_heads: int, kv_len: int) -> int:
-    """The unit's own lower bound: one (query head, position) step per cycle, nothing else."""
-    return n_heads * kv_len
+def attention_min_cycles(*, n_heads: int, kv_len: int, n_kv_heads: int = 0, heads_per_step: int = 1) -> int:
+    """The unit's own lower bound: one step (P query heads of a group at one position) per cycle,
+    nothing else (:func:`attention_steps`)."""
+    return attention_steps(n_heads=n_heads, kv_len=kv_len, n_kv_heads=n_kv_heads, heads_per_step=heads_per_step)
 
 
 # --- vector unit ---------------------------------------------------------------------------------
@@ -503,9 +530,11 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
         return OpCycles(op, "", SEQ_ISSUE + words, unit_min=words)
     if op == "attention":
         a = attention_cycles(n_heads=n_heads, kv_len=position + 1, head_dim=head_dim,
-                             finish_lanes=config.attention_finish_lanes)
+                             finish_lanes=config.attention_finish_lanes, n_kv_heads=n_kv_heads,
+                             heads_per_step=config.attention_heads_per_step)
         return OpCycles(op, "", SEQ_ISSUE + 2 * n_heads * row_words + a.total + ATTENTION_HANDOFF,
-                        unit_min=attention_min_cycles(n_heads=n_heads, kv_len=position + 1))
+                        unit_min=attention_min_cycles(n_heads=n_heads, kv_len=position + 1, n_kv_heads=n_kv_heads,
+                                                      heads_per_step=config.attention_heads_per_step))
     if op == "rope":
         heads = width // head_dim
         if getattr(config, "fused_rope", False):

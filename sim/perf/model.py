@@ -94,6 +94,7 @@ HARDWARE_LIMITS = {
     "array_rows": (1, MAX_ARRAY), "array_cols": (1, MAX_ARRAY),
     "vector_lanes": (1, 1 << 20), "attention_finish_lanes": (0, 1 << 20),
     "weight_rows_per_cycle": (1, MAX_ARRAY),       # and it divides array_rows (Hardware checks)
+    "attention_heads_per_step": (1, 64),           # hdl.config's MAX_HEADS_PER_STEP
     "clock_hz": (1e3, 1e11),                       # 1 kHz .. 100 GHz
     "capacity_bytes": (1, 1e15),                   # 1 B .. 1 PB a chip
     "bandwidth_bytes_per_s": (1, 1e18),            # 1 B/s .. 1 EB/s (memories and links)
@@ -587,11 +588,12 @@ class Hardware:
     fused_swiglu: bool = False           # SwiGLU's activation and multiply one instruction (Config's)
     fused_rope: bool = False             # RoPE of every head (q's and k's) one command (Config's)
     fused_residual: bool = False         # residual adds fused into the GEMM's output stage (Config's)
+    attention_heads_per_step: int = 1    # P: query heads of a KV group per attention step (Config's)
 
     def __post_init__(self):
         # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.
         for key in ("array_rows", "array_cols", "vector_lanes", "attention_finish_lanes", "weight_rows_per_cycle",
-                    "clock_hz", "chips", "tensor_parallel"):
+                    "clock_hz", "chips", "tensor_parallel", "attention_heads_per_step"):
             check_limit(key, getattr(self, key), self.name)
         if self.weight_bytes not in (1, 2):
             raise HardwareError(f"{self.name}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), "
@@ -635,7 +637,7 @@ class Hardware:
                        vector_lanes=self.vector_lanes, clock_hz=max(1, round(self.clock_hz)), max_m=m,
                        attention_finish_lanes=self.attention_finish_lanes, weight_rows_per_cycle=g,
                        fused_swiglu=self.fused_swiglu, fused_rope=self.fused_rope,
-                       fused_residual=self.fused_residual,
+                       fused_residual=self.fused_residual, attention_heads_per_step=self.attention_heads_per_step,
                        act_words=max(DEFAULT.act_words, m), result_words=max(DEFAULT.result_words, m),
                        weight_words=ceil_div(max(DEFAULT.weight_words, self.array_rows), g) * g)
 
@@ -685,7 +687,7 @@ def _link(source, data, key):
 
 #: The [chip] keys the performance model reads.
 _CHIP_KEYS = ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_bytes", "attention_finish_lanes",
-              "weight_rows_per_cycle", *BOOL_KEYS)
+              "weight_rows_per_cycle", "attention_heads_per_step", *BOOL_KEYS)
 #: The [chip] keys only the RTL reads (its Config's other fields, and the weight memory's capacity).
 _RTL_ONLY_KEYS = tuple(sorted((set(Config.__dataclass_fields__) | set(CHIP_EXTRA_KEYS)) - set(_CHIP_KEYS)))
 
@@ -717,6 +719,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
     wb = _number(s, chip, "weight_bytes", kind=int, required=False, default=1)
     finish = _number(s, chip, "attention_finish_lanes", kind=int, required=False, default=0, positive=False)
     rows_per_cycle = _number(s, chip, "weight_rows_per_cycle", kind=int, required=False, default=1)
+    heads_per_step = _number(s, chip, "attention_heads_per_step", kind=int, required=False, default=1)
     if wb not in (1, 2):
         raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {show_number(wb)}")
     switches = {}
@@ -760,7 +763,8 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
                     array_rows=rows, array_cols=cols, vector_lanes=_number(s, chip, "vector_lanes", kind=int),
                     clock_hz=clock, weight_bytes=wb, memories=tuple(levels), chips=chips,
                     tensor_parallel=tp, link=link, tp_link=tp_link or link, notes=tuple(notes),
-                    attention_finish_lanes=finish, weight_rows_per_cycle=rows_per_cycle, **switches)
+                    attention_finish_lanes=finish, weight_rows_per_cycle=rows_per_cycle,
+                    attention_heads_per_step=heads_per_step, **switches)
 
 
 def list_presets() -> list[str]:

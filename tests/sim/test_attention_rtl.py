@@ -255,7 +255,7 @@ def test_bad_unit_parameters_are_rejected(kwargs, error, message):
 
 def test_unit_parameters_are_keyword_only():
     params = inspect.signature(AttentionUnit).parameters.values()
-    assert [p.kind for p in params] == [inspect.Parameter.KEYWORD_ONLY] * 4
+    assert [p.kind for p in params] == [inspect.Parameter.KEYWORD_ONLY] * 5
 
 
 @pytest.mark.parametrize(("shape", "error", "message"), [
@@ -274,7 +274,7 @@ def test_bad_call_shapes_are_rejected(shape, error, message):
 
 def test_bad_unit_table_is_rejected():
     with pytest.raises(ValueError, match=r"^attention unit: unknown parameter 'lanes' \(known: head_dim, "
-                                         r"max_context, max_heads, finish_lanes\)$"):
+                                         r"max_context, max_heads, finish_lanes, heads_per_step\)$"):
         plan_attention({**SMALL, "lanes": 4}, n_heads=1, n_kv_heads=1, kv_len=1)
     with pytest.raises(ValueError, match=r"^attention unit: missing parameter 'max_heads'$"):
         plan_attention({"head_dim": 8, "max_context": 16}, n_heads=1, n_kv_heads=1, kv_len=1)

@@ -113,9 +113,9 @@ def test_presets_match_the_hdl_configurations():
     for preset in ("4x4", "demo", "demo-narrow", "ulx3s"):
         hw, config = load_hardware(preset), PRESETS[preset]
         assert (hw.array_rows, hw.array_cols, hw.vector_lanes, hw.clock_hz, hw.attention_finish_lanes,
-                hw.weight_rows_per_cycle) == (config.array_rows, config.array_cols, config.vector_lanes,
-                                              config.clock_hz, config.attention_finish_lanes,
-                                              config.weight_rows_per_cycle)
+                hw.weight_rows_per_cycle, hw.attention_heads_per_step) == (
+                    config.array_rows, config.array_cols, config.vector_lanes, config.clock_hz,
+                    config.attention_finish_lanes, config.weight_rows_per_cycle, config.attention_heads_per_step)
         assert hw.config().weight_port_bytes == config.weight_port_bytes
         assert (hw.fused_swiglu, hw.fused_rope) == (config.fused_swiglu, config.fused_rope)
         assert (hw.config().fused_swiglu, hw.config().fused_rope) == (config.fused_swiglu, config.fused_rope)
@@ -124,10 +124,12 @@ def test_presets_match_the_hdl_configurations():
         assert hw.memories[0].bandwidth_bytes_per_s == (config.weight_rows_per_cycle * config.array_cols
                                                         * config.clock_hz)
     assert PRESETS["4x4"] == DEFAULT
-    # demo is the full-width design; demo-narrow the same chip with the one-row port.
+    # demo is the full-width design with two attention heads a step; demo-narrow the same chip with the
+    # one-row port and one head a step.
     assert (PRESETS["demo"].weight_rows_per_cycle, PRESETS["demo-narrow"].weight_rows_per_cycle) == (8, 1)
-    assert replace(PRESETS["demo"], weight_rows_per_cycle=1, fused_swiglu=False, fused_rope=False,
-                   fused_residual=False) == PRESETS["demo-narrow"]
+    assert (PRESETS["demo"].attention_heads_per_step, PRESETS["demo-narrow"].attention_heads_per_step) == (2, 1)
+    assert replace(PRESETS["demo"], weight_rows_per_cycle=1, attention_heads_per_step=1, fused_swiglu=False,
+                   fused_rope=False, fused_residual=False) == PRESETS["demo-narrow"]
     # demo has the fusions on; every other design keeps today's hardware.
     assert [n for n, c in PRESETS.items() if c.fused_swiglu or c.fused_rope or c.fused_residual] == ["demo"]
 
