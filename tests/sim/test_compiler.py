@@ -84,7 +84,7 @@ def test_program_shape(demo_model, fused):
                              r"the configuration's "
                              r"weight_words is 1,000 \(24,344 short\)$"),
     ({"scratch_bytes": 512}, r"^the model does not fit: its activation scratchpad \(bytes\) needs [\d,]+, the "
-                             r"configuration's scratch_bytes is 512 \(4,864 short\)$"),
+                             r"configuration's scratch_bytes is 512 \(5,376 short\)$"),
     ({"kv_bytes": 4096}, r"^the model does not fit: its KV cache \(bytes\) needs 32,768, the configuration's kv_bytes "
                          r"is 4,096 \(28,672 short\)$"),
     ({"max_context": 64}, r"^the model does not fit: its context \(positions\) needs 128, the configuration's "
