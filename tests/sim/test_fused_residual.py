@@ -212,3 +212,15 @@ def test_tiny_models_generate_the_integer_models_tokens_on_verilator(name):
         predicted = decode_step_cycles(compiled.model.program, compiled.model.config, compiled.config,
                                        position=step["position"])
         assert step["cycles"] == predicted.total
+
+
+def test_a_partial_program_with_a_biased_fused_gemm_on_icarus():
+    """GPT-2 up to its first fused GEMM (o with a bias: bias, requantization, then the add), two steps."""
+    compiled = fused("gpt2", saturate=True)
+    n = next(i for i, g in enumerate(compiled.ops) if g is not None and g.residual is not None) + 1
+    assert compiled.ops[n - 1].ops[0].params.bias is not None
+    compiled = truncated(compiled, n)
+    steps = [(3, 0), (7, 1)]
+    params = top_params(compiled, **SMALL_SHARED)
+    job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
+    check_steps(compiled, run("icarus", "decode_top", params, "decode_top", job), steps)
