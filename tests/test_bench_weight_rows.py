@@ -43,7 +43,10 @@ def expected(g: int, prompt_len: int) -> dict:
     mac_peak = padded / (R * C)
     return {"cycles": mean, "tokens_per_second": config.clock_hz / mean, "padded": padded, "mac_peak": mac_peak,
             "weight_port": padded / (g * C), "first": mac_peak / cycles[0], "last": mac_peak / cycles[-1],
-            "attention": sum(mc.n_layers * mc.n_heads * (p + 1) for p in range(len(steps))) / len(steps),
+            # steps of P = attention_heads_per_step query heads of a KV group each, one K/V row a step
+            "attention": sum(mc.n_layers * mc.n_kv_heads * -(-(mc.n_heads // mc.n_kv_heads)
+                                                           // config.attention_heads_per_step) * (p + 1)
+                             for p in range(len(steps))) / len(steps),
             "steps": len(steps)}
 
 

@@ -58,7 +58,8 @@ def fused_groups(compiled):
 def test_the_demo_design_has_it_and_the_other_designs_do_not():
     assert PRESETS["demo"].fused_residual is True
     assert all(not c.fused_residual for name, c in PRESETS.items() if name != "demo")
-    assert replace(PRESETS["demo"], weight_rows_per_cycle=1, fused_residual=False) == PRESETS["demo-narrow"]
+    assert replace(PRESETS["demo"], weight_rows_per_cycle=1, fused_residual=False, fused_swiglu=False,
+                   fused_rope=False, attention_heads_per_step=1) == PRESETS["demo-narrow"]
 
 
 def test_a_bad_value_is_refused_in_one_line(tmp_path):
