@@ -467,7 +467,10 @@ def build(simulator: str, verilog_text: str, toplevel: str, *, waves: bool = Fal
         "environment": sys.prefix, "executable": VERILATOR_EXECUTABLE,
     }, sort_keys=True)
     key = hashlib.sha256(key_source.encode()).hexdigest()[:20]
-    directory = cache_root() / "build" / simulator / f"{toplevel}-{key}"
+    # The real path: a cache whose build/ is a symlink to another (tests share the user's builds so)
+    # must not leave the symlink's path in the build's Makefile and dependency files, or the build
+    # breaks for everyone once the symlink is gone.
+    directory = (cache_root() / "build").resolve() / simulator / f"{toplevel}-{key}"
     marker = directory / "BUILT"
     result = Build(simulator, toplevel, directory, bool(waves))
     with _locked(directory.with_suffix(".lock")):
