@@ -162,12 +162,29 @@ def check(harness, *, name: str, mode: str, depth: int, trace_dir: Path | str | 
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    """End the job's whole process group (sby starts yosys, smtbmc and the solver)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """End the job's whole session: sby puts each engine (smtbmc and its solver) in a process group of
+    its own, but all stay in the session ``start_new_session`` gave sby."""
+    for pid in _session_members(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
+
+
+def _session_members(sid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid:       # field 6 of stat: the session id
+            members.append(int(entry.name))
+    return members
 
 
 def _result(name, mode, depth, seconds, out, returncode, work, trace_dir) -> FormalResult:
@@ -180,7 +197,9 @@ def _result(name, mode, depth, seconds, out, returncode, work, trace_dir) -> For
         trace = None
         found = _CEX.findall(out)
         if found:
-            src = work / "run" / Path(found[0]).relative_to(Path(found[0]).parts[0])
+            src = Path(found[0])
+            if not src.is_absolute():
+                src = work / "run" / src.relative_to(src.parts[0])
             if src.exists():
                 trace_dir.mkdir(parents=True, exist_ok=True)
                 trace = trace_dir / f"{name}-{mode}.vcd"

@@ -35,7 +35,8 @@ class Harness(Elaboratable):
 
 def free(m: Module, target: Value) -> None:
     """Drive ``target`` (an input of the block) with a free value every step."""
-    m.d.comb += target.eq(AnySeq(len(target)))
+    value = Value.cast(target)
+    m.d.comb += value.eq(AnySeq(len(value)))
 
 
 class StreamMonitor:
