@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from amaranth.asserts import AnyConst
-from amaranth.hdl import Assert, Cat, Cover, Signal, signed
+from amaranth.hdl import Assert, Assume, Cat, Cover, Signal, signed
 
 from golden.numerics import ACC_BITS
 from hdl.array import ProcessingElement, SystolicArray
@@ -17,6 +17,27 @@ def _popcount(bits):
     total = 0
     for b in bits:
         total = total + b
+    return total
+
+
+def _one_of(x, values):
+    result = 0
+    for v in values:
+        result = result | (x == v)
+    return result
+
+
+def _mac_chain(m, a, w, j):
+    """``sum_i a[i] * w[i][j]`` in the PE's own form: 16-bit products added down the column, each sum
+    wrapped to 32 bits (the same value: two int8 products never overflow 32 bits before R = 2**17; the
+    same form lets the solver match the array's adders term for term)."""
+    total = Signal(signed(ACC_BITS), name=f"spec_col{j}_0")
+    m.d.comb += total.eq(0)
+    for i, x in enumerate(a):
+        product = Signal(signed(16), name=f"spec_p{i}_{j}")
+        nxt = Signal(signed(ACC_BITS), name=f"spec_col{j}_{i + 1}")
+        m.d.comb += [product.eq(x * w[i][j]), nxt.eq(total + product)]
+        total = nxt
     return total
 
 
@@ -97,23 +118,32 @@ class ArrayMac(Harness):
     with any back-pressure; every sums beat is ``sum_i a[r][i] * W[t][i][j]`` for its row, in order,
     with ``last`` on each tile's final row, and no beat beyond the ``tiles * m`` expected."""
 
-    def __init__(self, *, rows: int = 2, cols: int = 2, rows_per_beat: int = 1, tiles: int = 2, m: int = 2):
+    def __init__(self, *, rows: int = 2, cols: int = 2, rows_per_beat: int = 1, tiles: int = 2, m: int = 2,
+                 gaps: bool = True, values: tuple[int, ...] | None = None):
         super().__init__()
+        self.values = values
         self.rows, self.cols, self.rows_per_beat, self.tiles, self.m = rows, cols, rows_per_beat, tiles, m
+        self.gaps = gaps
 
     def build(self, m):
         R, C, G, T, M = self.rows, self.cols, self.rows_per_beat, self.tiles, self.m
         m.submodules.dut = array = SystolicArray(rows=R, cols=C, rows_per_beat=G)
         W = [[[AnyConst(signed(8)) for _ in range(C)] for _ in range(R)] for _ in range(T)]
         A = [[[AnyConst(signed(8)) for _ in range(R)] for _ in range(M)] for _ in range(T)]
+        if self.values is not None:
+            for x in [v for tile in W + A for row in tile for v in row]:
+                m.d.comb += Assume(_one_of(x, self.values))
         beats = R // G
         wb = Signal(range(T * beats + 1))
         ab = Signal(range(T * M + 1))
         ob = Signal(range(T * M + 1))
         w_go, a_go = Signal(), Signal()
-        free(m, w_go)
-        free(m, a_go)
-        free(m, array.sums.ready)
+        if self.gaps:
+            free(m, w_go)
+            free(m, a_go)
+            free(m, array.sums.ready)
+        else:
+            m.d.comb += [w_go.eq(1), a_go.eq(1), array.sums.ready.eq(1)]
         m.d.comb += [array.weights.valid.eq(w_go & (wb < T * beats)), array.acts.valid.eq(a_go & (ab < T * M))]
         for t in range(T):
             for b in range(beats):
@@ -136,9 +166,7 @@ class ArrayMac(Harness):
                     with m.If(ob == t * M + r):
                         m.d.comb += Assert(array.sums.payload.last == (r == M - 1))
                         for j in range(C):
-                            want = Signal(signed(ACC_BITS), name=f"want_{t}_{r}_{j}")
-                            m.d.comb += want.eq(sum(A[t][r][i] * W[t][i][j] for i in range(R)))
-                            m.d.comb += Assert(array.sums.payload.data[j] == want)
+                            m.d.comb += Assert(array.sums.payload.data[j] == _mac_chain(m, A[t][r], W[t], j))
         m.d.comb += Cover(ob == T * M)
 
 
