@@ -14,6 +14,7 @@ out (to ``trace_dir``) and removes the directory, also after an interrupt.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -129,13 +130,11 @@ def check(harness, *, name: str, mode: str, depth: int, trace_dir: Path | str | 
     ``trace_dir`` (default ``~/.cache/lockstep/formal``) receives the counterexample ``<name>-<mode>.vcd``
     of a failed or unproven job. InputError for a bad mode or depth, ToolchainError for a missing tool.
     """
-    if mode not in MODES:
-        raise InputError(f"formal mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 1000:
-        raise InputError(f"formal depth must be an integer in [1, 1000], not {depth!r}")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise InputError(f"formal job name must be letters, digits, '_', '.' or '-', not {name!r}")
-    t = tools()
+    try:
+        t = _checked(mode, depth, name)
+    except Exception:
+        harness._MustUse__silence = True     # refused before elaboration: no "never used" warning
+        raise
     trace_dir = Path(trace_dir) if trace_dir is not None else Path.home() / ".cache" / "lockstep" / "formal"
     text = rtlil.convert(harness, ports=[harness.clk])
     env = dict(os.environ, YOSYS=t.yosys, SMTBMC=t.smtbmc, WITNESS=t.witness,
@@ -161,14 +160,22 @@ def check(harness, *, name: str, mode: str, depth: int, trace_dir: Path | str | 
         return _result(name, mode, depth, seconds, out, proc.returncode, work, trace_dir)
 
 
+def _checked(mode: str, depth: int, name: str) -> Tools:
+    if mode not in MODES:
+        raise InputError(f"formal mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 1000:
+        raise InputError(f"formal depth must be an integer in [1, 1000], not {depth!r}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise InputError(f"formal job name must be letters, digits, '_', '.' or '-', not {name!r}")
+    return tools()
+
+
 def _kill(proc: subprocess.Popen) -> None:
     """End the job's whole session: sby puts each engine (smtbmc and its solver) in a process group of
     its own, but all stay in the session ``start_new_session`` gave sby."""
     for pid in _session_members(proc.pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait()
 
 

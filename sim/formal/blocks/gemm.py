@@ -9,7 +9,7 @@ from hdl.config import Config
 from hdl.gemm import GemmUnit
 from sim.machine.cycles import gemm_cycles
 
-from ..harness import Harness, Probe, StreamMonitor, free
+from ..harness import Harness, Probe, free
 
 __all__ = ["SMALL", "GemmControl", "GemmCycles", "shapes"]
 
@@ -120,7 +120,8 @@ class GemmControl(Harness):
         m.d.comb += [Assert(inflight == total), Assert(inflight <= L)]
         for name in ("weights", "acts"):
             held, prev = Signal(name=f"{name}_held"), Signal(len(probe[f"{name}__payload"]), name=f"{name}_prev")
-            valid_s, ready_s, payload = probe[f"{name}__valid"], probe[f"array/{name}__ready"], probe[f"{name}__payload"]
+            valid_s, ready_s = probe[f"{name}__valid"], probe[f"array/{name}__ready"]
+            payload = probe[f"{name}__payload"]
             m.d.sync += [held.eq(valid_s & ~ready_s), prev.eq(payload)]
             with m.If(held & ~was_launch):
                 m.d.comb += [Assert(valid_s), Assert(payload == prev)]
@@ -166,9 +167,7 @@ class GemmCycles(Harness):
         for shape in shapes(c):
             with m.If((mm == shape[0]) & (kt == shape[1]) & (nt == shape[2])):
                 m.d.comb += want.eq(self.predicted(shape))
-        ended = Signal()
         with m.If(unit.done):
-            m.d.sync += ended.eq(1)
             m.d.comb += Assert(unit.cycles == want)
         with m.If(unit.busy):
             m.d.comb += Assert(unit.cycles < want)

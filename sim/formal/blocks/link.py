@@ -42,7 +42,7 @@ class LinkRxIdle(Harness):
         m.submodules.dut = probe.fragment
         for port in (rcv.rx, rcv.busy, rcv.reply_done, rcv.buf_addr):
             free(m, port)
-        state, idle, receiving = probe["fsm_state"], probe["idle"], probe["receiving"]
+        idle, receiving = probe["idle"], probe["receiving"]
         u_state, u_bits, u_busy = probe["urx/fsm_state"], probe["urx/bits"], probe["urx/busy"]
         rx_bound = RX_IDLE_BOUND(n)
         bound = self.bound()
