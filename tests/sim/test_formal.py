@@ -119,3 +119,11 @@ def test_a_missing_tool_is_one_line(monkeypatch, tmp_path):
 def test_the_tools_are_installed():
     t = tools()
     assert t.sby.endswith("yowasp-sby") and (tools().solver_dir + "/yices-smt2")
+
+
+def test_docs_name_every_job():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "verification.md").read_text()
+    for j in JOBS:
+        assert f"`{j.name}`" in doc, f"docs/verification.md does not name the formal job {j.name}"

@@ -133,8 +133,7 @@ class GemmControl(Harness):
 class GemmCycles(Harness):
     """GemmUnit started once on any shape of the configuration (``AnyConst``), host port quiet while
     busy (bounded): it finishes, raising ``done`` exactly when ``cycles`` equals the cycle model's
-    prediction (:func:`sim.machine.cycles.gemm_cycles`), never before; every sums beat is taken and the
-    feeders hold their beats while the array stalls them."""
+    prediction (:func:`sim.machine.cycles.gemm_cycles`), never before."""
 
     def __init__(self, config: Config = SMALL):
         super().__init__()
