@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from .blocks.array import ArrayMac, ArrayStreams, PeMac
-from .blocks.gemm import GemmControl, GemmCycles
-from .blocks.link import LinkRxIdle
-from .blocks.uart import UartLoopback, UartRxIdle, UartTxFrame
+from .array import ArrayMac, ArrayStreams, PeMac
+from .gemm import GemmControl, GemmCycles
 from .harness import Harness
+from .link import LinkRxIdle
+from .uart import UartLoopback, UartRxIdle, UartTxFrame
 
 __all__ = ["JOBS", "Job", "job"]
 

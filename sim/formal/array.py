@@ -8,7 +8,7 @@ from amaranth.hdl import Assert, Assume, Cat, Cover, Signal, signed
 from golden.numerics import ACC_BITS
 from hdl.array import ProcessingElement, SystolicArray
 
-from ..harness import Harness, Probe, StreamMonitor, free
+from .harness import Harness, Probe, StreamMonitor, free
 
 __all__ = ["ArrayMac", "ArrayStreams", "PeMac"]
 

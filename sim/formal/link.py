@@ -6,7 +6,7 @@ from amaranth.hdl import Assert, Cover, Signal
 
 from hdl.link import HostPort, LinkReceiver, Target
 
-from ..harness import Harness, Probe, free
+from .harness import Harness, Probe, free
 from .uart import RX_IDLE_BOUND
 
 __all__ = ["LinkRxIdle"]
@@ -20,7 +20,7 @@ class LinkRxIdle(Harness):
     ``(9 n + 2) + timeout + 2`` cycles of a high line it is no longer inside a frame (the sync byte hunt,
     or a checked request waiting for its reply): a frame cut short always ends, by its timeout.
 
-    Invariants for induction: the UART receiver's (:class:`~sim.formal.blocks.uart.UartRxIdle`): its FSM
+    Invariants for induction: the UART receiver's (:class:`~sim.formal.uart.UartRxIdle`): its FSM
     in one of five states, ``bits`` <= 8 and >= 1 in DATA, idle after ``9 n + 2`` high cycles; and, inside
     a frame, the idle timer is at most ``timeout``, and once the UART is idle it has counted every high cycle since.
     """

@@ -7,7 +7,7 @@ from amaranth.hdl import Assert, Cover, Signal
 
 from hdl.uart import UartRx, UartTx
 
-from ..harness import Harness, Probe, free
+from .harness import Harness, Probe, free
 
 __all__ = ["RX_IDLE_BOUND", "TX_BYTE_CYCLES", "UartLoopback", "UartRxIdle", "UartTxFrame"]
 

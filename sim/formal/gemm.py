@@ -9,7 +9,7 @@ from hdl.config import Config
 from hdl.gemm import GemmUnit
 from sim.machine.cycles import gemm_cycles
 
-from ..harness import Harness, Probe, free
+from .harness import Harness, Probe, free
 
 __all__ = ["SMALL", "GemmControl", "GemmCycles", "shapes"]
 
