@@ -15,6 +15,7 @@ from .gemm import GemmControl, GemmCycles
 from .harness import Harness
 from .link import LinkRxIdle
 from .uart import UartLoopback, UartRxIdle, UartTxFrame
+from .weights import WeightsReadWrite
 
 __all__ = ["JOBS", "Job", "job"]
 
@@ -55,6 +56,9 @@ JOBS = (
         14, slow=True),
     Job("array-mac-2x2-g2", "hdl/array.py SystolicArray",
         lambda: ArrayMac(rows_per_beat=2, gaps=False, values=EDGES), "bmc", 14, slow=True),
+    Job("weights-rw", "hdl/weights.py WeightMemory", WeightsReadWrite, "bmc", 10),
+    Job("weights-rw-cover", "hdl/weights.py WeightMemory", WeightsReadWrite, "cover", 10, slow=True),
+    Job("weights-rw-g1", "hdl/weights.py WeightMemory", lambda: WeightsReadWrite(banks=1), "bmc", 10, slow=True),
     Job("gemm-control", "hdl/gemm.py GemmUnit", GemmControl, "prove", 3),
     Job("gemm-control-cover", "hdl/gemm.py GemmUnit", GemmControl, "cover", 20, slow=True),
     Job("gemm-cycles", "hdl/gemm.py GemmUnit", GemmCycles, "bmc", 19),
