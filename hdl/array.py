@@ -147,7 +147,7 @@ class SystolicArray(wiring.Component):
         wbank = Signal()
         abank = Signal()
         # which beat of its tile the offered one is (no counter when one beat is a whole tile)
-        wbeat = Signal(range(beats)) if beats > 1 else 0
+        wbeat = Signal(range(beats), name="wbeat") if beats > 1 else 0
         loaded = Signal(2)
 
         completes = Signal()             # the offered beat is its tile's last

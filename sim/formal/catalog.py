@@ -1,0 +1,73 @@
+"""Every formal job Lockstep runs: which harness, which mode, how deep, fast suite or slow.
+
+``tests/sim/test_formal.py`` runs each job under pytest; ``python -m sim.formal`` runs them and prints
+the table docs/verification.md quotes. A ``cover`` job is the non-vacuity check of the ``prove`` or
+``bmc`` job of the same harness: its covers show the states the proof talks about are reachable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from .array import ArrayMac, ArrayStreams, PeMac
+from .gemm import GemmControl, GemmCycles
+from .harness import Harness
+from .link import LinkRxIdle
+from .uart import UartLoopback, UartRxIdle, UartTxFrame
+from .weights import WeightsReadWrite
+
+__all__ = ["JOBS", "Job", "job"]
+
+#: The int8 edge values and their neighbours of zero: the array equivalence's operand set.
+EDGES = (-128, -1, 0, 1, 127)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    name: str
+    block: str
+    harness: Callable[[], Harness]
+    mode: str
+    depth: int
+    slow: bool = False
+
+
+JOBS = (
+    Job("uart-tx-frame", "hdl/uart.py UartTx", UartTxFrame, "prove", 42),
+    Job("uart-tx-frame-cover", "hdl/uart.py UartTx", UartTxFrame, "cover", 42, slow=True),
+    Job("uart-rx-idle", "hdl/uart.py UartRx", UartRxIdle, "prove", 40),
+    Job("uart-rx-idle-cover", "hdl/uart.py UartRx", UartRxIdle, "cover", 50, slow=True),
+    Job("uart-rx-idle-5", "hdl/uart.py UartRx", lambda: UartRxIdle(clocks_per_bit=5), "prove", 49, slow=True),
+    Job("uart-loopback", "hdl/uart.py UartTx + UartRx", UartLoopback, "bmc", 50),
+    Job("uart-loopback-cover", "hdl/uart.py UartTx + UartRx", UartLoopback, "cover", 50, slow=True),
+    Job("link-rx-idle", "hdl/link.py LinkReceiver", LinkRxIdle, "prove", 40),
+    Job("link-rx-idle-cover", "hdl/link.py LinkReceiver", LinkRxIdle, "cover", 55, slow=True),
+    Job("pe-mac", "hdl/array.py ProcessingElement", PeMac, "prove", 1, slow=True),
+    Job("pe-mac-cover", "hdl/array.py ProcessingElement", PeMac, "cover", 4, slow=True),
+    Job("array-streams-2x2", "hdl/array.py SystolicArray", ArrayStreams, "prove", 4),
+    Job("array-streams-2x2-cover", "hdl/array.py SystolicArray", ArrayStreams, "cover", 12, slow=True),
+    Job("array-streams-3x2", "hdl/array.py SystolicArray", lambda: ArrayStreams(rows=3, cols=2), "prove", 4,
+        slow=True),
+    Job("array-streams-4x3-g2", "hdl/array.py SystolicArray",
+        lambda: ArrayStreams(rows=4, cols=3, rows_per_beat=2), "prove", 4, slow=True),
+    Job("array-mac-2x2", "hdl/array.py SystolicArray", lambda: ArrayMac(gaps=False, values=EDGES), "bmc", 14),
+    Job("array-mac-2x2-cover", "hdl/array.py SystolicArray", lambda: ArrayMac(gaps=False, values=EDGES), "cover",
+        14, slow=True),
+    Job("array-mac-2x2-g2", "hdl/array.py SystolicArray",
+        lambda: ArrayMac(rows_per_beat=2, gaps=False, values=EDGES), "bmc", 14, slow=True),
+    Job("weights-rw", "hdl/weights.py WeightMemory", WeightsReadWrite, "bmc", 10),
+    Job("weights-rw-cover", "hdl/weights.py WeightMemory", WeightsReadWrite, "cover", 10, slow=True),
+    Job("weights-rw-g1", "hdl/weights.py WeightMemory", lambda: WeightsReadWrite(banks=1), "bmc", 10, slow=True),
+    Job("gemm-control", "hdl/gemm.py GemmUnit", GemmControl, "prove", 3),
+    Job("gemm-control-cover", "hdl/gemm.py GemmUnit", GemmControl, "cover", 20, slow=True),
+    Job("gemm-cycles", "hdl/gemm.py GemmUnit", GemmCycles, "bmc", 19),
+    Job("gemm-cycles-cover", "hdl/gemm.py GemmUnit", GemmCycles, "cover", 19, slow=True),
+)
+
+
+def job(name: str) -> Job:
+    for j in JOBS:
+        if j.name == name:
+            return j
+    raise KeyError(name)

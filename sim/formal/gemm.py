@@ -1,0 +1,173 @@
+"""Formal harnesses of the GEMM engine (:mod:`hdl.gemm`) on a small configuration."""
+
+from __future__ import annotations
+
+from amaranth.asserts import AnyConst
+from amaranth.hdl import Assert, Assume, Cover, Mux, Signal
+
+from hdl.config import Config
+from hdl.gemm import GemmUnit
+from sim.machine.cycles import gemm_cycles
+
+from .harness import Harness, Probe, free
+
+__all__ = ["SMALL", "GemmControl", "GemmCycles", "shapes"]
+
+#: The configuration the engine is proven on: a 2 x 2 array, memories of a few words (every counter
+#: and address is a few bits wide, so the solver sees every shape that fits).
+SMALL = Config(array_rows=2, array_cols=2, weight_words=8, act_words=4, result_words=4, max_m=2)
+
+
+def shapes(config: Config) -> list[tuple[int, int, int]]:
+    """Every (m, kt, nt) the configuration runs: the limits :mod:`sim.flows.gemm` checks on the host."""
+    c = config
+    beats = c.array_rows // c.weight_rows_per_cycle
+    return [(m, kt, nt) for m in range(1, c.max_m + 1) for kt in range(1, c.act_words + 1)
+            for nt in range(1, c.result_words + 1)
+            if m * kt <= c.act_words and m * nt <= c.result_words and nt * kt * beats <= c.weight_bank_words]
+
+
+def _assume_shape(m, config, mm, kt, nt):
+    """Assume (m, kt, nt) is one of :func:`shapes` (the host's checks; the engine assumes them)."""
+    fits = 0
+    for a, b, c in shapes(config):
+        fits = fits | ((mm == a) & (kt == b) & (nt == c))
+    m.d.comb += Assume(fits)
+
+
+class GemmControl(Harness):
+    """GemmUnit, any host port activity and any start pulses (proven by induction), shapes as the host
+    checks them:
+
+    * ``done`` only after a start; ``busy`` the cycle after a start; ``busy`` and ``done`` never both;
+      ``done`` stays until the next start; ``busy`` ends only with ``done``;
+    * while running, every counter stays in its range: the accumulator's row, reduction tile, output
+      tile and result address (``r_addr`` = output tile x rows + rows finished), the activation feeder's
+      row, tile and address (``a_addr`` = row x kt + kt index), the weight feeder's address + beats left
+      = the GEMM's weight beats;
+    * the array inside keeps its beat count: activation beats accepted - sums delivered = beats inside;
+    * the feeders' streams into the array: a beat offered and not taken stays offered and unchanged,
+      except in the cycle after a start (a start restarts the feeders; that it never meets a held beat
+      is the cycle-exact bounded check :class:`GemmCycles` and the RTL suite's business).
+    """
+
+    def __init__(self, config: Config = SMALL):
+        super().__init__()
+        self.config = config
+
+    def build(self, m):
+        c = self.config
+        unit = GemmUnit(c)
+        probe = Probe(unit)
+        m.submodules.dut = probe.fragment
+        for port in (unit.start, unit.m, unit.kt, unit.nt, unit.host_mem, unit.host_addr, unit.host_we,
+                     unit.host_wdata):
+            free(m, port)
+        p = {name: probe[name] for name in ("running", "n_m", "n_kt", "n_nt", "s_row", "s_kt", "s_nt", "r_addr",
+                                             "a_row", "a_kt", "a_nt", "a_addr", "a_more", "a_valid", "a_last",
+                                             "w_addr", "w_left")}
+        launch = unit.start & ~unit.busy
+        with m.If(launch):
+            _assume_shape(m, c, unit.m, unit.kt, unit.nt)
+
+        # busy / done
+        started, was_launch, was_busy, was_done = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [was_launch.eq(launch), was_busy.eq(unit.busy), was_done.eq(unit.done)]
+        with m.If(launch):
+            m.d.sync += started.eq(1)
+        m.d.comb += [Assert(p["running"] == unit.busy), Assert(~(unit.busy & unit.done))]
+        with m.If(unit.done | unit.busy):
+            m.d.comb += Assert(started)
+        with m.If(was_launch):
+            m.d.comb += Assert(unit.busy)
+        with m.If(was_done & ~was_launch):
+            m.d.comb += Assert(unit.done)
+        with m.If(was_busy & ~unit.busy):
+            m.d.comb += Assert(unit.done)
+
+        # counters in range while running
+        beats = c.array_rows // c.weight_rows_per_cycle
+        n_m, n_kt, n_nt = p["n_m"], p["n_kt"], p["n_nt"]
+        with m.If(unit.busy):
+            _assume_shape(m, c, n_m, n_kt, n_nt)       # latched at the start: the shape assumed then
+            m.d.comb += [
+                Assert(p["s_row"] < n_m), Assert(p["s_kt"] < n_kt), Assert(p["s_nt"] < n_nt),
+                Assert(p["r_addr"] == p["s_nt"] * n_m + Mux(p["s_kt"] == n_kt - 1, p["s_row"], 0)),
+                Assert(p["r_addr"] < c.result_words),
+                Assert(p["a_row"] < n_m), Assert(p["a_kt"] < n_kt), Assert(p["a_nt"] <= n_nt),
+                Assert(p["a_more"] == (p["a_nt"] != n_nt)),
+                Assert(p["w_addr"] + p["w_left"] == n_nt * n_kt * beats),
+                Assert(p["w_addr"] <= c.weight_bank_words),
+            ]
+            with m.If(p["a_more"]):
+                m.d.comb += [Assert(p["a_addr"] == p["a_row"] * n_kt + p["a_kt"]), Assert(p["a_addr"] < c.act_words)]
+            with m.Else():
+                m.d.comb += [Assert(p["a_row"] == 0), Assert(p["a_kt"] == 0)]
+            with m.If(p["a_valid"]):
+                m.d.comb += Assert(p["a_last"] == (p["a_row"] == 0))
+
+        # the array's beat count, and the feeder streams
+        R, C = c.array_rows, c.array_cols
+        L = R + C
+        valid = [probe[f"array/valid{k}"] for k in range(L)]
+        acts_valid, acts_ready = probe["acts__valid"], probe["array/acts__ready"]
+        sums_valid = probe["array/sums__valid"]
+        inflight = Signal(range(2 * L + 2))
+        m.d.sync += inflight.eq(inflight + (acts_valid & acts_ready) - sums_valid)
+        total = 0
+        for v in valid:
+            total = total + v
+        m.d.comb += [Assert(inflight == total), Assert(inflight <= L)]
+        for name in ("weights", "acts"):
+            held, prev = Signal(name=f"{name}_held"), Signal(len(probe[f"{name}__payload"]), name=f"{name}_prev")
+            valid_s, ready_s = probe[f"{name}__valid"], probe[f"array/{name}__ready"]
+            payload = probe[f"{name}__payload"]
+            m.d.sync += [held.eq(valid_s & ~ready_s), prev.eq(payload)]
+            with m.If(held & ~was_launch):
+                m.d.comb += [Assert(valid_s), Assert(payload == prev)]
+
+        m.d.comb += Cover(unit.done & (n_nt == 2) & (n_kt == 2))
+        m.d.comb += Cover(inflight == L)
+
+
+class GemmCycles(Harness):
+    """GemmUnit started once on any shape of the configuration (``AnyConst``), host port quiet while
+    busy (bounded): it finishes, raising ``done`` exactly when ``cycles`` equals the cycle model's
+    prediction (:func:`sim.machine.cycles.gemm_cycles`), never before."""
+
+    def __init__(self, config: Config = SMALL):
+        super().__init__()
+        self.config = config
+
+    def depth(self) -> int:
+        """The BMC depth that reaches the slowest shape's ``done``."""
+        return max(self.predicted(s) for s in shapes(self.config)) + 3
+
+    def predicted(self, shape) -> int:
+        mm, kt, nt = shape
+        c = self.config
+        return gemm_cycles(c, mm, kt * c.array_rows, nt * c.array_cols).total
+
+    def build(self, m):
+        c = self.config
+        m.submodules.dut = unit = GemmUnit(c)
+        mm, kt, nt = AnyConst(len(unit.m)), AnyConst(len(unit.kt)), AnyConst(len(unit.nt))
+        _assume_shape(m, c, mm, kt, nt)
+        first = Signal(init=1)
+        m.d.sync += first.eq(0)
+        free(m, unit.host_mem)
+        free(m, unit.host_addr)
+        free(m, unit.host_wdata)
+        free(m, unit.host_we)
+        m.d.comb += [unit.start.eq(first), unit.m.eq(mm), unit.kt.eq(kt), unit.nt.eq(nt)]
+        with m.If(unit.busy):
+            m.d.comb += Assume(~unit.host_we)
+        want = Signal.like(unit.cycles)
+        for shape in shapes(c):
+            with m.If((mm == shape[0]) & (kt == shape[1]) & (nt == shape[2])):
+                m.d.comb += want.eq(self.predicted(shape))
+        with m.If(unit.done):
+            m.d.comb += Assert(unit.cycles == want)
+        with m.If(unit.busy):
+            m.d.comb += Assert(unit.cycles < want)
+        m.d.comb += Cover(unit.done & (mm == c.max_m) & (nt == 2))

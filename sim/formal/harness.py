@@ -1,0 +1,100 @@
+"""What every formal harness shares: a reset-less ``sync`` domain, and the stream rules as properties.
+
+A harness (:class:`Harness`) wraps a block: it drives the block's inputs from ``AnySeq`` (a free value
+every step) or ``AnyConst`` (one free value for the whole trace), constrains them with ``Assume`` where
+the block's contract asks something of its environment, and states the block's promises with
+``Assert`` and its interesting states with ``Cover``. ``clk`` is the one port :func:`sim.formal.flow.check`
+exports; there is no reset: the base case starts from the registers' init values (which is what a
+reset gives), the induction step from any state in which every assertion held for ``depth`` steps.
+"""
+
+from __future__ import annotations
+
+from amaranth.asserts import AnySeq
+from amaranth.hdl import Assert, Assume, ClockDomain, Elaboratable, Module, Signal, Value
+
+__all__ = ["Harness", "StreamMonitor", "free"]
+
+
+class Harness(Elaboratable):
+    """Base class: ``elaborate`` builds the domain and calls :meth:`build` with the module."""
+
+    def __init__(self):
+        self._domain = ClockDomain("sync", reset_less=True)
+        self.clk = self._domain.clk
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = self._domain
+        self.build(m)
+        return m
+
+    def build(self, m: Module) -> None:  # pragma: no cover - every harness overrides it
+        raise NotImplementedError
+
+
+def free(m: Module, target: Value) -> None:
+    """Drive ``target`` (an input of the block) with a free value every step."""
+    value = Value.cast(target)
+    m.d.comb += value.eq(AnySeq(len(value)))
+
+
+class StreamMonitor:
+    """The valid/ready rules of one stream (``amaranth.lib.stream``), seen at its boundary.
+
+    ``sender_rules`` (for a stream the block sends: asserted) or (for one it receives: assumed of the
+    environment): once ``valid`` is high without ``ready``, ``valid`` stays high and ``payload`` stays the
+    same in the next step. ``fire`` is the transfer strobe (``valid & ready``) for beat counters.
+    """
+
+    def __init__(self, m: Module, stream, *, name: str):
+        self.stream = stream
+        self.fire = Signal(name=f"{name}_fire")
+        self.held = Signal(name=f"{name}_held")           # last step: valid and not ready
+        self.prev_payload = Signal(len(stream.payload.as_value()), name=f"{name}_prev_payload")
+        ready = stream.ready if hasattr(stream, "ready") else 1
+        m.d.comb += self.fire.eq(stream.valid & ready)
+        m.d.sync += [self.held.eq(stream.valid & ~ready), self.prev_payload.eq(stream.payload.as_value())]
+
+    def sender_rules(self, m: Module, *, check: type = Assert) -> None:
+        """``check`` (Assert or Assume) that a held beat stays offered and unchanged."""
+        with m.If(self.held):
+            m.d.comb += [check(self.stream.valid), check(self.stream.payload.as_value() == self.prev_payload)]
+
+    def assume_sent_by_environment(self, m: Module) -> None:
+        self.sender_rules(m, check=Assume)
+
+
+class Probe:
+    """A block elaborated once, whose internal registers a harness may read by name.
+
+    An invariant that makes a property inductive often names state the block does not show at its ports
+    (a pipeline's valid bits, an FSM's state). ``Probe(block)`` elaborates ``block`` into a fragment (add
+    ``probe.fragment`` as the harness's submodule instead of the block) and ``probe["name"]`` finds the
+    signal the fragment assigns under that name (``probe["sub/name"]`` in submodule ``sub``). A name that
+    is not there, or is there twice, raises KeyError: a harness fails loudly when the block is renamed.
+    """
+
+    def __init__(self, block):
+        from amaranth.hdl import Fragment
+
+        self.block = block
+        self.fragment = Fragment.get(block, None)
+
+    def __getitem__(self, path: str):
+        *subs, name = path.split("/")
+        frag = self.fragment
+        for sub in subs:
+            matches = [f for f, n, _ in frag.subfragments if n == sub]
+            if len(matches) != 1:
+                raise KeyError(f"{type(self.block).__name__} has no submodule {sub!r} (path {path!r})")
+            frag = matches[0]
+        found = {}
+        for stmts in frag.statements.values():
+            for stmt in stmts:
+                for sig in stmt._lhs_signals():
+                    if sig.name == name:
+                        found[id(sig)] = sig
+        if len(found) != 1:
+            raise KeyError(f"{type(self.block).__name__} assigns {len(found)} signals named {name!r} (path {path!r})")
+        return next(iter(found.values()))
