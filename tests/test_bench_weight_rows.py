@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from golden.checkpoint import load_demo_model
+from golden.numerics import ceil_div
 from golden.quantize import program_structure
 from hdl.config import PRESETS
 from sim.cli.model import DEFAULT_PROMPT
@@ -44,8 +45,8 @@ def expected(g: int, prompt_len: int) -> dict:
     return {"cycles": mean, "tokens_per_second": config.clock_hz / mean, "padded": padded, "mac_peak": mac_peak,
             "weight_port": padded / (g * C), "first": mac_peak / cycles[0], "last": mac_peak / cycles[-1],
             # steps of P = attention_heads_per_step query heads of a KV group each, one K/V row a step
-            "attention": sum(mc.n_layers * mc.n_kv_heads * -(-(mc.n_heads // mc.n_kv_heads)
-                                                           // config.attention_heads_per_step) * (p + 1)
+            "attention": sum(mc.n_layers * mc.n_kv_heads * ceil_div(mc.n_heads // mc.n_kv_heads,
+                                                                    config.attention_heads_per_step) * (p + 1)
                              for p in range(len(steps))) / len(steps),
             "steps": len(steps)}
 
