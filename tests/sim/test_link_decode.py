@@ -259,7 +259,8 @@ def test_decode_steps_over_the_pty_survive_stray_bytes(demo, pty_board):
     assert got[-1]["token_out"] == generate_int(demo.model, prompt, 1)[0]
     assert [s["cycles"] for s in got] == [decode_job(demo, params, steps=[(0, p)])["predicted"][str(p)]
                                           for p in range(len(prompt))]
-    assert link.resent == transport.sent // 3 > 10   # every spoiled request was sent again, once
+    # every spoiled request was sent again, once; each step has at least one (a step is >= 3 requests)
+    assert link.resent == transport.sent // 3 >= len(prompt)
 
 
 def test_lockstep_run_serial_drives_the_simulated_board(demo, pty_board):
