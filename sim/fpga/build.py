@@ -58,13 +58,13 @@ DEFAULT_SEED = 1
 #: Multipliers outside the array: the weight feeder's tile count (nt * kt), measured on ECP5.
 FEEDER_MULTIPLIERS = 1
 #: Multipliers the fused residual add (``Config.fused_residual``, :class:`hdl.top.GemmPath`'s residual
-#: stage) adds per lane of a word: the residual and the GEMM's output each times their int15 scale
-#: (one each) and the sum's requantization (a 25-bit sum times an int15 multiplier: two). Measured on
+#: stage) adds per lane of a word: the residual and the GEMM's output each times their 15-bit scale
+#: (one each) and the sum's requantization (a 25-bit sum times a 15-bit multiplier: two). Measured on
 #: ECP5 (``synth_ecp5`` of GemmPath with and without the stage: +16 at 4 lanes, +32 at 8).
 RESIDUAL_MULTIPLIERS_PER_LANE = 4
 #: Multipliers each attention datapath beyond the first adds (``attention_heads_per_step`` P > 1:
 #: :class:`hdl.attention.AttentionUnit` builds its position stages P times, its finish stages once):
-#: the logit's scale (a 32-bit dot product times int15: two) and the denominator's rescale (25 x 16
+#: the logit's scale (a 32-bit dot product times 15 bits: two) and the denominator's rescale (25 x 16
 #: bits: two), plus, per lane of a head (``head_dim``), the weighted sum's rescale (32 x 16 bits: two);
 #: the q.k and w.v products are adders (:func:`hdl.arith.fabric_product`). Measured on ECP5
 #: (``synth_ecp5`` of the unit: +8 a datapath at head_dim 2, at P = 2 and 3; +12 at head_dim 4).
