@@ -40,6 +40,11 @@ class GemmUnit(wiring.Component):
     reduction tiles and output tiles. ``busy`` is high from the cycle after ``start`` until
     ``done`` rises; ``done`` stays high until the next ``start``. ``cycles`` is the number of clock
     periods from the cycle in which ``start`` is sampled to the first cycle in which ``done`` is high.
+    ``shape_ok`` (from ``m``, ``kt``, ``nt`` in the same cycle) is high when none of them is zero: a
+    GEMM with nothing to compute has no cycle count and would never finish, so a ``start`` while
+    ``shape_ok`` is low is ignored (the unit stays idle; ``done`` and ``cycles`` keep their values).
+    This is the one zero-size rule: :class:`hdl.link.LinkedGemm`'s bridge refuses such a START with
+    ERR_ARGUMENT, and the host (:func:`sim.flows.gemm.plan_gemm`) never asks for one.
 
     Host port
     ---------
@@ -69,6 +74,7 @@ class GemmUnit(wiring.Component):
             "m": In(range(c.max_m + 1)),
             "kt": In(range(c.act_words + 1)),
             "nt": In(range(c.result_words + 1)),
+            "shape_ok": Out(1),
             "busy": Out(1),
             "done": Out(1),
             "cycles": Out(c.cycle_counter_bits),
@@ -99,7 +105,11 @@ class GemmUnit(wiring.Component):
         n_nt = Signal.like(self.nt)
         running = Signal()
         launch = Signal()
-        m.d.comb += [launch.eq(self.start & ~running), self.busy.eq(running)]
+        m.d.comb += [
+            self.shape_ok.eq((self.m != 0) & (self.kt != 0) & (self.nt != 0)),
+            launch.eq(self.start & ~running & self.shape_ok),
+            self.busy.eq(running),
+        ]
 
         self._host_port(m, wmem, amem, rmem)
         self._weight_feeder(m, wmem, array, launch)

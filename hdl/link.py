@@ -14,7 +14,7 @@ a whole frame after its sync byte (CRC included) is zero.
 
 The host port (:class:`HostPort`) is the one interface every target presents: a memory select, a
 word address, a write strobe and data, read data one cycle after the address, ``start``,
-``busy``, ``done``, a cycle counter and a file of 32-bit parameter registers.
+``start_ok``, ``busy``, ``done``, a cycle counter and a file of 32-bit parameter registers.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -122,8 +122,10 @@ class HostPort(wiring.Signature):
 
     Members: ``mem`` (which memory), ``addr`` (word address), ``we`` (write ``wdata`` to ``mem[addr]``
     at the next edge), ``rdata`` (``mem[addr]``, ``read_latency`` cycles after ``addr``), ``start``
-    (one-cycle pulse), ``busy``, ``done``, ``cycles`` (48 bits), ``regs`` (``reg_count`` 32-bit
-    registers, held by the host side, truncated by the target to the widths it needs); with
+    (one-cycle pulse), ``start_ok`` (the target can run what ``regs`` hold: a START while it is low is
+    refused with ERR_ARGUMENT; the GEMM target's is low for a zero size), ``busy``, ``done``,
+    ``cycles`` (48 bits), ``regs`` (``reg_count`` 32-bit registers, held by the host side, truncated
+    by the target to the widths it needs); with
     ``token_bits`` > 0 also ``token`` (the decode target's last generated token, for READ_TOKEN).
     """
 
@@ -154,6 +156,7 @@ class HostPort(wiring.Signature):
             "wdata": Out(wdata_bits),
             "rdata": In(rdata_bits),
             "start": Out(1),
+            "start_ok": In(1),
             "busy": In(1),
             "done": In(1),
             "cycles": In(CYCLE_BITS),
@@ -185,10 +188,9 @@ class LinkBridge(wiring.Component):
     nothing. Errors, in order of precedence: ERR_LENGTH (length above ``max_payload``; the bridge
     drops bytes until the line has been idle ``timeout_cycles``), ERR_TIMEOUT (the line went idle
     mid-frame), ERR_CRC, ERR_COMMAND (unknown opcode), ERR_UNSUPPORTED (READ_TOKEN or READ_LOGITS on a
-    target without them),
-    ERR_ARGUMENT (a payload length, memory, register, address or count the command does not
-    accept), ERR_BUSY (a command that needs the target idle). After any error the bridge looks for
-    the next request's sync byte.
+    target without them), ERR_ARGUMENT (a payload length, memory, register, address or count the
+    command does not accept, or a START while the target's ``start_ok`` is low), ERR_BUSY (a command
+    that needs the target idle). After any error the bridge looks for the next request's sync byte.
 
     ``INFO`` reports the parameters below, so the host needs no configuration of its own.
     """
@@ -244,8 +246,8 @@ class LinkBridge(wiring.Component):
             read_latency=p.read_latency)
         req = rcv.request.payload
         job = rep.reply.payload
-        m.d.comb += [rcv.rx.eq(self.rx), self.tx.eq(rep.tx), rcv.busy.eq(host.busy), rcv.reply_done.eq(rep.done),
-                     rep.rdata.eq(host.rdata)]
+        m.d.comb += [rcv.rx.eq(self.rx), self.tx.eq(rep.tx), rcv.busy.eq(host.busy), rcv.start_ok.eq(host.start_ok),
+                     rcv.reply_done.eq(rep.done), rep.rdata.eq(host.rdata)]
 
         # --- host port registers ------------------------------------------------------------------
         mem = Signal.like(host.mem)
@@ -367,7 +369,8 @@ class LinkReceiver(wiring.Component):
     :class:`LinkBridge` lists) a cycle later, or ``timeout_cycles`` of silence after a frame that
     stopped early or was too long. The receiver then holds the beat's ``length`` and ignores
     ``rx`` until ``reply_done``, the cycle the reply's last byte is taken. ``busy`` is the target's
-    (a command that needs it idle is refused with ERR_BUSY). ``last_error`` and ``rejected``: the
+    (a command that needs it idle is refused with ERR_BUSY), ``start_ok`` too (START is refused with
+    ERR_ARGUMENT while it is low). ``last_error`` and ``rejected``: the
     last error status and the count of refused requests (saturating), for STATUS.
     """
 
@@ -378,6 +381,7 @@ class LinkReceiver(wiring.Component):
         super().__init__({
             "rx": In(1, init=1),
             "busy": In(1),
+            "start_ok": In(1),
             "request": Out(stream.Signature(request_layout(), always_ready=True)),
             "reply_done": In(1),
             "buf_addr": In(range(max_payload + 1)),
@@ -488,8 +492,10 @@ class LinkReceiver(wiring.Component):
         arg_ok = Signal()
         max_read = MAX_FRAME_PAYLOAD // rbytes
         with m.Switch(cmd):
-            with m.Case(Command.INFO, Command.START, Command.STATUS, Command.CYCLES):
+            with m.Case(Command.INFO, Command.STATUS, Command.CYCLES):
                 m.d.comb += arg_ok.eq(length == 0)
+            with m.Case(Command.START):
+                m.d.comb += arg_ok.eq((length == 0) & self.start_ok)
             with m.Case(Command.WRITE_MEM):
                 m.d.comb += arg_ok.eq((length >= MEM_ARG_BYTES + wbytes) & (phase == 0) & (a_mem < p.mem_count)
                                       & addr_ok)
@@ -676,7 +682,9 @@ class LinkedGemm(wiring.Component):
     """A :class:`hdl.gemm.GemmUnit` behind a :class:`LinkBridge`: the whole design speaks UART.
 
     Memories: 0 weights, 1 activations, 2 results (reads always return result words, as the
-    unit's host port does). Registers: 0 ``m``, 1 ``kt``, 2 ``nt`` (see :data:`GEMM_REGS`).
+    unit's host port does). Registers: 0 ``m``, 1 ``kt``, 2 ``nt`` (see :data:`GEMM_REGS`), truncated to
+    the unit's port widths; START with any of them zero there is refused with ERR_ARGUMENT (the
+    unit's ``shape_ok``).
     ``busy`` and ``done`` mirror the unit's (for LEDs on a board).
     """
 
@@ -713,7 +721,8 @@ class LinkedGemm(wiring.Component):
             bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
             gemm.host_mem.eq(h.mem), gemm.host_addr.eq(h.addr), gemm.host_we.eq(h.we),
             gemm.host_wdata.eq(h.wdata), h.rdata.eq(gemm.host_rdata),
-            gemm.start.eq(h.start), h.busy.eq(gemm.busy), h.done.eq(gemm.done), h.cycles.eq(gemm.cycles),
+            gemm.start.eq(h.start), h.start_ok.eq(gemm.shape_ok), h.busy.eq(gemm.busy), h.done.eq(gemm.done),
+            h.cycles.eq(gemm.cycles),
             self.busy.eq(gemm.busy), self.done.eq(gemm.done),
         ]
         for i, name in enumerate(GEMM_REGS):
@@ -768,7 +777,7 @@ class LinkedDecode(wiring.Component):
             top.host_wdata.eq(Mux(self.preload_we, self.preload_wdata, h.wdata)),
             top.host_we.eq(self.preload_we | h.we),
             h.rdata.eq(top.host_rdata), h.token.eq(top.next_token),
-            top.start.eq(h.start), h.busy.eq(top.busy), h.done.eq(top.done), h.cycles.eq(top.cycles),
+            top.start.eq(h.start), h.start_ok.eq(1), h.busy.eq(top.busy), h.done.eq(top.done), h.cycles.eq(top.cycles),
             top.token.eq(regs["token"]), top.position.eq(regs["position"]),
             top.n_kv_heads.eq(regs["n_kv_heads"]), top.group.eq(regs["group"]),
             self.busy.eq(top.busy), self.done.eq(top.done),

@@ -102,8 +102,9 @@ def build_cmd(board, design, model_dir, hw, settings, baud, clock_mhz, seed, pla
                    f"{quantity(plan['clock_mhz'] * 1e6, 'Hz')}{' (PLL)' if plan['pll'] else ''}, "
                    f"UART {baud} baud ({plan['clocks_per_bit']} clocks per bit)")
         if design == "decode":
-            click.echo("(lower bounds: the array's multipliers and the top level's memories; the units' "
-                       "multipliers are counted by Yosys, and an overflow is refused before place-and-route)")
+            click.echo("(lower bounds: the multipliers of the array, the fused residual and the attention datapaths "
+                       "beyond the first, and the top level's memories; the units' other multipliers are counted by "
+                       "Yosys, and an overflow is refused before place-and-route)")
         return
     if not as_json:
         click.echo(f"building {_describe(config, design)} for {board} (seed {seed}); the first build compiles "

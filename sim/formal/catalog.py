@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 
 from .array import ArrayMac, ArrayStreams, PeMac
-from .gemm import GemmControl, GemmCycles
+from .gemm import GemmBusyBound, GemmControl, GemmCycles
 from .harness import Harness
 from .link import LinkRxIdle
 from .uart import UartLoopback, UartRxIdle, UartTxFrame
@@ -63,6 +63,8 @@ JOBS = (
     Job("gemm-control-cover", "hdl/gemm.py GemmUnit", GemmControl, "cover", 20, slow=True),
     Job("gemm-cycles", "hdl/gemm.py GemmUnit", GemmCycles, "bmc", 19),
     Job("gemm-cycles-cover", "hdl/gemm.py GemmUnit", GemmCycles, "cover", 19, slow=True),
+    Job("gemm-busy-bound", "hdl/gemm.py GemmUnit", GemmBusyBound, "bmc", 24),
+    Job("gemm-busy-bound-cover", "hdl/gemm.py GemmUnit", GemmBusyBound, "cover", 24, slow=True),
 )
 
 

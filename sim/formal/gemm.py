@@ -11,7 +11,7 @@ from sim.machine.cycles import gemm_cycles
 
 from .harness import Harness, Probe, free
 
-__all__ = ["SMALL", "GemmControl", "GemmCycles", "shapes"]
+__all__ = ["SMALL", "GemmBusyBound", "GemmControl", "GemmCycles", "shapes"]
 
 #: The configuration the engine is proven on: a 2 x 2 array, memories of a few words (every counter
 #: and address is a few bits wide, so the solver sees every shape that fits).
@@ -27,18 +27,26 @@ def shapes(config: Config) -> list[tuple[int, int, int]]:
             if m * kt <= c.act_words and m * nt <= c.result_words and nt * kt * beats <= c.weight_bank_words]
 
 
-def _assume_shape(m, config, mm, kt, nt):
-    """Assume (m, kt, nt) is one of :func:`shapes` (the host's checks; the engine assumes them)."""
-    fits = 0
+def _assume_shape(m, config, mm, kt, nt, *, or_zero=False):
+    """Assume (m, kt, nt) is one of :func:`shapes` (the host's checks; the engine assumes them), or with
+    ``or_zero`` has a zero anywhere (the other two any value: what a START over the link can hold)."""
+    fits = _zero(mm, kt, nt) if or_zero else 0
     for a, b, c in shapes(config):
         fits = fits | ((mm == a) & (kt == b) & (nt == c))
     m.d.comb += Assume(fits)
 
 
+def _zero(mm, kt, nt):
+    """Any of the three sizes zero."""
+    return (mm == 0) | (kt == 0) | (nt == 0)
+
+
 class GemmControl(Harness):
     """GemmUnit, any host port activity and any start pulses (proven by induction), shapes as the host
-    checks them:
+    checks them or with a zero size (which the unit must refuse):
 
+    * ``shape_ok`` is low exactly when a size is zero; a start then is no start: ``busy`` rises only the
+      cycle after a start with ``shape_ok``, ``cycles`` stays unchanged while idle without one;
     * ``done`` only after a start; ``busy`` the cycle after a start; ``busy`` and ``done`` never both;
       ``done`` stays until the next start; ``busy`` ends only with ``done``;
     * while running, every counter stays in its range: the accumulator's row, reduction tile, output
@@ -66,16 +74,22 @@ class GemmControl(Harness):
         p = {name: probe[name] for name in ("running", "n_m", "n_kt", "n_nt", "s_row", "s_kt", "s_nt", "r_addr",
                                              "a_row", "a_kt", "a_nt", "a_addr", "a_more", "a_valid", "a_last",
                                              "w_addr", "w_left")}
-        launch = unit.start & ~unit.busy
-        with m.If(launch):
-            _assume_shape(m, c, unit.m, unit.kt, unit.nt)
+        zero = _zero(unit.m, unit.kt, unit.nt)
+        with m.If(unit.start & ~unit.busy):
+            _assume_shape(m, c, unit.m, unit.kt, unit.nt, or_zero=True)
+        launch = unit.start & ~unit.busy & ~zero
+        m.d.comb += Assert(unit.shape_ok == ~zero)
 
         # busy / done
         started, was_launch, was_busy, was_done = Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [was_launch.eq(launch), was_busy.eq(unit.busy), was_done.eq(unit.done)]
+        was_cycles = Signal.like(unit.cycles)
+        m.d.sync += [was_launch.eq(launch), was_busy.eq(unit.busy), was_done.eq(unit.done),
+                     was_cycles.eq(unit.cycles)]
         with m.If(launch):
             m.d.sync += started.eq(1)
         m.d.comb += [Assert(p["running"] == unit.busy), Assert(~(unit.busy & unit.done))]
+        with m.If(~was_busy & ~was_launch):
+            m.d.comb += [Assert(~unit.busy), Assert(unit.cycles == was_cycles)]
         with m.If(unit.done | unit.busy):
             m.d.comb += Assert(started)
         with m.If(was_launch):
@@ -128,6 +142,49 @@ class GemmControl(Harness):
 
         m.d.comb += Cover(unit.done & (n_nt == 2) & (n_kt == 2))
         m.d.comb += Cover(inflight == L)
+        m.d.comb += Cover(was_done & unit.done & unit.start & zero)     # a refused start after a GEMM
+
+
+class GemmBusyBound(Harness):
+    """GemmUnit, any start pulses with any shape the host checks or any with a zero size, any host port
+    activity (bounded): ``busy`` never lasts more than :meth:`bound` cycles in a row, the longest run
+    of the slowest shape (its predicted cycles less the start cycle), and a start with a zero size
+    leaves the unit idle. The liveness the finding of a zero-size GEMM that stayed busy forever broke,
+    as a bounded check: the catalogue's depth runs past the bound, so a unit that hangs fails it. The
+    harness names only the unit's ports that existed before the fix, so it runs on the old RTL too."""
+
+    def __init__(self, config: Config = SMALL):
+        super().__init__()
+        self.config = config
+
+    def bound(self) -> int:
+        c = self.config
+        return max(gemm_cycles(c, mm, kt * c.array_rows, nt * c.array_cols).total for mm, kt, nt in shapes(c)) - 1
+
+    def depth(self) -> int:
+        """The least BMC depth at which a unit busy from the first start would break the bound."""
+        return self.bound() + 3
+
+    def build(self, m):
+        c = self.config
+        m.submodules.dut = unit = GemmUnit(c)
+        for port in (unit.start, unit.m, unit.kt, unit.nt, unit.host_mem, unit.host_addr, unit.host_we,
+                     unit.host_wdata):
+            free(m, port)
+        zero = _zero(unit.m, unit.kt, unit.nt)
+        with m.If(unit.start & ~unit.busy):
+            _assume_shape(m, c, unit.m, unit.kt, unit.nt, or_zero=True)
+        bound = self.bound()
+        run = Signal(range(bound + 2))             # busy cycles in a row, this one included
+        was_run = Signal.like(run)
+        refused = Signal()
+        m.d.comb += run.eq(Mux(unit.busy, Mux(was_run == bound + 1, was_run, was_run + 1), 0))
+        m.d.sync += [was_run.eq(run), refused.eq(unit.start & ~unit.busy & zero)]
+        m.d.comb += Assert(run <= bound)
+        with m.If(refused):
+            m.d.comb += Assert(~unit.busy)
+        m.d.comb += Cover(run == bound)            # the bound is tight: the slowest shape reaches it
+        m.d.comb += Cover(refused & unit.done)     # a zero-size start after a finished GEMM
 
 
 class GemmCycles(Harness):

@@ -16,7 +16,7 @@ SMALL_PORT = HostPort(mem_count=3, addr_bits=4, wdata_bits=8, rdata_bits=8, reg_
 
 
 class LinkRxIdle(Harness):
-    """LinkReceiver, any line, any target ``busy``/``reply_done`` (proven by induction): after
+    """LinkReceiver, any line, any target ``busy``/``start_ok``/``reply_done`` (proven by induction): after
     ``(9 n + 2) + timeout + 2`` cycles of a high line it is no longer inside a frame (the sync byte hunt,
     or a checked request waiting for its reply): a frame cut short always ends, by its timeout.
 
@@ -40,7 +40,7 @@ class LinkRxIdle(Harness):
                            target=Target.GEMM, logits_mem=None)
         probe = Probe(rcv)
         m.submodules.dut = probe.fragment
-        for port in (rcv.rx, rcv.busy, rcv.reply_done, rcv.buf_addr):
+        for port in (rcv.rx, rcv.busy, rcv.start_ok, rcv.reply_done, rcv.buf_addr):
             free(m, port)
         idle, receiving = probe["idle"], probe["receiving"]
         u_state, u_bits, u_busy = probe["urx/fsm_state"], probe["urx/bits"], probe["urx/busy"]

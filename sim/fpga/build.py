@@ -49,14 +49,27 @@ from ..flows.decode import top_params
 from ..flows.gemm import plan_gemm
 from ..machine.cycles import decode_step_cycles
 
-__all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "FitError", "build", "decode_throughput",
-           "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
-           "synthesis_resources", "tool_environment"]
+__all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "FitError", "build", "decode_multipliers",
+           "decode_throughput", "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build",
+           "synthesis_cells", "synthesis_resources", "tool_environment"]
 
 #: nextpnr's placement seed: the same seed gives the same bitstream.
 DEFAULT_SEED = 1
 #: Multipliers outside the array: the weight feeder's tile count (nt * kt), measured on ECP5.
 FEEDER_MULTIPLIERS = 1
+#: Multipliers the fused residual add (``Config.fused_residual``, :class:`hdl.top.GemmPath`'s residual
+#: stage) adds per lane of a word: the residual and the GEMM's output each times their 15-bit scale
+#: (one each) and the sum's requantization (a 25-bit sum times a 15-bit multiplier: two). Measured on
+#: ECP5 (``synth_ecp5`` of GemmPath with and without the stage: +16 at 4 lanes, +32 at 8).
+RESIDUAL_MULTIPLIERS_PER_LANE = 4
+#: Multipliers each attention datapath beyond the first adds (``attention_heads_per_step`` P > 1:
+#: :class:`hdl.attention.AttentionUnit` builds its position stages P times, its finish stages once):
+#: the logit's scale (a 32-bit dot product times 15 bits: two) and the denominator's rescale (25 x 16
+#: bits: two), plus, per lane of a head (``head_dim``), the weighted sum's rescale (32 x 16 bits: two);
+#: the q.k and w.v products are adders (:func:`hdl.arith.fabric_product`). Measured on ECP5
+#: (``synth_ecp5`` of the unit: +8 a datapath at head_dim 2, at P = 2 and 3; +12 at head_dim 4).
+HEAD_MULTIPLIERS = 4
+HEAD_MULTIPLIERS_PER_DIM = 2
 #: The GEMM shape whose throughput a report states (clipped to the configuration).
 REPORT_GEMM = (8, 24, 20)
 
@@ -180,6 +193,7 @@ class BuildPlan:
     design: str = "gemm"      # "gemm": the GEMM engine; "decode": the decode accelerator
     top: dict | None = None   # decode: the top level's parameters (sim.flows.decode.top_params)
     clock_hz: float = 0.0     # the design's clock; 0: the board's oscillator (else a PLL makes it)
+    multiplier_parts: dict | None = None   # decode: multipliers by part (decode_multipliers)
 
     @property
     def clock(self) -> float:
@@ -192,7 +206,8 @@ class BuildPlan:
             "board": b.name, "device": b.device, "clock_mhz": self.clock / 1e6,
             "oscillator_mhz": b.clock_hz / 1e6, "pll": self.clock != b.clock_hz, "baud": self.baud,
             "clocks_per_bit": self.clocks_per_bit, "config": self.config.as_dict(),
-            "multipliers": {"need": self.multipliers, "have": b.multipliers, "kind": b.multiplier_name},
+            "multipliers": {"need": self.multipliers, "have": b.multipliers, "kind": b.multiplier_name,
+                            **({"parts": self.multiplier_parts} if self.multiplier_parts else {})},
             "bram": {"need_blocks": self.bram_blocks, "have_blocks": b.bram_blocks, "kind": b.bram_name,
                      "need_bytes": self.bram_blocks * b.bram_block_bits // 8,
                      "have_bytes": b.bram_blocks * b.bram_block_bits // 8, "memories": self.memories},
@@ -262,16 +277,32 @@ def _refuse_overflow(plan: BuildPlan, multipliers_who: str, multipliers_why: str
                        f"({b.bram_blocks * kb:g} KiB): {plan.bram_blocks - b.bram_blocks} over")
 
 
+def decode_multipliers(config, *, lanes: int, head_dim: int, max_heads: int) -> dict[str, int]:
+    """The decode accelerator's counted multipliers by part (the one count :func:`plan_decode_build`
+    uses): ``array`` one per processing element; ``fused residual`` :data:`RESIDUAL_MULTIPLIERS_PER_LANE`
+    per lane with ``fused_residual`` (else 0); ``attention heads`` (P - 1) x (:data:`HEAD_MULTIPLIERS` +
+    :data:`HEAD_MULTIPLIERS_PER_DIM` x ``head_dim``) for P = ``attention_heads_per_step`` (capped at
+    ``max_heads``, as :class:`hdl.top.DecodeTop` builds the unit; 0 at P = 1)."""
+    c = config
+    heads = min(c.attention_heads_per_step, max_heads)
+    return {
+        "array": c.array_rows * c.array_cols,
+        "fused residual": RESIDUAL_MULTIPLIERS_PER_LANE * lanes if c.fused_residual else 0,
+        "attention heads": (heads - 1) * (HEAD_MULTIPLIERS + HEAD_MULTIPLIERS_PER_DIM * head_dim),
+    }
+
+
 def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: int = 256,
                       clock_hz: float | None = None) -> BuildPlan:
     """Check that the decode accelerator running ``compiled`` (a :class:`sim.machine.compiler.Compiled`)
     can fit ``board`` before any tool runs; FitError names the resource and the overflow.
 
     A lower bound, exact where it is counted: block RAMs of the top level's memories (program,
-    weights, parameters, scratchpad, logits, K and V caches, trace, activation tables, the link's buffer) and one
-    multiplier per processing element. The units' own multipliers (requantization, norms,
-    attention) are known after synthesis: :func:`build` reads Yosys' count and refuses an overflow
-    before place-and-route.
+    weights, parameters, scratchpad, logits, K and V caches, trace, activation tables, the link's buffer) and
+    the multipliers of :func:`decode_multipliers` (one per processing element, and those the fused residual
+    and attention datapaths beyond the first add). The units' other multipliers (requantization, norms,
+    one attention datapath) are known after synthesis: :func:`build` reads Yosys' count and refuses an
+    overflow before place-and-route.
     """
     b = _board(board)
     c = compiled.config
@@ -290,11 +321,16 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
     }
     memories = _memory_plan(b, shapes)
     clock = _design_clock(b, clock_hz)
+    parts = decode_multipliers(c, lanes=V, head_dim=HD, max_heads=top.max_heads)
     plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=clocks_per_bit(clock, baud), clock_hz=clock,
-                     max_payload=max_payload, multipliers=c.array_rows * c.array_cols, memories=memories,
+                     max_payload=max_payload, multipliers=sum(parts.values()), memories=memories,
                      bram_blocks=sum(m["blocks"] for m in memories.values()), register_bits=0, design="decode",
-                     top=params)
-    _refuse_overflow(plan, f"the {c.array_rows}x{c.array_cols} array alone needs", "",
+                     top=params, multiplier_parts=parts)
+    extra = [f"{n} for the {name}" for name, n in parts.items() if name != "array" and n]
+    _refuse_overflow(plan, f"the {c.array_rows}x{c.array_cols} array alone needs" if not extra else
+                     "the decode accelerator needs at least",
+                     f" ({parts['array']} for the {c.array_rows}x{c.array_cols} array, {', '.join(extra)})"
+                     if extra else "",
                      "the decode accelerator for this model needs at least")
     return plan
 

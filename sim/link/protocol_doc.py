@@ -87,7 +87,8 @@ def protocol_markdown() -> str:
         "| target | code | memories | registers |",
         "|---|---|---|---|",
         f"| GEMM (`LinkedGemm`) | {Target.GEMM.value} | 0 weights, 1 activations, 2 results (reads return result "
-        "words whatever the memory) | 0 m, 1 kt, 2 nt |",
+        "words whatever the memory) | 0 m, 1 kt, 2 nt (START refused with ERR_ARGUMENT while one is zero in the "
+        "unit's port width) |",
         f"| decode (`LinkedDecode`) | {Target.DECODE.value} | `hdl.top.TopMem`: {_top_memories()} (reads: "
         f"scratch, logits, trace, params) | {', '.join(f'{i} {n}' for i, n in enumerate(DECODE_REGS))} |",
         "",
@@ -99,7 +100,8 @@ def protocol_markdown() -> str:
         "",
         "The host port behind the bridge (`HostPort` in `hdl/link.py`) is the interface every target",
         "presents: memory select, word address, write strobe and data, read data one cycle after the",
-        "address, `start`, `busy`, `done`, a 48-bit cycle counter and the parameter registers.",
+        "address, `start`, `start_ok` (the target can run what the registers hold; START is refused",
+        "with ERR_ARGUMENT while it is low), `busy`, `done`, a 48-bit cycle counter and the parameter registers.",
         "",
         "## Timing",
         "",

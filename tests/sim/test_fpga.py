@@ -285,3 +285,72 @@ def test_build_phase_reads_the_tools_logs(tmp_path):
                    + "Info:     436000 |   136024     293351 |  399   600 |       267|      88.87    2515.98|\n"
                    + "Info:     437000 |   136391     293982 |  367   631 |       165|      49.03    2565.00|\n")
     assert build_phase(tmp_path) == "routing, 165 arcs left"
+
+
+def test_decode_plan_counts_the_fused_residual_and_the_extra_attention_datapaths():
+    """fused_residual adds 4 multipliers a lane (GemmPath's residual stage); each attention datapath
+    beyond the first (attention_heads_per_step P > 1, capped at the model's heads a call) adds
+    4 + 2 * head_dim. The tiny Llama (head_dim 8, 4 heads a call) on the 4x4 design (4 lanes)."""
+    from sim.fpga.build import decode_multipliers, plan_decode_build
+    from sim.machine.compiler import compile_model
+    from tests.sim.tiny_models import SMALL, TINY, tiny
+
+    model = tiny("llama-gqa").model
+
+    def plan(board="ulx3s-85f", **settings):
+        return plan_decode_build(board, compile_model(model, replace(SMALL, **settings)))
+
+    assert TINY["llama-gqa"].head_dim == 8
+    off = plan()
+    assert off.multipliers == 16 and off.multiplier_parts == {"array": 16, "fused residual": 0, "attention heads": 0}
+    assert off.as_dict()["multipliers"]["parts"] == off.multiplier_parts
+    assert plan(fused_residual=True).multipliers - off.multipliers == 4 * 4
+    assert plan(attention_heads_per_step=2).multipliers - off.multipliers == 4 + 2 * 8
+    assert plan(attention_heads_per_step=4).multipliers - off.multipliers == 3 * (4 + 2 * 8)
+    assert plan(attention_heads_per_step=8).multipliers == plan(attention_heads_per_step=4).multipliers  # capped
+    both = plan(fused_residual=True, attention_heads_per_step=2)
+    assert both.multiplier_parts == {"array": 16, "fused residual": 16, "attention heads": 20}
+    assert both.multipliers == 52
+    assert decode_multipliers(replace(SMALL, fused_residual=True, attention_heads_per_step=3), lanes=8, head_dim=64,
+                              max_heads=16) == {"array": 16, "fused residual": 32, "attention heads": 2 * (4 + 128)}
+    # An overflow names every counted part.
+    with pytest.raises(FitError, match=r"^multipliers: the decode accelerator needs at least 52 SB_MAC16 \(16 for the "
+                                       r"4x4 array, 16 for the fused residual, 20 for the attention heads\), the "
+                                       r"iCE40UP5K has 8 \(44 over\)$"):
+        plan("icebreaker", fused_residual=True, attention_heads_per_step=2)
+    with pytest.raises(FitError, match=r"^multipliers: the 4x4 array alone needs 16 SB_MAC16, the iCE40UP5K has 8 "):
+        plan("icebreaker")
+
+
+def _ecp5_multipliers(design) -> int:
+    """MULT18X18D of ``design`` after Yosys' synth_ecp5 (the options and script step the builds use)."""
+    import tempfile
+
+    from amaranth.back import rtlil
+
+    from sim.fpga.build import SCRIPT_AFTER_READ, synthesis_cells
+
+    yosys = tool_environment(BOARDS["ulx3s-85f"])["YOSYS"]
+    with tempfile.TemporaryDirectory(prefix="lockstep-test-synth-") as work:
+        Path(work, "top.il").write_text(rtlil.convert(design, name="top", emit_src=False))
+        Path(work, "top.ys").write_text(f"read_rtlil top.il\n{SCRIPT_AFTER_READ}\nsynth_ecp5 -top top\n")
+        subprocess.run([yosys, "-q", "-l", "top.log", "top.ys"], cwd=work, check=True, capture_output=True,
+                       timeout=1800)
+        return synthesis_cells(Path(work, "top.log").read_text()).get("MULT18X18D", 0)
+
+
+@pytest.mark.slow
+def test_the_counted_multipliers_are_what_synthesis_adds():
+    """decode_multipliers' per-feature counts against synth_ecp5 of the blocks with and without the
+    feature: GemmPath's residual stage at 4 lanes, the attention unit's second datapath at head_dim 2."""
+    from hdl.attention import AttentionUnit
+    from hdl.top import GemmPath
+    from sim.fpga.build import decode_multipliers
+
+    config = replace(PRESETS["4x4"], fused_residual=True, attention_heads_per_step=2)
+    parts = decode_multipliers(config, lanes=4, head_dim=2, max_heads=2)
+    residual = (_ecp5_multipliers(GemmPath(lanes=4, weight_words=64, residual=True))
+                - _ecp5_multipliers(GemmPath(lanes=4, weight_words=64)))
+    heads = (_ecp5_multipliers(AttentionUnit(head_dim=2, max_context=8, max_heads=2, heads_per_step=2))
+             - _ecp5_multipliers(AttentionUnit(head_dim=2, max_context=8, max_heads=2)))
+    assert (residual, heads) == (parts["fused residual"], parts["attention heads"]) == (16, 8)

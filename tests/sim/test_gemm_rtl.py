@@ -189,3 +189,60 @@ def test_a_bad_weight_rows_per_cycle_is_one_line(settings, message):
     out = subprocess.run([LOCKSTEP, "gemm", "-m", "1", "-k", "4", "-n", "4", *args],
                          capture_output=True, text=True, timeout=120)
     assert (out.returncode, out.stdout, out.stderr) == (1, "", f"lockstep: error: {message}\n")
+
+
+def test_a_zero_size_start_is_refused_and_the_unit_stays_idle():
+    """m, kt or nt = 0: ``shape_ok`` is low and a start is no start (the unit used to stay busy
+    forever); before and after a real GEMM, which still runs to the cycle model's count."""
+    from amaranth.sim import Simulator
+
+    from hdl.config import PRESETS
+    from hdl.gemm import GemmUnit
+    from sim.machine.cycles import gemm_cycles
+
+    config = PRESETS["4x4"]
+    unit = GemmUnit(config)
+    predicted = gemm_cycles(config, 1, config.array_rows, config.array_cols).total
+    seen = []
+
+    async def start(ctx, m, kt, nt):
+        ctx.set(unit.m, m)
+        ctx.set(unit.kt, kt)
+        ctx.set(unit.nt, nt)
+        ctx.set(unit.start, 1)
+        shape_ok = ctx.get(unit.shape_ok)
+        await ctx.tick()
+        ctx.set(unit.start, 0)
+        return shape_ok
+
+    async def idle_for(ctx, cycles):
+        """(busy ever, done, cycles) over ``cycles`` clock cycles."""
+        busy = 0
+        for _ in range(cycles):
+            busy |= ctx.get(unit.busy)
+            await ctx.tick()
+        return busy, ctx.get(unit.done), ctx.get(unit.cycles)
+
+    async def bench(ctx):
+        for shape in ((0, 1, 1), (1, 0, 1), (1, 1, 0), (0, 0, 0)):
+            assert await start(ctx, *shape) == 0, shape
+            seen.append((shape, await idle_for(ctx, 3 * predicted)))
+        assert await start(ctx, 1, 1, 1) == 1
+        assert ctx.get(unit.busy)
+        ticks = 1
+        while not ctx.get(unit.done):
+            assert ticks <= predicted
+            await ctx.tick()
+            ticks += 1
+        seen.append(("gemm", ticks, ctx.get(unit.cycles)))
+        assert await start(ctx, 2, 0, 3) == 0
+        seen.append(("after", await idle_for(ctx, 3 * predicted)))
+        assert await start(ctx, 1, 1, 1) == 1
+        seen.append(("again", ctx.get(unit.busy), ctx.get(unit.done)))
+
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    zero = [(shape, (0, 0, 0)) for shape in ((0, 1, 1), (1, 0, 1), (1, 1, 0), (0, 0, 0))]
+    assert seen == [*zero, ("gemm", predicted, predicted), ("after", (0, 1, predicted)), ("again", 1, 0)]

@@ -99,6 +99,20 @@ def corrupted_steps():
         (frame(Command.START), "ERR_BUSY"),
         (frame(Command.WRITE_MEM, write_mem_payload(0, 0, [1], wbytes)), "ERR_BUSY"),
         ({"wait_done": 1}, None),
+        # A zero size (also one that is zero in the unit's port width) is refused, not started: the
+        # unit used to stay busy forever. The GEMM after them still runs.
+        (frame(Command.WRITE_REG, write_reg_payload(0, 0)), "OK"),
+        (frame(Command.START), "ERR_ARGUMENT"),
+        (good_status, "OK"),
+        (frame(Command.WRITE_REG, write_reg_payload(0, 1 << CONFIG.max_m.bit_length())), "OK"),
+        (frame(Command.START), "ERR_ARGUMENT"),
+        (frame(Command.WRITE_REG, write_reg_payload(0, 1)), "OK"),
+        (frame(Command.WRITE_REG, write_reg_payload(1, 0)), "OK"),
+        (frame(Command.START), "ERR_ARGUMENT"),
+        (frame(Command.WRITE_REG, write_reg_payload(1, 1)), "OK"),
+        (frame(Command.WRITE_REG, write_reg_payload(2, 0)), "OK"),
+        (frame(Command.START), "ERR_ARGUMENT"),
+        (good_status, "OK"),
         # The next good frames work: a whole GEMM, then a corrupted WRITE_MEM that must write
         # nothing (the re-run's results still match), then a rerun read back by raw frames.
         ({"gemm": gemm}, None),
@@ -130,6 +144,11 @@ def test_corrupted_frames_are_rejected_and_the_next_good_frame_works(simulator):
     assert first == bytes(4)
     assert last[1] == Status.ERR_CRC.value and int.from_bytes(last[2:4], "little") == rejected
     assert last[0] & 2  # done
+    # After a refused zero-size START: idle, still done (the long GEMM's), the last error named.
+    status_step = {"frame": encode_request(Command.STATUS).hex()}
+    for i in (steps.index(status_step, steps.index({"wait_done": 1})), steps.index({"gemm": gemm}) - 1):
+        status = bytes.fromhex(replies[i]["payload"])
+        assert status[0] == 2 and status[1] == Status.ERR_ARGUMENT.value, (i, status.hex())
     # The GEMM after all the bad frames, and its re-run after the corrupted write: both exact.
     check_gemm(gemm, replies[steps.index({"gemm": gemm})])
     raw = bytes.fromhex(replies[-2]["payload"])
