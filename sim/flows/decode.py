@@ -171,12 +171,16 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
 
 
 def check_job(job: DecodeJob) -> DecodeJob:
-    """What the keys alone do not say (:data:`JOBS` says which keys there are): ``steps`` or ``prompt``,
-    exactly one, and ``new_tokens`` with ``prompt``."""
-    if ("steps" in job) == ("prompt" in job):
-        raise InputError("decode_top job needs either 'steps' or 'prompt'")
+    """What the keys alone do not say (:data:`JOBS` says which keys there are): ``steps``, ``prompt`` or
+    ``passes``, exactly one, ``new_tokens`` with ``prompt``, and ``row_stride`` and ``logits_stride``
+    with ``passes``."""
+    if sum(k in job for k in ("steps", "prompt", "passes")) != 1:
+        raise InputError("decode_top job needs exactly one of 'steps', 'prompt' and 'passes'")
     if ("prompt" in job) != ("new_tokens" in job):
         raise InputError("decode_top job needs 'new_tokens' with 'prompt', and only with it")
+    for key in ("row_stride", "logits_stride"):
+        if ("passes" in job) != (key in job):
+            raise InputError(f"decode_top job needs {key!r} with 'passes', and only with it")
     return job
 
 

@@ -334,7 +334,7 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # activation, one entry a host-port cycle; an ACTIVATION instruction names its table by index).
 
 __all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "GEMM_OVERLAP", "GEMM_RESIDUAL", "GEMM_WRITEBACK", "SEQ_ISSUE",
-            "UNITS", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "unit_of"]
+            "UNITS", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "pass_cycles", "unit_of"]
 
 SEQ_ISSUE = 1
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
@@ -506,21 +506,24 @@ class DecodeCycles:
 
 def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 0, n_kv_heads: int = 0,
               head_dim: int = 0, position: int = 0, weight_bytes_per_cycle: float | None = None,
-              residual: bool = False) -> OpCycles:
+              residual: bool = False, m: int = 1) -> OpCycles:
     """Predicted cycles of one instruction of the integer program (``op`` a primitive name).
 
     ``width`` is the op's output width (N of a GEMM), ``in_width`` its input width (K of a GEMM,
     the length of a vector op), ``position`` the KV position of the step (attention runs over
-    ``position + 1`` rows), ``residual`` a GEMM with its residual add fused (:data:`GEMM_RESIDUAL`).
+    ``position + 1`` rows), ``residual`` a GEMM with its residual add fused (:data:`GEMM_RESIDUAL`),
+    ``m`` a GEMM's activation rows (the rows of a pass: :func:`pass_cycles`; the other ops run once
+    per row and are priced one row at a time).
     """
     lanes = config.vector_lanes
     row_words = ceil_div(head_dim, lanes)
     if op == "gemm":
-        g = gemm_cycles(config, 1, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
+        g = gemm_cycles(config, m, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
         extra = GEMM_RESIDUAL if residual else 0
-        return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK + extra, macs=in_width * width,
-                        weight_bytes=in_width * width, tiles=gemm_tiles(config, in_width, width),
-                        unit_min=gemm_lower_bound(config, 1, in_width, width,
+        return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK + extra,
+                        macs=m * in_width * width, weight_bytes=in_width * width,
+                        tiles=gemm_tiles(config, in_width, width),
+                        unit_min=gemm_lower_bound(config, m, in_width, width,
                                                   weight_bytes_per_cycle=weight_bytes_per_cycle))
     if op == "embed":
         words = ceil_div(width, config.array_cols)
@@ -568,6 +571,43 @@ def decode_step_cycles(ops, model_config, config, *, position: int,
                       n_kv_heads=model_config.n_kv_heads, head_dim=model_config.head_dim, position=position,
                       weight_bytes_per_cycle=weight_bytes_per_cycle, residual=g.residual is not None)
         out.append(replace(c, output=g.output, macs=g.macs, weight_bytes=g.macs))
+    port = config.weight_port_bytes
+    wbpc = float(weight_bytes_per_cycle or port)
+    return DecodeCycles(tuple(out), config.array_rows, config.array_cols, min(wbpc, port))
+
+
+def pass_cycles(ops, model_config, config, *, positions, weight_bytes_per_cycle: float | None = None,
+                gemm_shapes: dict | None = None) -> DecodeCycles:
+    """Predicted cycles of one pass of M = ``len(positions)`` rows (row r at ``positions[r]``) through
+    :class:`hdl.top.DecodeTop`: one :class:`OpCycles` per instruction, its cycles over all rows.
+
+    * GEMM: one instruction streams the M rows through every weight tile (the tile loads once, then
+      M activation rows): ``SEQ_ISSUE + gemm_cycles(M, K, N) - GEMM_OVERLAP + GEMM_WRITEBACK`` (+
+      ``GEMM_RESIDUAL``), with ``gemm_cycles``' ``(T - 1) * max(R / G, M) + M``: each row's final
+      sum of an output tile is written from the output stage the cycle after it, the last one
+      GEMM_WRITEBACK after the array's last sum, as at M = 1.
+    * Every other instruction runs once per row, rows in order, each row re-issued (its own
+      SEQ_ISSUE decode) at the row's position: the sum over the rows of :func:`op_cycles` at
+      ``positions[r]``.
+
+    ``pass_cycles(..., positions=[p])`` is ``decode_step_cycles(..., position=p)``."""
+    positions = tuple(positions)
+    if not 1 <= len(positions) <= config.max_m:
+        raise InputError(f"a pass has 1 to max_m ({config.max_m}) rows, not {len(positions)}")
+    m = len(positions)
+    out = []
+    for g in instruction_groups(ops, config, gemm_shapes=gemm_shapes):
+        def one(position, rows=1, g=g):
+            return op_cycles(g.op, config, width=g.width, in_width=g.in_width, n_heads=model_config.n_heads,
+                             n_kv_heads=model_config.n_kv_heads, head_dim=model_config.head_dim, position=position,
+                             weight_bytes_per_cycle=weight_bytes_per_cycle, residual=g.residual is not None,
+                             m=rows)
+        if g.op == "gemm":
+            c = one(positions[0], m)
+        else:
+            rows = [one(p) for p in positions]
+            c = replace(rows[0], cycles=sum(r.cycles for r in rows), unit_min=sum(r.unit_min for r in rows))
+        out.append(replace(c, output=g.output, macs=m * g.macs, weight_bytes=g.macs))
     port = config.weight_port_bytes
     wbpc = float(weight_bytes_per_cycle or port)
     return DecodeCycles(tuple(out), config.array_rows, config.array_cols, min(wbpc, port))
