@@ -265,13 +265,14 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
         await bus.settle()
         out = {"rows": rows, "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds,
                "cpu_seconds": cpu_seconds, "next_token": bus.get("next_token")}
+        await bus.tick()
         tokens = []
-        for r in range(len(rows)):
+        for r in range(len(rows)):          # a row a cycle (no write in the read-only phase after settle)
             bus.set("row_addr", r)
             await bus.settle()
             tokens.append(bus.get("row_next_token"))
+            await bus.tick()
         out["tokens"] = tokens
-        await bus.tick()
         await read_after(out)
         return out
 
