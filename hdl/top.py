@@ -39,6 +39,15 @@ cycles of every instruction of the step except ``HALT``; instruction ``i`` took 
 cycles, counted from its decode to its last cycle, both included, and started in cycle
 ``start[i]`` of the step (the sum of the instructions' cycles before it).
 
+Passes: with ``rows`` = M >= 1 at ``start`` the program runs over rows 0 .. M - 1 of the row table
+(``row_we`` writes ``row_token``, ``row_position``, ``row_kv_base`` to row ``row_addr`` while idle;
+``row_next_token`` shows row ``row_addr``'s argmax token): GEMM streams the M rows through each weight
+tile in one instruction, every other instruction runs once per row, row r's scratchpad addresses
+offset by ``r * row_stride``, its logits by ``r * logits_stride`` (elements, sampled with ``start``),
+its KV rows by its ``kv_base``. ``rows`` = 0 is one row from the ``token`` and ``position`` ports at
+kv_base 0, the single step above. ``next_token`` is the last row's token; ``trace[i]`` and
+``cycles`` count all rows (docs/top.md, "Passes").
+
 Host port: ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of memory
 ``host_mem`` (PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or
 ACT_TABLES: its activation tables, one int8 entry a word at ``table * 256 + x + 128``);
