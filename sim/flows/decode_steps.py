@@ -148,8 +148,10 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
     (clock edges from the start edge to done), "seconds" (wall), "cpu_seconds" (the process's CPU
     time), "trace"? (each instruction's cycles), "starts"? (each one's start cycle in the step),
     "scratch"?, "logits"?}],
-    "load_seconds", "load_words"}``. Raises WatchdogError when ``done`` does not rise within a step's
-    budget.
+    "load_seconds", "load_words"}``; a job with ``passes`` returns ``"steps": []`` and ``"passes": [{"rows"
+    (as in the job: token, position, kv_base), "tokens" (each row's argmax token), "next_token", "cycles",
+    "edges", "seconds", "cpu_seconds", "trace"?, "starts"? (per instruction, over all rows), "scratch"?,
+    "logits"?}]``. Raises WatchdogError when ``done`` does not rise within a step's (a pass's) budget.
     """
     mems = job["memories"]
     V = job["params"]["config"]["vector_lanes"]
