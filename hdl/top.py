@@ -318,7 +318,9 @@ class DecodeTop(wiring.Component):
 
         # --- default port settings ---------------------------------------------------------------
         # The program memory is read one instruction ahead (issue is pipelined): address 0 while idle,
-        # pc + 1 in an instruction's last cycle, so the next instruction is decoded in the cycle after it.
+        # pc + 1 in an instruction's last cycle (of its last row: before, pc again, its next row's DECODE),
+        # so the next instruction is decoded in the cycle after it. ``rows`` above max_m is the host's to
+        # refuse (sim.machine.passes.check_pass).
         m.d.comb += [prog_r.addr.eq(Mux(state == _S.IDLE, 0, Mux(done_ins, pc + 1, pc))), prog_r.en.eq(1),
                      wm.ren.eq(1), p1.en.eq(1), p2.en.eq(1),
                      sa.en.eq(1), sb.en.eq(1), l_r.en.eq(1), k_r.en.eq(1), v_r.en.eq(1), q_r.en.eq(1),
