@@ -92,10 +92,13 @@ def test_one_row_pass_is_the_decode_step(name):
 def test_a_pass_that_does_not_fit_is_refused_before_simulation():
     compiled = tiny_passes("llama-gqa")
     params = top_params(compiled, **SMALL_SHARED)
-    with pytest.raises(InputError, match=r"^a pass has 1 to max_m \(8\) rows, not 9$"):
-        pass_cycles(compiled.program, compiled.model.config, compiled.config, positions=range(9))
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"^a pass must have 1 to 8 rows \(the design's max_m bounds it\), not 9$"):
         decode_job(compiled, params, passes=[[(1, p, 0) for p in range(9)]])
+    with pytest.raises(InputError, match=r"^pass row 1: slot 0's rows must be at consecutive increasing positions, "
+                                         r"not 0 then 2$"):
+        decode_job(compiled, params, passes=[[(1, 0, 0)], [(1, 0, 0), (1, 2, 0)]])
+    with pytest.raises(InputError, match=r"^a waveform window goes with steps or a prompt, not with passes$"):
+        decode_job(compiled, params, passes=[[(1, 0, 0)]], waves_window={"cycles": [0, 10]})
 
 
 # --- Verilator ----------------------------------------------------------------------------------------
