@@ -124,6 +124,32 @@ def test_a_prefill_pass_and_a_batched_pass_on_icarus():
     run_passes("icarus", compiled, [[(3, 0, 0), (7, 1, 0)], [(5, 2, 0), (9, 0, 1)]], state=False)
 
 
-def test_a_prefill_pass_on_amaranth():
+def test_a_prefill_and_batched_pass_on_amaranth():
     compiled = tiny_passes("llama-gqa")
-    run_passes("amaranth", compiled, [[(3, 0, 0), (7, 1, 0)]], state=False)
+    run_passes("amaranth", compiled, [[(3, 0, 0), (7, 1, 0), (5, 0, 1)]], state=False)
+
+
+# --- the demo model ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("design", ["demo-narrow", "demo"])
+def test_the_demo_prompt_as_one_prefill_pass_on_verilator(design):
+    """The README's 15-token prompt in one pass of 15 rows, then a batched pass of 10 rows from all 8
+    slots; the prompt's last row gives the integer model's first generated token."""
+    from golden.checkpoint import load_demo_model
+    from golden.int_model import generate_int
+    from golden.quantize import quantize_checkpoint
+    from hdl.config import PRESETS
+    from sim.machine.compiler import compile_model
+
+    checkpoint = load_demo_model()
+    compiled = compile_model(quantize_checkpoint(checkpoint), PRESETS[design])
+    prompt = checkpoint.tokenizer.encode("The old miller ")
+    assert len(prompt) == 15 and compiled.kv_slots == 8
+    passes = [[(t, p, 0) for p, t in enumerate(prompt)],
+              [(7, 15, 0)] + [(s, 0, s) for s in range(1, 8)] + [(5, 1, 7), (6, 2, 7)]]
+    params = top_params(compiled)
+    job = decode_job(compiled, params, passes=passes, trace=True)
+    result = run("verilator", "decode_top", params, "decode_top", job)
+    check_passes(compiled, result, passes)
+    assert result["passes"][0]["tokens"][-1] == generate_int(compiled.model, prompt, 1)[0]
