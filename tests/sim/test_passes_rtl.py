@@ -10,6 +10,7 @@ import pytest
 
 from golden.errors import InputError
 from golden.numerics import ceil_div
+from sim.engine.bus import WatchdogError
 from sim.engine.runner import run
 from sim.flows.decode import decode_job, top_params
 from sim.machine.cycles import decode_step_cycles, pass_cycles
@@ -127,6 +128,17 @@ def test_a_prefill_pass_and_a_batched_pass_on_icarus():
 def test_a_prefill_and_batched_pass_on_amaranth():
     compiled = tiny_passes("llama-gqa")
     run_passes("amaranth", compiled, [[(3, 0, 0), (7, 1, 0), (5, 0, 1)]], state=False)
+
+
+def test_a_pass_that_overruns_its_budget_stops_with_a_watchdog_error():
+    compiled = tiny_passes("llama-gqa")
+    params = top_params(compiled, **SMALL_SHARED)
+    job = decode_job(compiled, params, passes=[[(3, 0, 0), (7, 1, 0)]])
+    assert job["pass_predicted"] == [pass_cycles(compiled.program, compiled.model.config, compiled.config,
+                                                 positions=[0, 1]).total]
+    job["pass_predicted"] = [10]                 # a budget of 2 x 10 + 256 cycles
+    with pytest.raises(WatchdogError, match=r"^pass 0 of 2 rows did not finish within 276 cycles \(predicted 10\)$"):
+        run("amaranth", "decode_top", params, "decode_top", job)
 
 
 # --- the demo model ---------------------------------------------------------------------------------------
