@@ -39,6 +39,15 @@ cycles of every instruction of the step except ``HALT``; instruction ``i`` took 
 cycles, counted from its decode to its last cycle, both included, and started in cycle
 ``start[i]`` of the step (the sum of the instructions' cycles before it).
 
+Passes: with ``rows`` = M >= 1 at ``start`` the program runs over rows 0 .. M - 1 of the row table
+(``row_we`` writes ``row_token``, ``row_position``, ``row_kv_base`` to row ``row_addr`` while idle;
+``row_next_token`` shows row ``row_addr``'s argmax token): GEMM streams the M rows through each weight
+tile in one instruction, every other instruction runs once per row, row r's scratchpad addresses
+offset by ``r * row_stride``, its logits by ``r * logits_stride`` (elements, sampled with ``start``),
+its KV rows by its ``kv_base``. ``rows`` = 0 is one row from the ``token`` and ``position`` ports at
+kv_base 0, the single step above. ``next_token`` is the last row's token; ``trace[i]`` and
+``cycles`` count all rows (docs/top.md, "Passes").
+
 Host port: ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of memory
 ``host_mem`` (PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or
 ACT_TABLES: its activation tables, one int8 entry a word at ``table * 256 + x + 128``);
@@ -46,7 +55,7 @@ ACT_TABLES: its activation tables, one int8 entry a word at ``table * 256 + x + 
 address. Meant for idle time.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -177,6 +186,15 @@ class DecodeTop(wiring.Component):
             "position": In(range(c.max_context)),
             "n_kv_heads": In(range(max_heads + 1)),
             "group": In(range(max_heads + 1)),
+            "rows": In(range(c.max_m + 1)),
+            "row_stride": In(range(c.scratch_bytes + 1)),
+            "logits_stride": In(range(c.logits_words + 1)),
+            "row_we": In(1),
+            "row_addr": In(range(max(2, c.max_m))),
+            "row_token": In(16),
+            "row_position": In(range(c.max_context)),
+            "row_kv_base": In(range(self.kv_rows + 1)),
+            "row_next_token": Out(16),
             "busy": Out(1),
             "done": Out(1),
             "next_token": Out(16),
@@ -199,6 +217,12 @@ class DecodeTop(wiring.Component):
     def _bank_bits(self) -> int:
         """log2 of the weight banks (G, a power of two: it divides V)."""
         return self.config.weight_rows_per_cycle.bit_length() - 1
+
+    @property
+    def addr_bits(self) -> int:
+        """Width of a scratchpad or logits word address inside the top level: wide enough for row
+        ``max_m - 1``'s offsets (the instruction fields stay 16-bit element addresses of row 0)."""
+        return max(16, max(self.scratch_depth, self.logits_depth).bit_length() + 1)
 
     @property
     def param_depth(self) -> int:
@@ -264,12 +288,28 @@ class DecodeTop(wiring.Component):
         raw = data.View(instruction_layout(), prog_r.data)
         tok = Signal(16)
         pos = Signal(range(CTX))
+        AB = self.addr_bits
+        MM = max(2, c.max_m)
+        kvb = Signal(range(self.kv_rows + 1))   # the row's kv_base
+        n_rows = Signal(range(c.max_m + 1))     # rows of the pass (M)
+        cur = Signal(range(MM))                 # the row the running instruction runs for
+        stride = Signal(AB)                     # row_stride in scratchpad words
+        lstride = Signal(AB)                    # logits_stride in logits words
+        r_off = Signal(AB)                      # row * stride
+        l_off = Signal(AB)                      # row * lstride
+        # The row table (token, position, kv_base of each row), written by the host while idle, and
+        # each row's argmax token.
+        tbl_tok = Array(Signal(16, name=f"row_tok{i}") for i in range(c.max_m))
+        tbl_pos = Array(Signal(range(CTX), name=f"row_pos{i}") for i in range(c.max_m))
+        tbl_kvb = Array(Signal(range(self.kv_rows + 1), name=f"row_kvb{i}") for i in range(c.max_m))
+        next_toks = Array(Signal(16, name=f"row_next{i}") for i in range(c.max_m))
         n_kv = Signal.like(self.n_kv_heads)
         group = Signal.like(self.group)
         n_heads = Signal(range(self.max_heads * self.max_heads + 1))
         ins_cyc = Signal(32)
         step_cyc = Signal(c.cycle_counter_bits)
-        fin = Signal()                   # the running instruction's last cycle
+        fin = Signal()                   # the running instruction's (row's) last cycle
+        done_ins = Signal()              # ... and of its last row: the next instruction follows
         running = Signal()
         m.d.comb += [running.eq(state != _S.IDLE), self.busy.eq(running), self.cycles.eq(step_cyc)]
 
@@ -278,31 +318,57 @@ class DecodeTop(wiring.Component):
 
         # --- default port settings ---------------------------------------------------------------
         # The program memory is read one instruction ahead (issue is pipelined): address 0 while idle,
-        # pc + 1 in an instruction's last cycle, so the next instruction is decoded in the cycle after it.
-        m.d.comb += [prog_r.addr.eq(Mux(state == _S.IDLE, 0, Mux(fin, pc + 1, pc))), prog_r.en.eq(1),
+        # pc + 1 in an instruction's last cycle (of its last row: before, pc again, its next row's DECODE),
+        # so the next instruction is decoded in the cycle after it. ``rows`` above max_m is the host's to
+        # refuse (sim.machine.passes.check_pass).
+        m.d.comb += [prog_r.addr.eq(Mux(state == _S.IDLE, 0, Mux(done_ins, pc + 1, pc))), prog_r.en.eq(1),
                      wm.ren.eq(1), p1.en.eq(1), p2.en.eq(1),
                      sa.en.eq(1), sb.en.eq(1), l_r.en.eq(1), k_r.en.eq(1), v_r.en.eq(1), q_r.en.eq(1),
                      o_r.en.eq(1), vec.out.ready.eq(1), att.out.ready.eq(1)]
 
         self._host_port(m, mp, vec, running)
 
+        # --- the row table -------------------------------------------------------------------
+        with m.If(self.row_we & ~running):
+            m.d.sync += [tbl_tok[self.row_addr].eq(self.row_token), tbl_pos[self.row_addr].eq(self.row_position),
+                         tbl_kvb[self.row_addr].eq(self.row_kv_base)]
+        m.d.comb += self.row_next_token.eq(next_toks[self.row_addr])
+
         # --- start, fetch, decode, halt --------------------------------------------------------
+        # rows = 0: one row from the token and position ports at kv_base 0 (the single-step
+        # interface); rows = M >= 1: M rows from the row table.
         with m.If((state == _S.IDLE) & self.start):
+            table = self.rows != 0
             m.d.sync += [state.eq(_S.DECODE), pc.eq(0), step_cyc.eq(0), ins_cyc.eq(0), self.done.eq(0),
-                         tok.eq(self.token), pos.eq(self.position), n_kv.eq(self.n_kv_heads),
+                         tok.eq(Mux(table, tbl_tok[0], self.token)), pos.eq(Mux(table, tbl_pos[0], self.position)),
+                         kvb.eq(Mux(table, tbl_kvb[0], 0)), n_rows.eq(Mux(table, self.rows, 1)), cur.eq(0),
+                         stride.eq(self.row_stride >> lg), lstride.eq(self.logits_stride >> lg), r_off.eq(0),
+                         l_off.eq(0), n_kv.eq(self.n_kv_heads),
                          group.eq(self.group), n_heads.eq(self.n_kv_heads * self.group)]
         with m.If(running):
             m.d.sync += ins_cyc.eq(ins_cyc + 1)
-        # The trace word of an instruction: its start cycle in the step (high half) and its cycles.
+        # An instruction other than GEMM runs once per row: its last row's last cycle ends it; before,
+        # its last cycle re-issues it (DECODE again) for the next row. GEMM runs every row at once.
+        m.d.comb += done_ins.eq(fin & ((cur == n_rows - 1) | (ins.opcode == Opcode.GEMM)))
+        # The trace word of an instruction: its start cycle in the step (high half) and its cycles
+        # over all rows.
         m.d.comb += [t_w.addr.eq(pc), t_w.data.eq(Cat((ins_cyc + 1)[:UNIT_CYCLE_BITS], step_cyc[:UNIT_CYCLE_BITS])),
-                     t_w.en.eq(fin)]
+                     t_w.en.eq(done_ins)]
         with m.If(fin):
-            m.d.sync += [state.eq(_S.DECODE), pc.eq(pc + 1), ins_cyc.eq(0), step_cyc.eq(step_cyc + ins_cyc + 1)]
+            m.d.sync += state.eq(_S.DECODE)
+            with m.If(done_ins):
+                m.d.sync += [pc.eq(pc + 1), ins_cyc.eq(0), step_cyc.eq(step_cyc + ins_cyc + 1), cur.eq(0),
+                             r_off.eq(0), l_off.eq(0)]
+                with m.If(n_rows != 1):
+                    m.d.sync += [tok.eq(tbl_tok[0]), pos.eq(tbl_pos[0]), kvb.eq(tbl_kvb[0])]
+            with m.Else():
+                m.d.sync += [cur.eq(cur + 1), r_off.eq(r_off + stride), l_off.eq(l_off + lstride),
+                             tok.eq(tbl_tok[cur + 1]), pos.eq(tbl_pos[cur + 1]), kvb.eq(tbl_kvb[cur + 1])]
 
         # Registers the micro-sequences share.
-        s_addr = Signal(16)              # scratchpad read address, port A (src0)
-        b_addr = Signal(16)              # scratchpad read address, port B (src1)
-        d_addr = Signal(16)              # scratchpad / logits write address
+        s_addr = Signal(AB)              # scratchpad read address, port A (src0)
+        b_addr = Signal(AB)              # scratchpad read address, port B (src1)
+        d_addr = Signal(AB)              # scratchpad / logits write address
         left = Signal(32)                # words (beats, rows) left
         idx = Signal(16)                 # position in a row / table
         row = Signal(8 * HD)             # gathered row (K or q)
@@ -310,9 +376,15 @@ class DecodeTop(wiring.Component):
         kv_row = Signal(range(self.kv_rows + CTX * self.max_heads + 1))
         e_addr = Signal(range(c.weight_words + 1))
 
+        # The raw instruction's word addresses for the running row: scratchpad ones plus row * row_stride,
+        # ARGMAX's logits source plus row * logits_stride.
+        src0_w, src1_w, dst_w = Signal(AB), Signal(AB), Signal(AB)
+        m.d.comb += [src0_w.eq((raw.src0 >> lg) + Mux(raw.opcode == Opcode.ARGMAX, l_off, r_off)),
+                     src1_w.eq((raw.src1 >> lg) + r_off), dst_w.eq((raw.dst >> lg) + r_off)]
         seq = _Bundle(state=state, pc=pc, ins=ins, raw=raw, tok=tok, pos=pos, n_kv=n_kv, group=group, n_heads=n_heads,
                       fin=fin, running=running, s_addr=s_addr, b_addr=b_addr, d_addr=d_addr, left=left, idx=idx,
-                      row=row, row_b=row_b, kv_row=kv_row, e_addr=e_addr)
+                      row=row, row_b=row_b, kv_row=kv_row, e_addr=e_addr, kvb=kvb, n_rows=n_rows, stride=stride,
+                      lstride=lstride, src0_w=src0_w, src1_w=src1_w, dst_w=dst_w, cur=cur, next_toks=next_toks)
         self._decode(m, seq, mp, words, lg)
 
         # --- EMBED: copy ``count`` weight words to the scratchpad, one a cycle -------------------
@@ -388,7 +460,8 @@ class DecodeTop(wiring.Component):
         CTX = self.config.max_context
         state, raw, ins, tok, pos, n_kv, n_heads = seq.state, seq.raw, seq.ins, seq.tok, seq.pos, seq.n_kv, seq.n_heads
         s_addr, b_addr, d_addr, idx, left = seq.s_addr, seq.b_addr, seq.d_addr, seq.idx, seq.left
-        e_addr, kv_row = seq.e_addr, seq.kv_row
+        e_addr, kv_row, kvb = seq.e_addr, seq.kv_row, seq.kvb
+        src0_w, src1_w, dst_w = seq.src0_w, seq.src1_w, seq.dst_w
         sa, sb, p1, p2, wm = mp.sa, mp.sb, mp.p1, mp.p2, mp.wm
         rop = raw.opcode
         # Decoded fields of the raw instruction (valid in DECODE).
@@ -400,11 +473,10 @@ class DecodeTop(wiring.Component):
         embed_word = Signal(range(self.config.weight_words + 1))
         m.d.comb += embed_word.eq(raw.weight + embed_row * raw.count)
         with m.If(state == _S.DECODE):
-            m.d.comb += [sa.addr.eq(raw.src0 >> lg), sb.addr.eq(raw.src1 >> lg), p1.addr.eq(r_scal),
+            m.d.comb += [sa.addr.eq(src0_w), sb.addr.eq(src1_w), p1.addr.eq(r_scal),
                          p2.addr.eq(r_scal + 1 if V < _MAX_SCALARS else r_scal),
                          wm.raddr.eq(embed_word >> self._bank_bits), wm.rsel.eq(embed_word)]
-            m.d.sync += [ins.eq(raw), s_addr.eq((raw.src0 >> lg) + 1), b_addr.eq((raw.src1 >> lg) + 1),
-                         d_addr.eq(raw.dst >> lg), idx.eq(0)]
+            m.d.sync += [ins.eq(raw), s_addr.eq(src0_w + 1), b_addr.eq(src1_w + 1), d_addr.eq(dst_w), idx.eq(0)]
             with m.Switch(rop):
                 with m.Case(Opcode.HALT):
                     m.d.sync += [state.eq(_S.IDLE), self.done.eq(1)]
@@ -415,7 +487,7 @@ class DecodeTop(wiring.Component):
                     m.d.sync += state.eq(_S.GEMM)
                 with m.Case(Opcode.KV_WRITE):
                     m.d.sync += [state.eq(_S.KVW), left.eq(n_kv * HW),
-                                 kv_row.eq(raw.count * n_kv * CTX + pos)]
+                                 kv_row.eq(raw.count * n_kv * CTX + pos + kvb)]
                 with m.Case(Opcode.ATTENTION):
                     m.d.sync += [state.eq(_S.AQ), left.eq(n_heads * HW)]
                 with m.Default():
@@ -448,6 +520,7 @@ class DecodeTop(wiring.Component):
         CTX = self.config.max_context
         state, raw, pos, n_kv, group, n_heads, fin = (seq.state, seq.raw, seq.pos, seq.n_kv, seq.group, seq.n_heads,
                                                       seq.fin)
+        kvb = seq.kvb
         s_addr, d_addr, left, idx, row, kv_row = seq.s_addr, seq.d_addr, seq.left, seq.idx, seq.row, seq.kv_row
         sa, p1, s_w, q_w, q_r, k_r, v_r, o_w, o_r = mp.sa, mp.p1, mp.s_w, mp.q_w, mp.q_r, mp.k_r, mp.v_r, mp.o_w, mp.o_r
         # --- ATTENTION ------------------------------------------------------------------------
@@ -504,8 +577,8 @@ class DecodeTop(wiring.Component):
         ]
         with m.If(state == _S.DECODE):
             m.d.sync += [qf_valid.eq(0), qf_addr.eq(0), qf_left.eq(n_heads), kf_valid.eq(0), kf_more.eq(1),
-                         kf_t.eq(0), kf_g.eq(0), kf_addr.eq(raw.count * n_kv * CTX),
-                         kf_gbase.eq(raw.count * n_kv * CTX), o_count.eq(0), o_row.eq(0), o_word.eq(0)]
+                         kf_t.eq(0), kf_g.eq(0), kf_addr.eq(raw.count * n_kv * CTX + kvb),
+                         kf_gbase.eq(raw.count * n_kv * CTX + kvb), o_count.eq(0), o_row.eq(0), o_word.eq(0)]
         with m.If(in_att):
             m.d.comb += [q_r.en.eq(q_adv), k_r.en.eq(kv_adv), v_r.en.eq(kv_adv)]
             with m.If(q_adv):
@@ -545,11 +618,13 @@ class DecodeTop(wiring.Component):
         wm, sa, p1, p2, s_w, l_w = mp.wm, mp.sa, mp.p1, mp.p2, mp.s_w, mp.l_w
         c = self.config
         m.submodules.gemm = g = GemmPath(lanes=self.lanes, weight_words=c.weight_words,
-                                         rows_per_beat=c.weight_rows_per_cycle, residual=c.fused_residual)
+                                         rows_per_beat=c.weight_rows_per_cycle, residual=c.fused_residual,
+                                         max_m=c.max_m, addr_bits=self.addr_bits)
         wiring.connect(m, g.weights, array.weights)
         wiring.connect(m, g.acts, array.acts)
         wiring.connect(m, array.sums, g.sums)
-        m.d.comb += [g.decode.eq(state == _S.DECODE), g.run.eq(state == _S.GEMM), g.raw.eq(seq.raw), g.ins.eq(seq.ins),
+        m.d.comb += [g.rows.eq(seq.n_rows), g.row_stride.eq(seq.stride), g.logits_stride.eq(seq.lstride),
+                     g.decode.eq(state == _S.DECODE), g.run.eq(state == _S.GEMM), g.raw.eq(seq.raw), g.ins.eq(seq.ins),
                      g.w_data.eq(wm.row), g.a_data.eq(sa.data), g.bias_data.eq(p1.data), g.ms_data.eq(p2.data)]
         with m.If(state == _S.GEMM):
             m.d.comb += [wm.raddr.eq(g.w_addr), wm.ren.eq(g.w_en), sa.addr.eq(g.a_addr), sa.en.eq(g.a_en),
@@ -606,7 +681,7 @@ class DecodeTop(wiring.Component):
                           Opcode.MULTIPLY, Opcode.ARGMAX)
             with m.If(sum(raw.opcode == o for o in vector_ops) != 0):
                 # The feeder's first read is in the command cycle, not in DECODE.
-                m.d.sync += [s_addr.eq(raw.src0 >> lg), b_addr.eq(raw.src1 >> lg)]
+                m.d.sync += [s_addr.eq(seq.src0_w), b_addr.eq(seq.src1_w)]
 
         self._vector_command(m, ins, s, vec, pos)
         m.d.comb += vec.cmd.valid.eq(state == _S.VCMD)
@@ -646,7 +721,8 @@ class DecodeTop(wiring.Component):
         # Results: written back one word a cycle; ARGMAX's one beat carries the token.
         with m.If((state == _S.VRUN) & vec.out.valid):
             with m.If(is_argmax):
-                m.d.sync += self.next_token.eq(vec.out.payload.index)
+                index = vec.out.payload.index
+                m.d.sync += [self.next_token.eq(index), seq.next_toks[seq.cur].eq(index)]
             with m.Else():
                 m.d.comb += [s_w.addr.eq(d_addr), s_w.data.eq(vec.out.payload.data), s_w.en.eq(1)]
                 m.d.sync += d_addr.eq(d_addr + 1)
@@ -734,17 +810,24 @@ class GemmPath(wiring.Component):
     """
 
     @checked_constructor
-    def __init__(self, *, lanes: int, weight_words: int, rows_per_beat: int = 1, residual: bool = False):
+    def __init__(self, *, lanes: int, weight_words: int, rows_per_beat: int = 1, residual: bool = False,
+                 max_m: int = 1, addr_bits: int = 16):
         self.lanes = check_positive_int("GEMM path lanes", lanes)
+        self.max_m = check_positive_int("GEMM path max_m", max_m)
+        self.addr_bits = check_positive_int("GEMM path addr_bits", addr_bits)
         self.weight_words = check_positive_int("GEMM path weight_words", weight_words)
         self.rows_per_beat = G = check_positive_int("GEMM path rows_per_beat", rows_per_beat)
         if lanes % G or G & (G - 1):
             raise InputError(f"GEMM path rows_per_beat must be a power of two dividing lanes ({lanes}), not {G}")
         V = lanes
         self.residual = bool(residual)
-        extra = {"r_addr": Out(16), "r_en": Out(1), "r_data": In(8 * V)} if residual else {}
+        AB = addr_bits
+        extra = {"r_addr": Out(AB), "r_en": Out(1), "r_data": In(8 * V)} if residual else {}
         super().__init__({
             **extra,
+            "rows": In(range(max_m + 1)),
+            "row_stride": In(AB),
+            "logits_stride": In(AB),
             "decode": In(1),
             "run": In(1),
             "raw": In(instruction_layout()),
@@ -755,7 +838,7 @@ class GemmPath(wiring.Component):
             "w_addr": Out(range(weight_words // G + 1)),
             "w_en": Out(1),
             "w_data": In(8 * V * G),
-            "a_addr": Out(17),
+            "a_addr": Out(AB),
             "a_en": Out(1),
             "a_data": In(8 * V),
             "bias_addr": Out(25),
@@ -763,10 +846,10 @@ class GemmPath(wiring.Component):
             "ms_addr": Out(25),
             "ms_data": In(32 * V),
             "s_we": Out(1),
-            "s_addr": Out(16),
+            "s_addr": Out(AB),
             "s_data": Out(8 * V),
             "l_we": Out(1),
-            "l_addr": Out(16),
+            "l_addr": Out(AB),
             "l_data": Out(32 * V),
             "fin": Out(1),
         })
@@ -775,7 +858,10 @@ class GemmPath(wiring.Component):
         m = Module()
         V = self.lanes
         lg = V.bit_length() - 1
+        AB = self.addr_bits
+        MM = max(2, self.max_m)
         raw, ins = self.raw, self.ins
+        rows = self.rows
 
         def words(x):
             return (x + (V - 1)) >> lg
@@ -791,21 +877,27 @@ class GemmPath(wiring.Component):
         af_more = Signal()
         af_kt = Signal(16)
         af_nt = Signal(16)
-        src = Signal(16)
+        af_r = Signal(range(MM))         # the activation row being read (of the pass's M)
+        af_off = Signal(AB)              # its offset: af_r * row_stride (words)
+        af_last = Signal(init=1)         # the beat held is the tile's last row
+        src = Signal(AB)
         s_kt = Signal(16)
         s_nt = Signal(16)
-        dst = Signal(16)
+        s_row = Signal(range(MM))        # the row of the next sum
+        s_off = Signal(AB)               # s_row * row_stride (scratchpad words)
+        s_loff = Signal(AB)              # s_row * logits_stride (logits words)
+        dst = Signal(AB)
         bias_base = Signal(24)
         all_flags = (GemmFlags.BIAS | GemmFlags.REQUANT).value
         ms_base = Signal(24)
-        acc = Signal(data.ArrayLayout(signed(32), V))
         with m.If(self.decode & (raw.opcode == Opcode.GEMM)):
             r_kt = words(raw.length)
             r_nt = words(raw.count)
             m.d.sync += [kt.eq(r_kt), nt.eq(r_nt), wf_valid.eq(0), wf_addr.eq(raw.weight >> lg_g),
                          wf_left.eq((r_kt * r_nt) << (lg - lg_g)), af_valid.eq(0), af_more.eq(1), af_kt.eq(0),
-                         af_nt.eq(0),
-                         src.eq(raw.src0 >> lg), s_kt.eq(0), s_nt.eq(0), dst.eq(raw.dst >> lg),
+                         af_nt.eq(0), af_r.eq(0), af_off.eq(0),
+                         src.eq(raw.src0 >> lg), s_kt.eq(0), s_nt.eq(0), s_row.eq(0), s_off.eq(0), s_loff.eq(0),
+                         dst.eq(raw.dst >> lg),
                          bias_base.eq(_plus(raw.param >> lg, _GEMM.channel_word("bias", r_nt, all_flags))),
                          # the multiplier part follows the bias part when the instruction has one
                          ms_base.eq((raw.param >> lg) + Mux(raw.flags & GemmFlags.BIAS.value, r_nt, 0))]
@@ -814,32 +906,42 @@ class GemmPath(wiring.Component):
         a_adv = ~af_valid | self.acts.ready
         m.d.comb += [self.weights.valid.eq(wf_valid & gemm), self.weights.payload.eq(self.w_data),
                      self.acts.valid.eq(af_valid & gemm), self.acts.payload.data.eq(self.a_data),
-                     self.acts.payload.last.eq(1), self.sums.ready.eq(1)]
+                     self.acts.payload.last.eq(af_last), self.sums.ready.eq(1)]
         with m.If(gemm):
-            m.d.comb += [self.w_addr.eq(wf_addr), self.w_en.eq(w_adv), self.a_addr.eq(src + af_kt),
+            m.d.comb += [self.w_addr.eq(wf_addr), self.w_en.eq(w_adv), self.a_addr.eq(src + af_off + af_kt),
                          self.a_en.eq(a_adv), self.bias_addr.eq(bias_base + s_nt), self.ms_addr.eq(ms_base + s_nt)]
             with m.If(w_adv):
                 m.d.sync += wf_valid.eq(wf_left != 0)
                 with m.If(wf_left != 0):
                     m.d.sync += [wf_addr.eq(wf_addr + 1), wf_left.eq(wf_left - 1)]
+            # Activations: for each (output tile, reduction tile), the M rows' words, row r at r * row_stride.
             with m.If(a_adv):
                 m.d.sync += af_valid.eq(af_more)
                 with m.If(af_more):
-                    with m.If(af_kt != kt - 1):
-                        m.d.sync += af_kt.eq(af_kt + 1)
+                    m.d.sync += af_last.eq(af_r == rows - 1)
+                    with m.If(af_r != rows - 1):
+                        m.d.sync += [af_r.eq(af_r + 1), af_off.eq(af_off + self.row_stride)]
                     with m.Else():
-                        m.d.sync += [af_kt.eq(0), af_nt.eq(af_nt + 1)]
-                        with m.If(af_nt == nt - 1):
-                            m.d.sync += af_more.eq(0)
+                        m.d.sync += [af_r.eq(0), af_off.eq(0)]
+                        with m.If(af_kt != kt - 1):
+                            m.d.sync += af_kt.eq(af_kt + 1)
+                        with m.Else():
+                            m.d.sync += [af_kt.eq(0), af_nt.eq(af_nt + 1)]
+                            with m.If(af_nt == nt - 1):
+                                m.d.sync += af_more.eq(0)
 
-        # Accumulator: sums arrive in (output tile, reduction tile) order, one per tile (M = 1).
+        # Accumulator: sums arrive in (output tile, reduction tile, row) order; row r's running sum
+        # over the reduction tiles is word r of a small memory (read combinationally, written the
+        # cycle a non-final sum arrives).
+        m.submodules.acc = acc_mem = memory.Memory(shape=data.ArrayLayout(signed(32), V), depth=MM, init=[])
+        acc_w, acc_r = acc_mem.write_port(), acc_mem.read_port(domain="comb")
         bias = data.View(data.ArrayLayout(signed(32), V), self.bias_data)
         ms = data.View(data.ArrayLayout(unsigned(32), V), self.ms_data)
         total = Signal(data.ArrayLayout(signed(32), V))
         first = s_kt == 0
         use_bias = ins.flags & GemmFlags.BIAS.value
         for j in range(V):
-            start = Mux(first, Mux(use_bias, bias[j], 0), acc[j])
+            start = Mux(first, Mux(use_bias, bias[j], 0), acc_r.data[j])
             m.d.comb += total[j].eq(self.sums.payload.data[j] + start)
         # Output stage (GEMM_WRITEBACK): an output tile's final sum is registered with its
         # multiplier word, destination and kind; the requantization and the write happen the next
@@ -848,7 +950,7 @@ class GemmPath(wiring.Component):
         o_valid = Signal()
         o_total = Signal(data.ArrayLayout(signed(32), V))
         o_ms = Signal(data.ArrayLayout(unsigned(32), V))
-        o_addr = Signal(16)
+        o_addr = Signal(AB)
         o_requant = Signal()
         o_last = Signal()
         y = Signal(data.ArrayLayout(signed(8), V))
@@ -857,15 +959,24 @@ class GemmPath(wiring.Component):
             m.d.comb += y[j].eq(saturate8(round_shift(o_total[j] * ms_j.mult, ms_j.shift[:SHIFT_BITS])))
         final = s_kt == kt - 1
         fire = gemm & self.sums.valid
+        requant = (ins.flags & GemmFlags.REQUANT.value) != 0
+        m.d.comb += [acc_r.addr.eq(s_row), acc_w.addr.eq(s_row), acc_w.data.eq(total), acc_w.en.eq(fire & ~final)]
         m.d.sync += o_valid.eq(0)
         with m.If(fire):
-            with m.If(final):
-                m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1), o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
-                             o_addr.eq(dst + s_nt), o_requant.eq((ins.flags & GemmFlags.REQUANT.value) != 0),
-                             o_last.eq(s_nt == nt - 1)]
+            with m.If(s_row != rows - 1):
+                m.d.sync += [s_row.eq(s_row + 1), s_off.eq(s_off + self.row_stride),
+                             s_loff.eq(s_loff + self.logits_stride)]
             with m.Else():
-                m.d.sync += [s_kt.eq(s_kt + 1), acc.eq(total)]
-        fused = self._residual_stage(m, raw, o_valid, o_addr, o_last, y, s_nt, fire & final)
+                m.d.sync += [s_row.eq(0), s_off.eq(0), s_loff.eq(0)]
+                with m.If(final):
+                    m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1)]
+                with m.Else():
+                    m.d.sync += s_kt.eq(s_kt + 1)
+            with m.If(final):
+                m.d.sync += [o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
+                             o_addr.eq(dst + s_nt + Mux(requant, s_off, s_loff)), o_requant.eq(requant),
+                             o_last.eq((s_nt == nt - 1) & (s_row == rows - 1))]
+        fused = self._residual_stage(m, raw, o_valid, o_addr, o_last, y, s_nt + s_off, fire & final)
         with m.If(gemm & o_valid & (~fused if self.residual else 1)):
             with m.If(o_requant):
                 m.d.comb += self.s_we.eq(1)
@@ -878,13 +989,15 @@ class GemmPath(wiring.Component):
         m.d.comb += [self.l_addr.eq(o_addr), self.l_data.eq(o_total)]
         return m
 
-    def _residual_stage(self, m, raw, o_valid, o_addr, o_last, y, s_nt, take):
+    def _residual_stage(self, m, raw, o_valid, o_addr, o_last, y, r_word, take):
         """The fused residual add (flag RESIDUAL) after the output stage; returns the flag (0 without
-        ``residual``). ``take``: an output tile's final sum is registered this cycle."""
+        ``residual``). ``take``: an output tile's final sum is registered this cycle; ``r_word``: its
+        residual word's offset from ``src1`` (output tile plus row offset)."""
         if not self.residual:
             return 0
         V = self.lanes
         lg = V.bit_length() - 1
+        AB = self.addr_bits
         gemm, ins = self.run, self.ins
         fused = (ins.flags & GemmFlags.RESIDUAL.value) != 0
         rec = RESIDUAL_GEMM_RECORD
@@ -893,7 +1006,7 @@ class GemmPath(wiring.Component):
         one = (GemmFlags.REQUANT | GemmFlags.RESIDUAL).value
         r_nt = (raw.count + (V - 1)) >> lg
         sc_addr = Signal(24)
-        r_base = Signal(16)
+        r_base = Signal(AB)
         sc_step = Signal(2)
         sc = Signal(data.ArrayLayout(unsigned(32), V))
         with m.If(self.decode & (raw.opcode == Opcode.GEMM)):
@@ -907,12 +1020,12 @@ class GemmPath(wiring.Component):
         with m.If(gemm & (sc_step == 1)):
             m.d.sync += [sc.eq(self.bias_data), sc_step.eq(2)]
         # Stage R: the requantized word y waits for the residual's word x (read the cycle y is made).
-        r_addr = Signal(16)
+        r_addr = Signal(AB)
         with m.If(take):
-            m.d.sync += r_addr.eq(r_base + s_nt)
+            m.d.sync += r_addr.eq(r_base + r_word)
         p_valid = Signal()
         p_y = Signal(data.ArrayLayout(signed(8), V))
-        p_addr = Signal(16)
+        p_addr = Signal(AB)
         p_last = Signal()
         m.d.comb += [self.r_addr.eq(r_addr), self.r_en.eq(1)]
         m.d.sync += [p_valid.eq(gemm & o_valid & fused), p_y.eq(y), p_addr.eq(o_addr), p_last.eq(o_last)]

@@ -21,7 +21,7 @@ from hdl.top import DecodeTop, TopMem, check_top_config
 from hdl.vector import rope_word_layout
 
 from ..machine.compiler import Compiled, CompileError
-from ..machine.cycles import decode_step_cycles
+from ..machine.cycles import decode_step_cycles, pass_cycles
 from .decode_steps import DecodeImages, DecodeJob, DecodeReadback, drive_steps, run_decode_top
 from .gemm import pack_lanes
 
@@ -144,11 +144,14 @@ def check_waves_window(window: dict | None, n_steps: int) -> None:
         raise InputError(f"--waves-cycles {first}-{last}: the window is empty")
 
 
-def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int = 0, steps=None,
+def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int = 0, steps=None, passes=None,
                trace: bool = False, readback: DecodeReadback | None = None,
                waves_window: dict | None = None) -> DecodeJob:
-    """A checked ``decode_top`` job for ``compiled`` on the top level ``params``; ``waves_window``
-    narrows a waveform to some steps or cycles (:func:`check_waves_window`)."""
+    """A checked ``decode_top`` job for ``compiled`` on the top level ``params``: the ``steps``
+    (``(token, position)`` pairs), greedy decoding of ``prompt`` + ``new_tokens``, or the ``passes``
+    (each a sequence of rows ``(token, position, slot)``, checked by
+    :func:`sim.machine.passes.check_pass`), exactly one; ``waves_window`` narrows a waveform to some
+    steps or cycles (:func:`check_waves_window`; not with ``passes``)."""
     check_fits(compiled, params)
     mc = compiled.model.config
     memories = {name: mem.value for name, mem in IMAGE_MEMORIES.items()}
@@ -156,6 +159,22 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
     job: DecodeJob = {"params": params, "images": images(compiled), "memories": memories,
                       "n_kv_heads": mc.n_kv_heads, "group": mc.n_heads // mc.n_kv_heads, "trace": trace,
                       "trace_bits": UNIT_CYCLE_BITS, "readback": readback or {}}
+    if passes is not None:
+        if steps is not None or prompt is not None:
+            raise InputError("a decode_top job runs steps, a prompt or passes, not more than one")
+        if waves_window is not None:
+            raise InputError("a waveform window goes with steps or a prompt, not with passes")
+        from ..machine.passes import check_pass
+
+        job["passes"], job["pass_predicted"] = [], []
+        for rows in passes:
+            rows = [tuple(int(v) for v in row) for row in rows]
+            check_pass(compiled, rows)
+            job["passes"].append([[token, position, slot * compiled.slot_rows] for token, position, slot in rows])
+            job["pass_predicted"].append(pass_cycles(compiled.program, mc, compiled.config,
+                                                     positions=[position for _, position, _ in rows]).total)
+        job["row_stride"], job["logits_stride"] = compiled.row_stride, compiled.logits_stride
+        return job
     if steps is not None:
         job["steps"] = [[int(t), int(p)] for t, p in steps]
         positions = [p for _, p in job["steps"]]
@@ -171,12 +190,16 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
 
 
 def check_job(job: DecodeJob) -> DecodeJob:
-    """What the keys alone do not say (:data:`JOBS` says which keys there are): ``steps`` or ``prompt``,
-    exactly one, and ``new_tokens`` with ``prompt``."""
-    if ("steps" in job) == ("prompt" in job):
-        raise InputError("decode_top job needs either 'steps' or 'prompt'")
+    """What the keys alone do not say (:data:`JOBS` says which keys there are): ``steps``, ``prompt`` or
+    ``passes``, exactly one, ``new_tokens`` with ``prompt``, and ``row_stride`` and ``logits_stride``
+    with ``passes``."""
+    if sum(k in job for k in ("steps", "prompt", "passes")) != 1:
+        raise InputError("decode_top job needs exactly one of 'steps', 'prompt' and 'passes'")
     if ("prompt" in job) != ("new_tokens" in job):
         raise InputError("decode_top job needs 'new_tokens' with 'prompt', and only with it")
+    for key in ("row_stride", "logits_stride"):
+        if ("passes" in job) != (key in job):
+            raise InputError(f"decode_top job needs {key!r} with 'passes', and only with it")
     return job
 
 

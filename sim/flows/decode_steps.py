@@ -71,8 +71,9 @@ class DecodeReadback(TypedDict):
 
 class DecodeJob(TypedDict):
     """A ``decode_top`` job (:func:`sim.flows.decode.decode_job` builds it): load a compiled model once,
-    then run decode steps on it, either the given ``steps`` or greedy decoding of ``prompt`` +
-    ``new_tokens`` (:class:`golden.greedy.GreedyDecode`); exactly one of the two."""
+    then run decode steps on it, either the given ``steps``, greedy decoding of ``prompt`` +
+    ``new_tokens`` (:class:`golden.greedy.GreedyDecode`), or the given multi-row ``passes``; exactly one
+    of the three."""
 
     #: The design's parameters (:func:`sim.flows.decode.top_params`).
     params: dict
@@ -86,6 +87,16 @@ class DecodeJob(TypedDict):
     group: int
     #: ``[token, position]`` pairs run one after another.
     steps: NotRequired[list[list[int]]]
+    #: Passes run one after another, each a list of rows ``[token, position, kv_base]`` (its KV slot's
+    #: first KV row), written to the top level's row table before the pass's ``start``.
+    passes: NotRequired[list[list[list[int]]]]
+    #: With ``passes``: the one-row program's scratchpad size rounded up to a word, in elements
+    #: (``Compiled.row_stride``): row r's scratchpad values live at their address + r * row_stride.
+    row_stride: NotRequired[int]
+    #: With ``passes``: the one-row logits size rounded up to a word (``Compiled.logits_stride``).
+    logits_stride: NotRequired[int]
+    #: With ``passes``: each pass's predicted cycles (the watchdog's base), in order.
+    pass_predicted: NotRequired[list[int]]
     #: The prompt's tokens, fed one a step; then each step's output is the next step's input.
     prompt: NotRequired[list[int]]
     #: Tokens to generate after the prompt (with ``prompt``).
@@ -137,12 +148,15 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
     (clock edges from the start edge to done), "seconds" (wall), "cpu_seconds" (the process's CPU
     time), "trace"? (each instruction's cycles), "starts"? (each one's start cycle in the step),
     "scratch"?, "logits"?}],
-    "load_seconds", "load_words"}``. Raises WatchdogError when ``done`` does not rise within a step's
-    budget.
+    "load_seconds", "load_words"}``; a job with ``passes`` returns ``"steps": []`` and ``"passes": [{"rows"
+    (as in the job: token, position, kv_base), "tokens" (each row's argmax token), "next_token", "cycles",
+    "edges", "seconds", "cpu_seconds", "trace"?, "starts"? (per instruction, over all rows), "scratch"?,
+    "logits"?}]``. Raises WatchdogError when ``done`` does not rise within a step's (a pass's) budget.
     """
     mems = job["memories"]
     V = job["params"]["config"]["vector_lanes"]
-    for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata"):
+    for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata", "rows",
+                 "row_stride", "logits_stride", "row_we", "row_addr", "row_token", "row_position", "row_kv_base"):
         bus.set(name, 0)
     bus.set("host_mem", 0)
     await bus.reset()
@@ -206,6 +220,68 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
             out["logits"] = [v for w in words for v in unpack_lanes(w, 32, V)]
         return out
 
+    async def read_after(out: dict) -> None:
+        """The trace and the readback memories, into ``out``."""
+        if job.get("trace"):
+            words = await _read(bus, mems["trace"], n_program - 1)
+            bits = job["trace_bits"]
+            out["trace"] = [w & ((1 << bits) - 1) for w in words]    # cycles of each instruction
+            out["starts"] = [w >> bits for w in words]               # its start cycle in the step
+        if readback:
+            from .gemm import unpack_lanes
+        if readback.get("scratch"):
+            words = await _read(bus, mems["scratch"], readback["scratch"])
+            out["scratch"] = [v for w in words for v in unpack_lanes(w, 8, V)]
+        if readback.get("logits"):
+            words = await _read(bus, mems["logits"], readback["logits"])
+            out["logits"] = [v for w in words for v in unpack_lanes(w, 32, V)]
+
+    async def run_pass(index: int, rows: list[list[int]]) -> dict:
+        """One pass: the row table written (a row a cycle), ``start`` with ``rows`` = M, each row's token
+        read back from ``row_next_token``."""
+        predicted = (job.get("pass_predicted") or [None] * (index + 1))[index]
+        budget = WATCHDOG_FACTOR * predicted + WATCHDOG_SLACK if predicted else 10_000_000
+        bus.set("row_we", 1)
+        for r, (token, position, kv_base) in enumerate(rows):
+            bus.set("row_addr", r)
+            bus.set("row_token", token)
+            bus.set("row_position", position)
+            bus.set("row_kv_base", kv_base)
+            await bus.tick()
+        bus.set("row_we", 0)
+        bus.set("rows", len(rows))
+        bus.set("row_stride", job["row_stride"])
+        bus.set("logits_stride", job["logits_stride"])
+        bus.set("n_kv_heads", job["n_kv_heads"])
+        bus.set("group", job["group"])
+        bus.set("start", 1)
+        await bus.tick()
+        bus.set("start", 0)
+        t, cpu = time.perf_counter(), time.process_time()
+        try:
+            edges = 1 + await bus.run_until("done", budget)
+        except WatchdogError:
+            raise WatchdogError(f"pass {index} of {len(rows)} rows did not finish within {budget} cycles "
+                                f"(predicted {predicted})") from None
+        seconds, cpu_seconds = time.perf_counter() - t, time.process_time() - cpu
+        await bus.settle()
+        out = {"rows": rows, "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds,
+               "cpu_seconds": cpu_seconds, "next_token": bus.get("next_token")}
+        await bus.tick()
+        tokens = []
+        for r in range(len(rows)):          # a row a cycle (no write in the read-only phase after settle)
+            bus.set("row_addr", r)
+            await bus.settle()
+            tokens.append(bus.get("row_next_token"))
+            await bus.tick()
+        out["tokens"] = tokens
+        await read_after(out)
+        return out
+
+    if "passes" in job:
+        passes = [await run_pass(i, rows) for i, rows in enumerate(job["passes"])]
+        return {"steps": [], "passes": passes, "load_seconds": load_seconds,
+                "load_words": sum(len(v) for v in im.values())}
     return {"steps": await drive_steps(job, step), "load_seconds": load_seconds,
             "load_words": sum(len(v) for v in im.values())}
 

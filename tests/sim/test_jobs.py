@@ -141,7 +141,11 @@ def test_what_the_keys_alone_do_not_say_is_the_flows_own_check():
     job = {k: {} for k in ("params", "memories", "n_kv_heads", "group")}
     job["images"] = {name: [] for name in IMAGE_MEMORIES}
     job["memories"] = {name: 0 for name in keys(DecodeMemories)[0]}
-    for extra in ({}, {"steps": [], "prompt": [1], "new_tokens": 1}):
-        with pytest.raises(InputError, match=r"^decode_top job needs either 'steps' or 'prompt'$"):
+    passes = {"passes": [[[1, 0, 0]]], "row_stride": 8, "logits_stride": 8}
+    for extra in ({}, {"steps": [], "prompt": [1], "new_tokens": 1}, {"steps": [], **passes}):
+        with pytest.raises(InputError, match=r"^decode_top job needs exactly one of 'steps', 'prompt' and 'passes'$"):
             check({**job, **extra})
+    with pytest.raises(InputError, match=r"^decode_top job needs 'logits_stride' with 'passes', and only with it$"):
+        check({**job, "passes": [[[1, 0, 0]]], "row_stride": 8})
     check({**job, "steps": [[1, 0]]})
+    check({**job, **passes})

@@ -25,3 +25,13 @@ def tiny(name, weight_rows_per_cycle=1):
     cfg = TINY[name]
     model = quantize_model(cfg, init_weights(cfg, seed=3, std=0.3), random_calibration(cfg, windows=4, seed=1))
     return compile_model(model, replace(SMALL, weight_rows_per_cycle=weight_rows_per_cycle))
+
+
+#: :data:`SMALL` with room for passes of up to 8 rows (the tiny models' scratchpad and logits rows
+#: side by side) and several KV slots (tests/sim/test_passes_rtl.py).
+PASSES = replace(SMALL, scratch_bytes=9216, logits_words=512, kv_bytes=32768, max_m=8)
+
+
+def tiny_passes(name, **changes):
+    """The tiny model ``name`` compiled for :data:`PASSES` (with ``changes`` to it)."""
+    return compile_model(tiny(name).model, replace(PASSES, **changes))
