@@ -129,7 +129,8 @@ def _line_request(obj, where: str, number: int, clock_hz: float, encode: Callabl
     prompt = obj["prompt"]
     if isinstance(prompt, str):
         if encode is None:
-            raise InputError(f"{where}: a text prompt needs the model's tokenizer; this model has none (give token ids)")
+            raise InputError(f"{where}: a text prompt needs the model's tokenizer, and this model has none "
+                             f"(give token ids)")
         if not prompt:
             raise InputError(f"{where}: prompt is empty")
         prompt = encode(prompt)
