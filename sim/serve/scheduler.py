@@ -31,7 +31,8 @@ from golden.errors import InputError, LockstepError
 
 from .requests import Request, check_requests
 
-__all__ = ["Executor", "IsaExecutor", "PassRecord", "RequestResult", "ServeReport", "percentile", "serve"]
+__all__ = ["BACKENDS", "Executor", "IsaExecutor", "PassRecord", "RequestResult", "ServeReport", "executor", "percentile",
+           "serve"]
 
 
 class Executor(Protocol):
@@ -88,6 +89,17 @@ class IsaExecutor:
             c = self.compiled
             self._memo[key] = pass_cycles(c.program, c.model.config, c.config, positions=list(key)).total
         return self._memo[key]
+
+
+#: The backends :func:`executor` makes (an RTL executor plugs in here: an object with Executor's fields).
+BACKENDS = {"isa": IsaExecutor}
+
+
+def executor(backend: str, compiled) -> Executor:
+    """The executor of ``backend`` for ``compiled``; InputError naming it when there is none."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    return BACKENDS[backend](compiled)
 
 
 @dataclass
