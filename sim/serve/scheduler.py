@@ -31,8 +31,8 @@ from golden.errors import InputError, LockstepError
 
 from .requests import Request, check_requests
 
-__all__ = ["BACKENDS", "Executor", "IsaExecutor", "PassRecord", "RequestResult", "ServeReport", "executor", "percentile",
-           "serve"]
+__all__ = ["BACKENDS", "Executor", "IsaExecutor", "PassRecord", "RequestResult", "ServeReport", "executor",
+           "percentile", "serve"]
 
 
 class Executor(Protocol):
