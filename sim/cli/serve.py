@@ -90,7 +90,7 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
     tokens/s served and the array's utilisation, at the design's clock.
     """
     from ..runtime import prepare
-    from ..serve.requests import Lengths, poisson_trace, read_trace
+    from ..serve.requests import Lengths, check_requests, poisson_trace, read_trace
     from ..serve.scheduler import executor, serve
     from .commands import _check_output_path
     from .model import load_model
@@ -112,8 +112,9 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
             raise InputError(f"--plot {plot_path}: the plot is a PNG file (name it .png)")
     ckpt = load_model(model_dir)
     mc = ckpt.config
-    compiled = prepare(ckpt, config)
-    max_context = compiled.model.max_context
+    from golden.attention import MAX_CONTEXT_LIMIT
+
+    max_context = min(mc.max_context, MAX_CONTEXT_LIMIT)      # the integer model's (IntModel.max_context)
     if trace_path is None:
         need = lengths[0].high + lengths[1].high - 1
         if need > max_context:
@@ -124,15 +125,14 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
     else:
         encode = ckpt.tokenizer.encode if ckpt.tokenizer is not None else None
         traces = [read_trace(trace_path, clock_hz=config.clock_hz, encode=encode)]
+    for t in traces:         # every request checked before the model is compiled
+        check_requests(t, max_context=max_context, vocab_size=mc.vocab_size)
+    compiled = prepare(ckpt, config)
     first = executor(backend, compiled)
     slots = first.kv_slots
     if max_running is not None and max_running > slots:
         raise InputError(f"--max-running must be at most {slots} (the KV slots design {design.name} holds for this "
                          f"model), not {max_running}")
-    from ..serve.requests import check_requests
-
-    for t in traces:         # every request checked before any pass runs
-        check_requests(t, max_context=max_context, vocab_size=mc.vocab_size)
     head = (f"model {ckpt.path.name} ({mc.family}) on design {design.name}{' (with --set)' if settings else ''}: "
             f"{config.describe()}, backend {backend}; {slots} KV slots, passes of at most {config.max_m} rows")
     what = (f"trace {trace_path}: {count(len(traces[0]))} requests" if trace_path is not None else

@@ -141,3 +141,179 @@ def test_estimate_prompt_on_a_large_model_and_its_bad_values():
     assert bad.returncode == 1 and bad.stderr == "lockstep: error: prompt 9000 exceeds llama-3-70b's max_context 8192\n"
     zero = lockstep("estimate", "--model", "gpt2", "--prompt", "0")
     assert zero.returncode == 1 and zero.stderr == "lockstep: error: --prompt must be at least 1, not 0\n"
+
+
+# --- the scheduler on the instruction-level model ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    """The tiny Llama-GQA model (tests/sim/tiny_models.py), several KV slots."""
+    from .tiny_models import tiny
+
+    compiled = tiny("llama-gqa")
+    assert compiled.kv_slots >= 2 and compiled.config.max_m >= 4
+    return compiled
+
+
+def _alone(compiled, request):
+    """The request's tokens run alone, one row a step, on a fresh instruction-level model."""
+    from sim.machine.isa_sim import IsaMachine
+
+    m = IsaMachine(compiled)
+    seq, out = list(request.prompt), []
+    for p in range(len(request.prompt) + request.max_new_tokens - 1):
+        t = m.step(seq[p], p)
+        if p >= len(request.prompt) - 1:
+            out.append(t)
+            seq.append(t)
+    return out
+
+
+def _trace(compiled, n, *, rate, seed, prompt=(1, 8), output=(1, 6)):
+    c = compiled
+    return poisson_trace(requests=n, rate=rate, clock_hz=c.config.clock_hz, prompt=Lengths(*prompt),
+                         output=Lengths(*output), vocab_size=c.model.config.vocab_size, seed=seed)
+
+
+def test_every_sequence_equals_its_prompt_run_alone_and_runs_are_deterministic(tiny_llama):
+    """Sequences join and leave mid-run (Poisson arrivals, mixed lengths, more requests than slots),
+    prompts are chunked across passes: every request's tokens equal the prompt run alone; a second
+    run gives the same passes (rows, cycles) and the same results."""
+    from sim.serve.scheduler import IsaExecutor, serve
+
+    trace = _trace(tiny_llama, 40, rate=20_000, seed=3, prompt=(1, 20))
+    first = serve(trace, IsaExecutor(tiny_llama))
+    again = serve(trace, IsaExecutor(tiny_llama))
+    assert first.passes == again.passes and first.results == again.results
+    for r, res in zip(trace, first.results, strict=True):
+        assert res.id == r.id and res.tokens == _alone(tiny_llama, r), r.id
+    m = tiny_llama.config.max_m
+    assert max(len(p.rows) for p in first.passes) == m          # some passes full
+    assert any(len({s for *_, s in p.rows}) > 1 for p in first.passes)   # rows of several sequences in a pass
+    # A prompt longer than a pass's rows is read in chunks.
+    assert any(len(r.prompt) > m for r in trace)
+
+
+def _check_no_drop_no_duplicate(trace, report, max_m, slots):
+    assert [r.id for r in report.results] == [r.id for r in trace]
+    rows: dict[str, list[int]] = {}
+    for p in report.passes:
+        assert 1 <= len(p.rows) <= max_m
+        live = {}
+        for rid, _, pos, slot in p.rows:
+            rows.setdefault(rid, []).append(pos)
+            assert live.setdefault(slot, rid) == rid                 # one sequence a slot in a pass
+        assert len(live) <= slots
+    by_id = {r.id: r for r in trace}
+    for res in report.results:
+        r = by_id[res.id]
+        assert len(res.tokens) == r.max_new_tokens
+        # Every position of the request ran exactly once, in order.
+        assert rows[r.id] == list(range(len(r.prompt) + r.max_new_tokens - 1))
+        assert r.arrival <= res.admitted < res.first_token <= res.finished
+
+
+def test_a_trace_of_1000_requests_loses_and_repeats_none(tiny_llama):
+    """1,000 requests on the instruction-level model, arriving faster than they are served (the queue
+    grows, slots are reused hundreds of times): each request is served once, every one of its
+    positions runs exactly once, it gets exactly its tokens; the aggregate figures add up."""
+    from sim.serve.scheduler import IsaExecutor, serve
+
+    trace = _trace(tiny_llama, 1000, rate=50_000, seed=11, prompt=(1, 3), output=(1, 2))
+    ex = IsaExecutor(tiny_llama)
+    seen = []
+    report = serve(trace, ex, on_pass=lambda done, total: seen.append((done, total)))
+    _check_no_drop_no_duplicate(trace, report, tiny_llama.config.max_m, ex.kv_slots)
+    assert seen[-1] == (1000, 1000) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    s = report.summary()
+    assert s["requests"] == 1000 and s["generated_tokens"] == sum(r.max_new_tokens for r in trace)
+    assert s["rows"] == sum(len(r.prompt) + r.max_new_tokens - 1 for r in trace)
+    assert s["busy_cycles"] == sum(p.predicted for p in report.passes) and s["cycle_exact"] is None
+    assert 0 < s["array_utilisation"] < 1
+    assert s["ttft_s"]["p50"] <= s["ttft_s"]["p90"] <= s["ttft_s"]["p99"]
+
+
+def test_idle_time_jumps_to_the_next_arrival_and_a_pass_costs_its_predicted_cycles(tiny_llama):
+    from sim.machine.cycles import pass_cycles
+    from sim.serve.scheduler import IsaExecutor, serve
+
+    c = tiny_llama
+    late = 10**9
+    trace = [Request("a", (1, 2, 3), 2, 0), Request("b", (4,), 1, late)]
+    rep = serve(trace, IsaExecutor(c))
+    a, b = rep.results
+    assert [len(p.rows) for p in rep.passes] == [3, 1, 1]
+    assert rep.passes[2].start == late and b.admitted == late
+    for p in rep.passes:
+        assert p.predicted == pass_cycles(c.program, c.model.config, c.config,
+                                          positions=[pos for _, _, pos, _ in p.rows]).total
+    assert a.first_token == rep.passes[0].predicted and a.finished == a.first_token + rep.passes[1].predicted
+    assert b.ttft() == rep.passes[2].predicted and b.tpot() is None
+
+
+def test_the_scheduler_refuses_what_can_never_run(tiny_llama):
+    from sim.serve.scheduler import IsaExecutor, serve
+
+    ex = IsaExecutor(tiny_llama)
+    ctx = tiny_llama.model.max_context
+    with pytest.raises(InputError, match=rf"^request x: prompt \({ctx} tokens\) plus 2 new tokens needs {ctx + 1} "
+                                         rf"positions, more than a sequence's KV slot holds \(max_context {ctx}\)$"):
+        serve([Request("ok", (1,), 1, 0), Request("x", (1,) * ctx, 2, 5)], ex)
+    with pytest.raises(InputError, match=rf"^max_running must be an integer in 1\.\.{ex.kv_slots} \(the KV slots\), "
+                                         rf"not {ex.kv_slots + 1}$"):
+        serve([Request("ok", (1,), 1, 0)], ex, max_running=ex.kv_slots + 1)
+    assert not ex.machine.k.any()          # refused before any pass ran
+
+
+# --- lockstep serve-bench ------------------------------------------------------------------------
+
+def test_serve_bench_table_json_and_a_rate_sweep_plot(tmp_path):
+    png = tmp_path / "sweep.png"
+    out = lockstep("serve-bench", "--requests", "6", "--rate", "2000,20000", "--prompt-len", "2:6",
+                   "--output-len", "2:4", "--plot", png, "--quiet")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("model demo (llama) on design demo: ") and "8 KV slots" in lines[0]
+    assert any(line.split()[:2] == ["2,000", "6"] for line in lines)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.png"]
+    js = lockstep("serve-bench", "--requests", "6", "--rate", "2000", "--prompt-len", "2:6", "--output-len", "2:4",
+                  "--json")
+    assert js.returncode == 0, js.stderr
+    run = json.loads(js.stdout)["runs"][0]
+    assert run["summary"]["requests"] == 6 and len(run["requests"]) == 6
+    assert all(len(r["tokens"]) >= 2 for r in run["requests"])
+
+
+@pytest.mark.parametrize(("args", "trace", "message"), [
+    (("--trace", "{t}"), '{"prompt": [1], "max_new_tokens": 0, "arrival_s": 0}',
+     "t.jsonl line 1: max_new_tokens must be a positive integer, not 0"),
+    (("--trace", "{t}"), '{"prompt": [], "max_new_tokens": 3, "arrival_s": 0}', "t.jsonl line 1: prompt is empty"),
+    (("--trace", "{t}"), '{"prompt": [1, 2', "t.jsonl line 1: not JSON (Expecting ',' delimiter at column 17)"),
+    (("--trace", "{t}"), '{"id": "long", "prompt": "' + "a" * 130 + '", "max_new_tokens": 1, "arrival_s": 0}',
+     "request long: prompt (130 tokens) plus 1 new tokens needs 130 positions, more than a sequence's KV slot "
+     "holds (max_context 128)"),
+    (("--trace", "{t}", "--rate", "5"), "", "--trace replays a file; --rate is for the generator: give one or the "
+                                            "other"),
+    (("--trace", "{d}/none.jsonl"), None, "--trace {d}/none.jsonl: no such file"),
+    (("--rate", "0"), None, "--rate must be positive and finite (requests a second), not 0"),
+    (("--prompt-len", "0:3"), None, "--prompt-len 0:3: needs 1 <= LOW <= HIGH"),
+    (("--output-len", "x"), None, "--output-len takes N or LOW:HIGH (positive integers), not 'x'"),
+    (("--prompt-len", "100", "--output-len", "40"), None, "--prompt-len 100 and --output-len 40: the longest request "
+                                                          "needs 139 positions, more than a sequence's KV slot holds "
+                                                          "(max_context 128)"),
+    (("--max-running", "9"), None, "--max-running must be at most 8 (the KV slots design demo holds for this model), "
+                                   "not 9"),
+    (("--plot", "{d}/x.svg"), None, "--plot {d}/x.svg: the plot is a PNG file (name it .png)"),
+    (("--hw", "groq-lpu"), None, "design groq-lpu is for the performance model only"),
+])
+def test_serve_bench_bad_inputs_are_one_line_errors(tmp_path, args, trace, message):
+    t = tmp_path / "t.jsonl"
+    if trace is not None:
+        t.write_text(trace + "\n")
+    before = sorted(tmp_path.iterdir())
+    out = lockstep("serve-bench", *(a.format(t=t, d=tmp_path) for a in args))
+    assert out.returncode == 1, out.stdout
+    assert out.stderr.startswith("lockstep: error: " + message.format(d=tmp_path)), out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert sorted(tmp_path.iterdir()) == before
