@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import click
 
@@ -92,7 +93,6 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
     from ..runtime import prepare
     from ..serve.requests import Lengths, check_requests, poisson_trace, read_trace
     from ..serve.scheduler import executor, serve
-    from .commands import _check_output_path
     from .model import load_model
 
     design = load_design(hw, settings, rtl=True)
@@ -107,7 +107,11 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
     rates = _rates(DEFAULT_RATE if rate_text is None else rate_text) if trace_path is None else [None]
     lengths = (Lengths.parse(prompt_len, "--prompt-len"), Lengths.parse(output_len, "--output-len"))
     if plot_path is not None:
-        _check_output_path(plot_path, "--plot")
+        where = Path(plot_path)
+        if where.is_dir():
+            raise InputError(f"--plot {plot_path}: is a directory")
+        if not where.parent.is_dir():
+            raise InputError(f"--plot {plot_path}: no such directory {str(where.parent)!r}")
         if not plot_path.lower().endswith(".png"):
             raise InputError(f"--plot {plot_path}: the plot is a PNG file (name it .png)")
     ckpt = load_model(model_dir)
