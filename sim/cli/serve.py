@@ -80,11 +80,13 @@ def _ms(v) -> str:
               help="Most sequences running at once (default: every KV slot the design holds).")
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Draw served tokens/s against latency over the rates (PNG).")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Check every request's tokens against the golden integer model running its prompt alone.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every request's tokens and times).")
 @friendly
 def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_requests, seed, prompt_len,
-                    output_len, max_running, plot_path, quiet, as_json):
+                    output_len, max_running, plot_path, check, quiet, as_json):
     """Serve a request trace on a design: continuous batching with chunked prefill, in simulated time.
 
     Reports time to first token, time per output token and end-to-end latency (p50/p90/p99), the
@@ -168,6 +170,18 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
                       console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("requests", total=total)
             run_all(lambda n: bar.advance(task, n))
+    mismatched = []
+    if check:
+        from golden.int_model import generate_int
+
+        alone: dict = {}
+        for trace, (_, rep) in zip(traces, reports, strict=True):
+            for r, res in zip(trace, rep.results, strict=True):
+                key = (r.prompt, r.max_new_tokens)
+                if key not in alone:
+                    alone[key] = generate_int(compiled.model, list(r.prompt), r.max_new_tokens)
+                if res.tokens != alone[key]:
+                    mismatched.append(r.id)
     points = [{"rate": rate, "summary": rep.summary()} for rate, rep in reports]
     if plot_path is not None:
         from ..serve.plot import plot_rate_sweep
@@ -179,8 +193,10 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
         out = {"model": ckpt.path.name, "design": {"name": design.name, "settings": list(settings)},
                "backend": backend, "kv_slots": slots, "max_m": config.max_m, "clock_hz": config.clock_hz,
                "trace": trace_path, "seed": None if trace_path else seed,
-               "runs": [{"rate": rate, **rep.as_dict()} for rate, rep in reports], "plot": plot_path}
+               "runs": [{"rate": rate, **rep.as_dict()} for rate, rep in reports], "plot": plot_path,
+               "checked": check, "bit_exact": (not mismatched) if check else None}
         click.echo(json.dumps(out, allow_nan=False))
+        _fail(mismatched, [rep.cycle_exact for _, rep in reports])
         return
     header = ("rate/s", "requests", "tokens/s", "array", "rows/pass", "TTFT p50", "p90", "p99", "TPOT p50", "p90",
               "p99", "latency p50", "p90", "p99")
@@ -199,7 +215,18 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
     click.echo("cycles     : " + ("predicted by the cycle model (the isa backend measures none)" if all(
         e is None for e in exact) else "measured, equal to the prediction in every pass" if all(exact) else
         "measured, DIFFERENT from the prediction"))
+    tokens = sum(rep.tokens for _, rep in reports)
+    click.echo("tokens     : " + (f"all {count(tokens)} equal to the golden integer model running each prompt alone"
+                                  if check and not mismatched else "not checked (--no-check)" if not check else
+                                  f"{len(mismatched)} requests DIFFERENT from the golden integer model"))
     if plot_path is not None:
         click.echo(f"plot       : {plot_path}")
+    _fail(mismatched, exact)
+
+
+def _fail(mismatched: list[str], exact: list) -> None:
+    if mismatched:
+        raise InputError(f"request {mismatched[0]}'s tokens differ from the golden integer model running its prompt "
+                         f"alone ({len(mismatched)} requests differ)")
     if any(e is False for e in exact):
         raise InputError("a pass's measured cycles differ from the cycle model's prediction")
