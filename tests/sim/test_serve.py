@@ -156,17 +156,10 @@ def tiny_llama():
 
 
 def _alone(compiled, request):
-    """The request's tokens run alone, one row a step, on a fresh instruction-level model."""
-    from sim.machine.isa_sim import IsaMachine
+    """The request's tokens from the golden integer model running its prompt alone (greedy)."""
+    from golden.int_model import generate_int
 
-    m = IsaMachine(compiled)
-    seq, out = list(request.prompt), []
-    for p in range(len(request.prompt) + request.max_new_tokens - 1):
-        t = m.step(seq[p], p)
-        if p >= len(request.prompt) - 1:
-            out.append(t)
-            seq.append(t)
-    return out
+    return generate_int(compiled.model, list(request.prompt), request.max_new_tokens)
 
 
 def _trace(compiled, n, *, rate, seed, prompt=(1, 8), output=(1, 6)):
@@ -275,6 +268,7 @@ def test_serve_bench_table_json_and_a_rate_sweep_plot(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0].startswith("model demo (llama) on design demo: ") and "8 KV slots" in lines[0]
     assert any(line.split()[:2] == ["2,000", "6"] for line in lines)
+    assert "tokens     : all " in out.stdout and "equal to the golden integer model" in out.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.png"]
     js = lockstep("serve-bench", "--requests", "6", "--rate", "2000", "--prompt-len", "2:6", "--output-len", "2:4",
@@ -283,6 +277,7 @@ def test_serve_bench_table_json_and_a_rate_sweep_plot(tmp_path):
     run = json.loads(js.stdout)["runs"][0]
     assert run["summary"]["requests"] == 6 and len(run["requests"]) == 6
     assert all(len(r["tokens"]) >= 2 for r in run["requests"])
+    assert json.loads(js.stdout)["bit_exact"] is True
 
 
 @pytest.mark.parametrize(("args", "trace", "message"), [
