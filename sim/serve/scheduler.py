@@ -5,8 +5,9 @@ Requests wait in a queue in arrival order. Between passes the scheduler
 1. retires the sequences that have all their tokens and frees their KV slots;
 2. admits arrived requests, oldest first (ties: trace order), while a KV slot is free and fewer than
    ``max_running`` sequences run; a sequence takes the lowest free slot;
-3. builds the next pass, at most ``max_m`` rows: first one decode row of every running sequence that
-   has finished its prompt (those served longest ago first when they do not all fit), then the
+3. builds the next pass, at most ``max_rows`` rows (``Compiled.max_rows``: the design's ``max_m``
+   unless the scratchpad holds fewer): first one decode row of every running sequence that has
+   finished its prompt (those served longest ago first when they do not all fit), then the
    prompts still being read, in admission order, each a chunk of consecutive positions as long as
    the rows left allow (chunked prefill, as Sarathi and vLLM do it).
 
@@ -40,7 +41,7 @@ class Executor(Protocol):
 
     #: How many KV slots (sequences) the memories hold; the rows a pass takes; the model's context.
     kv_slots: int
-    max_m: int
+    max_rows: int
     max_context: int
     vocab_size: int
     clock_hz: float
@@ -70,7 +71,7 @@ class IsaExecutor:
         self.machine = IsaMachine(compiled)
         c, mc = compiled.config, compiled.model.config
         self.kv_slots = compiled.kv_slots
-        self.max_m = c.max_m
+        self.max_rows = compiled.max_rows        # Config.max_m, or fewer when the scratchpad holds fewer
         self.max_context = compiled.model.max_context
         self.vocab_size = mc.vocab_size
         self.clock_hz = c.clock_hz
@@ -272,7 +273,7 @@ def serve(requests: Sequence[Request], executor: Executor, *, max_running: int |
     passes: list[PassRecord] = []
     now = 0
     admitted = 0
-    m = executor.max_m
+    m = executor.max_rows
     while len(done) < len(requests):
         # Admit what has arrived, oldest first, while a slot is free.
         if not running and head < len(queue) and requests[queue[head]].arrival > now:

@@ -151,7 +151,7 @@ def tiny_llama():
     from .tiny_models import tiny
 
     compiled = tiny("llama-gqa")
-    assert compiled.kv_slots >= 2 and compiled.config.max_m >= 4
+    assert compiled.kv_slots >= 2 and compiled.max_rows >= 4
     return compiled
 
 
@@ -180,18 +180,18 @@ def test_every_sequence_equals_its_prompt_run_alone_and_runs_are_deterministic(t
     assert first.passes == again.passes and first.results == again.results
     for r, res in zip(trace, first.results, strict=True):
         assert res.id == r.id and res.tokens == _alone(tiny_llama, r), r.id
-    m = tiny_llama.config.max_m
+    m = tiny_llama.max_rows
     assert max(len(p.rows) for p in first.passes) == m          # some passes full
     assert any(len({s for *_, s in p.rows}) > 1 for p in first.passes)   # rows of several sequences in a pass
     # A prompt longer than a pass's rows is read in chunks.
     assert any(len(r.prompt) > m for r in trace)
 
 
-def _check_no_drop_no_duplicate(trace, report, max_m, slots):
+def _check_no_drop_no_duplicate(trace, report, max_rows, slots):
     assert [r.id for r in report.results] == [r.id for r in trace]
     rows: dict[str, list[int]] = {}
     for p in report.passes:
-        assert 1 <= len(p.rows) <= max_m
+        assert 1 <= len(p.rows) <= max_rows
         live = {}
         for rid, _, pos, slot in p.rows:
             rows.setdefault(rid, []).append(pos)
@@ -216,7 +216,7 @@ def test_a_trace_of_1000_requests_loses_and_repeats_none(tiny_llama):
     ex = IsaExecutor(tiny_llama)
     seen = []
     report = serve(trace, ex, on_pass=lambda done, total: seen.append((done, total)))
-    _check_no_drop_no_duplicate(trace, report, tiny_llama.config.max_m, ex.kv_slots)
+    _check_no_drop_no_duplicate(trace, report, tiny_llama.max_rows, ex.kv_slots)
     assert seen[-1] == (1000, 1000) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     s = report.summary()
     assert s["requests"] == 1000 and s["generated_tokens"] == sum(r.max_new_tokens for r in trace)
