@@ -111,12 +111,13 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     try:
-        for design in dict.fromkeys(r["design"] for r in rows):
+        for i, design in enumerate(dict.fromkeys(r["design"] for r in rows)):
             mine = [r for r in rows if r["design"] == design]
-            ax.plot([r["batch"] for r in mine], [r["decode_tokens_per_s"] for r in mine], "o-",
+            colour = f"C{i}"
+            ax.plot([r["batch"] for r in mine], [r["decode_tokens_per_s"] for r in mine], "o-", color=colour,
                     label=f"{design}: decode passes")
             ax.plot([r["batch"] for r in mine], [r["run_tokens_per_s"] for r in mine], "s--", alpha=0.6,
-                    label=f"{design}: whole run (prefill included)")
+                    color=colour, label=f"{design}: whole run (prefill included)")
             for r in mine:
                 ax.annotate(f"{r['decode_ratio']:.1f}x", (r["batch"], r["decode_tokens_per_s"]),
                             textcoords="offset points", xytext=(4, -10), fontsize=7)

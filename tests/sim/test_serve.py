@@ -147,10 +147,14 @@ def test_estimate_prompt_on_a_large_model_and_its_bad_values():
 
 @pytest.fixture(scope="module")
 def tiny_llama():
-    """The tiny Llama-GQA model (tests/sim/tiny_models.py), several KV slots."""
-    from .tiny_models import tiny
+    """The tiny Llama-GQA model (tests/sim/tiny_models.py) on its small design with room for passes of
+    8 rows and several KV slots."""
+    from sim.machine.compiler import compile_model
 
-    compiled = tiny("llama-gqa")
+    from .tiny_models import SMALL, tiny
+
+    compiled = compile_model(tiny("llama-gqa").model, replace(SMALL, scratch_bytes=9216, logits_words=512,
+                                                              kv_bytes=32768, max_m=8))
     assert compiled.kv_slots >= 2 and compiled.max_rows >= 4
     return compiled
 
