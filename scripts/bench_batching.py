@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark: aggregate tokens/s of the demo model with 1, 2, 4 and 8 sequences decoding together.
 
-On each design (default ``demo-narrow``, whose weight port delivers one 8-byte row a cycle, and
-``demo``, a whole 8 x 8 tile a cycle) the demo model serves B requests at once through the
+On each design (default ``demo-narrow``, whose weight port delivers one 8-byte row a cycle; the same
+with ``demo``'s fusions and two attention heads a step, ``demo-narrow+fusions``; and ``demo``, a
+whole 8 x 8 tile a cycle) the demo model serves B requests at once through the
 continuous-batching scheduler (:func:`sim.serve.scheduler.serve`) on the instruction-level model:
 B copies of ``lockstep run``'s default prompt (15 tokens) arriving together, each generating
 ``lockstep run``'s default 48 tokens, at most B sequences running. Every pass runs on the
@@ -33,7 +34,10 @@ from pathlib import Path
 
 PROG = "bench_batching"
 BATCHES = (1, 2, 4, 8)
-DESIGNS = ("demo-narrow", "demo")
+#: The designs measured: a name, or a name with ``+KEY=VALUE`` changes (``--set``'s keys); the
+#: second is the narrow port with the full-width design's fusions and two attention heads a step.
+FUSIONS = "+fused_swiglu=true+fused_rope=true+fused_residual=true+attention_heads_per_step=2"
+DESIGNS = ("demo-narrow", "demo-narrow" + FUSIONS, "demo")
 TARGET_RATIO = 6.0
 DEFAULT_PLOT = Path(__file__).resolve().parents[1] / "docs" / "plots" / "batching.png"
 
@@ -67,7 +71,8 @@ def measure(design_name: str, batches, tokens: int, prompt_text: str) -> list[di
     from sim.serve.requests import Request
     from sim.serve.scheduler import IsaExecutor, serve
 
-    design = load_design(design_name)
+    name, *settings = design_name.split("+")
+    design = load_design(name.strip(), [x.strip() for x in settings])
     ckpt = load_demo_model()
     compiled = prepare(ckpt, design.config)
     prompt = tuple(ckpt.tokenizer.encode(prompt_text))
@@ -92,7 +97,7 @@ def measure(design_name: str, batches, tokens: int, prompt_text: str) -> list[di
         decode = [p for p in rep.passes if len(p.rows) == b and all(pos >= len(prompt) for _, _, pos, _ in p.rows)]
         cyc = sum(p.cycles for p in decode)
         s = rep.summary()
-        rows.append({"design": design_name, "batch": b, "decode_passes": len(decode),
+        rows.append({"design": _label(design_name), "batch": b, "decode_passes": len(decode),
                      "decode_cycles_per_pass": cyc / len(decode),
                      "decode_tokens_per_s": b * len(decode) * rep.clock_hz / cyc,
                      "run_tokens_per_s": s["tokens_per_s"], "passes": s["passes"], "span_cycles": s["span_cycles"],
@@ -101,6 +106,10 @@ def measure(design_name: str, batches, tokens: int, prompt_text: str) -> list[di
         r["decode_ratio"] = r["decode_tokens_per_s"] / rows[0]["decode_tokens_per_s"]
         r["run_ratio"] = r["run_tokens_per_s"] / rows[0]["run_tokens_per_s"]
     return rows
+
+
+def _label(design: str) -> str:
+    return design.replace(FUSIONS, "+fusions")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -143,7 +152,8 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv=None) -> int:
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
-    parser.add_argument("--designs", default=",".join(DESIGNS))
+    parser.add_argument("--designs", default=",".join(DESIGNS),
+                        help="designs, comma-separated; NAME+KEY=VALUE changes one key (as --set does)")
     parser.add_argument("--tokens", type=int, default=None, help="new tokens a sequence (default: lockstep run's)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--plot", default=str(DEFAULT_PLOT), help="the PNG to write ('' for none)")
