@@ -97,7 +97,10 @@ def measure(design_name: str, batches, tokens: int, prompt_text: str) -> list[di
         decode = [p for p in rep.passes if len(p.rows) == b and all(pos >= len(prompt) for _, _, pos, _ in p.rows)]
         cyc = sum(p.cycles for p in decode)
         s = rep.summary()
+        if not decode:
+            raise BenchError(f"{design_name}, B = {b}: no pass with all {b} sequences decoding (give more --tokens)")
         rows.append({"design": _label(design_name), "batch": b, "decode_passes": len(decode),
+                     "decode_positions": [[pos for _, _, pos, _ in p.rows] for p in decode],
                      "decode_cycles_per_pass": cyc / len(decode),
                      "decode_tokens_per_s": b * len(decode) * rep.clock_hz / cyc,
                      "run_tokens_per_s": s["tokens_per_s"], "passes": s["passes"], "span_cycles": s["span_cycles"],
