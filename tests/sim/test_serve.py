@@ -316,3 +316,24 @@ def test_serve_bench_bad_inputs_are_one_line_errors(tmp_path, args, trace, messa
     assert out.stderr.startswith("lockstep: error: " + message.format(d=tmp_path)), out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_estimate_batch_is_the_cycle_model_s_pass_of_b_rows():
+    """``estimate --batch B`` prices a decode step of B sequences as the cycle model's pass of B rows
+    (``pass_cycles``), on both demo designs."""
+    from golden.checkpoint import demo_model_path, load_config
+    from golden.quantize import program_structure
+    from sim.design import load_design
+    from sim.machine.cycles import pass_cycles
+    from sim.perf.model import estimate
+
+    mc = load_config(demo_model_path())
+    ops = list(program_structure(mc))
+    for hw in ("demo", "demo-narrow"):
+        d = load_design(hw)
+        for b in (1, 2, 8, 16):
+            first = pass_cycles(ops, mc, d.config, positions=[0] * b).total
+            assert estimate(mc, d.hardware, context=1, batch=b).cycles == first, (hw, b)
+            # Over positions 0..40: the mean of the passes (the model is affine in the position).
+            mean = sum(pass_cycles(ops, mc, d.config, positions=[q] * b).total for q in range(41)) / 41
+            assert estimate(mc, d.hardware, context=41, batch=b).cycles == pytest.approx(mean, rel=1e-12)
