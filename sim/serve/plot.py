@@ -27,19 +27,20 @@ def plot_rate_sweep(points: list[dict], path, *, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=DPI)
     try:
         x = [p["summary"]["tokens_per_s"] for p in points]
-        for key, label, style in (("ttft_s", "time to first token", "o-"), ("latency_s", "end-to-end latency", "s-")):
-            for q, alpha in (("p50", 1.0), ("p99", 0.55)):
+        for colour, (key, label, marker) in enumerate((("ttft_s", "time to first token", "o"),
+                                                        ("latency_s", "end-to-end latency", "s"))):
+            for q, line in (("p50", "-"), ("p99", "--")):
                 y = [p["summary"][key][q] * 1e3 for p in points]
-                ax.plot(x, y, style, alpha=alpha, label=f"{label}, {q}")
+                ax.plot(x, y, marker + line, color=f"C{colour}", label=f"{label}, {q}")
         for p, xi in zip(points, x, strict=True):
-            ax.annotate(f"{p['rate']:g}/s", (xi, p["summary"]["latency_s"]["p99"] * 1e3), textcoords="offset points",
-                        xytext=(3, 4), fontsize=7)
+            ax.annotate(f"{p['rate']:g}/s", (xi, p["summary"]["latency_s"]["p50"] * 1e3), textcoords="offset points",
+                        xytext=(3, -10), fontsize=7)
         ax.set_yscale("log")
         ax.set_xlabel("served tokens/s (simulated, at the design's clock)")
         ax.set_ylabel("latency (ms, simulated)")
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="center right")
         fig.tight_layout()
         out = Path(path)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
