@@ -24,7 +24,7 @@ def plot_rate_sweep(points: list[dict], path, *, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=DPI)
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=DPI)
     try:
         x = [p["summary"]["tokens_per_s"] for p in points]
         for colour, (key, label, marker) in enumerate((("ttft_s", "time to first token", "o"),
@@ -40,7 +40,7 @@ def plot_rate_sweep(points: list[dict], path, *, title: str) -> Path:
         ax.set_ylabel("latency (ms, simulated)")
         ax.set_title(title, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="center right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
         fig.tight_layout()
         out = Path(path)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
