@@ -133,7 +133,10 @@ def _line_request(obj, where: str, number: int, clock_hz: float, encode: Callabl
                              f"(give token ids)")
         if not prompt:
             raise InputError(f"{where}: prompt is empty")
-        prompt = encode(prompt)
+        try:
+            prompt = encode(prompt)
+        except ValueError as exc:
+            raise InputError(f"{where}: prompt: {exc}") from None
     elif not isinstance(prompt, list) or not all(_is_int(t) for t in prompt):
         raise InputError(f"{where}: prompt must be a list of token ids or a string, not {json.dumps(prompt)[:60]}")
     if not prompt:
