@@ -292,8 +292,8 @@ def test_serve_bench_table_json_and_a_rate_sweep_plot(tmp_path):
     (("--trace", "{t}"), '{"id": "long", "prompt": "' + "a" * 130 + '", "max_new_tokens": 1, "arrival_s": 0}',
      "request long: prompt (130 tokens) plus 1 new tokens needs 130 positions, more than a sequence's KV slot "
      "holds (max_context 128)"),
-    (("--trace", "{t}"), '{"prompt": "Hi", "max_new_tokens": 3, "arrival_s": 0}',
-     "t.jsonl line 1: prompt: character 'H' at position 0 is not in the tokenizer's alphabet"),
+    (("--trace", "{t}"), '{"prompt": "Up", "max_new_tokens": 3, "arrival_s": 0}',
+     "t.jsonl line 1: prompt: character 'U' at position 0 is not in the tokenizer's alphabet"),
     (("--trace", "{t}", "--rate", "5"), "", "--trace replays a file; --rate is for the generator: give one or the "
                                             "other"),
     (("--trace", "{d}/none.jsonl"), None, "--trace {d}/none.jsonl: no such file"),
