@@ -83,6 +83,46 @@ class Compiled:
     logits_value: str = ""
     token_value: str = ""
 
+    # --- passes of several token rows (sim.machine.passes) ---
+
+    @property
+    def row_stride(self) -> int:
+        """Scratchpad elements between two token rows of a pass: row r of every value sits at its
+        address + r * row_stride (the one-row scratchpad, rounded up to a scratchpad word)."""
+        return _round_up(self.scratch_size, self.config.vector_lanes)
+
+    @property
+    def logits_stride(self) -> int:
+        """int32 words between two rows' logits in the logits buffer (rounded up to a logits word)."""
+        return _round_up(self.logits_size, self.config.vector_lanes)
+
+    @property
+    def slot_rows(self) -> int:
+        """KV-cache rows (of head_dim int8, for K and for V) of one sequence's slot:
+        ``n_layers * n_kv_heads * max_context`` (the design's context: the hardware's row stride)."""
+        mc = self.model.config
+        return mc.n_layers * mc.n_kv_heads * self.config.max_context
+
+    @property
+    def kv_slots(self) -> int:
+        """Sequences whose KV cache the design's KV memory holds at once (fixed slots of
+        :attr:`slot_rows` rows; slot s starts at KV row ``s * slot_rows``)."""
+        return self.config.kv_bytes // (2 * self.model.config.head_dim * self.slot_rows)
+
+    @property
+    def max_rows(self) -> int:
+        """The most token rows one pass may carry: ``Config.max_m``, and no more than the scratchpad
+        and the logits buffer hold (:meth:`rows_limits` says which binds)."""
+        return min(self.rows_limits().values())
+
+    def rows_limits(self) -> dict[str, int]:
+        """What bounds a pass's rows: the design's ``max_m`` and the rows the scratchpad and the
+        logits buffer hold at this program's strides."""
+        c = self.config
+        return {"max_m": c.max_m,
+                "scratch_bytes": c.scratch_bytes // max(self.row_stride, 1),
+                "logits_words": c.logits_words // max(self.logits_stride, 1)}
+
     @property
     def program(self) -> list:
         """The integer-program ops the instructions run, in order (what the cycle model prices)."""
@@ -99,6 +139,10 @@ class Compiled:
             note = f"  ; {op.output}" if op is not None else ""
             lines.append(f"{i:4d}  {disassemble(ins)}{note}")
         return "\n".join(lines)
+
+
+def _round_up(n: int, unit: int) -> int:
+    return ceil_div(n, unit) * unit
 
 
 class _Words:

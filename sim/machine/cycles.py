@@ -334,7 +334,7 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # activation, one entry a host-port cycle; an ACTIVATION instruction names its table by index).
 
 __all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "GEMM_OVERLAP", "GEMM_RESIDUAL", "GEMM_WRITEBACK", "SEQ_ISSUE",
-            "UNITS", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "unit_of"]
+            "UNITS", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "pass_cycles", "unit_of"]
 
 SEQ_ISSUE = 1
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
@@ -465,6 +465,7 @@ class DecodeCycles:
     array_rows: int
     array_cols: int
     weight_bytes_per_cycle: float
+    rows: int = 1           # token rows of the pass (a decode step: 1)
 
     @property
     def total(self) -> int:
@@ -480,8 +481,8 @@ class DecodeCycles:
         """The lower bounds by name (:data:`BOUND_NAMES`), in cycles: the array's MAC peak (padded
         MACs / (R*C), a tile a cycle at M = 1), its weight port (the tiles' bytes / bytes a cycle),
         and each other unit's own minimum over the step."""
-        padded = sum(o.tiles for o in self.ops) * self.array_rows * self.array_cols   # MACs = tile bytes at M = 1
-        out = {"MAC peak": padded / (self.array_rows * self.array_cols),
+        padded = sum(o.tiles for o in self.ops) * self.array_rows * self.array_cols   # a row's MACs = the tiles' bytes
+        out = {"MAC peak": padded * self.rows / (self.array_rows * self.array_cols),
                "weight port": padded / self.weight_bytes_per_cycle}
         for unit in ("attention", "vector", "sequencer"):
             out[unit] = float(sum(o.unit_min for o in self.ops if unit_of(o.op) == unit))
@@ -506,21 +507,24 @@ class DecodeCycles:
 
 def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 0, n_kv_heads: int = 0,
               head_dim: int = 0, position: int = 0, weight_bytes_per_cycle: float | None = None,
-              residual: bool = False) -> OpCycles:
+              residual: bool = False, rows: int = 1) -> OpCycles:
     """Predicted cycles of one instruction of the integer program (``op`` a primitive name).
 
     ``width`` is the op's output width (N of a GEMM), ``in_width`` its input width (K of a GEMM,
     the length of a vector op), ``position`` the KV position of the step (attention runs over
-    ``position + 1`` rows), ``residual`` a GEMM with its residual add fused (:data:`GEMM_RESIDUAL`).
+    ``position + 1`` rows), ``residual`` a GEMM with its residual add fused (:data:`GEMM_RESIDUAL`),
+    ``rows`` a GEMM's activation rows (M: the token rows of a pass, :func:`pass_cycles`; every other
+    op is priced one row at a time).
     """
     lanes = config.vector_lanes
     row_words = ceil_div(head_dim, lanes)
     if op == "gemm":
-        g = gemm_cycles(config, 1, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
+        g = gemm_cycles(config, rows, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
         extra = GEMM_RESIDUAL if residual else 0
-        return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK + extra, macs=in_width * width,
-                        weight_bytes=in_width * width, tiles=gemm_tiles(config, in_width, width),
-                        unit_min=gemm_lower_bound(config, 1, in_width, width,
+        return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK + extra,
+                        macs=rows * in_width * width, weight_bytes=in_width * width,
+                        tiles=gemm_tiles(config, in_width, width),
+                        unit_min=gemm_lower_bound(config, rows, in_width, width,
                                                   weight_bytes_per_cycle=weight_bytes_per_cycle))
     if op == "embed":
         words = ceil_div(width, config.array_cols)
@@ -562,12 +566,37 @@ def decode_step_cycles(ops, model_config, config, *, position: int,
     its members, "L0.q+k+v"; a GEMM with its residual add fused is one, "L0.o+x_attn");
     ``gemm_shapes`` (output value -> (K, N)) prices a GEMM at another
     shape than the program's (a tensor-parallel shard)."""
+    return pass_cycles(ops, model_config, config, positions=(position,),
+                       weight_bytes_per_cycle=weight_bytes_per_cycle, gemm_shapes=gemm_shapes)
+
+
+def pass_cycles(ops, model_config, config, *, positions, weight_bytes_per_cycle: float | None = None,
+                gemm_shapes: dict | None = None) -> DecodeCycles:
+    """Predicted cycles of one pass of M token rows (``positions``: each row's position, M of them;
+    :mod:`sim.machine.passes`), one :class:`OpCycles` per instruction over all its rows:
+
+    * a GEMM streams the M rows through each weight tile (:func:`gemm_cycles` at M);
+    * every other instruction runs once per row, in row order: the sum of its one-row cycles at
+      each row's position.
+
+    ``decode_step_cycles(position=p)`` is ``pass_cycles(positions=[p])``."""
+    positions = tuple(positions)
+    if not positions or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in positions):
+        raise InputError(f"positions must be a non-empty list of non-negative integers, not {list(positions)!r}")
+    rows = len(positions)
     out = []
     for g in instruction_groups(ops, config, gemm_shapes=gemm_shapes):
-        c = op_cycles(g.op, config, width=g.width, in_width=g.in_width, n_heads=model_config.n_heads,
-                      n_kv_heads=model_config.n_kv_heads, head_dim=model_config.head_dim, position=position,
-                      weight_bytes_per_cycle=weight_bytes_per_cycle, residual=g.residual is not None)
-        out.append(replace(c, output=g.output, macs=g.macs, weight_bytes=g.macs))
+        def one(position, rows=1, g=g):
+            return op_cycles(g.op, config, width=g.width, in_width=g.in_width, n_heads=model_config.n_heads,
+                             n_kv_heads=model_config.n_kv_heads, head_dim=model_config.head_dim, position=position,
+                             weight_bytes_per_cycle=weight_bytes_per_cycle, residual=g.residual is not None,
+                             rows=rows)
+        if g.op == "gemm":
+            c = replace(one(0, rows), macs=rows * g.macs, weight_bytes=g.macs)
+        else:
+            each = [one(p) for p in positions]
+            c = replace(each[0], cycles=sum(e.cycles for e in each), unit_min=sum(e.unit_min for e in each))
+        out.append(replace(c, output=g.output))
     port = config.weight_port_bytes
     wbpc = float(weight_bytes_per_cycle or port)
-    return DecodeCycles(tuple(out), config.array_rows, config.array_cols, min(wbpc, port))
+    return DecodeCycles(tuple(out), config.array_rows, config.array_cols, min(wbpc, port), rows=rows)

@@ -25,8 +25,10 @@ from golden.vector import (
     rope_with_tables,
 )
 from hdl.isa import (
+    FIELD_USE,
     EmbedFlags,
     GemmFlags,
+    Instruction,
     MultiplyFlags,
     Opcode,
     RopeFlags,
@@ -37,6 +39,7 @@ from hdl.isa import (
 )
 
 from .compiler import Compiled
+from .passes import Row, check_pass
 
 __all__ = ["IsaMachine"]
 
@@ -57,8 +60,9 @@ class IsaMachine:
         self.scratch = np.zeros(c.scratch_bytes, np.int64)
         self.logits = np.zeros(c.logits_words, np.int64)
         layers, ctx, kvh, hd = compiled.kv_shape
-        self.k = np.zeros(compiled.kv_shape, np.int64)
-        self.v = np.zeros(compiled.kv_shape, np.int64)
+        # one KV cache per slot (a sequence's), indexed [slot][layer][position][kv head][head_dim]
+        self.k = np.zeros((max(compiled.kv_slots, 1), *compiled.kv_shape), np.int64)
+        self.v = np.zeros_like(self.k)
         self.max_context = ctx
         self.kv_heads, self.head_dim = kvh, hd
 
@@ -74,81 +78,111 @@ class IsaMachine:
         return out
 
     def run(self, token: int, position: int) -> int | None:
-        """Run the program up to its HALT; return the argmax token, None if the program has no argmax
-        (a partial program, as the RTL tests run)."""
+        """Run the program up to its HALT for one row (slot 0); return the argmax token, None if the
+        program has no argmax (a partial program, as the RTL tests run)."""
         if not 0 <= position < self.max_context:
             raise InputError(f"position must be in [0, {self.max_context - 1}], not {position}")
+        return self.run_pass([Row(token, position, 0)])[0]
+
+    def run_pass(self, rows) -> list[int | None]:
+        """Run the program up to its HALT over a pass's rows (:mod:`sim.machine.passes`: Rows or
+        ``(token, position, slot)`` triples); return each row's argmax token (None without an argmax)."""
+        rows = check_pass(self.compiled, rows)
+        out: list[int | None] = [None] * len(rows)
+        for ins in self.program:
+            if ins.opcode is Opcode.HALT:
+                break
+            # A GEMM streams every row through each weight tile, the others run a row at a time: the
+            # order differs, the values do not (no instruction reads what another row of it writes).
+            for r, row in enumerate(rows):
+                token = self._row(ins, r, row)
+                if token is not None:
+                    out[r] = token
+        return out
+
+    def _row(self, ins, r: int, row: Row) -> int | None:
+        """Instruction ``ins`` for row ``r`` of a pass: its scratchpad addresses moved by ``r`` row
+        strides, its logits by ``r`` logits strides; returns ARGMAX's token."""
+        c = self.compiled
+        ins = dict(ins)
+        logits_out = ins["opcode"] is Opcode.GEMM and not GemmFlags(ins["flags"]) & GemmFlags.REQUANT
+        for name in FIELD_USE[ins["opcode"]][2]:
+            if name == "dst":
+                ins[name] += r * (c.logits_stride if logits_out else c.row_stride)
+            elif name in ("src0", "src1"):
+                ins[name] += r * (c.logits_stride if ins["opcode"] is Opcode.ARGMAX else c.row_stride)
+        return self._execute(Instruction(ins), row.token, row.position, self.k[row.slot], self.v[row.slot])
+
+    def _execute(self, ins, token: int, position: int, k, v) -> int | None:
+        """One instruction for one row (``k``, ``v``: its slot's KV cache)."""
         out = None
         s = self.scratch
-        for ins in self.program:
-            op = ins.opcode
-            n = ins["length"]
-            if op is Opcode.HALT:
-                break
-            if op is Opcode.EMBED:
-                row = position if EmbedFlags(ins["flags"]) & EmbedFlags.BY_POSITION else token
-                start = (ins["weight"] + row * ins["count"]) * self.cols
-                s[ins["dst"]:ins["dst"] + n] = self.weights[start:start + n]
-            elif op in (Opcode.RMSNORM, Opcode.LAYERNORM):
-                x = s[ins["src0"]:ins["src0"] + n][None]
-                r = self._record(ins, n)
-                if op is Opcode.RMSNORM:
-                    y = rmsnorm(x, NormParams(kind="rms", beta=None, inv_mult=0, inv_shift=0, **r))
-                else:
-                    y = layernorm(x, NormParams(kind="layer", **r))
-                s[ins["dst"]:ins["dst"] + n] = y[0]
-            elif op is Opcode.GEMM:
-                y = self._gemm(ins)
-                if GemmFlags(ins["flags"]) & GemmFlags.RESIDUAL:
-                    # the residual add in the output stage: a = the residual at src1, b = the requantized output
-                    r = self._record(ins, ins["count"])
-                    x = s[ins["src1"]:ins["src1"] + ins["count"]]
-                    add = AddParams(**{name: r[name] for name in ("a_mult", "b_mult", "mult", "shift")})
-                    s[ins["dst"]:ins["dst"] + ins["count"]] = residual_add(x, y, add)
-                elif GemmFlags(ins["flags"]) & GemmFlags.REQUANT:
-                    s[ins["dst"]:ins["dst"] + ins["count"]] = y
-                else:
-                    self.logits[ins["dst"]:ins["dst"] + ins["count"]] = y
-            elif op is Opcode.ROPE:
-                heads = ins["count"]
-                hd = n // heads
-                r = self._record(ins)
-                mult, shift, table = r["mult"], r["shift"], r["table"]
-                half = self.max_context * (hd // 2)
-                cos = self.params[table:table + half].reshape(self.max_context, hd // 2)
-                sin = self.params[table + half:table + 2 * half].reshape(self.max_context, hd // 2)
-                x = s[ins["src0"]:ins["src0"] + n].reshape(heads, hd)
-                first = heads - (r["heads_b"] if RopeFlags(ins["flags"]) & RopeFlags.SPLIT else 0)
-                y = rope_with_tables(x, np.full(heads, position), cos, sin, mult=mult, shift=shift)
-                if first < heads:   # the last heads_b heads at their own scale
-                    y[first:] = rope_with_tables(x[first:], np.full(heads - first, position), cos, sin,
-                                                 mult=r["mult_b"], shift=r["shift_b"])
-                s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
-            elif op is Opcode.KV_WRITE:
-                layer = ins["count"]
-                self.k[layer, position] = s[ins["src0"]:ins["src0"] + n].reshape(self.kv_heads, self.head_dim)
-                self.v[layer, position] = s[ins["src1"]:ins["src1"] + n].reshape(self.kv_heads, self.head_dim)
-            elif op is Opcode.ATTENTION:
-                layer = ins["count"]
-                q = s[ins["src0"]:ins["src0"] + n].reshape(-1, self.head_dim)
-                y = attention_decode(q, self.k[layer, :position + 1], self.v[layer, :position + 1],
-                                     AttentionParams(**self._record(ins)), max_context=self.max_context)
-                s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
-            elif op is Opcode.RESIDUAL_ADD:
-                a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]
-                s[ins["dst"]:ins["dst"] + n] = residual_add(a, b, AddParams(**self._record(ins)))
-            elif op is Opcode.ACTIVATION:
-                table = self.act_tables[ins["count"]]
-                s[ins["dst"]:ins["dst"] + n] = activation(s[ins["src0"]:ins["src0"] + n], table)
-            elif op is Opcode.MULTIPLY:
-                a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]
-                if MultiplyFlags(ins["flags"]) & MultiplyFlags.ACTIVATION:
-                    a = activation(a, self.act_tables[ins["count"]])
-                s[ins["dst"]:ins["dst"] + n] = multiply(a, b, **self._record(ins))
-            elif op is Opcode.ARGMAX:
-                out = int(argmax(self.logits[ins["src0"]:ins["src0"] + n][None])[0])
-            else:  # pragma: no cover - decode() rejects unknown opcodes
-                raise InputError(f"no semantics for {op}")
+        op = ins.opcode
+        n = ins["length"]
+        if op is Opcode.EMBED:
+            row = position if EmbedFlags(ins["flags"]) & EmbedFlags.BY_POSITION else token
+            start = (ins["weight"] + row * ins["count"]) * self.cols
+            s[ins["dst"]:ins["dst"] + n] = self.weights[start:start + n]
+        elif op in (Opcode.RMSNORM, Opcode.LAYERNORM):
+            x = s[ins["src0"]:ins["src0"] + n][None]
+            r = self._record(ins, n)
+            if op is Opcode.RMSNORM:
+                y = rmsnorm(x, NormParams(kind="rms", beta=None, inv_mult=0, inv_shift=0, **r))
+            else:
+                y = layernorm(x, NormParams(kind="layer", **r))
+            s[ins["dst"]:ins["dst"] + n] = y[0]
+        elif op is Opcode.GEMM:
+            y = self._gemm(ins)
+            if GemmFlags(ins["flags"]) & GemmFlags.RESIDUAL:
+                # the residual add in the output stage: a = the residual at src1, b = the requantized output
+                r = self._record(ins, ins["count"])
+                x = s[ins["src1"]:ins["src1"] + ins["count"]]
+                add = AddParams(**{name: r[name] for name in ("a_mult", "b_mult", "mult", "shift")})
+                s[ins["dst"]:ins["dst"] + ins["count"]] = residual_add(x, y, add)
+            elif GemmFlags(ins["flags"]) & GemmFlags.REQUANT:
+                s[ins["dst"]:ins["dst"] + ins["count"]] = y
+            else:
+                self.logits[ins["dst"]:ins["dst"] + ins["count"]] = y
+        elif op is Opcode.ROPE:
+            heads = ins["count"]
+            hd = n // heads
+            r = self._record(ins)
+            mult, shift, table = r["mult"], r["shift"], r["table"]
+            half = self.max_context * (hd // 2)
+            cos = self.params[table:table + half].reshape(self.max_context, hd // 2)
+            sin = self.params[table + half:table + 2 * half].reshape(self.max_context, hd // 2)
+            x = s[ins["src0"]:ins["src0"] + n].reshape(heads, hd)
+            first = heads - (r["heads_b"] if RopeFlags(ins["flags"]) & RopeFlags.SPLIT else 0)
+            y = rope_with_tables(x, np.full(heads, position), cos, sin, mult=mult, shift=shift)
+            if first < heads:   # the last heads_b heads at their own scale
+                y[first:] = rope_with_tables(x[first:], np.full(heads - first, position), cos, sin,
+                                             mult=r["mult_b"], shift=r["shift_b"])
+            s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
+        elif op is Opcode.KV_WRITE:
+            layer = ins["count"]
+            k[layer, position] = s[ins["src0"]:ins["src0"] + n].reshape(self.kv_heads, self.head_dim)
+            v[layer, position] = s[ins["src1"]:ins["src1"] + n].reshape(self.kv_heads, self.head_dim)
+        elif op is Opcode.ATTENTION:
+            layer = ins["count"]
+            q = s[ins["src0"]:ins["src0"] + n].reshape(-1, self.head_dim)
+            y = attention_decode(q, k[layer, :position + 1], v[layer, :position + 1],
+                                 AttentionParams(**self._record(ins)), max_context=self.max_context)
+            s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
+        elif op is Opcode.RESIDUAL_ADD:
+            a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]
+            s[ins["dst"]:ins["dst"] + n] = residual_add(a, b, AddParams(**self._record(ins)))
+        elif op is Opcode.ACTIVATION:
+            table = self.act_tables[ins["count"]]
+            s[ins["dst"]:ins["dst"] + n] = activation(s[ins["src0"]:ins["src0"] + n], table)
+        elif op is Opcode.MULTIPLY:
+            a, b = s[ins["src0"]:ins["src0"] + n], s[ins["src1"]:ins["src1"] + n]
+            if MultiplyFlags(ins["flags"]) & MultiplyFlags.ACTIVATION:
+                a = activation(a, self.act_tables[ins["count"]])
+            s[ins["dst"]:ins["dst"] + n] = multiply(a, b, **self._record(ins))
+        elif op is Opcode.ARGMAX:
+            out = int(argmax(self.logits[ins["src0"]:ins["src0"] + n][None])[0])
+        else:  # pragma: no cover - decode() rejects unknown opcodes
+            raise InputError(f"no semantics for {op}")
         return out
 
     def _gemm(self, ins) -> np.ndarray:
