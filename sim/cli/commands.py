@@ -26,6 +26,7 @@ from .errors import LockstepGroup, friendly
 from .fpga import baud_option, build_cmd
 from .model import golden_cmd, inspect_cmd, load_model, prompt_ids_of, text_of
 from .perf import estimate_cmd
+from .serve import serve_bench_cmd
 
 # The commands import the layers below them (engine, runtime, perf, fpga, golden, hdl) when they run, not
 # here: importing them all at start-up made every `lockstep` invocation about 3 s slower (`lockstep --help`
@@ -584,6 +585,7 @@ main.add_command(golden_cmd)
 main.add_command(build_cmd)
 main.add_command(estimate_cmd)
 main.add_command(presets_cmd)
+main.add_command(serve_bench_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -38,10 +38,13 @@ __all__ = ["estimate_cmd"]
                    "16777216).")
 @click.option("--batch", type=Number(int, 1), default=1, show_default=True,
               help="Sequences decoded together, at most 65536 (the model only: the RTL runs batch 1).")
+@click.option("--prompt", type=Number(int, 1), default=None,
+              help="Also estimate the prefill of a prompt of this many tokens (B prompts with --batch B): "
+                   "passes of the design's max_m rows, the time to the first token (TTFT).")
 @click.option("--breakdown", is_flag=True, help="Also print where a step's cycles go, per op kind.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @friendly
-def estimate_cmd(model, hw, settings, context, batch, breakdown, as_json):
+def estimate_cmd(model, hw, settings, context, batch, prompt, breakdown, as_json):
     """Estimate decode tokens/s of MODEL on design HW from the cycle model, with its roofline."""
     from ..design import designs_holding
     from ..perf.model import (
@@ -51,7 +54,9 @@ def estimate_cmd(model, hw, settings, context, batch, breakdown, as_json):
         estimate,
         format_breakdown,
         format_estimate,
+        format_prefill,
         place,
+        prefill,
         resolve_model,
     )
 
@@ -77,8 +82,14 @@ def estimate_cmd(model, hw, settings, context, batch, breakdown, as_json):
                     "; no shipped design holds it")
             raise HardwareError(f"{exc}{also}") from None
     e = estimate(mc, design.hardware, context=context, batch=batch, name=name)
+    pre = None
+    if prompt is not None:
+        pre = prefill(mc, design.hardware, prompt=prompt, batch=batch, chunk=_max_m(design), name=name,
+                      split=e.kv_split)
     if as_json:
         out = e.as_dict()
+        if pre is not None:
+            out["prefill"] = pre.as_dict()
         out["design"] = {"name": design.name, "settings": list(settings), "chosen": chosen is not None}
         click.echo(json.dumps(out, allow_nan=False))   # estimate() refuses non-finite numbers
     else:
@@ -87,5 +98,20 @@ def estimate_cmd(model, hw, settings, context, batch, breakdown, as_json):
             click.echo(f"design: {design.name}, the first shipped design that holds {name} (fewest chips first)"
                        + (f"; others that do: {others}" if others else ""))
         click.echo(format_estimate(e, design.hardware))
+        if pre is not None:
+            click.echo(format_prefill(pre))
         if breakdown:
             click.echo(format_breakdown(e))
+
+
+def _max_m(design) -> int:
+    """The rows a pass of ``design`` takes: its configuration's ``max_m`` (a design only the model
+    evaluates: its [chip] ``max_m``, else the default configuration's)."""
+    from hdl.config import DEFAULT
+
+    if design.config is not None:
+        return design.config.max_m
+    m = design.tables.get("chip", {}).get("max_m", DEFAULT.max_m)
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise InputError(f"design {design.name}: [chip] max_m must be a positive integer, not {m!r}")
+    return m

@@ -69,11 +69,12 @@ from ..numbers import count, number, quantity
 
 __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LAYERS", "MAX_TEXT_BYTES", "MODELS",
            "PRESET_DIR", "PSUM_BYTES", "Estimate", "GemmSplit", "Hardware", "HardwareError", "Link", "MemoryLevel",
-           "ShardPlan", "batched_step_cycles", "calibration_markdown", "calibration_rows", "check_limit",
-           "check_workload", "default_context", "estimate", "format_breakdown", "format_estimate", "gemm_weight_bytes",
-           "hardware_data", "hardware_from_dict", "kv_cache_bytes", "kv_split", "list_presets", "load_hardware",
-           "local_position", "place", "read_text", "read_toml", "resolve_model", "shard_plan", "shard_program",
-           "shard_shape", "show_limit", "show_number", "step_cycles", "update_calibration_doc"]
+           "Prefill", "ShardPlan", "batched_step_cycles", "calibration_markdown", "calibration_rows", "check_limit",
+           "check_workload", "default_context", "estimate", "format_breakdown", "format_estimate", "format_prefill",
+           "gemm_weight_bytes", "hardware_data", "hardware_from_dict", "kv_cache_bytes", "kv_split", "list_presets",
+           "load_hardware", "local_position", "place", "prefill", "read_text", "read_toml", "resolve_model",
+           "shard_plan", "shard_program", "shard_shape", "show_limit", "show_number", "step_cycles",
+           "update_calibration_doc"]
 
 #: The shipped design points (``hdl/designs/*.toml``, one description for every command: :mod:`sim.design`).
 PRESET_DIR = DESIGN_DIR
@@ -935,6 +936,32 @@ def _check_finite(e: Estimate) -> Estimate:
     return e
 
 
+def _att_link_seconds(mc, hw: Hardware, *, split: int, batch: int) -> float:
+    """Link time a step spends reducing split attention (``split`` > 1 ways): one phase a layer,
+    the partial results (running max, sum and output row, :data:`PSUM_BYTES` each) of ``batch`` rows."""
+    if split == 1:
+        return 0.0
+    return mc.n_layers * (hw.tp_link.latency_s + (split - 1) / split * (mc.head_dim + 2) * PSUM_BYTES * batch
+                          / hw.tp_link.bandwidth_bytes_per_s)
+
+
+def _pass_overheads(mc, hw: Hardware, home: MemoryLevel, plan: ShardPlan | None, *, gemms: int, batch: int,
+                    att_link: float) -> tuple[float, float]:
+    """(memory latency, link seconds) of one pass of ``batch`` rows: a latency of the weights'
+    level per GEMM; one hop a pipeline-stage boundary (``batch`` activation rows), the GEMMs'
+    collectives (``plan``, priced at ``batch`` rows), one gather of the argmax candidates and the
+    split attention's reduction (``att_link``)."""
+    mem_latency = gemms * home.latency_s
+    link_s = 0.0
+    if hw.stages > 1:
+        act_bytes = mc.d_model * hw.weight_bytes * batch
+        link_s += (hw.stages - 1) * (hw.link.latency_s + act_bytes / hw.link.bandwidth_bytes_per_s)
+    if plan is not None:
+        # The GEMMs' collectives (shard_plan), then one gather of the T argmax candidates.
+        link_s += mc.n_layers * plan.layer_link_s + plan.other_link_s + hw.tp_link.latency_s + att_link
+    return mem_latency, link_s
+
+
 def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1, name: str | None = None
              ) -> Estimate:
     """Estimate ``model`` (a built-in name, checkpoint directory or ModelConfig) on ``hw``."""
@@ -962,20 +989,11 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
     for split in sorted({1, kv_split(mc, T)}):
         c = step_cycles(ops, shape, config, context=context, weight_bytes_per_cycle=port, batch=batch,
                         gemm_shapes=plan.shapes(ops) if plan else None, split=split)
-        att_link = 0.0 if split == 1 else mc.n_layers * (
-            hw.tp_link.latency_s + (split - 1) / split * (mc.head_dim + 2) * PSUM_BYTES * batch
-            / hw.tp_link.bandwidth_bytes_per_s)
+        att_link = _att_link_seconds(mc, hw, split=split, batch=batch)
         choices.append((c[0] / clock + att_link, split, att_link, c))
     _, split, att_link, (cycles, bounds_c, gemms, weight_elements, kinds) = min(choices, key=lambda o: o[:2])
     compute_s = cycles / clock
-    mem_latency = gemms * home.latency_s
-    act_bytes = mc.d_model * hw.weight_bytes * batch
-    link_s = 0.0
-    if S > 1:
-        link_s += (S - 1) * (hw.link.latency_s + act_bytes / hw.link.bandwidth_bytes_per_s)
-    if plan is not None:
-        # The GEMMs' collectives (shard_plan), then one gather of the T argmax candidates.
-        link_s += mc.n_layers * plan.layer_link_s + plan.other_link_s + hw.tp_link.latency_s + att_link
+    mem_latency, link_s = _pass_overheads(mc, hw, home, plan, gemms=gemms, batch=batch, att_link=att_link)
     step = compute_s + mem_latency + link_s
     # The cycle model's bounds (DecodeCycles.bounds): the array's MAC peak; the other units' minima
     # one after another. The port and the memory level count the weights themselves.
@@ -996,6 +1014,116 @@ def estimate(model, hw: Hardware, *, context: int | None = None, batch: int = 1,
         system_peak_ops_per_s=hw.peak_ops_per_s * hw.chips, splits=plan.splits if plan else (),
         kv_bytes_per_chip=kv, kv_placed=home.holds_kv, kv_split=split,
         cycles_by_op=dict(sorted(kinds.items(), key=lambda kv_: -kv_[1]))))
+
+
+#: The most prompt tokens a prefill estimate takes (B x P rows): past it a number is a typo.
+MAX_PREFILL_ROWS = 1 << 22
+
+
+@dataclass(frozen=True)
+class Prefill:
+    """The prefill of ``batch`` prompts of ``prompt`` tokens each, in passes of at most ``chunk``
+    rows (the prompts one after another, each a run of consecutive positions): its passes' cycles
+    and seconds. The first sequence's first token comes out of the pass that holds its last prompt
+    row (``first_seconds``), the last sequence's out of the last pass (``all_seconds``)."""
+
+    prompt: int
+    batch: int
+    chunk: int
+    passes: int
+    cycles: float                      # every pass's cycles, summed
+    first_seconds: float               # time to the first sequence's first token (TTFT)
+    all_seconds: float                 # time to every sequence's first token
+    kv_split: int = 1
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Prompt tokens read a second."""
+        return self.prompt * self.batch / self.all_seconds
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["tokens_per_s"] = self.tokens_per_s
+        return d
+
+
+def prefill(model, hw: Hardware, *, prompt: int, batch: int = 1, chunk: int = DEFAULT.max_m,
+            name: str | None = None, split: int = 1) -> Prefill:
+    """Estimate the prefill of ``batch`` prompts of ``prompt`` tokens on ``hw`` in passes of at most
+    ``chunk`` rows (a design's ``max_m``), from the cycle model's pass: every GEMM instruction runs
+    its M rows through each weight tile (``gemm_cycles(m=M)``), every other instruction once per row
+    at the row's position (:func:`batched_step_cycles` at position 0, plus the attention's cost per
+    position, the cycle model being affine in the position). Each pass pays the memory latency and
+    link time a decode step of M rows pays. ``split``: the ways a head's positions are split over
+    the chips (:func:`kv_split`; the decode estimate's choice)."""
+    if isinstance(model, ModelConfig):
+        mname, mc = name or "model", model
+    else:
+        mname, mc = resolve_model(model)
+    for n, v in (("prompt", prompt), ("batch", batch), ("chunk", chunk)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"{n} must be a positive integer, not {show_number(v)}")
+    if prompt > mc.max_context:
+        raise InputError(f"prompt {show_number(prompt)} exceeds {mname}'s max_context {mc.max_context}")
+    if prompt * batch > MAX_PREFILL_ROWS:
+        raise InputError(f"prefill of {batch} x {prompt} tokens: more than the estimate's {MAX_PREFILL_ROWS:,} rows")
+    T = hw.tensor_parallel
+    home, _, _ = place(mc, hw, context=prompt, batch=batch, name=mname)
+    port = min(float(hw.port_elements_per_cycle), home.bandwidth_bytes_per_s / hw.clock_hz / hw.weight_bytes)
+    ops = shard_program(mc, T)
+    shape = shard_shape(mc, T) if T > 1 else mc
+
+    @functools.lru_cache(maxsize=4)
+    def base(m: int) -> tuple[float, float, float]:
+        """(cycles of m rows at position 0, cycles a row adds per position, overhead seconds)."""
+        plan = shard_plan(mc, hw, port=port, batch=m) if T > 1 else None
+        config = hw.config(m)
+        kw = dict(weight_bytes_per_cycle=port, gemm_shapes=plan.shapes(ops) if plan else None)
+        c0 = batched_step_cycles(ops, shape, config, position=0, batch=m, **kw)
+        slope = (batched_step_cycles(ops, shape, config, position=1, **kw)[0]
+                 - batched_step_cycles(ops, shape, config, position=0, **kw)[0])
+        mem, link = _pass_overheads(mc, hw, home, plan, gemms=c0[2], batch=m,
+                                    att_link=_att_link_seconds(mc, hw, split=split, batch=m))
+        return c0[0], slope, mem + link
+
+    rows = prompt * batch
+    passes = ceil_div(rows, chunk)
+    cycles = seconds = 0.0
+    first = None
+    for i in range(passes):
+        lo, hi = i * chunk, min(rows, (i + 1) * chunk)
+        c0, slope, overhead = base(hi - lo)
+        c = c0 + slope * _local_positions_between(lo, hi, prompt, split)
+        cycles += c
+        seconds += c / hw.clock_hz + overhead
+        if first is None and hi >= prompt:
+            first = seconds
+    return Prefill(prompt=prompt, batch=batch, chunk=chunk, passes=passes, cycles=cycles, first_seconds=first,
+                   all_seconds=seconds, kv_split=split)
+
+
+def _local_positions_between(lo: int, hi: int, prompt: int, split: int) -> int:
+    """The sum of :func:`local_position` over rows ``lo..hi-1`` of prompts laid one after another
+    (row r at position r mod ``prompt``), in closed form per prompt."""
+    total, r = 0, lo
+    while r < hi:
+        start = r % prompt
+        end = min(prompt, start + hi - r)
+        total += _sum_local_positions(end, split) - _sum_local_positions(start, split)
+        r += end - start
+    return total
+
+
+def format_prefill(p: Prefill) -> str:
+    """The estimate's prefill lines (``lockstep estimate --prompt``)."""
+    who = "" if p.batch == 1 else f"{count(p.batch)} prompts of "
+    passes = f"{count(p.passes)} pass{'es' if p.passes != 1 else ''}"
+    lines = [f"prefill  : {who}{count(p.prompt)} tokens in {passes} of at most {count(p.chunk)} rows "
+             f"(chunked prefill), {count(p.cycles)} cycles",
+             f"ttft     : {_seconds(p.first_seconds)} to the first token"
+             + (f" of the first sequence, {_seconds(p.all_seconds)} of all {count(p.batch)}" if p.batch > 1 else "")
+             + f" ({number(p.tokens_per_s)} prompt tokens/s)"]
+    return "\n".join(lines)
 
 
 def _bytes(n: float) -> str:
