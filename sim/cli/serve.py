@@ -26,8 +26,10 @@ from .model import Number
 
 __all__ = ["MAX_RATES", "SERVE_BACKENDS", "serve_bench_cmd"]
 
-#: The backends serve-bench runs (sim.serve.scheduler.executor).
-SERVE_BACKENDS = ("isa",)
+#: The backends serve-bench runs: ``isa`` schedules and runs every pass on the instruction-level model
+#: (sim.serve.scheduler.executor); a simulator replays that schedule on the decode top level and checks
+#: every pass's tokens and cycles (sim.serve.rtl.confirm_on_rtl).
+SERVE_BACKENDS = ("isa", "verilator", "icarus", "amaranth")
 #: The most rates one sweep takes.
 MAX_RATES = 64
 #: Requests the Poisson generator draws by default, and its default rate (requests a second).
@@ -63,7 +65,9 @@ def _ms(v) -> str:
               "model).")
 @design_options("demo")
 @click.option("--backend", type=click.Choice(SERVE_BACKENDS), default="isa", show_default=True,
-              help="isa: every pass on the instruction-level model, its cycles predicted by the cycle model.")
+              help="isa: every pass on the instruction-level model, its cycles predicted by the cycle model; "
+                   "verilator, icarus, amaranth: that schedule replayed on the RTL, every pass's tokens and cycles "
+                   "checked, the times measured.")
 @click.option("--trace", "trace_path", default=None, metavar="FILE.jsonl",
               help="Replay this trace (JSON Lines: docs/serving.md) instead of generating one.")
 @click.option("--rate", "rate_text", default=None, metavar="R[,R...]",
@@ -134,7 +138,11 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
     for t in traces:         # every request checked before the model is compiled
         check_requests(t, max_context=max_context, vocab_size=mc.vocab_size)
     compiled = prepare(ckpt, config)
-    first = executor(backend, compiled)
+    first = executor("isa", compiled)       # the scheduler's passes; an RTL backend replays them (below)
+    if backend != "isa":
+        from ..flows.decode import top_params
+
+        top_params(compiled)                # CompileError for a model the design's top level cannot run
     slots = first.kv_slots
     if max_running is not None and max_running > slots:
         raise InputError(f"--max-running must be at most {slots} (the KV slots design {design.name} holds for this "
@@ -153,13 +161,20 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
 
     def run_all(advance):
         for i, (rate, trace) in enumerate(zip(rates, traces, strict=True)):
-            ex = first if i == 0 else executor(backend, compiled)
+            ex = first if i == 0 else executor("isa", compiled)
             done = [0]
 
             def on_pass(finished, _all, done=done):
                 advance(finished - done[0])
                 done[0] = finished
-            reports.append((rate, serve(trace, ex, max_running=max_running, on_pass=on_pass)))
+            report = serve(trace, ex, max_running=max_running, on_pass=on_pass)
+            if backend != "isa":
+                from ..serve.rtl import confirm_on_rtl
+
+                if not (quiet or as_json):
+                    click.echo(f"replaying {count(len(report.passes))} passes on {backend} ...", err=True)
+                report = confirm_on_rtl(report, compiled, backend)
+            reports.append((rate, report))
 
     if quiet or as_json:
         run_all(lambda n: None)

@@ -147,14 +147,11 @@ def test_estimate_prompt_on_a_large_model_and_its_bad_values():
 
 @pytest.fixture(scope="module")
 def tiny_llama():
-    """The tiny Llama-GQA model (tests/sim/tiny_models.py) on its small design with room for passes of
-    8 rows and several KV slots."""
-    from sim.machine.compiler import compile_model
+    """The tiny Llama-GQA model on the small design with room for passes of 8 rows and several KV
+    slots (tests/sim/tiny_models.py, the RTL pass tests' design too)."""
+    from .tiny_models import tiny_passes
 
-    from .tiny_models import SMALL, tiny
-
-    compiled = compile_model(tiny("llama-gqa").model, replace(SMALL, scratch_bytes=9216, logits_words=512,
-                                                              kv_bytes=32768, max_m=8))
+    compiled = tiny_passes("llama-gqa")
     assert compiled.kv_slots >= 2 and compiled.max_rows >= 4
     return compiled
 
@@ -339,3 +336,33 @@ def test_estimate_batch_is_the_cycle_model_s_pass_of_b_rows():
             # Over positions 0..40: the mean of the passes (the model is affine in the position).
             mean = sum(pass_cycles(ops, mc, d.config, positions=[q] * b).total for q in range(41)) / 41
             assert estimate(mc, d.hardware, context=41, batch=b).cycles == pytest.approx(mean, rel=1e-12)
+
+
+# --- the schedule replayed on the RTL --------------------------------------------------------------
+
+def test_a_served_trace_replays_on_verilator_token_and_cycle_exact(tiny_llama):
+    """The scheduler's passes (sequences joining, prefill chunks beside decode rows, slots reused) run on
+    the decode top level in one job: every pass's tokens equal the model's, its cycles the prediction;
+    a report whose prediction is off by one cycle is refused, naming the pass."""
+    from dataclasses import replace as dc_replace
+
+    from sim.flows.decode import top_params
+    from sim.serve.rtl import RtlMismatch, confirm_on_rtl
+    from sim.serve.scheduler import IsaExecutor, serve
+
+    from .tiny_models import SMALL_SHARED
+
+    trace = _trace(tiny_llama, 6, rate=20_000, seed=5, prompt=(1, 10), output=(2, 5))
+    report = serve(trace, IsaExecutor(tiny_llama))
+    assert len(report.passes) > 3 and max(len(p.rows) for p in report.passes) > 1
+    assert len({slot for p in report.passes for *_, slot in p.rows}) > 1
+    params = top_params(tiny_llama, **SMALL_SHARED)
+    confirmed = confirm_on_rtl(report, tiny_llama, "verilator", params=params)
+    assert [p.measured for p in confirmed.passes] == [p.predicted for p in report.passes]
+    assert confirmed.cycle_exact is True and confirmed.backend == "verilator"
+    assert [r.tokens for r in confirmed.results] == [_alone(tiny_llama, r) for r in trace]
+    spoiled = list(report.passes)
+    spoiled[2] = dc_replace(spoiled[2], predicted=spoiled[2].predicted + 1)
+    with pytest.raises(RtlMismatch, match=r"^pass 2 \(\d+ rows\): the RTL took \d+ cycles, the cycle model "
+                                          r"predicts \d+$"):
+        confirm_on_rtl(dc_replace(report, passes=spoiled), tiny_llama, "verilator", params=params)
