@@ -37,7 +37,8 @@ __all__ = ["estimate_cmd"]
                    "(default: half the model's context, at most 2048; at most the model's max_context and "
                    "16777216).")
 @click.option("--batch", type=Number(int, 1), default=1, show_default=True,
-              help="Sequences decoded together, at most 65536 (the model only: the RTL runs batch 1).")
+              help="Sequences decoded together, at most 65536 (a pass of B rows: every GEMM streams the B rows "
+                   "through each weight tile).")
 @click.option("--prompt", type=Number(int, 1), default=None,
               help="Also estimate the prefill of a prompt of this many tokens (B prompts with --batch B): "
                    "passes of the design's max_m rows, the time to the first token (TTFT).")

@@ -1152,7 +1152,8 @@ def format_estimate(e: Estimate, hw: Hardware) -> str:
         f"{e.model} on {hw.name}: {system}{hw.array_rows}x{hw.array_cols} array at {quantity(hw.clock_hz, 'Hz')}, "
         f"{count(hw.vector_lanes)} vector lanes, {wt} weights",
         f"context  : {count(e.context)} tokens (mean over positions 0..{e.context - 1}), batch {count(e.batch)}"
-        + (" (batch > 1: model only, not RTL-confirmed)" if e.batch > 1 else ""),
+        + (" (batch > 1: the cycle model's pass of B rows, the RTL's passes equal it cycle for cycle)"
+           if e.batch > 1 else ""),
         f"weights  : {_bytes(e.weight_bytes_total)} in all, {_bytes(e.weight_bytes_per_chip)} per chip in "
         f"{e.memory}; port {number(e.port_elements_per_cycle)} weights/cycle",
         f"kv cache : {_bytes(e.kv_bytes_per_chip)} per chip at position {count(e.context)}, "
