@@ -61,9 +61,10 @@ def _ints(text: str, option: str) -> list[int]:
     return out
 
 
-def measure(design_name: str, batches, tokens: int, prompt_text: str) -> list[dict]:
+def measure(design_name: str, batches, tokens: int, prompt_text: str, backend: str = "isa") -> list[dict]:
     """The rows of one design: per B, decode and run tokens/s, and whether every sequence's tokens
-    equal the prompt run alone."""
+    equal the prompt run alone. ``backend`` a simulator: the schedule replayed on the RTL, every pass's
+    tokens and cycles checked (:func:`sim.serve.rtl.confirm_on_rtl`), the figures from its measured cycles."""
     from golden.checkpoint import load_demo_model
     from sim.design import load_design
     from sim.machine.isa_sim import IsaMachine
@@ -91,6 +92,10 @@ def measure(design_name: str, batches, tokens: int, prompt_text: str) -> list[di
             raise BenchError(f"--batches {b}: design {design_name} holds {ex.kv_slots} sequences of the demo model")
         reqs = [Request(str(i), prompt, tokens, 0) for i in range(b)]
         rep = serve(reqs, ex, max_running=b)
+        if backend != "isa":
+            from sim.serve.rtl import confirm_on_rtl
+
+            rep = confirm_on_rtl(rep, compiled, backend)
         for r in rep.results:
             if r.tokens != alone:
                 raise BenchError(f"{design_name}, B = {b}: request {r.id}'s tokens differ from the prompt run alone")
@@ -104,7 +109,8 @@ def measure(design_name: str, batches, tokens: int, prompt_text: str) -> list[di
                      "decode_cycles_per_pass": cyc / len(decode),
                      "decode_tokens_per_s": b * len(decode) * rep.clock_hz / cyc,
                      "run_tokens_per_s": s["tokens_per_s"], "passes": s["passes"], "span_cycles": s["span_cycles"],
-                     "array_utilisation": s["array_utilisation"], "clock_hz": rep.clock_hz, "bit_exact": True})
+                     "array_utilisation": s["array_utilisation"], "clock_hz": rep.clock_hz, "bit_exact": True,
+                     "backend": backend, "cycles_measured": rep.cycle_exact is True})
     for r in rows:
         r["decode_ratio"] = r["decode_tokens_per_s"] / rows[0]["decode_tokens_per_s"]
         r["run_ratio"] = r["run_tokens_per_s"] / rows[0]["run_tokens_per_s"]
@@ -158,6 +164,9 @@ def main(argv=None) -> int:
     parser.add_argument("--designs", default=",".join(DESIGNS),
                         help="designs, comma-separated; NAME+KEY=VALUE changes one key (as --set does)")
     parser.add_argument("--tokens", type=int, default=None, help="new tokens a sequence (default: lockstep run's)")
+    parser.add_argument("--backend", default="isa", choices=("isa", "verilator", "icarus", "amaranth"),
+                        help="isa: the instruction-level model, predicted cycles; a simulator: the same schedule "
+                             "replayed on the RTL, every pass's tokens and cycles checked, measured cycles")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--plot", default=str(DEFAULT_PLOT), help="the PNG to write ('' for none)")
     try:
@@ -176,7 +185,7 @@ def main(argv=None) -> int:
             raise BenchError(f"--plot {args.plot}: no such directory")
         rows = []
         for design in args.designs.split(","):
-            rows += measure(design.strip(), batches, tokens, DEFAULT_PROMPT)
+            rows += measure(design.strip(), batches, tokens, DEFAULT_PROMPT, args.backend)
         if args.plot:
             plot(rows, Path(args.plot))
     except BenchError as exc:
@@ -192,8 +201,10 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps({"rows": rows, "plot": args.plot or None}))
         return 0
-    print(f"demo model, {DEFAULT_PROMPT!r} ({tokens} new tokens a sequence), instruction-level model, "
-          f"cycles predicted by the cycle model; every sequence's tokens equal the prompt run alone")
+    how = ("instruction-level model, cycles predicted by the cycle model" if args.backend == "isa" else
+           f"the schedule replayed on {args.backend}: every pass's tokens and measured cycles equal the models'")
+    print(f"demo model, {DEFAULT_PROMPT!r} ({tokens} new tokens a sequence), {how}; every sequence's tokens "
+          f"equal the prompt run alone")
     head = ("design", "B", "cycles/decode pass", "decode tokens/s", "vs B=1", "run tokens/s", "vs B=1", "array")
     table = [head] + [(r["design"], str(r["batch"]), f"{r['decode_cycles_per_pass']:,.0f}",
                        f"{r['decode_tokens_per_s']:,.0f}", f"{r['decode_ratio']:.2f}x", f"{r['run_tokens_per_s']:,.0f}",
