@@ -94,6 +94,21 @@ SCALAR_WORDS = ceil_div(_MAX_SCALARS, 4)
 _RMS, _LN, _GEMM = PARAM_RECORDS[Opcode.RMSNORM], PARAM_RECORDS[Opcode.LAYERNORM], PARAM_RECORDS[Opcode.GEMM]
 
 
+def _walk(m, rows, r, offsets, k, kt, n):
+    """Step a GEMM's (output tile ``n``, reduction tile ``k`` of ``kt``, row ``r`` of ``rows``) walk, rows
+    innermost (the order its activations enter and its sums leave); each ``(offset, step)`` of ``offsets``
+    follows the row (``r * step``). Returns "this is an output tile's last (row, reduction tile)"."""
+    with m.If(r != rows - 1):
+        m.d.sync += [r.eq(r + 1), *(o.eq(o + step) for o, step in offsets)]
+    with m.Else():
+        m.d.sync += [r.eq(0), *(o.eq(0) for o, _ in offsets)]
+        with m.If(k != kt - 1):
+            m.d.sync += k.eq(k + 1)
+        with m.Else():
+            m.d.sync += [k.eq(0), n.eq(n + 1)]
+    return (r == rows - 1) & (k == kt - 1)
+
+
 def _plus(base, offset):
     """``base + offset``, or ``base`` itself for a zero offset (no adder for the first record part)."""
     return base if isinstance(offset, int) and offset == 0 else base + offset
@@ -268,7 +283,7 @@ class DecodeTop(wiring.Component):
 
         mp = self._memories(m)
         prog_r, wm, p1, p2, sa, sb = mp.prog_r, mp.wm, mp.p1, mp.p2, mp.sa, mp.sb
-        l_r, k_r, v_r, q_r, o_r, t_w = mp.l_r, mp.k_r, mp.v_r, mp.q_r, mp.o_r, mp.t_w
+        l_r, k_r, v_r, q_r, o_r = mp.l_r, mp.k_r, mp.v_r, mp.q_r, mp.o_r
         s_w = mp.s_w
 
         # --- units ---------------------------------------------------------------------------
@@ -328,6 +343,53 @@ class DecodeTop(wiring.Component):
 
         self._host_port(m, mp, vec, running)
 
+        # Registers the micro-sequences share.
+        s_addr = Signal(AB)              # scratchpad read address, port A (src0)
+        b_addr = Signal(AB)              # scratchpad read address, port B (src1)
+        d_addr = Signal(AB)              # scratchpad / logits write address
+        left = Signal(32)                # words (beats, rows) left
+        idx = Signal(16)                 # position in a row / table
+        row = Signal(8 * HD)             # gathered row (K or q)
+        row_b = Signal(8 * HD)           # gathered V row
+        kv_row = Signal(range(self.kv_rows + CTX * self.max_heads + 1))
+        e_addr = Signal(range(c.weight_words + 1))
+
+        # The raw instruction's word addresses for the running row: scratchpad ones plus row * row_stride,
+        # ARGMAX's logits source plus row * logits_stride.
+        src0_w, src1_w, dst_w = Signal(AB), Signal(AB), Signal(AB)
+        m.d.comb += [src0_w.eq((raw.src0 >> lg) + Mux(raw.opcode == Opcode.ARGMAX, l_off, r_off)),
+                     src1_w.eq((raw.src1 >> lg) + r_off), dst_w.eq((raw.dst >> lg) + r_off)]
+        seq = _Bundle(state=state, pc=pc, ins=ins, raw=raw, tok=tok, pos=pos, n_kv=n_kv, group=group, n_heads=n_heads,
+                      fin=fin, running=running, s_addr=s_addr, b_addr=b_addr, d_addr=d_addr, left=left, idx=idx,
+                      row=row, row_b=row_b, kv_row=kv_row, e_addr=e_addr, kvb=kvb, n_rows=n_rows, stride=stride,
+                      lstride=lstride, src0_w=src0_w, src1_w=src1_w, dst_w=dst_w, cur=cur, next_toks=next_toks,
+                      tbl_tok=tbl_tok, tbl_pos=tbl_pos, tbl_kvb=tbl_kvb, ins_cyc=ins_cyc, step_cyc=step_cyc,
+                      done_ins=done_ins, r_off=r_off, l_off=l_off)
+        self._rows(m, seq, mp, lg)
+        self._decode(m, seq, mp, words, lg)
+
+        # --- EMBED: copy ``count`` weight words to the scratchpad, one a cycle -------------------
+        with m.If(state == _S.EMBED):
+            m.d.comb += [wm.raddr.eq(e_addr >> self._bank_bits), wm.rsel.eq(e_addr), s_w.addr.eq(d_addr),
+                         s_w.data.eq(wm.word), s_w.en.eq(1),
+                         fin.eq(left == 1)]
+            m.d.sync += [e_addr.eq(e_addr + 1), d_addr.eq(d_addr + 1), left.eq(left - 1)]
+
+        self._gemm(m, seq, mp, array)
+        self._vector(m, seq, mp, vec, words, lg)
+        self._kv_write(m, seq, mp)
+        self._attention(m, seq, mp, att)
+        return m
+
+    def _rows(self, m, seq, mp, lg):
+        """The row table, and the sequencer's start, trace and advance: to the next row of the running
+        instruction, or to the next instruction."""
+        state, pc, ins, tok, pos, kvb, fin, running = (seq.state, seq.pc, seq.ins, seq.tok, seq.pos, seq.kvb,
+                                                        seq.fin, seq.running)
+        n_rows, cur, stride, lstride, r_off, l_off = seq.n_rows, seq.cur, seq.stride, seq.lstride, seq.r_off, seq.l_off
+        tbl_tok, tbl_pos, tbl_kvb, next_toks = seq.tbl_tok, seq.tbl_pos, seq.tbl_kvb, seq.next_toks
+        ins_cyc, step_cyc, done_ins, t_w = seq.ins_cyc, seq.step_cyc, seq.done_ins, mp.t_w
+        n_kv, group, n_heads = seq.n_kv, seq.group, seq.n_heads
         # --- the row table -------------------------------------------------------------------
         with m.If(self.row_we & ~running):
             m.d.sync += [tbl_tok[self.row_addr].eq(self.row_token), tbl_pos[self.row_addr].eq(self.row_position),
@@ -364,41 +426,6 @@ class DecodeTop(wiring.Component):
             with m.Else():
                 m.d.sync += [cur.eq(cur + 1), r_off.eq(r_off + stride), l_off.eq(l_off + lstride),
                              tok.eq(tbl_tok[cur + 1]), pos.eq(tbl_pos[cur + 1]), kvb.eq(tbl_kvb[cur + 1])]
-
-        # Registers the micro-sequences share.
-        s_addr = Signal(AB)              # scratchpad read address, port A (src0)
-        b_addr = Signal(AB)              # scratchpad read address, port B (src1)
-        d_addr = Signal(AB)              # scratchpad / logits write address
-        left = Signal(32)                # words (beats, rows) left
-        idx = Signal(16)                 # position in a row / table
-        row = Signal(8 * HD)             # gathered row (K or q)
-        row_b = Signal(8 * HD)           # gathered V row
-        kv_row = Signal(range(self.kv_rows + CTX * self.max_heads + 1))
-        e_addr = Signal(range(c.weight_words + 1))
-
-        # The raw instruction's word addresses for the running row: scratchpad ones plus row * row_stride,
-        # ARGMAX's logits source plus row * logits_stride.
-        src0_w, src1_w, dst_w = Signal(AB), Signal(AB), Signal(AB)
-        m.d.comb += [src0_w.eq((raw.src0 >> lg) + Mux(raw.opcode == Opcode.ARGMAX, l_off, r_off)),
-                     src1_w.eq((raw.src1 >> lg) + r_off), dst_w.eq((raw.dst >> lg) + r_off)]
-        seq = _Bundle(state=state, pc=pc, ins=ins, raw=raw, tok=tok, pos=pos, n_kv=n_kv, group=group, n_heads=n_heads,
-                      fin=fin, running=running, s_addr=s_addr, b_addr=b_addr, d_addr=d_addr, left=left, idx=idx,
-                      row=row, row_b=row_b, kv_row=kv_row, e_addr=e_addr, kvb=kvb, n_rows=n_rows, stride=stride,
-                      lstride=lstride, src0_w=src0_w, src1_w=src1_w, dst_w=dst_w, cur=cur, next_toks=next_toks)
-        self._decode(m, seq, mp, words, lg)
-
-        # --- EMBED: copy ``count`` weight words to the scratchpad, one a cycle -------------------
-        with m.If(state == _S.EMBED):
-            m.d.comb += [wm.raddr.eq(e_addr >> self._bank_bits), wm.rsel.eq(e_addr), s_w.addr.eq(d_addr),
-                         s_w.data.eq(wm.word), s_w.en.eq(1),
-                         fin.eq(left == 1)]
-            m.d.sync += [e_addr.eq(e_addr + 1), d_addr.eq(d_addr + 1), left.eq(left - 1)]
-
-        self._gemm(m, seq, mp, array)
-        self._vector(m, seq, mp, vec, words, lg)
-        self._kv_write(m, seq, mp)
-        self._attention(m, seq, mp, att)
-        return m
 
     def _memories(self, m):
         """The top level's memories; returns their ports (see the module docstring's table)."""
@@ -919,16 +946,8 @@ class GemmPath(wiring.Component):
                 m.d.sync += af_valid.eq(af_more)
                 with m.If(af_more):
                     m.d.sync += af_last.eq(af_r == rows - 1)
-                    with m.If(af_r != rows - 1):
-                        m.d.sync += [af_r.eq(af_r + 1), af_off.eq(af_off + self.row_stride)]
-                    with m.Else():
-                        m.d.sync += [af_r.eq(0), af_off.eq(0)]
-                        with m.If(af_kt != kt - 1):
-                            m.d.sync += af_kt.eq(af_kt + 1)
-                        with m.Else():
-                            m.d.sync += [af_kt.eq(0), af_nt.eq(af_nt + 1)]
-                            with m.If(af_nt == nt - 1):
-                                m.d.sync += af_more.eq(0)
+                    with m.If(_walk(m, rows, af_r, [(af_off, self.row_stride)], af_kt, kt, af_nt) & (af_nt == nt - 1)):
+                        m.d.sync += af_more.eq(0)
 
         # Accumulator: sums arrive in (output tile, reduction tile, row) order; row r's running sum
         # over the reduction tiles is word r of a small memory (read combinationally, written the
@@ -963,15 +982,7 @@ class GemmPath(wiring.Component):
         m.d.comb += [acc_r.addr.eq(s_row), acc_w.addr.eq(s_row), acc_w.data.eq(total), acc_w.en.eq(fire & ~final)]
         m.d.sync += o_valid.eq(0)
         with m.If(fire):
-            with m.If(s_row != rows - 1):
-                m.d.sync += [s_row.eq(s_row + 1), s_off.eq(s_off + self.row_stride),
-                             s_loff.eq(s_loff + self.logits_stride)]
-            with m.Else():
-                m.d.sync += [s_row.eq(0), s_off.eq(0), s_loff.eq(0)]
-                with m.If(final):
-                    m.d.sync += [s_kt.eq(0), s_nt.eq(s_nt + 1)]
-                with m.Else():
-                    m.d.sync += s_kt.eq(s_kt + 1)
+            _walk(m, rows, s_row, [(s_off, self.row_stride), (s_loff, self.logits_stride)], s_kt, kt, s_nt)
             with m.If(final):
                 m.d.sync += [o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
                              o_addr.eq(dst + s_nt + Mux(requant, s_off, s_loff)), o_requant.eq(requant),

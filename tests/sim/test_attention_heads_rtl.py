@@ -191,7 +191,7 @@ def test_decode_top_with_parallel_heads_step_by_step_on_verilator(name):
     """Scratchpad, logits, per-instruction cycles and start cycles after each step, at early and
     late positions: llama-gqa (group 2, both lanes busy) and gpt2 (group 1, one lane idle)."""
     compiled = tiny_p2(name)
-    steps = [(3, 0), (9, 1), (30, 2), (4, 47)]
+    steps = [(3, 0), (9, 1), (20, 2), (4, 47)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
     check_steps(compiled, run("verilator", "decode_top", params, "decode_top", job), steps)

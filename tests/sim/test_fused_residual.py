@@ -195,7 +195,7 @@ def test_tiny_models_step_by_step_on_verilator(name, saturate):
     """Scratchpad, logits, every instruction's cycles and start cycle after each step (a late position
     too), against the instruction-level model and the cycle model."""
     compiled = fused(name, saturate=saturate)
-    steps = [(3, 0), (9, 1), (30, 2), (4, 47)]
+    steps = [(3, 0), (9, 1), (20, 2), (4, 47)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
     check_steps(compiled, run("verilator", "decode_top", params, "decode_top", job), steps)

@@ -53,7 +53,7 @@ def test_tiny_model_step_by_step_with_the_fusions_on_verilator(switches):
     """Scratchpad, logits, per-instruction cycles and start cycles after each of several steps (a late
     position included), each fusion alone and both together."""
     compiled = fused_tiny(**switches)
-    steps = [(3, 0), (9, 1), (30, 2), (4, 47)]
+    steps = [(3, 0), (9, 1), (20, 2), (4, 47)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
     check_steps(compiled, run("verilator", "decode_top", params, "decode_top", job), steps)
