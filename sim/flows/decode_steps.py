@@ -174,6 +174,21 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
 
     opened: list[int] = []                   # the positions started so far (a cycle window opens at the first)
 
+    async def go(budget: int, what: str, predicted) -> tuple[int, float, float]:
+        """Pulse ``start`` and run free until ``done`` (a watchdog at ``budget`` cycles); the edges
+        counted, the wall and CPU seconds of the free run; settled after ``done``."""
+        bus.set("start", 1)
+        await bus.tick()
+        bus.set("start", 0)
+        t, cpu = time.perf_counter(), time.process_time()
+        try:
+            edges = 1 + await bus.run_until("done", budget)
+        except WatchdogError:
+            raise WatchdogError(f"{what} did not finish within {budget} cycles (predicted {predicted})") from None
+        seconds, cpu_seconds = time.perf_counter() - t, time.process_time() - cpu
+        await bus.settle()
+        return edges, seconds, cpu_seconds
+
     async def step(token: int, position: int) -> dict:
         predicted = job.get("predicted", {}).get(str(position))
         budget = budgets.get(str(position)) or (WATCHDOG_FACTOR * predicted + WATCHDOG_SLACK if predicted
@@ -187,22 +202,17 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
         elif window and "cycles" in window and not opened:
             bus.dump_window(*window["cycles"])     # counted from the first step's start edge
         opened.append(position)
-        bus.set("start", 1)
-        await bus.tick()
-        bus.set("start", 0)
-        t, cpu = time.perf_counter(), time.process_time()
-        try:
-            edges = 1 + await bus.run_until("done", budget)
-        except WatchdogError:
-            raise WatchdogError(f"decode step at position {position} did not finish within {budget} cycles "
-                                f"(predicted {predicted})") from None
-        seconds, cpu_seconds = time.perf_counter() - t, time.process_time() - cpu
-        await bus.settle()
+        edges, seconds, cpu_seconds = await go(budget, f"decode step at position {position}", predicted)
         out = {"position": position, "token_in": token, "token_out": bus.get("next_token"),
                "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds, "cpu_seconds": cpu_seconds}
         await bus.tick()
         if window and "steps" in window and position == window["steps"][1]:
             bus.dump_window(0, 0)
+        await read_after(out)
+        return out
+
+    async def read_after(out: dict) -> None:
+        """The trace and the readback memories of a step or a pass, into ``out``."""
         if job.get("trace"):
             words = await _read(bus, mems["trace"], n_program - 1)
             bits = job["trace_bits"]
@@ -211,23 +221,6 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
         if readback:
             # Here, not at the top: sim.flows.gemm loads Amaranth and NumPy, which the simulator
             # process otherwise never imports (its start-up); only a readback needs it.
-            from .gemm import unpack_lanes
-        if readback.get("scratch"):
-            words = await _read(bus, mems["scratch"], readback["scratch"])
-            out["scratch"] = [v for w in words for v in unpack_lanes(w, 8, V)]
-        if readback.get("logits"):
-            words = await _read(bus, mems["logits"], readback["logits"])
-            out["logits"] = [v for w in words for v in unpack_lanes(w, 32, V)]
-        return out
-
-    async def read_after(out: dict) -> None:
-        """The trace and the readback memories, into ``out``."""
-        if job.get("trace"):
-            words = await _read(bus, mems["trace"], n_program - 1)
-            bits = job["trace_bits"]
-            out["trace"] = [w & ((1 << bits) - 1) for w in words]    # cycles of each instruction
-            out["starts"] = [w >> bits for w in words]               # its start cycle in the step
-        if readback:
             from .gemm import unpack_lanes
         if readback.get("scratch"):
             words = await _read(bus, mems["scratch"], readback["scratch"])
@@ -254,17 +247,7 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
         bus.set("logits_stride", job["logits_stride"])
         bus.set("n_kv_heads", job["n_kv_heads"])
         bus.set("group", job["group"])
-        bus.set("start", 1)
-        await bus.tick()
-        bus.set("start", 0)
-        t, cpu = time.perf_counter(), time.process_time()
-        try:
-            edges = 1 + await bus.run_until("done", budget)
-        except WatchdogError:
-            raise WatchdogError(f"pass {index} of {len(rows)} rows did not finish within {budget} cycles "
-                                f"(predicted {predicted})") from None
-        seconds, cpu_seconds = time.perf_counter() - t, time.process_time() - cpu
-        await bus.settle()
+        edges, seconds, cpu_seconds = await go(budget, f"pass {index} of {len(rows)} rows", predicted)
         out = {"rows": rows, "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds,
                "cpu_seconds": cpu_seconds, "next_token": bus.get("next_token")}
         await bus.tick()
