@@ -88,6 +88,12 @@ def demo_model_path() -> Path:
     return Path(__file__).resolve().parent / "data" / "demo"
 
 
+def draft_model_path() -> Path:
+    """Directory of the draft model shipped with the package (``golden/data/draft``): a one-layer model
+    of the demo corpus with the demo model's tokenizer, for speculative decoding (docs/models.md)."""
+    return Path(__file__).resolve().parent / "data" / "draft"
+
+
 def load_demo_model() -> Checkpoint:
     """Import the shipped demo model (a Llama-family character model; see docs/models.md)."""
     return load_checkpoint(demo_model_path())
