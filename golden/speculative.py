@@ -203,14 +203,14 @@ class ModelDrafter(Drafter):
         return drafts
 
 
-def check_draft_len(k, max_rows: int, limit: str = "the target's rows a pass") -> int:
+def check_draft_len(k, max_rows: int, limit: str = "the target runner's max_rows") -> int:
     """``k`` drafts a round: an integer from 1 to ``max_rows - 1`` (the verify pass carries k + 1
     rows); InputError naming ``limit`` (what bounds the rows) otherwise."""
     if not _is_int(k) or k < 1:
         raise InputError(f"the draft length must be a positive integer, not {k!r}")
     if k > max_rows - 1:
-        raise InputError(f"the draft length must be at most {max_rows - 1} ({limit} {max_rows}, minus the row of the "
-                         f"last accepted token), not {k}")
+        raise InputError(f"the draft length must be at most {max_rows - 1} ({limit}: {max_rows} rows a pass, one of "
+                         f"them the last accepted token's), not {k}")
     return int(k)
 
 
@@ -246,7 +246,8 @@ def speculative_decode(target: PassRunner, drafter: Drafter, prompt: Sequence[in
     the first new token) and through :meth:`Drafter.prefill`. Then each round: the drafter proposes
     up to k tokens (never more than the tokens still wanted minus one, so nothing is trimmed), the
     target runs the last accepted token and the drafts in one pass, the agreeing prefix of drafts and
-    the target's own next token are appended (``on_round`` gets them). InputError for a bad prompt
+    the target's own next token are appended. ``on_round`` gets the new tokens as they are known: the
+    prefill's, then each round's. InputError for a bad prompt
     (:func:`golden.greedy.check_prompt`) or k (:func:`check_draft_len`)."""
     prompt = check_prompt(prompt, new_tokens, target.max_context, target.vocab_size)
     k = check_draft_len(k, target.max_rows)
@@ -258,6 +259,8 @@ def speculative_decode(target: PassRunner, drafter: Drafter, prompt: Sequence[in
     if new_tokens == 0:
         return result
     context = prompt + [out[-1]]
+    if on_round is not None:
+        on_round(context[-1:])
     while len(context) - len(prompt) < new_tokens:
         wanted = new_tokens - (len(context) - len(prompt))
         drafts = [int(t) for t in drafter.propose(list(context), min(k, wanted - 1), log)][:min(k, wanted - 1)]

@@ -31,7 +31,7 @@ def check_draft_len_for(k, compiled) -> int:
     limits = compiled.rows_limits()
     binding = min(limits.items(), key=lambda kv: kv[1])[0]
     try:
-        return check_draft_len(k, compiled.max_rows, f"the design's {binding} bounds a pass to")
+        return check_draft_len(k, compiled.max_rows, f"the design's {binding}")
     except InputError as exc:
         raise InputError(f"--draft-len: {exc}") from None
 
