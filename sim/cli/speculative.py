@@ -50,13 +50,12 @@ def run_speculative_cmd(*, backend, model_dir, hw, settings, prompt, prompt_ids,
         raise InputError(f"--tokens must be a non-negative integer, not {n_tokens}")
     ckpt = load_model(model_dir)
     ids = prompt_ids_of(ckpt, prompt, prompt_ids)
-    compiled = prepare(ckpt, config)
-    k = check_draft_len_for(DEFAULT_DRAFT_LEN if draft_len is None else draft_len, compiled)
     draft_ckpt = _draft_checkpoint(drafter, draft_dir)
-    draft = None
     if draft_ckpt is not None:
         check_draft_model(ckpt, draft_ckpt)
-        draft = prepare(draft_ckpt, config)
+    compiled = prepare(ckpt, config)
+    k = check_draft_len_for(DEFAULT_DRAFT_LEN if draft_len is None else draft_len, compiled)
+    draft = None if draft_ckpt is None else prepare(draft_ckpt, config)
     what = "prompt lookup" if draft is None else f"draft model {draft_ckpt.path.name} ({draft_ckpt.config.n_layers} " \
                                                  f"layer(s), d_model {draft_ckpt.config.d_model})"
     if not as_json:
