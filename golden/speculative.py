@@ -28,11 +28,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral
 from typing import Protocol
 
 from .errors import InputError
 from .greedy import check_prompt
+from .numerics import is_int
 
 __all__ = ["DRAFTERS", "Drafter", "GoldenRunner", "LookupDrafter", "ModelDrafter", "PassLog", "PassRecord",
            "PassRunner", "SpeculativeResult", "check_draft_len", "lookup_proposal", "speculative_decode"]
@@ -65,7 +65,7 @@ class GoldenRunner:
     starting before :attr:`valid`, which then drops to the pass's end)."""
 
     def __init__(self, model, *, max_rows: int):
-        if not _is_int(max_rows) or max_rows < 1:
+        if not is_int(max_rows) or max_rows < 1:
             raise InputError(f"max_rows must be a positive integer, not {max_rows!r}")
         self.model = model
         self.max_rows = max_rows
@@ -158,7 +158,7 @@ class LookupDrafter(Drafter):
     name = "lookup"
 
     def __init__(self, *, max_ngram: int = 3, min_ngram: int = 1):
-        if not _is_int(min_ngram) or not _is_int(max_ngram) or not 1 <= min_ngram <= max_ngram:
+        if not is_int(min_ngram) or not is_int(max_ngram) or not 1 <= min_ngram <= max_ngram:
             raise InputError(f"n-gram sizes must be integers with 1 <= min_ngram <= max_ngram, not "
                              f"{min_ngram!r} and {max_ngram!r}")
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
@@ -190,7 +190,8 @@ class ModelDrafter(Drafter):
         k = min(k, self.runner.max_context - n + 1)     # the last draft's position n + k - 1 is never run
         if k < 1:
             return []
-        done = next((i for i, (a, b) in enumerate(zip(self.held, context)) if a != b), min(len(self.held), n))
+        pairs = zip(self.held, context, strict=False)
+        done = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(self.held), n))
         done = min(done, n - 1)                          # the last token always runs: it gives the first draft
         out = log.prefill("draft", self.runner, context[done:], start=done)
         drafts = [out[-1]]
@@ -206,7 +207,7 @@ class ModelDrafter(Drafter):
 def check_draft_len(k, max_rows: int, limit: str = "the target runner's max_rows") -> int:
     """``k`` drafts a round: an integer from 1 to ``max_rows - 1`` (the verify pass carries k + 1
     rows); InputError naming ``limit`` (what bounds the rows) otherwise."""
-    if not _is_int(k) or k < 1:
+    if not is_int(k) or k < 1:
         raise InputError(f"the draft length must be a positive integer, not {k!r}")
     if k > max_rows - 1:
         raise InputError(f"the draft length must be at most {max_rows - 1} ({limit}: {max_rows} rows a pass, one of "
@@ -275,10 +276,6 @@ def speculative_decode(target: PassRunner, drafter: Drafter, prompt: Sequence[in
             on_round(new)
     result.tokens = context[len(prompt):]
     return result
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _check_rows(rows, max_rows: int, max_context: int) -> list[tuple[int, int]]:

@@ -9,6 +9,7 @@ from golden.checkpoint import draft_model_path, load_checkpoint, load_demo_model
 from golden.errors import InputError
 from golden.int_model import generate_int
 from golden.model import ModelConfig, init_weights
+from golden.numerics import ceil_div
 from golden.quantize import quantize_checkpoint, quantize_model, random_calibration
 from golden.speculative import (
     Drafter,
@@ -130,9 +131,10 @@ def test_rollback_when_every_draft_is_accepted(demo, plain, k):
     ids = ckpt.tokenizer.encode(PROMPTS[0])
     r = speculative_decode(_target(model), _Oracle(ids, plain[PROMPTS[0]], 0, 48), ids, 64, k)
     assert r.tokens == plain[PROMPTS[0]]
-    assert r.accepted == r.proposed and r.rounds == -(-63 // (k + 1))
+    assert r.accepted == r.proposed and r.rounds == ceil_div(63, k + 1)
     verify = [p for p in r.passes if p.phase == "decode"]
-    for a, b in zip(verify, verify[1:]):                    # each pass starts where the last one's rows ended
+    # each pass starts where the last one's rows ended
+    for a, b in zip(verify, verify[1:], strict=False):
         assert b.positions[0] == a.positions[-1] + 1
 
 
@@ -144,7 +146,8 @@ def test_rollback_when_every_draft_is_rejected(demo, plain, k):
     assert r.tokens == plain[PROMPTS[0]]
     assert r.accepted == 0 and r.rounds == 63 and r.proposed > 0
     verify = [p for p in r.passes if p.phase == "decode"]
-    for a, b in zip(verify, verify[1:]):                    # ... and after a rejection, at the first rejected row
+    # ... and after a rejection, at the first rejected row
+    for a, b in zip(verify, verify[1:], strict=False):
         assert b.positions[0] == a.positions[0] + 1
         assert len(a.rows) == 1 or a.rows[1][0] != b.rows[0][0]   # the rejected draft's KV is overwritten
 
