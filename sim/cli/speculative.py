@@ -56,12 +56,16 @@ def run_speculative_cmd(*, backend, model_dir, hw, settings, prompt, prompt_ids,
     compiled = prepare(ckpt, config)
     k = check_draft_len_for(DEFAULT_DRAFT_LEN if draft_len is None else draft_len, compiled)
     draft = None if draft_ckpt is None else prepare(draft_ckpt, config)
-    what = "prompt lookup" if draft is None else f"draft model {draft_ckpt.path.name} ({draft_ckpt.config.n_layers} " \
-                                                 f"layer(s), d_model {draft_ckpt.config.d_model})"
+    if draft is None:
+        what = "prompt lookup"
+    else:
+        layers = draft_ckpt.config.n_layers
+        what = (f"draft model {draft_ckpt.path.name} ({layers} layer{'s' if layers != 1 else ''}, d_model "
+                f"{draft_ckpt.config.d_model})")
     if not as_json:
         click.echo(f"model {ckpt.path.name} ({ckpt.config.family}) on design {design.name}"
                    f"{' (with --set)' if settings else ''}: {config.describe()}, backend {backend}, speculative: "
-                   f"{what}, {k} drafted tokens a round")
+                   f"{what}, {k} drafted token{'s' if k != 1 else ''} a round")
         click.echo(text_of(ckpt, ids) or " ".join(map(str, ids)), nl=False)
 
     def show(new):
@@ -106,5 +110,5 @@ def _summary(r, config) -> None:
     pre = r.prefill_cycles
     click.echo(f"prefill    : {count(pre['target'])} cycles target" +
                (f" + {count(pre['draft'])} draft" if r.drafter == "draft" else "") +
-               f" in passes of up to {count(max((len(p.rows) for p in r.passes), default=1))} rows "
+               f" in passes of up to {count(max(len(p.rows) for p in r.passes if p.phase == 'prefill'))} rows "
                f"({count(r.plain_prefill_cycles)} as single-row steps; not in the speedup)")
