@@ -35,7 +35,7 @@ from .greedy import check_prompt
 from .numerics import is_int
 
 __all__ = ["DRAFTERS", "Drafter", "GoldenRunner", "LookupDrafter", "ModelDrafter", "PassLog", "PassRecord",
-           "PassRunner", "SpeculativeResult", "check_draft_len", "lookup_proposal", "speculative_decode"]
+           "PassRunner", "RoundCounts", "SpeculativeResult", "check_draft_len", "lookup_proposal", "speculative_decode"]
 
 #: The drafters by name (``lockstep run --speculative NAME``).
 DRAFTERS = ("draft", "lookup")
@@ -215,15 +215,10 @@ def check_draft_len(k, max_rows: int, limit: str = "the target runner's max_rows
     return int(k)
 
 
-@dataclass
-class SpeculativeResult:
-    """A speculative decode: the generated ``tokens``, every pass in order (``passes``), drafts
-    ``proposed`` and ``accepted`` in all, and per round (``per_round``: (proposed, accepted))."""
+class RoundCounts:
+    """Counts over ``per_round`` ((proposed, accepted) drafts of each round), for a class that has it."""
 
-    prompt: list[int]
-    tokens: list[int] = field(default_factory=list)
-    passes: list[PassRecord] = field(default_factory=list)
-    per_round: list[tuple[int, int]] = field(default_factory=list)
+    per_round: list[tuple[int, int]]
 
     @property
     def rounds(self) -> int:
@@ -236,6 +231,22 @@ class SpeculativeResult:
     @property
     def accepted(self) -> int:
         return sum(a for _, a in self.per_round)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Accepted over proposed drafts (None when nothing was proposed)."""
+        return self.accepted / self.proposed if self.proposed else None
+
+
+@dataclass
+class SpeculativeResult(RoundCounts):
+    """A speculative decode: the generated ``tokens``, every pass in order (``passes``), drafts
+    ``proposed`` and ``accepted`` in all, and per round (``per_round``: (proposed, accepted))."""
+
+    prompt: list[int]
+    tokens: list[int] = field(default_factory=list)
+    passes: list[PassRecord] = field(default_factory=list)
+    per_round: list[tuple[int, int]] = field(default_factory=list)
 
 
 def speculative_decode(target: PassRunner, drafter: Drafter, prompt: Sequence[int], new_tokens: int, k: int, *,

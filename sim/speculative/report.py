@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from golden.speculative import RoundCounts
+
 __all__ = ["SpeculativePass", "SpeculativeReport"]
 
 
@@ -36,7 +38,7 @@ def _ratio(a, b):
 
 
 @dataclass
-class SpeculativeReport:
+class SpeculativeReport(RoundCounts):
     """A speculative decode on one backend and design, against plain greedy decoding there."""
 
     backend: str
@@ -59,22 +61,6 @@ class SpeculativeReport:
     def identical(self) -> bool:
         """The speculative tokens equal plain greedy decoding's, compared."""
         return self.tokens == self.plain_tokens
-
-    @property
-    def rounds(self) -> int:
-        return len(self.per_round)
-
-    @property
-    def proposed(self) -> int:
-        return sum(p for p, _ in self.per_round)
-
-    @property
-    def accepted(self) -> int:
-        return sum(a for _, a in self.per_round)
-
-    @property
-    def acceptance_rate(self) -> float | None:
-        return _ratio(self.accepted, self.proposed)
 
     @property
     def decode_tokens(self) -> int:
