@@ -187,3 +187,17 @@ def test_short_runs_and_bad_options(demo, plain):
     assert check_draft_len(15, 16) == 15
     with pytest.raises(InputError, match="needs 200 positions"):
         speculative_decode(_target(model), LookupDrafter(), ids, 186, 4)
+
+
+@pytest.mark.parametrize("k", [1, 8])
+def test_long_prompt_in_chunks_up_to_the_end_of_the_context(demo, drafts, k):
+    """A prompt of several prefill chunks, and rounds up to the context's last position (k is cut so
+    that no row falls outside it)."""
+    ckpt, model = demo
+    ids = (ckpt.tokenizer.encode("The old miller went home, and the dog slept. ") * 2)[:70]
+    n = model.max_context - len(ids) + 1        # plain decoding's steps fill the context: positions 0 .. 127
+    r = speculative_decode(_target(model), ModelDrafter(GoldenRunner(drafts["self"], max_rows=MAX_ROWS)), ids, n, k)
+    assert r.tokens == generate_int(model, ids, n)
+    prefill = [p.positions for p in r.passes if p.phase == "prefill" and p.model == "target"]
+    assert prefill == [tuple(range(i, min(i + MAX_ROWS, 70))) for i in range(0, 70, MAX_ROWS)]
+    assert max(q for p in r.passes for q in p.positions) == model.max_context - 1

@@ -187,3 +187,13 @@ def test_cli_json_and_text(draft_dirs, plain):
     for head in ("tokens     : identical to plain greedy decoding on golden (24 tokens compared)", "acceptance : ",
                  "tokens/pass: ", "cycles     : ", "plain      : ", "speedup    : ", "tokens/s   : ", "prefill    : "):
         assert any(line.startswith(head) for line in lines), (head, text.stdout)
+
+
+def test_cli_with_no_decode_phase():
+    """One new token comes from the prefill: nothing to compare cycles over, said so, not divided by zero."""
+    text = _cli("--backend", "golden", "--speculative", "lookup", "--tokens", 1)
+    assert text.exit_code == 0, text.output
+    assert "decode     : no decode phase" in text.stdout
+    d = json.loads(_cli("--backend", "golden", "--speculative", "lookup", "--tokens", 1, "--json").stdout)
+    assert d["identical"] is True and len(d["generated"]) == 1 and d["rounds"] == 0
+    assert d["speedup"] is None and d["acceptance_rate"] is None and d["tokens_per_target_pass"] is None
