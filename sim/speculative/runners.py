@@ -8,7 +8,6 @@ compiled design. Every row of a runner goes to its KV ``slot`` (:class:`sim.mach
 
 from __future__ import annotations
 
-from golden.errors import InputError
 from golden.speculative import GoldenRunner
 
 from ..machine.cycles import pass_cycles
@@ -75,8 +74,6 @@ BACKENDS = {"golden": GoldenPassRunner, "isa": IsaPassRunner}
 
 
 def pass_runner(backend: str, compiled, *, slot: int = 0):
-    """The runner of ``backend`` for ``compiled``; InputError for a backend that has none yet."""
-    if backend not in BACKENDS:
-        raise InputError(f"speculative decoding on backend {backend}: not yet (it runs on "
-                         f"{', '.join(BACKENDS)}; the RTL replays its passes separately)")
+    """The runner of ``backend`` (one of :data:`BACKENDS`, :func:`sim.speculative.options.check_backend`)
+    for ``compiled``, its rows in KV slot ``slot``."""
     return BACKENDS[backend](compiled, slot=slot)

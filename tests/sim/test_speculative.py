@@ -122,6 +122,14 @@ def test_api_option_errors(demo, tiny_draft):
                             ({"drafter": "lookup", "k": 4, "draft": tiny_draft}, "goes with the draft drafter")):
         with pytest.raises(InputError, match=message.replace("(", r"\(")):
             _run(demo, PROMPTS[0], kwargs["drafter"], kwargs["k"], kwargs.get("draft"), tokens=4)
+    narrow = compile_model(tiny_draft.model, load_design("demo-narrow").config)
+    with pytest.raises(InputError, match="compiled for the target's design"):
+        _run(demo, PROMPTS[0], "draft", 4, narrow, tokens=4)
+    small = ModelConfig(**{**TINY_DRAFT.__dict__, "vocab_size": 40})
+    other = compile_model(quantize_model(small, _tiny_weights(small), random_calibration(small, windows=2, seed=1)),
+                          demo[1].config)
+    with pytest.raises(InputError, match="vocabulary has 40 tokens, the target's 48"):
+        _run(demo, PROMPTS[0], "draft", 4, other, tokens=4)
     with pytest.raises(InputError, match="backend verilator: not yet"):
         _run(demo, PROMPTS[0], "lookup", 4, backend="verilator", tokens=4)
 
