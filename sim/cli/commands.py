@@ -24,7 +24,7 @@ from .design import design_options, presets_cmd
 from .design import load as load_design
 from .errors import LockstepGroup, friendly
 from .fpga import baud_option, build_cmd
-from .model import golden_cmd, inspect_cmd, load_model, prompt_ids_of, text_of
+from .model import Number, golden_cmd, inspect_cmd, load_model, prompt_ids_of, text_of
 from .perf import estimate_cmd
 from .serve import serve_bench_cmd
 
@@ -224,6 +224,15 @@ def _decode_options(default_backend):
             click.option("--loaded", is_flag=True,
                          help="The board already holds this model (serial backend): compare its program, "
                               "load nothing."),
+            click.option("--speculative", "drafter", default=None, metavar="draft|lookup",
+                         help="Speculative decoding (docs/speculative.md; backends golden and isa): a draft model "
+                              "(draft) or prompt lookup (lookup) proposes tokens, the model checks them in one "
+                              "pass; prints acceptance, cycles per token and the speedup over plain decoding."),
+            click.option("--draft-len", "draft_len", type=Number(int), default=None, metavar="K",
+                         help="With --speculative: tokens drafted a round (default 4; at most the design's rows "
+                              "a pass - 1)."),
+            click.option("--draft", "draft_dir", default=None, metavar="DIR",
+                         help="With --speculative draft: the draft model's checkpoint (default: golden/data/draft)."),
         ]
         for option in reversed(options):
             fn = option(fn)
@@ -253,7 +262,22 @@ def decode(**kwargs):
 
 
 def _run_decode(backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, as_json, profile, as_csv, trace_path,
-                waves, waves_steps, waves_cycles, waves_out, port, baud, loaded):
+                waves, waves_steps, waves_cycles, waves_out, port, baud, loaded, drafter, draft_len, draft_dir):
+    if drafter is not None:
+        others = {"--profile": profile, "--csv": as_csv, "--trace": trace_path is not None,
+                  "--waves": waves or waves_steps or waves_cycles or waves_out, "--port": port, "--loaded": loaded}
+        given = [name for name, value in others.items() if value]
+        if given:
+            raise InputError(f"--speculative does not go with {given[0]} (yet)")
+        from .speculative import run_speculative_cmd
+
+        run_speculative_cmd(backend=backend, model_dir=model_dir, hw=hw, settings=settings, prompt=prompt,
+                            prompt_ids=prompt_ids, n_tokens=n_tokens, as_json=as_json, drafter=drafter,
+                            draft_len=draft_len, draft_dir=draft_dir)
+        return
+    for option, value in (("--draft-len", draft_len), ("--draft", draft_dir)):
+        if value is not None:
+            raise InputError(f"{option} goes with --speculative")
     from ..runtime import check_request, prepare
     from ..runtime import decode as run_decode
 
