@@ -31,7 +31,7 @@ from sim.perf.model import (
     Link,
     _check_finite,
     _k_ways,
-    _sum_local_positions,
+    sum_local_positions,
     calibration_markdown,
     calibration_rows,
     estimate,
@@ -662,7 +662,7 @@ def test_a_non_finite_estimate_is_refused():
 
 @pytest.mark.parametrize(("context", "split"), [(1, 1), (40, 1), (40, 3), (41, 7), (1000, 14_062), (12345, 64)])
 def test_the_context_sum_in_closed_form_is_the_loop(context, split):
-    assert _sum_local_positions(context, split) == sum(local_position(p, split) for p in range(context))
+    assert sum_local_positions(context, split) == sum(local_position(p, split) for p in range(context))
 
 
 def test_context_and_batch_are_bounded_before_any_work():
