@@ -90,8 +90,8 @@ def draft_agreement(target: IntModel, draft: IntModel, tokens: Sequence[int], *,
     ``tokens`` is cut into consecutive windows of ``window`` tokens (default: the shorter of the two
     models' contexts; the last window may be shorter), each run from position 0 by both integer
     models; ``agree`` counts the positions where the two greedy tokens (each program's ``argmax``
-    output, the token the chip computes) are equal, ``total`` the positions. Raises InputError for models of different vocabularies,
-    an empty text or a window outside 1..context.
+    output, the token the chip computes) are equal, ``total`` the positions. Raises InputError for
+    models of different vocabularies, an empty text or a window outside 1..context.
     """
     if target.config.vocab_size != draft.config.vocab_size:
         raise InputError(f"draft model vocabulary must equal the target's ({target.config.vocab_size}), "

@@ -277,8 +277,8 @@ def train(args: argparse.Namespace) -> dict:
     greedy = tok.decode(generate(golden, prompt_ids, 100))
     sampled = tok.decode(generate(golden, prompt_ids, 100, temperature=0.8, top_k=10, seed=0))
     report = {
-        "preset": args.preset, "seed": args.seed, "steps": args.steps, "batch": args.batch, "context": t_ctx, "lr": args.lr,
-        "threads": args.threads, "torch_version": torch.__version__,
+        "preset": args.preset, "seed": args.seed, "steps": args.steps, "batch": args.batch, "context": t_ctx,
+        "lr": args.lr, "threads": args.threads, "torch_version": torch.__version__,
         "corpus_chars": len(data), "val_chars": int(n_val), "alphabet": tok.vocab_size,
         "n_params": config.n_params(), "int8_weight_bytes": config.n_params(),
         "checkpoint_bytes": sum(f.stat().st_size for f in out.iterdir() if f.name != "train_report.json"),

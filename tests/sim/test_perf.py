@@ -31,7 +31,6 @@ from sim.perf.model import (
     Link,
     _check_finite,
     _k_ways,
-    sum_local_positions,
     calibration_markdown,
     calibration_rows,
     estimate,
@@ -45,6 +44,7 @@ from sim.perf.model import (
     shard_program,
     shard_shape,
     step_cycles,
+    sum_local_positions,
 )
 from sim.perf.sweep import SweepError, parse_spec, read_rows, run_sweep
 from tests.tolerances import rel64
