@@ -2,9 +2,14 @@
 
 A standalone click command; sim/cli/commands.py registers it on the ``lockstep`` group. Every error a user
 can cause (an unknown model or preset, a bad TOML file, a hardware number outside its bounds, a
-context or batch past its cap, a model that fits no memory level) ends as one line
-``lockstep: error: ...`` on stderr and exit status 1, before any work; the JSON never holds NaN
-or Infinity.
+context or batch past its cap, a model that fits no memory level, a bad speculative option) ends as
+one line ``lockstep: error: ...`` on stderr and exit status 1, before any work (but a draft that does
+not fit beside the target, found as the projection places both); the JSON never holds NaN or Infinity.
+
+``--speculative`` adds the projection of greedy speculative decoding (:mod:`sim.perf.speculative`):
+a draft model (``--draft``), a per-token acceptance (``--acceptance``, given or ``measured`` on the
+demo corpus's held-out text by the two checkpoints' integer models), a draft length (``--draft-len``,
+or the best of 1..max_m - 1), and optionally the acceptance needed to reach a rate (``--reach``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ __all__ = ["estimate_cmd"]
 
 @click.command("estimate")
 @click.option("--model", "model", required=True, metavar="NAME_OR_DIR",
-              help="A built-in model (gpt2, llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b) "
+              help="A built-in model (gpt2, llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b, llama-3.2-1b) "
                    "or a checkpoint directory (its config.json).")
 @design_options(None, "default: the first shipped design that holds the model, fewest chips first")
 @click.option("--context", type=Number(int, 1), default=None,
