@@ -136,7 +136,7 @@ def draft_config(vocab_size: int) -> ModelConfig:
 
 
 #: Each preset: its model shape, the default output directory and training steps.
-PRESETS = {"demo": (demo_config, demo_model_path, 1500), "draft": (draft_config, draft_model_path, 3000)}
+PRESETS = {"demo": (demo_config, demo_model_path, 1500), "draft": (draft_config, draft_model_path, 8000)}
 
 
 def build_torch_model(config: ModelConfig, seed: int):

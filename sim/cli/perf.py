@@ -34,8 +34,8 @@ __all__ = ["estimate_cmd"]
 
 @click.command("estimate")
 @click.option("--model", "model", required=True, metavar="NAME_OR_DIR",
-              help="A built-in model (gpt2, llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b, llama-3.2-1b) "
-                   "or a checkpoint directory (its config.json).")
+              help="A built-in model (gpt2, llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b, "
+                   "llama-3.2-1b) or a checkpoint directory (its config.json).")
 @design_options(None, "default: the first shipped design that holds the model, fewest chips first")
 @click.option("--context", type=Number(int, 1), default=None,
               help="Tokens in the sequence; the estimate is the mean per token over its positions "

@@ -226,7 +226,8 @@ def format_speculative(s: Speculative, *, measured: tuple[int, int] | None = Non
         f"greedy, batch 1",
         f"acceptance : {s.acceptance:.4g} a drafted token{source}",
         f"draft len  : k = {s.draft_len}" + (" (the best of 1.." + str(s.sweep[-1][0]) + ")" if s.chosen else ""),
-        f"pass       : {s.draft_len} draft steps x {_secs(s.draft_step_seconds)} + verify of "
+        f"pass       : {s.draft_len} draft step{'s' if s.draft_len != 1 else ''} x {_secs(s.draft_step_seconds)} "
+        f"+ verify of "
         f"{s.draft_len + 1} rows {_secs(s.verify_seconds)} = {_secs(s.pass_seconds)}, "
         f"{number(s.expected_tokens)} tokens a pass",
         f"tokens/s   : {number(s.plain_tokens_per_s)} plain, {number(s.tokens_per_s)} speculative "
