@@ -89,3 +89,24 @@ def test_draft_agreement_of_a_model_with_itself_is_total(int_models, draft):
 def test_draft_agreement_refuses_bad_input(int_models, kwargs, message):
     with pytest.raises(InputError, match=message):
         draft_agreement(*int_models, **kwargs)
+
+
+def _docs() -> str:
+    return (draft_model_path().parents[2] / "docs" / "models.md").read_text(encoding="utf-8")
+
+
+def test_docs_quote_the_training_report():
+    """docs/models.md states the draft model's numbers; they must be the ones in train_report.json."""
+    report = json.loads((draft_model_path() / "train_report.json").read_text(encoding="utf-8"))
+    docs = _docs()
+    for fact in (f"{report['n_params']:,} bytes as int8", f"{report['val_loss']} nats/char",
+                 f"{report['final_train_loss']:.3f} nats/char", f"{report['initial_loss']} nats/char",
+                 f"{report['steps']} steps", f"{report['train_seconds']} s"):
+        assert fact in docs, fact
+
+
+@pytest.mark.slow
+def test_docs_quote_the_measured_agreement(int_models, draft):
+    """The agreement docs/models.md quotes, over the whole held-out text (~10 s)."""
+    agree, total = draft_agreement(*int_models, held_out_tokens(draft.tokenizer))
+    assert f"**{agree:,} of {total:,} = {agree / total:.4f}**" in _docs()
