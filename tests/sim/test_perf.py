@@ -445,7 +445,7 @@ def test_decode_sweep_rows_hold_the_estimate(tmp_path):
                                                                 r"'context': None, 'batch': 1\} is not valid: model "
                                                                 r"must be a built-in model \(gpt2, llama-2-7b, "
                                                                 r"llama-2-70b, llama-3-8b, llama-3-70b, "
-                                                                r"llama-3\.1-70b\), not 'gpt5'$"),
+                                                                r"llama-3\.1-70b, llama-3\.2-1b\), not 'gpt5'$"),
     ({"array_rows": [8], "array_cols": [8], "model": ["llama-2-7b"], "weight_memory_bytes": [1000000]},
      r"^spec: llama-2-7b fits no design point of the spec \(1 tried; e.g. llama-2-7b needs 6.738 GB of weights "
      r"\(int8\), "
