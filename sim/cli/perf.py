@@ -104,7 +104,7 @@ def estimate_cmd(model, hw, settings, context, batch, prompt, breakdown, specula
                     "; no shipped design holds it")
             raise HardwareError(f"{exc}{also}") from None
     if speculative:   # every option checked before any work
-        spec_args = _speculative_models(design, *spec_args)
+        spec_args = _speculative_models(model, design, *spec_args)
     e = estimate(mc, design.hardware, context=context, batch=batch, name=name)
     pre = None
     if prompt is not None:
@@ -164,11 +164,19 @@ def _check_speculative(speculative, draft, acceptance, draft_len, reach, batch):
     return draft, acceptance, draft_len, reach
 
 
-def _speculative_models(design, draft, acceptance, draft_len, reach):
-    """The checks that need the design: the draft model known, --draft-len within 1..max_m - 1.
-    Returns the arguments of :func:`_speculative` after the target's."""
+def _speculative_models(model, design, draft, acceptance, draft_len, reach):
+    """The checks that need the models or the design: the draft model known, an acceptance given
+    unless both models are checkpoint directories (then it is measured), --draft-len within
+    1..max_m - 1. Returns the arguments of :func:`_speculative` after the target's."""
+    from pathlib import Path
+
     from ..perf.model import resolve_model
     from ..perf.speculative import check_draft_len
+
+    if acceptance is None:
+        if not (Path(model).is_dir() and Path(draft).is_dir()):
+            raise InputError("--speculative needs --acceptance A (0..1); 'measured' needs two checkpoint directories")
+        acceptance = "measured"
 
     max_k = _max_m(design) - 1
     if max_k < 1:
@@ -188,8 +196,6 @@ def _speculative_models(design, draft, acceptance, draft_len, reach):
 def _speculative(model, target, design, context, draft, acceptance, draft_len, reach, max_k) -> tuple[dict, str]:
     """The projection of ``target`` ((name, ModelConfig) of ``model``) with ``draft`` ((its option,
     (name, ModelConfig))) as a JSON-able dict and as text."""
-    from pathlib import Path
-
     from ..perf.speculative import (
         format_speculative,
         measured_acceptance,
@@ -198,11 +204,6 @@ def _speculative(model, target, design, context, draft, acceptance, draft_len, r
     )
 
     draft, (dname, dc) = draft
-    both_dirs = Path(model).is_dir() and Path(draft).is_dir()
-    if acceptance is None:
-        if not both_dirs:
-            raise InputError("--speculative needs --acceptance A (0..1); 'measured' needs two checkpoint directories")
-        acceptance = "measured"
     measured = None
     if acceptance == "measured":
         measured = measured_acceptance(model, draft)
@@ -219,7 +220,8 @@ def _speculative(model, target, design, context, draft, acceptance, draft_len, r
                         "draft_len": None if need is None else need[1]}
         text += "\n" + (f"to reach   : {reach:g} tokens/s takes acceptance {need[0]:.4f} at k = {need[1]}"
                         if need is not None else
-                        f"to reach   : {reach:g} tokens/s: no acceptance does, at any k of 1..{s.sweep[-1][0]}")
+                        f"to reach   : {reach:g} tokens/s: no acceptance does, at "
+                        + (f"any k of 1..{s.sweep[-1][0]}" if s.chosen else f"k = {s.draft_len}"))
     return out, text
 
 
