@@ -231,7 +231,8 @@ def format_speculative(s: Speculative, *, measured: tuple[int, int] | None = Non
         f"{s.draft_len + 1} rows {_secs(s.verify_seconds)} = {_secs(s.pass_seconds)}, "
         f"{number(s.expected_tokens)} tokens a pass",
         f"tokens/s   : {number(s.plain_tokens_per_s)} plain, {number(s.tokens_per_s)} speculative "
-        f"(speedup {s.speedup:.3g}x)",
+        f"(speedup {s.speedup:.3g}x" + ("; plain decoding is faster at every k)" if s.chosen and s.speedup < 1
+                                        else ")"),
     ]
     if s.chosen and len(s.sweep) > 1:
         lines.append("by k       : " + ", ".join(f"{k}: {number(r)}" for k, _, _, r in s.sweep))

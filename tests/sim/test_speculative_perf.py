@@ -171,5 +171,12 @@ def test_cli_text_and_json():
     assert data["reach"]["acceptance"] <= 0.8 and data["tokens_per_s"] == max(r["tokens_per_s"] for r in data["sweep"])
 
 
+def test_the_text_says_when_plain_decoding_wins():
+    args = ("--model", "golden/data/demo", "--hw", "demo", "--speculative", "--draft", DRAFT, "--acceptance")
+    assert "plain decoding is faster at every k)" in invoke(*args, "0.3").stdout
+    assert "plain decoding is faster" not in invoke("--model", "golden/data/demo", "--hw", "demo-narrow",
+                                                    *args[4:], "0.3").stdout
+
+
 def test_llama_3_2_1b_shares_llama_3s_vocabulary():
     assert MODELS["llama-3.2-1b"].vocab_size == MODELS["llama-3-70b"].vocab_size
