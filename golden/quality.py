@@ -6,6 +6,9 @@
   softmax of the dequantized int32 logits, in nats per position.
 * Greedy continuation agreement: from each prompt both models decode greedily; the length of the
   identical prefix, averaged over prompts (and the fraction of prompts that agree throughout).
+* Draft agreement (:func:`draft_agreement`): the fraction of positions of a text where a draft
+  model's greedy token equals the target model's, both integer models, teacher-forced on the same
+  text: the per-token acceptance rate that speculative decoding with that draft can expect.
 
 The demo model is measured on the held-out tail of its corpus (never used for calibration or
 training), with the settings of :data:`DOC_SETTINGS` for the documented table.
@@ -22,8 +25,10 @@ from golden.int_model import IntModel, generate_int
 from golden.model import Transformer, generate
 from golden.quantize import demo_corpus_splits, text_windows
 
-__all__ = ["DOC_SETTINGS", "TEST_SETTINGS", "Settings", "demo_measurement", "greedy_agreement",
-           "markdown_table", "teacher_forced"]
+from .errors import InputError
+
+__all__ = ["DOC_SETTINGS", "TEST_SETTINGS", "Settings", "demo_measurement", "draft_agreement",
+           "greedy_agreement", "held_out_tokens", "markdown_table", "teacher_forced"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +81,42 @@ def greedy_agreement(float_model: Transformer, int_model: IntModel, prompts: Seq
         prefixes.append(int(same.sum()))
     return {"prompts": len(prompts), "new_tokens": new_tokens, "mean_prefix": float(np.mean(prefixes)),
             "full_match": float(np.mean([p == new_tokens for p in prefixes]))}
+
+
+def draft_agreement(target: IntModel, draft: IntModel, tokens: Sequence[int], *,
+                    window: int | None = None) -> tuple[int, int]:
+    """Teacher-forced greedy agreement of ``draft`` with ``target`` on ``tokens``: ``(agree, total)``.
+
+    ``tokens`` is cut into consecutive windows of ``window`` tokens (default: the shorter of the two
+    models' contexts; the last window may be shorter), each run from position 0 by both integer
+    models; ``agree`` counts the positions where the two greedy tokens (each program's ``argmax``
+    output, the token the chip computes) are equal, ``total`` the positions. Raises InputError for
+    models of different vocabularies, an empty text or a window outside 1..context.
+    """
+    if target.config.vocab_size != draft.config.vocab_size:
+        raise InputError(f"draft model vocabulary must equal the target's ({target.config.vocab_size}), "
+                         f"not {draft.config.vocab_size}")
+    context = min(target.max_context, draft.max_context)
+    window = context if window is None else window
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= context:
+        raise InputError(f"agreement window must be an integer in 1..{context}, not {window!r}")
+    tokens = list(tokens)
+    if not tokens:
+        raise InputError("agreement text must hold at least one token, not an empty text")
+    agree = 0
+    for start in range(0, len(tokens), window):
+        win = tokens[start:start + window]
+        agree += int((_greedy_tokens(target, win) == _greedy_tokens(draft, win)).sum())
+    return agree, len(tokens)
+
+
+def _greedy_tokens(model: IntModel, tokens: Sequence[int]) -> np.ndarray:
+    return model.run(tokens, model.new_cache())["next_token"][:, 0]
+
+
+def held_out_tokens(tokenizer) -> list[int]:
+    """The demo corpus's held-out text (never trained or calibrated on) as tokens of ``tokenizer``."""
+    return tokenizer.encode(demo_corpus_splits()[1])
 
 
 def demo_measurement(float_model: Transformer, int_model: IntModel, tokenizer, settings: Settings) -> dict:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from golden.attention import MAX_CONTEXT_LIMIT, AttentionParams
-from golden.checkpoint import Checkpoint, demo_model_path
+from golden.checkpoint import Checkpoint, demo_model_path, draft_model_path
 from golden.int_model import (
     ActivationParams,
     AttentionOpParams,
@@ -63,8 +63,8 @@ from golden.vector import (
 from .errors import InputError
 
 __all__ = [
-    "ACT_CLIPS", "WEIGHT_CLIPS", "calibration_for", "demo_corpus_splits", "gemm_form", "program_structure",
-    "quantize_checkpoint", "quantize_model", "quantize_weight", "random_calibration", "run_float",
+    "ACT_CLIPS", "WEIGHT_CLIPS", "calibration_for", "demo_corpus_model", "demo_corpus_splits", "gemm_form",
+    "program_structure", "quantize_checkpoint", "quantize_model", "quantize_weight", "random_calibration", "run_float",
     "weight_bytes",
 ]
 
@@ -77,6 +77,13 @@ DEFAULT_WEIGHT_CLIP = "absmax"
 #: Calibration: windows of up to max_context tokens.
 DEFAULT_CALIBRATION_WINDOWS = 16
 DEMO_CORPUS = demo_model_path().parent / "demo_corpus.txt"
+
+
+def demo_corpus_model(checkpoint: Checkpoint) -> bool:
+    """Whether ``checkpoint`` is one of the shipped models of the demo corpus (the demo model or its
+    draft model) with its tokenizer: those calibrate on the corpus and are measured on its held-out text."""
+    shipped = (demo_model_path().resolve(), draft_model_path().resolve())
+    return Path(checkpoint.path).resolve() in shipped and checkpoint.tokenizer is not None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -260,10 +267,11 @@ def calibration_for(checkpoint: Checkpoint, *, windows: int = DEFAULT_CALIBRATIO
                     ) -> tuple[list[list[int]], str]:
     """Default calibration token windows for a checkpoint and a description of their source.
 
-    The demo model: its corpus without the held-out tail. Others: seeded random tokens.
+    The demo model and its draft model: the demo corpus without the held-out tail. Others: seeded
+    random tokens.
     """
     length = min(checkpoint.config.max_context, 128)
-    if Path(checkpoint.path).resolve() == demo_model_path().resolve() and checkpoint.tokenizer is not None:
+    if demo_corpus_model(checkpoint):
         calib, _ = demo_corpus_splits()
         return (text_windows(checkpoint.tokenizer.encode(calib), length, windows),
                 f"demo corpus, {windows} windows of {length} tokens (held-out tail excluded)")

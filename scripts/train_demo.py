@@ -4,6 +4,7 @@ Usage (from the project root, with the ``parity`` extra installed for torch)::
 
     python scripts/train_demo.py                  # train, write golden/data/demo/
     python scripts/train_demo.py --write-corpus   # regenerate golden/data/demo_corpus.txt first
+    python scripts/train_demo.py --preset draft   # the draft model, write golden/data/draft/
 
 The corpus is English-like prose generated from a small seeded grammar (this file, make_corpus),
 so it is the project's own text. Training is seeded and runs on the CPU in 10-16 minutes on a 2-core machine. Torch
@@ -11,6 +12,10 @@ is used here only, for autograd; the model is the golden model's architecture, w
 held under the golden weight names in the golden orientation (``y = x @ W``). After training the
 script checks the NumPy golden model against the torch model on validation text, then writes
 config.json, model.safetensors, tokenizer.json and train_report.json to golden/data/demo/.
+
+``--preset draft`` trains the speculative-decoding draft model instead (``draft_config``: one layer,
+d_model 32) on the same corpus with the demo model's tokenizer (read from golden/data/demo, and
+checked to equal the corpus's alphabet), same context, and writes golden/data/draft/.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import json
 import math
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from golden.checkpoint import demo_model_path, save_checkpoint
+from golden.checkpoint import demo_model_path, draft_model_path, load_checkpoint, save_checkpoint
 from golden.model import ModelConfig, Transformer, generate, init_weights
 from golden.tokenizer import CharTokenizer
 
@@ -123,6 +129,16 @@ def demo_config(vocab_size: int) -> ModelConfig:
                        rope_theta=10000.0, tie_embeddings=False)
 
 
+def draft_config(vocab_size: int) -> ModelConfig:
+    """The draft model: the demo model's family, vocabulary and context, one layer of width 32."""
+    return replace(demo_config(vocab_size), d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
+                   head_dim=16, d_ff=96)
+
+
+#: Each preset: its model shape, the default output directory and training steps.
+PRESETS = {"demo": (demo_config, demo_model_path, 1500), "draft": (draft_config, draft_model_path, 8000)}
+
+
 def build_torch_model(config: ModelConfig, seed: int):
     import torch
 
@@ -193,8 +209,13 @@ def train(args: argparse.Namespace) -> dict:
     torch.use_deterministic_algorithms(True)
     text = CORPUS.read_text(encoding="utf-8")
     tok = CharTokenizer.from_text(text)
+    if args.preset != "demo":  # a draft must speak the demo model's tokens
+        demo_tok = load_checkpoint(demo_model_path()).tokenizer
+        if demo_tok is None or demo_tok.chars != tok.chars:
+            raise SystemExit("the corpus's alphabet differs from the demo model's tokenizer")
+        tok = demo_tok
     vocab = 8 * math.ceil(tok.vocab_size / 8)  # hardware-friendly; spare ids are never produced
-    config = demo_config(vocab)
+    config = PRESETS[args.preset][0](vocab)
     data = np.array(tok.encode(text), dtype=np.int64)
     n_val = len(data) // 20
     train_data, val_data = data[:-n_val], data[-n_val:]
@@ -256,8 +277,8 @@ def train(args: argparse.Namespace) -> dict:
     greedy = tok.decode(generate(golden, prompt_ids, 100))
     sampled = tok.decode(generate(golden, prompt_ids, 100, temperature=0.8, top_k=10, seed=0))
     report = {
-        "seed": args.seed, "steps": args.steps, "batch": args.batch, "context": t_ctx, "lr": args.lr,
-        "threads": args.threads, "torch_version": torch.__version__,
+        "preset": args.preset, "seed": args.seed, "steps": args.steps, "batch": args.batch, "context": t_ctx,
+        "lr": args.lr, "threads": args.threads, "torch_version": torch.__version__,
         "corpus_chars": len(data), "val_chars": int(n_val), "alphabet": tok.vocab_size,
         "n_params": config.n_params(), "int8_weight_bytes": config.n_params(),
         "checkpoint_bytes": sum(f.stat().st_size for f in out.iterdir() if f.name != "train_report.json"),
@@ -277,14 +298,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write-corpus", action="store_true", help="regenerate the corpus before training")
     ap.add_argument("--corpus-only", action="store_true", help="regenerate the corpus and stop")
-    ap.add_argument("--out", default=str(demo_model_path()), help="output checkpoint directory")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                    help="model to train: demo (golden/data/demo) or draft (golden/data/draft)")
+    ap.add_argument("--out", default=None, help="output checkpoint directory (default: the preset's)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    _, default_out, default_steps = PRESETS[args.preset]
+    args.out = args.out if args.out is not None else str(default_out())
+    args.steps = args.steps if args.steps is not None else default_steps
     if args.write_corpus or args.corpus_only:
         CORPUS.write_text(make_corpus(), encoding="utf-8")
         print(f"wrote {CORPUS} ({CORPUS.stat().st_size} bytes)")

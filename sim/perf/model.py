@@ -73,7 +73,8 @@ __all__ = ["CALIBRATION", "HARDWARE_LIMITS", "MAX_BATCH", "MAX_CONTEXT", "MAX_LA
            "check_workload", "default_context", "estimate", "format_breakdown", "format_estimate", "format_prefill",
            "gemm_weight_bytes", "hardware_data", "hardware_from_dict", "kv_cache_bytes", "kv_split", "list_presets",
            "load_hardware", "local_position", "place", "prefill", "read_text", "read_toml", "resolve_model",
-           "shard_plan", "shard_program", "shard_shape", "show_limit", "show_number", "step_cycles",
+           "row_pass", "shard_plan", "shard_program", "shard_shape", "show_limit", "show_number", "step_cycles",
+           "sum_local_positions",
            "update_calibration_doc"]
 
 #: The shipped design points (``hdl/designs/*.toml``, one description for every command: :mod:`sim.design`).
@@ -183,6 +184,11 @@ def _builtin_models() -> dict:
                              head_dim=128, d_ff=28672, max_context=8192, rope_theta=500000.0),
         "llama-3.1-70b": llama(vocab_size=128256, d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8,
                                head_dim=128, d_ff=28672, max_context=131072, rope_theta=500000.0),
+        # Llama 3.2 1B (Meta, September 2024, config.json): Llama 3's tokenizer, the natural small
+        # draft model of the Llama 3 family (speculative decoding, sim/perf/speculative.py).
+        "llama-3.2-1b": llama(vocab_size=128256, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8,
+                              head_dim=64, d_ff=8192, max_context=131072, rope_theta=500000.0,
+                              tie_embeddings=True),
     }
 
 
@@ -505,7 +511,7 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
     return d.total + extra, bounds, gemms, weights, kinds
 
 
-def _sum_local_positions(context: int, split: int) -> int:
+def sum_local_positions(context: int, split: int) -> int:
     """``sum(local_position(p, split) for p in range(context))`` in closed form (the loop took 3.5 s
     at 10**7 positions on the project's machine): with context = a * split + b, ceil((p + 1) / split)
     is j for split positions of each j <= a and a + 1 for the last b."""
@@ -527,7 +533,7 @@ def step_cycles(ops, shape, config, *, context: int, weight_bytes_per_cycle: flo
     if top == 0:
         return first
     last = batched_step_cycles(ops, shape, config, position=top, **kw)
-    mean = _sum_local_positions(context, split) / context / top
+    mean = sum_local_positions(context, split) / context / top
     bounds = {k: first[1][k] + (last[1][k] - first[1][k]) * mean for k in first[1]}
     kinds = {k: first[4][k] + (last[4][k] - first[4][k]) * mean for k in first[4]}
     return first[0] + (last[0] - first[0]) * mean, bounds, first[2], first[3], kinds
@@ -1067,25 +1073,7 @@ def prefill(model, hw: Hardware, *, prompt: int, batch: int = 1, chunk: int = DE
         raise InputError(f"prompt {show_number(prompt)} exceeds {mname}'s max_context {mc.max_context}")
     if prompt * batch > MAX_PREFILL_ROWS:
         raise InputError(f"prefill of {batch} x {prompt} tokens: more than the estimate's {MAX_PREFILL_ROWS:,} rows")
-    T = hw.tensor_parallel
-    home, _, _ = place(mc, hw, context=prompt, batch=batch, name=mname)
-    port = min(float(hw.port_elements_per_cycle), home.bandwidth_bytes_per_s / hw.clock_hz / hw.weight_bytes)
-    ops = shard_program(mc, T)
-    shape = shard_shape(mc, T) if T > 1 else mc
-
-    @functools.lru_cache(maxsize=4)
-    def base(m: int) -> tuple[float, float, float]:
-        """(cycles of m rows at position 0, cycles a row adds per position, overhead seconds)."""
-        plan = shard_plan(mc, hw, port=port, batch=m) if T > 1 else None
-        config = hw.config(m)
-        kw = dict(weight_bytes_per_cycle=port, gemm_shapes=plan.shapes(ops) if plan else None)
-        c0 = batched_step_cycles(ops, shape, config, position=0, batch=m, **kw)
-        slope = (batched_step_cycles(ops, shape, config, position=1, **kw)[0]
-                 - batched_step_cycles(ops, shape, config, position=0, **kw)[0])
-        mem, link = _pass_overheads(mc, hw, home, plan, gemms=c0[2], batch=m,
-                                    att_link=_att_link_seconds(mc, hw, split=split, batch=m))
-        return c0[0], slope, mem + link
-
+    base = row_pass(mc, hw, context=prompt, batch=batch, split=split, name=mname)
     rows = prompt * batch
     passes = ceil_div(rows, chunk)
     cycles = seconds = 0.0
@@ -1102,6 +1090,38 @@ def prefill(model, hw: Hardware, *, prompt: int, batch: int = 1, chunk: int = DE
                    all_seconds=seconds, kv_split=split)
 
 
+def row_pass(model_config, hw: Hardware, *, context: int, batch: int = 1, split: int = 1,
+             name: str = "the model"):
+    """The cycle model's pass of M rows of ``model_config`` on ``hw`` (placed for ``context``
+    positions of ``batch`` sequences): a function of M returning (cycles of the M rows at position
+    0, cycles a row adds per position, overhead seconds). Every GEMM instruction runs its M rows
+    through each weight tile (``gemm_cycles(m=M)``), every other instruction once per row
+    (:func:`batched_step_cycles` at position 0; the cycle model is affine in the position, so a row
+    at position p adds p times the slope); the overhead is the memory latency and link time of a
+    pass of M rows (:func:`_pass_overheads`, attention split ``split`` ways). Used by
+    :func:`prefill` (chunks of a prompt) and :mod:`sim.perf.speculative` (verify passes)."""
+    mc = model_config
+    T = hw.tensor_parallel
+    home, _, _ = place(mc, hw, context=context, batch=batch, name=name)
+    port = min(float(hw.port_elements_per_cycle), home.bandwidth_bytes_per_s / hw.clock_hz / hw.weight_bytes)
+    ops = shard_program(mc, T)
+    shape = shard_shape(mc, T) if T > 1 else mc
+
+    @functools.lru_cache(maxsize=4)
+    def base(m: int) -> tuple[float, float, float]:
+        plan = shard_plan(mc, hw, port=port, batch=m) if T > 1 else None
+        config = hw.config(m)
+        kw = dict(weight_bytes_per_cycle=port, gemm_shapes=plan.shapes(ops) if plan else None)
+        c0 = batched_step_cycles(ops, shape, config, position=0, batch=m, **kw)
+        slope = (batched_step_cycles(ops, shape, config, position=1, **kw)[0]
+                 - batched_step_cycles(ops, shape, config, position=0, **kw)[0])
+        mem, link = _pass_overheads(mc, hw, home, plan, gemms=c0[2], batch=m,
+                                    att_link=_att_link_seconds(mc, hw, split=split, batch=m))
+        return c0[0], slope, mem + link
+
+    return base
+
+
 def _local_positions_between(lo: int, hi: int, prompt: int, split: int) -> int:
     """The sum of :func:`local_position` over rows ``lo..hi-1`` of prompts laid one after another
     (row r at position r mod ``prompt``), in closed form per prompt."""
@@ -1109,7 +1129,7 @@ def _local_positions_between(lo: int, hi: int, prompt: int, split: int) -> int:
     while r < hi:
         start = r % prompt
         end = min(prompt, start + hi - r)
-        total += _sum_local_positions(end, split) - _sum_local_positions(start, split)
+        total += sum_local_positions(end, split) - sum_local_positions(start, split)
         r += end - start
     return total
 

@@ -350,7 +350,8 @@ def test_fpga_doc_shows_what_build_prints(args, printed):
                                            "and the RTL computes with int8 (designs the RTL builds: 4x4, 8x4, 8x8, "
                                            "demo, demo-narrow, ulx3s, ulx3s-fmax)"),
     (("estimate", "--model", "nope", "--json"), 1, "unknown model 'nope': not a checkpoint directory nor one of gpt2, "
-                                                   "llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b"),
+                                                   "llama-2-7b, llama-2-70b, llama-3-8b, llama-3-70b, llama-3.1-70b, "
+                                                   "llama-3.2-1b"),
     (("presets", "--json", "--bogus"), 2, "No such option '--bogus' (see 'lockstep presets --help')"),
 ])
 def test_errors_under_json_are_one_json_object_on_stderr(args, status, message):

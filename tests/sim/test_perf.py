@@ -31,7 +31,6 @@ from sim.perf.model import (
     Link,
     _check_finite,
     _k_ways,
-    _sum_local_positions,
     calibration_markdown,
     calibration_rows,
     estimate,
@@ -45,6 +44,7 @@ from sim.perf.model import (
     shard_program,
     shard_shape,
     step_cycles,
+    sum_local_positions,
 )
 from sim.perf.sweep import SweepError, parse_spec, read_rows, run_sweep
 from tests.tolerances import rel64
@@ -445,7 +445,7 @@ def test_decode_sweep_rows_hold_the_estimate(tmp_path):
                                                                 r"'context': None, 'batch': 1\} is not valid: model "
                                                                 r"must be a built-in model \(gpt2, llama-2-7b, "
                                                                 r"llama-2-70b, llama-3-8b, llama-3-70b, "
-                                                                r"llama-3\.1-70b\), not 'gpt5'$"),
+                                                                r"llama-3\.1-70b, llama-3\.2-1b\), not 'gpt5'$"),
     ({"array_rows": [8], "array_cols": [8], "model": ["llama-2-7b"], "weight_memory_bytes": [1000000]},
      r"^spec: llama-2-7b fits no design point of the spec \(1 tried; e.g. llama-2-7b needs 6.738 GB of weights "
      r"\(int8\), "
@@ -662,7 +662,7 @@ def test_a_non_finite_estimate_is_refused():
 
 @pytest.mark.parametrize(("context", "split"), [(1, 1), (40, 1), (40, 3), (41, 7), (1000, 14_062), (12345, 64)])
 def test_the_context_sum_in_closed_form_is_the_loop(context, split):
-    assert _sum_local_positions(context, split) == sum(local_position(p, split) for p in range(context))
+    assert sum_local_positions(context, split) == sum(local_position(p, split) for p in range(context))
 
 
 def test_context_and_batch_are_bounded_before_any_work():
