@@ -342,7 +342,6 @@ def run(argv) -> int:
     designs, compiled = [], {}
     for name in args.hw:
         config = load_design(name).rtl_config()
-        _progress(f"{name}: quantizing and compiling the demo model{' and the draft model' if draft_ckpt else ''} ...")
         target = prepare(ckpt, config)
         try:
             for p in prompts:
@@ -362,6 +361,9 @@ def run(argv) -> int:
                         "pass_cycles": pass_costs(target, draft, args.prompt_len + args.tokens // 2,
                                                   sorted({1, *(k + 1 for k in args.k)}))})
     points, total, started = [], len(args.hw) * len(args.drafter) * len(args.k), time.monotonic()
+    _progress(f"{total} points ({', '.join(args.hw)} x {', '.join(args.drafter)} x k = "
+              f"{', '.join(map(str, args.k))}), {len(prompts)} prompt(s) of {args.tokens} new tokens each, on "
+              f"{args.backend}")
     for name in args.hw:
         target, draft = compiled[name]
         for drafter in args.drafter:
