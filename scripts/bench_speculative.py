@@ -95,7 +95,8 @@ def aggregate(design: str, drafter: str, k: int, clock_hz: int, reports) -> dict
             "tokens_per_target_pass": _ratio(n, tot["rounds"]),
             "cycles_per_verify_pass": _ratio(tot["verify_cycles"], tot["rounds"]),
             "cycles_per_token": per, "speedup": _ratio(tot["plain_cycles"], spec),
-            "tokens_per_second": {"speculative": _ratio(clock_hz, per["total"]), "plain": _ratio(clock_hz, per["plain"])},
+            "tokens_per_second": {"speculative": _ratio(clock_hz, per["total"]),
+                                  "plain": _ratio(clock_hz, per["plain"])},
             "identical": all(run["identical"] for run in runs), "runs": runs}
 
 
@@ -108,10 +109,11 @@ def summarize(points: list[dict]) -> list[dict]:
         mine = sorted((p for p in points if (p["design"], p["drafter"]) == key), key=lambda p: p["k"])
         best = max(mine, key=lambda p: p["speedup"])
         stops = break_even = None
-        for prev, cur in zip(mine, mine[1:]):
+        for prev, cur in zip(mine, mine[1:], strict=False):
             if prev["speedup"] >= 1 > cur["speedup"]:
                 stops = cur["k"]
-                break_even = prev["k"] + (prev["speedup"] - 1) / (prev["speedup"] - cur["speedup"]) * (cur["k"] - prev["k"])
+                fall = (prev["speedup"] - 1) / (prev["speedup"] - cur["speedup"])
+                break_even = prev["k"] + fall * (cur["k"] - prev["k"])
                 break
         pays = [p["k"] for p in mine if p["speedup"] >= 1]
         out.append({"design": key[0], "drafter": key[1], "ks": [p["k"] for p in mine], "best_k": best["k"],
@@ -158,14 +160,12 @@ def _pct(x) -> str:
 
 def table(result: dict) -> str:
     """The sweep as text (what the script prints on stdout)."""
-    from sim.numbers import number
-
     def n(x):
         return "-" if x is None else f"{x:,.0f}"
 
     lines = [f"demo model, speculative decoding on {result['backend']}: cycles PREDICTED by the cycle model "
-             f"(nothing measured); {len(result['prompts'])} prompt(s) of {result['prompt_tokens']} tokens from the demo "
-             f"corpus's held-out text, {result['new_tokens']} new tokens each; every run's tokens identical to "
+             f"(nothing measured); {len(result['prompts'])} prompt(s) of {result['prompt_tokens']} tokens from the "
+             f"demo corpus's held-out text, {result['new_tokens']} new tokens each; every run's tokens identical to "
              f"plain greedy decoding; commit {result['commit']}",
              "per token: over the decode phase (the tokens after the first, all prompts together); speedup = plain "
              "cycles / (draft + verify cycles)", ""]
@@ -374,8 +374,8 @@ def run(argv) -> int:
                     r = run_speculative(target, args.backend, p, args.tokens, drafter=drafter, draft_len=k,
                                         draft=draft if drafter == "draft" else None)
                     if not r.identical:
-                        at = next(j for j, (a, b) in enumerate(zip(r.tokens, r.plain_tokens)) if a != b) \
-                            if len(r.tokens) == len(r.plain_tokens) else min(len(r.tokens), len(r.plain_tokens))
+                        pairs = enumerate(zip(r.tokens, r.plain_tokens, strict=False))
+                        at = next((j for j, (a, b) in pairs if a != b), min(len(r.tokens), len(r.plain_tokens)))
                         raise BenchError(f"{name}, {drafter}, k = {k}, prompt {i}: the speculative tokens differ from "
                                          f"plain greedy decoding's at new token {at}")
                     reports.append(r)
