@@ -220,34 +220,33 @@ def plot(result: dict, path: Path) -> None:
         marker, ls = style.get(s["drafter"], ("^", "-."))
         ks = [p["k"] for p in mine]
         label = f"{s['design']}, {s['drafter']}"
-        left.plot(ks, [p["speedup"] for p in mine], marker=marker, ls=ls, color=colour, label=label, zorder=3)
+        best = f"{label}: best k={s['best_k']}, {s['best_speedup']:.2f}x{'' if s['pays_at'] else ', never pays'}"
+        left.plot(ks, [p["speedup"] for p in mine], marker=marker, ls=ls, color=colour, label=best, zorder=3)
         right.plot(ks, [p["tokens_per_second"]["speculative"] for p in mine], marker=marker, ls=ls, color=colour,
                    label=label, zorder=3)
         left.scatter([s["best_k"]], [s["best_speedup"]], marker="*", s=160, color=colour, edgecolor="black",
                      zorder=4)
-        left.annotate(f"best k={s['best_k']}: {s['best_speedup']:.2f}x", (s["best_k"], s["best_speedup"]),
-                      textcoords="offset points", xytext=(0, 8), ha="center", fontsize=6.5, color=colour)
         if s["break_even"] is not None:
             left.scatter([s["break_even"]], [1.0], marker="X", s=70, color=colour, edgecolor="black", zorder=4)
-            left.annotate(f"stops paying\nk={s['stops_paying']}", (s["break_even"], 1.0), textcoords="offset points",
-                          xytext=(6, -18), fontsize=6.5, color=colour)
-        elif not s["pays_at"]:
-            left.annotate("never pays", (ks[-1], mine[-1]["speedup"]), textcoords="offset points", xytext=(4, -10),
-                          fontsize=6.5, color=colour)
+            left.annotate(f"stops paying at k={s['stops_paying']}\n(break-even k~{s['break_even']:.1f})",
+                          (s["break_even"], 1.0), textcoords="offset points", xytext=(6, 6), fontsize=6.5,
+                          color=colour)
     for i, d in enumerate(result["designs"]):
         plain = next(p["tokens_per_second"]["plain"] for p in points if p["design"] == d["name"])
         right.axhline(plain, color=f"C{i}", lw=1, ls=":", label=f"{d['name']}, plain decoding")
     ks = sorted({p["k"] for p in points})
-    left.set_ylim(0, 1.2 * max(p["speedup"] for p in points))
+    left.set_xlim(ks[0] - 0.4, ks[-1] + 0.6)
+    left.set_ylim(0, 1.5 * max(p["speedup"] for p in points))
     left.set_ylabel("speedup over plain decoding (cycles)", fontsize=7)
-    right.set_ylim(0, 1.15 * max(max(p["tokens_per_second"].values()) for p in points))
+    right.set_ylim(0, 1.45 * max(max(p["tokens_per_second"].values()) for p in points))
     right.set_ylabel(f"tokens/s at {points[0]['clock_hz'] / 1e6:g} MHz", fontsize=7)
+    left.legend(fontsize=6.5, loc="upper left", title="* best k, X where it stops paying", title_fontsize=6.5)
+    right.legend(fontsize=6.5, loc="upper left", ncol=2)
     for ax in (left, right):
         ax.set_xticks(ks)
         ax.set_xlabel("draft length k (tokens drafted a round; the verify pass has k + 1 rows)", fontsize=7)
         ax.tick_params(labelsize=6.5)
         ax.grid(True, alpha=0.25)
-        ax.legend(fontsize=6.5)
     fig.suptitle(f"demo model, speculative decoding: {len(result['prompts'])} held-out prompts x "
                  f"{result['new_tokens']} tokens on {result['backend']} (cycles predicted), commit {result['commit']}",
                  fontsize=8)
