@@ -359,7 +359,7 @@ def run(argv) -> int:
                         "clock_hz": config.clock_hz,
                         "pass_cycles": pass_costs(target, draft, args.prompt_len + args.tokens // 2,
                                                   sorted({1, *(k + 1 for k in args.k)}))})
-    points, total, started = [], len(args.hw) * len(args.drafter) * len(args.k), time.monotonic()
+    points, total, started, at_commit = [], len(args.hw) * len(args.drafter) * len(args.k), time.monotonic(), commit()
     _progress(f"{total} points ({', '.join(args.hw)} x {', '.join(args.drafter)} x k = "
               f"{', '.join(map(str, args.k))}), {len(prompts)} prompt(s) of {args.tokens} new tokens each, on "
               f"{args.backend}")
@@ -388,7 +388,7 @@ def run(argv) -> int:
                 "met": s["best_speedup"] >= TARGET_SPEEDUP} for s in summary
                if s["drafter"] == "draft" and next(d for d in designs if d["name"] == s["design"])[
                    "weight_rows_per_cycle"] == 1]
-    result = {"backend": args.backend, "measured": False, "commit": commit(),
+    result = {"backend": args.backend, "measured": False, "commit": at_commit,
               "prompts": [{"tokens": p, "text": ckpt.tokenizer.decode(p)} for p in prompts],
               "prompt_tokens": args.prompt_len, "new_tokens": args.tokens, "designs": designs, "points": points,
               "summary": summary, "targets": targets, "target_speedup": TARGET_SPEEDUP, "plot": args.plot or None}
