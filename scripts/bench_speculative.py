@@ -65,14 +65,17 @@ def held_out_prompts(tokenizer, count: int, length: int) -> list[list[int]]:
 
 def pass_costs(compiled, draft, position: int, rows) -> dict:
     """What a pass costs on ``compiled``'s design at ``position``: the target's passes of each M in
-    ``rows`` (positions ``position`` .. ``position + M - 1``) and the draft model's single-row step."""
+    ``rows`` (positions ``position`` .. ``position + M - 1``), in all and their GEMM instructions' share,
+    and the draft model's single-row step."""
     from sim.machine.cycles import pass_cycles
 
     def cost(c, m):
-        return pass_cycles(c.program, c.model.config, c.config, positions=list(range(position, position + m))).total
+        return pass_cycles(c.program, c.model.config, c.config, positions=list(range(position, position + m)))
 
-    return {"position": position, "target": {m: cost(compiled, m) for m in rows},
-            "draft_step": cost(draft, 1) if draft is not None else None}
+    target = {m: cost(compiled, m) for m in rows}
+    return {"position": position, "target": {m: c.total for m, c in target.items()},
+            "gemm": {m: sum(o.cycles for o in c.ops if o.op == "gemm") for m, c in target.items()},
+            "draft_step": cost(draft, 1).total if draft is not None else None}
 
 
 def _ratio(a, b):
@@ -187,9 +190,10 @@ def table(result: dict) -> str:
     head = ["design", "weight rows/cycle", *(f"M = {m}" for m in ms), f"M = {ms[-1]} / M = 1", "draft step"]
     rows = []
     for d in result["designs"]:
-        t = d["pass_cycles"]["target"]
+        t, g = d["pass_cycles"]["target"], d["pass_cycles"]["gemm"]
         rows.append([d["name"], str(d["weight_rows_per_cycle"]), *(n(t[m]) for m in ms), f"{t[ms[-1]] / t[1]:.2f}x",
                      n(d["pass_cycles"]["draft_step"])])
+        rows.append(["  of which GEMMs", "", *(n(g[m]) for m in ms), f"{g[ms[-1]] / g[1]:.2f}x", ""])
     lines += _grid(head, rows)
     if result["targets"]:
         lines.append("")

@@ -99,9 +99,15 @@ def test_the_pass_costs_are_the_cycle_model_s(sweep, models):
     position = PROMPT_LEN + TOKENS // 2
     assert costs["position"] == position and design["weight_rows_per_cycle"] == 1
     assert sorted(int(m) for m in costs["target"]) == [1, *(k + 1 for k in KS)]
+    assert costs["gemm"].keys() == costs["target"].keys()
     for m, cycles in costs["target"].items():
         positions = list(range(position, position + int(m)))
-        assert cycles == pass_cycles(target.program, target.model.config, target.config, positions=positions).total
+        c = pass_cycles(target.program, target.model.config, target.config, positions=positions)
+        assert cycles == c.total
+        assert costs["gemm"][m] == sum(o.cycles for o in c.ops if o.op == "gemm")
+    # one weight row a cycle: a tile loads in R cycles and up to R rows stream through it meanwhile
+    gemm = {int(m): g for m, g in costs["gemm"].items()}
+    assert gemm[1] == gemm[1 + max(KS)]
     assert costs["draft_step"] == pass_cycles(draft.program, draft.model.config, draft.config,
                                               positions=[position]).total
 
