@@ -105,9 +105,10 @@ def test_the_pass_costs_are_the_cycle_model_s(sweep, models):
         c = pass_cycles(target.program, target.model.config, target.config, positions=positions)
         assert cycles == c.total
         assert costs["gemm"][m] == sum(o.cycles for o in c.ops if o.op == "gemm")
-    # one weight row a cycle: a tile loads in R cycles and up to R rows stream through it meanwhile
+    # one weight row a cycle: a tile loads in R cycles and up to R rows stream through it meanwhile, so
+    # the GEMMs of a verify pass cost within 1 % of one row's
     gemm = {int(m): g for m, g in costs["gemm"].items()}
-    assert gemm[1] == gemm[1 + max(KS)]
+    assert gemm[1] < gemm[1 + max(KS)] < 1.01 * gemm[1]
     assert costs["draft_step"] == pass_cycles(draft.program, draft.model.config, draft.config,
                                               positions=[position]).total
 
