@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -139,16 +136,10 @@ def verdict(s: dict) -> str:
 
 
 def commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown`` outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
+    """The checkout's commit (:func:`sim.perf.plot.checkout_commit`)."""
+    from sim.perf.plot import checkout_commit
+
+    return checkout_commit(Path(__file__).resolve().parent)
 
 
 def _grid(head, rows) -> list[str]:
@@ -212,7 +203,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim.perf.plot import DPI
+    from sim.perf.plot import DPI, save_png
 
     points, designs = result["points"], [d["name"] for d in result["designs"]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.0, 3.8), dpi=DPI, layout="constrained")
@@ -254,15 +245,7 @@ def plot(result: dict, path: Path) -> None:
     fig.suptitle(f"demo model, speculative decoding: {len(result['prompts'])} held-out prompts x "
                  f"{result['new_tokens']} tokens on {result['backend']} (cycles predicted), commit {result['commit']}",
                  fontsize=8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_png(fig, path)
 
 
 def _progress(message: str) -> None:
