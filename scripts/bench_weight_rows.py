@@ -32,10 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 PROG = "bench_weight_rows"
@@ -170,16 +167,10 @@ def measure(g: int, compiled, backend: str, prompt: list[int], tokens: int) -> d
 
 
 def commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown`` outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
+    """The checkout's commit (:func:`sim.perf.plot.checkout_commit`)."""
+    from sim.perf.plot import checkout_commit
+
+    return checkout_commit(Path(__file__).resolve().parent)
 
 
 def table(result: dict) -> str:
@@ -232,7 +223,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim.perf.plot import DPI
+    from sim.perf.plot import DPI, save_png
 
     points = result["points"]
     gs = [q["weight_rows_per_cycle"] for q in points]
@@ -265,15 +256,7 @@ def plot(result: dict, path: Path) -> None:
                       q["tokens_per_second"]), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=6)
     fig.suptitle(f"demo model, batch 1, design {DESIGN} with G weight rows a cycle: cycles {kind}, "
                  f"commit {result['commit']}", fontsize=8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_png(fig, path)
 
 
 def run(argv) -> int:

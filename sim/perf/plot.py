@@ -22,6 +22,9 @@ Legends and colour bars sit outside the panels. :func:`plot_data` is what is dra
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import tempfile
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +33,8 @@ from golden.errors import InputError
 
 from .sweep import SweepError, read_rows, sram_bytes
 
-__all__ = ["SRAM_BYTES_PER_MAC", "build_figures", "cost", "pareto_front", "pareto_fronts", "plot_data",
-           "plot_sweep"]
+__all__ = ["SRAM_BYTES_PER_MAC", "build_figures", "checkout_commit", "cost", "pareto_front", "pareto_fronts",
+           "plot_data", "plot_sweep", "save_png"]
 
 #: Bytes of SRAM taken to cost the silicon of one int8 MAC with its 32-bit accumulator: an assumed,
 #: order-of-magnitude figure (a MAC of this kind is some 600 gate equivalents, a byte of SRAM with its
@@ -405,3 +408,33 @@ def plot_sweep(db_path, out_dir) -> list[Path]:
         for fig in figures.values():
             plt.close(fig)
     return written
+
+
+def save_png(fig, path) -> None:
+    """Write the matplotlib figure ``fig`` to ``path`` as a PNG at :data:`DPI`, whole or not at all (a
+    temporary file beside it, renamed), and close the figure."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=DPI)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def checkout_commit(where) -> str:
+    """The commit of the git checkout holding ``where`` (short hash, ``+dirty`` with uncommitted changes
+    to tracked files), or ``unknown`` outside git: what a benchmark's table and plot were made at."""
+    try:
+        head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
