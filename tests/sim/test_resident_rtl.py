@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from golden.errors import InputError
+from golden.numerics import ceil_div
 from sim.engine.runner import run
 from sim.flows.decode import decode_job, images, top_params
 from sim.machine.compiler import CompileError, compile_model, memory_needs
@@ -63,7 +64,7 @@ def test_the_draft_follows_the_target_in_every_memory(pair):
     t, d = pair.target, pair.draft
     C = t.config.array_cols
     assert d.program_base == len(t.instructions) == pair.program_bases["draft"]
-    assert d.bases["weight_words"] >= -(-t.weights.size // C)
+    assert d.bases["weight_words"] >= ceil_div(t.weights.size, C)
     assert d.bases["param_words"] >= t.params.size
     assert min(ins["weight"] for ins in d.instructions if ins.opcode.name == "EMBED") >= d.bases["weight_words"]
     # the draft's KV region: the top slot; the target keeps the slots below it
@@ -172,3 +173,32 @@ def test_the_target_alone_keeps_its_program_at_zero(pair):
     assert t.program_base == 0 and t.kv_base == 0 and t.beside is None
     assert t.kv_slots == PASSES.kv_bytes // (2 * t.model.config.head_dim * t.slot_rows)
     assert np.array_equal(IsaMachine(t).weights, t.weights)
+
+
+@pytest.mark.slow
+def test_the_demo_model_and_a_one_layer_draft_on_demo_narrow_on_verilator():
+    """The demo model with a one-layer d_model-32 Llama beside it (random weights, the demo's vocabulary,
+    head_dim and RoPE) on ``demo-narrow``: the README prompt prefilled, draft steps, a verify pass, a
+    rollback."""
+    from golden.checkpoint import load_demo_model
+    from golden.model import ModelConfig, init_weights
+    from golden.quantize import quantize_checkpoint, quantize_model, random_calibration
+    from hdl.config import PRESETS
+
+    checkpoint = load_demo_model()
+    target = compile_model(quantize_checkpoint(checkpoint), PRESETS["demo-narrow"])
+    mc = target.model.config
+    cfg = ModelConfig(family="llama", vocab_size=mc.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
+                      head_dim=mc.head_dim, d_ff=64, max_context=mc.max_context)
+    draft = quantize_model(cfg, init_weights(cfg, seed=5, std=0.3), random_calibration(cfg, windows=4, seed=2))
+    pair = resident(target, draft)
+    assert pair.kv_slots == {"target": 7, "draft": 1}
+    prompt = checkpoint.tokenizer.encode("The old miller ")
+    n = len(prompt)
+    passes = [("target", [(t, p, 0) for p, t in enumerate(prompt)]),
+              ("draft", [(t, p, 0) for p, t in enumerate(prompt)]),
+              ("draft", [(5, n, 0)]), ("draft", [(6, n + 1, 0)]), ("draft", [(7, n + 2, 0)]),
+              ("target", [(5, n, 0), (6, n + 1, 0), (7, n + 2, 0), (8, n + 3, 0)]),
+              ("draft", [(9, n + 1, 0)]),
+              ("target", [(9, n + 1, 0), (10, n + 2, 0)])]
+    run_resident("verilator", pair, passes)
