@@ -27,13 +27,16 @@ logits    V x int32                   ``ceil(logits_words / V)``
 K, V      ``head_dim`` int8 (one row) ``kv_bytes / (2 * head_dim)``; row ``(layer * n_kv_heads
                                       + kv head) * max_context + position``
 trace     2 x 32 bits                 ``program_words``: each instruction of the last step's
-                                      start cycle in the step (high half) and cycles (low)
+                                      start cycle in the step (high half) and cycles (low),
+                                      at its program address
 act       int8 (one table entry)      ``act_tables * 256`` (in the vector unit): entry ``table *
                                       256 + x + 128``
 ========  ==========================  ===========================================================
 
-Control: ``token``, ``position``, ``n_kv_heads`` and ``group`` (query heads per KV head) are
-sampled when ``start`` is high and the top level is idle. ``busy`` is high from the next cycle
+Control: ``token``, ``position``, ``n_kv_heads``, ``group`` (query heads per KV head) and
+``program_base`` (the program's first instruction: 0, or a second model's program resident beside
+the first, docs/top.md "Two models resident") are sampled when ``start`` is high and the top level
+is idle. ``busy`` is high from the next cycle
 until ``done`` rises; ``done`` stays high until the next ``start``. ``cycles`` is the sum of the
 cycles of every instruction of the step except ``HALT``; instruction ``i`` took ``trace[i]``
 cycles, counted from its decode to its last cycle, both included, and started in cycle
@@ -202,6 +205,7 @@ class DecodeTop(wiring.Component):
             "n_kv_heads": In(range(max_heads + 1)),
             "group": In(range(max_heads + 1)),
             "rows": In(range(c.max_m + 1)),
+            "program_base": In(range(c.program_words)),
             "row_stride": In(range(c.scratch_bytes + 1)),
             "logits_stride": In(range(c.logits_words + 1)),
             "row_we": In(1),
@@ -332,12 +336,12 @@ class DecodeTop(wiring.Component):
             return (x + (V - 1)) >> lg
 
         # --- default port settings ---------------------------------------------------------------
-        # The program memory is read one instruction ahead (issue is pipelined): address 0 while idle,
+        # The program memory is read one instruction ahead (issue is pipelined): program_base while idle,
         # pc + 1 in an instruction's last cycle (of its last row: before, pc again, its next row's DECODE),
         # so the next instruction is decoded in the cycle after it. ``rows`` above max_m is the host's to
         # refuse (sim.machine.passes.check_pass).
-        m.d.comb += [prog_r.addr.eq(Mux(state == _S.IDLE, 0, Mux(done_ins, pc + 1, pc))), prog_r.en.eq(1),
-                     wm.ren.eq(1), p1.en.eq(1), p2.en.eq(1),
+        m.d.comb += [prog_r.addr.eq(Mux(state == _S.IDLE, self.program_base, Mux(done_ins, pc + 1, pc))),
+                     prog_r.en.eq(1), wm.ren.eq(1), p1.en.eq(1), p2.en.eq(1),
                      sa.en.eq(1), sb.en.eq(1), l_r.en.eq(1), k_r.en.eq(1), v_r.en.eq(1), q_r.en.eq(1),
                      o_r.en.eq(1), vec.out.ready.eq(1), att.out.ready.eq(1)]
 
@@ -401,7 +405,7 @@ class DecodeTop(wiring.Component):
         # interface); rows = M >= 1: M rows from the row table.
         with m.If((state == _S.IDLE) & self.start):
             table = self.rows != 0
-            m.d.sync += [state.eq(_S.DECODE), pc.eq(0), step_cyc.eq(0), ins_cyc.eq(0), self.done.eq(0),
+            m.d.sync += [state.eq(_S.DECODE), pc.eq(self.program_base), step_cyc.eq(0), ins_cyc.eq(0), self.done.eq(0),
                          tok.eq(Mux(table, tbl_tok[0], self.token)), pos.eq(Mux(table, tbl_pos[0], self.position)),
                          kvb.eq(Mux(table, tbl_kvb[0], 0)), n_rows.eq(Mux(table, self.rows, 1)), cur.eq(0),
                          stride.eq(self.row_stride >> lg), lstride.eq(self.logits_stride >> lg), r_off.eq(0),

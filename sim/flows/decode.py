@@ -20,14 +20,14 @@ from hdl.config import UNIT_CYCLE_BITS, Config
 from hdl.top import DecodeTop, TopMem, check_top_config
 from hdl.vector import rope_word_layout
 
-from ..machine.compiler import Compiled, CompileError
+from ..machine.compiler import Compiled, CompileError, rope_params
 from ..machine.cycles import decode_step_cycles, pass_cycles
+from ..machine.resident import Resident
 from .decode_steps import DecodeImages, DecodeJob, DecodeReadback, drive_steps, run_decode_top
 from .gemm import pack_lanes
 
 __all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "JOBS", "check_fits", "check_job", "decode_job",
-           "drive_steps", "images",
-           "top_params"]
+           "drive_steps", "images", "resident_models", "top_params"]
 
 #: Image name (a key of :func:`images`) -> the host-port memory it is written to, in loading order.
 #: Every host that loads a compiled model (the simulator flow below, the serial link) iterates this
@@ -46,11 +46,19 @@ def _decode_top(params):
                      max_norm_length=params["max_norm_length"])
 
 
+def resident_models(compiled: Compiled) -> list[Compiled]:
+    """The models whose memories a run of ``compiled`` loads: the model it was compiled beside (if any),
+    then itself (:func:`sim.machine.compiler.compile_model`'s ``beside``)."""
+    return [compiled] if compiled.beside is None else [compiled.beside, compiled]
+
+
 def top_params(compiled: Compiled, *, max_heads: int | None = None, max_norm_length: int | None = None) -> dict:
-    """Design parameters of a top level that runs ``compiled`` (optionally larger, to share a build)."""
-    mc = compiled.model.config
-    params = {"config": compiled.config.as_dict(), "head_dim": mc.head_dim,
-              "max_heads": max_heads or mc.n_heads, "max_norm_length": max_norm_length or mc.d_model}
+    """Design parameters of a top level that runs ``compiled`` (and the model it was compiled beside:
+    the larger of their heads and norm lengths), optionally larger, to share a build."""
+    models = [c.model.config for c in resident_models(compiled)]
+    params = {"config": compiled.config.as_dict(), "head_dim": models[-1].head_dim,
+              "max_heads": max_heads or max(mc.n_heads for mc in models),
+              "max_norm_length": max_norm_length or max(mc.d_model for mc in models)}
     check_fits(compiled, params)
     return params
 
@@ -62,6 +70,8 @@ def check_fits(compiled: Compiled, params: dict) -> None:
     V = check_top_config(config)
     if compiled.config != config:
         raise CompileError("the model was compiled for another configuration than the top level's")
+    if compiled.beside is not None:
+        check_fits(compiled.beside, params)
     mc = compiled.model.config
     needs = [("head_dim", mc.head_dim, params["head_dim"], "=="),
              ("query heads", mc.n_heads, params["max_heads"], "<="),
@@ -83,27 +93,37 @@ def check_fits(compiled: Compiled, params: dict) -> None:
 
 def images(compiled: Compiled) -> DecodeImages:
     """The memory images the host loads once per run, as JSON-able ``[address, word]`` lists
-    (zero words left out: every memory starts at zero), keyed as :data:`IMAGE_MEMORIES`.
+    (zero words left out: every memory starts at zero), keyed as :data:`IMAGE_MEMORIES`; for a model
+    compiled beside another, both models' words (:func:`resident_models`), each at its addresses.
 
     ``act_tables``: one int8 entry a word (two's complement in 8 bits), entry ``x + 128`` of table
     ``t`` at address ``t * 256 + x + 128``."""
+    out = _own_images(compiled)
+    if compiled.beside is not None:
+        below = _own_images(compiled.beside)
+        out = {name: (below[name] if name != "rope" else []) + words for name, words in out.items()}
+    return out
+
+
+def _own_images(compiled: Compiled) -> DecodeImages:
+    """:func:`images` of ``compiled``'s own words (at its :attr:`Compiled.bases`), and the RoPE table."""
     V = compiled.config.vector_lanes
+    b = compiled.bases
     w = np.zeros(ceil_div(compiled.weights.size, V) * V, np.int64)
     w[:compiled.weights.size] = compiled.weights
     p = np.zeros(ceil_div(compiled.params.size, V) * V, np.int64)
     p[:compiled.params.size] = compiled.params
 
-    def words(arr, bits):
+    def words(arr, bits, base):
         out = []
         for i, chunk in enumerate(arr.reshape(-1, V)):
             if chunk.any():
-                out.append([i, pack_lanes(chunk, bits)])
+                out.append([base + i, pack_lanes(chunk, bits)])
         return out
 
     rope = []
-    ropes = [op.params for op in compiled.ops if op is not None and op.op == "rope"]
-    if ropes:
-        r = ropes[0]
+    r = rope_params(compiled)
+    if r is not None:
         cos, sin = rope_tables(r.max_context, r.head_dim, r.base)
         layout = rope_word_layout(V)
         cos_off, sin_off = layout["cos"].offset, layout["sin"].offset
@@ -114,9 +134,11 @@ def images(compiled: Compiled) -> DecodeImages:
                 rope.append([pos * stride + word,
                              (pack_lanes(cos[pos, cols], 16) << cos_off) | (pack_lanes(sin[pos, cols], 16) << sin_off)])
     acts = compiled.act_tables.reshape(-1)
-    act_tables = [[i, int(v) & 0xFF] for i, v in enumerate(acts) if v]
-    return {"program": [[i, wd] for i, wd in enumerate(compiled.program_words)], "weights": words(w, 8),
-            "params": words(p, 32), "rope": rope, "act_tables": act_tables}
+    act_base = b.get("act_tables", 0) * compiled.act_tables.shape[1]
+    act_tables = [[act_base + i, int(v) & 0xFF] for i, v in enumerate(acts) if v]
+    return {"program": [[compiled.program_base + i, wd] for i, wd in enumerate(compiled.program_words)],
+            "weights": words(w, 8, b.get("weight_words", 0) * compiled.config.array_cols // V),
+            "params": words(p, 32, b.get("param_words", 0) // V), "rope": rope, "act_tables": act_tables}
 
 
 def predicted_cycles(compiled: Compiled, position: int) -> int:
@@ -150,8 +172,10 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
     """A checked ``decode_top`` job for ``compiled`` on the top level ``params``: the ``steps``
     (``(token, position)`` pairs), greedy decoding of ``prompt`` + ``new_tokens``, or the ``passes``
     (each a sequence of rows ``(token, position, slot)``, checked by
-    :func:`sim.machine.passes.check_pass`), exactly one; ``waves_window`` narrows a waveform to some
-    steps or cycles (:func:`check_waves_window`; not with ``passes``)."""
+    :func:`sim.machine.passes.check_pass`, or a pair ``(model, rows)``: a pass of ``model``, one of
+    :func:`resident_models` ``(compiled)``, when ``compiled`` was compiled beside another), exactly one;
+    ``waves_window`` narrows a waveform to some steps or cycles (:func:`check_waves_window`; not with
+    ``passes``)."""
     check_fits(compiled, params)
     mc = compiled.model.config
     memories = {name: mem.value for name, mem in IMAGE_MEMORIES.items()}
@@ -159,6 +183,10 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
     job: DecodeJob = {"params": params, "images": images(compiled), "memories": memories,
                       "n_kv_heads": mc.n_kv_heads, "group": mc.n_heads // mc.n_kv_heads, "trace": trace,
                       "trace_bits": UNIT_CYCLE_BITS, "readback": readback or {}}
+    resident = resident_models(compiled)
+    if compiled.beside is not None:
+        job["models"] = [_job_model(c) for c in resident]
+        job["model"] = len(resident) - 1
     if passes is not None:
         if steps is not None or prompt is not None:
             raise InputError("a decode_top job runs steps, a prompt or passes, not more than one")
@@ -166,14 +194,28 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
             raise InputError("a waveform window goes with steps or a prompt, not with passes")
         from ..machine.passes import check_pass
 
-        job["passes"], job["pass_predicted"] = [], []
-        for rows in passes:
+        job["passes"], job["pass_predicted"], pass_models = [], [], []
+        for i, entry in enumerate(passes):
+            index, rows = len(resident) - 1, entry           # compiled's own pass
+            if isinstance(entry, tuple | list) and len(entry) == 2 and isinstance(entry[0], Compiled):
+                index = next((k for k, c in enumerate(resident) if c is entry[0]), None)
+                if index is None:
+                    raise InputError(f"pass {i} names a model that is not resident in this job (compile it "
+                                     f"beside the other: compile_model(..., beside=...))")
+                rows = entry[1]
+            model = resident[index]
             rows = [tuple(int(v) for v in row) for row in rows]
-            check_pass(compiled, rows)
-            job["passes"].append([[token, position, slot * compiled.slot_rows] for token, position, slot in rows])
-            job["pass_predicted"].append(pass_cycles(compiled.program, mc, compiled.config,
+            if compiled.beside is None:
+                check_pass(model, rows)
+            else:       # and no target row in the draft's KV region
+                Resident(*resident).check_pass(index, rows)
+            pass_models.append(index)
+            job["passes"].append([[token, position, model.kv_row(slot)] for token, position, slot in rows])
+            job["pass_predicted"].append(pass_cycles(model.program, model.model.config, model.config,
                                                      positions=[position for _, position, _ in rows]).total)
         job["row_stride"], job["logits_stride"] = compiled.row_stride, compiled.logits_stride
+        if compiled.beside is not None:
+            job["pass_models"] = pass_models
         return job
     if steps is not None:
         job["steps"] = [[int(t), int(p)] for t, p in steps]
@@ -187,6 +229,14 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
         check_waves_window(waves_window, len(positions))
         job["waves_window"] = {k: list(v) for k, v in waves_window.items()}
     return job
+
+
+def _job_model(compiled: Compiled) -> dict:
+    """A resident model's registers in a job (:class:`sim.flows.decode_steps.JobModel`)."""
+    mc = compiled.model.config
+    return {"program_base": compiled.program_base, "program_len": len(compiled.instructions),
+            "row_stride": compiled.row_stride, "logits_stride": compiled.logits_stride,
+            "n_kv_heads": mc.n_kv_heads, "group": mc.n_heads // mc.n_kv_heads}
 
 
 def check_job(job: DecodeJob) -> DecodeJob:

@@ -15,7 +15,7 @@ from golden.greedy import GreedyDecode
 from ..engine.bus import WatchdogError
 
 __all__ = ["WATCHDOG_FACTOR", "WATCHDOG_SLACK", "DecodeImages", "DecodeJob", "DecodeMemories", "DecodeReadback",
-           "drive_steps", "run_decode_top"]
+           "JobModel", "drive_steps", "run_decode_top"]
 
 #: Watchdog budget: the prediction times this, plus :data:`WATCHDOG_SLACK` cycles.
 WATCHDOG_FACTOR = 2
@@ -69,6 +69,23 @@ class DecodeReadback(TypedDict):
     logits: NotRequired[int]
 
 
+class JobModel(TypedDict):
+    """One of two models resident in a job (``compile_model(..., beside=...)``): its registers."""
+
+    #: Its first instruction's program address (``DecodeTop.program_base``).
+    program_base: int
+    #: Its instructions, HALT included (its trace words from ``program_base``).
+    program_len: int
+    #: Its ``Compiled.row_stride``.
+    row_stride: int
+    #: Its ``Compiled.logits_stride``.
+    logits_stride: int
+    #: Its KV heads.
+    n_kv_heads: int
+    #: Its query heads per KV head.
+    group: int
+
+
 class DecodeJob(TypedDict):
     """A ``decode_top`` job (:func:`sim.flows.decode.decode_job` builds it): load a compiled model once,
     then run decode steps on it, either the given ``steps``, greedy decoding of ``prompt`` +
@@ -90,6 +107,13 @@ class DecodeJob(TypedDict):
     #: Passes run one after another, each a list of rows ``[token, position, kv_base]`` (its KV slot's
     #: first KV row), written to the top level's row table before the pass's ``start``.
     passes: NotRequired[list[list[list[int]]]]
+    #: Two models resident: each one's registers, in memory order (without: one model at program
+    #: address 0, its registers the job's own keys).
+    models: NotRequired[list[JobModel]]
+    #: With ``models``: the one the steps (or a prompt) run.
+    model: NotRequired[int]
+    #: With ``models`` and ``passes``: the model each pass runs (an index of ``models``).
+    pass_models: NotRequired[list[int]]
     #: With ``passes``: the one-row program's scratchpad size rounded up to a word, in elements
     #: (``Compiled.row_stride``): row r's scratchpad values live at their address + r * row_stride.
     row_stride: NotRequired[int]
@@ -128,12 +152,12 @@ async def _write(bus, mem: int, entries) -> None:
     bus.set("host_we", 0)
 
 
-async def _read(bus, mem: int, count: int) -> list[int]:
-    """Words 0 .. count-1: the read data lags the address by one cycle."""
+async def _read(bus, mem: int, count: int, *, start: int = 0) -> list[int]:
+    """Words start .. start + count - 1: the read data lags the address by one cycle."""
     bus.set("host_mem", mem)
     out = []
     for addr in range(count + 1):
-        bus.set("host_addr", min(addr, count - 1))
+        bus.set("host_addr", start + min(addr, count - 1))
         await bus.settle()
         if addr:
             out.append(bus.get("host_rdata"))
@@ -156,7 +180,8 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
     mems = job["memories"]
     V = job["params"]["config"]["vector_lanes"]
     for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata", "rows",
-                 "row_stride", "logits_stride", "row_we", "row_addr", "row_token", "row_position", "row_kv_base"):
+                 "row_stride", "logits_stride", "row_we", "row_addr", "row_token", "row_position", "row_kv_base",
+                 "program_base"):
         bus.set(name, 0)
     bus.set("host_mem", 0)
     await bus.reset()
@@ -168,8 +193,13 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
     for name, words in im.items():      # in the order of sim.flows.decode.IMAGE_MEMORIES
         await _write(bus, mems[name], words)
     load_seconds = time.perf_counter() - t0
-    n_program = len(im["program"])
     readback = job.get("readback") or {}
+
+    def model(index: int | None = None) -> dict:
+        """The registers of the model a step (``index`` None) or a pass runs (:class:`JobModel`)."""
+        if "models" not in job:
+            return dict(job, program_base=0, program_len=len(im["program"]))
+        return job["models"][job["model"] if index is None else job["pass_models"][index]]
     budgets = job.get("budgets") or {}
 
     opened: list[int] = []                   # the positions started so far (a cycle window opens at the first)
@@ -195,8 +225,10 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
                                                 else 10_000_000)
         bus.set("token", token)
         bus.set("position", position)
-        bus.set("n_kv_heads", job["n_kv_heads"])
-        bus.set("group", job["group"])
+        mdl = model()
+        bus.set("program_base", mdl["program_base"])
+        bus.set("n_kv_heads", mdl["n_kv_heads"])
+        bus.set("group", mdl["group"])
         if window and "steps" in window and position == window["steps"][0]:
             bus.dump_window(None, None)
         elif window and "cycles" in window and not opened:
@@ -208,13 +240,14 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
         await bus.tick()
         if window and "steps" in window and position == window["steps"][1]:
             bus.dump_window(0, 0)
-        await read_after(out)
+        await read_after(out, mdl)
         return out
 
-    async def read_after(out: dict) -> None:
-        """The trace and the readback memories of a step or a pass, into ``out``."""
+    async def read_after(out: dict, mdl: dict) -> None:
+        """The trace (of the model ``mdl``'s instructions) and the readback memories of a step or a
+        pass, into ``out``."""
         if job.get("trace"):
-            words = await _read(bus, mems["trace"], n_program - 1)
+            words = await _read(bus, mems["trace"], mdl["program_len"] - 1, start=mdl["program_base"])
             bits = job["trace_bits"]
             out["trace"] = [w & ((1 << bits) - 1) for w in words]    # cycles of each instruction
             out["starts"] = [w >> bits for w in words]               # its start cycle in the step
@@ -242,11 +275,13 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
             bus.set("row_kv_base", kv_base)
             await bus.tick()
         bus.set("row_we", 0)
+        mdl = model(index)
         bus.set("rows", len(rows))
-        bus.set("row_stride", job["row_stride"])
-        bus.set("logits_stride", job["logits_stride"])
-        bus.set("n_kv_heads", job["n_kv_heads"])
-        bus.set("group", job["group"])
+        bus.set("program_base", mdl["program_base"])
+        bus.set("row_stride", mdl["row_stride"])
+        bus.set("logits_stride", mdl["logits_stride"])
+        bus.set("n_kv_heads", mdl["n_kv_heads"])
+        bus.set("group", mdl["group"])
         edges, seconds, cpu_seconds = await go(budget, f"pass {index} of {len(rows)} rows", predicted)
         out = {"rows": rows, "cycles": bus.get("cycles"), "edges": edges, "seconds": seconds,
                "cpu_seconds": cpu_seconds, "next_token": bus.get("next_token")}
@@ -258,7 +293,7 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
             tokens.append(bus.get("row_next_token"))
             await bus.tick()
         out["tokens"] = tokens
-        await read_after(out)
+        await read_after(out, mdl)
         return out
 
     if "passes" in job:

@@ -24,6 +24,13 @@ one GEMM instruction with flag RESIDUAL) plus ``HALT``, and the contents of ever
   their offsets, each on a word too); the int32 logits go to the logits buffer.
 * the KV cache: int8, ``[layer][position][kv head][head_dim]``, the order attention streams it.
 
+Two models resident (``compile_model(draft, config, beside=target)``, docs/top.md "Two models
+resident"): the second model's program, weights, parameters and activation tables follow the
+first's in their memories (:attr:`Compiled.bases`: its instructions hold absolute addresses, its
+images only its own words), its KV region is the top ``kv_slots`` slots of the KV memory
+(:attr:`Compiled.kv_base`), and the scratchpad and the logits buffer are shared (a pass writes every
+value before it reads it). The fit rule counts both models: the first keeps at least one KV slot.
+
 The only runtime inputs of a decode step are the token and its position (the KV length is
 position + 1). :class:`Compiled` also says how much of each memory the model needs; the compiler
 refuses a model that does not fit, naming the memory and the shortfall.
@@ -82,6 +89,15 @@ class Compiled:
     addresses: dict[str, int] = field(default_factory=dict)   # value -> scratchpad (or logits) address
     logits_value: str = ""
     token_value: str = ""
+    # --- two models resident (compile_model(..., beside=first)) ---
+    beside: Compiled | None = None  # the model this one was compiled beside (its memories come first)
+    bases: dict[str, int] = field(default_factory=dict)   # memory_needs key -> words (tables) of the first below
+    kv_base: int = 0                # the first KV row of this model's region
+
+    @property
+    def program_base(self) -> int:
+        """The program memory address of this model's first instruction (``DecodeTop.program_base``)."""
+        return self.bases.get("program_words", 0)
 
     # --- passes of several token rows (sim.machine.passes) ---
 
@@ -106,8 +122,12 @@ class Compiled:
     @property
     def kv_slots(self) -> int:
         """Sequences whose KV cache the design's KV memory holds at once (fixed slots of
-        :attr:`slot_rows` rows; slot s starts at KV row ``s * slot_rows``)."""
-        return self.config.kv_bytes // (2 * self.model.config.head_dim * self.slot_rows)
+        :attr:`slot_rows` rows; slot s starts at KV row :meth:`kv_row` ``(s)``)."""
+        return (self.config.kv_bytes // (2 * self.model.config.head_dim) - self.kv_base) // self.slot_rows
+
+    def kv_row(self, slot: int) -> int:
+        """Slot ``slot``'s first KV row (a pass row's ``kv_base``): ``kv_base + slot * slot_rows``."""
+        return self.kv_base + slot * self.slot_rows
 
     @property
     def max_rows(self) -> int:
@@ -146,11 +166,13 @@ def _round_up(n: int, unit: int) -> int:
 
 
 class _Words:
-    """A growing word memory with aligned allocation."""
+    """A growing word memory with aligned allocation; addresses count from ``base`` (the words of the
+    memory below it, another model's: a multiple of every alignment asked for)."""
 
-    def __init__(self):
+    def __init__(self, base: int = 0):
         self.chunks: list[np.ndarray] = []
         self.size = 0
+        self.base = base
 
     def add(self, values, *, align: int = 1) -> int:
         pad = -self.size % align
@@ -161,7 +183,7 @@ class _Words:
         arr = np.asarray(values, dtype=np.int64).reshape(-1)
         self.chunks.append(arr)
         self.size += arr.size
-        return base
+        return self.base + base
 
     def add_shared(self, key, make_values, **kw) -> int:
         """Add once per ``key``: later calls return the first copy's address."""
@@ -174,15 +196,21 @@ class _Words:
         return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int64)
 
 
-def compile_model(model, config) -> Compiled:
-    """Compile ``model`` (an IntModel) for ``config`` (an accelerator Config)."""
+def compile_model(model, config, *, beside: Compiled | None = None, kv_slots: int = 1) -> Compiled:
+    """Compile ``model`` (an IntModel) for ``config`` (an accelerator Config); with ``beside`` (a model
+    compiled alone for the same config), to run resident beside it (see the module's docstring), its
+    KV region ``kv_slots`` slots at the top of the KV memory. CompileError (one line, naming the memory
+    and the sizes) when the two do not fit together."""
     if not isinstance(model, IntModel):
         raise InputTypeError(f"model must be an IntModel, not {type(model).__name__}")
     R, C = config.array_rows, config.array_cols
     align = max(R, C)
     mc = model.config
-    weights = _Words()   # in bytes; every allocation starts on a word of C bytes
-    params = _Words()
+    bases = _beside_bases(beside, model, config, kv_slots) if beside is not None else {}
+    # in bytes; every allocation starts on a word of C bytes
+    weights = _Words(bases.get("weight_words", 0) * C)
+    params = _Words(bases.get("param_words", 0))
+    act_base = bases.get("act_tables", 0)
     act_tables: dict[tuple[int, ...], int] = {}   # table contents -> index (identical tables shared)
     addresses: dict[str, int] = {"token": 0, "position": 0}
     scratch_top = 0
@@ -287,13 +315,14 @@ def compile_model(model, config) -> Compiled:
             # SwiGLU in one instruction: the multiply reads the activation's input through its table.
             act, mul = op.ops
             index = act_tables.setdefault(tuple(int(v) for v in np.asarray(act.params.table).reshape(-1)),
-                                          len(act_tables))
+                                          act_base + len(act_tables))
             other = mul.inputs[1] if mul.inputs[0] == act.output else mul.inputs[0]
             base = params.add(PARAM_RECORDS[Opcode.MULTIPLY].pack(align, vars(mul.params)), align=align)
             ins = make(Opcode.MULTIPLY, src0=src(act.inputs[0]), src1=src(other), dst=scratch(mul.output, op.width),
                        length=op.width, count=index, param=base, flags=MultiplyFlags.ACTIVATION.value)
         elif kind == "activation":
-            index = act_tables.setdefault(tuple(int(v) for v in np.asarray(p.table).reshape(-1)), len(act_tables))
+            index = act_tables.setdefault(tuple(int(v) for v in np.asarray(p.table).reshape(-1)),
+                                          act_base + len(act_tables))
             ins = make(Opcode.ACTIVATION, src0=src(op.inputs[0]), dst=scratch(op.output, op.width),
                        length=op.width, count=index)
         elif kind == "multiply":
@@ -320,23 +349,86 @@ def compile_model(model, config) -> Compiled:
                         logits_size=logits_top,
                         kv_shape=(mc.n_layers, model.max_context, mc.n_kv_heads, mc.head_dim),
                         addresses=addresses, logits_value=logits_value, token_value=token_value)
+    if beside is not None:
+        total = config.kv_bytes // (2 * mc.head_dim)
+        compiled.beside, compiled.bases = beside, bases
+        compiled.kv_base = total - kv_slots * compiled.slot_rows     # below 0: _check_fit refuses
+        _check_rope(compiled)
     _check_fit(compiled, config)
     return compiled
 
 
+def _beside_bases(first: Compiled, model, config, kv_slots: int) -> dict[str, int]:
+    """What of each memory the model compiled beside ``first`` finds taken (memory_needs keys; the
+    weights rounded up to a bank row, the parameters to a parameter word); CompileError for a pair
+    that cannot share one top level."""
+    if not isinstance(first, Compiled):
+        raise InputTypeError(f"beside must be a Compiled model, not {type(first).__name__}")
+    if first.beside is not None:
+        raise CompileError("the draft model cannot run beside the target: the target is itself compiled beside "
+                           "another model (two models at most)")
+    if first.config != config:
+        raise CompileError("the draft model cannot run beside the target: they are compiled for different "
+                           "configurations")
+    if isinstance(kv_slots, bool) or not isinstance(kv_slots, int) or kv_slots < 1:
+        raise InputError(f"kv_slots must be a positive integer, not {kv_slots!r}")
+    hd, first_hd = model.config.head_dim, first.model.config.head_dim
+    if hd != first_hd:
+        raise CompileError(f"the draft model cannot run beside the target: its head_dim is {hd}, the target's "
+                           f"{first_hd} (one KV row and the attention unit's lanes serve both)")
+    C, G = config.array_cols, config.weight_rows_per_cycle
+    return {"program_words": len(first.instructions),
+            "weight_words": _round_up(ceil_div(first.weights.size, C), G),
+            "param_words": _round_up(first.params.size, max(config.array_rows, C)),
+            "act_tables": len(first.act_tables),
+            "kv_bytes": first.slot_rows * 2 * hd}
+
+
+def _rope_tables(compiled: Compiled) -> set:
+    return {(op.params.max_context, op.params.head_dim, op.params.base)
+            for op in compiled.ops if op is not None and op.op == "rope"}
+
+
+def _check_rope(compiled: Compiled) -> None:
+    """Both models' RoPE must read the one table of the vector unit (``TopMem.VTABLE``)."""
+    mine, theirs = _rope_tables(compiled), _rope_tables(compiled.beside)
+    if mine and theirs and mine != theirs:
+        raise CompileError(f"the draft model cannot run beside the target: its RoPE table (max_context, head_dim, "
+                           f"base) {sorted(mine)} differs from the target's {sorted(theirs)} (the vector unit "
+                           f"holds one)")
+
+
+def rope_params(compiled: Compiled):
+    """The params of the first RoPE op of ``compiled`` or of the model it is compiled beside (the one
+    table the vector unit holds); None without RoPE."""
+    for c in (compiled, compiled.beside):
+        ropes = [op.params for op in (c.ops if c is not None else []) if op is not None and op.op == "rope"]
+        if ropes:
+            return ropes[0]
+    return None
+
+
 def memory_needs(compiled: Compiled) -> dict[str, tuple[int, int]]:
-    """Memory -> (needed, available) in the configuration's units."""
+    """Memory -> (needed, available) in the configuration's units; a model compiled beside another
+    needs its own part above the other's (:attr:`Compiled.bases`; its KV region: its slots above one of
+    the other's)."""
     c = compiled.config
     C = c.array_cols
+    b = compiled.bases
+    if compiled.beside is not None:
+        hd = compiled.model.config.head_dim
+        kv = (c.kv_bytes // (2 * hd) - compiled.kv_base) * 2 * hd + b["kv_bytes"]
+    else:
+        kv = int(np.prod(compiled.kv_shape)) * 2
     needs = {
-        "weight_words": (ceil_div(compiled.weights.size, C), c.weight_words),
-        "param_words": (int(compiled.params.size), c.param_words),
+        "weight_words": (b.get("weight_words", 0) + ceil_div(compiled.weights.size, C), c.weight_words),
+        "param_words": (b.get("param_words", 0) + int(compiled.params.size), c.param_words),
         "scratch_bytes": (compiled.scratch_size, c.scratch_bytes),
-        "kv_bytes": (int(np.prod(compiled.kv_shape)) * 2, c.kv_bytes),
+        "kv_bytes": (kv, c.kv_bytes),
         "logits_words": (compiled.logits_size, c.logits_words),
         "max_context": (compiled.kv_shape[1], c.max_context),
-        "program_words": (len(compiled.instructions), c.program_words),
-        "act_tables": (len(compiled.act_tables), c.act_tables),
+        "program_words": (b.get("program_words", 0) + len(compiled.instructions), c.program_words),
+        "act_tables": (b.get("act_tables", 0) + len(compiled.act_tables), c.act_tables),
     }
     return needs
 
@@ -355,6 +447,11 @@ MEMORIES = {
 
 def _check_fit(compiled: Compiled, config) -> None:
     for name, (need, have) in memory_needs(compiled).items():
+        below = compiled.bases.get(name)
+        if need > have and below is not None:
+            raise CompileError(f"the draft model cannot run beside the target: its {MEMORIES[name]} needs "
+                               f"{need - below:,} beside the target's {below:,} ({need:,} in all), the "
+                               f"configuration's {name} is {have:,} ({need - have:,} short)")
         if need > have:
             raise CompileError(f"the model does not fit: its {MEMORIES[name]} needs {need:,}, the configuration's "
                                f"{name} is {have:,} ({need - have:,} short)")

@@ -44,6 +44,11 @@ from .passes import Row, check_pass
 __all__ = ["IsaMachine"]
 
 
+def _above(image: np.ndarray, base: int) -> np.ndarray:
+    """``image`` (int64) at index ``base`` of its first axis, zeros below."""
+    return np.concatenate([np.zeros((base, *image.shape[1:]), np.int64), image.astype(np.int64)])
+
+
 class IsaMachine:
     """The memories of one accelerator and a decode step over them."""
 
@@ -54,9 +59,12 @@ class IsaMachine:
         self.cols = c.array_cols
         self.rows = c.array_rows
         self.align = max(c.array_rows, c.array_cols)   # per-channel record parts are padded to it
-        self.weights = compiled.weights.astype(np.int64)
-        self.params = compiled.params.astype(np.int64)
-        self.act_tables = compiled.act_tables.astype(np.int64)
+        # A model compiled beside another (sim.machine.compiler, "two models resident") addresses its
+        # memories above the other's words: those read as zero here, as they are never read.
+        b = compiled.bases
+        self.weights = _above(compiled.weights, b.get("weight_words", 0) * self.cols)
+        self.params = _above(compiled.params, b.get("param_words", 0))
+        self.act_tables = _above(compiled.act_tables, b.get("act_tables", 0))
         self.scratch = np.zeros(c.scratch_bytes, np.int64)
         self.logits = np.zeros(c.logits_words, np.int64)
         layers, ctx, kvh, hd = compiled.kv_shape

@@ -7,15 +7,19 @@ tokens must equal the model's for every row of every pass, and its measured cycl
 cycle model's for every pass; any difference stops the run with an error naming the pass. So the
 schedule the RTL would have made is the one the model made, and the report's times are the RTL's
 measured cycles.
+
+:func:`confirm_passes_on_rtl` replays passes of two resident models (a target and a draft,
+:mod:`sim.machine.resident`) the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
-from golden.errors import LockstepError
+from golden.errors import InputError, LockstepError
 
-__all__ = ["RtlMismatch", "confirm_on_rtl"]
+__all__ = ["RtlMismatch", "confirm_on_rtl", "confirm_passes_on_rtl"]
 
 
 class RtlMismatch(LockstepError):
@@ -27,26 +31,64 @@ def confirm_on_rtl(report, compiled, simulator: str, *, params: dict | None = No
     model) on ``simulator``; return the report with every pass's measured cycles and ``extra["rtl"]``
     (simulator, passes, rows, wall seconds of the free run). RtlMismatch names the first pass whose
     tokens or cycles differ. ``params``: the top level's (default :func:`sim.flows.decode.top_params`)."""
-    from ..engine.runner import run
-    from ..flows.decode import decode_job, top_params
     from ..machine.isa_sim import IsaMachine
 
-    params = top_params(compiled) if params is None else params
     passes = [[(token, position, slot) for _, token, position, slot in p.rows] for p in report.passes]
-    job = decode_job(compiled, params, passes=passes)
-    result = run(simulator, "decode_top", params, "decode_top", job)
     machine = IsaMachine(compiled)
+    got = _replay(compiled, passes, simulator, params)
     measured = []
-    for i, (rows, record, got) in enumerate(zip(passes, report.passes, result["passes"], strict=True)):
-        want = machine.run_pass(rows)
-        if got["tokens"] != want:
-            raise RtlMismatch(f"pass {i} ({len(rows)} rows): the RTL's tokens {got['tokens']} differ from the "
-                              f"instruction-level model's {want}")
-        if got["cycles"] != record.predicted:
-            raise RtlMismatch(f"pass {i} ({len(rows)} rows): the RTL took {got['cycles']} cycles, the cycle model "
-                              f"predicts {record.predicted}")
-        measured.append(replace(record, measured=got["cycles"]))
+    for i, (rows, record, result) in enumerate(zip(passes, report.passes, got, strict=True)):
+        _check(i, "", rows, result, machine.run_pass(rows), record.predicted)
+        measured.append(replace(record, measured=result["cycles"]))
     extra = dict(report.extra, rtl={"simulator": simulator, "passes": len(measured),
                                     "rows": sum(len(p) for p in passes),
                                     "tokens_equal": True, "cycles_equal": True})
     return replace(report, passes=measured, backend=simulator, extra=extra)
+
+
+def confirm_passes_on_rtl(resident, passes, simulator: str, *, params: dict | None = None) -> list[int]:
+    """Run ``passes`` (each ``(model, rows)``: model "target" or "draft", rows ``(token, position, slot)``)
+    of the two models of ``resident`` (:class:`sim.machine.resident.Resident`) on ``simulator`` in one
+    job, the memories of both loaded once; return each pass's measured cycles. RtlMismatch names the
+    first pass whose tokens differ from its model's instruction-level model (``IsaMachine.run_pass``,
+    one machine per model, run through the same passes) or whose cycles differ from
+    :func:`sim.machine.cycles.pass_cycles`. InputError (one line) for a bad model name or pass."""
+    from ..machine.cycles import pass_cycles
+    from ..machine.isa_sim import IsaMachine
+
+    named = []
+    for i, entry in enumerate(passes):
+        if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 2:
+            raise InputError(f"pass {i} must be (model, rows), model 'target' or 'draft', not {entry!r}")
+        named.append((resident.model(entry[0]), [tuple(row) for row in entry[1]]))
+    machines = {id(c): IsaMachine(c) for c in (resident.target, resident.draft)}
+    got = _replay(resident.draft, named, simulator, params)
+    measured = []
+    for i, ((model, rows), result) in enumerate(zip(named, got, strict=True)):
+        name = "target" if model is resident.target else "draft"
+        predicted = pass_cycles(model.program, model.model.config, model.config,
+                                positions=[position for _, position, _ in rows]).total
+        _check(i, f"{name} ", rows, result, machines[id(model)].run_pass(rows), predicted)
+        measured.append(result["cycles"])
+    return measured
+
+
+def _replay(compiled, passes, simulator: str, params: dict | None) -> list[dict]:
+    """The passes of one ``decode_top`` job of ``compiled`` (and the model it is compiled beside) on
+    ``simulator``: each pass's result (:func:`sim.flows.decode_steps.run_decode_top`)."""
+    from ..engine.runner import run
+    from ..flows.decode import decode_job, top_params
+
+    params = top_params(compiled) if params is None else params
+    job = decode_job(compiled, params, passes=passes)
+    return run(simulator, "decode_top", params, "decode_top", job)["passes"]
+
+
+def _check(i: int, what: str, rows, got: dict, want: list, predicted: int) -> None:
+    """RtlMismatch when pass ``i``'s RTL tokens or cycles differ from the model's."""
+    if got["tokens"] != want:
+        raise RtlMismatch(f"{what}pass {i} ({len(rows)} rows): the RTL's tokens {got['tokens']} differ from the "
+                          f"instruction-level model's {want}")
+    if got["cycles"] != predicted:
+        raise RtlMismatch(f"{what}pass {i} ({len(rows)} rows): the RTL took {got['cycles']} cycles, the cycle "
+                          f"model predicts {predicted}")
