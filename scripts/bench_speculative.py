@@ -17,10 +17,15 @@ cycles per token at the same positions, the speedup (all prompts' plain cycles o
 speculative cycles) and tokens/s at the design's clock. Per (design, drafter): the best k and where
 the speedup falls below 1 (break-even, interpolated between the two k around it). Per design: what a
 verify pass of M rows costs (``pass_cycles`` at the run's middle position), the reason the designs
-differ. The cycles are the cycle model's prediction of each pass (``isa``: nothing measured).
+differ. On ``isa`` or ``golden`` the cycles are the cycle model's prediction of each pass (nothing
+measured); on a simulator (``--backend verilator|icarus|amaranth``) every run is decided on the
+instruction-level model and then replayed on the RTL with the draft model resident beside the target,
+plain decoding's steps after it (:func:`sim.speculative.rtl.confirm_speculative_on_rtl`): the tokens
+and cycles of every pass measured and checked equal, else the script stops naming the pass.
 
     .venv/bin/python scripts/bench_speculative.py [--hw NAME]... [--drafter draft|lookup]... [--k K]...
-        [--prompts N] [--prompt-len L] [--tokens N] [--backend isa|golden] [--json] [--plot FILE.png]
+        [--prompts N] [--prompt-len L] [--tokens N] [--backend isa|golden|verilator|icarus|amaranth]
+        [--json] [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -157,10 +162,15 @@ def table(result: dict) -> str:
     def n(x):
         return "-" if x is None else f"{x:,.0f}"
 
-    lines = [f"demo model, speculative decoding on {result['backend']}: cycles PREDICTED by the cycle model "
-             f"(nothing measured); {len(result['prompts'])} prompt(s) of {result['prompt_tokens']} tokens from the "
-             f"demo corpus's held-out text, {result['new_tokens']} new tokens each; every run's tokens identical to "
-             f"plain greedy decoding; commit {result['commit']}",
+    if result["measured"]:
+        cycles = (f"cycles MEASURED on {result['backend']} (RTL cycle counter; each run decided on isa and replayed, "
+                  f"plain decoding's steps too), every pass equal to the cycle model's prediction")
+    else:
+        cycles = "cycles PREDICTED by the cycle model (nothing measured)"
+    lines = [f"demo model, speculative decoding on {result['backend']}: {cycles}; {len(result['prompts'])} "
+             f"prompt(s) of {result['prompt_tokens']} tokens from the demo corpus's held-out text, "
+             f"{result['new_tokens']} new tokens each; every run's tokens identical to plain greedy decoding; "
+             f"commit {result['commit']}",
              "per token: over the decode phase (the tokens after the first, all prompts together); speedup = plain "
              "cycles / (draft + verify cycles)", ""]
     head = ["design", "drafter", "k", "accepted", "tokens/pass", "draft cyc/token", "verify cyc/token",
@@ -191,7 +201,8 @@ def table(result: dict) -> str:
     for t in result["targets"]:
         lines.append(f"target (issue 18) on {t['design']} (1 weight row a cycle): the draft model >= "
                      f"{TARGET_SPEEDUP:g}x tokens/s at its best k: {'meets' if t['met'] else 'MISSES'} "
-                     f"({t['speedup']:.3f}x at k = {t['k']}) -- cycles predicted, not measured")
+                     f"({t['speedup']:.3f}x at k = {t['k']}) -- "
+                     + ("cycles measured on the RTL" if result["measured"] else "cycles predicted, not measured"))
     return "\n".join(lines)
 
 
@@ -242,8 +253,9 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xlabel("draft length k (tokens drafted a round; the verify pass has k + 1 rows)", fontsize=7)
         ax.tick_params(labelsize=6.5)
         ax.grid(True, alpha=0.25)
+    how = "cycles measured, equal to predicted" if result["measured"] else "cycles predicted"
     fig.suptitle(f"demo model, speculative decoding: {len(result['prompts'])} held-out prompts x "
-                 f"{result['new_tokens']} tokens on {result['backend']} (cycles predicted), commit {result['commit']}",
+                 f"{result['new_tokens']} tokens on {result['backend']} ({how}), commit {result['commit']}",
                  fontsize=8)
     save_png(fig, path)
 
@@ -255,8 +267,7 @@ def _progress(message: str) -> None:
 def check_args(args, backends, drafters) -> None:
     """The checks that need no model: one BenchError each."""
     if args.backend not in backends:
-        raise BenchError(f"--backend {args.backend}: not yet (speculative decoding runs on {', '.join(backends)}; "
-                         f"the RTL replays its passes separately)")
+        raise BenchError(f"--backend {args.backend}: not yet (speculative decoding runs on {', '.join(backends)})")
     for d in args.drafter:
         if d not in drafters:
             raise BenchError(f"--drafter must be one of {', '.join(drafters)}, not {d!r}")
@@ -284,6 +295,7 @@ def check_args(args, backends, drafters) -> None:
 
 def run(argv) -> int:
     from golden.speculative import DRAFTERS
+    from sim.runtime import RTL_BACKENDS
     from sim.speculative.runners import BACKENDS
 
     ap = _Parser(prog=PROG, description=__doc__.splitlines()[0])
@@ -297,8 +309,9 @@ def run(argv) -> int:
     ap.add_argument("--prompt-len", type=int, default=PROMPT_LEN, help=f"tokens a prompt (default {PROMPT_LEN})")
     ap.add_argument("--tokens", type=int, default=TOKENS, help=f"new tokens after each prompt (default {TOKENS})")
     ap.add_argument("--backend", default="isa",
-                    help=f"isa (default: the instruction-level model) or golden (the integer model); the cycles are "
-                         f"the cycle model's either way; one of {', '.join(BACKENDS)}")
+                    help=f"isa (default: the instruction-level model), golden (the integer model): cycles predicted; "
+                         f"or a simulator ({', '.join(RTL_BACKENDS)}): every run decided on isa, then replayed on the "
+                         f"RTL with plain decoding's steps, cycles measured (and checked equal to predicted)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ap.add_argument("--plot", default=str(DEFAULT_PLOT), metavar="FILE.png",
                     help="the plot of speedup and tokens/s against k (default docs/plots/speculative.png; '' for none)")
@@ -306,13 +319,17 @@ def run(argv) -> int:
     args.hw = args.hw or list(DESIGNS)
     args.drafter = args.drafter or list(DRAFTERS)
     args.k = sorted(args.k or KS)
-    check_args(args, tuple(BACKENDS), DRAFTERS)
+    check_args(args, (*BACKENDS, *RTL_BACKENDS), DRAFTERS)
+    replay = args.backend in RTL_BACKENDS
+    decide = "isa" if replay else args.backend
 
     from golden.checkpoint import draft_model_path, load_checkpoint, load_demo_model
     from golden.errors import LockstepError
     from sim.design import load_design
+    from sim.machine.resident import resident
     from sim.runtime import check_request, prepare
     from sim.speculative.options import check_draft_len_for, check_draft_model
+    from sim.speculative.rtl import confirm_speculative_on_rtl
     from sim.speculative.run import run_speculative
 
     ckpt = load_demo_model()
@@ -331,7 +348,7 @@ def run(argv) -> int:
         target = prepare(ckpt, config)
         try:
             for p in prompts:
-                check_request(target, args.backend, p, args.tokens)
+                check_request(target, decide, p, args.tokens)
         except LockstepError as exc:
             raise BenchError(f"--prompt-len {args.prompt_len} and --tokens {args.tokens} on {name}: {exc}") from None
         for k in args.k:
@@ -339,8 +356,10 @@ def run(argv) -> int:
                 check_draft_len_for(k, target)
             except LockstepError as exc:
                 raise BenchError(f"--k {k} on {name}: {str(exc).removeprefix('--draft-len: ')}") from None
-        draft = prepare(draft_ckpt, config) if draft_ckpt is not None else None
-        compiled[name] = (target, draft)
+        # the draft in the same accelerator's memories as the target (compiled beside it; one line if it does not fit)
+        pair = resident(target, prepare(draft_ckpt, config)) if draft_ckpt is not None else None
+        draft = pair.draft if pair is not None else None
+        compiled[name] = (target, pair)
         designs.append({"name": name, "weight_rows_per_cycle": config.weight_rows_per_cycle,
                         "array": [config.array_rows, config.array_cols], "max_m": target.max_rows,
                         "clock_hz": config.clock_hz,
@@ -351,19 +370,22 @@ def run(argv) -> int:
               f"{', '.join(map(str, args.k))}), {len(prompts)} prompt(s) of {args.tokens} new tokens each, on "
               f"{args.backend}")
     for name in args.hw:
-        target, draft = compiled[name]
+        target, pair = compiled[name]
+        draft = pair.draft if pair is not None else None
         for drafter in args.drafter:
             for k in args.k:
                 t0 = time.monotonic()
                 reports = []
                 for i, p in enumerate(prompts):
-                    r = run_speculative(target, args.backend, p, args.tokens, drafter=drafter, draft_len=k,
+                    r = run_speculative(target, decide, p, args.tokens, drafter=drafter, draft_len=k,
                                         draft=draft if drafter == "draft" else None)
                     if not r.identical:
                         pairs = enumerate(zip(r.tokens, r.plain_tokens, strict=False))
                         at = next((j for j, (a, b) in pairs if a != b), min(len(r.tokens), len(r.plain_tokens)))
                         raise BenchError(f"{name}, {drafter}, k = {k}, prompt {i}: the speculative tokens differ from "
                                          f"plain greedy decoding's at new token {at}")
+                    if replay:
+                        r = confirm_speculative_on_rtl(r, pair if drafter == "draft" else target, args.backend)
                     reports.append(r)
                 point = aggregate(name, drafter, k, target.config.clock_hz, reports)
                 points.append(point)
@@ -375,7 +397,7 @@ def run(argv) -> int:
                 "met": s["best_speedup"] >= TARGET_SPEEDUP} for s in summary
                if s["drafter"] == "draft" and next(d for d in designs if d["name"] == s["design"])[
                    "weight_rows_per_cycle"] == 1]
-    result = {"backend": args.backend, "measured": False, "commit": at_commit,
+    result = {"backend": args.backend, "measured": replay, "commit": at_commit,
               "prompts": [{"tokens": p, "text": ckpt.tokenizer.decode(p)} for p in prompts],
               "prompt_tokens": args.prompt_len, "new_tokens": args.tokens, "designs": designs, "points": points,
               "summary": summary, "targets": targets, "target_speedup": TARGET_SPEEDUP, "plot": args.plot or None}

@@ -38,12 +38,14 @@ def _draft_checkpoint(drafter: str, draft_dir: str | None):
 
 def run_speculative_cmd(*, backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, as_json, drafter,
                         draft_len, draft_dir) -> None:
-    from ..runtime import prepare
+    from ..machine.resident import resident
+    from ..runtime import RTL_BACKENDS, prepare
     from ..speculative.options import check_backend, check_draft_len_for, check_draft_model, check_drafter
+    from ..speculative.rtl import confirm_speculative_on_rtl
     from ..speculative.run import run_speculative
 
     check_drafter(drafter)
-    check_backend(backend)
+    check_backend(backend, replayed=True)
     design = load_design(hw, settings)
     config = design.config
     if n_tokens < 0:
@@ -55,7 +57,10 @@ def run_speculative_cmd(*, backend, model_dir, hw, settings, prompt, prompt_ids,
         check_draft_model(ckpt, draft_ckpt)
     compiled = prepare(ckpt, config)
     k = check_draft_len_for(DEFAULT_DRAFT_LEN if draft_len is None else draft_len, compiled)
-    draft = None if draft_ckpt is None else prepare(draft_ckpt, config)
+    # The draft lives in the same accelerator's memories as the target, on every backend: compiled beside
+    # it (a one-line error when it does not fit), the machine an RTL replay loads.
+    machine = compiled if draft_ckpt is None else resident(compiled, prepare(draft_ckpt, config))
+    draft = None if draft_ckpt is None else machine.draft
     if draft is None:
         what = "prompt lookup"
     else:
@@ -72,21 +77,29 @@ def run_speculative_cmd(*, backend, model_dir, hw, settings, prompt, prompt_ids,
         if not as_json:
             click.echo(text_of(ckpt, new) or "".join(f" {t}" for t in new), nl=False)
 
-    report = run_speculative(compiled, backend, ids, n_tokens, drafter=drafter, draft_len=k, draft=draft,
-                             on_round=show)
+    replay = backend in RTL_BACKENDS
+    report = run_speculative(compiled, "isa" if replay else backend, ids, n_tokens, drafter=drafter, draft_len=k,
+                             draft=draft, on_round=show)
+    if replay and report.identical:
+        if not as_json:
+            click.echo("")
+            click.echo(f"replaying {count(len(report.passes))} passes and {count(report.decode_tokens)} plain steps "
+                       f"on {backend} ...", err=True)
+        report = confirm_speculative_on_rtl(report, machine, backend)
     report.text = text_of(ckpt, report.tokens)
     if as_json:
         out = report.as_dict()
         out["design"] = {"name": design.name, "settings": list(settings), **out["design"]}
         click.echo(json.dumps(out))
     else:
-        _summary(report, config)
+        _summary(report, config, line_ended=replay)
     if not report.identical:
         sys.exit(1)
 
 
-def _summary(r, config) -> None:
-    click.echo("")
+def _summary(r, config, *, line_ended: bool = False) -> None:
+    if not line_ended:
+        click.echo("")
     same = (f"identical to plain greedy decoding on {r.backend} ({count(len(r.tokens))} tokens compared)"
             if r.identical else f"DIFFERENT from plain greedy decoding on {r.backend}")
     click.echo(f"tokens     : {same}")
@@ -103,6 +116,12 @@ def _summary(r, config) -> None:
     click.echo(f"cycles     : {count(per['total'])} per generated token predicted (draft {count(per['draft'])} + "
                f"verify {count(per['verify'])})")
     click.echo(f"plain      : {count(per['plain'])} per token (single-row steps at the same positions)")
+    if r.rtl is not None:
+        rtl = r.rtl
+        verdict = "equal to the prediction at every one" if r.cycle_exact else "NOT equal to the prediction"
+        click.echo(f"measured   : {rtl['simulator']} ran the {count(rtl['passes'])} passes and "
+                   f"{count(rtl['plain_steps'])} plain steps (RTL cycle counter), {verdict}; tokens equal "
+                   f"({number(rtl['wall_seconds'])} s)")
     click.echo(f"speedup    : {number(r.speedup)}x over plain decoding on this design")
     tps = r.tokens_per_second
     click.echo(f"tokens/s   : {number(tps['speculative'])} speculative, {number(tps['plain'])} plain at "

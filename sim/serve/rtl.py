@@ -48,24 +48,35 @@ def confirm_on_rtl(report, compiled, simulator: str, *, params: dict | None = No
 
 def confirm_passes_on_rtl(resident, passes, simulator: str, *, params: dict | None = None) -> list[int]:
     """Run ``passes`` (each ``(model, rows)``: model "target" or "draft", rows ``(token, position, slot)``)
-    of the two models of ``resident`` (:class:`sim.machine.resident.Resident`) on ``simulator`` in one
+    of the two models of ``resident`` (:class:`sim.machine.resident.Resident`, or a lone
+    :class:`sim.machine.compiler.Compiled`: its passes are all "target") on ``simulator`` in one
     job, the memories of both loaded once; return each pass's measured cycles. RtlMismatch names the
     first pass whose tokens differ from its model's instruction-level model (``IsaMachine.run_pass``,
     one machine per model, run through the same passes) or whose cycles differ from
     :func:`sim.machine.cycles.pass_cycles`. InputError (one line) for a bad model name or pass."""
     from ..machine.cycles import pass_cycles
     from ..machine.isa_sim import IsaMachine
+    from ..machine.resident import Resident
 
+    if isinstance(resident, Resident):
+        target, loaded, model_of = resident.target, resident.draft, resident.model
+    else:
+        target = loaded = resident
+
+        def model_of(name):
+            if name != "target":
+                raise InputError(f"a pass's model must be 'target' (no draft model is resident), not {name!r}")
+            return target
     named = []
     for i, entry in enumerate(passes):
         if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 2:
             raise InputError(f"pass {i} must be (model, rows), model 'target' or 'draft', not {entry!r}")
-        named.append((resident.model(entry[0]), [tuple(row) for row in entry[1]]))
-    machines = {id(c): IsaMachine(c) for c in (resident.target, resident.draft)}
-    got = _replay(resident.draft, named, simulator, params)
+        named.append((model_of(entry[0]), [tuple(row) for row in entry[1]]))
+    machines = {id(c): IsaMachine(c) for c in {id(target): target, id(loaded): loaded}.values()}
+    got = _replay(loaded, named, simulator, params)
     measured = []
     for i, ((model, rows), result) in enumerate(zip(named, got, strict=True)):
-        name = "target" if model is resident.target else "draft"
+        name = "target" if model is target else "draft"
         predicted = pass_cycles(model.program, model.model.config, model.config,
                                 positions=[position for _, position, _ in rows]).total
         _check(i, f"{name} ", rows, result, machines[id(model)].run_pass(rows), predicted)

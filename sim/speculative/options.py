@@ -18,10 +18,15 @@ def check_drafter(name) -> str:
     return name
 
 
-def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise InputError(f"--speculative on backend {backend}: not yet (it runs on {', '.join(BACKENDS)}; the RTL "
-                         f"replays its passes separately)")
+def check_backend(backend: str, *, replayed: bool = False) -> str:
+    """``backend`` runs speculative decoding: one of :data:`sim.speculative.runners.BACKENDS`, or with
+    ``replayed`` also a simulator (the run is decided on the instruction-level model and replayed
+    there, :mod:`sim.speculative.rtl`)."""
+    from ..engine.toolchain import SIMULATORS
+
+    allowed = (*BACKENDS, *SIMULATORS) if replayed else tuple(BACKENDS)
+    if backend not in allowed:
+        raise InputError(f"--speculative on backend {backend}: not yet (it runs on {', '.join(allowed)})")
     return backend
 
 

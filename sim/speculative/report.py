@@ -27,10 +27,14 @@ class SpeculativePass:
     tokens: tuple[int, ...]
     predicted_cycles: int
     phase: str
+    #: The RTL's cycle counter for this pass, when the run was replayed on a simulator
+    #: (:func:`sim.speculative.rtl.confirm_speculative_on_rtl`; equal to ``predicted_cycles`` there).
+    measured_cycles: int | None = None
 
     def as_dict(self) -> dict:
         return {"model": self.model, "rows": [list(r) for r in self.rows], "tokens": list(self.tokens),
-                "predicted_cycles": self.predicted_cycles, "phase": self.phase}
+                "predicted_cycles": self.predicted_cycles, "measured_cycles": self.measured_cycles,
+                "phase": self.phase}
 
 
 def _ratio(a, b):
@@ -56,6 +60,20 @@ class SpeculativeReport(RoundCounts):
     text: str | None = None
     #: The design point's configuration fields (:meth:`hdl.config.Config.as_dict`).
     config: dict = field(default_factory=dict)
+    #: After an RTL replay (:func:`sim.speculative.rtl.confirm_speculative_on_rtl`): the simulator, what
+    #: it ran, and that every pass's tokens and cycles equalled the models'; None before.
+    rtl: dict | None = None
+    #: After an RTL replay: the measured cycles of plain decoding's decode-phase steps (single rows).
+    plain_measured: list[int] | None = None
+
+    @property
+    def cycle_exact(self) -> bool | None:
+        """Every replayed pass and plain step measured what the cycle model predicted (None: not replayed)."""
+        if self.rtl is None:
+            return None
+        plain = self.plain_step_cycles[len(self.prompt):len(self.prompt) + len(self.plain_measured or [])]
+        return (all(p.measured_cycles == p.predicted_cycles for p in self.passes)
+                and list(self.plain_measured or []) == plain)
 
     @property
     def identical(self) -> bool:
@@ -131,5 +149,6 @@ class SpeculativeReport(RoundCounts):
             "cycles_per_token": self.cycles_per_token, "speedup": self.speedup,
             "tokens_per_second_at_clock": self.tokens_per_second,
             "passes": [p.as_dict() for p in self.passes], "per_round": [list(r) for r in self.per_round],
-            "design": {"config": self.config},
+            "design": {"config": self.config}, "rtl": self.rtl, "cycle_exact": self.cycle_exact,
+            "plain_measured_cycles": self.plain_measured,
         }

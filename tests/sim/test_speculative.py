@@ -106,7 +106,8 @@ def test_report_arithmetic(demo, tiny_draft):
     assert d["identical"] is True and d["speedup"] == r.speedup and len(d["passes"]) == len(r.passes)
     assert d["passes"][0] == {"model": "target", "rows": [[t, i, 0] for i, t in enumerate(r.prompt)],
                               "tokens": list(r.passes[0].tokens), "predicted_cycles": r.passes[0].predicted_cycles,
-                              "phase": "prefill"}
+                              "measured_cycles": None, "phase": "prefill"}
+    assert d["rtl"] is None and d["cycle_exact"] is None and d["plain_measured_cycles"] is None
 
 
 def test_golden_and_isa_run_the_same_passes(demo):
@@ -130,7 +131,7 @@ def test_api_option_errors(demo, tiny_draft):
                           demo[1].config)
     with pytest.raises(InputError, match="vocabulary has 40 tokens, the target's 48"):
         _run(demo, PROMPTS[0], "draft", 4, other, tokens=4)
-    with pytest.raises(InputError, match="backend verilator: not yet"):
+    with pytest.raises(InputError, match="backend verilator: not yet"):     # the CLI replays on the RTL
         _run(demo, PROMPTS[0], "lookup", 4, backend="verilator", tokens=4)
 
 
@@ -168,7 +169,9 @@ def _assert_error(result, message):
     (("--backend", "isa", "--speculative", "lookup", "--draft-len", "two"), "--draft-len must be an integer"),
     (("--backend", "isa", "--speculative", "lookup", "--draft-len", 16),
      "must be at most 15 (the design's max_m: 16 rows a pass"),
-    (("--speculative", "lookup"), "--speculative on backend verilator: not yet"),
+    (("--backend", "serial", "--speculative", "lookup"), "--speculative on backend serial: not yet"),
+    (("--backend", "isa", "--speculative", "draft", "--set", "chip.weight_words=26000"),
+     "the draft model cannot run beside the target: its weight memory"),
     (("--backend", "isa", "--draft-len", 2), "--draft-len goes with --speculative"),
     (("--backend", "isa", "--speculative", "lookup", "--draft", "x"), "--draft names a draft model and goes with"),
     (("--backend", "isa", "--speculative", "lookup", "--profile"), "--speculative does not go with --profile"),
