@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import click
 import pytest
 from click.testing import CliRunner
 
@@ -14,7 +13,7 @@ from golden.checkpoint import demo_model_path, draft_model_path, save_checkpoint
 from golden.errors import InputError
 from golden.model import init_weights
 from golden.tokenizer import CharTokenizer
-from sim.cli.perf import estimate_cmd
+from sim.cli import main as lockstep
 from sim.perf.model import MODELS, estimate, load_hardware, resolve_model, row_pass, sum_local_positions
 from sim.perf.speculative import (
     check_acceptance,
@@ -26,13 +25,6 @@ from sim.perf.speculative import (
 
 DEMO, DRAFT = str(demo_model_path()), str(draft_model_path())
 
-
-@click.group()
-def lockstep():
-    """A local group: sim/cli/commands.py registers the same command on the real one."""
-
-
-lockstep.add_command(estimate_cmd)
 
 
 def invoke(*args):
