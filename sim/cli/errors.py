@@ -158,6 +158,12 @@ class LockstepGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         global _json_errors
         _json_errors = "--json" in (sys.argv[1:] if args is None else list(args))
+        try:
+            return self._main(args, prog_name, complete_var, standalone_mode, **extra)
+        finally:     # the error mode is this invocation's: a later one in the same process starts plain
+            _json_errors = False
+
+    def _main(self, args, prog_name, complete_var, standalone_mode, **extra):
         handle_sigterm()
         try:
             try:

@@ -371,3 +371,17 @@ def test_a_reader_that_goes_away_is_not_an_error():
     finally:
         os.close(write)
     assert out.returncode == 141 and out.stderr == ""
+
+
+def test_json_error_mode_ends_with_its_invocation(capsys):
+    """A `--json` run's errors are JSON; the next error printed in the same process (another command
+    line, a local click group in a test) is a plain line again."""
+    from click.testing import CliRunner
+
+    from sim.cli import main
+    from sim.cli.errors import emit_error
+
+    out = CliRunner().invoke(main, ["estimate", "--model", "nope", "--json"])
+    assert out.exit_code != 0 and out.stderr.startswith('{"error": '), out.stderr
+    emit_error("after")
+    assert capsys.readouterr().err == "lockstep: error: after\n"
