@@ -21,6 +21,9 @@ Pieces:
   :class:`ModelDrafter` (a draft model behind a PassRunner).
 * :func:`speculative_decode`: prefill, rounds, the record of every pass (:class:`PassRecord`).
 
+At temperature > 0 the rejection-sampling rule over the same passes is
+:func:`golden.speculative_sampling.speculative_sample` (golden only; the machine path is greedy).
+
 Pure Python over the runners; imports nothing from ``hdl`` or ``sim``.
 """
 
