@@ -40,7 +40,6 @@ sees for row t exactly the cache rows 0 .. start + t, as the t-th decode step wo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -48,7 +47,7 @@ import numpy as np
 
 from golden.attention import MAX_CONTEXT_LIMIT, AttentionParams, attention_decode
 from golden.greedy import check_prompt
-from golden.model import ModelConfig, sample_next
+from golden.model import ModelConfig, check_temperature, sample_next
 from golden.numerics import (
     MULT_MAX,
     SHIFT_MAX,
@@ -339,9 +338,7 @@ def generate_int(model: IntModel, prompt: Sequence[int], max_new_tokens: int, *,
     :func:`golden.model.sample_next` and ``numpy.random.default_rng(seed)``.
     """
     prompt = check_prompt(prompt, max_new_tokens, model.max_context, model.config.vocab_size)
-    temperature = float(temperature)
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise InputError(f"temperature must be a finite number >= 0, not {temperature!r}")
+    temperature = check_temperature(temperature)
     rng = np.random.default_rng(seed)
     cache = model.new_cache()
     logits_name, token_name = "logits", "next_token"

@@ -60,8 +60,8 @@ from .errors import InputError, InputTypeError
 from .greedy import check_prompt
 
 __all__ = [
-    "FAMILIES", "MAX_CONTEXT", "MAX_LAYERS", "KVCache", "ModelConfig", "Transformer",
-    "check_weights", "generate", "init_weights", "sample_next", "weight_shapes",
+    "FAMILIES", "MAX_CONTEXT", "MAX_LAYERS", "KVCache", "ModelConfig", "Transformer", "check_temperature",
+    "check_weights", "draw", "generate", "init_weights", "sample_next", "sampling_probs", "weight_shapes",
 ]
 
 FAMILIES = ("gpt2", "llama")
@@ -428,39 +428,64 @@ class Transformer:
         return self._head(x)
 
 
-def sample_next(logits: np.ndarray, rng: np.random.Generator | None = None, *,
-                temperature: float = 0.0, top_k: int | None = None) -> int:
-    """Choose the next token from ``logits``.
-
-    ``temperature == 0`` is greedy: the index of the largest logit (the first one on a tie);
-    ``rng`` is then unused. Otherwise sample from ``softmax(logits / temperature)`` restricted
-    to the ``top_k`` largest logits (all of them when ``top_k`` is None), using ``rng``.
-    Raises ValueError for a negative temperature, a ``top_k`` outside 1..vocab_size or a
-    missing ``rng`` when sampling.
-    """
+def check_temperature(temperature) -> float:
+    """``temperature`` as a float: finite and >= 0 (0 is greedy); InputError otherwise."""
+    if not is_real(temperature):
+        raise InputTypeError(f"temperature must be a finite number >= 0, not {temperature!r}")
     temperature = float(temperature)
     if not (math.isfinite(temperature) and temperature >= 0):
         raise InputError(f"temperature must be a finite number >= 0, not {temperature!r}")
+    return temperature
+
+
+def sampling_probs(logits: np.ndarray, *, temperature: float, top_k: int | None = None) -> np.ndarray:
+    """The distribution a token is drawn from, given ``logits`` (the last axis is the vocabulary):
+    float64 ``softmax(logits / temperature)`` restricted to the ``top_k`` largest logits (all of them
+    when ``top_k`` is None). ``temperature == 0`` is greedy: one-hot at the largest logit (the first
+    one on a tie). The one rule of :func:`sample_next` and of speculative sampling
+    (:mod:`golden.speculative_sampling`). InputError for a negative temperature or a ``top_k``
+    outside 1..vocab_size."""
+    temperature = check_temperature(temperature)
     logits = np.asarray(logits, dtype=np.float64)
-    if top_k is not None and (not is_int(top_k)
-                              or not 1 <= top_k <= logits.shape[-1]):
-        raise InputError(f"top_k must be an integer in 1..{logits.shape[-1]} or None, not {top_k!r}")
+    n = logits.shape[-1]
+    if top_k is not None and (not is_int(top_k) or not 1 <= top_k <= n):
+        raise InputError(f"top_k must be an integer in 1..{n} or None, not {top_k!r}")
     if temperature == 0:
-        return int(np.argmax(logits))
-    if rng is None:
-        raise InputError("sampling with temperature > 0 needs a random generator (rng)")
+        return (np.arange(n) == np.argmax(logits, axis=-1)[..., None]).astype(np.float64)
     # softmax((l - max) / T) is softmax(l / T) exactly, and stays defined for any T > 0: the
     # largest logit becomes 0 and the others <= 0, so a tiny T drives them to -inf (probability 0,
     # the limit) instead of overflowing l / T to +-inf, whose difference is NaN. For T below
     # gap / 745 (gap: from the largest logit to the next) every other probability underflows to 0:
     # the draw is the argmax, shared equally between tied maxima.
     with np.errstate(over="ignore", under="ignore"):
-        z = (logits - logits.max()) / temperature
-    if top_k is not None and top_k < z.shape[-1]:
-        kth = np.partition(z, -top_k)[-top_k]
+        z = (logits - logits.max(-1, keepdims=True)) / temperature
+    if top_k is not None and top_k < n:
+        kth = np.partition(z, -top_k, axis=-1)[..., -top_k, None]
         z = np.where(z >= kth, z, -np.inf)
-    p = _softmax(z)
+    return _softmax(z)
+
+
+def draw(p: np.ndarray, rng: np.random.Generator) -> int:
+    """One token drawn from the distribution ``p`` (1-D, sums to 1) with ``rng``."""
     return int(rng.choice(p.shape[-1], p=p))
+
+
+def sample_next(logits: np.ndarray, rng: np.random.Generator | None = None, *,
+                temperature: float = 0.0, top_k: int | None = None) -> int:
+    """Choose the next token from ``logits``.
+
+    ``temperature == 0`` is greedy: the index of the largest logit (the first one on a tie);
+    ``rng`` is then unused. Otherwise draw from :func:`sampling_probs` (``softmax(logits /
+    temperature)`` restricted to the ``top_k`` largest logits) with ``rng``.
+    Raises ValueError for a negative temperature, a ``top_k`` outside 1..vocab_size or a
+    missing ``rng`` when sampling.
+    """
+    p = sampling_probs(logits, temperature=temperature, top_k=top_k)
+    if float(temperature) == 0:
+        return int(np.argmax(p))
+    if rng is None:
+        raise InputError("sampling with temperature > 0 needs a random generator (rng)")
+    return draw(p, rng)
 
 
 def generate(model: Transformer, prompt: Sequence[int], max_new_tokens: int, *,

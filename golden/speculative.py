@@ -21,6 +21,9 @@ Pieces:
   :class:`ModelDrafter` (a draft model behind a PassRunner).
 * :func:`speculative_decode`: prefill, rounds, the record of every pass (:class:`PassRecord`).
 
+At temperature > 0 the rejection-sampling rule over the same passes is
+:func:`golden.speculative_sampling.speculative_sample` (golden only; the machine path is greedy).
+
 Pure Python over the runners; imports nothing from ``hdl`` or ``sim``.
 """
 
@@ -30,12 +33,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from .errors import InputError
 from .greedy import check_prompt
 from .numerics import is_int
 
 __all__ = ["DRAFTERS", "Drafter", "GoldenRunner", "LookupDrafter", "ModelDrafter", "PassLog", "PassRecord",
-           "PassRunner", "RoundCounts", "SpeculativeResult", "check_draft_len", "lookup_proposal", "speculative_decode"]
+           "PassRunner", "RoundCounts", "SpeculativeResult", "check_draft_len", "lookup_proposal", "pass_chunks",
+           "speculative_decode"]
 
 #: The drafters by name (``lockstep run --speculative NAME``).
 DRAFTERS = ("draft", "lookup")
@@ -76,6 +82,15 @@ class GoldenRunner:
         self.valid = 0
 
     def run_pass(self, rows):
+        return [int(t) for t in self._run(rows)["next_token"][:, 0]]
+
+    def run_pass_logits(self, rows) -> np.ndarray:
+        """Run ``rows`` as :meth:`run_pass` does; return each row's real logits, float64 (rows,
+        vocab_size): the int32 logits through the model's ``dequantize_logits``, what the host
+        samples from (:mod:`golden.speculative_sampling`)."""
+        return self.model.dequantize_logits(self._run(rows)["logits"])
+
+    def _run(self, rows) -> dict[str, np.ndarray]:
         rows = _check_rows(rows, self.max_rows, self.max_context)
         start = rows[0][1]
         if start > self.valid:
@@ -84,7 +99,7 @@ class GoldenRunner:
         self.cache.length = start
         values = self.model.run([t for t, _ in rows], self.cache)
         self.valid = self.cache.length
-        return [int(t) for t in values["next_token"][:, 0]]
+        return values
 
 
 @dataclass(frozen=True)
@@ -119,10 +134,15 @@ class PassLog:
         """``tokens`` at positions ``start ..`` in passes of at most ``runner.max_rows`` rows; every
         row's output."""
         out: list[int] = []
-        for i in range(0, len(tokens), runner.max_rows):
-            chunk = tokens[i:i + runner.max_rows]
-            out += self.run(model, runner, [(t, start + i + j) for j, t in enumerate(chunk)])
+        for rows in pass_chunks(tokens, start, runner.max_rows):
+            out += self.run(model, runner, rows)
         return out
+
+
+def pass_chunks(tokens: Sequence[int], start: int, max_rows: int) -> list[list[tuple[int, int]]]:
+    """``tokens`` at positions ``start ..`` as the rows of passes of at most ``max_rows`` rows."""
+    return [[(t, start + i + j) for j, t in enumerate(tokens[i:i + max_rows])]
+            for i in range(0, len(tokens), max_rows)]
 
 
 class Drafter:
@@ -185,14 +205,24 @@ class ModelDrafter(Drafter):
         log.prefill("draft", self.runner, held)
         self.held = held
 
+    def stale_from(self, context: Sequence[int]) -> int:
+        """The first position a proposal after ``context`` runs: where the tokens the draft's KV holds
+        first differ from the text, and at most the text's last (it gives the first draft)."""
+        pairs = zip(self.held, context, strict=False)
+        done = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(self.held), len(context)))
+        return min(done, len(context) - 1)
+
+    def drafts_possible(self, context: Sequence[int], k: int) -> int:
+        """How many of ``k`` drafts fit the draft's context after ``context`` (its last draft's
+        position, ``len(context) + k - 1``, is never run)."""
+        return min(k, self.runner.max_context - len(context) + 1)
+
     def propose(self, context, k, log):
         n = len(context)
-        k = min(k, self.runner.max_context - n + 1)     # the last draft's position n + k - 1 is never run
+        k = self.drafts_possible(context, k)
         if k < 1:
             return []
-        pairs = zip(self.held, context, strict=False)
-        done = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(self.held), n))
-        done = min(done, n - 1)                          # the last token always runs: it gives the first draft
+        done = self.stale_from(context)
         out = log.prefill("draft", self.runner, context[done:], start=done)
         drafts = [out[-1]]
         held = list(context)
