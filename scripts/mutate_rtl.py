@@ -110,7 +110,8 @@ BLOCK_ELABORATE = {
     "weights": _CONVERT + "from hdl.weights import WeightMemory as W; rtlil.convert(W(width=16, depth=8, banks=2))",
     "gemm": _CONVERT + "from hdl.gemm import GemmUnit; rtlil.convert(GemmUnit(PRESETS['4x4']))",
     "attention": _CONVERT + "from hdl.attention import AttentionUnit as A; "
-                            "[rtlil.convert(A(head_dim=8, max_context=16, max_heads=4, finish_lanes=f)) for f in (None, 3)]",
+                            "[rtlil.convert(A(head_dim=8, max_context=16, max_heads=4, finish_lanes=f)) "
+                            "for f in (None, 3)]",
     "vector": _CONVERT + "from hdl.vector import VectorUnit as V; rtlil.convert(V(lanes=4, max_length=64, "
                          "max_norm_length=64, max_head_dim=16, max_context=8, act_tables=2))",
     "uart": _CONVERT + ("from amaranth.hdl import Module; from hdl.uart import UartTx, UartRx; m = Module(); "
@@ -188,67 +189,70 @@ def _handshake_target(call: ast.Call) -> bool:
 
 def sites(blocks=None) -> list[Site]:
     """Every mutation site of the chosen blocks (all by default), in block order then source order."""
+    return [s for block in blocks or BLOCK_FILES for s in _block_sites(block)]
+
+
+def _block_sites(block: str) -> list[Site]:
     out = []
-    for block in blocks or BLOCK_FILES:
-        path = ROOT / BLOCK_FILES[block]
-        src = path.read_bytes()
-        starts = _line_starts(src)
-        off = lambda line, col: starts[line - 1] + col  # noqa: E731 (ast columns are byte offsets)
-        found = []
+    path = ROOT / BLOCK_FILES[block]
+    src = path.read_bytes()
+    starts = _line_starts(src)
+    off = lambda line, col: starts[line - 1] + col  # noqa: E731 (ast columns are byte offsets)
+    found = []
 
-        def add(line, op, start, end, new):
-            first = src.rfind(b"\n", 0, start) + 1
-            last = src.find(b"\n", end)
-            last = len(src) if last < 0 else last
-            before = src[first:last].decode()
-            after = (src[first:start] + new.encode() + src[end:last]).decode()
-            squash = lambda s: re.sub(r"\s+", " ", s).strip()  # noqa: E731
-            found.append((start, op, line, end, new, squash(before), squash(after)))
+    def add(line, op, start, end, new):
+        first = src.rfind(b"\n", 0, start) + 1
+        last = src.find(b"\n", end)
+        last = len(src) if last < 0 else last
+        before = src[first:last].decode()
+        after = (src[first:start] + new.encode() + src[end:last]).decode()
+        squash = lambda s: re.sub(r"\s+", " ", s).strip()  # noqa: E731
+        found.append((start, op, line, end, new, squash(before), squash(after)))
 
-        def gap_op(node, left, right, old, new, op):
-            a, b = off(left.end_lineno, left.end_col_offset), off(right.lineno, right.col_offset)
-            gap = src[a:b]
-            hits = [mt.start() for mt in re.finditer(re.escape(old.encode()) + (b"(?!=)" if old in "<>" else b""), gap)]
-            if len(hits) == 1:
-                s = a + hits[0]
-                add(node.lineno, op, s, s + len(old), new)
+    def gap_op(node, left, right, old, new, op):
+        a, b = off(left.end_lineno, left.end_col_offset), off(right.lineno, right.col_offset)
+        gap = src[a:b]
+        hits = [mt.start() for mt in re.finditer(re.escape(old.encode()) + (b"(?!=)" if old in "<>" else b""), gap)]
+        if len(hits) == 1:
+            s = a + hits[0]
+            add(node.lineno, op, s, s + len(old), new)
 
-        tree = ast.parse(src)
-        funcs = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and _in_hardware(f, block)]
-        seen = set()
-        for func in funcs:
-            for node in ast.walk(func):
-                if id(node) in seen:
-                    continue
-                seen.add(id(node))
-                if isinstance(node, ast.BinOp) and type(node.op) in _FLIP:
-                    old, new = _FLIP[type(node.op)]
-                    gap_op(node, node.left, node.right, old, new, "arith" if old in "+-" else "logic")
-                elif isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _FLIP:
-                    old, new = _FLIP[type(node.ops[0])]
-                    gap_op(node, node.left, node.comparators[0], old, new, "compare")
-                    c = node.comparators[0]
-                    if isinstance(c, ast.Constant) and type(c.value) is int:
-                        add(node.lineno, "const", off(c.lineno, c.col_offset), off(c.end_lineno, c.end_col_offset),
-                            str(c.value + 1))
-                elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Mux"
-                      and len(node.args) == 3 and not node.keywords):
-                    x, y = node.args[1], node.args[2]
-                    xs, xe = off(x.lineno, x.col_offset), off(x.end_lineno, x.end_col_offset)
-                    ys, ye = off(y.lineno, y.col_offset), off(y.end_lineno, y.end_col_offset)
-                    add(node.lineno, "mux-swap", xs, ye, (src[ys:ye] + src[xe:ys] + src[xs:xe]).decode())
-                elif _is_sync_add(node):
-                    for call in _eq_calls(node.value):
-                        add(call.lineno, "drop-sync", off(call.lineno, call.col_offset),
-                            off(call.end_lineno, call.end_col_offset), "[]")
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "eq"
-                        and len(node.args) == 1 and _handshake_target(node)):
-                    a = node.args[0]
-                    if not (isinstance(a, ast.Constant) and a.value == 1):
-                        add(a.lineno, "force-high", off(a.lineno, a.col_offset),
-                            off(a.end_lineno, a.end_col_offset), "1")
-        for n, (start, op, line, end, new, before, after) in enumerate(sorted(set(found))):
-            out.append(Site(f"{block}-{n}", block, BLOCK_FILES[block], line, op, start, end, new, before, after))
+    tree = ast.parse(src)
+    funcs = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and _in_hardware(f, block)]
+    seen = set()
+    for func in funcs:
+        for node in ast.walk(func):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, ast.BinOp) and type(node.op) in _FLIP:
+                old, new = _FLIP[type(node.op)]
+                gap_op(node, node.left, node.right, old, new, "arith" if old in "+-" else "logic")
+            elif isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _FLIP:
+                old, new = _FLIP[type(node.ops[0])]
+                gap_op(node, node.left, node.comparators[0], old, new, "compare")
+                c = node.comparators[0]
+                if isinstance(c, ast.Constant) and type(c.value) is int:
+                    add(node.lineno, "const", off(c.lineno, c.col_offset), off(c.end_lineno, c.end_col_offset),
+                        str(c.value + 1))
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Mux"
+                  and len(node.args) == 3 and not node.keywords):
+                x, y = node.args[1], node.args[2]
+                xs, xe = off(x.lineno, x.col_offset), off(x.end_lineno, x.end_col_offset)
+                ys, ye = off(y.lineno, y.col_offset), off(y.end_lineno, y.end_col_offset)
+                add(node.lineno, "mux-swap", xs, ye, (src[ys:ye] + src[xe:ys] + src[xs:xe]).decode())
+            elif _is_sync_add(node):
+                for call in _eq_calls(node.value):
+                    add(call.lineno, "drop-sync", off(call.lineno, call.col_offset),
+                        off(call.end_lineno, call.end_col_offset), "[]")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "eq"
+                    and len(node.args) == 1 and _handshake_target(node)):
+                a = node.args[0]
+                if not (isinstance(a, ast.Constant) and a.value == 1):
+                    add(a.lineno, "force-high", off(a.lineno, a.col_offset),
+                        off(a.end_lineno, a.end_col_offset), "1")
+    for n, (start, op, line, end, new, before, after) in enumerate(sorted(set(found))):
+        out.append(Site(f"{block}-{n}", block, BLOCK_FILES[block], line, op, start, end, new, before, after))
     return out
 
 
@@ -435,8 +439,8 @@ def main(argv=None) -> int:
         for k, s in enumerate(chosen, 1):
             r = run_mutant(s, args.timeout)
             results.append(r)
-            print(f"[{k}/{len(chosen)}] {s.id} {s.file}:{s.line} {s.op}: {r['outcome']} {r['by']} ({r['seconds']} s)",
-                  flush=True)
+            print(f"[{k}/{len(chosen)}] {s.id} {s.file}:{s.line} {s.op}: {r['outcome']} {r['by']} "
+                  f"({r['seconds']} s)", flush=True)
             _write(args, results)    # after every mutant: a long run that is stopped keeps what it found
     except KeyboardInterrupt:
         print(f"interrupted after {len(results)} mutants", file=sys.stderr)

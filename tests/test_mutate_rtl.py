@@ -66,7 +66,8 @@ def test_a_mutant_changes_one_site_in_the_copy_and_leaves_hdl_untouched(tmp_path
         assert mutated == original[:site.start] + new + original[site.end:]
         assert original[site.start:site.end] != new
         assert ast.dump(ast.parse(mutated)) != ast.dump(ast.parse(original)), site.id
-        changed = [p.name for p in (tree / "hdl").glob("*.py") if p.read_bytes() != (ROOT / "hdl" / p.name).read_bytes()]
+        changed = [p.name for p in (tree / "hdl").glob("*.py")
+                   if p.read_bytes() != (ROOT / "hdl" / p.name).read_bytes()]
         assert changed == [Path(site.file).name]
     assert _hdl_digest() == before
 
