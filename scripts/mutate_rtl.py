@@ -357,7 +357,8 @@ def markdown(results: list[dict]) -> str:
     lines = [f"{s['tried']} mutants: {s['killed']} killed, {s['timeout']} timeout, {s['survived']} survived, "
              f"{s['stillborn']} stillborn, {s['error']} error; score {s['score']} % (killed + timeout over "
              "killed + timeout + survived)", "",
-             "| id | file:line | operator | original | mutated | outcome | by | s |", "|---|---|---|---|---|---|---|---|"]
+             "| id | file:line | operator | original | mutated | outcome | by | s |",
+             "|---|---|---|---|---|---|---|---|"]
     cell = lambda t: "`" + t.replace("|", "\\|").replace("`", "'")[:90] + "`"  # noqa: E731
     for r in results:
         by = r["by"].split("::")[-1] if r["outcome"] == "killed" else r["by"]
