@@ -96,7 +96,7 @@ BLOCK_TESTS = {
     "gemm": _GEMM + _LINK[:1],
     "attention": _ATTENTION,
     "vector": _VECTOR,
-    "arith": _VECTOR + _ATTENTION[:1],
+    "arith": ["tests/hdl/test_arith.py"] + _VECTOR + _ATTENTION[:1],
     "uart": _UART + _LINK[:2],
     "link": _LINK,
     "top": _TOP,
