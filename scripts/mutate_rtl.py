@@ -89,7 +89,8 @@ _LINK = ["tests/sim/test_link_rtl.py::test_gemm_over_the_link_is_bit_exact_and_c
          "tests/sim/test_link_rtl.py::test_corrupted_frames_are_rejected_and_the_next_good_frame_works[amaranth]",
          "tests/sim/test_formal.py::test_formal_job[link-rx-idle]"]
 _TOP = ["tests/sim/test_top_rtl.py::test_embed_norm_and_gemm_on_amaranth",
-        "tests/sim/test_top_rtl.py::test_whole_program_on_amaranth"]
+        "tests/sim/test_top_rtl.py::test_whole_program_on_amaranth",
+        "tests/sim/test_passes_rtl.py::test_a_prefill_and_batched_pass_on_amaranth"]
 
 #: Block -> the fast tests that exercise it, cheapest first (pytest node ids, run with -x).
 BLOCK_TESTS = {
