@@ -95,9 +95,10 @@ _TOP = ["tests/sim/test_top_rtl.py::test_embed_norm_and_gemm_on_amaranth",
 #: Block -> the fast tests that exercise it, cheapest first (pytest node ids, run with -x).
 BLOCK_TESTS = {
     "array": _ARRAY + _GEMM[:1],
-    "weights": ["tests/sim/test_formal.py::test_formal_job[weights-rw]"] + _GEMM[:2],
+    # The top level reads single words of the weight memory (embedding rows, rsel from the word address).
+    "weights": ["tests/sim/test_formal.py::test_formal_job[weights-rw]"] + _GEMM[:2] + _TOP[:1],
     "gemm": _GEMM + _LINK[:1],
-    "attention": _ATTENTION,
+    "attention": _ATTENTION + _TOP[1:2],
     "vector": _VECTOR,
     "arith": ["tests/hdl/test_arith.py"] + _VECTOR + _ATTENTION[:1],
     "uart": _UART + _LINK[:2],
