@@ -369,9 +369,12 @@ def summary(results: list[dict]) -> dict:
             "score": round(100 * killed / scored, 1) if scored else None}
 
 
-def markdown(results: list[dict]) -> str:
+def markdown(results: list[dict], seed: int) -> str:
+    """The run as a markdown page: the summary, then one table row a mutant."""
     s = summary(results)
-    lines = [f"{s['tried']} mutants: {s['killed']} killed, {s['timeout']} timeout, {s['survived']} survived, "
+    lines = [f"# Mutation run: {len(results)} mutants, seed {seed}", "",
+             'Written by `scripts/mutate_rtl.py --report` (see docs/verification.md, "Mutation score").', "",
+             f"{s['tried']} mutants: {s['killed']} killed, {s['timeout']} timeout, {s['survived']} survived, "
              f"{s['stillborn']} stillborn, {s['error']} error; score {s['score']} % (killed + timeout over "
              "killed + timeout + survived)", "",
              "| id | file:line | operator | original | mutated | outcome | by | s |",
@@ -393,7 +396,7 @@ def _write(args, results):
         Path(args.json).write_text(json.dumps({"seed": args.seed, "summary": summary(results), "mutants": results},
                                               indent=1) + "\n")
     if args.report:
-        Path(args.report).write_text(markdown(results))
+        Path(args.report).write_text(markdown(results, args.seed))
 
 
 def parse_args(argv):
