@@ -89,6 +89,10 @@ def corrupted_steps():
         (frame(Command.READ_MEM, read_mem_payload(3, 0, 1)), "ERR_ARGUMENT"),   # no memory 3
         (frame(Command.READ_MEM, read_mem_payload(2, 0, 0)), "ERR_ARGUMENT"),   # zero words
         (frame(Command.READ_MEM, read_mem_payload(2, (1 << CONFIG.host_addr_bits) - 1, 2)), "ERR_ARGUMENT"),
+        # A write may end at the last address, not past it (the receiver counts whole words received).
+        (frame(Command.WRITE_MEM, write_mem_payload(1, (1 << CONFIG.host_addr_bits) - 1, [7], wbytes)), "OK"),
+        (frame(Command.WRITE_MEM, write_mem_payload(1, (1 << CONFIG.host_addr_bits) - 1, [7, 8], wbytes)),
+         "ERR_ARGUMENT"),
         (frame(Command.WRITE_MEM, write_mem_payload(0, 0, [1], wbytes)[:-1]), "ERR_ARGUMENT"),  # part of a word
         (frame(Command.STATUS, b"\x00"), "ERR_ARGUMENT"),
         # A long GEMM on whatever the memories hold, to catch the unit busy.

@@ -1,0 +1,77 @@
+"""hdl/arith.py, the expression builders the vector and attention units share, against the golden
+integer rules, on Amaranth's simulator: every branch of each helper, including those the current
+units never reach (a constant shift of 0 or 1), so a wrong helper fails here and not only in the
+one configuration that happens to use it. Found missing by the mutation run (docs/verification.md)."""
+
+import numpy as np
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.sim import Simulator
+
+from golden.numerics import INT8_MAX, INT8_MIN
+from golden.tables import round_shift as golden_round_shift
+from hdl.arith import clamp, fabric_product, requantize, round_shift, saturate8, tree_sum
+
+SHIFTS = range(6)
+XS = [-(1 << 19), -1000, -65, -64, -33, -32, -31, -9, -8, -7, -2, -1, 0, 1, 2, 3, 7, 8, 9, 31, 32, 33, 64, 1000,
+      (1 << 19) - 1]
+
+
+def evaluate(inputs, outputs, cases):
+    """The value of each output for each case (a tuple of input values), simulated combinationally."""
+    got = []
+
+    async def bench(ctx):
+        for case in cases:
+            for signal, value in zip(inputs, case, strict=True):
+                ctx.set(signal, value)
+            got.append([ctx.get(o) for o in outputs])
+
+    m = Module()
+    m.d.comb += [Signal.like(o).eq(o) for o in outputs]     # keeps the module non-empty
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.array(got, dtype=np.int64)
+
+
+def test_round_shift_constant_and_run_time_shifts_match_the_golden_rule():
+    x = Signal(signed(20))
+    k = Signal(unsigned(3))
+    outputs = [round_shift(x, s) for s in SHIFTS] + [round_shift(x, k)]
+    cases = [(v, s) for v in XS for s in SHIFTS]
+    got = evaluate([x, k], outputs, cases)
+    for (v, s), row in zip(cases, got, strict=True):
+        want = [int(golden_round_shift(v, c)) for c in SHIFTS]
+        assert list(row[:-1]) == want, (v, "constant shifts")
+        assert row[-1] == want[s], (v, s, "run-time shift")
+
+
+def test_clamp_saturate8_and_requantize():
+    x = Signal(signed(20))
+    mult = Signal(signed(16))
+    shift = Signal(unsigned(5))
+    outputs = [clamp(x, -5, 9), saturate8(x), requantize(x, mult, shift)]
+    cases = [(v, mu, sh) for v in XS for mu, sh in ((1, 0), (3, 1), (-7, 2), (1 << 14, 15), (-(1 << 15), 4))]
+    got = evaluate([x, mult, shift], outputs, cases)
+    for (v, mu, sh), row in zip(cases, got, strict=True):
+        assert row[0] == min(max(v, -5), 9)
+        assert row[1] == min(max(v, INT8_MIN), INT8_MAX)
+        assert row[2] == min(max(int(golden_round_shift(v * mu, sh)), INT8_MIN), INT8_MAX), (v, mu, sh)
+
+
+def test_tree_sum_and_fabric_product():
+    xs = [Signal(signed(9), name=f"x{i}") for i in range(5)]
+    a = Signal(signed(8))
+    bs = [Signal(signed(n), name=f"b{n}") for n in range(1, 5)]
+    outputs = [tree_sum(xs[:n]) for n in range(1, 6)] + [fabric_product(a, b) for b in bs]
+    rng = np.random.default_rng(19)
+    cases = []
+    for av in (INT8_MIN, -1, 0, 1, INT8_MAX, 77, -99):
+        for bv in range(-8, 8):
+            xv = [int(v) for v in rng.integers(-256, 256, 5)]
+            cases.append((*xv, av, *(max(min(bv, (1 << (n - 1)) - 1), -(1 << (n - 1))) for n in range(1, 5))))
+    got = evaluate([*xs, a, *bs], outputs, cases)
+    for case, row in zip(cases, got, strict=True):
+        xv, av, bv = case[:5], case[5], case[6:]
+        assert list(row[:5]) == [sum(xv[:n]) for n in range(1, 6)], case
+        assert list(row[5:]) == [av * b for b in bv], case
