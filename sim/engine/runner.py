@@ -152,7 +152,8 @@ _thread = threading.local()   # .cancel: the Cancel of the run this thread is ru
 
 
 def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM to ``process``'s whole group, SIGKILL to whatever of it is left after 3 s."""
+    """SIGTERM to ``process``'s whole group, SIGKILL to whatever of it is left after 3 s; returns when
+    no live member of the group is left (the leader reaped, the others gone), at most 5 s later."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -160,6 +161,21 @@ def _stop_group(process: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    deadline = time.monotonic() + 5
+    while _group_alive(process.pid) and time.monotonic() < deadline:   # a SIGKILLed member still dying
+        time.sleep(0.01)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process of process group ``pgid`` is left (Linux /proc; elsewhere False)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 def _run_command(cmd, *, cwd, env, stdout, timeout: float | None) -> int:

@@ -220,3 +220,23 @@ def test_the_registry_names_every_design_and_flow_of_its_modules_and_nothing_els
         registry.flow("nope")
     with pytest.raises(ValueError, match=r"^design must be one of array, .*, not 'nope'$"):
         registry.design("nope")
+
+
+def test_stopping_a_run_leaves_no_live_process_of_its_group():
+    """_stop_group returns only when every member of the run's process group is gone, not just its
+    leader (a simulator under a shell, make's compilers): an interrupt leaves nothing running."""
+    import subprocess
+
+    from sim.engine.runner import _group_alive, _stop_group
+
+    process = subprocess.Popen(["sh", "-c", "sleep 100 & sleep 100 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _group_alive(process.pid)
+        _stop_group(process)
+        assert process.returncode is not None and not _group_alive(process.pid)
+    finally:
+        if process.poll() is None:
+            process.kill()
