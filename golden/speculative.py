@@ -41,7 +41,7 @@ from .numerics import is_int
 
 __all__ = ["DRAFTERS", "Drafter", "GoldenRunner", "LookupDrafter", "ModelDrafter", "PassLog", "PassRecord",
            "PassRunner", "RoundCounts", "SpeculativeResult", "check_draft_len", "lookup_proposal", "pass_chunks",
-           "speculative_decode"]
+           "speculative_decode", "tokenizer_difference"]
 
 #: The drafters by name (``lockstep run --speculative NAME``).
 DRAFTERS = ("draft", "lookup")
@@ -232,6 +232,25 @@ class ModelDrafter(Drafter):
             drafts += log.run("draft", self.runner, [(drafts[-1], position)])
         self.held = held
         return drafts
+
+
+def tokenizer_difference(target, draft) -> str | None:
+    """Why a draft model's tokenizer ``draft`` does not read and write ``target``'s tokens, in a few
+    words naming the first difference (a token's character, the alphabet's size, the fallback), or None
+    when they are the same (both None included): the one rule every speculative check uses."""
+    if target == draft:
+        return None
+    if target is None or draft is None:
+        return f"the {'target' if target is None else 'draft'} has no tokenizer and the other has one"
+    tc, dc = getattr(target, "chars", None), getattr(draft, "chars", None)
+    if tc is None or dc is None:
+        return f"{draft!r} against the target's {target!r}"
+    for i, (a, b) in enumerate(zip(tc, dc, strict=False)):
+        if a != b:
+            return f"token {i} is {b!r} in the draft's tokenizer, {a!r} in the target's"
+    if len(tc) != len(dc):
+        return f"the draft's tokenizer has {len(dc)} characters, the target's {len(tc)}"
+    return f"the draft's tokenizer falls back to {draft.fallback!r}, the target's to {target.fallback!r}"
 
 
 def check_draft_len(k, max_rows: int, limit: str = "the target runner's max_rows") -> int:

@@ -344,10 +344,12 @@ def _trial(block: str, site: Site | None, timeout: float, second_timeout: float)
             if rc == 0 and block in SECOND_TIER:
                 cmd = [*cmd[:cmd.index("-rf") + 1], *SECOND_TIER[block]]
                 rc, out = _run(cmd, tree, env, second_timeout)
-                if rc is None:
-                    rc, out = 0, ""     # a slow rebuild is no kill
+                if rc is None:          # a slow rebuild is no kill: the mutant was not fully tried
+                    rc, out = -1, "untested: the second tier timed out"
             if rc is None:
                 outcome, by = "timeout", "timeout"
+            elif rc == -1:
+                outcome, by = "untested", out
             elif rc == 0:
                 outcome, by = "survived", ""
             elif rc == 1:
@@ -365,7 +367,8 @@ def summary(results: list[dict]) -> dict:
     killed = count("killed") + count("timeout")
     scored = killed + count("survived")
     return {"tried": len(results), "stillborn": count("stillborn"), "killed": count("killed"),
-            "timeout": count("timeout"), "survived": count("survived"), "error": count("error"),
+            "timeout": count("timeout"), "survived": count("survived"), "untested": count("untested"),
+            "error": count("error"),
             "score": round(100 * killed / scored, 1) if scored else None}
 
 
@@ -375,7 +378,8 @@ def markdown(results: list[dict], seed: int) -> str:
     lines = [f"# Mutation run: {len(results)} mutants, seed {seed}", "",
              'Written by `scripts/mutate_rtl.py --report` (see docs/verification.md, "Mutation score").', "",
              f"{s['tried']} mutants: {s['killed']} killed, {s['timeout']} timeout, {s['survived']} survived, "
-             f"{s['stillborn']} stillborn, {s['error']} error; score {s['score']} % (killed + timeout over "
+             f"{s['stillborn']} stillborn, {s['untested']} untested (second tier timed out), "
+             f"{s['error']} error; score {s['score']} % (killed + timeout over "
              "killed + timeout + survived)", "",
              "| id | file:line | operator | original | mutated | outcome | by | s |",
              "|---|---|---|---|---|---|---|---|"]
@@ -418,6 +422,10 @@ def parse_args(argv):
             raise MutateError(f"--{name} must be a {'non-negative' if name == 'seed' else 'positive'} integer, "
                               f"not {value!r}")
         setattr(args, name, int(value))
+    for name in ("json", "report"):     # refused now, not minutes into the run
+        value = getattr(args, name)
+        if value is not None and not Path(value).resolve().parent.is_dir():
+            raise MutateError(f"--{name}: the directory of {value!r} does not exist")
     for b in args.block or []:
         if b not in BLOCK_FILES:
             raise MutateError(f"--block must be one of {', '.join(BLOCK_FILES)}, not {b!r}")
@@ -425,6 +433,10 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    # A TERM (a background job's stop, a restart) cleans up like an interrupt: the temporary copy and
+    # the test processes go; from the start, so that a baseline run is covered too.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         args = parse_args(argv)
         every = sites(args.block)
@@ -451,11 +463,11 @@ def main(argv=None) -> int:
     except LockstepError as e:
         print(f"mutate_rtl: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("mutate_rtl: error: interrupted", file=sys.stderr)
+        return 130
     results = []
-    # A TERM (a background job's stop, a restart) cleans up like an interrupt: the temporary copy and
-    # the test processes go.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    interrupted = False
     try:
         for k, s in enumerate(chosen, 1):
             r = run_mutant(s, args.timeout)
@@ -465,9 +477,10 @@ def main(argv=None) -> int:
             _write(args, results)    # after every mutant: a long run that is stopped keeps what it found
     except KeyboardInterrupt:
         print(f"interrupted after {len(results)} mutants", file=sys.stderr)
+        interrupted = True
     _write(args, results)
     print(json.dumps(summary(results)))
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

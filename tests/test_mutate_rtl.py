@@ -93,6 +93,8 @@ def test_operators_edit_the_text_they_name():
                                    "link, top, not 'fpu'"),
     (["--only", "gemm-100000"], "--only must name a site of --list, not 'gemm-100000'"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--json", "/nonexistent-dir/m.json"], "--json: the directory of '/nonexistent-dir/m.json' does not exist"),
+    (["--report", "/nonexistent-dir/m.md"], "--report: the directory of '/nonexistent-dir/m.md' does not exist"),
 ])
 def test_bad_options_are_one_line(args, message):
     out = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60)

@@ -225,7 +225,8 @@ def _decode_options(default_backend):
                          help="The board already holds this model (serial backend): compare its program, "
                               "load nothing."),
             click.option("--speculative", "drafter", default=None, metavar="draft|lookup",
-                         help="Speculative decoding (docs/speculative.md; backends golden and isa): a draft model "
+                         help="Speculative decoding (docs/speculative.md; backends golden, isa, and the simulators: "
+                              "decided on isa, replayed on the RTL and measured): a draft model "
                               "(draft) or prompt lookup (lookup) proposes tokens, the model checks them in one "
                               "pass; prints acceptance, cycles per token and the speedup over plain decoding."),
             click.option("--draft-len", "draft_len", type=Number(int), default=None, metavar="K",

@@ -1,4 +1,5 @@
-"""``lockstep run --speculative draft|lookup``: speculative decoding on golden or isa, its acceptance,
+"""``lockstep run --speculative draft|lookup``: speculative decoding on golden or isa (or decided on isa and
+replayed on a simulator, every pass measured: :mod:`sim.speculative.rtl`), its acceptance,
 cycles per token (draft and verify) and speedup over plain decoding on the same design
 (docs/speculative.md). Registered through ``run``'s options in sim/cli/commands.py."""
 
@@ -39,7 +40,7 @@ def _draft_checkpoint(drafter: str, draft_dir: str | None):
 def run_speculative_cmd(*, backend, model_dir, hw, settings, prompt, prompt_ids, n_tokens, as_json, drafter,
                         draft_len, draft_dir) -> None:
     from ..machine.resident import resident
-    from ..runtime import RTL_BACKENDS, prepare
+    from ..runtime import RTL_BACKENDS, check_request, prepare
     from ..speculative.options import check_backend, check_draft_len_for, check_draft_model, check_drafter
     from ..speculative.rtl import confirm_speculative_on_rtl
     from ..speculative.run import run_speculative
@@ -57,6 +58,7 @@ def run_speculative_cmd(*, backend, model_dir, hw, settings, prompt, prompt_ids,
         check_draft_model(ckpt, draft_ckpt)
     compiled = prepare(ckpt, config)
     k = check_draft_len_for(DEFAULT_DRAFT_LEN if draft_len is None else draft_len, compiled)
+    check_request(compiled, "isa" if backend in RTL_BACKENDS else backend, ids, n_tokens)  # before any output
     # The draft lives in the same accelerator's memories as the target, on every backend: compiled beside
     # it (a one-line error when it does not fit), the machine an RTL replay loads.
     machine = compiled if draft_ckpt is None else resident(compiled, prepare(draft_ckpt, config))

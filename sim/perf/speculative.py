@@ -108,6 +108,7 @@ def measured_acceptance(target_dir, draft_dir) -> tuple[int, int]:
     from golden.checkpoint import load_checkpoint
     from golden.quality import draft_agreement, held_out_tokens
     from golden.quantize import quantize_checkpoint
+    from golden.speculative import tokenizer_difference
 
     for what, d in (("target", target_dir), ("draft", draft_dir)):
         if isinstance(d, ModelConfig) or not Path(d).is_dir():
@@ -117,9 +118,10 @@ def measured_acceptance(target_dir, draft_dir) -> tuple[int, int]:
         if ck.tokenizer is None:
             raise InputError(f"--acceptance measured needs a Lockstep character tokenizer: the {what} {ck.path} "
                              f"has none")
-    if target.tokenizer.chars != draft.tokenizer.chars:
-        raise InputError(f"draft {draft.path} has another tokenizer than the target {target.path}: it cannot "
-                         f"draft its tokens")
+    why = tokenizer_difference(target.tokenizer, draft.tokenizer)
+    if why is not None:
+        raise InputError(f"draft {draft.path} has another tokenizer than the target {target.path} ({why}): it "
+                         f"cannot draft its tokens")
     return draft_agreement(quantize_checkpoint(target), quantize_checkpoint(draft),
                            held_out_tokens(target.tokenizer))
 

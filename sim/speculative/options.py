@@ -5,7 +5,7 @@ against the target's tokenizer and vocabulary, the backend."""
 from __future__ import annotations
 
 from golden.errors import InputError
-from golden.speculative import DRAFTERS, check_draft_len
+from golden.speculative import DRAFTERS, check_draft_len, tokenizer_difference
 
 from .runners import BACKENDS
 
@@ -48,11 +48,8 @@ def check_draft_model(target, draft) -> None:
     if tv != dv:
         raise InputError(f"--draft {draft.path}: its vocabulary has {dv} tokens, the target's {tv}; a draft model "
                          f"must share the target's vocabulary")
-    if target.tokenizer != draft.tokenizer:
-        raise InputError(f"--draft {draft.path}: its tokenizer ({_tokenizer(draft)}) differs from the target's "
-                         f"({_tokenizer(target)}); a draft model must share the target's tokenizer")
+    why = tokenizer_difference(target.tokenizer, draft.tokenizer)
+    if why is not None:
+        raise InputError(f"--draft {draft.path}: its tokenizer differs from the target's ({why}); a draft model "
+                         f"must share the target's tokenizer")
 
-
-def _tokenizer(ckpt) -> str:
-    tok = ckpt.tokenizer
-    return "none" if tok is None else repr(tok)

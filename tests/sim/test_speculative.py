@@ -160,6 +160,7 @@ def _assert_error(result, message):
     assert len(lines) == 1 and lines[0].startswith("lockstep: error: "), result.stderr
     assert message in lines[0], lines[0]
     assert "Traceback" not in result.output
+    assert result.stdout == "", result.stdout      # nothing printed before the error
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -173,10 +174,13 @@ def _assert_error(result, message):
     (("--backend", "isa", "--speculative", "draft", "--set", "chip.weight_words=26000"),
      "the draft model cannot run beside the target: its weight memory"),
     (("--backend", "isa", "--draft-len", 2), "--draft-len goes with --speculative"),
+    (("--backend", "isa", "--speculative", "lookup", "--prompt", "hello", "--tokens", 1000),
+     "prompt (5 tokens) plus 1000 new tokens needs 1004 positions, more than max_context=128"),
     (("--backend", "isa", "--speculative", "lookup", "--draft", "x"), "--draft names a draft model and goes with"),
     (("--backend", "isa", "--speculative", "lookup", "--profile"), "--speculative does not go with --profile"),
     (("--backend", "isa", "--speculative", "draft", "--draft", "{root}/nope"), "does not exist"),
-    (("--backend", "isa", "--speculative", "draft", "--draft", "{root}/tokenizer"), "differs from the target's"),
+    (("--backend", "isa", "--speculative", "draft", "--draft", "{root}/tokenizer"),
+     "its tokenizer differs from the target's (token 0 is 'A' in the draft's tokenizer, "),
     (("--backend", "isa", "--speculative", "draft", "--draft", "{root}/vocab"),
      "its vocabulary has 40 tokens, the target's 48"),
 ])
