@@ -41,7 +41,7 @@ from .numerics import is_int
 
 __all__ = ["DRAFTERS", "Drafter", "GoldenRunner", "LookupDrafter", "ModelDrafter", "PassLog", "PassRecord",
            "PassRunner", "RoundCounts", "SpeculativeResult", "check_draft_len", "lookup_proposal", "pass_chunks",
-           "speculative_decode", "tokenizer_difference"]
+           "speculative_decode", "tokenizer_difference", "vocabulary_difference"]
 
 #: The drafters by name (``lockstep run --speculative NAME``).
 DRAFTERS = ("draft", "lookup")
@@ -232,6 +232,13 @@ class ModelDrafter(Drafter):
             drafts += log.run("draft", self.runner, [(drafts[-1], position)])
         self.held = held
         return drafts
+
+
+def vocabulary_difference(target_vocab: int, draft_vocab: int) -> str | None:
+    """Why a draft model with ``draft_vocab`` tokens cannot draft a target's of ``target_vocab``, or None."""
+    if draft_vocab == target_vocab:
+        return None
+    return f"its vocabulary has {draft_vocab} tokens, the target's {target_vocab}"
 
 
 def tokenizer_difference(target, draft) -> str | None:

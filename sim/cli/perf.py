@@ -170,8 +170,9 @@ def _speculative_models(model, design, draft, acceptance, draft_len, reach):
     1..max_m - 1. Returns the arguments of :func:`_speculative` after the target's."""
     from pathlib import Path
 
+    from golden.speculative import check_draft_len
+
     from ..perf.model import resolve_model
-    from ..perf.speculative import check_draft_len
 
     if acceptance is None:
         if not (Path(model).is_dir() and Path(draft).is_dir()):
@@ -183,7 +184,7 @@ def _speculative_models(model, design, draft, acceptance, draft_len, reach):
         raise InputError(f"design {design.name}: max_m {max_k + 1} leaves no room for a verify pass of 2 rows")
     if draft_len is not None:
         try:
-            check_draft_len(draft_len, max_k)
+            check_draft_len(draft_len, max_k + 1, "max_m")
         except InputError as exc:
             raise InputError(f"--draft-len: {exc} on {design.name}") from None
     try:

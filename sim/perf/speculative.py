@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 from golden.errors import InputError
 from golden.model import ModelConfig
+from golden.speculative import check_draft_len, tokenizer_difference, vocabulary_difference
 
 from ..numbers import count, number, quantity
 from .model import (
@@ -41,7 +42,7 @@ from .model import (
     sum_local_positions,
 )
 
-__all__ = ["Speculative", "check_acceptance", "check_draft_len", "expected_tokens", "format_speculative",
+__all__ = ["Speculative", "check_acceptance", "expected_tokens", "format_speculative",
            "measured_acceptance", "required_acceptance", "speculative_estimate"]
 
 
@@ -50,14 +51,6 @@ def check_acceptance(a) -> float:
     if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or not 0 <= a <= 1:
         raise InputError(f"acceptance must be a number from 0 to 1, not {show_number(a)}")
     return float(a)
-
-
-def check_draft_len(k, max_k: int) -> int:
-    """``k`` or InputError unless it is an integer in 1..``max_k`` (a design's ``max_m - 1``)."""
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
-        raise InputError(f"draft length must be an integer from 1 to {max_k} (a verify pass of k + 1 rows, at "
-                         f"most max_m = {max_k + 1}), not {show_number(k)}")
-    return k
 
 
 def expected_tokens(a: float, k: int) -> float:
@@ -108,7 +101,6 @@ def measured_acceptance(target_dir, draft_dir) -> tuple[int, int]:
     from golden.checkpoint import load_checkpoint
     from golden.quality import draft_agreement, held_out_tokens
     from golden.quantize import quantize_checkpoint
-    from golden.speculative import tokenizer_difference
 
     for what, d in (("target", target_dir), ("draft", draft_dir)):
         if isinstance(d, ModelConfig) or not Path(d).is_dir():
@@ -186,10 +178,10 @@ def speculative_estimate(target, draft, hw: Hardware, *, acceptance: float, max_
     if isinstance(max_draft_len, bool) or not isinstance(max_draft_len, int) or max_draft_len < 1:
         raise InputError(f"the largest draft length must be a positive integer, not {show_number(max_draft_len)}")
     if draft_len is not None:
-        check_draft_len(draft_len, max_draft_len)
-    if dc.vocab_size != tc.vocab_size:
-        raise InputError(f"draft {dname} has a vocabulary of {dc.vocab_size} tokens, not the target {tname}'s "
-                         f"{tc.vocab_size}: it cannot draft its tokens")
+        check_draft_len(draft_len, max_draft_len + 1, "max_m")
+    why = vocabulary_difference(tc.vocab_size, dc.vocab_size)
+    if why is not None:
+        raise InputError(f"draft {dname}: {why}; it cannot draft the target {tname}'s tokens")
     plain = estimate(tc, hw, context=context, name=tname)
     context = plain.context
     if context > dc.max_context:

@@ -5,7 +5,7 @@ against the target's tokenizer and vocabulary, the backend."""
 from __future__ import annotations
 
 from golden.errors import InputError
-from golden.speculative import DRAFTERS, check_draft_len, tokenizer_difference
+from golden.speculative import DRAFTERS, check_draft_len, tokenizer_difference, vocabulary_difference
 
 from .runners import BACKENDS
 
@@ -44,10 +44,9 @@ def check_draft_len_for(k, compiled) -> int:
 def check_draft_model(target, draft) -> None:
     """A draft checkpoint must read and write the target's tokens: the same tokenizer (or neither has
     one) and the same vocabulary size. ``target``, ``draft``: :class:`golden.checkpoint.Checkpoint`."""
-    tv, dv = target.config.vocab_size, draft.config.vocab_size
-    if tv != dv:
-        raise InputError(f"--draft {draft.path}: its vocabulary has {dv} tokens, the target's {tv}; a draft model "
-                         f"must share the target's vocabulary")
+    why = vocabulary_difference(target.config.vocab_size, draft.config.vocab_size)
+    if why is not None:
+        raise InputError(f"--draft {draft.path}: {why}; a draft model must share the target's vocabulary")
     why = tokenizer_difference(target.tokenizer, draft.tokenizer)
     if why is not None:
         raise InputError(f"--draft {draft.path}: its tokenizer differs from the target's ({why}); a draft model "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from golden.errors import InputError
-from golden.speculative import LookupDrafter, ModelDrafter, speculative_decode
+from golden.speculative import LookupDrafter, ModelDrafter, speculative_decode, vocabulary_difference
 
 from ..runtime import decode
 from .options import check_backend, check_draft_len_for, check_drafter
@@ -36,10 +36,9 @@ def run_speculative(compiled, backend: str, prompt: Sequence[int], new_tokens: i
     if draft is not None:
         if draft.config != compiled.config:
             raise InputError("the draft model must be compiled for the target's design")
-        tv, dv = compiled.model.config.vocab_size, draft.model.config.vocab_size
-        if dv != tv:
-            raise InputError(f"the draft model's vocabulary has {dv} tokens, the target's {tv}; a draft model must "
-                             f"share the target's vocabulary")
+        why = vocabulary_difference(compiled.model.config.vocab_size, draft.model.config.vocab_size)
+        if why is not None:
+            raise InputError(f"the draft model: {why}; a draft model must share the target's vocabulary")
     target = pass_runner(backend, compiled, slot=slots[0])
     runners = {"target": target}
     if drafter == "draft":

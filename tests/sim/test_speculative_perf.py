@@ -117,15 +117,16 @@ def test_bad_acceptance_is_refused(bad):
     (("--speculative", "--draft", "llama-3.2-1b", "--acceptance", "0.5", "--draft-len", "0"),
      "--draft-len must be at least 1, not 0"),
     (("--speculative", "--draft", "llama-3.2-1b", "--acceptance", "0.5", "--draft-len", "16"),
-     "--draft-len: draft length must be an integer from 1 to 15 (a verify pass of k + 1 rows, at most "
-     "max_m = 16), not 16 on groq-lpu"),
+     "--draft-len: the draft length must be at most 15 (max_m: 16 rows a pass, one of them the last accepted "
+     "token's), not 16 on groq-lpu"),
     (("--speculative", "--draft", "llama-3.2-1b", "--acceptance", "0.5", "--batch", "4"),
      "--speculative projects one sequence (batch 1), not --batch 4"),
     (("--speculative", "--draft", "llama-3.2-1b", "--acceptance", "0.5", "--reach", "0"),
      "--reach must be a positive number of tokens/s, not 0"),
     (("--speculative", "--draft", "nope", "--acceptance", "0.5"), "--draft: unknown model 'nope'"),
     (("--speculative", "--draft", DEMO, "--acceptance", "0.5"),
-     "draft demo has a vocabulary of 48 tokens, not the target llama-3-70b's 128256: it cannot draft its tokens"),
+     "draft demo: its vocabulary has 48 tokens, the target's 128256; it cannot draft the target llama-3-70b's "
+     "tokens"),
     (("--speculative", "--draft", "llama-3.2-1b", "--acceptance", "measured"),
      "--acceptance measured needs the target model as a checkpoint directory, not llama-3-70b"),
 ])
