@@ -7,7 +7,7 @@ Every function returns an Amaranth value; the rounding and saturation rules are 
 
 from amaranth.hdl import Const, Mux
 
-__all__ = ["clamp", "fabric_product", "requantize", "round_shift", "saturate8", "tree_sum"]
+__all__ = ["clamp", "fabric_product", "product", "requantize", "round_shift", "saturate8", "tree_sum"]
 
 
 def round_shift(x, shift):
@@ -60,3 +60,9 @@ def fabric_product(a, b):
     terms = [Mux(b[i], a << i, 0) for i in range(n - 1)]
     negative = Mux(b[n - 1], a << (n - 1), 0)
     return (tree_sum(terms) if terms else 0) - negative
+
+
+def product(a, b, *, fabric: bool):
+    """``a * b``: built from adders (:func:`fabric_product`, ``b`` signed) when ``fabric``, else
+    the plain product a synthesis tool maps to a hard multiplier. The same value either way."""
+    return fabric_product(a, b) if fabric else a * b

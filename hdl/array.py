@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 from golden.errors import InputError
 from golden.numerics import ACC_BITS
 
+from .arith import product as arith_product
 from .config import MAX_BUILD_ARRAY, check_positive_int, checked_constructor
 
 __all__ = ["ProcessingElement", "SystolicArray", "act_layout", "sum_layout", "weight_layout"]
@@ -56,7 +57,8 @@ class ProcessingElement(wiring.Component):
 
     In every step with ``en`` high: ``psum_out <= psum_in + a_in * w[bank_in]`` (32-bit wrap),
     ``a_out <= a_in``, ``bank_out <= bank_in``; and if ``w_we``, ``w[w_bank] <= w_data``.
-    Latency one step for both outputs.
+    Latency one step for both outputs. ``fabric``: the product built from adders
+    (:func:`hdl.arith.fabric_product`) instead of a hard multiplier.
     """
 
     en: In(1)
@@ -70,6 +72,10 @@ class ProcessingElement(wiring.Component):
     bank_out: Out(1)
     psum_out: Out(signed(ACC_BITS))
 
+    def __init__(self, *, fabric: bool = False):
+        self.fabric = bool(fabric)
+        super().__init__()
+
     def elaborate(self, platform):
         m = Module()
         w0 = Signal(signed(8))
@@ -77,7 +83,7 @@ class ProcessingElement(wiring.Component):
         product = Signal(signed(16))
         # A Mux rather than an Array lookup: it becomes a continuous assign, which Icarus
         # evaluates at time 0 (a case block may never run there: amaranth #1629).
-        m.d.comb += product.eq(self.a_in * Mux(self.bank_in, w1, w0))
+        m.d.comb += product.eq(arith_product(self.a_in, Mux(self.bank_in, w1, w0), fabric=self.fabric))
         with m.If(self.en):
             # Assigning the 33-bit sum to a 32-bit register drops the carry: the adder wraps.
             m.d.sync += [
@@ -108,17 +114,21 @@ class SystolicArray(wiring.Component):
         row's ``last`` flag. Latency ``R + C`` steps; a step is a cycle in which ``sums`` is
         empty or taken.
 
+    ``fabric_products`` (``Config.fabric_products``): every PE's product built from adders
+    (:func:`hdl.arith.fabric_product`), not a hard multiplier; the same sums.
+
     Raises TypeError / ValueError for sizes that are not positive integers.
     """
 
     @checked_constructor
-    def __init__(self, *, rows: int, cols: int, rows_per_beat: int = 1):
+    def __init__(self, *, rows: int, cols: int, rows_per_beat: int = 1, fabric_products: bool = False):
         self.rows = check_positive_int("array rows", rows)
         self.cols = check_positive_int("array cols", cols)
         for name, value in (("rows", rows), ("cols", cols)):
             if value > MAX_BUILD_ARRAY:
                 raise InputError(f"array {name} must be at most {MAX_BUILD_ARRAY} to build, not {value}")
         self.rows_per_beat = check_positive_int("array rows_per_beat", rows_per_beat)
+        self.fabric_products = bool(fabric_products)
         if rows % rows_per_beat:
             raise InputError(f"array rows_per_beat must divide the array's rows ({rows}), not {rows_per_beat}")
         super().__init__({
@@ -201,7 +211,7 @@ class SystolicArray(wiring.Component):
         w_we, w_bank, w_data = self._weight_wavefront(m, en, w_take, w_fire, wbeat, wbank)
 
         # The grid.
-        pes = [[ProcessingElement() for _ in range(C)] for _ in range(R)]
+        pes = [[ProcessingElement(fabric=self.fabric_products) for _ in range(C)] for _ in range(R)]
         for i in range(R):
             for j in range(C):
                 pe = pes[i][j]

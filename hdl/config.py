@@ -33,7 +33,8 @@ UNIT_CYCLE_BITS = 32
 #: The most activation tables the vector unit's table memory may hold (64 K int8 entries).
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
-BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual")
+BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register", "vector_scalar_register",
+             "fabric_products")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -146,6 +147,24 @@ class Config:
         instead of ``n_heads * kv_len`` (a group smaller than P, or not a multiple of it, leaves
         lanes idle); the finish stages stay shared. At most :data:`MAX_HEADS_PER_STEP` (64); the
         decode top level builds min(P, max_heads) lanes. The ``demo`` design uses 2.
+    gemm_product_register:
+        A second register in the GEMM's output stage, between the requantization's multiply and its
+        rounding shift and saturation (false, the default): the product is registered and shifted,
+        saturated and written a cycle later, one cycle more per GEMM instruction
+        (:data:`sim.machine.cycles.GEMM_PRODUCT_REGISTER`). A timing cut for FPGA clocks; no bit changes.
+    vector_scalar_register:
+        The vector instruction's scalars (multipliers, shifts, epsilon: the parameter words read
+        while the instruction is decoded) latched a cycle before its command instead of used from
+        the parameter memory's read data in the command's cycle (false, the default): one cycle more
+        per vector instruction (:data:`sim.machine.cycles.VECTOR_SCALAR_REGISTER`). A timing cut for
+        FPGA clocks; no bit changes.
+    fabric_products:
+        The int8 products built from adders in the logic fabric (:func:`hdl.arith.fabric_product`)
+        instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
+        processing element), the vector unit's int8 x int8 and int8 x scale products (MUL and
+        SILU_MUL, the norm's ``x * x``, ADD's two scaled terms, RoPE's ``x * cos`` and ``x * sin``)
+        and the fused residual add's two scaled terms. The same bits and cycles; an FPGA whose multipliers are too few for the
+        design (the ``ulx3s`` preset) trades them for logic.
     """
 
     array_rows: int = 4
@@ -169,6 +188,9 @@ class Config:
     fused_rope: bool = False
     fused_residual: bool = False
     attention_heads_per_step: int = 1
+    gemm_product_register: bool = False
+    vector_scalar_register: bool = False
+    fabric_products: bool = False
 
     def __post_init__(self):
         for f in fields(self):

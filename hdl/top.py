@@ -67,7 +67,7 @@ from golden.errors import InputError, InputTypeError
 from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.vector import NORM_MAX_LEN
 
-from .arith import requantize, round_shift, saturate8
+from .arith import product, requantize, round_shift, saturate8
 from .array import SystolicArray, act_layout, sum_layout, weight_layout
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import UNIT_CYCLE_BITS, Config, check_positive_int, checked_constructor
@@ -141,6 +141,7 @@ class _S(enum.Enum, shape=unsigned(4)):
     ASTART = 8
     ARUN = 9
     AOUT = 10
+    VLATCH = 11
 
 
 class _Bundle:
@@ -291,10 +292,12 @@ class DecodeTop(wiring.Component):
         s_w = mp.s_w
 
         # --- units ---------------------------------------------------------------------------
-        m.submodules.array = array = SystolicArray(rows=V, cols=V, rows_per_beat=c.weight_rows_per_cycle)
+        m.submodules.array = array = SystolicArray(rows=V, cols=V, rows_per_beat=c.weight_rows_per_cycle,
+                                                   fabric_products=c.fabric_products)
         m.submodules.vec = vec = VectorUnit(lanes=V, max_length=self.max_length,
                                             max_norm_length=self.max_norm_length, max_head_dim=HD,
-                                            max_context=CTX, act_tables=c.act_tables)
+                                            max_context=CTX, act_tables=c.act_tables,
+                                            fabric_products=c.fabric_products)
         finish = min(c.attention_finish_lanes, HD) or None
         m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads,
                                                finish_lanes=finish,
@@ -522,7 +525,8 @@ class DecodeTop(wiring.Component):
                 with m.Case(Opcode.ATTENTION):
                     m.d.sync += [state.eq(_S.AQ), left.eq(n_heads * HW)]
                 with m.Default():
-                    m.d.sync += state.eq(_S.VCMD)
+                    # vector_scalar_register: the scalars are latched (VLATCH) before the command.
+                    m.d.sync += state.eq(_S.VLATCH if self.config.vector_scalar_register else _S.VCMD)
 
     def _kv_write(self, m, seq, mp):
         """KV_WRITE: gather n_kv K and V rows of HW words each, write them at the position."""
@@ -650,7 +654,9 @@ class DecodeTop(wiring.Component):
         c = self.config
         m.submodules.gemm = g = GemmPath(lanes=self.lanes, weight_words=c.weight_words,
                                          rows_per_beat=c.weight_rows_per_cycle, residual=c.fused_residual,
-                                         max_m=c.max_m, addr_bits=self.addr_bits)
+                                         max_m=c.max_m, addr_bits=self.addr_bits,
+                                         product_register=c.gemm_product_register,
+                                         fabric_products=c.fabric_products)
         wiring.connect(m, g.weights, array.weights)
         wiring.connect(m, g.acts, array.acts)
         wiring.connect(m, array.sums, g.sums)
@@ -684,11 +690,13 @@ class DecodeTop(wiring.Component):
         is_rope = op == Opcode.ROPE
         is_argmax = op == Opcode.ARGMAX
 
-        # Scalars: the two parameter words read in DECODE, latched at the first command.
+        # Scalars: the two parameter words read in DECODE, latched at the first command (or, with
+        # vector_scalar_register, in VLATCH the cycle before it, so the command reads a register).
         live = Cat(p1.data, p2.data)
         sc = Signal(SCALAR_WORDS * 32 * V)
         sc_valid = Signal()
-        s = data.View(data.ArrayLayout(unsigned(32), SCALAR_WORDS * V), Mux(sc_valid, sc, live))
+        latched = self.config.vector_scalar_register
+        s = data.View(data.ArrayLayout(unsigned(32), SCALAR_WORDS * V), sc if latched else Mux(sc_valid, sc, live))
         heads = Signal(16)
         nw = Signal(16)                  # words of one pass
         f_valid = Signal()
@@ -716,10 +724,16 @@ class DecodeTop(wiring.Component):
 
         self._vector_command(m, ins, s, vec, pos)
         m.d.comb += vec.cmd.valid.eq(state == _S.VCMD)
-        with m.If(state == _S.VCMD):
-            m.d.sync += [state.eq(_S.VRUN), sc_valid.eq(1)]
-            with m.If(~sc_valid):
-                m.d.sync += sc.eq(live)
+        if latched:
+            with m.If(state == _S.VLATCH):
+                m.d.sync += [state.eq(_S.VCMD), sc.eq(live)]
+            with m.If(state == _S.VCMD):
+                m.d.sync += state.eq(_S.VRUN)
+        else:
+            with m.If(state == _S.VCMD):
+                m.d.sync += [state.eq(_S.VRUN), sc_valid.eq(1)]
+                with m.If(~sc_valid):
+                    m.d.sync += sc.eq(live)
 
         # The operand feeder: one beat a cycle from the scratchpad (x, a; b), the parameter memory
         # (gamma; beta) or the logits buffer; the read ports' output registers hold the beat.
@@ -838,11 +852,17 @@ class GemmPath(wiring.Component):
     port is idle until the first sum) and latched in its second; each output word's requantized value
     waits in a second output register for its residual word, and ``residual_add(x, y)`` is written the
     cycle after (one cycle more than the plain GEMM).
+
+    ``product_register`` (``Config.gemm_product_register``) registers the requantization's product
+    (and the word's destination) between the multiply and the rounding shift and saturation: every
+    output word is written one cycle later (one cycle more per GEMM). ``fabric_products``
+    (``Config.fabric_products``): the residual add's two scaled terms built from adders.
     """
 
     @checked_constructor
     def __init__(self, *, lanes: int, weight_words: int, rows_per_beat: int = 1, residual: bool = False,
-                 max_m: int = 1, addr_bits: int = 16):
+                 max_m: int = 1, addr_bits: int = 16, product_register: bool = False,
+                 fabric_products: bool = False):
         self.lanes = check_positive_int("GEMM path lanes", lanes)
         self.max_m = check_positive_int("GEMM path max_m", max_m)
         self.addr_bits = check_positive_int("GEMM path addr_bits", addr_bits)
@@ -852,6 +872,8 @@ class GemmPath(wiring.Component):
             raise InputError(f"GEMM path rows_per_beat must be a power of two dividing lanes ({lanes}), not {G}")
         V = lanes
         self.residual = bool(residual)
+        self.product_register = bool(product_register)
+        self.fabric_products = bool(fabric_products)
         AB = addr_bits
         extra = {"r_addr": Out(AB), "r_en": Out(1), "r_data": In(8 * V)} if residual else {}
         super().__init__({
@@ -976,10 +998,6 @@ class GemmPath(wiring.Component):
         o_addr = Signal(AB)
         o_requant = Signal()
         o_last = Signal()
-        y = Signal(data.ArrayLayout(signed(8), V))
-        for j in range(V):
-            ms_j = data.View(MULT_SHIFT, o_ms[j])
-            m.d.comb += y[j].eq(saturate8(round_shift(o_total[j] * ms_j.mult, ms_j.shift[:SHIFT_BITS])))
         final = s_kt == kt - 1
         fire = gemm & self.sums.valid
         requant = (ins.flags & GemmFlags.REQUANT.value) != 0
@@ -991,6 +1009,8 @@ class GemmPath(wiring.Component):
                 m.d.sync += [o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
                              o_addr.eq(dst + s_nt + Mux(requant, s_off, s_loff)), o_requant.eq(requant),
                              o_last.eq((s_nt == nt - 1) & (s_row == rows - 1))]
+        o_valid, o_total, o_addr, o_requant, o_last, y = self._requantize(m, o_valid, o_total, o_ms, o_addr,
+                                                                          o_requant, o_last)
         fused = self._residual_stage(m, raw, o_valid, o_addr, o_last, y, s_nt + s_off, fire & final)
         with m.If(gemm & o_valid & (~fused if self.residual else 1)):
             with m.If(o_requant):
@@ -1003,6 +1023,30 @@ class GemmPath(wiring.Component):
             m.d.comb += [self.s_addr.eq(o_addr), self.s_data.eq(y)]
         m.d.comb += [self.l_addr.eq(o_addr), self.l_data.eq(o_total)]
         return m
+
+    def _requantize(self, m, o_valid, o_total, o_ms, o_addr, o_requant, o_last):
+        """The output stage's requantization of ``o_total`` by ``o_ms`` into int8 words ``y``; with
+        ``product_register`` the products and the word's destination pass a second register first
+        (GEMM_PRODUCT_REGISTER). Returns the stage's (valid, total, addr, requant, last, y) as the
+        write sees them."""
+        V = self.lanes
+        shifts = [data.View(MULT_SHIFT, o_ms[j]).shift[:SHIFT_BITS] for j in range(V)]
+        products = [o_total[j] * data.View(MULT_SHIFT, o_ms[j]).mult for j in range(V)]
+        if self.product_register:
+            q_products = [Signal(signed(len(p)), name=f"q_product{j}") for j, p in enumerate(products)]
+            q_shifts = [Signal(SHIFT_BITS, name=f"q_shift{j}") for j in range(V)]
+            stage = [Signal.like(o_valid, name="q_valid"), Signal.like(o_total, name="q_total"),
+                     Signal.like(o_addr, name="q_addr"), Signal.like(o_requant, name="q_requant"),
+                     Signal.like(o_last, name="q_last")]
+            m.d.sync += [q.eq(p) for q, p in zip(q_products, products, strict=True)]
+            m.d.sync += [q.eq(sh) for q, sh in zip(q_shifts, shifts, strict=True)]
+            m.d.sync += [q.eq(o) for q, o in zip(stage, (o_valid, o_total, o_addr, o_requant, o_last), strict=True)]
+            products, shifts = q_products, q_shifts
+            o_valid, o_total, o_addr, o_requant, o_last = stage
+        y = Signal(data.ArrayLayout(signed(8), V))
+        for j in range(V):
+            m.d.comb += y[j].eq(saturate8(round_shift(products[j], shifts[j])))
+        return o_valid, o_total, o_addr, o_requant, o_last, y
 
     def _residual_stage(self, m, raw, o_valid, o_addr, o_last, y, r_word, take):
         """The fused residual add (flag RESIDUAL) after the output stage; returns the flag (0 without
@@ -1038,6 +1082,10 @@ class GemmPath(wiring.Component):
         r_addr = Signal(AB)
         with m.If(take):
             m.d.sync += r_addr.eq(r_base + r_word)
+        if self.product_register:   # y is a cycle later: so is the residual word's read
+            r_late = Signal(AB)
+            m.d.sync += r_late.eq(r_addr)
+            r_addr = r_late
         p_valid = Signal()
         p_y = Signal(data.ArrayLayout(signed(8), V))
         p_addr = Signal(AB)
@@ -1052,7 +1100,9 @@ class GemmPath(wiring.Component):
 
         a_mult, b_mult = scalar("a_mult", MULT_BITS), scalar("b_mult", MULT_BITS)
         for j in range(V):
-            m.d.comb += z[j].eq(requantize(x[j] * a_mult + p_y[j] * b_mult, scalar("mult", MULT_BITS),
+            fab = self.fabric_products
+            m.d.comb += z[j].eq(requantize(product(a_mult, x[j], fabric=fab) + product(b_mult, p_y[j], fabric=fab),
+                                           scalar("mult", MULT_BITS),
                                            scalar("shift", SHIFT_BITS)))
         with m.If(gemm & p_valid):
             m.d.comb += self.s_we.eq(1)

@@ -39,7 +39,7 @@ from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
-from .arith import requantize, round_shift
+from .arith import product, requantize, round_shift
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = [
@@ -147,6 +147,8 @@ class VectorUnit(wiring.Component):
     max_head_dim: longest RoPE head, a multiple of 2 * lanes and at most max_length.
     max_context: positions of the RoPE table.
     act_tables: activation tables (256 int8 entries each) the table memory holds, 1 .. 256.
+    fabric_products: the lanes' int8 products (MUL and SILU_MUL, the norm's x * x, ADD's two scaled
+    terms, RoPE's x * cos and x * sin) built from adders (:func:`hdl.arith.fabric_product`) instead of hard multipliers.
 
     Ports
     -----
@@ -166,7 +168,8 @@ class VectorUnit(wiring.Component):
 
     @checked_constructor
     def __init__(self, *, lanes: int, max_length: int, max_norm_length: int, max_head_dim: int,
-                 max_context: int, act_tables: int):
+                 max_context: int, act_tables: int, fabric_products: bool = False):
+        self.fabric_products = bool(fabric_products)
         self.lanes = check_positive_int("vector unit lanes", lanes)
         if lanes > MAX_LANES:
             raise InputError(f"vector unit lanes must be at most {MAX_LANES}, not {lanes}")
@@ -421,6 +424,7 @@ class VectorUnit(wiring.Component):
         is_silu_mul = op.op == VectorOp.SILU_MUL
         is_mul = (op.op == VectorOp.MUL) | is_silu_mul
         mu, f, r, k = stats.mu, stats.f, stats.r, stats.k
+        fab = self.fabric_products
         s_terms, q_terms, cands = [], [], []
         for i in range(L):
             lane = p1_in[i]
@@ -428,13 +432,13 @@ class VectorUnit(wiring.Component):
             b8 = lane.b[:8].as_signed()
             bx = buf_ra.data[i]
             bp = buf_rb.data[i]
-            ps = bp * rope_r.data.sin[i]
+            ps = product(rope_r.data.sin[i], bp, fabric=fab)
             d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
             n = round_shift(d * r, k + NORM_MEAN_FRAC_BITS)
             acc = Mux(is_req, lane.a,
-                  Mux(op.op == VectorOp.ADD, a8 * c.a_mult + b8 * c.b_mult,
-                  Mux(is_mul, Mux(is_silu_mul, act_data[i], a8) * b8,
-                  Mux(op.is_rope, bx * rope_r.data.cos[i] + Mux(p1.second, ps, -ps), n))))
+                  Mux(op.op == VectorOp.ADD, product(c.a_mult, a8, fabric=fab) + product(c.b_mult, b8, fabric=fab),
+                  Mux(is_mul, product(Mux(is_silu_mul, act_data[i], a8), b8, fabric=fab),
+                  Mux(op.is_rope, product(rope_r.data.cos[i], bx, fabric=fab) + Mux(p1.second, ps, -ps), n))))
             with m.If(en):
                 m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(op.is_layer, lane.a, 0)),
                              mult2[i].eq(Mux(is_req, lane.b[:MULT_BITS], Mux(p1.bsel, c.mult_b, c.mult))),
@@ -442,7 +446,7 @@ class VectorUnit(wiring.Component):
                              act2[i].eq(act_data[i])]
             live = p1.mask[i]
             s_terms.append(Mux(live, a8, 0))
-            q_terms.append(Mux(live, a8 * a8, 0))
+            q_terms.append(Mux(live, product(a8, a8, fabric=fab), 0))
             cands.append((lane.a, Const(i, range(L)), live))
         # Argmax within the beat: the right candidate wins only when strictly greater, so ties keep
         # the lower lane.

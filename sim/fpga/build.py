@@ -62,6 +62,9 @@ FEEDER_MULTIPLIERS = 1
 #: (one each) and the sum's requantization (a 25-bit sum times a 15-bit multiplier: two). Measured on
 #: ECP5 (``synth_ecp5`` of GemmPath with and without the stage: +16 at 4 lanes, +32 at 8).
 RESIDUAL_MULTIPLIERS_PER_LANE = 4
+#: Of those, the two scaled terms, which ``Config.fabric_products`` builds from adders instead
+#: (measured: GemmPath of the 8-lane ``ulx3s`` design, 49 -> 33 MULT18X18D).
+RESIDUAL_SCALED_TERMS_PER_LANE = 2
 #: Multipliers each attention datapath beyond the first adds (``attention_heads_per_step`` P > 1:
 #: :class:`hdl.attention.AttentionUnit` builds its position stages P times, its finish stages once):
 #: the logit's scale (a 32-bit dot product times 15 bits: two) and the denominator's rescale (25 x 16
@@ -279,15 +282,17 @@ def _refuse_overflow(plan: BuildPlan, multipliers_who: str, multipliers_why: str
 
 def decode_multipliers(config, *, lanes: int, head_dim: int, max_heads: int) -> dict[str, int]:
     """The decode accelerator's counted multipliers by part (the one count :func:`plan_decode_build`
-    uses): ``array`` one per processing element; ``fused residual`` :data:`RESIDUAL_MULTIPLIERS_PER_LANE`
-    per lane with ``fused_residual`` (else 0); ``attention heads`` (P - 1) x (:data:`HEAD_MULTIPLIERS` +
+    uses): ``array`` one per processing element (none with ``fabric_products``: adders);
+    ``fused residual`` :data:`RESIDUAL_MULTIPLIERS_PER_LANE` per lane with ``fused_residual`` (else 0;
+    :data:`RESIDUAL_SCALED_TERMS_PER_LANE` fewer with ``fabric_products``); ``attention heads`` (P - 1) x (:data:`HEAD_MULTIPLIERS` +
     :data:`HEAD_MULTIPLIERS_PER_DIM` x ``head_dim``) for P = ``attention_heads_per_step`` (capped at
     ``max_heads``, as :class:`hdl.top.DecodeTop` builds the unit; 0 at P = 1)."""
     c = config
     heads = min(c.attention_heads_per_step, max_heads)
+    residual = RESIDUAL_MULTIPLIERS_PER_LANE - (RESIDUAL_SCALED_TERMS_PER_LANE if c.fabric_products else 0)
     return {
-        "array": c.array_rows * c.array_cols,
-        "fused residual": RESIDUAL_MULTIPLIERS_PER_LANE * lanes if c.fused_residual else 0,
+        "array": 0 if c.fabric_products else c.array_rows * c.array_cols,
+        "fused residual": residual * lanes if c.fused_residual else 0,
         "attention heads": (heads - 1) * (HEAD_MULTIPLIERS + HEAD_MULTIPLIERS_PER_DIM * head_dim),
     }
 

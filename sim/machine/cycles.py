@@ -317,7 +317,12 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 #                  port, meet in one more register; the add is computed and written the cycle after:
 #                  the last word one cycle later than the plain GEMM's, instead of the add's vector
 #                  instruction of SEQ_ISSUE + vector("add"))
+#                  gemm_product_register: + GEMM_PRODUCT_REGISTER (the requantization's product is
+#                  registered before its shift and saturation: the last word is written a cycle later)
 #     rmsnorm ...  SEQ_ISSUE + vector                 the command is offered the cycle after decode
+#                  vector_scalar_register: + VECTOR_SCALAR_REGISTER (every vector instruction, rope
+#                  and argmax included: the scalars are latched in a cycle of their own before the
+#                  command; a rope of several commands latches them once)
 #     rope         SEQ_ISSUE + heads * vector(head_dim)   one command per head, back to back
 #                  fused_rope: SEQ_ISSUE + COMMAND + 2 * heads * W + PIPELINE, one command for all
 #                  heads (q's and k's together when the compiler gives them one instruction)
@@ -333,8 +338,9 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # parameters, the RoPE table and the activation tables (one 256-entry table per distinct
 # activation, one entry a host-port cycle; an ACTIVATION instruction names its table by index).
 
-__all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "GEMM_OVERLAP", "GEMM_RESIDUAL", "GEMM_WRITEBACK", "SEQ_ISSUE",
-            "UNITS", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "pass_cycles", "unit_of"]
+__all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "GEMM_OVERLAP", "GEMM_PRODUCT_REGISTER", "GEMM_RESIDUAL",
+            "GEMM_WRITEBACK", "SEQ_ISSUE", "UNITS", "VECTOR_SCALAR_REGISTER", "Bounds", "DecodeCycles", "OpCycles",
+            "decode_step_cycles", "op_cycles", "pass_cycles", "unit_of"]
 
 SEQ_ISSUE = 1
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
@@ -343,6 +349,10 @@ GEMM_OVERLAP = 1
 GEMM_WRITEBACK = 1
 #: A GEMM with its residual add fused (Config.fused_residual): the add's stage after the requantization.
 GEMM_RESIDUAL = 1
+#: Config.gemm_product_register: the output stage's second register (the requantization's product).
+GEMM_PRODUCT_REGISTER = 1
+#: Config.vector_scalar_register: the cycle a vector instruction's scalars are latched before its command.
+VECTOR_SCALAR_REGISTER = 1
 #: The cycle between the attention unit's done and the first output word written back.
 ATTENTION_HANDOFF = 1
 
@@ -520,7 +530,7 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
     row_words = ceil_div(head_dim, lanes)
     if op == "gemm":
         g = gemm_cycles(config, rows, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
-        extra = GEMM_RESIDUAL if residual else 0
+        extra = (GEMM_RESIDUAL if residual else 0) + (GEMM_PRODUCT_REGISTER if config.gemm_product_register else 0)
         return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK + extra,
                         macs=rows * in_width * width, weight_bytes=in_width * width,
                         tiles=gemm_tiles(config, in_width, width),
@@ -539,20 +549,21 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
         return OpCycles(op, "", SEQ_ISSUE + 2 * n_heads * row_words + a.total + ATTENTION_HANDOFF,
                         unit_min=attention_min_cycles(n_heads=n_heads, kv_len=position + 1, n_kv_heads=n_kv_heads,
                                                       heads_per_step=config.attention_heads_per_step))
+    latch = VECTOR_SCALAR_REGISTER if config.vector_scalar_register else 0
     if op == "rope":
         heads = width // head_dim
         if getattr(config, "fused_rope", False):
             v = vector_cycles("rope", head_dim, lanes, heads=heads)
-            return OpCycles(op, "", SEQ_ISSUE + v.total, unit_min=v.lower_bound)
+            return OpCycles(op, "", SEQ_ISSUE + latch + v.total, unit_min=v.lower_bound)
         v = vector_cycles("rope", head_dim, lanes)
-        return OpCycles(op, "", SEQ_ISSUE + heads * v.total, unit_min=heads * v.lower_bound)
+        return OpCycles(op, "", SEQ_ISSUE + latch + heads * v.total, unit_min=heads * v.lower_bound)
     vector_op = {"rmsnorm": "rmsnorm", "layernorm": "layernorm", "residual_add": "add", "multiply": "mul",
                  "activation": "silu", "argmax": "argmax"}.get(op)
     if vector_op is None:
         raise InputError(f"op must be a primitive of the integer program, not {op!r}")
     length = in_width if op == "argmax" else width
     v = vector_cycles(vector_op, length, lanes)
-    return OpCycles(op, "", SEQ_ISSUE + v.total, unit_min=v.lower_bound)
+    return OpCycles(op, "", SEQ_ISSUE + latch + v.total, unit_min=v.lower_bound)
 
 
 def decode_step_cycles(ops, model_config, config, *, position: int,

@@ -596,6 +596,9 @@ class Hardware:
     fused_rope: bool = False             # RoPE of every head (q's and k's) one command (Config's)
     fused_residual: bool = False         # residual adds fused into the GEMM's output stage (Config's)
     attention_heads_per_step: int = 1    # P: query heads of a KV group per attention step (Config's)
+    gemm_product_register: bool = False  # the GEMM output stage's second register (Config's): +1 a GEMM
+    vector_scalar_register: bool = False  # vector scalars latched a cycle early (Config's): +1 a vector op
+    fabric_products: bool = False        # int8 products in logic, not multipliers (Config's): no cycle
 
     def __post_init__(self):
         # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.
@@ -643,8 +646,8 @@ class Hardware:
         return replace(DEFAULT, array_rows=self.array_rows, array_cols=self.array_cols,
                        vector_lanes=self.vector_lanes, clock_hz=max(1, round(self.clock_hz)), max_m=m,
                        attention_finish_lanes=self.attention_finish_lanes, weight_rows_per_cycle=g,
-                       fused_swiglu=self.fused_swiglu, fused_rope=self.fused_rope,
-                       fused_residual=self.fused_residual, attention_heads_per_step=self.attention_heads_per_step,
+                       attention_heads_per_step=self.attention_heads_per_step,
+                       **{key: getattr(self, key) for key in BOOL_KEYS},
                        act_words=max(DEFAULT.act_words, m), result_words=max(DEFAULT.result_words, m),
                        weight_words=ceil_div(max(DEFAULT.weight_words, self.array_rows), g) * g)
 

@@ -25,7 +25,7 @@ from sim.machine.isa_sim import IsaMachine
 from sim.runtime import decode
 from tests.tolerances import rel64
 
-from .tiny_models import SMALL, SMALL_SHARED, TINY, tiny
+from .tiny_models import FPGA_KEYS, SMALL, SMALL_SHARED, TINY, tiny
 
 
 def truncated(compiled, n):
@@ -138,9 +138,9 @@ def rows_cases(simulator):
     return [r if r in FAST_ROWS[simulator] else pytest.param(r, marks=pytest.mark.slow) for r in ROWS]
 
 
-@pytest.mark.parametrize("rows", ROWS)
-def test_embed_norm_and_gemm_on_amaranth(rows):
-    compiled = truncated(tiny("llama-gqa", rows), 3)
+@pytest.mark.parametrize(("rows", "keys"), [(r, {}) for r in ROWS] + [(4, FPGA_KEYS)])
+def test_embed_norm_and_gemm_on_amaranth(rows, keys):
+    compiled = truncated(tiny("llama-gqa", rows, **keys), 3)
     steps = [(3, 0), (7, 1)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
@@ -183,11 +183,12 @@ def test_tiny_models_generate_the_integer_models_tokens_on_verilator(name):
         assert step["cycles"] == predicted.total
 
 
-@pytest.mark.parametrize("rows", [1, 2, 4])
-def test_tiny_model_step_by_step_on_verilator(rows):
+@pytest.mark.parametrize(("rows", "keys"), [(1, {}), (2, {}), (4, {}), (4, FPGA_KEYS)])
+def test_tiny_model_step_by_step_on_verilator(rows, keys):
     """Scratchpad, logits and per-instruction cycles after each of several steps (incl. a late position),
-    with the weight path delivering 1, 2 and R (4) tile rows a cycle."""
-    compiled = tiny("gpt2", rows)
+    with the weight path delivering 1, 2 and R (4) tile rows a cycle, and with the FPGA build's timing
+    cuts and fabric products (GEMM and vector instructions a cycle longer, the same bits)."""
+    compiled = tiny("gpt2", rows, **keys)
     steps = [(3, 0), (9, 1), (30, 2), (4, 47)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))

@@ -20,11 +20,17 @@ SMALL = replace(PRESETS["4x4"], weight_words=8192, max_context=48, param_words=8
 SMALL_SHARED = {"max_heads": 4, "max_norm_length": 32}   # what top_params gives llama-gqa
 
 
-def tiny(name, weight_rows_per_cycle=1):
-    """The tiny model ``name`` compiled for :data:`SMALL` with ``weight_rows_per_cycle`` weight banks."""
+#: The FPGA build's timing cuts and fabric products (each off by default, on in the ``ulx3s``
+#: preset): the same bits, the cuts a cycle more per GEMM and per vector instruction.
+FPGA_KEYS = {"gemm_product_register": True, "vector_scalar_register": True, "fabric_products": True}
+
+
+def tiny(name, weight_rows_per_cycle=1, **changes):
+    """The tiny model ``name`` compiled for :data:`SMALL` with ``weight_rows_per_cycle`` weight banks
+    (and ``changes`` to the design)."""
     cfg = TINY[name]
     model = quantize_model(cfg, init_weights(cfg, seed=3, std=0.3), random_calibration(cfg, windows=4, seed=1))
-    return compile_model(model, replace(SMALL, weight_rows_per_cycle=weight_rows_per_cycle))
+    return compile_model(model, replace(SMALL, weight_rows_per_cycle=weight_rows_per_cycle, **changes))
 
 
 #: :data:`SMALL` with room for passes of up to 8 rows (the tiny models' scratchpad and logits rows
