@@ -163,8 +163,8 @@ class Config:
         instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
         processing element), the vector unit's int8 x int8 and int8 x scale products (MUL and
         SILU_MUL, the norm's ``x * x``, ADD's two scaled terms, RoPE's ``x * cos`` and ``x * sin``)
-        and the fused residual add's two scaled terms. The same bits and cycles; an FPGA whose multipliers are too few for the
-        design (the ``ulx3s`` preset) trades them for logic.
+        and the fused residual add's two scaled terms. The same bits and cycles; an FPGA whose
+        multipliers are too few for the design (the ``ulx3s`` preset) trades them for logic.
     """
 
     array_rows: int = 4
