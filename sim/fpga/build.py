@@ -286,7 +286,8 @@ def decode_multipliers(config, *, lanes: int, head_dim: int, max_heads: int) -> 
     ``fused residual`` :data:`RESIDUAL_MULTIPLIERS_PER_LANE` per lane with ``fused_residual`` (else 0;
     :data:`RESIDUAL_SCALED_TERMS_PER_LANE` fewer with ``fabric_products``); ``attention heads``
     (P - 1) x (:data:`HEAD_MULTIPLIERS` + :data:`HEAD_MULTIPLIERS_PER_DIM` x ``head_dim``) for
-    P = ``attention_heads_per_step`` (capped at ``max_heads``, as :class:`hdl.top.DecodeTop` builds the unit; 0 at P = 1)."""
+    P = ``attention_heads_per_step`` (capped at ``max_heads``, as :class:`hdl.top.DecodeTop` builds
+    the unit; 0 at P = 1)."""
     c = config
     heads = min(c.attention_heads_per_step, max_heads)
     residual = RESIDUAL_MULTIPLIERS_PER_LANE - (RESIDUAL_SCALED_TERMS_PER_LANE if c.fabric_products else 0)
