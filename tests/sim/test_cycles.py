@@ -135,3 +135,30 @@ def test_a_gemm_pads_to_whole_tiles_in_both_array_bounds():
         d = DecodeCycles((c,), 8, 8, float(config.weight_port_bytes))
         assert d.bounds["MAC peak"] == 4 and d.bounds["weight port"] == 256 / (8 * g)
         assert d.binding == ("MAC peak" if g == 8 else "weight port")
+
+
+def test_the_fpga_timing_cuts_add_a_cycle_to_each_gemm_and_each_vector_instruction():
+    """gemm_product_register: GEMM_PRODUCT_REGISTER more per GEMM instruction; vector_scalar_register:
+    VECTOR_SCALAR_REGISTER more per vector instruction (a RoPE of several commands latches once);
+    fabric_products: no cycle. The RTL confirms them (tests/sim/test_top_rtl.py, test_fused_residual.py)."""
+    from dataclasses import replace
+
+    from golden.checkpoint import load_demo_model
+    from golden.quantize import program_structure
+    from hdl.config import PRESETS
+    from sim.machine.cycles import GEMM_PRODUCT_REGISTER, VECTOR_SCALAR_REGISTER, decode_step_cycles, unit_of
+
+    assert GEMM_PRODUCT_REGISTER == VECTOR_SCALAR_REGISTER == 1
+    model = load_demo_model().config
+    ops = program_structure(model)
+    for name in ("demo", "demo-narrow"):        # fused and one-command-a-head RoPE
+        base = PRESETS[name]
+        off = decode_step_cycles(ops, model, base, position=5)
+        for key, unit, extra in (("gemm_product_register", "array", GEMM_PRODUCT_REGISTER),
+                                 ("vector_scalar_register", "vector", VECTOR_SCALAR_REGISTER),
+                                 ("fabric_products", None, 0)):
+            on = decode_step_cycles(ops, model, replace(base, **{key: True}), position=5)
+            assert [a.output for a in on.ops] == [b.output for b in off.ops]
+            assert [a.cycles - b.cycles for a, b in zip(on.ops, off.ops, strict=True)] == [
+                extra if unit_of(b.op) == unit else 0 for b in off.ops]
+            assert on.bounds == off.bounds

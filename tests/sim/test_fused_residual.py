@@ -25,18 +25,19 @@ from sim.machine.isa_sim import IsaMachine
 from sim.machine.schedule import instruction_groups
 
 from .test_top_rtl import check_steps, readback, truncated
-from .tiny_models import SMALL, SMALL_SHARED, TINY, tiny
+from .tiny_models import FPGA_KEYS, SMALL, SMALL_SHARED, TINY, tiny
 
 FUSED = replace(SMALL, fused_residual=True)
 
 
-def fused(name, *, saturate=False):
-    """The tiny model ``name`` compiled for the small design with the residual add fused; with
-    ``saturate`` its first layer's two residual adds get constants that saturate most outputs."""
+def fused(name, *, saturate=False, **changes):
+    """The tiny model ``name`` compiled for the small design with the residual add fused (and
+    ``changes`` to it); with ``saturate`` its first layer's two residual adds get constants that
+    saturate most outputs."""
     model = tiny(name).model
     if saturate:
         model = saturating(model)
-    return compile_model(model, FUSED)
+    return compile_model(model, replace(FUSED, **changes))
 
 
 def saturating(model):
@@ -57,7 +58,9 @@ def fused_groups(compiled):
 
 def test_the_demo_design_has_it_and_the_other_designs_do_not():
     assert PRESETS["demo"].fused_residual is True
-    assert all(not c.fused_residual for name, c in PRESETS.items() if name != "demo")
+    board = ("ulx3s", "ulx3s-fmax")     # the FPGA board's design (docs/fpga.md) has it too
+    assert all(not c.fused_residual for name, c in PRESETS.items() if name not in ("demo", *board))
+    assert all(PRESETS[name].fused_residual for name in board)
     assert replace(PRESETS["demo"], weight_rows_per_cycle=1, fused_residual=False, fused_swiglu=False,
                    fused_rope=False, attention_heads_per_step=1) == PRESETS["demo-narrow"]
 
@@ -177,10 +180,11 @@ def test_the_fused_program_computes_what_the_separate_ops_compute(name, saturate
 
 # --- the RTL -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("saturate", [False, True])
-def test_a_partial_program_with_a_fused_gemm_on_amaranth(saturate):
-    """Embedding, norm, q/k/v, RoPE, KV write, attention and the fused o + x_attn."""
-    compiled = fused("llama-gqa", saturate=saturate)
+@pytest.mark.parametrize(("saturate", "keys"), [(False, {}), (True, {}), (True, FPGA_KEYS)])
+def test_a_partial_program_with_a_fused_gemm_on_amaranth(saturate, keys):
+    """Embedding, norm, q/k/v, RoPE, KV write, attention and the fused o + x_attn (with the FPGA
+    build's timing cuts and fabric products too: the residual word is read a cycle later)."""
+    compiled = fused("llama-gqa", saturate=saturate, **keys)
     n = next(i for i, g in enumerate(compiled.ops) if g is not None and g.residual is not None) + 1
     compiled = truncated(compiled, n)
     steps = [(3, 0), (7, 1)]
@@ -189,12 +193,14 @@ def test_a_partial_program_with_a_fused_gemm_on_amaranth(saturate):
     check_steps(compiled, run("amaranth", "decode_top", params, "decode_top", job), steps)
 
 
-@pytest.mark.parametrize(("name", "saturate"), [("llama-gqa", False), ("gpt2", False), ("llama-gqa", True),
-                                                ("gpt2", True)])
-def test_tiny_models_step_by_step_on_verilator(name, saturate):
+@pytest.mark.parametrize(("name", "saturate", "keys"), [("llama-gqa", False, {}), ("gpt2", False, {}),
+                                                        ("llama-gqa", True, {}), ("gpt2", True, {}),
+                                                        ("gpt2", True, FPGA_KEYS)])
+def test_tiny_models_step_by_step_on_verilator(name, saturate, keys):
     """Scratchpad, logits, every instruction's cycles and start cycle after each step (a late position
-    too), against the instruction-level model and the cycle model."""
-    compiled = fused(name, saturate=saturate)
+    too), against the instruction-level model and the cycle model; with the FPGA build's timing cuts
+    and fabric products too (gpt2: biased GEMMs and a LayerNorm)."""
+    compiled = fused(name, saturate=saturate, **keys)
     steps = [(3, 0), (9, 1), (20, 2), (4, 47)]
     params = top_params(compiled, **SMALL_SHARED)
     job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from golden.checkpoint import load_demo_model
 from golden.numerics import ceil_div
 from golden.quantize import program_structure
-from hdl.config import DEFAULT, PRESETS
+from hdl.config import BOOL_KEYS, DEFAULT, PRESETS
 from sim.cli.perf import estimate_cmd
 from sim.machine.cycles import decode_step_cycles, op_cycles
 from sim.machine.schedule import column_pad, instruction_groups
@@ -130,8 +130,16 @@ def test_presets_match_the_hdl_configurations():
     assert (PRESETS["demo"].attention_heads_per_step, PRESETS["demo-narrow"].attention_heads_per_step) == (2, 1)
     assert replace(PRESETS["demo"], weight_rows_per_cycle=1, attention_heads_per_step=1, fused_swiglu=False,
                    fused_rope=False, fused_residual=False) == PRESETS["demo-narrow"]
-    # demo has the fusions on; every other design keeps today's hardware.
-    assert [n for n, c in PRESETS.items() if c.fused_swiglu or c.fused_rope or c.fused_residual] == ["demo"]
+    # demo and the board's design have the fusions on; every other design keeps today's hardware.
+    fusions = ("fused_swiglu", "fused_rope", "fused_residual")
+    assert [n for n, c in PRESETS.items() if any(getattr(c, k) for k in fusions)] == ["demo", "ulx3s", "ulx3s-fmax"]
+    # The FPGA keys (timing cuts, fabric products) are the board's design's alone, and the perf model
+    # prices what the RTL builds.
+    fpga = ("gemm_product_register", "vector_scalar_register", "fabric_products")
+    assert [n for n, c in PRESETS.items() if any(getattr(c, k) for k in fpga)] == ["ulx3s", "ulx3s-fmax"]
+    for preset in ("demo", "ulx3s"):
+        hw, config = load_hardware(preset), PRESETS[preset]
+        assert all(getattr(hw.config(), k) == getattr(config, k) for k in BOOL_KEYS)
 
 
 def test_the_estimate_takes_the_weight_port_from_the_design():
