@@ -308,6 +308,9 @@ def test_decode_plan_counts_the_fused_residual_and_the_extra_attention_datapaths
     assert plan(attention_heads_per_step=2).multipliers - off.multipliers == 4 + 2 * 8
     assert plan(attention_heads_per_step=4).multipliers - off.multipliers == 3 * (4 + 2 * 8)
     assert plan(attention_heads_per_step=8).multipliers == plan(attention_heads_per_step=4).multipliers  # capped
+    # fabric_products: the array's products and the residual's two scaled terms are adders.
+    assert plan(fused_residual=True, fabric_products=True).multiplier_parts == {
+        "array": 0, "fused residual": 2 * 4, "attention heads": 0}
     both = plan(fused_residual=True, attention_heads_per_step=2)
     assert both.multiplier_parts == {"array": 16, "fused residual": 16, "attention heads": 20}
     assert both.multipliers == 52
@@ -343,6 +346,7 @@ def _ecp5_multipliers(design) -> int:
 def test_the_counted_multipliers_are_what_synthesis_adds():
     """decode_multipliers' per-feature counts against synth_ecp5 of the blocks with and without the
     feature: GemmPath's residual stage at 4 lanes, the attention unit's second datapath at head_dim 2."""
+    from hdl.array import SystolicArray
     from hdl.attention import AttentionUnit
     from hdl.top import GemmPath
     from sim.fpga.build import decode_multipliers
@@ -354,3 +358,9 @@ def test_the_counted_multipliers_are_what_synthesis_adds():
     heads = (_ecp5_multipliers(AttentionUnit(head_dim=2, max_context=8, max_heads=2, heads_per_step=2))
              - _ecp5_multipliers(AttentionUnit(head_dim=2, max_context=8, max_heads=2)))
     assert (residual, heads) == (parts["fused residual"], parts["attention heads"]) == (16, 8)
+    # fabric_products: the array's products and the residual's two scaled terms in adders.
+    fabric = decode_multipliers(replace(config, fabric_products=True), lanes=4, head_dim=2, max_heads=2)
+    residual = (_ecp5_multipliers(GemmPath(lanes=4, weight_words=64, residual=True, fabric_products=True))
+                - _ecp5_multipliers(GemmPath(lanes=4, weight_words=64, fabric_products=True)))
+    array = _ecp5_multipliers(SystolicArray(rows=4, cols=4, fabric_products=True))
+    assert (residual, array) == (fabric["fused residual"], fabric["array"]) == (8, 0)
