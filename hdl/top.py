@@ -55,7 +55,8 @@ Host port: ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of
 ``host_mem`` (PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or
 ACT_TABLES: its activation tables, one int8 entry a word at ``table * 256 + x + 128``);
 ``host_rdata`` shows word ``host_addr`` of SCRATCH, LOGITS, TRACE or PARAMS one cycle after the
-address. Meant for idle time.
+address. Meant for idle time (the reads share the units' read ports, which are the host's only while
+the sequencer is idle; the link refuses READ_MEM while busy).
 """
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
@@ -452,36 +453,40 @@ class DecodeTop(wiring.Component):
         m.submodules.trace = trace = memory.Memory(shape=unsigned(2 * UNIT_CYCLE_BITS), depth=c.program_words, init=[])
 
         prog_w, prog_r = prog.write_port(), prog.read_port()
-        p_w, p1, p2, p_h = pmem.write_port(), pmem.read_port(), pmem.read_port(), pmem.read_port()
-        s_w, sa, sb, s_h = smem.write_port(), smem.read_port(), smem.read_port(), smem.read_port()
-        l_w, l_r, l_h = lmem.write_port(), lmem.read_port(), lmem.read_port()
+        # The host reads through the sequencer's first read ports while idle (no port of its own: on an
+        # FPGA every read port beyond one is another copy of the memory's block RAMs).
+        p_w, p1, p2 = pmem.write_port(), pmem.read_port(), pmem.read_port()
+        s_w, sa, sb = smem.write_port(), smem.read_port(), smem.read_port()
+        l_w, l_r = lmem.write_port(), lmem.read_port()
         k_w, k_r = kmem.write_port(), kmem.read_port()
         v_w, v_r = vmem.write_port(), vmem.read_port()
         q_w, q_r = qbuf.write_port(), qbuf.read_port()
         o_w, o_r = obuf.write_port(), obuf.read_port()
         t_w, t_h = trace.write_port(), trace.read_port()
 
-        return _Bundle(prog_w=prog_w, prog_r=prog_r, wm=wm, p_w=p_w, p1=p1, p2=p2, p_h=p_h, s_w=s_w, sa=sa,
-                       sb=sb, s_h=s_h, l_w=l_w, l_r=l_r, l_h=l_h, k_w=k_w, k_r=k_r, v_w=v_w, v_r=v_r, q_w=q_w,
-                       q_r=q_r, o_w=o_w, o_r=o_r, t_w=t_w, t_h=t_h)
+        return _Bundle(prog_w=prog_w, prog_r=prog_r, wm=wm, p_w=p_w, p1=p1, p2=p2, s_w=s_w, sa=sa, sb=sb, l_w=l_w,
+                       l_r=l_r, k_w=k_w, k_r=k_r, v_w=v_w, v_r=v_r, q_w=q_w, q_r=q_r, o_w=o_w, o_r=o_r, t_w=t_w,
+                       t_h=t_h)
 
     def _host_port(self, m, mp, vec, running):
-        """Host writes to the memories and the vector unit's tables (idle only); host reads."""
-        prog_w, wm, p_w, s_w, s_h, l_h, t_h, p_h = mp.prog_w, mp.wm, mp.p_w, mp.s_w, mp.s_h, mp.l_h, mp.t_h, mp.p_h
+        """Host writes to the memories and the vector unit's tables (idle only); host reads (idle only:
+        through the scratchpad's, the logits buffer's and the parameter memory's first read ports)."""
+        prog_w, wm, p_w, s_w, t_h = mp.prog_w, mp.wm, mp.p_w, mp.s_w, mp.t_h
+        s_h, l_h, p_h = mp.sa, mp.l_r, mp.p1
         hw = self.host_we & ~running
         hm = self.host_mem
         m.d.comb += [
             prog_w.addr.eq(self.host_addr), prog_w.data.eq(self.host_wdata), prog_w.en.eq(hw & (hm == TopMem.PROGRAM)),
             wm.waddr.eq(self.host_addr), wm.wdata.eq(self.host_wdata), wm.we.eq(hw & (hm == TopMem.WEIGHTS)),
             p_w.addr.eq(self.host_addr), p_w.data.eq(self.host_wdata), p_w.en.eq(hw & (hm == TopMem.PARAMS)),
-            s_h.addr.eq(self.host_addr), l_h.addr.eq(self.host_addr), t_h.addr.eq(self.host_addr),
-            p_h.addr.eq(self.host_addr),
+            t_h.addr.eq(self.host_addr),
             self.host_rdata.eq(Mux(hm == TopMem.SCRATCH, s_h.data,
                                Mux(hm == TopMem.LOGITS, l_h.data,
                                Mux(hm == TopMem.TRACE, t_h.data, p_h.data)))),
         ]
         with m.If(~running):
-            m.d.comb += [s_w.addr.eq(self.host_addr), s_w.data.eq(self.host_wdata),
+            m.d.comb += [s_h.addr.eq(self.host_addr), l_h.addr.eq(self.host_addr), p_h.addr.eq(self.host_addr),
+                         s_w.addr.eq(self.host_addr), s_w.data.eq(self.host_wdata),
                          s_w.en.eq(hw & (hm == TopMem.SCRATCH)),
                          vec.tbl_we.eq(hw & ((hm == TopMem.VTABLE) | (hm == TopMem.ACT_TABLES))),
                          vec.tbl_sel.eq(Mux(hm == TopMem.ACT_TABLES, VectorTable.ACT, VectorTable.ROPE)),

@@ -223,22 +223,21 @@ def test_runtime_verilator_backend_on_a_tiny_model():
     _estimate_equals_the_measured_mean(compiled, report, hw)
 
 
-@pytest.fixture(scope="module")
-def demo():
+@pytest.mark.parametrize("preset", ["demo", pytest.param("ulx3s", marks=pytest.mark.slow)])
+def test_demo_model_on_verilator(preset):
+    """The demo model on its design and on the board's (ulx3s: the FPGA keys on; its own Verilator
+    build, so slow)."""
     from golden.checkpoint import load_demo_model
     from golden.quantize import quantize_checkpoint
 
-    return compile_model(quantize_checkpoint(load_demo_model()), PRESETS["demo"])
-
-
-def test_demo_model_on_verilator(demo):
+    demo = compile_model(quantize_checkpoint(load_demo_model()), PRESETS[preset])
     prompt = [5, 9, 2, 17, 3]
     report = decode(demo, "verilator", prompt, 32)
     assert report.generated == generate_int(demo.model, prompt, 32)
     assert [s.measured_cycles for s in report.steps] == [s.predicted_cycles for s in report.steps]
     from sim.perf.model import load_hardware
 
-    _estimate_equals_the_measured_mean(demo, report, load_hardware("demo"))   # the `lockstep estimate` preset
+    _estimate_equals_the_measured_mean(demo, report, load_hardware(preset))   # the `lockstep estimate` preset
 
 
 @pytest.mark.slow
