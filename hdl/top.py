@@ -51,11 +51,11 @@ its KV rows by its ``kv_base``. ``rows`` = 0 is one row from the ``token`` and `
 kv_base 0, the single step above. ``next_token`` is the last row's token; ``trace[i]`` and
 ``cycles`` count all rows (docs/top.md, "Passes").
 
-Host port: ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of memory
-``host_mem`` (PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or
-ACT_TABLES: its activation tables, one int8 entry a word at ``table * 256 + x + 128``);
-``host_rdata`` shows word ``host_addr`` of SCRATCH, LOGITS, TRACE or PARAMS one cycle after the
-address. Meant for idle time.
+Host port: ``host`` (a flipped :class:`hdl.host.HostBus`, ``DecodeTop.host_bus``): ``host.we``
+writes ``host.wdata`` (low bits) to word ``host.addr`` of memory ``host.mem`` (a :class:`TopMem`:
+PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or ACT_TABLES: its
+activation tables, one int8 entry a word at ``table * 256 + x + 128``); ``host.rdata`` shows word
+``host.addr`` of SCRATCH, LOGITS, TRACE or PARAMS one cycle after the address. Meant for idle time.
 """
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
@@ -71,6 +71,7 @@ from .arith import requantize, round_shift, saturate8
 from .array import SystolicArray, act_layout, sum_layout, weight_layout
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import UNIT_CYCLE_BITS, Config, check_positive_int, checked_constructor
+from .host import HostBus
 from .isa import (
     INSTRUCTION_BITS,
     MULT_SHIFT,
@@ -218,11 +219,7 @@ class DecodeTop(wiring.Component):
             "done": Out(1),
             "next_token": Out(16),
             "cycles": Out(c.cycle_counter_bits),
-            "host_mem": In(TopMem),
-            "host_addr": In(self.host_addr_bits),
-            "host_we": In(1),
-            "host_wdata": In(self.host_data_bits),
-            "host_rdata": Out(32 * V),
+            "host": In(self.host_bus),
         })
 
     # --- derived sizes ------------------------------------------------------------------------
@@ -269,6 +266,12 @@ class DecodeTop(wiring.Component):
     @property
     def host_data_bits(self) -> int:
         return max(INSTRUCTION_BITS, 32 * self.lanes)
+
+    @property
+    def host_bus(self) -> HostBus:
+        """The memory window the host reaches this top level through (its ``host`` member, flipped)."""
+        return HostBus(mem_count=len(TopMem), addr_bits=self.host_addr_bits, wdata_bits=self.host_data_bits,
+                       rdata_bits=32 * self.lanes)
 
     @property
     def params(self) -> dict:
@@ -465,24 +468,23 @@ class DecodeTop(wiring.Component):
     def _host_port(self, m, mp, vec, running):
         """Host writes to the memories and the vector unit's tables (idle only); host reads."""
         prog_w, wm, p_w, s_w, s_h, l_h, t_h, p_h = mp.prog_w, mp.wm, mp.p_w, mp.s_w, mp.s_h, mp.l_h, mp.t_h, mp.p_h
-        hw = self.host_we & ~running
-        hm = self.host_mem
+        h = self.host
+        hw = h.we & ~running
+        hm = h.mem
         m.d.comb += [
-            prog_w.addr.eq(self.host_addr), prog_w.data.eq(self.host_wdata), prog_w.en.eq(hw & (hm == TopMem.PROGRAM)),
-            wm.waddr.eq(self.host_addr), wm.wdata.eq(self.host_wdata), wm.we.eq(hw & (hm == TopMem.WEIGHTS)),
-            p_w.addr.eq(self.host_addr), p_w.data.eq(self.host_wdata), p_w.en.eq(hw & (hm == TopMem.PARAMS)),
-            s_h.addr.eq(self.host_addr), l_h.addr.eq(self.host_addr), t_h.addr.eq(self.host_addr),
-            p_h.addr.eq(self.host_addr),
-            self.host_rdata.eq(Mux(hm == TopMem.SCRATCH, s_h.data,
-                               Mux(hm == TopMem.LOGITS, l_h.data,
-                               Mux(hm == TopMem.TRACE, t_h.data, p_h.data)))),
+            prog_w.addr.eq(h.addr), prog_w.data.eq(h.wdata), prog_w.en.eq(hw & (hm == TopMem.PROGRAM)),
+            wm.waddr.eq(h.addr), wm.wdata.eq(h.wdata), wm.we.eq(hw & (hm == TopMem.WEIGHTS)),
+            p_w.addr.eq(h.addr), p_w.data.eq(h.wdata), p_w.en.eq(hw & (hm == TopMem.PARAMS)),
+            s_h.addr.eq(h.addr), l_h.addr.eq(h.addr), t_h.addr.eq(h.addr), p_h.addr.eq(h.addr),
+            h.rdata.eq(Mux(hm == TopMem.SCRATCH, s_h.data,
+                       Mux(hm == TopMem.LOGITS, l_h.data,
+                       Mux(hm == TopMem.TRACE, t_h.data, p_h.data)))),
         ]
         with m.If(~running):
-            m.d.comb += [s_w.addr.eq(self.host_addr), s_w.data.eq(self.host_wdata),
-                         s_w.en.eq(hw & (hm == TopMem.SCRATCH)),
+            m.d.comb += [s_w.addr.eq(h.addr), s_w.data.eq(h.wdata), s_w.en.eq(hw & (hm == TopMem.SCRATCH)),
                          vec.tbl_we.eq(hw & ((hm == TopMem.VTABLE) | (hm == TopMem.ACT_TABLES))),
                          vec.tbl_sel.eq(Mux(hm == TopMem.ACT_TABLES, VectorTable.ACT, VectorTable.ROPE)),
-                         vec.tbl_addr.eq(self.host_addr), vec.tbl_data.eq(self.host_wdata)]
+                         vec.tbl_addr.eq(h.addr), vec.tbl_data.eq(h.wdata)]
 
     def _decode(self, m, seq, mp, words, lg):
         """DECODE: latch the instruction, address its first operands, go to its micro-sequence."""
