@@ -201,19 +201,24 @@ def test_icebreaker_bitstream_of_the_largest_array():
 
 @pytest.mark.slow
 def test_ulx3s_bitstream_of_the_decode_accelerator():
-    """The demo model's accelerator (preset ulx3s: one attention finish lane) fits the ECP5's 156
-    multipliers after synthesis, places, routes and meets its clock."""
+    """The demo model's accelerator on the board's design (preset ulx3s: 8x8, a tile a cycle, the
+    FPGA keys, 50 MHz from the PLL) fits the ECP5 after synthesis, places, routes and meets its
+    clock, where the cycle model (which the RTL confirms: test_demo_model_on_verilator[ulx3s]) gives
+    the demo model at least 10,000 tokens/s."""
     from golden.checkpoint import load_demo_model
     from sim.fpga.build import build
     from sim.runtime import prepare
 
-    compiled = prepare(load_demo_model(), PRESETS["ulx3s"])
-    result = build("ulx3s-85f", PRESETS["ulx3s"], compiled=compiled, clock_hz=PRESETS["ulx3s"].clock_hz)
+    config = PRESETS["ulx3s"]
+    assert config.clock_hz >= 50e6
+    compiled = prepare(load_demo_model(), config)
+    result = build("ulx3s-85f", config, compiled=compiled, clock_hz=config.clock_hz)
     rep = result["report"]
-    assert rep["timing_ok"] and rep["fmax_mhz"] >= PRESETS["ulx3s"].clock_hz / 1e6
-    assert 16 < rep["utilisation"]["multipliers"]["used"] <= 156
+    assert rep["timing_ok"] and rep["fmax_mhz"] >= config.clock_hz / 1e6
+    used = rep["utilisation"]
+    assert 16 < used["multipliers"]["used"] <= 156
     assert Path(result["bitstream"]).exists()
-    assert result["decode"]["board_clock"]["tokens_per_second"] > 0
+    assert result["decode"]["board_clock"]["tokens_per_second"] >= 10_000
 
 
 def test_pll_settings_make_the_clock_exactly():
