@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 
 from .array import ArrayMac, ArrayStreams, PeMac
+from .attention import AttentionControl, AttentionCycles
 from .gemm import GemmBusyBound, GemmControl, GemmCycles
 from .harness import Harness
 from .link import LinkRxIdle
