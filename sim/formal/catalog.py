@@ -66,6 +66,18 @@ JOBS = (
     Job("gemm-cycles-cover", "hdl/gemm.py GemmUnit", GemmCycles, "cover", 19, slow=True),
     Job("gemm-busy-bound", "hdl/gemm.py GemmUnit", GemmBusyBound, "bmc", 24),
     Job("gemm-busy-bound-cover", "hdl/gemm.py GemmUnit", GemmBusyBound, "cover", 24, slow=True),
+    Job("attention-control", "hdl/attention.py AttentionUnit", AttentionControl, "prove", 3),
+    Job("attention-control-cover", "hdl/attention.py AttentionUnit", AttentionControl, "cover", 30, slow=True),
+    Job("attention-control-f1", "hdl/attention.py AttentionUnit", lambda: AttentionControl(finish_lanes=1), "prove",
+        3, slow=True),
+    Job("attention-control-p2", "hdl/attention.py AttentionUnit", lambda: AttentionControl(heads_per_step=2),
+        "prove", 3, slow=True),
+    Job("attention-cycles", "hdl/attention.py AttentionUnit", AttentionCycles, "bmc", 20),
+    Job("attention-cycles-cover", "hdl/attention.py AttentionUnit", AttentionCycles, "cover", 20, slow=True),
+    Job("attention-cycles-f1", "hdl/attention.py AttentionUnit", lambda: AttentionCycles(finish_lanes=1), "bmc",
+        22, slow=True),
+    Job("attention-cycles-p2", "hdl/attention.py AttentionUnit", lambda: AttentionCycles(heads_per_step=2), "bmc",
+        21, slow=True),
 )
 
 
