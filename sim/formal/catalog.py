@@ -16,12 +16,15 @@ from .gemm import GemmBusyBound, GemmControl, GemmCycles
 from .harness import Harness
 from .link import LinkRxIdle
 from .uart import UartLoopback, UartRxIdle, UartTxFrame
+from .vector import VectorControl, VectorCycles
 from .weights import WeightsReadWrite
 
 __all__ = ["JOBS", "Job", "job"]
 
 #: The int8 edge values and their neighbours of zero: the array equivalence's operand set.
 EDGES = (-128, -1, 0, 1, 127)
+#: A wider vector unit: 4 lanes, a partial last beat at length 9, RoPE heads of 8, two positions.
+VECTOR_L4 = {"lanes": 4, "max_length": 9, "max_norm_length": 8, "max_head_dim": 8, "max_context": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +81,11 @@ JOBS = (
         22, slow=True),
     Job("attention-cycles-p2", "hdl/attention.py AttentionUnit", lambda: AttentionCycles(heads_per_step=2), "bmc",
         21, slow=True),
+    Job("vector-control", "hdl/vector.py VectorUnit", VectorControl, "prove", 3),
+    Job("vector-control-cover", "hdl/vector.py VectorUnit", VectorControl, "cover", 30, slow=True),
+    Job("vector-control-l4", "hdl/vector.py VectorUnit", lambda: VectorControl(**VECTOR_L4), "prove", 3, slow=True),
+    Job("vector-cycles", "hdl/vector.py VectorUnit", VectorCycles, "bmc", 22),
+    Job("vector-cycles-cover", "hdl/vector.py VectorUnit", VectorCycles, "cover", 22, slow=True),
 )
 
 
