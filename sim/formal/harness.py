@@ -71,8 +71,9 @@ class Probe:
     An invariant that makes a property inductive often names state the block does not show at its ports
     (a pipeline's valid bits, an FSM's state). ``Probe(block)`` elaborates ``block`` into a fragment (add
     ``probe.fragment`` as the harness's submodule instead of the block) and ``probe["name"]`` finds the
-    signal the fragment assigns under that name (``probe["sub/name"]`` in submodule ``sub``). A name that
-    is not there, or is there twice, raises KeyError: a harness fails loudly when the block is renamed.
+    signal the fragment assigns under that name (``probe["sub/name"]`` in submodule ``sub``;
+    ``probe["name@sync"]`` only among the registers, where a port of a submodule shares the name). A name
+    that is not there, or is there twice, raises KeyError: a harness fails loudly when the block is renamed.
     """
 
     def __init__(self, block):
@@ -89,12 +90,31 @@ class Probe:
             if len(matches) != 1:
                 raise KeyError(f"{type(self.block).__name__} has no submodule {sub!r} (path {path!r})")
             frag = matches[0]
-        found = {}
-        for stmts in frag.statements.values():
-            for stmt in stmts:
-                for sig in stmt._lhs_signals():
-                    if sig.name == name:
-                        found[id(sig)] = sig
+        found = self._named(frag, name, read=False)
         if len(found) != 1:
             raise KeyError(f"{type(self.block).__name__} assigns {len(found)} signals named {name!r} (path {path!r})")
         return next(iter(found.values()))
+
+    def read(self, path: str):
+        """A signal the block reads but does not assign (a memory port's data, say), by name as above."""
+        *subs, name = path.split("/")
+        frag = self.fragment
+        for sub in subs:
+            frag = next(f for f, n, _ in frag.subfragments if n == sub)
+        found = self._named(frag, name, read=True)
+        if len(found) != 1:
+            raise KeyError(f"{type(self.block).__name__} reads {len(found)} signals named {name!r} (path {path!r})")
+        return next(iter(found.values()))
+
+    @staticmethod
+    def _named(frag, name, *, read):
+        name, _, domain = name.partition("@")       # "name@sync": only the signals that domain assigns
+        found = {}
+        for dom, stmts in frag.statements.items():
+            if domain and dom != domain:
+                continue
+            for stmt in stmts:
+                for sig in (stmt._rhs_signals() if read else stmt._lhs_signals()):
+                    if sig.name == name:
+                        found[id(sig)] = sig
+        return found

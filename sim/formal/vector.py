@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.asserts import AnyConst
 from amaranth.hdl import Assert, Assume, Cover, Mux, Signal
 from amaranth.lib import data
@@ -12,7 +14,7 @@ from sim.machine.cycles import vector_cycles
 
 from .harness import Harness, Probe, StreamMonitor, free
 
-__all__ = ["SMALL", "VectorControl", "VectorCycles", "commands"]
+__all__ = ["SMALL", "VectorControl", "VectorCycles", "commands", "vector_invariants"]
 
 #: The unit the proofs run on: 2 lanes, vectors of up to 5 elements (a partial last beat), norm rows of
 #: up to 4, RoPE heads of 4 (two words, one a half), one RoPE position and one activation table.
@@ -85,137 +87,146 @@ class VectorControl(Harness):
         unit = VectorUnit(**self.params)
         probe = Probe(unit)
         m.submodules.dut = probe.fragment
-        L = unit.lanes
-        layout = cmd_layout(unit.max_length, unit.max_context, unit.act_tables)
         for port in (unit.cmd.valid, unit.cmd.payload, unit.inp.valid, unit.inp.payload, unit.out.ready,
                      unit.tbl_we, unit.tbl_sel, unit.tbl_addr, unit.tbl_data):
             free(m, port)
-        cmd_s = StreamMonitor(m, unit.cmd, name="cmds")
-        cmd_s.assume_sent_by_environment(m)
-        inp = StreamMonitor(m, unit.inp, name="inps")
-        inp.assume_sent_by_environment(m)
-        out = StreamMonitor(m, unit.out, name="outs")
-        out.sender_rules(m)
-        busy = unit.busy
         with m.If(unit.cmd.valid):
             m.d.comb += Assume(_legal(unit, unit.cmd.payload))
-
-        c = data.View(layout, probe["c"])
-        p = {n: probe[n] for n in ("issuing", "pass2", "remaining", "w", "base", "heads_left")}
-        st = {(k, f): probe[f"p{k}_{f}"] for k in (1, 2, 3) for f in ("valid", "final", "pass2", "s1_end")}
-        tokens = [probe[f"stats/stats_token{i}"] for i in range(NORM_STATS_CYCLES)]
-
-        # busy, cmd
-        fire_cmd = cmd_s.fire
-        started, was_fire, was_busy = Signal(), Signal(), Signal()
-        last_fire = out.fire & unit.out.payload.last
-        was_last = Signal()
-        m.d.sync += [was_fire.eq(fire_cmd), was_busy.eq(busy), was_last.eq(last_fire)]
-        with m.If(fire_cmd):
-            m.d.sync += started.eq(1)
-        m.d.comb += Assert(unit.cmd.ready == ~busy)
-        with m.If(was_fire):
-            m.d.comb += Assert(busy)
-        with m.If(was_busy & ~busy):
-            m.d.comb += Assert(was_last)
-        with m.If(was_last):
-            m.d.comb += Assert(~busy)
-        with m.If(~busy):
-            m.d.comb += [Assert(~unit.inp.ready), Assert(~unit.out.valid)]
-        with m.If(busy):
-            m.d.comb += [Assert(started), Assume(_legal(unit, c))]
-
-        # The running command's decoded op and its sizes.
+        v = vector_invariants(m, unit, probe)
+        v.cmd.assume_sent_by_environment(m)
+        v.inp.assume_sent_by_environment(m)
+        c, was_busy, busy, st = v.c, v.was_busy, unit.busy, v.st
         is_norm = (c.op == VectorOp.RMSNORM) | (c.op == VectorOp.LAYERNORM)
-        is_rope = c.op == VectorOp.ROPE
-        is_argmax = c.op == VectorOp.ARGMAX
-        two_pass = is_norm | is_rope
-        W = Signal(range(ceil_div(unit.max_length, L) + 1))
-        m.d.comb += W.eq((c.length + (L - 1)) // L)
-        H = Signal.like(p["heads_left"])
-        m.d.comb += H.eq(Mux(c.heads == 0, 1, c.heads))
-
-        # The issue slot.
-        issuing, pass2, w, heads_left = p["issuing"], p["pass2"], p["w"], p["heads_left"]
-        done_issue = Signal()            # the command's final slot has issued
-        with m.If(fire_cmd):
-            m.d.sync += done_issue.eq(0)
-        with m.Elif(probe["issue"] & probe["final"]):
-            m.d.sync += done_issue.eq(1)
-        with m.If(busy):
-            m.d.comb += [Assert(p["base"] == w * L), Assert(p["remaining"] == c.length - p["base"]),
-                         Assert(p["remaining"] >= 1), Assert(heads_left >= 1), Assert(heads_left <= H)]
-            with m.If(pass2):
-                m.d.comb += Assert(two_pass)
-            with m.If(~is_rope):
-                m.d.comb += Assert(heads_left == H)
-            with m.If(done_issue):
-                m.d.comb += [Assert(~issuing), Assert(w == 0), Assert(pass2 == two_pass)]
-                with m.If(is_rope):
-                    m.d.comb += Assert(heads_left == 1)
-            with m.If(~issuing & ~done_issue):
-                m.d.comb += [Assert(is_norm), Assert(pass2), Assert(w == 0)]
-        with m.Else():
-            m.d.comb += Assert(~issuing)
-
-        # The statistics chain: one token while a norm waits for it, none otherwise.
-        waiting = busy & ~issuing & ~done_issue
-        markers = [st[1, "valid"] & st[1, "s1_end"], st[2, "valid"] & st[2, "s1_end"], *tokens]
-        m.d.comb += Assert(_popcount(markers) == waiting)
-
-        # Beats issued (a closed form of the slot's state), taken and sent.
-        heads_done = H - heads_left
-        in_issued = Signal(range(2 * unit.max_length * unit.max_length + 2))
-        out_issued = Signal.like(in_issued)
-        m.d.comb += [
-            in_issued.eq(Mux(done_issue, Mux(is_norm, 2 * W, Mux(is_rope, H, 1) * W),
-                         Mux(is_rope, heads_done * W + Mux(pass2, W, w), Mux(pass2, W + w, w)))),
-            out_issued.eq(Mux(done_issue, Mux(is_argmax, 1, Mux(is_rope, H, 1) * W),
-                          Mux(is_rope, heads_done * W + Mux(pass2, w, 0),
-                          Mux(is_norm, Mux(pass2, w, 0), Mux(is_argmax, 0, w))))),
-        ]
-        taken, sent = Signal.like(in_issued), Signal.like(in_issued)
-        with m.If(fire_cmd):
-            m.d.sync += [taken.eq(0), sent.eq(0)]
-        with m.Else():
-            m.d.sync += [taken.eq(taken + inp.fire), sent.eq(sent + out.fire)]
-
-        def emits(k):
-            return st[k, "valid"] & Mux(two_pass, st[k, "pass2"], Mux(is_argmax, st[k, "final"], 1))
-
-        inflight = _popcount([emits(1), emits(2), emits(3), unit.out.valid])
-        with m.If(busy):
-            m.d.comb += [Assert(taken == in_issued), Assert(sent + inflight == out_issued)]
-            with m.If(unit.out.valid & unit.out.payload.last):
-                m.d.comb += Assert(sent + 1 == out_issued)
-        # Order: once the final slot has issued, a beat in flight has the final beat at its stage or
-        # behind it; the final beat is the last one in flight, and ``last`` marks it alone.
-        finals = [st[k, "valid"] & st[k, "final"] for k in (1, 2, 3)]
-        for k in (1, 2, 3):
-            behind = 0
-            for j in range(1, k + 1):
-                behind = behind | finals[j - 1]
-            with m.If(st[k, "valid"] & ~(busy & ~done_issue)):
-                m.d.comb += Assert(behind)
-            with m.If(finals[k - 1]):
-                m.d.comb += [Assert(busy & done_issue), Assert(emits(k))]
-                for j in range(1, k):
-                    m.d.comb += Assert(~st[j, "valid"])
-            with m.If(st[k, "valid"] & ~finals[k - 1]):
-                m.d.comb += Assert(busy)
-        with m.If(unit.out.valid & unit.out.payload.last):
-            m.d.comb += [Assert(~st[k, "valid"]) for k in (1, 2, 3)]
-            m.d.comb += Assert(done_issue)
-        with m.If(unit.out.valid & ~unit.out.payload.last):
-            m.d.comb += Assert(_popcount(finals) == done_issue)
-        with m.If(busy & done_issue & ~(unit.out.valid & unit.out.payload.last)):
-            m.d.comb += Assert(_popcount(finals) == 1)
-        with m.If(was_busy & ~busy):
-            m.d.comb += [Assert(taken == in_issued), Assert(sent == out_issued)]
-
         m.d.comb += Cover(was_busy & ~busy & is_norm & (c.length == 3))
-        m.d.comb += Cover(was_busy & ~busy & is_rope & (c.heads == 2))
+        m.d.comb += Cover(was_busy & ~busy & (c.op == VectorOp.ROPE) & (c.heads == 2))
         m.d.comb += Cover(unit.out.valid & ~unit.out.ready & st[3, "valid"] & st[2, "valid"])
+
+
+def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
+    """The vector unit's promises and the invariants that make them inductive (see :class:`VectorControl`),
+    stated on ``unit`` (its ports) and ``probe`` (its registers), wherever the unit is instantiated. The
+    caller states what the unit asks of its environment: commands the host allows on ``cmd``, the
+    stream rules on ``cmd`` and ``inp`` (the returned monitors ``cmd``, ``inp``)."""
+    L = unit.lanes
+    layout = cmd_layout(unit.max_length, unit.max_context, unit.act_tables)
+    cmd_s = StreamMonitor(m, unit.cmd, name="vec_cmds")
+    inp = StreamMonitor(m, unit.inp, name="vec_inps")
+    out = StreamMonitor(m, unit.out, name="vec_outs")
+    out.sender_rules(m)
+    busy = unit.busy
+    c = data.View(layout, probe["c"])
+    p = {n: probe[n] for n in ("issuing", "pass2", "remaining", "w", "base", "heads_left")}
+    st = {(k, f): probe[f"p{k}_{f}"] for k in (1, 2, 3) for f in ("valid", "final", "pass2", "s1_end")}
+    tokens = [probe[f"stats/stats_token{i}"] for i in range(NORM_STATS_CYCLES)]
+
+    # busy, cmd
+    fire_cmd = cmd_s.fire
+    started, was_fire, was_busy = Signal(), Signal(), Signal()
+    last_fire = out.fire & unit.out.payload.last
+    was_last = Signal()
+    m.d.sync += [was_fire.eq(fire_cmd), was_busy.eq(busy), was_last.eq(last_fire)]
+    with m.If(fire_cmd):
+        m.d.sync += started.eq(1)
+    m.d.comb += Assert(unit.cmd.ready == ~busy)
+    with m.If(was_fire):
+        m.d.comb += Assert(busy)
+    with m.If(was_busy & ~busy):
+        m.d.comb += Assert(was_last)
+    with m.If(was_last):
+        m.d.comb += Assert(~busy)
+    with m.If(~busy):
+        m.d.comb += [Assert(~unit.inp.ready), Assert(~unit.out.valid)]
+    with m.If(busy):
+        m.d.comb += [Assert(started), Assume(_legal(unit, c))]
+
+    # The running command's decoded op and its sizes.
+    is_norm = (c.op == VectorOp.RMSNORM) | (c.op == VectorOp.LAYERNORM)
+    is_rope = c.op == VectorOp.ROPE
+    is_argmax = c.op == VectorOp.ARGMAX
+    two_pass = is_norm | is_rope
+    W = Signal(range(ceil_div(unit.max_length, L) + 1))
+    m.d.comb += W.eq((c.length + (L - 1)) // L)
+    H = Signal.like(p["heads_left"])
+    m.d.comb += H.eq(Mux(c.heads == 0, 1, c.heads))
+
+    # The issue slot.
+    issuing, pass2, w, heads_left = p["issuing"], p["pass2"], p["w"], p["heads_left"]
+    done_issue = Signal()            # the command's final slot has issued
+    with m.If(fire_cmd):
+        m.d.sync += done_issue.eq(0)
+    with m.Elif(probe["issue"] & probe["final"]):
+        m.d.sync += done_issue.eq(1)
+    with m.If(busy):
+        m.d.comb += [Assert(p["base"] == w * L), Assert(p["remaining"] == c.length - p["base"]),
+                     Assert(p["remaining"] >= 1), Assert(heads_left >= 1), Assert(heads_left <= H)]
+        with m.If(pass2):
+            m.d.comb += Assert(two_pass)
+        with m.If(~is_rope):
+            m.d.comb += Assert(heads_left == H)
+        with m.If(done_issue):
+            m.d.comb += [Assert(~issuing), Assert(w == 0), Assert(pass2 == two_pass)]
+            with m.If(is_rope):
+                m.d.comb += Assert(heads_left == 1)
+        with m.If(~issuing & ~done_issue):
+            m.d.comb += [Assert(is_norm), Assert(pass2), Assert(w == 0)]
+    with m.Else():
+        m.d.comb += Assert(~issuing)
+
+    # The statistics chain: one token while a norm waits for it, none otherwise.
+    waiting = busy & ~issuing & ~done_issue
+    markers = [st[1, "valid"] & st[1, "s1_end"], st[2, "valid"] & st[2, "s1_end"], *tokens]
+    m.d.comb += Assert(_popcount(markers) == waiting)
+
+    # Beats issued (a closed form of the slot's state), taken and sent.
+    heads_done = H - heads_left
+    in_issued = Signal(range(2 * unit.max_length * unit.max_length + 2))
+    out_issued = Signal.like(in_issued)
+    m.d.comb += [
+        in_issued.eq(Mux(done_issue, Mux(is_norm, 2 * W, Mux(is_rope, H, 1) * W),
+                     Mux(is_rope, heads_done * W + Mux(pass2, W, w), Mux(pass2, W + w, w)))),
+        out_issued.eq(Mux(done_issue, Mux(is_argmax, 1, Mux(is_rope, H, 1) * W),
+                      Mux(is_rope, heads_done * W + Mux(pass2, w, 0),
+                      Mux(is_norm, Mux(pass2, w, 0), Mux(is_argmax, 0, w))))),
+    ]
+    taken, sent = Signal.like(in_issued), Signal.like(in_issued)
+    with m.If(fire_cmd):
+        m.d.sync += [taken.eq(0), sent.eq(0)]
+    with m.Else():
+        m.d.sync += [taken.eq(taken + inp.fire), sent.eq(sent + out.fire)]
+
+    def emits(k):
+        return st[k, "valid"] & Mux(two_pass, st[k, "pass2"], Mux(is_argmax, st[k, "final"], 1))
+
+    inflight = _popcount([emits(1), emits(2), emits(3), unit.out.valid])
+    with m.If(busy):
+        m.d.comb += [Assert(taken == in_issued), Assert(sent + inflight == out_issued)]
+        with m.If(unit.out.valid & unit.out.payload.last):
+            m.d.comb += Assert(sent + 1 == out_issued)
+    # Order: once the final slot has issued, a beat in flight has the final beat at its stage or
+    # behind it; the final beat is the last one in flight, and ``last`` marks it alone.
+    finals = [st[k, "valid"] & st[k, "final"] for k in (1, 2, 3)]
+    for k in (1, 2, 3):
+        behind = 0
+        for j in range(1, k + 1):
+            behind = behind | finals[j - 1]
+        with m.If(st[k, "valid"] & ~(busy & ~done_issue)):
+            m.d.comb += Assert(behind)
+        with m.If(finals[k - 1]):
+            m.d.comb += [Assert(busy & done_issue), Assert(emits(k))]
+            for j in range(1, k):
+                m.d.comb += Assert(~st[j, "valid"])
+        with m.If(st[k, "valid"] & ~finals[k - 1]):
+            m.d.comb += Assert(busy)
+    with m.If(unit.out.valid & unit.out.payload.last):
+        m.d.comb += [Assert(~st[k, "valid"]) for k in (1, 2, 3)]
+        m.d.comb += Assert(done_issue)
+    with m.If(unit.out.valid & ~unit.out.payload.last):
+        m.d.comb += Assert(_popcount(finals) == done_issue)
+    with m.If(busy & done_issue & ~(unit.out.valid & unit.out.payload.last)):
+        m.d.comb += Assert(_popcount(finals) == 1)
+    with m.If(was_busy & ~busy):
+        m.d.comb += [Assert(taken == in_issued), Assert(sent == out_issued)]
+    return SimpleNamespace(cmd=cmd_s, inp=inp, out=out, c=c, st=st, was_busy=was_busy)
 
 
 class VectorCycles(Harness):
