@@ -95,6 +95,17 @@ class Probe:
             raise KeyError(f"{type(self.block).__name__} assigns {len(found)} signals named {name!r} (path {path!r})")
         return next(iter(found.values()))
 
+    def submodule(self, name: str) -> Probe:
+        """The probe of submodule ``name``, its ``block`` the elaboratable the submodule was made from
+        (a unit the block builds inside ``elaborate``: its ports are the signals the block drives)."""
+        matches = [f for f, n, _ in self.fragment.subfragments if n == name]
+        if len(matches) != 1:
+            raise KeyError(f"{type(self.block).__name__} has no submodule {name!r}")
+        sub = Probe.__new__(Probe)
+        sub.fragment = matches[0]
+        sub.block = matches[0].origins[0]
+        return sub
+
     def read(self, path: str):
         """A signal the block reads but does not assign (a memory port's data, say), by name as above."""
         *subs, name = path.split("/")

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from amaranth.hdl import Assert, Assume, Cover, Signal
+from amaranth.hdl import Assert, Assume, Cover, Mux, Signal
 from amaranth.lib import data, wiring
 
 from hdl.config import PRESETS, UNIT_CYCLE_BITS
 from hdl.isa import Opcode, instruction_layout
 from hdl.top import DecodeTop, TopMem, _S
 
+from .attention import attention_invariants
 from .harness import Harness, Probe, free
+from .vector import legal_vector_command, operand_beats, vector_invariants
 
 __all__ = ["SMALL", "TopSequencer"]
 
@@ -84,6 +86,7 @@ class TopSequencer(Harness):
         launch = top.start & ~top.busy
         with m.If(launch):
             m.d.comb += [Assume(top.rows <= c.max_m), Assume(top.n_kv_heads >= 1), Assume(top.group >= 1),
+                         Assume(top.n_kv_heads * top.group <= P["max_heads"]),
                          # the host loads the program before it starts, not in the start cycle
                          Assume(~(_host(top, "we") & (_host(top, "mem") == TopMem.PROGRAM)))]
 
@@ -161,8 +164,47 @@ class TopSequencer(Harness):
         # The units' handshakes: the vector unit is busy exactly in VRUN (so a VCMD's command is always
         # taken: the sequencer offers it for one cycle only); the attention unit only in ARUN, idle at
         # ASTART (so the start is never ignored), and ARUN ends with its done.
-        vec_busy, vec_ready = probe["vec/busy@comb"], probe["vec/cmd__ready"]
-        att_busy, att_done = probe["att/running"], probe["att/done"]
+        vec_probe, att_probe = probe.submodule("vec"), probe.submodule("att")
+        vec, att = vec_probe.block, att_probe.block
+        vec_busy, vec_ready, att_busy, att_done = vec.busy, vec.cmd.ready, att.busy, att.done
+        # The units' own invariants (proven alone by VectorControl and AttentionControl); what they ask of
+        # their environment, the sequencer's feeders must give: commands the host allows (the compiler's
+        # rules for the program's vector instructions, and the start's head counts), the stream rules.
+        with m.If(vec.cmd.valid):
+            m.d.comb += Assume(legal_vector_command(vec, vec.cmd.payload))
+        v = vector_invariants(m, vec, vec_probe)
+        v.inp.sender_rules(m)
+        # The vector operand feeder: it offers beats only in VRUN, loads them only in VCMD / VRUN, and
+        # loads what the command takes: beats loaded = beats the unit took + the one it holds.
+        f_valid, f_left = probe["f_valid"], probe["f_left"]
+        with m.If((state != _S.VCMD) & (state != _S.VRUN)):
+            m.d.comb += Assert(~f_valid)
+        with m.If(state == _S.VCMD):
+            m.d.comb += Assert(f_left == operand_beats(vec, vec.cmd.payload))
+        with m.If(state == _S.VRUN):
+            m.d.comb += Assert(f_left + f_valid + v.taken == operand_beats(vec, v.c))
+        a = attention_invariants(m, att, att_probe)
+        for name in ("q", "k", "v"):
+            a.monitors[name].sender_rules(m)
+        # The attention feeders: they offer beats only in ASTART / ARUN; the beats they load = the beats
+        # the unit took + the one they hold (none lost, none twice), so they are empty when it is done.
+        qf_valid, qf_left, kf_valid, kf_more = probe["qf_valid"], probe["qf_left"], probe["kf_valid"], probe["kf_more"]
+        kf_t, kf_g = probe["kf_t"], probe["kf_g"]
+        u = {n: att_probe[n] for n in ("q_count", "n_heads", "n_kv", "kv_len", "more", "kv_g", "pos", "head_j")}
+        pos = probe["pos@sync"]
+        with m.If((state != _S.ASTART) & (state != _S.ARUN)):
+            m.d.comb += [Assert(~qf_valid), Assert(~kf_valid)]
+        with m.If((state == _S.AQ) | (state == _S.ASTART)):
+            m.d.comb += [Assert(qf_left == n_heads), Assert(kf_more), Assert(kf_t == 0), Assert(kf_g == 0)]
+        with m.If((state == _S.ARUN) & att_busy):
+            taken = Mux(u["more"], u["kv_g"] * u["kv_len"] + u["pos"] + (u["head_j"] != 0), u["n_kv"] * u["kv_len"])
+            loaded = Mux(kf_more, kf_g * u["kv_len"] + kf_t, u["n_kv"] * u["kv_len"])
+            m.d.comb += [Assert(u["n_heads"] == n_heads), Assert(u["n_kv"] == n_kv), Assert(u["kv_len"] == pos + 1),
+                         Assert(qf_left + qf_valid + u["q_count"] == n_heads), Assert(loaded == taken + kf_valid)]
+            with m.If(kf_more):
+                m.d.comb += [Assert(kf_t <= pos), Assert(kf_g < n_kv)]
+        with m.If((state == _S.ARUN) & ~att_busy):
+            m.d.comb += [Assert(qf_left == 0), Assert(~qf_valid), Assert(~kf_more), Assert(~kf_valid)]
         m.d.comb += Assert(vec_busy == (state == _S.VRUN))
         with m.If(state == _S.VCMD):
             m.d.comb += Assert(vec_ready)
@@ -176,6 +218,10 @@ class TopSequencer(Harness):
         # the self-timed micro-sequences
         with m.If(state == _S.DECODE):
             m.d.comb += Assume((raw.opcode != Opcode.EMBED) | (raw.count >= 1))
+            # a vector instruction's length fits the vector unit's command (the compiler's rule)
+            m.d.comb += Assume(_any(raw.opcode == op for op in (Opcode.EMBED, Opcode.GEMM, Opcode.KV_WRITE,
+                                                                 Opcode.ATTENTION, Opcode.HALT))
+                               | (raw.length <= top.max_length))
             # the program ends with a HALT inside the program memory (the compiler's rule)
             with m.If(pc == c.program_words - 1):
                 m.d.comb += Assume(raw.opcode == Opcode.HALT)

@@ -14,7 +14,8 @@ from sim.machine.cycles import vector_cycles
 
 from .harness import Harness, Probe, StreamMonitor, free
 
-__all__ = ["SMALL", "VectorControl", "VectorCycles", "commands", "vector_invariants"]
+__all__ = ["SMALL", "VectorControl", "VectorCycles", "commands", "legal_vector_command", "operand_beats",
+           "vector_invariants"]
 
 #: The unit the proofs run on: 2 lanes, vectors of up to 5 elements (a partial last beat), norm rows of
 #: up to 4, RoPE heads of 4 (two words, one a half), one RoPE position and one activation table.
@@ -40,7 +41,17 @@ def commands(unit: VectorUnit, *, max_heads: int = 2) -> list[tuple[VectorOp, in
             for h in (range(0, max_heads + 1) if op == VectorOp.ROPE else (1,))]
 
 
-def _legal(unit, cmd):
+def operand_beats(unit, cmd):
+    """The operand beats a command takes: W = ceil(length / lanes), 2 W for the norms, h W for RoPE's h
+    heads (``heads`` 0 is one)."""
+    L = unit.lanes
+    w = (cmd.length + (L - 1)) // L
+    is_norm = (cmd.op == VectorOp.RMSNORM) | (cmd.op == VectorOp.LAYERNORM)
+    heads = Mux(cmd.op == VectorOp.ROPE, Mux(cmd.heads == 0, 1, cmd.heads), 1)
+    return Mux(is_norm, 2 * w, heads * w)
+
+
+def legal_vector_command(unit, cmd):
     """The command's op and length as the host checks them (any heads)."""
     fits = 0
     for op in VectorOp:
@@ -91,7 +102,7 @@ class VectorControl(Harness):
                      unit.tbl_we, unit.tbl_sel, unit.tbl_addr, unit.tbl_data):
             free(m, port)
         with m.If(unit.cmd.valid):
-            m.d.comb += Assume(_legal(unit, unit.cmd.payload))
+            m.d.comb += Assume(legal_vector_command(unit, unit.cmd.payload))
         v = vector_invariants(m, unit, probe)
         v.cmd.assume_sent_by_environment(m)
         v.inp.assume_sent_by_environment(m)
@@ -137,7 +148,7 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
     with m.If(~busy):
         m.d.comb += [Assert(~unit.inp.ready), Assert(~unit.out.valid)]
     with m.If(busy):
-        m.d.comb += [Assert(started), Assume(_legal(unit, c))]
+        m.d.comb += [Assert(started), Assume(legal_vector_command(unit, c))]
 
     # The running command's decoded op and its sizes.
     is_norm = (c.op == VectorOp.RMSNORM) | (c.op == VectorOp.LAYERNORM)
@@ -182,7 +193,7 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
     in_issued = Signal(range(2 * unit.max_length * unit.max_length + 2))
     out_issued = Signal.like(in_issued)
     m.d.comb += [
-        in_issued.eq(Mux(done_issue, Mux(is_norm, 2 * W, Mux(is_rope, H, 1) * W),
+        in_issued.eq(Mux(done_issue, operand_beats(unit, c),
                      Mux(is_rope, heads_done * W + Mux(pass2, W, w), Mux(pass2, W + w, w)))),
         out_issued.eq(Mux(done_issue, Mux(is_argmax, 1, Mux(is_rope, H, 1) * W),
                       Mux(is_rope, heads_done * W + Mux(pass2, w, 0),
@@ -226,7 +237,7 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
         m.d.comb += Assert(_popcount(finals) == 1)
     with m.If(was_busy & ~busy):
         m.d.comb += [Assert(taken == in_issued), Assert(sent == out_issued)]
-    return SimpleNamespace(cmd=cmd_s, inp=inp, out=out, c=c, st=st, was_busy=was_busy)
+    return SimpleNamespace(cmd=cmd_s, inp=inp, out=out, c=c, st=st, was_busy=was_busy, taken=taken)
 
 
 class VectorCycles(Harness):
