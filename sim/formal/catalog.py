@@ -15,6 +15,7 @@ from .attention import AttentionControl, AttentionCycles
 from .gemm import GemmBusyBound, GemmControl, GemmCycles
 from .harness import Harness
 from .link import LinkRxIdle
+from .top import TopSequencer
 from .uart import UartLoopback, UartRxIdle, UartTxFrame
 from .vector import VectorControl, VectorCycles
 from .weights import WeightsReadWrite
@@ -86,6 +87,8 @@ JOBS = (
     Job("vector-control-l4", "hdl/vector.py VectorUnit", lambda: VectorControl(**VECTOR_L4), "prove", 3, slow=True),
     Job("vector-cycles", "hdl/vector.py VectorUnit", VectorCycles, "bmc", 22),
     Job("vector-cycles-cover", "hdl/vector.py VectorUnit", VectorCycles, "cover", 22, slow=True),
+    Job("top-sequencer", "hdl/top.py DecodeTop", TopSequencer, "prove", 2, slow=True),
+    Job("top-sequencer-cover", "hdl/top.py DecodeTop", TopSequencer, "cover", 26, slow=True),
 )
 
 

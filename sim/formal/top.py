@@ -46,9 +46,11 @@ def _any(terms):
 
 
 class TopSequencer(Harness):
-    """DecodeTop, any program, any host activity, start pulses with any inputs the host allows
-    (``rows`` <= max_m, ``n_kv_heads`` and ``group`` >= 1) (proven by induction):
+    """DecodeTop, any program, any host activity, start pulses with any inputs (proven by induction):
 
+    * ``start_ok`` is high exactly when ``n_kv_heads`` and ``group`` are >= 1, their product at most
+      ``max_heads`` and ``rows`` at most ``max_m``; a start while it is low leaves the top level idle
+      with ``done`` and ``cycles`` unchanged;
     * the sequencer is always in one of its states; ``busy`` = not idle; ``done`` only after a start,
       never with ``busy``, held until the next start; ``busy`` ends only through a HALT, with ``done``;
     * program order: a start sets ``pc`` to ``program_base``; while busy ``pc`` stays or advances by
@@ -83,12 +85,16 @@ class TopSequencer(Harness):
         ins = data.View(instruction_layout(), probe["ins@sync"])
         addr, en = probe["prog_r__addr"], probe["prog_r__en"]
         raw = data.View(instruction_layout(), probe.read("prog_r__data"))
-        launch = top.start & ~top.busy
+        launch = top.start & ~top.busy & top.start_ok
+        m.d.comb += Assert(top.start_ok == ((top.n_kv_heads >= 1) & (top.group >= 1) & (top.rows <= c.max_m)
+                                            & (top.n_kv_heads * top.group <= P["max_heads"])))
         with m.If(launch):
-            m.d.comb += [Assume(top.rows <= c.max_m), Assume(top.n_kv_heads >= 1), Assume(top.group >= 1),
-                         Assume(top.n_kv_heads * top.group <= P["max_heads"]),
-                         # the host loads the program before it starts, not in the start cycle
-                         Assume(~(_host(top, "we") & (_host(top, "mem") == TopMem.PROGRAM)))]
+            # the host loads the program before it starts, not in the start cycle
+            m.d.comb += Assume(~(_host(top, "we") & (_host(top, "mem") == TopMem.PROGRAM)))
+        refused, was_cycles = Signal(), Signal.like(top.cycles)
+        m.d.sync += [refused.eq(top.start & ~top.busy & ~top.start_ok), was_cycles.eq(top.cycles)]
+        with m.If(refused):
+            m.d.comb += [Assert(~top.busy), Assert(top.cycles == was_cycles)]
 
         # states, busy, done
         m.d.comb += [Assert(state <= max(s.value for s in _S)), Assert(top.busy == (state != _S.IDLE))]
@@ -103,6 +109,8 @@ class TopSequencer(Harness):
             m.d.comb += [Assert(top.busy), Assert(state == _S.DECODE)]
         with m.If(was_done & ~was_launch):
             m.d.comb += Assert(top.done)
+        with m.If(refused):
+            m.d.comb += Assert(top.done == was_done)
         with m.If(was_busy & ~top.busy):
             m.d.comb += [Assert(top.done), Assert(ins.opcode == Opcode.HALT)]
 
@@ -235,3 +243,10 @@ class TopSequencer(Harness):
                 m.d.comb += Assert(left == was_left - 1)
             with m.If((was_state == s) & (state != s)):
                 m.d.comb += Assert(was_left == 1)
+
+        fin = probe["fin"]
+        m.d.comb += [Cover(was_busy & ~top.busy & (top.cycles >= 3)),      # a step with an instruction
+                     Cover((state == _S.DECODE) & (cur == 1)),            # a second row of a pass
+                     Cover((state == _S.VRUN) & fin),                     # a vector instruction done
+                     Cover((state == _S.GEMM) & fin),                     # a GEMM done
+                     Cover(state == _S.AOUT)]                             # the attention unit done
