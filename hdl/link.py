@@ -737,8 +737,8 @@ class LinkedDecode(wiring.Component):
     are the top level's host data width, read words ``32 * lanes`` bits. Registers: see
     :data:`DECODE_REGS` (0 ``token``, 1 ``position``, 2 ``n_kv_heads``, 3 ``group``), the inputs
     START hands to the step (refused with ERR_ARGUMENT while the top level's ``start_ok`` is low: zero
-    heads, or more than ``max_heads``, in its port widths). READ_TOKEN returns the step's ``next_token``, READ_LOGITS reads the
-    logits buffer. ``busy`` and ``done`` mirror the top level's (LEDs on a board).
+    heads, or more than ``max_heads``, in its port widths). READ_TOKEN returns the step's ``next_token``,
+    READ_LOGITS reads the logits buffer. ``busy`` and ``done`` mirror the top level's (LEDs on a board).
 
     ``preload_*`` ports write memories directly, bypassing the UART (a simulation's backdoor to load
     a model's hundreds of kilobytes in one word a cycle; a board leaves them at zero and synthesis
@@ -778,7 +778,8 @@ class LinkedDecode(wiring.Component):
             top.host_wdata.eq(Mux(self.preload_we, self.preload_wdata, h.wdata)),
             top.host_we.eq(self.preload_we | h.we),
             h.rdata.eq(top.host_rdata), h.token.eq(top.next_token),
-            top.start.eq(h.start), h.start_ok.eq(top.start_ok), h.busy.eq(top.busy), h.done.eq(top.done), h.cycles.eq(top.cycles),
+            top.start.eq(h.start), h.start_ok.eq(top.start_ok), h.busy.eq(top.busy), h.done.eq(top.done),
+            h.cycles.eq(top.cycles),
             top.token.eq(regs["token"]), top.position.eq(regs["position"]),
             top.n_kv_heads.eq(regs["n_kv_heads"]), top.group.eq(regs["group"]),
             self.busy.eq(top.busy), self.done.eq(top.done),

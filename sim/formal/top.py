@@ -14,7 +14,7 @@ from amaranth.lib import data, wiring
 
 from hdl.config import PRESETS, UNIT_CYCLE_BITS
 from hdl.isa import Opcode, instruction_layout
-from hdl.top import DecodeTop, TopMem, _S
+from hdl.top import _S, DecodeTop, TopMem
 
 from .attention import attention_invariants
 from .harness import Harness, Probe, free
