@@ -91,7 +91,7 @@ from .isa import (
 from .vector import VectorOp, VectorTable, VectorUnit
 from .weights import WeightMemory
 
-__all__ = ["DecodeTop", "GemmPath", "TopMem", "check_top_config"]
+__all__ = ["DecodeTop", "GemmPath", "SequencerState", "TopMem", "check_top_config"]
 
 #: The most scalars of any parameter record (LayerNorm's five).
 _MAX_SCALARS = max(len(r.scalars) for r in PARAM_RECORDS.values())
@@ -145,6 +145,10 @@ class _S(enum.Enum, shape=unsigned(4)):
     ASTART = 8
     ARUN = 9
     AOUT = 10
+
+
+#: The sequencer's states, by name (for waveform readers and the formal harness, sim/formal/top.py).
+SequencerState = _S
 
 
 class _Bundle:

@@ -14,7 +14,8 @@ from amaranth.lib import data, wiring
 
 from hdl.config import PRESETS, UNIT_CYCLE_BITS
 from hdl.isa import Opcode, instruction_layout
-from hdl.top import _S, DecodeTop, TopMem
+from hdl.top import DecodeTop, TopMem
+from hdl.top import SequencerState as _S
 
 from .attention import attention_invariants
 from .harness import Harness, Probe, free
