@@ -91,7 +91,7 @@ class TopSequencer(Harness):
                                             & (top.n_kv_heads * top.group <= P["max_heads"])))
         with m.If(launch):
             # the host loads the program before it starts, not in the start cycle
-            m.d.comb += Assume(~(_host(top, "we") & (_host(top, "mem") == TopMem.PROGRAM)))
+            m.d.comb += Assume(~(_host(top, "we") & (_host(top, "mem") == TopMem.PROGRAM.value)))
         refused, was_cycles = Signal(), Signal.like(top.cycles)
         m.d.sync += [refused.eq(top.start & ~top.busy & ~top.start_ok), was_cycles.eq(top.cycles)]
         with m.If(refused):
