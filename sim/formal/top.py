@@ -185,7 +185,8 @@ class TopSequencer(Harness):
         v.inp.sender_rules(m)
         # The vector operand feeder: it offers beats only in VRUN, loads them only in VCMD / VRUN, and
         # loads what the command takes: beats loaded = beats the unit took + the one it holds.
-        f_valid, f_left = probe["f_valid"], probe["f_left"]
+        vpath = probe.submodule("vpath")
+        f_valid, f_left = vpath["f_valid"], vpath["f_left"]
         with m.If((state != _S.VCMD) & (state != _S.VRUN)):
             m.d.comb += Assert(~f_valid)
         with m.If(state == _S.VCMD):

@@ -139,7 +139,9 @@ def test_bounded_jobs_run_past_the_slowest_case():
 
     for name in ("attention-cycles", "attention-cycles-f1", "attention-cycles-p2", "vector-cycles", "gemm-cycles"):
         j = job(name)
-        assert j.depth == j.harness().depth(), name
+        harness = j.harness()
+        harness._MustUse__silence = True        # built for its depth only, never elaborated
+        assert j.depth == harness.depth(), name
 
 
 def test_probe_finds_registers_reads_and_submodules():
