@@ -10,7 +10,7 @@ from amaranth.hdl import Assert, Assume, Cover, Mux, Signal
 from hdl.attention import AttentionUnit
 from sim.machine.cycles import attention_cycles
 
-from .harness import Harness, Probe, StreamMonitor, free
+from .harness import Harness, Probe, StreamMonitor, busy_done_rules, free, popcount
 
 __all__ = ["SMALL", "AttentionControl", "AttentionCycles", "attention_invariants", "calls"]
 
@@ -33,13 +33,6 @@ def _legal(unit, kv_len, n_kv, group):
     for t, g, j in calls(unit):
         fits = fits | ((kv_len == t) & (n_kv == g) & (group == j))
     return fits
-
-
-def _popcount(bits):
-    total = 0
-    for b in bits:
-        total = total + b
-    return total
 
 
 class AttentionControl(Harness):
@@ -102,23 +95,8 @@ def attention_invariants(m, unit: AttentionUnit, probe: Probe) -> SimpleNamespac
     launch = unit.start & ~unit.busy
 
     # busy / done / cycles
-    started, was_launch, was_busy, was_done = Signal(), Signal(), Signal(), Signal()
-    was_cycles = Signal.like(unit.cycles)
-    m.d.sync += [was_launch.eq(launch), was_busy.eq(unit.busy), was_done.eq(unit.done),
-                 was_cycles.eq(unit.cycles)]
-    with m.If(launch):
-        m.d.sync += started.eq(1)
-    m.d.comb += [Assert(p["running"] == unit.busy), Assert(~(unit.busy & unit.done))]
-    with m.If(unit.done | unit.busy):
-        m.d.comb += Assert(started)
-    with m.If(was_launch):
-        m.d.comb += Assert(unit.busy)
-    with m.If(was_done & ~was_launch):
-        m.d.comb += Assert(unit.done)
-    with m.If(was_busy & ~unit.busy):
-        m.d.comb += Assert(unit.done)
-    with m.If(~was_busy & ~was_launch):
-        m.d.comb += Assert(unit.cycles == was_cycles)
+    rules = busy_done_rules(m, unit, launch=launch, running=p["running"])
+    started, was_done = rules.started, rules.was_done
 
     # The latched call is one the host allows (it was assumed at the launch).
     kv_len, n_kv, group, n_heads = p["kv_len"], p["n_kv"], p["group"], p["n_heads"]
@@ -176,7 +154,7 @@ def attention_invariants(m, unit: AttentionUnit, probe: Probe) -> SimpleNamespac
     else:
         heads = [p[f"valid{k}"] & p[f"last{k}"] for k in range(1, 5)]
     stages = heads + [p["fvalid1"], p["fvalid2"], p["fvalid3"], p["fvalid4"] & p["last_f4"], unit.out.valid]
-    inflight = _popcount(stages)
+    inflight = popcount(stages)
     m.d.comb += Assert(last_done == out_count + inflight)
     # A position beat without ``last`` once every beat has issued: a head's last beat follows it in
     # an earlier stage (the stages move together, so the order holds); so such beats run only while busy.

@@ -10,10 +10,12 @@ reset gives), the induction step from any state in which every assertion held fo
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Assert, Assume, ClockDomain, Elaboratable, Module, Signal, Value
 
-__all__ = ["Harness", "StreamMonitor", "free"]
+__all__ = ["Harness", "Probe", "StreamMonitor", "any_of", "busy_done_rules", "free", "popcount"]
 
 
 class Harness(Elaboratable):
@@ -37,6 +39,46 @@ def free(m: Module, target: Value) -> None:
     """Drive ``target`` (an input of the block) with a free value every step."""
     value = Value.cast(target)
     m.d.comb += value.eq(AnySeq(len(value)))
+
+
+def popcount(bits):
+    """The number of ``bits`` that are high (a sum the solver sees as such)."""
+    total = 0
+    for b in bits:
+        total = total + b
+    return total
+
+
+def any_of(terms):
+    """Any of ``terms`` high (0 for none)."""
+    result = 0
+    for t in terms:
+        result = result | t
+    return result
+
+
+def busy_done_rules(m: Module, unit, *, launch, running) -> SimpleNamespace:
+    """A unit's start contract (``unit.busy``, ``unit.done``, ``unit.cycles``), asserted: ``running`` (its
+    internal state) = ``busy``; ``busy`` the cycle after a ``launch``, ``done`` only after one, never both,
+    ``done`` held until the next launch, ``busy`` ends only with ``done``; ``cycles`` unchanged while idle
+    without a launch. Returns the registers it keeps: ``started``, ``was_launch``, ``was_busy``, ``was_done``."""
+    started, was_launch, was_busy, was_done = Signal(), Signal(), Signal(), Signal()
+    was_cycles = Signal.like(unit.cycles)
+    m.d.sync += [was_launch.eq(launch), was_busy.eq(unit.busy), was_done.eq(unit.done), was_cycles.eq(unit.cycles)]
+    with m.If(launch):
+        m.d.sync += started.eq(1)
+    m.d.comb += [Assert(running == unit.busy), Assert(~(unit.busy & unit.done))]
+    with m.If(~was_busy & ~was_launch):
+        m.d.comb += [Assert(~unit.busy), Assert(unit.cycles == was_cycles)]
+    with m.If(unit.done | unit.busy):
+        m.d.comb += Assert(started)
+    with m.If(was_launch):
+        m.d.comb += Assert(unit.busy)
+    with m.If(was_done & ~was_launch):
+        m.d.comb += Assert(unit.done)
+    with m.If(was_busy & ~unit.busy):
+        m.d.comb += Assert(unit.done)
+    return SimpleNamespace(started=started, was_launch=was_launch, was_busy=was_busy, was_done=was_done)
 
 
 class StreamMonitor:

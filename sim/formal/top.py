@@ -18,7 +18,7 @@ from hdl.top import DecodeTop, TopMem
 from hdl.top import SequencerState as _S
 
 from .attention import attention_invariants
-from .harness import Harness, Probe, free
+from .harness import Harness, Probe, any_of, free
 from .vector import legal_vector_command, operand_beats, vector_invariants
 
 __all__ = ["SMALL", "TopSequencer"]
@@ -37,13 +37,6 @@ def _host(top, name):
     """The host port's member ``name`` (``host_name`` or ``host.name``, as the top level spells it)."""
     host = getattr(top, "host", None)
     return getattr(host, name) if host is not None and hasattr(host, name) else getattr(top, f"host_{name}")
-
-
-def _any(terms):
-    result = 0
-    for t in terms:
-        result = result | t
-    return result
 
 
 class TopSequencer(Harness):
@@ -140,7 +133,7 @@ class TopSequencer(Harness):
         own[_S.VCMD] = own[_S.VRUN] = tuple(others)
         for st, ops in own.items():
             with m.If(state == st):
-                m.d.comb += Assert(_any(ins.opcode == op for op in ops) | ((ins.opcode.as_value() >= len(Opcode))
+                m.d.comb += Assert(any_of(ins.opcode == op for op in ops) | ((ins.opcode.as_value() >= len(Opcode))
                                                                        if st in (_S.VCMD, _S.VRUN) else 0))
         # An instruction's first DECODE is ``fresh`` (after a start or the last cycle of the one before);
         # from then on until its last cycle the program port shows it still: a later row's DECODE decodes
@@ -229,7 +222,7 @@ class TopSequencer(Harness):
         with m.If(state == _S.DECODE):
             m.d.comb += Assume((raw.opcode != Opcode.EMBED) | (raw.count >= 1))
             # a vector instruction's length fits the vector unit's command (the compiler's rule)
-            m.d.comb += Assume(_any(raw.opcode == op for op in (Opcode.EMBED, Opcode.GEMM, Opcode.KV_WRITE,
+            m.d.comb += Assume(any_of(raw.opcode == op for op in (Opcode.EMBED, Opcode.GEMM, Opcode.KV_WRITE,
                                                                  Opcode.ATTENTION, Opcode.HALT))
                                | (raw.length <= top.max_length))
             # the program ends with a HALT inside the program memory (the compiler's rule)

@@ -12,7 +12,7 @@ from golden.numerics import ceil_div
 from hdl.vector import NORM_STATS_CYCLES, VectorOp, VectorUnit, cmd_layout
 from sim.machine.cycles import vector_cycles
 
-from .harness import Harness, Probe, StreamMonitor, free
+from .harness import Harness, Probe, StreamMonitor, free, popcount
 
 __all__ = ["SMALL", "VectorControl", "VectorCycles", "commands", "legal_vector_command", "operand_beats",
            "vector_invariants"]
@@ -60,13 +60,6 @@ def legal_vector_command(unit, cmd):
             ok = ok | (cmd.length == n)
         fits = fits | ((cmd.op == op) & ok)
     return fits & (cmd.table < unit.act_tables) & (cmd.position < unit.max_context)
-
-
-def _popcount(bits):
-    total = 0
-    for b in bits:
-        total = total + b
-    return total
 
 
 class VectorControl(Harness):
@@ -186,7 +179,7 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
     # The statistics chain: one token while a norm waits for it, none otherwise.
     waiting = busy & ~issuing & ~done_issue
     markers = [st[1, "valid"] & st[1, "s1_end"], st[2, "valid"] & st[2, "s1_end"], *tokens]
-    m.d.comb += Assert(_popcount(markers) == waiting)
+    m.d.comb += Assert(popcount(markers) == waiting)
 
     # Beats issued (a closed form of the slot's state), taken and sent.
     heads_done = H - heads_left
@@ -208,7 +201,7 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
     def emits(k):
         return st[k, "valid"] & Mux(two_pass, st[k, "pass2"], Mux(is_argmax, st[k, "final"], 1))
 
-    inflight = _popcount([emits(1), emits(2), emits(3), unit.out.valid])
+    inflight = popcount([emits(1), emits(2), emits(3), unit.out.valid])
     with m.If(busy):
         m.d.comb += [Assert(taken == in_issued), Assert(sent + inflight == out_issued)]
         with m.If(unit.out.valid & unit.out.payload.last):
@@ -232,9 +225,9 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
         m.d.comb += [Assert(~st[k, "valid"]) for k in (1, 2, 3)]
         m.d.comb += Assert(done_issue)
     with m.If(unit.out.valid & ~unit.out.payload.last):
-        m.d.comb += Assert(_popcount(finals) == done_issue)
+        m.d.comb += Assert(popcount(finals) == done_issue)
     with m.If(busy & done_issue & ~(unit.out.valid & unit.out.payload.last)):
-        m.d.comb += Assert(_popcount(finals) == 1)
+        m.d.comb += Assert(popcount(finals) == 1)
     with m.If(was_busy & ~busy):
         m.d.comb += [Assert(taken == in_issued), Assert(sent == out_issued)]
     return SimpleNamespace(cmd=cmd_s, inp=inp, out=out, c=c, st=st, was_busy=was_busy, taken=taken)
