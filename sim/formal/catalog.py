@@ -36,6 +36,8 @@ class Job:
     mode: str
     depth: int
     slow: bool = False
+    #: Seconds before the job counts as an error (the whole top level's covers need more on a loaded machine).
+    timeout: float = 600.0
 
 
 JOBS = (
@@ -88,7 +90,7 @@ JOBS = (
     Job("vector-cycles", "hdl/vector.py VectorUnit", VectorCycles, "bmc", 22),
     Job("vector-cycles-cover", "hdl/vector.py VectorUnit", VectorCycles, "cover", 22, slow=True),
     Job("top-sequencer", "hdl/top.py DecodeTop", TopSequencer, "prove", 2, slow=True),
-    Job("top-sequencer-cover", "hdl/top.py DecodeTop", TopSequencer, "cover", 26, slow=True),
+    Job("top-sequencer-cover", "hdl/top.py DecodeTop", TopSequencer, "cover", 22, slow=True, timeout=1800.0),
 )
 
 

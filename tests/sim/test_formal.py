@@ -24,7 +24,8 @@ def _params(slow: bool):
 
 
 def _run(job, tmp_path):
-    result = check(job.harness(), name=job.name, mode=job.mode, depth=job.depth, trace_dir=tmp_path)
+    result = check(job.harness(), name=job.name, mode=job.mode, depth=job.depth, trace_dir=tmp_path,
+                   timeout=job.timeout)
     assert result.passed, result.summary()
     assert result.trace is None and not list(tmp_path.iterdir())
     return result
