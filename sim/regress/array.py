@@ -49,7 +49,7 @@ def jobs(params, txns) -> list:
     return [({**params, "cases": cases}, list(range(len(txns))))]
 
 
-def results(result) -> list:
+def results(result, txns) -> list:
     return result["cases"]
 
 

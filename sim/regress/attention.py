@@ -90,7 +90,7 @@ def jobs(unit, txns) -> list:
     return [({"unit": unit, "cases": cases}, list(range(len(txns))))]
 
 
-def results(result) -> list:
+def results(result, txns) -> list:
     return result["cases"]
 
 

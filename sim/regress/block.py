@@ -48,8 +48,8 @@ class Block:
     generate: Callable[[random.Random, dict], dict]
     #: (params, [(seed, transaction), ...]) -> [(job, [index into the chunk, per case of the job])].
     jobs: Callable[[dict, list], list]
-    #: a job's flow result -> one raw result per case, in the job's order.
-    results: Callable[[dict], list]
+    #: (a job's flow result, the job's transactions) -> one raw result per transaction, in order.
+    results: Callable[[dict, list], list]
     #: (params, transaction, raw result) -> the observation.
     observe: Callable[[dict, dict, object], object]
     #: (params, transaction) -> the golden observation.

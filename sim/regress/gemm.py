@@ -63,7 +63,7 @@ def jobs(params, txns) -> list:
     return [({"config": params, "cases": cases}, list(range(len(txns))))]
 
 
-def results(result) -> list:
+def results(result, txns) -> list:
     return result["cases"]
 
 

@@ -24,7 +24,7 @@ __all__ = ["BLOCKS", "FULL", "Mismatch", "Report", "block", "regress"]
 
 #: Block name -> the module whose ``BLOCK`` defines it.
 BLOCKS = {"array": "sim.regress.array", "gemm": "sim.regress.gemm", "vector": "sim.regress.vector",
-          "attention": "sim.regress.attention"}
+          "attention": "sim.regress.attention", "link": "sim.regress.link"}
 
 #: Transactions of a full regression (the slow suite's figure, issue 19).
 FULL = 10_000
@@ -122,7 +122,7 @@ def regress(name: str, *, simulator: str = "verilator", seed: int = 0, count: in
         for job, indices in b.jobs(params, txns):
             result = run(simulator, b.design, params, b.flow, job)
             report.jobs += 1
-            raws = b.results(result)
+            raws = b.results(result, [txns[i][1] for i in indices])
             if len(raws) != len(indices):
                 raise AssertionError(f"{name}: {len(raws)} results for {len(indices)} transactions")
             for i, raw in zip(indices, raws, strict=True):

@@ -160,7 +160,7 @@ def jobs(params, txns) -> list:
     return out
 
 
-def results(result) -> list:
+def results(result, txns) -> list:
     return result["ops"]
 
 
