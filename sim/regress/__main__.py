@@ -19,7 +19,8 @@ def main(argv=None) -> int:
     parser.add_argument("--simulator", default="verilator", help="verilator (default), icarus or amaranth")
     parser.add_argument("--seed", type=int, default=0, help="first transaction's seed (default 0)")
     parser.add_argument("--count", type=int, default=FULL, help=f"transactions (default {FULL})")
-    parser.add_argument("--chunk", type=int, default=CHUNK, help=f"transactions per chunk (default {CHUNK})")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help=f"transactions per chunk (default: the block's, else {CHUNK})")
     parser.add_argument("--closure", action="store_true", help="judge coverage closure whatever the count")
     args = parser.parse_args(argv)
     names = list(BLOCKS) if args.block == "all" else [args.block]

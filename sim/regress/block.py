@@ -60,6 +60,9 @@ class Block:
     points: Callable[[dict], dict]
     #: Least share of bins a regression of :data:`sim.regress.run.FULL` transactions must hit.
     closure: float
+    #: Transactions per chunk (default :data:`sim.regress.run.CHUNK`; more for a block whose jobs
+    #: start slowly, e.g. the top level loads a model's images per job).
+    chunk: int | None = None
 
 
 def pick_size(rng: random.Random, low: int, high: int) -> int:

@@ -24,7 +24,8 @@ __all__ = ["BLOCKS", "FULL", "Mismatch", "Report", "block", "regress"]
 
 #: Block name -> the module whose ``BLOCK`` defines it.
 BLOCKS = {"array": "sim.regress.array", "gemm": "sim.regress.gemm", "vector": "sim.regress.vector",
-          "attention": "sim.regress.attention", "link": "sim.regress.link"}
+          "attention": "sim.regress.attention", "link": "sim.regress.link",
+          "top": "sim.regress.top"}
 
 #: Transactions of a full regression (the slow suite's figure, issue 19).
 FULL = 10_000
@@ -102,15 +103,16 @@ def _int(what: str, value, low: int) -> int:
     return value
 
 
-def regress(name: str, *, simulator: str = "verilator", seed: int = 0, count: int = 100, chunk: int = CHUNK,
+def regress(name: str, *, simulator: str = "verilator", seed: int = 0, count: int = 100, chunk: int | None = None,
             expect=None, progress=None) -> Report:
     """Run ``count`` transactions of block ``name`` from ``seed`` on ``simulator``; the :class:`Report`.
 
     ``expect`` replaces the block's golden scoreboard (``(params, transaction) -> observation``):
     a test gives a wrong one to check that the scoreboard reports mismatches. ``progress`` is
-    called with a line after each chunk.
+    called with a line after each chunk. ``chunk`` defaults to the block's own (or :data:`CHUNK`).
     """
     b = block(name)
+    chunk = chunk if chunk is not None else b.chunk or CHUNK
     seed, count, chunk = _int("seed", seed, 0), _int("count", count, 1), _int("chunk", chunk, 1)
     expect = expect or b.expect
     params = b.params(simulator)
