@@ -14,7 +14,6 @@ from golden.numerics import ceil_div, gemm_int8
 from hdl.config import PRESETS, Config
 
 from ..machine.cycles import array_stream_cycles
-
 from .block import EDGES, TRAFFIC, VALUE_MODES, Block, edge_hits, int8_values, pick_size, size_bin
 
 #: The array the regression runs on: 4 x 4, two tile rows a weight beat (the RTL tests' build).

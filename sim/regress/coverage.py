@@ -1,12 +1,15 @@
 """Functional coverage: named cover points, each with a fixed list of bins, counted as they are hit.
 
 Bins are declared up front (a bin that can never be hit still counts against closure); hitting a
-bin that was not declared is a bug in the block's sampler and raises ``KeyError``. Coverage of a
+bin that was not declared is a bug in the block's sampler and raises ``KeyError``; bins that are not
+distinct raise :class:`golden.errors.InputError`. Coverage of a
 point is the share of its bins hit at least once; a block's coverage is the share over all its
 bins (every bin weighs the same). Pure Python.
 """
 
 from __future__ import annotations
+
+from golden.errors import InputError
 
 __all__ = ["Coverage"]
 
@@ -18,7 +21,7 @@ class Coverage:
         self.hits: dict[str, dict[str, int]] = {}
         for point, bins in points.items():
             if len(set(bins)) != len(bins) or not bins:
-                raise ValueError(f"cover point {point!r} needs distinct bins, not {bins!r}")
+                raise InputError(f"cover point {point!r} needs distinct bins, not {bins!r}")
             self.hits[point] = dict.fromkeys(bins, 0)
 
     def hit(self, point: str, bin_: str) -> None:

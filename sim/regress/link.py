@@ -14,8 +14,6 @@ more rejected frame; INFO describes the target; a read's length; the GEMM's resu
 
 from __future__ import annotations
 
-import numpy as np
-
 from golden.numerics import gemm_int8
 from hdl.config import PRESETS, Config
 from hdl.link import MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, Command, Status, Target

@@ -18,8 +18,6 @@ import functools
 import random
 from dataclasses import replace
 
-import numpy as np
-
 from golden.model import ModelConfig, init_weights
 from golden.numerics import ceil_div
 from golden.quantize import quantize_model, random_calibration
@@ -29,7 +27,7 @@ from hdl.isa import Opcode
 from ..flows.decode import decode_job, predicted_cycles, top_params
 from ..machine.compiler import compile_model
 from ..machine.isa_sim import IsaMachine
-from .block import Block, pick_size
+from .block import Block
 
 #: The design: the 4 x 4 preset with small memories, head_dim 8, 4 heads, norms up to 32 (the
 #: top-level RTL tests' design, so the Verilator build is shared).

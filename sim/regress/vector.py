@@ -19,8 +19,8 @@ import golden.vector as gv
 from golden.numerics import MULT_MAX, SHIFT_MAX, ceil_div, quantize_multiplier, requantize
 from golden.tables import activation_table
 
-from .block import EDGES, TRAFFIC, Block, edge_hits, int8_values
 from ..flows.vector import OPS, PRESETS, vector_job
+from .block import EDGES, TRAFFIC, Block, edge_hits, int8_values
 
 #: The design per simulator (the RTL tests' builds): the demo model's sizes on Verilator.
 PRESET_FOR = {"verilator": "demo", "icarus": "small", "amaranth": "small"}
