@@ -12,7 +12,8 @@ from sim.regress.coverage import Coverage
 from sim.regress.run import BLOCKS, FULL, block, regress
 
 #: The fast suite's subset: (first seed, transactions) per block, on the RTL tests' Verilator builds.
-FAST = {"array": (1000, 40), "gemm": (1000, 40), "vector": (1000, 60), "attention": (1000, 40), "link": (1000, 20)}
+FAST = {"array": (1000, 40), "gemm": (1000, 40), "vector": (1000, 60), "attention": (1000, 40), "link": (1000, 20),
+        "top": (38233, 4)}   # four sequences (1, 2, 3 and 6 steps) on one model: one simulator start
 #: The slow suite's first seed (the figures in docs/verification.md).
 SLOW_SEED = 19_000_000
 
@@ -84,7 +85,7 @@ def test_closure_fails_below_the_threshold():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--block", "nope"], "lockstep: error: block must be one of array, gemm, vector, attention, link, not 'nope'"),
+    (["--block", "nope"], "lockstep: error: block must be one of array, gemm, vector, attention, link, top, not 'nope'"),
     (["--block", "gemm", "--count", "0"], "lockstep: error: count must be an integer >= 1, not 0"),
     (["--block", "gemm", "--seed", "-1"], "lockstep: error: seed must be an integer >= 0, not -1"),
 ])
