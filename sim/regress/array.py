@@ -14,7 +14,7 @@ from golden.numerics import ceil_div, gemm_int8
 from hdl.config import PRESETS, Config
 
 from ..machine.cycles import array_stream_cycles
-from .block import EDGES, TRAFFIC, VALUE_MODES, Block, edge_hits, int8_values, pick_size, size_bin
+from .block import EDGES, TRAFFIC, VALUE_MODES, Block, int8_values, pick_size, sample_operands, size_bin
 
 #: The array the regression runs on: 4 x 4, two tile rows a weight beat (the RTL tests' build).
 PARAMS = {"rows": 4, "cols": 4, "rows_per_beat": 2}
@@ -97,12 +97,7 @@ def sample(cov, params, txn, obs) -> None:
     cov.hit("n_tiles", str(ceil_div(n, C)))
     cov.hit("k_partial", "partial" if k % R else "whole")
     cov.hit("n_partial", "partial" if n % C else "whole")
-    cov.hit("a_mode", txn["amode"])
-    cov.hit("w_mode", txn["wmode"])
-    for v in edge_hits(txn["a"]):
-        cov.hit("a_edges", v)
-    for v in edge_hits(txn["w"]):
-        cov.hit("w_edges", v)
+    sample_operands(cov, txn)
     cov.hit("traffic", txn["traffic"])
     tiles = ceil_div(k, R) * ceil_div(n, C)
     cov.hit("traffic_x_tiles", f"{txn['traffic']}/{'1' if tiles == 1 else 'many'}")

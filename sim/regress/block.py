@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EDGES", "TRAFFIC", "VALUE_MODES", "Block", "edge_hits", "int8_values", "pick_size", "size_bin"]
+__all__ = ["EDGES", "TRAFFIC", "VALUE_MODES", "Block", "edge_hits", "int8_values", "pick_size", "sample_operands",
+           "size_bin", "split_steps"]
 
 #: The int8 values every block's operands are biased to.
 EDGES = (-128, 127, 0)
@@ -105,3 +106,23 @@ def edge_hits(values) -> list[str]:
     """The edge values (as bin names) present in ``values``."""
     arr = np.asarray(values)
     return [str(v) for v in EDGES if arr.size and bool((arr == v).any())]
+
+
+def sample_operands(cov, txn) -> None:
+    """Cover the value modes (points ``a_mode``, ``w_mode``) and edge values (``a_edges``, ``w_edges``)
+    of a GEMM transaction's operands ``a`` and ``w``."""
+    cov.hit("a_mode", txn["amode"])
+    cov.hit("w_mode", txn["wmode"])
+    for v in edge_hits(txn["a"]):
+        cov.hit("a_edges", v)
+    for v in edge_hits(txn["w"]):
+        cov.hit("w_edges", v)
+
+
+def split_steps(items: list, txns: list) -> list:
+    """``items`` (a job's results, one per step) cut into one list per transaction (``len(txn["steps"])`` each)."""
+    out = []
+    for t in txns:
+        out.append(items[:len(t["steps"])])
+        items = items[len(t["steps"]):]
+    return out

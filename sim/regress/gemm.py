@@ -14,7 +14,7 @@ from golden.numerics import ceil_div, gemm_int8
 from hdl.config import PRESETS, Config
 
 from ..flows.gemm import plan_gemm
-from .block import EDGES, VALUE_MODES, Block, edge_hits, int8_values, pick_size, size_bin
+from .block import EDGES, VALUE_MODES, Block, int8_values, pick_size, sample_operands, size_bin
 
 #: The configuration the regression runs on (the RTL tests' 4 x 4 build).
 PRESET = "4x4"
@@ -115,12 +115,7 @@ def sample(cov, params, txn, obs) -> None:
     # Which of a tile's weight load (R/G cycles) and its activation rows (M) sets the pace.
     load = R // c.weight_rows_per_cycle
     cov.hit("weight_vs_rows", "weights_longer" if load > m else "equal" if load == m else "rows_longer")
-    cov.hit("a_mode", txn["amode"])
-    cov.hit("w_mode", txn["wmode"])
-    for v in edge_hits(txn["a"]):
-        cov.hit("a_edges", v)
-    for v in edge_hits(txn["w"]):
-        cov.hit("w_edges", v)
+    sample_operands(cov, txn)
 
 
 

@@ -28,7 +28,7 @@ from ..link.protocol import (
     write_mem_payload,
     write_reg_payload,
 )
-from .block import Block, int8_values, pick_size
+from .block import Block, int8_values, pick_size, split_steps
 
 #: The target (the link tests' build).
 PRESET = "4x4"
@@ -150,11 +150,7 @@ def jobs(params, txns) -> list:
 
 
 def results(result, txns) -> list:
-    replies, out = result["replies"], []
-    for t in txns:
-        out.append(replies[:len(t["steps"])])
-        replies = replies[len(t["steps"]):]
-    return out
+    return split_steps(result["replies"], txns)
 
 
 def _status(payload_hex: str) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from hdl.isa import Opcode
 from ..flows.decode import decode_job, predicted_cycles, top_params
 from ..machine.compiler import compile_model
 from ..machine.isa_sim import IsaMachine
-from .block import Block
+from .block import Block, split_steps
 
 #: The design: the 4 x 4 preset with small memories, head_dim 8, 4 heads, norms up to 32 (the
 #: top-level RTL tests' design, so the Verilator build is shared).
@@ -91,11 +91,7 @@ def jobs(params, txns) -> list:
 
 
 def results(result, txns) -> list:
-    steps, out = result["steps"], []
-    for t in txns:
-        out.append(steps[:len(t["steps"])])
-        steps = steps[len(t["steps"]):]
-    return out
+    return split_steps(result["steps"], txns)
 
 
 def observe(params, txn, raw):

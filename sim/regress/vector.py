@@ -16,10 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 import golden.vector as gv
-from golden.numerics import MULT_MAX, SHIFT_MAX, ceil_div, quantize_multiplier, requantize
-from golden.tables import activation_table
+from golden.numerics import MULT_MAX, SHIFT_MAX, ceil_div
 
-from ..flows.vector import OPS, PRESETS, vector_job
+from ..flows.vector import OPS, PRESETS, golden_op, vector_job
 from .block import EDGES, TRAFFIC, Block, edge_hits, int8_values
 
 #: The design per simulator (the RTL tests' builds): the demo model's sizes on Verilator.
@@ -181,53 +180,13 @@ def observe(params, txn, raw):
     return {"out": raw["out"], "padding": raw["padding"], "timing": timing}
 
 
-def _golden(params, op) -> np.ndarray:
-    name = op["op"]
-    if name == "requant":
-        n = len(op["acc"])
-        mult = op["mult"] if isinstance(op["mult"], list) else [op["mult"]] * n
-        shift = op["shift"] if isinstance(op["shift"], list) else [op["shift"]] * n
-        return requantize(op["acc"], mult, shift)
-    if name == "add":
-        p = gv.AddParams(a_mult=op["a_mult"], b_mult=op["b_mult"], mult=op["mult"], shift=op["shift"])
-        return gv.residual_add(op["a"], op["b"], p)
-    if name == "mul":
-        return gv.multiply(op["a"], op["b"], mult=op["mult"], shift=op["shift"])
-    if name == "silu_mul":
-        act = gv.activation(op["a"], activation_table("silu", TABLES["silu"]["x_scale"],
-                                                      TABLES["silu"]["out_scale"]))
-        return gv.multiply(act, op["b"], mult=op["mult"], shift=op["shift"])
-    if name == "silu":
-        return gv.silu(op["x"], **TABLES["silu"])
-    if name == "gelu":
-        return gv.gelu(op["x"], **TABLES["gelu"])
-    if name == "argmax":
-        return gv.argmax(np.array(op["x"]))
-    if name in ("rmsnorm", "layernorm"):
-        kind = "rms" if name == "rmsnorm" else "layer"
-        inv = quantize_multiplier(1.0 / len(op["x"]))
-        p = gv.NormParams(kind=kind, gamma=np.array(op["gamma"]), beta=np.array(op["beta"]) if "beta" in op else None,
-                          eps=op["eps"], out_mult=op["out_mult"], out_shift=op["out_shift"],
-                          inv_mult=inv[0], inv_shift=inv[1])
-        return (gv.rmsnorm if kind == "rms" else gv.layernorm)(op["x"], p)
-    heads, hd = op["heads"], params["max_head_dim"]
-    x = np.array(op["x"]).reshape(heads, hd)
-    out = []
-    for h in range(heads):
-        second = h >= heads - op["heads_b"]
-        mult, shift = (op["mult_b"], op["shift_b"]) if second else (op["mult"], op["shift"])
-        out.append(gv.rope(x[h], op["position"], mult=mult, shift=shift, max_context=params["max_context"],
-                           base=ROPE_BASE))
-    return np.concatenate(out)
-
-
 def expect(params, txn):
     op = txn["op"]
     if op["op"] == "argmax":
-        return {"index": int(_golden(params, op)), "timing": "ok"}
+        return {"index": int(golden_op(params, op, _tables(params))), "timing": "ok"}
     n = _length_of(op)
     pad = ceil_div(n, params["lanes"]) * params["lanes"] - n
-    return {"out": np.asarray(_golden(params, op)).tolist(), "padding": [0] * pad, "timing": "ok"}
+    return {"out": np.asarray(golden_op(params, op, _tables(params))).tolist(), "padding": [0] * pad, "timing": "ok"}
 
 
 def points(params) -> dict:

@@ -85,7 +85,7 @@ def test_closure_fails_below_the_threshold():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--block", "nope"], "lockstep: error: block must be one of array, gemm, vector, attention, link, top, not 'nope'"),
+    (["--block", "nope"], f"lockstep: error: block must be one of {', '.join(BLOCKS)}, not 'nope'"),
     (["--block", "gemm", "--count", "0"], "lockstep: error: count must be an integer >= 1, not 0"),
     (["--block", "gemm", "--seed", "-1"], "lockstep: error: seed must be an integer >= 0, not -1"),
 ])
