@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from golden.errors import InputError
+from golden.errors import InputError, LockstepError
 
 from ..engine.runner import run
 from .coverage import Coverage
@@ -122,7 +122,12 @@ def regress(name: str, *, simulator: str = "verilator", seed: int = 0, count: in
         seeds = range(start, min(seed + count, start + chunk))
         txns = [(s, b.generate(random.Random(s), params)) for s in seeds]
         for job, indices in b.jobs(params, txns):
-            result = run(simulator, b.design, params, b.flow, job)
+            try:
+                result = run(simulator, b.design, params, b.flow, job)
+            except LockstepError as exc:   # a watchdog, a flow's own check: name the chunk that hit it
+                raise LockstepError(f"{name}: a job of the chunk of seeds {seeds[0]}..{seeds[-1]} failed ({exc}); "
+                                    f"replay: python -m sim.regress --block {name} --simulator {simulator} "
+                                    f"--seed {seeds[0]} --count {len(seeds)} --chunk {len(seeds)}") from None
             report.jobs += 1
             raws = b.results(result, [txns[i][1] for i in indices])
             if len(raws) != len(indices):
