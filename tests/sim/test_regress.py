@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from golden.errors import LockstepError
 from sim.regress.coverage import Coverage
 from sim.regress.run import BLOCKS, FULL, block, regress
 
@@ -93,3 +94,24 @@ def test_bad_arguments_are_one_line(args, message):
     r = subprocess.run([sys.executable, "-m", "sim.regress", *args], capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip() == message
+
+
+def test_a_hung_job_names_its_chunk_and_replay(monkeypatch):
+    """A design that stops making progress (here: V is never sent, on the real simulator) fails the
+    run with the seeds of its chunk and the command that replays it."""
+    import dataclasses
+
+    import sim.regress.attention as attention
+
+    def withheld(params, txns):
+        jobs = attention.jobs(params, txns)
+        for job, _ in jobs:
+            for case in job["cases"]:
+                case.update(withhold_v=True, max_idle=50)
+        return jobs
+
+    monkeypatch.setattr(attention, "BLOCK", dataclasses.replace(attention.BLOCK, jobs=withheld))
+    with pytest.raises(LockstepError, match=r"^attention: a job of the chunk of seeds 3\.\.4 failed \(.*made no "
+                                            r"progress for 50 cycles.*\); replay: python -m sim\.regress --block "
+                                            r"attention --simulator verilator --seed 3 --count 2 --chunk 2$"):
+        regress("attention", seed=3, count=2)
