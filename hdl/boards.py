@@ -164,7 +164,7 @@ class DecodeBoardTop(BoardTop):
     """:class:`hdl.link.LinkedDecode` on a board (the decode accelerator, its memories on chip).
 
     ``top`` holds the top level's keyword parameters (``head_dim``, ``max_heads``,
-    ``max_norm_length``: :func:`sim.flows.decode.top_params`). The ``preload_*`` ports stay at zero.
+    ``max_norm_length``: :func:`sim.flows.decode.top_params`). The ``preload`` bus stays at zero.
     """
 
     def __init__(self, config: Config, *, top: dict, clock_hz: float, baud: int = 115200, max_payload: int = 256,

@@ -19,6 +19,7 @@ from golden.errors import InputTypeError
 
 from .array import SystolicArray
 from .config import Config, checked_constructor
+from .host import HostBus
 from .weights import WeightMemory
 
 __all__ = ["GemmUnit", "HostMem"]
@@ -48,9 +49,10 @@ class GemmUnit(wiring.Component):
 
     Host port
     ---------
-    ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of memory ``host_mem``
-    (WEIGHTS or ACTS). ``host_rdata`` shows result word ``host_addr`` one cycle after the
-    address is presented. Writes are meant for idle time; results are valid after ``done``.
+    ``host`` (a flipped :class:`hdl.host.HostBus`, ``host_bus``): ``host.we`` writes ``host.wdata``
+    (low bits) to word ``host.addr`` of memory ``host.mem`` (:class:`HostMem`: WEIGHTS or ACTS).
+    ``host.rdata`` shows result word ``host.addr`` one cycle after the address is presented.
+    Writes are meant for idle time; results are valid after ``done``.
 
     Weight memory
     -------------
@@ -69,6 +71,7 @@ class GemmUnit(wiring.Component):
         config.check_buildable()
         self.config = config
         c = config
+        self.host_bus = self.bus_for(c)
         super().__init__({
             "start": In(1),
             "m": In(range(c.max_m + 1)),
@@ -78,12 +81,14 @@ class GemmUnit(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "cycles": Out(c.cycle_counter_bits),
-            "host_mem": In(HostMem),
-            "host_addr": In(c.host_addr_bits),
-            "host_we": In(1),
-            "host_wdata": In(c.host_data_bits),
-            "host_rdata": Out(c.array_cols * c.acc_bits),
+            "host": In(self.host_bus),
         })
+
+    @staticmethod
+    def bus_for(config: Config) -> HostBus:
+        """The memory window (the ``host`` member, flipped) of a GEMM unit built from ``config``."""
+        return HostBus(mem_count=len(HostMem), addr_bits=config.host_addr_bits, wdata_bits=config.host_data_bits,
+                       rdata_bits=config.array_cols * config.acc_bits)
 
     def elaborate(self, platform):
         m = Module()
@@ -128,15 +133,13 @@ class GemmUnit(wiring.Component):
 
     def _host_port(self, m, wmem, amem, rmem):
         """Host writes to the weight banks and the activation memory; host reads of the result memory."""
-        m.d.comb += [wmem.we.eq(self.host_we & (self.host_mem == HostMem.WEIGHTS)),
-                     wmem.waddr.eq(self.host_addr), wmem.wdata.eq(self.host_wdata)]
+        h = self.host
+        m.d.comb += [wmem.we.eq(h.we & (h.mem == HostMem.WEIGHTS)), wmem.waddr.eq(h.addr), wmem.wdata.eq(h.wdata)]
         amem_w = amem.write_port()
         rmem_r = rmem.read_port()
         m.d.comb += [
-            amem_w.addr.eq(self.host_addr), amem_w.data.eq(self.host_wdata),
-            amem_w.en.eq(self.host_we & (self.host_mem == HostMem.ACTS)),
-            rmem_r.addr.eq(self.host_addr),
-            self.host_rdata.eq(rmem_r.data),
+            amem_w.addr.eq(h.addr), amem_w.data.eq(h.wdata), amem_w.en.eq(h.we & (h.mem == HostMem.ACTS)),
+            rmem_r.addr.eq(h.addr), h.rdata.eq(rmem_r.data),
         ]
 
     def _weight_feeder(self, m, wmem, array, launch):

@@ -12,9 +12,11 @@ The CRC is CRC-16/IBM-3740 (a.k.a. CCITT-FALSE: polynomial 0x1021, initial value
 reflection, no final XOR) over everything after the sync byte; sent high byte first, so the CRC of
 a whole frame after its sync byte (CRC included) is zero.
 
-The host port (:class:`HostPort`) is the one interface every target presents: a memory select, a
-word address, a write strobe and data, read data one cycle after the address, ``start``,
-``start_ok``, ``busy``, ``done``, a cycle counter and a file of 32-bit parameter registers.
+The host port (:class:`HostPort`) is what the bridge drives: the target's memory window
+(:class:`hdl.host.HostBus`: a memory select, a word address, a write strobe and data, read data one
+cycle after the address; every target presents it as its ``host`` member and a linked design joins
+the two with ``wiring.connect``), ``start``, ``start_ok``, ``busy``, ``done``, a cycle counter and a
+file of 32-bit parameter registers.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -25,6 +27,9 @@ from amaranth.lib.wiring import In, Out
 from golden.errors import InputError, InputTypeError
 
 from .config import STEP_CYCLE_BITS, Config, check_positive_int, checked_constructor
+from .gemm import GemmUnit
+from .host import HostBus, ParamSignature
+from .top import DecodeTop, TopMem
 from .uart import MIN_CLOCKS_PER_BIT, UartRx, UartTx
 
 __all__ = [
@@ -117,11 +122,11 @@ def default_timeout_cycles(clocks_per_bit: int) -> int:
     return 40 * clocks_per_bit
 
 
-class HostPort(wiring.Signature):
+class HostPort(ParamSignature):
     """The host port, seen from the host side (the bridge); a target uses ``HostPort(...).flip()``.
 
-    Members: ``mem`` (which memory), ``addr`` (word address), ``we`` (write ``wdata`` to ``mem[addr]``
-    at the next edge), ``rdata`` (``mem[addr]``, ``read_latency`` cycles after ``addr``), ``start``
+    Members: ``bus`` (the target's memory window, a :class:`hdl.host.HostBus`: ``mem``, ``addr``,
+    ``we``, ``wdata``, and ``rdata`` ``read_latency`` cycles after ``addr``), ``start``
     (one-cycle pulse), ``start_ok`` (the target can run what ``regs`` hold: a START while it is low is
     refused with ERR_ARGUMENT; the GEMM target's is low for a zero size), ``busy``, ``done``,
     ``cycles`` (48 bits), ``regs`` (``reg_count`` 32-bit registers, held by the host side, truncated
@@ -131,17 +136,11 @@ class HostPort(wiring.Signature):
 
     def __init__(self, *, mem_count: int, addr_bits: int, wdata_bits: int, rdata_bits: int, reg_count: int,
                  read_latency: int = 1, token_bits: int = 0):
-        for name, value in (("mem_count", mem_count), ("addr_bits", addr_bits), ("wdata_bits", wdata_bits),
-                            ("rdata_bits", rdata_bits), ("reg_count", reg_count),
-                            ("read_latency", read_latency)):
+        for name, value in (("reg_count", reg_count), ("read_latency", read_latency)):
             check_positive_int(name, value)
-        for name, value in (("wdata_bits", wdata_bits), ("rdata_bits", rdata_bits)):
-            if value % 8:
-                raise InputError(f"{name} must be a multiple of 8, not {value}")
-        if addr_bits > 32:
-            raise InputError(f"addr_bits must be at most 32, not {addr_bits}")
-        if mem_count > 256 or reg_count > 256:
-            raise InputError(f"mem_count and reg_count must be at most 256, not {mem_count} and {reg_count}")
+        bus = HostBus(mem_count=mem_count, addr_bits=addr_bits, wdata_bits=wdata_bits, rdata_bits=rdata_bits)
+        if reg_count > 256:
+            raise InputError(f"reg_count must be at most 256, not {reg_count}")
         if not isinstance(token_bits, int) or not 0 <= token_bits <= 8 * TOKEN_BYTES:
             raise InputError(f"token_bits must be 0 (no token) .. {8 * TOKEN_BYTES}, not {token_bits!r}")
         self.mem_count, self.addr_bits = mem_count, addr_bits
@@ -150,11 +149,7 @@ class HostPort(wiring.Signature):
         self.token_bits = token_bits
         token = {"token": In(token_bits)} if token_bits else {}
         super().__init__({**token,
-            "mem": Out(max(1, (mem_count - 1).bit_length())),
-            "addr": Out(addr_bits),
-            "we": Out(1),
-            "wdata": Out(wdata_bits),
-            "rdata": In(rdata_bits),
+            "bus": Out(bus),
             "start": Out(1),
             "start_ok": In(1),
             "busy": In(1),
@@ -163,19 +158,10 @@ class HostPort(wiring.Signature):
             "regs": Out(data.ArrayLayout(unsigned(REG_BITS), reg_count)),
         })
 
-    def __eq__(self, other):
-        return type(other) is HostPort and self.params() == other.params()
-
-    def __hash__(self):
-        return hash(tuple(sorted(self.params().items())))
-
     def params(self) -> dict:
         return {"mem_count": self.mem_count, "addr_bits": self.addr_bits, "wdata_bits": self.wdata_bits,
                 "rdata_bits": self.rdata_bits, "reg_count": self.reg_count, "read_latency": self.read_latency,
                 "token_bits": self.token_bits}
-
-    def __repr__(self):
-        return "HostPort(" + ", ".join(f"{k}={v}" for k, v in self.params().items()) + ")"
 
 
 class LinkBridge(wiring.Component):
@@ -247,17 +233,17 @@ class LinkBridge(wiring.Component):
         req = rcv.request.payload
         job = rep.reply.payload
         m.d.comb += [rcv.rx.eq(self.rx), self.tx.eq(rep.tx), rcv.busy.eq(host.busy), rcv.start_ok.eq(host.start_ok),
-                     rcv.reply_done.eq(rep.done), rep.rdata.eq(host.rdata)]
+                     rcv.reply_done.eq(rep.done), rep.rdata.eq(host.bus.rdata)]
 
         # --- host port registers ------------------------------------------------------------------
-        mem = Signal.like(host.mem)
+        mem = Signal.like(host.bus.mem)
         addr = Signal(p.addr_bits)
         wword = Signal(p.wdata_bits)
         ptr = Signal(range(self.max_payload + 1))
         phase = Signal(range(wbytes))  # WRITE_MEM: byte position in the current data word
         start = Signal()
         m.d.sync += start.eq(0)
-        m.d.comb += [host.mem.eq(mem), host.addr.eq(addr), host.wdata.eq(wword), host.start.eq(start),
+        m.d.comb += [host.bus.mem.eq(mem), host.bus.addr.eq(addr), host.bus.wdata.eq(wword), host.start.eq(start),
                      rcv.buf_addr.eq(ptr)]
         with m.If(rep.fetched):
             m.d.sync += addr.eq(addr + 1)
@@ -309,7 +295,7 @@ class LinkBridge(wiring.Component):
                     m.d.sync += phase.eq(phase + 1)
                     m.next = "WM_FETCH"
             with m.State("WM_WRITE"):
-                m.d.comb += host.we.eq(1)
+                m.d.comb += host.bus.we.eq(1)
                 m.d.sync += addr.eq(addr + 1)
                 with m.If(ptr == req.length):
                     m.d.comb += [rep.reply.valid.eq(1), job.status.eq(Status.OK)]
@@ -696,31 +682,24 @@ class LinkedGemm(wiring.Component):
     @checked_constructor
     def __init__(self, config: Config, *, clocks_per_bit: int, timeout_cycles: int | None = None,
                  max_payload: int = 256):
-        from .gemm import HostMem
-
         if not isinstance(config, Config):
             raise InputTypeError(f"config must be a Config, not {type(config).__name__}")
         config.check_buildable()
         self.config = config
-        self.port = HostPort(mem_count=len(HostMem), addr_bits=config.host_addr_bits,
-                             wdata_bits=config.host_data_bits, rdata_bits=config.array_cols * config.acc_bits,
-                             reg_count=len(GEMM_REGS))
+        self.port = HostPort(**GemmUnit.bus_for(config).params(), reg_count=len(GEMM_REGS))
         # The bridge is built here so a bad link parameter is refused by the constructor.
         self.bridge = LinkBridge(port=self.port, clocks_per_bit=clocks_per_bit, timeout_cycles=timeout_cycles,
                                  max_payload=max_payload, target=Target.GEMM)
         super().__init__()
 
     def elaborate(self, platform):
-        from .gemm import GemmUnit
-
         m = Module()
         m.submodules.bridge = bridge = self.bridge
         m.submodules.gemm = gemm = GemmUnit(self.config)
         h = bridge.host
+        wiring.connect(m, h.bus, gemm.host)
         m.d.comb += [
             bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
-            gemm.host_mem.eq(h.mem), gemm.host_addr.eq(h.addr), gemm.host_we.eq(h.we),
-            gemm.host_wdata.eq(h.wdata), h.rdata.eq(gemm.host_rdata),
             gemm.start.eq(h.start), h.start_ok.eq(gemm.shape_ok), h.busy.eq(gemm.busy), h.done.eq(gemm.done),
             h.cycles.eq(gemm.cycles),
             self.busy.eq(gemm.busy), self.done.eq(gemm.done),
@@ -739,29 +718,26 @@ class LinkedDecode(wiring.Component):
     START hands to the step. READ_TOKEN returns the step's ``next_token``, READ_LOGITS reads the
     logits buffer. ``busy`` and ``done`` mirror the top level's (LEDs on a board).
 
-    ``preload_*`` ports write memories directly, bypassing the UART (a simulation's backdoor to load
-    a model's hundreds of kilobytes in one word a cycle; a board leaves them at zero and synthesis
-    removes them). While ``preload_we`` is high the bridge's own writes are ignored.
+    ``preload`` (a :class:`hdl.host.HostBus` like the bridge's) writes memories directly, bypassing
+    the UART (a simulation's backdoor to load a model's hundreds of kilobytes in one word a cycle; a
+    board leaves it at zero and synthesis removes it). While ``preload.we`` is high the bridge's own
+    writes are ignored.
     """
 
     @checked_constructor
     def __init__(self, config: Config, *, head_dim: int, max_heads: int, max_norm_length: int,
                  clocks_per_bit: int, timeout_cycles: int | None = None, max_payload: int = 256):
-        from .top import DecodeTop, TopMem
-
         if not isinstance(config, Config):
             raise InputTypeError(f"config must be a Config, not {type(config).__name__}")
         self.top = DecodeTop(config, head_dim=head_dim, max_heads=max_heads, max_norm_length=max_norm_length)
         self.config = config
         t = self.top
-        self.port = HostPort(mem_count=len(TopMem), addr_bits=t.host_addr_bits, wdata_bits=t.host_data_bits,
-                             rdata_bits=32 * t.lanes, reg_count=len(DECODE_REGS), token_bits=8 * TOKEN_BYTES)
+        self.port = HostPort(**t.host_bus.params(), reg_count=len(DECODE_REGS), token_bits=8 * TOKEN_BYTES)
         self.bridge = LinkBridge(port=self.port, clocks_per_bit=clocks_per_bit, timeout_cycles=timeout_cycles,
                                  max_payload=max_payload, target=Target.DECODE, logits_mem=TopMem.LOGITS.value)
         super().__init__({
             "rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1), "done": Out(1),
-            "preload_we": In(1), "preload_mem": In(TopMem), "preload_addr": In(t.host_addr_bits),
-            "preload_wdata": In(t.host_data_bits),
+            "preload": In(t.host_bus),
         })
 
     def elaborate(self, platform):
@@ -769,14 +745,14 @@ class LinkedDecode(wiring.Component):
         m.submodules.bridge = bridge = self.bridge
         m.submodules.top = top = self.top
         h = bridge.host
+        bus, pre = h.bus, self.preload
+        for name in ("mem", "addr", "wdata"):
+            m.d.comb += getattr(top.host, name).eq(Mux(pre.we, getattr(pre, name), getattr(bus, name)))
+        m.d.comb += [top.host.we.eq(pre.we | bus.we), bus.rdata.eq(top.host.rdata), pre.rdata.eq(top.host.rdata)]
         regs = {name: h.regs[i] for i, name in enumerate(DECODE_REGS)}
         m.d.comb += [
             bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
-            top.host_mem.eq(Mux(self.preload_we, self.preload_mem, h.mem)),
-            top.host_addr.eq(Mux(self.preload_we, self.preload_addr, h.addr)),
-            top.host_wdata.eq(Mux(self.preload_we, self.preload_wdata, h.wdata)),
-            top.host_we.eq(self.preload_we | h.we),
-            h.rdata.eq(top.host_rdata), h.token.eq(top.next_token),
+            h.token.eq(top.next_token),
             top.start.eq(h.start), h.start_ok.eq(1), h.busy.eq(top.busy), h.done.eq(top.done), h.cycles.eq(top.cycles),
             top.token.eq(regs["token"]), top.position.eq(regs["position"]),
             top.n_kv_heads.eq(regs["n_kv_heads"]), top.group.eq(regs["group"]),

@@ -51,11 +51,11 @@ its KV rows by its ``kv_base``. ``rows`` = 0 is one row from the ``token`` and `
 kv_base 0, the single step above. ``next_token`` is the last row's token; ``trace[i]`` and
 ``cycles`` count all rows (docs/top.md, "Passes").
 
-Host port: ``host_we`` writes ``host_wdata`` (low bits) to word ``host_addr`` of memory
-``host_mem`` (PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or
-ACT_TABLES: its activation tables, one int8 entry a word at ``table * 256 + x + 128``);
-``host_rdata`` shows word ``host_addr`` of SCRATCH, LOGITS, TRACE or PARAMS one cycle after the
-address. Meant for idle time.
+Host port: ``host`` (a flipped :class:`hdl.host.HostBus`, ``DecodeTop.host_bus``): ``host.we``
+writes ``host.wdata`` (low bits) to word ``host.addr`` of memory ``host.mem`` (a :class:`TopMem`:
+PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or ACT_TABLES: its
+activation tables, one int8 entry a word at ``table * 256 + x + 128``); ``host.rdata`` shows word
+``host.addr`` of SCRATCH, LOGITS, TRACE or PARAMS one cycle after the address. Meant for idle time.
 """
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
@@ -71,6 +71,7 @@ from .arith import requantize, round_shift, saturate8
 from .array import SystolicArray, act_layout, sum_layout, weight_layout
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import UNIT_CYCLE_BITS, Config, check_positive_int, checked_constructor
+from .host import HostBus
 from .isa import (
     INSTRUCTION_BITS,
     MULT_SHIFT,
@@ -84,10 +85,10 @@ from .isa import (
     instruction_layout,
     scalar_index,
 )
-from .vector import VectorOp, VectorTable, VectorUnit
+from .vector import VectorOp, VectorTable, VectorUnit, cmd_layout, in_layout, out_layout
 from .weights import WeightMemory
 
-__all__ = ["DecodeTop", "GemmPath", "TopMem", "check_top_config"]
+__all__ = ["DecodeTop", "GemmPath", "TopMem", "VectorPath", "check_top_config"]
 
 #: The most scalars of any parameter record (LayerNorm's five).
 _MAX_SCALARS = max(len(r.scalars) for r in PARAM_RECORDS.values())
@@ -218,11 +219,7 @@ class DecodeTop(wiring.Component):
             "done": Out(1),
             "next_token": Out(16),
             "cycles": Out(c.cycle_counter_bits),
-            "host_mem": In(TopMem),
-            "host_addr": In(self.host_addr_bits),
-            "host_we": In(1),
-            "host_wdata": In(self.host_data_bits),
-            "host_rdata": Out(32 * V),
+            "host": In(self.host_bus),
         })
 
     # --- derived sizes ------------------------------------------------------------------------
@@ -269,6 +266,12 @@ class DecodeTop(wiring.Component):
     @property
     def host_data_bits(self) -> int:
         return max(INSTRUCTION_BITS, 32 * self.lanes)
+
+    @property
+    def host_bus(self) -> HostBus:
+        """The memory window the host reaches this top level through (its ``host`` member, flipped)."""
+        return HostBus(mem_count=len(TopMem), addr_bits=self.host_addr_bits, wdata_bits=self.host_data_bits,
+                       rdata_bits=32 * self.lanes)
 
     @property
     def params(self) -> dict:
@@ -343,7 +346,7 @@ class DecodeTop(wiring.Component):
         m.d.comb += [prog_r.addr.eq(Mux(state == _S.IDLE, self.program_base, Mux(done_ins, pc + 1, pc))),
                      prog_r.en.eq(1), wm.ren.eq(1), p1.en.eq(1), p2.en.eq(1),
                      sa.en.eq(1), sb.en.eq(1), l_r.en.eq(1), k_r.en.eq(1), v_r.en.eq(1), q_r.en.eq(1),
-                     o_r.en.eq(1), vec.out.ready.eq(1), att.out.ready.eq(1)]
+                     o_r.en.eq(1), att.out.ready.eq(1)]
 
         self._host_port(m, mp, vec, running)
 
@@ -380,7 +383,7 @@ class DecodeTop(wiring.Component):
             m.d.sync += [e_addr.eq(e_addr + 1), d_addr.eq(d_addr + 1), left.eq(left - 1)]
 
         self._gemm(m, seq, mp, array)
-        self._vector(m, seq, mp, vec, words, lg)
+        self._vector(m, seq, mp, vec)
         self._kv_write(m, seq, mp)
         self._attention(m, seq, mp, att)
         return m
@@ -465,24 +468,23 @@ class DecodeTop(wiring.Component):
     def _host_port(self, m, mp, vec, running):
         """Host writes to the memories and the vector unit's tables (idle only); host reads."""
         prog_w, wm, p_w, s_w, s_h, l_h, t_h, p_h = mp.prog_w, mp.wm, mp.p_w, mp.s_w, mp.s_h, mp.l_h, mp.t_h, mp.p_h
-        hw = self.host_we & ~running
-        hm = self.host_mem
+        h = self.host
+        hw = h.we & ~running
+        hm = h.mem
         m.d.comb += [
-            prog_w.addr.eq(self.host_addr), prog_w.data.eq(self.host_wdata), prog_w.en.eq(hw & (hm == TopMem.PROGRAM)),
-            wm.waddr.eq(self.host_addr), wm.wdata.eq(self.host_wdata), wm.we.eq(hw & (hm == TopMem.WEIGHTS)),
-            p_w.addr.eq(self.host_addr), p_w.data.eq(self.host_wdata), p_w.en.eq(hw & (hm == TopMem.PARAMS)),
-            s_h.addr.eq(self.host_addr), l_h.addr.eq(self.host_addr), t_h.addr.eq(self.host_addr),
-            p_h.addr.eq(self.host_addr),
-            self.host_rdata.eq(Mux(hm == TopMem.SCRATCH, s_h.data,
-                               Mux(hm == TopMem.LOGITS, l_h.data,
-                               Mux(hm == TopMem.TRACE, t_h.data, p_h.data)))),
+            prog_w.addr.eq(h.addr), prog_w.data.eq(h.wdata), prog_w.en.eq(hw & (hm == TopMem.PROGRAM)),
+            wm.waddr.eq(h.addr), wm.wdata.eq(h.wdata), wm.we.eq(hw & (hm == TopMem.WEIGHTS)),
+            p_w.addr.eq(h.addr), p_w.data.eq(h.wdata), p_w.en.eq(hw & (hm == TopMem.PARAMS)),
+            s_h.addr.eq(h.addr), l_h.addr.eq(h.addr), t_h.addr.eq(h.addr), p_h.addr.eq(h.addr),
+            h.rdata.eq(Mux(hm == TopMem.SCRATCH, s_h.data,
+                       Mux(hm == TopMem.LOGITS, l_h.data,
+                       Mux(hm == TopMem.TRACE, t_h.data, p_h.data)))),
         ]
         with m.If(~running):
-            m.d.comb += [s_w.addr.eq(self.host_addr), s_w.data.eq(self.host_wdata),
-                         s_w.en.eq(hw & (hm == TopMem.SCRATCH)),
+            m.d.comb += [s_w.addr.eq(h.addr), s_w.data.eq(h.wdata), s_w.en.eq(hw & (hm == TopMem.SCRATCH)),
                          vec.tbl_we.eq(hw & ((hm == TopMem.VTABLE) | (hm == TopMem.ACT_TABLES))),
                          vec.tbl_sel.eq(Mux(hm == TopMem.ACT_TABLES, VectorTable.ACT, VectorTable.ROPE)),
-                         vec.tbl_addr.eq(self.host_addr), vec.tbl_data.eq(self.host_wdata)]
+                         vec.tbl_addr.eq(h.addr), vec.tbl_data.eq(h.wdata)]
 
     def _decode(self, m, seq, mp, words, lg):
         """DECODE: latch the instruction, address its first operands, go to its micro-sequence."""
@@ -673,142 +675,38 @@ class DecodeTop(wiring.Component):
 
     # --- vector instructions through the vector unit -------------------------------------------
 
-    def _vector(self, m, seq, mp, vec, words, lg):
-        state, ins, raw, fin, pos = seq.state, seq.ins, seq.raw, seq.fin, seq.pos
-        s_addr, b_addr, d_addr = seq.s_addr, seq.b_addr, seq.d_addr
+    def _vector(self, m, seq, mp, vec):
+        """Vector instructions through the vector unit, by :class:`VectorPath`: the sequencer's part is
+        its states (VCMD: a command; VRUN: its beats), the memory ports and the argmax token."""
+        state = seq.state
+        c = self.config
+        m.submodules.vpath = vp = VectorPath(lanes=self.lanes, head_dim=self.head_dim, max_length=self.max_length,
+                                             max_context=c.max_context, act_tables=c.act_tables,
+                                             fused_rope=c.fused_rope, fused_swiglu=c.fused_swiglu,
+                                             addr_bits=self.addr_bits)
+        wiring.connect(m, vp.cmd, vec.cmd)
+        wiring.connect(m, vp.inp, vec.inp)
+        wiring.connect(m, vec.out, vp.out)
         sa, sb, p1, p2, l_r, s_w = mp.sa, mp.sb, mp.p1, mp.p2, mp.l_r, mp.s_w
-        V = self.lanes
-        HW = self.head_dim // V
-        op = ins.opcode
-        is_norm = (op == Opcode.RMSNORM) | (op == Opcode.LAYERNORM)
-        is_rope = op == Opcode.ROPE
-        is_argmax = op == Opcode.ARGMAX
-
-        # Scalars: the two parameter words read in DECODE, latched at the first command.
-        live = Cat(p1.data, p2.data)
-        sc = Signal(SCALAR_WORDS * 32 * V)
-        sc_valid = Signal()
-        s = data.View(data.ArrayLayout(unsigned(32), SCALAR_WORDS * V), Mux(sc_valid, sc, live))
-        heads = Signal(16)
-        nw = Signal(16)                  # words of one pass
-        f_valid = Signal()
-        f_left = Signal(16)
-        f_beat = Signal(16)
-        f_phase = Signal()
-        g_addr = Signal(24)              # gamma (pass 2, port P1)
-        be_addr = Signal(24)             # beta (pass 2, port P2)
-        with m.If(state == _S.DECODE):
-            r_nw = words(raw.length)
-            r_pw = raw.param >> lg
-            # fused_rope: one command takes every head's words; else one command (HW words) a head.
-            rope_beats = r_nw if self.config.fused_rope else HW
-            beats = Mux((raw.opcode == Opcode.RMSNORM) | (raw.opcode == Opcode.LAYERNORM), 2 * r_nw,
-                        Mux(raw.opcode == Opcode.ROPE, rope_beats, r_nw))
-            m.d.sync += [sc_valid.eq(0), heads.eq(Mux(raw.opcode == Opcode.ROPE, raw.count, 1)), nw.eq(r_nw),
-                         f_valid.eq(0), f_left.eq(beats), f_beat.eq(0),
-                         g_addr.eq(_plus(r_pw, _LN.channel_word("gamma", r_nw))),
-                         be_addr.eq(_plus(r_pw, _LN.channel_word("beta", r_nw)))]
-            vector_ops = (Opcode.RMSNORM, Opcode.LAYERNORM, Opcode.ROPE, Opcode.RESIDUAL_ADD, Opcode.ACTIVATION,
-                          Opcode.MULTIPLY, Opcode.ARGMAX)
-            with m.If(sum(raw.opcode == o for o in vector_ops) != 0):
-                # The feeder's first read is in the command cycle, not in DECODE.
-                m.d.sync += [s_addr.eq(seq.src0_w), b_addr.eq(seq.src1_w)]
-
-        self._vector_command(m, ins, s, vec, pos)
-        m.d.comb += vec.cmd.valid.eq(state == _S.VCMD)
+        m.d.comb += [vp.decode.eq(state == _S.DECODE), vp.issue.eq(state == _S.VCMD), vp.run.eq(state == _S.VRUN),
+                     vp.raw.eq(seq.raw), vp.ins.eq(seq.ins), vp.position.eq(seq.pos),
+                     vp.src0.eq(seq.src0_w), vp.src1.eq(seq.src1_w), vp.dst.eq(seq.dst_w),
+                     vp.p1_data.eq(p1.data), vp.p2_data.eq(p2.data), vp.a_data.eq(sa.data), vp.b_data.eq(sb.data),
+                     vp.l_data.eq(l_r.data)]
+        with m.If((state == _S.VCMD) | (state == _S.VRUN)):
+            m.d.comb += [sa.addr.eq(vp.a_addr), sb.addr.eq(vp.b_addr), l_r.addr.eq(vp.a_addr), p1.addr.eq(vp.g_addr),
+                         p2.addr.eq(vp.be_addr), sa.en.eq(vp.rd_en), sb.en.eq(vp.rd_en), l_r.en.eq(vp.rd_en),
+                         p1.en.eq(vp.rd_en), p2.en.eq(vp.rd_en)]
         with m.If(state == _S.VCMD):
-            m.d.sync += [state.eq(_S.VRUN), sc_valid.eq(1)]
-            with m.If(~sc_valid):
-                m.d.sync += sc.eq(live)
-
-        # The operand feeder: one beat a cycle from the scratchpad (x, a; b), the parameter memory
-        # (gamma; beta) or the logits buffer; the read ports' output registers hold the beat.
-        feeding = (state == _S.VCMD) | (state == _S.VRUN)
-        adv = ~f_valid | vec.inp.ready
-        phase2 = is_norm & (f_beat >= nw)
-        with m.If(feeding):
-            m.d.comb += [sa.addr.eq(s_addr), sb.addr.eq(b_addr), l_r.addr.eq(s_addr), p1.addr.eq(g_addr),
-                         p2.addr.eq(be_addr), sa.en.eq(adv), sb.en.eq(adv), l_r.en.eq(adv), p1.en.eq(adv),
-                         p2.en.eq(adv)]
-            with m.If(adv):
-                m.d.sync += f_valid.eq(f_left != 0)
-                with m.If(f_left != 0):
-                    m.d.sync += [f_left.eq(f_left - 1), f_beat.eq(f_beat + 1), f_phase.eq(phase2)]
-                    with m.If(phase2):
-                        m.d.sync += [g_addr.eq(g_addr + 1), be_addr.eq(be_addr + 1)]
-                    with m.Else():
-                        m.d.sync += [s_addr.eq(s_addr + 1), b_addr.eq(b_addr + 1)]
-        xa = data.View(data.ArrayLayout(signed(8), V), sa.data)
-        xb = data.View(data.ArrayLayout(signed(8), V), sb.data)
-        lg32 = data.View(data.ArrayLayout(signed(32), V), l_r.data)
-        gam = data.View(data.ArrayLayout(signed(32), V), p1.data)
-        bet = data.View(data.ArrayLayout(signed(32), V), p2.data)
-        m.d.comb += vec.inp.valid.eq(f_valid & (state == _S.VRUN))
-        for i in range(V):
-            lane = vec.inp.payload[i]
-            m.d.comb += [lane.a.eq(Mux(is_argmax, lg32[i], Mux(f_phase, bet[i], xa[i]))),
-                         lane.b.eq(Mux(f_phase, gam[i], xb[i])), lane.shift.eq(0)]
-
-        # Results: written back one word a cycle; ARGMAX's one beat carries the token.
-        with m.If((state == _S.VRUN) & vec.out.valid):
-            with m.If(is_argmax):
-                index = vec.out.payload.index
-                m.d.sync += [self.next_token.eq(index), seq.next_toks[seq.cur].eq(index)]
-            with m.Else():
-                m.d.comb += [s_w.addr.eq(d_addr), s_w.data.eq(vec.out.payload.data), s_w.en.eq(1)]
-                m.d.sync += d_addr.eq(d_addr + 1)
-            with m.If(vec.out.payload.last):
-                if self.config.fused_rope:
-                    m.d.comb += fin.eq(1)
-                else:
-                    with m.If(is_rope & (heads != 1)):
-                        m.d.sync += [state.eq(_S.VCMD), heads.eq(heads - 1), f_left.eq(HW), f_beat.eq(0)]
-                    with m.Else():
-                        m.d.comb += fin.eq(1)
-
-
-    def _vector_command(self, m, ins, s, vec, pos):
-        """The vector unit's command for the running instruction ``ins``, its scalars ``s``."""
-        op = ins.opcode
-        is_norm = (op == Opcode.RMSNORM) | (op == Opcode.LAYERNORM)
-        is_rope = op == Opcode.ROPE
-        ix, norms, add = scalar_index, (Opcode.RMSNORM, Opcode.LAYERNORM), Opcode.RESIDUAL_ADD
-        others = (Opcode.ROPE, Opcode.MULTIPLY)
-        # The command. fused_swiglu: a MULTIPLY with the ACTIVATION flag is one SILU_MUL command.
-        swiglu = (op == Opcode.MULTIPLY) & ((ins.flags & MultiplyFlags.ACTIVATION.value) != 0) \
-            if self.config.fused_swiglu else 0
-        vop = Mux(op == Opcode.RMSNORM, VectorOp.RMSNORM,
-              Mux(op == Opcode.LAYERNORM, VectorOp.LAYERNORM,
-              Mux(is_rope, VectorOp.ROPE,
-              Mux(op == Opcode.RESIDUAL_ADD, VectorOp.ADD,
-              Mux(swiglu, VectorOp.SILU_MUL,
-              Mux(op == Opcode.MULTIPLY, VectorOp.MUL,
-              Mux(op == Opcode.ACTIVATION, VectorOp.SILU, VectorOp.ARGMAX)))))))
-        is_add = op == Opcode.RESIDUAL_ADD
-        cmd = vec.cmd.payload
-        m.d.comb += [
-            cmd.op.eq(vop),
-            cmd.length.eq(Mux(is_rope, self.head_dim, ins.length)),
-            cmd.mult.eq(Mux(is_norm, s[ix("out_mult", *norms)],
-                            Mux(is_add, s[ix("mult", add)], s[ix("mult", *others)]))[:MULT_BITS]),
-            cmd.shift.eq(Mux(is_norm, s[ix("out_shift", *norms)],
-                             Mux(is_add, s[ix("shift", add)], s[ix("shift", *others)]))[:SHIFT_BITS]),
-            cmd.a_mult.eq(s[ix("a_mult", add)][:MULT_BITS]), cmd.b_mult.eq(s[ix("b_mult", add)][:MULT_BITS]),
-            cmd.inv_mult.eq(s[ix("inv_mult", Opcode.LAYERNORM)][:MULT_BITS]),
-            cmd.inv_shift.eq(s[ix("inv_shift", Opcode.LAYERNORM)][:SHIFT_BITS]),
-            cmd.eps.eq(s[ix("eps", *norms)][:31]), cmd.position.eq(pos),
-            # ACTIVATION's table (and a fused SwiGLU MULTIPLY's), loaded by the host once per run (the
-            # compiler keeps it < act_tables); 0 for the other ops, so no table read ever leaves the memory.
-            cmd.table.eq(Mux((op == Opcode.ACTIVATION) | swiglu, ins.count, 0)),
-        ]
-        if self.config.fused_rope:
-            # Every head of the instruction in one command; with SPLIT the last heads_b at mult_b/shift_b.
-            split = is_rope & ((ins.flags & RopeFlags.SPLIT.value) != 0)
-            rope = (Opcode.ROPE,)
-            m.d.comb += [cmd.heads.eq(Mux(is_rope, ins.count, 1)),
-                         cmd.heads_b.eq(Mux(split, s[ix("heads_b", *rope)], 0)),
-                         cmd.mult_b.eq(s[ix("mult_b", *rope)][:MULT_BITS]),
-                         cmd.shift_b.eq(s[ix("shift_b", *rope)][:SHIFT_BITS])]
+            m.d.sync += state.eq(_S.VRUN)
+        with m.If(vp.again):
+            m.d.sync += state.eq(_S.VCMD)
+        with m.If(vp.s_we):
+            m.d.comb += [s_w.addr.eq(vp.s_addr), s_w.data.eq(vp.s_data), s_w.en.eq(1)]
+        with m.If(vp.token_valid):
+            m.d.sync += [self.next_token.eq(vp.token), seq.next_toks[seq.cur].eq(vp.token)]
+        with m.If(vp.fin):
+            m.d.comb += seq.fin.eq(1)
 
 
 class GemmPath(wiring.Component):
@@ -1060,3 +958,206 @@ class GemmPath(wiring.Component):
                 m.d.comb += self.fin.eq(1)
         m.d.comb += [self.s_addr.eq(Mux(fused, p_addr, o_addr)), self.s_data.eq(Mux(fused, z, y))]
         return fused
+
+
+class VectorPath(wiring.Component):
+    """The decode top level's vector instructions (RMSNORM, LAYERNORM, ROPE, RESIDUAL_ADD,
+    ACTIVATION, MULTIPLY, ARGMAX) as commands and operand beats of a :class:`hdl.vector.VectorUnit`
+    (docs/top.md, "Vector instructions").
+
+    Parameters (keyword-only): ``lanes`` (V), ``head_dim``, ``max_length``, ``max_context``,
+    ``act_tables`` (the vector unit's), ``fused_rope`` and ``fused_swiglu`` (``Config``'s),
+    ``addr_bits`` (scratchpad and logits word addresses).
+
+    Ports
+    -----
+    Sequencer: ``decode`` (the sequencer decodes ``raw`` this cycle: a vector instruction latches
+    its operand addresses ``src0``, ``src1``, ``dst``, row offsets included, and its beat count),
+    ``issue`` (the command cycle, VCMD), ``run`` (the beats, VRUN), ``ins`` (the running instruction),
+    ``position`` (its row's, for ROPE). ``again`` asks for another command cycle (an unfused ROPE's next
+    head); ``fin`` marks the instruction's last cycle.
+    Memories, data one cycle after the address, read while ``rd_en``: the scratchpad through
+    ``a_addr``/``a_data`` (x) and ``b_addr``/``b_data`` (y), the logits buffer at ``a_addr``
+    (``l_data``, ARGMAX), the parameter memory's two ports at ``g_addr``/``p1_data`` (gamma) and
+    ``be_addr``/``p2_data`` (beta). The instruction's scalars are the two parameter words the
+    sequencer read in DECODE (``p1_data``, ``p2_data`` in the command cycle), latched at the first
+    command. Results: ``s_we``/``s_addr``/``s_data`` (a word to the scratchpad), ``token_valid``/``token``
+    (ARGMAX). Streams ``cmd``, ``inp`` (out) and ``out`` (in) join the vector unit's.
+    """
+
+    @checked_constructor
+    def __init__(self, *, lanes: int, head_dim: int, max_length: int, max_context: int, act_tables: int,
+                 fused_rope: bool = False, fused_swiglu: bool = False, addr_bits: int = 16):
+        self.lanes = check_positive_int("lanes", lanes)
+        self.head_dim = check_positive_int("head_dim", head_dim)
+        self.max_length = check_positive_int("max_length", max_length)
+        self.fused_rope, self.fused_swiglu = bool(fused_rope), bool(fused_swiglu)
+        V, AB = lanes, check_positive_int("addr_bits", addr_bits)
+        super().__init__({
+            "decode": In(1),
+            "issue": In(1),
+            "run": In(1),
+            "raw": In(instruction_layout()),
+            "ins": In(instruction_layout()),
+            "position": In(range(max_context)),
+            "src0": In(AB),
+            "src1": In(AB),
+            "dst": In(AB),
+            "p1_data": In(32 * V),
+            "p2_data": In(32 * V),
+            "a_data": In(8 * V),
+            "b_data": In(8 * V),
+            "l_data": In(32 * V),
+            "rd_en": Out(1),
+            "a_addr": Out(AB),
+            "b_addr": Out(AB),
+            "g_addr": Out(24),
+            "be_addr": Out(24),
+            "s_we": Out(1),
+            "s_addr": Out(AB),
+            "s_data": Out(8 * V),
+            "token_valid": Out(1),
+            "token": Out(16),
+            "again": Out(1),
+            "fin": Out(1),
+            "cmd": Out(stream.Signature(cmd_layout(max_length, max_context, act_tables))),
+            "inp": Out(stream.Signature(in_layout(V))),
+            "out": In(stream.Signature(out_layout(V, max_length))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        V = self.lanes
+        lg = V.bit_length() - 1
+        HW = self.head_dim // V
+        raw, ins = self.raw, self.ins
+        op = ins.opcode
+        is_norm = (op == Opcode.RMSNORM) | (op == Opcode.LAYERNORM)
+        is_rope = op == Opcode.ROPE
+        is_argmax = op == Opcode.ARGMAX
+
+        def words(x):
+            return (x + (V - 1)) >> lg
+
+        # Scalars: the two parameter words read in DECODE, latched at the first command.
+        live = Cat(self.p1_data, self.p2_data)
+        sc = Signal(SCALAR_WORDS * 32 * V)
+        sc_valid = Signal()
+        s = data.View(data.ArrayLayout(unsigned(32), SCALAR_WORDS * V), Mux(sc_valid, sc, live))
+        s_addr, b_addr, d_addr = Signal.like(self.a_addr), Signal.like(self.b_addr), Signal.like(self.s_addr)
+        heads = Signal(16)
+        nw = Signal(16)                  # words of one pass
+        f_valid = Signal()
+        f_left = Signal(16)
+        f_beat = Signal(16)
+        f_phase = Signal()
+        g_addr = Signal(24)              # gamma (pass 2, port P1)
+        be_addr = Signal(24)             # beta (pass 2, port P2)
+        with m.If(self.decode):
+            r_nw = words(raw.length)
+            r_pw = raw.param >> lg
+            # fused_rope: one command takes every head's words; else one command (HW words) a head.
+            rope_beats = r_nw if self.fused_rope else HW
+            beats = Mux((raw.opcode == Opcode.RMSNORM) | (raw.opcode == Opcode.LAYERNORM), 2 * r_nw,
+                        Mux(raw.opcode == Opcode.ROPE, rope_beats, r_nw))
+            # The feeder's first read is in the command cycle, not in DECODE.
+            m.d.sync += [sc_valid.eq(0), heads.eq(Mux(raw.opcode == Opcode.ROPE, raw.count, 1)), nw.eq(r_nw),
+                         f_valid.eq(0), f_left.eq(beats), f_beat.eq(0),
+                         g_addr.eq(_plus(r_pw, _LN.channel_word("gamma", r_nw))),
+                         be_addr.eq(_plus(r_pw, _LN.channel_word("beta", r_nw))),
+                         s_addr.eq(self.src0), b_addr.eq(self.src1), d_addr.eq(self.dst)]
+
+        self._command(m, ins, s)
+        m.d.comb += self.cmd.valid.eq(self.issue)
+        with m.If(self.issue):
+            m.d.sync += sc_valid.eq(1)
+            with m.If(~sc_valid):
+                m.d.sync += sc.eq(live)
+
+        # The operand feeder: one beat a cycle from the scratchpad (x, a; b), the parameter memory
+        # (gamma; beta) or the logits buffer; the read ports' output registers hold the beat.
+        feeding = self.issue | self.run
+        adv = ~f_valid | self.inp.ready
+        phase2 = is_norm & (f_beat >= nw)
+        m.d.comb += [self.a_addr.eq(s_addr), self.b_addr.eq(b_addr), self.g_addr.eq(g_addr),
+                     self.be_addr.eq(be_addr), self.rd_en.eq(adv), self.s_addr.eq(d_addr)]
+        with m.If(feeding & adv):
+            m.d.sync += f_valid.eq(f_left != 0)
+            with m.If(f_left != 0):
+                m.d.sync += [f_left.eq(f_left - 1), f_beat.eq(f_beat + 1), f_phase.eq(phase2)]
+                with m.If(phase2):
+                    m.d.sync += [g_addr.eq(g_addr + 1), be_addr.eq(be_addr + 1)]
+                with m.Else():
+                    m.d.sync += [s_addr.eq(s_addr + 1), b_addr.eq(b_addr + 1)]
+        xa = data.View(data.ArrayLayout(signed(8), V), self.a_data)
+        xb = data.View(data.ArrayLayout(signed(8), V), self.b_data)
+        lg32 = data.View(data.ArrayLayout(signed(32), V), self.l_data)
+        gam = data.View(data.ArrayLayout(signed(32), V), self.p1_data)
+        bet = data.View(data.ArrayLayout(signed(32), V), self.p2_data)
+        m.d.comb += [self.inp.valid.eq(f_valid & self.run), self.out.ready.eq(1)]
+        for i in range(V):
+            lane = self.inp.payload[i]
+            m.d.comb += [lane.a.eq(Mux(is_argmax, lg32[i], Mux(f_phase, bet[i], xa[i]))),
+                         lane.b.eq(Mux(f_phase, gam[i], xb[i])), lane.shift.eq(0)]
+
+        # Results: written back one word a cycle; ARGMAX's one beat carries the token.
+        m.d.comb += [self.s_data.eq(self.out.payload.data), self.token.eq(self.out.payload.index)]
+        with m.If(self.run & self.out.valid):
+            with m.If(is_argmax):
+                m.d.comb += self.token_valid.eq(1)
+            with m.Else():
+                m.d.comb += self.s_we.eq(1)
+                m.d.sync += d_addr.eq(d_addr + 1)
+            with m.If(self.out.payload.last):
+                if self.fused_rope:
+                    m.d.comb += self.fin.eq(1)
+                else:
+                    with m.If(is_rope & (heads != 1)):
+                        m.d.comb += self.again.eq(1)
+                        m.d.sync += [heads.eq(heads - 1), f_left.eq(HW), f_beat.eq(0)]
+                    with m.Else():
+                        m.d.comb += self.fin.eq(1)
+        return m
+
+    def _command(self, m, ins, s):
+        """The vector unit's command for the running instruction ``ins``, its scalars ``s``."""
+        op = ins.opcode
+        is_norm = (op == Opcode.RMSNORM) | (op == Opcode.LAYERNORM)
+        is_rope = op == Opcode.ROPE
+        ix, norms, add = scalar_index, (Opcode.RMSNORM, Opcode.LAYERNORM), Opcode.RESIDUAL_ADD
+        others = (Opcode.ROPE, Opcode.MULTIPLY)
+        # The command. fused_swiglu: a MULTIPLY with the ACTIVATION flag is one SILU_MUL command.
+        swiglu = (op == Opcode.MULTIPLY) & ((ins.flags & MultiplyFlags.ACTIVATION.value) != 0) \
+            if self.fused_swiglu else 0
+        vop = Mux(op == Opcode.RMSNORM, VectorOp.RMSNORM,
+              Mux(op == Opcode.LAYERNORM, VectorOp.LAYERNORM,
+              Mux(is_rope, VectorOp.ROPE,
+              Mux(op == Opcode.RESIDUAL_ADD, VectorOp.ADD,
+              Mux(swiglu, VectorOp.SILU_MUL,
+              Mux(op == Opcode.MULTIPLY, VectorOp.MUL,
+              Mux(op == Opcode.ACTIVATION, VectorOp.SILU, VectorOp.ARGMAX)))))))
+        is_add = op == Opcode.RESIDUAL_ADD
+        cmd = self.cmd.payload
+        m.d.comb += [
+            cmd.op.eq(vop),
+            cmd.length.eq(Mux(is_rope, self.head_dim, ins.length)),
+            cmd.mult.eq(Mux(is_norm, s[ix("out_mult", *norms)],
+                            Mux(is_add, s[ix("mult", add)], s[ix("mult", *others)]))[:MULT_BITS]),
+            cmd.shift.eq(Mux(is_norm, s[ix("out_shift", *norms)],
+                             Mux(is_add, s[ix("shift", add)], s[ix("shift", *others)]))[:SHIFT_BITS]),
+            cmd.a_mult.eq(s[ix("a_mult", add)][:MULT_BITS]), cmd.b_mult.eq(s[ix("b_mult", add)][:MULT_BITS]),
+            cmd.inv_mult.eq(s[ix("inv_mult", Opcode.LAYERNORM)][:MULT_BITS]),
+            cmd.inv_shift.eq(s[ix("inv_shift", Opcode.LAYERNORM)][:SHIFT_BITS]),
+            cmd.eps.eq(s[ix("eps", *norms)][:31]), cmd.position.eq(self.position),
+            # ACTIVATION's table (and a fused SwiGLU MULTIPLY's), loaded by the host once per run (the
+            # compiler keeps it < act_tables); 0 for the other ops, so no table read ever leaves the memory.
+            cmd.table.eq(Mux((op == Opcode.ACTIVATION) | swiglu, ins.count, 0)),
+        ]
+        if self.fused_rope:
+            # Every head of the instruction in one command; with SPLIT the last heads_b at mult_b/shift_b.
+            split = is_rope & ((ins.flags & RopeFlags.SPLIT.value) != 0)
+            rope = (Opcode.ROPE,)
+            m.d.comb += [cmd.heads.eq(Mux(is_rope, ins.count, 1)),
+                         cmd.heads_b.eq(Mux(split, s[ix("heads_b", *rope)], 0)),
+                         cmd.mult_b.eq(s[ix("mult_b", *rope)][:MULT_BITS]),
+                         cmd.shift_b.eq(s[ix("shift_b", *rope)][:SHIFT_BITS])]

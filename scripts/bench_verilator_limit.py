@@ -107,17 +107,17 @@ int main(int argc, char** argv) {
     long count = 0;
     static char hex[4096];
     while (std::fscanf(images, "%d %ld", &mem, &count) == 2) {
-        top->host_mem = mem;
-        top->host_we = 1;
+        top->host__mem = mem;
+        top->host__we = 1;
         for (long i = 0; i < count; ++i) {
             unsigned long address = 0;
             if (std::fscanf(images, "%lu %4095s", &address, hex) != 2) return 2;
-            top->host_addr = address;
-            put(top->host_wdata, hex_words(hex));
+            top->host__addr = address;
+            put(top->host__wdata, hex_words(hex));
             tick();
             ++words;
         }
-        top->host_we = 0;
+        top->host__we = 0;
     }
     std::fclose(images);
     const double load_seconds = std::chrono::duration<double>(clock::now() - load_start).count();

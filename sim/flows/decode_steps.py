@@ -143,24 +143,24 @@ class DecodeJob(TypedDict):
 
 
 async def _write(bus, mem: int, entries) -> None:
-    bus.set("host_mem", mem)
-    bus.set("host_we", 1)
+    bus.set("host.mem", mem)
+    bus.set("host.we", 1)
     for addr, word in entries:
-        bus.set("host_addr", addr)
-        bus.set("host_wdata", word)
+        bus.set("host.addr", addr)
+        bus.set("host.wdata", word)
         await bus.tick()
-    bus.set("host_we", 0)
+    bus.set("host.we", 0)
 
 
 async def _read(bus, mem: int, count: int, *, start: int = 0) -> list[int]:
     """Words start .. start + count - 1: the read data lags the address by one cycle."""
-    bus.set("host_mem", mem)
+    bus.set("host.mem", mem)
     out = []
     for addr in range(count + 1):
-        bus.set("host_addr", start + min(addr, count - 1))
+        bus.set("host.addr", start + min(addr, count - 1))
         await bus.settle()
         if addr:
-            out.append(bus.get("host_rdata"))
+            out.append(bus.get("host.rdata"))
         await bus.tick()
     return out
 
@@ -179,11 +179,11 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
     """
     mems = job["memories"]
     V = job["params"]["config"]["vector_lanes"]
-    for name in ("start", "token", "position", "n_kv_heads", "group", "host_we", "host_addr", "host_wdata", "rows",
+    for name in ("start", "token", "position", "n_kv_heads", "group", "host.we", "host.addr", "host.wdata", "rows",
                  "row_stride", "logits_stride", "row_we", "row_addr", "row_token", "row_position", "row_kv_base",
                  "program_base"):
         bus.set(name, 0)
-    bus.set("host_mem", 0)
+    bus.set("host.mem", 0)
     await bus.reset()
     window = job.get("waves_window")        # {"steps": [first, last]} or {"cycles": [start, stop]}
     if window:

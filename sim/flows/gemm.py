@@ -232,13 +232,13 @@ def unpack_results(plan: GemmPlan, words: list[int]) -> np.ndarray:
 # --- host flows ---------------------------------------------------------------------------------
 
 async def _host_write(bus, mem: int, words: list[int]):
-    bus.set("host_mem", mem)
-    bus.set("host_we", 1)
+    bus.set("host.mem", mem)
+    bus.set("host.we", 1)
     for addr, word in enumerate(words):
-        bus.set("host_addr", addr)
-        bus.set("host_wdata", word)
+        bus.set("host.addr", addr)
+        bus.set("host.wdata", word)
         await bus.tick()
-    bus.set("host_we", 0)
+    bus.set("host.we", 0)
 
 
 async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None) -> dict:
@@ -251,9 +251,9 @@ async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None)
     """
     a, w = check_operands(plan, a, w)
     budget = plan.watchdog_cycles if budget is None else budget
-    for name in ("start", "host_we", "m", "kt", "nt", "host_addr", "host_wdata"):
+    for name in ("start", "host.we", "m", "kt", "nt", "host.addr", "host.wdata"):
         bus.set(name, 0)
-    bus.set("host_mem", 0)
+    bus.set("host.mem", 0)
     await bus.reset()
     await _host_write(bus, HostMem.WEIGHTS.value, weight_words(plan, w))
     await _host_write(bus, HostMem.ACTS.value, act_words(plan, a))
@@ -272,12 +272,12 @@ async def run_gemm_unit(bus, plan: GemmPlan, a, w, *, budget: int | None = None)
     await bus.tick()
 
     words = []
-    bus.set("host_mem", HostMem.RESULTS.value)
+    bus.set("host.mem", HostMem.RESULTS.value)
     for addr in range(plan.m * plan.nt):
-        bus.set("host_addr", addr)
+        bus.set("host.addr", addr)
         await bus.tick()
         await bus.settle()
-        words.append(bus.get("host_rdata"))
+        words.append(bus.get("host.rdata"))
         await bus.tick()
     return {"out": unpack_results(plan, words).tolist(), "cycles": cycles, "edges": edges,
             "run_seconds": run_seconds}

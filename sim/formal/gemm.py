@@ -68,8 +68,8 @@ class GemmControl(Harness):
         unit = GemmUnit(c)
         probe = Probe(unit)
         m.submodules.dut = probe.fragment
-        for port in (unit.start, unit.m, unit.kt, unit.nt, unit.host_mem, unit.host_addr, unit.host_we,
-                     unit.host_wdata):
+        for port in (unit.start, unit.m, unit.kt, unit.nt, unit.host.mem, unit.host.addr, unit.host.we,
+                     unit.host.wdata):
             free(m, port)
         p = {name: probe[name] for name in ("running", "n_m", "n_kt", "n_nt", "s_row", "s_kt", "s_nt", "r_addr",
                                              "a_row", "a_kt", "a_nt", "a_addr", "a_more", "a_valid", "a_last",
@@ -168,8 +168,8 @@ class GemmBusyBound(Harness):
     def build(self, m):
         c = self.config
         m.submodules.dut = unit = GemmUnit(c)
-        for port in (unit.start, unit.m, unit.kt, unit.nt, unit.host_mem, unit.host_addr, unit.host_we,
-                     unit.host_wdata):
+        for port in (unit.start, unit.m, unit.kt, unit.nt, unit.host.mem, unit.host.addr, unit.host.we,
+                     unit.host.wdata):
             free(m, port)
         zero = _zero(unit.m, unit.kt, unit.nt)
         with m.If(unit.start & ~unit.busy):
@@ -212,13 +212,13 @@ class GemmCycles(Harness):
         _assume_shape(m, c, mm, kt, nt)
         first = Signal(init=1)
         m.d.sync += first.eq(0)
-        free(m, unit.host_mem)
-        free(m, unit.host_addr)
-        free(m, unit.host_wdata)
-        free(m, unit.host_we)
+        free(m, unit.host.mem)
+        free(m, unit.host.addr)
+        free(m, unit.host.wdata)
+        free(m, unit.host.we)
         m.d.comb += [unit.start.eq(first), unit.m.eq(mm), unit.kt.eq(kt), unit.nt.eq(nt)]
         with m.If(unit.busy):
-            m.d.comb += Assume(~unit.host_we)
+            m.d.comb += Assume(~unit.host.we)
         want = Signal.like(unit.cycles)
         for shape in shapes(c):
             with m.If((mm == shape[0]) & (kt == shape[1]) & (nt == shape[2])):

@@ -800,17 +800,17 @@ def _check_link_decode(job: LinkDecodeJob):
 
 
 async def _preload(bus, images: dict) -> int:
-    """Write the images through the design's ``preload_*`` ports, a word a cycle (the backdoor)."""
-    bus.set("preload_we", 1)
+    """Write the images through the design's ``preload`` bus, a word a cycle (the backdoor)."""
+    bus.set("preload.we", 1)
     n = 0
     for name, entries in images.items():
-        bus.set("preload_mem", IMAGE_MEMORIES[name].value)
+        bus.set("preload.mem", IMAGE_MEMORIES[name].value)
         for addr, word in entries:
-            bus.set("preload_addr", addr)
-            bus.set("preload_wdata", word)
+            bus.set("preload.addr", addr)
+            bus.set("preload.wdata", word)
             await bus.tick()
             n += 1
-    bus.set("preload_we", 0)
+    bus.set("preload.we", 0)
     return n
 
 
@@ -827,7 +827,7 @@ async def _link_decode(bus, job: LinkDecodeJob) -> dict:
     "link" | "preload", "load_words", "link_cycles", "bytes_sent", "bytes_received"}``."""
     job = _check_link_decode(job)
     transport = _transport(bus, job)
-    bus.set("preload_we", 0)
+    bus.set("preload.we", 0)
     await _start(bus, job)
     cpb = link_params(job)["clocks_per_bit"]
     link = Link(transport)
@@ -934,7 +934,7 @@ async def _link_pty(bus, job: LinkPtyJob) -> dict:
     max_cycles = job.get("max_cycles", 50_000_000)
     max_silent = job.get("max_silent_seconds", 120)
     line = SimLine(bus, clocks_per_bit=p["clocks_per_bit"])
-    bus.set("preload_we", 0)
+    bus.set("preload.we", 0)
     await _start(bus, job)
     if job.get("preload"):
         await _preload(bus, job["images"])

@@ -90,6 +90,48 @@ def test_bridge_needs_a_host_port():
         LinkBridge(port={}, clocks_per_bit=8)
 
 
+def test_every_target_presents_the_bus_its_bridge_drives():
+    """The GEMM unit and the decode top level each present one ``host`` member, the bridge's
+    ``HostBus`` flipped, and the linked designs join them with ``wiring.connect``."""
+    from hdl.config import PRESETS
+    from hdl.gemm import GemmUnit
+    from hdl.host import HostBus
+    from hdl.link import LinkedDecode
+    from hdl.top import DecodeTop, TopMem
+
+    config = PRESETS["4x4"]
+    gemm = LinkedGemm(config, clocks_per_bit=8)
+    unit = GemmUnit(config)
+    assert unit.signature.members["host"].signature.flip() == gemm.port.members["bus"].signature
+    decode = LinkedDecode(config, head_dim=8, max_heads=2, max_norm_length=16, clocks_per_bit=8)
+    top = decode.top
+    assert isinstance(top, DecodeTop)
+    assert top.signature.members["host"].signature.flip() == decode.port.members["bus"].signature
+    assert decode.port.members["bus"].signature == HostBus(
+        mem_count=len(TopMem), addr_bits=top.host_addr_bits, wdata_bits=top.host_data_bits, rdata_bits=32 * top.lanes)
+    # The simulation backdoor is the same bus.
+    assert decode.signature.members["preload"].signature.flip() == decode.port.members["bus"].signature
+    # connect accepts the pair (it raises on any member that differs).
+    from amaranth.back import rtlil
+
+    for design in (gemm, decode):
+        assert "module" in rtlil.convert(design)
+    rtlil.convert(unit)  # elaborated: no unused-elaboratable warning
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"mem_count": 0}, r"^mem_count must be a positive integer, not 0$"),
+    ({"mem_count": 300}, r"^mem_count must be at most 256, not 300$"),
+    ({"addr_bits": 33}, r"^addr_bits must be at most 32, not 33$"),
+    ({"wdata_bits": 12}, r"^wdata_bits must be a multiple of 8, not 12$"),
+])
+def test_host_bus_parameters_are_checked(change, message):
+    from hdl.host import HostBus
+
+    with pytest.raises(ValueError, match=message):
+        HostBus(**{"mem_count": 2, "addr_bits": 4, "wdata_bits": 8, "rdata_bits": 8, **change})
+
+
 def test_protocol_doc_is_generated_from_the_definitions():
     assert DOC.read_text() == protocol_markdown(), (
         "docs/protocol.md is stale: regenerate it with sim.link.protocol_doc.protocol_markdown()")
