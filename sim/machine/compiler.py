@@ -121,13 +121,51 @@ class Compiled:
 
     @property
     def kv_slots(self) -> int:
-        """Sequences whose KV cache the design's KV memory holds at once (fixed slots of
-        :attr:`slot_rows` rows; slot s starts at KV row :meth:`kv_row` ``(s)``)."""
-        return (self.config.kv_bytes // (2 * self.model.config.head_dim) - self.kv_base) // self.slot_rows
+        """Sequences whose KV cache the design's KV memory holds at once: fixed slots of
+        :attr:`slot_rows` rows (slot s starts at KV row :meth:`kv_row` ``(s)``), or with pages
+        (``Config.kv_block``) the block tables, one a sequence: as many as there are blocks
+        (:attr:`kv_blocks`), since a sequence holds at least one."""
+        return self.kv_blocks
 
     def kv_row(self, slot: int) -> int:
         """Slot ``slot``'s first KV row (a pass row's ``kv_base``): ``kv_base + slot * slot_rows``."""
         return self.kv_base + slot * self.slot_rows
+
+    # --- the KV memory's layout: fixed slots, or pages of Config.kv_block positions ---
+
+    @property
+    def block_positions(self) -> int:
+        """Positions of a sequence one KV block holds: ``Config.kv_block``, or a whole context
+        (``Config.max_context``) in fixed slots (a slot is one block)."""
+        return self.config.kv_block or self.config.max_context
+
+    @property
+    def block_rows(self) -> int:
+        """KV rows of one block: ``n_layers * n_kv_heads * block_positions`` (fixed slots: :attr:`slot_rows`)."""
+        mc = self.model.config
+        return mc.n_layers * mc.n_kv_heads * self.block_positions
+
+    @property
+    def kv_blocks(self) -> int:
+        """Blocks in this model's KV region (from :attr:`kv_base` to the top of the KV memory)."""
+        return (self.config.kv_bytes // (2 * self.model.config.head_dim) - self.kv_base) // self.block_rows
+
+    @property
+    def table_entries(self) -> int:
+        """Entries of one sequence's block table: ``ceil(max_context / block_positions)`` (fixed: 1)."""
+        return ceil_div(self.config.max_context, self.block_positions)
+
+    def kv_rows(self, table, layer: int, positions) -> np.ndarray:
+        """The KV rows of ``positions`` (an int array) of layer ``layer``, one column a KV head, for a
+        sequence whose blocks are ``table`` (fixed slots: ``(slot,)``): the one address rule
+        (docs/top.md "Paged KV"): ``kv_base + table[p // B] * block_rows + (layer * n_kv_heads + h) * B
+        + p % B``, B = :attr:`block_positions`. In fixed slots that is ``kv_row(slot) + (layer * n_kv_heads
+        + h) * max_context + p``, the rows the decode top level addresses."""
+        b, heads = self.block_positions, self.model.config.n_kv_heads
+        p = np.asarray(positions, np.int64)
+        blocks = np.asarray(table, np.int64)[p // b]
+        return (self.kv_base + blocks[:, None] * self.block_rows + (layer * heads + np.arange(heads))[None, :] * b
+                + (p % b)[:, None])
 
     @property
     def max_rows(self) -> int:
@@ -350,6 +388,9 @@ def compile_model(model, config, *, beside: Compiled | None = None, kv_slots: in
                         kv_shape=(mc.n_layers, model.max_context, mc.n_kv_heads, mc.head_dim),
                         addresses=addresses, logits_value=logits_value, token_value=token_value)
     if beside is not None:
+        if config.kv_block:
+            raise CompileError(f"the draft model cannot run beside the target with paged KV (kv_block "
+                               f"{config.kv_block}): two models resident use fixed slots (kv_block 0)")
         total = config.kv_bytes // (2 * mc.head_dim)
         compiled.beside, compiled.bases = beside, bases
         compiled.kv_base = total - kv_slots * compiled.slot_rows     # below 0: _check_fit refuses
