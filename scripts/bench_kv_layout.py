@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -106,7 +105,9 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     studies = list(dict.fromkeys(r["study"] for r in rows))
-    fig, axes = plt.subplots(1, len(studies), figsize=(9.6, 4.0), dpi=100)
+    from sim.perf.plot import save_png
+
+    fig, axes = plt.subplots(1, len(studies), figsize=(9.6, 4.0))
     try:
         for ax, study in zip(axes, studies, strict=True):
             mine = [r for r in rows if r["study"] == study]
@@ -130,14 +131,10 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.legend(fontsize=6, title="bars: mean while requests wait; -: peak; %: rounding waste",
                       title_fontsize=6)
         fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-        try:
-            fig.savefig(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    finally:
+    except BaseException:
         plt.close(fig)
+        raise
+    save_png(fig, path)         # whole or not at all; closes the figure
 
 
 def markdown(rows: list[dict]) -> str:

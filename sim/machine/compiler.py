@@ -140,32 +140,40 @@ class Compiled:
         return self.config.kv_block or self.config.max_context
 
     @property
-    def block_rows(self) -> int:
-        """KV rows of one block: ``n_layers * n_kv_heads * block_positions`` (fixed slots: :attr:`slot_rows`)."""
-        mc = self.model.config
-        return mc.n_layers * mc.n_kv_heads * self.block_positions
-
-    @property
     def kv_blocks(self) -> int:
-        """Blocks in this model's KV region (from :attr:`kv_base` to the top of the KV memory)."""
-        return (self.config.kv_bytes // (2 * self.model.config.head_dim) - self.kv_base) // self.block_rows
+        """Blocks in this model's KV region (from :attr:`kv_base` to the top of the KV memory), each
+        ``n_layers * n_kv_heads * block_positions`` K rows (and as many V rows)."""
+        mc = self.model.config
+        rows = self.config.kv_bytes // (2 * mc.head_dim) - self.kv_base
+        return rows // (mc.n_layers * mc.n_kv_heads * self.block_positions)
 
     @property
     def table_entries(self) -> int:
         """Entries of one sequence's block table: ``ceil(max_context / block_positions)`` (fixed: 1)."""
         return ceil_div(self.config.max_context, self.block_positions)
 
+    @property
+    def plane_rows(self) -> int:
+        """Paged KV: the rows of one (layer, KV head) plane, ``kv_blocks * kv_block``."""
+        return self.kv_blocks * self.block_positions
+
     def kv_rows(self, table, layer: int, positions) -> np.ndarray:
         """The KV rows of ``positions`` (an int array) of layer ``layer``, one column a KV head, for a
         sequence whose blocks are ``table`` (fixed slots: ``(slot,)``): the one address rule
-        (docs/top.md "Paged KV"): ``kv_base + table[p // B] * block_rows + (layer * n_kv_heads + h) * B
-        + p % B``, B = :attr:`block_positions`. In fixed slots that is ``kv_row(slot) + (layer * n_kv_heads
-        + h) * max_context + p``, the rows the decode top level addresses."""
-        b, heads = self.block_positions, self.model.config.n_kv_heads
+        (docs/top.md "Paged KV"). With ``lh = layer * n_kv_heads + h``:
+
+        * fixed slots, the top level's rows: ``kv_row(slot) + lh * max_context + p``;
+        * pages of B (``Config.kv_block``): ``kv_base + lh * plane_rows + table[p >> log2 B] * B +
+          (p & (B - 1))``: plane-major, so within a (layer, head) plane the row is the block number
+          and the offset side by side (no multiplier in the address path)."""
+        heads = self.model.config.n_kv_heads
         p = np.asarray(positions, np.int64)
+        lh = (layer * heads + np.arange(heads))[None, :]
+        if not self.config.kv_block:
+            return self.kv_row(table[0]) + lh * self.config.max_context + p[:, None]
+        b = self.config.kv_block
         blocks = np.asarray(table, np.int64)[p // b]
-        return (self.kv_base + blocks[:, None] * self.block_rows + (layer * heads + np.arange(heads))[None, :] * b
-                + (p % b)[:, None])
+        return self.kv_base + lh * self.plane_rows + (blocks * b + p % b)[:, None]
 
     @property
     def max_rows(self) -> int:

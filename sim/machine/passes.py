@@ -14,9 +14,9 @@ r carries a token, its position and the KV slot of its sequence. The instruction
   ``Compiled.kv_row(s)`` onwards, ``Compiled.slot_rows`` of them. With pages (``kv_block`` = B > 0)
   slot s names the sequence's block table, ``(block, block, ...)``, which the host writes between
   passes (``IsaMachine.set_table``; :func:`check_table`): position p of the sequence lives in block
-  ``table[p // B]``. Both are one rule, :meth:`Compiled.kv_rows`: the KV row of layer l, KV head h,
-  position p is ``kv_base + table[p // B] * block_rows + (l * n_kv_heads + h) * B + p % B``, a fixed
-  slot being a one-block table ``(s,)`` with B = ``max_context``. The lookup is free: the cycle
+  ``table[p // B]``. One rule, :meth:`Compiled.kv_rows`, gives every KV row of both layouts (a
+  fixed slot's table is ``(s,)``; pages are plane-major: row ``kv_base + (l * n_kv_heads + h) *
+  plane_rows + table[p // B] * B + p % B``). The lookup is free: the cycle
   model (:func:`sim.machine.cycles.pass_cycles`) charges a paged pass exactly the fixed-slot pass's
   cycles (docs/top.md "Paged KV" says what the hardware must do for that);
 * a row's attention reads its slot's positions ``0 .. position``. Every row's KV write of a layer

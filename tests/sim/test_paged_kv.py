@@ -33,17 +33,16 @@ def _logits(machine, r):
 def test_the_layout_s_sizes_and_its_one_address_rule(models):
     fixed, paged = models
     mc = fixed.model.config
-    assert fixed.block_rows == fixed.slot_rows and fixed.kv_blocks == fixed.kv_slots and fixed.table_entries == 1
-    assert paged.block_rows == mc.n_layers * mc.n_kv_heads * B
-    assert paged.kv_blocks == PASSES.kv_bytes // (2 * mc.head_dim) // paged.block_rows == paged.kv_slots
-    assert paged.table_entries == PASSES.max_context // B
+    assert fixed.kv_blocks == fixed.kv_slots and fixed.table_entries == 1
+    plane = mc.n_layers * mc.n_kv_heads
+    assert paged.kv_blocks == PASSES.kv_bytes // (2 * mc.head_dim) // (plane * B) == paged.kv_slots
+    assert paged.table_entries == PASSES.max_context // B and paged.plane_rows == paged.kv_blocks * B
     assert BlockAllocator(KvGeometry.of_compiled(paged), B).blocks == paged.kv_blocks
     # Fixed slots: the decode top level's rows, kv_base + (layer * n_kv_heads + h) * max_context + p.
     rows = fixed.kv_rows((3,), 1, [0, 5])
     assert rows.tolist() == [[fixed.kv_row(3) + (2 + h) * PASSES.max_context + p for h in range(2)] for p in (0, 5)]
-    # Pages: position 5 is row 1 of the table's second block.
-    assert paged.kv_rows((9, 4), 1, [5]).tolist() == [[4 * paged.block_rows + (2 + h) * B + 1 for h in range(2)]]
-
+    # Pages: position 5 is row 1 of the table's second block (4), in plane layer 1 * 2 + h.
+    assert paged.kv_rows((9, 4), 1, [5]).tolist() == [[(2 + h) * paged.plane_rows + 4 * B + 1 for h in range(2)]]
 
 def test_scattered_blocks_give_each_sequence_its_solo_tokens_and_logits(models):
     """Sequences with blocks out of order and interleaved, in passes that mix prefill chunks and decode
