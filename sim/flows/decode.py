@@ -22,6 +22,7 @@ from hdl.vector import rope_word_layout
 
 from ..machine.compiler import Compiled, CompileError, rope_params
 from ..machine.cycles import decode_step_cycles, pass_cycles
+from ..machine.passes import check_pass
 from ..machine.resident import Resident
 from .decode_steps import DecodeImages, DecodeJob, DecodeReadback, drive_steps, run_decode_top
 from .gemm import pack_lanes
@@ -192,7 +193,6 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
             raise InputError("a decode_top job runs steps, a prompt or passes, not more than one")
         if waves_window is not None:
             raise InputError("a waveform window goes with steps or a prompt, not with passes")
-        from ..machine.passes import check_pass
 
         job["passes"], job["pass_predicted"], pass_models = [], [], []
         for i, entry in enumerate(passes):

@@ -25,9 +25,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from golden.checkpoint import load_checkpoint
 from golden.errors import InputError
 from golden.model import ModelConfig
+from golden.quality import draft_agreement, held_out_tokens
+from golden.quantize import quantize_checkpoint
 from golden.speculative import check_draft_len, tokenizer_difference, vocabulary_difference
 
 from ..numbers import count, number, quantity
@@ -96,11 +100,7 @@ def measured_acceptance(target_dir, draft_dir) -> tuple[int, int]:
     (quantized with their default calibration, :func:`golden.quantize.calibration_for`) on the demo
     corpus's held-out text (:func:`golden.quality.draft_agreement`). InputError unless both are
     checkpoint directories with the same character tokenizer (the text must encode with it)."""
-    from pathlib import Path
 
-    from golden.checkpoint import load_checkpoint
-    from golden.quality import draft_agreement, held_out_tokens
-    from golden.quantize import quantize_checkpoint
 
     for what, d in (("target", target_dir), ("draft", draft_dir)):
         if isinstance(d, ModelConfig) or not Path(d).is_dir():

@@ -27,6 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from golden.checkpoint import open_regular
 from golden.errors import InputError
 
 __all__ = ["MAX_REQUESTS", "MAX_TRACE_BYTES", "Lengths", "Request", "poisson_trace", "read_trace"]
@@ -91,7 +94,6 @@ def poisson_trace(*, requests: int, rate: float, clock_hz: float, prompt: Length
     gaps, the first at 0), each with a prompt of ``prompt`` length (uniform random token ids of the
     vocabulary) and ``output`` new tokens; arrival times in cycles at ``clock_hz``, rounded down. The
     same arguments give the same trace (NumPy's PCG64 seeded by ``seed``)."""
-    import numpy as np
 
     if not _is_int(requests) or not 1 <= requests <= MAX_REQUESTS:
         raise InputError(f"requests must be an integer in 1..{MAX_REQUESTS:,}, not {requests!r}")
@@ -165,7 +167,6 @@ def read_trace(path, *, clock_hz: float, encode: Callable[[str], list[int]] | No
     """The requests of the JSON Lines trace at ``path`` (module docstring), in file order;
     ``encode`` turns a text prompt into token ids (None: text prompts are refused). InputError (or
     OSError for a file that cannot be read) naming the file, the line and the value."""
-    from golden.checkpoint import open_regular
 
     p = Path(path)
     if not p.exists():

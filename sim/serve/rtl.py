@@ -19,6 +19,12 @@ from dataclasses import replace
 
 from golden.errors import InputError, LockstepError
 
+from ..engine.runner import run
+from ..flows.decode import decode_job, top_params
+from ..machine.cycles import pass_cycles
+from ..machine.isa_sim import IsaMachine
+from ..machine.resident import Resident
+
 __all__ = ["RtlMismatch", "confirm_on_rtl", "confirm_passes_on_rtl"]
 
 
@@ -31,7 +37,6 @@ def confirm_on_rtl(report, compiled, simulator: str, *, params: dict | None = No
     model) on ``simulator``; return the report with every pass's measured cycles and ``extra["rtl"]``
     (simulator, passes, rows, wall seconds of the free run). RtlMismatch names the first pass whose
     tokens or cycles differ. ``params``: the top level's (default :func:`sim.flows.decode.top_params`)."""
-    from ..machine.isa_sim import IsaMachine
 
     passes = [[(token, position, slot) for _, token, position, slot in p.rows] for p in report.passes]
     machine = IsaMachine(compiled)
@@ -54,9 +59,6 @@ def confirm_passes_on_rtl(resident, passes, simulator: str, *, params: dict | No
     first pass whose tokens differ from its model's instruction-level model (``IsaMachine.run_pass``,
     one machine per model, run through the same passes) or whose cycles differ from
     :func:`sim.machine.cycles.pass_cycles`. InputError (one line) for a bad model name or pass."""
-    from ..machine.cycles import pass_cycles
-    from ..machine.isa_sim import IsaMachine
-    from ..machine.resident import Resident
 
     if isinstance(resident, Resident):
         target, loaded, model_of = resident.target, resident.draft, resident.model
@@ -87,8 +89,6 @@ def confirm_passes_on_rtl(resident, passes, simulator: str, *, params: dict | No
 def _replay(compiled, passes, simulator: str, params: dict | None) -> list[dict]:
     """The passes of one ``decode_top`` job of ``compiled`` (and the model it is compiled beside) on
     ``simulator``: each pass's result (:func:`sim.flows.decode_steps.run_decode_top`)."""
-    from ..engine.runner import run
-    from ..flows.decode import decode_job, top_params
 
     params = top_params(compiled) if params is None else params
     job = decode_job(compiled, params, passes=passes)

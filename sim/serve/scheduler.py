@@ -33,6 +33,9 @@ from typing import Protocol
 
 from golden.errors import InputError, LockstepError
 
+from ..machine.cycles import decode_step_cycles, pass_cycles
+from ..machine.isa_sim import IsaMachine
+from ..machine.passes import Row
 from .kv_layout import BlockAllocator, KvGeometry
 from .requests import Request, check_requests
 
@@ -72,8 +75,6 @@ class IsaExecutor:
     name = "isa"
 
     def __init__(self, compiled):
-        from ..machine.cycles import decode_step_cycles
-        from ..machine.isa_sim import IsaMachine
 
         self.compiled = compiled
         self.machine = IsaMachine(compiled)
@@ -98,7 +99,6 @@ class IsaExecutor:
         return list(self.machine.run_pass(rows)), None
 
     def pass_cycles(self, positions):
-        from ..machine.cycles import pass_cycles
 
         key = tuple(positions)
         if key not in self._memo:
@@ -267,7 +267,6 @@ def serve(requests: Sequence[Request], executor: Executor, *, max_running: int |
 
     Refused before any pass (InputError naming the request and value): a request that can never run
     (:func:`check_requests`), duplicate ids, ``max_running`` outside 1..kv_slots."""
-    from ..machine.passes import Row
 
     slots = executor.kv_slots
     if slots < 1:

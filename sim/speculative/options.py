@@ -7,6 +7,7 @@ from __future__ import annotations
 from golden.errors import InputError
 from golden.speculative import DRAFTERS, check_draft_len, tokenizer_difference, vocabulary_difference
 
+from ..engine.toolchain import SIMULATORS
 from .runners import BACKENDS
 
 __all__ = ["check_backend", "check_draft_len_for", "check_draft_model", "check_drafter"]
@@ -22,7 +23,6 @@ def check_backend(backend: str, *, replayed: bool = False) -> str:
     """``backend`` runs speculative decoding: one of :data:`sim.speculative.runners.BACKENDS`, or with
     ``replayed`` also a simulator (the run is decided on the instruction-level model and replayed
     there, :mod:`sim.speculative.rtl`)."""
-    from ..engine.toolchain import SIMULATORS
 
     allowed = (*BACKENDS, *SIMULATORS) if replayed else tuple(BACKENDS)
     if backend not in allowed:

@@ -241,6 +241,19 @@ def test_demo_model_on_verilator(demo):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["icarus", "amaranth"])
+@pytest.mark.parametrize("rows", [1, 2, 8])
+def test_demo_model_on_icarus_and_amaranth(demo, simulator, rows):
+    """The demo model on the other two simulators at weight_rows_per_cycle 1, 2 and R (demo's own
+    design, its weight port narrowed): every token the integer model's, every step = its prediction."""
+    compiled = demo if rows == 8 else compile_model(demo.model, replace(demo.config, weight_rows_per_cycle=rows))
+    prompt = [5, 9]
+    report = decode(compiled, simulator, prompt, 2)
+    assert report.generated == generate_int(compiled.model, prompt, 2)
+    assert [s.measured_cycles for s in report.steps] == [s.predicted_cycles for s in report.steps]
+
+
+@pytest.mark.slow
 def test_cli_decode_on_verilator():
     import json
     import subprocess
