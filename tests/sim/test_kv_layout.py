@@ -2,6 +2,7 @@
 replay on hand-computed traces, one-line errors, and scripts/bench_kv_layout.py."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 
 from golden.errors import InputError
 from sim.serve.kv_layout import FIXED, BlockAllocator, KvFullError, KvGeometry, replay
-from sim.serve.requests import Request
+from sim.serve.requests import Lengths, Request, poisson_trace
+from tests.sim.tiny_models import tiny_passes
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_kv_layout.py"
 
@@ -21,8 +23,6 @@ def test_blocks_are_the_memory_over_a_block_s_bytes_and_fixed_slots_are_the_comp
     assert BlockAllocator(g, 4).blocks == 32
     # 8 entries of 5 bits (32 blocks); a fixed slot's table is the slot number, 2 bits of 4.
     assert BlockAllocator(g, 4).table_bits() == 40 and BlockAllocator(g).table_bits() == 2
-    from tests.sim.tiny_models import tiny_passes
-
     compiled = tiny_passes("llama-gqa")
     geo = KvGeometry.of_design(compiled.model.config, compiled.config)
     assert BlockAllocator(geo, FIXED).blocks == compiled.kv_slots > 1
@@ -115,9 +115,7 @@ def test_the_script_s_figures_are_the_replay_s(tmp_path):
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)["rows"]
     assert [r["layout"] for r in rows] == ["fixed", "paged B=8"] * 4
-    from sim.serve.requests import Lengths, poisson_trace
-
-    sys.path.insert(0, str(SCRIPT.parent))
+    sys.path.insert(0, str(SCRIPT.parent))    # the script is no module of a package: import it by its folder
     try:
         import bench_kv_layout
     finally:
@@ -146,8 +144,6 @@ def test_the_script_s_bad_inputs_are_one_line(args, message):
 
 
 def test_the_docs_table_is_the_script_s_output():
-    import re
-
     doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
     table = re.search(r"<!-- kv layout table -->\n(.*?)\n<!-- end kv layout table -->", doc, re.S).group(1)
     out = bench("--markdown", "--plot", "")

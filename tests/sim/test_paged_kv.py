@@ -9,6 +9,7 @@ import pytest
 from golden.errors import InputError
 from golden.int_model import generate_int
 from hdl.config import Config
+from sim.flows.decode import top_params
 from sim.machine.cycles import pass_cycles
 from sim.machine.isa_sim import IsaMachine
 from sim.serve.kv_layout import BlockAllocator, KvGeometry
@@ -120,8 +121,6 @@ def test_bad_tables_and_blocks_are_one_line(models, call, message):
 
 
 def test_the_rtl_refuses_paged_kv_in_one_line(models):
-    from sim.flows.decode import top_params
-
     with pytest.raises(InputError, match=r"^kv_block 4: the decode top level reads KV through fixed slots only "
                                          r"\(kv_block 0\); paged KV runs on the instruction-level model"):
         top_params(models[1])
