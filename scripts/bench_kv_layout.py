@@ -9,12 +9,13 @@ in their ranges) are replayed (``sim.serve.kv_layout.replay``: every request wai
 first come first served, a sequence's blocks reserved on admission for all its positions and freed
 when it retires) with fixed slots and with blocks of B positions.
 
-Printed per study, mix and layout: the sequences running at once (peak, and mean over the steps in
-which a request waited: the memory's capacity), against fixed slots; the memory held by blocks; the
-share of the held bytes written (positions so far) and held past the sequences' last positions (the
-last block's rounding: a fixed slot's unused context); the bits of one sequence's block table (``--json``
-adds the steps the whole trace took: a step advances every running sequence, which no pass of
-``max_m`` rows does once more sequences run than it has rows).
+Printed per study, mix and layout (the table of docs/serving.md, "KV memory"): the sequences running
+at once (peak, and mean over the steps in which a request waited: the memory's capacity), against
+fixed slots; the share of the held bytes written (positions so far) and held past the sequences'
+last positions (the last block's rounding: a fixed slot's unused context); the bits of one
+sequence's block table. ``--json`` adds the memory the blocks held and the steps the whole trace
+took (a step advances every running sequence, which no pass of ``max_m`` rows does once more
+sequences run than it has rows).
 
     .venv/bin/python scripts/bench_kv_layout.py [--requests N] [--seed S] [--blocks 4,8,16,32] [--json | --markdown]
         [--plot FILE.png]
@@ -185,15 +186,7 @@ def main(argv=None) -> int:
         return 0
     print(f"{args.requests} requests a mix (seed {args.seed}), all waiting from the start, first come first served; "
           f"blocks reserved on admission for every position")
-    head = ("study", "mix", "layout", "blocks", "peak", "mean", "vs fixed", "held", "written", "rounding",
-            "table bits")
-    table = [head] + [(r["study"], f"{r['mix']} {r['prompt']}/{r['output']}", r["layout"], f"{r['blocks']:,}",
-                       str(r["peak"]), f"{r['mean']:.1f}", f"{r['vs_fixed']:.2f}x", f"{100 * r['allocated']:.1f} %",
-                       f"{100 * r['written']:.1f} %", f"{100 * r['rounding']:.1f} %", f"{r['table_bits']:,}")
-             for r in rows]
-    widths = [max(len(t[i]) for t in table) for i in range(len(head))]
-    for t in table:
-        print("  ".join(c.rjust(w) for c, w in zip(t, widths, strict=True)))
+    print(markdown(rows))
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
