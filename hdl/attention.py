@@ -315,7 +315,7 @@ class AttentionUnit(wiring.Component):
         row = row_layout(D)
         # --- S1: dot products. The K/V row registers load on a group's first step only and are
         # held while the group's other steps use the same row; every lane reads the same K row.
-        valid1, last1 = Signal(), Signal()
+        valid1, last1 = Signal(name="valid1"), Signal(name="last1")
         lanes1 = Signal.like(lanes_i)
         k1 = Signal(row)
         v1 = Signal(row)
@@ -331,7 +331,7 @@ class AttentionUnit(wiring.Component):
             dots.append(dot)
 
         # --- S2: scaled, rounded, clamped logits ------------------------------------------------
-        valid2, last2 = Signal(), Signal()
+        valid2, last2 = Signal(name="valid2"), Signal(name="last2")
         lanes2 = Signal.like(lanes_i)
         v2 = Signal(row)
         with m.If(en_pos):
@@ -346,7 +346,7 @@ class AttentionUnit(wiring.Component):
             zs.append(z)
 
         # --- S3: running maximum (per head, rotating) and the exp table address ----------------
-        valid3, last3 = Signal(), Signal()
+        valid3, last3 = Signal(name="valid3"), Signal(name="last3")
         lanes3 = Signal.like(lanes_i)
         v3 = Signal(row)
         with m.If(en_pos):
@@ -391,7 +391,7 @@ class AttentionUnit(wiring.Component):
         row = row_layout(D)
         acc_row = data.ArrayLayout(signed(ACC_BITS), D)
         # --- S4: rescale and accumulate (per head, rotating) ------------------------------------
-        valid4, last4 = Signal(), Signal()
+        valid4, last4 = Signal(name="valid4"), Signal(name="last4")
         lanes4 = Signal.like(lanes3)
         v4 = Signal(row)
         with m.If(en_pos):
@@ -491,7 +491,7 @@ class AttentionUnit(wiring.Component):
         recip3 = Signal.like(recip2)
         lead3 = Signal.like(lead1)
         acc_f3 = Signal(data.ArrayLayout(signed(ACC_BITS), S * F))
-        step = Signal(range(S)) if S > 1 else None
+        step = Signal(range(S), name="step") if S > 1 else None
         last_step = Signal()
         m.d.comb += [last_step.eq(step == S - 1 if S > 1 else 1), hold.eq(fvalid3 & ~last_step)]
         with m.If(en):
@@ -509,7 +509,7 @@ class AttentionUnit(wiring.Component):
             m.d.comb += y3[i].eq(round_shift(acc_f3[i] * recip3, shift3))
 
         # --- F4: requantize F lanes to int8; the last chunk completes the output register -------------
-        fvalid4, last_f4 = Signal(), Signal()
+        fvalid4, last_f4 = Signal(name="fvalid4"), Signal(name="last_f4")
         y4 = Signal(chunk)
         with m.If(en_out):
             m.d.sync += [fvalid4.eq(fvalid3), last_f4.eq(last_step), y4.eq(y3)]

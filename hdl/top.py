@@ -36,7 +36,11 @@ act       int8 (one table entry)      ``act_tables * 256`` (in the vector unit):
 Control: ``token``, ``position``, ``n_kv_heads``, ``group`` (query heads per KV head) and
 ``program_base`` (the program's first instruction: 0, or a second model's program resident beside
 the first, docs/top.md "Two models resident") are sampled when ``start`` is high and the top level
-is idle. ``busy`` is high from the next cycle
+is idle. ``start_ok`` (from ``n_kv_heads``, ``group`` and ``rows`` in the same cycle) is high when the
+step can run: ``n_kv_heads`` and ``group`` at least 1, ``n_kv_heads * group`` at most ``max_heads``,
+``rows`` at most ``max_m``; a start while it is low is ignored (the top level stays idle, ``done``
+and ``cycles`` keep their values: zero heads would leave the attention unit waiting forever).
+``busy`` is high from the next cycle
 until ``done`` rises; ``done`` stays high until the next ``start``. ``cycles`` is the sum of the
 cycles of every instruction of the step except ``HALT``; instruction ``i`` took ``trace[i]``
 cycles, counted from its decode to its last cycle, both included, and started in cycle
@@ -88,7 +92,7 @@ from .isa import (
 from .vector import VectorOp, VectorTable, VectorUnit, cmd_layout, in_layout, out_layout
 from .weights import WeightMemory
 
-__all__ = ["DecodeTop", "GemmPath", "TopMem", "VectorPath", "check_top_config"]
+__all__ = ["DecodeTop", "GemmPath", "SequencerState", "TopMem", "VectorPath", "check_top_config"]
 
 #: The most scalars of any parameter record (LayerNorm's five).
 _MAX_SCALARS = max(len(r.scalars) for r in PARAM_RECORDS.values())
@@ -142,6 +146,10 @@ class _S(enum.Enum, shape=unsigned(4)):
     ASTART = 8
     ARUN = 9
     AOUT = 10
+
+
+#: The sequencer's states, by name (for waveform readers and the formal harness, sim/formal/top.py).
+SequencerState = _S
 
 
 class _Bundle:
@@ -204,6 +212,7 @@ class DecodeTop(wiring.Component):
         c = config
         super().__init__({
             "start": In(1),
+            "start_ok": Out(1),
             "token": In(16),
             "position": In(range(c.max_context)),
             "n_kv_heads": In(range(max_heads + 1)),
@@ -409,7 +418,10 @@ class DecodeTop(wiring.Component):
         # --- start, fetch, decode, halt --------------------------------------------------------
         # rows = 0: one row from the token and position ports at kv_base 0 (the single-step
         # interface); rows = M >= 1: M rows from the row table.
-        with m.If((state == _S.IDLE) & self.start):
+        m.d.comb += self.start_ok.eq((self.n_kv_heads != 0) & (self.group != 0)
+                                     & (self.n_kv_heads * self.group <= self.max_heads)
+                                     & (self.rows <= self.config.max_m))
+        with m.If((state == _S.IDLE) & self.start & self.start_ok):
             table = self.rows != 0
             m.d.sync += [state.eq(_S.DECODE), pc.eq(self.program_base), step_cyc.eq(0), ins_cyc.eq(0), self.done.eq(0),
                          tok.eq(Mux(table, tbl_tok[0], self.token)), pos.eq(Mux(table, tbl_pos[0], self.position)),

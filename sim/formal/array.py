@@ -8,23 +8,9 @@ from amaranth.hdl import Assert, Assume, Cat, Cover, Signal, signed
 from golden.numerics import ACC_BITS
 from hdl.array import ProcessingElement, SystolicArray
 
-from .harness import Harness, Probe, StreamMonitor, free
+from .harness import Harness, Probe, StreamMonitor, any_of, free, popcount
 
 __all__ = ["ArrayMac", "ArrayStreams", "PeMac"]
-
-
-def _popcount(bits):
-    total = 0
-    for b in bits:
-        total = total + b
-    return total
-
-
-def _one_of(x, values):
-    result = 0
-    for v in values:
-        result = result | (x == v)
-    return result
 
 
 def _mac_chain(m, a, w, j):
@@ -82,7 +68,7 @@ class ArrayStreams(Harness):
         # Beats: accepted - delivered == inside.
         inflight = Signal(range(2 * L + 2))
         m.d.sync += inflight.eq(inflight + a_fire - sums.fire)
-        m.d.comb += [Assert(inflight == _popcount(valid)), Assert(inflight <= L)]
+        m.d.comb += [Assert(inflight == popcount(valid)), Assert(inflight <= L)]
 
         # Tiles: the harness counts weight beats itself.
         hbeat = Signal(range(beats))
@@ -132,7 +118,7 @@ class ArrayMac(Harness):
         A = [[[AnyConst(signed(8)) for _ in range(R)] for _ in range(M)] for _ in range(T)]
         if self.values is not None:
             for x in [v for tile in W + A for row in tile for v in row]:
-                m.d.comb += Assume(_one_of(x, self.values))
+                m.d.comb += Assume(any_of(x == v for v in self.values))
         beats = R // G
         wb = Signal(range(T * beats + 1))
         ab = Signal(range(T * M + 1))

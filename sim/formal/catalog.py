@@ -11,16 +11,21 @@ import dataclasses
 from collections.abc import Callable
 
 from .array import ArrayMac, ArrayStreams, PeMac
+from .attention import AttentionControl, AttentionCycles
 from .gemm import GemmBusyBound, GemmControl, GemmCycles
 from .harness import Harness
 from .link import LinkRxIdle
+from .top import TopSequencer
 from .uart import UartLoopback, UartRxIdle, UartTxFrame
+from .vector import VectorControl, VectorCycles
 from .weights import WeightsReadWrite
 
 __all__ = ["JOBS", "Job", "job"]
 
 #: The int8 edge values and their neighbours of zero: the array equivalence's operand set.
 EDGES = (-128, -1, 0, 1, 127)
+#: A wider vector unit: 4 lanes, a partial last beat at length 9, RoPE heads of 8, two positions.
+VECTOR_L4 = {"lanes": 4, "max_length": 9, "max_norm_length": 8, "max_head_dim": 8, "max_context": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +36,8 @@ class Job:
     mode: str
     depth: int
     slow: bool = False
+    #: Seconds before the job counts as an error (the whole top level's covers need more on a loaded machine).
+    timeout: float = 600.0
 
 
 JOBS = (
@@ -65,6 +72,25 @@ JOBS = (
     Job("gemm-cycles-cover", "hdl/gemm.py GemmUnit", GemmCycles, "cover", 19, slow=True),
     Job("gemm-busy-bound", "hdl/gemm.py GemmUnit", GemmBusyBound, "bmc", 24),
     Job("gemm-busy-bound-cover", "hdl/gemm.py GemmUnit", GemmBusyBound, "cover", 24, slow=True),
+    Job("attention-control", "hdl/attention.py AttentionUnit", AttentionControl, "prove", 3),
+    Job("attention-control-cover", "hdl/attention.py AttentionUnit", AttentionControl, "cover", 30, slow=True),
+    Job("attention-control-f1", "hdl/attention.py AttentionUnit", lambda: AttentionControl(finish_lanes=1), "prove",
+        3, slow=True),
+    Job("attention-control-p2", "hdl/attention.py AttentionUnit", lambda: AttentionControl(heads_per_step=2),
+        "prove", 3, slow=True),
+    Job("attention-cycles", "hdl/attention.py AttentionUnit", AttentionCycles, "bmc", 20),
+    Job("attention-cycles-cover", "hdl/attention.py AttentionUnit", AttentionCycles, "cover", 20, slow=True),
+    Job("attention-cycles-f1", "hdl/attention.py AttentionUnit", lambda: AttentionCycles(finish_lanes=1), "bmc",
+        22, slow=True),
+    Job("attention-cycles-p2", "hdl/attention.py AttentionUnit", lambda: AttentionCycles(heads_per_step=2), "bmc",
+        21, slow=True),
+    Job("vector-control", "hdl/vector.py VectorUnit", VectorControl, "prove", 3),
+    Job("vector-control-cover", "hdl/vector.py VectorUnit", VectorControl, "cover", 30, slow=True),
+    Job("vector-control-l4", "hdl/vector.py VectorUnit", lambda: VectorControl(**VECTOR_L4), "prove", 3, slow=True),
+    Job("vector-cycles", "hdl/vector.py VectorUnit", VectorCycles, "bmc", 22),
+    Job("vector-cycles-cover", "hdl/vector.py VectorUnit", VectorCycles, "cover", 22, slow=True),
+    Job("top-sequencer", "hdl/top.py DecodeTop", TopSequencer, "prove", 2, slow=True),
+    Job("top-sequencer-cover", "hdl/top.py DecodeTop", TopSequencer, "cover", 22, slow=True, timeout=1800.0),
 )
 
 

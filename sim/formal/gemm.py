@@ -9,7 +9,7 @@ from hdl.config import Config
 from hdl.gemm import GemmUnit
 from sim.machine.cycles import gemm_cycles
 
-from .harness import Harness, Probe, free
+from .harness import Harness, Probe, busy_done_rules, free
 
 __all__ = ["SMALL", "GemmBusyBound", "GemmControl", "GemmCycles", "shapes"]
 
@@ -81,23 +81,8 @@ class GemmControl(Harness):
         m.d.comb += Assert(unit.shape_ok == ~zero)
 
         # busy / done
-        started, was_launch, was_busy, was_done = Signal(), Signal(), Signal(), Signal()
-        was_cycles = Signal.like(unit.cycles)
-        m.d.sync += [was_launch.eq(launch), was_busy.eq(unit.busy), was_done.eq(unit.done),
-                     was_cycles.eq(unit.cycles)]
-        with m.If(launch):
-            m.d.sync += started.eq(1)
-        m.d.comb += [Assert(p["running"] == unit.busy), Assert(~(unit.busy & unit.done))]
-        with m.If(~was_busy & ~was_launch):
-            m.d.comb += [Assert(~unit.busy), Assert(unit.cycles == was_cycles)]
-        with m.If(unit.done | unit.busy):
-            m.d.comb += Assert(started)
-        with m.If(was_launch):
-            m.d.comb += Assert(unit.busy)
-        with m.If(was_done & ~was_launch):
-            m.d.comb += Assert(unit.done)
-        with m.If(was_busy & ~unit.busy):
-            m.d.comb += Assert(unit.done)
+        rules = busy_done_rules(m, unit, launch=launch, running=p["running"])
+        was_launch, was_done = rules.was_launch, rules.was_done
 
         # counters in range while running
         beats = c.array_rows // c.weight_rows_per_cycle

@@ -10,10 +10,12 @@ reset gives), the induction step from any state in which every assertion held fo
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Assert, Assume, ClockDomain, Elaboratable, Module, Signal, Value
 
-__all__ = ["Harness", "StreamMonitor", "free"]
+__all__ = ["Harness", "Probe", "StreamMonitor", "any_of", "busy_done_rules", "free", "popcount"]
 
 
 class Harness(Elaboratable):
@@ -37,6 +39,46 @@ def free(m: Module, target: Value) -> None:
     """Drive ``target`` (an input of the block) with a free value every step."""
     value = Value.cast(target)
     m.d.comb += value.eq(AnySeq(len(value)))
+
+
+def popcount(bits):
+    """The number of ``bits`` that are high (a sum the solver sees as such)."""
+    total = 0
+    for b in bits:
+        total = total + b
+    return total
+
+
+def any_of(terms):
+    """Any of ``terms`` high (0 for none)."""
+    result = 0
+    for t in terms:
+        result = result | t
+    return result
+
+
+def busy_done_rules(m: Module, unit, *, launch, running) -> SimpleNamespace:
+    """A unit's start contract (``unit.busy``, ``unit.done``, ``unit.cycles``), asserted: ``running`` (its
+    internal state) = ``busy``; ``busy`` the cycle after a ``launch``, ``done`` only after one, never both,
+    ``done`` held until the next launch, ``busy`` ends only with ``done``; ``cycles`` unchanged while idle
+    without a launch. Returns the registers it keeps: ``started``, ``was_launch``, ``was_busy``, ``was_done``."""
+    started, was_launch, was_busy, was_done = Signal(), Signal(), Signal(), Signal()
+    was_cycles = Signal.like(unit.cycles)
+    m.d.sync += [was_launch.eq(launch), was_busy.eq(unit.busy), was_done.eq(unit.done), was_cycles.eq(unit.cycles)]
+    with m.If(launch):
+        m.d.sync += started.eq(1)
+    m.d.comb += [Assert(running == unit.busy), Assert(~(unit.busy & unit.done))]
+    with m.If(~was_busy & ~was_launch):
+        m.d.comb += [Assert(~unit.busy), Assert(unit.cycles == was_cycles)]
+    with m.If(unit.done | unit.busy):
+        m.d.comb += Assert(started)
+    with m.If(was_launch):
+        m.d.comb += Assert(unit.busy)
+    with m.If(was_done & ~was_launch):
+        m.d.comb += Assert(unit.done)
+    with m.If(was_busy & ~unit.busy):
+        m.d.comb += Assert(unit.done)
+    return SimpleNamespace(started=started, was_launch=was_launch, was_busy=was_busy, was_done=was_done)
 
 
 class StreamMonitor:
@@ -71,8 +113,9 @@ class Probe:
     An invariant that makes a property inductive often names state the block does not show at its ports
     (a pipeline's valid bits, an FSM's state). ``Probe(block)`` elaborates ``block`` into a fragment (add
     ``probe.fragment`` as the harness's submodule instead of the block) and ``probe["name"]`` finds the
-    signal the fragment assigns under that name (``probe["sub/name"]`` in submodule ``sub``). A name that
-    is not there, or is there twice, raises KeyError: a harness fails loudly when the block is renamed.
+    signal the fragment assigns under that name (``probe["sub/name"]`` in submodule ``sub``;
+    ``probe["name@sync"]`` only among the registers, where a port of a submodule shares the name). A name
+    that is not there, or is there twice, raises KeyError: a harness fails loudly when the block is renamed.
     """
 
     def __init__(self, block):
@@ -89,12 +132,42 @@ class Probe:
             if len(matches) != 1:
                 raise KeyError(f"{type(self.block).__name__} has no submodule {sub!r} (path {path!r})")
             frag = matches[0]
-        found = {}
-        for stmts in frag.statements.values():
-            for stmt in stmts:
-                for sig in stmt._lhs_signals():
-                    if sig.name == name:
-                        found[id(sig)] = sig
+        found = self._named(frag, name, read=False)
         if len(found) != 1:
             raise KeyError(f"{type(self.block).__name__} assigns {len(found)} signals named {name!r} (path {path!r})")
         return next(iter(found.values()))
+
+    def submodule(self, name: str) -> Probe:
+        """The probe of submodule ``name``, its ``block`` the elaboratable the submodule was made from
+        (a unit the block builds inside ``elaborate``: its ports are the signals the block drives)."""
+        matches = [f for f, n, _ in self.fragment.subfragments if n == name]
+        if len(matches) != 1:
+            raise KeyError(f"{type(self.block).__name__} has no submodule {name!r}")
+        sub = Probe.__new__(Probe)
+        sub.fragment = matches[0]
+        sub.block = matches[0].origins[0]
+        return sub
+
+    def read(self, path: str):
+        """A signal the block reads but does not assign (a memory port's data, say), by name as above."""
+        *subs, name = path.split("/")
+        frag = self.fragment
+        for sub in subs:
+            frag = next(f for f, n, _ in frag.subfragments if n == sub)
+        found = self._named(frag, name, read=True)
+        if len(found) != 1:
+            raise KeyError(f"{type(self.block).__name__} reads {len(found)} signals named {name!r} (path {path!r})")
+        return next(iter(found.values()))
+
+    @staticmethod
+    def _named(frag, name, *, read):
+        name, _, domain = name.partition("@")       # "name@sync": only the signals that domain assigns
+        found = {}
+        for dom, stmts in frag.statements.items():
+            if domain and dom != domain:
+                continue
+            for stmt in stmts:
+                for sig in (stmt._rhs_signals() if read else stmt._lhs_signals()):
+                    if sig.name == name:
+                        found[id(sig)] = sig
+        return found

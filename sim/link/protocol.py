@@ -201,7 +201,8 @@ COMMANDS: dict[Command, tuple[str, str, bool, str]] = {
                         "set a parameter register (the targets' registers are listed below)"),
     Command.START: ("empty", "empty", True,
                     "pulse the target's start for one cycle; ERR_ARGUMENT if the target cannot run what its "
-                    "registers hold (the GEMM target: m, kt or nt zero)"),
+                    "registers hold (the GEMM target: m, kt or nt zero; the decode target: n_kv_heads or group "
+                    "zero, or more query heads than the design's max_heads)"),
     Command.STATUS: ("empty", "flags (1: bit 0 busy, bit 1 done), last error status (1), "
                      "rejected frames (2, saturating)", False, "poll the target"),
     Command.CYCLES: ("empty", f"cycle counter (8; {CYCLE_BITS} bits used)", False,
@@ -220,7 +221,7 @@ STATUSES: dict[Status, str] = {
     Status.ERR_COMMAND: "unknown command byte",
     Status.ERR_LENGTH: "length above the bridge's max payload; the bridge dropped bytes until the line was idle",
     Status.ERR_ARGUMENT: "a payload length, memory, register, address range or count the command does not accept, "
-                         "or a START with registers the target cannot run (a zero GEMM size)",
+                         "or a START with registers the target cannot run (a zero GEMM size, zero decode heads)",
     Status.ERR_BUSY: "the command needs the target idle and it is busy",
     Status.ERR_UNSUPPORTED: "a command this target does not implement (READ_TOKEN, READ_LOGITS on the GEMM target)",
 }

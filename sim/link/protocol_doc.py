@@ -90,7 +90,9 @@ def protocol_markdown() -> str:
         "words whatever the memory) | 0 m, 1 kt, 2 nt (START refused with ERR_ARGUMENT while one is zero in the "
         "unit's port width) |",
         f"| decode (`LinkedDecode`) | {Target.DECODE.value} | `hdl.top.TopMem`: {_top_memories()} (reads: "
-        f"scratch, logits, trace, params) | {', '.join(f'{i} {n}' for i, n in enumerate(DECODE_REGS))} |",
+        f"scratch, logits, trace, params) | {', '.join(f'{i} {n}' for i, n in enumerate(DECODE_REGS))} (START "
+        "refused with ERR_ARGUMENT while n_kv_heads or group is zero, or n_kv_heads x group exceeds max_heads, "
+        "in the top level's port widths) |",
         "",
         "A decode step over the link (`sim/link/host.py`, `LinkDecoder`, the `serial` backend's code):",
         "WRITE_REG token and position, START, STATUS until done, READ_TOKEN, CYCLES (the step's",

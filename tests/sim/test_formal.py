@@ -24,7 +24,8 @@ def _params(slow: bool):
 
 
 def _run(job, tmp_path):
-    result = check(job.harness(), name=job.name, mode=job.mode, depth=job.depth, trace_dir=tmp_path)
+    result = check(job.harness(), name=job.name, mode=job.mode, depth=job.depth, trace_dir=tmp_path,
+                   timeout=job.timeout)
     assert result.passed, result.summary()
     assert result.trace is None and not list(tmp_path.iterdir())
     return result
@@ -130,3 +131,38 @@ def test_docs_name_every_job():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "verification.md").read_text()
     for j in JOBS:
         assert f"`{j.name}`" in doc, f"docs/verification.md does not name the formal job {j.name}"
+
+
+def test_bounded_jobs_run_past_the_slowest_case():
+    """A cycle-count job's catalogue depth is its harness's: the slowest case's prediction + 3 (a job
+    shallower than that would pass without ever reaching the slowest ``done``)."""
+    from sim.formal.catalog import job
+
+    for name in ("attention-cycles", "attention-cycles-f1", "attention-cycles-p2", "vector-cycles", "gemm-cycles"):
+        j = job(name)
+        harness = j.harness()
+        harness._MustUse__silence = True        # built for its depth only, never elaborated
+        assert j.depth == harness.depth(), name
+
+
+def test_probe_finds_registers_reads_and_submodules():
+    from amaranth.hdl import Fragment
+
+    from hdl.attention import AttentionUnit
+    from sim.formal.harness import Probe
+    from sim.formal.top import SMALL
+
+    unit = AttentionUnit(head_dim=2, max_context=3, max_heads=2)
+    probe = Probe(unit)
+    assert probe["valid1"].name == "valid1" and probe["running@sync"] is probe["running"]
+    with pytest.raises(KeyError, match=r"assigns 0 signals named 'running@comb'"):
+        probe["running@comb"]
+    with pytest.raises(KeyError, match=r"has no submodule 'nope'"):
+        probe.submodule("nope")
+    from hdl.top import DecodeTop
+
+    top = Probe(DecodeTop(SMALL["config"], head_dim=SMALL["head_dim"], max_heads=SMALL["max_heads"],
+                          max_norm_length=SMALL["max_norm_length"]))
+    vec = top.submodule("vec")
+    assert type(vec.block).__name__ == "VectorUnit" and isinstance(vec.fragment, Fragment)
+    assert top.read("prog_r__data").name == "prog_r__data"

@@ -78,10 +78,12 @@ def test_micro_model_loaded_and_decoded_over_the_link():
 
 def test_read_logits_and_decode_only_errors():
     """One step, then READ_LOGITS (equal to the instruction-level model's logits) and the errors
-    of the decode-only commands: a bad READ_LOGITS count or range, READ_TOKEN with arguments."""
-    from hdl.link import Command
+    of the decode-only commands: a bad READ_LOGITS count or range, READ_TOKEN with arguments; a START
+    with zero heads (also zero in the top level's port width) or more than max_heads is refused, not
+    started (it used to hang the attention unit for good: docs/verification.md, "Findings")."""
+    from hdl.link import DECODE_REGS, Command, Status
     from hdl.top import TopMem
-    from sim.link.protocol import encode_request
+    from sim.link.protocol import encode_request, write_reg_payload
 
     compiled = tiny("gpt2")
     params = decode_link_params(top_params(compiled, **SMALL_SHARED), **LINK)
@@ -100,6 +102,15 @@ def test_read_logits_and_decode_only_errors():
         {"frame": encode_request(Command.READ_MEM, bytes([TopMem.LOGITS.value]) + (0).to_bytes(4, "little")
                                  + (1).to_bytes(2, "little")).hex()},
     ]
+    n_kv, group = DECODE_REGS.index("n_kv_heads"), DECODE_REGS.index("group")
+    heads_bits = SMALL_SHARED["max_heads"].bit_length()        # the port: range(max_heads + 1)
+    cfg = compiled.model.config
+    refused = [write_reg_payload(n_kv, 0), None, write_reg_payload(n_kv, 1 << heads_bits), None,
+               write_reg_payload(n_kv, cfg.n_kv_heads), write_reg_payload(group, SMALL_SHARED["max_heads"]), None]
+    for payload in refused:
+        request = encode_request(Command.START) if payload is None else encode_request(Command.WRITE_REG, payload)
+        job["after"].append({"frame": request.hex()})
+    job["after"].append({"frame": encode_request(Command.STATUS).hex()})
     result = run("verilator", "linked_decode", params, "link_decode", job)
     machine = IsaMachine(compiled)
     token = machine.run(4, 0)
@@ -107,9 +118,14 @@ def test_read_logits_and_decode_only_errors():
     logits_words, *replies = result["after"]
     logits = [v for w in logits_words for v in unpack_lanes(w, 32, V)]
     assert np.array_equal(logits[:vocab], machine.logits[:vocab])
+    replies, starts, status = replies[:5], replies[5:-1], replies[-1]
     assert [r["status"] for r in replies] == ["ERR_ARGUMENT", "ERR_ARGUMENT", "ERR_ARGUMENT", "ERR_ARGUMENT", "OK"]
     # READ_MEM of the logits memory gives the same first word as READ_LOGITS
     assert int.from_bytes(bytes.fromhex(replies[-1]["payload"]), "little") == logits_words[0]
+    assert [r["status"] for r in starts] == ["OK", "ERR_ARGUMENT", "OK", "ERR_ARGUMENT", "OK", "OK", "ERR_ARGUMENT"]
+    # After the refused STARTs: idle, still done (the step's), the last error named.
+    flags = bytes.fromhex(status["payload"])
+    assert status["status"] == "OK" and flags[0] == 2 and flags[1] == Status.ERR_ARGUMENT.value, status
 
 
 @pytest.fixture(scope="module")
