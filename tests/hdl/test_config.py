@@ -45,7 +45,7 @@ def test_configuration_is_keyword_only_and_frozen():
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"^configuration: unknown parameter 'rows' \(known: act_tables, act_words, "
                                          r"array_cols, array_rows, attention_finish_lanes, attention_heads_per_step, "
-                                         r"clock_hz, fused_residual, fused_rope, fused_swiglu, kv_bytes, "
+                                         r"clock_hz, fused_residual, fused_rope, fused_swiglu, kv_block, kv_bytes, "
                                          r"logits_words, max_context, max_m, param_words, program_words, "
                                          r"result_words, scratch_bytes, vector_lanes, weight_rows_per_cycle, "
                                          r"weight_words\)$"):
