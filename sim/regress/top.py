@@ -29,8 +29,8 @@ from ..machine.compiler import compile_model
 from ..machine.isa_sim import IsaMachine
 from .block import Block, split_steps
 
-#: The design: the 4 x 4 preset with small memories, head_dim 8, 4 heads, norms up to 32 (the
-#: top-level RTL tests' design, so the Verilator build is shared).
+#: The design: the 4 x 4 preset with small memories, head_dim 8, 4 heads, norms up to 32 (also the
+#: top-level RTL tests' design, tests/sim/tiny_models.py: one Verilator build for both).
 DESIGN = replace(PRESETS["4x4"], weight_words=8192, max_context=48, param_words=8192, scratch_bytes=2048,
                  kv_bytes=16384, logits_words=256, program_words=128)
 SHARED = {"max_heads": 4, "max_norm_length": 32}
