@@ -69,6 +69,16 @@ def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
     return value
 
 
+def kv_block_problem(block, max_context: int) -> str | None:
+    """What is wrong with a KV block of ``block`` positions for a context of ``max_context``, or None:
+    0 (fixed slots) or a power of two up to ``max_context`` (the one rule of :class:`Config` and the
+    capacity study's allocator, ``sim.serve.kv_layout``)."""
+    if isinstance(block, bool) or not isinstance(block, int) or block < 0 or \
+            (block and (block & (block - 1) or block > max_context)):
+        return f"kv_block must be 0 (fixed slots) or a power of two up to max_context ({max_context}), not {block!r}"
+    return None
+
+
 def weight_rows_problem(array_rows: int, rows_per_cycle) -> str | None:
     """What is wrong with ``weight_rows_per_cycle`` = ``rows_per_cycle`` on an array of
     ``array_rows`` rows, or None: the one rule of :class:`Config` and the performance model's
@@ -165,6 +175,12 @@ class Config:
         SILU_MUL, the norm's ``x * x``, ADD's two scaled terms, RoPE's ``x * cos`` and ``x * sin``)
         and the fused residual add's two scaled terms. The same bits and cycles; an FPGA whose
         multipliers are too few for the design (the ``ulx3s`` preset) trades them for logic.
+    kv_block:
+        The KV memory's layout: 0 (the default) for fixed slots, a sequence's KV in one slot of
+        ``max_context`` positions; B > 0 (a power of two up to ``max_context``) for pages of B
+        positions, a sequence's KV in the blocks its block table lists (docs/top.md "Paged KV",
+        :mod:`sim.machine.passes`). The instruction-level model and the cycle model run it; the
+        decode top level does not build it yet (it refuses B > 0 in one line).
     """
 
     array_rows: int = 4
@@ -191,6 +207,7 @@ class Config:
     gemm_product_register: bool = False
     vector_scalar_register: bool = False
     fabric_products: bool = False
+    kv_block: int = 0
 
     def __post_init__(self):
         for f in fields(self):
@@ -198,7 +215,8 @@ class Config:
                 if not isinstance(getattr(self, f.name), bool):
                     raise InputTypeError(f"{f.name} must be true or false, not {getattr(self, f.name)!r}")
                 continue
-            check_positive_int(f.name, getattr(self, f.name), minimum=0 if f.name == "attention_finish_lanes" else 1)
+            check_positive_int(f.name, getattr(self, f.name),
+                               minimum=0 if f.name in ("attention_finish_lanes", "kv_block") else 1)
         if self.array_rows > MAX_ARRAY or self.array_cols > MAX_ARRAY:
             raise InputError(f"array of {self.array_rows}x{self.array_cols} is too large: "
                              f"array_rows and array_cols must be at most {MAX_ARRAY}")
@@ -208,6 +226,9 @@ class Config:
             raise InputError(f"max_m must not exceed result_words ({self.result_words}), not {self.max_m}")
         if self.act_tables > MAX_ACT_TABLES:
             raise InputError(f"act_tables must be at most {MAX_ACT_TABLES}, not {self.act_tables}")
+        problem = kv_block_problem(self.kv_block, self.max_context)
+        if problem:
+            raise InputError(problem)
         if self.attention_heads_per_step > MAX_HEADS_PER_STEP:
             raise InputError(f"attention_heads_per_step must be at most {MAX_HEADS_PER_STEP}, "
                              f"not {self.attention_heads_per_step}")

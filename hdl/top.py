@@ -176,6 +176,9 @@ def check_top_config(config) -> int:
     if config.max_context > MAX_CONTEXT_LIMIT:
         raise InputError(f"max_context must be at most {MAX_CONTEXT_LIMIT} for the attention unit, "
                          f"not {config.max_context}")
+    if config.kv_block:
+        raise InputError(f"kv_block {config.kv_block}: the decode top level reads KV through fixed slots only "
+                         f"(kv_block 0); paged KV runs on the instruction-level model (--backend isa)")
     return V
 
 

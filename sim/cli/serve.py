@@ -148,8 +148,9 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
         raise InputError(f"--max-running must be at most {slots} (the KV slots design {design.name} holds for this "
                          f"model), not {max_running}")
     head = (f"model {ckpt.path.name} ({mc.family}) on design {design.name}{' (with --set)' if settings else ''}: "
-            f"{config.describe()}, backend {backend}; {slots} KV slots, passes of at most {first.max_rows} "
-            f"rows")
+            f"{config.describe()}, backend {backend}; "
+            + (f"paged KV: {compiled.kv_blocks} blocks of {config.kv_block} positions" if config.kv_block else
+               f"{slots} KV slots") + f", passes of at most {first.max_rows} rows")
     what = (f"trace {trace_path}: {count(len(traces[0]))} requests" if trace_path is not None else
             f"Poisson arrivals (seed {seed}), {count(n_requests)} requests a rate, prompts {lengths[0]} tokens, "
             f"outputs {lengths[1]} tokens")
@@ -207,7 +208,8 @@ def serve_bench_cmd(model_dir, hw, settings, backend, trace_path, rate_text, n_r
                                                  f"outputs {lengths[1]}")
     if as_json:
         out = {"model": ckpt.path.name, "design": {"name": design.name, "settings": list(settings)},
-               "backend": backend, "kv_slots": slots, "max_rows": first.max_rows,
+               "backend": backend, "kv_slots": slots, "kv_block": config.kv_block,
+               "kv_blocks": compiled.kv_blocks, "max_rows": first.max_rows,
                "clock_hz": config.clock_hz,
                "trace": trace_path, "seed": None if trace_path else seed,
                "runs": [{"rate": rate, **rep.as_dict()} for rate, rep in reports], "plot": plot_path,

@@ -37,6 +37,7 @@ DESIGNS = {
 FLOWS = {
     "gemm_unit": "sim.flows.gemm_jobs",
     "array_stream": "sim.flows.gemm_jobs",
+    "array_batch": "sim.flows.gemm_jobs",
     "attention_unit": "sim.flows.attention",
     "vector_ops": "sim.flows.vector",
     "decode_top": "sim.flows.decode",

@@ -1,5 +1,6 @@
 """The GEMM designs (``gemm_unit``, ``array``) and their flows by name, over :mod:`sim.flows.gemm`;
-their jobs' shapes: :class:`GemmUnitJob` (cases of :class:`GemmCase`) and :class:`ArrayStreamJob`.
+their jobs' shapes: :class:`GemmUnitJob` (cases of :class:`GemmCase`), :class:`ArrayStreamJob` and
+:class:`ArrayBatchJob` (cases of :class:`ArrayCase`: many GEMMs through the bare array in one start).
 """
 
 from __future__ import annotations
@@ -64,6 +65,35 @@ class ArrayStreamJob(TypedDict):
     withhold_weights: NotRequired[bool]
 
 
+class ArrayCase(TypedDict):
+    """One GEMM of an ``array_batch`` job, with its own traffic (:func:`run_array_stream`)."""
+
+    #: The activations, ``m`` rows of ``k`` int8 values.
+    a: list[list[int]]
+    #: The weights, ``k`` rows of ``n`` int8 values.
+    w: list[list[int]]
+    #: Seed of the random stream gaps and stalls (default 0).
+    seed: NotRequired[int]
+    #: Probability of an idle cycle between input beats, in [0, 1) (default 0).
+    gaps: NotRequired[float]
+    #: Probability of backpressure on an output cycle, in [0, 1) (default 0).
+    stall: NotRequired[float]
+
+
+class ArrayBatchJob(TypedDict):
+    """An ``array_batch`` job: GEMMs streamed through the bare array one after another, one simulator
+    start for all (each from reset, so a case's result does not depend on the ones before it)."""
+
+    #: The array's rows (its design parameter).
+    rows: int
+    #: The array's columns (its design parameter).
+    cols: int
+    #: Tile rows a weight beat carries (default 1).
+    rows_per_beat: NotRequired[int]
+    #: The GEMMs, in order.
+    cases: list[ArrayCase]
+
+
 def gemm_unit(params):
     return GemmUnit(Config.from_dict(params))
 
@@ -99,7 +129,17 @@ async def array_stream_flow(bus, job: ArrayStreamJob) -> dict:
                                   withhold_weights=job.get("withhold_weights", False))
 
 
+async def array_batch_flow(bus, job: ArrayBatchJob) -> dict:
+    """Run the job's cases in order; returns ``{"cases": [...]}`` (:func:`run_array_stream`'s results)."""
+    results = []
+    for case in job["cases"]:
+        results.append(await run_array_stream(bus, job["rows"], job["cols"], case["a"], case["w"],
+                                              rows_per_beat=job.get("rows_per_beat", 1), seed=case.get("seed", 0),
+                                              gaps=case.get("gaps", 0.0), stall=case.get("stall", 0.0)))
+    return {"cases": results}
+
+
 DESIGNS = {"gemm_unit": gemm_unit, "array": array}
-FLOWS = {"gemm_unit": gemm_unit_flow, "array_stream": array_stream_flow}
-JOBS = {"gemm_unit": GemmUnitJob, "array_stream": ArrayStreamJob}
+FLOWS = {"gemm_unit": gemm_unit_flow, "array_stream": array_stream_flow, "array_batch": array_batch_flow}
+JOBS = {"gemm_unit": GemmUnitJob, "array_stream": ArrayStreamJob, "array_batch": ArrayBatchJob}
 CHECKS = {"gemm_unit": check_gemm_job}

@@ -34,8 +34,9 @@ from typing import NotRequired, TypedDict
 
 import numpy as np
 
+import golden.vector as gv
 from golden.errors import InputError, InputTypeError
-from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, check_int_array, is_int, quantize_multiplier
+from golden.numerics import MULT_MAX, SHIFT_MAX, check_int8, check_int_array, is_int, quantize_multiplier, requantize
 from golden.tables import activation_table, rope_tables
 from hdl.vector import (
     VECTOR_OP_NAMES,
@@ -55,7 +56,7 @@ from ..machine.cycles import vector_cycles
 from .gemm import pack_lanes, unpack_lanes
 
 __all__ = ["ACT_TABLE_INDEX", "CHECKS", "DESIGNS", "FLOWS", "JOBS", "OPS", "PRESETS", "VectorJob", "VectorTables",
-           "check_op", "check_params", "run_vector_ops", "vector_job"]
+           "check_op", "check_params", "golden_op", "run_vector_ops", "vector_job"]
 
 #: Op names of a job, in the order of :class:`hdl.vector.VectorOp`.
 OPS = VECTOR_OP_NAMES
@@ -256,6 +257,43 @@ def vector_job(params: dict, ops: list, *, tables: VectorTables | None = None, s
     checked = [check_op(params, op, rope_head_dim=hd) for op in ops]
     return {"params": params, "tables": tables, "ops": checked, "seed": seed, "gaps": gaps, "stall": stall,
             "budget": budget}
+
+
+def golden_op(params: dict, op: dict, tables: VectorTables) -> np.ndarray:
+    """Golden's answer to one op checked by :func:`check_op` with the job's ``tables``: the int8
+    output (every head of a RoPE op, the last ``heads_b`` at the second scale), or argmax's index."""
+    name = op["op"]
+    if name == "requant":
+        return requantize(op["acc"], op["mult"], op["shift"])
+    if name == "add":
+        p = gv.AddParams(a_mult=op["a_mult"], b_mult=op["b_mult"], mult=op["mult"], shift=op["shift"])
+        return gv.residual_add(op["a"], op["b"], p)
+    if name in ("mul", "silu_mul"):
+        a = op["a"]
+        if name == "silu_mul":
+            a = gv.activation(a, activation_table("silu", tables["silu"]["x_scale"], tables["silu"]["out_scale"]))
+        return gv.multiply(a, op["b"], mult=op["mult"], shift=op["shift"])
+    if name == "silu":
+        return gv.silu(op["x"], **tables["silu"])
+    if name == "gelu":
+        return gv.gelu(op["x"], **tables["gelu"])
+    if name == "argmax":
+        return gv.argmax(np.array(op["x"]))
+    if name in ("rmsnorm", "layernorm"):
+        inv = quantize_multiplier(1.0 / len(op["x"]))
+        p = gv.NormParams(kind="rms" if name == "rmsnorm" else "layer", gamma=np.array(op["gamma"]),
+                          beta=np.array(op["beta"]) if "beta" in op else None, eps=op["eps"],
+                          out_mult=op["out_mult"], out_shift=op["out_shift"], inv_mult=inv[0], inv_shift=inv[1])
+        return (gv.rmsnorm if name == "rmsnorm" else gv.layernorm)(op["x"], p)
+    heads, rope = op["heads"], tables["rope"]
+    x = np.array(op["x"]).reshape(heads, rope["head_dim"])
+    out = []
+    for h in range(heads):
+        second = h >= heads - op["heads_b"]
+        mult, shift = (op["mult_b"], op["shift_b"]) if second else (op["mult"], op["shift"])
+        out.append(gv.rope(x[h], op["position"], mult=mult, shift=shift, max_context=params["max_context"],
+                           base=rope.get("base", 10000.0)))
+    return np.concatenate(out)
 
 
 # --- packing -------------------------------------------------------------------------------------

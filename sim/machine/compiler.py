@@ -121,13 +121,59 @@ class Compiled:
 
     @property
     def kv_slots(self) -> int:
-        """Sequences whose KV cache the design's KV memory holds at once (fixed slots of
-        :attr:`slot_rows` rows; slot s starts at KV row :meth:`kv_row` ``(s)``)."""
-        return (self.config.kv_bytes // (2 * self.model.config.head_dim) - self.kv_base) // self.slot_rows
+        """Sequences whose KV cache the design's KV memory holds at once: fixed slots of
+        :attr:`slot_rows` rows (slot s starts at KV row :meth:`kv_row` ``(s)``), or with pages
+        (``Config.kv_block``) the block tables, one a sequence: as many as there are blocks
+        (:attr:`kv_blocks`), since a sequence holds at least one."""
+        return self.kv_blocks
 
     def kv_row(self, slot: int) -> int:
         """Slot ``slot``'s first KV row (a pass row's ``kv_base``): ``kv_base + slot * slot_rows``."""
         return self.kv_base + slot * self.slot_rows
+
+    # --- the KV memory's layout: fixed slots, or pages of Config.kv_block positions ---
+
+    @property
+    def block_positions(self) -> int:
+        """Positions of a sequence one KV block holds: ``Config.kv_block``, or a whole context
+        (``Config.max_context``) in fixed slots (a slot is one block)."""
+        return self.config.kv_block or self.config.max_context
+
+    @property
+    def kv_blocks(self) -> int:
+        """Blocks in this model's KV region (from :attr:`kv_base` to the top of the KV memory), each
+        ``n_layers * n_kv_heads * block_positions`` K rows (and as many V rows)."""
+        mc = self.model.config
+        rows = self.config.kv_bytes // (2 * mc.head_dim) - self.kv_base
+        return rows // (mc.n_layers * mc.n_kv_heads * self.block_positions)
+
+    @property
+    def table_entries(self) -> int:
+        """Entries of one sequence's block table: ``ceil(max_context / block_positions)`` (fixed: 1)."""
+        return ceil_div(self.config.max_context, self.block_positions)
+
+    @property
+    def plane_rows(self) -> int:
+        """Paged KV: the rows of one (layer, KV head) plane, ``kv_blocks * kv_block``."""
+        return self.kv_blocks * self.block_positions
+
+    def kv_rows(self, table, layer: int, positions) -> np.ndarray:
+        """The KV rows of ``positions`` (an int array) of layer ``layer``, one column a KV head, for a
+        sequence whose blocks are ``table`` (fixed slots: ``(slot,)``): the one address rule
+        (docs/top.md "Paged KV"). With ``lh = layer * n_kv_heads + h``:
+
+        * fixed slots, the top level's rows: ``kv_row(slot) + lh * max_context + p``;
+        * pages of B (``Config.kv_block``): ``kv_base + lh * plane_rows + table[p >> log2 B] * B +
+          (p & (B - 1))``: plane-major, so within a (layer, head) plane the row is the block number
+          and the offset side by side (no multiplier in the address path)."""
+        heads = self.model.config.n_kv_heads
+        p = np.asarray(positions, np.int64)
+        lh = (layer * heads + np.arange(heads))[None, :]
+        if not self.config.kv_block:
+            return self.kv_row(table[0]) + lh * self.config.max_context + p[:, None]
+        b = self.config.kv_block
+        blocks = np.asarray(table, np.int64)[p // b]
+        return self.kv_base + lh * self.plane_rows + (blocks * b + p % b)[:, None]
 
     @property
     def max_rows(self) -> int:
@@ -350,6 +396,9 @@ def compile_model(model, config, *, beside: Compiled | None = None, kv_slots: in
                         kv_shape=(mc.n_layers, model.max_context, mc.n_kv_heads, mc.head_dim),
                         addresses=addresses, logits_value=logits_value, token_value=token_value)
     if beside is not None:
+        if config.kv_block:
+            raise CompileError(f"the draft model cannot run beside the target with paged KV (kv_block "
+                               f"{config.kv_block}): two models resident use fixed slots (kv_block 0)")
         total = config.kv_bytes // (2 * mc.head_dim)
         compiled.beside, compiled.bases = beside, bases
         compiled.kv_base = total - kv_slots * compiled.slot_rows     # below 0: _check_fit refuses

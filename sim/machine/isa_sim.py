@@ -39,7 +39,7 @@ from hdl.isa import (
 )
 
 from .compiler import Compiled
-from .passes import Row, check_pass
+from .passes import Row, check_pass, check_table
 
 __all__ = ["IsaMachine"]
 
@@ -68,9 +68,12 @@ class IsaMachine:
         self.scratch = np.zeros(c.scratch_bytes, np.int64)
         self.logits = np.zeros(c.logits_words, np.int64)
         layers, ctx, kvh, hd = compiled.kv_shape
-        # one KV cache per slot (a sequence's), indexed [slot][layer][position][kv head][head_dim]
-        self.k = np.zeros((max(compiled.kv_slots, 1), *compiled.kv_shape), np.int64)
+        # The K and V memories as the decode top level has them: one row of head_dim a KV row,
+        # addressed by Compiled.kv_rows through the row's block table (fixed slots: (slot,)).
+        self.k = np.zeros((c.kv_bytes // (2 * hd), hd), np.int64)
         self.v = np.zeros_like(self.k)
+        #: The block tables of the sequences (paged KV, ``Config.kv_block`` > 0), by slot: set_table.
+        self.tables: dict[int, tuple[int, ...]] = {}
         self.max_context = ctx
         self.kv_heads, self.head_dim = kvh, hd
 
@@ -92,10 +95,16 @@ class IsaMachine:
             raise InputError(f"position must be in [0, {self.max_context - 1}], not {position}")
         return self.run_pass([Row(token, position, 0)])[0]
 
+    def set_table(self, slot: int, blocks) -> None:
+        """Paged KV: the sequence in ``slot`` keeps its positions in ``blocks`` (its block table, the
+        host's to write between passes; ``()`` clears it). InputError (one line) on fixed slots, for a
+        slot or a block outside the KV memory, or more blocks than a context needs."""
+        self.tables[slot] = check_table(self.compiled, slot, blocks)
+
     def run_pass(self, rows) -> list[int | None]:
         """Run the program up to its HALT over a pass's rows (:mod:`sim.machine.passes`: Rows or
         ``(token, position, slot)`` triples); return each row's argmax token (None without an argmax)."""
-        rows = check_pass(self.compiled, rows)
+        rows = check_pass(self.compiled, rows, self.tables)
         out: list[int | None] = [None] * len(rows)
         for ins in self.program:
             if ins.opcode is Opcode.HALT:
@@ -119,10 +128,11 @@ class IsaMachine:
                 ins[name] += r * (c.logits_stride if logits_out else c.row_stride)
             elif name in ("src0", "src1"):
                 ins[name] += r * (c.logits_stride if ins["opcode"] is Opcode.ARGMAX else c.row_stride)
-        return self._execute(Instruction(ins), row.token, row.position, self.k[row.slot], self.v[row.slot])
+        table = self.tables[row.slot] if c.config.kv_block else (row.slot,)
+        return self._execute(Instruction(ins), row.token, row.position, table)
 
-    def _execute(self, ins, token: int, position: int, k, v) -> int | None:
-        """One instruction for one row (``k``, ``v``: its slot's KV cache)."""
+    def _execute(self, ins, token: int, position: int, table) -> int | None:
+        """One instruction for one row (``table``: its KV blocks, :meth:`Compiled.kv_rows`)."""
         out = None
         s = self.scratch
         op = ins.opcode
@@ -167,13 +177,13 @@ class IsaMachine:
                                              mult=r["mult_b"], shift=r["shift_b"])
             s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
         elif op is Opcode.KV_WRITE:
-            layer = ins["count"]
-            k[layer, position] = s[ins["src0"]:ins["src0"] + n].reshape(self.kv_heads, self.head_dim)
-            v[layer, position] = s[ins["src1"]:ins["src1"] + n].reshape(self.kv_heads, self.head_dim)
+            rows = self.compiled.kv_rows(table, ins["count"], [position])[0]
+            self.k[rows] = s[ins["src0"]:ins["src0"] + n].reshape(self.kv_heads, self.head_dim)
+            self.v[rows] = s[ins["src1"]:ins["src1"] + n].reshape(self.kv_heads, self.head_dim)
         elif op is Opcode.ATTENTION:
-            layer = ins["count"]
+            rows = self.compiled.kv_rows(table, ins["count"], np.arange(position + 1))
             q = s[ins["src0"]:ins["src0"] + n].reshape(-1, self.head_dim)
-            y = attention_decode(q, k[layer, :position + 1], v[layer, :position + 1],
+            y = attention_decode(q, self.k[rows], self.v[rows],
                                  AttentionParams(**self._record(ins)), max_context=self.max_context)
             s[ins["dst"]:ins["dst"] + n] = y.reshape(-1)
         elif op is Opcode.RESIDUAL_ADD:

@@ -10,7 +10,15 @@ r carries a token, its position and the KV slot of its sequence. The instruction
   token, position and slot;
 * row r of every scratchpad value sits at the value's address + ``r * Compiled.row_stride``, its
   int32 logits at their address + ``r * Compiled.logits_stride``;
-* slot s holds one sequence's KV cache: KV rows ``s * Compiled.slot_rows`` onwards (fixed slots);
+* slot s holds one sequence's KV cache. In fixed slots (``Config.kv_block`` = 0) that is KV rows
+  ``Compiled.kv_row(s)`` onwards, ``Compiled.slot_rows`` of them. With pages (``kv_block`` = B > 0)
+  slot s names the sequence's block table, ``(block, block, ...)``, which the host writes between
+  passes (``IsaMachine.set_table``; :func:`check_table`): position p of the sequence lives in block
+  ``table[p // B]``. One rule, :meth:`Compiled.kv_rows`, gives every KV row of both layouts (a
+  fixed slot's table is ``(s,)``; pages are plane-major: row ``kv_base + (l * n_kv_heads + h) *
+  plane_rows + table[p // B] * B + p % B``). The lookup is free: the cycle
+  model (:func:`sim.machine.cycles.pass_cycles`) charges a paged pass exactly the fixed-slot pass's
+  cycles (docs/top.md "Paged KV" says what the hardware must do for that);
 * a row's attention reads its slot's positions ``0 .. position``. Every row's KV write of a layer
   runs before that layer's attention, so rows of one sequence at consecutive positions in one pass
   (a prefill chunk) each see exactly the positions up to their own: the causal mask costs nothing.
@@ -28,7 +36,7 @@ from dataclasses import dataclass
 
 from golden.errors import InputError
 
-__all__ = ["Row", "check_pass"]
+__all__ = ["Row", "check_pass", "check_table"]
 
 
 @dataclass(frozen=True)
@@ -44,11 +52,35 @@ def _int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_pass(compiled, rows: Sequence) -> tuple[Row, ...]:
+def check_table(compiled, slot, blocks) -> tuple[int, ...]:
+    """``blocks`` as the block table of ``slot`` (paged KV); InputError in one line on fixed slots,
+    for a slot outside :attr:`Compiled.kv_slots`, a block outside :attr:`Compiled.kv_blocks`, more
+    than :attr:`Compiled.table_entries` blocks, or a block twice."""
+    if not compiled.config.kv_block:
+        raise InputError("fixed KV slots (kv_block 0) have no block tables: a row's slot is its KV")
+    if not _int(slot) or not 0 <= slot < compiled.kv_slots:
+        raise InputError(f"block table: slot must be an integer in [0, {compiled.kv_slots - 1}], not {slot!r}")
+    if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence):
+        raise InputError(f"slot {slot}'s block table must be a list of block numbers, not {blocks!r}")
+    if len(blocks) > compiled.table_entries:
+        raise InputError(f"slot {slot}'s block table holds at most {compiled.table_entries} blocks "
+                         f"(max_context {compiled.config.max_context} / kv_block {compiled.config.kv_block}), "
+                         f"not {len(blocks)}")
+    for b in blocks:
+        if not _int(b) or not 0 <= b < compiled.kv_blocks:
+            raise InputError(f"slot {slot}'s block table: a block must be an integer in "
+                             f"[0, {compiled.kv_blocks - 1}], not {b!r}")
+    if len(set(blocks)) != len(blocks):
+        raise InputError(f"slot {slot}'s block table names a block twice: {list(blocks)}")
+    return tuple(blocks)
+
+
+def check_pass(compiled, rows: Sequence, tables: dict | None = None) -> tuple[Row, ...]:
     """``rows`` (Rows or ``(token, position, slot)`` triples) as Rows; InputError in one line for a
     pass the machine cannot run: no rows or more than :attr:`Compiled.max_rows`, a token outside the
-    vocabulary, a position outside the context, a slot outside the KV memory, or a slot's rows not
-    at consecutive increasing positions (a later row would read KV positions nobody wrote)."""
+    vocabulary, a position outside the context, a slot outside the KV memory, a slot's rows not at
+    consecutive increasing positions (a later row would read KV positions nobody wrote), or, with
+    paged KV, a position past the blocks of its slot's table (``tables``: slot -> blocks)."""
     if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
         raise InputError(f"a pass's rows must be a list of (token, position, slot), not {rows!r}")
     limit = compiled.max_rows
@@ -78,4 +110,11 @@ def check_pass(compiled, rows: Sequence) -> tuple[Row, ...]:
             raise InputError(f"pass row {i}: slot {r.slot}'s rows must be at consecutive increasing positions, "
                              f"not {last[r.slot]} then {r.position}")
         last[r.slot] = r.position
+    if compiled.config.kv_block:
+        b, tables = compiled.block_positions, tables or {}
+        for i, r in enumerate(out):
+            held = len(tables.get(r.slot, ()))
+            if r.position >= held * b:
+                raise InputError(f"pass row {i}: position {r.position} is past slot {r.slot}'s block table "
+                                 f"({held} blocks of {b} positions)")
     return tuple(out)

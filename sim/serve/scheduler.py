@@ -4,7 +4,10 @@ Requests wait in a queue in arrival order. Between passes the scheduler
 
 1. retires the sequences that have all their tokens and frees their KV slots;
 2. admits arrived requests, oldest first (ties: trace order), while a KV slot is free and fewer than
-   ``max_running`` sequences run; a sequence takes the lowest free slot;
+   ``max_running`` sequences run; a sequence takes the lowest free slot; with paged KV
+   (``Config.kv_block`` > 0) also only while its blocks fit: it reserves blocks for every position it
+   will write (:class:`sim.serve.kv_layout.BlockAllocator`, the lowest free blocks), the executor
+   gets its block table, and a retiring sequence frees them;
 3. builds the next pass, at most ``max_rows`` rows (``Compiled.max_rows``: the design's ``max_m``
    unless the scratchpad holds fewer): first one decode row of every running sequence that has
    finished its prompt (those served longest ago first when they do not all fit), then the
@@ -33,6 +36,7 @@ from golden.errors import InputError, LockstepError
 from ..machine.cycles import decode_step_cycles, pass_cycles
 from ..machine.isa_sim import IsaMachine
 from ..machine.passes import Row
+from .kv_layout import BlockAllocator, KvGeometry
 from .requests import Request, check_requests
 
 __all__ = ["BACKENDS", "Executor", "IsaExecutor", "PassRecord", "RequestResult", "ServeReport", "executor",
@@ -60,6 +64,10 @@ class Executor(Protocol):
     def pass_cycles(self, positions: Sequence[int]) -> int:
         """The cycle model's count of a pass whose rows are at ``positions``."""
 
+    # Paged KV (optional: an executor without ``kv_block`` has fixed slots): ``kv_block`` (B, 0 for
+    # fixed slots), ``kv_geometry`` (a sim.serve.kv_layout.KvGeometry of its KV region) and
+    # ``set_table(slot, blocks)``, the block table of the sequence in ``slot``.
+
 
 class IsaExecutor:
     """The instruction-level model (:class:`sim.machine.isa_sim.IsaMachine`) with predicted cycles."""
@@ -78,7 +86,14 @@ class IsaExecutor:
         self.clock_hz = c.clock_hz
         self.array_macs = c.array_rows * c.array_cols
         self.macs_per_row = sum(o.macs for o in decode_step_cycles(compiled.program, mc, c, position=0).ops)
+        #: Paged KV (``Config.kv_block`` > 0; 0: fixed slots) and the KV region the blocks cut.
+        self.kv_block = c.kv_block
+        self.kv_geometry = KvGeometry.of_compiled(compiled)
         self._memo: dict[tuple[int, ...], int] = {}
+
+    def set_table(self, slot: int, blocks) -> None:
+        """Paged KV: the block table of the sequence in ``slot`` (``IsaMachine.set_table``)."""
+        self.machine.set_table(slot, blocks)
 
     def run_pass(self, rows):
         return list(self.machine.run_pass(rows)), None
@@ -266,6 +281,8 @@ def serve(requests: Sequence[Request], executor: Executor, *, max_running: int |
     # Arrival order, ties by trace order: a stable sort.
     queue = sorted(range(len(requests)), key=lambda i: requests[i].arrival)
     head = 0
+    block = getattr(executor, "kv_block", 0)
+    pages = BlockAllocator(executor.kv_geometry, block) if block else None   # by slot
     free = list(range(slots))                   # kept sorted: the lowest free slot first
     running: list[_Sequence] = []
     done: dict[int, RequestResult] = {}
@@ -279,8 +296,14 @@ def serve(requests: Sequence[Request], executor: Executor, *, max_running: int |
             now = requests[queue[head]].arrival          # idle: jump to the next arrival
         while head < len(queue) and requests[queue[head]].arrival <= now and free and len(running) < max_running:
             i = queue[head]
+            need = len(requests[i].prompt) + requests[i].max_new_tokens - 1
+            if pages is not None and not pages.fits(need):
+                break                                       # first come first served: it waits for blocks
             head += 1
-            running.append(_Sequence(requests[i], i, admitted, free.pop(0), now, list(requests[i].prompt)))
+            slot = free.pop(0)
+            if pages is not None:
+                executor.set_table(slot, pages.allocate(slot, need))
+            running.append(_Sequence(requests[i], i, admitted, slot, now, list(requests[i].prompt)))
             admitted += 1
         # Build the pass: decode rows first (least recently served first), then prompt chunks.
         decoding = sorted((s for s in running if not s.prefilling), key=lambda s: (s.last_pass, s.order))[:m]
@@ -324,6 +347,9 @@ def serve(requests: Sequence[Request], executor: Executor, *, max_running: int |
                 done[s.index] = RequestResult(r.id, len(r.prompt), s.generated[:r.max_new_tokens],
                                                       r.arrival, s.admitted, s.first_token, now, s.slot)
                 free.append(s.slot)
+                if pages is not None:
+                    pages.release(s.slot)
+                    executor.set_table(s.slot, ())
             else:
                 still.append(s)
         free.sort()

@@ -67,7 +67,7 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
     (("gemm", "--set", "rows=4"), "design 4x4 with --set: unknown key 'rows' in [chip] (known: array_rows, "
                                   "array_cols, vector_lanes, clock_hz, weight_bytes, attention_finish_lanes, "
                                   "weight_rows_per_cycle, attention_heads_per_step, fused_swiglu, fused_rope, "
-                                  "fused_residual, act_tables, act_words, kv_bytes, logits_words, "
+                                  "fused_residual, act_tables, act_words, kv_block, kv_bytes, logits_words, "
                                   "max_context, max_m, param_words, program_words, result_words, scratch_bytes, "
                                   "weight_memory_bytes, weight_words)"),
     (("gemm", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),

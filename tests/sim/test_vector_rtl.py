@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 import golden.vector as gv
-from golden.numerics import quantize_multiplier, requantize
 from sim.engine.bus import WatchdogError
 from sim.engine.lint import WAIVERS, lint_verilog
 from sim.engine.runner import SimulationError, design_for, run, verilog_for
-from sim.flows.vector import PRESETS, check_op, vector_job
+from sim.flows.vector import PRESETS, check_op, golden_op, vector_job
 from sim.machine.cycles import vector_cycles, vector_lower_bound
 
 from ..conftest import SIMULATORS
@@ -30,30 +29,7 @@ def _tables(params):
 
 def _expected(op, params):
     """Golden's answer for one op of a job."""
-    name = op["op"]
-    if name == "requant":
-        return requantize(op["acc"], op["mult"], op["shift"])
-    if name == "add":
-        p = gv.AddParams(a_mult=op["a_mult"], b_mult=op["b_mult"], mult=op["mult"], shift=op["shift"])
-        return gv.residual_add(op["a"], op["b"], p)
-    if name == "mul":
-        return gv.multiply(op["a"], op["b"], mult=op["mult"], shift=op["shift"])
-    if name == "silu":
-        return gv.silu(op["x"], **TABLES["silu"])
-    if name == "gelu":
-        return gv.gelu(op["x"], **TABLES["gelu"])
-    if name == "argmax":
-        return gv.argmax(np.array(op["x"]))
-    if name in ("rmsnorm", "layernorm"):
-        kind = "rms" if name == "rmsnorm" else "layer"
-        inv = quantize_multiplier(1.0 / len(op["x"]))
-        p = gv.NormParams(kind=kind, gamma=np.array(op["gamma"]), beta=op.get("beta") and np.array(op["beta"]),
-                          eps=op["eps"], out_mult=op["out_mult"], out_shift=op["out_shift"],
-                          inv_mult=inv[0], inv_shift=inv[1])
-        return (gv.rmsnorm if kind == "rms" else gv.layernorm)(op["x"], p)
-    assert name == "rope"
-    return gv.rope(op["x"], op["position"], mult=op["mult"], shift=op["shift"],
-                   max_context=params["max_context"], base=10000.0)
+    return golden_op(params, check_op(params, op, rope_head_dim=params["max_head_dim"]), _tables(params))
 
 
 def _norm_op(kind, x, rng, *, eps=None, gamma=None, x_scale=0.05, out_scale=0.04):

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 from golden.model import ModelConfig, init_weights
 from golden.quantize import quantize_model, random_calibration
-from hdl.config import PRESETS
 from sim.machine.compiler import compile_model
+from sim.regress.top import DESIGN, SHARED
 
 TINY = {
     "gpt2": ModelConfig(family="gpt2", vocab_size=37, d_model=24, n_layers=2, n_heads=3, n_kv_heads=3,
@@ -14,10 +14,10 @@ TINY = {
     "llama-gqa": ModelConfig(family="llama", vocab_size=29, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
                              head_dim=8, d_ff=48, max_context=48),
 }
-#: One design for both tiny models: small memories keep the Verilog (and the builds) small.
-SMALL = replace(PRESETS["4x4"], weight_words=8192, max_context=48, param_words=8192, scratch_bytes=2048,
-                kv_bytes=16384, logits_words=256, program_words=128)
-SMALL_SHARED = {"max_heads": 4, "max_norm_length": 32}   # what top_params gives llama-gqa
+#: One design for both tiny models (small memories keep the Verilog and the builds small): the top
+#: level's random regression's design, so the Verilator build is shared.
+SMALL = DESIGN
+SMALL_SHARED = SHARED   # what top_params gives llama-gqa
 
 
 #: The FPGA build's timing cuts and fabric products (each off by default, on in the ``ulx3s``

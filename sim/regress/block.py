@@ -1,0 +1,128 @@
+"""What a constrained-random regression of one block is made of, and the generators they share.
+
+A :class:`Block` names the design and the host flow that drive it (:mod:`sim.engine.registry`), and
+gives five functions: ``generate`` (one transaction from its own ``random.Random(seed)``: a
+transaction never depends on the ones before it, so one seed replays it), ``jobs`` (a chunk of
+transactions batched into simulator jobs: many transactions per simulator start), ``observed`` (a
+job's flow result -> one observation per transaction), ``expect`` (the golden model's observation,
+the scoreboard compares the two with equality) and ``sample`` (coverage of one checked
+transaction). ``points`` are the cover points and their bins; ``closure`` is the least share of
+bins a full regression must hit.
+
+The shared generators bias values to the edges: int8 operands come from one of :data:`VALUE_MODES`
+(uniform, the extremes -128/127/0 only, a mix, constant rows at an extreme, zeros); traffic is one
+of :data:`TRAFFIC` (input gaps and output backpressure, as the chance of an idle cycle).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["EDGES", "TRAFFIC", "VALUE_MODES", "Block", "edge_hits", "int8_values", "pick_size", "sample_operands",
+           "size_bin", "split_steps"]
+
+#: The int8 values every block's operands are biased to.
+EDGES = (-128, 127, 0)
+
+#: Ways an int8 operand is drawn (:func:`int8_values`).
+VALUE_MODES = ("uniform", "edges", "mixed", "min", "max", "zero")
+
+#: Traffic patterns: name -> (chance of an idle input cycle, chance of output backpressure).
+TRAFFIC = {"steady": (0.0, 0.0), "gaps": (0.3, 0.0), "stall": (0.0, 0.5), "both": (0.3, 0.3),
+           "heavy": (0.7, 0.7)}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block's regression (see the module's docstring)."""
+
+    name: str
+    design: str
+    flow: str
+    #: simulator -> the design's parameters (the same as the block's RTL tests, so builds are shared).
+    params: Callable[[str], dict]
+    #: (rng, params) -> one JSON-able transaction.
+    generate: Callable[[random.Random, dict], dict]
+    #: (params, [(seed, transaction), ...]) -> [(job, [index into the chunk, per case of the job])].
+    jobs: Callable[[dict, list], list]
+    #: (a job's flow result, the job's transactions) -> one raw result per transaction, in order.
+    results: Callable[[dict, list], list]
+    #: (params, transaction, raw result) -> the observation.
+    observe: Callable[[dict, dict, object], object]
+    #: (params, transaction) -> the golden observation.
+    expect: Callable[[dict, dict], object]
+    #: (coverage, params, transaction, observation) -> None.
+    sample: Callable
+    #: params -> {cover point: [bins]}.
+    points: Callable[[dict], dict]
+    #: Least share of bins a regression of :data:`sim.regress.run.FULL` transactions must hit.
+    closure: float
+    #: Transactions per chunk (default :data:`sim.regress.run.CHUNK`; more for a block whose jobs
+    #: start slowly, e.g. the top level loads a model's images per job).
+    chunk: int | None = None
+
+
+def pick_size(rng: random.Random, low: int, high: int) -> int:
+    """A size in [low, high], biased to both ends and their neighbours (half the draws)."""
+    if high <= low:
+        return low
+    r = rng.random()
+    if r < 0.15:
+        return low
+    if r < 0.3:
+        return high
+    if r < 0.4:
+        return min(high, low + 1)
+    if r < 0.5:
+        return max(low, high - 1)
+    return rng.randint(low, high)
+
+
+def size_bin(value: int, low: int, high: int) -> str:
+    """``min``, ``max`` or ``mid`` of a size drawn by :func:`pick_size`."""
+    return "min" if value == low else "max" if value == high else "mid"
+
+
+def int8_values(rng: random.Random, shape, mode: str | None = None) -> tuple[str, np.ndarray]:
+    """``(mode, values)``: an int8 array of ``shape`` drawn the way ``mode`` says (random if None)."""
+    mode = mode or rng.choice(VALUE_MODES)
+    g = np.random.default_rng(rng.getrandbits(64))
+    if mode == "uniform":
+        x = g.integers(-128, 128, shape)
+    elif mode == "edges":
+        x = g.choice(np.array(EDGES), shape)
+    elif mode == "mixed":
+        x = np.where(g.random(shape) < 0.3, g.choice(np.array(EDGES), shape), g.integers(-128, 128, shape))
+    else:
+        x = np.full(shape, {"min": -128, "max": 127, "zero": 0}[mode])
+    return mode, x.astype(np.int64)
+
+
+def edge_hits(values) -> list[str]:
+    """The edge values (as bin names) present in ``values``."""
+    arr = np.asarray(values)
+    return [str(v) for v in EDGES if arr.size and bool((arr == v).any())]
+
+
+def sample_operands(cov, txn) -> None:
+    """Cover the value modes (points ``a_mode``, ``w_mode``) and edge values (``a_edges``, ``w_edges``)
+    of a GEMM transaction's operands ``a`` and ``w``."""
+    cov.hit("a_mode", txn["amode"])
+    cov.hit("w_mode", txn["wmode"])
+    for v in edge_hits(txn["a"]):
+        cov.hit("a_edges", v)
+    for v in edge_hits(txn["w"]):
+        cov.hit("w_edges", v)
+
+
+def split_steps(items: list, txns: list) -> list:
+    """``items`` (a job's results, one per step) cut into one list per transaction (``len(txn["steps"])`` each)."""
+    out = []
+    for t in txns:
+        out.append(items[:len(t["steps"])])
+        items = items[len(t["steps"]):]
+    return out

@@ -1,0 +1,126 @@
+"""Paged KV (``Config.kv_block`` > 0): a row's KV through its sequence's block table, on the
+instruction-level model and the scheduler; bit-exact with fixed slots; the RTL refuses it in one line."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from golden.errors import InputError
+from golden.int_model import generate_int
+from hdl.config import Config
+from sim.flows.decode import top_params
+from sim.machine.cycles import pass_cycles
+from sim.machine.isa_sim import IsaMachine
+from sim.serve.kv_layout import BlockAllocator, KvGeometry
+from sim.serve.requests import Lengths, Request, poisson_trace
+from sim.serve.scheduler import IsaExecutor, serve
+from tests.sim.tiny_models import PASSES, tiny_passes
+
+B = 4
+
+
+@pytest.fixture(scope="module")
+def models():
+    return tiny_passes("llama-gqa"), tiny_passes("llama-gqa", kv_block=B)
+
+
+def _logits(machine, r):
+    c = machine.compiled
+    at = c.addresses[c.logits_value] + r * c.logits_stride
+    return machine.logits[at:at + c.model.config.vocab_size].copy()
+
+
+def test_the_layout_s_sizes_and_its_one_address_rule(models):
+    fixed, paged = models
+    mc = fixed.model.config
+    assert fixed.kv_blocks == fixed.kv_slots and fixed.table_entries == 1
+    plane = mc.n_layers * mc.n_kv_heads
+    assert paged.kv_blocks == PASSES.kv_bytes // (2 * mc.head_dim) // (plane * B) == paged.kv_slots
+    assert paged.table_entries == PASSES.max_context // B and paged.plane_rows == paged.kv_blocks * B
+    assert BlockAllocator(KvGeometry.of_compiled(paged), B).blocks == paged.kv_blocks
+    # Fixed slots: the decode top level's rows, kv_base + (layer * n_kv_heads + h) * max_context + p.
+    rows = fixed.kv_rows((3,), 1, [0, 5])
+    assert rows.tolist() == [[fixed.kv_row(3) + (2 + h) * PASSES.max_context + p for h in range(2)] for p in (0, 5)]
+    # Pages: position 5 is row 1 of the table's second block (4), in plane layer 1 * 2 + h.
+    assert paged.kv_rows((9, 4), 1, [5]).tolist() == [[(2 + h) * paged.plane_rows + 4 * B + 1 for h in range(2)]]
+
+def test_scattered_blocks_give_each_sequence_its_solo_tokens_and_logits(models):
+    """Sequences with blocks out of order and interleaved, in passes that mix prefill chunks and decode
+    rows at different positions, a retired sequence's blocks reused: every row's token and logits equal
+    the sequence run alone on fixed slots."""
+    fixed, paged = models
+    seqs = {0: [3, 9, 4, 11, 2, 7, 5, 8, 1, 6], 5: [12, 1, 1, 20, 4, 9], 2: [7, 7, 3, 14, 10, 2, 9, 1]}
+    solo = {}
+    for s, toks in seqs.items():
+        m = IsaMachine(fixed)
+        solo[s] = [(m.run_pass([(t, p, 0)])[0], _logits(m, 0)) for p, t in enumerate(toks)]
+    m = IsaMachine(paged)
+    m.set_table(0, [17, 3, 40])
+    m.set_table(5, [2, 30])
+    passes = [[(0, p) for p in range(4)] + [(5, 0)], [(5, p) for p in range(1, 5)] + [(0, 4)],
+              [(0, 5), (5, 5), (0, 6)], [(0, p) for p in range(7, 10)]]
+    for rows in passes:
+        out = m.run_pass([(seqs[s][p], p, s) for s, p in rows])
+        for r, (s, p) in enumerate(rows):
+            assert out[r] == solo[s][p][0]
+            assert np.array_equal(_logits(m, r), solo[s][p][1])
+        assert pass_cycles(paged.program, paged.model.config, paged.config, positions=[p for _, p in rows]).total \
+            == pass_cycles(fixed.program, fixed.model.config, fixed.config, positions=[p for _, p in rows]).total
+    # Slot 5 retires; slot 2 takes its blocks (stale KV there) and one of its own.
+    m.set_table(5, ())
+    m.set_table(2, [30, 2])
+    for chunk in ([0, 1, 2], [3, 4, 5, 6, 7]):
+        out = m.run_pass([(seqs[2][p], p, 2) for p in chunk])
+        assert out == [solo[2][p][0] for p in chunk]
+
+
+def test_the_scheduler_pages_and_serves_more_sequences_bit_exact():
+    fixed = tiny_passes("llama-gqa", kv_bytes=8192)
+    paged = tiny_passes("llama-gqa", kv_bytes=8192, kv_block=B)
+    trace = poisson_trace(requests=12, rate=5e5, clock_hz=1e8, prompt=Lengths(1, 6), output=Lengths(1, 6),
+                          vocab_size=29, seed=3)
+    a, b = serve(trace, IsaExecutor(fixed)), serve(trace, IsaExecutor(paged))
+    for r, q in zip(b.results, trace, strict=True):
+        assert r.tokens == generate_int(paged.model, list(q.prompt), q.max_new_tokens)
+    assert [r.tokens for r in a.results] == [r.tokens for r in b.results]
+    most = [max(len({row[3] for row in p.rows}) for p in rep.passes) for rep in (a, b)]
+    assert most == [fixed.kv_slots, 6] and fixed.kv_slots == 2     # 2 fixed slots; 6 sequences in 32 blocks
+    assert all(p.predicted == pass_cycles(paged.program, paged.model.config, paged.config,
+                                          positions=[row[2] for row in p.rows]).total for p in b.passes)
+    assert b == serve(trace, IsaExecutor(paged))                    # deterministic
+
+
+def test_a_request_waits_for_blocks_first_come_first_served():
+    # 32 blocks of 4: a 48-position request takes 12; three of them fill 36 > 32: the third waits.
+    paged = tiny_passes("llama-gqa", kv_bytes=8192, kv_block=B)
+    reqs = [Request(str(i), (1,) * 40, 9, 0) for i in range(3)]
+    rep = serve(reqs, IsaExecutor(paged))
+    assert rep.results[2].admitted >= min(rep.results[0].finished, rep.results[1].finished)
+    assert rep.results[1].admitted == 0
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda f, p: IsaMachine(f).set_table(0, [1]), r"fixed KV slots \(kv_block 0\) have no block tables"),
+    (lambda f, p: IsaMachine(p).set_table(-1, [1]), r"block table: slot must be an integer in \[0, 127\], not -1"),
+    (lambda f, p: IsaMachine(p).set_table(0, [128]),
+     r"slot 0's block table: a block must be an integer in \[0, 127\], not 128"),
+    (lambda f, p: IsaMachine(p).set_table(0, list(range(13))),
+     r"slot 0's block table holds at most 12 blocks \(max_context 48 / kv_block 4\), not 13"),
+    (lambda f, p: IsaMachine(p).set_table(0, [3, 3]), r"slot 0's block table names a block twice: \[3, 3\]"),
+    (lambda f, p: IsaMachine(p).run_pass([(1, 0, 4)]),
+     r"pass row 0: position 0 is past slot 4's block table \(0 blocks of 4 positions\)"),
+    (lambda f, p: Config(kv_block=6), r"kv_block must be 0 \(fixed slots\) or a power of two up to max_context"),
+    (lambda f, p: replace(PASSES, kv_block=64),
+     r"kv_block must be 0 \(fixed slots\) or a power of two up to max_context \(48\), not 64"),
+])
+def test_bad_tables_and_blocks_are_one_line(models, call, message):
+    with pytest.raises(InputError, match=f"^{message}") as info:
+        call(*models)
+    assert "\n" not in str(info.value)
+
+
+def test_the_rtl_refuses_paged_kv_in_one_line(models):
+    with pytest.raises(InputError, match=r"^kv_block 4: the decode top level reads KV through fixed slots only "
+                                         r"\(kv_block 0\); paged KV runs on the instruction-level model"):
+        top_params(models[1])
