@@ -700,6 +700,8 @@ _CHIP_KEYS = ("array_rows", "array_cols", "vector_lanes", "clock_hz", "weight_by
               "weight_rows_per_cycle", "attention_heads_per_step", *BOOL_KEYS)
 #: The [chip] keys only the RTL reads (its Config's other fields, and the weight memory's capacity).
 _RTL_ONLY_KEYS = tuple(sorted((set(Config.__dataclass_fields__) | set(CHIP_EXTRA_KEYS)) - set(_CHIP_KEYS)))
+#: Every key a design's [chip] table may hold, in the order an error lists them.
+CHIP_TABLE_KEYS = _CHIP_KEYS + _RTL_ONLY_KEYS
 
 
 def _rtl_weight_memory(chip: dict, source: str) -> list[MemoryLevel]:
@@ -722,7 +724,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
         raise HardwareError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(top)})")
     # [chip] is the RTL's configuration too (sim.design): its Config keys are the RTL's business and
     # are checked there; the model reads the keys of _CHIP_KEYS.
-    chip = _table(source, data, "chip", _CHIP_KEYS + _RTL_ONLY_KEYS)
+    chip = _table(source, data, "chip", CHIP_TABLE_KEYS)
     s = f"{source} [chip]"
     rows = _number(s, chip, "array_rows", kind=int)
     cols = _number(s, chip, "array_cols", kind=int)

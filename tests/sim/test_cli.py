@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sim.perf.model import CHIP_TABLE_KEYS
+
 LOCKSTEP = str(Path(sys.executable).parent / "lockstep")
 
 
@@ -64,12 +66,8 @@ def test_a_gemm_larger_than_the_memories_runs_in_blocks():
     (("gemm", "--set", "array_rows"), "--set takes KEY=VALUE, not 'array_rows'"),
     (("decode", "--set", "fused_rope=2"), "design demo with --set [chip]: fused_rope must be true or false, not 2"),
     (("gemm", "--set", "chip.x.y=1"), "--set chip.x.y: expected KEY, TABLE.KEY or memory.LEVEL.KEY"),
-    (("gemm", "--set", "rows=4"), "design 4x4 with --set: unknown key 'rows' in [chip] (known: array_rows, "
-                                  "array_cols, vector_lanes, clock_hz, weight_bytes, attention_finish_lanes, "
-                                  "weight_rows_per_cycle, attention_heads_per_step, fused_swiglu, fused_rope, "
-                                  "fused_residual, act_tables, act_words, kv_block, kv_bytes, logits_words, "
-                                  "max_context, max_m, param_words, program_words, result_words, scratch_bytes, "
-                                  "weight_memory_bytes, weight_words)"),
+    (("gemm", "--set", "rows=4"), "design 4x4 with --set: unknown key 'rows' in [chip] (known: "
+                                  f"{', '.join(CHIP_TABLE_KEYS)})"),
     (("gemm", "-n", "-1"), "GEMM size N must be a positive integer, not -1"),
     (("gemm", "-k", "0"), "GEMM size K must be a positive integer, not 0"),
     (("gemm", "-m", "100000", "-k", "100000"),
@@ -385,3 +383,12 @@ def test_json_error_mode_ends_with_its_invocation(capsys):
     assert out.exit_code != 0 and out.stderr.startswith('{"error": '), out.stderr
     emit_error("after")
     assert capsys.readouterr().err == "lockstep: error: after\n"
+
+
+def test_the_chip_keys_an_error_lists_are_every_config_field_once():
+    from hdl.config import Config
+
+    assert len(set(CHIP_TABLE_KEYS)) == len(CHIP_TABLE_KEYS)
+    assert set(Config.__dataclass_fields__) <= set(CHIP_TABLE_KEYS)
+    assert CHIP_TABLE_KEYS[:3] == ("array_rows", "array_cols", "vector_lanes")
+    assert {"kv_block", "gemm_product_register", "fabric_products", "weight_memory_bytes"} <= set(CHIP_TABLE_KEYS)
