@@ -32,6 +32,8 @@ import os
 import sys
 from pathlib import Path
 
+from golden.errors import LockstepError
+
 PROG = "bench_batching"
 BATCHES = (1, 2, 4, 8)
 #: The designs measured: a name, or a name with ``+KEY=VALUE`` changes (``--set``'s keys); the
@@ -188,16 +190,9 @@ def main(argv=None) -> int:
             rows += measure(design.strip(), batches, tokens, DEFAULT_PROMPT, args.backend)
         if args.plot:
             plot(rows, Path(args.plot))
-    except BenchError as exc:
+    except (BenchError, LockstepError) as exc:  # its own one-line errors and the project's
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # the project's own one-line errors (a bad design name, a model that does not fit)
-        from golden.errors import LockstepError
-
-        if isinstance(exc, LockstepError):
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 1
-        raise
     if args.json:
         print(json.dumps({"rows": rows, "plot": args.plot or None}))
         return 0

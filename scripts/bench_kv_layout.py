@@ -28,6 +28,8 @@ import json
 import sys
 from pathlib import Path
 
+from golden.errors import LockstepError
+
 PROG = "bench_kv_layout"
 BLOCKS = (4, 8, 16, 32)
 LLAMA = "llama-3.2-1b"
@@ -168,16 +170,9 @@ def main(argv=None) -> int:
         rows = measure(args.requests, args.seed, blocks)
         if args.plot:
             plot(rows, Path(args.plot))
-    except BenchError as exc:
+    except (BenchError, LockstepError) as exc:  # its own one-line errors and the project's
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # the project's own one-line errors (a bad request count)
-        from golden.errors import LockstepError
-
-        if isinstance(exc, LockstepError):
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
-            return 1
-        raise
     if args.json:
         print(json.dumps({"rows": rows, "plot": args.plot or None}))
         return 0

@@ -201,7 +201,7 @@ def test_icebreaker_bitstream_of_the_largest_array():
 
 @pytest.mark.slow
 @pytest.mark.xfail(reason="issue 16: the 8x8 board design fills 97.8 % of the logic after synthesis; no routed "
-                          "build has met 50 MHz yet (docs/fpga.md, docs/roadmap.md)", strict=False)
+                          "build has met 50 MHz yet (docs/fpga.md, docs/roadmap.md)", strict=True)
 def test_ulx3s_bitstream_of_the_decode_accelerator():
     """The demo model's accelerator on the board's design (preset ulx3s: 8x8, a tile a cycle, the
     FPGA keys, 50 MHz from the PLL) fits the ECP5 after synthesis, places, routes and meets its
