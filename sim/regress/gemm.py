@@ -14,6 +14,7 @@ from golden.numerics import ceil_div, gemm_int8
 from hdl.config import PRESETS, Config
 
 from ..flows.gemm import plan_gemm
+from ..machine.cycles import tile_load_cycles
 from .block import EDGES, VALUE_MODES, Block, int8_values, pick_size, sample_operands, size_bin
 
 #: The configuration the regression runs on (the RTL tests' 4 x 4 build).
@@ -113,7 +114,7 @@ def sample(cov, params, txn, obs) -> None:
         if used == have:
             cov.hit("memory_full", name)
     # Which of a tile's weight load (R/G cycles) and its activation rows (M) sets the pace.
-    load = R // c.weight_rows_per_cycle
+    load = tile_load_cycles(c)
     cov.hit("weight_vs_rows", "weights_longer" if load > m else "equal" if load == m else "rows_longer")
     sample_operands(cov, txn)
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from golden.numerics import gemm_int8
 from hdl.config import PRESETS, Config
-from hdl.link import MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, Command, Status, Target
+from hdl.gemm import GemmUnit
+from hdl.link import GEMM_REGS, MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, Command, Status, Target
 
 from ..flows.gemm import plan_gemm
 from ..link.host import design_params
@@ -183,8 +184,9 @@ def expect(params, txn):
     if kind in BAD:
         return {"statuses": ["OK", BAD[kind], "OK"], "last_error": BAD[kind], "rejected": 1}
     if kind == "info":
-        info = DeviceInfo(PROTOCOL_VERSION, Target.GEMM.value, 3, 3, c.host_data_bits // 8, c.array_cols * 4,
-                          c.host_addr_bits, params["max_payload"])
+        bus = GemmUnit.bus_for(c)
+        info = DeviceInfo(PROTOCOL_VERSION, Target.GEMM.value, bus.mem_count, len(GEMM_REGS), bus.wdata_bits // 8,
+                          bus.rdata_bits // 8, bus.addr_bits, params["max_payload"])
         return {"statuses": ["OK"], "info": info.encode().hex()}
     if kind == "read_results":
         count = int.from_bytes(bytes.fromhex(txn["steps"][0]["frame"])[9:11], "little")
