@@ -49,7 +49,8 @@ from ..flows.decode import top_params
 from ..flows.gemm import plan_gemm
 from ..machine.cycles import decode_step_cycles
 
-__all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "FitError", "build", "decode_multipliers",
+__all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "DECODE_UNITS", "FitError", "build",
+           "decode_multipliers", "decode_unit_resources",
            "decode_throughput", "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build",
            "synthesis_cells", "synthesis_resources", "tool_environment"]
 
@@ -616,6 +617,10 @@ SYNTH_TIMEOUT = 1800
 #: Every FPGA family :func:`synthesis_resources` knows, with the board whose cell names and Yosys
 #: options it takes (multiplier, block RAM, ``synth_opts``).
 SYNTH_FAMILIES = {b.family: b for b in BOARDS.values()}
+#: The decode accelerator's parts :func:`decode_unit_resources` synthesizes alone: the whole
+#: :class:`hdl.top.DecodeTop` (``top``) and its unit submodules (the array, the vector unit, the
+#: attention unit, the GEMM path, the vector path, the banked weight memory).
+DECODE_UNITS = ("top", "array", "vec", "att", "gemm", "vpath", "wmem")
 
 
 def _synth_family(family) -> Board:
@@ -672,12 +677,37 @@ def synthesis_resources(config, family: str, *, use_cache: bool = True) -> dict:
     configuration the RTL cannot be built for, ToolchainError when Yosys is missing, BuildError
     (one line, with the log kept beside the cache) when Yosys fails.
     """
-    board = _synth_family(family)
     config.check_buildable()
+    return _synthesize(rtlil.convert(GemmUnit(config), name="top", emit_src=False), "top", family,
+                       use_cache=use_cache)
+
+
+def decode_unit_resources(compiled, unit: str, family: str = "ecp5", *, use_cache: bool = True) -> dict:
+    """FPGA resources of one unit of the decode accelerator that runs ``compiled`` (the top level
+    :func:`plan_decode_build` sizes), synthesized alone: the unit's module ``top.<unit>`` of the
+    top level's RTLIL (``unit`` one of :data:`DECODE_UNITS`, e.g. ``vec``, ``att``, ``array``,
+    ``gemm``), so the unit is the one the top level builds, its ports the netlist's ports. The
+    same counts and cache as :func:`synthesis_resources`; ``"top"`` (the whole
+    :class:`hdl.top.DecodeTop`, no link or pins) is accepted too. InputError names an unknown unit."""
+    if unit not in DECODE_UNITS:
+        raise InputError(f"decode unit must be one of {', '.join(DECODE_UNITS)}, not {unit!r}")
+    params = top_params(compiled)
+    c = compiled.config
+    c.check_buildable()
+    top = DecodeTop(c, head_dim=params["head_dim"], max_heads=params["max_heads"],
+                    max_norm_length=params["max_norm_length"])
+    design = rtlil.convert(top, name="top", emit_src=False)
+    return {**_synthesize(design, "top" if unit == "top" else f"top.{unit}", family, use_cache=use_cache),
+            "unit": unit}
+
+
+def _synthesize(design: str, top: str, family: str, *, use_cache: bool) -> dict:
+    """Yosys ``synth_<family>`` of module ``top`` of the RTLIL ``design`` (see :func:`synthesis_resources`)."""
+    board = _synth_family(family)
     yosys = tool_environment(dataclasses.replace(board, tools={"YOSYS": board.tools["YOSYS"]}))["YOSYS"]
-    design = rtlil.convert(GemmUnit(config), name="top", emit_src=False)
-    synth = " ".join(filter(None, [f"synth_{family}", board.synth_opts, "-top top"]))
-    script = f"read_rtlil top.il\n{SCRIPT_AFTER_READ}\n{synth}\n"
+    synth = " ".join(filter(None, [f"synth_{family}", board.synth_opts, f"-top {top}"]))
+    select = "" if top == "top" else f"hierarchy -top {top}\n"
+    script = f"read_rtlil top.il\n{select}{SCRIPT_AFTER_READ}\n{synth}\n"
     digest = hashlib.sha256(json.dumps({"design": design, "family": family, "script": script,
                                         "yosys": _yosys_identity(yosys)}, sort_keys=True).encode()).hexdigest()[:20]
     directory = cache_root() / "synth"

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""The decode accelerator's logic per unit: each unit of the top level synthesized alone by Yosys.
+
+For a design (default ``ulx3s``) and the demo model, each named unit of :class:`hdl.top.DecodeTop`
+(``sim.fpga.build.DECODE_UNITS``: the array, the vector unit, the attention unit, the GEMM path,
+the vector path, the banked weight memory, or the whole ``top``) is cut out of the top level's RTLIL
+and synthesized alone with ``synth_ecp5`` (:func:`sim.fpga.build.decode_unit_resources`; Yosys only,
+no place and route; cached by content under ``<lockstep cache>/synth``). Printed per unit: logic in
+LUT4s (LUT4 + 2 x CCU2C + 4 x TRELLIS_DPR16X4), the LUT4 and CCU2C cells, flip-flops, MULT18X18D and
+DP16KD, and Yosys' time. A unit alone loses the optimisations across its ports (constants the
+top level ties, logic it leaves unread), so the units' sum is close to, not equal to, the whole.
+
+    .venv/bin/python scripts/synth_units.py [--hw ulx3s] [--set KEY=VALUE ...] [--units vec,att] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PROG = "synth_units"
+DEFAULT_UNITS = ("vec", "att", "array", "gemm", "vpath", "wmem")
+
+
+class SynthUnitsError(Exception):
+    """A bad input or a failed tool: one line ``synth_units: error: ...``, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise SynthUnitsError(message)
+
+
+def measure(hw: str, settings=(), units=DEFAULT_UNITS, progress=None) -> list[dict]:
+    """One row per unit of the design ``hw`` (with ``settings``) sized for the demo model."""
+    from sim.cli.design import load as load_design
+    from sim.cli.model import load_model
+    from sim.fpga.build import decode_unit_resources
+    from sim.runtime import prepare
+
+    config = load_design(hw, settings, rtl=True).config
+    compiled = prepare(load_model(None), config)
+    rows = []
+    for unit in units:
+        if progress:
+            progress(unit)
+        r = decode_unit_resources(compiled, unit)
+        cells = r["cells"]
+        rows.append({"unit": unit, "lut": r["lut"], "LUT4": cells.get("LUT4", 0), "CCU2C": cells.get("CCU2C", 0),
+                     "ff": r["ff"], "MULT18X18D": r["dsp"], "DP16KD": r["bram"], "seconds": r["synth_seconds"],
+                     "cached": r["cached"]})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = "| unit | logic (LUT4s) | LUT4 | CCU2C | FF | MULT18X18D | DP16KD | Yosys s |"
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r['unit']} | {r['lut']:,} | {r['LUT4']:,} | {r['CCU2C']:,} | {r['ff']:,} | "
+                     f"{r['MULT18X18D']} | {r['DP16KD']} | {r['seconds']:g} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--hw", default="ulx3s")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--units", default=",".join(DEFAULT_UNITS))
+    parser.add_argument("--json", action="store_true")
+    try:
+        args = parser.parse_args(argv)
+        from golden.errors import LockstepError
+
+        units = tuple(u for u in args.units.split(",") if u)
+        try:
+            rows = measure(args.hw, args.settings, units,
+                           progress=None if args.json else lambda u: print(f"synthesizing {u} ...", file=sys.stderr))
+        except LockstepError as exc:
+            raise SynthUnitsError(str(exc)) from None
+    except SynthUnitsError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(rows, indent=1) if args.json else table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
