@@ -39,7 +39,7 @@ from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
-from .arith import product, requantize, round_shift
+from .arith import fabric_product, product, requantize, round_shift
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = [
@@ -432,13 +432,29 @@ class VectorUnit(wiring.Component):
             b8 = lane.b[:8].as_signed()
             bx = buf_ra.data[i]
             bp = buf_rb.data[i]
-            ps = product(rope_r.data.sin[i], bp, fabric=fab)
             d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
             n = round_shift(d * r, k + NORM_MEAN_FRAC_BITS)
+            if fab:
+                # Built from adders, the lane's products are two, shared by the opcodes (each
+                # command uses at most two): ADD's a_mult * a and b_mult * b, MUL's and
+                # SILU_MUL's x * b, RoPE's cos * x and sin * x', the norms' x * x. The same values.
+                a1, b1, a2, b2 = _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act_data[i],
+                                                  rope_r.data.cos[i], rope_r.data.sin[i], bx, bp)
+                pm = xx = fabric_product(a1, b1)
+                pb = fabric_product(a2, b2)
+                # ADD's sum and RoPE's cos * x +- sin * x' in one adder.
+                sum2 = pc = pm + Mux(op.is_rope & ~p1.second, -pb, pb)
+            else:
+                pm = product(Mux(is_silu_mul, act_data[i], a8), b8, fabric=False)
+                pc = product(rope_r.data.cos[i], bx, fabric=False)
+                ps = product(rope_r.data.sin[i], bp, fabric=False)
+                sum2 = product(c.a_mult, a8, fabric=False) + product(c.b_mult, b8, fabric=False)
+                xx = product(a8, a8, fabric=False)
+                pc = pc + Mux(p1.second, ps, -ps)
             acc = Mux(is_req, lane.a,
-                  Mux(op.op == VectorOp.ADD, product(c.a_mult, a8, fabric=fab) + product(c.b_mult, b8, fabric=fab),
-                  Mux(is_mul, product(Mux(is_silu_mul, act_data[i], a8), b8, fabric=fab),
-                  Mux(op.is_rope, product(rope_r.data.cos[i], bx, fabric=fab) + Mux(p1.second, ps, -ps), n))))
+                  Mux(op.op == VectorOp.ADD, sum2,
+                  Mux(is_mul, pm,
+                  Mux(op.is_rope, pc, n))))
             with m.If(en):
                 m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(op.is_layer, lane.a, 0)),
                              mult2[i].eq(Mux(is_req, lane.b[:MULT_BITS], Mux(p1.bsel, c.mult_b, c.mult))),
@@ -446,7 +462,7 @@ class VectorUnit(wiring.Component):
                              act2[i].eq(act_data[i])]
             live = p1.mask[i]
             s_terms.append(Mux(live, a8, 0))
-            q_terms.append(Mux(live, product(a8, a8, fabric=fab), 0))
+            q_terms.append(Mux(live, xx, 0))
             cands.append((lane.a, Const(i, range(L)), live))
         # Argmax within the beat: the right candidate wins only when strictly greater, so ties keep
         # the lower lane.
@@ -494,6 +510,19 @@ class VectorUnit(wiring.Component):
         # The first pass's last sums are in at the next edge: the statistics chain starts then.
         m.d.comb += stats.sums_done.eq(en & p2.valid & p2.s1_end)
         return p3, (acc3, mult3, shift3, act3, idx3)
+
+
+def _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act, cos, sin, bx, bp):
+    """The operands of a lane's two shared products (``fabric_products``): ``(a1, b1, a2, b2)``,
+    ``b1`` and ``b2`` int8. ADD: ``a_mult * a`` and ``b_mult * b``; MUL, SILU_MUL: ``x * b`` (``x``
+    the table entry for SILU_MUL); ROPE: ``cos * x`` and ``sin * x'`` (the partner); the norms'
+    first pass: ``a * a``. The opcode holds for a whole command, so a mux picks each operand."""
+    is_add = op.op == VectorOp.ADD
+    a1 = Mux(is_add, c.a_mult, Mux(is_mul, Mux(is_silu_mul, act, a8), Mux(op.is_rope, cos, a8)))
+    b1 = Mux(is_mul, b8, Mux(op.is_rope, bx, a8))
+    a2 = Mux(is_add, c.b_mult, sin)
+    b2 = Mux(is_add, b8, bp)
+    return a1, b1, a2, b2
 
 
 class NormStatistics(wiring.Component):

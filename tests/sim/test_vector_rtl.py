@@ -140,6 +140,17 @@ def test_vector_unit_is_bit_exact_and_cycle_exact(simulator):
     _check_results(params, ops, result, exact_cycles=True)
 
 
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_vector_unit_with_fabric_products(simulator):
+    """``fabric_products``: each lane's products built from adders, two shared by every opcode
+    (ADD's two scaled terms, MUL's and SILU_MUL's, RoPE's two, the norms' x * x): every op,
+    random and adversarial, still bit-exact and cycle-exact."""
+    params = dict(PRESETS[PRESET_FOR[simulator]], fabric_products=True)
+    ops = vector_cases(params, seed=7, small=simulator != "verilator")
+    result = run(simulator, "vector_unit", params, "vector_ops", vector_job(params, ops, tables=_tables(params)))
+    _check_results(params, ops, result, exact_cycles=True)
+
+
 def test_vector_unit_at_eight_lanes_on_verilator():
     """The `demo` accelerator's width (8 lanes; the `demo` vector preset above is the ulx3s
     accelerator's 4): every op, random and adversarial, bit-exact and cycle-exact."""
