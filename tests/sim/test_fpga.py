@@ -371,3 +371,26 @@ def test_the_counted_multipliers_are_what_synthesis_adds():
                 - _ecp5_multipliers(GemmPath(lanes=4, weight_words=64, fabric_products=True)))
     array = _ecp5_multipliers(SystolicArray(rows=4, cols=4, fabric_products=True))
     assert (residual, array) == (fabric["fused residual"], fabric["array"]) == (8, 0)
+
+
+def test_a_decode_unit_must_be_one_of_the_top_levels():
+    from golden.errors import InputError
+    from sim.fpga.build import DECODE_UNITS, decode_unit_resources
+
+    with pytest.raises(InputError, match=r"^decode unit must be one of top, array, .*, not 'alu'$"):
+        decode_unit_resources(None, "alu")
+    assert "vec" in DECODE_UNITS and "top" in DECODE_UNITS
+
+
+@pytest.mark.slow
+def test_a_decode_unit_synthesized_alone():
+    """The tiny design's vector unit cut out of the top level's RTLIL and synthesized alone: with
+    ``fabric_products`` its lanes' int8 products are adders (fewer multipliers, more logic)."""
+    from sim.fpga.build import decode_unit_resources
+    from tests.sim.tiny_models import FPGA_KEYS, tiny
+
+    plain = decode_unit_resources(tiny("gpt2"), "vec", use_cache=False)
+    fabric = decode_unit_resources(tiny("gpt2", fabric_products=True), "vec", use_cache=False)
+    assert plain["unit"] == fabric["unit"] == "vec" and not plain["cached"]
+    assert plain["dsp"] > fabric["dsp"] > 0 and fabric["lut"] > plain["lut"] > 0
+    assert decode_unit_resources(tiny("gpt2", **FPGA_KEYS), "wmem")["bram"] > 0
