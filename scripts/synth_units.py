@@ -73,7 +73,12 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         from golden.errors import LockstepError
 
+        from sim.fpga.build import DECODE_UNITS
+
         units = tuple(u for u in args.units.split(",") if u)
+        bad = [u for u in units if u not in DECODE_UNITS]
+        if bad or not units:
+            raise SynthUnitsError(f"--units must name some of {', '.join(DECODE_UNITS)}, not {args.units!r}")
         try:
             rows = measure(args.hw, args.settings, units,
                            progress=None if args.json else lambda u: print(f"synthesizing {u} ...", file=sys.stderr))

@@ -1,0 +1,32 @@
+"""scripts/synth_units.py: bad inputs are one line (the synthesis itself runs in the slow
+tests/sim/test_fpga.py::test_a_decode_unit_synthesized_alone)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "synth_units.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("synth_units", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--units", "alu"], "synth_units: error: --units must name some of top, array, vec, att, gemm, vpath, wmem, "
+                         "not 'alu'"),
+    (["--units", ","], "synth_units: error: --units must name some of top, array, vec, att, gemm, vpath, wmem, "
+                       "not ','"),
+    (["--hw", "nosuch", "--units", "vec"], None),
+    (["--frobnicate"], "synth_units: error: unrecognized arguments: --frobnicate"),
+])
+def test_bad_inputs_are_one_line(argv, message, capsys):
+    assert _script().main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("synth_units: error: ")
+    if message is not None:
+        assert err == message + "\n"
