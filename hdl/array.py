@@ -36,7 +36,7 @@ from golden.numerics import ACC_BITS
 from .arith import product as arith_product
 from .config import MAX_BUILD_ARRAY, check_positive_int, checked_constructor
 
-__all__ = ["ProcessingElement", "SystolicArray", "act_layout", "psum_bits", "sum_layout", "weight_layout"]
+__all__ = ["ProcessingElement", "SystolicArray", "act_layout", "sum_layout", "weight_layout"]
 
 
 def weight_layout(cols: int, rows: int = 1) -> data.ArrayLayout:
@@ -52,31 +52,29 @@ def sum_layout(cols: int) -> data.StructLayout:
     return data.StructLayout({"data": data.ArrayLayout(signed(ACC_BITS), cols), "last": unsigned(1)})
 
 
-def psum_bits(rows: int) -> int:
-    """Bits of a column's partial sum after ``rows`` processing elements: ``rows`` int8 x int8
-    products (each within [-2**14 + 2**7, 2**14]) need at most 16 + ceil(log2(rows)) signed bits, so
-    a narrower adder than ACC_BITS holds the exact sum and wraps nowhere (capped at ACC_BITS)."""
-    return min(ACC_BITS, 16 + (rows - 1).bit_length())
-
-
 class ProcessingElement(wiring.Component):
     """One multiply-accumulate cell with a double-buffered weight.
 
-    In every step with ``en`` high: ``psum_out <= psum_in + a_in * w[bank_in]`` (``psum_bits``-bit
-    wrap, 32 by default), ``a_out <= a_in``, ``bank_out <= bank_in``; and if ``w_we``,
-    ``w[w_bank] <= w_data``. Latency one step for both outputs. ``fabric``: the product built from
-    adders (:func:`hdl.arith.fabric_product`) instead of a hard multiplier. ``psum_bits``: the
-    partial sum's width (:func:`psum_bits` of the PE's row in an array: the sum it can carry).
+    In every step with ``en`` high: ``psum_out <= psum_in + a_in * w[bank_in]`` (32-bit wrap),
+    ``a_out <= a_in``, ``bank_out <= bank_in``; and if ``w_we``, ``w[w_bank] <= w_data``.
+    Latency one step for both outputs. ``fabric``: the product built from adders
+    (:func:`hdl.arith.fabric_product`) instead of a hard multiplier.
     """
 
-    def __init__(self, *, fabric: bool = False, psum_bits: int = ACC_BITS):
+    en: In(1)
+    a_in: In(signed(8))
+    bank_in: In(1)
+    psum_in: In(signed(ACC_BITS))
+    w_we: In(1)
+    w_bank: In(1)
+    w_data: In(signed(8))
+    a_out: Out(signed(8))
+    bank_out: Out(1)
+    psum_out: Out(signed(ACC_BITS))
+
+    def __init__(self, *, fabric: bool = False):
         self.fabric = bool(fabric)
-        self.psum_bits = psum_bits
-        super().__init__({
-            "en": In(1), "a_in": In(signed(8)), "bank_in": In(1), "psum_in": In(signed(psum_bits)),
-            "w_we": In(1), "w_bank": In(1), "w_data": In(signed(8)),
-            "a_out": Out(signed(8)), "bank_out": Out(1), "psum_out": Out(signed(psum_bits)),
-        })
+        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -213,8 +211,7 @@ class SystolicArray(wiring.Component):
         w_we, w_bank, w_data = self._weight_wavefront(m, en, w_take, w_fire, wbeat, wbank)
 
         # The grid.
-        pes = [[ProcessingElement(fabric=self.fabric_products, psum_bits=psum_bits(i + 1)) for _ in range(C)]
-               for i in range(R)]
+        pes = [[ProcessingElement(fabric=self.fabric_products) for _ in range(C)] for _ in range(R)]
         for i in range(R):
             for j in range(C):
                 pe = pes[i][j]
@@ -231,9 +228,9 @@ class SystolicArray(wiring.Component):
 
         # Output de-skew: column j passes C - 1 - j more registers.
         for j in range(C):
-            prev = pes[R - 1][j].psum_out        # sign-extended to 32 bits at the output
+            prev = pes[R - 1][j].psum_out
             for k in range(C - 1 - j):
-                reg = Signal(signed(psum_bits(R)), name=f"deskew{j}_{k}")
+                reg = Signal(signed(ACC_BITS), name=f"deskew{j}_{k}")
                 with m.If(en):
                     m.d.sync += reg.eq(prev)
                 prev = reg
