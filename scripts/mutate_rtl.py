@@ -107,7 +107,7 @@ BLOCK_TESTS = {
     "arith": ["tests/hdl/test_arith.py"] + _VECTOR + _ATTENTION[:1],
     "uart": _UART + _LINK[:2],
     "link": _LINK,
-    "top": _TOP,
+    "top": ["tests/sim/test_top_rtl.py::test_start_ok_is_exactly_the_runnable_heads"] + _TOP,
 }
 
 #: Block -> fast tests on a Verilog simulator, run only when a mutant survives the first list: what the
