@@ -110,6 +110,7 @@ BLOCK_TESTS = {
     # The fused residual add (GEMM flag RESIDUAL) and the fused SwiGLU / RoPE commands run only in
     # designs with them on: their own Amaranth tests.
     "top": ["tests/sim/test_top_rtl.py::test_start_ok_is_exactly_the_runnable_heads"] + _TOP
+           + ["tests/sim/test_top_rtl.py::test_three_heads_through_two_attentions_on_amaranth"]
            + ["tests/sim/test_fused_residual.py::test_a_partial_program_with_a_fused_gemm_on_amaranth",
               "tests/sim/test_top_fused_rtl.py::test_whole_program_with_the_fusions_on_amaranth"],
 }
