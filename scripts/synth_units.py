@@ -8,29 +8,20 @@ and synthesized alone with ``synth_ecp5`` (:func:`sim.fpga.build.decode_unit_res
 no place and route; cached by content under ``<lockstep cache>/synth``). Printed per unit: logic in
 LUT4s (LUT4 + 2 x CCU2C + 4 x TRELLIS_DPR16X4), the LUT4 and CCU2C cells, flip-flops, MULT18X18D and
 DP16KD, and Yosys' time. A unit alone loses the optimisations across its ports (constants the
-top level ties, logic it leaves unread), so the units' sum is close to, not equal to, the whole.
+top level ties, logic it leaves unread): the figures rank the units, their sum exceeds the whole.
 
     .venv/bin/python scripts/synth_units.py [--hw ulx3s] [--set KEY=VALUE ...] [--units vec,att] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
+
+from sim.cli.bench import BenchError, BenchParser, bench_main
 
 PROG = "synth_units"
 DEFAULT_UNITS = ("vec", "att", "array", "gemm", "vpath", "wmem")
-
-
-class SynthUnitsError(Exception):
-    """A bad input or a failed tool: one line ``synth_units: error: ...``, exit status 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise SynthUnitsError(message)
 
 
 def measure(hw: str, settings=(), units=DEFAULT_UNITS, progress=None) -> list[dict]:
@@ -63,34 +54,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+def run(argv) -> int:
+    from sim.fpga.build import DECODE_UNITS
+
+    parser = BenchParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--hw", default="ulx3s")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--units", default=",".join(DEFAULT_UNITS))
     parser.add_argument("--json", action="store_true")
-    try:
-        args = parser.parse_args(argv)
-        from golden.errors import LockstepError
-
-        from sim.fpga.build import DECODE_UNITS
-
-        units = tuple(u for u in args.units.split(",") if u)
-        bad = [u for u in units if u not in DECODE_UNITS]
-        if bad or not units:
-            raise SynthUnitsError(f"--units must name some of {', '.join(DECODE_UNITS)}, not {args.units!r}")
-        try:
-            rows = measure(args.hw, args.settings, units,
-                           progress=None if args.json else lambda u: print(f"synthesizing {u} ...", file=sys.stderr))
-        except LockstepError as exc:
-            raise SynthUnitsError(str(exc)) from None
-    except SynthUnitsError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+    args = parser.parse_args(argv)
+    units = tuple(u for u in args.units.split(",") if u)
+    if not units or any(u not in DECODE_UNITS for u in units):
+        raise BenchError(f"--units must name some of {', '.join(DECODE_UNITS)}, not {args.units!r}")
+    rows = measure(args.hw, args.settings, units,
+                   progress=None if args.json else lambda u: print(f"synthesizing {u} ...", file=sys.stderr))
     print(json.dumps(rows, indent=1) if args.json else table(rows))
     return 0
 
 
+def main(argv=None) -> int:
+    return bench_main(PROG, run, argv)
+
+
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.exit(main())
