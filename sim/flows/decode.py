@@ -238,7 +238,7 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
     job["predicted"] = {str(p): predicted_cycles(compiled, p) for p in sorted(set(positions))}
     if compiled.config.kv_block:        # one sequence in blocks 0, 1, ... (table 0: kv_base 0)
         blocks = ceil_div(max(positions) + 1, compiled.block_positions)
-        job["tables"] = [[check_table(compiled, 0, list(range(blocks)))]]
+        job["tables"] = [[list(check_table(compiled, 0, list(range(blocks))))]]
         job["plane_rows"] = compiled.plane_rows
     if waves_window is not None:
         check_waves_window(waves_window, len(positions))
