@@ -10,6 +10,7 @@ import pytest
 from golden.errors import InputError
 from golden.int_model import generate_int
 from hdl.config import Config
+from hdl.link import LinkedDecode
 from sim.engine.runner import run
 from sim.flows.decode import decode_job, top_params
 from sim.machine.cycles import pass_cycles
@@ -114,6 +115,8 @@ def test_a_request_waits_for_blocks_first_come_first_served():
     (lambda f, p: IsaMachine(p).run_pass([(1, 0, 4)]),
      r"pass row 0: position 0 is past slot 4's block table \(0 blocks of 4 positions\)"),
     (lambda f, p: Config(kv_block=6), r"kv_block must be 0 \(fixed slots\) or a power of two up to max_context"),
+    (lambda f, p: LinkedDecode(p.config, head_dim=8, max_heads=4, max_norm_length=32, clocks_per_bit=8),
+     r"kv_block 4: the serial link runs fixed KV slots only \(kv_block 0\); its protocol carries no block tables$"),
     (lambda f, p: replace(PASSES, kv_block=64),
      r"kv_block must be 0 \(fixed slots\) or a power of two up to max_context \(48\), not 64"),
 ])
