@@ -55,6 +55,15 @@ its KV rows by its ``kv_base``. ``rows`` = 0 is one row from the ``token`` and `
 kv_base 0, the single step above. ``next_token`` is the last row's token; ``trace[i]`` and
 ``cycles`` count all rows (docs/top.md, "Passes").
 
+Paged KV (``Config.kv_block`` = B > 0; docs/top.md "Paged KV"): a block-table memory of ``table_slots``
+(``max_m``) tables of ``table_entries`` (``ceil(max_context / B)``) entries of ``block_bits``, written
+while idle (``table_we`` writes ``table_block`` to entry ``table_entry`` of table ``table_slot``); a
+row's ``kv_base`` is then its table's number, and ``plane_rows`` (sampled with ``start``) the rows of
+a (layer, KV head) plane: K/V row ``(layer * n_kv_heads + kv head) * plane_rows + (table[position >>
+log2 B] << log2 B | position & (B - 1))`` (``sim.machine.compiler.Compiled.kv_rows``), the table read
+combinationally in the cycle that registers the address, so every count above holds unchanged. These
+ports and the memory exist only with B > 0.
+
 Host port: ``host`` (a flipped :class:`hdl.host.HostBus`, ``DecodeTop.host_bus``): ``host.we``
 writes ``host.wdata`` (low bits) to word ``host.addr`` of memory ``host.mem`` (a :class:`TopMem`:
 PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or ACT_TABLES: its
