@@ -313,10 +313,11 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
     can fit ``board`` before any tool runs; FitError names the resource and the overflow.
 
     A lower bound, exact where it is counted: block RAMs of the top level's memories (program,
-    weights, parameters, scratchpad, logits, K and V caches, trace, activation tables, the link's buffer), the
-    bits of paged KV's block tables (``kv_block`` > 0: :func:`block_table_bits`, read asynchronously, so in
-    logic: ``register_bits``) and the multipliers of :func:`decode_multipliers` (one per processing element, and those the fused residual
-    and attention datapaths beyond the first add). The units' other multipliers (requantization, norms,
+    weights, parameters, scratchpad, logits, K and V caches, trace, activation tables, the link's
+    buffer), the bits of paged KV's block tables (``kv_block`` > 0: :func:`block_table_bits`, read
+    asynchronously, so in logic: ``register_bits``) and the multipliers of :func:`decode_multipliers`
+    (one per processing element, and those the fused residual and attention datapaths beyond the
+    first add). The units' other multipliers (requantization, norms,
     one attention datapath) are known after synthesis: :func:`build` reads Yosys' count and refuses an
     overflow before place-and-route.
     """
