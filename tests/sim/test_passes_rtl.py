@@ -186,12 +186,20 @@ def test_a_prefill_and_batched_pass_on_amaranth():
 
 
 def test_paged_passes_on_amaranth():
-    """Pages of 4: a prefill across a block boundary in two scattered blocks, then a row in a
-    sequence whose one block is below them."""
-    compiled = tiny_passes("llama-gqa", kv_block=4)
-    tables = [{0: [17, 3], 9: [5]}] * 2
-    passes = [[(3, 0, 0), (7, 1, 0), (5, 0, 9)], [(4, 2, 0), (2, 3, 0), (8, 4, 0), (6, 1, 9)]]
-    run_passes("amaranth", compiled, passes, tables=tables, solo=tiny_passes("llama-gqa"))
+    """Pages of one position (kv_block 1: every position a lookup, no offset bits): a sequence's two
+    positions in blocks 17 and 3 (out of order) beside another's in block 5, one pass."""
+    compiled = tiny_passes("llama-gqa", kv_block=1)
+    run_passes("amaranth", compiled, [[(3, 0, 0), (7, 1, 0), (5, 0, 9)]], state=False, tables=[{0: [17, 3], 9: [5]}],
+               solo=tiny_passes("llama-gqa"))
+
+
+@pytest.mark.slow
+def test_paged_passes_on_icarus():
+    """Pages of 4: a prefill across a block boundary (positions 0 .. 5 in blocks 40 and 7), then a
+    row of a sequence in block 3 beside the first's next."""
+    compiled = tiny_passes("gpt2", kv_block=4)
+    passes = [[(3, 0, 0), (7, 1, 0), (9, 2, 0), (4, 3, 0), (8, 4, 0)], [(5, 5, 0), (9, 0, 1)]]
+    run_passes("icarus", compiled, passes, state=False, tables=[{0: [40, 7], 1: [3]}] * 2, solo=tiny_passes("gpt2"))
 
 
 def test_a_pass_that_overruns_its_budget_stops_with_a_watchdog_error():
