@@ -26,13 +26,12 @@ The issue's target (issue 17): >= 6x decode tokens/s at B = 8 against B = 1 on t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-from golden.errors import LockstepError
+from sim.cli.bench import BenchError, BenchParser, bench_main
 
 PROG = "bench_batching"
 BATCHES = (1, 2, 4, 8)
@@ -42,15 +41,6 @@ FUSIONS = "+fused_swiglu=true+fused_rope=true+fused_residual=true+attention_head
 DESIGNS = ("demo-narrow", "demo-narrow" + FUSIONS, "demo")
 TARGET_RATIO = 6.0
 DEFAULT_PLOT = Path(__file__).resolve().parents[1] / "docs" / "plots" / "batching.png"
-
-
-class BenchError(Exception):
-    """A bad input or a failed check: one line ``bench_batching: error: ...``, exit status 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise BenchError(message)
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -160,8 +150,8 @@ def plot(rows: list[dict], path: Path) -> None:
         plt.close(fig)
 
 
-def main(argv=None) -> int:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+def run(argv) -> int:
+    parser = BenchParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
     parser.add_argument("--designs", default=",".join(DESIGNS),
                         help="designs, comma-separated; NAME+KEY=VALUE changes one key (as --set does)")
@@ -171,28 +161,24 @@ def main(argv=None) -> int:
                              "replayed on the RTL, every pass's tokens and cycles checked, measured cycles")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--plot", default=str(DEFAULT_PLOT), help="the PNG to write ('' for none)")
-    try:
-        args = parser.parse_args(argv)
-        batches = _ints(args.batches, "--batches")
-        from sim.cli.model import DEFAULT_PROMPT
+    args = parser.parse_args(argv)
+    batches = _ints(args.batches, "--batches")
+    from sim.cli.model import DEFAULT_PROMPT
 
-        tokens = args.tokens
-        if tokens is None:
-            from sim.cli.commands import run as run_cmd
+    tokens = args.tokens
+    if tokens is None:
+        from sim.cli.commands import run as run_cmd
 
-            tokens = next(p.default for p in run_cmd.params if p.name == "n_tokens")
-        if tokens < 1:
-            raise BenchError(f"--tokens must be a positive integer, not {tokens}")
-        if args.plot and not Path(args.plot).parent.is_dir():
-            raise BenchError(f"--plot {args.plot}: no such directory")
-        rows = []
-        for design in args.designs.split(","):
-            rows += measure(design.strip(), batches, tokens, DEFAULT_PROMPT, args.backend)
-        if args.plot:
-            plot(rows, Path(args.plot))
-    except (BenchError, LockstepError) as exc:  # its own one-line errors and the project's
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        tokens = next(p.default for p in run_cmd.params if p.name == "n_tokens")
+    if tokens < 1:
+        raise BenchError(f"--tokens must be a positive integer, not {tokens}")
+    if args.plot and not Path(args.plot).parent.is_dir():
+        raise BenchError(f"--plot {args.plot}: no such directory")
+    rows = []
+    for design in args.designs.split(","):
+        rows += measure(design.strip(), batches, tokens, DEFAULT_PROMPT, args.backend)
+    if args.plot:
+        plot(rows, Path(args.plot))
     if args.json:
         print(json.dumps({"rows": rows, "plot": args.plot or None}))
         return 0
@@ -210,6 +196,10 @@ def main(argv=None) -> int:
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
+
+
+def main(argv=None) -> int:
+    return bench_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,11 @@ sequences run than it has rows).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from golden.errors import LockstepError
+from sim.cli.bench import BenchError, BenchParser, bench_main
 
 PROG = "bench_kv_layout"
 BLOCKS = (4, 8, 16, 32)
@@ -39,15 +38,6 @@ SLOTS = 8
 MIXES = (("demo on demo", "short", "4:16", "8:32"), ("demo on demo", "wide", "1:64", "1:64"),
          (f"{LLAMA} (256 MiB)", "chat", "32:512", "16:256"), (f"{LLAMA} (256 MiB)", "wide", "16:1024", "16:1024"))
 DEFAULT_PLOT = Path(__file__).resolve().parents[1] / "docs" / "plots" / "kv_layout.png"
-
-
-class BenchError(Exception):
-    """A bad input: one line ``bench_kv_layout: error: ...``, exit status 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise BenchError(message)
 
 
 def _blocks(text: str) -> list[int]:
@@ -154,25 +144,21 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> int:
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+def run(argv) -> int:
+    parser = BenchParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--blocks", default=",".join(map(str, BLOCKS)), help="paged block sizes B (positions)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--markdown", action="store_true", help="print the table as docs/serving.md has it")
     parser.add_argument("--plot", default=str(DEFAULT_PLOT), help="the PNG to write ('' for none)")
-    try:
-        args = parser.parse_args(argv)
-        blocks = _blocks(args.blocks)
-        if args.plot and not Path(args.plot).parent.is_dir():
-            raise BenchError(f"--plot {args.plot}: no such directory")
-        rows = measure(args.requests, args.seed, blocks)
-        if args.plot:
-            plot(rows, Path(args.plot))
-    except (BenchError, LockstepError) as exc:  # its own one-line errors and the project's
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+    args = parser.parse_args(argv)
+    blocks = _blocks(args.blocks)
+    if args.plot and not Path(args.plot).parent.is_dir():
+        raise BenchError(f"--plot {args.plot}: no such directory")
+    rows = measure(args.requests, args.seed, blocks)
+    if args.plot:
+        plot(rows, Path(args.plot))
     if args.json:
         print(json.dumps({"rows": rows, "plot": args.plot or None}))
         return 0
@@ -185,6 +171,10 @@ def main(argv=None) -> int:
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
+
+
+def main(argv=None) -> int:
+    return bench_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,12 @@ and cycles of every pass measured and checked equal, else the script stops namin
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
+
+from sim.cli.bench import BenchError, BenchParser, bench_main
 
 PROG = "bench_speculative"
 DESIGNS = ("demo-narrow", "demo")
@@ -46,15 +47,6 @@ TOKENS = 64
 #: design whose weight port delivers one weight row a cycle.
 TARGET_SPEEDUP = 2.0
 DEFAULT_PLOT = Path(__file__).resolve().parents[1] / "docs" / "plots" / "speculative.png"
-
-
-class BenchError(Exception):
-    """A bad input or a failed check: one line ``bench_speculative: error: ...``, exit status 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):       # argparse's own errors: one line and exit 1, like every other bad input
-        raise BenchError(message)
 
 
 def held_out_prompts(tokenizer, count: int, length: int) -> list[list[int]]:
@@ -298,7 +290,7 @@ def run(argv) -> int:
     from sim.runtime import RTL_BACKENDS
     from sim.speculative.runners import BACKENDS
 
-    ap = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    ap = BenchParser(prog=PROG, description=__doc__.splitlines()[0])
     ap.add_argument("--hw", action="append", default=None, metavar="NAME",
                     help=f"a design the RTL builds (repeatable; default {' and '.join(DESIGNS)})")
     ap.add_argument("--drafter", action="append", default=None, metavar="|".join(DRAFTERS),
@@ -408,19 +400,7 @@ def run(argv) -> int:
 
 
 def main(argv=None) -> int:
-    from golden.errors import LockstepError
-
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except BenchError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except LockstepError as exc:     # the project's own checks (an unknown design, a model that does not fit)
-        print(f"{PROG}: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: error: interrupted", file=sys.stderr)
-        return 130
+    return bench_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,12 @@ figure is the cycle model's prediction and is labelled so.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 from pathlib import Path
+
+from sim.cli.bench import BenchError, BenchParser, bench_main
 
 PROG = "bench_weight_rows"
 DESIGN = "demo"
@@ -42,15 +43,6 @@ BACKENDS = ("verilator", "isa")
 #: The issue's targets (issue 16): the share of the array's MAC peak a token, and tokens/s at 100 MHz.
 TARGET_MAC_SHARE = 0.70
 TARGET_TOKENS_PER_SECOND = 20_000
-
-
-class BenchError(Exception):
-    """A bad input or a failed check: one line ``bench_weight_rows: error: ...``, exit status 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):       # argparse's own errors: one line and exit 1, like every other bad input
-        raise BenchError(message)
 
 
 def cli_defaults() -> tuple[str, int]:
@@ -261,7 +253,7 @@ def plot(result: dict, path: Path) -> None:
 
 def run(argv) -> int:
     prompt_text, default_tokens = cli_defaults()
-    ap = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    ap = BenchParser(prog=PROG, description=__doc__.splitlines()[0])
     ap.add_argument("--weight-rows", default=",".join(map(str, ROWS)), metavar="G[,G...]",
                     help="values of weight_rows_per_cycle (default 1,2,4,8; each must divide the array's rows)")
     ap.add_argument("--backend", default="verilator",
@@ -320,19 +312,7 @@ def run(argv) -> int:
 
 
 def main(argv=None) -> int:
-    from golden.errors import LockstepError
-
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except BenchError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except LockstepError as exc:     # the project's own checks (a compile that does not fit, a failed simulation)
-        print(f"{PROG}: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: error: interrupted", file=sys.stderr)
-        return 130
+    return bench_main(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -77,11 +77,15 @@ _GEMM = ["tests/sim/test_gemm_rtl.py::test_gemm_unit_is_bit_exact_and_cycle_exac
 _ATTENTION = ["tests/sim/test_attention_rtl.py::test_attention_unit_is_bit_exact_and_cycle_exact[amaranth]",
               "tests/sim/test_attention_rtl.py::test_narrow_finish_stages_are_bit_exact_and_cycle_exact[amaranth]",
               "tests/sim/test_attention_rtl.py::test_odd_sizes_on_amaranth",
-              "tests/sim/test_attention_heads_rtl.py::test_parallel_heads_odd_sizes_on_amaranth"]
+              "tests/sim/test_attention_heads_rtl.py::test_parallel_heads_odd_sizes_on_amaranth",
+              "tests/sim/test_formal.py::test_formal_job[attention-control]",
+              "tests/sim/test_formal.py::test_formal_job[attention-cycles]"]
 _VECTOR = ["tests/sim/test_vector_rtl.py::test_vector_unit_is_bit_exact_and_cycle_exact[amaranth]",
            "tests/sim/test_vector_rtl.py::test_vector_unit_is_exact_under_gaps_and_backpressure[amaranth]",
            "tests/sim/test_vector_rtl.py::test_gelu_with_the_erf_table[amaranth]",
-           "tests/sim/test_vector_fused_rtl.py::test_fused_commands_are_bit_exact_and_cycle_exact[amaranth]"]
+           "tests/sim/test_vector_fused_rtl.py::test_fused_commands_are_bit_exact_and_cycle_exact[amaranth]",
+           "tests/sim/test_formal.py::test_formal_job[vector-control]",
+           "tests/sim/test_formal.py::test_formal_job[vector-cycles]"]
 _UART = ["tests/sim/test_formal.py::test_formal_job[uart-tx-frame]",
          "tests/sim/test_formal.py::test_formal_job[uart-rx-idle]",
          "tests/sim/test_formal.py::test_formal_job[uart-loopback]"]
@@ -103,7 +107,7 @@ BLOCK_TESTS = {
     "arith": ["tests/hdl/test_arith.py"] + _VECTOR + _ATTENTION[:1],
     "uart": _UART + _LINK[:2],
     "link": _LINK,
-    "top": _TOP,
+    "top": ["tests/sim/test_top_rtl.py::test_start_ok_is_exactly_the_runnable_heads"] + _TOP,
 }
 
 #: Block -> fast tests on a Verilog simulator, run only when a mutant survives the first list: what the

@@ -81,6 +81,8 @@ def protocol_markdown() -> str:
         "Precedence when several apply: ERR_LENGTH, ERR_TIMEOUT, ERR_CRC, ERR_UNSUPPORTED, ERR_COMMAND,",
         "ERR_ARGUMENT, ERR_BUSY. Every error increments the rejected-frames counter that STATUS reports",
         "and sets its last-error field; after any error the bridge looks for the next sync byte.",
+        "Between frames the bridge hunts for the request sync byte: any other byte on an idle line",
+        "(noise, a reply's sync) is dropped without a reply and is not counted as a rejected frame.",
         "",
         "## Targets",
         "",

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EDGES", "TRAFFIC", "VALUE_MODES", "Block", "edge_hits", "int8_values", "pick_size", "sample_operands",
-           "size_bin", "split_steps"]
+__all__ = ["EDGES", "TRAFFIC", "VALUE_MODES", "Block", "by_model", "edge_hits", "int8_values", "pick_size",
+           "sample_operands", "size_bin", "split_steps"]
 
 #: The int8 values every block's operands are biased to.
 EDGES = (-128, 127, 0)
@@ -117,6 +117,18 @@ def sample_operands(cov, txn) -> None:
         cov.hit("a_edges", v)
     for v in edge_hits(txn["w"]):
         cov.hit("w_edges", v)
+
+
+def by_model(models, txns: list) -> list:
+    """``[(model, [index into the chunk, ...]), ...]``: the transactions of a chunk (``(seed, txn)``
+    pairs, each naming its ``txn["model"]``, an index of ``models``) grouped by model, in model order:
+    one simulator job per model, its images loaded once."""
+    out = []
+    for index, compiled in enumerate(models):
+        idx = [i for i, (_, t) in enumerate(txns) if t["model"] == index]
+        if idx:
+            out.append((compiled, idx))
+    return out
 
 
 def split_steps(items: list, txns: list) -> list:

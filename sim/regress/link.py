@@ -17,7 +17,7 @@ from __future__ import annotations
 from golden.numerics import gemm_int8
 from hdl.config import PRESETS, Config
 from hdl.gemm import GemmUnit
-from hdl.link import GEMM_REGS, MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, Command, Status, Target
+from hdl.link import GEMM_REGS, MAX_FRAME_PAYLOAD, PROTOCOL_VERSION, REQUEST_SYNC, Command, Status, Target
 
 from ..flows.gemm import plan_gemm
 from ..link.host import design_params
@@ -42,6 +42,11 @@ BAD = {"crc_body": "ERR_CRC", "crc_check": "ERR_CRC", "crc_code": "ERR_CRC", "un
        "payload_on_empty": "ERR_ARGUMENT", "oversize": "ERR_LENGTH", "cut_header": "ERR_TIMEOUT",
        "cut_payload": "ERR_TIMEOUT", "cut_crc": "ERR_TIMEOUT"}
 GOOD = ("gemm", "info", "write_reg", "read_results", "cycles", "zero_start", "busy")
+#: Line noise: bytes other than the request sync on an idle line, then a good frame. The bridge hunts
+#: for the sync byte and ignores the rest: no reply, no error counted, the frame after is answered.
+NOISE = ("noise",)
+#: Noise bytes the generator favours: the reply's sync, all zeros, all ones (a line held low / high).
+NOISE_EDGES = (0x5A, 0x00, 0xFF)
 KNOWN = {c.value for c in Command}
 
 
@@ -108,7 +113,14 @@ def _bad_frame(rng, kind: str, c: Config, max_payload: int) -> bytes:
 
 def generate(rng, params) -> dict:
     c = _config(params)
-    kind = rng.choices(["bad", "good"], [0.6, 0.4])[0]
+    kind = rng.choices(["bad", "good", "noise"], [0.55, 0.4, 0.05])[0]
+    if kind == "noise":
+        n = pick_size(rng, 1, 16)
+        noise = bytes(rng.choice([*NOISE_EDGES, rng.choice([b for b in range(256) if b != REQUEST_SYNC])])
+                      for _ in range(n))
+        frame = encode_request(Command.WRITE_REG, write_reg_payload(rng.randrange(3), rng.getrandbits(32)))
+        return {"kind": "noise", "steps": [_frame(Command.STATUS), {"frame": (noise + frame).hex()},
+                                           _frame(Command.STATUS)], "noise": len(noise)}
     if kind == "bad":
         bad = rng.choice(list(BAD))
         frame = _bad_frame(rng, bad, c, params["max_payload"])
@@ -168,6 +180,9 @@ def observe(params, txn, raw):
     if kind in BAD:
         (_, before), (last, after) = _status(raw[0]["payload"]), _status(raw[2]["payload"])
         obs["last_error"], obs["rejected"] = Status(last).name, after - before
+    elif kind in NOISE:
+        (first, before), (last, after) = _status(raw[0]["payload"]), _status(raw[2]["payload"])
+        obs["last_error_kept"], obs["rejected"] = first == last, after - before
     elif kind == "info":
         obs["info"] = raw[0]["payload"]
     elif kind in ("read_results", "cycles"):
@@ -183,6 +198,8 @@ def expect(params, txn):
         return {"out": gemm_int8(case["a"], case["w"]).tolist(), "cycles": plan.predicted_cycles}
     if kind in BAD:
         return {"statuses": ["OK", BAD[kind], "OK"], "last_error": BAD[kind], "rejected": 1}
+    if kind in NOISE:
+        return {"statuses": ["OK", "OK", "OK"], "last_error_kept": True, "rejected": 0}
     if kind == "info":
         bus = GemmUnit.bus_for(c)
         info = DeviceInfo(PROTOCOL_VERSION, Target.GEMM.value, bus.mem_count, len(GEMM_REGS), bus.wdata_bits // 8,
@@ -202,22 +219,25 @@ def expect(params, txn):
 
 def points(params) -> dict:
     return {
-        "scenario": list(BAD) + list(GOOD),
+        "scenario": list(BAD) + list(GOOD) + list(NOISE),
         "command_sent": [c.name for c in Command] + ["unknown"],
         "status_seen": [s.name for s in Status],
-        "transition": ["idle>error>idle", "idle>busy>done", "busy>refused", "idle>refused_start"],
+        "transition": ["idle>error>idle", "idle>noise>idle", "idle>busy>done", "busy>refused", "idle>refused_start"],
         "gemm_m": ["min", "mid", "max"],
         "gemm_tiles": ["1", "many"],
         "reg_value": ["0", "1", "max", "other"],
+        "noise_bytes": ["1", "2-15", "16"],
+        "noise_edge": [f"0x{b:02X}" for b in NOISE_EDGES],
     }
 
 
 def sample(cov, params, txn, obs) -> None:
     c, kind = _config(params), txn["kind"]
     cov.hit("scenario", kind)
-    for step in txn["steps"]:
+    for i, step in enumerate(txn["steps"]):
         if "frame" in step:
-            code = bytes.fromhex(step["frame"])[1:2]
+            frame = bytes.fromhex(step["frame"])
+            code = (frame[txn["noise"]:] if kind in NOISE and i == 1 else frame)[1:2]
             if code:
                 cov.hit("command_sent", Command(code[0]).name if code[0] in KNOWN else "unknown")
         elif "gemm" in step:
@@ -231,12 +251,20 @@ def sample(cov, params, txn, obs) -> None:
             cov.hit("status_seen", s)
     if kind in BAD:
         cov.hit("transition", "idle>error>idle")
+    if kind in NOISE:
+        cov.hit("transition", "idle>noise>idle")
     if kind in ("gemm", "busy"):
         cov.hit("transition", "idle>busy>done")
     if kind == "busy":
         cov.hit("transition", "busy>refused")
     if kind == "zero_start":
         cov.hit("transition", "idle>refused_start")
+    if kind in NOISE:
+        n = txn["noise"]
+        cov.hit("noise_bytes", "1" if n == 1 else "16" if n == 16 else "2-15")
+        for b in bytes.fromhex(txn["steps"][1]["frame"])[:n]:
+            if b in NOISE_EDGES:
+                cov.hit("noise_edge", f"0x{b:02X}")
     if kind == "write_reg":
         value = int.from_bytes(bytes.fromhex(txn["steps"][0]["frame"])[5:9], "little")
         cov.hit("reg_value", {0: "0", 1: "1", (1 << 32) - 1: "max"}.get(value, "other"))

@@ -27,7 +27,7 @@ from hdl.isa import Opcode
 from ..flows.decode import decode_job, predicted_cycles, top_params
 from ..machine.compiler import compile_model
 from ..machine.isa_sim import IsaMachine
-from .block import Block, split_steps
+from .block import Block, by_model, split_steps
 
 #: The design: the 4 x 4 preset with small memories, head_dim 8, 4 heads, norms up to 32 (also the
 #: top-level RTL tests' design, tests/sim/tiny_models.py: one Verilator build for both).
@@ -81,13 +81,8 @@ def _readback(compiled) -> dict:
 
 
 def jobs(params, txns) -> list:
-    out = []
-    for index, compiled in enumerate(pool()):
-        idx = [i for i, (_, t) in enumerate(txns) if t["model"] == index]
-        if idx:
-            steps = [s for i in idx for s in txns[i][1]["steps"]]
-            out.append((decode_job(compiled, params, steps=steps, readback=_readback(compiled)), idx))
-    return out
+    return [(decode_job(compiled, params, steps=[s for i in idx for s in txns[i][1]["steps"]],
+                        readback=_readback(compiled)), idx) for compiled, idx in by_model(pool(), txns)]
 
 
 def results(result, txns) -> list:

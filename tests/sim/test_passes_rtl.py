@@ -5,6 +5,8 @@ sequence run alone, step by step; the scratchpad and logits (every row's) equal 
 word; every instruction's measured cycles and start equal :func:`sim.machine.cycles.pass_cycles`.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -13,10 +15,12 @@ from golden.numerics import ceil_div
 from sim.engine.bus import WatchdogError
 from sim.engine.runner import run
 from sim.flows.decode import decode_job, top_params
+from sim.machine.compiler import compile_model
 from sim.machine.cycles import decode_step_cycles, pass_cycles
 from sim.machine.isa_sim import IsaMachine
+from sim.regress.passes import DESIGN as WIDE
 
-from .tiny_models import SMALL_SHARED, tiny_passes
+from .tiny_models import PASSES, SMALL_SHARED, tiny_passes
 
 
 def readback(compiled, rows):
@@ -168,8 +172,8 @@ def test_paged_passes_on_verilator(name):
 def test_passes_with_the_wide_weight_port_and_every_fusion_on_verilator():
     """G = R (a tile a cycle: the M rows bound each tile), the vector fusions and the residual add in
     the GEMM's output stage (its residual word read at row r's offset)."""
-    compiled = tiny_passes("llama-gqa", weight_rows_per_cycle=4, fused_residual=True, fused_swiglu=True,
-                           fused_rope=True)
+    compiled = compile_model(tiny_passes("llama-gqa").model, WIDE)
+    assert replace(PASSES, weight_rows_per_cycle=4, fused_residual=True, fused_swiglu=True, fused_rope=True) == WIDE
     run_passes("verilator", compiled, schedule())
 
 
@@ -224,7 +228,6 @@ def test_the_demo_prompt_as_one_prefill_pass_on_verilator(design):
     from golden.int_model import generate_int
     from golden.quantize import quantize_checkpoint
     from hdl.config import PRESETS
-    from sim.machine.compiler import compile_model
 
     checkpoint = load_demo_model()
     compiled = compile_model(quantize_checkpoint(checkpoint), PRESETS[design])

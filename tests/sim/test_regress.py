@@ -14,7 +14,8 @@ from sim.regress.run import BLOCKS, FULL, block, regress
 
 #: The fast suite's subset: (first seed, transactions) per block, on the RTL tests' Verilator builds.
 FAST = {"array": (1000, 40), "gemm": (1000, 40), "vector": (1000, 60), "attention": (1000, 40), "link": (1000, 20),
-        "top": (38233, 4)}   # four sequences (1, 2, 3 and 6 steps) on one model: one simulator start
+        "top": (38233, 4),   # four sequences (1, 2, 3 and 6 steps) on one model: one simulator start
+        "passes": (13436, 4)}   # four schedules (17 passes, 80 rows; one to the context's end) on two models
 #: The slow suite's first seed (the figures in docs/verification.md).
 SLOW_SEED = 19_000_000
 

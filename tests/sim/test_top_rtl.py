@@ -156,6 +156,42 @@ def test_whole_program_on_amaranth(rows):
     check_steps(compiled, run("amaranth", "decode_top", params, "decode_top", job), steps)
 
 
+def test_start_ok_is_exactly_the_runnable_heads():
+    """``start_ok`` over every value of ``n_kv_heads``, ``group`` and ``rows`` the ports hold (zero heads
+    either way, more than ``max_heads``; the rows port holds up to ``max_m``): high exactly when the step can run;
+    a start while it is low leaves the top level idle with ``done`` unchanged (it used to hang)."""
+    from amaranth.sim import Simulator
+
+    config = replace(PRESETS["4x4"], max_m=3)
+    max_heads = 3
+    top = DecodeTop(config, head_dim=8, max_heads=max_heads, max_norm_length=64)
+    seen = []
+
+    async def bench(ctx):
+        for n_kv in range(max_heads + 1):
+            for group in range(max_heads + 1):
+                for rows in range(config.max_m + 1):
+                    ctx.set(top.n_kv_heads, n_kv)
+                    ctx.set(top.group, group)
+                    ctx.set(top.rows, rows)
+                    ok = ctx.get(top.start_ok)
+                    seen.append(((n_kv, group, rows), ok))
+                    if not ok:
+                        ctx.set(top.start, 1)
+                        await ctx.tick()
+                        ctx.set(top.start, 0)
+                        await ctx.tick()
+                        assert (ctx.get(top.busy), ctx.get(top.done)) == (0, 0), (n_kv, group, rows)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    expected = [((n, g, r), int(n >= 1 and g >= 1 and n * g <= max_heads and r <= config.max_m))
+                for n in range(max_heads + 1) for g in range(max_heads + 1) for r in range(config.max_m + 1)]
+    assert seen == expected
+
+
 def test_watchdog_budget_comes_from_the_prediction():
     compiled = truncated(tiny("llama-gqa"), 3)
     params = top_params(compiled, **SMALL_SHARED)

@@ -6,6 +6,7 @@ from dataclasses import replace
 from golden.model import ModelConfig, init_weights
 from golden.quantize import quantize_model, random_calibration
 from sim.machine.compiler import compile_model
+from sim.regress.passes import ROWS_DESIGN
 from sim.regress.top import DESIGN, SHARED
 
 TINY = {
@@ -35,7 +36,7 @@ def tiny(name, weight_rows_per_cycle=1, **changes):
 
 #: :data:`SMALL` with room for passes of up to 8 rows (the tiny models' scratchpad and logits rows
 #: side by side) and several KV slots (tests/sim/test_passes_rtl.py).
-PASSES = replace(SMALL, scratch_bytes=9216, logits_words=512, kv_bytes=32768, max_m=8)
+PASSES = ROWS_DESIGN
 
 
 def tiny_passes(name, **changes):
