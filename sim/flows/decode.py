@@ -22,7 +22,7 @@ from hdl.vector import rope_word_layout
 
 from ..machine.compiler import Compiled, CompileError, rope_params
 from ..machine.cycles import decode_step_cycles, pass_cycles
-from ..machine.passes import check_pass, check_table
+from ..machine.passes import check_pass, check_table, lone_table
 from ..machine.resident import Resident
 from .decode_steps import DecodeImages, DecodeJob, DecodeReadback, drive_steps, run_decode_top
 from .gemm import pack_lanes
@@ -236,9 +236,9 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
         job["prompt"], job["new_tokens"] = prompt, new_tokens
         positions = list(range(GreedyDecode(prompt, new_tokens).steps))
     job["predicted"] = {str(p): predicted_cycles(compiled, p) for p in sorted(set(positions))}
-    if compiled.config.kv_block:        # one sequence in blocks 0, 1, ... (table 0: kv_base 0)
-        blocks = ceil_div(max(positions) + 1, compiled.block_positions)
-        job["tables"] = [[list(check_table(compiled, 0, list(range(blocks))))]]
+    if compiled.config.kv_block:        # one sequence (table 0: kv_base 0)
+        check_pass(compiled, [(0, max(positions), 0)], {0: lone_table(compiled)})
+        job["tables"] = [[list(lone_table(compiled))]]
         job["plane_rows"] = compiled.plane_rows
     if waves_window is not None:
         check_waves_window(waves_window, len(positions))

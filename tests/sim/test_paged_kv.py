@@ -15,6 +15,8 @@ from sim.engine.runner import run
 from sim.flows.decode import decode_job, top_params
 from sim.machine.cycles import pass_cycles
 from sim.machine.isa_sim import IsaMachine
+from sim.machine.passes import lone_table
+from sim.runtime import decode
 from sim.serve.kv_layout import BlockAllocator, KvGeometry
 from sim.serve.requests import Lengths, Request, poisson_trace
 from sim.serve.rtl import confirm_on_rtl, confirm_passes_on_rtl
@@ -145,19 +147,27 @@ def test_a_paged_rtl_job_s_bad_tables_are_one_line(models, passes, tables, messa
 
 
 def test_decode_steps_on_a_paged_top_level_on_verilator(models):
-    """Single steps (no row table): one sequence in blocks 0, 1, ...; tokens and logits as fixed slots',
-    every step's cycles as predicted."""
+    """Single steps (no row table): one sequence in blocks 0, 1, ... (``lone_table``); tokens and logits
+    as fixed slots', every step's cycles as predicted."""
     fixed, paged = models
     params = top_params(paged, **SMALL_SHARED)
     steps = [(t, p) for p, t in enumerate([3, 9, 4, 11, 2, 7])]
     job = decode_job(paged, params, steps=steps, readback={"logits": fixed.logits_stride // 4})
-    assert job["tables"] == [[[0, 1]]] and job["plane_rows"] == paged.plane_rows
+    assert job["tables"] == [[list(range(paged.table_entries))]] and job["plane_rows"] == paged.plane_rows
     got = run("verilator", "decode_top", params, "decode_top", job)["steps"]
     m = IsaMachine(fixed)
     for (t, p), r in zip(steps, got, strict=True):
         assert r["token_out"] == m.step(t, p)
         assert r["logits"] == m.logits[:len(r["logits"])].tolist()
         assert r["cycles"] == job["predicted"][str(p)]
+
+
+def test_lockstep_run_on_a_paged_design_uses_the_lone_sequence_s_table(models):
+    """The isa backend (``lockstep run``) gives a paged design the fixed design's tokens, the lone
+    sequence in blocks 0 .. table_entries - 1 (the compiler's fit rule keeps a whole context's KV)."""
+    fixed, paged = models
+    assert lone_table(paged) == tuple(range(paged.table_entries)) and paged.kv_blocks > paged.table_entries
+    assert decode(paged, "isa", [3, 9, 4], 9).generated == decode(fixed, "isa", [3, 9, 4], 9).generated
 
 
 def test_a_paged_served_trace_replays_on_verilator(models):
