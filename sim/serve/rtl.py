@@ -10,6 +10,10 @@ measured cycles.
 
 :func:`confirm_passes_on_rtl` replays passes of two resident models (a target and a draft,
 :mod:`sim.machine.resident`) the same way.
+
+Paged KV (``Config.kv_block`` > 0): each pass's block tables (``PassRecord.tables``; ``tables=`` for
+:func:`confirm_passes_on_rtl`) are written to the top level's table memory before the pass and into
+the instruction-level model it is checked against.
 """
 
 from __future__ import annotations
