@@ -25,7 +25,7 @@ __all__ = ["BLOCKS", "FULL", "Mismatch", "Report", "block", "regress"]
 #: Block name -> the module whose ``BLOCK`` defines it.
 BLOCKS = {"array": "sim.regress.array", "gemm": "sim.regress.gemm", "vector": "sim.regress.vector",
           "attention": "sim.regress.attention", "link": "sim.regress.link",
-          "top": "sim.regress.top", "passes": "sim.regress.passes"}
+          "top": "sim.regress.top", "passes": "sim.regress.passes", "paged": "sim.regress.paged"}
 
 #: Transactions of a full regression (the slow suite's figure, issue 19).
 FULL = 10_000

@@ -15,7 +15,8 @@ from sim.regress.run import BLOCKS, FULL, block, regress
 #: The fast suite's subset: (first seed, transactions) per block, on the RTL tests' Verilator builds.
 FAST = {"array": (1000, 40), "gemm": (1000, 40), "vector": (1000, 60), "attention": (1000, 40), "link": (1000, 20),
         "top": (38233, 4),   # four sequences (1, 2, 3 and 6 steps) on one model: one simulator start
-        "passes": (13436, 4)}   # four schedules (17 passes, 80 rows; one to the context's end) on two models
+        "passes": (13436, 4),   # four schedules (17 passes, 80 rows; one to the context's end) on two models
+        "paged": (1764, 4)}     # four paged schedules (21 passes, 113 rows) on two models: every paged bin
 #: The slow suite's first seed (the figures in docs/verification.md).
 SLOW_SEED = 19_000_000
 
