@@ -108,7 +108,12 @@ BLOCK_TESTS = {
     "arith": ["tests/hdl/test_arith.py"] + _VECTOR + _ATTENTION[:1],
     "uart": _UART + _LINK[:2],
     "link": _LINK,
-    "top": ["tests/sim/test_top_rtl.py::test_start_ok_is_exactly_the_runnable_heads"] + _TOP,
+    # The fused residual add (GEMM flag RESIDUAL) and the fused SwiGLU / RoPE commands run only in
+    # designs with them on: their own Amaranth tests.
+    "top": ["tests/sim/test_top_rtl.py::test_start_ok_is_exactly_the_runnable_heads"] + _TOP
+           + ["tests/sim/test_top_rtl.py::test_three_heads_through_two_attentions_on_amaranth"]
+           + ["tests/sim/test_fused_residual.py::test_a_partial_program_with_a_fused_gemm_on_amaranth",
+              "tests/sim/test_top_fused_rtl.py::test_whole_program_with_the_fusions_on_amaranth"],
 }
 
 #: Block -> fast tests on a Verilog simulator, run only when a mutant survives the first list: what the

@@ -22,8 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from golden.errors import InputError
+from hdl.config import Config, chip_config
+
+from ..design import parse_setting
+
 __all__ = ["EDGES", "TRAFFIC", "VALUE_MODES", "Block", "by_model", "edge_hits", "int8_values", "pick_size",
-           "sample_operands", "size_bin", "split_steps"]
+           "sample_operands", "size_bin", "split_steps", "varied"]
 
 #: The int8 values every block's operands are biased to.
 EDGES = (-128, 127, 0)
@@ -64,6 +69,21 @@ class Block:
     #: Transactions per chunk (default :data:`sim.regress.run.CHUNK`; more for a block whose jobs
     #: start slowly, e.g. the top level loads a model's images per job).
     chunk: int | None = None
+    #: (params, settings) -> the params of the block's design with ``settings`` (``--set KEY=VALUE``
+    #: [chip] keys, :func:`varied`) applied: another design point, another build; None: one design only.
+    vary: Callable[[dict, tuple], dict] | None = None
+
+
+def varied(config: Config, settings) -> Config:
+    """``config`` with ``settings`` (``KEY=VALUE`` strings, as ``lockstep --set`` takes them; [chip] keys
+    only) applied; InputError in one line naming a bad one."""
+    chip = config.as_dict()
+    for item in settings:
+        parts, value = parse_setting(item)
+        if parts[0] != "chip":
+            raise InputError(f"--set {item}: a regression varies the design's [chip] keys only")
+        chip[parts[1]] = value
+    return chip_config(chip, source="--set")
 
 
 def pick_size(rng: random.Random, low: int, high: int) -> int:

@@ -15,7 +15,7 @@ from hdl.config import PRESETS, Config
 
 from ..flows.gemm import plan_gemm
 from ..machine.cycles import tile_load_cycles
-from .block import EDGES, VALUE_MODES, Block, int8_values, pick_size, sample_operands, size_bin
+from .block import EDGES, VALUE_MODES, Block, int8_values, pick_size, sample_operands, size_bin, varied
 
 #: The configuration the regression runs on (the RTL tests' 4 x 4 build).
 PRESET = "4x4"
@@ -25,6 +25,11 @@ MAX_TILES = 6
 
 def _params(simulator: str) -> dict:
     return PRESETS[PRESET].as_dict()
+
+
+def vary(params, settings) -> dict:
+    """The GEMM engine's params with ``settings`` applied (``--set``)."""
+    return varied(Config.from_dict(params), settings).as_dict()
 
 
 def _shape(rng, c: Config) -> tuple[int, int, int, str]:
@@ -121,4 +126,4 @@ def sample(cov, params, txn, obs) -> None:
 
 
 BLOCK = Block(name="gemm", design="gemm_unit", flow="gemm_unit", params=_params, generate=generate, jobs=jobs,
-              results=results, observe=observe, expect=expect, sample=sample, points=points, closure=1.0)
+              results=results, observe=observe, expect=expect, sample=sample, points=points, closure=1.0, vary=vary)

@@ -14,13 +14,11 @@ logits word for word, every instruction's cycles and start cycle and the pass's 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 
-from golden.errors import LockstepError
+from golden.errors import InputError, LockstepError
 
 from ..flows.decode import decode_job, top_params
-from ..machine.compiler import compile_model
 from . import passes, top
 from .block import Block, by_model
 
@@ -30,14 +28,20 @@ BLOCK_POSITIONS = 4
 DESIGN = replace(passes.ROWS_DESIGN, kv_block=BLOCK_POSITIONS)
 
 
-@functools.cache
-def pool() -> tuple:
-    """The ``top`` block's models compiled for :data:`DESIGN`, in the same order."""
-    return tuple(compile_model(c.model, DESIGN) for c in top.pool())
-
-
 def _params(simulator: str) -> dict:
-    return top_params(pool()[0], **top.SHARED)
+    return top_params(passes.pool(DESIGN)[0], **top.SHARED)
+
+
+def _pool(params) -> tuple:
+    return passes._pool(params)
+
+
+def vary(params, settings) -> dict:
+    """:func:`sim.regress.passes.vary`, pages kept: InputError in one line for ``kv_block`` 0."""
+    out = passes.vary(params, settings)
+    if not out["config"]["kv_block"]:
+        raise InputError("the paged regression needs kv_block > 0 (fixed slots: --block passes)")
+    return out
 
 
 def _sequences(schedule) -> list[list[int]]:
@@ -80,8 +84,8 @@ def tables(rng, compiled, schedule) -> list[list]:
 
 
 def generate(rng, params) -> dict:
-    txn = passes.schedule(rng, pool())
-    txn["tables"] = tables(rng, pool()[txn["model"]], txn["passes"])
+    txn = passes.schedule(rng, _pool(params))
+    txn["tables"] = tables(rng, _pool(params)[txn["model"]], txn["passes"])
     return txn
 
 
@@ -91,7 +95,7 @@ def _tables(txn) -> list[dict]:
 
 def jobs(params, txns) -> list:
     out = []
-    for compiled, idx in by_model(pool(), txns):
+    for compiled, idx in by_model(_pool(params), txns):
         chosen = [txns[i][1] for i in idx]
         job = decode_job(compiled, params, passes=[p for t in chosen for p in t["passes"]],
                          tables=[t for txn in chosen for t in _tables(txn)], trace=True,
@@ -101,16 +105,16 @@ def jobs(params, txns) -> list:
 
 
 def observe(params, txn, raw):
-    return passes.observe_on(pool()[txn["model"]], txn, raw)
+    return passes.observe_on(_pool(params)[txn["model"]], txn, raw)
 
 
 def expect(params, txn):
-    return passes.expect_on(pool()[txn["model"]], txn["passes"], _tables(txn))
+    return passes.expect_on(_pool(params)[txn["model"]], txn["passes"], _tables(txn))
 
 
 def points(params) -> dict:
     return {
-        "model": [str(i) for i in range(len(pool()))],
+        "model": [str(i) for i in range(len(_pool(params)))],
         "family": list(passes.FAMILIES),
         "attention": list(passes.ATTENTION),
         "pass_kind": list(passes.PASS_KINDS),
@@ -123,7 +127,7 @@ def points(params) -> dict:
 
 
 def sample(cov, params, txn, obs) -> None:
-    compiled = pool()[txn["model"]]
+    compiled = _pool(params)[txn["model"]]
     mc = compiled.model.config
     b = compiled.block_positions
     cov.hit("model", str(txn["model"]))
@@ -149,4 +153,4 @@ def sample(cov, params, txn, obs) -> None:
 
 BLOCK = Block(name="paged", design="decode_top", flow="decode_top", params=_params, generate=generate, jobs=jobs,
               results=passes.results, observe=observe, expect=expect, sample=sample, points=points, closure=1.0,
-              chunk=1000)
+              chunk=1000, vary=vary)

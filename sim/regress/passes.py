@@ -25,13 +25,14 @@ import random
 from dataclasses import replace
 
 from golden.numerics import ceil_div
+from hdl.config import Config
 
 from ..flows.decode import decode_job, top_params
 from ..machine.compiler import compile_model
 from ..machine.cycles import pass_cycles
 from ..machine.isa_sim import IsaMachine
 from . import top
-from .block import Block, by_model, pick_size
+from .block import Block, by_model, pick_size, varied
 
 #: The ``top`` block's design with room for passes of 8 rows (the scratchpad and logits rows side by
 #: side) and several KV slots (also the design of tests/sim/test_passes_rtl.py).
@@ -52,13 +53,23 @@ MAX_SLOTS = 4
 
 
 @functools.cache
-def pool() -> tuple:
-    """The ``top`` block's models compiled for :data:`DESIGN`, in the same order."""
-    return tuple(compile_model(c.model, DESIGN) for c in top.pool())
+def pool(design: Config = DESIGN) -> tuple:
+    """The ``top`` block's models compiled for ``design``, in the same order."""
+    return tuple(compile_model(c.model, design) for c in top.pool())
 
 
 def _params(simulator: str) -> dict:
     return top_params(pool()[0], **top.SHARED)
+
+
+def _pool(params) -> tuple:
+    """The pool compiled for the design ``params`` describe."""
+    return pool(Config.from_dict(params["config"]))
+
+
+def vary(params, settings) -> dict:
+    """The params of the design ``params`` describe with ``settings`` applied (``--set``)."""
+    return top_params(pool(varied(Config.from_dict(params["config"]), settings))[0], **top.SHARED)
 
 
 def _interleave(rng: random.Random, per_slot: dict[int, list]) -> list:
@@ -74,7 +85,7 @@ def _interleave(rng: random.Random, per_slot: dict[int, list]) -> list:
 
 
 def generate(rng, params) -> dict:
-    return schedule(rng, pool())
+    return schedule(rng, _pool(params))
 
 
 def schedule(rng, models) -> dict:
@@ -121,7 +132,7 @@ def _readback(compiled) -> dict:
 
 def jobs(params, txns) -> list:
     return [(decode_job(compiled, params, passes=[p for i in idx for p in txns[i][1]["passes"]], trace=True,
-                        readback=_readback(compiled)), idx) for compiled, idx in by_model(pool(), txns)]
+                        readback=_readback(compiled)), idx) for compiled, idx in by_model(_pool(params), txns)]
 
 
 def results(result, txns) -> list:
@@ -138,7 +149,7 @@ def _row_logits(compiled, words, rows: int) -> list:
 
 
 def observe(params, txn, raw):
-    return observe_on(pool()[txn["model"]], txn, raw)
+    return observe_on(_pool(params)[txn["model"]], txn, raw)
 
 
 def observe_on(compiled, txn, raw) -> list:
@@ -148,7 +159,7 @@ def observe_on(compiled, txn, raw) -> list:
 
 
 def expect(params, txn):
-    return expect_on(pool()[txn["model"]], txn["passes"])
+    return expect_on(_pool(params)[txn["model"]], txn["passes"])
 
 
 def expect_on(compiled, passes, tables=None) -> list:
@@ -184,9 +195,9 @@ def _kind(ins) -> str:
 
 
 def points(params) -> dict:
-    kinds = sorted({_kind(i) for c in pool() for i in c.instructions})
+    kinds = sorted({_kind(i) for c in _pool(params) for i in c.instructions})
     return {
-        "model": [str(i) for i in range(len(pool()))],
+        "model": [str(i) for i in range(len(_pool(params)))],
         "family": list(FAMILIES),
         "attention": list(ATTENTION),
         "rows": ["1", "2-7", "max"],
@@ -206,7 +217,7 @@ def points(params) -> dict:
 
 
 def sample(cov, params, txn, obs) -> None:
-    compiled = pool()[txn["model"]]
+    compiled = _pool(params)[txn["model"]]
     mc = compiled.model.config
     context = compiled.model.max_context
     cov.hit("model", str(txn["model"]))
@@ -246,4 +257,4 @@ def sample(cov, params, txn, obs) -> None:
 
 BLOCK = Block(name="passes", design="decode_top", flow="decode_top", params=_params, generate=generate, jobs=jobs,
               results=results, observe=observe, expect=expect, sample=sample, points=points, closure=1.0,
-              chunk=1000)
+              chunk=1000, vary=vary)

@@ -65,6 +65,8 @@ class Report:
     chunk: int
     coverage: Coverage
     closure: float
+    #: ``--set KEY=VALUE`` settings the block's design ran with (empty: its own design).
+    settings: tuple = ()
     transactions: int = 0
     jobs: int = 0
     seconds: float = 0.0
@@ -74,13 +76,19 @@ class Report:
     def passed(self) -> bool:
         return not self.mismatches and self.transactions == self.count and self.coverage.share >= self.closure
 
+    def command(self) -> str:
+        """The command's start for this block, simulator and design (its ``--set`` settings)."""
+        sets = "".join(f" --set {item}" for item in self.settings)
+        return f"python -m sim.regress --block {self.block} --simulator {self.simulator}{sets}"
+
     def replay(self, seed: int) -> str:
         """The command that replays transaction ``seed`` alone."""
-        return f"python -m sim.regress --block {self.block} --simulator {self.simulator} --seed {seed} --count 1"
+        return f"{self.command()} --seed {seed} --count 1"
 
     def lines(self) -> list[str]:
         first = self.seed + (self.mismatches[0].seed - self.seed) // self.chunk * self.chunk if self.mismatches else 0
-        out = [f"block {self.block} on {self.simulator}: {self.transactions} transactions, seeds {self.seed}.."
+        design = f" (--set {', '.join(self.settings)})" if self.settings else ""
+        out = [f"block {self.block}{design} on {self.simulator}: {self.transactions} transactions, seeds {self.seed}.."
                f"{self.seed + self.count - 1}, {self.jobs} simulator jobs, {self.seconds:.1f} s, "
                f"{len(self.mismatches)} mismatches",
                f"coverage {100 * self.coverage.share:.1f} % of {self.coverage.bins} bins "
@@ -91,9 +99,8 @@ class Report:
         if self.mismatches:
             s = self.mismatches[0].seed
             out.append(f"replay: {self.replay(s)}")
-            out.append(f"replay its chunk: python -m sim.regress --block {self.block} --simulator {self.simulator} "
-                       f"--seed {first} --count {min(self.chunk, self.seed + self.count - first)} "
-                       f"--chunk {self.chunk}")
+            out.append(f"replay its chunk: {self.command()} --seed {first} "
+                       f"--count {min(self.chunk, self.seed + self.count - first)} --chunk {self.chunk}")
         return out
 
 
@@ -104,8 +111,11 @@ def _int(what: str, value, low: int) -> int:
 
 
 def regress(name: str, *, simulator: str = "verilator", seed: int = 0, count: int = 100, chunk: int | None = None,
-            expect=None, progress=None) -> Report:
+            settings=(), expect=None, progress=None) -> Report:
     """Run ``count`` transactions of block ``name`` from ``seed`` on ``simulator``; the :class:`Report`.
+
+    ``settings`` (``KEY=VALUE`` [chip] keys, as ``lockstep --set`` takes them) run the block on
+    another design point of its design (blocks with ``vary``: the GEMM engine, the top level, passes).
 
     ``expect`` replaces the block's golden scoreboard (``(params, transaction) -> observation``):
     a test gives a wrong one to check that the scoreboard reports mismatches. ``progress`` is
@@ -116,7 +126,13 @@ def regress(name: str, *, simulator: str = "verilator", seed: int = 0, count: in
     seed, count, chunk = _int("seed", seed, 0), _int("count", count, 1), _int("chunk", chunk, 1)
     expect = expect or b.expect
     params = b.params(simulator)
-    report = Report(b.name, simulator, seed, count, chunk, Coverage(b.points(params)), b.closure)
+    settings = tuple(settings)
+    if settings:
+        if b.vary is None:
+            varying = [n for n in BLOCKS if block(n).vary is not None]
+            raise InputError(f"--set: block {name} runs one design (--set is for {', '.join(varying)})")
+        params = b.vary(params, settings)
+    report = Report(b.name, simulator, seed, count, chunk, Coverage(b.points(params)), b.closure, settings)
     t0 = time.perf_counter()
     for start in range(seed, seed + count, chunk):
         seeds = range(start, min(seed + count, start + chunk))
@@ -126,8 +142,8 @@ def regress(name: str, *, simulator: str = "verilator", seed: int = 0, count: in
                 result = run(simulator, b.design, params, b.flow, job)
             except LockstepError as exc:   # a watchdog, a flow's own check: name the chunk that hit it
                 raise LockstepError(f"{name}: a job of the chunk of seeds {seeds[0]}..{seeds[-1]} failed ({exc}); "
-                                    f"replay: python -m sim.regress --block {name} --simulator {simulator} "
-                                    f"--seed {seeds[0]} --count {len(seeds)} --chunk {len(seeds)}") from None
+                                    f"replay: {report.command()} --seed {seeds[0]} --count {len(seeds)} "
+                                    f"--chunk {len(seeds)}") from None
             report.jobs += 1
             raws = b.results(result, [txns[i][1] for i in indices])
             if len(raws) != len(indices):

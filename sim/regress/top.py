@@ -21,13 +21,13 @@ from dataclasses import replace
 from golden.model import ModelConfig, init_weights
 from golden.numerics import ceil_div
 from golden.quantize import quantize_model, random_calibration
-from hdl.config import PRESETS
+from hdl.config import PRESETS, Config
 from hdl.isa import Opcode
 
 from ..flows.decode import decode_job, predicted_cycles, top_params
 from ..machine.compiler import compile_model
 from ..machine.isa_sim import IsaMachine
-from .block import Block, by_model, split_steps
+from .block import Block, by_model, split_steps, varied
 
 #: The design: the 4 x 4 preset with small memories, head_dim 8, 4 heads, norms up to 32 (also the
 #: top-level RTL tests' design, tests/sim/tiny_models.py: one Verilator build for both).
@@ -50,8 +50,11 @@ def _architecture(rng: random.Random) -> ModelConfig:
 
 
 @functools.cache
-def pool() -> tuple:
-    """The compiled models of the pool, model ``i`` from seed ``i`` (the first two: one of each family)."""
+def pool(design: Config = DESIGN) -> tuple:
+    """The compiled models of the pool for ``design``, model ``i`` from seed ``i`` (the first two: one of
+    each family)."""
+    if design != DESIGN:
+        return tuple(compile_model(c.model, design) for c in pool())
     out = []
     for i in range(POOL):
         rng = random.Random(i)
@@ -68,9 +71,19 @@ def _params(simulator: str) -> dict:
     return top_params(pool()[0], **SHARED)
 
 
+def _pool(params) -> tuple:
+    """The pool compiled for the design ``params`` describe."""
+    return pool(Config.from_dict(params["config"]))
+
+
+def vary(params, settings) -> dict:
+    """The params of the design ``params`` describe with ``settings`` applied (``--set``)."""
+    return top_params(pool(varied(Config.from_dict(params["config"]), settings))[0], **SHARED)
+
+
 def generate(rng, params) -> dict:
     index = rng.randrange(POOL)
-    mc = pool()[index].model.config
+    mc = _pool(params)[index].model.config
     length = rng.choices([1, rng.randint(2, 8), mc.max_context], [0.3, 0.68, 0.02])[0]
     tokens = [rng.choice([0, mc.vocab_size - 1, rng.randrange(mc.vocab_size)]) for _ in range(length)]
     return {"model": index, "steps": [[t, p] for p, t in enumerate(tokens)]}
@@ -82,7 +95,7 @@ def _readback(compiled) -> dict:
 
 def jobs(params, txns) -> list:
     return [(decode_job(compiled, params, steps=[s for i in idx for s in txns[i][1]["steps"]],
-                        readback=_readback(compiled)), idx) for compiled, idx in by_model(pool(), txns)]
+                        readback=_readback(compiled)), idx) for compiled, idx in by_model(_pool(params), txns)]
 
 
 def results(result, txns) -> list:
@@ -90,12 +103,12 @@ def results(result, txns) -> list:
 
 
 def observe(params, txn, raw):
-    n = pool()[txn["model"]].logits_size
+    n = _pool(params)[txn["model"]].logits_size
     return [[s["token_out"], s["logits"][:n], s["cycles"]] for s in raw]
 
 
 def expect(params, txn):
-    compiled = pool()[txn["model"]]
+    compiled = _pool(params)[txn["model"]]
     machine = IsaMachine(compiled)
     out = []
     for token, position in txn["steps"]:
@@ -119,7 +132,7 @@ def points(params) -> dict:
 
 
 def sample(cov, params, txn, obs) -> None:
-    compiled = pool()[txn["model"]]
+    compiled = _pool(params)[txn["model"]]
     mc = compiled.model.config
     cov.hit("model", str(txn["model"]))
     cov.hit("family", mc.family)
@@ -139,4 +152,4 @@ def sample(cov, params, txn, obs) -> None:
 
 BLOCK = Block(name="top", design="decode_top", flow="decode_top", params=_params, generate=generate, jobs=jobs,
               results=results, observe=observe, expect=expect, sample=sample, points=points, closure=1.0,
-              chunk=2500)
+              chunk=2500, vary=vary)

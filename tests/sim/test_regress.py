@@ -10,7 +10,7 @@ import pytest
 
 from golden.errors import LockstepError
 from sim.regress.coverage import Coverage
-from sim.regress.run import BLOCKS, FULL, block, regress
+from sim.regress.run import BLOCKS, FULL, Report, block, regress
 
 #: The fast suite's subset: (first seed, transactions) per block, on the RTL tests' Verilator builds.
 FAST = {"array": (1000, 40), "gemm": (1000, 40), "vector": (1000, 60), "attention": (1000, 40), "link": (1000, 20),
@@ -66,6 +66,29 @@ def test_a_transaction_depends_only_on_its_seed():
         params = b.params("verilator")
         assert b.generate(random.Random(3), params) == b.generate(random.Random(3), params)
         assert b.generate(random.Random(3), params) != b.generate(random.Random(4), params)
+
+
+def test_another_design_point_with_set_and_its_one_line_refusals():
+    """``--set`` runs a block on another design point of its design (its own build), and the replay
+    commands carry it; a block with one design, a key that is not one and a table other than [chip]
+    are refused in one line."""
+    from hdl.config import Config
+
+    b = block("top")
+    params = b.vary(b.params("verilator"), ("attention_heads_per_step=2", "fabric_products=true"))
+    config = Config.from_dict(params["config"])
+    assert (config.attention_heads_per_step, config.fabric_products) == (2, True)
+    assert Config.from_dict(b.params("verilator")["config"]).attention_heads_per_step == 1
+    report = Report("top", "verilator", 5, 1, 1, Coverage({"x": ["a"]}), 1.0, ("attention_heads_per_step=2",))
+    assert report.replay(5) == ("python -m sim.regress --block top --simulator verilator "
+                                "--set attention_heads_per_step=2 --seed 5 --count 1")
+    for name, settings, message in [
+            ("vector", ("fused_rope=true",), "--set: block vector runs one design (--set is for gemm, top, passes)"),
+            ("top", ("bogus=1",), "--set: unknown parameter 'bogus'"),
+            ("gemm", ("system.x=1",), "--set system.x=1: a regression varies the design's [chip] keys only")]:
+        with pytest.raises(LockstepError) as info:
+            regress(name, count=1, settings=settings)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
 def test_coverage_counts_bins_and_refuses_unknown_ones():

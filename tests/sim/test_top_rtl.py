@@ -192,6 +192,20 @@ def test_start_ok_is_exactly_the_runnable_heads():
     assert seen == expected
 
 
+def test_three_heads_through_two_attentions_on_amaranth():
+    """GPT-2 with 3 query heads on a top level built for 4: the q feeder starts every ATTENTION at
+    the first q row (with a head count that is not the q buffer's depth, a feeder address left over
+    from the layer before would read the rows rotated)."""
+    compiled = tiny("gpt2")
+    attentions = [i for i, g in enumerate(compiled.ops) if g is not None and g.op == "attention"]
+    assert compiled.model.config.n_heads == 3 < SMALL_SHARED["max_heads"] and len(attentions) == 2
+    compiled = truncated(compiled, attentions[1] + 1)
+    steps = [(3, 0), (7, 1)]        # at position 0 one KV row takes all the weight, whatever q is
+    params = top_params(compiled, **SMALL_SHARED)
+    job = decode_job(compiled, params, steps=steps, trace=True, readback=readback(compiled))
+    check_steps(compiled, run("amaranth", "decode_top", params, "decode_top", job), steps)
+
+
 def test_watchdog_budget_comes_from_the_prediction():
     compiled = truncated(tiny("llama-gqa"), 3)
     params = top_params(compiled, **SMALL_SHARED)
