@@ -115,7 +115,8 @@ def regress(name: str, *, simulator: str = "verilator", seed: int = 0, count: in
     """Run ``count`` transactions of block ``name`` from ``seed`` on ``simulator``; the :class:`Report`.
 
     ``settings`` (``KEY=VALUE`` [chip] keys, as ``lockstep --set`` takes them) run the block on
-    another design point of its design (blocks with ``vary``: the GEMM engine, the top level, passes).
+    another design point of its design (blocks with ``vary``: the GEMM engine, the top level, passes,
+    paged).
 
     ``expect`` replaces the block's golden scoreboard (``(params, transaction) -> observation``):
     a test gives a wrong one to check that the scoreboard reports mismatches. ``progress`` is

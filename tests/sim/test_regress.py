@@ -83,7 +83,9 @@ def test_another_design_point_with_set_and_its_one_line_refusals():
     assert report.replay(5) == ("python -m sim.regress --block top --simulator verilator "
                                 "--set attention_heads_per_step=2 --seed 5 --count 1")
     for name, settings, message in [
-            ("vector", ("fused_rope=true",), "--set: block vector runs one design (--set is for gemm, top, passes)"),
+            ("vector", ("fused_rope=true",),
+             "--set: block vector runs one design (--set is for gemm, top, passes, paged)"),
+            ("paged", ("kv_block=0",), "the paged regression needs kv_block > 0 (fixed slots: --block passes)"),
             ("top", ("bogus=1",), "--set: unknown parameter 'bogus'"),
             ("gemm", ("system.x=1",), "--set system.x=1: a regression varies the design's [chip] keys only")]:
         with pytest.raises(LockstepError) as info:
