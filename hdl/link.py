@@ -730,6 +730,9 @@ class LinkedDecode(wiring.Component):
                  clocks_per_bit: int, timeout_cycles: int | None = None, max_payload: int = 256):
         if not isinstance(config, Config):
             raise InputTypeError(f"config must be a Config, not {type(config).__name__}")
+        if config.kv_block:     # the protocol writes no block table (nor the row table): table 0 would be zeros
+            raise InputError(f"kv_block {config.kv_block}: the serial link runs fixed KV slots only (kv_block 0); "
+                             f"its protocol carries no block tables")
         self.top = DecodeTop(config, head_dim=head_dim, max_heads=max_heads, max_norm_length=max_norm_length)
         self.config = config
         t = self.top

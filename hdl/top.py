@@ -55,6 +55,15 @@ its KV rows by its ``kv_base``. ``rows`` = 0 is one row from the ``token`` and `
 kv_base 0, the single step above. ``next_token`` is the last row's token; ``trace[i]`` and
 ``cycles`` count all rows (docs/top.md, "Passes").
 
+Paged KV (``Config.kv_block`` = B > 0; docs/top.md "Paged KV"): a block-table memory of ``table_slots``
+(``max_m``) tables of ``table_entries`` (``ceil(max_context / B)``) entries of ``block_bits``, written
+while idle (``table_we`` writes ``table_block`` to entry ``table_entry`` of table ``table_slot``); a
+row's ``kv_base`` is then its table's number, and ``plane_rows`` (sampled with ``start``) the rows of
+a (layer, KV head) plane: K/V row ``(layer * n_kv_heads + kv head) * plane_rows + (table[position >>
+log2 B] << log2 B | position & (B - 1))`` (``sim.machine.compiler.Compiled.kv_rows``), the table read
+combinationally in the cycle that registers the address, so every count above holds unchanged. These
+ports and the memory exist only with B > 0.
+
 Host port: ``host`` (a flipped :class:`hdl.host.HostBus`, ``DecodeTop.host_bus``): ``host.we``
 writes ``host.wdata`` (low bits) to word ``host.addr`` of memory ``host.mem`` (a :class:`TopMem`:
 PROGRAM, WEIGHTS, PARAMS, SCRATCH, VTABLE: the vector unit's RoPE table, or ACT_TABLES: its
@@ -176,9 +185,6 @@ def check_top_config(config) -> int:
     if config.max_context > MAX_CONTEXT_LIMIT:
         raise InputError(f"max_context must be at most {MAX_CONTEXT_LIMIT} for the attention unit, "
                          f"not {config.max_context}")
-    if config.kv_block:
-        raise InputError(f"kv_block {config.kv_block}: the decode top level reads KV through fixed slots only "
-                         f"(kv_block 0); paged KV runs on the instruction-level model (--backend isa)")
     return V
 
 
@@ -213,6 +219,11 @@ class DecodeTop(wiring.Component):
             raise InputError(f"kv_bytes ({config.kv_bytes}) must hold at least one K and one V row of "
                              f"head_dim {head_dim}")
         c = config
+        # Paged KV: the host writes the pass's block tables (table_*) and the model's plane_rows.
+        pages = {"plane_rows": In(range(self.kv_rows + 1)), "table_we": In(1),
+                 "table_slot": In(range(max(2, self.table_slots))),
+                 "table_entry": In(range(max(2, self.table_entries))),
+                 "table_block": In(self.block_bits)} if c.kv_block else {}
         super().__init__({
             "start": In(1),
             "start_ok": Out(1),
@@ -235,6 +246,7 @@ class DecodeTop(wiring.Component):
             "next_token": Out(16),
             "cycles": Out(c.cycle_counter_bits),
             "host": In(self.host_bus),
+            **pages,
         })
 
     # --- derived sizes ------------------------------------------------------------------------
@@ -270,6 +282,24 @@ class DecodeTop(wiring.Component):
     @property
     def kv_rows(self) -> int:
         return self.config.kv_bytes // (2 * self.head_dim)
+
+    # --- paged KV (Config.kv_block = B > 0) --------------------------------------------------
+
+    @property
+    def table_slots(self) -> int:
+        """Block tables the table memory holds: one per sequence of a pass, so ``max_m``."""
+        return self.config.max_m
+
+    @property
+    def table_entries(self) -> int:
+        """Entries of one block table: ``ceil(max_context / B)`` (``Compiled.table_entries``)."""
+        return ceil_div(self.config.max_context, self.config.kv_block or self.config.max_context)
+
+    @property
+    def block_bits(self) -> int:
+        """Bits of a table entry: enough for every block of the KV memory when a (layer, KV head)
+        plane is one block row, ``kv_rows / B`` blocks (the most any model has)."""
+        return max(1, (self.kv_rows // (self.config.kv_block or self.config.max_context) - 1).bit_length())
 
     @property
     def host_addr_bits(self) -> int:
@@ -375,7 +405,9 @@ class DecodeTop(wiring.Component):
         idx = Signal(16)                 # position in a row / table
         row = Signal(8 * HD)             # gathered row (K or q)
         row_b = Signal(8 * HD)           # gathered V row
-        kv_row = Signal(range(self.kv_rows + CTX * self.max_heads + 1))
+        # Paged: a plane base plus a row inside the plane; one plane past the last (the feeder's step
+        # after the last head) stays below 2 * kv_rows.
+        kv_row = Signal(range(2 * self.kv_rows + 1) if c.kv_block else range(self.kv_rows + CTX * self.max_heads + 1))
         e_addr = Signal(range(c.weight_words + 1))
 
         # The raw instruction's word addresses for the running row: scratchpad ones plus row * row_stride,
@@ -389,6 +421,7 @@ class DecodeTop(wiring.Component):
                       lstride=lstride, src0_w=src0_w, src1_w=src1_w, dst_w=dst_w, cur=cur, next_toks=next_toks,
                       tbl_tok=tbl_tok, tbl_pos=tbl_pos, tbl_kvb=tbl_kvb, ins_cyc=ins_cyc, step_cyc=step_cyc,
                       done_ins=done_ins, r_off=r_off, l_off=l_off)
+        seq.pg = self._pages(m, seq) if c.kv_block else None
         self._rows(m, seq, mp, lg)
         self._decode(m, seq, mp, words, lg)
 
@@ -434,6 +467,8 @@ class DecodeTop(wiring.Component):
                          stride.eq(self.row_stride >> lg), lstride.eq(self.logits_stride >> lg), r_off.eq(0),
                          l_off.eq(0), n_kv.eq(self.n_kv_heads),
                          group.eq(self.group), n_heads.eq(self.n_kv_heads * self.group)]
+            if seq.pg is not None:
+                m.d.sync += seq.pg.plane.eq(self.plane_rows)
         with m.If(running):
             m.d.sync += ins_cyc.eq(ins_cyc + 1)
         # An instruction other than GEMM runs once per row: its last row's last cycle ends it; before,
@@ -453,6 +488,26 @@ class DecodeTop(wiring.Component):
             with m.Else():
                 m.d.sync += [cur.eq(cur + 1), r_off.eq(r_off + stride), l_off.eq(l_off + lstride),
                              tok.eq(tbl_tok[cur + 1]), pos.eq(tbl_pos[cur + 1]), kvb.eq(tbl_kvb[cur + 1])]
+
+    def _pages(self, m, seq):
+        """Paged KV (docs/top.md "Paged KV"): the block-table memory, ``table_slots`` tables of
+        ``table_entries`` entries, written by the host while idle (``table_we`` writes ``table_block`` to
+        entry ``table_entry`` of table ``table_slot``) and read asynchronously at ``look`` (a position)
+        of the running row's table (its ``kv_base``); ``page`` is ``table[look >> log2 B] << log2 B |
+        look & (B - 1)``, the row of position ``look`` inside a (layer, KV head) plane, in the cycle
+        the address is asked: the lookup costs no cycle. ``plane`` is ``plane_rows``, sampled with
+        ``start``."""
+        TE = self.table_entries
+        b = self.config.kv_block.bit_length() - 1
+        m.submodules.ktable = tab = memory.Memory(shape=unsigned(self.block_bits), depth=self.table_slots * TE,
+                                                  init=[])
+        w, r = tab.write_port(), tab.read_port(domain="comb")
+        m.d.comb += [w.addr.eq(self.table_slot * TE + self.table_entry), w.data.eq(self.table_block),
+                     w.en.eq(self.table_we & ~seq.running)]
+        look = Signal(range(self.config.max_context))
+        plane = Signal(range(self.kv_rows + 1))
+        m.d.comb += r.addr.eq(seq.kvb * TE + (look >> b))
+        return _Bundle(look=look, page=Cat(look[:b], r.data), plane=plane)
 
     def _memories(self, m):
         """The top level's memories; returns their ports (see the module docstring's table)."""
@@ -518,7 +573,7 @@ class DecodeTop(wiring.Component):
         CTX = self.config.max_context
         state, raw, ins, tok, pos, n_kv, n_heads = seq.state, seq.raw, seq.ins, seq.tok, seq.pos, seq.n_kv, seq.n_heads
         s_addr, b_addr, d_addr, idx, left = seq.s_addr, seq.b_addr, seq.d_addr, seq.idx, seq.left
-        e_addr, kv_row, kvb = seq.e_addr, seq.kv_row, seq.kvb
+        e_addr, kv_row, kvb, pg = seq.e_addr, seq.kv_row, seq.kvb, seq.pg
         src0_w, src1_w, dst_w = seq.src0_w, seq.src1_w, seq.dst_w
         sa, sb, p1, p2, wm = mp.sa, mp.sb, mp.p1, mp.p2, mp.wm
         rop = raw.opcode
@@ -531,6 +586,8 @@ class DecodeTop(wiring.Component):
         embed_word = Signal(range(self.config.weight_words + 1))
         m.d.comb += embed_word.eq(raw.weight + embed_row * raw.count)
         with m.If(state == _S.DECODE):
+            if pg is not None:      # KV_WRITE's position; the attention feeder's first, 0
+                m.d.comb += pg.look.eq(Mux(rop == Opcode.KV_WRITE, pos, 0))
             m.d.comb += [sa.addr.eq(src0_w), sb.addr.eq(src1_w), p1.addr.eq(r_scal),
                          p2.addr.eq(r_scal + 1 if V < _MAX_SCALARS else r_scal),
                          wm.raddr.eq(embed_word >> self._bank_bits), wm.rsel.eq(embed_word)]
@@ -544,8 +601,9 @@ class DecodeTop(wiring.Component):
                 with m.Case(Opcode.GEMM):
                     m.d.sync += state.eq(_S.GEMM)
                 with m.Case(Opcode.KV_WRITE):
-                    m.d.sync += [state.eq(_S.KVW), left.eq(n_kv * HW),
-                                 kv_row.eq(raw.count * n_kv * CTX + pos + kvb)]
+                    first = (raw.count * n_kv * CTX + pos + kvb) if pg is None else \
+                        (raw.count * n_kv * pg.plane + pg.page)
+                    m.d.sync += [state.eq(_S.KVW), left.eq(n_kv * HW), kv_row.eq(first)]
                 with m.Case(Opcode.ATTENTION):
                     m.d.sync += [state.eq(_S.AQ), left.eq(n_heads * HW)]
                 with m.Default():
@@ -569,7 +627,7 @@ class DecodeTop(wiring.Component):
                          left.eq(left - 1), idx.eq(Mux(idx == HW - 1, 0, idx + 1))]
             with m.If(idx == HW - 1):
                 m.d.comb += [k_w.en.eq(1), v_w.en.eq(1)]
-                m.d.sync += kv_row.eq(kv_row + CTX)
+                m.d.sync += kv_row.eq(kv_row + (CTX if seq.pg is None else seq.pg.plane))
 
 
     def _attention(self, m, seq, mp, att):
@@ -579,7 +637,7 @@ class DecodeTop(wiring.Component):
         CTX = self.config.max_context
         state, raw, pos, n_kv, group, n_heads, fin = (seq.state, seq.raw, seq.pos, seq.n_kv, seq.group, seq.n_heads,
                                                       seq.fin)
-        kvb = seq.kvb
+        kvb, pg = seq.kvb, seq.pg
         s_addr, d_addr, left, idx, row, kv_row = seq.s_addr, seq.d_addr, seq.left, seq.idx, seq.row, seq.kv_row
         sa, p1, s_w, q_w, q_r, k_r, v_r, o_w, o_r = mp.sa, mp.p1, mp.s_w, mp.q_w, mp.q_r, mp.k_r, mp.v_r, mp.o_w, mp.o_r
         # --- ATTENTION ------------------------------------------------------------------------
@@ -634,26 +692,38 @@ class DecodeTop(wiring.Component):
             att.k.payload.eq(k_r.data), att.v.payload.eq(v_r.data),
             o_w.addr.eq(o_count), o_w.data.eq(att.out.payload), o_w.en.eq(att.out.valid),
         ]
+        if pg is None:
+            first_base, first_addr = raw.count * n_kv * CTX + kvb, raw.count * n_kv * CTX + kvb
+        else:       # the layer's first plane; position 0's row in it (pg.look is 0 in DECODE)
+            first_base = raw.count * n_kv * pg.plane
+            first_addr = first_base + pg.page
         with m.If(state == _S.DECODE):
             m.d.sync += [qf_valid.eq(0), qf_addr.eq(0), qf_left.eq(n_heads), kf_valid.eq(0), kf_more.eq(1),
-                         kf_t.eq(0), kf_g.eq(0), kf_addr.eq(raw.count * n_kv * CTX + kvb),
-                         kf_gbase.eq(raw.count * n_kv * CTX + kvb), o_count.eq(0), o_row.eq(0), o_word.eq(0)]
+                         kf_t.eq(0), kf_g.eq(0), kf_addr.eq(first_addr),
+                         kf_gbase.eq(first_base), o_count.eq(0), o_row.eq(0), o_word.eq(0)]
         with m.If(in_att):
             m.d.comb += [q_r.en.eq(q_adv), k_r.en.eq(kv_adv), v_r.en.eq(kv_adv)]
             with m.If(q_adv):
                 m.d.sync += qf_valid.eq(qf_left != 0)
                 with m.If(qf_left != 0):
                     m.d.sync += [qf_addr.eq(qf_addr + 1), qf_left.eq(qf_left - 1)]
+            if pg is not None:
+                # The next position's row through the table, looked up in the cycle that registers it.
+                m.d.comb += pg.look.eq(Mux(kf_t == pos, 0, kf_t + 1))
             with m.If(kv_adv):
                 m.d.sync += kf_valid.eq(kf_more)
                 with m.If(kf_more):
                     with m.If(kf_t == pos):
-                        m.d.sync += [kf_t.eq(0), kf_g.eq(kf_g + 1), kf_gbase.eq(kf_gbase + CTX),
-                                     kf_addr.eq(kf_gbase + CTX)]
+                        if pg is None:
+                            m.d.sync += [kf_t.eq(0), kf_g.eq(kf_g + 1), kf_gbase.eq(kf_gbase + CTX),
+                                         kf_addr.eq(kf_gbase + CTX)]
+                        else:
+                            m.d.sync += [kf_t.eq(0), kf_g.eq(kf_g + 1), kf_gbase.eq(kf_gbase + pg.plane),
+                                         kf_addr.eq(kf_gbase + pg.plane + pg.page)]
                         with m.If(kf_g == n_kv - 1):
                             m.d.sync += kf_more.eq(0)
                     with m.Else():
-                        m.d.sync += [kf_t.eq(kf_t + 1), kf_addr.eq(kf_addr + 1)]
+                        m.d.sync += [kf_t.eq(kf_t + 1), kf_addr.eq(kf_addr + 1 if pg is None else kf_gbase + pg.page)]
             with m.If(att.out.valid):
                 m.d.sync += o_count.eq(o_count + 1)
         with m.If(state == _S.ASTART):

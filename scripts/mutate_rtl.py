@@ -94,7 +94,8 @@ _LINK = ["tests/sim/test_link_rtl.py::test_gemm_over_the_link_is_bit_exact_and_c
          "tests/sim/test_formal.py::test_formal_job[link-rx-idle]"]
 _TOP = ["tests/sim/test_top_rtl.py::test_embed_norm_and_gemm_on_amaranth",
         "tests/sim/test_top_rtl.py::test_whole_program_on_amaranth",
-        "tests/sim/test_passes_rtl.py::test_a_prefill_and_batched_pass_on_amaranth"]
+        "tests/sim/test_passes_rtl.py::test_a_prefill_and_batched_pass_on_amaranth",
+        "tests/sim/test_passes_rtl.py::test_paged_passes_on_amaranth"]
 
 #: Block -> the fast tests that exercise it, cheapest first (pytest node ids, run with -x).
 BLOCK_TESTS = {
@@ -140,8 +141,9 @@ BLOCK_ELABORATE = {
     "link": _CONVERT + "from hdl.link import LinkedGemm; rtlil.convert(LinkedGemm(PRESETS['4x4'], clocks_per_bit=4))",
 }
 BLOCK_ELABORATE["arith"] = BLOCK_ELABORATE["vector"]
-BLOCK_ELABORATE["top"] = (_CONVERT + "from hdl.top import DecodeTop; "
-                          "rtlil.convert(DecodeTop(PRESETS['4x4'], head_dim=8, max_heads=2, max_norm_length=64))")
+BLOCK_ELABORATE["top"] = (_CONVERT + "from dataclasses import replace; from hdl.top import DecodeTop; "
+                          "[rtlil.convert(DecodeTop(c, head_dim=8, max_heads=2, max_norm_length=64)) "
+                          "for c in (PRESETS['4x4'], replace(PRESETS['4x4'], kv_block=4))]")
 
 OPERATORS = ("arith", "logic", "compare", "const", "mux-swap", "drop-sync", "force-high")
 _FLIP = {ast.Add: ("+", "-"), ast.Sub: ("-", "+"), ast.BitAnd: ("&", "|"), ast.BitOr: ("|", "&"),

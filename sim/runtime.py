@@ -42,6 +42,7 @@ from .link.host import Link, LinkDecoder, SerialTransport
 from .machine.compiler import Compiled, compile_model
 from .machine.cycles import Bounds, decode_step_cycles
 from .machine.isa_sim import IsaMachine
+from .machine.passes import lone_table
 from .numbers import measured_seconds
 
 __all__ = ["BACKENDS", "RTL_BACKENDS", "Backend", "RunReport", "StepReport", "check_request", "decode", "prepare"]
@@ -99,6 +100,8 @@ class IsaBackend(Backend):
     def __init__(self, compiled: Compiled):
         super().__init__(compiled)
         self.machine = IsaMachine(compiled)
+        if compiled.config.kv_block:        # paged KV: the lone sequence's table, as the RTL flow's steps
+            self.machine.set_table(0, lone_table(compiled))
 
     def step(self, token, position):
         return self.machine.step(token, position), None

@@ -22,13 +22,13 @@ from hdl.vector import rope_word_layout
 
 from ..machine.compiler import Compiled, CompileError, rope_params
 from ..machine.cycles import decode_step_cycles, pass_cycles
-from ..machine.passes import check_pass
+from ..machine.passes import check_pass, check_table, lone_table
 from ..machine.resident import Resident
 from .decode_steps import DecodeImages, DecodeJob, DecodeReadback, drive_steps, run_decode_top
 from .gemm import pack_lanes
 
 __all__ = ["CHECKS", "DESIGNS", "FLOWS", "IMAGE_MEMORIES", "JOBS", "check_fits", "check_job", "decode_job",
-           "drive_steps", "images", "resident_models", "top_params"]
+           "drive_steps", "images", "paged_pass", "resident_models", "top_params"]
 
 #: Image name (a key of :func:`images`) -> the host-port memory it is written to, in loading order.
 #: Every host that loads a compiled model (the simulator flow below, the serial link) iterates this
@@ -82,7 +82,7 @@ def check_fits(compiled: Compiled, params: dict) -> None:
             word = "must equal" if rel == "==" else "must be at most"
             raise CompileError(f"the model does not fit the top level: its {what} is {need}, which {word} the "
                                f"design's {have}")
-    rows = mc.n_layers * mc.n_kv_heads * config.max_context
+    rows = mc.n_layers * mc.n_kv_heads * (config.kv_block or config.max_context)
     if rows > config.kv_bytes // (2 * mc.head_dim):
         raise CompileError(f"the model does not fit the top level: its KV cache needs {rows} rows of "
                            f"{mc.head_dim} bytes for K and for V, kv_bytes={config.kv_bytes} holds "
@@ -168,7 +168,7 @@ def check_waves_window(window: dict | None, n_steps: int) -> None:
 
 
 def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int = 0, steps=None, passes=None,
-               trace: bool = False, readback: DecodeReadback | None = None,
+               tables=None, trace: bool = False, readback: DecodeReadback | None = None,
                waves_window: dict | None = None) -> DecodeJob:
     """A checked ``decode_top`` job for ``compiled`` on the top level ``params``: the ``steps``
     (``(token, position)`` pairs), greedy decoding of ``prompt`` + ``new_tokens``, or the ``passes``
@@ -176,7 +176,9 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
     :func:`sim.machine.passes.check_pass`, or a pair ``(model, rows)``: a pass of ``model``, one of
     :func:`resident_models` ``(compiled)``, when ``compiled`` was compiled beside another), exactly one;
     ``waves_window`` narrows a waveform to some steps or cycles (:func:`check_waves_window`; not with
-    ``passes``)."""
+    ``passes``). Paged KV (``Config.kv_block`` > 0): ``tables``, one a pass, each ``{slot: blocks}``
+    (:func:`sim.machine.passes.check_table`) for at least the pass's slots (:func:`paged_pass`); steps
+    and a prompt run in one sequence whose table is blocks 0, 1, ...."""
     check_fits(compiled, params)
     mc = compiled.model.config
     memories = {name: mem.value for name, mem in IMAGE_MEMORIES.items()}
@@ -205,18 +207,27 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
                 rows = entry[1]
             model = resident[index]
             rows = [tuple(int(v) for v in row) for row in rows]
-            if compiled.beside is None:
+            if compiled.config.kv_block:
+                hw_rows, hw_tables = paged_pass(model, rows, tables, i)
+                job.setdefault("tables", []).append(hw_tables)
+                job["passes"].append(hw_rows)
+            elif compiled.beside is None:
                 check_pass(model, rows)
             else:       # and no target row in the draft's KV region
                 Resident(*resident).check_pass(index, rows)
             pass_models.append(index)
-            job["passes"].append([[token, position, model.kv_row(slot)] for token, position, slot in rows])
+            if not compiled.config.kv_block:
+                job["passes"].append([[token, position, model.kv_row(slot)] for token, position, slot in rows])
             job["pass_predicted"].append(pass_cycles(model.program, model.model.config, model.config,
                                                      positions=[position for _, position, _ in rows]).total)
         job["row_stride"], job["logits_stride"] = compiled.row_stride, compiled.logits_stride
+        if compiled.config.kv_block:
+            job["plane_rows"] = compiled.plane_rows
         if compiled.beside is not None:
             job["pass_models"] = pass_models
         return job
+    if tables is not None:
+        raise InputError("block tables go with passes, not with steps or a prompt")
     if steps is not None:
         job["steps"] = [[int(t), int(p)] for t, p in steps]
         positions = [p for _, p in job["steps"]]
@@ -225,10 +236,35 @@ def decode_job(compiled: Compiled, params: dict, *, prompt=None, new_tokens: int
         job["prompt"], job["new_tokens"] = prompt, new_tokens
         positions = list(range(GreedyDecode(prompt, new_tokens).steps))
     job["predicted"] = {str(p): predicted_cycles(compiled, p) for p in sorted(set(positions))}
+    if compiled.config.kv_block:        # one sequence (table 0: kv_base 0)
+        check_pass(compiled, [(0, max(positions), 0)], {0: lone_table(compiled)})
+        job["tables"] = [[list(lone_table(compiled))]]
+        job["plane_rows"] = compiled.plane_rows
     if waves_window is not None:
         check_waves_window(waves_window, len(positions))
         job["waves_window"] = {k: list(v) for k, v in waves_window.items()}
     return job
+
+
+def paged_pass(compiled: Compiled, rows, tables, index: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Pass ``index``'s rows on a paged top level: ``[token, position, table]`` (``table``: the row's
+    sequence's number among the pass's, in order of first row, which the top level's row table carries
+    as the row's ``kv_base``) and the block tables of those sequences in that order, each checked
+    (:func:`sim.machine.passes.check_table`, :func:`sim.machine.passes.check_pass`: a position past
+    its table is refused); InputError in one line without a table for the pass."""
+    if tables is None or isinstance(tables, (str, bytes, dict)) or not 0 <= index < len(tables):
+        raise InputError(f"paged KV (kv_block {compiled.config.kv_block}): pass {index} needs its block "
+                         f"tables (tables=[{{slot: blocks}}, ...], one a pass)")
+    given = tables[index]
+    if not isinstance(given, dict):
+        raise InputError(f"pass {index}'s block tables must be a dict {{slot: blocks}}, not {given!r}")
+    order: dict[int, int] = {}
+    for _, _, slot in rows:
+        order.setdefault(slot, len(order))
+    checked = {s: check_table(compiled, s, given[s]) for s in order if s in given}
+    check_pass(compiled, rows, checked)
+    return ([[token, position, order[slot]] for token, position, slot in rows],
+            [list(checked[s]) for s in order])
 
 
 def _job_model(compiled: Compiled) -> dict:
@@ -241,8 +277,8 @@ def _job_model(compiled: Compiled) -> dict:
 
 def check_job(job: DecodeJob) -> DecodeJob:
     """What the keys alone do not say (:data:`JOBS` says which keys there are): ``steps``, ``prompt`` or
-    ``passes``, exactly one, ``new_tokens`` with ``prompt``, and ``row_stride`` and ``logits_stride``
-    with ``passes``."""
+    ``passes``, exactly one, ``new_tokens`` with ``prompt``, ``row_stride`` and ``logits_stride``
+    with ``passes``, ``tables`` (one a pass, or one for the steps) with ``plane_rows``."""
     if sum(k in job for k in ("steps", "prompt", "passes")) != 1:
         raise InputError("decode_top job needs exactly one of 'steps', 'prompt' and 'passes'")
     if ("prompt" in job) != ("new_tokens" in job):
@@ -250,6 +286,11 @@ def check_job(job: DecodeJob) -> DecodeJob:
     for key in ("row_stride", "logits_stride"):
         if ("passes" in job) != (key in job):
             raise InputError(f"decode_top job needs {key!r} with 'passes', and only with it")
+    if ("tables" in job) != ("plane_rows" in job):
+        raise InputError("decode_top job needs 'plane_rows' with 'tables', and only with it")
+    if "tables" in job and len(job["tables"]) != len(job.get("passes", [None])):
+        raise InputError(f"decode_top job needs one entry of 'tables' a pass (one for steps), "
+                         f"not {len(job['tables'])}")
     return job
 
 

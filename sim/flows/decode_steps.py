@@ -105,7 +105,8 @@ class DecodeJob(TypedDict):
     #: ``[token, position]`` pairs run one after another.
     steps: NotRequired[list[list[int]]]
     #: Passes run one after another, each a list of rows ``[token, position, kv_base]`` (its KV slot's
-    #: first KV row), written to the top level's row table before the pass's ``start``.
+    #: first KV row; paged KV: its block table's number in ``tables``), written to the top level's row
+    #: table before the pass's ``start``.
     passes: NotRequired[list[list[list[int]]]]
     #: Two models resident: each one's registers, in memory order (without: one model at program
     #: address 0, its registers the job's own keys).
@@ -119,6 +120,12 @@ class DecodeJob(TypedDict):
     row_stride: NotRequired[int]
     #: With ``passes``: the one-row logits size rounded up to a word (``Compiled.logits_stride``).
     logits_stride: NotRequired[int]
+    #: Paged KV (``Config.kv_block`` > 0): with ``passes``, each pass's block tables (a row's third
+    #: number, its ``kv_base``, names one of its pass's), written to the top level's table memory
+    #: before the pass; with steps or a prompt, one entry: table 0 of every step.
+    tables: NotRequired[list[list[list[int]]]]
+    #: Paged KV: the rows of one (layer, KV head) plane (``Compiled.plane_rows``), with ``tables``.
+    plane_rows: NotRequired[int]
     #: With ``passes``: each pass's predicted cycles (the watchdog's base), in order.
     pass_predicted: NotRequired[list[int]]
     #: The prompt's tokens, fed one a step; then each step's output is the next step's input.
@@ -152,6 +159,24 @@ async def _write(bus, mem: int, entries) -> None:
     bus.set("host.we", 0)
 
 
+#: The paged top level's block-table ports (``hdl.top.DecodeTop``, ``Config.kv_block`` > 0).
+_TABLE_PORTS = ("plane_rows", "table_we", "table_slot", "table_entry", "table_block")
+
+
+async def _write_tables(bus, tables: list[list[int]], plane_rows: int) -> None:
+    """Block tables (table i's entry e = ``tables[i][e]``) into the top level's table memory, an entry a
+    cycle, and ``plane_rows``."""
+    bus.set("plane_rows", plane_rows)
+    bus.set("table_we", 1)
+    for slot, blocks in enumerate(tables):
+        for entry, block in enumerate(blocks):
+            bus.set("table_slot", slot)
+            bus.set("table_entry", entry)
+            bus.set("table_block", block)
+            await bus.tick()
+    bus.set("table_we", 0)
+
+
 async def _read(bus, mem: int, count: int, *, start: int = 0) -> list[int]:
     """Words start .. start + count - 1: the read data lags the address by one cycle."""
     bus.set("host.mem", mem)
@@ -181,7 +206,7 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
     V = job["params"]["config"]["vector_lanes"]
     for name in ("start", "token", "position", "n_kv_heads", "group", "host.we", "host.addr", "host.wdata", "rows",
                  "row_stride", "logits_stride", "row_we", "row_addr", "row_token", "row_position", "row_kv_base",
-                 "program_base"):
+                 "program_base", *(_TABLE_PORTS if "tables" in job else ())):
         bus.set(name, 0)
     bus.set("host.mem", 0)
     await bus.reset()
@@ -192,6 +217,8 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
     im = job["images"]
     for name, words in im.items():      # in the order of sim.flows.decode.IMAGE_MEMORIES
         await _write(bus, mems[name], words)
+    if "tables" in job and "passes" not in job:       # the steps' one table
+        await _write_tables(bus, job["tables"][0], job["plane_rows"])
     load_seconds = time.perf_counter() - t0
     readback = job.get("readback") or {}
 
@@ -275,6 +302,8 @@ async def run_decode_top(bus, job: DecodeJob) -> dict:
             bus.set("row_kv_base", kv_base)
             await bus.tick()
         bus.set("row_we", 0)
+        if "tables" in job:
+            await _write_tables(bus, job["tables"][index], job["plane_rows"])
         mdl = model(index)
         bus.set("rows", len(rows))
         bus.set("program_base", mdl["program_base"])

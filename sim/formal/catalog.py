@@ -15,6 +15,7 @@ from .attention import AttentionControl, AttentionCycles
 from .gemm import GemmBusyBound, GemmControl, GemmCycles
 from .harness import Harness
 from .link import LinkRxIdle
+from .top import SMALL as TOP_SMALL
 from .top import TopSequencer
 from .uart import UartLoopback, UartRxIdle, UartTxFrame
 from .vector import VectorControl, VectorCycles
@@ -26,6 +27,8 @@ __all__ = ["JOBS", "Job", "job"]
 EDGES = (-128, -1, 0, 1, 127)
 #: A wider vector unit: 4 lanes, a partial last beat at length 9, RoPE heads of 8, two positions.
 VECTOR_L4 = {"lanes": 4, "max_length": 9, "max_norm_length": 8, "max_head_dim": 8, "max_context": 2}
+#: The top-sequencer design with paged KV: blocks of one position (every position a table lookup).
+PAGED = dataclasses.replace(TOP_SMALL["config"], kv_block=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +94,7 @@ JOBS = (
     Job("vector-cycles-cover", "hdl/vector.py VectorUnit", VectorCycles, "cover", 22, slow=True),
     Job("top-sequencer", "hdl/top.py DecodeTop", TopSequencer, "prove", 2, slow=True),
     Job("top-sequencer-cover", "hdl/top.py DecodeTop", TopSequencer, "cover", 22, slow=True, timeout=1800.0),
+    Job("top-sequencer-paged", "hdl/top.py DecodeTop", lambda: TopSequencer(config=PAGED), "prove", 2, slow=True),
 )
 
 

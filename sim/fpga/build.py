@@ -49,10 +49,10 @@ from ..flows.decode import top_params
 from ..flows.gemm import plan_gemm
 from ..machine.cycles import decode_step_cycles
 
-__all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "DECODE_UNITS", "FitError", "build",
-           "decode_multipliers", "decode_unit_resources",
-           "decode_throughput", "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build",
-           "synthesis_cells", "synthesis_resources", "tool_environment"]
+__all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "DECODE_UNITS", "FitError", "block_table_bits",
+           "build", "decode_multipliers", "decode_throughput", "decode_unit_resources", "gemm_throughput",
+           "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells", "synthesis_resources",
+           "tool_environment"]
 
 #: nextpnr's placement seed: the same seed gives the same bitstream.
 DEFAULT_SEED = 1
@@ -299,15 +299,26 @@ def decode_multipliers(config, *, lanes: int, head_dim: int, max_heads: int) -> 
     }
 
 
+def block_table_bits(top) -> int:
+    """Bits of a decode top level's block-table memory (:class:`hdl.top.DecodeTop`, paged KV; 0 for
+    fixed slots): ``table_slots`` x ``table_entries`` entries of ``block_bits``. Its read port is
+    combinational (the lookup costs no cycle), so it is logic (LUT RAM or flip-flops), not block RAM."""
+    if not top.config.kv_block:
+        return 0
+    return top.table_slots * top.table_entries * top.block_bits
+
+
 def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: int = 256,
                       clock_hz: float | None = None) -> BuildPlan:
     """Check that the decode accelerator running ``compiled`` (a :class:`sim.machine.compiler.Compiled`)
     can fit ``board`` before any tool runs; FitError names the resource and the overflow.
 
     A lower bound, exact where it is counted: block RAMs of the top level's memories (program,
-    weights, parameters, scratchpad, logits, K and V caches, trace, activation tables, the link's buffer) and
-    the multipliers of :func:`decode_multipliers` (one per processing element, and those the fused residual
-    and attention datapaths beyond the first add). The units' other multipliers (requantization, norms,
+    weights, parameters, scratchpad, logits, K and V caches, trace, activation tables, the link's
+    buffer), the bits of paged KV's block tables (``kv_block`` > 0: :func:`block_table_bits`, read
+    asynchronously, so in logic: ``register_bits``) and the multipliers of :func:`decode_multipliers`
+    (one per processing element, and those the fused residual and attention datapaths beyond the
+    first add). The units' other multipliers (requantization, norms,
     one attention datapath) are known after synthesis: :func:`build` reads Yosys' count and refuses an
     overflow before place-and-route.
     """
@@ -331,7 +342,8 @@ def plan_decode_build(board: str, compiled, *, baud: int = 115200, max_payload: 
     parts = decode_multipliers(c, lanes=V, head_dim=HD, max_heads=top.max_heads)
     plan = BuildPlan(board=b, config=c, baud=baud, clocks_per_bit=clocks_per_bit(clock, baud), clock_hz=clock,
                      max_payload=max_payload, multipliers=sum(parts.values()), memories=memories,
-                     bram_blocks=sum(m["blocks"] for m in memories.values()), register_bits=0, design="decode",
+                     bram_blocks=sum(m["blocks"] for m in memories.values()),
+                     register_bits=block_table_bits(top), design="decode",
                      top=params, multiplier_parts=parts)
     extra = [f"{n} for the {name}" for name, n in parts.items() if name != "array" and n]
     _refuse_overflow(plan, f"the {c.array_rows}x{c.array_cols} array alone needs" if not extra else

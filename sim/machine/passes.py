@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from golden.errors import InputError
 
-__all__ = ["Row", "check_pass", "check_table"]
+__all__ = ["Row", "check_pass", "check_table", "lone_table"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,14 @@ def check_table(compiled, slot, blocks) -> tuple[int, ...]:
     if len(set(blocks)) != len(blocks):
         raise InputError(f"slot {slot}'s block table names a block twice: {list(blocks)}")
     return tuple(blocks)
+
+
+def lone_table(compiled) -> tuple[int, ...]:
+    """Paged KV: the block table of a lone sequence in slot 0 (the single-step interface: ``lockstep
+    run``, a decode job's steps): blocks 0, 1, ..., as many as a context needs
+    (:attr:`Compiled.table_entries`) or the memory holds (:attr:`Compiled.kv_blocks`), so its rows are
+    those of the sequence alone; a position past them is :func:`check_pass`'s one-line error."""
+    return check_table(compiled, 0, list(range(min(compiled.table_entries, compiled.kv_blocks))))
 
 
 def check_pass(compiled, rows: Sequence, tables: dict | None = None) -> tuple[Row, ...]:

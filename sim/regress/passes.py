@@ -85,8 +85,14 @@ def _interleave(rng: random.Random, per_slot: dict[int, list]) -> list:
 
 
 def generate(rng, params) -> dict:
-    index = rng.randrange(len(_pool(params)))
-    compiled = _pool(params)[index]
+    return schedule(rng, _pool(params))
+
+
+def schedule(rng, models) -> dict:
+    """A transaction (module docstring) on one of ``models``: ``{"model": index, "passes": [rows, ...]}``,
+    rows ``[token, position, slot]``."""
+    index = rng.randrange(len(models))
+    compiled = models[index]
     mc = compiled.model.config
     context, most = compiled.model.max_context, compiled.max_rows
 
@@ -143,22 +149,44 @@ def _row_logits(compiled, words, rows: int) -> list:
 
 
 def observe(params, txn, raw):
-    compiled = _pool(params)[txn["model"]]
+    return observe_on(_pool(params)[txn["model"]], txn, raw)
+
+
+def observe_on(compiled, txn, raw) -> list:
+    """Every pass's tokens, rows' logits, instructions' cycles and starts and total, as the RTL gave them."""
     return [[p["tokens"], _row_logits(compiled, p["logits"], len(rows)), p["trace"], p["starts"], p["cycles"]]
             for rows, p in zip(txn["passes"], raw, strict=True)]
 
 
 def expect(params, txn):
-    compiled = _pool(params)[txn["model"]]
+    return expect_on(_pool(params)[txn["model"]], txn["passes"])
+
+
+def expect_on(compiled, passes, tables=None) -> list:
+    """:func:`observe_on`'s figures from the instruction-level model (a fresh machine; ``tables``: paged
+    KV's block tables, one ``{slot: blocks}`` a pass, set before it) and the cycle model."""
     machine = IsaMachine(compiled)
     out = []
-    for rows in txn["passes"]:
+    for i, rows in enumerate(passes):
+        for slot, blocks in (tables[i] if tables else {}).items():
+            machine.set_table(slot, blocks)
         tokens = machine.run_pass([tuple(r) for r in rows])
         cycles = pass_cycles(compiled.program, compiled.model.config, compiled.config,
                              positions=[p for _, p, _ in rows])
         out.append([tokens, _row_logits(compiled, machine.logits.tolist(), len(rows)),
                     [o.cycles for o in cycles.ops], list(cycles.starts), cycles.total])
     return out
+
+
+def pass_kind(rows) -> str:
+    """What a pass is, one of :data:`PASS_KINDS`, from its rows' slots."""
+    slots = [s for _, _, s in rows]
+    distinct = set(slots)
+    if len(rows) == 1:
+        return "one row"
+    if len(distinct) == 1:
+        return "prefill"
+    return "decode batch" if len(distinct) == len(slots) else "prefill beside decode"
 
 
 def _kind(ins) -> str:
@@ -205,9 +233,7 @@ def sample(cov, params, txn, obs) -> None:
         slots = [s for _, _, s in rows]
         distinct = list(dict.fromkeys(slots))
         cov.hit("slots_in_pass", str(len(distinct)) if len(distinct) < 3 else "3+")
-        counts = [slots.count(s) for s in distinct]
-        kind = ("one row" if m == 1 else "prefill" if len(distinct) == 1 else
-                "decode batch" if max(counts) == 1 else "prefill beside decode")
+        kind = pass_kind(rows)
         cov.hit("pass_kind", kind)
         cov.hit("pass_kind_x_attention", f"{kind} x {attention}")
         cov.hit("pass_kind_x_family", f"{kind} x {mc.family}")

@@ -25,7 +25,7 @@ __all__ = ["BLOCKS", "FULL", "Mismatch", "Report", "block", "regress"]
 #: Block name -> the module whose ``BLOCK`` defines it.
 BLOCKS = {"array": "sim.regress.array", "gemm": "sim.regress.gemm", "vector": "sim.regress.vector",
           "attention": "sim.regress.attention", "link": "sim.regress.link",
-          "top": "sim.regress.top", "passes": "sim.regress.passes"}
+          "top": "sim.regress.top", "passes": "sim.regress.passes", "paged": "sim.regress.paged"}
 
 #: Transactions of a full regression (the slow suite's figure, issue 19).
 FULL = 10_000
@@ -115,7 +115,8 @@ def regress(name: str, *, simulator: str = "verilator", seed: int = 0, count: in
     """Run ``count`` transactions of block ``name`` from ``seed`` on ``simulator``; the :class:`Report`.
 
     ``settings`` (``KEY=VALUE`` [chip] keys, as ``lockstep --set`` takes them) run the block on
-    another design point of its design (blocks with ``vary``: the GEMM engine, the top level, passes).
+    another design point of its design (blocks with ``vary``: the GEMM engine, the top level, passes,
+    paged).
 
     ``expect`` replaces the block's golden scoreboard (``(params, transaction) -> observation``):
     a test gives a wrong one to check that the scoreboard reports mismatches. ``progress`` is

@@ -10,6 +10,10 @@ measured cycles.
 
 :func:`confirm_passes_on_rtl` replays passes of two resident models (a target and a draft,
 :mod:`sim.machine.resident`) the same way.
+
+Paged KV (``Config.kv_block`` > 0): each pass's block tables (``PassRecord.tables``; ``tables=`` for
+:func:`confirm_passes_on_rtl`) are written to the top level's table memory before the pass and into
+the instruction-level model it is checked against.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ def confirm_on_rtl(report, compiled, simulator: str, *, params: dict | None = No
     tokens or cycles differ. ``params``: the top level's (default :func:`sim.flows.decode.top_params`)."""
 
     passes = [[(token, position, slot) for _, token, position, slot in p.rows] for p in report.passes]
+    tables = [dict(p.tables) for p in report.passes] if compiled.config.kv_block else None
     machine = IsaMachine(compiled)
-    got = _replay(compiled, passes, simulator, params)
+    got = _replay(compiled, passes, simulator, params, tables)
     measured = []
     for i, (rows, record, result) in enumerate(zip(passes, report.passes, got, strict=True)):
+        _set_tables(machine, tables, i)
         _check(i, "", rows, result, machine.run_pass(rows), record.predicted)
         measured.append(replace(record, measured=result["cycles"]))
     extra = dict(report.extra, rtl={"simulator": simulator, "passes": len(measured),
@@ -51,14 +57,17 @@ def confirm_on_rtl(report, compiled, simulator: str, *, params: dict | None = No
     return replace(report, passes=measured, backend=simulator, extra=extra)
 
 
-def confirm_passes_on_rtl(resident, passes, simulator: str, *, params: dict | None = None) -> list[int]:
+def confirm_passes_on_rtl(resident, passes, simulator: str, *, params: dict | None = None,
+                          tables=None) -> list[int]:
     """Run ``passes`` (each ``(model, rows)``: model "target" or "draft", rows ``(token, position, slot)``)
     of the two models of ``resident`` (:class:`sim.machine.resident.Resident`, or a lone
     :class:`sim.machine.compiler.Compiled`: its passes are all "target") on ``simulator`` in one
     job, the memories of both loaded once; return each pass's measured cycles. RtlMismatch names the
     first pass whose tokens differ from its model's instruction-level model (``IsaMachine.run_pass``,
     one machine per model, run through the same passes) or whose cycles differ from
-    :func:`sim.machine.cycles.pass_cycles`. InputError (one line) for a bad model name or pass."""
+    :func:`sim.machine.cycles.pass_cycles`. InputError (one line) for a bad model name or pass. Paged KV
+    (a lone model with ``Config.kv_block`` > 0): ``tables``, one ``{slot: blocks}`` a pass
+    (:func:`sim.flows.decode.decode_job`)."""
 
     if isinstance(resident, Resident):
         target, loaded, model_of = resident.target, resident.draft, resident.model
@@ -75,10 +84,11 @@ def confirm_passes_on_rtl(resident, passes, simulator: str, *, params: dict | No
             raise InputError(f"pass {i} must be (model, rows), model 'target' or 'draft', not {entry!r}")
         named.append((model_of(entry[0]), [tuple(row) for row in entry[1]]))
     machines = {id(c): IsaMachine(c) for c in {id(target): target, id(loaded): loaded}.values()}
-    got = _replay(loaded, named, simulator, params)
+    got = _replay(loaded, named, simulator, params, tables)
     measured = []
     for i, ((model, rows), result) in enumerate(zip(named, got, strict=True)):
         name = "target" if model is target else "draft"
+        _set_tables(machines[id(model)], tables, i)
         predicted = pass_cycles(model.program, model.model.config, model.config,
                                 positions=[position for _, position, _ in rows]).total
         _check(i, f"{name} ", rows, result, machines[id(model)].run_pass(rows), predicted)
@@ -86,12 +96,19 @@ def confirm_passes_on_rtl(resident, passes, simulator: str, *, params: dict | No
     return measured
 
 
-def _replay(compiled, passes, simulator: str, params: dict | None) -> list[dict]:
+def _set_tables(machine, tables, i: int) -> None:
+    """Pass ``i``'s block tables (paged KV; nothing for ``tables`` None) into the instruction-level model."""
+    for slot, blocks in (tables[i] if tables is not None else {}).items():
+        machine.set_table(slot, blocks)
+
+
+def _replay(compiled, passes, simulator: str, params: dict | None, tables=None) -> list[dict]:
     """The passes of one ``decode_top`` job of ``compiled`` (and the model it is compiled beside) on
-    ``simulator``: each pass's result (:func:`sim.flows.decode_steps.run_decode_top`)."""
+    ``simulator``, with paged KV's block tables (one ``{slot: blocks}`` a pass): each pass's result
+    (:func:`sim.flows.decode_steps.run_decode_top`)."""
 
     params = top_params(compiled) if params is None else params
-    job = decode_job(compiled, params, passes=passes)
+    job = decode_job(compiled, params, passes=passes, tables=tables)
     return run(simulator, "decode_top", params, "decode_top", job)["passes"]
 
 

@@ -145,12 +145,14 @@ class RequestResult:
 
 @dataclass(frozen=True)
 class PassRecord:
-    """One pass: when it started, its rows ``(request id, token, position, slot)``, its cycles."""
+    """One pass: when it started, its rows ``(request id, token, position, slot)``, its cycles; with paged
+    KV the block tables of its slots, ``(slot, blocks)`` in order of first row (what a replay writes)."""
 
     start: int
     rows: tuple[tuple[str, int, int, int], ...]
     predicted: int
     measured: int | None
+    tables: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     @property
     def cycles(self) -> int:
@@ -283,6 +285,7 @@ def serve(requests: Sequence[Request], executor: Executor, *, max_running: int |
     head = 0
     block = getattr(executor, "kv_block", 0)
     pages = BlockAllocator(executor.kv_geometry, block) if block else None   # by slot
+    tables: dict[int, tuple[int, ...]] = {}     # paged: each running sequence's blocks, by slot
     free = list(range(slots))                   # kept sorted: the lowest free slot first
     running: list[_Sequence] = []
     done: dict[int, RequestResult] = {}
@@ -302,7 +305,8 @@ def serve(requests: Sequence[Request], executor: Executor, *, max_running: int |
             head += 1
             slot = free.pop(0)
             if pages is not None:
-                executor.set_table(slot, pages.allocate(slot, need))
+                tables[slot] = tuple(pages.allocate(slot, need))
+                executor.set_table(slot, tables[slot])
             running.append(_Sequence(requests[i], i, admitted, slot, now, list(requests[i].prompt)))
             admitted += 1
         # Build the pass: decode rows first (least recently served first), then prompt chunks.
@@ -327,8 +331,9 @@ def serve(requests: Sequence[Request], executor: Executor, *, max_running: int |
             raise LockstepError(f"the {getattr(executor, 'name', 'backend')} backend returned {len(outs)} tokens "
                                 f"for a pass of {len(rows)} rows")
         cycles = predicted if measured is None else measured
+        used = tuple((s, tables[s]) for s in dict.fromkeys(r.slot for r in rows)) if pages is not None else ()
         passes.append(PassRecord(now, tuple((o.request.id, r.token, r.position, r.slot)
-                                            for o, r in zip(owners, rows, strict=True)), predicted, measured))
+                                            for o, r in zip(owners, rows, strict=True)), predicted, measured, used))
         now += cycles
         for s, k in plan:
             s.position += k
@@ -349,6 +354,7 @@ def serve(requests: Sequence[Request], executor: Executor, *, max_running: int |
                 free.append(s.slot)
                 if pages is not None:
                     pages.release(s.slot)
+                    del tables[s.slot]
                     executor.set_table(s.slot, ())
             else:
                 still.append(s)

@@ -75,6 +75,21 @@ def test_decode_plan_counts_the_weight_banks():
                            "blocks": g * memory_blocks(ecp5, 8 * c.array_cols, c.weight_words // g)}
 
 
+def test_decode_plan_counts_the_block_tables():
+    """Paged KV's block tables (hdl.top.DecodeTop, kv_block > 0): max_m tables of ceil(max_context / B)
+    entries, each wide enough for every block of the KV memory; read asynchronously, so logic bits,
+    not block RAM. The tiny Llama on the small design: 16 tables of 48 / 4 = 12 entries of 8 bits
+    (1,024 K rows of head_dim 8: 256 blocks of 4)."""
+    from sim.fpga.build import plan_decode_build
+    from tests.sim.tiny_models import tiny
+
+    fixed, paged = tiny("llama-gqa"), tiny("llama-gqa", kv_block=4)
+    assert paged.config.max_m == 16 and paged.config.kv_bytes // (2 * 8) == 1024
+    plan, base = plan_decode_build("ulx3s-85f", paged), plan_decode_build("ulx3s-85f", fixed)
+    assert plan.register_bits == 16 * 12 * 8 and base.register_bits == 0
+    assert plan.memories == base.memories and plan.as_dict()["register_bits"] == 16 * 12 * 8
+
+
 def test_largest_arrays_that_fit():
     assert plan_build("ulx3s-85f", replace(PRESETS["4x4"], array_rows=12, array_cols=12)).multipliers == 145
     assert plan_build("icebreaker", ICEBREAKER).multipliers == 7

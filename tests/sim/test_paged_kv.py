@@ -1,5 +1,6 @@
 """Paged KV (``Config.kv_block`` > 0): a row's KV through its sequence's block table, on the
-instruction-level model and the scheduler; bit-exact with fixed slots; the RTL refuses it in one line."""
+instruction-level model, the scheduler and the decode top level (its passes: tests/sim/test_passes_rtl.py);
+bit-exact with fixed slots, cycle-exact on the RTL; bad tables are one-line errors."""
 
 from dataclasses import replace
 
@@ -9,13 +10,18 @@ import pytest
 from golden.errors import InputError
 from golden.int_model import generate_int
 from hdl.config import Config
-from sim.flows.decode import top_params
+from hdl.link import LinkedDecode
+from sim.engine.runner import run
+from sim.flows.decode import decode_job, top_params
 from sim.machine.cycles import pass_cycles
 from sim.machine.isa_sim import IsaMachine
+from sim.machine.passes import lone_table
+from sim.runtime import decode
 from sim.serve.kv_layout import BlockAllocator, KvGeometry
 from sim.serve.requests import Lengths, Request, poisson_trace
+from sim.serve.rtl import confirm_on_rtl, confirm_passes_on_rtl
 from sim.serve.scheduler import IsaExecutor, serve
-from tests.sim.tiny_models import PASSES, tiny_passes
+from tests.sim.tiny_models import PASSES, SMALL_SHARED, tiny_passes
 
 B = 4
 
@@ -111,6 +117,8 @@ def test_a_request_waits_for_blocks_first_come_first_served():
     (lambda f, p: IsaMachine(p).run_pass([(1, 0, 4)]),
      r"pass row 0: position 0 is past slot 4's block table \(0 blocks of 4 positions\)"),
     (lambda f, p: Config(kv_block=6), r"kv_block must be 0 \(fixed slots\) or a power of two up to max_context"),
+    (lambda f, p: LinkedDecode(p.config, head_dim=8, max_heads=4, max_norm_length=32, clocks_per_bit=8),
+     r"kv_block 4: the serial link runs fixed KV slots only \(kv_block 0\); its protocol carries no block tables$"),
     (lambda f, p: replace(PASSES, kv_block=64),
      r"kv_block must be 0 \(fixed slots\) or a power of two up to max_context \(48\), not 64"),
 ])
@@ -120,7 +128,69 @@ def test_bad_tables_and_blocks_are_one_line(models, call, message):
     assert "\n" not in str(info.value)
 
 
-def test_the_rtl_refuses_paged_kv_in_one_line(models):
-    with pytest.raises(InputError, match=r"^kv_block 4: the decode top level reads KV through fixed slots only "
-                                         r"\(kv_block 0\); paged KV runs on the instruction-level model"):
-        top_params(models[1])
+@pytest.mark.parametrize(("passes", "tables", "message"), [
+    ([[(1, 0, 0)]], [{0: [128]}], r"slot 0's block table: a block must be an integer in \[0, 127\], not 128"),
+    ([[(1, 4, 0)]], [{0: [3]}], r"pass row 0: position 4 is past slot 0's block table \(1 blocks of 4 positions\)"),
+    ([[(1, 0, 0)]], [{5: [3]}], r"pass row 0: position 0 is past slot 0's block table \(0 blocks of 4 positions\)"),
+    ([[(1, 0, 0)]], None, r"paged KV \(kv_block 4\): pass 0 needs its block tables \(tables=\[\{slot: blocks\}, "
+                          r"\.\.\.\], one a pass\)"),
+    ([[(1, 0, 0)], [(1, 1, 0)]], [{0: [3]}], r"paged KV \(kv_block 4\): pass 1 needs its block tables"),
+    ([[(1, 0, 0)]], [[3]], r"pass 0's block tables must be a dict \{slot: blocks\}, not \[3\]"),
+])
+def test_a_paged_rtl_job_s_bad_tables_are_one_line(models, passes, tables, message):
+    paged = models[1]
+    with pytest.raises(InputError, match=f"^{message}") as info:
+        decode_job(paged, top_params(paged, **SMALL_SHARED), passes=passes, tables=tables)
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match=r"^block tables go with passes, not with steps or a prompt$"):
+        decode_job(paged, top_params(paged, **SMALL_SHARED), steps=[(1, 0)], tables=[{0: [3]}])
+
+
+def test_decode_steps_on_a_paged_top_level_on_verilator(models):
+    """Single steps (no row table): one sequence in blocks 0, 1, ... (``lone_table``); tokens and logits
+    as fixed slots', every step's cycles as predicted."""
+    fixed, paged = models
+    params = top_params(paged, **SMALL_SHARED)
+    steps = [(t, p) for p, t in enumerate([3, 9, 4, 11, 2, 7])]
+    job = decode_job(paged, params, steps=steps, readback={"logits": fixed.logits_stride // 4})
+    assert job["tables"] == [[list(range(paged.table_entries))]] and job["plane_rows"] == paged.plane_rows
+    got = run("verilator", "decode_top", params, "decode_top", job)["steps"]
+    m = IsaMachine(fixed)
+    for (t, p), r in zip(steps, got, strict=True):
+        assert r["token_out"] == m.step(t, p)
+        assert r["logits"] == m.logits[:len(r["logits"])].tolist()
+        assert r["cycles"] == job["predicted"][str(p)]
+
+
+def test_lockstep_run_on_a_paged_design_uses_the_lone_sequence_s_table(models):
+    """The isa backend (``lockstep run``) gives a paged design the fixed design's tokens, the lone
+    sequence in blocks 0 .. table_entries - 1 (the compiler's fit rule keeps a whole context's KV)."""
+    fixed, paged = models
+    assert lone_table(paged) == tuple(range(paged.table_entries)) and paged.kv_blocks > paged.table_entries
+    assert decode(paged, "isa", [3, 9, 4], 9).generated == decode(fixed, "isa", [3, 9, 4], 9).generated
+
+
+def test_a_paged_served_trace_replays_on_verilator(models):
+    """The scheduler's paged schedule (blocks reserved on admission, freed on retiring and handed to
+    later requests with their stale KV) replayed on the decode top level: every pass's tokens equal
+    the instruction-level model's, its cycles the prediction; each request's tokens its prompt run
+    alone. A lone paged model's passes replay through confirm_passes_on_rtl with their tables."""
+    paged = models[1]
+    params = top_params(paged, **SMALL_SHARED)
+    trace = poisson_trace(requests=7, rate=20_000, clock_hz=1e8, prompt=Lengths(1, 9), output=Lengths(2, 5),
+                          vocab_size=29, seed=11)
+    report = serve(trace, IsaExecutor(paged), max_running=3)
+    held = {}                                                           # request -> its blocks
+    for rec in report.passes:
+        owner = {slot: rid for rid, _, _, slot in rec.rows}
+        held.update({owner[slot]: set(blocks) for slot, blocks in rec.tables})
+    assert any(held[a] & held[b] for a in held for b in held if a < b)   # a block held by two requests in turn
+    confirmed = confirm_on_rtl(report, paged, "verilator", params=params)
+    assert confirmed.cycle_exact is True and [p.measured for p in confirmed.passes] == [p.predicted
+                                                                                       for p in report.passes]
+    for r, q in zip(confirmed.results, trace, strict=True):
+        assert r.tokens == generate_int(paged.model, list(q.prompt), q.max_new_tokens)
+    passes = [("target", [(t, p, s) for _, t, p, s in rec.rows]) for rec in report.passes[:2]]
+    assert confirm_passes_on_rtl(paged, passes, "verilator", params=params,
+                                 tables=[dict(rec.tables) for rec in report.passes[:2]]) \
+        == [rec.predicted for rec in report.passes[:2]]

@@ -29,19 +29,33 @@ def readback(compiled, rows):
     return {"scratch": ceil_div(rows * compiled.row_stride, V), "logits": ceil_div(rows * compiled.logits_stride, V)}
 
 
-def check_passes(compiled, result, passes):
-    """Tokens, state and cycles of every pass against the instruction-level model and the cycle model."""
+def row_logits(compiled, logits, r):
+    """Row ``r``'s int32 logits in a logits buffer's words."""
+    at = compiled.addresses[compiled.logits_value] + r * compiled.logits_stride
+    return np.asarray(logits[at:at + compiled.model.config.vocab_size])
+
+
+def check_passes(compiled, result, passes, tables=None, solo=None):
+    """Tokens, state and cycles of every pass against the instruction-level model and the cycle model;
+    every row's token (and logits, when read back) against its sequence run alone, step by step, on
+    ``solo`` (default ``compiled``; fixed slots for a paged ``compiled``). ``tables``: paged KV's, one
+    ``{slot: blocks}`` a pass."""
     machine = IsaMachine(compiled)
     alone = {}                               # slot -> the sequence in it, run alone step by step
     mc = compiled.model.config
-    for rows, got in zip(passes, result["passes"], strict=True):
+    for i, (rows, got) in enumerate(zip(passes, result["passes"], strict=True)):
+        for slot, blocks in (tables[i] if tables else {}).items():
+            machine.set_table(slot, blocks)
         expected = machine.run_pass(rows)
         assert got["tokens"] == expected, f"pass {rows}"
         assert got["next_token"] == expected[-1]          # the last row's
-        for (token, position, slot), out in zip(rows, expected, strict=True):
+        for r, ((token, position, slot), out) in enumerate(zip(rows, expected, strict=True)):
             if position == 0:
-                alone[slot] = IsaMachine(compiled)         # a new sequence in this slot
+                alone[slot] = IsaMachine(solo or compiled)   # a new sequence in this slot
             assert alone[slot].step(token, position) == out, f"row {(token, position, slot)}"
+            if "logits" in got:
+                assert np.array_equal(row_logits(compiled, got["logits"], r),
+                                      row_logits(compiled, alone[slot].logits, 0)), f"row {r}'s logits, pass {i}"
         if "scratch" in got:
             scratch = np.array(got["scratch"])
             assert np.array_equal(scratch, machine.scratch[:scratch.size]), f"scratchpad differs after {rows}"
@@ -53,13 +67,13 @@ def check_passes(compiled, result, passes):
         assert got["cycles"] == predicted.total == got["edges"] - 2     # the start edge, HALT's decode
 
 
-def run_passes(simulator, compiled, passes, *, state=True):
+def run_passes(simulator, compiled, passes, *, state=True, tables=None, solo=None):
     params = top_params(compiled, **SMALL_SHARED)
     rows = max(len(p) for p in passes)
-    job = decode_job(compiled, params, passes=passes, trace=True,
+    job = decode_job(compiled, params, passes=passes, tables=tables, trace=True,
                      readback=readback(compiled, rows) if state else None)
     result = run(simulator, "decode_top", params, "decode_top", job)
-    check_passes(compiled, result, passes)
+    check_passes(compiled, result, passes, tables, solo)
     return result
 
 
@@ -81,6 +95,33 @@ def schedule():
     passes.append([(tok(), 38, 1), (tok(), 3, 2), (tok(), 1, 0), (tok(), 0, 3), (tok(), 1, 3), (tok(), 2, 3),
                    (tok(), 4, 2), (tok(), 2, 0)][:8])
     return passes
+
+
+def paged_tables(compiled, passes, seed=5):
+    """Block tables for :func:`schedule`'s passes (paged KV): each sequence's blocks drawn out of order
+    from a seeded permutation of the KV memory's, as many as its last position needs; a sequence that
+    takes a retired one's slot gets the retired one's blocks, reversed (stale KV in them). One
+    ``{slot: blocks}`` a pass."""
+    b = compiled.block_positions
+    free = [int(x) for x in np.random.default_rng(seed).permutation(compiled.kv_blocks)]
+    last: dict[tuple[int, int], int] = {}        # (slot, sequence number) -> its last position
+    seq = {}
+    for rows in passes:
+        for _, position, slot in rows:
+            if position == 0:
+                seq[slot] = seq.get(slot, -1) + 1
+            last[slot, seq[slot]] = position
+    blocks, out, seq = {}, [], {}
+    for rows in passes:
+        for _, position, slot in rows:
+            if position == 0:
+                seq[slot] = seq.get(slot, -1) + 1
+                need = last[slot, seq[slot]] // b + 1
+                old = list(reversed(blocks.pop(slot, [])))
+                blocks[slot] = (old + free)[:need]
+                free = [x for x in free if x not in blocks[slot]]
+        out.append({slot: list(blocks[slot]) for slot in {s for _, _, s in rows}})
+    return out
 
 
 # --- the cycle model -------------------------------------------------------------------------------
@@ -114,6 +155,20 @@ def test_prefill_batched_and_joining_passes_on_verilator(name):
     run_passes("verilator", compiled, schedule())
 
 
+@pytest.mark.parametrize("name", ["llama-gqa", "gpt2"])
+def test_paged_passes_on_verilator(name):
+    """:func:`schedule` with pages of 4 positions (kv_block 4): blocks out of order, a new sequence in
+    blocks a retired one held (stale KV): every row's token and logits equal its sequence run alone
+    on fixed slots; every instruction's cycles and start equal the cycle model's (the table lookup
+    costs nothing)."""
+    compiled = tiny_passes(name, kv_block=4)
+    passes = schedule()
+    tables = paged_tables(compiled, passes)
+    # Slot 0's second sequence (pass 7) in the first one's last block; slot 1's blocks out of order.
+    assert tables[7][0] == tables[6][0][-1:] and tables[1][1] != sorted(tables[1][1])
+    run_passes("verilator", compiled, passes, tables=tables, solo=tiny_passes(name))
+
+
 def test_passes_with_the_wide_weight_port_and_every_fusion_on_verilator():
     """G = R (a tile a cycle: the M rows bound each tile), the vector fusions and the residual add in
     the GEMM's output stage (its residual word read at row r's offset)."""
@@ -132,6 +187,23 @@ def test_a_prefill_pass_and_a_batched_pass_on_icarus():
 def test_a_prefill_and_batched_pass_on_amaranth():
     compiled = tiny_passes("llama-gqa")
     run_passes("amaranth", compiled, [[(3, 0, 0), (7, 1, 0), (5, 0, 1)]], state=False)
+
+
+def test_paged_passes_on_amaranth():
+    """Pages of one position (kv_block 1: every position a lookup, no offset bits): a sequence's two
+    positions in blocks 17 and 3 (out of order) beside another's in block 5, one pass."""
+    compiled = tiny_passes("llama-gqa", kv_block=1)
+    run_passes("amaranth", compiled, [[(3, 0, 0), (7, 1, 0), (5, 0, 9)]], state=False, tables=[{0: [17, 3], 9: [5]}],
+               solo=tiny_passes("llama-gqa"))
+
+
+@pytest.mark.slow
+def test_paged_passes_on_icarus():
+    """Pages of 4: a prefill across a block boundary (positions 0 .. 5 in blocks 40 and 7), then a
+    row of a sequence in block 3 beside the first's next."""
+    compiled = tiny_passes("gpt2", kv_block=4)
+    passes = [[(3, 0, 0), (7, 1, 0), (9, 2, 0), (4, 3, 0), (8, 4, 0)], [(5, 5, 0), (9, 0, 1)]]
+    run_passes("icarus", compiled, passes, state=False, tables=[{0: [40, 7], 1: [3]}] * 2, solo=tiny_passes("gpt2"))
 
 
 def test_a_pass_that_overruns_its_budget_stops_with_a_watchdog_error():

@@ -15,7 +15,8 @@ from sim.regress.run import BLOCKS, FULL, Report, block, regress
 #: The fast suite's subset: (first seed, transactions) per block, on the RTL tests' Verilator builds.
 FAST = {"array": (1000, 40), "gemm": (1000, 40), "vector": (1000, 60), "attention": (1000, 40), "link": (1000, 20),
         "top": (38233, 4),   # four sequences (1, 2, 3 and 6 steps) on one model: one simulator start
-        "passes": (13436, 4)}   # four schedules (17 passes, 80 rows; one to the context's end) on two models
+        "passes": (13436, 4),   # four schedules (17 passes, 80 rows; one to the context's end) on two models
+        "paged": (1764, 4)}     # four paged schedules (21 passes, 113 rows) on two models: every paged bin
 #: The slow suite's first seed (the figures in docs/verification.md).
 SLOW_SEED = 19_000_000
 
@@ -82,7 +83,9 @@ def test_another_design_point_with_set_and_its_one_line_refusals():
     assert report.replay(5) == ("python -m sim.regress --block top --simulator verilator "
                                 "--set attention_heads_per_step=2 --seed 5 --count 1")
     for name, settings, message in [
-            ("vector", ("fused_rope=true",), "--set: block vector runs one design (--set is for gemm, top, passes)"),
+            ("vector", ("fused_rope=true",),
+             "--set: block vector runs one design (--set is for gemm, top, passes, paged)"),
+            ("paged", ("kv_block=0",), "the paged regression needs kv_block > 0 (fixed slots: --block passes)"),
             ("top", ("bogus=1",), "--set: unknown parameter 'bogus'"),
             ("gemm", ("system.x=1",), "--set system.x=1: a regression varies the design's [chip] keys only")]:
         with pytest.raises(LockstepError) as info:
