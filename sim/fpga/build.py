@@ -49,8 +49,8 @@ from ..flows.decode import top_params
 from ..flows.gemm import plan_gemm
 from ..machine.cycles import decode_step_cycles
 
-__all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "DECODE_UNITS", "FitError", "block_table_bits",
-           "build", "decode_multipliers", "decode_throughput", "decode_unit_resources", "gemm_throughput",
+__all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "DECODE_UNITS", "FitError",
+           "block_table_bits", "build", "decode_multipliers", "decode_throughput", "decode_unit_resources", "gemm_throughput",
            "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells", "synthesis_resources",
            "tool_environment"]
 
