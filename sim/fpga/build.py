@@ -50,9 +50,9 @@ from ..flows.gemm import plan_gemm
 from ..machine.cycles import decode_step_cycles
 
 __all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "DECODE_UNITS", "FitError",
-           "block_table_bits", "build", "decode_multipliers", "decode_throughput", "decode_unit_resources", "gemm_throughput",
-           "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells", "synthesis_resources",
-           "tool_environment"]
+           "block_table_bits", "build", "decode_multipliers", "decode_throughput", "decode_unit_resources",
+           "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
+           "synthesis_resources", "tool_environment"]
 
 #: nextpnr's placement seed: the same seed gives the same bitstream.
 DEFAULT_SEED = 1
