@@ -152,9 +152,12 @@ def test_vector_unit_with_fabric_products(simulator):
     _check_results(params, ops, result, exact_cycles=True)
 
 
+@pytest.mark.slow
 def test_vector_unit_at_eight_lanes_on_verilator():
     """The `demo` accelerator's width (8 lanes; the `demo` vector preset above is the ulx3s
-    accelerator's 4): every op, random and adversarial, bit-exact and cycle-exact."""
+    accelerator's 4): every op, random and adversarial, bit-exact and cycle-exact. Slow (its own
+    build, about a minute): the fast suite runs 8 lanes inside the demo design (the main job's test)
+    and in `test_vector_unit_with_fabric_products`."""
     params = dict(PRESETS["demo"], lanes=8)
     ops = vector_cases(params, seed=5, small=False)
     result = run("verilator", "vector_unit", params, "vector_ops", vector_job(params, ops, tables=_tables(params)))
