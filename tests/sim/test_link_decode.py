@@ -43,6 +43,7 @@ def demo():
     return compile_model(quantize_checkpoint(load_demo_model()), PRESETS["demo"])
 
 
+@pytest.mark.slow   # the fast suite's budget: the link's decode path runs fast on the micro model
 def test_demo_model_over_the_simulated_uart(demo):
     prompt, new = [5, 9, 2, 17], 8
     params = decode_link_params(top_params(demo), **LINK)
