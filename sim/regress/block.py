@@ -74,16 +74,32 @@ class Block:
     vary: Callable[[dict, tuple], dict] | None = None
 
 
+#: The sizes a regression's transactions fill to the last word (a GEMM over the whole weight memory, a
+#: sequence over the whole context), and the most ``--set`` may give each: a transaction's data grows
+#: with them, so they are bounded before anything is generated or built.
+SIZE_KEYS = ("weight_words", "act_words", "result_words", "param_words", "scratch_bytes", "kv_bytes",
+             "logits_words", "program_words", "max_context", "max_m")
+MAX_SIZE = 1 << 16
+
+
 def varied(config: Config, settings) -> Config:
     """``config`` with ``settings`` (``KEY=VALUE`` strings, as ``lockstep --set`` takes them; [chip] keys
-    only) applied; InputError in one line naming a bad one."""
+    only) applied; InputError in one line naming a bad one (a value the RTL cannot build, or a size
+    of :data:`SIZE_KEYS` above :data:`MAX_SIZE` and above the block's own design's)."""
     chip = config.as_dict()
     for item in settings:
         parts, value = parse_setting(item)
         if parts[0] != "chip":
             raise InputError(f"--set {item}: a regression varies the design's [chip] keys only")
         chip[parts[1]] = value
-    return chip_config(chip, source="--set")
+    out = chip_config(chip, source="--set")
+    out.check_buildable()
+    for key in SIZE_KEYS:
+        value, limit = getattr(out, key), max(MAX_SIZE, getattr(config, key))
+        if value > limit:
+            raise InputError(f"--set {key}={value}: a regression fills its memories to the last word, so each "
+                             f"size is at most {limit:,}")
+    return out
 
 
 def pick_size(rng: random.Random, low: int, high: int) -> int:

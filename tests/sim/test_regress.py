@@ -87,7 +87,9 @@ def test_another_design_point_with_set_and_its_one_line_refusals():
              "--set: block vector runs one design (--set is for gemm, top, passes, paged)"),
             ("paged", ("kv_block=0",), "the paged regression needs kv_block > 0 (fixed slots: --block passes)"),
             ("top", ("bogus=1",), "--set: unknown parameter 'bogus'"),
-            ("gemm", ("system.x=1",), "--set system.x=1: a regression varies the design's [chip] keys only")]:
+            ("gemm", ("system.x=1",), "--set system.x=1: a regression varies the design's [chip] keys only"),
+            ("gemm", ("weight_words=100000000",), "--set weight_words=100000000: a regression fills its memories"),
+            ("gemm", ("array_rows=1000",), "array rows must be at most 64 to build, not 1000")]:
         with pytest.raises(LockstepError) as info:
             regress(name, count=1, settings=settings)
         assert str(info.value).startswith(message) and "\n" not in str(info.value)
