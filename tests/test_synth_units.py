@@ -23,6 +23,9 @@ def _script():
                        "not ','"),
     (["--hw", "nosuch", "--units", "vec"], None),
     (["--frobnicate"], "synth_units: error: unrecognized arguments: --frobnicate"),
+    (["--clock-mhz", "50"], "synth_units: error: --clock-mhz needs --route"),
+    (["--route", "--clock-mhz", "-5"], "synth_units: error: --clock-mhz must be in (0, 1000], not -5"),
+    (["--route", "--clock-mhz", "fast"], "synth_units: error: argument --clock-mhz: invalid float value: 'fast'"),
 ])
 def test_bad_inputs_are_one_line(argv, message, capsys):
     assert _script().main(argv) == 1

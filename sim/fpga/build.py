@@ -50,7 +50,8 @@ from ..flows.gemm import plan_gemm
 from ..machine.cycles import decode_step_cycles
 
 __all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "DECODE_UNITS", "FitError",
-           "block_table_bits", "build", "decode_multipliers", "decode_throughput", "decode_unit_resources",
+           "block_table_bits", "build", "critical_path", "decode_multipliers", "decode_throughput", "decode_unit_resources",
+           "decode_unit_timing",
            "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
            "synthesis_resources", "tool_environment"]
 
@@ -703,14 +704,128 @@ def decode_unit_resources(compiled, unit: str, family: str = "ecp5", *, use_cach
     :class:`hdl.top.DecodeTop`, no link or pins) is accepted too. InputError names an unknown unit."""
     if unit not in DECODE_UNITS:
         raise InputError(f"decode unit must be one of {', '.join(DECODE_UNITS)}, not {unit!r}")
+    return {**_synthesize(_decode_rtlil(compiled), "top" if unit == "top" else f"top.{unit}", family,
+                          use_cache=use_cache), "unit": unit}
+
+
+def _decode_rtlil(compiled) -> str:
+    """The RTLIL of the :class:`hdl.top.DecodeTop` that runs ``compiled`` (no source locations)."""
     params = top_params(compiled)
     c = compiled.config
     c.check_buildable()
     top = DecodeTop(c, head_dim=params["head_dim"], max_heads=params["max_heads"],
                     max_norm_length=params["max_norm_length"])
-    design = rtlil.convert(top, name="top", emit_src=False)
-    return {**_synthesize(design, "top" if unit == "top" else f"top.{unit}", family, use_cache=use_cache),
-            "unit": unit}
+    return rtlil.convert(top, name="top", emit_src=False)
+
+
+#: Seconds one unit's out-of-context place and route (:func:`decode_unit_timing`) may take.
+PNR_TIMEOUT = 4 * 3600
+_FF_SUFFIX = re.compile(r"(_TRELLIS_FF_Q(_\d+)?|\$.*)$")
+
+
+def critical_path(report: dict) -> dict | None:
+    """The slowest clock's critical path from nextpnr's ``--report`` JSON: ``{"from", "to"}`` (the
+    start and end cells, a flip-flop named by the signal it holds), ``ns`` (the whole path, setup
+    included), ``logic_ns`` (clock-to-out, cell delays and setup) and ``routing_ns``; None when the
+    report has none."""
+    paths = [p for p in report.get("critical_paths", []) if p.get("path")]
+    if not paths:
+        return None
+    path = max(paths, key=lambda p: sum(seg["delay"] for seg in p["path"]))["path"]
+    routing = sum(seg["delay"] for seg in path if seg["type"] == "routing")
+    total = sum(seg["delay"] for seg in path)
+    return {"from": _FF_SUFFIX.sub("", path[0]["from"]["cell"]), "to": _FF_SUFFIX.sub("", path[-1]["to"]["cell"]),
+            "ns": round(total, 2), "logic_ns": round(total - routing, 2), "routing_ns": round(routing, 2)}
+
+
+def decode_unit_timing(compiled, unit: str, board: str = "ulx3s-85f", *, clock_mhz: float | None = None,
+                       seed: int = DEFAULT_SEED, use_cache: bool = True, progress=None,
+                       progress_every: float = 60.0) -> dict:
+    """fmax of one unit of the decode accelerator that runs ``compiled``, placed and routed alone.
+
+    The unit (one of :data:`DECODE_UNITS`, as :func:`decode_unit_resources` cuts it out of the top
+    level's RTLIL) is synthesized by Yosys (``synth_ecp5 -json``) and placed and routed by nextpnr
+    *out of context* (``--out-of-context``: its ports are not pins, no IO buffers) on ``board``'s
+    device, constrained to ``clock_mhz`` (default: the design's own clock). The figure covers the
+    unit's register-to-register paths only: a path that enters or leaves through a port (a block
+    RAM's read data in the top level) is not timed; ``top`` (the whole :class:`hdl.top.DecodeTop`)
+    times those too. Returns ``{"unit", "fmax_mhz" (routed), "constraint_mhz", "timing_ok",
+    "critical" (:func:`critical_path`), "utilisation", "synth_seconds", "pnr_seconds", "cached"}``.
+
+    ``progress(text)`` is called every ``progress_every`` seconds while nextpnr runs (where it
+    is). Cached under ``<lockstep cache>/timing`` by the design, unit, board, clock, seed and tool
+    versions (written through a rename). Raises InputError for an unknown unit, board or a board
+    not in the ECP5 family, BuildError when a tool fails or runs past its time limit; an interrupt
+    stops the tools and leaves nothing behind.
+    """
+    if unit not in DECODE_UNITS:
+        raise InputError(f"decode unit must be one of {', '.join(DECODE_UNITS)}, not {unit!r}")
+    b = _board(board)
+    if b.family != "ecp5":
+        raise InputError(f"board must be an ECP5 board for out-of-context timing, not {board!r} ({b.family})")
+    mhz = compiled.config.clock_hz / 1e6 if clock_mhz is None else clock_mhz
+    if isinstance(mhz, bool) or not isinstance(mhz, (int, float)) or not math.isfinite(mhz) or not 0 < mhz <= 1000:
+        raise InputError(f"clock_mhz must be a number in (0, 1000], not {clock_mhz!r}")
+    design = _decode_rtlil(compiled)
+    platform = b.platform_class()()
+    env = tool_environment(b)
+    yosys, nextpnr = env["YOSYS"], env["NEXTPNR_ECP5"]
+    top = "top" if unit == "top" else f"top.{unit}"
+    select = "" if unit == "top" else f"hierarchy -top {top}\n"
+    script = f"read_rtlil top.il\n{select}{SCRIPT_AFTER_READ}\nsynth_ecp5 -top {top} -json unit.json\n"
+    args = [platform._nextpnr_device_options[platform.device], "--package",
+            platform._nextpnr_package_options[platform.package].upper(), "--out-of-context", "--freq", f"{mhz:g}",
+            "--seed", str(seed), "--json", "unit.json", "--report", "report.json", "--timing-allow-fail"]
+    digest = hashlib.sha256(json.dumps({"design": design, "script": script, "args": args,
+                                        "tools": tool_versions(b)}, sort_keys=True).encode()).hexdigest()[:20]
+    result_file = cache_root() / "timing" / f"{b.name}-{unit}-{digest}.json"
+    if use_cache and result_file.exists():
+        try:
+            return {**json.loads(result_file.read_text()), "cached": True}
+        except (OSError, ValueError):
+            pass
+    with tempfile.TemporaryDirectory(prefix="lockstep-timing-") as work:
+        directory = Path(work)
+        (directory / "top.il").write_text(design)
+        (directory / "top.ys").write_text(script)
+        seconds = {}
+        for name, cmd, log, limit in (("synth", [yosys, "-q", "-l", "top.rpt", "top.ys"], "yosys.out", SYNTH_TIMEOUT),
+                                      ("pnr", [nextpnr, *args], "top.tim", PNR_TIMEOUT)):
+            t0 = time.perf_counter()
+            with open(directory / log, "w") as fh:
+                proc = subprocess.Popen(cmd, cwd=directory, env=env, stdout=fh, stderr=subprocess.STDOUT)
+                try:
+                    while True:
+                        try:
+                            proc.wait(timeout=progress_every)
+                            break
+                        except subprocess.TimeoutExpired:
+                            if time.perf_counter() - t0 > limit:
+                                raise BuildError(f"{name} of unit {unit} ran past {limit} s and was stopped") from None
+                            if progress is not None:
+                                progress(f"{unit}: {time.perf_counter() - t0:,.0f} s: {build_phase(directory)}")
+                finally:
+                    if proc.returncode is None:     # an error or Ctrl-C: stop the tool too
+                        proc.kill()
+                        proc.wait()
+            seconds[name] = round(time.perf_counter() - t0, 1)
+            text = (directory / log).read_text(errors="replace")
+            if proc.returncode != 0:
+                if name == "synth" and (directory / "top.rpt").exists():
+                    text = (directory / "top.rpt").read_text(errors="replace") + text
+                reason = _error_line(text) or (text.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+                raise BuildError(f"{'Yosys' if name == 'synth' else 'nextpnr'} failed on unit {unit}: {reason.strip()}")
+        report_file = directory / "report.json"
+        if not report_file.exists():
+            raise BuildError(f"nextpnr wrote no report.json for unit {unit}")
+        report = json.loads(report_file.read_text())
+    parsed = parse_report(report)
+    result = {"unit": unit, "board": b.name, "seed": seed, "constraint_mhz": round(mhz, 2),
+              "fmax_mhz": parsed["fmax_mhz"], "timing_ok": parsed["timing_ok"], "critical": critical_path(report),
+              "utilisation": parsed["utilisation"], "synth_seconds": seconds["synth"],
+              "pnr_seconds": seconds["pnr"], "tools": tool_versions(b)}
+    _write_atomically(result_file, json.dumps(result, indent=1, sort_keys=True))
+    return {**result, "cached": False}
 
 
 def _synthesize(design: str, top: str, family: str, *, use_cache: bool) -> dict:

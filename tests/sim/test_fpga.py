@@ -409,3 +409,53 @@ def test_a_decode_unit_synthesized_alone():
     assert plain["unit"] == fabric["unit"] == "vec" and not plain["cached"]
     assert plain["dsp"] > fabric["dsp"] > 0 and fabric["lut"] > plain["lut"] > 0
     assert decode_unit_resources(tiny("gpt2", **FPGA_KEYS), "wmem")["bram"] > 0
+
+
+def test_critical_path_names_the_registers_and_splits_logic_from_routing():
+    from sim.fpga.build import critical_path
+
+    def seg(kind, delay, cell):
+        end = {"cell": cell, "port": "Q", "loc": [1, 1]}
+        return {"type": kind, "delay": delay, "from": end, "to": end}
+
+    slow = [seg("clk-to-q", 0.5, "acc2_2_TRELLIS_FF_Q_29"), seg("routing", 1.25, "x"), seg("logic", 3.75, "y"),
+            seg("routing", 2.0, "z"), seg("setup", 0.25, "mu_TRELLIS_FF_Q")]
+    fast = [seg("clk-to-q", 0.5, "a_TRELLIS_FF_Q_1"), seg("setup", 0.25, "b_TRELLIS_FF_Q_2")]
+    report = {"critical_paths": [{"from": "posedge clk", "to": "posedge clk", "path": fast},
+                                 {"from": "posedge clk", "to": "posedge clk", "path": slow}]}
+    assert critical_path(report) == {"from": "acc2_2", "to": "mu", "ns": 7.75, "logic_ns": 4.5, "routing_ns": 3.25}
+    assert critical_path({"critical_paths": []}) is None and critical_path({}) is None
+
+
+def test_unit_timing_refuses_bad_requests_in_one_line():
+    from golden.errors import InputError
+    from sim.fpga.build import decode_unit_timing
+    from tests.sim.tiny_models import tiny
+
+    compiled = tiny("gpt2")
+    for kwargs, message in (({"unit": "alu"}, r"^decode unit must be one of top, .*, not 'alu'$"),
+                            ({"unit": "vec", "board": "icebreaker"},
+                             r"^board must be an ECP5 board for out-of-context timing, not 'icebreaker' \(ice40\)$"),
+                            ({"unit": "vec", "board": "nosuch"}, r"^board must be one of .*, not 'nosuch'$"),
+                            ({"unit": "vec", "clock_mhz": 0}, r"^clock_mhz must be a number in \(0, 1000\], not 0$"),
+                            ({"unit": "vec", "clock_mhz": float("nan")}, r"^clock_mhz must be .*, not nan$")):
+        with pytest.raises(InputError, match=message):
+            decode_unit_timing(compiled, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_decode_unit_placed_and_routed_alone():
+    """The tiny design's vector path through Yosys and nextpnr out of context: a routed fmax from
+    nextpnr's report and a critical path between two of its registers; cached the second time."""
+    from sim.fpga.build import decode_unit_timing
+    from tests.sim.tiny_models import tiny
+
+    compiled = tiny("gpt2")
+    t = decode_unit_timing(compiled, "vpath", clock_mhz=50, use_cache=False)
+    assert t["unit"] == "vpath" and not t["cached"] and t["constraint_mhz"] == 50
+    assert t["fmax_mhz"] > 0 and t["timing_ok"] == (t["fmax_mhz"] >= 50)
+    c = t["critical"]
+    assert c["from"] and c["to"] and c["ns"] == pytest.approx(c["logic_ns"] + c["routing_ns"], abs=0.02)
+    assert c["ns"] == pytest.approx(1000 / t["fmax_mhz"], rel=0.05)
+    again = decode_unit_timing(compiled, "vpath", clock_mhz=50)
+    assert again["cached"] and again["fmax_mhz"] == t["fmax_mhz"]
