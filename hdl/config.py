@@ -34,7 +34,7 @@ UNIT_CYCLE_BITS = 32
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
 BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register", "vector_scalar_register",
-             "fabric_products")
+             "fabric_products", "attention_exp_register")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -168,6 +168,11 @@ class Config:
         the parameter memory's read data in the command's cycle (false, the default): one cycle more
         per vector instruction (:data:`sim.machine.cycles.VECTOR_SCALAR_REGISTER`). A timing cut for
         FPGA clocks; no bit changes.
+    attention_exp_register:
+        The attention unit's exp table read data registered before the rescale and accumulate stage
+        uses it (false, the default): a position stage more, so every attention call takes one cycle
+        more (:data:`sim.machine.cycles.ATTENTION_EXP_REGISTER`). A timing cut for FPGA clocks (a
+        block RAM's clock-to-output delay no longer starts the stage's multiply); no bit changes.
     fabric_products:
         The int8 products built from adders in the logic fabric (:func:`hdl.arith.fabric_product`)
         instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
@@ -207,6 +212,7 @@ class Config:
     gemm_product_register: bool = False
     vector_scalar_register: bool = False
     fabric_products: bool = False
+    attention_exp_register: bool = False
     kv_block: int = 0
 
     def __post_init__(self):

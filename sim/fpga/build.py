@@ -50,8 +50,8 @@ from ..flows.gemm import plan_gemm
 from ..machine.cycles import decode_step_cycles
 
 __all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "DECODE_UNITS", "FitError",
-           "block_table_bits", "build", "critical_path", "decode_multipliers", "decode_throughput", "decode_unit_resources",
-           "decode_unit_timing",
+           "block_table_bits", "build", "critical_path", "decode_multipliers", "decode_throughput",
+           "decode_unit_resources", "decode_unit_timing",
            "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
            "synthesis_resources", "tool_environment"]
 
