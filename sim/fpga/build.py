@@ -720,6 +720,9 @@ def _decode_rtlil(compiled) -> str:
 
 #: Seconds one unit's out-of-context place and route (:func:`decode_unit_timing`) may take.
 PNR_TIMEOUT = 4 * 3600
+#: The shape of a cached :func:`decode_unit_timing` result (part of its cache key: a new shape
+#: misses the old entries).
+TIMING_RESULT_FORMAT = 2
 _FF_SUFFIX = re.compile(r"_TRELLIS_FF_Q(_\d+)?$")
 
 
@@ -778,8 +781,8 @@ def decode_unit_timing(compiled, unit: str, board: str = "ulx3s-85f", *, clock_m
     args = [platform._nextpnr_device_options[platform.device], "--package",
             platform._nextpnr_package_options[platform.package].upper(), "--out-of-context", "--freq", f"{mhz:g}",
             "--seed", str(seed), "--json", "unit.json", "--report", "report.json", "--timing-allow-fail"]
-    digest = hashlib.sha256(json.dumps({"design": design, "script": script, "args": args,
-                                        "tools": tool_versions(b)}, sort_keys=True).encode()).hexdigest()[:20]
+    digest = hashlib.sha256(json.dumps({"design": design, "script": script, "args": args, "tools": tool_versions(b),
+                                        "result": TIMING_RESULT_FORMAT}, sort_keys=True).encode()).hexdigest()[:20]
     result_file = cache_root() / "timing" / f"{b.name}-{unit}-{digest}.json"
     if use_cache and result_file.exists():
         try:
