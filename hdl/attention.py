@@ -127,18 +127,19 @@ class AttentionUnit(wiring.Component):
     ``max_context`` (longest KV cache, 1 .. MAX_CONTEXT_LIMIT = 512), ``max_heads`` (query heads
     of one call, 1 .. 64), ``finish_lanes`` (lanes of the finish stages, 1 .. head_dim; None, the
     default, for head_dim), ``heads_per_step`` (query heads of a group run a step, 1 .. max_heads,
-    default 1), ``exp_register`` (``Config.attention_exp_register``: the exp table's read data
-    passes a register of its own before S4's rescale and accumulate, a position stage more, so a
-    call takes one cycle more; default False). Raises TypeError for a non-integer and ValueError for
+    default 1), ``timing_registers`` (``Config.attention_timing_registers``: two registers cut the
+    unit's deepest single-cycle paths, the exp table's read data before S4's rescale (a stage
+    S3x) and the output requantization's product before its rounding shift and clamp (a stage
+    F4x), so a call takes two cycles more; default False). Raises TypeError for a non-integer and ValueError for
     a value out of range, naming the parameter and the value. See the module docstring for ports and
     timing.
     """
 
     @checked_constructor
     def __init__(self, *, head_dim: int, max_context: int, max_heads: int, finish_lanes: int | None = None,
-                 heads_per_step: int = 1, exp_register: bool = False):
+                 heads_per_step: int = 1, timing_registers: bool = False):
         self.head_dim = check_positive_int("attention head_dim", head_dim)
-        self.exp_register = bool(exp_register)
+        self.timing_registers = bool(timing_registers)
         self.max_context = check_positive_int("attention max_context", max_context)
         self.max_heads = check_positive_int("attention max_heads", max_heads)
         for name, value, limit in (("head_dim", head_dim, HEAD_DIM_MAX),
@@ -213,7 +214,7 @@ class AttentionUnit(wiring.Component):
         valid4, last4, l_regs, acc_regs, l_new, acc_new = self._accumulate(
             m, en, en_pos, hand, launch, valid3, last3, lanes3, rise, dist, v3, exp_r, blocks)
         fvalid1, fvalid2, fvalid3, fvalid4, step = self._finish(
-            m, en, en_out, hold, valid4, last4, l_new, acc_new, out_mult, out_shift)
+            m, en, en_out, hold, launch, valid4, last4, l_new, acc_new, out_mult, out_shift)
 
         # --- control and the cycle counter ---------------------------------------------------
         S = self.finish_steps
@@ -402,8 +403,8 @@ class AttentionUnit(wiring.Component):
         rises = [rises[p] for p in range(P)]
         beyonds = [dists[p] >= EXP_TABLE_SIZE for p in range(P)]
         exps = [exp_rs[p].data for p in range(P)]
-        if self.exp_register:
-            # --- S3x (exp_register): the exp table's read data is registered before S4 uses it.
+        if self.timing_registers:
+            # --- S3x (timing_registers): the exp table's read data is registered before S4 uses it.
             valid3x, last3x = Signal(name="valid3x"), Signal(name="last3x")
             lanes3x = Signal.like(lanes3)
             v3x = Signal(row)
@@ -430,7 +431,7 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += [rise4.eq(rises[p]), beyond4.eq(beyonds[p])]
             e4 = Signal(EXP_OUT_BITS + 1, name=f"e4{sfx}")
             w4 = Signal(EXP_OUT_BITS + 1, name=f"w4{sfx}")
-            if self.exp_register:
+            if self.timing_registers:
                 e4_reg = Signal(EXP_OUT_BITS + 1, name=f"e4_reg{sfx}")
                 with m.If(en_pos):
                     m.d.sync += e4_reg.eq(exps[p])
@@ -475,7 +476,7 @@ class AttentionUnit(wiring.Component):
         m.d.comb += [l_sel.eq(l_pick), acc_sel.eq(acc_pick)]
         return valid4, last4, l_regs, acc_regs, l_sel, acc_sel
 
-    def _finish(self, m, en, en_out, hold, valid4, last4, l_new, acc_new, out_mult, out_shift):
+    def _finish(self, m, en, en_out, hold, launch, valid4, last4, l_new, acc_new, out_mult, out_shift):
         """F1 .. F4: the reciprocal of the denominator, the normalisation and the requantization,
         ``finish_lanes`` lanes a cycle, into the output register."""
         D = self.head_dim
@@ -545,18 +546,30 @@ class AttentionUnit(wiring.Component):
         y4 = Signal(chunk)
         with m.If(en_out):
             m.d.sync += [fvalid4.eq(fvalid3), last_f4.eq(last_step), y4.eq(y3)]
+        products = [y4[i] * out_mult for i in range(F)]
+        ready4, last4x = fvalid4, last_f4
+        if self.timing_registers:
+            # --- F4x (timing_registers): the products registered before the shift and clamp.
+            ready4, last4x = Signal(name="fvalid4x"), Signal(name="last_f4x")
+            regs = [Signal(signed(len(p)), name=f"product4x_{i}") for i, p in enumerate(products)]
+            with m.If(en_out):
+                m.d.sync += [ready4.eq(fvalid4), last4x.eq(last_f4)] + [r.eq(p) for r, p in zip(regs, products,
+                                                                                                  strict=True)]
+            with m.If(launch):
+                m.d.sync += ready4.eq(0)
+            products = regs
         out8 = Signal(data.ArrayLayout(signed(8), F))
         for i in range(F):
-            m.d.comb += out8[i].eq(clamp(round_shift(y4[i] * out_mult, out_shift), INT8_MIN, INT8_MAX))
+            m.d.comb += out8[i].eq(clamp(round_shift(products[i], out_shift), INT8_MIN, INT8_MAX))
         # The earlier chunks of the head, oldest in the low lanes (none when S == 1).
         assembly = Signal(8 * F * (S - 1)) if S > 1 else None
         row_bits = Cat(assembly, out8) if S > 1 else out8.as_value()
         with m.If(en_out):
-            m.d.sync += self.out.valid.eq(fvalid4 & last_f4)
-            with m.If(fvalid4):
+            m.d.sync += self.out.valid.eq(ready4 & last4x)
+            with m.If(ready4):
                 if S > 1:
                     m.d.sync += assembly.eq(row_bits[8 * F:])
-                with m.If(last_f4):
+                with m.If(last4x):
                     m.d.sync += self.out.payload.eq(row_bits[:8 * D])
 
         return fvalid1, fvalid2, fvalid3, fvalid4, step

@@ -347,7 +347,7 @@ class DecodeTop(wiring.Component):
                                             fabric_products=c.fabric_products)
         finish = min(c.attention_finish_lanes, HD) or None
         m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads,
-                                               exp_register=c.attention_exp_register,
+                                               timing_registers=c.attention_timing_registers,
                                                finish_lanes=finish,
                                                heads_per_step=min(c.attention_heads_per_step, self.max_heads))
 
