@@ -34,7 +34,7 @@ UNIT_CYCLE_BITS = 32
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
 BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register", "vector_scalar_register",
-             "fabric_products", "attention_timing_registers")
+             "fabric_products", "attention_timing_registers", "residual_timing_registers")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -175,6 +175,13 @@ class Config:
         product before its rounding shift and clamp. A position stage and a finish stage more, so
         every attention call takes two cycles more (:data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS`).
         A timing cut for FPGA clocks; no bit changes.
+    residual_timing_registers:
+        Two registers in the fused residual add (with ``fused_residual``; false, the default): the
+        sum of its two scaled terms before the requantization, and the requantization's product
+        before its rounding shift and saturation. Every GEMM with its residual add fused takes two
+        cycles more (:data:`sim.machine.cycles.RESIDUAL_TIMING_REGISTERS`); without
+        ``fused_residual`` it changes nothing. A timing cut for FPGA clocks (the residual's word
+        comes from a block RAM late in the cycle); no bit changes.
     fabric_products:
         The int8 products built from adders in the logic fabric (:func:`hdl.arith.fabric_product`)
         instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
@@ -215,6 +222,7 @@ class Config:
     vector_scalar_register: bool = False
     fabric_products: bool = False
     attention_timing_registers: bool = False
+    residual_timing_registers: bool = False
     kv_block: int = 0
 
     def __post_init__(self):

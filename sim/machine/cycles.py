@@ -319,6 +319,8 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 #                  output stage's register the cycle after the array's last sum)
 #     gemm + residual_add (fused, Config.fused_residual)
 #                  SEQ_ISSUE + gemm - GEMM_OVERLAP + GEMM_WRITEBACK + GEMM_RESIDUAL
+#                  (+ RESIDUAL_TIMING_REGISTERS with Config.residual_timing_registers: the add's sum and
+#                  its requantization's product registered, the word written two cycles later)
 #                  (the requantized word and the residual's word, read from the scratchpad's second
 #                  port, meet in one more register; the add is computed and written the cycle after:
 #                  the last word one cycle later than the plain GEMM's, instead of the add's vector
@@ -345,8 +347,9 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # activation, one entry a host-port cycle; an ACTIVATION instruction names its table by index).
 
 __all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "GEMM_OVERLAP", "GEMM_PRODUCT_REGISTER", "GEMM_RESIDUAL",
-            "GEMM_WRITEBACK", "SEQ_ISSUE", "UNITS", "VECTOR_SCALAR_REGISTER", "Bounds", "DecodeCycles", "OpCycles",
-            "decode_step_cycles", "op_cycles", "pass_cycles", "unit_of"]
+            "GEMM_WRITEBACK", "RESIDUAL_TIMING_REGISTERS", "SEQ_ISSUE", "UNITS", "VECTOR_SCALAR_REGISTER", "Bounds",
+            "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "pass_cycles", "residual_cycles",
+            "unit_of"]
 
 SEQ_ISSUE = 1
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
@@ -355,6 +358,9 @@ GEMM_OVERLAP = 1
 GEMM_WRITEBACK = 1
 #: A GEMM with its residual add fused (Config.fused_residual): the add's stage after the requantization.
 GEMM_RESIDUAL = 1
+#: Config.residual_timing_registers: the fused residual add's sum and its requantization's product
+#: registered (two stages R2, R3 after the add's stage).
+RESIDUAL_TIMING_REGISTERS = 2
 #: Config.gemm_product_register: the output stage's second register (the requantization's product).
 GEMM_PRODUCT_REGISTER = 1
 #: Config.vector_scalar_register: the cycle a vector instruction's scalars are latched before its command.
@@ -521,6 +527,13 @@ class DecodeCycles:
         return self.bound_report.efficiency
 
 
+def residual_cycles(config) -> int:
+    """Cycles a GEMM with its residual add fused takes above the plain GEMM on ``config``:
+    :data:`GEMM_RESIDUAL`, and :data:`RESIDUAL_TIMING_REGISTERS` more with
+    ``Config.residual_timing_registers``."""
+    return GEMM_RESIDUAL + (RESIDUAL_TIMING_REGISTERS if config.residual_timing_registers else 0)
+
+
 def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 0, n_kv_heads: int = 0,
               head_dim: int = 0, position: int = 0, weight_bytes_per_cycle: float | None = None,
               residual: bool = False, rows: int = 1) -> OpCycles:
@@ -536,7 +549,8 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
     row_words = ceil_div(head_dim, lanes)
     if op == "gemm":
         g = gemm_cycles(config, rows, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
-        extra = (GEMM_RESIDUAL if residual else 0) + (GEMM_PRODUCT_REGISTER if config.gemm_product_register else 0)
+        extra = ((residual_cycles(config) if residual else 0)
+                 + (GEMM_PRODUCT_REGISTER if config.gemm_product_register else 0))
         return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK + extra,
                         macs=rows * in_width * width, weight_bytes=in_width * width,
                         tiles=gemm_tiles(config, in_width, width),

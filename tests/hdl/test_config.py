@@ -48,7 +48,8 @@ def test_from_dict_rejects_unknown_keys():
                                          r"attention_timing_registers, clock_hz, fabric_products, fused_residual, "
                                          r"fused_rope, fused_swiglu, "
                                          r"gemm_product_register, kv_block, kv_bytes, logits_words, max_context, "
-                                         r"max_m, param_words, program_words, result_words, scratch_bytes, "
+                                         r"max_m, param_words, program_words, residual_timing_registers, "
+                                         r"result_words, scratch_bytes, "
                                          r"vector_lanes, vector_scalar_register, weight_rows_per_cycle, "
                                          r"weight_words\)$"):
         Config.from_dict({"rows": 4})
