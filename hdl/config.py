@@ -169,12 +169,14 @@ class Config:
         per vector instruction (:data:`sim.machine.cycles.VECTOR_SCALAR_REGISTER`). A timing cut for
         FPGA clocks; no bit changes.
     attention_timing_registers:
-        Two registers in the attention unit's deepest single-cycle paths (false, the default): the
-        exp table's read data before the rescale-and-accumulate stage multiplies by it (a block
-        RAM's late read data no longer starts that multiply) and the output requantization's
-        product before its rounding shift and clamp. A position stage and a finish stage more, so
-        every attention call takes two cycles more (:data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS`).
-        A timing cut for FPGA clocks; no bit changes.
+        Registers in the attention unit's deepest single-cycle paths, each a pipeline stage of its
+        own (false, the default): the logits' products before their shift and clamp, the exp
+        table's read data before the rescale-and-accumulate stage multiplies by it (a block RAM's
+        read data comes late in the cycle), the Newton step's error before its second multiply, the
+        normalisation's and the output requantization's products before their shifts. Two position
+        stages and three finish stages more: every attention call takes five cycles more
+        (:data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS`). A timing cut for FPGA clocks; no
+        bit changes.
     residual_timing_registers:
         Two registers in the fused residual add (with ``fused_residual``; false, the default): the
         sum of its two scaled terms before the requantization, and the requantization's product
