@@ -128,11 +128,11 @@ class AttentionUnit(wiring.Component):
     of one call, 1 .. 64), ``finish_lanes`` (lanes of the finish stages, 1 .. head_dim; None, the
     default, for head_dim), ``heads_per_step`` (query heads of a group run a step, 1 .. max_heads,
     default 1), ``timing_registers`` (``Config.attention_timing_registers``: registers cut the
-    unit's deepest single-cycle paths, each a stage of its own: the logits' products before their
-    shift and clamp (S2x), the exp table's read data before S4's rescale (S3x), the Newton step's
+    unit's deepest single-cycle paths, each a stage of its own: the dot products' terms before
+    their sum (S1x), the logits' products before their shift and clamp (S2x), the exp table's read data before S4's rescale (S3x), the Newton step's
     error before its second multiply (F2x), the normalisation's products before their shift (F3x)
     and the output requantization's products before their shift and clamp (F4x), so a call takes
-    :data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS` = 5 cycles more; default False).
+    :data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS` = 6 cycles more; default False).
     Raises TypeError for a non-integer and ValueError for a value out of range, naming the
     parameter and the value. See the module docstring for ports and timing.
     """
@@ -330,11 +330,28 @@ class AttentionUnit(wiring.Component):
             m.d.sync += [valid1.eq(issue), last1.eq(last_pos), lanes1.eq(lanes_i)]
         with m.If(issue & new_row):
             m.d.sync += [k1.eq(self.k.payload), v1.eq(self.v.payload)]
+        terms = [[fabric_product(data.View(row, q_r[p].data)[i], k1[i]) for i in range(D)] for p in range(P)]
+        if self.timing_registers:
+            # --- S1x (timing_registers): the dot products' terms registered before their sum.
+            valid1x, last1x = Signal(name="valid1x"), Signal(name="last1x")
+            lanes1x = Signal.like(lanes1)
+            v1x = Signal(row)
+            regs = [[Signal(signed(len(t)), name=f"term1x_{p}_{i}") for i, t in enumerate(lane)]
+                    for p, lane in enumerate(terms)]
+            with m.If(en_pos):
+                m.d.sync += [valid1x.eq(valid1), last1x.eq(last1), lanes1x.eq(lanes1), v1x.eq(v1)]
+                m.d.sync += [r.eq(t) for lane_r, lane in zip(regs, terms, strict=True)
+                             for r, t in zip(lane_r, lane, strict=True)]
+            with m.If(launch):
+                m.d.sync += valid1x.eq(0)
+            staged1 = valid1x, last1x, lanes1x, v1x
+            terms = regs
+        else:
+            staged1 = valid1, last1, lanes1, v1
         dots = []
         for p in range(P):
-            q1 = data.View(row, q_r[p].data)
             dot = Signal(signed(ACC_BITS), name=f"dot{p}" if P > 1 else "dot")
-            m.d.comb += dot.eq(tree_sum(fabric_product(q1[i], k1[i]) for i in range(D)))
+            m.d.comb += dot.eq(tree_sum(terms[p]))
             dots.append(dot)
 
         # --- S2: scaled, rounded, clamped logits ------------------------------------------------
@@ -342,7 +359,7 @@ class AttentionUnit(wiring.Component):
         lanes2 = Signal.like(lanes_i)
         v2 = Signal(row)
         with m.If(en_pos):
-            m.d.sync += [valid2.eq(valid1), last2.eq(last1), lanes2.eq(lanes1), v2.eq(v1)]
+            m.d.sync += [valid2.eq(staged1[0]), last2.eq(staged1[1]), lanes2.eq(staged1[2]), v2.eq(staged1[3])]
         products = []
         for p in range(P):
             s2 = Signal(signed(ACC_BITS), name=f"s2_{p}" if P > 1 else "s2")
@@ -360,7 +377,10 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += [r.eq(x) for r, x in zip(regs, products, strict=True)]
             with m.If(launch):
                 m.d.sync += valid2x.eq(0)
-            valid2, last2, lanes2, v2, products = valid2x, last2x, lanes2x, v2x, regs
+            staged2 = valid2x, last2x, lanes2x, v2x
+            products = regs
+        else:
+            staged2 = valid2, last2, lanes2, v2
         zs = []
         for p in range(P):
             z = Signal(signed(SCORE_BITS), name=f"z{p}" if P > 1 else "z")
@@ -372,7 +392,7 @@ class AttentionUnit(wiring.Component):
         lanes3 = Signal.like(lanes_i)
         v3 = Signal(row)
         with m.If(en_pos):
-            m.d.sync += [valid3.eq(valid2), last3.eq(last2), lanes3.eq(lanes2), v3.eq(v2)]
+            m.d.sync += [valid3.eq(staged2[0]), last3.eq(staged2[1]), lanes3.eq(staged2[2]), v3.eq(staged2[3])]
         m.submodules.exp_rom = exp_rom = memory.Memory(
             shape=unsigned(EXP_OUT_BITS + 1), depth=EXP_TABLE_SIZE, init=[int(x) for x in exp_table()])
         index_bits = (EXP_TABLE_SIZE - 1).bit_length()
@@ -541,7 +561,9 @@ class AttentionUnit(wiring.Component):
                              r0.eq(recip_r.data)]
             with m.If(launch):
                 m.d.sync += fvalid2x.eq(0)
-            fvalid2, lead2, acc_f2 = fvalid2x, lead2x, acc_f2x
+            staged2 = fvalid2x, lead2x, acc_f2x
+        else:
+            staged2 = fvalid2, lead2, acc_f2
         m.d.comb += recip2.eq(round_shift(r0 * err, 30))
 
         # --- F3: y = acc / l in Q8.16, F lanes per cycle ------------------------------------------
@@ -557,7 +579,8 @@ class AttentionUnit(wiring.Component):
         last_step = Signal()
         m.d.comb += [last_step.eq(step == S - 1 if S > 1 else 1), hold.eq(fvalid3 & ~last_step)]
         with m.If(en):
-            m.d.sync += [fvalid3.eq(fvalid2), recip3.eq(recip2), lead3.eq(lead2), acc_f3.eq(acc_f2.as_value())]
+            m.d.sync += [fvalid3.eq(staged2[0]), recip3.eq(recip2), lead3.eq(staged2[1]),
+                         acc_f3.eq(staged2[2].as_value())]
             if S > 1:
                 m.d.sync += step.eq(0)
         if S > 1:

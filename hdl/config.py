@@ -170,11 +170,12 @@ class Config:
         FPGA clocks; no bit changes.
     attention_timing_registers:
         Registers in the attention unit's deepest single-cycle paths, each a pipeline stage of its
-        own (false, the default): the logits' products before their shift and clamp, the exp
+        own (false, the default): the dot products' terms before their sum, the logits' products
+        before their shift and clamp, the exp
         table's read data before the rescale-and-accumulate stage multiplies by it (a block RAM's
         read data comes late in the cycle), the Newton step's error before its second multiply, the
-        normalisation's and the output requantization's products before their shifts. Two position
-        stages and three finish stages more: every attention call takes five cycles more
+        normalisation's and the output requantization's products before their shifts. Three position
+        stages and three finish stages more: every attention call takes six cycles more
         (:data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS`). A timing cut for FPGA clocks; no
         bit changes.
     residual_timing_registers:

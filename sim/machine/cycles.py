@@ -130,10 +130,10 @@ ATTENTION_POSITION_STAGES = 4
 #: Stages from a head's finished state to its output beat being taken: reciprocal (F1-F2),
 #: normalisation (F3), requantization (F4) and the output register.
 ATTENTION_FINISH_STAGES = 5
-#: Config.attention_timing_registers: a register stage after each deep single-cycle path: the
-#: logits' products (S2x), the exp table's read data (S3x), the Newton step's error (F2x), the
-#: normalisation's products (F3x) and the output requantization's products (F4x).
-ATTENTION_TIMING_REGISTERS = 5
+#: Config.attention_timing_registers: a register stage after each deep single-cycle path: the dot
+#: products' terms (S1x), the logits' products (S2x), the exp table's read data (S3x), the Newton
+#: step's error (F2x), the normalisation's products (F3x) and the output requantization's (F4x).
+ATTENTION_TIMING_REGISTERS = 6
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,8 @@ def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lan
     for ``live lanes - 1`` cycles (``handoff``). ``head_dim`` enters only through the finish
     stages' width ``finish_lanes`` (0, the default: all lanes at once, and the call does not
     depend on head_dim): each head holds the pipeline for :func:`attention_finish_steps` - 1 cycles.
-    ``timing_registers`` (``Config.attention_timing_registers``): two position stages and three
-    finish stages more, five cycles more (:data:`ATTENTION_TIMING_REGISTERS`).
+    ``timing_registers`` (``Config.attention_timing_registers``): three position stages and three
+    finish stages more, six cycles more (:data:`ATTENTION_TIMING_REGISTERS`).
     """
     steps = attention_steps(n_heads=n_heads, kv_len=kv_len, n_kv_heads=n_kv_heads, heads_per_step=heads_per_step)
     return AttentionCycles(

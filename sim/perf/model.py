@@ -599,7 +599,7 @@ class Hardware:
     gemm_product_register: bool = False  # the GEMM output stage's second register (Config's): +1 a GEMM
     vector_scalar_register: bool = False  # vector scalars latched a cycle early (Config's): +1 a vector op
     fabric_products: bool = False        # int8 products in logic, not multipliers (Config's): no cycle
-    attention_timing_registers: bool = False  # attention's timing registers (Config's): +5 an attention call
+    attention_timing_registers: bool = False  # attention's timing registers (Config's): +6 an attention call
     residual_timing_registers: bool = False  # the fused residual add's two registers (Config's): +2 a fused GEMM
 
     def __post_init__(self):
