@@ -34,7 +34,7 @@ UNIT_CYCLE_BITS = 32
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
 BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register", "vector_scalar_register",
-             "fabric_products")
+             "vector_product_register", "fabric_products")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -168,6 +168,13 @@ class Config:
         the parameter memory's read data in the command's cycle (false, the default): one cycle more
         per vector instruction (:data:`sim.machine.cycles.VECTOR_SCALAR_REGISTER`). A timing cut for
         FPGA clocks; no bit changes.
+    vector_product_register:
+        A register in the vector unit's stage A, between each lane's products (the norms'
+        ``d * r``, RoPE's, ADD's and MUL's) and their sums, the norms' rounding shift and the
+        opcode's choice (false, the default): every beat crosses one more pipeline stage, one cycle
+        more per vector instruction and two per norm (its sums reach the statistics chain a cycle
+        later too; :data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`). A timing cut for FPGA
+        clocks; no bit changes.
     fabric_products:
         The int8 products built from adders in the logic fabric (:func:`hdl.arith.fabric_product`)
         instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
@@ -206,6 +213,7 @@ class Config:
     attention_heads_per_step: int = 1
     gemm_product_register: bool = False
     vector_scalar_register: bool = False
+    vector_product_register: bool = False
     fabric_products: bool = False
     kv_block: int = 0
 

@@ -4,8 +4,9 @@ One component, one opcode (:class:`VectorOp`), bit-exact with :mod:`golden.vecto
 :func:`golden.numerics.requantize`. A command arrives on the ``cmd`` stream; its operands stream
 in on ``inp`` (``lanes`` elements per beat), its results stream out on ``out``. One command runs
 at a time. Timing is fixed by the shape alone (:func:`sim.machine.cycles.vector_cycles`): a command
-issues one beat per cycle in each of its passes, every beat crosses the same four-stage pipeline,
-and the whole pipeline stalls together when ``out`` is back-pressured.
+issues one beat per cycle in each of its passes, every beat crosses the same four-stage pipeline
+(five with ``product_register``: stage A's lane products registered before their sums), and the
+whole pipeline stalls together when ``out`` is back-pressured.
 
 Passes, per opcode (W = ceil(length / lanes) beats per pass):
 
@@ -43,7 +44,8 @@ from .arith import fabric_product, product, requantize, round_shift
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = [
-    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
+    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "PRODUCT_REGISTER_STAGES",
+    "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
     "NormStatistics", "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
 ]
 
@@ -53,6 +55,8 @@ MAX_LANES = 64
 PIPELINE_STAGES = 4
 #: Cycles from a norm's final sums to the first issue of its second pass (the statistics chain).
 NORM_STATS_CYCLES = 8
+#: Registers ``product_register`` adds to the pipeline (between stage A's lane products and their sums).
+PRODUCT_REGISTER_STAGES = 1
 _ACC_BITS = 32
 
 
@@ -149,6 +153,10 @@ class VectorUnit(wiring.Component):
     act_tables: activation tables (256 int8 entries each) the table memory holds, 1 .. 256.
     fabric_products: the lanes' int8 products (MUL and SILU_MUL, the norm's x * x, ADD's two scaled
     terms, RoPE's x * cos and x * sin) built from adders (:func:`hdl.arith.fabric_product`) instead of hard multipliers.
+    product_register: a register between stage A's lane products (the norms' ``d * r`` among them)
+    and their sums, rounding shift and opcode choice, an FPGA timing cut: every beat crosses one
+    more stage (:data:`PRODUCT_REGISTER_STAGES`), so every command takes one cycle more and a
+    norm two (its first pass's sums reach the statistics chain a cycle later too).
 
     Ports
     -----
@@ -168,8 +176,9 @@ class VectorUnit(wiring.Component):
 
     @checked_constructor
     def __init__(self, *, lanes: int, max_length: int, max_norm_length: int, max_head_dim: int,
-                 max_context: int, act_tables: int, fabric_products: bool = False):
+                 max_context: int, act_tables: int, fabric_products: bool = False, product_register: bool = False):
         self.fabric_products = bool(fabric_products)
+        self.product_register = bool(product_register)
         self.lanes = check_positive_int("vector unit lanes", lanes)
         if lanes > MAX_LANES:
             raise InputError(f"vector unit lanes must be at most {MAX_LANES}, not {lanes}")
@@ -405,8 +414,57 @@ class VectorUnit(wiring.Component):
     def _products(self, m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats):
         """Stage 2 (A): each lane's product or sum; a beat's sums for the norms; its argmax.
 
+        In two steps: the lanes' products (A1), then their sums, the norms' rounding shift, the
+        opcode's choice, the beat's sums and its argmax (A2). With ``product_register`` a register
+        lies between the two (the products, the operands the stage passes on and the beat's
+        control): the stage takes :data:`PRODUCT_REGISTER_STAGES` cycle more.
+
         Returns the stage's control and registers: (p2, (acc2, gamma2, beta2, mult2, shift2, act2,
         s_beat, q_beat, bmax, bidx))."""
+        L = self.lanes
+        is_silu_mul = op.op == VectorOp.SILU_MUL
+        # MUL and SILU_MUL share one 8 x 8 multiplier per lane: SILU_MUL's first operand is the table entry.
+        is_mul = (op.op == VectorOp.MUL) | is_silu_mul
+        mu, f, r = stats.mu, stats.f, stats.r
+        fab = self.fabric_products
+        lanes = []
+        for i in range(L):
+            lane = p1_in[i]
+            a8 = lane.a[:8].as_signed()
+            b8 = lane.b[:8].as_signed()
+            bx = buf_ra.data[i]
+            bp = buf_rb.data[i]
+            d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
+            v = {"a": lane.a, "b": lane.b[:MULT_BITS], "shift": lane.shift, "act": act_data[i], "norm": d * r}
+            if fab:
+                # Built from adders, the lane's products are two, shared by the opcodes (each
+                # command uses at most two): ADD's a_mult * a and b_mult * b, MUL's and
+                # SILU_MUL's x * b, RoPE's cos * x and sin * x', the norms' x * x. The same values.
+                a1, b1, a2, b2 = _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act_data[i],
+                                                  rope_r.data.cos[i], rope_r.data.sin[i], bx, bp)
+                v.update(shared1=fabric_product(a1, b1), shared2=fabric_product(a2, b2))
+            else:
+                v.update(mul=product(Mux(is_silu_mul, act_data[i], a8), b8, fabric=False),
+                         cos=product(rope_r.data.cos[i], bx, fabric=False),
+                         sin=product(rope_r.data.sin[i], bp, fabric=False),
+                         add_a=product(c.a_mult, a8, fabric=False), add_b=product(c.b_mult, b8, fabric=False),
+                         square=product(a8, a8, fabric=False))
+            lanes.append(v)
+        ctl = p1
+        if self.product_register:
+            ctl = _Stage("pa", L, self.max_length)
+            held = [{name: Signal(value.shape(), name=f"pa_{name}_{i}") for name, value in v.items()}
+                    for i, v in enumerate(lanes)]
+            with m.If(en):
+                m.d.sync += ctl.copy(p1)
+                for v, h in zip(lanes, held, strict=True):
+                    m.d.sync += [h[name].eq(value) for name, value in v.items()]
+            lanes = held
+        return self._lane_sums(m, c, op, en, ctl, lanes, stats)
+
+    def _lane_sums(self, m, c, op, en, ctl, lanes, stats):
+        """Stage 2's second step (A2): from each lane's products (``lanes``, :meth:`_products`) and
+        the beat's control ``ctl`` to the stage's registers."""
         L = self.lanes
         p2 = _Stage("p2", L, self.max_length)
         acc2 = [Signal(signed(34), name=f"acc2_{i}") for i in range(L)]
@@ -420,50 +478,34 @@ class VectorUnit(wiring.Component):
         bmax = Signal(signed(_ACC_BITS))
         bidx = Signal(range(L))
         is_req = op.op == VectorOp.REQUANT
-        # MUL and SILU_MUL share one 8 x 8 multiplier per lane: SILU_MUL's first operand is the table entry.
-        is_silu_mul = op.op == VectorOp.SILU_MUL
-        is_mul = (op.op == VectorOp.MUL) | is_silu_mul
-        mu, f, r, k = stats.mu, stats.f, stats.r, stats.k
-        fab = self.fabric_products
+        is_mul = (op.op == VectorOp.MUL) | (op.op == VectorOp.SILU_MUL)
         s_terms, q_terms, cands = [], [], []
-        for i in range(L):
-            lane = p1_in[i]
-            a8 = lane.a[:8].as_signed()
-            b8 = lane.b[:8].as_signed()
-            bx = buf_ra.data[i]
-            bp = buf_rb.data[i]
-            d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
-            n = round_shift(d * r, k + NORM_MEAN_FRAC_BITS)
-            if fab:
-                # Built from adders, the lane's products are two, shared by the opcodes (each
-                # command uses at most two): ADD's a_mult * a and b_mult * b, MUL's and
-                # SILU_MUL's x * b, RoPE's cos * x and sin * x', the norms' x * x. The same values.
-                a1, b1, a2, b2 = _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act_data[i],
-                                                  rope_r.data.cos[i], rope_r.data.sin[i], bx, bp)
-                pm = xx = fabric_product(a1, b1)
-                pb = fabric_product(a2, b2)
+        for i, v in enumerate(lanes):
+            a8 = v["a"][:8].as_signed()
+            b8 = v["b"][:8].as_signed()
+            n = round_shift(v["norm"], stats.k + NORM_MEAN_FRAC_BITS)
+            if self.fabric_products:
+                pm = xx = v["shared1"]
+                pb = v["shared2"]
                 # ADD's sum and RoPE's cos * x +- sin * x' in one adder.
-                sum2 = pc = pm + Mux(op.is_rope & ~p1.second, -pb, pb)
+                sum2 = pc = pm + Mux(op.is_rope & ~ctl.second, -pb, pb)
             else:
-                pm = product(Mux(is_silu_mul, act_data[i], a8), b8, fabric=False)
-                pc = product(rope_r.data.cos[i], bx, fabric=False)
-                ps = product(rope_r.data.sin[i], bp, fabric=False)
-                sum2 = product(c.a_mult, a8, fabric=False) + product(c.b_mult, b8, fabric=False)
-                xx = product(a8, a8, fabric=False)
-                pc = pc + Mux(p1.second, ps, -ps)
-            acc = Mux(is_req, lane.a,
+                pm, xx = v["mul"], v["square"]
+                sum2 = v["add_a"] + v["add_b"]
+                pc = v["cos"] + Mux(ctl.second, v["sin"], -v["sin"])
+            acc = Mux(is_req, v["a"],
                   Mux(op.op == VectorOp.ADD, sum2,
                   Mux(is_mul, pm,
                   Mux(op.is_rope, pc, n))))
             with m.If(en):
-                m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(op.is_layer, lane.a, 0)),
-                             mult2[i].eq(Mux(is_req, lane.b[:MULT_BITS], Mux(p1.bsel, c.mult_b, c.mult))),
-                             shift2[i].eq(Mux(is_req, lane.shift, Mux(p1.bsel, c.shift_b, c.shift))),
-                             act2[i].eq(act_data[i])]
-            live = p1.mask[i]
+                m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(op.is_layer, v["a"], 0)),
+                             mult2[i].eq(Mux(is_req, v["b"], Mux(ctl.bsel, c.mult_b, c.mult))),
+                             shift2[i].eq(Mux(is_req, v["shift"], Mux(ctl.bsel, c.shift_b, c.shift))),
+                             act2[i].eq(v["act"])]
+            live = ctl.mask[i]
             s_terms.append(Mux(live, a8, 0))
             q_terms.append(Mux(live, xx, 0))
-            cands.append((lane.a, Const(i, range(L)), live))
+            cands.append((v["a"], Const(i, range(L)), live))
         # Argmax within the beat: the right candidate wins only when strictly greater, so ties keep
         # the lower lane.
         while len(cands) > 1:
@@ -476,7 +518,7 @@ class VectorUnit(wiring.Component):
                 nxt.append(cands[-1])
             cands = nxt
         with m.If(en):
-            m.d.sync += [p2.copy(p1), s_beat.eq(sum(s_terms)), q_beat.eq(sum(q_terms)),
+            m.d.sync += [p2.copy(ctl), s_beat.eq(sum(s_terms)), q_beat.eq(sum(q_terms)),
                          bmax.eq(cands[0][0]), bidx.eq(cands[0][1])]
         return p2, (acc2, gamma2, beta2, mult2, shift2, act2, s_beat, q_beat, bmax, bidx)
 

@@ -249,7 +249,7 @@ class VectorCycles(Harness):
 
     def predicted(self, unit, command) -> int:
         op, n, h = command
-        return vector_cycles(op, n, unit.lanes, heads=max(h, 1)).total
+        return vector_cycles(op, n, unit.lanes, heads=max(h, 1), product_register=unit.product_register).total
 
     def depth(self) -> int:
         unit = self._unit()

@@ -122,7 +122,8 @@ def _check_results(params, ops, result, *, exact_cycles):
         else:
             assert got["out"] == np.asarray(expected).tolist(), where
             assert got["padding"] == [0] * len(got["padding"]), where
-        predicted = vector_cycles(op["op"], where[2], params["lanes"]).total
+        predicted = vector_cycles(op["op"], where[2], params["lanes"],
+                                  product_register=params.get("product_register", False)).total
         assert got["predicted"] == predicted
         if exact_cycles:
             assert got["cycles"] == predicted, where   # the RTL's own counter
@@ -140,13 +141,16 @@ def test_vector_unit_is_bit_exact_and_cycle_exact(simulator):
     _check_results(params, ops, result, exact_cycles=True)
 
 
+@pytest.mark.parametrize("product_register", [False, True])
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_vector_unit_with_fabric_products(simulator):
+def test_vector_unit_with_fabric_products(simulator, product_register):
     """``fabric_products``: each lane's products built from adders, two shared by every opcode
     (ADD's two scaled terms, MUL's and SILU_MUL's, RoPE's two, the norms' x * x): every op,
-    random and adversarial, still bit-exact and cycle-exact (Verilator at the ``ulx3s`` design's 8 lanes)."""
-    params = dict(PRESETS[PRESET_FOR[simulator]], fabric_products=True, **({"lanes": 8} if simulator == "verilator"
-                                                                            else {}))
+    random and adversarial, still bit-exact and cycle-exact (Verilator at the ``ulx3s`` design's 8 lanes).
+    ``product_register`` (the ``ulx3s`` design's ``vector_product_register``): stage A's products
+    registered before their sums, one cycle more a command and two a norm, predicted exactly."""
+    params = dict(PRESETS[PRESET_FOR[simulator]], fabric_products=True, product_register=product_register,
+                  **({"lanes": 8} if simulator == "verilator" else {}))
     ops = vector_cases(params, seed=7, small=simulator != "verilator")
     result = run(simulator, "vector_unit", params, "vector_ops", vector_job(params, ops, tables=_tables(params)))
     _check_results(params, ops, result, exact_cycles=True)
