@@ -156,6 +156,16 @@ def test_vector_unit_with_fabric_products(simulator, product_register):
     _check_results(params, ops, result, exact_cycles=True)
 
 
+def test_vector_unit_product_register_with_hard_multipliers_on_amaranth():
+    """``product_register`` without ``fabric_products``: each lane's own products (``a*a_mult``,
+    ``b*b_mult``, ``a*b``, ``x*cos``, ``x'*sin``, ``x*x``, ``d*r``) registered before their sums:
+    every op bit-exact and cycle-exact (Amaranth's simulator: no Verilog build)."""
+    params = dict(PRESETS["small"], product_register=True)
+    ops = vector_cases(params, seed=8, small=True)
+    result = run("amaranth", "vector_unit", params, "vector_ops", vector_job(params, ops, tables=_tables(params)))
+    _check_results(params, ops, result, exact_cycles=True)
+
+
 @pytest.mark.slow
 def test_vector_unit_at_eight_lanes_on_verilator():
     """The `demo` accelerator's width (8 lanes; the `demo` vector preset above is the ulx3s
@@ -230,6 +240,11 @@ def test_vector_cycle_model_terms():
     c = vector_cycles(VectorOp.RMSNORM, 64, 4)
     assert (c.passes, c.stats, c.total, c.lower_bound) == (32, 10, 47, 32)
     assert vector_cycles("rope", 16, 4).total == 1 + 8 + 4
+    # product_register: one pipeline stage more, and a norm's sums reach its statistics a cycle later.
+    c = vector_cycles(VectorOp.RMSNORM, 64, 4, product_register=True)
+    assert (c.passes, c.stats, c.pipeline, c.total, c.lower_bound) == (32, 11, 5, 49, 32)
+    assert vector_cycles("add", 10, 4, product_register=True).total == 9
+    assert vector_cycles("rope", 16, 4, heads=3, product_register=True).total == 1 + 24 + 5
     assert vector_lower_bound("argmax", 48, 4) == 12
     with pytest.raises(ValueError, match="vector op must be one of .*, not 'softmax'"):
         vector_cycles("softmax", 4, 4)
