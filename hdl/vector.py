@@ -5,8 +5,9 @@ One component, one opcode (:class:`VectorOp`), bit-exact with :mod:`golden.vecto
 in on ``inp`` (``lanes`` elements per beat), its results stream out on ``out``. One command runs
 at a time. Timing is fixed by the shape alone (:func:`sim.machine.cycles.vector_cycles`): a command
 issues one beat per cycle in each of its passes, every beat crosses the same four-stage pipeline
-(five with ``product_register``: stage A's lane products registered before their sums), and the
-whole pipeline stalls together when ``out`` is back-pressured.
+(six with ``product_register``: stage A's lane products registered before their sums, the output
+stage's product before its shift), and the whole pipeline stalls together when ``out`` is
+back-pressured.
 
 Passes, per opcode (W = ceil(length / lanes) beats per pass):
 
@@ -40,11 +41,11 @@ from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
-from .arith import fabric_product, product, requantize, round_shift
+from .arith import fabric_product, product, round_shift, saturate8
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = [
-    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "PRODUCT_REGISTER_STAGES",
+    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "PRODUCT_REGISTER_STAGES", "PRODUCT_REGISTER_SUMS_LATE",
     "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
     "NormStatistics", "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
 ]
@@ -55,8 +56,11 @@ MAX_LANES = 64
 PIPELINE_STAGES = 4
 #: Cycles from a norm's final sums to the first issue of its second pass (the statistics chain).
 NORM_STATS_CYCLES = 8
-#: Registers ``product_register`` adds to the pipeline (between stage A's lane products and their sums).
-PRODUCT_REGISTER_STAGES = 1
+#: Registers ``product_register`` adds to the pipeline: between stage A's lane products and their
+#: sums, and between the output stage's requantization product and its rounding shift.
+PRODUCT_REGISTER_STAGES = 2
+#: Of those, the registers before the norms' sum registers: a norm's statistics start that much later.
+PRODUCT_REGISTER_SUMS_LATE = 1
 _ACC_BITS = 32
 
 
@@ -153,10 +157,12 @@ class VectorUnit(wiring.Component):
     act_tables: activation tables (256 int8 entries each) the table memory holds, 1 .. 256.
     fabric_products: the lanes' int8 products (MUL and SILU_MUL, the norm's x * x, ADD's two scaled
     terms, RoPE's x * cos and x * sin) built from adders (:func:`hdl.arith.fabric_product`) instead of hard multipliers.
-    product_register: a register between stage A's lane products (the norms' ``d * r`` among them)
-    and their sums, rounding shift and opcode choice, an FPGA timing cut: every beat crosses one
-    more stage (:data:`PRODUCT_REGISTER_STAGES`), so every command takes one cycle more and a
-    norm two (its first pass's sums reach the statistics chain a cycle later too).
+    product_register: FPGA timing cuts, a register between stage A's lane products (the norms'
+    ``d * r`` among them) and their sums, rounding shift and opcode choice, and one between the
+    output stage's requantization product and its rounding shift and saturation: every beat crosses
+    :data:`PRODUCT_REGISTER_STAGES` (2) more stages, so every command takes two cycles more and a
+    norm three (its first pass's sums reach the statistics chain a cycle later too,
+    :data:`PRODUCT_REGISTER_SUMS_LATE`).
 
     Ports
     -----
@@ -287,13 +293,27 @@ class VectorUnit(wiring.Component):
 
         # --- stage 4: requantize into the output register --------------------------------------
         acc3, mult3, shift3, act3, idx3 = stage3
-        emits = Mux(op.two_pass, p3.pass2, Mux(op.is_argmax, p3.final, 1))
+        ctl, prods, shifts, acts, idx = p3, [acc3[i] * mult3[i] for i in range(L)], shift3, act3, idx3
+        if self.product_register:
+            # The requantization's product registered before its rounding shift and saturation.
+            ctl = _Stage("pq", L, self.max_length)
+            held = [Signal(prods[i].shape(), name=f"pq_prod_{i}") for i in range(L)]
+            held_shifts = [Signal.like(shift3[i], name=f"pq_shift_{i}") for i in range(L)]
+            held_acts = [Signal.like(act3[i], name=f"pq_act_{i}") for i in range(L)]
+            held_idx = Signal.like(idx3, name="pq_idx")
+            with m.If(en):
+                m.d.sync += [*ctl.copy(p3), held_idx.eq(idx3)]
+                m.d.sync += [h.eq(v) for h, v in zip(held + held_shifts + held_acts, prods + shifts + acts,
+                                                     strict=True)]
+            prods, shifts, acts, idx = held, held_shifts, held_acts, held_idx
+        emits = Mux(op.two_pass, ctl.pass2, Mux(op.is_argmax, ctl.final, 1))
         with m.If(en):
-            m.d.sync += [self.out.valid.eq(p3.valid & emits), self.out.payload.last.eq(p3.final),
-                         self.out.payload.index.eq(idx3)]
+            m.d.sync += [self.out.valid.eq(ctl.valid & emits), self.out.payload.last.eq(ctl.final),
+                         self.out.payload.index.eq(idx)]
             for i in range(L):
-                y = Mux(op.is_act, act3[i], requantize(acc3[i], mult3[i], shift3[i]))
-                m.d.sync += self.out.payload.data[i].eq(Mux(p3.mask[i], y, 0))
+                # requantize(acc3, mult3, shift3), its product possibly registered.
+                y = Mux(op.is_act, acts[i], saturate8(round_shift(prods[i], shifts[i])))
+                m.d.sync += self.out.payload.data[i].eq(Mux(ctl.mask[i], y, 0))
 
         # --- completion and the cycle counter ------------------------------------------------------
         with m.If(cmd_fire):
@@ -417,7 +437,7 @@ class VectorUnit(wiring.Component):
         In two steps: the lanes' products (A1), then their sums, the norms' rounding shift, the
         opcode's choice, the beat's sums and its argmax (A2). With ``product_register`` a register
         lies between the two (the products, the operands the stage passes on and the beat's
-        control): the stage takes :data:`PRODUCT_REGISTER_STAGES` cycle more.
+        control): the stage takes a cycle more.
 
         Returns the stage's control and registers: (p2, (acc2, gamma2, beta2, mult2, shift2, act2,
         s_beat, q_beat, bmax, bidx))."""

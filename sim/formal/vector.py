@@ -78,9 +78,9 @@ class VectorControl(Harness):
 
     Invariants added for induction: the issue slot's counters agree (base = w x lanes, remaining =
     length - base >= 1); the beats issued (a closed form of the slot's state) = beats taken, and the
-    result beats issued = beats sent + result beats in the stages (three; four with product_register) and the output register; once
-    the final slot has issued, every beat in flight has the final beat at its stage or behind it; the
-    latched command is one the host allows.
+    result beats issued = beats sent + result beats in the stages (three; five with product_register)
+    and the output register; once the final slot has issued, every beat in flight has the final beat
+    at its stage or behind it; the latched command is one the host allows.
     """
 
     def __init__(self, **params):
@@ -120,10 +120,13 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
     busy = unit.busy
     c = data.View(layout, probe["c"])
     p = {n: probe[n] for n in ("issuing", "pass2", "remaining", "w", "base", "heads_left")}
-    # The stages a beat crosses before the output register, in order: 1, A1 (with product_register), 2, 3.
-    names = ["p1", *(["pa"] if unit.product_register else []), "p2", "p3"]
+    # The stages a beat crosses before the output register, in order: 1, A1 (with product_register), 2,
+    # 3, the output stage's product (with product_register).
+    reg = unit.product_register
+    names = ["p1", *(["pa"] if reg else []), "p2", "p3", *(["pq"] if reg else [])]
     stages = range(1, len(names) + 1)
-    st = {(k, f): probe[f"{n}_{f}"] for k, n in zip(stages, names) for f in ("valid", "final", "pass2", "s1_end")}
+    st = {(k, f): probe[f"{n}_{f}"] for k, n in zip(stages, names, strict=True)
+          for f in ("valid", "final", "pass2", "s1_end")}
     tokens = [probe[f"stats/stats_token{i}"] for i in range(NORM_STATS_CYCLES)]
 
     # busy, cmd
@@ -181,7 +184,8 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
 
     # The statistics chain: one token while a norm waits for it, none otherwise.
     waiting = busy & ~issuing & ~done_issue
-    markers = [st[k, "valid"] & st[k, "s1_end"] for k in stages[:-1]] + tokens
+    # (the stages up to 2: the sums are taken from stage 2)
+    markers = [st[k, "valid"] & st[k, "s1_end"] for k in stages[:names.index("p2") + 1]] + tokens
     m.d.comb += Assert(popcount(markers) == waiting)
 
     # Beats issued (a closed form of the slot's state), taken and sent.
