@@ -169,12 +169,14 @@ class Config:
         per vector instruction (:data:`sim.machine.cycles.VECTOR_SCALAR_REGISTER`). A timing cut for
         FPGA clocks; no bit changes.
     vector_product_register:
-        A register in the vector unit's stage A, between each lane's products (the norms'
-        ``d * r``, RoPE's, ADD's and MUL's) and their sums, the norms' rounding shift and the
-        opcode's choice (false, the default): every beat crosses one more pipeline stage, one cycle
-        more per vector instruction and two per norm (its sums reach the statistics chain a cycle
-        later too; :data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`). A timing cut for FPGA
-        clocks; no bit changes.
+        Two registers in the vector unit (false, the default): in stage A between each lane's
+        products (the norms' ``d * r``, RoPE's, ADD's and MUL's) and their sums, the norms' rounding
+        shift and the opcode's choice; in the output stage between the requantization's multiply and
+        its rounding shift and saturation. Every beat crosses two more pipeline stages: two cycles
+        more per vector instruction and three per norm (its sums reach the statistics chain a cycle
+        later too; :data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`,
+        :data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER_SUMS`). A timing cut for FPGA clocks; no
+        bit changes.
     fabric_products:
         The int8 products built from adders in the logic fabric (:func:`hdl.arith.fabric_product`)
         instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
