@@ -81,7 +81,7 @@ Lookup tables are ROMs holding :func:`golden.tables.exp_table` and
 :func:`golden.tables.recip_table` as built by golden.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -127,14 +127,18 @@ class AttentionUnit(wiring.Component):
     ``max_context`` (longest KV cache, 1 .. MAX_CONTEXT_LIMIT = 512), ``max_heads`` (query heads
     of one call, 1 .. 64), ``finish_lanes`` (lanes of the finish stages, 1 .. head_dim; None, the
     default, for head_dim), ``heads_per_step`` (query heads of a group run a step, 1 .. max_heads,
-    default 1). Raises TypeError for a non-integer and ValueError for a value out of
-    range, naming the parameter and the value. See the module docstring for ports and timing.
+    default 1), ``exp_register`` (``Config.attention_exp_register``: the exp table's read data
+    passes a register of its own before S4's rescale and accumulate, a position stage more, so a
+    call takes one cycle more; default False). Raises TypeError for a non-integer and ValueError for
+    a value out of range, naming the parameter and the value. See the module docstring for ports and
+    timing.
     """
 
     @checked_constructor
     def __init__(self, *, head_dim: int, max_context: int, max_heads: int, finish_lanes: int | None = None,
-                 heads_per_step: int = 1):
+                 heads_per_step: int = 1, exp_register: bool = False):
         self.head_dim = check_positive_int("attention head_dim", head_dim)
+        self.exp_register = bool(exp_register)
         self.max_context = check_positive_int("attention max_context", max_context)
         self.max_heads = check_positive_int("attention max_heads", max_heads)
         for name, value, limit in (("head_dim", head_dim, HEAD_DIM_MAX),
@@ -394,19 +398,47 @@ class AttentionUnit(wiring.Component):
         valid4, last4 = Signal(name="valid4"), Signal(name="last4")
         lanes4 = Signal.like(lanes3)
         v4 = Signal(row)
+        regs = ceil_div(H, P)
+        rises = [rises[p] for p in range(P)]
+        beyonds = [dists[p] >= EXP_TABLE_SIZE for p in range(P)]
+        exps = [exp_rs[p].data for p in range(P)]
+        if self.exp_register:
+            # --- S3x (exp_register): the exp table's read data is registered before S4 uses it.
+            valid3x, last3x = Signal(name="valid3x"), Signal(name="last3x")
+            lanes3x = Signal.like(lanes3)
+            v3x = Signal(row)
+            with m.If(en_pos):
+                m.d.sync += [valid3x.eq(valid3), last3x.eq(last3), lanes3x.eq(lanes3), v3x.eq(v3)]
+            with m.If(launch):
+                m.d.sync += valid3x.eq(0)
+            for p in range(P):
+                sfx = f"_{p}" if P > 1 else ""
+                rise3x, beyond3x = Signal(name=f"rise3x{sfx}"), Signal(name=f"beyond3x{sfx}")
+                e3x = Signal(EXP_OUT_BITS + 1, name=f"e3x{sfx}")
+                with m.If(en_pos):
+                    m.d.sync += [rise3x.eq(rises[p]), beyond3x.eq(beyonds[p])]
+                m.d.comb += e3x.eq(Mux(beyond3x, 0, exps[p]))
+                rises[p], beyonds[p], exps[p] = rise3x, Const(0), e3x
+            valid3, last3, lanes3, v3 = valid3x, last3x, lanes3x, v3x
         with m.If(en_pos):
             m.d.sync += [valid4.eq(valid3), last4.eq(last3), lanes4.eq(lanes3), v4.eq(v3)]
-        regs = ceil_div(H, P)
         l_regs, acc_regs, l_news, acc_news = [], [], [], []
         for p in range(P):
             sfx = f"_{p}" if P > 1 else ""
             rise4, beyond4 = Signal(name=f"rise4{sfx}"), Signal(name=f"beyond4{sfx}")
             with m.If(en_pos):
-                m.d.sync += [rise4.eq(rises[p]), beyond4.eq(dists[p] >= EXP_TABLE_SIZE)]
+                m.d.sync += [rise4.eq(rises[p]), beyond4.eq(beyonds[p])]
             e4 = Signal(EXP_OUT_BITS + 1, name=f"e4{sfx}")
             w4 = Signal(EXP_OUT_BITS + 1, name=f"w4{sfx}")
+            if self.exp_register:
+                e4_reg = Signal(EXP_OUT_BITS + 1, name=f"e4_reg{sfx}")
+                with m.If(en_pos):
+                    m.d.sync += e4_reg.eq(exps[p])
+                exp_data = e4_reg
+            else:
+                exp_data = exps[p]
             # A rise gets a = EXP[z - m_old] and w = EXP[0]; otherwise no rescale and w = EXP[m - z].
-            m.d.comb += [e4.eq(Mux(beyond4, 0, exp_rs[p].data)), w4.eq(Mux(rise4, EXP_ONE, e4))]
+            m.d.comb += [e4.eq(Mux(beyond4, 0, exp_data)), w4.eq(Mux(rise4, EXP_ONE, e4))]
             lane_l = [Signal(DEN_BITS, name=f"den{j}{sfx}") for j in range(regs)]
             lane_acc = [Signal(acc_row, name=f"acc{j}{sfx}") for j in range(regs)]
             l_new = Signal(DEN_BITS, name=f"l_new{sfx}")

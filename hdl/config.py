@@ -34,7 +34,7 @@ UNIT_CYCLE_BITS = 32
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
 BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register", "vector_scalar_register",
-             "vector_product_register", "fabric_products")
+             "vector_product_register", "fabric_products", "attention_exp_register")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -177,6 +177,11 @@ class Config:
         later too; :data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`,
         :data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER_SUMS`). A timing cut for FPGA clocks; no
         bit changes.
+    attention_exp_register:
+        The attention unit's exp table read data registered before the rescale and accumulate stage
+        uses it (false, the default): a position stage more, so every attention call takes one cycle
+        more (:data:`sim.machine.cycles.ATTENTION_EXP_REGISTER`). A timing cut for FPGA clocks (a
+        block RAM's clock-to-output delay no longer starts the stage's multiply); no bit changes.
     fabric_products:
         The int8 products built from adders in the logic fabric (:func:`hdl.arith.fabric_product`)
         instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
@@ -217,6 +222,7 @@ class Config:
     vector_scalar_register: bool = False
     vector_product_register: bool = False
     fabric_products: bool = False
+    attention_exp_register: bool = False
     kv_block: int = 0
 
     def __post_init__(self):

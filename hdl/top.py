@@ -348,6 +348,7 @@ class DecodeTop(wiring.Component):
                                             product_register=c.vector_product_register)
         finish = min(c.attention_finish_lanes, HD) or None
         m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads,
+                                               exp_register=c.attention_exp_register,
                                                finish_lanes=finish,
                                                heads_per_step=min(c.attention_heads_per_step, self.max_heads))
 

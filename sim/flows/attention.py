@@ -42,9 +42,10 @@ __all__ = ["DESIGNS", "FLOWS", "JOBS", "AttentionCase", "AttentionJob", "Attenti
            "plan_attention", "run_attention", "unit_params"]
 
 _UNIT_KEYS = ("head_dim", "max_context", "max_heads")
-#: Optional: the finish stages' width (default head_dim) and the query heads of a group run in
-#: parallel (default 1), see :class:`hdl.attention.AttentionUnit`.
-_OPTIONAL_KEYS = ("finish_lanes", "heads_per_step")
+#: Optional: the finish stages' width (default head_dim), the query heads of a group run in
+#: parallel (default 1) and the exp table's read register (default false), see
+#: :class:`hdl.attention.AttentionUnit`.
+_OPTIONAL_KEYS = ("finish_lanes", "heads_per_step", "exp_register")
 
 
 def unit_params(params: dict) -> dict:
@@ -92,7 +93,8 @@ class AttentionPlan:
     def predicted_cycles(self) -> int:
         return attention_cycles(n_heads=self.n_heads, kv_len=self.kv_len, head_dim=self.head_dim,
                                 finish_lanes=self.unit.get("finish_lanes", 0), n_kv_heads=self.n_kv_heads,
-                                heads_per_step=self.unit.get("heads_per_step", 1)).total
+                                heads_per_step=self.unit.get("heads_per_step", 1),
+                                exp_register=bool(self.unit.get("exp_register", False))).total
 
     @property
     def min_cycles(self) -> int:

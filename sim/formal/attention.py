@@ -198,7 +198,8 @@ class AttentionCycles(Harness):
     def predicted(self, unit, call) -> int:
         t, g, j = call
         return attention_cycles(n_heads=g * j, kv_len=t, head_dim=unit.head_dim, finish_lanes=unit.finish_lanes,
-                                n_kv_heads=g, heads_per_step=unit.heads_per_step).total
+                                n_kv_heads=g, heads_per_step=unit.heads_per_step,
+                                exp_register=unit.exp_register).total
 
     def depth(self) -> int:
         """The BMC depth that reaches the slowest call's ``done``, and two cycles past it."""

@@ -50,8 +50,8 @@ from ..flows.gemm import plan_gemm
 from ..machine.cycles import decode_step_cycles
 
 __all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "DECODE_UNITS", "FitError",
-           "block_table_bits", "build", "critical_path", "decode_multipliers", "decode_throughput", "decode_unit_resources",
-           "decode_unit_timing",
+           "block_table_bits", "build", "critical_path", "decode_multipliers", "decode_throughput",
+           "decode_unit_resources", "decode_unit_timing",
            "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
            "synthesis_resources", "tool_environment"]
 
@@ -720,12 +720,16 @@ def _decode_rtlil(compiled) -> str:
 
 #: Seconds one unit's out-of-context place and route (:func:`decode_unit_timing`) may take.
 PNR_TIMEOUT = 4 * 3600
-_FF_SUFFIX = re.compile(r"(_TRELLIS_FF_Q(_\d+)?|\$.*)$")
+#: The shape of a cached :func:`decode_unit_timing` result (part of its cache key: a new shape
+#: misses the old entries).
+TIMING_RESULT_FORMAT = 2
+_FF_SUFFIX = re.compile(r"_TRELLIS_FF_Q(_\d+)?$")
 
 
 def critical_path(report: dict) -> dict | None:
     """The slowest clock's critical path from nextpnr's ``--report`` JSON: ``{"from", "to"}`` (the
-    start and end cells, a flip-flop named by the signal it holds), ``ns`` (the whole path, setup
+    start and end cells, a flip-flop named by the signal it holds, any other cell by its netlist
+    name), ``ns`` (the whole path, setup
     included), ``logic_ns`` (clock-to-out, cell delays and setup) and ``routing_ns``; None when the
     report has none."""
     paths = [p for p in report.get("critical_paths", []) if p.get("path")]
@@ -754,7 +758,8 @@ def decode_unit_timing(compiled, unit: str, board: str = "ulx3s-85f", *, clock_m
 
     ``progress(text)`` is called every ``progress_every`` seconds while nextpnr runs (where it
     is). Cached under ``<lockstep cache>/timing`` by the design, unit, board, clock, seed and tool
-    versions (written through a rename). Raises InputError for an unknown unit, board or a board
+    versions (written through a rename), with nextpnr's whole report (every segment of the critical
+    path) beside it as ``<name>.report.json`` (``"report"`` in the result). Raises InputError for an unknown unit, board or a board
     not in the ECP5 family, BuildError when a tool fails or runs past its time limit; an interrupt
     stops the tools and leaves nothing behind.
     """
@@ -776,8 +781,8 @@ def decode_unit_timing(compiled, unit: str, board: str = "ulx3s-85f", *, clock_m
     args = [platform._nextpnr_device_options[platform.device], "--package",
             platform._nextpnr_package_options[platform.package].upper(), "--out-of-context", "--freq", f"{mhz:g}",
             "--seed", str(seed), "--json", "unit.json", "--report", "report.json", "--timing-allow-fail"]
-    digest = hashlib.sha256(json.dumps({"design": design, "script": script, "args": args,
-                                        "tools": tool_versions(b)}, sort_keys=True).encode()).hexdigest()[:20]
+    digest = hashlib.sha256(json.dumps({"design": design, "script": script, "args": args, "tools": tool_versions(b),
+                                        "result": TIMING_RESULT_FORMAT}, sort_keys=True).encode()).hexdigest()[:20]
     result_file = cache_root() / "timing" / f"{b.name}-{unit}-{digest}.json"
     if use_cache and result_file.exists():
         try:
@@ -819,11 +824,13 @@ def decode_unit_timing(compiled, unit: str, board: str = "ulx3s-85f", *, clock_m
         if not report_file.exists():
             raise BuildError(f"nextpnr wrote no report.json for unit {unit}")
         report = json.loads(report_file.read_text())
+    kept = result_file.with_suffix(".report.json")
+    _write_atomically(kept, json.dumps(report))
     parsed = parse_report(report)
     result = {"unit": unit, "board": b.name, "seed": seed, "constraint_mhz": round(mhz, 2),
               "fmax_mhz": parsed["fmax_mhz"], "timing_ok": parsed["timing_ok"], "critical": critical_path(report),
               "utilisation": parsed["utilisation"], "synth_seconds": seconds["synth"],
-              "pnr_seconds": seconds["pnr"], "tools": tool_versions(b)}
+              "pnr_seconds": seconds["pnr"], "tools": tool_versions(b), "report": str(kept)}
     _write_atomically(result_file, json.dumps(result, indent=1, sort_keys=True))
     return {**result, "cached": False}
 

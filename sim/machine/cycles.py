@@ -117,8 +117,8 @@ def gemm_lower_bound(config, m: int, k: int, n: int, *, weight_bytes_per_cycle: 
 
 # --- attention unit ------------------------------------------------------------------------------
 
-__all__ += ["ATTENTION_FINISH_STAGES", "ATTENTION_POSITION_STAGES", "ATTENTION_Q_FIRST", "ATTENTION_START",
-            "AttentionCycles", "attention_cycles", "attention_finish_steps", "attention_min_cycles",
+__all__ += ["ATTENTION_EXP_REGISTER", "ATTENTION_FINISH_STAGES", "ATTENTION_POSITION_STAGES", "ATTENTION_Q_FIRST",
+            "ATTENTION_START", "AttentionCycles", "attention_cycles", "attention_finish_steps", "attention_min_cycles",
             "attention_steps"]
 
 #: The edge that samples ``start``.
@@ -131,6 +131,8 @@ ATTENTION_POSITION_STAGES = 4
 #: Stages from a head's finished state to its output beat being taken: reciprocal (F1-F2),
 #: normalisation (F3), requantization (F4) and the output register.
 ATTENTION_FINISH_STAGES = 5
+#: Config.attention_exp_register: the exp table's read data registered before S4 (a stage S3x).
+ATTENTION_EXP_REGISTER = 1
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def attention_steps(*, n_heads: int, kv_len: int, n_kv_heads: int = 0, heads_per
 
 
 def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lanes: int = 0, n_kv_heads: int = 0,
-                     heads_per_step: int = 1) -> AttentionCycles:
+                     heads_per_step: int = 1, exp_register: bool = False) -> AttentionCycles:
     """Exact cycles of one call of :class:`hdl.attention.AttentionUnit` with every source always
     valid and the sink always ready, from the edge that samples ``start`` to the first cycle
     ``done`` is high (shape checked by :func:`sim.flows.attention.plan_attention`).
@@ -195,6 +197,8 @@ def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lan
     for ``live lanes - 1`` cycles (``handoff``). ``head_dim`` enters only through the finish
     stages' width ``finish_lanes`` (0, the default: all lanes at once, and the call does not
     depend on head_dim): each head holds the pipeline for :func:`attention_finish_steps` - 1 cycles.
+    ``exp_register`` (``Config.attention_exp_register``): a position stage more, one cycle more
+    (:data:`ATTENTION_EXP_REGISTER`).
     """
     steps = attention_steps(n_heads=n_heads, kv_len=kv_len, n_kv_heads=n_kv_heads, heads_per_step=heads_per_step)
     return AttentionCycles(
@@ -203,7 +207,7 @@ def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lan
         steps=steps,
         handoff=n_heads - steps // kv_len,
         finish=n_heads * (attention_finish_steps(head_dim, finish_lanes) - 1),
-        latency=ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES,
+        latency=ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES + (ATTENTION_EXP_REGISTER if exp_register else 0),
     )
 
 
@@ -560,7 +564,8 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
     if op == "attention":
         a = attention_cycles(n_heads=n_heads, kv_len=position + 1, head_dim=head_dim,
                              finish_lanes=config.attention_finish_lanes, n_kv_heads=n_kv_heads,
-                             heads_per_step=config.attention_heads_per_step)
+                             heads_per_step=config.attention_heads_per_step,
+                             exp_register=config.attention_exp_register)
         return OpCycles(op, "", SEQ_ISSUE + 2 * n_heads * row_words + a.total + ATTENTION_HANDOFF,
                         unit_min=attention_min_cycles(n_heads=n_heads, kv_len=position + 1, n_kv_heads=n_kv_heads,
                                                       heads_per_step=config.attention_heads_per_step))

@@ -600,6 +600,7 @@ class Hardware:
     vector_scalar_register: bool = False  # vector scalars latched a cycle early (Config's): +1 a vector op
     vector_product_register: bool = False  # vector unit's products registered (Config's): +2 a vector op, +3 a norm
     fabric_products: bool = False        # int8 products in logic, not multipliers (Config's): no cycle
+    attention_exp_register: bool = False  # the exp table's data registered (Config's): +1 an attention call
 
     def __post_init__(self):
         # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.

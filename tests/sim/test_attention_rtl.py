@@ -22,6 +22,7 @@ from sim.engine.lint import WAIVERS, lint_verilog
 from sim.engine.runner import SimulationError, design_for, run, verilog_for
 from sim.flows.attention import plan_attention
 from sim.machine.cycles import (
+    ATTENTION_EXP_REGISTER,
     ATTENTION_FINISH_STAGES,
     ATTENTION_POSITION_STAGES,
     attention_cycles,
@@ -196,17 +197,47 @@ def test_narrow_finish_stages_are_bit_exact_and_cycle_exact(simulator):
     cases = [case for _, case in named]
     result = run(simulator, "attention_unit", unit, "attention_unit", {"unit": unit, "cases": cases})
     steps = ceil_div(unit["head_dim"], unit["finish_lanes"])
+    for q, k, predicted in _assert_exact(unit, named, result):
+        assert predicted == attention_cycles(n_heads=q.shape[0], kv_len=k.shape[0]).total + q.shape[0] * (steps - 1)
+
+
+def _assert_exact(unit, named, result):
+    """Every case's output equal to golden's and its cycles to the prediction (more with gaps or
+    stalls); yields each case's q, k and predicted cycles for the caller's own checks."""
     for (name, case), got in zip(named, result["cases"], strict=True):
         q, k, v = (np.array(case[x], dtype=np.int64) for x in ("q", "k", "v"))
         expected = attention_decode(q, k, v, AttentionParams(**case["params"]), max_context=unit["max_context"])
         assert np.array_equal(np.array(got["out"], dtype=np.int64), expected), name
-        plan = plan_attention(unit, n_heads=q.shape[0], n_kv_heads=k.shape[1], kv_len=k.shape[0])
-        wide = attention_cycles(n_heads=q.shape[0], kv_len=k.shape[0]).total
-        assert plan.predicted_cycles == wide + q.shape[0] * (steps - 1)
+        predicted = plan_attention(unit, n_heads=q.shape[0], n_kv_heads=k.shape[1], kv_len=k.shape[0]).predicted_cycles
         if case.get("gaps") or case.get("stall"):
-            assert got["cycles"] == got["edges"] > plan.predicted_cycles, name
+            assert got["cycles"] == got["edges"] > predicted, name
         else:
-            assert got["cycles"] == got["edges"] == plan.predicted_cycles, name
+            assert got["cycles"] == got["edges"] == predicted, name
+        yield q, k, predicted
+
+
+#: The exp table's read register (Config.attention_exp_register): the ULX3S preset's unit on
+#: Verilator (the demo model's head_dim, one finish lane), small units on the others, two heads a
+#: step (the hand-off) on Amaranth's.
+EXP_REGISTER_FOR = {"verilator": {**DEMO, "finish_lanes": 1, "exp_register": True},
+                    "icarus": {**SMALL, "finish_lanes": 1, "exp_register": True},
+                    "amaranth": {**SMALL, "heads_per_step": 2, "exp_register": True}}
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_exp_register_is_bit_exact_and_one_cycle_more(simulator):
+    unit = EXP_REGISTER_FOR[simulator]
+    named = attention_cases(unit, seed=unit["head_dim"] * 1000 + unit["max_context"] + 2)
+    if simulator != "verilator":   # the interpreted simulators: the random shapes and the stalls
+        named = [(name, case) for name, case in named if name.startswith(("random", "backpressure"))]
+    result = run(simulator, "attention_unit", unit, "attention_unit", {"unit": unit, "cases": [c for _, c in named]})
+    without = {key: value for key, value in unit.items() if key != "exp_register"}
+    checked = 0
+    for q, k, predicted in _assert_exact(unit, named, result):
+        shape = {"n_heads": q.shape[0], "n_kv_heads": k.shape[1], "kv_len": k.shape[0]}
+        assert predicted == plan_attention(without, **shape).predicted_cycles + ATTENTION_EXP_REGISTER
+        checked += 1
+    assert checked == len(named) > 0
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
@@ -274,7 +305,7 @@ def test_bad_call_shapes_are_rejected(shape, error, message):
 
 def test_bad_unit_table_is_rejected():
     with pytest.raises(ValueError, match=r"^attention unit: unknown parameter 'lanes' \(known: head_dim, "
-                                         r"max_context, max_heads, finish_lanes, heads_per_step\)$"):
+                                         r"max_context, max_heads, finish_lanes, heads_per_step, exp_register\)$"):
         plan_attention({**SMALL, "lanes": 4}, n_heads=1, n_kv_heads=1, kv_len=1)
     with pytest.raises(ValueError, match=r"^attention unit: missing parameter 'max_heads'$"):
         plan_attention({"head_dim": 8, "max_context": 16}, n_heads=1, n_kv_heads=1, kv_len=1)

@@ -457,5 +457,6 @@ def test_a_decode_unit_placed_and_routed_alone():
     c = t["critical"]
     assert c["from"] and c["to"] and c["ns"] == pytest.approx(c["logic_ns"] + c["routing_ns"], abs=0.02)
     assert c["ns"] == pytest.approx(1000 / t["fmax_mhz"], rel=0.05)
+    assert json.loads(Path(t["report"]).read_text())["fmax"]    # nextpnr's whole report, kept
     again = decode_unit_timing(compiled, "vpath", clock_mhz=50)
     assert again["cached"] and again["fmax_mhz"] == t["fmax_mhz"]
