@@ -45,8 +45,8 @@ from .arith import fabric_product, product, round_shift, saturate8
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = [
-    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "PRODUCT_REGISTER_STAGES", "PRODUCT_REGISTER_SUMS_LATE",
-    "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
+    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "PRODUCT_REGISTER_STAGES",
+    "PRODUCT_REGISTER_SUMS_LATE", "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
     "NormStatistics", "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
 ]
 

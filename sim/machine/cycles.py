@@ -32,8 +32,13 @@ from dataclasses import dataclass, replace
 from golden.errors import InputError
 from golden.numerics import ceil_div
 from hdl.config import check_positive_int
-from hdl.vector import (NORM_STATS_CYCLES, PIPELINE_STAGES, PRODUCT_REGISTER_STAGES, PRODUCT_REGISTER_SUMS_LATE,
-                        VECTOR_OP_NAMES)
+from hdl.vector import (
+    NORM_STATS_CYCLES,
+    PIPELINE_STAGES,
+    PRODUCT_REGISTER_STAGES,
+    PRODUCT_REGISTER_SUMS_LATE,
+    VECTOR_OP_NAMES,
+)
 
 from .schedule import instruction_groups
 
@@ -284,14 +289,15 @@ def _vector_op_name(op) -> str:
     return name
 
 
-def vector_cycles(op, length: int, lanes: int, *, heads: int = 1, product_register: bool = False) -> VectorCycles:
+def vector_cycles(op, length: int, lanes: int, *, heads: int = 1,
+                  product_register: bool = False) -> VectorCycles:
     """Exact cycles of one vector-unit command (``op`` a name or ``hdl.vector.VectorOp``).
 
     ``length`` is a RoPE command's head_dim, ``heads`` its heads (one command rotates them one
     after another); ``product_register`` the unit's (:data:`VECTOR_PRODUCT_REGISTER` more in the
-    pipeline, :data:`VECTOR_PRODUCT_REGISTER_SUMS` more in a norm's statistics wait). ``lower_bound`` is the op's own floor on this
-    datapath: the input beats it must take (W, or 2W for the norms, whose gamma/beta stream after x;
-    h * W for h RoPE heads).
+    pipeline, :data:`VECTOR_PRODUCT_REGISTER_SUMS` more in a norm's statistics wait).
+    ``lower_bound`` is the op's own floor on this datapath: the input beats it must take (W, or 2W
+    for the norms, whose gamma/beta stream after x; h * W for h RoPE heads).
     """
     name = _vector_op_name(op)
     w = ceil_div(length, lanes)

@@ -141,8 +141,8 @@ def test_the_fpga_timing_cuts_add_a_cycle_to_each_gemm_and_each_vector_instructi
     """gemm_product_register: GEMM_PRODUCT_REGISTER more per GEMM instruction; vector_scalar_register:
     VECTOR_SCALAR_REGISTER more per vector instruction (a RoPE of several commands latches once);
     vector_product_register: VECTOR_PRODUCT_REGISTER more per vector command, and
-    VECTOR_PRODUCT_REGISTER_SUMS more per norm (a RoPE of one command a head pays it per head); fabric_products: no cycle. The RTL confirms them
-    (tests/sim/test_top_rtl.py, test_fused_residual.py)."""
+    VECTOR_PRODUCT_REGISTER_SUMS more per norm (a RoPE of one command a head pays it per head);
+    fabric_products: no cycle. The RTL confirms them (tests/sim/test_top_rtl.py, test_fused_residual.py)."""
     from dataclasses import replace
 
     from golden.checkpoint import load_demo_model
