@@ -173,10 +173,9 @@ class Config:
         products (the norms' ``d * r``, RoPE's, ADD's and MUL's) and their sums, the norms' rounding
         shift and the opcode's choice; in the output stage between the requantization's multiply and
         its rounding shift and saturation. Every beat crosses two more pipeline stages: two cycles
-        more per vector instruction and three per norm (its sums reach the statistics chain a cycle
-        later too; :data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`,
-        :data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER_SUMS`). A timing cut for FPGA clocks; no
-        bit changes.
+        more per vector instruction, norms included (their statistics start no later;
+        :data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`). A timing cut for FPGA clocks; no bit
+        changes.
     attention_exp_register:
         The attention unit's exp table read data registered before the rescale and accumulate stage
         uses it (false, the default): a position stage more, so every attention call takes one cycle

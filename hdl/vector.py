@@ -46,7 +46,7 @@ from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_posit
 
 __all__ = [
     "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "PRODUCT_REGISTER_STAGES",
-    "PRODUCT_REGISTER_SUMS_LATE", "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
+    "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
     "NormStatistics", "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
 ]
 
@@ -59,8 +59,6 @@ NORM_STATS_CYCLES = 8
 #: Registers ``product_register`` adds to the pipeline: between stage A's lane products and their
 #: sums, and between the output stage's requantization product and its rounding shift.
 PRODUCT_REGISTER_STAGES = 2
-#: Of those, the registers before the norms' sum registers: a norm's statistics start that much later.
-PRODUCT_REGISTER_SUMS_LATE = 1
 _ACC_BITS = 32
 
 
@@ -160,9 +158,8 @@ class VectorUnit(wiring.Component):
     product_register: FPGA timing cuts, a register between stage A's lane products (the norms'
     ``d * r`` among them) and their sums, rounding shift and opcode choice, and one between the
     output stage's requantization product and its rounding shift and saturation: every beat crosses
-    :data:`PRODUCT_REGISTER_STAGES` (2) more stages, so every command takes two cycles more and a
-    norm three (its first pass's sums reach the statistics chain a cycle later too,
-    :data:`PRODUCT_REGISTER_SUMS_LATE`).
+    :data:`PRODUCT_REGISTER_STAGES` (2) more stages, so every command takes two cycles more (a
+    norm's running sums are taken in stage A's second cycle, so its statistics start no later).
 
     Ports
     -----
@@ -288,7 +285,7 @@ class VectorUnit(wiring.Component):
                          p1.s1_end.eq(slot.s1_end), p1.base.eq(slot.base), p1.bsel.eq(slot.bsel),
                          p1_in.eq(self.inp.payload)]
 
-        p2, stage2 = self._products(m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats)
+        p2, stage2 = self._products(m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats, s_sum, q_sum)
         p3, stage3 = self._scale(m, op, en, p2, stage2, s_sum, q_sum, stats)
 
         # --- stage 4: requantize into the output register --------------------------------------
@@ -431,13 +428,14 @@ class VectorUnit(wiring.Component):
             act_data.append(port.data)
         return buf_ra, buf_rb, rope_r, act_data
 
-    def _products(self, m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats):
+    def _products(self, m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats, s_sum, q_sum):
         """Stage 2 (A): each lane's product or sum; a beat's sums for the norms; its argmax.
 
         In two steps: the lanes' products (A1), then their sums, the norms' rounding shift, the
         opcode's choice, the beat's sums and its argmax (A2). With ``product_register`` a register
         lies between the two (the products, the operands the stage passes on and the beat's
-        control): the stage takes a cycle more.
+        control): the stage takes a cycle more, and the norms' running sums take the beat's sums in
+        A2 (instead of stage B), so they are complete as early as without the register.
 
         Returns the stage's control and registers: (p2, (acc2, gamma2, beta2, mult2, shift2, act2,
         s_beat, q_beat, bmax, bidx))."""
@@ -480,9 +478,9 @@ class VectorUnit(wiring.Component):
                 for v, h in zip(lanes, held, strict=True):
                     m.d.sync += [h[name].eq(value) for name, value in v.items()]
             lanes = held
-        return self._lane_sums(m, c, op, en, ctl, lanes, stats)
+        return self._lane_sums(m, c, op, en, ctl, lanes, stats, s_sum, q_sum)
 
-    def _lane_sums(self, m, c, op, en, ctl, lanes, stats):
+    def _lane_sums(self, m, c, op, en, ctl, lanes, stats, s_sum, q_sum):
         """Stage 2's second step (A2): from each lane's products (``lanes``, :meth:`_products`) and
         the beat's control ``ctl`` to the stage's registers."""
         L = self.lanes
@@ -538,8 +536,12 @@ class VectorUnit(wiring.Component):
                 nxt.append(cands[-1])
             cands = nxt
         with m.If(en):
-            m.d.sync += [p2.copy(ctl), s_beat.eq(sum(s_terms)), q_beat.eq(sum(q_terms)),
-                         bmax.eq(cands[0][0]), bidx.eq(cands[0][1])]
+            m.d.sync += [p2.copy(ctl), bmax.eq(cands[0][0]), bidx.eq(cands[0][1])]
+        if self.product_register:
+            _accumulate(m, en, op, ctl, sum(s_terms), sum(q_terms), s_sum, q_sum, stats)
+        else:
+            with m.If(en):
+                m.d.sync += [s_beat.eq(sum(s_terms)), q_beat.eq(sum(q_terms))]
         return p2, (acc2, gamma2, beta2, mult2, shift2, act2, s_beat, q_beat, bmax, bidx)
 
     def _scale(self, m, op, en, p2, stage2, s_sum, q_sum, stats):
@@ -566,12 +568,18 @@ class VectorUnit(wiring.Component):
                              mult3[i].eq(mult2[i]), shift3[i].eq(shift2[i]), act3[i].eq(act2[i])]
             with m.If(p2.valid & op.is_argmax):
                 m.d.sync += [best.eq(Mux(take, bmax, best)), best_idx.eq(new_idx)]
-            with m.If(p2.valid & op.is_norm & ~p2.pass2):
-                m.d.sync += [s_sum.eq(Mux(p2.first, 0, s_sum) + s_beat),
-                             q_sum.eq(Mux(p2.first, 0, q_sum) + q_beat)]
-        # The first pass's last sums are in at the next edge: the statistics chain starts then.
-        m.d.comb += stats.sums_done.eq(en & p2.valid & p2.s1_end)
+        if not self.product_register:   # (with it, stage A2 keeps the sums)
+            _accumulate(m, en, op, p2, s_beat, q_beat, s_sum, q_sum, stats)
         return p3, (acc3, mult3, shift3, act3, idx3)
+
+
+def _accumulate(m, en, op, ctl, s_beat, q_beat, s_sum, q_sum, stats):
+    """A norm's first pass: the running sums take the beat's (``s_beat``, ``q_beat``) of the stage
+    ``ctl`` at the next edge; the statistics chain starts when the pass's last beat's are in."""
+    with m.If(en & ctl.valid & op.is_norm & ~ctl.pass2):
+        m.d.sync += [s_sum.eq(Mux(ctl.first, 0, s_sum) + s_beat),
+                     q_sum.eq(Mux(ctl.first, 0, q_sum) + q_beat)]
+    m.d.comb += stats.sums_done.eq(en & ctl.valid & ctl.s1_end)
 
 
 def _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act, cos, sin, bx, bp):

@@ -184,8 +184,8 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
 
     # The statistics chain: one token while a norm waits for it, none otherwise.
     waiting = busy & ~issuing & ~done_issue
-    # (the stages up to 2: the sums are taken from stage 2)
-    markers = [st[k, "valid"] & st[k, "s1_end"] for k in stages[:names.index("p2") + 1]] + tokens
+    # (the stages up to the one the sums are taken from: 2, A1 with product_register)
+    markers = [st[k, "valid"] & st[k, "s1_end"] for k in stages[:names.index("pa" if reg else "p2") + 1]] + tokens
     m.d.comb += Assert(popcount(markers) == waiting)
 
     # Beats issued (a closed form of the slot's state), taken and sent.

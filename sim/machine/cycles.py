@@ -32,13 +32,7 @@ from dataclasses import dataclass, replace
 from golden.errors import InputError
 from golden.numerics import ceil_div
 from hdl.config import check_positive_int
-from hdl.vector import (
-    NORM_STATS_CYCLES,
-    PIPELINE_STAGES,
-    PRODUCT_REGISTER_STAGES,
-    PRODUCT_REGISTER_SUMS_LATE,
-    VECTOR_OP_NAMES,
-)
+from hdl.vector import NORM_STATS_CYCLES, PIPELINE_STAGES, PRODUCT_REGISTER_STAGES, VECTOR_OP_NAMES
 
 from .schedule import instruction_groups
 
@@ -239,16 +233,15 @@ def attention_min_cycles(*, n_heads: int, kv_len: int, n_kv_heads: int = 0, head
 # * PIPELINE = 4 (``hdl.vector.PIPELINE_STAGES``): operands, stage A, stage B, output register.
 # * With the unit's ``product_register`` (Config.vector_product_register) stage A and the output
 #   stage take two cycles each (their products registered before their sums and shifts):
-#   PIPELINE + PRODUCT_REGISTER (2, ``hdl.vector.PRODUCT_REGISTER_STAGES``) for every command, and
-#   a norm's STATS + PRODUCT_REGISTER_SUMS (1, ``hdl.vector.PRODUCT_REGISTER_SUMS_LATE``: its last
-#   first-pass sums arrive a cycle later), so +2 a command and +3 a norm.
+#   PIPELINE + PRODUCT_REGISTER (2, ``hdl.vector.PRODUCT_REGISTER_STAGES``) for every command, the
+#   norms included (their running sums are taken in stage A's second cycle: STATS unchanged).
 # RoPE's second pass issues the cycle after its first (no gap): its reads see the buffer's
 # last write; the next head's first pass follows its second the same way. ARGMAX sends one beat,
 # when its final input beat leaves stage B. SILU_MUL (SwiGLU's table lookup and multiply in one
 # pass) takes one beat of (gate, up) a cycle: the count of MUL or SILU alone.
 
 __all__ += ["VECTOR_COMMAND", "VECTOR_NORM_SETTLE", "VECTOR_NORM_STATS", "VECTOR_PIPELINE", "VECTOR_PRODUCT_REGISTER",
-            "VECTOR_PRODUCT_REGISTER_SUMS", "VectorCycles",
+            "VectorCycles",
             "vector_cycles", "vector_lower_bound"]
 
 VECTOR_COMMAND = 1
@@ -256,9 +249,8 @@ VECTOR_PIPELINE = PIPELINE_STAGES
 VECTOR_NORM_SETTLE = 2
 VECTOR_NORM_STATS = NORM_STATS_CYCLES
 #: The vector unit's product_register (Config.vector_product_register): stage A's and the output
-#: stage's second cycles, and the one of them before a norm's sums.
+#: stage's second cycles.
 VECTOR_PRODUCT_REGISTER = PRODUCT_REGISTER_STAGES
-VECTOR_PRODUCT_REGISTER_SUMS = PRODUCT_REGISTER_SUMS_LATE
 _VECTOR_OPS = VECTOR_OP_NAMES
 
 
@@ -295,7 +287,7 @@ def vector_cycles(op, length: int, lanes: int, *, heads: int = 1,
 
     ``length`` is a RoPE command's head_dim, ``heads`` its heads (one command rotates them one
     after another); ``product_register`` the unit's (:data:`VECTOR_PRODUCT_REGISTER` more in the
-    pipeline, :data:`VECTOR_PRODUCT_REGISTER_SUMS` more in a norm's statistics wait).
+    pipeline).
     ``lower_bound`` is the op's own floor on this datapath: the input beats it must take (W, or 2W
     for the norms, whose gamma/beta stream after x; h * W for h RoPE heads).
     """
@@ -308,8 +300,7 @@ def vector_cycles(op, length: int, lanes: int, *, heads: int = 1,
     return VectorCycles(
         command=VECTOR_COMMAND,
         passes=passes * heads * w,
-        stats=(VECTOR_NORM_SETTLE + VECTOR_NORM_STATS + (VECTOR_PRODUCT_REGISTER_SUMS if product_register else 0)
-               if norm else 0),
+        stats=VECTOR_NORM_SETTLE + VECTOR_NORM_STATS if norm else 0,
         pipeline=VECTOR_PIPELINE + (VECTOR_PRODUCT_REGISTER if product_register else 0),
         lower_bound=2 * w if norm else heads * w,
     )

@@ -23,7 +23,7 @@ SMALL_SHARED = SHARED   # what top_params gives llama-gqa
 
 #: The FPGA build's timing cuts and fabric products (each off by default, on in the ``ulx3s``
 #: preset): the same bits, the cuts a cycle more per GEMM and per attention call, three per vector
-#: instruction (four per norm).
+#: instruction.
 FPGA_KEYS = {"gemm_product_register": True, "vector_scalar_register": True, "vector_product_register": True,
              "fabric_products": True, "attention_exp_register": True}
 
