@@ -265,7 +265,7 @@ class VectorUnit(wiring.Component):
         op = _Decoded(m, c.op)
 
         # The norms' statistics chain: free-running registers, stable once the sums are.
-        m.submodules.stats = stats = NormStatistics(max_length=self.max_length)
+        m.submodules.stats = stats = NormStatistics(max_length=self.max_length, product_register=self.product_register)
         s_sum = Signal(signed(32))
         q_sum = Signal(unsigned(32))
         m.d.comb += [stats.s_sum.eq(s_sum), stats.q_sum.eq(q_sum), stats.length.eq(c.length),
@@ -603,7 +603,10 @@ class NormStatistics(wiring.Component):
     before the sums became final. The steps are those of :func:`golden.vector.rmsnorm` and
     :func:`golden.vector.layernorm` (see the module docstring for the LayerNorm identities).
 
-    Parameters: ``max_length`` (the longest row, the shape of ``length``).
+    Parameters: ``max_length`` (the longest row, the shape of ``length``); ``product_register``:
+    step 4's product ``e*e * inv_mult`` registered on its own, and step 4's shift, subtraction and
+    clamp done with step 5 (``u = max(q + eps - X, max(eps, 1))``, X the shifted product: the same
+    value as ``max(max(q - X, 0) + eps, 1)``), so the chain keeps its length.
 
     Ports
     -----
@@ -614,8 +617,9 @@ class NormStatistics(wiring.Component):
     """
 
     @checked_constructor
-    def __init__(self, *, max_length: int):
+    def __init__(self, *, max_length: int, product_register: bool = False):
         self.max_length = check_positive_int("norm statistics max_length", max_length)
+        self.product_register = bool(product_register)
         super().__init__({
             "s_sum": In(signed(32)),
             "q_sum": In(unsigned(32)),
@@ -662,15 +666,30 @@ class NormStatistics(wiring.Component):
         m.d.comb += [rom_r.addr.eq((mant_now >> RSQRT_INDEX_SHIFT) - (1 << (14 - RSQRT_INDEX_SHIFT))),
                      r0.eq(rom_r.data)]
         h = round_shift(mant * sq, 15)
-        v_next = q - round_shift(ee * im, ish)
-        u_pre = Mux(is_layer, v, q_sum) + self.eps
+        if self.product_register:
+            # Step 4 in two halves: the product (and q + eps, q + eps - max(eps, 1), max(eps, 1)),
+            # then with step 5 the shift and subtraction, in two subtractors side by side: u =
+            # max(q + eps - X, max(eps, 1)) = max(max(q - X, 0) + eps, 1) for eps >= 0.
+            eps = self.eps
+            prod = Signal(unsigned(len(ee) + len(im)))
+            qe = Signal(signed(len(q) + 2))
+            qe_low = Signal.like(qe)
+            e_min = Signal(unsigned(31))
+            e_min_now = Mux(eps < 1, 1, eps)
+            m.d.sync += [prod.eq(ee * im), qe.eq(q + eps), qe_low.eq(q + eps - e_min_now), e_min.eq(e_min_now)]
+            x = round_shift(prod, ish)
+            u_next = Mux(is_layer, Mux(qe_low - x < 0, e_min, qe - x), Mux(q_sum + eps < 1, 1, q_sum + eps))
+            m.d.sync += u.eq(u_next)                                                  # steps 4 and 5
+        else:
+            v_next = q - round_shift(ee * im, ish)
+            u_pre = Mux(is_layer, v, q_sum) + self.eps
+            m.d.sync += [v.eq(Mux(v_next < 0, 0, v_next)),                           # step 4
+                         u.eq(Mux(u_pre < 1, 1, u_pre))]                              # step 5
         m.d.sync += [
             mu.eq(Mux(is_layer, round_shift(s_sum * im, ish), 0)),                   # step 1
             e.eq(s_sum - n_len * mu), ms.eq(mu * s_sum), nmm.eq(n_len * mu * mu),    # step 2
             q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                                 # step 3
             f.eq(Mux(is_layer, round_shift((e << NORM_MEAN_FRAC_BITS) * im, ish), 0)),
-            v.eq(Mux(v_next < 0, 0, v_next)),                                         # step 4
-            u.eq(Mux(u_pre < 1, 1, u_pre)),                                           # step 5
             k.eq(k_now), mant.eq(mant_now),                                           # step 6 (+ ROM)
             sq.eq(r0 * r0),                                                           # step 7
             t.eq((3 << 29) - h),                                                      # step 8
