@@ -170,6 +170,60 @@ def test_vector_unit_product_register_with_hard_multipliers_on_amaranth():
     _check_results(params, ops, result, exact_cycles=True)
 
 
+@pytest.mark.parametrize("product_register", [False, True])
+def test_norm_statistics_equal_golden_at_every_edge_case(product_register):
+    """The statistics chain alone (Amaranth's simulator), fed the sums of real rows: mean, fraction,
+    reciprocal square root and exponent equal golden's LayerNorm and RMSNorm steps for constant and
+    near-constant rows (variance 0 or nearly), eps 0 and at its largest, the int8 extremes, random
+    rows of lengths 1 to 64. With ``product_register`` step 4's product is registered and its shift
+    and clamp are folded into step 5: the same values."""
+    from amaranth.sim import Simulator
+
+    from golden.numerics import quantize_multiplier
+    from golden.tables import round_shift, rsqrt_fixed
+    from hdl.vector import NORM_STATS_CYCLES, NormStatistics
+
+    rng = np.random.default_rng(12)
+    rows = [[5] * 7, [-128] * 64, [127] * 64, [-128, 127] * 32, [0], [1, 2], [-1, 0, 0], [3, 4, 4]]
+    rows += [rng.integers(-128, 128, n).tolist() for n in (1, 2, 3, 5, 9, 33, 64)]
+    rows += [(rng.integers(-2, 3, n) + c).tolist() for n, c in ((63, 100), (17, -90), (64, 0))]
+    cases = []
+    for x in rows:
+        n = len(x)
+        im, is_ = quantize_multiplier(1.0 / n)
+        for eps in (0, 1, 7, (1 << 31) - 1 - n * 255 * 255):
+            for layer in (True, False):
+                cases.append((x, im, is_, eps, layer))
+    want, got = [], []
+    for x, im, is_, eps, layer in cases:
+        x = np.asarray(x, dtype=np.int64)
+        if layer:
+            mu = int(round_shift(int(x.sum()) * im, is_))
+            e, q = int((x - mu).sum()), int(((x - mu) ** 2).sum())
+            f = int(round_shift((e << gv.NORM_MEAN_FRAC_BITS) * im, is_))
+            u = max(max(q - int(round_shift(e * e * im, is_)), 0) + eps, 1)
+        else:
+            mu = f = 0
+            u = max(int((x * x).sum()) + eps, 1)
+        r, k = rsqrt_fixed(u)
+        want.append((mu, f, int(r), int(k)))
+    stats = NormStatistics(max_length=64, product_register=product_register)
+
+    async def bench(ctx):
+        for x, im, is_, eps, layer in cases:
+            for port, value in ((stats.s_sum, sum(x)), (stats.q_sum, sum(v * v for v in x)), (stats.length, len(x)),
+                                (stats.inv_mult, im), (stats.inv_shift, is_), (stats.eps, eps), (stats.layer, layer)):
+                ctx.set(port, value)
+            await ctx.tick().repeat(NORM_STATS_CYCLES + 1)
+            got.append(tuple(ctx.get(o) for o in (stats.mu, stats.f, stats.r, stats.k)))
+
+    sim = Simulator(stats)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
+
+
 @pytest.mark.slow
 def test_vector_unit_at_eight_lanes_on_verilator():
     """The `demo` accelerator's width (8 lanes; the `demo` vector preset above is the ulx3s
