@@ -469,20 +469,28 @@ class VectorUnit(wiring.Component):
                          square=product(a8, a8, fabric=False))
             lanes.append(v)
         ctl = p1
+        # The beat's argmax candidates: (value, lane, live).
+        cands = [(p1_in[i].a, Const(i, range(L)), p1.mask[i]) for i in range(L)]
         if self.product_register:
             ctl = _Stage("pa", L, self.max_length)
             held = [{name: Signal(value.shape(), name=f"pa_{name}_{i}") for name, value in v.items()}
                     for i, v in enumerate(lanes)]
+            # The argmax's comparison tree: its first level in A1, the rest in A2.
+            cands = _argmax_level(cands)
+            held_cands = [(Signal(signed(_ACC_BITS), name=f"pa_max_{j}"), Signal(range(L), name=f"pa_idx_{j}"),
+                           Signal(name=f"pa_live_{j}")) for j in range(len(cands))]
             with m.If(en):
                 m.d.sync += ctl.copy(p1)
                 for v, h in zip(lanes, held, strict=True):
                     m.d.sync += [h[name].eq(value) for name, value in v.items()]
-            lanes = held
-        return self._lane_sums(m, c, op, en, ctl, lanes, stats, s_sum, q_sum)
+                for cand, h in zip(cands, held_cands, strict=True):
+                    m.d.sync += [h[0].eq(cand[0]), h[1].eq(cand[1]), h[2].eq(cand[2])]
+            lanes, cands = held, held_cands
+        return self._lane_sums(m, c, op, en, ctl, lanes, cands, stats, s_sum, q_sum)
 
-    def _lane_sums(self, m, c, op, en, ctl, lanes, stats, s_sum, q_sum):
-        """Stage 2's second step (A2): from each lane's products (``lanes``, :meth:`_products`) and
-        the beat's control ``ctl`` to the stage's registers."""
+    def _lane_sums(self, m, c, op, en, ctl, lanes, cands, stats, s_sum, q_sum):
+        """Stage 2's second step (A2): from each lane's products (``lanes``, :meth:`_products`), the
+        argmax's candidates (``cands``) and the beat's control ``ctl`` to the stage's registers."""
         L = self.lanes
         p2 = _Stage("p2", L, self.max_length)
         acc2 = [Signal(signed(34), name=f"acc2_{i}") for i in range(L)]
@@ -497,7 +505,7 @@ class VectorUnit(wiring.Component):
         bidx = Signal(range(L))
         is_req = op.op == VectorOp.REQUANT
         is_mul = (op.op == VectorOp.MUL) | (op.op == VectorOp.SILU_MUL)
-        s_terms, q_terms, cands = [], [], []
+        s_terms, q_terms = [], []
         for i, v in enumerate(lanes):
             a8 = v["a"][:8].as_signed()
             b8 = v["b"][:8].as_signed()
@@ -523,18 +531,8 @@ class VectorUnit(wiring.Component):
             live = ctl.mask[i]
             s_terms.append(Mux(live, a8, 0))
             q_terms.append(Mux(live, xx, 0))
-            cands.append((v["a"], Const(i, range(L)), live))
-        # Argmax within the beat: the right candidate wins only when strictly greater, so ties keep
-        # the lower lane.
         while len(cands) > 1:
-            nxt = []
-            for j in range(0, len(cands) - 1, 2):
-                (lv, li, lo), (rv, ri, ro) = cands[j], cands[j + 1]
-                take = ro & (~lo | (rv > lv))
-                nxt.append((Mux(take, rv, lv), Mux(take, ri, li), lo | ro))
-            if len(cands) % 2:
-                nxt.append(cands[-1])
-            cands = nxt
+            cands = _argmax_level(cands)
         with m.If(en):
             m.d.sync += [p2.copy(ctl), bmax.eq(cands[0][0]), bidx.eq(cands[0][1])]
         if self.product_register:
@@ -571,6 +569,20 @@ class VectorUnit(wiring.Component):
         if not self.product_register:   # (with it, stage A2 keeps the sums)
             _accumulate(m, en, op, p2, s_beat, q_beat, s_sum, q_sum, stats)
         return p3, (acc3, mult3, shift3, act3, idx3)
+
+
+def _argmax_level(cands):
+    """One level of the argmax's comparison tree over ``(value, lane, live)`` candidates: pairs
+    reduced to their winner, the right one winning only when strictly greater (ties keep the lower
+    lane); an odd one out passes."""
+    nxt = []
+    for j in range(0, len(cands) - 1, 2):
+        (lv, li, lo), (rv, ri, ro) = cands[j], cands[j + 1]
+        take = ro & (~lo | (rv > lv))
+        nxt.append((Mux(take, rv, lv), Mux(take, ri, li), lo | ro))
+    if len(cands) % 2:
+        nxt.append(cands[-1])
+    return nxt
 
 
 def _accumulate(m, en, op, ctl, s_beat, q_beat, s_sum, q_sum, stats):
