@@ -45,8 +45,8 @@ from .arith import fabric_product, product, round_shift, saturate8
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = [
-    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "PRODUCT_REGISTER_STAGES",
-    "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
+    "ACT_TABLE_SIZE", "LAYER_STATS_EXTRA", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES",
+    "PRODUCT_REGISTER_STAGES", "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
     "NormStatistics", "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
 ]
 
@@ -59,6 +59,9 @@ NORM_STATS_CYCLES = 8
 #: Registers ``product_register`` adds to the pipeline: between stage A's lane products and their
 #: sums, and between the output stage's requantization product and its rounding shift.
 PRODUCT_REGISTER_STAGES = 2
+#: Cycles ``product_register`` adds to LayerNorm's statistics chain (its mean's product registered
+#: before its shift, N * mu before e and N * mu^2); RMSNorm's chain keeps NORM_STATS_CYCLES.
+LAYER_STATS_EXTRA = 2
 _ACC_BITS = 32
 
 
@@ -618,7 +621,10 @@ class NormStatistics(wiring.Component):
     Parameters: ``max_length`` (the longest row, the shape of ``length``); ``product_register``:
     step 4's product ``e*e * inv_mult`` registered on its own, and step 4's shift, subtraction and
     clamp done with step 5 (``u = max(q + eps - X, max(eps, 1))``, X the shifted product: the same
-    value as ``max(max(q - X, 0) + eps, 1)``), so the chain keeps its length.
+    value as ``max(max(q - X, 0) + eps, 1)``); LayerNorm's steps 1 and 2 in two cycles each (the
+    mean's product, then its shift; ``N * mu``, then ``e`` and ``N * mu * mu``) and f's shift a
+    cycle after its product: LayerNorm's outputs are stable :data:`LAYER_STATS_EXTRA` cycles later
+    and ``go`` with them; RMSNorm's are not (its ``u`` is ``max(q0 + eps, 1)``).
 
     Ports
     -----
@@ -697,20 +703,41 @@ class NormStatistics(wiring.Component):
             u_pre = Mux(is_layer, v, q_sum) + self.eps
             m.d.sync += [v.eq(Mux(v_next < 0, 0, v_next)),                           # step 4
                          u.eq(Mux(u_pre < 1, 1, u_pre))]                              # step 5
+        if self.product_register:
+            # LayerNorm's steps 1 and 2 in two cycles each: the mean's product before its shift, N * mu
+            # before e and N * mu * mu; f's shift a step after its product (off the chain to r).
+            p_mu = Signal(signed(len(s_sum) + len(im) + 1))
+            nm = Signal(signed(34))
+            p_f = Signal(signed(len(e) + NORM_MEAN_FRAC_BITS + len(im) + 1))
+            m.d.sync += [
+                p_mu.eq(s_sum * im),                                                  # step 1
+                mu.eq(Mux(is_layer, round_shift(p_mu, ish), 0)),
+                nm.eq(n_len * mu), ms.eq(mu * s_sum),                                 # step 2
+                e.eq(s_sum - nm), nmm.eq(nm * mu),
+                q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                             # step 3
+                p_f.eq((e << NORM_MEAN_FRAC_BITS) * im),
+                f.eq(Mux(is_layer, round_shift(p_f, ish), 0)),
+            ]
+        else:
+            m.d.sync += [
+                mu.eq(Mux(is_layer, round_shift(s_sum * im, ish), 0)),               # step 1
+                e.eq(s_sum - n_len * mu), ms.eq(mu * s_sum), nmm.eq(n_len * mu * mu),  # step 2
+                q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                             # step 3
+                f.eq(Mux(is_layer, round_shift((e << NORM_MEAN_FRAC_BITS) * im, ish), 0)),
+            ]
         m.d.sync += [
-            mu.eq(Mux(is_layer, round_shift(s_sum * im, ish), 0)),                   # step 1
-            e.eq(s_sum - n_len * mu), ms.eq(mu * s_sum), nmm.eq(n_len * mu * mu),    # step 2
-            q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                                 # step 3
-            f.eq(Mux(is_layer, round_shift((e << NORM_MEAN_FRAC_BITS) * im, ish), 0)),
             k.eq(k_now), mant.eq(mant_now),                                           # step 6 (+ ROM)
             sq.eq(r0 * r0),                                                           # step 7
             t.eq((3 << 29) - h),                                                      # step 8
             r.eq(round_shift(r0 * t, 30)),                                           # step 9
         ]
-        tokens = [Signal(name=f"stats_token{i}") for i in range(NORM_STATS_CYCLES)]
-        m.d.comb += self.go.eq(tokens[-1])
-        m.d.sync += [tokens[0].eq(self.sums_done)] + [tokens[i].eq(tokens[i - 1])
-                                                      for i in range(1, NORM_STATS_CYCLES)]
+        # The token: NORM_STATS_CYCLES registers, LAYER_STATS_EXTRA more for LayerNorm with
+        # product_register (RMSNorm's u comes from q_sum alone, so its r is ready as early as before).
+        extra = LAYER_STATS_EXTRA if self.product_register else 0
+        tokens = [Signal(name=f"stats_token{i}") for i in range(NORM_STATS_CYCLES + extra)]
+        m.d.comb += self.go.eq(Mux(is_layer, tokens[-1], tokens[NORM_STATS_CYCLES - 1]) if extra else tokens[-1])
+        m.d.sync += [tokens[0].eq(self.sums_done)] + [tokens[i].eq(tokens[i - 1]) for i in range(1, NORM_STATS_CYCLES)]
+        m.d.sync += [tokens[i].eq(tokens[i - 1] & is_layer) for i in range(NORM_STATS_CYCLES, len(tokens))]
         return m
 
 

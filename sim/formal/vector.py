@@ -9,7 +9,7 @@ from amaranth.hdl import Assert, Assume, Cover, Mux, Signal
 from amaranth.lib import data
 
 from golden.numerics import ceil_div
-from hdl.vector import NORM_STATS_CYCLES, VectorOp, VectorUnit, cmd_layout
+from hdl.vector import LAYER_STATS_EXTRA, NORM_STATS_CYCLES, VectorOp, VectorUnit, cmd_layout
 from sim.machine.cycles import vector_cycles
 
 from .harness import Harness, Probe, StreamMonitor, free, popcount
@@ -127,7 +127,8 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
     stages = range(1, len(names) + 1)
     st = {(k, f): probe[f"{n}_{f}"] for k, n in zip(stages, names, strict=True)
           for f in ("valid", "final", "pass2", "s1_end")}
-    tokens = [probe[f"stats/stats_token{i}"] for i in range(NORM_STATS_CYCLES)]
+    tokens = [probe[f"stats/stats_token{i}"]
+              for i in range(NORM_STATS_CYCLES + (LAYER_STATS_EXTRA if unit.product_register else 0))]
 
     # busy, cmd
     fire_cmd = cmd_s.fire

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from golden.errors import InputError
 from golden.numerics import ceil_div
 from hdl.config import check_positive_int
-from hdl.vector import NORM_STATS_CYCLES, PIPELINE_STAGES, PRODUCT_REGISTER_STAGES, VECTOR_OP_NAMES
+from hdl.vector import LAYER_STATS_EXTRA, NORM_STATS_CYCLES, PIPELINE_STAGES, PRODUCT_REGISTER_STAGES, VECTOR_OP_NAMES
 
 from .schedule import instruction_groups
 
@@ -234,14 +234,16 @@ def attention_min_cycles(*, n_heads: int, kv_len: int, n_kv_heads: int = 0, head
 # * With the unit's ``product_register`` (Config.vector_product_register) stage A and the output
 #   stage take two cycles each (their products registered before their sums and shifts):
 #   PIPELINE + PRODUCT_REGISTER (2, ``hdl.vector.PRODUCT_REGISTER_STAGES``) for every command, the
-#   norms included (their running sums are taken in stage A's second cycle: STATS unchanged).
+#   norms included (their running sums are taken in stage A's second cycle), and LayerNorm's STATS
+#   + LAYER_STATS (2, ``hdl.vector.LAYER_STATS_EXTRA``: its statistics chain's mean and centred
+#   sums take two cycles each); RMSNorm's STATS unchanged. So +2 a command, +4 a LayerNorm.
 # RoPE's second pass issues the cycle after its first (no gap): its reads see the buffer's
 # last write; the next head's first pass follows its second the same way. ARGMAX sends one beat,
 # when its final input beat leaves stage B. SILU_MUL (SwiGLU's table lookup and multiply in one
 # pass) takes one beat of (gate, up) a cycle: the count of MUL or SILU alone.
 
 __all__ += ["VECTOR_COMMAND", "VECTOR_NORM_SETTLE", "VECTOR_NORM_STATS", "VECTOR_PIPELINE", "VECTOR_PRODUCT_REGISTER",
-            "VectorCycles",
+            "VECTOR_LAYER_STATS", "VectorCycles",
             "vector_cycles", "vector_lower_bound"]
 
 VECTOR_COMMAND = 1
@@ -251,6 +253,8 @@ VECTOR_NORM_STATS = NORM_STATS_CYCLES
 #: The vector unit's product_register (Config.vector_product_register): stage A's and the output
 #: stage's second cycles.
 VECTOR_PRODUCT_REGISTER = PRODUCT_REGISTER_STAGES
+#: ... and LayerNorm's statistics chain's two cycles more with it.
+VECTOR_LAYER_STATS = LAYER_STATS_EXTRA
 _VECTOR_OPS = VECTOR_OP_NAMES
 
 
@@ -287,7 +291,7 @@ def vector_cycles(op, length: int, lanes: int, *, heads: int = 1,
 
     ``length`` is a RoPE command's head_dim, ``heads`` its heads (one command rotates them one
     after another); ``product_register`` the unit's (:data:`VECTOR_PRODUCT_REGISTER` more in the
-    pipeline).
+    pipeline, :data:`VECTOR_LAYER_STATS` more in a LayerNorm's statistics wait).
     ``lower_bound`` is the op's own floor on this datapath: the input beats it must take (W, or 2W
     for the norms, whose gamma/beta stream after x; h * W for h RoPE heads).
     """
@@ -300,7 +304,8 @@ def vector_cycles(op, length: int, lanes: int, *, heads: int = 1,
     return VectorCycles(
         command=VECTOR_COMMAND,
         passes=passes * heads * w,
-        stats=VECTOR_NORM_SETTLE + VECTOR_NORM_STATS if norm else 0,
+        stats=(VECTOR_NORM_SETTLE + VECTOR_NORM_STATS + (VECTOR_LAYER_STATS if product_register and name == "layernorm"
+                                                         else 0) if norm else 0),
         pipeline=VECTOR_PIPELINE + (VECTOR_PRODUCT_REGISTER if product_register else 0),
         lower_bound=2 * w if norm else heads * w,
     )

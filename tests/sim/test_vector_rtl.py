@@ -181,7 +181,7 @@ def test_norm_statistics_equal_golden_at_every_edge_case(product_register):
 
     from golden.numerics import quantize_multiplier
     from golden.tables import round_shift, rsqrt_fixed
-    from hdl.vector import NORM_STATS_CYCLES, NormStatistics
+    from hdl.vector import LAYER_STATS_EXTRA, NORM_STATS_CYCLES, NormStatistics
 
     rng = np.random.default_rng(12)
     rows = [[5] * 7, [-128] * 64, [127] * 64, [-128, 127] * 32, [0], [1, 2], [-1, 0, 0], [3, 4, 4]]
@@ -214,7 +214,7 @@ def test_norm_statistics_equal_golden_at_every_edge_case(product_register):
             for port, value in ((stats.s_sum, sum(x)), (stats.q_sum, sum(v * v for v in x)), (stats.length, len(x)),
                                 (stats.inv_mult, im), (stats.inv_shift, is_), (stats.eps, eps), (stats.layer, layer)):
                 ctx.set(port, value)
-            await ctx.tick().repeat(NORM_STATS_CYCLES + 1)
+            await ctx.tick().repeat(NORM_STATS_CYCLES + 1 + (LAYER_STATS_EXTRA if product_register else 0))
             got.append(tuple(ctx.get(o) for o in (stats.mu, stats.f, stats.r, stats.k)))
 
     sim = Simulator(stats)
@@ -301,6 +301,7 @@ def test_vector_cycle_model_terms():
     # product_register: two pipeline stages more (a norm's statistics start no later).
     c = vector_cycles(VectorOp.RMSNORM, 64, 4, product_register=True)
     assert (c.passes, c.stats, c.pipeline, c.total, c.lower_bound) == (32, 10, 6, 49, 32)
+    assert vector_cycles(VectorOp.LAYERNORM, 64, 4, product_register=True).stats == 12   # its chain's 2 more
     assert vector_cycles("add", 10, 4, product_register=True).total == 10
     assert vector_cycles("rope", 16, 4, heads=3, product_register=True).total == 1 + 24 + 6
     assert vector_lower_bound("argmax", 48, 4) == 12
