@@ -172,10 +172,11 @@ class Config:
         Two registers in the vector unit (false, the default): in stage A between each lane's
         products (the norms' ``d * r``, RoPE's, ADD's and MUL's) and their sums, the norms' rounding
         shift and the opcode's choice; in the output stage between the requantization's multiply and
-        its rounding shift and saturation. Every beat crosses two more pipeline stages: two cycles
-        more per vector instruction, norms included (their statistics start no later;
-        :data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`). A timing cut for FPGA clocks; no bit
-        changes.
+        its rounding shift and saturation; and LayerNorm's statistics chain two cycles longer (its
+        mean's and centred sums' products registered). Every beat crosses two more pipeline stages:
+        two cycles more per vector instruction, four per LayerNorm
+        (:data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`, :data:`sim.machine.cycles.VECTOR_LAYER_STATS`).
+        A timing cut for FPGA clocks; no bit changes.
     attention_exp_register:
         The attention unit's exp table read data registered before the rescale and accumulate stage
         uses it (false, the default): a position stage more, so every attention call takes one cycle
