@@ -603,10 +603,8 @@ def _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act, cos, sin, bx, bp):
     the table entry for SILU_MUL); ROPE: ``cos * x`` and ``sin * x'`` (the partner); the norms'
     first pass: ``a * a``. The opcode holds for a whole command, so a mux picks each operand."""
     is_add = op.op == VectorOp.ADD
-    # The opcodes exclude each other: the memories' read data (the RoPE table, the row buffer, the
-    # activation table: the latest operands of the cycle) take the muxes nearest the product.
-    a1 = Mux(op.is_rope, cos, Mux(is_silu_mul, act, Mux(is_add, c.a_mult, a8)))
-    b1 = Mux(op.is_rope, bx, Mux(is_mul, b8, a8))
+    a1 = Mux(is_add, c.a_mult, Mux(is_mul, Mux(is_silu_mul, act, a8), Mux(op.is_rope, cos, a8)))
+    b1 = Mux(is_mul, b8, Mux(op.is_rope, bx, a8))
     a2 = Mux(is_add, c.b_mult, sin)
     b2 = Mux(is_add, b8, bp)
     return a1, b1, a2, b2
