@@ -127,18 +127,21 @@ class AttentionUnit(wiring.Component):
     ``max_context`` (longest KV cache, 1 .. MAX_CONTEXT_LIMIT = 512), ``max_heads`` (query heads
     of one call, 1 .. 64), ``finish_lanes`` (lanes of the finish stages, 1 .. head_dim; None, the
     default, for head_dim), ``heads_per_step`` (query heads of a group run a step, 1 .. max_heads,
-    default 1), ``exp_register`` (``Config.attention_exp_register``: the exp table's read data
-    passes a register of its own before S4's rescale and accumulate, a position stage more, so a
-    call takes one cycle more; default False). Raises TypeError for a non-integer and ValueError for
-    a value out of range, naming the parameter and the value. See the module docstring for ports and
-    timing.
+    default 1), ``timing_registers`` (``Config.attention_timing_registers``: registers cut the
+    unit's deepest single-cycle paths, each a stage of its own: the logits' products before their
+    shift and clamp (S2x), the exp table's read data before S4's rescale (S3x), the Newton step's
+    error before its second multiply (F2x), the normalisation's products before their shift (F3x)
+    and the output requantization's products before their shift and clamp (F4x), so a call takes
+    :data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS` = 5 cycles more; default False).
+    Raises TypeError for a non-integer and ValueError for a value out of range, naming the
+    parameter and the value. See the module docstring for ports and timing.
     """
 
     @checked_constructor
     def __init__(self, *, head_dim: int, max_context: int, max_heads: int, finish_lanes: int | None = None,
-                 heads_per_step: int = 1, exp_register: bool = False):
+                 heads_per_step: int = 1, timing_registers: bool = False):
         self.head_dim = check_positive_int("attention head_dim", head_dim)
-        self.exp_register = bool(exp_register)
+        self.timing_registers = bool(timing_registers)
         self.max_context = check_positive_int("attention max_context", max_context)
         self.max_heads = check_positive_int("attention max_heads", max_heads)
         for name, value, limit in (("head_dim", head_dim, HEAD_DIM_MAX),
@@ -209,11 +212,11 @@ class AttentionUnit(wiring.Component):
         q_r, q_count, issue, new_row, last_pos, more, pos, head_j, kv_g, base, lanes_i = self._issue(
             m, running, en_pos, kv_len, n_kv, group, n_heads)
         valid1, valid2, valid3, last3, lanes3, rise, dist, v3, m_regs, exp_r = self._scores(
-            m, en_pos, issue, new_row, last_pos, lanes_i, q_r, score_mult, score_shift, blocks)
+            m, en_pos, launch, issue, new_row, last_pos, lanes_i, q_r, score_mult, score_shift, blocks)
         valid4, last4, l_regs, acc_regs, l_new, acc_new = self._accumulate(
             m, en, en_pos, hand, launch, valid3, last3, lanes3, rise, dist, v3, exp_r, blocks)
         fvalid1, fvalid2, fvalid3, fvalid4, step = self._finish(
-            m, en, en_out, hold, valid4, last4, l_new, acc_new, out_mult, out_shift)
+            m, en, en_out, hold, launch, valid4, last4, l_new, acc_new, out_mult, out_shift)
 
         # --- control and the cycle counter ---------------------------------------------------
         S = self.finish_steps
@@ -312,7 +315,7 @@ class AttentionUnit(wiring.Component):
 
         return q_r, q_count, issue, new_row, last_pos, more, pos, head_j, kv_g, base, lanes_i
 
-    def _scores(self, m, en_pos, issue, new_row, last_pos, lanes_i, q_r, score_mult, score_shift, blocks):
+    def _scores(self, m, en_pos, launch, issue, new_row, last_pos, lanes_i, q_r, score_mult, score_shift, blocks):
         """S1 .. S3: per lane the dot product, the scaled logit, the running maximum and the exp
         table address."""
         D, H, P = self.head_dim, self.max_heads, self.heads_per_step
@@ -340,13 +343,28 @@ class AttentionUnit(wiring.Component):
         v2 = Signal(row)
         with m.If(en_pos):
             m.d.sync += [valid2.eq(valid1), last2.eq(last1), lanes2.eq(lanes1), v2.eq(v1)]
-        zs = []
+        products = []
         for p in range(P):
             s2 = Signal(signed(ACC_BITS), name=f"s2_{p}" if P > 1 else "s2")
             with m.If(en_pos):
                 m.d.sync += s2.eq(dots[p])
+            products.append(s2 * score_mult)
+        if self.timing_registers:
+            # --- S2x (timing_registers): the logits' products registered before the shift and clamp.
+            valid2x, last2x = Signal(name="valid2x"), Signal(name="last2x")
+            lanes2x = Signal.like(lanes2)
+            v2x = Signal(row)
+            regs = [Signal(signed(len(x)), name=f"product2x_{p}") for p, x in enumerate(products)]
+            with m.If(en_pos):
+                m.d.sync += [valid2x.eq(valid2), last2x.eq(last2), lanes2x.eq(lanes2), v2x.eq(v2)]
+                m.d.sync += [r.eq(x) for r, x in zip(regs, products, strict=True)]
+            with m.If(launch):
+                m.d.sync += valid2x.eq(0)
+            valid2, last2, lanes2, v2, products = valid2x, last2x, lanes2x, v2x, regs
+        zs = []
+        for p in range(P):
             z = Signal(signed(SCORE_BITS), name=f"z{p}" if P > 1 else "z")
-            m.d.comb += z.eq(clamp(round_shift(s2 * score_mult, score_shift), SCORE_MIN, SCORE_MAX))
+            m.d.comb += z.eq(clamp(round_shift(products[p], score_shift), SCORE_MIN, SCORE_MAX))
             zs.append(z)
 
         # --- S3: running maximum (per head, rotating) and the exp table address ----------------
@@ -402,8 +420,8 @@ class AttentionUnit(wiring.Component):
         rises = [rises[p] for p in range(P)]
         beyonds = [dists[p] >= EXP_TABLE_SIZE for p in range(P)]
         exps = [exp_rs[p].data for p in range(P)]
-        if self.exp_register:
-            # --- S3x (exp_register): the exp table's read data is registered before S4 uses it.
+        if self.timing_registers:
+            # --- S3x (timing_registers): the exp table's read data is registered before S4 uses it.
             valid3x, last3x = Signal(name="valid3x"), Signal(name="last3x")
             lanes3x = Signal.like(lanes3)
             v3x = Signal(row)
@@ -430,7 +448,7 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += [rise4.eq(rises[p]), beyond4.eq(beyonds[p])]
             e4 = Signal(EXP_OUT_BITS + 1, name=f"e4{sfx}")
             w4 = Signal(EXP_OUT_BITS + 1, name=f"w4{sfx}")
-            if self.exp_register:
+            if self.timing_registers:
                 e4_reg = Signal(EXP_OUT_BITS + 1, name=f"e4_reg{sfx}")
                 with m.If(en_pos):
                     m.d.sync += e4_reg.eq(exps[p])
@@ -475,7 +493,7 @@ class AttentionUnit(wiring.Component):
         m.d.comb += [l_sel.eq(l_pick), acc_sel.eq(acc_pick)]
         return valid4, last4, l_regs, acc_regs, l_sel, acc_sel
 
-    def _finish(self, m, en, en_out, hold, valid4, last4, l_new, acc_new, out_mult, out_shift):
+    def _finish(self, m, en, en_out, hold, launch, valid4, last4, l_new, acc_new, out_mult, out_shift):
         """F1 .. F4: the reciprocal of the denominator, the normalisation and the requantization,
         ``finish_lanes`` lanes a cycle, into the output register."""
         D = self.head_dim
@@ -509,10 +527,22 @@ class AttentionUnit(wiring.Component):
             m.d.sync += [fvalid2.eq(fvalid1), mant2.eq(mant1), lead2.eq(lead1), acc_f2.eq(acc_f1)]
         err2 = Signal(signed(33))
         recip2 = Signal(RECIP_BITS + 1)
-        m.d.comb += [
-            err2.eq((1 << 31) - mant2 * recip_r.data),
-            recip2.eq(round_shift(recip_r.data * err2, 30)),
-        ]
+        r0 = recip_r.data
+        m.d.comb += err2.eq((1 << 31) - mant2 * r0)
+        err = err2
+        if self.timing_registers:
+            # --- F2x (timing_registers): the Newton step's error and seed registered before its
+            # second multiply.
+            fvalid2x = Signal(name="fvalid2x")
+            lead2x, acc_f2x = Signal.like(lead2, name="lead2x"), Signal(acc_row, name="acc_f2x")
+            err, r0 = Signal.like(err2, name="err2x"), Signal.like(recip_r.data, name="r0_2x")
+            with m.If(en):
+                m.d.sync += [fvalid2x.eq(fvalid2), lead2x.eq(lead2), acc_f2x.eq(acc_f2), err.eq(err2),
+                             r0.eq(recip_r.data)]
+            with m.If(launch):
+                m.d.sync += fvalid2x.eq(0)
+            fvalid2, lead2, acc_f2 = fvalid2x, lead2x, acc_f2x
+        m.d.comb += recip2.eq(round_shift(r0 * err, 30))
 
         # --- F3: y = acc / l in Q8.16, F lanes per cycle ------------------------------------------
         # The row waits here for S cycles; chunk ``step`` (lanes step*F .. step*F + F - 1) sits in
@@ -537,26 +567,51 @@ class AttentionUnit(wiring.Component):
         # p - 1 = lead + 14: y = acc * r * 2**-(15 + p) * 2**16.
         shift3 = Signal(range(DEN_BITS))
         m.d.comb += shift3.eq(lead3 + (MANT_FRAC_BITS - 1))
+        products3 = [acc_f3[i] * recip3 for i in range(F)]
+        ready3, last3x = fvalid3, last_step
+        if self.timing_registers:
+            # --- F3x (timing_registers): the normalisation's products registered before the shift.
+            ready3, last3x = Signal(name="fvalid3x"), Signal(name="last_f3x")
+            shift3x = Signal.like(shift3, name="shift3x")
+            regs = [Signal(signed(len(x)), name=f"product3x_{i}") for i, x in enumerate(products3)]
+            with m.If(en_out):
+                m.d.sync += [ready3.eq(fvalid3), last3x.eq(last_step), shift3x.eq(shift3)]
+                m.d.sync += [r.eq(x) for r, x in zip(regs, products3, strict=True)]
+            with m.If(launch):
+                m.d.sync += ready3.eq(0)
+            products3, shift3 = regs, shift3x
         for i in range(F):
-            m.d.comb += y3[i].eq(round_shift(acc_f3[i] * recip3, shift3))
+            m.d.comb += y3[i].eq(round_shift(products3[i], shift3))
 
         # --- F4: requantize F lanes to int8; the last chunk completes the output register -------------
         fvalid4, last_f4 = Signal(name="fvalid4"), Signal(name="last_f4")
         y4 = Signal(chunk)
         with m.If(en_out):
-            m.d.sync += [fvalid4.eq(fvalid3), last_f4.eq(last_step), y4.eq(y3)]
+            m.d.sync += [fvalid4.eq(ready3), last_f4.eq(last3x), y4.eq(y3)]
+        products = [y4[i] * out_mult for i in range(F)]
+        ready4, last4x = fvalid4, last_f4
+        if self.timing_registers:
+            # --- F4x (timing_registers): the products registered before the shift and clamp.
+            ready4, last4x = Signal(name="fvalid4x"), Signal(name="last_f4x")
+            regs = [Signal(signed(len(p)), name=f"product4x_{i}") for i, p in enumerate(products)]
+            with m.If(en_out):
+                m.d.sync += [ready4.eq(fvalid4), last4x.eq(last_f4)] + [r.eq(p) for r, p in zip(regs, products,
+                                                                                                  strict=True)]
+            with m.If(launch):
+                m.d.sync += ready4.eq(0)
+            products = regs
         out8 = Signal(data.ArrayLayout(signed(8), F))
         for i in range(F):
-            m.d.comb += out8[i].eq(clamp(round_shift(y4[i] * out_mult, out_shift), INT8_MIN, INT8_MAX))
+            m.d.comb += out8[i].eq(clamp(round_shift(products[i], out_shift), INT8_MIN, INT8_MAX))
         # The earlier chunks of the head, oldest in the low lanes (none when S == 1).
         assembly = Signal(8 * F * (S - 1)) if S > 1 else None
         row_bits = Cat(assembly, out8) if S > 1 else out8.as_value()
         with m.If(en_out):
-            m.d.sync += self.out.valid.eq(fvalid4 & last_f4)
-            with m.If(fvalid4):
+            m.d.sync += self.out.valid.eq(ready4 & last4x)
+            with m.If(ready4):
                 if S > 1:
                     m.d.sync += assembly.eq(row_bits[8 * F:])
-                with m.If(last_f4):
+                with m.If(last4x):
                     m.d.sync += self.out.payload.eq(row_bits[:8 * D])
 
         return fvalid1, fvalid2, fvalid3, fvalid4, step

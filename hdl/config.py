@@ -34,7 +34,7 @@ UNIT_CYCLE_BITS = 32
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
 BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register", "vector_scalar_register",
-             "vector_product_register", "fabric_products", "attention_exp_register")
+             "vector_product_register", "fabric_products", "attention_timing_registers", "residual_timing_registers")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -177,11 +177,22 @@ class Config:
         two cycles more per vector instruction, four per LayerNorm
         (:data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`, :data:`sim.machine.cycles.VECTOR_LAYER_STATS`).
         A timing cut for FPGA clocks; no bit changes.
-    attention_exp_register:
-        The attention unit's exp table read data registered before the rescale and accumulate stage
-        uses it (false, the default): a position stage more, so every attention call takes one cycle
-        more (:data:`sim.machine.cycles.ATTENTION_EXP_REGISTER`). A timing cut for FPGA clocks (a
-        block RAM's clock-to-output delay no longer starts the stage's multiply); no bit changes.
+    attention_timing_registers:
+        Registers in the attention unit's deepest single-cycle paths, each a pipeline stage of its
+        own (false, the default): the logits' products before their shift and clamp, the exp
+        table's read data before the rescale-and-accumulate stage multiplies by it (a block RAM's
+        read data comes late in the cycle), the Newton step's error before its second multiply, the
+        normalisation's and the output requantization's products before their shifts. Two position
+        stages and three finish stages more: every attention call takes five cycles more
+        (:data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS`). A timing cut for FPGA clocks; no
+        bit changes.
+    residual_timing_registers:
+        Two registers in the fused residual add (with ``fused_residual``; false, the default): the
+        sum of its two scaled terms before the requantization, and the requantization's product
+        before its rounding shift and saturation. Every GEMM with its residual add fused takes two
+        cycles more (:data:`sim.machine.cycles.RESIDUAL_TIMING_REGISTERS`); without
+        ``fused_residual`` it changes nothing. A timing cut for FPGA clocks (the residual's word
+        comes from a block RAM late in the cycle); no bit changes.
     fabric_products:
         The int8 products built from adders in the logic fabric (:func:`hdl.arith.fabric_product`)
         instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
@@ -222,7 +233,8 @@ class Config:
     vector_scalar_register: bool = False
     vector_product_register: bool = False
     fabric_products: bool = False
-    attention_exp_register: bool = False
+    attention_timing_registers: bool = False
+    residual_timing_registers: bool = False
     kv_block: int = 0
 
     def __post_init__(self):

@@ -348,7 +348,7 @@ class DecodeTop(wiring.Component):
                                             product_register=c.vector_product_register)
         finish = min(c.attention_finish_lanes, HD) or None
         m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads,
-                                               exp_register=c.attention_exp_register,
+                                               timing_registers=c.attention_timing_registers,
                                                finish_lanes=finish,
                                                heads_per_step=min(c.attention_heads_per_step, self.max_heads))
 
@@ -752,6 +752,7 @@ class DecodeTop(wiring.Component):
                                          rows_per_beat=c.weight_rows_per_cycle, residual=c.fused_residual,
                                          max_m=c.max_m, addr_bits=self.addr_bits,
                                          product_register=c.gemm_product_register,
+                                         residual_registers=c.residual_timing_registers,
                                          fabric_products=c.fabric_products)
         wiring.connect(m, g.weights, array.weights)
         wiring.connect(m, g.acts, array.acts)
@@ -845,12 +846,16 @@ class GemmPath(wiring.Component):
     (and the word's destination) between the multiply and the rounding shift and saturation: every
     output word is written one cycle later (one cycle more per GEMM). ``fabric_products``
     (``Config.fabric_products``): the residual add's two scaled terms built from adders.
+    ``residual_registers`` (``Config.residual_timing_registers``, with ``residual``): the residual
+    add's sum of its scaled terms is registered before its requantization, and the
+    requantization's product before its rounding shift and saturation: each fused output word is
+    written two cycles later (two cycles more per GEMM with flag RESIDUAL).
     """
 
     @checked_constructor
     def __init__(self, *, lanes: int, weight_words: int, rows_per_beat: int = 1, residual: bool = False,
                  max_m: int = 1, addr_bits: int = 16, product_register: bool = False,
-                 fabric_products: bool = False):
+                 residual_registers: bool = False, fabric_products: bool = False):
         self.lanes = check_positive_int("GEMM path lanes", lanes)
         self.max_m = check_positive_int("GEMM path max_m", max_m)
         self.addr_bits = check_positive_int("GEMM path addr_bits", addr_bits)
@@ -861,6 +866,7 @@ class GemmPath(wiring.Component):
         V = lanes
         self.residual = bool(residual)
         self.product_register = bool(product_register)
+        self.residual_registers = bool(residual_registers)
         self.fabric_products = bool(fabric_products)
         AB = addr_bits
         extra = {"r_addr": Out(AB), "r_en": Out(1), "r_data": In(8 * V)} if residual else {}
@@ -1087,11 +1093,27 @@ class GemmPath(wiring.Component):
             return sc[rec.scalar_index(name)][:bits]
 
         a_mult, b_mult = scalar("a_mult", MULT_BITS), scalar("b_mult", MULT_BITS)
-        for j in range(V):
-            fab = self.fabric_products
-            m.d.comb += z[j].eq(requantize(product(a_mult, x[j], fabric=fab) + product(b_mult, p_y[j], fabric=fab),
-                                           scalar("mult", MULT_BITS),
-                                           scalar("shift", SHIFT_BITS)))
+        fab = self.fabric_products
+        sums = [product(a_mult, x[j], fabric=fab) + product(b_mult, p_y[j], fabric=fab) for j in range(V)]
+        mult, shift = scalar("mult", MULT_BITS), scalar("shift", SHIFT_BITS)
+        if self.residual_registers:
+            # Stages R2 and R3 (residual_registers): the sums, then the requantization's products,
+            # registered; the word is shifted, saturated and written the cycle after R3.
+            products = []
+            for name, values in (("r2", sums), ("r3", None)):
+                if values is None:
+                    values = [s * mult for s in products]
+                regs = [Signal(signed(len(v)), name=f"{name}_{j}") for j, v in enumerate(values)]
+                valid, last = Signal(name=f"{name}_valid"), Signal(name=f"{name}_last")
+                addr = Signal(AB, name=f"{name}_addr")
+                m.d.sync += [valid.eq(p_valid), addr.eq(p_addr), last.eq(p_last)] + [
+                    r.eq(v) for r, v in zip(regs, values, strict=True)]
+                p_valid, p_addr, p_last, products = valid, addr, last, regs
+            for j in range(V):
+                m.d.comb += z[j].eq(saturate8(round_shift(products[j], shift)))
+        else:
+            for j in range(V):
+                m.d.comb += z[j].eq(requantize(sums[j], mult, shift))
         with m.If(gemm & p_valid):
             m.d.comb += self.s_we.eq(1)
             with m.If(p_last):

@@ -199,7 +199,7 @@ class AttentionCycles(Harness):
         t, g, j = call
         return attention_cycles(n_heads=g * j, kv_len=t, head_dim=unit.head_dim, finish_lanes=unit.finish_lanes,
                                 n_kv_heads=g, heads_per_step=unit.heads_per_step,
-                                exp_register=unit.exp_register).total
+                                timing_registers=unit.timing_registers).total
 
     def depth(self) -> int:
         """The BMC depth that reaches the slowest call's ``done``, and two cycles past it."""

@@ -759,9 +759,9 @@ def decode_unit_timing(compiled, unit: str, board: str = "ulx3s-85f", *, clock_m
     ``progress(text)`` is called every ``progress_every`` seconds while nextpnr runs (where it
     is). Cached under ``<lockstep cache>/timing`` by the design, unit, board, clock, seed and tool
     versions (written through a rename), with nextpnr's whole report (every segment of the critical
-    path) beside it as ``<name>.report.json`` (``"report"`` in the result). Raises InputError for an unknown unit, board or a board
-    not in the ECP5 family, BuildError when a tool fails or runs past its time limit; an interrupt
-    stops the tools and leaves nothing behind.
+    path) beside it as ``<name>.report.json`` (``"report"`` in the result). Raises InputError for
+    an unknown unit, board or a board not in the ECP5 family, BuildError when a tool fails or runs
+    past its time limit; an interrupt stops the tools and leaves nothing behind.
     """
     if unit not in DECODE_UNITS:
         raise InputError(f"decode unit must be one of {', '.join(DECODE_UNITS)}, not {unit!r}")

@@ -116,9 +116,9 @@ def gemm_lower_bound(config, m: int, k: int, n: int, *, weight_bytes_per_cycle: 
 
 # --- attention unit ------------------------------------------------------------------------------
 
-__all__ += ["ATTENTION_EXP_REGISTER", "ATTENTION_FINISH_STAGES", "ATTENTION_POSITION_STAGES", "ATTENTION_Q_FIRST",
-            "ATTENTION_START", "AttentionCycles", "attention_cycles", "attention_finish_steps", "attention_min_cycles",
-            "attention_steps"]
+__all__ += ["ATTENTION_FINISH_STAGES", "ATTENTION_POSITION_STAGES", "ATTENTION_Q_FIRST", "ATTENTION_START",
+            "ATTENTION_TIMING_REGISTERS", "AttentionCycles", "attention_cycles", "attention_finish_steps",
+            "attention_min_cycles", "attention_steps"]
 
 #: The edge that samples ``start``.
 ATTENTION_START = 1
@@ -130,8 +130,10 @@ ATTENTION_POSITION_STAGES = 4
 #: Stages from a head's finished state to its output beat being taken: reciprocal (F1-F2),
 #: normalisation (F3), requantization (F4) and the output register.
 ATTENTION_FINISH_STAGES = 5
-#: Config.attention_exp_register: the exp table's read data registered before S4 (a stage S3x).
-ATTENTION_EXP_REGISTER = 1
+#: Config.attention_timing_registers: a register stage after each deep single-cycle path: the
+#: logits' products (S2x), the exp table's read data (S3x), the Newton step's error (F2x), the
+#: normalisation's products (F3x) and the output requantization's products (F4x).
+ATTENTION_TIMING_REGISTERS = 5
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def attention_steps(*, n_heads: int, kv_len: int, n_kv_heads: int = 0, heads_per
 
 
 def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lanes: int = 0, n_kv_heads: int = 0,
-                     heads_per_step: int = 1, exp_register: bool = False) -> AttentionCycles:
+                     heads_per_step: int = 1, timing_registers: bool = False) -> AttentionCycles:
     """Exact cycles of one call of :class:`hdl.attention.AttentionUnit` with every source always
     valid and the sink always ready, from the edge that samples ``start`` to the first cycle
     ``done`` is high (shape checked by :func:`sim.flows.attention.plan_attention`).
@@ -196,8 +198,8 @@ def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lan
     for ``live lanes - 1`` cycles (``handoff``). ``head_dim`` enters only through the finish
     stages' width ``finish_lanes`` (0, the default: all lanes at once, and the call does not
     depend on head_dim): each head holds the pipeline for :func:`attention_finish_steps` - 1 cycles.
-    ``exp_register`` (``Config.attention_exp_register``): a position stage more, one cycle more
-    (:data:`ATTENTION_EXP_REGISTER`).
+    ``timing_registers`` (``Config.attention_timing_registers``): two position stages and three
+    finish stages more, five cycles more (:data:`ATTENTION_TIMING_REGISTERS`).
     """
     steps = attention_steps(n_heads=n_heads, kv_len=kv_len, n_kv_heads=n_kv_heads, heads_per_step=heads_per_step)
     return AttentionCycles(
@@ -206,7 +208,8 @@ def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lan
         steps=steps,
         handoff=n_heads - steps // kv_len,
         finish=n_heads * (attention_finish_steps(head_dim, finish_lanes) - 1),
-        latency=ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES + (ATTENTION_EXP_REGISTER if exp_register else 0),
+        latency=(ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES
+                 + (ATTENTION_TIMING_REGISTERS if timing_registers else 0)),
     )
 
 
@@ -333,6 +336,8 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 #                  output stage's register the cycle after the array's last sum)
 #     gemm + residual_add (fused, Config.fused_residual)
 #                  SEQ_ISSUE + gemm - GEMM_OVERLAP + GEMM_WRITEBACK + GEMM_RESIDUAL
+#                  (+ RESIDUAL_TIMING_REGISTERS with Config.residual_timing_registers: the add's sum and
+#                  its requantization's product registered, the word written two cycles later)
 #                  (the requantized word and the residual's word, read from the scratchpad's second
 #                  port, meet in one more register; the add is computed and written the cycle after:
 #                  the last word one cycle later than the plain GEMM's, instead of the add's vector
@@ -360,8 +365,9 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # activation, one entry a host-port cycle; an ACTIVATION instruction names its table by index).
 
 __all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "GEMM_OVERLAP", "GEMM_PRODUCT_REGISTER", "GEMM_RESIDUAL",
-            "GEMM_WRITEBACK", "SEQ_ISSUE", "UNITS", "VECTOR_SCALAR_REGISTER", "Bounds", "DecodeCycles", "OpCycles",
-            "decode_step_cycles", "op_cycles", "pass_cycles", "unit_of"]
+            "GEMM_WRITEBACK", "RESIDUAL_TIMING_REGISTERS", "SEQ_ISSUE", "UNITS", "VECTOR_SCALAR_REGISTER", "Bounds",
+            "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "pass_cycles", "residual_cycles",
+            "unit_of"]
 
 SEQ_ISSUE = 1
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
@@ -370,6 +376,9 @@ GEMM_OVERLAP = 1
 GEMM_WRITEBACK = 1
 #: A GEMM with its residual add fused (Config.fused_residual): the add's stage after the requantization.
 GEMM_RESIDUAL = 1
+#: Config.residual_timing_registers: the fused residual add's sum and its requantization's product
+#: registered (two stages R2, R3 after the add's stage).
+RESIDUAL_TIMING_REGISTERS = 2
 #: Config.gemm_product_register: the output stage's second register (the requantization's product).
 GEMM_PRODUCT_REGISTER = 1
 #: Config.vector_scalar_register: the cycle a vector instruction's scalars are latched before its command.
@@ -536,6 +545,13 @@ class DecodeCycles:
         return self.bound_report.efficiency
 
 
+def residual_cycles(config) -> int:
+    """Cycles a GEMM with its residual add fused takes above the plain GEMM on ``config``:
+    :data:`GEMM_RESIDUAL`, and :data:`RESIDUAL_TIMING_REGISTERS` more with
+    ``Config.residual_timing_registers``."""
+    return GEMM_RESIDUAL + (RESIDUAL_TIMING_REGISTERS if config.residual_timing_registers else 0)
+
+
 def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 0, n_kv_heads: int = 0,
               head_dim: int = 0, position: int = 0, weight_bytes_per_cycle: float | None = None,
               residual: bool = False, rows: int = 1) -> OpCycles:
@@ -551,7 +567,8 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
     row_words = ceil_div(head_dim, lanes)
     if op == "gemm":
         g = gemm_cycles(config, rows, in_width, width, weight_bytes_per_cycle=weight_bytes_per_cycle)
-        extra = (GEMM_RESIDUAL if residual else 0) + (GEMM_PRODUCT_REGISTER if config.gemm_product_register else 0)
+        extra = ((residual_cycles(config) if residual else 0)
+                 + (GEMM_PRODUCT_REGISTER if config.gemm_product_register else 0))
         return OpCycles(op, "", SEQ_ISSUE + g.total - GEMM_OVERLAP + GEMM_WRITEBACK + extra,
                         macs=rows * in_width * width, weight_bytes=in_width * width,
                         tiles=gemm_tiles(config, in_width, width),
@@ -567,7 +584,7 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
         a = attention_cycles(n_heads=n_heads, kv_len=position + 1, head_dim=head_dim,
                              finish_lanes=config.attention_finish_lanes, n_kv_heads=n_kv_heads,
                              heads_per_step=config.attention_heads_per_step,
-                             exp_register=config.attention_exp_register)
+                             timing_registers=config.attention_timing_registers)
         return OpCycles(op, "", SEQ_ISSUE + 2 * n_heads * row_words + a.total + ATTENTION_HANDOFF,
                         unit_min=attention_min_cycles(n_heads=n_heads, kv_len=position + 1, n_kv_heads=n_kv_heads,
                                                       heads_per_step=config.attention_heads_per_step))

@@ -63,7 +63,7 @@ from hdl.config import (
     weight_rows_problem,
 )
 
-from ..machine.cycles import GEMM_RESIDUAL, decode_step_cycles, gemm_cycles, op_cycles
+from ..machine.cycles import decode_step_cycles, gemm_cycles, op_cycles, residual_cycles
 from ..machine.schedule import instruction_groups
 from ..numbers import count, number, quantity
 
@@ -503,7 +503,7 @@ def batched_step_cycles(ops, shape, config, *, position: int, weight_bytes_per_c
             k, n = g.in_width, g.width
             if (k, n) not in memo:   # every layer asks the same shapes
                 memo[k, n] = _gemm_op_cycles(config, k, n, port=weight_bytes_per_cycle, batch=batch).cycles
-            more = memo[k, n] + (GEMM_RESIDUAL if g.residual is not None else 0) - oc.cycles
+            more = memo[k, n] + (residual_cycles(config) if g.residual is not None else 0) - oc.cycles
         else:
             more = (batch - 1) * oc.cycles
         extra += more
@@ -600,7 +600,8 @@ class Hardware:
     vector_scalar_register: bool = False  # vector scalars latched a cycle early (Config's): +1 a vector op
     vector_product_register: bool = False  # vector products registered (Config's): +2 a vector op, +4 a LayerNorm
     fabric_products: bool = False        # int8 products in logic, not multipliers (Config's): no cycle
-    attention_exp_register: bool = False  # the exp table's data registered (Config's): +1 an attention call
+    attention_timing_registers: bool = False  # attention's timing registers (Config's): +5 an attention call
+    residual_timing_registers: bool = False  # the fused residual add's two registers (Config's): +2 a fused GEMM
 
     def __post_init__(self):
         # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.

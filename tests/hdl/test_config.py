@@ -44,11 +44,12 @@ def test_configuration_is_keyword_only_and_frozen():
 
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"^configuration: unknown parameter 'rows' \(known: act_tables, act_words, "
-                                         r"array_cols, array_rows, attention_exp_register, attention_finish_lanes, "
-                                         r"attention_heads_per_step, clock_hz, fabric_products, fused_residual, "
+                                         r"array_cols, array_rows, attention_finish_lanes, attention_heads_per_step, "
+                                         r"attention_timing_registers, clock_hz, fabric_products, fused_residual, "
                                          r"fused_rope, fused_swiglu, "
                                          r"gemm_product_register, kv_block, kv_bytes, logits_words, max_context, "
-                                         r"max_m, param_words, program_words, result_words, scratch_bytes, "
+                                         r"max_m, param_words, program_words, residual_timing_registers, "
+                                         r"result_words, scratch_bytes, "
                                          r"vector_lanes, vector_product_register, vector_scalar_register, "
                                          r"weight_rows_per_cycle, weight_words\)$"):
         Config.from_dict({"rows": 4})

@@ -22,9 +22,9 @@ from sim.engine.lint import WAIVERS, lint_verilog
 from sim.engine.runner import SimulationError, design_for, run, verilog_for
 from sim.flows.attention import plan_attention
 from sim.machine.cycles import (
-    ATTENTION_EXP_REGISTER,
     ATTENTION_FINISH_STAGES,
     ATTENTION_POSITION_STAGES,
+    ATTENTION_TIMING_REGISTERS,
     attention_cycles,
     attention_min_cycles,
 )
@@ -216,26 +216,26 @@ def _assert_exact(unit, named, result):
         yield q, k, predicted
 
 
-#: The exp table's read register (Config.attention_exp_register): the ULX3S preset's unit on
+#: The timing registers (Config.attention_timing_registers): the ULX3S preset's unit on
 #: Verilator (the demo model's head_dim, one finish lane), small units on the others, two heads a
 #: step (the hand-off) on Amaranth's.
-EXP_REGISTER_FOR = {"verilator": {**DEMO, "finish_lanes": 1, "exp_register": True},
-                    "icarus": {**SMALL, "finish_lanes": 1, "exp_register": True},
-                    "amaranth": {**SMALL, "heads_per_step": 2, "exp_register": True}}
+TIMING_REGISTERS_FOR = {"verilator": {**DEMO, "finish_lanes": 1, "timing_registers": True},
+                        "icarus": {**SMALL, "finish_lanes": 1, "timing_registers": True},
+                        "amaranth": {**SMALL, "heads_per_step": 2, "timing_registers": True}}
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_exp_register_is_bit_exact_and_one_cycle_more(simulator):
-    unit = EXP_REGISTER_FOR[simulator]
+def test_timing_registers_are_bit_exact_and_two_cycles_more(simulator):
+    unit = TIMING_REGISTERS_FOR[simulator]
     named = attention_cases(unit, seed=unit["head_dim"] * 1000 + unit["max_context"] + 2)
     if simulator != "verilator":   # the interpreted simulators: the random shapes and the stalls
         named = [(name, case) for name, case in named if name.startswith(("random", "backpressure"))]
     result = run(simulator, "attention_unit", unit, "attention_unit", {"unit": unit, "cases": [c for _, c in named]})
-    without = {key: value for key, value in unit.items() if key != "exp_register"}
+    without = {key: value for key, value in unit.items() if key != "timing_registers"}
     checked = 0
     for q, k, predicted in _assert_exact(unit, named, result):
         shape = {"n_heads": q.shape[0], "n_kv_heads": k.shape[1], "kv_len": k.shape[0]}
-        assert predicted == plan_attention(without, **shape).predicted_cycles + ATTENTION_EXP_REGISTER
+        assert predicted == plan_attention(without, **shape).predicted_cycles + ATTENTION_TIMING_REGISTERS
         checked += 1
     assert checked == len(named) > 0
 
@@ -286,7 +286,7 @@ def test_bad_unit_parameters_are_rejected(kwargs, error, message):
 
 def test_unit_parameters_are_keyword_only():
     params = inspect.signature(AttentionUnit).parameters.values()
-    assert [p.kind for p in params] == [inspect.Parameter.KEYWORD_ONLY] * 5
+    assert [p.kind for p in params] == [inspect.Parameter.KEYWORD_ONLY] * 6
 
 
 @pytest.mark.parametrize(("shape", "error", "message"), [
@@ -305,7 +305,7 @@ def test_bad_call_shapes_are_rejected(shape, error, message):
 
 def test_bad_unit_table_is_rejected():
     with pytest.raises(ValueError, match=r"^attention unit: unknown parameter 'lanes' \(known: head_dim, "
-                                         r"max_context, max_heads, finish_lanes, heads_per_step, exp_register\)$"):
+                                         r"max_context, max_heads, finish_lanes, heads_per_step, timing_registers\)$"):
         plan_attention({**SMALL, "lanes": 4}, n_heads=1, n_kv_heads=1, kv_len=1)
     with pytest.raises(ValueError, match=r"^attention unit: missing parameter 'max_heads'$"):
         plan_attention({"head_dim": 8, "max_context": 16}, n_heads=1, n_kv_heads=1, kv_len=1)

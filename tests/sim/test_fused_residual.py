@@ -20,7 +20,13 @@ from hdl.isa import RESIDUAL_GEMM_RECORD, GemmFlags, Opcode, param_record
 from sim.engine.runner import run
 from sim.flows.decode import decode_job, top_params
 from sim.machine.compiler import compile_model
-from sim.machine.cycles import GEMM_RESIDUAL, decode_step_cycles, op_cycles
+from sim.machine.cycles import (
+    GEMM_RESIDUAL,
+    RESIDUAL_TIMING_REGISTERS,
+    decode_step_cycles,
+    op_cycles,
+    residual_cycles,
+)
 from sim.machine.isa_sim import IsaMachine
 from sim.machine.schedule import instruction_groups
 
@@ -116,6 +122,15 @@ def test_a_gemm_whose_output_is_read_again_is_not_fused():
     assert "L0.o" in names and "L0.x_attn" in names and "L0.down+x_out" in names
     # Nor the LM head (int32 logits), whatever reads them.
     assert all(g.residual is None for g in instruction_groups(ops, FUSED) if g.output == "logits")
+
+
+def test_the_residual_timing_registers_cost_two_cycles_a_fused_gemm():
+    config = replace(SMALL, fused_residual=True)
+    timed = replace(config, residual_timing_registers=True)
+    assert residual_cycles(timed) == residual_cycles(config) + RESIDUAL_TIMING_REGISTERS == GEMM_RESIDUAL + 2
+    fused, plain = (op_cycles("gemm", timed, width=64, in_width=192, residual=r).cycles for r in (True, False))
+    untimed = op_cycles("gemm", config, width=64, in_width=192, residual=True).cycles
+    assert fused == plain + GEMM_RESIDUAL + 2 == untimed + 2
 
 
 def test_the_cycle_model_prices_the_fused_gemm_one_cycle_above_the_plain_one():
