@@ -129,9 +129,10 @@ class AttentionUnit(wiring.Component):
     default, for head_dim), ``heads_per_step`` (query heads of a group run a step, 1 .. max_heads,
     default 1), ``timing_registers`` (``Config.attention_timing_registers``: registers cut the
     unit's deepest single-cycle paths, each a stage of its own: the dot products' terms before
-    their sum (S1x), the logits' products before their shift and clamp (S2x), the exp table's read data before S4's rescale (S3x), the Newton step's
-    error before its second multiply (F2x), the normalisation's products before their shift (F3x)
-    and the output requantization's products before their shift and clamp (F4x), so a call takes
+    their sum (S1x), the logits' products before their shift and clamp (S2x), the exp table's
+    read data before S4's rescale (S3x), the Newton step's error before its second multiply
+    (F2x), the normalisation's products before their shift (F3x) and the output
+    requantization's products before their shift and clamp (F4x), so a call takes
     :data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS` = 6 cycles more; default False).
     Raises TypeError for a non-integer and ValueError for a value out of range, naming the
     parameter and the value. See the module docstring for ports and timing.

@@ -34,7 +34,7 @@ UNIT_CYCLE_BITS = 32
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
 BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register", "vector_scalar_register",
-             "fabric_products", "attention_timing_registers", "residual_timing_registers")
+             "vector_product_register", "fabric_products", "attention_timing_registers", "residual_timing_registers")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -168,6 +168,15 @@ class Config:
         the parameter memory's read data in the command's cycle (false, the default): one cycle more
         per vector instruction (:data:`sim.machine.cycles.VECTOR_SCALAR_REGISTER`). A timing cut for
         FPGA clocks; no bit changes.
+    vector_product_register:
+        Two registers in the vector unit (false, the default): in stage A between each lane's
+        products (the norms' ``d * r``, RoPE's, ADD's and MUL's) and their sums, the norms' rounding
+        shift and the opcode's choice; in the output stage between the requantization's multiply and
+        its rounding shift and saturation; and LayerNorm's statistics chain two cycles longer (its
+        mean's and centred sums' products registered). Every beat crosses two more pipeline stages:
+        two cycles more per vector instruction, four per LayerNorm
+        (:data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`, :data:`sim.machine.cycles.VECTOR_LAYER_STATS`).
+        A timing cut for FPGA clocks; no bit changes.
     attention_timing_registers:
         Registers in the attention unit's deepest single-cycle paths, each a pipeline stage of its
         own (false, the default): the dot products' terms before their sum, the logits' products
@@ -223,6 +232,7 @@ class Config:
     attention_heads_per_step: int = 1
     gemm_product_register: bool = False
     vector_scalar_register: bool = False
+    vector_product_register: bool = False
     fabric_products: bool = False
     attention_timing_registers: bool = False
     residual_timing_registers: bool = False

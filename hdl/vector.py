@@ -4,8 +4,10 @@ One component, one opcode (:class:`VectorOp`), bit-exact with :mod:`golden.vecto
 :func:`golden.numerics.requantize`. A command arrives on the ``cmd`` stream; its operands stream
 in on ``inp`` (``lanes`` elements per beat), its results stream out on ``out``. One command runs
 at a time. Timing is fixed by the shape alone (:func:`sim.machine.cycles.vector_cycles`): a command
-issues one beat per cycle in each of its passes, every beat crosses the same four-stage pipeline,
-and the whole pipeline stalls together when ``out`` is back-pressured.
+issues one beat per cycle in each of its passes, every beat crosses the same four-stage pipeline
+(six with ``product_register``: stage A's lane products registered before their sums, the output
+stage's product before its shift), and the whole pipeline stalls together when ``out`` is
+back-pressured.
 
 Passes, per opcode (W = ceil(length / lanes) beats per pass):
 
@@ -39,11 +41,12 @@ from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
-from .arith import fabric_product, product, requantize, round_shift
+from .arith import fabric_product, product, round_shift, saturate8
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = [
-    "ACT_TABLE_SIZE", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES", "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
+    "ACT_TABLE_SIZE", "LAYER_STATS_EXTRA", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES",
+    "PRODUCT_REGISTER_STAGES", "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
     "NormStatistics", "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
 ]
 
@@ -53,6 +56,12 @@ MAX_LANES = 64
 PIPELINE_STAGES = 4
 #: Cycles from a norm's final sums to the first issue of its second pass (the statistics chain).
 NORM_STATS_CYCLES = 8
+#: Registers ``product_register`` adds to the pipeline: between stage A's lane products and their
+#: sums, and between the output stage's requantization product and its rounding shift.
+PRODUCT_REGISTER_STAGES = 2
+#: Cycles ``product_register`` adds to LayerNorm's statistics chain (its mean's product registered
+#: before its shift, N * mu before e and N * mu^2); RMSNorm's chain keeps NORM_STATS_CYCLES.
+LAYER_STATS_EXTRA = 2
 _ACC_BITS = 32
 
 
@@ -149,6 +158,11 @@ class VectorUnit(wiring.Component):
     act_tables: activation tables (256 int8 entries each) the table memory holds, 1 .. 256.
     fabric_products: the lanes' int8 products (MUL and SILU_MUL, the norm's x * x, ADD's two scaled
     terms, RoPE's x * cos and x * sin) built from adders (:func:`hdl.arith.fabric_product`) instead of hard multipliers.
+    product_register: FPGA timing cuts, a register between stage A's lane products (the norms'
+    ``d * r`` among them) and their sums, rounding shift and opcode choice, and one between the
+    output stage's requantization product and its rounding shift and saturation: every beat crosses
+    :data:`PRODUCT_REGISTER_STAGES` (2) more stages, so every command takes two cycles more (a
+    norm's running sums are taken in stage A's second cycle, so its statistics start no later).
 
     Ports
     -----
@@ -168,8 +182,9 @@ class VectorUnit(wiring.Component):
 
     @checked_constructor
     def __init__(self, *, lanes: int, max_length: int, max_norm_length: int, max_head_dim: int,
-                 max_context: int, act_tables: int, fabric_products: bool = False):
+                 max_context: int, act_tables: int, fabric_products: bool = False, product_register: bool = False):
         self.fabric_products = bool(fabric_products)
+        self.product_register = bool(product_register)
         self.lanes = check_positive_int("vector unit lanes", lanes)
         if lanes > MAX_LANES:
             raise InputError(f"vector unit lanes must be at most {MAX_LANES}, not {lanes}")
@@ -253,7 +268,7 @@ class VectorUnit(wiring.Component):
         op = _Decoded(m, c.op)
 
         # The norms' statistics chain: free-running registers, stable once the sums are.
-        m.submodules.stats = stats = NormStatistics(max_length=self.max_length)
+        m.submodules.stats = stats = NormStatistics(max_length=self.max_length, product_register=self.product_register)
         s_sum = Signal(signed(32))
         q_sum = Signal(unsigned(32))
         m.d.comb += [stats.s_sum.eq(s_sum), stats.q_sum.eq(q_sum), stats.length.eq(c.length),
@@ -273,18 +288,32 @@ class VectorUnit(wiring.Component):
                          p1.s1_end.eq(slot.s1_end), p1.base.eq(slot.base), p1.bsel.eq(slot.bsel),
                          p1_in.eq(self.inp.payload)]
 
-        p2, stage2 = self._products(m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats)
+        p2, stage2 = self._products(m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats, s_sum, q_sum)
         p3, stage3 = self._scale(m, op, en, p2, stage2, s_sum, q_sum, stats)
 
         # --- stage 4: requantize into the output register --------------------------------------
         acc3, mult3, shift3, act3, idx3 = stage3
-        emits = Mux(op.two_pass, p3.pass2, Mux(op.is_argmax, p3.final, 1))
+        ctl, prods, shifts, acts, idx = p3, [acc3[i] * mult3[i] for i in range(L)], shift3, act3, idx3
+        if self.product_register:
+            # The requantization's product registered before its rounding shift and saturation.
+            ctl = _Stage("pq", L, self.max_length)
+            held = [Signal(prods[i].shape(), name=f"pq_prod_{i}") for i in range(L)]
+            held_shifts = [Signal.like(shift3[i], name=f"pq_shift_{i}") for i in range(L)]
+            held_acts = [Signal.like(act3[i], name=f"pq_act_{i}") for i in range(L)]
+            held_idx = Signal.like(idx3, name="pq_idx")
+            with m.If(en):
+                m.d.sync += [*ctl.copy(p3), held_idx.eq(idx3)]
+                m.d.sync += [h.eq(v) for h, v in zip(held + held_shifts + held_acts, prods + shifts + acts,
+                                                     strict=True)]
+            prods, shifts, acts, idx = held, held_shifts, held_acts, held_idx
+        emits = Mux(op.two_pass, ctl.pass2, Mux(op.is_argmax, ctl.final, 1))
         with m.If(en):
-            m.d.sync += [self.out.valid.eq(p3.valid & emits), self.out.payload.last.eq(p3.final),
-                         self.out.payload.index.eq(idx3)]
+            m.d.sync += [self.out.valid.eq(ctl.valid & emits), self.out.payload.last.eq(ctl.final),
+                         self.out.payload.index.eq(idx)]
             for i in range(L):
-                y = Mux(op.is_act, act3[i], requantize(acc3[i], mult3[i], shift3[i]))
-                m.d.sync += self.out.payload.data[i].eq(Mux(p3.mask[i], y, 0))
+                # requantize(acc3, mult3, shift3), its product possibly registered.
+                y = Mux(op.is_act, acts[i], saturate8(round_shift(prods[i], shifts[i])))
+                m.d.sync += self.out.payload.data[i].eq(Mux(ctl.mask[i], y, 0))
 
         # --- completion and the cycle counter ------------------------------------------------------
         with m.If(cmd_fire):
@@ -402,11 +431,69 @@ class VectorUnit(wiring.Component):
             act_data.append(port.data)
         return buf_ra, buf_rb, rope_r, act_data
 
-    def _products(self, m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats):
+    def _products(self, m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats, s_sum, q_sum):
         """Stage 2 (A): each lane's product or sum; a beat's sums for the norms; its argmax.
+
+        In two steps: the lanes' products (A1), then their sums, the norms' rounding shift, the
+        opcode's choice, the beat's sums and its argmax (A2). With ``product_register`` a register
+        lies between the two (the products, the operands the stage passes on and the beat's
+        control): the stage takes a cycle more, and the norms' running sums take the beat's sums in
+        A2 (instead of stage B), so they are complete as early as without the register.
 
         Returns the stage's control and registers: (p2, (acc2, gamma2, beta2, mult2, shift2, act2,
         s_beat, q_beat, bmax, bidx))."""
+        L = self.lanes
+        is_silu_mul = op.op == VectorOp.SILU_MUL
+        # MUL and SILU_MUL share one 8 x 8 multiplier per lane: SILU_MUL's first operand is the table entry.
+        is_mul = (op.op == VectorOp.MUL) | is_silu_mul
+        mu, f, r = stats.mu, stats.f, stats.r
+        fab = self.fabric_products
+        lanes = []
+        for i in range(L):
+            lane = p1_in[i]
+            a8 = lane.a[:8].as_signed()
+            b8 = lane.b[:8].as_signed()
+            bx = buf_ra.data[i]
+            bp = buf_rb.data[i]
+            d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
+            v = {"a": lane.a, "b": lane.b[:MULT_BITS], "shift": lane.shift, "act": act_data[i], "norm": d * r}
+            if fab:
+                # Built from adders, the lane's products are two, shared by the opcodes (each
+                # command uses at most two): ADD's a_mult * a and b_mult * b, MUL's and
+                # SILU_MUL's x * b, RoPE's cos * x and sin * x', the norms' x * x. The same values.
+                a1, b1, a2, b2 = _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act_data[i],
+                                                  rope_r.data.cos[i], rope_r.data.sin[i], bx, bp)
+                v.update(shared1=fabric_product(a1, b1), shared2=fabric_product(a2, b2))
+            else:
+                v.update(mul=product(Mux(is_silu_mul, act_data[i], a8), b8, fabric=False),
+                         cos=product(rope_r.data.cos[i], bx, fabric=False),
+                         sin=product(rope_r.data.sin[i], bp, fabric=False),
+                         add_a=product(c.a_mult, a8, fabric=False), add_b=product(c.b_mult, b8, fabric=False),
+                         square=product(a8, a8, fabric=False))
+            lanes.append(v)
+        ctl = p1
+        # The beat's argmax candidates: (value, lane, live).
+        cands = [(p1_in[i].a, Const(i, range(L)), p1.mask[i]) for i in range(L)]
+        if self.product_register:
+            ctl = _Stage("pa", L, self.max_length)
+            held = [{name: Signal(value.shape(), name=f"pa_{name}_{i}") for name, value in v.items()}
+                    for i, v in enumerate(lanes)]
+            # The argmax's comparison tree: its first level in A1, the rest in A2.
+            cands = _argmax_level(cands)
+            held_cands = [(Signal(signed(_ACC_BITS), name=f"pa_max_{j}"), Signal(range(L), name=f"pa_idx_{j}"),
+                           Signal(name=f"pa_live_{j}")) for j in range(len(cands))]
+            with m.If(en):
+                m.d.sync += ctl.copy(p1)
+                for v, h in zip(lanes, held, strict=True):
+                    m.d.sync += [h[name].eq(value) for name, value in v.items()]
+                for cand, h in zip(cands, held_cands, strict=True):
+                    m.d.sync += [h[0].eq(cand[0]), h[1].eq(cand[1]), h[2].eq(cand[2])]
+            lanes, cands = held, held_cands
+        return self._lane_sums(m, c, op, en, ctl, lanes, cands, stats, s_sum, q_sum)
+
+    def _lane_sums(self, m, c, op, en, ctl, lanes, cands, stats, s_sum, q_sum):
+        """Stage 2's second step (A2): from each lane's products (``lanes``, :meth:`_products`), the
+        argmax's candidates (``cands``) and the beat's control ``ctl`` to the stage's registers."""
         L = self.lanes
         p2 = _Stage("p2", L, self.max_length)
         acc2 = [Signal(signed(34), name=f"acc2_{i}") for i in range(L)]
@@ -420,64 +507,42 @@ class VectorUnit(wiring.Component):
         bmax = Signal(signed(_ACC_BITS))
         bidx = Signal(range(L))
         is_req = op.op == VectorOp.REQUANT
-        # MUL and SILU_MUL share one 8 x 8 multiplier per lane: SILU_MUL's first operand is the table entry.
-        is_silu_mul = op.op == VectorOp.SILU_MUL
-        is_mul = (op.op == VectorOp.MUL) | is_silu_mul
-        mu, f, r, k = stats.mu, stats.f, stats.r, stats.k
-        fab = self.fabric_products
-        s_terms, q_terms, cands = [], [], []
-        for i in range(L):
-            lane = p1_in[i]
-            a8 = lane.a[:8].as_signed()
-            b8 = lane.b[:8].as_signed()
-            bx = buf_ra.data[i]
-            bp = buf_rb.data[i]
-            d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
-            n = round_shift(d * r, k + NORM_MEAN_FRAC_BITS)
-            if fab:
-                # Built from adders, the lane's products are two, shared by the opcodes (each
-                # command uses at most two): ADD's a_mult * a and b_mult * b, MUL's and
-                # SILU_MUL's x * b, RoPE's cos * x and sin * x', the norms' x * x. The same values.
-                a1, b1, a2, b2 = _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act_data[i],
-                                                  rope_r.data.cos[i], rope_r.data.sin[i], bx, bp)
-                pm = xx = fabric_product(a1, b1)
-                pb = fabric_product(a2, b2)
+        is_mul = (op.op == VectorOp.MUL) | (op.op == VectorOp.SILU_MUL)
+        s_terms, q_terms = [], []
+        for i, v in enumerate(lanes):
+            a8 = v["a"][:8].as_signed()
+            b8 = v["b"][:8].as_signed()
+            n = round_shift(v["norm"], stats.k + NORM_MEAN_FRAC_BITS)
+            if self.fabric_products:
+                pm = xx = v["shared1"]
+                pb = v["shared2"]
                 # ADD's sum and RoPE's cos * x +- sin * x' in one adder.
-                sum2 = pc = pm + Mux(op.is_rope & ~p1.second, -pb, pb)
+                sum2 = pc = pm + Mux(op.is_rope & ~ctl.second, -pb, pb)
             else:
-                pm = product(Mux(is_silu_mul, act_data[i], a8), b8, fabric=False)
-                pc = product(rope_r.data.cos[i], bx, fabric=False)
-                ps = product(rope_r.data.sin[i], bp, fabric=False)
-                sum2 = product(c.a_mult, a8, fabric=False) + product(c.b_mult, b8, fabric=False)
-                xx = product(a8, a8, fabric=False)
-                pc = pc + Mux(p1.second, ps, -ps)
-            acc = Mux(is_req, lane.a,
+                pm, xx = v["mul"], v["square"]
+                sum2 = v["add_a"] + v["add_b"]
+                pc = v["cos"] + Mux(ctl.second, v["sin"], -v["sin"])
+            acc = Mux(is_req, v["a"],
                   Mux(op.op == VectorOp.ADD, sum2,
                   Mux(is_mul, pm,
                   Mux(op.is_rope, pc, n))))
             with m.If(en):
-                m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(op.is_layer, lane.a, 0)),
-                             mult2[i].eq(Mux(is_req, lane.b[:MULT_BITS], Mux(p1.bsel, c.mult_b, c.mult))),
-                             shift2[i].eq(Mux(is_req, lane.shift, Mux(p1.bsel, c.shift_b, c.shift))),
-                             act2[i].eq(act_data[i])]
-            live = p1.mask[i]
+                m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(op.is_layer, v["a"], 0)),
+                             mult2[i].eq(Mux(is_req, v["b"], Mux(ctl.bsel, c.mult_b, c.mult))),
+                             shift2[i].eq(Mux(is_req, v["shift"], Mux(ctl.bsel, c.shift_b, c.shift))),
+                             act2[i].eq(v["act"])]
+            live = ctl.mask[i]
             s_terms.append(Mux(live, a8, 0))
             q_terms.append(Mux(live, xx, 0))
-            cands.append((lane.a, Const(i, range(L)), live))
-        # Argmax within the beat: the right candidate wins only when strictly greater, so ties keep
-        # the lower lane.
         while len(cands) > 1:
-            nxt = []
-            for j in range(0, len(cands) - 1, 2):
-                (lv, li, lo), (rv, ri, ro) = cands[j], cands[j + 1]
-                take = ro & (~lo | (rv > lv))
-                nxt.append((Mux(take, rv, lv), Mux(take, ri, li), lo | ro))
-            if len(cands) % 2:
-                nxt.append(cands[-1])
-            cands = nxt
+            cands = _argmax_level(cands)
         with m.If(en):
-            m.d.sync += [p2.copy(p1), s_beat.eq(sum(s_terms)), q_beat.eq(sum(q_terms)),
-                         bmax.eq(cands[0][0]), bidx.eq(cands[0][1])]
+            m.d.sync += [p2.copy(ctl), bmax.eq(cands[0][0]), bidx.eq(cands[0][1])]
+        if self.product_register:
+            _accumulate(m, en, op, ctl, sum(s_terms), sum(q_terms), s_sum, q_sum, stats)
+        else:
+            with m.If(en):
+                m.d.sync += [s_beat.eq(sum(s_terms)), q_beat.eq(sum(q_terms))]
         return p2, (acc2, gamma2, beta2, mult2, shift2, act2, s_beat, q_beat, bmax, bidx)
 
     def _scale(self, m, op, en, p2, stage2, s_sum, q_sum, stats):
@@ -504,12 +569,32 @@ class VectorUnit(wiring.Component):
                              mult3[i].eq(mult2[i]), shift3[i].eq(shift2[i]), act3[i].eq(act2[i])]
             with m.If(p2.valid & op.is_argmax):
                 m.d.sync += [best.eq(Mux(take, bmax, best)), best_idx.eq(new_idx)]
-            with m.If(p2.valid & op.is_norm & ~p2.pass2):
-                m.d.sync += [s_sum.eq(Mux(p2.first, 0, s_sum) + s_beat),
-                             q_sum.eq(Mux(p2.first, 0, q_sum) + q_beat)]
-        # The first pass's last sums are in at the next edge: the statistics chain starts then.
-        m.d.comb += stats.sums_done.eq(en & p2.valid & p2.s1_end)
+        if not self.product_register:   # (with it, stage A2 keeps the sums)
+            _accumulate(m, en, op, p2, s_beat, q_beat, s_sum, q_sum, stats)
         return p3, (acc3, mult3, shift3, act3, idx3)
+
+
+def _argmax_level(cands):
+    """One level of the argmax's comparison tree over ``(value, lane, live)`` candidates: pairs
+    reduced to their winner, the right one winning only when strictly greater (ties keep the lower
+    lane); an odd one out passes."""
+    nxt = []
+    for j in range(0, len(cands) - 1, 2):
+        (lv, li, lo), (rv, ri, ro) = cands[j], cands[j + 1]
+        take = ro & (~lo | (rv > lv))
+        nxt.append((Mux(take, rv, lv), Mux(take, ri, li), lo | ro))
+    if len(cands) % 2:
+        nxt.append(cands[-1])
+    return nxt
+
+
+def _accumulate(m, en, op, ctl, s_beat, q_beat, s_sum, q_sum, stats):
+    """A norm's first pass: the running sums take the beat's (``s_beat``, ``q_beat``) of the stage
+    ``ctl`` at the next edge; the statistics chain starts when the pass's last beat's are in."""
+    with m.If(en & ctl.valid & op.is_norm & ~ctl.pass2):
+        m.d.sync += [s_sum.eq(Mux(ctl.first, 0, s_sum) + s_beat),
+                     q_sum.eq(Mux(ctl.first, 0, q_sum) + q_beat)]
+    m.d.comb += stats.sums_done.eq(en & ctl.valid & ctl.s1_end)
 
 
 def _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act, cos, sin, bx, bp):
@@ -533,7 +618,13 @@ class NormStatistics(wiring.Component):
     before the sums became final. The steps are those of :func:`golden.vector.rmsnorm` and
     :func:`golden.vector.layernorm` (see the module docstring for the LayerNorm identities).
 
-    Parameters: ``max_length`` (the longest row, the shape of ``length``).
+    Parameters: ``max_length`` (the longest row, the shape of ``length``); ``product_register``:
+    step 4's product ``e*e * inv_mult`` registered on its own, and step 4's shift, subtraction and
+    clamp done with step 5 (``u = max(q + eps - X, max(eps, 1))``, X the shifted product: the same
+    value as ``max(max(q - X, 0) + eps, 1)``); LayerNorm's steps 1 and 2 in two cycles each (the
+    mean's product, then its shift; ``N * mu``, then ``e`` and ``N * mu * mu``) and f's shift a
+    cycle after its product: LayerNorm's outputs are stable :data:`LAYER_STATS_EXTRA` cycles later
+    and ``go`` with them; RMSNorm's are not (its ``u`` is ``max(q0 + eps, 1)``).
 
     Ports
     -----
@@ -544,8 +635,9 @@ class NormStatistics(wiring.Component):
     """
 
     @checked_constructor
-    def __init__(self, *, max_length: int):
+    def __init__(self, *, max_length: int, product_register: bool = False):
         self.max_length = check_positive_int("norm statistics max_length", max_length)
+        self.product_register = bool(product_register)
         super().__init__({
             "s_sum": In(signed(32)),
             "q_sum": In(unsigned(32)),
@@ -592,24 +684,60 @@ class NormStatistics(wiring.Component):
         m.d.comb += [rom_r.addr.eq((mant_now >> RSQRT_INDEX_SHIFT) - (1 << (14 - RSQRT_INDEX_SHIFT))),
                      r0.eq(rom_r.data)]
         h = round_shift(mant * sq, 15)
-        v_next = q - round_shift(ee * im, ish)
-        u_pre = Mux(is_layer, v, q_sum) + self.eps
+        if self.product_register:
+            # Step 4 in two halves: the product (and q + eps, q + eps - max(eps, 1), max(eps, 1)),
+            # then with step 5 the shift and subtraction, in two subtractors side by side: u =
+            # max(q + eps - X, max(eps, 1)) = max(max(q - X, 0) + eps, 1) for eps >= 0.
+            eps = self.eps
+            prod = Signal(unsigned(len(ee) + len(im)))
+            qe = Signal(signed(len(q) + 2))
+            qe_low = Signal.like(qe)
+            e_min = Signal(unsigned(31))
+            e_min_now = Mux(eps < 1, 1, eps)
+            m.d.sync += [prod.eq(ee * im), qe.eq(q + eps), qe_low.eq(q + eps - e_min_now), e_min.eq(e_min_now)]
+            x = round_shift(prod, ish)
+            u_next = Mux(is_layer, Mux(qe_low - x < 0, e_min, qe - x), Mux(q_sum + eps < 1, 1, q_sum + eps))
+            m.d.sync += u.eq(u_next)                                                  # steps 4 and 5
+        else:
+            v_next = q - round_shift(ee * im, ish)
+            u_pre = Mux(is_layer, v, q_sum) + self.eps
+            m.d.sync += [v.eq(Mux(v_next < 0, 0, v_next)),                           # step 4
+                         u.eq(Mux(u_pre < 1, 1, u_pre))]                              # step 5
+        if self.product_register:
+            # LayerNorm's steps 1 and 2 in two cycles each: the mean's product before its shift, N * mu
+            # before e and N * mu * mu; f's shift a step after its product (off the chain to r).
+            p_mu = Signal(signed(len(s_sum) + len(im) + 1))
+            nm = Signal(signed(34))
+            p_f = Signal(signed(len(e) + NORM_MEAN_FRAC_BITS + len(im) + 1))
+            m.d.sync += [
+                p_mu.eq(s_sum * im),                                                  # step 1
+                mu.eq(Mux(is_layer, round_shift(p_mu, ish), 0)),
+                nm.eq(n_len * mu), ms.eq(mu * s_sum),                                 # step 2
+                e.eq(s_sum - nm), nmm.eq(nm * mu),
+                q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                             # step 3
+                p_f.eq((e << NORM_MEAN_FRAC_BITS) * im),
+                f.eq(Mux(is_layer, round_shift(p_f, ish), 0)),
+            ]
+        else:
+            m.d.sync += [
+                mu.eq(Mux(is_layer, round_shift(s_sum * im, ish), 0)),               # step 1
+                e.eq(s_sum - n_len * mu), ms.eq(mu * s_sum), nmm.eq(n_len * mu * mu),  # step 2
+                q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                             # step 3
+                f.eq(Mux(is_layer, round_shift((e << NORM_MEAN_FRAC_BITS) * im, ish), 0)),
+            ]
         m.d.sync += [
-            mu.eq(Mux(is_layer, round_shift(s_sum * im, ish), 0)),                   # step 1
-            e.eq(s_sum - n_len * mu), ms.eq(mu * s_sum), nmm.eq(n_len * mu * mu),    # step 2
-            q.eq(q_sum - 2 * ms + nmm), ee.eq(e * e),                                 # step 3
-            f.eq(Mux(is_layer, round_shift((e << NORM_MEAN_FRAC_BITS) * im, ish), 0)),
-            v.eq(Mux(v_next < 0, 0, v_next)),                                         # step 4
-            u.eq(Mux(u_pre < 1, 1, u_pre)),                                           # step 5
             k.eq(k_now), mant.eq(mant_now),                                           # step 6 (+ ROM)
             sq.eq(r0 * r0),                                                           # step 7
             t.eq((3 << 29) - h),                                                      # step 8
             r.eq(round_shift(r0 * t, 30)),                                           # step 9
         ]
-        tokens = [Signal(name=f"stats_token{i}") for i in range(NORM_STATS_CYCLES)]
-        m.d.comb += self.go.eq(tokens[-1])
-        m.d.sync += [tokens[0].eq(self.sums_done)] + [tokens[i].eq(tokens[i - 1])
-                                                      for i in range(1, NORM_STATS_CYCLES)]
+        # The token: NORM_STATS_CYCLES registers, LAYER_STATS_EXTRA more for LayerNorm with
+        # product_register (RMSNorm's u comes from q_sum alone, so its r is ready as early as before).
+        extra = LAYER_STATS_EXTRA if self.product_register else 0
+        tokens = [Signal(name=f"stats_token{i}") for i in range(NORM_STATS_CYCLES + extra)]
+        m.d.comb += self.go.eq(Mux(is_layer, tokens[-1], tokens[NORM_STATS_CYCLES - 1]) if extra else tokens[-1])
+        m.d.sync += [tokens[0].eq(self.sums_done)] + [tokens[i].eq(tokens[i - 1]) for i in range(1, NORM_STATS_CYCLES)]
+        m.d.sync += [tokens[i].eq(tokens[i - 1] & is_layer) for i in range(NORM_STATS_CYCLES, len(tokens))]
         return m
 
 

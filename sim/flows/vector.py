@@ -445,7 +445,8 @@ async def run_vector_ops(bus, job: VectorJob) -> dict:
     for number, op in enumerate(job["ops"]):
         cmd, beats = _encode(p, op)
         heads = op.get("heads", 1)
-        predicted = vector_cycles(op["op"], op["length"] // heads, params["lanes"], heads=heads).total
+        predicted = vector_cycles(op["op"], op["length"] // heads, params["lanes"], heads=heads,
+                                  product_register=params.get("product_register", False)).total
         budget = job["budget"] or ((2 * predicted + 64) * (1 if gaps == stall == 0 else 16))
         drive.set("cmd.payload", _pack(p.cmd, cmd))
         drive.set("cmd.valid", 1)

@@ -9,7 +9,7 @@ from amaranth.hdl import Assert, Assume, Cover, Mux, Signal
 from amaranth.lib import data
 
 from golden.numerics import ceil_div
-from hdl.vector import NORM_STATS_CYCLES, VectorOp, VectorUnit, cmd_layout
+from hdl.vector import LAYER_STATS_EXTRA, NORM_STATS_CYCLES, VectorOp, VectorUnit, cmd_layout
 from sim.machine.cycles import vector_cycles
 
 from .harness import Harness, Probe, StreamMonitor, free, popcount
@@ -78,9 +78,9 @@ class VectorControl(Harness):
 
     Invariants added for induction: the issue slot's counters agree (base = w x lanes, remaining =
     length - base >= 1); the beats issued (a closed form of the slot's state) = beats taken, and the
-    result beats issued = beats sent + result beats in the three stages and the output register; once
-    the final slot has issued, every beat in flight has the final beat at its stage or behind it; the
-    latched command is one the host allows.
+    result beats issued = beats sent + result beats in the stages (three; five with product_register)
+    and the output register; once the final slot has issued, every beat in flight has the final beat
+    at its stage or behind it; the latched command is one the host allows.
     """
 
     def __init__(self, **params):
@@ -120,8 +120,15 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
     busy = unit.busy
     c = data.View(layout, probe["c"])
     p = {n: probe[n] for n in ("issuing", "pass2", "remaining", "w", "base", "heads_left")}
-    st = {(k, f): probe[f"p{k}_{f}"] for k in (1, 2, 3) for f in ("valid", "final", "pass2", "s1_end")}
-    tokens = [probe[f"stats/stats_token{i}"] for i in range(NORM_STATS_CYCLES)]
+    # The stages a beat crosses before the output register, in order: 1, A1 (with product_register), 2,
+    # 3, the output stage's product (with product_register).
+    reg = unit.product_register
+    names = ["p1", *(["pa"] if reg else []), "p2", "p3", *(["pq"] if reg else [])]
+    stages = range(1, len(names) + 1)
+    st = {(k, f): probe[f"{n}_{f}"] for k, n in zip(stages, names, strict=True)
+          for f in ("valid", "final", "pass2", "s1_end")}
+    tokens = [probe[f"stats/stats_token{i}"]
+              for i in range(NORM_STATS_CYCLES + (LAYER_STATS_EXTRA if unit.product_register else 0))]
 
     # busy, cmd
     fire_cmd = cmd_s.fire
@@ -178,7 +185,8 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
 
     # The statistics chain: one token while a norm waits for it, none otherwise.
     waiting = busy & ~issuing & ~done_issue
-    markers = [st[1, "valid"] & st[1, "s1_end"], st[2, "valid"] & st[2, "s1_end"], *tokens]
+    # (the stages up to the one the sums are taken from: 2, A1 with product_register)
+    markers = [st[k, "valid"] & st[k, "s1_end"] for k in stages[:names.index("pa" if reg else "p2") + 1]] + tokens
     m.d.comb += Assert(popcount(markers) == waiting)
 
     # Beats issued (a closed form of the slot's state), taken and sent.
@@ -201,15 +209,15 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
     def emits(k):
         return st[k, "valid"] & Mux(two_pass, st[k, "pass2"], Mux(is_argmax, st[k, "final"], 1))
 
-    inflight = popcount([emits(1), emits(2), emits(3), unit.out.valid])
+    inflight = popcount([*(emits(k) for k in stages), unit.out.valid])
     with m.If(busy):
         m.d.comb += [Assert(taken == in_issued), Assert(sent + inflight == out_issued)]
         with m.If(unit.out.valid & unit.out.payload.last):
             m.d.comb += Assert(sent + 1 == out_issued)
     # Order: once the final slot has issued, a beat in flight has the final beat at its stage or
     # behind it; the final beat is the last one in flight, and ``last`` marks it alone.
-    finals = [st[k, "valid"] & st[k, "final"] for k in (1, 2, 3)]
-    for k in (1, 2, 3):
+    finals = [st[k, "valid"] & st[k, "final"] for k in stages]
+    for k in stages:
         behind = 0
         for j in range(1, k + 1):
             behind = behind | finals[j - 1]
@@ -222,7 +230,7 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
         with m.If(st[k, "valid"] & ~finals[k - 1]):
             m.d.comb += Assert(busy)
     with m.If(unit.out.valid & unit.out.payload.last):
-        m.d.comb += [Assert(~st[k, "valid"]) for k in (1, 2, 3)]
+        m.d.comb += [Assert(~st[k, "valid"]) for k in stages]
         m.d.comb += Assert(done_issue)
     with m.If(unit.out.valid & ~unit.out.payload.last):
         m.d.comb += Assert(popcount(finals) == done_issue)
@@ -249,7 +257,7 @@ class VectorCycles(Harness):
 
     def predicted(self, unit, command) -> int:
         op, n, h = command
-        return vector_cycles(op, n, unit.lanes, heads=max(h, 1)).total
+        return vector_cycles(op, n, unit.lanes, heads=max(h, 1), product_register=unit.product_register).total
 
     def depth(self) -> int:
         unit = self._unit()

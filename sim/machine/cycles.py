@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from golden.errors import InputError
 from golden.numerics import ceil_div
 from hdl.config import check_positive_int
-from hdl.vector import VECTOR_OP_NAMES
+from hdl.vector import LAYER_STATS_EXTRA, NORM_STATS_CYCLES, PIPELINE_STAGES, PRODUCT_REGISTER_STAGES, VECTOR_OP_NAMES
 
 from .schedule import instruction_groups
 
@@ -234,18 +234,30 @@ def attention_min_cycles(*, n_heads: int, kv_len: int, n_kv_heads: int = 0, head
 #   the statistics chain (``hdl.vector.NORM_STATS_CYCLES`` = 8: mean, centred sums, rsqrt seed
 #   and Newton step) runs before the second pass may issue.
 # * PIPELINE = 4 (``hdl.vector.PIPELINE_STAGES``): operands, stage A, stage B, output register.
+# * With the unit's ``product_register`` (Config.vector_product_register) stage A and the output
+#   stage take two cycles each (their products registered before their sums and shifts):
+#   PIPELINE + PRODUCT_REGISTER (2, ``hdl.vector.PRODUCT_REGISTER_STAGES``) for every command, the
+#   norms included (their running sums are taken in stage A's second cycle), and LayerNorm's STATS
+#   + LAYER_STATS (2, ``hdl.vector.LAYER_STATS_EXTRA``: its statistics chain's mean and centred
+#   sums take two cycles each); RMSNorm's STATS unchanged. So +2 a command, +4 a LayerNorm.
 # RoPE's second pass issues the cycle after its first (no gap): its reads see the buffer's
 # last write; the next head's first pass follows its second the same way. ARGMAX sends one beat,
 # when its final input beat leaves stage B. SILU_MUL (SwiGLU's table lookup and multiply in one
 # pass) takes one beat of (gate, up) a cycle: the count of MUL or SILU alone.
 
-__all__ += ["VECTOR_COMMAND", "VECTOR_NORM_SETTLE", "VECTOR_NORM_STATS", "VECTOR_PIPELINE", "VectorCycles",
+__all__ += ["VECTOR_COMMAND", "VECTOR_NORM_SETTLE", "VECTOR_NORM_STATS", "VECTOR_PIPELINE", "VECTOR_PRODUCT_REGISTER",
+            "VECTOR_LAYER_STATS", "VectorCycles",
             "vector_cycles", "vector_lower_bound"]
 
 VECTOR_COMMAND = 1
-VECTOR_PIPELINE = 4
+VECTOR_PIPELINE = PIPELINE_STAGES
 VECTOR_NORM_SETTLE = 2
-VECTOR_NORM_STATS = 8
+VECTOR_NORM_STATS = NORM_STATS_CYCLES
+#: The vector unit's product_register (Config.vector_product_register): stage A's and the output
+#: stage's second cycles.
+VECTOR_PRODUCT_REGISTER = PRODUCT_REGISTER_STAGES
+#: ... and LayerNorm's statistics chain's two cycles more with it.
+VECTOR_LAYER_STATS = LAYER_STATS_EXTRA
 _VECTOR_OPS = VECTOR_OP_NAMES
 
 
@@ -276,12 +288,15 @@ def _vector_op_name(op) -> str:
     return name
 
 
-def vector_cycles(op, length: int, lanes: int, *, heads: int = 1) -> VectorCycles:
+def vector_cycles(op, length: int, lanes: int, *, heads: int = 1,
+                  product_register: bool = False) -> VectorCycles:
     """Exact cycles of one vector-unit command (``op`` a name or ``hdl.vector.VectorOp``).
 
     ``length`` is a RoPE command's head_dim, ``heads`` its heads (one command rotates them one
-    after another). ``lower_bound`` is the op's own floor on this datapath: the input beats it
-    must take (W, or 2W for the norms, whose gamma/beta stream after x; h * W for h RoPE heads).
+    after another); ``product_register`` the unit's (:data:`VECTOR_PRODUCT_REGISTER` more in the
+    pipeline, :data:`VECTOR_LAYER_STATS` more in a LayerNorm's statistics wait).
+    ``lower_bound`` is the op's own floor on this datapath: the input beats it must take (W, or 2W
+    for the norms, whose gamma/beta stream after x; h * W for h RoPE heads).
     """
     name = _vector_op_name(op)
     w = ceil_div(length, lanes)
@@ -292,8 +307,9 @@ def vector_cycles(op, length: int, lanes: int, *, heads: int = 1) -> VectorCycle
     return VectorCycles(
         command=VECTOR_COMMAND,
         passes=passes * heads * w,
-        stats=VECTOR_NORM_SETTLE + VECTOR_NORM_STATS if norm else 0,
-        pipeline=VECTOR_PIPELINE,
+        stats=(VECTOR_NORM_SETTLE + VECTOR_NORM_STATS + (VECTOR_LAYER_STATS if product_register and name == "layernorm"
+                                                         else 0) if norm else 0),
+        pipeline=VECTOR_PIPELINE + (VECTOR_PRODUCT_REGISTER if product_register else 0),
         lower_bound=2 * w if norm else heads * w,
     )
 
@@ -332,6 +348,7 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 #                  vector_scalar_register: + VECTOR_SCALAR_REGISTER (every vector instruction, rope
 #                  and argmax included: the scalars are latched in a cycle of their own before the
 #                  command; a rope of several commands latches them once)
+#                  vector_product_register: every vector term is vector_cycles(product_register=True)
 #     rope         SEQ_ISSUE + heads * vector(head_dim)   one command per head, back to back
 #                  fused_rope: SEQ_ISSUE + COMMAND + 2 * heads * W + PIPELINE, one command for all
 #                  heads (q's and k's together when the compiler gives them one instruction)
@@ -572,19 +589,20 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
                         unit_min=attention_min_cycles(n_heads=n_heads, kv_len=position + 1, n_kv_heads=n_kv_heads,
                                                       heads_per_step=config.attention_heads_per_step))
     latch = VECTOR_SCALAR_REGISTER if config.vector_scalar_register else 0
+    preg = config.vector_product_register
     if op == "rope":
         heads = width // head_dim
         if getattr(config, "fused_rope", False):
-            v = vector_cycles("rope", head_dim, lanes, heads=heads)
+            v = vector_cycles("rope", head_dim, lanes, heads=heads, product_register=preg)
             return OpCycles(op, "", SEQ_ISSUE + latch + v.total, unit_min=v.lower_bound)
-        v = vector_cycles("rope", head_dim, lanes)
+        v = vector_cycles("rope", head_dim, lanes, product_register=preg)
         return OpCycles(op, "", SEQ_ISSUE + latch + heads * v.total, unit_min=heads * v.lower_bound)
     vector_op = {"rmsnorm": "rmsnorm", "layernorm": "layernorm", "residual_add": "add", "multiply": "mul",
                  "activation": "silu", "argmax": "argmax"}.get(op)
     if vector_op is None:
         raise InputError(f"op must be a primitive of the integer program, not {op!r}")
     length = in_width if op == "argmax" else width
-    v = vector_cycles(vector_op, length, lanes)
+    v = vector_cycles(vector_op, length, lanes, product_register=preg)
     return OpCycles(op, "", SEQ_ISSUE + latch + v.total, unit_min=v.lower_bound)
 
 

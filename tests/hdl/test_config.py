@@ -50,8 +50,8 @@ def test_from_dict_rejects_unknown_keys():
                                          r"gemm_product_register, kv_block, kv_bytes, logits_words, max_context, "
                                          r"max_m, param_words, program_words, residual_timing_registers, "
                                          r"result_words, scratch_bytes, "
-                                         r"vector_lanes, vector_scalar_register, weight_rows_per_cycle, "
-                                         r"weight_words\)$"):
+                                         r"vector_lanes, vector_product_register, vector_scalar_register, "
+                                         r"weight_rows_per_cycle, weight_words\)$"):
         Config.from_dict({"rows": 4})
     with pytest.raises(TypeError, match=r"^configuration must be a table of named sizes, not list$"):
         Config.from_dict([4, 4])

@@ -140,15 +140,25 @@ def test_a_gemm_pads_to_whole_tiles_in_both_array_bounds():
 def test_the_fpga_timing_cuts_add_a_cycle_to_each_gemm_and_each_vector_instruction():
     """gemm_product_register: GEMM_PRODUCT_REGISTER more per GEMM instruction; vector_scalar_register:
     VECTOR_SCALAR_REGISTER more per vector instruction (a RoPE of several commands latches once);
+    vector_product_register: VECTOR_PRODUCT_REGISTER more per vector command (a RoPE of one
+    command a head pays it per head; a LayerNorm VECTOR_LAYER_STATS more, the demo model has none);
     fabric_products: no cycle. The RTL confirms them (tests/sim/test_top_rtl.py, test_fused_residual.py)."""
     from dataclasses import replace
 
     from golden.checkpoint import load_demo_model
     from golden.quantize import program_structure
     from hdl.config import PRESETS
-    from sim.machine.cycles import GEMM_PRODUCT_REGISTER, VECTOR_SCALAR_REGISTER, decode_step_cycles, unit_of
+    from sim.machine.cycles import (
+        GEMM_PRODUCT_REGISTER,
+        VECTOR_LAYER_STATS,
+        VECTOR_PRODUCT_REGISTER,
+        VECTOR_SCALAR_REGISTER,
+        decode_step_cycles,
+        unit_of,
+    )
 
     assert GEMM_PRODUCT_REGISTER == VECTOR_SCALAR_REGISTER == 1
+    assert VECTOR_PRODUCT_REGISTER == 2
     model = load_demo_model().config
     ops = program_structure(model)
     for name in ("demo", "demo-narrow"):        # fused and one-command-a-head RoPE
@@ -162,3 +172,13 @@ def test_the_fpga_timing_cuts_add_a_cycle_to_each_gemm_and_each_vector_instructi
             assert [a.cycles - b.cycles for a, b in zip(on.ops, off.ops, strict=True)] == [
                 extra if unit_of(b.op) == unit else 0 for b in off.ops]
             assert on.bounds == off.bounds
+        on = decode_step_cycles(ops, model, replace(base, vector_product_register=True), position=5)
+        extra = [a.cycles - b.cycles for a, b in zip(on.ops, off.ops, strict=True)]
+        assert [e for e, b in zip(extra, off.ops, strict=True) if b.op != "rope"] == [
+            VECTOR_PRODUCT_REGISTER + (VECTOR_LAYER_STATS if b.op == "layernorm" else 0) if unit_of(b.op) == "vector"
+            else 0 for b in off.ops if b.op != "rope"]
+        # RoPE: once a command, one for all heads when fused, else one a head (q's n_heads, k's n_kv_heads).
+        commands = {1} if base.fused_rope else {model.n_heads, model.n_kv_heads}
+        rope = {e for e, b in zip(extra, off.ops, strict=True) if b.op == "rope"}
+        assert rope == {c * VECTOR_PRODUCT_REGISTER for c in commands}
+        assert on.bounds == off.bounds

@@ -237,7 +237,8 @@ def test_tiny_models_generate_the_integer_models_tokens_on_verilator(name):
 def test_tiny_model_step_by_step_on_verilator(rows, keys):
     """Scratchpad, logits and per-instruction cycles after each of several steps (incl. a late position),
     with the weight path delivering 1, 2 and R (4) tile rows a cycle, and with the FPGA build's timing
-    cuts and fabric products (GEMM and vector instructions a cycle longer, the same bits)."""
+    cuts and fabric products (GEMM instructions and attention calls a cycle longer, vector instructions
+    three; the same bits)."""
     compiled = tiny("gpt2", rows, **keys)
     steps = [(3, 0), (9, 1), (30, 2), (4, 47)]
     params = top_params(compiled, **SMALL_SHARED)

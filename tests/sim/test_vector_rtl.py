@@ -122,7 +122,8 @@ def _check_results(params, ops, result, *, exact_cycles):
         else:
             assert got["out"] == np.asarray(expected).tolist(), where
             assert got["padding"] == [0] * len(got["padding"]), where
-        predicted = vector_cycles(op["op"], where[2], params["lanes"]).total
+        predicted = vector_cycles(op["op"], where[2], params["lanes"],
+                                  product_register=params.get("product_register", False)).total
         assert got["predicted"] == predicted
         if exact_cycles:
             assert got["cycles"] == predicted, where   # the RTL's own counter
@@ -140,16 +141,87 @@ def test_vector_unit_is_bit_exact_and_cycle_exact(simulator):
     _check_results(params, ops, result, exact_cycles=True)
 
 
-@pytest.mark.parametrize("simulator", SIMULATORS)
-def test_vector_unit_with_fabric_products(simulator):
+@pytest.mark.parametrize(("simulator", "product_register"), [
+    # Verilator builds the ulx3s design's vector unit (both keys) in the fast suite, the other its own build.
+    *((s, r) if s != "verilator" or r else pytest.param(s, r, marks=pytest.mark.slow)
+      for s in SIMULATORS for r in (False, True))])
+def test_vector_unit_with_fabric_products(simulator, product_register):
     """``fabric_products``: each lane's products built from adders, two shared by every opcode
     (ADD's two scaled terms, MUL's and SILU_MUL's, RoPE's two, the norms' x * x): every op,
-    random and adversarial, still bit-exact and cycle-exact (Verilator at the ``ulx3s`` design's 8 lanes)."""
-    params = dict(PRESETS[PRESET_FOR[simulator]], fabric_products=True, **({"lanes": 8} if simulator == "verilator"
-                                                                            else {}))
+    random and adversarial, still bit-exact and cycle-exact (Verilator at the ``ulx3s`` design's 8 lanes).
+    ``product_register`` (the ``ulx3s`` design's ``vector_product_register``): stage A's products
+    registered before their sums, the requantization's before its shift, two cycles more a command,
+    predicted exactly."""
+    params = dict(PRESETS[PRESET_FOR[simulator]], fabric_products=True, product_register=product_register,
+                  **({"lanes": 8} if simulator == "verilator" else {}))
     ops = vector_cases(params, seed=7, small=simulator != "verilator")
     result = run(simulator, "vector_unit", params, "vector_ops", vector_job(params, ops, tables=_tables(params)))
     _check_results(params, ops, result, exact_cycles=True)
+
+
+def test_vector_unit_product_register_with_hard_multipliers_on_amaranth():
+    """``product_register`` without ``fabric_products``: each lane's own products (``a*a_mult``,
+    ``b*b_mult``, ``a*b``, ``x*cos``, ``x'*sin``, ``x*x``, ``d*r``) registered before their sums, and
+    the requantization's before its shift: every op bit-exact and cycle-exact (Amaranth's simulator:
+    no Verilog build)."""
+    params = dict(PRESETS["small"], product_register=True)
+    ops = vector_cases(params, seed=8, small=True)
+    result = run("amaranth", "vector_unit", params, "vector_ops", vector_job(params, ops, tables=_tables(params)))
+    _check_results(params, ops, result, exact_cycles=True)
+
+
+@pytest.mark.parametrize("product_register", [False, True])
+def test_norm_statistics_equal_golden_at_every_edge_case(product_register):
+    """The statistics chain alone (Amaranth's simulator), fed the sums of real rows: mean, fraction,
+    reciprocal square root and exponent equal golden's LayerNorm and RMSNorm steps for constant and
+    near-constant rows (variance 0 or nearly), eps 0 and at its largest, the int8 extremes, random
+    rows of lengths 1 to 64. With ``product_register`` step 4's product is registered and its shift
+    and clamp are folded into step 5: the same values."""
+    from amaranth.sim import Simulator
+
+    from golden.numerics import quantize_multiplier
+    from golden.tables import round_shift, rsqrt_fixed
+    from hdl.vector import LAYER_STATS_EXTRA, NORM_STATS_CYCLES, NormStatistics
+
+    rng = np.random.default_rng(12)
+    rows = [[5] * 7, [-128] * 64, [127] * 64, [-128, 127] * 32, [0], [1, 2], [-1, 0, 0], [3, 4, 4]]
+    rows += [rng.integers(-128, 128, n).tolist() for n in (1, 2, 3, 5, 9, 33, 64)]
+    rows += [(rng.integers(-2, 3, n) + c).tolist() for n, c in ((63, 100), (17, -90), (64, 0))]
+    cases = []
+    for x in rows:
+        n = len(x)
+        im, is_ = quantize_multiplier(1.0 / n)
+        for eps in (0, 1, 7, (1 << 31) - 1 - n * 255 * 255):
+            for layer in (True, False):
+                cases.append((x, im, is_, eps, layer))
+    want, got = [], []
+    for x, im, is_, eps, layer in cases:
+        x = np.asarray(x, dtype=np.int64)
+        if layer:
+            mu = int(round_shift(int(x.sum()) * im, is_))
+            e, q = int((x - mu).sum()), int(((x - mu) ** 2).sum())
+            f = int(round_shift((e << gv.NORM_MEAN_FRAC_BITS) * im, is_))
+            u = max(max(q - int(round_shift(e * e * im, is_)), 0) + eps, 1)
+        else:
+            mu = f = 0
+            u = max(int((x * x).sum()) + eps, 1)
+        r, k = rsqrt_fixed(u)
+        want.append((mu, f, int(r), int(k)))
+    stats = NormStatistics(max_length=64, product_register=product_register)
+
+    async def bench(ctx):
+        for x, im, is_, eps, layer in cases:
+            for port, value in ((stats.s_sum, sum(x)), (stats.q_sum, sum(v * v for v in x)), (stats.length, len(x)),
+                                (stats.inv_mult, im), (stats.inv_shift, is_), (stats.eps, eps), (stats.layer, layer)):
+                ctx.set(port, value)
+            await ctx.tick().repeat(NORM_STATS_CYCLES + 1 + (LAYER_STATS_EXTRA if product_register else 0))
+            got.append(tuple(ctx.get(o) for o in (stats.mu, stats.f, stats.r, stats.k)))
+
+    sim = Simulator(stats)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
 
 
 @pytest.mark.slow
@@ -226,6 +298,12 @@ def test_vector_cycle_model_terms():
     c = vector_cycles(VectorOp.RMSNORM, 64, 4)
     assert (c.passes, c.stats, c.total, c.lower_bound) == (32, 10, 47, 32)
     assert vector_cycles("rope", 16, 4).total == 1 + 8 + 4
+    # product_register: two pipeline stages more (a norm's statistics start no later).
+    c = vector_cycles(VectorOp.RMSNORM, 64, 4, product_register=True)
+    assert (c.passes, c.stats, c.pipeline, c.total, c.lower_bound) == (32, 10, 6, 49, 32)
+    assert vector_cycles(VectorOp.LAYERNORM, 64, 4, product_register=True).stats == 12   # its chain's 2 more
+    assert vector_cycles("add", 10, 4, product_register=True).total == 10
+    assert vector_cycles("rope", 16, 4, heads=3, product_register=True).total == 1 + 24 + 6
     assert vector_lower_bound("argmax", 48, 4) == 12
     with pytest.raises(ValueError, match="vector op must be one of .*, not 'softmax'"):
         vector_cycles("softmax", 4, 4)
