@@ -81,7 +81,7 @@ Lookup tables are ROMs holding :func:`golden.tables.exp_table` and
 :func:`golden.tables.recip_table` as built by golden.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -110,6 +110,21 @@ MANT_FRAC_BITS = 15
 def row_layout(head_dim: int) -> data.ArrayLayout:
     """One q, K, V or output row: ``head_dim`` int8 lanes."""
     return data.ArrayLayout(signed(8), head_dim)
+
+
+def _extra_stage(m, en, launch, name, stage, values=()):
+    """A register stage of ``timing_registers``: the position stage's control and row ``stage``
+    (valid, last, lanes, V row) and ``values`` registered while ``en``; valid cleared at
+    ``launch``. Returns the registered stage and values."""
+    staged = tuple(Signal.like(s, name=f"{n}{name}") for n, s in zip(("valid", "last", "lanes", "v"), stage,
+                                                                         strict=True))
+    regs = [Signal(Value.cast(v).shape(), name=f"value{name}_{i}") for i, v in enumerate(values)]
+    with m.If(en):
+        m.d.sync += [r.eq(s) for r, s in zip(staged, stage, strict=True)]
+        m.d.sync += [r.eq(v) for r, v in zip(regs, values, strict=True)]
+    with m.If(launch):
+        m.d.sync += staged[0].eq(0)
+    return staged, regs
 
 
 def _rotate(m, regs, push, length, when):
@@ -332,23 +347,11 @@ class AttentionUnit(wiring.Component):
         with m.If(issue & new_row):
             m.d.sync += [k1.eq(self.k.payload), v1.eq(self.v.payload)]
         terms = [[fabric_product(data.View(row, q_r[p].data)[i], k1[i]) for i in range(D)] for p in range(P)]
+        staged1 = valid1, last1, lanes1, v1
         if self.timing_registers:
             # --- S1x (timing_registers): the dot products' terms registered before their sum.
-            valid1x, last1x = Signal(name="valid1x"), Signal(name="last1x")
-            lanes1x = Signal.like(lanes1)
-            v1x = Signal(row)
-            regs = [[Signal(signed(len(t)), name=f"term1x_{p}_{i}") for i, t in enumerate(lane)]
-                    for p, lane in enumerate(terms)]
-            with m.If(en_pos):
-                m.d.sync += [valid1x.eq(valid1), last1x.eq(last1), lanes1x.eq(lanes1), v1x.eq(v1)]
-                m.d.sync += [r.eq(t) for lane_r, lane in zip(regs, terms, strict=True)
-                             for r, t in zip(lane_r, lane, strict=True)]
-            with m.If(launch):
-                m.d.sync += valid1x.eq(0)
-            staged1 = valid1x, last1x, lanes1x, v1x
-            terms = regs
-        else:
-            staged1 = valid1, last1, lanes1, v1
+            staged1, flat = _extra_stage(m, en_pos, launch, "1x", staged1, [t for lane in terms for t in lane])
+            terms = [flat[p * D:(p + 1) * D] for p in range(P)]
         dots = []
         for p in range(P):
             dot = Signal(signed(ACC_BITS), name=f"dot{p}" if P > 1 else "dot")
@@ -367,21 +370,10 @@ class AttentionUnit(wiring.Component):
             with m.If(en_pos):
                 m.d.sync += s2.eq(dots[p])
             products.append(s2 * score_mult)
+        staged2 = valid2, last2, lanes2, v2
         if self.timing_registers:
             # --- S2x (timing_registers): the logits' products registered before the shift and clamp.
-            valid2x, last2x = Signal(name="valid2x"), Signal(name="last2x")
-            lanes2x = Signal.like(lanes2)
-            v2x = Signal(row)
-            regs = [Signal(signed(len(x)), name=f"product2x_{p}") for p, x in enumerate(products)]
-            with m.If(en_pos):
-                m.d.sync += [valid2x.eq(valid2), last2x.eq(last2), lanes2x.eq(lanes2), v2x.eq(v2)]
-                m.d.sync += [r.eq(x) for r, x in zip(regs, products, strict=True)]
-            with m.If(launch):
-                m.d.sync += valid2x.eq(0)
-            staged2 = valid2x, last2x, lanes2x, v2x
-            products = regs
-        else:
-            staged2 = valid2, last2, lanes2, v2
+            staged2, products = _extra_stage(m, en_pos, launch, "2x", staged2, products)
         zs = []
         for p in range(P):
             z = Signal(signed(SCORE_BITS), name=f"z{p}" if P > 1 else "z")
@@ -442,23 +434,13 @@ class AttentionUnit(wiring.Component):
         beyonds = [dists[p] >= EXP_TABLE_SIZE for p in range(P)]
         exps = [exp_rs[p].data for p in range(P)]
         if self.timing_registers:
-            # --- S3x (timing_registers): the exp table's read data is registered before S4 uses it.
-            valid3x, last3x = Signal(name="valid3x"), Signal(name="last3x")
-            lanes3x = Signal.like(lanes3)
-            v3x = Signal(row)
-            with m.If(en_pos):
-                m.d.sync += [valid3x.eq(valid3), last3x.eq(last3), lanes3x.eq(lanes3), v3x.eq(v3)]
-            with m.If(launch):
-                m.d.sync += valid3x.eq(0)
-            for p in range(P):
-                sfx = f"_{p}" if P > 1 else ""
-                rise3x, beyond3x = Signal(name=f"rise3x{sfx}"), Signal(name=f"beyond3x{sfx}")
-                e3x = Signal(EXP_OUT_BITS + 1, name=f"e3x{sfx}")
-                with m.If(en_pos):
-                    m.d.sync += [rise3x.eq(rises[p]), beyond3x.eq(beyonds[p])]
-                m.d.comb += e3x.eq(Mux(beyond3x, 0, exps[p]))
-                rises[p], beyonds[p], exps[p] = rise3x, Const(0), e3x
-            valid3, last3, lanes3, v3 = valid3x, last3x, lanes3x, v3x
+            # --- S3x (timing_registers): the exp table's read data is registered before S4 uses it
+            # (here it is the table's data, a beyond-the-table distance reads 0; S4 registers it).
+            (valid3, last3, lanes3, v3), flags = _extra_stage(m, en_pos, launch, "3x", (valid3, last3, lanes3, v3),
+                                                              rises + beyonds)
+            rises = flags[:P]
+            exps = [Mux(flags[P + p], 0, exps[p]) for p in range(P)]
+            beyonds = [Const(0)] * P
         with m.If(en_pos):
             m.d.sync += [valid4.eq(valid3), last4.eq(last3), lanes4.eq(lanes3), v4.eq(v3)]
         l_regs, acc_regs, l_news, acc_news = [], [], [], []
