@@ -87,6 +87,8 @@ JOBS = (
         22, slow=True),
     Job("attention-cycles-p2", "hdl/attention.py AttentionUnit", lambda: AttentionCycles(heads_per_step=2), "bmc",
         21, slow=True),
+    Job("attention-cycles-tr", "hdl/attention.py AttentionUnit", lambda: AttentionCycles(timing_registers=True),
+        "bmc", 26),
     Job("vector-control", "hdl/vector.py VectorUnit", VectorControl, "prove", 3),
     Job("vector-control-cover", "hdl/vector.py VectorUnit", VectorControl, "cover", 30, slow=True),
     Job("vector-control-l4", "hdl/vector.py VectorUnit", lambda: VectorControl(**VECTOR_L4), "prove", 3, slow=True),
