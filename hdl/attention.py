@@ -113,11 +113,11 @@ def row_layout(head_dim: int) -> data.ArrayLayout:
 
 
 def _extra_stage(m, en, launch, name, stage, values=()):
-    """A register stage of ``timing_registers``: the position stage's control and row ``stage``
-    (valid, last, lanes, V row) and ``values`` registered while ``en``; valid cleared at
-    ``launch``. Returns the registered stage and values."""
-    staged = tuple(Signal.like(s, name=f"{n}{name}") for n, s in zip(("valid", "last", "lanes", "v"), stage,
-                                                                         strict=True))
+    """A register stage of ``timing_registers``: a stage's control ``stage`` (valid, last and, in
+    the position stages, lanes and the V row) and ``values`` registered while ``en``; valid
+    cleared at ``launch``. Returns the registered stage and values."""
+    names = ("valid", "last", "lanes", "v")[:len(stage)]
+    staged = tuple(Signal.like(s, name=f"{n}{name}") for n, s in zip(names, stage, strict=True))
     regs = [Signal(Value.cast(v).shape(), name=f"value{name}_{i}") for i, v in enumerate(values)]
     with m.If(en):
         m.d.sync += [r.eq(s) for r, s in zip(staged, stage, strict=True)]
@@ -577,15 +577,9 @@ class AttentionUnit(wiring.Component):
         ready3, last3x = fvalid3, last_step
         if self.timing_registers:
             # --- F3x (timing_registers): the normalisation's products registered before the shift.
-            ready3, last3x = Signal(name="fvalid3x"), Signal(name="last_f3x")
-            shift3x = Signal.like(shift3, name="shift3x")
-            regs = [Signal(signed(len(x)), name=f"product3x_{i}") for i, x in enumerate(products3)]
-            with m.If(en_out):
-                m.d.sync += [ready3.eq(fvalid3), last3x.eq(last_step), shift3x.eq(shift3)]
-                m.d.sync += [r.eq(x) for r, x in zip(regs, products3, strict=True)]
-            with m.If(launch):
-                m.d.sync += ready3.eq(0)
-            products3, shift3 = regs, shift3x
+            (ready3, last3x), regs = _extra_stage(m, en_out, launch, "_f3x", (fvalid3, last_step),
+                                                  [*products3, shift3])
+            products3, shift3 = regs[:F], regs[F]
         for i in range(F):
             m.d.comb += y3[i].eq(round_shift(products3[i], shift3))
 
@@ -598,14 +592,7 @@ class AttentionUnit(wiring.Component):
         ready4, last4x = fvalid4, last_f4
         if self.timing_registers:
             # --- F4x (timing_registers): the products registered before the shift and clamp.
-            ready4, last4x = Signal(name="fvalid4x"), Signal(name="last_f4x")
-            regs = [Signal(signed(len(p)), name=f"product4x_{i}") for i, p in enumerate(products)]
-            with m.If(en_out):
-                m.d.sync += [ready4.eq(fvalid4), last4x.eq(last_f4)] + [r.eq(p) for r, p in zip(regs, products,
-                                                                                                  strict=True)]
-            with m.If(launch):
-                m.d.sync += ready4.eq(0)
-            products = regs
+            (ready4, last4x), products = _extra_stage(m, en_out, launch, "_f4x", (fvalid4, last_f4), products)
         out8 = Signal(data.ArrayLayout(signed(8), F))
         for i in range(F):
             m.d.comb += out8[i].eq(clamp(round_shift(products[i], out_shift), INT8_MIN, INT8_MAX))
