@@ -225,7 +225,7 @@ TIMING_REGISTERS_FOR = {"verilator": {**DEMO, "finish_lanes": 1, "timing_registe
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
-def test_timing_registers_are_bit_exact_and_two_cycles_more(simulator):
+def test_timing_registers_are_bit_exact_and_cost_one_cycle_a_stage(simulator):
     unit = TIMING_REGISTERS_FOR[simulator]
     named = attention_cases(unit, seed=unit["head_dim"] * 1000 + unit["max_context"] + 2)
     if simulator != "verilator":   # the interpreted simulators: the random shapes and the stalls
