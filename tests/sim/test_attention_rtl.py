@@ -191,19 +191,20 @@ NARROW_FOR = {"verilator": {**DEMO, "finish_lanes": 1}, "icarus": {**SMALL, "fin
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_narrow_finish_stages_are_bit_exact_and_cycle_exact(simulator):
     unit = NARROW_FOR[simulator]
-    named = attention_cases(unit, seed=unit["head_dim"] * 1000 + unit["max_context"] + 1)
-    if simulator != "verilator":   # the interpreted simulators: the random shapes and the stalls
-        named = [(name, case) for name, case in named if name.startswith(("random", "backpressure"))]
-    cases = [case for _, case in named]
-    result = run(simulator, "attention_unit", unit, "attention_unit", {"unit": unit, "cases": cases})
     steps = ceil_div(unit["head_dim"], unit["finish_lanes"])
-    for q, k, predicted in _assert_exact(unit, named, result):
+    for q, k, predicted in _run_exact(simulator, unit, seed_offset=1):
         assert predicted == attention_cycles(n_heads=q.shape[0], kv_len=k.shape[0]).total + q.shape[0] * (steps - 1)
 
 
-def _assert_exact(unit, named, result):
-    """Every case's output equal to golden's and its cycles to the prediction (more with gaps or
-    stalls); yields each case's q, k and predicted cycles for the caller's own checks."""
+def _run_exact(simulator, unit, seed_offset):
+    """``unit``'s cases (on the interpreted simulators the random shapes and the stalls) run on
+    ``simulator``: every output equal to golden's and its cycles to the prediction (more with gaps
+    or stalls). Returns each case's q, k and predicted cycles for the caller's own checks."""
+    named = attention_cases(unit, seed=unit["head_dim"] * 1000 + unit["max_context"] + seed_offset)
+    if simulator != "verilator":
+        named = [(name, case) for name, case in named if name.startswith(("random", "backpressure"))]
+    result = run(simulator, "attention_unit", unit, "attention_unit", {"unit": unit, "cases": [c for _, c in named]})
+    checked = []
     for (name, case), got in zip(named, result["cases"], strict=True):
         q, k, v = (np.array(case[x], dtype=np.int64) for x in ("q", "k", "v"))
         expected = attention_decode(q, k, v, AttentionParams(**case["params"]), max_context=unit["max_context"])
@@ -213,7 +214,9 @@ def _assert_exact(unit, named, result):
             assert got["cycles"] == got["edges"] > predicted, name
         else:
             assert got["cycles"] == got["edges"] == predicted, name
-        yield q, k, predicted
+        checked.append((q, k, predicted))
+    assert len(checked) == len(named) > 0
+    return checked
 
 
 #: The timing registers (Config.attention_timing_registers): the ULX3S preset's unit on
@@ -227,17 +230,10 @@ TIMING_REGISTERS_FOR = {"verilator": {**DEMO, "finish_lanes": 1, "timing_registe
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_timing_registers_are_bit_exact_and_cost_one_cycle_a_stage(simulator):
     unit = TIMING_REGISTERS_FOR[simulator]
-    named = attention_cases(unit, seed=unit["head_dim"] * 1000 + unit["max_context"] + 2)
-    if simulator != "verilator":   # the interpreted simulators: the random shapes and the stalls
-        named = [(name, case) for name, case in named if name.startswith(("random", "backpressure"))]
-    result = run(simulator, "attention_unit", unit, "attention_unit", {"unit": unit, "cases": [c for _, c in named]})
     without = {key: value for key, value in unit.items() if key != "timing_registers"}
-    checked = 0
-    for q, k, predicted in _assert_exact(unit, named, result):
+    for q, k, predicted in _run_exact(simulator, unit, seed_offset=2):
         shape = {"n_heads": q.shape[0], "n_kv_heads": k.shape[1], "kv_len": k.shape[0]}
         assert predicted == plan_attention(without, **shape).predicted_cycles + ATTENTION_TIMING_REGISTERS
-        checked += 1
-    assert checked == len(named) > 0
 
 
 @pytest.mark.parametrize("simulator", SIMULATORS)
