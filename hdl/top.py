@@ -919,7 +919,14 @@ class GemmPath(wiring.Component):
         G = self.rows_per_beat
         lg_g = G.bit_length() - 1
         wf_addr = Signal(range(self.weight_words // G + 1))
-        wf_left = Signal(32)
+        # The weight stream walks (output tile, reduction tile, beat of the tile) with three counters
+        # against the latched tile counts: no ``kt * nt`` product between the program memory's read
+        # data and a register (it was the deepest path of the board build's decode).
+        beats_per_tile = 1 << (lg - lg_g)
+        wf_more = Signal()
+        wf_beat = Signal(range(max(beats_per_tile, 2)))
+        wf_k = Signal(16)
+        wf_n = Signal(16)
         af_valid = Signal()
         af_more = Signal()
         af_kt = Signal(16)
@@ -941,7 +948,8 @@ class GemmPath(wiring.Component):
             r_kt = words(raw.length)
             r_nt = words(raw.count)
             m.d.sync += [kt.eq(r_kt), nt.eq(r_nt), wf_valid.eq(0), wf_addr.eq(raw.weight >> lg_g),
-                         wf_left.eq((r_kt * r_nt) << (lg - lg_g)), af_valid.eq(0), af_more.eq(1), af_kt.eq(0),
+                         wf_more.eq((raw.length != 0) & (raw.count != 0)), wf_beat.eq(0), wf_k.eq(0),
+                         wf_n.eq(0), af_valid.eq(0), af_more.eq(1), af_kt.eq(0),
                          af_nt.eq(0), af_r.eq(0), af_off.eq(0),
                          src.eq(raw.src0 >> lg), s_kt.eq(0), s_nt.eq(0), s_row.eq(0), s_off.eq(0), s_loff.eq(0),
                          dst.eq(raw.dst >> lg),
@@ -958,9 +966,11 @@ class GemmPath(wiring.Component):
             m.d.comb += [self.w_addr.eq(wf_addr), self.w_en.eq(w_adv), self.a_addr.eq(src + af_off + af_kt),
                          self.a_en.eq(a_adv), self.bias_addr.eq(bias_base + s_nt), self.ms_addr.eq(ms_base + s_nt)]
             with m.If(w_adv):
-                m.d.sync += wf_valid.eq(wf_left != 0)
-                with m.If(wf_left != 0):
-                    m.d.sync += [wf_addr.eq(wf_addr + 1), wf_left.eq(wf_left - 1)]
+                m.d.sync += wf_valid.eq(wf_more)
+                with m.If(wf_more):
+                    m.d.sync += wf_addr.eq(wf_addr + 1)
+                    with m.If(_walk(m, beats_per_tile, wf_beat, [], wf_k, kt, wf_n) & (wf_n == nt - 1)):
+                        m.d.sync += wf_more.eq(0)
             # Activations: for each (output tile, reduction tile), the M rows' words, row r at r * row_stride.
             with m.If(a_adv):
                 m.d.sync += af_valid.eq(af_more)
