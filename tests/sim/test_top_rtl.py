@@ -6,6 +6,7 @@ Designs are few (each Verilator build takes a minute or two): one small design (
 8) shared by a tiny Llama-GQA and a tiny GPT-2 model, and the demo preset (8x8) for the demo model.
 """
 
+import functools
 from dataclasses import replace
 
 import numpy as np
@@ -274,14 +275,20 @@ def test_runtime_verilator_backend_on_a_tiny_model():
     _estimate_equals_the_measured_mean(compiled, report, hw)
 
 
+@functools.cache
+def _demo(preset):
+    """The demo model compiled for a preset's design (once a session)."""
+    from golden.checkpoint import load_demo_model
+    from golden.quantize import quantize_checkpoint
+
+    return compile_model(quantize_checkpoint(load_demo_model()), PRESETS[preset])
+
+
 @pytest.mark.parametrize("preset", ["demo", pytest.param("ulx3s", marks=pytest.mark.slow)])
 def test_demo_model_on_verilator(preset):
     """The demo model on its design and on the board's (ulx3s: the FPGA keys on; its own Verilator
     build, so slow)."""
-    from golden.checkpoint import load_demo_model
-    from golden.quantize import quantize_checkpoint
-
-    demo = compile_model(quantize_checkpoint(load_demo_model()), PRESETS[preset])
+    demo = _demo(preset)
     prompt = [5, 9, 2, 17, 3]
     report = decode(demo, "verilator", prompt, 32)
     assert report.generated == generate_int(demo.model, prompt, 32)
@@ -293,11 +300,14 @@ def test_demo_model_on_verilator(preset):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", ["icarus", "amaranth"])
-@pytest.mark.parametrize("rows", [1, 2, 8])
-def test_demo_model_on_icarus_and_amaranth(demo, simulator, rows):
+@pytest.mark.parametrize("rows", [1, 2, 8, "ulx3s"])
+def test_demo_model_on_icarus_and_amaranth(simulator, rows):
     """The demo model on the other two simulators at weight_rows_per_cycle 1, 2 and R (demo's own
-    design, its weight port narrowed): every token the integer model's, every step = its prediction."""
-    compiled = demo if rows == 8 else compile_model(demo.model, replace(demo.config, weight_rows_per_cycle=rows))
+    design, its weight port narrowed), and on the board's design (its FPGA timing keys on): every
+    token the integer model's, every step = its prediction."""
+    demo = _demo("ulx3s" if rows == "ulx3s" else "demo")
+    compiled = (demo if rows in (8, "ulx3s")
+                else compile_model(demo.model, replace(demo.config, weight_rows_per_cycle=rows)))
     prompt = [5]
     report = decode(compiled, simulator, prompt, 2)       # two steps: positions 0 and 1
     assert report.generated == generate_int(compiled.model, prompt, 2)
