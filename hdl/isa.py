@@ -180,7 +180,12 @@ class ParamRecord:
 
     @staticmethod
     def _times(k: int, part_words):
-        return 0 if k == 0 else part_words if k == 1 else k * part_words
+        if k == 0 or isinstance(part_words, int):
+            return k * part_words
+        # A hardware value: shifts and adds, no multiplier on the instruction decode's path (Yosys
+        # maps a product by a constant such as 3 to a DSP block, a slow hop on an FPGA).
+        terms = [part_words << i for i in range(k.bit_length()) if k >> i & 1]
+        return sum(terms[1:], terms[0])
 
     def scalar_word(self, part_words, flags: int = 0):
         """Word offset of the first scalar."""
