@@ -169,13 +169,16 @@ class Config:
         per vector instruction (:data:`sim.machine.cycles.VECTOR_SCALAR_REGISTER`). A timing cut for
         FPGA clocks; no bit changes.
     vector_product_register:
-        Two registers in the vector unit (false, the default): in stage A between each lane's
-        products (the norms' ``d * r``, RoPE's, ADD's and MUL's) and their sums, the norms' rounding
-        shift and the opcode's choice; in the output stage between the requantization's multiply and
-        its rounding shift and saturation; and LayerNorm's statistics chain two cycles longer (its
-        mean's and centred sums' products registered). Every beat crosses two more pipeline stages:
-        two cycles more per vector instruction, four per LayerNorm
-        (:data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`, :data:`sim.machine.cycles.VECTOR_LAYER_STATS`).
+        Three registers in the vector unit (false, the default): before stage A on the memories'
+        read data (the row buffer, the RoPE table, the activation tables); in stage A between each
+        lane's products (the norms' ``d * r``, RoPE's, ADD's and MUL's) and their sums, the norms'
+        rounding shift and the opcode's choice; in the output stage between the requantization's
+        multiply and its rounding shift and saturation; and LayerNorm's statistics chain two cycles
+        longer (its mean's and centred sums' products registered). Every beat crosses three more
+        pipeline stages and a norm's sums are final a cycle later: three cycles more per vector
+        instruction, four per RMSNorm, six per LayerNorm
+        (:data:`sim.machine.cycles.VECTOR_PRODUCT_REGISTER`, :data:`sim.machine.cycles.VECTOR_NORM_SETTLE_PR`,
+        :data:`sim.machine.cycles.VECTOR_LAYER_STATS`).
         A timing cut for FPGA clocks; no bit changes.
     attention_timing_registers:
         Registers in the attention unit's deepest single-cycle paths, each a pipeline stage of its

@@ -5,9 +5,9 @@ One component, one opcode (:class:`VectorOp`), bit-exact with :mod:`golden.vecto
 in on ``inp`` (``lanes`` elements per beat), its results stream out on ``out``. One command runs
 at a time. Timing is fixed by the shape alone (:func:`sim.machine.cycles.vector_cycles`): a command
 issues one beat per cycle in each of its passes, every beat crosses the same four-stage pipeline
-(six with ``product_register``: stage A's lane products registered before their sums, the output
-stage's product before its shift), and the whole pipeline stalls together when ``out`` is
-back-pressured.
+(seven with ``product_register``: the memories' read data registered before stage A, stage A's
+lane products before their sums, the output stage's product before its shift), and the whole
+pipeline stalls together when ``out`` is back-pressured.
 
 Passes, per opcode (W = ceil(length / lanes) beats per pass):
 
@@ -46,7 +46,7 @@ from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_posit
 
 __all__ = [
     "ACT_TABLE_SIZE", "LAYER_STATS_EXTRA", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES",
-    "PRODUCT_REGISTER_STAGES", "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
+    "PRODUCT_REGISTER_NORM_SETTLE", "PRODUCT_REGISTER_STAGES", "VECTOR_OP_NAMES", "VectorOp", "VectorTable",
     "NormStatistics", "VectorUnit", "cmd_layout", "in_layout", "lane_layout", "out_layout", "rope_word_layout",
 ]
 
@@ -56,9 +56,13 @@ MAX_LANES = 64
 PIPELINE_STAGES = 4
 #: Cycles from a norm's final sums to the first issue of its second pass (the statistics chain).
 NORM_STATS_CYCLES = 8
-#: Registers ``product_register`` adds to the pipeline: between stage A's lane products and their
-#: sums, and between the output stage's requantization product and its rounding shift.
-PRODUCT_REGISTER_STAGES = 2
+#: Registers ``product_register`` adds to the pipeline: stage M (the memories' read data before
+#: stage A), between stage A's lane products and their sums, and between the output stage's
+#: requantization product and its rounding shift.
+PRODUCT_REGISTER_STAGES = 3
+#: Cycles ``product_register`` adds before a norm's running sums are final (stage M lies ahead of
+#: the stage that takes them), so before its second pass.
+PRODUCT_REGISTER_NORM_SETTLE = 1
 #: Cycles ``product_register`` adds to LayerNorm's statistics chain (its mean's product registered
 #: before its shift, N * mu before e and N * mu^2); RMSNorm's chain keeps NORM_STATS_CYCLES.
 LAYER_STATS_EXTRA = 2
@@ -158,11 +162,14 @@ class VectorUnit(wiring.Component):
     act_tables: activation tables (256 int8 entries each) the table memory holds, 1 .. 256.
     fabric_products: the lanes' int8 products (MUL and SILU_MUL, the norm's x * x, ADD's two scaled
     terms, RoPE's x * cos and x * sin) built from adders (:func:`hdl.arith.fabric_product`) instead of hard multipliers.
-    product_register: FPGA timing cuts, a register between stage A's lane products (the norms'
-    ``d * r`` among them) and their sums, rounding shift and opcode choice, and one between the
-    output stage's requantization product and its rounding shift and saturation: every beat crosses
-    :data:`PRODUCT_REGISTER_STAGES` (2) more stages, so every command takes two cycles more (a
-    norm's running sums are taken in stage A's second cycle, so its statistics start no later).
+    product_register: FPGA timing cuts: a register (stage M) on the memories' read data (the row
+    buffer, the RoPE table, the activation tables) before stage A's products, one between stage A's
+    lane products (the norms' ``d * r`` among them) and their sums, rounding shift and opcode
+    choice, and one between the output stage's requantization product and its rounding shift and
+    saturation: every beat crosses :data:`PRODUCT_REGISTER_STAGES` (3) more stages, so every
+    command takes three cycles more, and a norm's second pass starts
+    :data:`PRODUCT_REGISTER_NORM_SETTLE` (1) cycle later (its running sums are taken in stage A's
+    second cycle, one stage M later than without the key).
 
     Ports
     -----
@@ -288,7 +295,20 @@ class VectorUnit(wiring.Component):
                          p1.s1_end.eq(slot.s1_end), p1.base.eq(slot.base), p1.bsel.eq(slot.bsel),
                          p1_in.eq(self.inp.payload)]
 
-        p2, stage2 = self._products(m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats, s_sum, q_sum)
+        reads = (buf_ra.data, buf_rb.data, rope_r.data, act_data)
+        if self.product_register:
+            # Stage M: the memories' read data registered before stage A's products (a block RAM's
+            # clock-to-data is ~5 ns of an ECP5's 19 ns at 53 MHz), the beat's control with it.
+            pm = _Stage("pm", L, self.max_length)
+            pm_in = Signal(in_layout(L))
+            held = (Signal(buf.shape, name="pm_buf_a"), Signal(buf.shape, name="pm_buf_b"),
+                    Signal(rope_word_layout(L), name="pm_rope"),
+                    [Signal(signed(8), name=f"pm_act_{i}") for i in range(L)])
+            with m.If(en):
+                m.d.sync += [*pm.copy(p1), pm_in.eq(p1_in), held[0].eq(reads[0]), held[1].eq(reads[1]),
+                             held[2].eq(reads[2]), *(h.eq(a) for h, a in zip(held[3], reads[3], strict=True))]
+            p1, p1_in, reads = pm, pm_in, held
+        p2, stage2 = self._products(m, c, op, en, p1, p1_in, *reads, stats, s_sum, q_sum)
         p3, stage3 = self._scale(m, op, en, p2, stage2, s_sum, q_sum, stats)
 
         # --- stage 4: requantize into the output register --------------------------------------
@@ -431,7 +451,7 @@ class VectorUnit(wiring.Component):
             act_data.append(port.data)
         return buf_ra, buf_rb, rope_r, act_data
 
-    def _products(self, m, c, op, en, p1, p1_in, buf_ra, buf_rb, rope_r, act_data, stats, s_sum, q_sum):
+    def _products(self, m, c, op, en, p1, p1_in, buf_a, buf_b, rope, act_data, stats, s_sum, q_sum):
         """Stage 2 (A): each lane's product or sum; a beat's sums for the norms; its argmax.
 
         In two steps: the lanes' products (A1), then their sums, the norms' rounding shift, the
@@ -453,8 +473,8 @@ class VectorUnit(wiring.Component):
             lane = p1_in[i]
             a8 = lane.a[:8].as_signed()
             b8 = lane.b[:8].as_signed()
-            bx = buf_ra.data[i]
-            bp = buf_rb.data[i]
+            bx = buf_a[i]
+            bp = buf_b[i]
             d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
             v = {"a": lane.a, "b": lane.b[:MULT_BITS], "shift": lane.shift, "act": act_data[i], "norm": d * r}
             if fab:
@@ -462,12 +482,12 @@ class VectorUnit(wiring.Component):
                 # command uses at most two): ADD's a_mult * a and b_mult * b, MUL's and
                 # SILU_MUL's x * b, RoPE's cos * x and sin * x', the norms' x * x. The same values.
                 a1, b1, a2, b2 = _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act_data[i],
-                                                  rope_r.data.cos[i], rope_r.data.sin[i], bx, bp)
+                                                  rope.cos[i], rope.sin[i], bx, bp)
                 v.update(shared1=fabric_product(a1, b1), shared2=fabric_product(a2, b2))
             else:
                 v.update(mul=product(Mux(is_silu_mul, act_data[i], a8), b8, fabric=False),
-                         cos=product(rope_r.data.cos[i], bx, fabric=False),
-                         sin=product(rope_r.data.sin[i], bp, fabric=False),
+                         cos=product(rope.cos[i], bx, fabric=False),
+                         sin=product(rope.sin[i], bp, fabric=False),
                          add_a=product(c.a_mult, a8, fabric=False), add_b=product(c.b_mult, b8, fabric=False),
                          square=product(a8, a8, fabric=False))
             lanes.append(v)

@@ -94,7 +94,7 @@ JOBS = (
     Job("vector-control-l4", "hdl/vector.py VectorUnit", lambda: VectorControl(**VECTOR_L4), "prove", 3, slow=True),
     Job("vector-cycles", "hdl/vector.py VectorUnit", VectorCycles, "bmc", 22),
     Job("vector-control-pr", "hdl/vector.py VectorUnit", lambda: VectorControl(product_register=True), "prove", 3),
-    Job("vector-cycles-pr", "hdl/vector.py VectorUnit", lambda: VectorCycles(product_register=True), "bmc", 26),
+    Job("vector-cycles-pr", "hdl/vector.py VectorUnit", lambda: VectorCycles(product_register=True), "bmc", 28),
     Job("vector-cycles-cover", "hdl/vector.py VectorUnit", VectorCycles, "cover", 22, slow=True),
     Job("top-sequencer", "hdl/top.py DecodeTop", TopSequencer, "prove", 2, slow=True),
     Job("top-sequencer-cover", "hdl/top.py DecodeTop", TopSequencer, "cover", 22, slow=True, timeout=1800.0),

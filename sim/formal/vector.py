@@ -120,10 +120,10 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
     busy = unit.busy
     c = data.View(layout, probe["c"])
     p = {n: probe[n] for n in ("issuing", "pass2", "remaining", "w", "base", "heads_left")}
-    # The stages a beat crosses before the output register, in order: 1, A1 (with product_register), 2,
-    # 3, the output stage's product (with product_register).
+    # The stages a beat crosses before the output register, in order: 1, M and A1 (with
+    # product_register), 2, 3, the output stage's product (with product_register).
     reg = unit.product_register
-    names = ["p1", *(["pa"] if reg else []), "p2", "p3", *(["pq"] if reg else [])]
+    names = ["p1", *(["pm", "pa"] if reg else []), "p2", "p3", *(["pq"] if reg else [])]
     stages = range(1, len(names) + 1)
     st = {(k, f): probe[f"{n}_{f}"] for k, n in zip(stages, names, strict=True)
           for f in ("valid", "final", "pass2", "s1_end")}

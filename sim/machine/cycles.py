@@ -32,7 +32,14 @@ from dataclasses import dataclass, replace
 from golden.errors import InputError
 from golden.numerics import ceil_div
 from hdl.config import check_positive_int
-from hdl.vector import LAYER_STATS_EXTRA, NORM_STATS_CYCLES, PIPELINE_STAGES, PRODUCT_REGISTER_STAGES, VECTOR_OP_NAMES
+from hdl.vector import (
+    LAYER_STATS_EXTRA,
+    NORM_STATS_CYCLES,
+    PIPELINE_STAGES,
+    PRODUCT_REGISTER_NORM_SETTLE,
+    PRODUCT_REGISTER_STAGES,
+    VECTOR_OP_NAMES,
+)
 
 from .schedule import instruction_groups
 
@@ -234,18 +241,21 @@ def attention_min_cycles(*, n_heads: int, kv_len: int, n_kv_heads: int = 0, head
 #   the statistics chain (``hdl.vector.NORM_STATS_CYCLES`` = 8: mean, centred sums, rsqrt seed
 #   and Newton step) runs before the second pass may issue.
 # * PIPELINE = 4 (``hdl.vector.PIPELINE_STAGES``): operands, stage A, stage B, output register.
-# * With the unit's ``product_register`` (Config.vector_product_register) stage A and the output
-#   stage take two cycles each (their products registered before their sums and shifts):
-#   PIPELINE + PRODUCT_REGISTER (2, ``hdl.vector.PRODUCT_REGISTER_STAGES``) for every command, the
-#   norms included (their running sums are taken in stage A's second cycle), and LayerNorm's STATS
-#   + LAYER_STATS (2, ``hdl.vector.LAYER_STATS_EXTRA``: its statistics chain's mean and centred
-#   sums take two cycles each); RMSNorm's STATS unchanged. So +2 a command, +4 a LayerNorm.
+# * With the unit's ``product_register`` (Config.vector_product_register) the memories' read data
+#   is registered (stage M) before stage A, and stage A and the output stage take two cycles each
+#   (their products registered before their sums and shifts): PIPELINE + PRODUCT_REGISTER (3,
+#   ``hdl.vector.PRODUCT_REGISTER_STAGES``) for every command; a norm's STATS + NORM_SETTLE_PR (1,
+#   ``hdl.vector.PRODUCT_REGISTER_NORM_SETTLE``: its running sums, taken in stage A's second
+#   cycle, are final a stage M later), and LayerNorm's + LAYER_STATS (2,
+#   ``hdl.vector.LAYER_STATS_EXTRA``: its statistics chain's mean and centred sums take two cycles
+#   each). So +3 a command, +4 an RMSNorm, +6 a LayerNorm.
 # RoPE's second pass issues the cycle after its first (no gap): its reads see the buffer's
 # last write; the next head's first pass follows its second the same way. ARGMAX sends one beat,
 # when its final input beat leaves stage B. SILU_MUL (SwiGLU's table lookup and multiply in one
 # pass) takes one beat of (gate, up) a cycle: the count of MUL or SILU alone.
 
-__all__ += ["VECTOR_COMMAND", "VECTOR_NORM_SETTLE", "VECTOR_NORM_STATS", "VECTOR_PIPELINE", "VECTOR_PRODUCT_REGISTER",
+__all__ += ["VECTOR_COMMAND", "VECTOR_NORM_SETTLE", "VECTOR_NORM_SETTLE_PR", "VECTOR_NORM_STATS", "VECTOR_PIPELINE",
+            "VECTOR_PRODUCT_REGISTER",
             "VECTOR_LAYER_STATS", "VectorCycles",
             "vector_cycles", "vector_lower_bound"]
 
@@ -256,6 +266,8 @@ VECTOR_NORM_STATS = NORM_STATS_CYCLES
 #: The vector unit's product_register (Config.vector_product_register): stage A's and the output
 #: stage's second cycles.
 VECTOR_PRODUCT_REGISTER = PRODUCT_REGISTER_STAGES
+#: ... a norm's sums final a cycle later with it (stage M) ...
+VECTOR_NORM_SETTLE_PR = PRODUCT_REGISTER_NORM_SETTLE
 #: ... and LayerNorm's statistics chain's two cycles more with it.
 VECTOR_LAYER_STATS = LAYER_STATS_EXTRA
 _VECTOR_OPS = VECTOR_OP_NAMES
@@ -294,7 +306,8 @@ def vector_cycles(op, length: int, lanes: int, *, heads: int = 1,
 
     ``length`` is a RoPE command's head_dim, ``heads`` its heads (one command rotates them one
     after another); ``product_register`` the unit's (:data:`VECTOR_PRODUCT_REGISTER` more in the
-    pipeline, :data:`VECTOR_LAYER_STATS` more in a LayerNorm's statistics wait).
+    pipeline, :data:`VECTOR_NORM_SETTLE_PR` more in a norm's statistics wait and
+    :data:`VECTOR_LAYER_STATS` more in a LayerNorm's).
     ``lower_bound`` is the op's own floor on this datapath: the input beats it must take (W, or 2W
     for the norms, whose gamma/beta stream after x; h * W for h RoPE heads).
     """
@@ -307,8 +320,9 @@ def vector_cycles(op, length: int, lanes: int, *, heads: int = 1,
     return VectorCycles(
         command=VECTOR_COMMAND,
         passes=passes * heads * w,
-        stats=(VECTOR_NORM_SETTLE + VECTOR_NORM_STATS + (VECTOR_LAYER_STATS if product_register and name == "layernorm"
-                                                         else 0) if norm else 0),
+        stats=(VECTOR_NORM_SETTLE + VECTOR_NORM_STATS
+               + (VECTOR_NORM_SETTLE_PR + (VECTOR_LAYER_STATS if name == "layernorm" else 0) if product_register else 0)
+               if norm else 0),
         pipeline=VECTOR_PIPELINE + (VECTOR_PRODUCT_REGISTER if product_register else 0),
         lower_bound=2 * w if norm else heads * w,
     )

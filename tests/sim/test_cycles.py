@@ -141,7 +141,8 @@ def test_the_fpga_timing_cuts_add_a_cycle_to_each_gemm_and_each_vector_instructi
     """gemm_product_register: GEMM_PRODUCT_REGISTER more per GEMM instruction; vector_scalar_register:
     VECTOR_SCALAR_REGISTER more per vector instruction (a RoPE of several commands latches once);
     vector_product_register: VECTOR_PRODUCT_REGISTER more per vector command (a RoPE of one
-    command a head pays it per head; a LayerNorm VECTOR_LAYER_STATS more, the demo model has none);
+    command a head pays it per head; a norm VECTOR_NORM_SETTLE_PR more, a LayerNorm VECTOR_LAYER_STATS
+    more too, the demo model has none);
     fabric_products: no cycle. The RTL confirms them (tests/sim/test_top_rtl.py, test_fused_residual.py)."""
     from dataclasses import replace
 
@@ -151,6 +152,7 @@ def test_the_fpga_timing_cuts_add_a_cycle_to_each_gemm_and_each_vector_instructi
     from sim.machine.cycles import (
         GEMM_PRODUCT_REGISTER,
         VECTOR_LAYER_STATS,
+        VECTOR_NORM_SETTLE_PR,
         VECTOR_PRODUCT_REGISTER,
         VECTOR_SCALAR_REGISTER,
         decode_step_cycles,
@@ -158,7 +160,7 @@ def test_the_fpga_timing_cuts_add_a_cycle_to_each_gemm_and_each_vector_instructi
     )
 
     assert GEMM_PRODUCT_REGISTER == VECTOR_SCALAR_REGISTER == 1
-    assert VECTOR_PRODUCT_REGISTER == 2
+    assert VECTOR_PRODUCT_REGISTER == 3 and VECTOR_NORM_SETTLE_PR == 1
     model = load_demo_model().config
     ops = program_structure(model)
     for name in ("demo", "demo-narrow"):        # fused and one-command-a-head RoPE
@@ -175,7 +177,8 @@ def test_the_fpga_timing_cuts_add_a_cycle_to_each_gemm_and_each_vector_instructi
         on = decode_step_cycles(ops, model, replace(base, vector_product_register=True), position=5)
         extra = [a.cycles - b.cycles for a, b in zip(on.ops, off.ops, strict=True)]
         assert [e for e, b in zip(extra, off.ops, strict=True) if b.op != "rope"] == [
-            VECTOR_PRODUCT_REGISTER + (VECTOR_LAYER_STATS if b.op == "layernorm" else 0) if unit_of(b.op) == "vector"
+            VECTOR_PRODUCT_REGISTER + (VECTOR_NORM_SETTLE_PR if b.op in ("rmsnorm", "layernorm") else 0)
+            + (VECTOR_LAYER_STATS if b.op == "layernorm" else 0) if unit_of(b.op) == "vector"
             else 0 for b in off.ops if b.op != "rope"]
         # RoPE: once a command, one for all heads when fused, else one a head (q's n_heads, k's n_kv_heads).
         commands = {1} if base.fused_rope else {model.n_heads, model.n_kv_heads}

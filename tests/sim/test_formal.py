@@ -138,7 +138,8 @@ def test_bounded_jobs_run_past_the_slowest_case():
     shallower than that would pass without ever reaching the slowest ``done``)."""
     from sim.formal.catalog import job
 
-    for name in ("attention-cycles", "attention-cycles-f1", "attention-cycles-p2", "vector-cycles", "gemm-cycles"):
+    for name in ("attention-cycles", "attention-cycles-f1", "attention-cycles-p2", "attention-cycles-tr",
+                 "vector-cycles", "vector-cycles-pr", "gemm-cycles"):
         j = job(name)
         harness = j.harness()
         harness._MustUse__silence = True        # built for its depth only, never elaborated
