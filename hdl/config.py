@@ -158,9 +158,10 @@ class Config:
         lanes idle); the finish stages stay shared. At most :data:`MAX_HEADS_PER_STEP` (64); the
         decode top level builds min(P, max_heads) lanes. The ``demo`` design uses 2.
     gemm_product_register:
-        A second register in the GEMM's output stage, between the requantization's multiply and its
-        rounding shift and saturation (false, the default): the product is registered and shifted,
-        saturated and written a cycle later, one cycle more per GEMM instruction
+        Two registers in the GEMM's output stage (false, the default): between the requantization's
+        multiply and its rounding shift and saturation, and between those (the fused residual add
+        included) and the scratchpad's or the logits buffer's write port: every word is written two
+        cycles later, two cycles more per GEMM instruction
         (:data:`sim.machine.cycles.GEMM_PRODUCT_REGISTER`). A timing cut for FPGA clocks; no bit changes.
     vector_scalar_register:
         The vector instruction's scalars (multipliers, shifts, epsilon: the parameter words read

@@ -133,6 +133,10 @@ def _plus(base, offset):
     return base if isinstance(offset, int) and offset == 0 else base + offset
 
 
+#: The GEMM path's write ports (the scratchpad's, the logits buffer's) and its ``fin``.
+_GEMM_WRITES = ("s_we", "s_addr", "s_data", "l_we", "l_addr", "l_data", "fin")
+
+
 class TopMem(enum.Enum, shape=unsigned(3)):
     """Which memory the host port addresses."""
     PROGRAM = 0
@@ -843,8 +847,9 @@ class GemmPath(wiring.Component):
     cycle after (one cycle more than the plain GEMM).
 
     ``product_register`` (``Config.gemm_product_register``) registers the requantization's product
-    (and the word's destination) between the multiply and the rounding shift and saturation: every
-    output word is written one cycle later (one cycle more per GEMM). ``fabric_products``
+    (and the word's destination) between the multiply and the rounding shift and saturation, and
+    the writes (scratchpad, logits, ``fin``) after them: every output word is written two cycles
+    later (two cycles more per GEMM, ``sim.machine.cycles.GEMM_PRODUCT_REGISTER``). ``fabric_products``
     (``Config.fabric_products``): the residual add's two scaled terms built from adders.
     ``residual_registers`` (``Config.residual_timing_registers``, with ``residual``): the residual
     add's sum of its scaled terms is registered before its requantization, and the
@@ -1015,17 +1020,23 @@ class GemmPath(wiring.Component):
                              o_last.eq((s_nt == nt - 1) & (s_row == rows - 1))]
         o_valid, o_total, o_addr, o_requant, o_last, y = self._requantize(m, o_valid, o_total, o_ms, o_addr,
                                                                           o_requant, o_last)
-        fused = self._residual_stage(m, raw, o_valid, o_addr, o_last, y, s_nt + s_off, fire & final)
+        # The writes as the output stage makes them; with ``product_register`` they leave through
+        # a register (the word's shift, saturation and residual add apart from the scratchpad's
+        # write port and its multiplexer), so every write and ``fin`` come a cycle later.
+        out = _Bundle(**{name: Signal.like(getattr(self, name), name=f"w_{name}") for name in _GEMM_WRITES})
+        fused = self._residual_stage(m, raw, o_valid, o_addr, o_last, y, s_nt + s_off, fire & final, out)
         with m.If(gemm & o_valid & (~fused if self.residual else 1)):
             with m.If(o_requant):
-                m.d.comb += self.s_we.eq(1)
+                m.d.comb += out.s_we.eq(1)
             with m.Else():
-                m.d.comb += self.l_we.eq(1)
+                m.d.comb += out.l_we.eq(1)
             with m.If(o_last):
-                m.d.comb += self.fin.eq(1)
+                m.d.comb += out.fin.eq(1)
         if not self.residual:
-            m.d.comb += [self.s_addr.eq(o_addr), self.s_data.eq(y)]
-        m.d.comb += [self.l_addr.eq(o_addr), self.l_data.eq(o_total)]
+            m.d.comb += [out.s_addr.eq(o_addr), out.s_data.eq(y)]
+        m.d.comb += [out.l_addr.eq(o_addr), out.l_data.eq(o_total)]
+        m.d["sync" if self.product_register else "comb"] += [getattr(self, name).eq(getattr(out, name))
+                                                             for name in _GEMM_WRITES]
         return m
 
     def _requantize(self, m, o_valid, o_total, o_ms, o_addr, o_requant, o_last):
@@ -1052,10 +1063,11 @@ class GemmPath(wiring.Component):
             m.d.comb += y[j].eq(saturate8(round_shift(products[j], shifts[j])))
         return o_valid, o_total, o_addr, o_requant, o_last, y
 
-    def _residual_stage(self, m, raw, o_valid, o_addr, o_last, y, r_word, take):
+    def _residual_stage(self, m, raw, o_valid, o_addr, o_last, y, r_word, take, out):
         """The fused residual add (flag RESIDUAL) after the output stage; returns the flag (0 without
         ``residual``). ``take``: an output tile's final sum is registered this cycle; ``r_word``: its
-        residual word's offset from ``src1`` (output tile plus row offset)."""
+        residual word's offset from ``src1`` (output tile plus row offset); ``out``: the writes it
+        drives (``s_we``, ``s_addr``, ``s_data``, ``fin``)."""
         if not self.residual:
             return 0
         V = self.lanes
@@ -1125,10 +1137,10 @@ class GemmPath(wiring.Component):
             for j in range(V):
                 m.d.comb += z[j].eq(requantize(sums[j], mult, shift))
         with m.If(gemm & p_valid):
-            m.d.comb += self.s_we.eq(1)
+            m.d.comb += out.s_we.eq(1)
             with m.If(p_last):
-                m.d.comb += self.fin.eq(1)
-        m.d.comb += [self.s_addr.eq(Mux(fused, p_addr, o_addr)), self.s_data.eq(Mux(fused, z, y))]
+                m.d.comb += out.fin.eq(1)
+        m.d.comb += [out.s_addr.eq(Mux(fused, p_addr, o_addr)), out.s_data.eq(Mux(fused, z, y))]
         return fused
 
 

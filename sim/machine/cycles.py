@@ -357,7 +357,8 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 #                  the last word one cycle later than the plain GEMM's, instead of the add's vector
 #                  instruction of SEQ_ISSUE + vector("add"))
 #                  gemm_product_register: + GEMM_PRODUCT_REGISTER (the requantization's product is
-#                  registered before its shift and saturation: the last word is written a cycle later)
+#                  registered before its shift and saturation, and the write after them: the last
+#                  word is written two cycles later)
 #     rmsnorm ...  SEQ_ISSUE + vector                 the command is offered the cycle after decode
 #                  vector_scalar_register: + VECTOR_SCALAR_REGISTER (every vector instruction, rope
 #                  and argmax included: the scalars are latched in a cycle of their own before the
@@ -393,8 +394,9 @@ GEMM_RESIDUAL = 1
 #: Config.residual_timing_registers: the fused residual add's sum and its requantization's product
 #: registered (two stages R2, R3 after the add's stage).
 RESIDUAL_TIMING_REGISTERS = 2
-#: Config.gemm_product_register: the output stage's second register (the requantization's product).
-GEMM_PRODUCT_REGISTER = 1
+#: Config.gemm_product_register: the output stage's second register (the requantization's product)
+#: and its write register (the word, its address and ``fin``).
+GEMM_PRODUCT_REGISTER = 2
 #: Config.vector_scalar_register: the cycle a vector instruction's scalars are latched before its command.
 VECTOR_SCALAR_REGISTER = 1
 #: The cycle between the attention unit's done and the first output word written back.

@@ -159,7 +159,7 @@ def test_the_fpga_timing_cuts_add_a_cycle_to_each_gemm_and_each_vector_instructi
         unit_of,
     )
 
-    assert GEMM_PRODUCT_REGISTER == VECTOR_SCALAR_REGISTER == 1
+    assert GEMM_PRODUCT_REGISTER == 2 and VECTOR_SCALAR_REGISTER == 1
     assert VECTOR_PRODUCT_REGISTER == 3 and VECTOR_NORM_SETTLE_PR == 1
     model = load_demo_model().config
     ops = program_structure(model)
