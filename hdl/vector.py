@@ -467,6 +467,9 @@ class VectorUnit(wiring.Component):
         # MUL and SILU_MUL share one 8 x 8 multiplier per lane: SILU_MUL's first operand is the table entry.
         is_mul = (op.op == VectorOp.MUL) | is_silu_mul
         mu, f, r = stats.mu, stats.f, stats.r
+        # d = ((x - mu) << 8) - f as (x << 8) - ((mu << 8) + f): one subtractor after the
+        # registered mf, the same value, in a signal of the first form's shape.
+        d_shape = (((Const(0, signed(8)) - mu) << NORM_MEAN_FRAC_BITS) - f).shape()
         fab = self.fabric_products
         lanes = []
         for i in range(L):
@@ -475,7 +478,8 @@ class VectorUnit(wiring.Component):
             b8 = lane.b[:8].as_signed()
             bx = buf_a[i]
             bp = buf_b[i]
-            d = ((bx - mu) << NORM_MEAN_FRAC_BITS) - f
+            d = Signal(d_shape, name=f"norm_d{i}")
+            m.d.comb += d.eq((bx << NORM_MEAN_FRAC_BITS) - stats.mf)
             v = {"a": lane.a, "b": lane.b[:MULT_BITS], "shift": lane.shift, "act": act_data[i], "norm": d * r}
             if fab:
                 # Built from adders, the lane's products are two, shared by the opcodes (each
@@ -650,8 +654,8 @@ class NormStatistics(wiring.Component):
     -----
     In: ``s_sum`` (sum x), ``q_sum`` (sum x*x), ``length`` (N), ``inv_mult``/``inv_shift`` (1/N as a
     multiplier and shift), ``eps``, ``layer`` (LayerNorm: centre on the mean; RMSNorm: mean 0),
-    ``sums_done``. Out: ``mu`` (the mean), ``f`` (its fraction), ``r`` (the Q2.14 reciprocal square
-    root's mantissa), ``k`` (its exponent), ``go``.
+    ``sums_done``. Out: ``mu`` (the mean), ``f`` (its fraction), ``mf`` (``(mu << 8) + f``, a cycle
+    behind them), ``r`` (the Q2.14 reciprocal square root's mantissa), ``k`` (its exponent), ``go``.
     """
 
     @checked_constructor
@@ -669,6 +673,7 @@ class NormStatistics(wiring.Component):
             "sums_done": In(1),
             "mu": Out(signed(16)),
             "f": Out(signed(24)),
+            "mf": Out(signed(26)),
             "r": Out(unsigned(17)),
             "k": Out(range(16)),
             "go": Out(1),
@@ -758,6 +763,10 @@ class NormStatistics(wiring.Component):
         m.d.comb += self.go.eq(Mux(is_layer, tokens[-1], tokens[NORM_STATS_CYCLES - 1]) if extra else tokens[-1])
         m.d.sync += [tokens[0].eq(self.sums_done)] + [tokens[i].eq(tokens[i - 1]) for i in range(1, NORM_STATS_CYCLES)]
         m.d.sync += [tokens[i].eq(tokens[i - 1] & is_layer) for i in range(NORM_STATS_CYCLES, len(tokens))]
+        # The mean and its fraction as stage A subtracts them, (mu << 8) + f: a register, so the norms'
+        # second pass makes d with one subtractor. One cycle behind mu and f, and first read two
+        # cycles after ``go`` (the issue, then stage 1), so it is as stable as they are.
+        m.d.sync += self.mf.eq((mu << NORM_MEAN_FRAC_BITS) + f)
         return m
 
 
