@@ -14,7 +14,18 @@ from amaranth.lib.wiring import In, Out
 
 from .config import check_positive_int, checked_constructor
 
-__all__ = ["WeightMemory"]
+__all__ = ["DP16KD_SHAPES", "WeightMemory", "slice_bits"]
+
+#: The shapes of the ECP5's block RAM (DP16KD, 18 Kbit), (width, depth): the ones a weight bank's
+#: slices are cut for (the FPGA plan, ``sim.fpga.build``, counts the ECP5's block RAMs with them).
+DP16KD_SHAPES = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))
+
+
+def slice_bits(width: int, depth: int) -> int:
+    """The width of the slices of a weight bank of ``depth`` words of ``width`` bits: the widest
+    block RAM shape at least that deep (one block RAM a slice on the ECP5); the whole word when it
+    is no wider, or when no shape is that deep (a deeper bank cascades block RAMs however cut)."""
+    return min(width, next((w for w, d in DP16KD_SHAPES if depth <= d), width))
 
 
 class WeightMemory(wiring.Component):
@@ -62,16 +73,24 @@ class WeightMemory(wiring.Component):
         if G > 1:
             with m.If(self.ren):
                 m.d.sync += sel.eq(self.rsel)
+        step = slice_bits(self.width, self.depth)
         for b in range(G):
-            mem = memory.Memory(shape=unsigned(self.width), depth=self.depth, init=[])
-            m.submodules[f"bank{b}"] = mem
-            w, r = mem.write_port(), mem.read_port()
-            m.d.comb += [
-                w.addr.eq(bank_addr), w.data.eq(self.wdata),
-                w.en.eq(self.we & (bank == b) if G > 1 else self.we),
-                r.addr.eq(self.raddr), r.en.eq(self.ren),
-                self.row[b * self.width:(b + 1) * self.width].eq(r.data),
-            ]
+            # A bank is slices of ``step`` bits, each a memory of its own: the same bits, and on an
+            # FPGA every slice one block RAM as deep as the bank (no depth cascade, whose read
+            # multiplexers cost logic and a level on the weight path).
+            data = Signal(self.width, name=f"bank{b}_data")
+            for lo in range(0, self.width, step):
+                hi = min(lo + step, self.width)
+                mem = memory.Memory(shape=unsigned(hi - lo), depth=self.depth, init=[])
+                m.submodules[f"bank{b}_{lo}" if step < self.width else f"bank{b}"] = mem
+                w, r = mem.write_port(), mem.read_port()
+                m.d.comb += [
+                    w.addr.eq(bank_addr), w.data.eq(self.wdata[lo:hi]),
+                    w.en.eq(self.we & (bank == b) if G > 1 else self.we),
+                    r.addr.eq(self.raddr), r.en.eq(self.ren),
+                    data[lo:hi].eq(r.data),
+                ]
+            m.d.comb += self.row[b * self.width:(b + 1) * self.width].eq(data)
             with m.If(sel == b):
-                m.d.comb += self.word.eq(r.data)
+                m.d.comb += self.word.eq(data)
         return m

