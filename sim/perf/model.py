@@ -596,9 +596,10 @@ class Hardware:
     fused_rope: bool = False             # RoPE of every head (q's and k's) one command (Config's)
     fused_residual: bool = False         # residual adds fused into the GEMM's output stage (Config's)
     attention_heads_per_step: int = 1    # P: query heads of a KV group per attention step (Config's)
-    gemm_product_register: bool = False  # the GEMM output stage's second register (Config's): +1 a GEMM
+    gemm_product_register: bool = False  # the GEMM output stage's product and write registers (Config's): +2 a GEMM
     vector_scalar_register: bool = False  # vector scalars latched a cycle early (Config's): +1 a vector op
-    vector_product_register: bool = False  # vector products registered (Config's): +2 a vector op, +4 a LayerNorm
+    vector_product_register: bool = False  # vector reads and products registered (Config's): +3 a vector op, +4 an
+    #                                        RMSNorm, +6 a LayerNorm
     fabric_products: bool = False        # int8 products in logic, not multipliers (Config's): no cycle
     attention_timing_registers: bool = False  # attention's timing registers (Config's): +6 an attention call
     residual_timing_registers: bool = False  # the fused residual add's two registers (Config's): +2 a fused GEMM
