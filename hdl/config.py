@@ -34,7 +34,8 @@ UNIT_CYCLE_BITS = 32
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
 BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register", "vector_scalar_register",
-             "vector_product_register", "fabric_products", "attention_timing_registers", "residual_timing_registers")
+             "vector_product_register", "fabric_products", "attention_timing_registers", "residual_timing_registers",
+             "embed_register")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -198,6 +199,12 @@ class Config:
         cycles more (:data:`sim.machine.cycles.RESIDUAL_TIMING_REGISTERS`); without
         ``fused_residual`` it changes nothing. A timing cut for FPGA clocks (the residual's word
         comes from a block RAM late in the cycle); no bit changes.
+    embed_register:
+        EMBED's first row address (``weight + row * count``, a product of the program memory's
+        read data) registered in DECODE and read in a cycle of its own, instead of driving the
+        weight memory's read address in DECODE (false, the default): one cycle more per EMBED
+        instruction (:data:`sim.machine.cycles.EMBED_REGISTER`). A timing cut for FPGA clocks; no
+        bit changes.
     fabric_products:
         The int8 products built from adders in the logic fabric (:func:`hdl.arith.fabric_product`)
         instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
@@ -240,6 +247,7 @@ class Config:
     fabric_products: bool = False
     attention_timing_registers: bool = False
     residual_timing_registers: bool = False
+    embed_register: bool = False
     kv_block: int = 0
 
     def __post_init__(self):

@@ -415,6 +415,7 @@ class DecodeTop(wiring.Component):
         # after the last head) stays below 2 * kv_rows.
         kv_row = Signal(range(2 * self.kv_rows + 1) if c.kv_block else range(self.kv_rows + CTX * self.max_heads + 1))
         e_addr = Signal(range(c.weight_words + 1))
+        e_first = Signal()               # embed_register: EMBED's first cycle (the read alone)
 
         # The raw instruction's word addresses for the running row: scratchpad ones plus row * row_stride,
         # ARGMAX's logits source plus row * logits_stride.
@@ -423,8 +424,9 @@ class DecodeTop(wiring.Component):
                      src1_w.eq((raw.src1 >> lg) + r_off), dst_w.eq((raw.dst >> lg) + r_off)]
         seq = _Bundle(state=state, pc=pc, ins=ins, raw=raw, tok=tok, pos=pos, n_kv=n_kv, group=group, n_heads=n_heads,
                       fin=fin, running=running, s_addr=s_addr, b_addr=b_addr, d_addr=d_addr, left=left, idx=idx,
-                      row=row, row_b=row_b, kv_row=kv_row, e_addr=e_addr, kvb=kvb, n_rows=n_rows, stride=stride,
-                      lstride=lstride, src0_w=src0_w, src1_w=src1_w, dst_w=dst_w, cur=cur, next_toks=next_toks,
+                      row=row, row_b=row_b, kv_row=kv_row, e_addr=e_addr, e_first=e_first, kvb=kvb, n_rows=n_rows,
+                      stride=stride, lstride=lstride, src0_w=src0_w, src1_w=src1_w, dst_w=dst_w, cur=cur,
+                      next_toks=next_toks,
                       tbl_tok=tbl_tok, tbl_pos=tbl_pos, tbl_kvb=tbl_kvb, ins_cyc=ins_cyc, step_cyc=step_cyc,
                       done_ins=done_ins, r_off=r_off, l_off=l_off)
         seq.pg = self._pages(m, seq) if c.kv_block else None
@@ -433,10 +435,17 @@ class DecodeTop(wiring.Component):
 
         # --- EMBED: copy ``count`` weight words to the scratchpad, one a cycle -------------------
         with m.If(state == _S.EMBED):
+            # With embed_register the first EMBED cycle only reads the row's first word (its
+            # address made and registered in DECODE); the copy starts the cycle after.
+            copying = ~seq.e_first if c.embed_register else 1
             m.d.comb += [wm.raddr.eq(e_addr >> self._bank_bits), wm.rsel.eq(e_addr), s_w.addr.eq(d_addr),
-                         s_w.data.eq(wm.word), s_w.en.eq(1),
-                         fin.eq(left == 1)]
-            m.d.sync += [e_addr.eq(e_addr + 1), d_addr.eq(d_addr + 1), left.eq(left - 1)]
+                         s_w.data.eq(wm.word), s_w.en.eq(copying),
+                         fin.eq(copying & (left == 1))]
+            m.d.sync += e_addr.eq(e_addr + 1)
+            with m.If(copying):
+                m.d.sync += [d_addr.eq(d_addr + 1), left.eq(left - 1)]
+            if c.embed_register:
+                m.d.sync += seq.e_first.eq(0)
 
         self._gemm(m, seq, mp, array)
         self._vector(m, seq, mp, vec)
@@ -595,15 +604,19 @@ class DecodeTop(wiring.Component):
             if pg is not None:      # KV_WRITE's position; the attention feeder's first, 0
                 m.d.comb += pg.look.eq(Mux(rop == Opcode.KV_WRITE, pos, 0))
             m.d.comb += [sa.addr.eq(src0_w), sb.addr.eq(src1_w), p1.addr.eq(r_scal),
-                         p2.addr.eq(r_scal + 1 if V < _MAX_SCALARS else r_scal),
-                         wm.raddr.eq(embed_word >> self._bank_bits), wm.rsel.eq(embed_word)]
+                         p2.addr.eq(r_scal + 1 if V < _MAX_SCALARS else r_scal)]
+            if not self.config.embed_register:    # EMBED's first word read in DECODE
+                m.d.comb += [wm.raddr.eq(embed_word >> self._bank_bits), wm.rsel.eq(embed_word)]
             m.d.sync += [ins.eq(raw), s_addr.eq(src0_w + 1), b_addr.eq(src1_w + 1), d_addr.eq(dst_w), idx.eq(0)]
             with m.Switch(rop):
                 with m.Case(Opcode.HALT):
                     m.d.sync += [state.eq(_S.IDLE), self.done.eq(1)]
                 with m.Case(Opcode.EMBED):
-                    m.d.sync += [state.eq(_S.EMBED), left.eq(raw.count),
-                                 e_addr.eq(embed_word + 1)]
+                    m.d.sync += [state.eq(_S.EMBED), left.eq(raw.count)]
+                    if self.config.embed_register:   # the first word read in EMBED's first cycle
+                        m.d.sync += [e_addr.eq(embed_word), seq.e_first.eq(1)]
+                    else:
+                        m.d.sync += e_addr.eq(embed_word + 1)
                 with m.Case(Opcode.GEMM):
                     m.d.sync += state.eq(_S.GEMM)
                 with m.Case(Opcode.KV_WRITE):

@@ -345,6 +345,8 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # :func:`attention_cycles`, the GEMM engine's from :func:`gemm_cycles` with M = 1):
 #
 #     embed        SEQ_ISSUE + W                      one weight word copied a cycle
+#                  embed_register: + EMBED_REGISTER (the row's first address registered in DECODE,
+#                  its first word read in a cycle of its own)
 #     gemm         SEQ_ISSUE + gemm - GEMM_OVERLAP + GEMM_WRITEBACK
 #                  (decode is the engine's start cycle; the last output word is written from the
 #                  output stage's register the cycle after the array's last sum)
@@ -379,10 +381,10 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 # parameters, the RoPE table and the activation tables (one 256-entry table per distinct
 # activation, one entry a host-port cycle; an ACTIVATION instruction names its table by index).
 
-__all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "GEMM_OVERLAP", "GEMM_PRODUCT_REGISTER", "GEMM_RESIDUAL",
-            "GEMM_WRITEBACK", "RESIDUAL_TIMING_REGISTERS", "SEQ_ISSUE", "UNITS", "VECTOR_SCALAR_REGISTER", "Bounds",
-            "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles", "pass_cycles", "residual_cycles",
-            "unit_of"]
+__all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "EMBED_REGISTER", "GEMM_OVERLAP", "GEMM_PRODUCT_REGISTER",
+            "GEMM_RESIDUAL", "GEMM_WRITEBACK", "RESIDUAL_TIMING_REGISTERS", "SEQ_ISSUE", "UNITS",
+            "VECTOR_SCALAR_REGISTER", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles",
+            "pass_cycles", "residual_cycles", "unit_of"]
 
 SEQ_ISSUE = 1
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).
@@ -399,6 +401,8 @@ RESIDUAL_TIMING_REGISTERS = 2
 GEMM_PRODUCT_REGISTER = 2
 #: Config.vector_scalar_register: the cycle a vector instruction's scalars are latched before its command.
 VECTOR_SCALAR_REGISTER = 1
+#: Config.embed_register: the cycle EMBED reads its row's first word in, its address registered in DECODE.
+EMBED_REGISTER = 1
 #: The cycle between the attention unit's done and the first output word written back.
 ATTENTION_HANDOFF = 1
 
@@ -592,7 +596,7 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
                                                   weight_bytes_per_cycle=weight_bytes_per_cycle))
     if op == "embed":
         words = ceil_div(width, config.array_cols)
-        return OpCycles(op, "", SEQ_ISSUE + words, unit_min=words)
+        return OpCycles(op, "", SEQ_ISSUE + words + (EMBED_REGISTER if config.embed_register else 0), unit_min=words)
     if op == "kv_write":
         words = n_kv_heads * row_words
         return OpCycles(op, "", SEQ_ISSUE + words, unit_min=words)

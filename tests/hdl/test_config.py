@@ -45,8 +45,8 @@ def test_configuration_is_keyword_only_and_frozen():
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"^configuration: unknown parameter 'rows' \(known: act_tables, act_words, "
                                          r"array_cols, array_rows, attention_finish_lanes, attention_heads_per_step, "
-                                         r"attention_timing_registers, clock_hz, fabric_products, fused_residual, "
-                                         r"fused_rope, fused_swiglu, "
+                                         r"attention_timing_registers, clock_hz, embed_register, fabric_products, "
+                                         r"fused_residual, fused_rope, fused_swiglu, "
                                          r"gemm_product_register, kv_block, kv_bytes, logits_words, max_context, "
                                          r"max_m, param_words, program_words, residual_timing_registers, "
                                          r"result_words, scratch_bytes, "

@@ -22,10 +22,11 @@ SMALL_SHARED = SHARED   # what top_params gives llama-gqa
 
 
 #: The FPGA build's timing cuts and fabric products (each off by default, on in the ``ulx3s``
-#: preset): the same bits, the cuts a cycle more per GEMM, three per vector instruction, five per
-#: attention call and two per fused GEMM.
+#: preset): the same bits, the cuts two cycles more per GEMM, four per vector instruction (one for
+#: the scalars, three in the unit), six per attention call, two per fused GEMM and one per EMBED.
 FPGA_KEYS = {"gemm_product_register": True, "vector_scalar_register": True, "vector_product_register": True,
-             "fabric_products": True, "attention_timing_registers": True, "residual_timing_registers": True}
+             "fabric_products": True, "attention_timing_registers": True, "residual_timing_registers": True,
+             "embed_register": True}
 
 
 def tiny(name, weight_rows_per_cycle=1, **changes):
