@@ -5,9 +5,10 @@ Every function returns an Amaranth value; the rounding and saturation rules are 
 (:mod:`golden.numerics`), so a unit that uses them inherits the one requantization rule.
 """
 
-from amaranth.hdl import Const, Mux
+from amaranth.hdl import Cat, Const, Mux, Value
 
-__all__ = ["clamp", "fabric_product", "product", "requantize", "round_shift", "saturate8", "tree_sum"]
+__all__ = ["clamp", "fabric_product", "product", "requantize", "round_saturate8", "round_shift", "saturate8",
+           "tree_sum"]
 
 
 def round_shift(x, shift):
@@ -29,9 +30,32 @@ def saturate8(y):
     return clamp(y, -128, 127)
 
 
+def round_saturate8(x, shift):
+    """``saturate8(round_shift(x, shift))`` built shallow: the same value, without a carry chain as
+    wide as ``x`` (a requantization's, 48 bits, was the deepest logic of the FPGA's output stages).
+
+    With ``t = (2x) >> shift`` (floor), ``round_shift(x, shift) = (t + 1) >> 1``: it exceeds 127
+    exactly when ``t >= 255`` and falls below -128 exactly when ``t <= -258``; both are tests of
+    ``t``'s bits (OR and AND trees), and in between ``t`` fits 10 bits, so the rounding adds 1 to
+    those alone."""
+    x = Value.cast(x)
+    if not x.shape().signed:       # a sign bit above an unsigned value's magnitude
+        x = Cat(x, Const(0, 1)).as_signed()
+    t = (x << 1) >> shift
+    w = len(t)
+    if w < 11:                     # narrow: nothing to gain
+        return saturate8(round_shift(x, shift))
+    t = t.as_signed()
+    sign = t[w - 1]
+    high = ~sign & (t[8:w - 1].any() | t[:8].all())                                  # t >= 255
+    low = sign & ~(t[8:w - 1].all() | (t[9:w - 1].all() & ~t[8] & t[:8].all()))     # t <= -258
+    return Mux(high, 127, Mux(low, -128, (t[:10].as_signed() + 1) >> 1))
+
+
 def requantize(acc, mult, shift):
-    """The one requantization rule: ``saturate8(round_shift(acc * mult, shift))``."""
-    return saturate8(round_shift(acc * mult, shift))
+    """The one requantization rule: ``saturate8(round_shift(acc * mult, shift))`` (built as
+    :func:`round_saturate8`)."""
+    return round_saturate8(acc * mult, shift)
 
 
 def tree_sum(values):

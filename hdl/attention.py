@@ -87,10 +87,10 @@ from amaranth.lib.wiring import In, Out
 
 from golden.attention import HEAD_DIM_MAX, MAX_CONTEXT_LIMIT, SCORE_BITS, SCORE_MAX, SCORE_MIN
 from golden.errors import InputError
-from golden.numerics import ACC_BITS, INT8_MAX, INT8_MIN, MULT_BITS, SHIFT_MAX, ceil_div
+from golden.numerics import ACC_BITS, MULT_BITS, SHIFT_MAX, ceil_div
 from golden.tables import EXP_ONE, EXP_OUT_BITS, EXP_TABLE_SIZE, RECIP_INDEX_BITS, exp_table, recip_table
 
-from .arith import clamp, fabric_product, round_shift, tree_sum
+from .arith import clamp, fabric_product, round_saturate8, round_shift, tree_sum
 from .config import UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = ["CYCLE_COUNTER_BITS", "MAX_HEADS_LIMIT", "AttentionUnit", "row_layout"]
@@ -595,7 +595,7 @@ class AttentionUnit(wiring.Component):
             (ready4, last4x), products = _extra_stage(m, en_out, launch, "_f4x", (fvalid4, last_f4), products)
         out8 = Signal(data.ArrayLayout(signed(8), F))
         for i in range(F):
-            m.d.comb += out8[i].eq(clamp(round_shift(products[i], out_shift), INT8_MIN, INT8_MAX))
+            m.d.comb += out8[i].eq(round_saturate8(products[i], out_shift))
         # The earlier chunks of the head, oldest in the low lanes (none when S == 1).
         assembly = Signal(8 * F * (S - 1)) if S > 1 else None
         row_bits = Cat(assembly, out8) if S > 1 else out8.as_value()

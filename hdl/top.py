@@ -82,7 +82,7 @@ from golden.errors import InputError, InputTypeError
 from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.vector import NORM_MAX_LEN
 
-from .arith import product, requantize, round_shift, saturate8
+from .arith import product, requantize, round_saturate8
 from .array import SystolicArray, act_layout, sum_layout, weight_layout
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import UNIT_CYCLE_BITS, Config, check_positive_int, checked_constructor
@@ -340,7 +340,6 @@ class DecodeTop(wiring.Component):
         mp = self._memories(m)
         prog_r, wm, p1, p2, sa, sb = mp.prog_r, mp.wm, mp.p1, mp.p2, mp.sa, mp.sb
         l_r, k_r, v_r, q_r, o_r = mp.l_r, mp.k_r, mp.v_r, mp.q_r, mp.o_r
-        s_w = mp.s_w
 
         # --- units ---------------------------------------------------------------------------
         m.submodules.array = array = SystolicArray(rows=V, cols=V, rows_per_beat=c.weight_rows_per_cycle,
@@ -433,20 +432,7 @@ class DecodeTop(wiring.Component):
         self._rows(m, seq, mp, lg)
         self._decode(m, seq, mp, words, lg)
 
-        # --- EMBED: copy ``count`` weight words to the scratchpad, one a cycle -------------------
-        with m.If(state == _S.EMBED):
-            # With embed_register the first EMBED cycle only reads the row's first word (its
-            # address made and registered in DECODE); the copy starts the cycle after.
-            copying = ~seq.e_first if c.embed_register else 1
-            m.d.comb += [wm.raddr.eq(e_addr >> self._bank_bits), wm.rsel.eq(e_addr), s_w.addr.eq(d_addr),
-                         s_w.data.eq(wm.word), s_w.en.eq(copying),
-                         fin.eq(copying & (left == 1))]
-            m.d.sync += e_addr.eq(e_addr + 1)
-            with m.If(copying):
-                m.d.sync += [d_addr.eq(d_addr + 1), left.eq(left - 1)]
-            if c.embed_register:
-                m.d.sync += seq.e_first.eq(0)
-
+        self._embed(m, seq, mp)
         self._gemm(m, seq, mp, array)
         self._vector(m, seq, mp, vec)
         self._kv_write(m, seq, mp)
@@ -761,6 +747,23 @@ class DecodeTop(wiring.Component):
 
     # --- GEMM: the array fed from the weight memory and the scratchpad (GemmPath); bias; requantization
 
+    def _embed(self, m, seq, mp):
+        """EMBED: copy ``count`` weight words to the scratchpad, one a cycle. With ``embed_register``
+        the first EMBED cycle only reads the row's first word (its address made and registered in
+        DECODE); the copy starts the cycle after."""
+        wm, s_w = mp.wm, mp.s_w
+        e_addr, d_addr, left = seq.e_addr, seq.d_addr, seq.left
+        with m.If(seq.state == _S.EMBED):
+            copying = ~seq.e_first if self.config.embed_register else 1
+            m.d.comb += [wm.raddr.eq(e_addr >> self._bank_bits), wm.rsel.eq(e_addr), s_w.addr.eq(d_addr),
+                         s_w.data.eq(wm.word), s_w.en.eq(copying),
+                         seq.fin.eq(copying & (left == 1))]
+            m.d.sync += e_addr.eq(e_addr + 1)
+            with m.If(copying):
+                m.d.sync += [d_addr.eq(d_addr + 1), left.eq(left - 1)]
+            if self.config.embed_register:
+                m.d.sync += seq.e_first.eq(0)
+
     def _gemm(self, m, seq, mp, array):
         state, fin = seq.state, seq.fin
         wm, sa, p1, p2, s_w, l_w = mp.wm, mp.sa, mp.p1, mp.p2, mp.s_w, mp.l_w
@@ -1031,13 +1034,20 @@ class GemmPath(wiring.Component):
                 m.d.sync += [o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
                              o_addr.eq(dst + s_nt + Mux(requant, s_off, s_loff)), o_requant.eq(requant),
                              o_last.eq((s_nt == nt - 1) & (s_row == rows - 1))]
-        o_valid, o_total, o_addr, o_requant, o_last, y = self._requantize(m, o_valid, o_total, o_ms, o_addr,
-                                                                          o_requant, o_last)
-        # The writes as the output stage makes them; with ``product_register`` they leave through
-        # a register (the word's shift, saturation and residual add apart from the scratchpad's
-        # write port and its multiplexer), so every write and ``fin`` come a cycle later.
+        stage = self._requantize(m, o_valid, o_total, o_ms, o_addr, o_requant, o_last)
+        self._write_back(m, raw, stage, s_nt + s_off, fire & final)
+        return m
+
+    def _write_back(self, m, raw, stage, r_word, take):
+        """The output stage's writes (``stage``: :meth:`_requantize`'s), through the fused residual
+        add when there is one (``r_word``, ``take``: :meth:`_residual_stage`'s). With
+        ``product_register`` they leave through a register (the word's shift, saturation and
+        residual add apart from the scratchpad's write port and its multiplexer), so every write
+        and ``fin`` come a cycle later."""
+        gemm = self.run
+        o_valid, o_total, o_addr, o_requant, o_last, y = stage
         out = _Bundle(**{name: Signal.like(getattr(self, name), name=f"w_{name}") for name in _GEMM_WRITES})
-        fused = self._residual_stage(m, raw, o_valid, o_addr, o_last, y, s_nt + s_off, fire & final, out)
+        fused = self._residual_stage(m, raw, o_valid, o_addr, o_last, y, r_word, take, out)
         with m.If(gemm & o_valid & (~fused if self.residual else 1)):
             with m.If(o_requant):
                 m.d.comb += out.s_we.eq(1)
@@ -1050,7 +1060,6 @@ class GemmPath(wiring.Component):
         m.d.comb += [out.l_addr.eq(o_addr), out.l_data.eq(o_total)]
         m.d["sync" if self.product_register else "comb"] += [getattr(self, name).eq(getattr(out, name))
                                                              for name in _GEMM_WRITES]
-        return m
 
     def _requantize(self, m, o_valid, o_total, o_ms, o_addr, o_requant, o_last):
         """The output stage's requantization of ``o_total`` by ``o_ms`` into int8 words ``y``; with
@@ -1073,7 +1082,7 @@ class GemmPath(wiring.Component):
             o_valid, o_total, o_addr, o_requant, o_last = stage
         y = Signal(data.ArrayLayout(signed(8), V))
         for j in range(V):
-            m.d.comb += y[j].eq(saturate8(round_shift(products[j], shifts[j])))
+            m.d.comb += y[j].eq(round_saturate8(products[j], shifts[j]))
         return o_valid, o_total, o_addr, o_requant, o_last, y
 
     def _residual_stage(self, m, raw, o_valid, o_addr, o_last, y, r_word, take, out):
@@ -1145,7 +1154,7 @@ class GemmPath(wiring.Component):
                     r.eq(v) for r, v in zip(regs, values, strict=True)]
                 p_valid, p_addr, p_last, products = valid, addr, last, regs
             for j in range(V):
-                m.d.comb += z[j].eq(saturate8(round_shift(products[j], shift)))
+                m.d.comb += z[j].eq(round_saturate8(products[j], shift))
         else:
             for j in range(V):
                 m.d.comb += z[j].eq(requantize(sums[j], mult, shift))

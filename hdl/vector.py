@@ -41,7 +41,7 @@ from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
-from .arith import fabric_product, product, round_shift, saturate8
+from .arith import fabric_product, product, round_saturate8, round_shift
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 
 __all__ = [
@@ -332,7 +332,7 @@ class VectorUnit(wiring.Component):
                          self.out.payload.index.eq(idx)]
             for i in range(L):
                 # requantize(acc3, mult3, shift3), its product possibly registered.
-                y = Mux(op.is_act, acts[i], saturate8(round_shift(prods[i], shifts[i])))
+                y = Mux(op.is_act, acts[i], round_saturate8(prods[i], shifts[i]))
                 m.d.sync += self.out.payload.data[i].eq(Mux(ctl.mask[i], y, 0))
 
         # --- completion and the cycle counter ------------------------------------------------------

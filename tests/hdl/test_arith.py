@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from golden.numerics import INT8_MAX, INT8_MIN
 from golden.tables import round_shift as golden_round_shift
-from hdl.arith import clamp, fabric_product, requantize, round_shift, saturate8, tree_sum
+from hdl.arith import clamp, fabric_product, requantize, round_saturate8, round_shift, saturate8, tree_sum
 
 SHIFTS = range(6)
 XS = [-(1 << 19), -1000, -65, -64, -33, -32, -31, -9, -8, -7, -2, -1, 0, 1, 2, 3, 7, 8, 9, 31, 32, 33, 64, 1000,
@@ -57,6 +57,30 @@ def test_clamp_saturate8_and_requantize():
         assert row[0] == min(max(v, -5), 9)
         assert row[1] == min(max(v, INT8_MIN), INT8_MAX)
         assert row[2] == min(max(int(golden_round_shift(v * mu, sh)), INT8_MIN), INT8_MAX), (v, mu, sh)
+
+
+def test_round_saturate8_is_saturate8_of_round_shift_at_every_edge():
+    """The shallow form's thresholds (t >= 255, t <= -258 for t = 2x >> s) and its 10-bit rounding
+    add, at and around each edge for every shift, both signednesses, constant and run-time shifts;
+    a width below 11 bits takes the plain form."""
+    rng = np.random.default_rng(5)
+    x = Signal(signed(24))
+    u = Signal(unsigned(23))
+    k = Signal(unsigned(5))
+    small = Signal(signed(6))
+    outputs = ([round_saturate8(x, k), round_saturate8(u, k), round_saturate8(small, k)]
+               + [round_saturate8(x, s) for s in (0, 1, 7)])
+    edges = [e * (1 << s) + d for s in range(0, 17) for e in (-258, -257, -256, -129, -128, 127, 128, 254, 255, 256)
+             for d in (-1, 0, 1)]
+    values = sorted({int(v) for v in edges + list(rng.integers(-(1 << 23), 1 << 23, 400)) if -(1 << 23) <= v < 1 << 23})
+    cases = [(v, v & ((1 << 23) - 1), max(-32, min(31, v)), s) for v in values for s in (0, 1, 2, 5, 8, 13, 16, 31)]
+    got = evaluate([x, u, small, k], outputs, cases)
+
+    def want(v, s):
+        return min(max(int(golden_round_shift(v, s)), INT8_MIN), INT8_MAX)
+
+    for (v, uv, sv, s), row in zip(cases, got, strict=True):
+        assert list(row) == [want(v, s), want(uv, s), want(sv, s), want(v, 0), want(v, 1), want(v, 7)], (v, s)
 
 
 def test_tree_sum_and_fabric_product():
