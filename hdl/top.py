@@ -73,7 +73,7 @@ activation tables, one int8 entry a word at ``table * 256 + x + 128``); ``host.r
 link refuses READ_MEM while busy).
 """
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -82,7 +82,7 @@ from golden.errors import InputError, InputTypeError
 from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.vector import NORM_MAX_LEN
 
-from .arith import product, requantize, round_saturate8
+from .arith import fabric_product, product, requantize, round_saturate8
 from .array import SystolicArray, act_layout, sum_layout, weight_layout
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import UNIT_CYCLE_BITS, Config, check_positive_int, checked_constructor
@@ -457,9 +457,12 @@ class DecodeTop(wiring.Component):
         # --- start, fetch, decode, halt --------------------------------------------------------
         # rows = 0: one row from the token and position ports at kv_base 0 (the single-step
         # interface); rows = M >= 1: M rows from the row table.
-        m.d.comb += self.start_ok.eq((self.n_kv_heads != 0) & (self.group != 0)
-                                     & (self.n_kv_heads * self.group <= self.max_heads)
-                                     & (self.rows <= self.config.max_m))
+        # n_kv_heads * group <= max_heads, without a multiplier between the host's registers and
+        # the link's reply (a hard multiplier there was the board design's deepest path): for each
+        # n_kv_heads, the largest group that fits is a constant.
+        heads_fit = Cat(*[(self.n_kv_heads == n) & (self.group <= self.max_heads // n)
+                          for n in range(1, self.max_heads + 1)]).any()
+        m.d.comb += self.start_ok.eq(heads_fit & (self.group != 0) & (self.rows <= self.config.max_m))
         with m.If((state == _S.IDLE) & self.start & self.start_ok):
             table = self.rows != 0
             m.d.sync += [state.eq(_S.DECODE), pc.eq(self.program_base), step_cyc.eq(0), ins_cyc.eq(0), self.done.eq(0),
@@ -467,7 +470,8 @@ class DecodeTop(wiring.Component):
                          kvb.eq(Mux(table, tbl_kvb[0], 0)), n_rows.eq(Mux(table, self.rows, 1)), cur.eq(0),
                          stride.eq(self.row_stride >> lg), lstride.eq(self.logits_stride >> lg), r_off.eq(0),
                          l_off.eq(0), n_kv.eq(self.n_kv_heads),
-                         group.eq(self.group), n_heads.eq(self.n_kv_heads * self.group)]
+                         group.eq(self.group),
+                         n_heads.eq(fabric_product(self.n_kv_heads, Cat(self.group, Const(0, 1)).as_signed()))]
             if seq.pg is not None:
                 m.d.sync += seq.pg.plane.eq(self.plane_rows)
         with m.If(running):
@@ -606,8 +610,10 @@ class DecodeTop(wiring.Component):
                 with m.Case(Opcode.GEMM):
                     m.d.sync += state.eq(_S.GEMM)
                 with m.Case(Opcode.KV_WRITE):
-                    first = (raw.count * n_kv * CTX + pos + kvb) if pg is None else \
-                        (raw.count * n_kv * pg.plane + pg.page)
+                    # count * n_kv from adders (n_kv is a few bits): no hard multiplier on the path
+                    # from the program memory's read data to the KV row
+                    planes = fabric_product(raw.count, Cat(n_kv, Const(0, 1)).as_signed())
+                    first = (planes * CTX + pos + kvb) if pg is None else (planes * pg.plane + pg.page)
                     m.d.sync += [state.eq(_S.KVW), left.eq(n_kv * HW), kv_row.eq(first)]
                 with m.Case(Opcode.ATTENTION):
                     m.d.sync += [state.eq(_S.AQ), left.eq(n_heads * HW)]
