@@ -128,6 +128,13 @@ def _walk(m, rows, r, offsets, k, kt, n):
     return (r == rows - 1) & (k == kt - 1)
 
 
+def _planes_before(raw, n_kv):
+    """The KV planes before an instruction's layer, ``count * n_kv`` (KV_WRITE's and ATTENTION's
+    ``count`` is the layer), from adders: ``n_kv`` is a few bits, and a hard multiplier on this
+    path from the program memory's read data to the KV address sits wherever one is free."""
+    return fabric_product(raw.count, Cat(n_kv, Const(0, 1)).as_signed())
+
+
 def _plus(base, offset):
     """``base + offset``, or ``base`` itself for a zero offset (no adder for the first record part)."""
     return base if isinstance(offset, int) and offset == 0 else base + offset
@@ -610,9 +617,7 @@ class DecodeTop(wiring.Component):
                 with m.Case(Opcode.GEMM):
                     m.d.sync += state.eq(_S.GEMM)
                 with m.Case(Opcode.KV_WRITE):
-                    # count * n_kv from adders (n_kv is a few bits): no hard multiplier on the path
-                    # from the program memory's read data to the KV row
-                    planes = fabric_product(raw.count, Cat(n_kv, Const(0, 1)).as_signed())
+                    planes = _planes_before(raw, n_kv)
                     first = (planes * CTX + pos + kvb) if pg is None else (planes * pg.plane + pg.page)
                     m.d.sync += [state.eq(_S.KVW), left.eq(n_kv * HW), kv_row.eq(first)]
                 with m.Case(Opcode.ATTENTION):
@@ -704,9 +709,9 @@ class DecodeTop(wiring.Component):
             o_w.addr.eq(o_count), o_w.data.eq(att.out.payload), o_w.en.eq(att.out.valid),
         ]
         if pg is None:
-            first_base, first_addr = raw.count * n_kv * CTX + kvb, raw.count * n_kv * CTX + kvb
+            first_base = first_addr = _planes_before(raw, n_kv) * CTX + kvb
         else:       # the layer's first plane; position 0's row in it (pg.look is 0 in DECODE)
-            first_base = raw.count * n_kv * pg.plane
+            first_base = _planes_before(raw, n_kv) * pg.plane
             first_addr = first_base + pg.page
         with m.If(state == _S.DECODE):
             m.d.sync += [qf_valid.eq(0), qf_addr.eq(0), qf_left.eq(n_heads), kf_valid.eq(0), kf_more.eq(1),
