@@ -716,7 +716,10 @@ class LinkedDecode(wiring.Component):
     are the top level's host data width, read words ``32 * lanes`` bits. Registers: see
     :data:`DECODE_REGS` (0 ``token``, 1 ``position``, 2 ``n_kv_heads``, 3 ``group``), the inputs
     START hands to the step (refused with ERR_ARGUMENT while the top level's ``start_ok`` is low: zero
-    heads, or more than ``max_heads``, in its port widths). READ_TOKEN returns the step's ``next_token``,
+    heads, or more than ``max_heads``, in its port widths). The bridge sees ``start_ok`` a cycle late,
+    registered: the registers it checks are written by earlier commands, a UART frame or more before
+    any START is received, and the register keeps the top level's check out of the bridge's reply
+    logic (one clock cycle on the FPGA). READ_TOKEN returns the step's ``next_token``,
     READ_LOGITS reads the logits buffer. ``busy`` and ``done`` mirror the top level's (LEDs on a board).
 
     ``preload`` (a :class:`hdl.host.HostBus` like the bridge's) writes memories directly, bypassing
@@ -757,10 +760,11 @@ class LinkedDecode(wiring.Component):
         m.d.comb += [
             bridge.rx.eq(self.rx), self.tx.eq(bridge.tx),
             h.token.eq(top.next_token),
-            top.start.eq(h.start), h.start_ok.eq(top.start_ok), h.busy.eq(top.busy), h.done.eq(top.done),
+            top.start.eq(h.start), h.busy.eq(top.busy), h.done.eq(top.done),
             h.cycles.eq(top.cycles),
             top.token.eq(regs["token"]), top.position.eq(regs["position"]),
             top.n_kv_heads.eq(regs["n_kv_heads"]), top.group.eq(regs["group"]),
             self.busy.eq(top.busy), self.done.eq(top.done),
         ]
+        m.d.sync += h.start_ok.eq(top.start_ok)
         return m
