@@ -7,8 +7,8 @@ Every function returns an Amaranth value; the rounding and saturation rules are 
 
 from amaranth.hdl import Cat, Const, Mux, Value
 
-__all__ = ["clamp", "fabric_product", "product", "requantize", "round_saturate8", "round_shift", "saturate8",
-           "tree_sum"]
+__all__ = ["as_signed", "clamp", "fabric_product", "product", "requantize", "round_saturate8", "round_shift",
+           "saturate8", "tree_sum"]
 
 
 def round_shift(x, shift):
@@ -30,6 +30,13 @@ def saturate8(y):
     return clamp(y, -128, 127)
 
 
+def as_signed(x):
+    """``x`` as a signed value of the same number: itself when signed, else with a zero sign bit
+    above its magnitude (one bit wider)."""
+    x = Value.cast(x)
+    return x if x.shape().signed else Cat(x, Const(0, 1)).as_signed()
+
+
 def round_saturate8(x, shift):
     """``saturate8(round_shift(x, shift))`` built shallow: the same value, without a carry chain as
     wide as ``x`` (a requantization's, 48 bits, was the deepest logic of the FPGA's output stages).
@@ -38,9 +45,7 @@ def round_saturate8(x, shift):
     exactly when ``t >= 255`` and falls below -128 exactly when ``t <= -258``; both are tests of
     ``t``'s bits (OR and AND trees), and in between ``t`` fits 10 bits, so the rounding adds 1 to
     those alone."""
-    x = Value.cast(x)
-    if not x.shape().signed:       # a sign bit above an unsigned value's magnitude
-        x = Cat(x, Const(0, 1)).as_signed()
+    x = as_signed(x)
     t = (x << 1) >> shift
     w = len(t)
     if w < 11:                     # narrow: nothing to gain
@@ -70,14 +75,16 @@ def tree_sum(values):
 
 
 def fabric_product(a, b):
-    """``a * b`` for a signed ``b`` of a few bits, as shifted partial products summed by a tree.
+    """``a * b`` for a ``b`` of a few bits, as shifted partial products summed by a tree.
 
     FPGA synthesis (Yosys' ``synth_ecp5``) turns every ``*`` of two or more bits into a hard
     multiplier; an int8 x int8 product in one of the ECP5's 156 18x18 multipliers wastes most of
     it. Written as ``sum(b[i] ? a << i : 0) - (b[-1] ? a << (n-1) : 0)`` (two's complement: the
     sign bit weighs ``-2**(n-1)``), the product is built from adders in the logic fabric instead.
-    Same value as ``a * b`` for any ``a``; ``b`` must be signed.
+    Same value as ``a * b`` for any ``a``; an unsigned ``b`` is taken as signed one bit wider
+    (:func:`as_signed`), so a count times a count needs no hard multiplier either.
     """
+    b = as_signed(b)
     n = len(b)
     if n == 0:
         return Const(0, 1)
@@ -87,6 +94,6 @@ def fabric_product(a, b):
 
 
 def product(a, b, *, fabric: bool):
-    """``a * b``: built from adders (:func:`fabric_product`, ``b`` signed) when ``fabric``, else
+    """``a * b``: built from adders (:func:`fabric_product`) when ``fabric``, else
     the plain product a synthesis tool maps to a hard multiplier. The same value either way."""
     return fabric_product(a, b) if fabric else a * b

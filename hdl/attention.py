@@ -245,7 +245,7 @@ class AttentionUnit(wiring.Component):
             m.d.sync += [
                 running.eq(1), self.done.eq(0), self.cycles.eq(1),
                 kv_len.eq(self.kv_len), n_kv.eq(self.n_kv_heads), group.eq(self.group),
-                n_heads.eq(fabric_product(self.n_kv_heads, Cat(self.group, Const(0, 1)).as_signed())),
+                n_heads.eq(fabric_product(self.n_kv_heads, self.group)),
                 blocks.eq(blocks_in),
                 score_mult.eq(self.score_mult), score_shift.eq(self.score_shift),
                 out_mult.eq(self.out_mult), out_shift.eq(self.out_shift),

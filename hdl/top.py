@@ -73,7 +73,7 @@ activation tables, one int8 entry a word at ``table * 256 + x + 128``); ``host.r
 link refuses READ_MEM while busy).
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -132,7 +132,7 @@ def _planes_before(raw, n_kv):
     """The KV planes before an instruction's layer, ``count * n_kv`` (KV_WRITE's and ATTENTION's
     ``count`` is the layer), from adders: ``n_kv`` is a few bits, and a hard multiplier on this
     path from the program memory's read data to the KV address sits wherever one is free."""
-    return fabric_product(raw.count, Cat(n_kv, Const(0, 1)).as_signed())
+    return fabric_product(raw.count, n_kv)
 
 
 def _plus(base, offset):
@@ -478,7 +478,7 @@ class DecodeTop(wiring.Component):
                          stride.eq(self.row_stride >> lg), lstride.eq(self.logits_stride >> lg), r_off.eq(0),
                          l_off.eq(0), n_kv.eq(self.n_kv_heads),
                          group.eq(self.group),
-                         n_heads.eq(fabric_product(self.n_kv_heads, Cat(self.group, Const(0, 1)).as_signed()))]
+                         n_heads.eq(fabric_product(self.n_kv_heads, self.group))]
             if seq.pg is not None:
                 m.d.sync += seq.pg.plane.eq(self.plane_rows)
         with m.If(running):

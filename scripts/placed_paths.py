@@ -153,7 +153,7 @@ class Placed:
         return out[::-1]
 
 
-def unit_of(cell: str) -> str:
+def design_unit(cell: str) -> str:
     """The design unit a cell belongs to: ``design.top.vec...`` -> ``top.vec``."""
     parts = [p for p in cell.split(".") if p != "design"]
     return ".".join(parts[:2]) if parts and parts[0] == "top" and len(parts) > 2 else parts[0] if parts else cell
@@ -161,12 +161,14 @@ def unit_of(cell: str) -> str:
 
 def report(placed: Placed, period: float, paths: int) -> str:
     ends = placed.endpoints()
+    if not ends:
+        return "no path ends (no flip-flop, block RAM or LUT-RAM input is driven)"
     lines = [f"{len(ends):,} path ends; slowest {ends[0][0]:.2f} ns; {sum(e[0] > period for e in ends):,} "
              f"over {period:g} ns (estimates: nextpnr's pre-routing net delays, rough cell delays)"]
     pairs = collections.defaultdict(list)
     for ns, name, _port, bit in ends:
         start = placed.trace(bit)
-        pairs[(unit_of(start[0][1]) if start else "?", unit_of(name))].append(ns)
+        pairs[(design_unit(start[0][1]) if start else "?", design_unit(name))].append(ns)
     lines.append("\nslowest path between units (from -> to: ns, path ends over the period / all)")
     for (a, b), v in sorted(pairs.items(), key=lambda kv: -max(kv[1]))[:20]:
         lines.append(f"  {max(v):6.2f}  {sum(x > period for x in v):6,}/{len(v):<6,} {a} -> {b}")

@@ -5,7 +5,6 @@ The full sweep's table is in docs/performance.md."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -20,6 +19,7 @@ from sim.design import load_design
 from sim.machine.cycles import pass_cycles
 from sim.runtime import prepare
 from sim.speculative.run import run_speculative
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_speculative.py"
 DESIGN = "demo-narrow"
@@ -137,10 +137,7 @@ def test_the_table_shows_the_figures(sweep):
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_speculative", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_speculative")
 
 
 @pytest.mark.parametrize(("speedups", "pays_at", "stops", "break_even", "words"), [

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -14,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "mutate_rtl.py"
 
-_spec = importlib.util.spec_from_file_location("mutate_rtl", SCRIPT)
-mutate_rtl = importlib.util.module_from_spec(_spec)
-sys.modules["mutate_rtl"] = mutate_rtl     # dataclasses look their module up there
-_spec.loader.exec_module(mutate_rtl)
+mutate_rtl = load_script("mutate_rtl")
 
 
 def _hdl_digest() -> str:

@@ -1,20 +1,15 @@
 """scripts/placed_paths.py on small placed netlists built here: the path delays it adds up, what it
 leaves out (constants, a LUT-RAM's write side, asynchronous inputs), and its bad inputs."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "placed_paths.py"
+from tests.scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("placed_paths", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("placed_paths")
 
 
 def _cell(kind, xy, ports):
@@ -109,3 +104,10 @@ def test_the_script_runs_on_a_file(tmp_path, capsys):
     assert _script().main([str(path), "--period", "1"]) == 0
     out = capsys.readouterr().out
     assert "1 path ends" in out and "top.u -> top.v" in out
+
+
+def test_a_design_without_path_ends_says_so(tmp_path, capsys):
+    path = tmp_path / "placed.json"
+    path.write_text(json.dumps(_design({"design.top.u.a": _cell("TRELLIS_FF", (1, 1), {"Q": ("output", 2)})})))
+    assert _script().main([str(path)]) == 0
+    assert capsys.readouterr().out.startswith("no path ends")

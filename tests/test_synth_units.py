@@ -1,19 +1,14 @@
 """scripts/synth_units.py: bad inputs are one line (the synthesis itself runs in the slow
 tests/sim/test_fpga.py::test_a_decode_unit_synthesized_alone)."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "synth_units.py"
+from tests.scripts import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("synth_units", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("synth_units")
 
 
 @pytest.mark.parametrize(("argv", "message"), [

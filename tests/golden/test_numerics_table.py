@@ -1,25 +1,20 @@
 """The measured error table in docs/numerics.md is what scripts/measure_numerics.py produces, and the
 accuracy targets hold."""
 
-import importlib.util
 import pathlib
-import sys
 
 import pytest
 
+from tests.scripts import load_script
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "measure_numerics.py"
 
 #: Largest error any op may show, in output LSBs (attention is the widest: about 2).
 MAX_ERR_LSB = 2.5
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("measure_numerics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("measure_numerics")
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -26,6 +24,7 @@ from golden.quantize import (
     weight_bytes,
 )
 from golden.vector import NormParams
+from tests.scripts import load_script
 from tests.tolerances import EPS32, EPS64, model_bound, rounding_bound, top2_gap
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -185,11 +184,7 @@ def test_demo_calibration_excludes_the_held_out_text(demo):
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("measure_quality", ROOT / "scripts" / "measure_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("measure_quality")
 
 
 def test_documented_program_tables_are_generated():

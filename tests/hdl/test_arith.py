@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from golden.numerics import INT8_MAX, INT8_MIN
 from golden.tables import round_shift as golden_round_shift
-from hdl.arith import clamp, fabric_product, requantize, round_saturate8, round_shift, saturate8, tree_sum
+from hdl.arith import as_signed, clamp, fabric_product, requantize, round_saturate8, round_shift, saturate8, tree_sum
 
 SHIFTS = range(6)
 XS = [-(1 << 19), -1000, -65, -64, -33, -32, -31, -9, -8, -7, -2, -1, 0, 1, 2, 3, 7, 8, 9, 31, 32, 33, 64, 1000,
@@ -57,6 +57,19 @@ def test_clamp_saturate8_and_requantize():
         assert row[0] == min(max(v, -5), 9)
         assert row[1] == min(max(v, INT8_MIN), INT8_MAX)
         assert row[2] == min(max(int(golden_round_shift(v * mu, sh)), INT8_MIN), INT8_MAX), (v, mu, sh)
+
+
+def test_fabric_product_of_an_unsigned_count():
+    """An unsigned ``b`` (a count: heads, KV planes) is its value, not a two's-complement one: its
+    top bit set must not read as negative; ``as_signed`` keeps a signed value as it is."""
+    a = Signal(unsigned(16))
+    b = Signal(unsigned(3))
+    s = Signal(signed(5))
+    outputs = [fabric_product(a, b), as_signed(b), as_signed(s)]
+    cases = [(av, bv, sv) for av in (0, 1, 77, 65535) for bv in range(8) for sv in (-16, -1, 0, 15)]
+    got = evaluate([a, b, s], outputs, cases)
+    for (av, bv, sv), row in zip(cases, got, strict=True):
+        assert list(row) == [av * bv, bv, sv], (av, bv, sv)
 
 
 def test_round_saturate8_is_saturate8_of_round_shift_at_every_edge():
