@@ -3,7 +3,10 @@
 By default the design runs on the board's oscillator (ULX3S: 25 MHz, iCEBreaker: 12 MHz). On an
 ECP5 board a ``clock_hz`` other than the oscillator's is made by the EHXPLLL
 (:func:`ecp5_pll`): the design is held in reset until the PLL locks, and the clock constraint is
-the PLL's output, so the build's timing check is at that clock.
+the PLL's output, so the build's timing check is at that clock. That reset leaves two flip-flops
+clocked by the PLL (``~lock`` is asynchronous to it) through a DCCA, so nextpnr routes it on one of
+the device's global networks like a clock instead of on the fabric's wires to every flip-flop
+(:func:`_global_reset`).
 ``elaborate()`` requests the board's first UART (the USB serial adapter on both boards) and,
 where present, LEDs 0 and 1 (done, busy).
 """
@@ -110,6 +113,21 @@ def _ecp5_pll_instance(pll: Ecp5Pll, clkin, clkout, lock) -> Instance:
     )
 
 
+def _global_reset(m: Module, clock, lock) -> Signal:
+    """The sync domain's reset from the PLL's ``lock``: registered twice in a reset-less domain on
+    the PLL's clock (both flip-flops start at 1, so the design is in reset from configuration until
+    two edges after lock), then driven through a DCCA. nextpnr promotes only clocks to the global
+    networks by itself; a reset that reaches every flip-flop of the design otherwise takes fabric
+    wires across the whole die (the routing's most congested net of the 8x8 decode design)."""
+    m.domains.reset_sync = ClockDomain("reset_sync", reset_less=True)
+    m.d.comb += ClockSignal("reset_sync").eq(clock)
+    meta, held = Signal(init=1, name="reset_meta"), Signal(init=1, name="reset_held")
+    m.d.reset_sync += [meta.eq(~lock), held.eq(meta)]
+    rst = Signal(name="reset_global")
+    m.submodules.reset_buffer = Instance("DCCA", i_CLKI=held, i_CE=1, o_CLKO=rst)
+    return rst
+
+
 class BoardTop(Elaboratable):
     """:class:`hdl.link.LinkedGemm` on a board: ``clock_hz`` is the design's clock; when
     ``board_clock_hz`` (the oscillator) differs, an ECP5 PLL makes it (:func:`ecp5_pll`)."""
@@ -144,7 +162,7 @@ class BoardTop(Elaboratable):
             clkout, lock = Signal(name="pll_clk"), Signal(name="pll_lock")
             m.submodules.pll = _ecp5_pll_instance(self.pll, osc_in.i, clkout, lock)
             m.domains.sync = ClockDomain("sync")
-            m.d.comb += [ClockSignal("sync").eq(clkout), ResetSignal("sync").eq(~lock)]
+            m.d.comb += [ClockSignal("sync").eq(clkout), ResetSignal("sync").eq(_global_reset(m, clkout, lock))]
             platform.add_clock_constraint(clkout, self.clock_hz)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buffer = rx = io.Buffer("i", uart.rx)

@@ -1,6 +1,7 @@
 """FPGA builds: board descriptions, build plans and fit checks (fast); real bitstreams (slow)."""
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -263,6 +264,11 @@ def test_a_clock_other_than_the_oscillator_gets_a_pll():
     lpf = files["top.lpf"].decode() if isinstance(files["top.lpf"], bytes) else files["top.lpf"]
     assert "EHXPLLL" in rtlil and "parameter \\CLKFB_DIV 2" in rtlil and "parameter \\CLKOP_DIV 12" in rtlil
     assert "FREQUENCY NET" in lpf and "50000000" in lpf.replace(".0", "")
+    # The reset leaves the PLL's lock through two flip-flops on the PLL's clock and a DCCA (a global).
+    dcca = re.search(r"cell \\DCCA \S+\n(.*?)\n\s*end\n", rtlil, re.S)
+    assert dcca and re.search(r"connect \\CLKI \\reset_held\b", dcca.group(1))
+    assert re.search(r"attribute \\init 1'1\n\s*wire width 1 \\reset_held\n", rtlil)
+    assert re.search(r"attribute \\init 1'1\n\s*wire width 1 \\reset_meta\n", rtlil)
     with pytest.raises(ValueError, match=r"^clock 24 MHz: icebreaker runs at its 12 MHz oscillator"):
         plan_build("icebreaker", ICEBREAKER, clock_hz=24e6)
     assert not plan_build("ulx3s-85f", PRESETS["4x4"]).as_dict()["pll"]
