@@ -536,7 +536,7 @@ class VectorUnit(wiring.Component):
         for i, v in enumerate(lanes):
             a8 = v["a"][:8].as_signed()
             b8 = v["b"][:8].as_signed()
-            n = round_shift(v["norm"], stats.k + NORM_MEAN_FRAC_BITS)
+            n = round_shift(v["norm"], stats.k_shift)
             if self.fabric_products:
                 pm = xx = v["shared1"]
                 pb = v["shared2"]
@@ -655,7 +655,10 @@ class NormStatistics(wiring.Component):
     In: ``s_sum`` (sum x), ``q_sum`` (sum x*x), ``length`` (N), ``inv_mult``/``inv_shift`` (1/N as a
     multiplier and shift), ``eps``, ``layer`` (LayerNorm: centre on the mean; RMSNorm: mean 0),
     ``sums_done``. Out: ``mu`` (the mean), ``f`` (its fraction), ``mf`` (``(mu << 8) + f``, a cycle
-    behind them), ``r`` (the Q2.14 reciprocal square root's mantissa), ``k`` (its exponent), ``go``.
+    behind them), ``r`` (the Q2.14 reciprocal square root's mantissa), ``k`` (its exponent),
+    ``k_shift`` (``k + 8``, the second pass's shift of each lane's normalised value, a cycle behind
+    ``k``: a register, so the eight lanes' shifters are driven by flip-flops, not by an adder's
+    carry chain fanning out across the unit), ``go``.
     """
 
     @checked_constructor
@@ -676,6 +679,7 @@ class NormStatistics(wiring.Component):
             "mf": Out(signed(26)),
             "r": Out(unsigned(17)),
             "k": Out(range(16)),
+            "k_shift": Out(range(16 + NORM_MEAN_FRAC_BITS)),
             "go": Out(1),
         })
 
@@ -767,6 +771,8 @@ class NormStatistics(wiring.Component):
         # second pass makes d with one subtractor. One cycle behind mu and f, and first read two
         # cycles after ``go`` (the issue, then stage 1), so it is as stable as they are.
         m.d.sync += self.mf.eq((mu << NORM_MEAN_FRAC_BITS) + f)
+        # The same for k (step 6, at least two cycles before go even for RMSNorm): k + 8 a cycle later.
+        m.d.sync += self.k_shift.eq(k + NORM_MEAN_FRAC_BITS)
         return m
 
 

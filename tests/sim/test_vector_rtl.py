@@ -206,7 +206,7 @@ def test_norm_statistics_equal_golden_at_every_edge_case(product_register):
             mu = f = 0
             u = max(int((x * x).sum()) + eps, 1)
         r, k = rsqrt_fixed(u)
-        want.append((mu, f, int(r), int(k)))
+        want.append((mu, f, int(r), int(k), int(k) + gv.NORM_MEAN_FRAC_BITS))
     stats = NormStatistics(max_length=64, product_register=product_register)
 
     async def bench(ctx):
@@ -215,7 +215,7 @@ def test_norm_statistics_equal_golden_at_every_edge_case(product_register):
                                 (stats.inv_mult, im), (stats.inv_shift, is_), (stats.eps, eps), (stats.layer, layer)):
                 ctx.set(port, value)
             await ctx.tick().repeat(NORM_STATS_CYCLES + 1 + (LAYER_STATS_EXTRA if product_register else 0))
-            got.append(tuple(ctx.get(o) for o in (stats.mu, stats.f, stats.r, stats.k)))
+            got.append(tuple(ctx.get(o) for o in (stats.mu, stats.f, stats.r, stats.k, stats.k_shift)))
 
     sim = Simulator(stats)
     sim.add_clock(1e-8)
