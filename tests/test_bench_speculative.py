@@ -136,9 +136,6 @@ def test_the_table_shows_the_figures(sweep):
     assert "cycles PREDICTED by the cycle model (nothing measured)" in out.stdout
 
 
-def _script():
-    return load_script("bench_speculative")
-
 
 @pytest.mark.parametrize(("speedups", "pays_at", "stops", "break_even", "words"), [
     ((1.2, 1.1, 0.9, 0.8), [1, 2], 3, 2.5, "stops paying at k = 3 (break-even near k = 2.5)"),
@@ -147,7 +144,7 @@ def _script():
     ((0.9, 1.1), [2], None, None, "pays at k = 2 only"),
 ])
 def test_best_k_and_break_even(speedups, pays_at, stops, break_even, words):
-    bench_module = _script()
+    bench_module = load_script("bench_speculative")
     points = [{"design": "d", "drafter": "x", "k": k, "speedup": s,
                "tokens_per_second": {"speculative": 100 * s, "plain": 100.0}} for k, s in enumerate(speedups, 1)]
     (s,) = bench_module.summarize(points)

@@ -8,10 +8,6 @@ import pytest
 from tests.scripts import load_script
 
 
-def _script():
-    return load_script("placed_paths")
-
-
 def _cell(kind, xy, ports):
     """A placed cell: ``ports`` maps a port to ("input" | "output", net bit)."""
     return {"type": kind, "attributes": {"NEXTPNR_BEL": f"X{xy[0]}/Y{xy[1]}/SLICEA"},
@@ -24,7 +20,7 @@ def _design(cells):
 
 
 def test_a_path_is_clock_to_out_nets_cells_and_setup():
-    pp = _script()
+    pp = load_script("placed_paths")
     cells = {
         "design.top.a": _cell("TRELLIS_FF", (1, 1), {"Q": ("output", 2)}),
         "design.top.lut": _cell("TRELLIS_COMB", (11, 1), {"A": ("input", 2), "F": ("output", 3)}),
@@ -38,7 +34,7 @@ def test_a_path_is_clock_to_out_nets_cells_and_setup():
 
 
 def test_the_slower_input_wins_and_the_trace_names_it():
-    pp = _script()
+    pp = load_script("placed_paths")
     cells = {
         "design.top.near": _cell("TRELLIS_FF", (10, 10), {"Q": ("output", 2)}),
         "design.top.far": _cell("DP16KD", (90, 10), {"DOA0": ("output", 3)}),
@@ -55,7 +51,7 @@ def test_the_slower_input_wins_and_the_trace_names_it():
 
 
 def test_constants_lutram_writes_carries_and_pins_are_not_paths():
-    pp = _script()
+    pp = load_script("placed_paths")
     cells = {
         "$PACKER_GND": _cell("GND", (0, 0), {"G": ("output", 9)}),
         "pin": _cell("TRELLIS_IO", (0, 50), {"O": ("output", 8)}),
@@ -85,13 +81,13 @@ def test_constants_lutram_writes_carries_and_pins_are_not_paths():
 def test_bad_inputs_are_one_line(tmp_path, capsys, content, argv, message):
     path = tmp_path / "placed.json"
     path.write_text(content)
-    assert _script().main([str(path), *argv]) == 2
+    assert load_script("placed_paths").main([str(path), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
 
 def test_a_missing_file_is_one_line(tmp_path, capsys):
-    assert _script().main([str(tmp_path / "nosuch.json")]) == 2
+    assert load_script("placed_paths").main([str(tmp_path / "nosuch.json")]) == 2
     err = capsys.readouterr().err
     assert "nosuch.json" in err and err.count("\n") == 1
 
@@ -101,7 +97,7 @@ def test_the_script_runs_on_a_file(tmp_path, capsys):
              "design.top.v.b": _cell("TRELLIS_FF", (2, 1), {"DI": ("input", 2)})}
     path = tmp_path / "placed.json"
     path.write_text(json.dumps(_design(cells)))
-    assert _script().main([str(path), "--period", "1"]) == 0
+    assert load_script("placed_paths").main([str(path), "--period", "1"]) == 0
     out = capsys.readouterr().out
     assert "1 path ends" in out and "top.u -> top.v" in out
 
@@ -109,5 +105,5 @@ def test_the_script_runs_on_a_file(tmp_path, capsys):
 def test_a_design_without_path_ends_says_so(tmp_path, capsys):
     path = tmp_path / "placed.json"
     path.write_text(json.dumps(_design({"design.top.u.a": _cell("TRELLIS_FF", (1, 1), {"Q": ("output", 2)})})))
-    assert _script().main([str(path)]) == 0
+    assert load_script("placed_paths").main([str(path)]) == 0
     assert capsys.readouterr().out.startswith("no path ends")

@@ -7,10 +7,6 @@ import pytest
 from tests.scripts import load_script
 
 
-def _script():
-    return load_script("synth_units")
-
-
 @pytest.mark.parametrize(("argv", "message"), [
     (["--units", "alu"], "synth_units: error: --units must name some of top, array, vec, att, gemm, vpath, wmem, "
                          "not 'alu'"),
@@ -23,7 +19,7 @@ def _script():
     (["--route", "--clock-mhz", "fast"], "synth_units: error: argument --clock-mhz: invalid float value: 'fast'"),
 ])
 def test_bad_inputs_are_one_line(argv, message, capsys):
-    assert _script().main(argv) == 1
+    assert load_script("synth_units").main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("synth_units: error: ")
     if message is not None:

@@ -13,13 +13,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 MAX_ERR_LSB = 2.5
 
 
-def _load_script():
-    return load_script("measure_numerics")
-
 
 @pytest.fixture(scope="module")
 def script():
-    return _load_script()
+    return load_script("measure_numerics")
 
 
 @pytest.fixture(scope="module")

@@ -183,12 +183,9 @@ def test_demo_calibration_excludes_the_held_out_text(demo):
     assert ckpt.tokenizer.decode(windows[-1]) not in held
 
 
-def _load_script():
-    return load_script("measure_quality")
-
 
 def test_documented_program_tables_are_generated():
-    script = _load_script()
+    script = load_script("measure_quality")
     doc = (ROOT / "docs" / "quantization.md").read_text()
     assert script.section(doc, script.PROGRAM_BEGIN, script.PROGRAM_END) == script.program_tables(), (
         "docs/quantization.md is stale: run `python scripts/measure_quality.py --write`")
@@ -208,7 +205,7 @@ def test_demo_quality_target_and_documented_table(demo):
     w = TEST_SETTINGS.window
     assert min(top2_gap(fm.forward(toks[i * w:(i + 1) * w])).min() for i in range(TEST_SETTINGS.windows)) > bound
     doc = (ROOT / "docs" / "quantization.md").read_text()
-    table = _load_script().section(doc)
+    table = load_script("measure_quality").section(doc)
     lines = table.strip().splitlines()
     assert markdown_table([row]).splitlines()[2] in lines, (
         "docs/quantization.md is stale: run `python scripts/measure_quality.py --write`")

@@ -65,7 +65,7 @@ def fused_groups(compiled):
 def test_the_demo_design_has_it_and_the_other_designs_do_not():
     assert PRESETS["demo"].fused_residual is True
     # The FPGA board's design (docs/fpga.md) goes without: 7,763 LUT4s and 16 multipliers for 120
-    # cycles a token; the RTL tests keep the add and its timing registers covered (tiny_models.KEYS).
+    # cycles a token; the RTL tests keep the add and its timing registers covered (tiny_models.FPGA_KEYS).
     assert PRESETS["ulx3s"].fused_residual is False and not PRESETS["ulx3s"].residual_timing_registers
     assert [name for name, c in PRESETS.items() if c.fused_residual] == ["demo"]
     assert replace(PRESETS["demo"], weight_rows_per_cycle=1, fused_residual=False, fused_swiglu=False,
