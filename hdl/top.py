@@ -86,6 +86,7 @@ from .arith import fabric_product, product, requantize, round_saturate8
 from .array import SystolicArray, act_layout, sum_layout, weight_layout
 from .attention import MAX_HEADS_LIMIT, AttentionUnit
 from .config import UNIT_CYCLE_BITS, Config, check_positive_int, checked_constructor
+from .fanout import ring_copies
 from .host import HostBus
 from .isa import (
     INSTRUCTION_BITS,
@@ -1020,9 +1021,11 @@ class GemmPath(wiring.Component):
         ms = data.View(data.ArrayLayout(unsigned(32), V), self.ms_data)
         total = Signal(data.ArrayLayout(signed(32), V))
         first = s_kt == 0
-        use_bias = ins.flags & GemmFlags.BIAS.value
+        # The instruction's BIAS flag, a copy a lane (hdl.fanout; equal to ins.flags' bit at every
+        # cycle: ins loads raw in DECODE): it selects every bit of the lane's running sum.
+        use_bias = ring_copies(m, V, self.decode, (raw.flags & GemmFlags.BIAS.value) != 0, shape=1, name="use_bias")
         for j in range(V):
-            start = Mux(first, Mux(use_bias, bias[j], 0), acc_r.data[j])
+            start = Mux(first, Mux(use_bias[j], bias[j], 0), acc_r.data[j])
             m.d.comb += total[j].eq(self.sums.payload.data[j] + start)
         # Output stage (GEMM_WRITEBACK): an output tile's final sum is registered with its
         # multiplier word, destination and kind; the requantization and the write happen the next
@@ -1275,7 +1278,6 @@ class VectorPath(wiring.Component):
         f_valid = Signal()
         f_left = Signal(16)
         f_beat = Signal(16)
-        f_phase = Signal()
         g_addr = Signal(24)              # gamma (pass 2, port P1)
         be_addr = Signal(24)             # beta (pass 2, port P2)
         with m.If(self.decode):
@@ -1310,10 +1312,15 @@ class VectorPath(wiring.Component):
         phase2 = is_norm & (f_beat >= nw)
         m.d.comb += [self.a_addr.eq(s_addr), self.b_addr.eq(b_addr), self.g_addr.eq(g_addr),
                      self.be_addr.eq(be_addr), self.rd_en.eq(adv), self.s_addr.eq(d_addr)]
+        # The beat's phase (gamma and beta, or x and b), a copy a lane (hdl.fanout): it selects
+        # every bit of the lane's operands.
+        f_phase = ring_copies(m, V, feeding & adv & (f_left != 0), phase2, shape=1, name="f_phase")
+        # ARGMAX's logits in place of x, a copy a lane too (equal to is_argmax: ins loads raw in DECODE).
+        lane_argmax = ring_copies(m, V, self.decode, raw.opcode == Opcode.ARGMAX, shape=1, name="lane_argmax")
         with m.If(feeding & adv):
             m.d.sync += f_valid.eq(f_left != 0)
             with m.If(f_left != 0):
-                m.d.sync += [f_left.eq(f_left - 1), f_beat.eq(f_beat + 1), f_phase.eq(phase2)]
+                m.d.sync += [f_left.eq(f_left - 1), f_beat.eq(f_beat + 1)]
                 with m.If(phase2):
                     m.d.sync += [g_addr.eq(g_addr + 1), be_addr.eq(be_addr + 1)]
                 with m.Else():
@@ -1326,8 +1333,8 @@ class VectorPath(wiring.Component):
         m.d.comb += [self.inp.valid.eq(f_valid & self.run), self.out.ready.eq(1)]
         for i in range(V):
             lane = self.inp.payload[i]
-            m.d.comb += [lane.a.eq(Mux(is_argmax, lg32[i], Mux(f_phase, bet[i], xa[i]))),
-                         lane.b.eq(Mux(f_phase, gam[i], xb[i])), lane.shift.eq(0)]
+            m.d.comb += [lane.a.eq(Mux(lane_argmax[i], lg32[i], Mux(f_phase[i], bet[i], xa[i]))),
+                         lane.b.eq(Mux(f_phase[i], gam[i], xb[i])), lane.shift.eq(0)]
 
         # Results: written back one word a cycle; ARGMAX's one beat carries the token.
         m.d.comb += [self.s_data.eq(self.out.payload.data), self.token.eq(self.out.payload.index)]

@@ -43,6 +43,7 @@ from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
 from .arith import fabric_product, product, round_saturate8, round_shift
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
+from .fanout import ring_copies
 
 __all__ = [
     "ACT_TABLE_SIZE", "LAYER_STATS_EXTRA", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES",
@@ -273,6 +274,7 @@ class VectorUnit(wiring.Component):
         cmd_fire = Signal()
         m.d.comb += [self.cmd.ready.eq(~busy), cmd_fire.eq(self.cmd.valid & ~busy), self.busy.eq(busy)]
         op = _Decoded(m, c.op)
+        lane_ops = self._lane_opcodes(m, cmd_fire)
 
         # The norms' statistics chain: free-running registers, stable once the sums are.
         m.submodules.stats = stats = NormStatistics(max_length=self.max_length, product_register=self.product_register)
@@ -308,8 +310,8 @@ class VectorUnit(wiring.Component):
                 m.d.sync += [*pm.copy(p1), pm_in.eq(p1_in), held[0].eq(reads[0]), held[1].eq(reads[1]),
                              held[2].eq(reads[2]), *(h.eq(a) for h, a in zip(held[3], reads[3], strict=True))]
             p1, p1_in, reads = pm, pm_in, held
-        p2, stage2 = self._products(m, c, op, en, p1, p1_in, *reads, stats, s_sum, q_sum)
-        p3, stage3 = self._scale(m, op, en, p2, stage2, s_sum, q_sum, stats)
+        p2, stage2 = self._products(m, c, op, lane_ops, en, p1, p1_in, *reads, stats, s_sum, q_sum)
+        p3, stage3 = self._scale(m, op, lane_ops, en, p2, stage2, s_sum, q_sum, stats)
 
         # --- stage 4: requantize into the output register --------------------------------------
         acc3, mult3, shift3, act3, idx3 = stage3
@@ -332,7 +334,7 @@ class VectorUnit(wiring.Component):
                          self.out.payload.index.eq(idx)]
             for i in range(L):
                 # requantize(acc3, mult3, shift3), its product possibly registered.
-                y = Mux(op.is_act, acts[i], round_saturate8(prods[i], shifts[i]))
+                y = Mux(lane_ops[i].is_act, acts[i], round_saturate8(prods[i], shifts[i]))
                 m.d.sync += self.out.payload.data[i].eq(Mux(ctl.mask[i], y, 0))
 
         # --- completion and the cycle counter ------------------------------------------------------
@@ -343,6 +345,16 @@ class VectorUnit(wiring.Component):
         with m.If(self.out.valid & self.out.ready & self.out.payload.last):
             m.d.sync += busy.eq(0)
         return m
+
+    def _lane_opcodes(self, m, cmd_fire):
+        """Each lane's own copy of the running opcode, decoded in the lane (a :class:`_Decoded` a lane).
+
+        One decoded opcode for all lanes would select hundreds of LUT inputs across the lanes'
+        multiplexers (:mod:`hdl.fanout`). The copies equal ``c.op`` at every cycle (they load the
+        command's opcode when ``c`` does), so no cycle and no bit changes: the lanes' datapath
+        multiplexers read the copies, the issue and pipeline control read the one decode of ``c.op``."""
+        copies = ring_copies(m, self.lanes, cmd_fire, self.cmd.payload.op, shape=VectorOp, name="lane_op")
+        return [_Decoded(m, copy, prefix=f"lane{i}_") for i, copy in enumerate(copies)]
 
     def _table_writes(self, m, act_mem, rope_mem):
         """The table write port: one entry of the activation tables or of the RoPE table."""
@@ -451,7 +463,7 @@ class VectorUnit(wiring.Component):
             act_data.append(port.data)
         return buf_ra, buf_rb, rope_r, act_data
 
-    def _products(self, m, c, op, en, p1, p1_in, buf_a, buf_b, rope, act_data, stats, s_sum, q_sum):
+    def _products(self, m, c, op, lane_ops, en, p1, p1_in, buf_a, buf_b, rope, act_data, stats, s_sum, q_sum):
         """Stage 2 (A): each lane's product or sum; a beat's sums for the norms; its argmax.
 
         In two steps: the lanes' products (A1), then their sums, the norms' rounding shift, the
@@ -463,9 +475,6 @@ class VectorUnit(wiring.Component):
         Returns the stage's control and registers: (p2, (acc2, gamma2, beta2, mult2, shift2, act2,
         s_beat, q_beat, bmax, bidx))."""
         L = self.lanes
-        is_silu_mul = op.op == VectorOp.SILU_MUL
-        # MUL and SILU_MUL share one 8 x 8 multiplier per lane: SILU_MUL's first operand is the table entry.
-        is_mul = (op.op == VectorOp.MUL) | is_silu_mul
         mu, f, r = stats.mu, stats.f, stats.r
         # d = ((x - mu) << 8) - f as (x << 8) - ((mu << 8) + f): one subtractor after the
         # registered mf, the same value, in a signal of the first form's shape.
@@ -473,6 +482,10 @@ class VectorUnit(wiring.Component):
         fab = self.fabric_products
         lanes = []
         for i in range(L):
+            lop = lane_ops[i]
+            is_silu_mul = lop.op == VectorOp.SILU_MUL
+            # MUL and SILU_MUL share one 8 x 8 multiplier per lane: SILU_MUL's first operand is the table entry.
+            is_mul = (lop.op == VectorOp.MUL) | is_silu_mul
             lane = p1_in[i]
             a8 = lane.a[:8].as_signed()
             b8 = lane.b[:8].as_signed()
@@ -485,7 +498,7 @@ class VectorUnit(wiring.Component):
                 # Built from adders, the lane's products are two, shared by the opcodes (each
                 # command uses at most two): ADD's a_mult * a and b_mult * b, MUL's and
                 # SILU_MUL's x * b, RoPE's cos * x and sin * x', the norms' x * x. The same values.
-                a1, b1, a2, b2 = _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act_data[i],
+                a1, b1, a2, b2 = _shared_operands(lop, is_mul, is_silu_mul, c, a8, b8, act_data[i],
                                                   rope.cos[i], rope.sin[i], bx, bp)
                 v.update(shared1=fabric_product(a1, b1), shared2=fabric_product(a2, b2))
             else:
@@ -513,9 +526,9 @@ class VectorUnit(wiring.Component):
                 for cand, h in zip(cands, held_cands, strict=True):
                     m.d.sync += [h[0].eq(cand[0]), h[1].eq(cand[1]), h[2].eq(cand[2])]
             lanes, cands = held, held_cands
-        return self._lane_sums(m, c, op, en, ctl, lanes, cands, stats, s_sum, q_sum)
+        return self._lane_sums(m, c, op, lane_ops, en, ctl, lanes, cands, stats, s_sum, q_sum)
 
-    def _lane_sums(self, m, c, op, en, ctl, lanes, cands, stats, s_sum, q_sum):
+    def _lane_sums(self, m, c, op, lane_ops, en, ctl, lanes, cands, stats, s_sum, q_sum):
         """Stage 2's second step (A2): from each lane's products (``lanes``, :meth:`_products`), the
         argmax's candidates (``cands``) and the beat's control ``ctl`` to the stage's registers."""
         L = self.lanes
@@ -530,10 +543,11 @@ class VectorUnit(wiring.Component):
         q_beat = Signal(unsigned(24))
         bmax = Signal(signed(_ACC_BITS))
         bidx = Signal(range(L))
-        is_req = op.op == VectorOp.REQUANT
-        is_mul = (op.op == VectorOp.MUL) | (op.op == VectorOp.SILU_MUL)
         s_terms, q_terms = [], []
         for i, v in enumerate(lanes):
+            lop = lane_ops[i]
+            is_req = lop.op == VectorOp.REQUANT
+            is_mul = (lop.op == VectorOp.MUL) | (lop.op == VectorOp.SILU_MUL)
             a8 = v["a"][:8].as_signed()
             b8 = v["b"][:8].as_signed()
             n = round_shift(v["norm"], stats.k_shift)
@@ -541,17 +555,17 @@ class VectorUnit(wiring.Component):
                 pm = xx = v["shared1"]
                 pb = v["shared2"]
                 # ADD's sum and RoPE's cos * x +- sin * x' in one adder.
-                sum2 = pc = pm + Mux(op.is_rope & ~ctl.second, -pb, pb)
+                sum2 = pc = pm + Mux(lop.is_rope & ~ctl.second, -pb, pb)
             else:
                 pm, xx = v["mul"], v["square"]
                 sum2 = v["add_a"] + v["add_b"]
                 pc = v["cos"] + Mux(ctl.second, v["sin"], -v["sin"])
             acc = Mux(is_req, v["a"],
-                  Mux(op.op == VectorOp.ADD, sum2,
+                  Mux(lop.op == VectorOp.ADD, sum2,
                   Mux(is_mul, pm,
-                  Mux(op.is_rope, pc, n))))
+                  Mux(lop.is_rope, pc, n))))
             with m.If(en):
-                m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(op.is_layer, v["a"], 0)),
+                m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(lop.is_layer, v["a"], 0)),
                              mult2[i].eq(Mux(is_req, v["b"], Mux(ctl.bsel, c.mult_b, c.mult))),
                              shift2[i].eq(Mux(is_req, v["shift"], Mux(ctl.bsel, c.shift_b, c.shift))),
                              act2[i].eq(v["act"])]
@@ -569,7 +583,7 @@ class VectorUnit(wiring.Component):
                 m.d.sync += [s_beat.eq(sum(s_terms)), q_beat.eq(sum(q_terms))]
         return p2, (acc2, gamma2, beta2, mult2, shift2, act2, s_beat, q_beat, bmax, bidx)
 
-    def _scale(self, m, op, en, p2, stage2, s_sum, q_sum, stats):
+    def _scale(self, m, op, lane_ops, en, p2, stage2, s_sum, q_sum, stats):
         """Stage 3 (B): the norms' scale and bias; the norms' sums; the running argmax.
 
         Returns the stage's control and registers: (p3, (acc3, mult3, shift3, act3, idx3))."""
@@ -589,7 +603,7 @@ class VectorUnit(wiring.Component):
         with m.If(en):
             m.d.sync += [p3.copy(p2), idx3.eq(new_idx)]
             for i in range(L):
-                m.d.sync += [acc3[i].eq(Mux(op.is_norm, acc2[i] * gamma2[i] + beta2[i], acc2[i])),
+                m.d.sync += [acc3[i].eq(Mux(lane_ops[i].is_norm, acc2[i] * gamma2[i] + beta2[i], acc2[i])),
                              mult3[i].eq(mult2[i]), shift3[i].eq(shift2[i]), act3[i].eq(act2[i])]
             with m.If(p2.valid & op.is_argmax):
                 m.d.sync += [best.eq(Mux(take, bmax, best)), best_idx.eq(new_idx)]
@@ -777,16 +791,16 @@ class NormStatistics(wiring.Component):
 
 
 class _Decoded:
-    """The running command's opcode, decoded once (combinational flags)."""
+    """An opcode decoded (combinational flags): the running command's, or a lane's copy of it."""
 
-    def __init__(self, m, op):
+    def __init__(self, m, op, prefix=""):
         self.op = op
-        self.is_norm = Signal(name="is_norm")
-        self.is_layer = Signal(name="is_layer")
-        self.is_rope = Signal(name="is_rope")
-        self.is_argmax = Signal(name="is_argmax")
-        self.is_act = Signal(name="is_act")
-        self.two_pass = Signal(name="two_pass")
+        self.is_norm = Signal(name=f"{prefix}is_norm")
+        self.is_layer = Signal(name=f"{prefix}is_layer")
+        self.is_rope = Signal(name=f"{prefix}is_rope")
+        self.is_argmax = Signal(name=f"{prefix}is_argmax")
+        self.is_act = Signal(name=f"{prefix}is_act")
+        self.two_pass = Signal(name=f"{prefix}two_pass")
         m.d.comb += [
             self.is_layer.eq(op == VectorOp.LAYERNORM),
             self.is_norm.eq((op == VectorOp.RMSNORM) | self.is_layer),
