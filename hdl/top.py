@@ -1041,13 +1041,14 @@ class GemmPath(wiring.Component):
         fire = gemm & self.sums.valid
         requant = (ins.flags & GemmFlags.REQUANT.value) != 0
         m.d.comb += [acc_r.addr.eq(s_row), acc_w.addr.eq(s_row), acc_w.data.eq(total), acc_w.en.eq(fire & ~final)]
-        m.d.sync += o_valid.eq(0)
+        # The stage's data registers load every cycle, without an enable (one would be a net to
+        # all V x 64 of them); o_valid says when they hold a final sum, and everything after them
+        # (requantization, residual stage, writes) is gated by it.
+        m.d.sync += [o_valid.eq(fire & final), o_total.eq(total), o_ms.eq(ms),
+                     o_addr.eq(dst + s_nt + Mux(requant, s_off, s_loff)), o_requant.eq(requant),
+                     o_last.eq((s_nt == nt - 1) & (s_row == rows - 1))]
         with m.If(fire):
             _walk(m, rows, s_row, [(s_off, self.row_stride), (s_loff, self.logits_stride)], s_kt, kt, s_nt)
-            with m.If(final):
-                m.d.sync += [o_valid.eq(1), o_total.eq(total), o_ms.eq(ms),
-                             o_addr.eq(dst + s_nt + Mux(requant, s_off, s_loff)), o_requant.eq(requant),
-                             o_last.eq((s_nt == nt - 1) & (s_row == rows - 1))]
         stage = self._requantize(m, o_valid, o_total, o_ms, o_addr, o_requant, o_last)
         self._write_back(m, raw, stage, s_nt + s_off, fire & final)
         return m
