@@ -41,7 +41,7 @@ from golden.numerics import MULT_BITS, SHIFT_BITS, ceil_div
 from golden.tables import RSQRT_INDEX_SHIFT, RSQRT_TABLE_SIZE, rsqrt_table
 from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
-from .arith import fabric_product, product, round_saturate8, round_shift
+from .arith import product, round_saturate8, round_shift
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
 from .fanout import ring_copies
 
@@ -161,8 +161,10 @@ class VectorUnit(wiring.Component):
     max_head_dim: longest RoPE head, a multiple of 2 * lanes and at most max_length.
     max_context: positions of the RoPE table.
     act_tables: activation tables (256 int8 entries each) the table memory holds, 1 .. 256.
-    fabric_products: the lanes' int8 products (MUL and SILU_MUL, the norm's x * x, ADD's two scaled
-    terms, RoPE's x * cos and x * sin) built from adders (:func:`hdl.arith.fabric_product`) instead of hard multipliers.
+    fabric_products: each lane's two products (shared by the opcodes: MUL and SILU_MUL, the norm's
+    x * x, ADD's two scaled terms, RoPE's x * cos and x * sin) built from adders
+    (:func:`hdl.arith.fabric_product`) instead of two hard multipliers. The decode top level builds
+    them on hard multipliers.
     product_register: FPGA timing cuts: a register (stage M) on the memories' read data (the row
     buffer, the RoPE table, the activation tables) before stage A's products, one between stage A's
     lane products (the norms' ``d * r`` among them) and their sums, rounding shift and opcode
@@ -494,19 +496,12 @@ class VectorUnit(wiring.Component):
             d = Signal(d_shape, name=f"norm_d{i}")
             m.d.comb += d.eq((bx << NORM_MEAN_FRAC_BITS) - stats.mf)
             v = {"a": lane.a, "b": lane.b[:MULT_BITS], "shift": lane.shift, "act": act_data[i], "norm": d * r}
-            if fab:
-                # Built from adders, the lane's products are two, shared by the opcodes (each
-                # command uses at most two): ADD's a_mult * a and b_mult * b, MUL's and
-                # SILU_MUL's x * b, RoPE's cos * x and sin * x', the norms' x * x. The same values.
-                a1, b1, a2, b2 = _shared_operands(lop, is_mul, is_silu_mul, c, a8, b8, act_data[i],
-                                                  rope.cos[i], rope.sin[i], bx, bp)
-                v.update(shared1=fabric_product(a1, b1), shared2=fabric_product(a2, b2))
-            else:
-                v.update(mul=product(Mux(is_silu_mul, act_data[i], a8), b8, fabric=False),
-                         cos=product(rope.cos[i], bx, fabric=False),
-                         sin=product(rope.sin[i], bp, fabric=False),
-                         add_a=product(c.a_mult, a8, fabric=False), add_b=product(c.b_mult, b8, fabric=False),
-                         square=product(a8, a8, fabric=False))
+            # The lane's products are two, shared by the opcodes (each command uses at most two):
+            # ADD's a_mult * a and b_mult * b, MUL's and SILU_MUL's x * b, RoPE's cos * x and
+            # sin * x', the norms' x * x. Hard multipliers, or built from adders with ``fabric_products``.
+            a1, b1, a2, b2 = _shared_operands(lop, is_mul, is_silu_mul, c, a8, b8, act_data[i],
+                                              rope.cos[i], rope.sin[i], bx, bp)
+            v.update(shared1=product(a1, b1, fabric=fab), shared2=product(a2, b2, fabric=fab))
             lanes.append(v)
         ctl = p1
         # The beat's argmax candidates: (value, lane, live).
@@ -551,15 +546,10 @@ class VectorUnit(wiring.Component):
             a8 = v["a"][:8].as_signed()
             b8 = v["b"][:8].as_signed()
             n = round_shift(v["norm"], stats.k_shift)
-            if self.fabric_products:
-                pm = xx = v["shared1"]
-                pb = v["shared2"]
-                # ADD's sum and RoPE's cos * x +- sin * x' in one adder.
-                sum2 = pc = pm + Mux(lop.is_rope & ~ctl.second, -pb, pb)
-            else:
-                pm, xx = v["mul"], v["square"]
-                sum2 = v["add_a"] + v["add_b"]
-                pc = v["cos"] + Mux(ctl.second, v["sin"], -v["sin"])
+            pm = xx = v["shared1"]
+            pb = v["shared2"]
+            # ADD's sum and RoPE's cos * x +- sin * x' in one adder.
+            sum2 = pc = pm + Mux(lop.is_rope & ~ctl.second, -pb, pb)
             acc = Mux(is_req, v["a"],
                   Mux(lop.op == VectorOp.ADD, sum2,
                   Mux(is_mul, pm,
@@ -636,7 +626,7 @@ def _accumulate(m, en, op, ctl, s_beat, q_beat, s_sum, q_sum, stats):
 
 
 def _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act, cos, sin, bx, bp):
-    """The operands of a lane's two shared products (``fabric_products``): ``(a1, b1, a2, b2)``,
+    """The operands of a lane's two shared products: ``(a1, b1, a2, b2)``,
     ``b1`` and ``b2`` int8. ADD: ``a_mult * a`` and ``b_mult * b``; MUL, SILU_MUL: ``x * b`` (``x``
     the table entry for SILU_MUL); ROPE: ``cos * x`` and ``sin * x'`` (the partner); the norms'
     first pass: ``a * a``. The opcode holds for a whole command, so a mux picks each operand."""
