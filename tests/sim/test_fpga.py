@@ -406,15 +406,18 @@ def test_a_decode_unit_must_be_one_of_the_top_levels():
 
 @pytest.mark.slow
 def test_a_decode_unit_synthesized_alone():
-    """The tiny design's vector unit cut out of the top level's RTLIL and synthesized alone: with
-    ``fabric_products`` its lanes' int8 products are adders (fewer multipliers, more logic)."""
+    """The tiny design's units cut out of the top level's RTLIL and synthesized alone: with
+    ``fabric_products`` the array's int8 products are adders (fewer multipliers, more logic); the
+    vector unit's two products a lane are hard multipliers either way."""
     from sim.fpga.build import decode_unit_resources
     from tests.sim.tiny_models import FPGA_KEYS, tiny
 
-    plain = decode_unit_resources(tiny("gpt2"), "vec", use_cache=False)
-    fabric = decode_unit_resources(tiny("gpt2", fabric_products=True), "vec", use_cache=False)
-    assert plain["unit"] == fabric["unit"] == "vec" and not plain["cached"]
-    assert plain["dsp"] > fabric["dsp"] > 0 and fabric["lut"] > plain["lut"] > 0
+    plain = decode_unit_resources(tiny("gpt2"), "array", use_cache=False)
+    fabric = decode_unit_resources(tiny("gpt2", fabric_products=True), "array", use_cache=False)
+    assert plain["unit"] == fabric["unit"] == "array" and not plain["cached"]
+    assert plain["dsp"] > fabric["dsp"] and fabric["lut"] > plain["lut"] > 0
+    vec = [decode_unit_resources(tiny("gpt2", fabric_products=f), "vec") for f in (False, True)]
+    assert vec[0]["dsp"] == vec[1]["dsp"] > 0
     assert decode_unit_resources(tiny("gpt2", **FPGA_KEYS), "wmem")["bram"] > 0
 
 
