@@ -208,11 +208,11 @@ class Config:
     fabric_products:
         The int8 products built from adders in the logic fabric (:func:`hdl.arith.fabric_product`)
         instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
-        processing element) and the fused residual add's two scaled terms. The same bits and
-        cycles; an FPGA whose multipliers are too few for the design (the ``ulx3s`` preset) trades
-        them for logic. The vector unit's two products a lane (shared by its opcodes) are hard
-        multipliers either way (since 2026-12-05: built from adders they were the ``ulx3s``
-        build's densest logic, docs/fpga.md).
+        processing element), the vector unit's two a lane (shared by its opcodes: MUL and
+        SILU_MUL's int8 x int8, the norm's ``x * x``, ADD's two scaled terms, RoPE's ``x * cos``
+        and ``x * sin``) and the fused residual add's two scaled terms. The same bits and cycles;
+        an FPGA whose multipliers are too few for the design (the ``ulx3s`` preset) trades them
+        for logic.
     kv_block:
         The KV memory's layout: 0 (the default) for fixed slots, a sequence's KV in one slot of
         ``max_context`` positions; B > 0 (a power of two up to ``max_context``) for pages of B

@@ -355,10 +355,7 @@ class DecodeTop(wiring.Component):
         m.submodules.vec = vec = VectorUnit(lanes=V, max_length=self.max_length,
                                             max_norm_length=self.max_norm_length, max_head_dim=HD,
                                             max_context=CTX, act_tables=c.act_tables,
-                                            # its two products a lane on hard multipliers: built
-                                            # from adders they were the densest logic of the ulx3s
-                                            # build (docs/fpga.md), and 2 x V multipliers are few
-                                            fabric_products=False,
+                                            fabric_products=c.fabric_products,
                                             product_register=c.vector_product_register)
         finish = min(c.attention_finish_lanes, HD) or None
         m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads,

@@ -163,8 +163,7 @@ class VectorUnit(wiring.Component):
     act_tables: activation tables (256 int8 entries each) the table memory holds, 1 .. 256.
     fabric_products: each lane's two products (shared by the opcodes: MUL and SILU_MUL, the norm's
     x * x, ADD's two scaled terms, RoPE's x * cos and x * sin) built from adders
-    (:func:`hdl.arith.fabric_product`) instead of two hard multipliers. The decode top level builds
-    them on hard multipliers.
+    (:func:`hdl.arith.fabric_product`) instead of two hard multipliers.
     product_register: FPGA timing cuts: a register (stage M) on the memories' read data (the row
     buffer, the RoPE table, the activation tables) before stage A's products, one between stage A's
     lane products (the norms' ``d * r`` among them) and their sums, rounding shift and opcode

@@ -407,8 +407,8 @@ def test_a_decode_unit_must_be_one_of_the_top_levels():
 @pytest.mark.slow
 def test_a_decode_unit_synthesized_alone():
     """The tiny design's units cut out of the top level's RTLIL and synthesized alone: with
-    ``fabric_products`` the array's int8 products are adders (fewer multipliers, more logic); the
-    vector unit's two products a lane are hard multipliers either way."""
+    ``fabric_products`` the array's and the vector unit's int8 products are adders (fewer
+    multipliers, more logic)."""
     from sim.fpga.build import decode_unit_resources
     from tests.sim.tiny_models import FPGA_KEYS, tiny
 
@@ -417,7 +417,7 @@ def test_a_decode_unit_synthesized_alone():
     assert plain["unit"] == fabric["unit"] == "array" and not plain["cached"]
     assert plain["dsp"] > fabric["dsp"] and fabric["lut"] > plain["lut"] > 0
     vec = [decode_unit_resources(tiny("gpt2", fabric_products=f), "vec") for f in (False, True)]
-    assert vec[0]["dsp"] == vec[1]["dsp"] > 0
+    assert vec[0]["dsp"] > vec[1]["dsp"] > 0 and vec[1]["lut"] > vec[0]["lut"]
     assert decode_unit_resources(tiny("gpt2", **FPGA_KEYS), "wmem")["bram"] > 0
 
 
