@@ -22,6 +22,8 @@ import json
 import re
 import sys
 
+from sim.fpga.netlist import connections, netlist_module
+
 #: nextpnr's pre-routing estimate per unit of distance at speed grade 6 (ns)
 NS_PER_UNIT = 0.120
 #: rough cell delays (ns): a LUT's input to output, a carry step, a wide multiplexer's stage, a multiplier
@@ -64,23 +66,16 @@ class Placed:
     """A placed netlist: cells, their locations, each net bit's driver and each cell's inputs."""
 
     def __init__(self, design: dict):
-        modules = design.get("modules", {})
-        if not modules:
-            raise ValueError("no module in the design (is this nextpnr's --write JSON?)")
-        self.cells = (modules.get("top") or next(iter(modules.values())))["cells"]
+        self.cells = netlist_module(design).get("cells", {})
         self.driver, self.inputs, self.loc = {}, collections.defaultdict(list), {}
         for name, c in self.cells.items():
             bel = _BEL.match(c.get("attributes", {}).get("NEXTPNR_BEL", ""))
             self.loc[name] = (int(bel.group(1)), int(bel.group(2))) if bel else None
-            dirs = c.get("port_directions", {})
-            for port, bits in c.get("connections", {}).items():
-                for bit in bits:
-                    if not isinstance(bit, int):
-                        continue
-                    if dirs.get(port) == "output":
-                        self.driver[bit] = (name, port)
-                    elif dirs.get(port) == "input":
-                        self.inputs[name].append((port, bit))
+        for name, port, direction, bit in connections(self.cells):
+            if direction == "output":
+                self.driver[bit] = (name, port)
+            elif direction == "input":
+                self.inputs[name].append((port, bit))
         if all(v is None for v in self.loc.values()):
             raise ValueError("no cell is placed (write the JSON after placement: --no-route --write)")
         self.arrival, self.back = {}, {}

@@ -74,7 +74,7 @@ def test_constants_lutram_writes_carries_and_pins_are_not_paths():
 
 @pytest.mark.parametrize(("content", "argv", "message"), [
     ("{", [], "placed_paths: cannot read"),
-    ('{"modules": {}}', [], "no module in the design"),
+    ('{"modules": {}}', [], "no module in the netlist"),
     ('{"modules": {"top": {"cells": {"a": {"type": "TRELLIS_FF"}}}}}', [], "no cell is placed"),
     ('{"modules": {}}', ["--period", "0"], "--period must be positive"),
 ])
