@@ -484,9 +484,6 @@ class VectorUnit(wiring.Component):
         lanes = []
         for i in range(L):
             lop = lane_ops[i]
-            is_silu_mul = lop.op == VectorOp.SILU_MUL
-            # MUL and SILU_MUL share one 8 x 8 multiplier per lane: SILU_MUL's first operand is the table entry.
-            is_mul = (lop.op == VectorOp.MUL) | is_silu_mul
             lane = p1_in[i]
             a8 = lane.a[:8].as_signed()
             b8 = lane.b[:8].as_signed()
@@ -498,7 +495,7 @@ class VectorUnit(wiring.Component):
             # The lane's products are two, shared by the opcodes (each command uses at most two):
             # ADD's a_mult * a and b_mult * b, MUL's and SILU_MUL's x * b, RoPE's cos * x and
             # sin * x', the norms' x * x. Hard multipliers, or built from adders with ``fabric_products``.
-            a1, b1, a2, b2 = _shared_operands(lop, is_mul, is_silu_mul, c, a8, b8, act_data[i],
+            a1, b1, a2, b2 = _shared_operands(lop, c, a8, b8, act_data[i],
                                               rope.cos[i], rope.sin[i], bx, bp)
             v.update(shared1=product(a1, b1, fabric=fab), shared2=product(a2, b2, fabric=fab))
             lanes.append(v)
@@ -540,8 +537,6 @@ class VectorUnit(wiring.Component):
         s_terms, q_terms = [], []
         for i, v in enumerate(lanes):
             lop = lane_ops[i]
-            is_req = lop.op == VectorOp.REQUANT
-            is_mul = (lop.op == VectorOp.MUL) | (lop.op == VectorOp.SILU_MUL)
             a8 = v["a"][:8].as_signed()
             b8 = v["b"][:8].as_signed()
             n = round_shift(v["norm"], stats.k_shift)
@@ -549,14 +544,14 @@ class VectorUnit(wiring.Component):
             pb = v["shared2"]
             # ADD's sum and RoPE's cos * x +- sin * x' in one adder.
             sum2 = pc = pm + Mux(lop.is_rope & ~ctl.second, -pb, pb)
-            acc = Mux(is_req, v["a"],
-                  Mux(lop.op == VectorOp.ADD, sum2,
-                  Mux(is_mul, pm,
+            acc = Mux(lop.is_req, v["a"],
+                  Mux(lop.is_add, sum2,
+                  Mux(lop.is_mul, pm,
                   Mux(lop.is_rope, pc, n))))
             with m.If(en):
                 m.d.sync += [acc2[i].eq(acc), gamma2[i].eq(b8), beta2[i].eq(Mux(lop.is_layer, v["a"], 0)),
-                             mult2[i].eq(Mux(is_req, v["b"], Mux(ctl.bsel, c.mult_b, c.mult))),
-                             shift2[i].eq(Mux(is_req, v["shift"], Mux(ctl.bsel, c.shift_b, c.shift))),
+                             mult2[i].eq(Mux(lop.is_req, v["b"], Mux(ctl.bsel, c.mult_b, c.mult))),
+                             shift2[i].eq(Mux(lop.is_req, v["shift"], Mux(ctl.bsel, c.shift_b, c.shift))),
                              act2[i].eq(v["act"])]
             live = ctl.mask[i]
             s_terms.append(Mux(live, a8, 0))
@@ -624,16 +619,15 @@ def _accumulate(m, en, op, ctl, s_beat, q_beat, s_sum, q_sum, stats):
     m.d.comb += stats.sums_done.eq(en & ctl.valid & ctl.s1_end)
 
 
-def _shared_operands(op, is_mul, is_silu_mul, c, a8, b8, act, cos, sin, bx, bp):
+def _shared_operands(op, c, a8, b8, act, cos, sin, bx, bp):
     """The operands of a lane's two shared products: ``(a1, b1, a2, b2)``,
     ``b1`` and ``b2`` int8. ADD: ``a_mult * a`` and ``b_mult * b``; MUL, SILU_MUL: ``x * b`` (``x``
     the table entry for SILU_MUL); ROPE: ``cos * x`` and ``sin * x'`` (the partner); the norms'
     first pass: ``a * a``. The opcode holds for a whole command, so a mux picks each operand."""
-    is_add = op.op == VectorOp.ADD
-    a1 = Mux(is_add, c.a_mult, Mux(is_mul, Mux(is_silu_mul, act, a8), Mux(op.is_rope, cos, a8)))
-    b1 = Mux(is_mul, b8, Mux(op.is_rope, bx, a8))
-    a2 = Mux(is_add, c.b_mult, sin)
-    b2 = Mux(is_add, b8, bp)
+    a1 = Mux(op.is_add, c.a_mult, Mux(op.is_mul, Mux(op.is_silu_mul, act, a8), Mux(op.is_rope, cos, a8)))
+    b1 = Mux(op.is_mul, b8, Mux(op.is_rope, bx, a8))
+    a2 = Mux(op.is_add, c.b_mult, sin)
+    b2 = Mux(op.is_add, b8, bp)
     return a1, b1, a2, b2
 
 
@@ -790,6 +784,11 @@ class _Decoded:
         self.is_argmax = Signal(name=f"{prefix}is_argmax")
         self.is_act = Signal(name=f"{prefix}is_act")
         self.two_pass = Signal(name=f"{prefix}two_pass")
+        self.is_req = Signal(name=f"{prefix}is_req")
+        self.is_add = Signal(name=f"{prefix}is_add")
+        self.is_silu_mul = Signal(name=f"{prefix}is_silu_mul")
+        # MUL and SILU_MUL share one product a lane: SILU_MUL's first operand is the table entry.
+        self.is_mul = Signal(name=f"{prefix}is_mul")
         m.d.comb += [
             self.is_layer.eq(op == VectorOp.LAYERNORM),
             self.is_norm.eq((op == VectorOp.RMSNORM) | self.is_layer),
@@ -797,6 +796,10 @@ class _Decoded:
             self.is_argmax.eq(op == VectorOp.ARGMAX),
             self.is_act.eq((op == VectorOp.SILU) | (op == VectorOp.GELU)),
             self.two_pass.eq(self.is_norm | self.is_rope),
+            self.is_req.eq(op == VectorOp.REQUANT),
+            self.is_add.eq(op == VectorOp.ADD),
+            self.is_silu_mul.eq(op == VectorOp.SILU_MUL),
+            self.is_mul.eq((op == VectorOp.MUL) | self.is_silu_mul),
         ]
 
 
