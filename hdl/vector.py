@@ -43,7 +43,7 @@ from golden.vector import NORM_MAX_LEN, NORM_MEAN_FRAC_BITS
 
 from .arith import product, round_saturate8, round_shift
 from .config import ACT_TABLE_SIZE, MAX_ACT_TABLES, UNIT_CYCLE_BITS, check_positive_int, checked_constructor
-from .fanout import ring_copies
+from .fanout import follower_copies, ring_copies
 
 __all__ = [
     "ACT_TABLE_SIZE", "LAYER_STATS_EXTRA", "MAX_LANES", "NORM_STATS_CYCLES", "PIPELINE_STAGES",
@@ -278,7 +278,8 @@ class VectorUnit(wiring.Component):
         lane_ops = self._lane_opcodes(m, cmd_fire)
 
         # The norms' statistics chain: free-running registers, stable once the sums are.
-        m.submodules.stats = stats = NormStatistics(max_length=self.max_length, product_register=self.product_register)
+        m.submodules.stats = stats = NormStatistics(max_length=self.max_length, product_register=self.product_register,
+                                                          lanes=L)
         s_sum = Signal(signed(32))
         q_sum = Signal(unsigned(32))
         m.d.comb += [stats.s_sum.eq(s_sum), stats.q_sum.eq(q_sum), stats.length.eq(c.length),
@@ -539,7 +540,7 @@ class VectorUnit(wiring.Component):
             lop = lane_ops[i]
             a8 = v["a"][:8].as_signed()
             b8 = v["b"][:8].as_signed()
-            n = round_shift(v["norm"], stats.k_shift)
+            n = round_shift(v["norm"], stats.k_shift_lanes[i])
             pm = xx = v["shared1"]
             pb = v["shared2"]
             # ADD's sum and RoPE's cos * x +- sin * x' in one adder.
@@ -654,14 +655,16 @@ class NormStatistics(wiring.Component):
     ``sums_done``. Out: ``mu`` (the mean), ``f`` (its fraction), ``mf`` (``(mu << 8) + f``, a cycle
     behind them), ``r`` (the Q2.14 reciprocal square root's mantissa), ``k`` (its exponent),
     ``k_shift`` (``k + 8``, the second pass's shift of each lane's normalised value, a cycle behind
-    ``k``: a register, so the eight lanes' shifters are driven by flip-flops, not by an adder's
-    carry chain fanning out across the unit), ``go``.
+    ``k``: a register, so the lanes' shifters are driven by flip-flops, not by an adder's carry
+    chain fanning out across the unit), ``k_shift_lanes`` (``lanes`` copies of ``k_shift``, equal
+    to it at every cycle: one a lane, :func:`hdl.fanout.follower_copies`), ``go``.
     """
 
     @checked_constructor
-    def __init__(self, *, max_length: int, product_register: bool = False):
+    def __init__(self, *, max_length: int, product_register: bool = False, lanes: int = 1):
         self.max_length = check_positive_int("norm statistics max_length", max_length)
         self.product_register = bool(product_register)
+        self.lanes = check_positive_int("norm statistics lanes", lanes)
         super().__init__({
             "s_sum": In(signed(32)),
             "q_sum": In(unsigned(32)),
@@ -677,6 +680,7 @@ class NormStatistics(wiring.Component):
             "r": Out(unsigned(17)),
             "k": Out(range(16)),
             "k_shift": Out(range(16 + NORM_MEAN_FRAC_BITS)),
+            "k_shift_lanes": Out(data.ArrayLayout(range(16 + NORM_MEAN_FRAC_BITS), self.lanes)),
             "go": Out(1),
         })
 
@@ -770,6 +774,9 @@ class NormStatistics(wiring.Component):
         m.d.sync += self.mf.eq((mu << NORM_MEAN_FRAC_BITS) + f)
         # The same for k (step 6, at least two cycles before go even for RMSNorm): k + 8 a cycle later.
         m.d.sync += self.k_shift.eq(k + NORM_MEAN_FRAC_BITS)
+        copies = follower_copies(m, self.lanes, k + NORM_MEAN_FRAC_BITS, shape=range(16 + NORM_MEAN_FRAC_BITS),
+                                 name="k_shift_lane")
+        m.d.comb += [self.k_shift_lanes[i].eq(copy) for i, copy in enumerate(copies)]
         return m
 
 

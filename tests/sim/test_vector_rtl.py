@@ -207,14 +207,20 @@ def test_norm_statistics_equal_golden_at_every_edge_case(product_register):
             u = max(int((x * x).sum()) + eps, 1)
         r, k = rsqrt_fixed(u)
         want.append((mu, f, int(r), int(k), int(k) + gv.NORM_MEAN_FRAC_BITS))
-    stats = NormStatistics(max_length=64, product_register=product_register)
+    stats = NormStatistics(max_length=64, product_register=product_register, lanes=3)
+    copies_seen = []
 
     async def bench(ctx):
         for x, im, is_, eps, layer in cases:
             for port, value in ((stats.s_sum, sum(x)), (stats.q_sum, sum(v * v for v in x)), (stats.length, len(x)),
                                 (stats.inv_mult, im), (stats.inv_shift, is_), (stats.eps, eps), (stats.layer, layer)):
                 ctx.set(port, value)
-            await ctx.tick().repeat(NORM_STATS_CYCLES + 1 + (LAYER_STATS_EXTRA if product_register else 0))
+            for _ in range(NORM_STATS_CYCLES + 1 + (LAYER_STATS_EXTRA if product_register else 0)):
+                await ctx.tick()
+                # The lanes' copies of k_shift equal it at every cycle, not only once it is stable.
+                k_shift = ctx.get(stats.k_shift)
+                assert [ctx.get(stats.k_shift_lanes[i]) for i in range(3)] == [k_shift] * 3
+                copies_seen.append(k_shift)
             got.append(tuple(ctx.get(o) for o in (stats.mu, stats.f, stats.r, stats.k, stats.k_shift)))
 
     sim = Simulator(stats)
@@ -222,6 +228,7 @@ def test_norm_statistics_equal_golden_at_every_edge_case(product_register):
     sim.add_testbench(bench)
     sim.run()
     assert got == want
+    assert len(set(copies_seen)) > 1      # the copies were compared while k_shift moved
 
 
 @pytest.mark.slow
