@@ -1020,12 +1020,20 @@ class GemmPath(wiring.Component):
         bias = data.View(data.ArrayLayout(signed(32), V), self.bias_data)
         ms = data.View(data.ArrayLayout(unsigned(32), V), self.ms_data)
         total = Signal(data.ArrayLayout(signed(32), V))
-        first = s_kt == 0
         # The instruction's BIAS flag, a copy a lane (hdl.fanout; equal to ins.flags' bit at every
         # cycle: ins loads raw in DECODE): it selects every bit of the lane's running sum.
         use_bias = ring_copies(m, V, self.decode, (raw.flags & GemmFlags.BIAS.value) != 0, shape=1, name="use_bias")
+        # "The first reduction tile" (s_kt == 0), a copy a lane for the same reason: each register
+        # takes the value s_kt == 0 will have whenever s_kt changes (DECODE clears it, the walk's
+        # last row steps it, the walk winning as it does for s_kt), so it equals s_kt == 0 at
+        # every cycle.
+        fire = gemm & self.sums.valid
+        walk_end = fire & (s_row == rows - 1)
+        firsts = ring_copies(m, V, (self.decode & (raw.opcode == Opcode.GEMM)) | walk_end,
+                             Mux(walk_end, Mux(s_kt != kt - 1, (s_kt + 1)[:len(s_kt)] == 0, 1), 1),
+                             shape=1, name="first", init=1)
         for j in range(V):
-            start = Mux(first, Mux(use_bias[j], bias[j], 0), acc_r.data[j])
+            start = Mux(firsts[j], Mux(use_bias[j], bias[j], 0), acc_r.data[j])
             m.d.comb += total[j].eq(self.sums.payload.data[j] + start)
         # Output stage (GEMM_WRITEBACK): an output tile's final sum is registered with its
         # multiplier word, destination and kind; the requantization and the write happen the next
@@ -1038,7 +1046,6 @@ class GemmPath(wiring.Component):
         o_requant = Signal()
         o_last = Signal()
         final = s_kt == kt - 1
-        fire = gemm & self.sums.valid
         requant = (ins.flags & GemmFlags.REQUANT.value) != 0
         m.d.comb += [acc_r.addr.eq(s_row), acc_w.addr.eq(s_row), acc_w.data.eq(total), acc_w.en.eq(fire & ~final)]
         # The stage's data registers load every cycle, without an enable (one would be a net to
