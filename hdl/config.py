@@ -33,9 +33,9 @@ UNIT_CYCLE_BITS = 32
 #: The most activation tables the vector unit's table memory may hold (64 K int8 entries).
 MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
-BOOL_KEYS = ("fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register", "vector_scalar_register",
-             "vector_product_register", "fabric_products", "attention_timing_registers", "residual_timing_registers",
-             "embed_register")
+BOOL_KEYS = ("layernorm", "fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register",
+             "vector_scalar_register", "vector_product_register", "fabric_products", "attention_timing_registers",
+             "residual_timing_registers", "embed_register")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -133,6 +133,12 @@ class Config:
         per head): 0 (the default) for all ``head_dim`` lanes at once; F > 0 passes a head's row F
         lanes a cycle, ceil(head_dim / F) - 1 more cycles per head, for 4 * F multipliers instead of
         4 * head_dim (the ``ulx3s`` preset uses 1 to fit the ECP5's 156 multipliers).
+    layernorm:
+        The vector unit's LayerNorm (true, the default): its statistics chain's mean, centred sums
+        and their products, and each lane's centring subtractor and bias add. False builds RMSNorm
+        alone, for a design whose models all use it (the Llama family, the demo model: the
+        ``ulx3s`` preset); a model with a LayerNorm (GPT-2) is refused before it runs
+        (:func:`sim.runtime.prepare`). No cycle changes for RMSNorm.
     fused_swiglu:
         SwiGLU's gate in one instruction (false, the default: two): the compiler gives an
         ``activation`` whose only reader is the ``multiply`` after it one MULTIPLY instruction with
@@ -238,6 +244,7 @@ class Config:
     program_words: int = 1024
     act_tables: int = 16
     attention_finish_lanes: int = 0
+    layernorm: bool = True
     fused_swiglu: bool = False
     fused_rope: bool = False
     fused_residual: bool = False

@@ -356,7 +356,8 @@ class DecodeTop(wiring.Component):
                                             max_norm_length=self.max_norm_length, max_head_dim=HD,
                                             max_context=CTX, act_tables=c.act_tables,
                                             fabric_products=c.fabric_products,
-                                            product_register=c.vector_product_register)
+                                            product_register=c.vector_product_register,
+                                            layernorm=c.layernorm)
         finish = min(c.attention_finish_lanes, HD) or None
         m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads,
                                                timing_registers=c.attention_timing_registers,

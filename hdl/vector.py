@@ -172,6 +172,10 @@ class VectorUnit(wiring.Component):
     command takes three cycles more, and a norm's second pass starts
     :data:`PRODUCT_REGISTER_NORM_SETTLE` (1) cycle later (its running sums are taken in stage A's
     second cycle, one stage M later than without the key).
+    layernorm: LayerNorm built (the default): the statistics chain's mean and centred sums and each
+    lane's centring and bias. False builds RMSNorm alone (``Config.layernorm``): a LAYERNORM
+    command then runs as an RMSNorm, so the compiler refuses a model with a LayerNorm on such a
+    design (:func:`sim.runtime.prepare`).
 
     Ports
     -----
@@ -191,9 +195,11 @@ class VectorUnit(wiring.Component):
 
     @checked_constructor
     def __init__(self, *, lanes: int, max_length: int, max_norm_length: int, max_head_dim: int,
-                 max_context: int, act_tables: int, fabric_products: bool = False, product_register: bool = False):
+                 max_context: int, act_tables: int, fabric_products: bool = False, product_register: bool = False,
+                 layernorm: bool = True):
         self.fabric_products = bool(fabric_products)
         self.product_register = bool(product_register)
+        self.layernorm = bool(layernorm)
         self.lanes = check_positive_int("vector unit lanes", lanes)
         if lanes > MAX_LANES:
             raise InputError(f"vector unit lanes must be at most {MAX_LANES}, not {lanes}")
@@ -274,7 +280,7 @@ class VectorUnit(wiring.Component):
         c = Signal(cmd_layout(self.max_length, self.max_context, self.act_tables))
         cmd_fire = Signal()
         m.d.comb += [self.cmd.ready.eq(~busy), cmd_fire.eq(self.cmd.valid & ~busy), self.busy.eq(busy)]
-        op = _Decoded(m, c.op)
+        op = _Decoded(m, c.op, layernorm=self.layernorm)
         lane_ops = self._lane_opcodes(m, cmd_fire)
 
         # The norms' statistics chain: free-running registers, stable once the sums are.
@@ -356,7 +362,7 @@ class VectorUnit(wiring.Component):
         command's opcode when ``c`` does), so no cycle and no bit changes: the lanes' datapath
         multiplexers read the copies, the issue and pipeline control read the one decode of ``c.op``."""
         copies = ring_copies(m, self.lanes, cmd_fire, self.cmd.payload.op, shape=VectorOp, name="lane_op")
-        return [_Decoded(m, copy, prefix=f"lane{i}_") for i, copy in enumerate(copies)]
+        return [_Decoded(m, copy, prefix=f"lane{i}_", layernorm=self.layernorm) for i, copy in enumerate(copies)]
 
     def _table_writes(self, m, act_mem, rope_mem):
         """The table write port: one entry of the activation tables or of the RoPE table."""
@@ -781,9 +787,10 @@ class NormStatistics(wiring.Component):
 
 
 class _Decoded:
-    """An opcode decoded (combinational flags): the running command's, or a lane's copy of it."""
+    """An opcode decoded (combinational flags): the running command's, or a lane's copy of it.
+    Without ``layernorm`` no opcode is a LayerNorm (``is_layer`` is 0: its logic is not built)."""
 
-    def __init__(self, m, op, prefix=""):
+    def __init__(self, m, op, prefix="", layernorm=True):
         self.op = op
         self.is_norm = Signal(name=f"{prefix}is_norm")
         self.is_layer = Signal(name=f"{prefix}is_layer")
@@ -797,8 +804,8 @@ class _Decoded:
         # MUL and SILU_MUL share one product a lane: SILU_MUL's first operand is the table entry.
         self.is_mul = Signal(name=f"{prefix}is_mul")
         m.d.comb += [
-            self.is_layer.eq(op == VectorOp.LAYERNORM),
-            self.is_norm.eq((op == VectorOp.RMSNORM) | self.is_layer),
+            self.is_layer.eq((op == VectorOp.LAYERNORM) if layernorm else 0),
+            self.is_norm.eq((op == VectorOp.RMSNORM) | (op == VectorOp.LAYERNORM)),
             self.is_rope.eq(op == VectorOp.ROPE),
             self.is_argmax.eq(op == VectorOp.ARGMAX),
             self.is_act.eq((op == VectorOp.SILU) | (op == VectorOp.GELU)),

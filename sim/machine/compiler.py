@@ -289,6 +289,9 @@ def compile_model(model, config, *, beside: Compiled | None = None, kv_slots: in
             ins = make(Opcode.EMBED, dst=scratch(op.output, op.width), length=table.shape[1], weight=base,
                        count=row_words, flags=flags.value)
         elif kind in ("rmsnorm", "layernorm"):
+            if kind == "layernorm" and not config.layernorm:
+                raise CompileError(f"the model's {op.output!r} is a LayerNorm and the design is built without "
+                                   f"LayerNorm (layernorm = false): use a design with layernorm = true")
             opcode = Opcode.RMSNORM if kind == "rmsnorm" else Opcode.LAYERNORM
             base = params.add(PARAM_RECORDS[opcode].pack(align, vars(p)), align=align)
             ins = make(opcode, src0=src(op.inputs[0]), dst=scratch(op.output, op.width), length=op.width, param=base)

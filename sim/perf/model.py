@@ -592,6 +592,7 @@ class Hardware:
     notes: tuple[str, ...] = field(default=())
     attention_finish_lanes: int = 0      # 0: all of a head's lanes at once (Config.attention_finish_lanes)
     weight_rows_per_cycle: int = 1       # G: tile rows the weight port delivers a cycle (Config's)
+    layernorm: bool = True               # the vector unit builds LayerNorm (Config's): no cycle
     fused_swiglu: bool = False           # SwiGLU's activation and multiply one instruction (Config's)
     fused_rope: bool = False             # RoPE of every head (q's and k's) one command (Config's)
     fused_residual: bool = False         # residual adds fused into the GEMM's output stage (Config's)
@@ -741,7 +742,7 @@ def hardware_from_dict(data: dict, *, name: str = "hardware", source: str = "har
         raise HardwareError(f"{s}: weight_bytes must be 1 (int8) or 2 (bf16/fp16), not {show_number(wb)}")
     switches = {}
     for key in BOOL_KEYS:
-        switches[key] = chip.get(key, False)
+        switches[key] = chip.get(key, getattr(DEFAULT, key))
         if not isinstance(switches[key], bool):
             raise HardwareError(f"{s}: {key} must be true or false, not {switches[key]!r}")
     clock = _number(s, chip, "clock_hz")          # checked before a memory level is derived from it

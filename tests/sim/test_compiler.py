@@ -100,6 +100,27 @@ def test_models_that_do_not_fit_are_refused(demo_model, changes, match):
         compile_model(demo_model, replace(DEMO_UNFUSED, **changes))
 
 
+def test_a_layernorm_model_is_refused_on_a_design_without_layernorm(demo_model):
+    """``layernorm = false`` (the ``ulx3s`` design): the vector unit has no LayerNorm, so a GPT-2
+    (LayerNorm) is refused in one line before anything runs; the demo model (RMSNorm) compiles to
+    the same program as with LayerNorm built."""
+    from golden.model import init_weights
+    from golden.quantize import quantize_model, random_calibration
+    from tests.sim.tiny_models import SMALL, TINY
+
+    cfg = TINY["gpt2"]
+    gpt2 = quantize_model(cfg, init_weights(cfg, seed=3, std=0.3), random_calibration(cfg, windows=4, seed=1))
+    compile_model(gpt2, SMALL)
+    with pytest.raises(CompileError, match=r"^the model's 'L0\.h_attn' is a LayerNorm and the design is built "
+                                           r"without LayerNorm \(layernorm = false\): use a design with "
+                                           r"layernorm = true$"):
+        compile_model(gpt2, replace(SMALL, layernorm=False))
+    with_ln = compile_model(demo_model, PRESETS["demo"])
+    without = compile_model(demo_model, replace(PRESETS["demo"], layernorm=False))
+    assert without.instructions == with_ln.instructions
+    assert (without.params == with_ln.params).all() and (without.weights == with_ln.weights).all()
+
+
 def test_memory_needs_of_the_demo_model(demo_model):
     needs = memory_needs(compile_model(demo_model, PRESETS["demo"]))
     for need, have in needs.values():

@@ -152,11 +152,31 @@ def test_vector_unit_with_fabric_products(simulator, product_register):
     ``product_register`` (the ``ulx3s`` design's ``vector_product_register``): stage A's products
     registered before their sums, the requantization's before its shift, two cycles more a command,
     predicted exactly."""
+    ulx3s = simulator == "verilator"    # the ulx3s design's unit: 8 lanes, and no LayerNorm
     params = dict(PRESETS[PRESET_FOR[simulator]], fabric_products=True, product_register=product_register,
-                  **({"lanes": 8} if simulator == "verilator" else {}))
-    ops = vector_cases(params, seed=7, small=simulator != "verilator")
+                  **({"lanes": 8, "layernorm": False} if ulx3s else {}))
+    ops = [op for op in vector_cases(params, seed=7, small=not ulx3s) if params.get("layernorm", True)
+           or op["op"] != "layernorm"]
     result = run(simulator, "vector_unit", params, "vector_ops", vector_job(params, ops, tables=_tables(params)))
     _check_results(params, ops, result, exact_cycles=True)
+
+
+@pytest.mark.parametrize("simulator", ["amaranth", "icarus"])
+def test_vector_unit_without_layernorm(simulator):
+    """``layernorm = false`` (``Config.layernorm``, the ``ulx3s`` design): every other op, RMSNorm
+    among them, bit-exact and cycle-exact; a LAYERNORM command runs as an RMSNorm (the compiler
+    refuses such a model, tests/sim/test_compiler.py), so LayerNorm's logic is really gone."""
+    params = dict(PRESETS[PRESET_FOR[simulator]], layernorm=False)
+    cases = vector_cases(params, seed=9, small=True)
+    ops = [op for op in cases if op["op"] != "layernorm"]
+    assert {"rmsnorm", "rope", "add", "argmax"} <= {op["op"] for op in ops}
+    result = run(simulator, "vector_unit", params, "vector_ops", vector_job(params, ops, tables=_tables(params)))
+    _check_results(params, ops, result, exact_cycles=True)
+    layer = next(op for op in cases if op["op"] == "layernorm")
+    as_rms = {k: v for k, v in layer.items() if k in ("x", "gamma", "eps", "out_mult", "out_shift")}
+    got = run(simulator, "vector_unit", params, "vector_ops",
+              vector_job(params, [layer], tables=_tables(params)))["ops"][0]["out"]
+    assert got == np.asarray(_expected({"op": "rmsnorm", **as_rms}, params)).tolist()
 
 
 def test_vector_unit_product_register_with_hard_multipliers_on_amaranth():
