@@ -129,6 +129,15 @@ def _walk(m, rows, r, offsets, k, kt, n):
     return (r == rows - 1) & (k == kt - 1)
 
 
+def _first_tile_copies(m, count, start, walk_end, k, kt):
+    """``count`` registers equal to "the first reduction tile" (``k == 0``) at every cycle, a copy a
+    lane (:mod:`hdl.fanout`: the flag selects every bit of each lane's running sum). Each takes the
+    value ``k == 0`` will have whenever ``k`` changes: ``start`` (DECODE) clears ``k``; ``walk_end``
+    (:func:`_walk`'s last row) steps it, winning over ``start`` as it does for ``k``."""
+    return ring_copies(m, count, start | walk_end,
+                       Mux(walk_end, Mux(k != kt - 1, (k + 1)[:len(k)] == 0, 1), 1), shape=1, name="first", init=1)
+
+
 def _planes_before(raw, n_kv):
     """The KV planes before an instruction's layer, ``count * n_kv`` (KV_WRITE's and ATTENTION's
     ``count`` is the layer), from adders: ``n_kv`` is a few bits, and a hard multiplier on this
@@ -1024,15 +1033,9 @@ class GemmPath(wiring.Component):
         # The instruction's BIAS flag, a copy a lane (hdl.fanout; equal to ins.flags' bit at every
         # cycle: ins loads raw in DECODE): it selects every bit of the lane's running sum.
         use_bias = ring_copies(m, V, self.decode, (raw.flags & GemmFlags.BIAS.value) != 0, shape=1, name="use_bias")
-        # "The first reduction tile" (s_kt == 0), a copy a lane for the same reason: each register
-        # takes the value s_kt == 0 will have whenever s_kt changes (DECODE clears it, the walk's
-        # last row steps it, the walk winning as it does for s_kt), so it equals s_kt == 0 at
-        # every cycle.
         fire = gemm & self.sums.valid
-        walk_end = fire & (s_row == rows - 1)
-        firsts = ring_copies(m, V, (self.decode & (raw.opcode == Opcode.GEMM)) | walk_end,
-                             Mux(walk_end, Mux(s_kt != kt - 1, (s_kt + 1)[:len(s_kt)] == 0, 1), 1),
-                             shape=1, name="first", init=1)
+        firsts = _first_tile_copies(m, V, self.decode & (raw.opcode == Opcode.GEMM), fire & (s_row == rows - 1),
+                                    s_kt, kt)
         for j in range(V):
             start = Mux(firsts[j], Mux(use_bias[j], bias[j], 0), acc_r.data[j])
             m.d.comb += total[j].eq(self.sums.payload.data[j] + start)
@@ -1289,6 +1292,15 @@ class VectorPath(wiring.Component):
         f_beat = Signal(16)
         g_addr = Signal(24)              # gamma (pass 2, port P1)
         be_addr = Signal(24)             # beta (pass 2, port P2)
+        pw = Signal(24)                  # the record's first word (param >> lg), registered in DECODE
+        addressed = Signal()             # the cycle after DECODE: gamma's and beta's addresses are set
+        # gamma's and beta's first addresses, pw + nw and pw + 2 * nw, are set the cycle after DECODE
+        # from registers (not from the program memory's read data through two adders in DECODE: the
+        # ULX3S build's slowest routed path): they are first read in a norm's second pass.
+        m.d.sync += addressed.eq(self.decode)
+        with m.If(addressed):
+            m.d.sync += [g_addr.eq(_plus(pw, _LN.channel_word("gamma", nw))),
+                         be_addr.eq(_plus(pw, _LN.channel_word("beta", nw)))]
         with m.If(self.decode):
             r_nw = words(raw.length)
             r_pw = raw.param >> lg
@@ -1298,9 +1310,7 @@ class VectorPath(wiring.Component):
                         Mux(raw.opcode == Opcode.ROPE, rope_beats, r_nw))
             # The feeder's first read is in the command cycle, not in DECODE.
             m.d.sync += [sc_valid.eq(0), heads.eq(Mux(raw.opcode == Opcode.ROPE, raw.count, 1)), nw.eq(r_nw),
-                         f_valid.eq(0), f_left.eq(beats), f_beat.eq(0),
-                         g_addr.eq(_plus(r_pw, _LN.channel_word("gamma", r_nw))),
-                         be_addr.eq(_plus(r_pw, _LN.channel_word("beta", r_nw))),
+                         f_valid.eq(0), f_left.eq(beats), f_beat.eq(0), pw.eq(r_pw),
                          s_addr.eq(self.src0), b_addr.eq(self.src1), d_addr.eq(self.dst)]
 
         self._command(m, ins, s)
