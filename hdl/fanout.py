@@ -44,9 +44,7 @@ def follower_copies(m, count: int, value, *, shape, name: str, init=0):
     and the load makes each copy's input differ from the others', so Yosys keeps them apart."""
     if count < 1:
         raise InputError(f"follower_copies count must be at least 1, not {count}")
-    copies = [Signal(shape, init=init, name=f"{name}_{i}") for i in range(count)]
     load = Signal(name=f"{name}_load")
+    copies = ring_copies(m, count, load, value, shape=shape, name=name, init=init)
     m.d.comb += load.eq(value != copies[0])
-    for i, copy in enumerate(copies):
-        m.d.sync += copy.eq(Mux(load, value, copies[i - 1]))
     return copies

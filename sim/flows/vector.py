@@ -134,6 +134,8 @@ def check_op(params: dict, op: dict, *, rope_head_dim: int | None = None) -> dic
     name = op["op"]
     if name not in OPS:
         raise InputError(f"vector op must be one of {', '.join(OPS)}, not {name!r}")
+    if name == "layernorm" and not params.get("layernorm", True):
+        raise InputError("vector op layernorm needs a vector unit with layernorm = true; this one has none")
     first = {"requant": "acc", "argmax": "x", "add": "a", "mul": "a", "silu_mul": "a"}.get(name, "x")
     if first not in op:
         raise InputError(f"vector op {name} needs operand {first!r}")

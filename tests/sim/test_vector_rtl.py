@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import golden.vector as gv
+from golden.errors import InputError
 from sim.engine.bus import WatchdogError
 from sim.engine.lint import WAIVERS, lint_verilog
 from sim.engine.runner import SimulationError, design_for, run, verilog_for
@@ -164,8 +165,9 @@ def test_vector_unit_with_fabric_products(simulator, product_register):
 @pytest.mark.parametrize("simulator", ["amaranth", "icarus"])
 def test_vector_unit_without_layernorm(simulator):
     """``layernorm = false`` (``Config.layernorm``, the ``ulx3s`` design): every other op, RMSNorm
-    among them, bit-exact and cycle-exact; a LAYERNORM command runs as an RMSNorm (the compiler
-    refuses such a model, tests/sim/test_compiler.py), so LayerNorm's logic is really gone."""
+    among them, bit-exact and cycle-exact; a LAYERNORM op is refused on the host (the compiler
+    refuses such a model, tests/sim/test_compiler.py). Underneath, the unit runs a LAYERNORM
+    command as an RMSNorm: LayerNorm's logic is really gone."""
     params = dict(PRESETS[PRESET_FOR[simulator]], layernorm=False)
     cases = vector_cases(params, seed=9, small=True)
     ops = [op for op in cases if op["op"] != "layernorm"]
@@ -173,9 +175,13 @@ def test_vector_unit_without_layernorm(simulator):
     result = run(simulator, "vector_unit", params, "vector_ops", vector_job(params, ops, tables=_tables(params)))
     _check_results(params, ops, result, exact_cycles=True)
     layer = next(op for op in cases if op["op"] == "layernorm")
+    with pytest.raises(InputError, match=r"^vector op layernorm needs a vector unit with layernorm = true; "
+                                         r"this one has none$"):
+        vector_job(params, [layer], tables=_tables(params))
+    # The job as a unit with LayerNorm would take it, given to the one without.
+    job = vector_job(dict(params, layernorm=True), [layer], tables=_tables(params))
+    got = run(simulator, "vector_unit", params, "vector_ops", job)["ops"][0]["out"]
     as_rms = {k: v for k, v in layer.items() if k in ("x", "gamma", "eps", "out_mult", "out_shift")}
-    got = run(simulator, "vector_unit", params, "vector_ops",
-              vector_job(params, [layer], tables=_tables(params)))["ops"][0]["out"]
     assert got == np.asarray(_expected({"op": "rmsnorm", **as_rms}, params)).tolist()
 
 
