@@ -35,7 +35,7 @@ MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
 BOOL_KEYS = ("layernorm", "fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register",
              "vector_scalar_register", "vector_product_register", "fabric_products", "attention_timing_registers",
-             "residual_timing_registers", "embed_register")
+             "residual_timing_registers", "embed_register", "program_register")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -207,10 +207,19 @@ class Config:
         comes from a block RAM late in the cycle); no bit changes.
     embed_register:
         EMBED's first row address (``weight + row * count``, a product of the program memory's
-        read data) registered in DECODE and read in a cycle of its own, instead of driving the
+        read data) made over two cycles, the product registered in DECODE and the table's address
+        added to it in a cycle of its own that reads the first word, instead of driving the
         weight memory's read address in DECODE (false, the default): one cycle more per EMBED
         instruction (:data:`sim.machine.cycles.EMBED_REGISTER`). A timing cut for FPGA clocks; no
         bit changes.
+    program_register:
+        The instruction DECODE decodes held in a register, loaded from the program memory's read
+        data in the last cycle of the instruction before it (the word read a cycle earlier: the
+        program memory is read at ``pc + 1`` throughout a step), instead of DECODE decoding the
+        block RAM's read data itself (false, the default). A step (a pass) starts with one cycle of
+        its own, FETCH, that registers its first instruction: one cycle more per pass, counted in
+        the first instruction's cycles (:data:`sim.machine.cycles.PROGRAM_FETCH`). A timing cut for
+        FPGA clocks (an ECP5 block RAM's read data arrives ~6 ns into the cycle); no bit changes.
     fabric_products:
         The int8 products built from adders in the logic fabric (:func:`hdl.arith.fabric_product`)
         instead of a synthesis tool's hard multipliers (false, the default): the array's (one per
@@ -256,6 +265,7 @@ class Config:
     attention_timing_registers: bool = False
     residual_timing_registers: bool = False
     embed_register: bool = False
+    program_register: bool = False
     kv_block: int = 0
 
     def __post_init__(self):

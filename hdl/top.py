@@ -179,6 +179,7 @@ class _S(enum.Enum, shape=unsigned(4)):
     ARUN = 9
     AOUT = 10
     VLATCH = 11
+    FETCH = 12
 
 
 #: The sequencer's states, by name (for waveform readers and the formal harness, sim/formal/top.py).
@@ -377,7 +378,15 @@ class DecodeTop(wiring.Component):
         state = Signal(_S)
         pc = Signal(range(c.program_words + 1))
         ins = Signal(instruction_layout())
-        raw = data.View(instruction_layout(), prog_r.data)
+        if c.program_register:
+            # The instruction DECODE decodes, in a register loaded from the program memory's read data
+            # (FETCH, and an instruction's last cycle of its last row): no path from the block RAM's
+            # read data through DECODE's logic.
+            raw_q = Signal(INSTRUCTION_BITS)
+            raw = data.View(instruction_layout(), raw_q)
+        else:
+            raw_q = None
+            raw = data.View(instruction_layout(), prog_r.data)
         tok = Signal(16)
         pos = Signal(range(CTX))
         AB = self.addr_bits
@@ -411,9 +420,12 @@ class DecodeTop(wiring.Component):
         # --- default port settings ---------------------------------------------------------------
         # The program memory is read one instruction ahead (issue is pipelined): program_base while idle,
         # pc + 1 in an instruction's last cycle (of its last row: before, pc again, its next row's DECODE),
-        # so the next instruction is decoded in the cycle after it. ``rows`` above max_m is the host's to
-        # refuse (sim.machine.passes.check_pass).
-        m.d.comb += [prog_r.addr.eq(Mux(state == _S.IDLE, self.program_base, Mux(done_ins, pc + 1, pc))),
+        # so the next instruction is decoded in the cycle after it. With ``program_register``, pc + 1 in
+        # every cycle of a step (the word is registered in the instruction's last cycle, so it must be
+        # read in the cycle before; a later row's DECODE keeps the register). ``rows`` above max_m is
+        # the host's to refuse (sim.machine.passes.check_pass).
+        ahead = done_ins | (1 if c.program_register else 0)
+        m.d.comb += [prog_r.addr.eq(Mux(state == _S.IDLE, self.program_base, Mux(ahead, pc + 1, pc))),
                      prog_r.en.eq(1), wm.ren.eq(1), p1.en.eq(1), p2.en.eq(1),
                      sa.en.eq(1), sb.en.eq(1), l_r.en.eq(1), k_r.en.eq(1), v_r.en.eq(1), q_r.en.eq(1),
                      o_r.en.eq(1), att.out.ready.eq(1)]
@@ -445,7 +457,7 @@ class DecodeTop(wiring.Component):
                       stride=stride, lstride=lstride, src0_w=src0_w, src1_w=src1_w, dst_w=dst_w, cur=cur,
                       next_toks=next_toks,
                       tbl_tok=tbl_tok, tbl_pos=tbl_pos, tbl_kvb=tbl_kvb, ins_cyc=ins_cyc, step_cyc=step_cyc,
-                      done_ins=done_ins, r_off=r_off, l_off=l_off)
+                      done_ins=done_ins, r_off=r_off, l_off=l_off, raw_q=raw_q, prog_r=prog_r)
         seq.pg = self._pages(m, seq) if c.kv_block else None
         self._rows(m, seq, mp, lg)
         self._decode(m, seq, mp, words, lg)
@@ -483,7 +495,10 @@ class DecodeTop(wiring.Component):
         m.d.comb += self.start_ok.eq(heads_fit & (self.group != 0) & (self.rows <= self.config.max_m))
         with m.If((state == _S.IDLE) & self.start & self.start_ok):
             table = self.rows != 0
-            m.d.sync += [state.eq(_S.DECODE), pc.eq(self.program_base), step_cyc.eq(0), ins_cyc.eq(0), self.done.eq(0),
+            # program_register: FETCH registers the first instruction (read at program_base in this
+            # cycle), one cycle the first instruction's count includes.
+            first = _S.FETCH if self.config.program_register else _S.DECODE
+            m.d.sync += [state.eq(first), pc.eq(self.program_base), step_cyc.eq(0), ins_cyc.eq(0), self.done.eq(0),
                          tok.eq(Mux(table, tbl_tok[0], self.token)), pos.eq(Mux(table, tbl_pos[0], self.position)),
                          kvb.eq(Mux(table, tbl_kvb[0], 0)), n_rows.eq(Mux(table, self.rows, 1)), cur.eq(0),
                          stride.eq(self.row_stride >> lg), lstride.eq(self.logits_stride >> lg), r_off.eq(0),
@@ -501,6 +516,11 @@ class DecodeTop(wiring.Component):
         # over all rows.
         m.d.comb += [t_w.addr.eq(pc), t_w.data.eq(Cat((ins_cyc + 1)[:UNIT_CYCLE_BITS], step_cyc[:UNIT_CYCLE_BITS])),
                      t_w.en.eq(done_ins)]
+        if seq.raw_q is not None:
+            with m.If((state == _S.FETCH) | done_ins):
+                m.d.sync += seq.raw_q.eq(seq.prog_r.data)
+            with m.If(state == _S.FETCH):
+                m.d.sync += state.eq(_S.DECODE)
         with m.If(fin):
             m.d.sync += state.eq(_S.DECODE)
             with m.If(done_ins):
@@ -622,7 +642,9 @@ class DecodeTop(wiring.Component):
                 with m.Case(Opcode.EMBED):
                     m.d.sync += [state.eq(_S.EMBED), left.eq(raw.count)]
                     if self.config.embed_register:   # the first word read in EMBED's first cycle
-                        m.d.sync += [e_addr.eq(embed_word), seq.e_first.eq(1)]
+                        # e_addr holds the row's offset (row * count) until then; the instruction's
+                        # weight address is added in that cycle (no adder after the multiplier here)
+                        m.d.sync += [e_addr.eq(embed_row * raw.count), seq.e_first.eq(1)]
                     else:
                         m.d.sync += e_addr.eq(embed_word + 1)
                 with m.Case(Opcode.GEMM):
@@ -771,16 +793,21 @@ class DecodeTop(wiring.Component):
 
     def _embed(self, m, seq, mp):
         """EMBED: copy ``count`` weight words to the scratchpad, one a cycle. With ``embed_register``
-        the first EMBED cycle only reads the row's first word (its address made and registered in
-        DECODE); the copy starts the cycle after."""
+        the first EMBED cycle only reads the row's first word (the row's offset, ``row * count``,
+        made and registered in DECODE; the table's address added in this cycle); the copy starts the
+        cycle after."""
         wm, s_w = mp.wm, mp.s_w
         e_addr, d_addr, left = seq.e_addr, seq.d_addr, seq.left
         with m.If(seq.state == _S.EMBED):
             copying = ~seq.e_first if self.config.embed_register else 1
-            m.d.comb += [wm.raddr.eq(e_addr >> self._bank_bits), wm.rsel.eq(e_addr), s_w.addr.eq(d_addr),
+            # embed_register: in EMBED's first cycle e_addr is the row's offset in the table
+            at = Signal.like(e_addr)
+            m.d.comb += at.eq(Mux(seq.e_first, seq.ins.weight + e_addr, e_addr) if self.config.embed_register
+                              else e_addr)
+            m.d.comb += [wm.raddr.eq(at >> self._bank_bits), wm.rsel.eq(at), s_w.addr.eq(d_addr),
                          s_w.data.eq(wm.word), s_w.en.eq(copying),
                          seq.fin.eq(copying & (left == 1))]
-            m.d.sync += e_addr.eq(e_addr + 1)
+            m.d.sync += e_addr.eq(at + 1)
             with m.If(copying):
                 m.d.sync += [d_addr.eq(d_addr + 1), left.eq(left - 1)]
             if self.config.embed_register:

@@ -29,6 +29,9 @@ EDGES = (-128, -1, 0, 1, 127)
 VECTOR_L4 = {"lanes": 4, "max_length": 9, "max_norm_length": 8, "max_head_dim": 8, "max_context": 2}
 #: The top-sequencer design with paged KV: blocks of one position (every position a table lookup).
 PAGED = dataclasses.replace(TOP_SMALL["config"], kv_block=1)
+#: The sequencer with the program memory's read data registered (ulx3s's program_register) and EMBED's
+#: first address made over two cycles (embed_register).
+FETCH = dataclasses.replace(TOP_SMALL["config"], program_register=True, embed_register=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +102,7 @@ JOBS = (
     Job("top-sequencer", "hdl/top.py DecodeTop", TopSequencer, "prove", 2, slow=True),
     Job("top-sequencer-cover", "hdl/top.py DecodeTop", TopSequencer, "cover", 22, slow=True, timeout=1800.0),
     Job("top-sequencer-paged", "hdl/top.py DecodeTop", lambda: TopSequencer(config=PAGED), "prove", 2, slow=True),
+    Job("top-sequencer-fetch", "hdl/top.py DecodeTop", lambda: TopSequencer(config=FETCH), "prove", 2, slow=True),
 )
 
 

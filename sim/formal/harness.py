@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from amaranth.asserts import AnySeq
 from amaranth.hdl import Assert, Assume, ClockDomain, Elaboratable, Module, Signal, Value
 
-__all__ = ["Harness", "Probe", "StreamMonitor", "any_of", "busy_done_rules", "free", "popcount"]
+__all__ = ["Harness", "Probe", "StreamMonitor", "any_of", "busy_done_rules", "copies_equal", "free", "popcount"]
 
 
 class Harness(Elaboratable):
@@ -171,3 +171,15 @@ class Probe:
                     if sig.name == name:
                         found[id(sig)] = sig
         return found
+
+
+def copies_equal(m: Module, probe: Probe, base: str, count: int, register=None) -> None:
+    """Assert that the ``count`` copies ``base_0`` .. made by :func:`hdl.fanout.ring_copies` (or
+    ``follower_copies``) in ``probe``'s block are equal, and equal to ``register`` when given: true at
+    every reachable cycle, and what an induction step needs stated (in an unreachable state the copies
+    may differ, and a lane would see another opcode or phase than its neighbours)."""
+    copies = [Value.cast(probe[f"{base}_{i}"]) for i in range(count)]
+    for copy in copies[1:]:
+        m.d.comb += Assert(copy == copies[0])
+    if register is not None:
+        m.d.comb += Assert(copies[0] == Value.cast(register))

@@ -13,12 +13,12 @@ from amaranth.hdl import Assert, Assume, Cover, Mux, Signal
 from amaranth.lib import data, wiring
 
 from hdl.config import PRESETS, UNIT_CYCLE_BITS
-from hdl.isa import Opcode, instruction_layout
+from hdl.isa import GemmFlags, Opcode, instruction_layout
 from hdl.top import DecodeTop, TopMem
 from hdl.top import SequencerState as _S
 
 from .attention import attention_invariants
-from .harness import Harness, Probe, any_of, free
+from .harness import Harness, Probe, any_of, copies_equal, free
 from .vector import legal_vector_command, operand_beats, vector_invariants
 
 __all__ = ["SMALL", "TopSequencer"]
@@ -50,7 +50,9 @@ class TopSequencer(Harness):
     * program order: a start sets ``pc`` to ``program_base``; while busy ``pc`` stays or advances by
       exactly one, and it advances exactly in an instruction's last cycle of its last row (the ISA has no
       jumps); the instruction decoded in every DECODE is the program word at ``pc`` (the program memory
-      was read at ``pc`` the cycle before); rows: ``cur`` < ``n_rows`` <= max_m;
+      was read at ``pc`` the cycle before; with ``program_register``, its register was loaded in FETCH
+      from the word read at ``pc`` in the start cycle, or in the last cycle of the instruction before
+      from the word read at the next ``pc``, and held since); rows: ``cur`` < ``n_rows`` <= max_m;
     * the counters never wrap within their stated range: while the step has run fewer than
       2**``cycle_counter_bits`` cycles and no instruction lasts 2**``UNIT_CYCLE_BITS`` cycles, the step's
       cycle counter plus the running instruction's equals the cycles since the start, exactly, and
@@ -78,7 +80,9 @@ class TopSequencer(Harness):
         ins_cyc, step_cyc, done_ins, left = probe["ins_cyc"], probe["step_cyc"], probe["done_ins"], probe["left"]
         ins = data.View(instruction_layout(), probe["ins@sync"])
         addr, en = probe["prog_r__addr"], probe["prog_r__en"]
-        raw = data.View(instruction_layout(), probe.read("prog_r__data"))
+        # program_register: DECODE decodes a register loaded from the program port's read data
+        word = probe.read("prog_r__data")
+        raw = data.View(instruction_layout(), probe["raw_q"] if c.program_register else word)
         launch = top.start & ~top.busy & top.start_ok
         m.d.comb += Assert(top.start_ok == ((top.n_kv_heads >= 1) & (top.group >= 1) & (top.rows <= c.max_m)
                                             & (top.n_kv_heads * top.group <= P["max_heads"])))
@@ -99,8 +103,9 @@ class TopSequencer(Harness):
         m.d.comb += Assert(~(top.busy & top.done))
         with m.If(top.busy | top.done):
             m.d.comb += Assert(started)
+        first = _S.FETCH if c.program_register else _S.DECODE
         with m.If(was_launch):
-            m.d.comb += [Assert(top.busy), Assert(state == _S.DECODE)]
+            m.d.comb += [Assert(top.busy), Assert(state == first)]
         with m.If(was_done & ~was_launch):
             m.d.comb += Assert(top.done)
         with m.If(refused):
@@ -120,10 +125,30 @@ class TopSequencer(Harness):
                 m.d.comb += Assert(pc == was_pc + 1)
             with m.Else():
                 m.d.comb += Assert(pc == was_pc)
-        with m.If(top.busy):
-            m.d.comb += [Assert(was_addr == pc), Assert(was_en), Assert(pc < c.program_words)]
-            with m.If(pc == c.program_words - 1):
-                m.d.comb += Assert(state == _S.DECODE)
+        if c.program_register:
+            # The register holds the program word at pc in every DECODE: it loads in FETCH (the word read
+            # at program_base, pc, in the start cycle) and in an instruction's last cycle (the word read
+            # at the next pc in the cycle before), and holds otherwise.
+            was_raw, was_state_p = Signal.like(word), Signal.like(state)
+            m.d.sync += [was_raw.eq(raw.as_value()), was_state_p.eq(state)]
+            with m.If(state == _S.FETCH):
+                m.d.comb += [Assert(was_launch), Assert(was_addr == pc), Assert(was_en), Assert(ins_cyc == 0)]
+            nxt = (pc + 1)[:len(addr)]        # (past the last word: the port's address wraps, unused)
+            with m.If(top.busy):
+                m.d.comb += [Assert(addr == nxt), Assert(en)]
+            with m.If(done_ins):
+                m.d.comb += [Assert(was_addr == nxt), Assert(was_en)]
+            with m.If(top.busy & (was_state_p != _S.FETCH) & ~was_done_ins & ~was_launch):
+                m.d.comb += Assert(raw.as_value() == was_raw)
+            with m.If(top.busy):
+                m.d.comb += Assert(pc < c.program_words)
+                with m.If(pc == c.program_words - 1):
+                    m.d.comb += Assert((state == _S.DECODE) | (state == _S.FETCH))
+        else:
+            with m.If(top.busy):
+                m.d.comb += [Assert(was_addr == pc), Assert(was_en), Assert(pc < c.program_words)]
+                with m.If(pc == c.program_words - 1):
+                    m.d.comb += Assert(state == _S.DECODE)
         # Each micro-sequence runs the instruction latched in its DECODE.
         own = {_S.EMBED: (Opcode.EMBED,), _S.GEMM: (Opcode.GEMM,), _S.KVW: (Opcode.KV_WRITE,),
                _S.AQ: (Opcode.ATTENTION,), _S.ASTART: (Opcode.ATTENTION,), _S.ARUN: (Opcode.ATTENTION,),
@@ -138,11 +163,15 @@ class TopSequencer(Harness):
         # An instruction's first DECODE is ``fresh`` (after a start or the last cycle of the one before);
         # from then on until its last cycle the program port shows it still: a later row's DECODE decodes
         # the same instruction (the host cannot write the program while busy).
-        fresh = was_launch | (was_busy & was_done_ins)
-        with m.If(top.busy & ~fresh):
+        # (program_register: the cycle after FETCH is the first DECODE.)
+        fetched = Signal()
+        m.d.sync += fetched.eq(state == _S.FETCH)
+        fresh = (fetched if c.program_register else was_launch) | (was_busy & was_done_ins)
+        with m.If(top.busy & ~fresh & (state != _S.FETCH)):
             m.d.comb += Assert(raw.as_value() == ins.as_value())
         with m.If(top.busy & fresh):
-            m.d.comb += [Assert(state == _S.DECODE), Assert(ins_cyc == 0), Assert(cur == 0)]
+            # (FETCH is counted in the first instruction's cycles.)
+            m.d.comb += [Assert(state == _S.DECODE), Assert(ins_cyc == Mux(fetched, 1, 0)), Assert(cur == 0)]
 
         # rows, heads: as latched at the start
         n_kv, group, n_heads = probe["n_kv@sync"], probe["group@sync"], probe["n_heads"]
@@ -160,8 +189,20 @@ class TopSequencer(Harness):
         with m.If(top.busy):
             m.d.comb += [Assume(ran < 2 ** c.cycle_counter_bits - 1), Assume(ins_cyc < 2 ** UNIT_CYCLE_BITS - 1)]
             m.d.comb += Assert(step_cyc + ins_cyc == ran)
+        # HALT's own cycle is not counted; nor, with program_register, a FETCH whose instruction is the
+        # HALT (a program of no instruction takes no cycle, as the cycle model says)
+        ended_one = Signal()
+        with m.If(launch):
+            m.d.sync += ended_one.eq(0)
+        with m.Elif(done_ins):
+            m.d.sync += ended_one.eq(1)
+        uncounted = 1 + Mux(ended_one, 0, 1 if c.program_register else 0)
+        with m.If(started & ~ended_one):
+            m.d.comb += Assert(step_cyc == 0)
+        with m.If(state == _S.FETCH):
+            m.d.comb += Assert(~ended_one)
         with m.If(started & ~top.busy):
-            m.d.comb += Assert(top.cycles + 1 == ran)     # HALT's own cycle is not counted
+            m.d.comb += Assert(top.cycles + uncounted == ran)
 
         # The units' handshakes: the vector unit is busy exactly in VRUN (so a VCMD's command is always
         # taken: the sequencer offers it for one cycle only); the attention unit only in ARUN, idle at
@@ -180,6 +221,14 @@ class TopSequencer(Harness):
         # loads what the command takes: beats loaded = beats the unit took + the one it holds.
         vpath = probe.submodule("vpath")
         f_valid, f_left = vpath["f_valid"], vpath["f_left"]
+        # The lanes' copies of the feeder's phase and of ARGMAX (hdl.fanout), and the GEMM path's of
+        # the BIAS flag and of "the first reduction tile": equal, and equal to what they copy.
+        V = top.lanes
+        copies_equal(m, vpath, "f_phase", V)
+        copies_equal(m, vpath, "lane_argmax", V, ins.opcode == Opcode.ARGMAX)
+        gpath = probe.submodule("gemm")
+        copies_equal(m, gpath, "use_bias", V, (ins.flags & GemmFlags.BIAS.value) != 0)
+        copies_equal(m, gpath, "first", V, gpath["s_kt"] == 0)
         with m.If((state != _S.VCMD) & (state != _S.VRUN)):
             m.d.comb += Assert(~f_valid)
         with m.If(state == _S.VCMD):
@@ -233,9 +282,13 @@ class TopSequencer(Harness):
                 m.d.comb += Assert(left >= 1)
         was_left, was_state = Signal.like(left), Signal.like(state)
         m.d.sync += [was_left.eq(left), was_state.eq(state)]
+        # (embed_register: EMBED's first cycle only reads, and holds ``left``.)
+        reading = Signal()
+        if c.embed_register:
+            m.d.sync += reading.eq((state == _S.EMBED) & probe["e_first"])
         for s in _COUNTED:
             with m.If((was_state == s) & (state == s)):
-                m.d.comb += Assert(left == was_left - 1)
+                m.d.comb += Assert(left == Mux(reading, was_left, was_left - 1))
             with m.If((was_state == s) & (state != s)):
                 m.d.comb += Assert(was_left == 1)
 

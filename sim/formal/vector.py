@@ -12,7 +12,7 @@ from golden.numerics import ceil_div
 from hdl.vector import LAYER_STATS_EXTRA, NORM_STATS_CYCLES, VectorOp, VectorUnit, cmd_layout
 from sim.machine.cycles import vector_cycles
 
-from .harness import Harness, Probe, StreamMonitor, free, popcount
+from .harness import Harness, Probe, StreamMonitor, copies_equal, free, popcount
 
 __all__ = ["SMALL", "VectorControl", "VectorCycles", "commands", "legal_vector_command", "operand_beats",
            "vector_invariants"]
@@ -119,6 +119,9 @@ def vector_invariants(m, unit: VectorUnit, probe: Probe) -> SimpleNamespace:
     out.sender_rules(m)
     busy = unit.busy
     c = data.View(layout, probe["c"])
+    # each lane's copy of the opcode and of the norms' shift (hdl.fanout)
+    copies_equal(m, probe, "lane_op", L, c.op)
+    copies_equal(m, probe, "stats/k_shift_lane", L, probe["stats/k_shift"])
     p = {n: probe[n] for n in ("issuing", "pass2", "remaining", "w", "base", "heads_left")}
     # The stages a beat crosses before the output register, in order: 1, M and A1 (with
     # product_register), 2, 3, the output stage's product (with product_register).

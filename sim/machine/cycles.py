@@ -376,14 +376,18 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 #     attention    SEQ_ISSUE + 2 * n_heads * head_dim / V + attention + ATTENTION_HANDOFF
 #                  (q rows gathered a word a cycle, the unit's call, output rows scattered)
 #
+# program_register: + PROGRAM_FETCH once per pass, in the first instruction's cycles (FETCH
+# registers the first instruction before its DECODE; every later instruction is registered in the
+# last cycle of the one before it, at no cycle).
+#
 # HALT is not counted: the step's cycle counter is the sum of its other instructions. Nor is the
 # host's loading of the memories, once per run before the first step: program, weights,
 # parameters, the RoPE table and the activation tables (one 256-entry table per distinct
 # activation, one entry a host-port cycle; an ACTIVATION instruction names its table by index).
 
 __all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "EMBED_REGISTER", "GEMM_OVERLAP", "GEMM_PRODUCT_REGISTER",
-            "GEMM_RESIDUAL", "GEMM_WRITEBACK", "RESIDUAL_TIMING_REGISTERS", "SEQ_ISSUE", "UNITS",
-            "VECTOR_SCALAR_REGISTER", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "op_cycles",
+            "GEMM_RESIDUAL", "GEMM_WRITEBACK", "PROGRAM_FETCH", "RESIDUAL_TIMING_REGISTERS", "SEQ_ISSUE", "UNITS",
+            "VECTOR_SCALAR_REGISTER", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "fetch_cycles", "op_cycles",
             "pass_cycles", "residual_cycles", "unit_of"]
 
 SEQ_ISSUE = 1
@@ -403,6 +407,8 @@ GEMM_PRODUCT_REGISTER = 2
 VECTOR_SCALAR_REGISTER = 1
 #: Config.embed_register: the cycle EMBED reads its row's first word in, its address registered in DECODE.
 EMBED_REGISTER = 1
+#: Config.program_register: the cycle a pass starts with (FETCH), its first instruction read and registered.
+PROGRAM_FETCH = 1
 #: The cycle between the attention unit's done and the first output word written back.
 ATTENTION_HANDOFF = 1
 
@@ -565,6 +571,12 @@ class DecodeCycles:
         return self.bound_report.efficiency
 
 
+def fetch_cycles(config) -> int:
+    """Cycles a pass starts with before its first instruction's DECODE, counted in that instruction's
+    cycles: :data:`PROGRAM_FETCH` with ``Config.program_register``, else none."""
+    return PROGRAM_FETCH if getattr(config, "program_register", False) else 0
+
+
 def residual_cycles(config) -> int:
     """Cycles a GEMM with its residual add fused takes above the plain GEMM on ``config``:
     :data:`GEMM_RESIDUAL`, and :data:`RESIDUAL_TIMING_REGISTERS` more with
@@ -668,6 +680,8 @@ def pass_cycles(ops, model_config, config, *, positions, weight_bytes_per_cycle:
             each = [one(p) for p in positions]
             c = replace(each[0], cycles=sum(e.cycles for e in each), unit_min=sum(e.unit_min for e in each))
         out.append(replace(c, output=g.output))
+    if out:
+        out[0] = replace(out[0], cycles=out[0].cycles + fetch_cycles(config))
     port = config.weight_port_bytes
     wbpc = float(weight_bytes_per_cycle or port)
     return DecodeCycles(tuple(out), config.array_rows, config.array_cols, min(wbpc, port), rows=rows)

@@ -605,6 +605,7 @@ class Hardware:
     attention_timing_registers: bool = False  # attention's timing registers (Config's): +6 an attention call
     residual_timing_registers: bool = False  # the fused residual add's two registers (Config's): +2 a fused GEMM
     embed_register: bool = False          # EMBED's first address registered (Config's): +1 an EMBED
+    program_register: bool = False        # DECODE's instruction registered (Config's): +1 a pass (FETCH)
 
     def __post_init__(self):
         # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.

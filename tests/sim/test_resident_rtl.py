@@ -202,3 +202,18 @@ def test_the_demo_model_and_a_one_layer_draft_on_demo_narrow_on_verilator():
               ("draft", [(9, n + 1, 0)]),
               ("target", [(9, n + 1, 0), (10, n + 2, 0)])]
     run_resident("verilator", pair, passes)
+
+
+def test_passes_switch_programs_with_the_instruction_registered():
+    """``program_register`` (the board's timing cut): a pass's FETCH reads the first instruction at
+    the ``program_base`` set with ``start``, so the passes of two models alternate as they do
+    without it (every pass one cycle longer: the trace, the start cycles and the counter checked)."""
+    pair = resident(tiny_passes("llama-gqa", program_register=True), tiny_passes("gpt2", program_register=True))
+    passes = [("target", [(3, 0, 0), (7, 1, 0)]), ("draft", [(3, 0, 0)]), ("target", [(5, 2, 0)])]
+    run_resident("amaranth", pair, passes)
+    for name, rows in passes:
+        model = pair.model(name)
+        positions = [p for _, p, _ in rows]
+        off = replace(model.config, program_register=False)
+        assert (pass_cycles(model.program, model.model.config, model.config, positions=positions).total
+                == pass_cycles(model.program, model.model.config, off, positions=positions).total + 1)

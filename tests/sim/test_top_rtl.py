@@ -21,7 +21,7 @@ from sim.engine.bus import WatchdogError
 from sim.engine.runner import run
 from sim.flows.decode import IMAGE_MEMORIES, check_fits, decode_job, images, top_params
 from sim.machine.compiler import CompileError, compile_model
-from sim.machine.cycles import decode_step_cycles, op_cycles
+from sim.machine.cycles import decode_step_cycles, fetch_cycles, op_cycles
 from sim.machine.isa_sim import IsaMachine
 from sim.runtime import decode
 from tests.tolerances import rel64
@@ -41,10 +41,12 @@ def predicted_trace(compiled, position):
     """op_cycles of every instruction but HALT (a merged GEMM: K x its members' N side by side; a GEMM
     with its residual add fused: one GEMM_RESIDUAL more)."""
     mc = compiled.model.config
-    return [op_cycles(g.op, compiled.config, width=g.width, in_width=g.in_width, n_heads=mc.n_heads,
-                      n_kv_heads=mc.n_kv_heads, head_dim=mc.head_dim, position=position,
-                      residual=g.residual is not None).cycles
-            for g in compiled.ops if g is not None]
+    trace = [op_cycles(g.op, compiled.config, width=g.width, in_width=g.in_width, n_heads=mc.n_heads,
+                       n_kv_heads=mc.n_kv_heads, head_dim=mc.head_dim, position=position,
+                       residual=g.residual is not None).cycles
+             for g in compiled.ops if g is not None]
+    trace[0] += fetch_cycles(compiled.config)     # the pass's FETCH (program_register)
+    return trace
 
 
 def check_steps(compiled, result, steps):
