@@ -228,7 +228,7 @@ class LinkBridge(wiring.Component):
             port=p, clocks_per_bit=self.clocks_per_bit, timeout_cycles=self.timeout_cycles,
             max_payload=self.max_payload, target=self.target, logits_mem=self.logits_mem)
         m.submodules.replier = rep = LinkReplier(
-            clocks_per_bit=self.clocks_per_bit, pay_bytes=max(len(info), 8, rbytes), rdata_bits=p.rdata_bits,
+            clocks_per_bit=self.clocks_per_bit, pay_bytes=max(len(info), 8), rdata_bits=p.rdata_bits,
             read_latency=p.read_latency)
         req = rcv.request.payload
         job = rep.reply.payload
@@ -569,9 +569,12 @@ class LinkReplier(wiring.Component):
 
     ``reply`` is taken only while no reply is being sent (the bridge sends one only then); the sync
     byte starts the cycle after. With ``fetch``, each of the reply's ``words`` payload words is
-    ``rdata`` ``read_latency`` cycles after the word before it was taken (after the length bytes for
-    the first); ``fetched`` pulses as each is taken, so the host port's address moves on to the next.
-    ``done`` pulses in the cycle the CRC's last byte is taken.
+    ``rdata`` from ``read_latency`` cycles after the length bytes (the first) or after the word
+    before it was sent, and stays there while its bytes are sent: each byte is selected from
+    ``rdata`` (no register as wide as a word: on the FPGA a 256-bit shift register and its enable
+    sat among the top level's busiest nets). ``fetched`` pulses as a word's last byte is taken, so
+    the host port's address moves on to the next. ``pay`` holds the other replies' payloads
+    (``pay_bytes`` bytes). ``done`` pulses in the cycle the CRC's last byte is taken.
     """
 
     def __init__(self, *, clocks_per_bit: int, pay_bytes: int, rdata_bits: int, read_latency: int):
@@ -595,7 +598,8 @@ class LinkReplier(wiring.Component):
         status = Signal(Status)
         reply_len = Signal(16)
         pay = Signal(8 * self.pay_bytes)
-        pay_bytes = Signal(range(self.pay_bytes + 1))
+        pay_bytes = Signal(range(max(self.pay_bytes, rbytes) + 1))     # bytes left of the payload or word
+        byte = Signal(range(max(rbytes, 2)))          # READ_MEM: the byte of rdata being sent
         words_left = Signal(16)
         fetch = Signal()                # READ_MEM: payload words come from rdata
         wait = Signal(range(self.read_latency + 1))
@@ -635,19 +639,22 @@ class LinkReplier(wiring.Component):
                         m.next = "PAY"
             with m.State("FETCH"):
                 # The host port has shown the word's address since the previous state; rdata follows
-                # read_latency cycles later.
+                # read_latency cycles later and holds while the address does.
                 with m.If(wait != 1):
                     m.d.sync += wait.eq(wait - 1)
                 with m.Else():
-                    m.d.comb += self.fetched.eq(1)
-                    m.d.sync += [pay.eq(self.rdata), pay_bytes.eq(rbytes), words_left.eq(words_left - 1)]
+                    m.d.sync += [byte.eq(0), pay_bytes.eq(rbytes)]
                     m.next = "PAY"
             with m.State("PAY"):
-                m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(pay[0:8]), tx_crc.valid.eq(tx_fire)]
+                out = Mux(fetch, self.rdata.word_select(byte, 8), pay[0:8])
+                m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(out), tx_crc.valid.eq(tx_fire)]
                 with m.If(tx_fire):
-                    m.d.sync += [pay.eq(pay >> 8), pay_bytes.eq(pay_bytes - 1)]
+                    m.d.sync += [pay.eq(pay >> 8), byte.eq(byte + 1), pay_bytes.eq(pay_bytes - 1)]
                     with m.If(pay_bytes == 1):
-                        with m.If(fetch & (words_left != 0)):
+                        with m.If(fetch):
+                            m.d.comb += self.fetched.eq(1)
+                            m.d.sync += words_left.eq(words_left - 1)
+                        with m.If(fetch & (words_left != 1)):
                             m.d.sync += wait.eq(self.read_latency)
                             m.next = "FETCH"
                         with m.Else():
