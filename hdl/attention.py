@@ -469,13 +469,16 @@ class AttentionUnit(wiring.Component):
             for i in range(D):
                 old = lane_acc[0][i]
                 pv = fabric_product(w4, v4[i])
-                # A rise: round_shift(old * e4, EXP_OUT_BITS) + pv as one sum after the product,
-                # floor((x + half + pv * 2**s) / 2**s) = floor((x + half) / 2**s) + pv exactly: the
-                # rounding half and pv * 2**s (made beside the multiplier) are one addend, so the
-                # product meets one adder, not a rounding adder and then pv's (the three in series
-                # were the routed board design's slowest path).
+                # round_shift(old * e4, s) + pv on a rise, old + pv otherwise (s = EXP_OUT_BITS), as
+                # one sum after the product: (Mux(rise, old * e4, old * 2**s) + half + pv * 2**s) >> s,
+                # exact since floor((x + half + pv * 2**s) / 2**s) = floor((x + half) / 2**s) + pv and
+                # floor((old + pv) * 2**s + half) / 2**s) = old + pv. The rounding half and pv * 2**s
+                # (made beside the multiplier) are one addend, so the product meets one adder, not a
+                # rounding adder and then pv's (the three in series were the routed board design's
+                # slowest path).
                 addend = (pv << EXP_OUT_BITS) + (1 << (EXP_OUT_BITS - 1))
-                m.d.comb += acc_new[i].eq(Mux(rise4, (old * e4 + addend) >> EXP_OUT_BITS, old + pv))
+                scaled = Mux(rise4, old * e4, old << EXP_OUT_BITS)
+                m.d.comb += acc_new[i].eq((scaled + addend) >> EXP_OUT_BITS)
             _rotate(m, lane_l, Mux(last4, 0, l_new), blocks, en_pos & valid4)
             _rotate(m, lane_acc, Mux(last4, 0, acc_new.as_value()), blocks, en_pos & valid4)
             l_regs.append(lane_l)
