@@ -378,15 +378,11 @@ class DecodeTop(wiring.Component):
         state = Signal(_S)
         pc = Signal(range(c.program_words + 1))
         ins = Signal(instruction_layout())
-        if c.program_register:
-            # The instruction DECODE decodes, in a register loaded from the program memory's read data
-            # (FETCH, and an instruction's last cycle of its last row): no path from the block RAM's
-            # read data through DECODE's logic.
-            raw_q = Signal(INSTRUCTION_BITS)
-            raw = data.View(instruction_layout(), raw_q)
-        else:
-            raw_q = None
-            raw = data.View(instruction_layout(), prog_r.data)
+        # program_register: the instruction DECODE decodes, in a register loaded from the program
+        # memory's read data (FETCH, and an instruction's last cycle of its last row): no path from
+        # the block RAM's read data through DECODE's logic.
+        raw_q = Signal(INSTRUCTION_BITS) if c.program_register else None
+        raw = data.View(instruction_layout(), prog_r.data if raw_q is None else raw_q)
         tok = Signal(16)
         pos = Signal(range(CTX))
         AB = self.addr_bits

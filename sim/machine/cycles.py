@@ -387,8 +387,8 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 
 __all__ += ["ATTENTION_HANDOFF", "BOUND_NAMES", "EMBED_REGISTER", "GEMM_OVERLAP", "GEMM_PRODUCT_REGISTER",
             "GEMM_RESIDUAL", "GEMM_WRITEBACK", "PROGRAM_FETCH", "RESIDUAL_TIMING_REGISTERS", "SEQ_ISSUE", "UNITS",
-            "VECTOR_SCALAR_REGISTER", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "fetch_cycles", "op_cycles",
-            "pass_cycles", "residual_cycles", "unit_of"]
+            "VECTOR_SCALAR_REGISTER", "Bounds", "DecodeCycles", "OpCycles", "decode_step_cycles", "fetch_cycles",
+            "op_cycles", "pass_cycles", "residual_cycles", "unit_of"]
 
 SEQ_ISSUE = 1
 #: The decode cycle of a GEMM instruction is the engine's start cycle (GEMM_START counts it).

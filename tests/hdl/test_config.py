@@ -49,7 +49,8 @@ def test_from_dict_rejects_unknown_keys():
                                          r"fused_residual, fused_rope, fused_swiglu, "
                                          r"gemm_product_register, kv_block, kv_bytes, layernorm, logits_words, "
                                          r"max_context, "
-                                         r"max_m, param_words, program_register, program_words, residual_timing_registers, "
+                                         r"max_m, param_words, program_register, program_words, "
+                                         r"residual_timing_registers, "
                                          r"result_words, scratch_bytes, "
                                          r"vector_lanes, vector_product_register, vector_scalar_register, "
                                          r"weight_rows_per_cycle, weight_words\)$"):
