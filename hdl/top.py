@@ -381,7 +381,7 @@ class DecodeTop(wiring.Component):
         # program_register: the instruction DECODE decodes, in a register loaded from the program
         # memory's read data (FETCH, and an instruction's last cycle of its last row): no path from
         # the block RAM's read data through DECODE's logic.
-        raw_q = Signal(INSTRUCTION_BITS) if c.program_register else None
+        raw_q = Signal(INSTRUCTION_BITS, name="raw_q") if c.program_register else None
         raw = data.View(instruction_layout(), prog_r.data if raw_q is None else raw_q)
         tok = Signal(16)
         pos = Signal(range(CTX))
