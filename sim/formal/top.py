@@ -16,6 +16,7 @@ from hdl.config import PRESETS, UNIT_CYCLE_BITS
 from hdl.isa import GemmFlags, Opcode, instruction_layout
 from hdl.top import DecodeTop, TopMem
 from hdl.top import SequencerState as _S
+from sim.machine.cycles import PROGRAM_FETCH, fetch_cycles
 
 from .attention import attention_invariants
 from .harness import Harness, Probe, any_of, copies_equal, free
@@ -171,7 +172,8 @@ class TopSequencer(Harness):
             m.d.comb += Assert(raw.as_value() == ins.as_value())
         with m.If(top.busy & fresh):
             # (FETCH is counted in the first instruction's cycles.)
-            m.d.comb += [Assert(state == _S.DECODE), Assert(ins_cyc == Mux(fetched, 1, 0)), Assert(cur == 0)]
+            m.d.comb += [Assert(state == _S.DECODE), Assert(ins_cyc == Mux(fetched, PROGRAM_FETCH, 0)),
+                         Assert(cur == 0)]
 
         # rows, heads: as latched at the start
         n_kv, group, n_heads = probe["n_kv@sync"], probe["group@sync"], probe["n_heads"]
@@ -196,7 +198,7 @@ class TopSequencer(Harness):
             m.d.sync += ended_one.eq(0)
         with m.Elif(done_ins):
             m.d.sync += ended_one.eq(1)
-        uncounted = 1 + Mux(ended_one, 0, 1 if c.program_register else 0)
+        uncounted = 1 + Mux(ended_one, 0, fetch_cycles(c))
         with m.If(started & ~ended_one):
             m.d.comb += Assert(step_cyc == 0)
         with m.If(state == _S.FETCH):
