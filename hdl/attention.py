@@ -148,16 +148,22 @@ class AttentionUnit(wiring.Component):
     read data before S4's rescale (S3x), the Newton step's error before its second multiply
     (F2x), the normalisation's products before their shift (F3x) and the output
     requantization's products before their shift and clamp (F4x), so a call takes
-    :data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS` = 6 cycles more; default False).
+    :data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS` = 6 cycles more; default False),
+    ``rescale_register`` (``Config.attention_rescale_register``: S4 in two stages, S4 the rescale's
+    products and S4r their sums into the rotating files, so the recurrence ``acc -> acc * e -> acc``
+    has a register on its way; a head's state comes round again only after ``ceil(group / P)``
+    steps, so with one step a group at a position the issue slot leaves a cycle between steps;
+    see :func:`sim.machine.cycles.attention_cycles`; default False).
     Raises TypeError for a non-integer and ValueError for a value out of range, naming the
     parameter and the value. See the module docstring for ports and timing.
     """
 
     @checked_constructor
     def __init__(self, *, head_dim: int, max_context: int, max_heads: int, finish_lanes: int | None = None,
-                 heads_per_step: int = 1, timing_registers: bool = False):
+                 heads_per_step: int = 1, timing_registers: bool = False, rescale_register: bool = False):
         self.head_dim = check_positive_int("attention head_dim", head_dim)
         self.timing_registers = bool(timing_registers)
+        self.rescale_register = bool(rescale_register)
         self.max_context = check_positive_int("attention max_context", max_context)
         self.max_heads = check_positive_int("attention max_heads", max_heads)
         for name, value, limit in (("head_dim", head_dim, HEAD_DIM_MAX),
@@ -225,10 +231,15 @@ class AttentionUnit(wiring.Component):
         blocks = Signal(range(H + 1))       # steps per (KV head, position): ceil(group / P)
         blocks_in = sum((self.group > j * P for j in range(ceil_div(H, P))), start=0) if P > 1 else self.group
 
+        gap = Signal()          # rescale_register: a step may not follow its own head's step
         q_r, q_count, issue, new_row, last_pos, more, pos, head_j, kv_g, base, lanes_i = self._issue(
-            m, running, en_pos, kv_len, n_kv, group, n_heads)
+            m, running, en_pos, gap, kv_len, n_kv, group, n_heads)
         valid1, valid2, valid3, last3, lanes3, rise, dist, v3, m_regs, exp_r = self._scores(
             m, en_pos, launch, issue, new_row, last_pos, lanes_i, q_r, score_mult, score_shift, blocks)
+        if self.rescale_register:
+            # S4r updates a head's state a cycle after S4 reads it: with one step a position
+            # (blocks = 1) consecutive steps are the same heads, so a step issues only after a bubble.
+            m.d.comb += gap.eq((blocks == 1) & valid1)
         valid4, last4, l_regs, acc_regs, l_new, acc_new = self._accumulate(
             m, en, en_pos, hand, launch, valid3, last3, lanes3, rise, dist, v3, exp_r, blocks)
         fvalid1, fvalid2, fvalid3, fvalid4, step = self._finish(
@@ -265,7 +276,7 @@ class AttentionUnit(wiring.Component):
                 m.d.sync += [running.eq(0), self.done.eq(1)]
         return m
 
-    def _issue(self, m, running, en_pos, kv_len, n_kv, group, n_heads):
+    def _issue(self, m, running, en_pos, gap, kv_len, n_kv, group, n_heads):
         """The query memory (filled by the q stream, one row per query head) and the issue slot
         (for g, for t, for j in steps of P). Returns the query read ports (one per lane), the query
         count, the issue state and the step's live lanes."""
@@ -309,7 +320,7 @@ class AttentionUnit(wiring.Component):
             # cycle, so the first step waits until every row is in.
             q_ok.eq(q_count > head if P == 1 else q_count == n_heads),
             new_row.eq(head_j == 0),
-            can_issue.eq(running & more & en_pos & q_ok),
+            can_issue.eq(running & more & en_pos & q_ok & ~gap),
             issue.eq(can_issue & (~new_row | (self.k.valid & self.v.valid))),
             self.k.ready.eq(can_issue & new_row & self.v.valid),
             self.v.ready.eq(can_issue & new_row & self.k.valid),
@@ -444,6 +455,16 @@ class AttentionUnit(wiring.Component):
             beyonds = [Const(0)] * P
         with m.If(en_pos):
             m.d.sync += [valid4.eq(valid3), last4.eq(last3), lanes4.eq(lanes3), v4.eq(v3)]
+        with m.If(launch):
+            m.d.sync += valid4.eq(0)
+        R = self.rescale_register
+        if R:
+            # --- S4r (rescale_register): S4's products registered; S4r sums them into the files.
+            (valid4r, last4r, lanes4r), _ = _extra_stage(m, en_pos, launch, "4r", (valid4, last4, lanes4))
+            valid_w, last_w, lanes_w = valid4r, last4r, lanes4r
+        else:
+            valid_w, last_w, lanes_w = valid4, last4, lanes4
+        s, half = EXP_OUT_BITS, 1 << (EXP_OUT_BITS - 1)
         l_regs, acc_regs, l_news, acc_news = [], [], [], []
         for p in range(P):
             sfx = f"_{p}" if P > 1 else ""
@@ -465,37 +486,57 @@ class AttentionUnit(wiring.Component):
             lane_acc = [Signal(acc_row, name=f"acc{j}{sfx}") for j in range(regs)]
             l_new = Signal(DEN_BITS, name=f"l_new{sfx}")
             acc_new = Signal(acc_row, name=f"acc_new{sfx}")
-            m.d.comb += l_new.eq(Mux(rise4, round_shift(lane_l[0] * e4, EXP_OUT_BITS), lane_l[0]) + w4)
-            for i in range(D):
-                old = lane_acc[0][i]
-                pv = fabric_product(w4, v4[i])
-                # round_shift(old * e4, s) + pv on a rise, old + pv otherwise (s = EXP_OUT_BITS), as
-                # one sum after the product: (Mux(rise, old * e4, old * 2**s) + half + pv * 2**s) >> s,
-                # exact since floor((x + half + pv * 2**s) / 2**s) = floor((x + half) / 2**s) + pv and
-                # floor((old + pv) * 2**s + half) / 2**s) = old + pv. The rounding half and pv * 2**s
-                # (made beside the multiplier) are one addend, so the product meets one adder, not a
-                # rounding adder and then pv's (the three in series were the routed board design's
-                # slowest path).
-                addend = (pv << EXP_OUT_BITS) + (1 << (EXP_OUT_BITS - 1))
-                scaled = Mux(rise4, old * e4, old << EXP_OUT_BITS)
-                m.d.comb += acc_new[i].eq((scaled + addend) >> EXP_OUT_BITS)
-            _rotate(m, lane_l, Mux(last4, 0, l_new), blocks, en_pos & valid4)
-            _rotate(m, lane_acc, Mux(last4, 0, acc_new.as_value()), blocks, en_pos & valid4)
+            # round_shift(old * e4, s) + pv on a rise, old + pv otherwise (s = EXP_OUT_BITS), as
+            # one sum after the product: (Mux(rise, old * e4, old * 2**s) + half + pv * 2**s) >> s,
+            # exact since floor((x + half + pv * 2**s) / 2**s) = floor((x + half) / 2**s) + pv and
+            # floor((old + pv) * 2**s + half) / 2**s) = old + pv. The rounding half and pv * 2**s
+            # (made beside the multiplier) are one addend, so the product meets one adder, not a
+            # rounding adder and then pv's (the three in series were the routed board design's
+            # slowest path).
+            if not R:
+                m.d.comb += l_new.eq(Mux(rise4, round_shift(lane_l[0] * e4, s), lane_l[0]) + w4)
+                for i in range(D):
+                    old = lane_acc[0][i]
+                    addend = (fabric_product(w4, v4[i]) << s) + half
+                    m.d.comb += acc_new[i].eq((Mux(rise4, old * e4, old << s) + addend) >> s)
+            else:
+                # S4 reads the head's state where it is: the file's front, or the place behind it
+                # while S4r's step (the head before it, blocks >= 2) goes to the back this cycle; a
+                # head's own step is never in S4r (the issue slot's gap when blocks = 1). S4r sums
+                # the same one-sum form, l's too (w4 in place of pv).
+                def current(lane):
+                    return Mux(valid4r, lane[1], lane[0]) if regs > 1 else lane[0]
+                l_old = current(lane_l)
+                l_prod = Signal(DEN_BITS + EXP_OUT_BITS + 1, name=f"l_prod{sfx}")
+                w4r = Signal.like(w4, name=f"w4r{sfx}")
+                with m.If(en_pos):
+                    m.d.sync += [l_prod.eq(Mux(rise4, l_old * e4, l_old << s)), w4r.eq(w4)]
+                m.d.comb += l_new.eq((l_prod + (w4r << s) + half) >> s)
+                acc_old = data.View(acc_row, current([x.as_value() for x in lane_acc]))
+                for i in range(D):
+                    old = acc_old[i]
+                    prod = Signal(signed(ACC_BITS + EXP_OUT_BITS + 1), name=f"acc_prod{i}{sfx}")
+                    pv = Signal(signed(EXP_OUT_BITS + 10), name=f"pv{i}{sfx}")
+                    with m.If(en_pos):
+                        m.d.sync += [prod.eq(Mux(rise4, old * e4, old << s)), pv.eq(fabric_product(w4, v4[i]))]
+                    m.d.comb += acc_new[i].eq((prod + (pv << s) + half) >> s)
+            _rotate(m, lane_l, Mux(last_w, 0, l_new), blocks, en_pos & valid_w)
+            _rotate(m, lane_acc, Mux(last_w, 0, acc_new.as_value()), blocks, en_pos & valid_w)
             l_regs.append(lane_l)
             acc_regs.append(lane_acc)
             l_news.append(l_new)
             acc_news.append(acc_new)
         if P == 1:
-            return valid4, last4, l_regs, acc_regs, l_news[0], acc_news[0]
+            return valid_w, last_w, l_regs, acc_regs, l_news[0], acc_news[0]
 
         # --- hand-off: a finished step's live lanes enter F1 one a cycle, lane ``sel`` first;
         # the position stages hold (``hand``) until the last live lane is taken.
         sel = Signal(range(P))
         final = Signal()
-        m.d.comb += [final.eq(sel == lanes4 - 1), hand.eq(valid4 & last4 & ~final)]
+        m.d.comb += [final.eq(sel == lanes_w - 1), hand.eq(valid_w & last_w & ~final)]
         with m.If(launch):
             m.d.sync += sel.eq(0)
-        with m.Elif(en & valid4 & last4):
+        with m.Elif(en & valid_w & last_w):
             m.d.sync += sel.eq(Mux(final, 0, sel + 1))
         l_sel = Signal(DEN_BITS)
         acc_sel = Signal(acc_row)
@@ -504,7 +545,7 @@ class AttentionUnit(wiring.Component):
             l_pick = Mux(sel == p, l_news[p], l_pick)
             acc_pick = Mux(sel == p, acc_news[p].as_value(), acc_pick)
         m.d.comb += [l_sel.eq(l_pick), acc_sel.eq(acc_pick)]
-        return valid4, last4, l_regs, acc_regs, l_sel, acc_sel
+        return valid_w, last_w, l_regs, acc_regs, l_sel, acc_sel
 
     def _finish(self, m, en, en_out, hold, launch, valid4, last4, l_new, acc_new, out_mult, out_shift):
         """F1 .. F4: the reciprocal of the denominator, the normalisation and the requantization,

@@ -35,7 +35,7 @@ MAX_ACT_TABLES = 256
 #: The :class:`Config` fields that are switches (true or false), not sizes.
 BOOL_KEYS = ("layernorm", "fused_swiglu", "fused_rope", "fused_residual", "gemm_product_register",
              "vector_scalar_register", "vector_product_register", "fabric_products", "attention_timing_registers",
-             "residual_timing_registers", "embed_register", "program_register")
+             "residual_timing_registers", "embed_register", "program_register", "attention_rescale_register")
 #: The most query heads the attention unit runs in parallel (its most heads, hdl.attention.MAX_HEADS_LIMIT).
 MAX_HEADS_PER_STEP = 64
 
@@ -198,6 +198,16 @@ class Config:
         stages and three finish stages more: every attention call takes six cycles more
         (:data:`sim.machine.cycles.ATTENTION_TIMING_REGISTERS`). A timing cut for FPGA clocks; no
         bit changes.
+    attention_rescale_register:
+        The attention unit's rescale-and-accumulate stage in two (false, the default): S4 makes
+        each head's rescale products (the denominator's and every weighted sum's, by the exp
+        table's value) and registers them, S4r sums them into the head's rotating state. The
+        recurrence ``acc -> acc * e -> acc`` through a multiplier then has a register on its way
+        (it was the routed ulx3s design's slowest path). Every attention call takes one cycle more
+        (:data:`sim.machine.cycles.ATTENTION_RESCALE_REGISTER`), and a call whose group is one
+        step a position (``ceil(group / heads_per_step) = 1``, e.g. every head its own KV head)
+        a cycle more per step after the first (the step waits a cycle for its head's state). A
+        timing cut for FPGA clocks; no bit changes.
     residual_timing_registers:
         Two registers in the fused residual add (with ``fused_residual``; false, the default): the
         sum of its two scaled terms before the requantization, and the requantization's product
@@ -266,6 +276,7 @@ class Config:
     residual_timing_registers: bool = False
     embed_register: bool = False
     program_register: bool = False
+    attention_rescale_register: bool = False
     kv_block: int = 0
 
     def __post_init__(self):

@@ -371,6 +371,7 @@ class DecodeTop(wiring.Component):
         finish = min(c.attention_finish_lanes, HD) or None
         m.submodules.att = att = AttentionUnit(head_dim=HD, max_context=CTX, max_heads=self.max_heads,
                                                timing_registers=c.attention_timing_registers,
+                                               rescale_register=c.attention_rescale_register,
                                                finish_lanes=finish,
                                                heads_per_step=min(c.attention_heads_per_step, self.max_heads))
 

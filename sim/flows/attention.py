@@ -45,7 +45,7 @@ _UNIT_KEYS = ("head_dim", "max_context", "max_heads")
 #: Optional: the finish stages' width (default head_dim), the query heads of a group run in
 #: parallel (default 1) and the exp table's read register (default false), see
 #: :class:`hdl.attention.AttentionUnit`.
-_OPTIONAL_KEYS = ("finish_lanes", "heads_per_step", "timing_registers")
+_OPTIONAL_KEYS = ("finish_lanes", "heads_per_step", "timing_registers", "rescale_register")
 
 
 def unit_params(params: dict) -> dict:
@@ -94,7 +94,8 @@ class AttentionPlan:
         return attention_cycles(n_heads=self.n_heads, kv_len=self.kv_len, head_dim=self.head_dim,
                                 finish_lanes=self.unit.get("finish_lanes", 0), n_kv_heads=self.n_kv_heads,
                                 heads_per_step=self.unit.get("heads_per_step", 1),
-                                timing_registers=bool(self.unit.get("timing_registers", False))).total
+                                timing_registers=bool(self.unit.get("timing_registers", False)),
+                                rescale_register=bool(self.unit.get("rescale_register", False))).total
 
     @property
     def min_cycles(self) -> int:

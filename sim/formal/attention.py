@@ -199,7 +199,8 @@ class AttentionCycles(Harness):
         t, g, j = call
         return attention_cycles(n_heads=g * j, kv_len=t, head_dim=unit.head_dim, finish_lanes=unit.finish_lanes,
                                 n_kv_heads=g, heads_per_step=unit.heads_per_step,
-                                timing_registers=unit.timing_registers).total
+                                timing_registers=unit.timing_registers,
+                                rescale_register=unit.rescale_register).total
 
     def depth(self) -> int:
         """The BMC depth that reaches the slowest call's ``done``, and two cycles past it."""

@@ -124,8 +124,8 @@ def gemm_lower_bound(config, m: int, k: int, n: int, *, weight_bytes_per_cycle: 
 # --- attention unit ------------------------------------------------------------------------------
 
 __all__ += ["ATTENTION_FINISH_STAGES", "ATTENTION_POSITION_STAGES", "ATTENTION_Q_FIRST", "ATTENTION_START",
-            "ATTENTION_TIMING_REGISTERS", "AttentionCycles", "attention_cycles", "attention_finish_steps",
-            "attention_min_cycles", "attention_steps"]
+            "ATTENTION_RESCALE_REGISTER", "ATTENTION_TIMING_REGISTERS", "AttentionCycles", "attention_cycles",
+            "attention_finish_steps", "attention_min_cycles", "attention_steps"]
 
 #: The edge that samples ``start``.
 ATTENTION_START = 1
@@ -141,6 +141,9 @@ ATTENTION_FINISH_STAGES = 5
 #: products' terms (S1x), the logits' products (S2x), the exp table's read data (S3x), the Newton
 #: step's error (F2x), the normalisation's products (F3x) and the output requantization's (F4x).
 ATTENTION_TIMING_REGISTERS = 6
+#: Config.attention_rescale_register: S4 in two stages (the rescale's products registered before
+#: their sums into the rotating files), one position stage more.
+ATTENTION_RESCALE_REGISTER = 1
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,9 @@ class AttentionCycles:
     (S - 1)`` the cycles the pipeline holds while each head's row passes the finish stages
     ``finish_lanes`` lanes at a time (S = ceil(head_dim / finish_lanes); 0 when they are head_dim
     lanes wide) and ``latency`` the pipeline behind the last step. ``q_first`` is 1 at P = 1 (the
-    first query row) and ``n_heads`` at P > 1 (the first step waits for every query row).
+    first query row) and ``n_heads`` at P > 1 (the first step waits for every query row). ``gap``
+    (``rescale_register`` with one step a group at a position, ``ceil(group / P) = 1``) is a
+    cycle between consecutive steps: ``steps - 1``.
     """
 
     start: int
@@ -164,10 +169,11 @@ class AttentionCycles:
     latency: int
     finish: int = 0
     handoff: int = 0
+    gap: int = 0
 
     @property
     def total(self) -> int:
-        return self.start + self.q_first + self.steps + self.handoff + self.finish + self.latency
+        return self.start + self.q_first + self.steps + self.gap + self.handoff + self.finish + self.latency
 
 
 def attention_finish_steps(head_dim: int, finish_lanes: int = 0) -> int:
@@ -192,7 +198,8 @@ def attention_steps(*, n_heads: int, kv_len: int, n_kv_heads: int = 0, heads_per
 
 
 def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lanes: int = 0, n_kv_heads: int = 0,
-                     heads_per_step: int = 1, timing_registers: bool = False) -> AttentionCycles:
+                     heads_per_step: int = 1, timing_registers: bool = False,
+                     rescale_register: bool = False) -> AttentionCycles:
     """Exact cycles of one call of :class:`hdl.attention.AttentionUnit` with every source always
     valid and the sink always ready, from the edge that samples ``start`` to the first cycle
     ``done`` is high (shape checked by :func:`sim.flows.attention.plan_attention`).
@@ -207,8 +214,21 @@ def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lan
     depend on head_dim): each head holds the pipeline for :func:`attention_finish_steps` - 1 cycles.
     ``timing_registers`` (``Config.attention_timing_registers``): three position stages and three
     finish stages more, six cycles more (:data:`ATTENTION_TIMING_REGISTERS`).
+    ``rescale_register`` (``Config.attention_rescale_register``): S4's products registered before
+    S4r sums them into the rotating files, so a head's state is updated two cycles after S4 reads
+    it: one stage more (:data:`ATTENTION_RESCALE_REGISTER`), and where a head's next step would
+    follow its step at once (``ceil(group / P) = 1``, a group of one step a position) the issue
+    slot leaves a cycle between steps (``gap``). Then the grouping enters at every P, so
+    ``n_kv_heads`` must divide ``n_heads``.
     """
     steps = attention_steps(n_heads=n_heads, kv_len=kv_len, n_kv_heads=n_kv_heads, heads_per_step=heads_per_step)
+    gap = 0
+    if rescale_register:
+        if not n_kv_heads or n_heads % n_kv_heads:
+            raise InputError(f"n_kv_heads must divide n_heads ({n_heads}) with the rescale register, "
+                             f"not {n_kv_heads}")
+        if ceil_div(n_heads // n_kv_heads, heads_per_step) == 1:
+            gap = steps - 1
     return AttentionCycles(
         start=ATTENTION_START,
         q_first=ATTENTION_Q_FIRST if heads_per_step == 1 else n_heads,
@@ -216,7 +236,9 @@ def attention_cycles(*, n_heads: int, kv_len: int, head_dim: int = 1, finish_lan
         handoff=n_heads - steps // kv_len,
         finish=n_heads * (attention_finish_steps(head_dim, finish_lanes) - 1),
         latency=(ATTENTION_POSITION_STAGES + ATTENTION_FINISH_STAGES
-                 + (ATTENTION_TIMING_REGISTERS if timing_registers else 0)),
+                 + (ATTENTION_TIMING_REGISTERS if timing_registers else 0)
+                 + (ATTENTION_RESCALE_REGISTER if rescale_register else 0)),
+        gap=gap,
     )
 
 
@@ -616,7 +638,8 @@ def op_cycles(op: str, config, *, width: int, in_width: int = 0, n_heads: int = 
         a = attention_cycles(n_heads=n_heads, kv_len=position + 1, head_dim=head_dim,
                              finish_lanes=config.attention_finish_lanes, n_kv_heads=n_kv_heads,
                              heads_per_step=config.attention_heads_per_step,
-                             timing_registers=config.attention_timing_registers)
+                             timing_registers=config.attention_timing_registers,
+                             rescale_register=getattr(config, "attention_rescale_register", False))
         return OpCycles(op, "", SEQ_ISSUE + 2 * n_heads * row_words + a.total + ATTENTION_HANDOFF,
                         unit_min=attention_min_cycles(n_heads=n_heads, kv_len=position + 1, n_kv_heads=n_kv_heads,
                                                       heads_per_step=config.attention_heads_per_step))

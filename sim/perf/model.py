@@ -606,6 +606,8 @@ class Hardware:
     residual_timing_registers: bool = False  # the fused residual add's two registers (Config's): +2 a fused GEMM
     embed_register: bool = False          # EMBED's first address registered (Config's): +1 an EMBED
     program_register: bool = False        # DECODE's instruction registered (Config's): +1 a pass (FETCH)
+    attention_rescale_register: bool = False  # attention's S4 in two stages (Config's): +1 a call, +1 a step
+    #                                           after the first when a group is one step a position
 
     def __post_init__(self):
         # However it is made (a TOML file, a sweep point, dataclasses.replace): within HARDWARE_LIMITS.

@@ -45,7 +45,8 @@ def test_configuration_is_keyword_only_and_frozen():
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ValueError, match=r"^configuration: unknown parameter 'rows' \(known: act_tables, act_words, "
                                          r"array_cols, array_rows, attention_finish_lanes, attention_heads_per_step, "
-                                         r"attention_timing_registers, clock_hz, embed_register, fabric_products, "
+                                         r"attention_rescale_register, attention_timing_registers, clock_hz, "
+                                         r"embed_register, fabric_products, "
                                          r"fused_residual, fused_rope, fused_swiglu, "
                                          r"gemm_product_register, kv_block, kv_bytes, layernorm, logits_words, "
                                          r"max_context, "

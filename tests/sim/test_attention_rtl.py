@@ -24,6 +24,7 @@ from sim.flows.attention import plan_attention
 from sim.machine.cycles import (
     ATTENTION_FINISH_STAGES,
     ATTENTION_POSITION_STAGES,
+    ATTENTION_RESCALE_REGISTER,
     ATTENTION_TIMING_REGISTERS,
     attention_cycles,
     attention_min_cycles,
@@ -236,6 +237,33 @@ def test_timing_registers_are_bit_exact_and_cost_one_cycle_a_stage(simulator):
         assert predicted == plan_attention(without, **shape).predicted_cycles + ATTENTION_TIMING_REGISTERS
 
 
+#: S4 in two stages (Config.attention_rescale_register): the ULX3S preset's unit on Verilator, a
+#: small unit on Icarus, two heads a step on Amaranth's (a group of two heads is then one step a
+#: position, so steps are a cycle apart there too).
+RESCALE_REGISTER_FOR = {"verilator": {**DEMO, "finish_lanes": 1, "timing_registers": True, "rescale_register": True},
+                        "icarus": {**SMALL, "rescale_register": True},
+                        "amaranth": {**SMALL, "heads_per_step": 2, "rescale_register": True}}
+
+
+@pytest.mark.parametrize("simulator", SIMULATORS)
+def test_rescale_register_is_bit_exact_and_costs_a_stage_and_the_gaps(simulator):
+    """Every output equals golden's and every call's cycles the prediction: one cycle more than
+    without the register, and a cycle more per step after the first where the group is one step a
+    position; both kinds of call are among the cases."""
+    unit = RESCALE_REGISTER_FOR[simulator]
+    without = {key: value for key, value in unit.items() if key != "rescale_register"}
+    P = unit.get("heads_per_step", 1)
+    kinds = set()
+    for q, k, predicted in _run_exact(simulator, unit, seed_offset=3):
+        shape = {"n_heads": q.shape[0], "n_kv_heads": k.shape[1], "kv_len": k.shape[0]}
+        one_step = ceil_div(shape["n_heads"] // shape["n_kv_heads"], P) == 1
+        steps = attention_cycles(**shape, heads_per_step=P).steps
+        gap = steps - 1 if one_step else 0
+        assert predicted == plan_attention(without, **shape).predicted_cycles + ATTENTION_RESCALE_REGISTER + gap
+        kinds.add(one_step)
+    assert kinds == {True, False}
+
+
 @pytest.mark.parametrize("simulator", SIMULATORS)
 def test_attention_watchdog_stops_a_run_that_cannot_finish(simulator):
     unit = UNIT_FOR[simulator]
@@ -282,7 +310,7 @@ def test_bad_unit_parameters_are_rejected(kwargs, error, message):
 
 def test_unit_parameters_are_keyword_only():
     params = inspect.signature(AttentionUnit).parameters.values()
-    assert [p.kind for p in params] == [inspect.Parameter.KEYWORD_ONLY] * 6
+    assert [p.kind for p in params] == [inspect.Parameter.KEYWORD_ONLY] * 7
 
 
 @pytest.mark.parametrize(("shape", "error", "message"), [
@@ -301,7 +329,8 @@ def test_bad_call_shapes_are_rejected(shape, error, message):
 
 def test_bad_unit_table_is_rejected():
     with pytest.raises(ValueError, match=r"^attention unit: unknown parameter 'lanes' \(known: head_dim, "
-                                         r"max_context, max_heads, finish_lanes, heads_per_step, timing_registers\)$"):
+                                         r"max_context, max_heads, finish_lanes, heads_per_step, timing_registers, "
+                                         r"rescale_register\)$"):
         plan_attention({**SMALL, "lanes": 4}, n_heads=1, n_kv_heads=1, kv_len=1)
     with pytest.raises(ValueError, match=r"^attention unit: missing parameter 'max_heads'$"):
         plan_attention({"head_dim": 8, "max_context": 16}, n_heads=1, n_kv_heads=1, kv_len=1)

@@ -136,7 +136,8 @@ def test_presets_match_the_hdl_configurations():
     # The FPGA keys (timing cuts, fabric products) are the board's design's alone, and the perf model
     # prices what the RTL builds.
     fpga = ("gemm_product_register", "vector_scalar_register", "vector_product_register", "fabric_products",
-            "attention_timing_registers", "residual_timing_registers", "embed_register", "program_register")
+            "attention_timing_registers", "residual_timing_registers", "embed_register", "program_register",
+            "attention_rescale_register")
     assert [n for n, c in PRESETS.items() if any(getattr(c, k) for k in fpga)] == ["ulx3s"]
     for preset in ("demo", "ulx3s"):
         hw, config = load_hardware(preset), PRESETS[preset]
