@@ -570,10 +570,13 @@ class LinkReplier(wiring.Component):
     ``reply`` is taken only while no reply is being sent (the bridge sends one only then); the sync
     byte starts the cycle after. With ``fetch``, each of the reply's ``words`` payload words is
     ``rdata`` from ``read_latency`` cycles after the length bytes (the first) or after the word
-    before it was sent, and stays there while its bytes are sent: each byte is selected from
-    ``rdata`` (no register as wide as a word: on the FPGA a 256-bit shift register and its enable
-    sat among the top level's busiest nets). ``fetched`` pulses as a word's last byte is taken, so
-    the host port's address moves on to the next. ``pay`` holds the other replies' payloads
+    before it was sent, and stays there while its bytes are sent. ``rdata`` is registered as it is
+    (a word register loading every cycle, no enable), and each byte is selected from that register
+    a cycle later (no shift register as wide as a word: on the FPGA a 256-bit shift register and
+    its enable sat among the top level's busiest nets; and the byte select, the UART and the CRC
+    straight after the target's memory select were the routed board design's slowest path).
+    ``fetched`` pulses as a word's last byte is taken, so the host port's address moves on to the
+    next. ``pay`` holds the other replies' payloads
     (``pay_bytes`` bytes). ``done`` pulses in the cycle the CRC's last byte is taken.
     """
 
@@ -602,7 +605,13 @@ class LinkReplier(wiring.Component):
         byte = Signal(range(max(rbytes, 2)))          # READ_MEM: the byte of rdata being sent
         words_left = Signal(16)
         fetch = Signal()                # READ_MEM: payload words come from rdata
-        wait = Signal(range(self.read_latency + 1))
+        wait = Signal(range(self.read_latency + 2))
+        # The host port's read data registered here: on the FPGA it comes from block RAMs through the
+        # target's memory select, and the byte select, the UART's shift register and the CRC after
+        # it were the board design's slowest path. A word is then shown read_latency + 1 cycles
+        # after its address (it holds while the address does).
+        word = Signal(self.rdata_bits)
+        m.d.sync += word.eq(self.rdata)
         tx_fire = Signal()
         m.d.comb += [tx_crc.data.eq(utx.data.payload), tx_fire.eq(utx.data.valid & utx.data.ready)]
 
@@ -633,20 +642,20 @@ class LinkReplier(wiring.Component):
                     with m.If(reply_len == 0):
                         m.next = "CRC0"
                     with m.Elif(fetch):
-                        m.d.sync += wait.eq(self.read_latency)
+                        m.d.sync += wait.eq(self.read_latency + 1)
                         m.next = "FETCH"
                     with m.Else():
                         m.next = "PAY"
             with m.State("FETCH"):
-                # The host port has shown the word's address since the previous state; rdata follows
-                # read_latency cycles later and holds while the address does.
+                # The host port has shown the word's address since the previous state; ``word``
+                # follows read_latency + 1 cycles later and holds while the address does.
                 with m.If(wait != 1):
                     m.d.sync += wait.eq(wait - 1)
                 with m.Else():
                     m.d.sync += [byte.eq(0), pay_bytes.eq(rbytes)]
                     m.next = "PAY"
             with m.State("PAY"):
-                out = Mux(fetch, self.rdata.word_select(byte, 8), pay[0:8])
+                out = Mux(fetch, word.word_select(byte, 8), pay[0:8])
                 m.d.comb += [utx.data.valid.eq(1), utx.data.payload.eq(out), tx_crc.valid.eq(tx_fire)]
                 with m.If(tx_fire):
                     m.d.sync += [pay.eq(pay >> 8), byte.eq(byte + 1), pay_bytes.eq(pay_bytes - 1)]
@@ -655,7 +664,7 @@ class LinkReplier(wiring.Component):
                             m.d.comb += self.fetched.eq(1)
                             m.d.sync += words_left.eq(words_left - 1)
                         with m.If(fetch & (words_left != 1)):
-                            m.d.sync += wait.eq(self.read_latency)
+                            m.d.sync += wait.eq(self.read_latency + 1)
                             m.next = "FETCH"
                         with m.Else():
                             m.next = "CRC0"

@@ -111,6 +111,9 @@ _MAX_SCALARS = max(len(r.scalars) for r in PARAM_RECORDS.values())
 #: Parameter words the sequencer reads for an instruction's scalar constants: enough for the
 #: longest record's scalars at the smallest V (4).
 SCALAR_WORDS = ceil_div(_MAX_SCALARS, 4)
+#: Config.embed_register: EMBED's leading cycles, no write in either: the row's first word read (its
+#: offset registered in DECODE), then that word registered before the scratchpad's write port.
+EMBED_LEAD = 2
 _RMS, _LN, _GEMM = PARAM_RECORDS[Opcode.RMSNORM], PARAM_RECORDS[Opcode.LAYERNORM], PARAM_RECORDS[Opcode.GEMM]
 
 
@@ -129,13 +132,14 @@ def _walk(m, rows, r, offsets, k, kt, n):
     return (r == rows - 1) & (k == kt - 1)
 
 
-def _first_tile_copies(m, count, start, walk_end, k, kt):
+def _first_tile_copies(m, count, start, walk_end, k, final):
     """``count`` registers equal to "the first reduction tile" (``k == 0``) at every cycle, a copy a
     lane (:mod:`hdl.fanout`: the flag selects every bit of each lane's running sum). Each takes the
     value ``k == 0`` will have whenever ``k`` changes: ``start`` (DECODE) clears ``k``; ``walk_end``
-    (:func:`_walk`'s last row) steps it, winning over ``start`` as it does for ``k``."""
+    (:func:`_walk`'s last row) steps it, winning over ``start`` as it does for ``k``. ``final`` is
+    ``k == kt - 1`` (a register: the subtraction and the comparison are not on the copies' path)."""
     return ring_copies(m, count, start | walk_end,
-                       Mux(walk_end, Mux(k != kt - 1, (k + 1)[:len(k)] == 0, 1), 1), shape=1, name="first", init=1)
+                       Mux(walk_end, Mux(~final, (k + 1)[:len(k)] == 0, 1), 1), shape=1, name="first", init=1)
 
 
 def _planes_before(raw, n_kv):
@@ -441,7 +445,7 @@ class DecodeTop(wiring.Component):
         # after the last head) stays below 2 * kv_rows.
         kv_row = Signal(range(2 * self.kv_rows + 1) if c.kv_block else range(self.kv_rows + CTX * self.max_heads + 1))
         e_addr = Signal(range(c.weight_words + 1))
-        e_first = Signal()               # embed_register: EMBED's first cycle (the read alone)
+        e_lead = Signal(2)               # embed_register: EMBED's leading cycles left (no write)
 
         # The raw instruction's word addresses for the running row: scratchpad ones plus row * row_stride,
         # ARGMAX's logits source plus row * logits_stride.
@@ -450,7 +454,7 @@ class DecodeTop(wiring.Component):
                      src1_w.eq((raw.src1 >> lg) + r_off), dst_w.eq((raw.dst >> lg) + r_off)]
         seq = _Bundle(state=state, pc=pc, ins=ins, raw=raw, tok=tok, pos=pos, n_kv=n_kv, group=group, n_heads=n_heads,
                       fin=fin, running=running, s_addr=s_addr, b_addr=b_addr, d_addr=d_addr, left=left, idx=idx,
-                      row=row, row_b=row_b, kv_row=kv_row, e_addr=e_addr, e_first=e_first, kvb=kvb, n_rows=n_rows,
+                      row=row, row_b=row_b, kv_row=kv_row, e_addr=e_addr, e_lead=e_lead, kvb=kvb, n_rows=n_rows,
                       stride=stride, lstride=lstride, src0_w=src0_w, src1_w=src1_w, dst_w=dst_w, cur=cur,
                       next_toks=next_toks,
                       tbl_tok=tbl_tok, tbl_pos=tbl_pos, tbl_kvb=tbl_kvb, ins_cyc=ins_cyc, step_cyc=step_cyc,
@@ -641,7 +645,7 @@ class DecodeTop(wiring.Component):
                     if self.config.embed_register:   # the first word read in EMBED's first cycle
                         # e_addr holds the row's offset (row * count) until then; the instruction's
                         # weight address is added in that cycle (no adder after the multiplier here)
-                        m.d.sync += [e_addr.eq(embed_row * raw.count), seq.e_first.eq(1)]
+                        m.d.sync += [e_addr.eq(embed_row * raw.count), seq.e_lead.eq(EMBED_LEAD)]
                     else:
                         m.d.sync += e_addr.eq(embed_word + 1)
                 with m.Case(Opcode.GEMM):
@@ -791,24 +795,32 @@ class DecodeTop(wiring.Component):
     def _embed(self, m, seq, mp):
         """EMBED: copy ``count`` weight words to the scratchpad, one a cycle. With ``embed_register``
         the first EMBED cycle only reads the row's first word (the row's offset, ``row * count``,
-        made and registered in DECODE; the table's address added in this cycle); the copy starts the
-        cycle after."""
+        made and registered in DECODE; the table's address added in this cycle), and the weight
+        memory's words are registered before the scratchpad's write port (the bank select and the
+        write were the routed board design's slowest paths into the scratchpad): the second cycle
+        registers the first word, and the copy writes from the third (``EMBED_REGISTER`` = 2
+        leading cycles)."""
         wm, s_w = mp.wm, mp.s_w
         e_addr, d_addr, left = seq.e_addr, seq.d_addr, seq.left
         with m.If(seq.state == _S.EMBED):
-            copying = ~seq.e_first if self.config.embed_register else 1
+            reg = self.config.embed_register
+            copying = (seq.e_lead == 0) if reg else 1
             # embed_register: in EMBED's first cycle e_addr is the row's offset in the table
             at = Signal.like(e_addr)
-            m.d.comb += at.eq(Mux(seq.e_first, seq.ins.weight + e_addr, e_addr) if self.config.embed_register
-                              else e_addr)
+            m.d.comb += at.eq(Mux(seq.e_lead == EMBED_LEAD, seq.ins.weight + e_addr, e_addr) if reg else e_addr)
+            word = wm.word
+            if reg:
+                word = Signal.like(wm.word, name="e_word")
+                m.d.sync += word.eq(wm.word)
             m.d.comb += [wm.raddr.eq(at >> self._bank_bits), wm.rsel.eq(at), s_w.addr.eq(d_addr),
-                         s_w.data.eq(wm.word), s_w.en.eq(copying),
+                         s_w.data.eq(word), s_w.en.eq(copying),
                          seq.fin.eq(copying & (left == 1))]
             m.d.sync += e_addr.eq(at + 1)
             with m.If(copying):
                 m.d.sync += [d_addr.eq(d_addr + 1), left.eq(left - 1)]
-            if self.config.embed_register:
-                m.d.sync += seq.e_first.eq(0)
+            if reg:
+                with m.If(~copying):
+                    m.d.sync += seq.e_lead.eq(seq.e_lead - 1)
 
     def _gemm(self, m, seq, mp, array):
         state, fin = seq.state, seq.fin
@@ -1003,6 +1015,7 @@ class GemmPath(wiring.Component):
         af_last = Signal(init=1)         # the beat held is the tile's last row
         src = Signal(AB)
         s_kt = Signal(16)
+        s_final = Signal(name="s_final")    # s_kt == kt - 1 at every cycle (the last reduction tile)
         s_nt = Signal(16)
         s_row = Signal(range(MM))        # the row of the next sum
         s_off = Signal(AB)               # s_row * row_stride (scratchpad words)
@@ -1018,7 +1031,8 @@ class GemmPath(wiring.Component):
                          wf_more.eq((raw.length != 0) & (raw.count != 0)), wf_beat.eq(0), wf_k.eq(0),
                          wf_n.eq(0), af_valid.eq(0), af_more.eq(1), af_kt.eq(0),
                          af_nt.eq(0), af_r.eq(0), af_off.eq(0),
-                         src.eq(raw.src0 >> lg), s_kt.eq(0), s_nt.eq(0), s_row.eq(0), s_off.eq(0), s_loff.eq(0),
+                         src.eq(raw.src0 >> lg), s_kt.eq(0), s_final.eq(r_kt - 1 == 0), s_nt.eq(0), s_row.eq(0),
+                         s_off.eq(0), s_loff.eq(0),
                          dst.eq(raw.dst >> lg),
                          bias_base.eq(_plus(raw.param >> lg, _GEMM.channel_word("bias", r_nt, all_flags))),
                          # the multiplier part follows the bias part when the instruction has one
@@ -1059,7 +1073,7 @@ class GemmPath(wiring.Component):
         use_bias = ring_copies(m, V, self.decode, (raw.flags & GemmFlags.BIAS.value) != 0, shape=1, name="use_bias")
         fire = gemm & self.sums.valid
         firsts = _first_tile_copies(m, V, self.decode & (raw.opcode == Opcode.GEMM), fire & (s_row == rows - 1),
-                                    s_kt, kt)
+                                    s_kt, s_final)
         for j in range(V):
             start = Mux(firsts[j], Mux(use_bias[j], bias[j], 0), acc_r.data[j])
             m.d.comb += total[j].eq(self.sums.payload.data[j] + start)
@@ -1073,7 +1087,7 @@ class GemmPath(wiring.Component):
         o_addr = Signal(AB)
         o_requant = Signal()
         o_last = Signal()
-        final = s_kt == kt - 1
+        final = s_final
         requant = (ins.flags & GemmFlags.REQUANT.value) != 0
         m.d.comb += [acc_r.addr.eq(s_row), acc_w.addr.eq(s_row), acc_w.data.eq(total), acc_w.en.eq(fire & ~final)]
         # The stage's data registers load every cycle, without an enable (one would be a net to
@@ -1084,6 +1098,8 @@ class GemmPath(wiring.Component):
                      o_last.eq((s_nt == nt - 1) & (s_row == rows - 1))]
         with m.If(fire):
             _walk(m, rows, s_row, [(s_off, self.row_stride), (s_loff, self.logits_stride)], s_kt, kt, s_nt)
+            with m.If(s_row == rows - 1):       # s_kt steps (to s_kt + 1, or 0 after the last)
+                m.d.sync += s_final.eq(Mux(s_final, kt - 1 == 0, (s_kt + 1)[:16] == kt - 1))
         stage = self._requantize(m, o_valid, o_total, o_ms, o_addr, o_requant, o_last)
         self._write_back(m, raw, stage, s_nt + s_off, fire & final)
         return m

@@ -231,6 +231,8 @@ class TopSequencer(Harness):
         gpath = probe.submodule("gemm")
         copies_equal(m, gpath, "use_bias", V, (ins.flags & GemmFlags.BIAS.value) != 0)
         copies_equal(m, gpath, "first", V, gpath["s_kt"] == 0)
+        # and its register of "the last reduction tile" equal to what it stands for
+        m.d.comb += Assert(gpath["s_final"] == (gpath["s_kt"] == gpath["kt"] - 1))
         with m.If((state != _S.VCMD) & (state != _S.VRUN)):
             m.d.comb += Assert(~f_valid)
         with m.If(state == _S.VCMD):
@@ -284,10 +286,10 @@ class TopSequencer(Harness):
                 m.d.comb += Assert(left >= 1)
         was_left, was_state = Signal.like(left), Signal.like(state)
         m.d.sync += [was_left.eq(left), was_state.eq(state)]
-        # (embed_register: EMBED's first cycle only reads, and holds ``left``.)
+        # (embed_register: EMBED's leading cycles only read, and hold ``left``.)
         reading = Signal()
         if c.embed_register:
-            m.d.sync += reading.eq((state == _S.EMBED) & probe["e_first"])
+            m.d.sync += reading.eq((state == _S.EMBED) & (probe["e_lead"] != 0))
         for s in _COUNTED:
             with m.If((was_state == s) & (state == s)):
                 m.d.comb += Assert(left == Mux(reading, was_left, was_left - 1))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from golden.errors import InputError
 from golden.numerics import ceil_div
 from hdl.config import check_positive_int
+from hdl.top import EMBED_LEAD
 from hdl.vector import (
     LAYER_STATS_EXTRA,
     NORM_STATS_CYCLES,
@@ -368,7 +369,8 @@ def vector_lower_bound(op, length: int, lanes: int) -> int:
 #
 #     embed        SEQ_ISSUE + W                      one weight word copied a cycle
 #                  embed_register: + EMBED_REGISTER (the row's first address registered in DECODE,
-#                  its first word read in a cycle of its own)
+#                  its first word read in a cycle of its own, and registered in another before the
+#                  copy writes it)
 #     gemm         SEQ_ISSUE + gemm - GEMM_OVERLAP + GEMM_WRITEBACK
 #                  (decode is the engine's start cycle; the last output word is written from the
 #                  output stage's register the cycle after the array's last sum)
@@ -427,8 +429,9 @@ RESIDUAL_TIMING_REGISTERS = 2
 GEMM_PRODUCT_REGISTER = 2
 #: Config.vector_scalar_register: the cycle a vector instruction's scalars are latched before its command.
 VECTOR_SCALAR_REGISTER = 1
-#: Config.embed_register: the cycle EMBED reads its row's first word in, its address registered in DECODE.
-EMBED_REGISTER = 1
+#: Config.embed_register: EMBED's leading cycles (hdl.top.EMBED_LEAD): the one that reads its row's first
+#: word (its address registered in DECODE) and the one that registers that word before the scratchpad's write.
+EMBED_REGISTER = EMBED_LEAD
 #: Config.program_register: the cycle a pass starts with (FETCH), its first instruction read and registered.
 PROGRAM_FETCH = 1
 #: The cycle between the attention unit's done and the first output word written back.
