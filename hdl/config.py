@@ -219,9 +219,9 @@ class Config:
         EMBED's first row address (``weight + row * count``, a product of the program memory's
         read data) made over two cycles, the product registered in DECODE and the table's address
         added to it in a cycle of its own that reads the first word, instead of driving the
-        weight memory's read address in DECODE (false, the default): one cycle more per EMBED
-        instruction (:data:`sim.machine.cycles.EMBED_REGISTER`). A timing cut for FPGA clocks; no
-        bit changes.
+        weight memory's read address in DECODE, and the weight words registered before the
+        scratchpad's write port (false, the default): two cycles more per EMBED instruction
+        (:data:`sim.machine.cycles.EMBED_REGISTER`). A timing cut for FPGA clocks; no bit changes.
     program_register:
         The instruction DECODE decodes held in a register, loaded from the program memory's read
         data in the last cycle of the instruction before it (the word read a cycle earlier: the

@@ -604,7 +604,7 @@ class Hardware:
     fabric_products: bool = False        # int8 products in logic, not multipliers (Config's): no cycle
     attention_timing_registers: bool = False  # attention's timing registers (Config's): +6 an attention call
     residual_timing_registers: bool = False  # the fused residual add's two registers (Config's): +2 a fused GEMM
-    embed_register: bool = False          # EMBED's first address registered (Config's): +1 an EMBED
+    embed_register: bool = False          # EMBED's first address and words registered (Config's): +2 an EMBED
     program_register: bool = False        # DECODE's instruction registered (Config's): +1 a pass (FETCH)
     attention_rescale_register: bool = False  # attention's S4 in two stages (Config's): +1 a call, +1 a step
     #                                           after the first when a group is one step a position

@@ -25,7 +25,7 @@ SMALL_SHARED = SHARED   # what top_params gives llama-gqa
 #: all but ``residual_timing_registers``, its design having no fused residual add): the same bits,
 #: the cuts two cycles more per GEMM, four per vector instruction (one for the scalars, three in
 #: the unit), seven per attention call (and one per step after the first where a group is one step a
-#: position), two per fused GEMM, one per EMBED and one per pass (FETCH).
+#: position), two per fused GEMM, two per EMBED and one per pass (FETCH).
 FPGA_KEYS = {"gemm_product_register": True, "vector_scalar_register": True, "vector_product_register": True,
              "fabric_products": True, "attention_timing_registers": True, "residual_timing_registers": True,
              "embed_register": True, "program_register": True, "attention_rescale_register": True}
