@@ -117,14 +117,15 @@ EMBED_LEAD = 2
 _RMS, _LN, _GEMM = PARAM_RECORDS[Opcode.RMSNORM], PARAM_RECORDS[Opcode.LAYERNORM], PARAM_RECORDS[Opcode.GEMM]
 
 
-def _walk(m, rows, r, offsets, k, kt, n):
+def _walk(m, rows, r, offsets, k, kt, n, k_steps=()):
     """Step a GEMM's (output tile ``n``, reduction tile ``k`` of ``kt``, row ``r`` of ``rows``) walk, rows
     innermost (the order its activations enter and its sums leave); each ``(offset, step)`` of ``offsets``
-    follows the row (``r * step``). Returns "this is an output tile's last (row, reduction tile)"."""
+    follows the row (``r * step``), and the statements ``k_steps`` run where ``k`` steps. Returns "this is
+    an output tile's last (row, reduction tile)"."""
     with m.If(r != rows - 1):
         m.d.sync += [r.eq(r + 1), *(o.eq(o + step) for o, step in offsets)]
     with m.Else():
-        m.d.sync += [r.eq(0), *(o.eq(0) for o, _ in offsets)]
+        m.d.sync += [r.eq(0), *(o.eq(0) for o, _ in offsets), *k_steps]
         with m.If(k != kt - 1):
             m.d.sync += k.eq(k + 1)
         with m.Else():
@@ -1032,8 +1033,7 @@ class GemmPath(wiring.Component):
                          wf_n.eq(0), af_valid.eq(0), af_more.eq(1), af_kt.eq(0),
                          af_nt.eq(0), af_r.eq(0), af_off.eq(0),
                          src.eq(raw.src0 >> lg), s_kt.eq(0), s_final.eq(r_kt - 1 == 0), s_nt.eq(0), s_row.eq(0),
-                         s_off.eq(0), s_loff.eq(0),
-                         dst.eq(raw.dst >> lg),
+                         s_off.eq(0), s_loff.eq(0), dst.eq(raw.dst >> lg),
                          bias_base.eq(_plus(raw.param >> lg, _GEMM.channel_word("bias", r_nt, all_flags))),
                          # the multiplier part follows the bias part when the instruction has one
                          ms_base.eq((raw.param >> lg) + Mux(raw.flags & GemmFlags.BIAS.value, r_nt, 0))]
@@ -1087,21 +1087,19 @@ class GemmPath(wiring.Component):
         o_addr = Signal(AB)
         o_requant = Signal()
         o_last = Signal()
-        final = s_final
         requant = (ins.flags & GemmFlags.REQUANT.value) != 0
-        m.d.comb += [acc_r.addr.eq(s_row), acc_w.addr.eq(s_row), acc_w.data.eq(total), acc_w.en.eq(fire & ~final)]
+        m.d.comb += [acc_r.addr.eq(s_row), acc_w.addr.eq(s_row), acc_w.data.eq(total), acc_w.en.eq(fire & ~s_final)]
         # The stage's data registers load every cycle, without an enable (one would be a net to
         # all V x 64 of them); o_valid says when they hold a final sum, and everything after them
         # (requantization, residual stage, writes) is gated by it.
-        m.d.sync += [o_valid.eq(fire & final), o_total.eq(total), o_ms.eq(ms),
+        m.d.sync += [o_valid.eq(fire & s_final), o_total.eq(total), o_ms.eq(ms),
                      o_addr.eq(dst + s_nt + Mux(requant, s_off, s_loff)), o_requant.eq(requant),
                      o_last.eq((s_nt == nt - 1) & (s_row == rows - 1))]
-        with m.If(fire):
-            _walk(m, rows, s_row, [(s_off, self.row_stride), (s_loff, self.logits_stride)], s_kt, kt, s_nt)
-            with m.If(s_row == rows - 1):       # s_kt steps (to s_kt + 1, or 0 after the last)
-                m.d.sync += s_final.eq(Mux(s_final, kt - 1 == 0, (s_kt + 1)[:16] == kt - 1))
+        with m.If(fire):     # s_final follows s_kt's step (to s_kt + 1, or 0 after the last)
+            _walk(m, rows, s_row, [(s_off, self.row_stride), (s_loff, self.logits_stride)], s_kt, kt, s_nt,
+                  [s_final.eq(Mux(s_final, kt - 1 == 0, (s_kt + 1)[:16] == kt - 1))])
         stage = self._requantize(m, o_valid, o_total, o_ms, o_addr, o_requant, o_last)
-        self._write_back(m, raw, stage, s_nt + s_off, fire & final)
+        self._write_back(m, raw, stage, s_nt + s_off, fire & s_final)
         return m
 
     def _write_back(self, m, raw, stage, r_word, take):
