@@ -216,9 +216,6 @@ def test_icebreaker_bitstream_of_the_largest_array():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 16: the board design routes (router1) but no routing has met its 53.125 MHz "
-                          "clock yet: 50.93, 50.39 and 48.47 MHz on seed 1 (docs/fpga.md, docs/roadmap.md)",
-                   strict=True)
 def test_ulx3s_bitstream_of_the_decode_accelerator():
     """The demo model's accelerator on the board's design (preset ulx3s: 8x8, a tile a cycle, the
     FPGA keys, 53.125 MHz from the PLL) fits the ECP5 after synthesis, places, routes and meets its
